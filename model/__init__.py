@@ -1,0 +1,5 @@
+"""The network and everything that only needs the network."""
+from .config import GPTConfig
+from .gpt import GPT
+
+__all__ = ["GPT", "GPTConfig"]

@@ -1,0 +1,80 @@
+"""Loading OpenAI's GPT-2 weights through Hugging Face transformers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import GPTConfig
+
+HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# Hugging Face stores these as Conv1D weights (in, out); nn.Linear wants (out, in).
+CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+class PretrainedNotFound(Exception):
+    """The weights are neither in a local directory nor in the Hugging Face cache."""
+
+
+def how_to_get(name_or_dir: str) -> str:
+    if name_or_dir in HUB_NAMES:
+        return (
+            f"GPT-2 weights '{name_or_dir}' are not in the local Hugging Face cache and the hub "
+            f"cannot be reached; on a machine with internet run `python -c \"from transformers import "
+            f"GPT2LMHeadModel as M; M.from_pretrained('{name_or_dir}').save_pretrained('{name_or_dir}-hf')\"`, "
+            f"copy the folder here and pass init_from=/path/to/{name_or_dir}-hf"
+        )
+    return (
+        f"'{name_or_dir}' is not a GPT-2 model name ({', '.join(HUB_NAMES)}) nor a folder holding "
+        f"a Hugging Face GPT-2 (config.json and model.safetensors or pytorch_model.bin)"
+    )
+
+
+def _load_hf_model(name_or_dir: str):
+    try:
+        from transformers import GPT2LMHeadModel
+    except ImportError as e:
+        raise PretrainedNotFound("loading GPT-2 weights needs transformers: pip install transformers") from e
+    is_dir = Path(name_or_dir).is_dir()
+    if not is_dir and name_or_dir not in HUB_NAMES:
+        raise PretrainedNotFound(how_to_get(name_or_dir))
+    try:  # the local cache first, so a machine without internet never waits on the hub
+        return GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
+    except OSError:
+        if is_dir:
+            raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+    try:
+        return GPT2LMHeadModel.from_pretrained(name_or_dir)
+    except OSError:
+        raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+
+
+def gpt_config_from_hf(hf_config) -> GPTConfig:
+    if hf_config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise PretrainedNotFound(f"unsupported activation {hf_config.activation_function!r}; GPT-2 uses gelu_new")
+    return GPTConfig(
+        block_size=hf_config.n_positions,
+        vocab_size=hf_config.vocab_size,
+        n_layer=hf_config.n_layer,
+        n_head=hf_config.n_head,
+        n_embd=hf_config.n_embd,
+        dropout=0.0,
+        bias=True,
+    )
+
+
+def load_pretrained(gpt_cls, name_or_dir: str):
+    """Build gpt_cls with the GPT-2 weights found at name_or_dir."""
+    hf = _load_hf_model(name_or_dir)
+    model = gpt_cls(gpt_config_from_hf(hf.config))
+    theirs = hf.state_dict()
+    ours = model.state_dict()
+    with torch.no_grad():
+        for name, tensor in ours.items():
+            if name not in theirs:
+                raise PretrainedNotFound(f"{name_or_dir}: weight {name} is missing from the checkpoint")
+            source = theirs[name].t() if name.endswith(CONV1D_SUFFIXES) else theirs[name]
+            if source.shape != tensor.shape:
+                raise PretrainedNotFound(f"{name_or_dir}: {name} has shape {tuple(source.shape)}, expected {tuple(tensor.shape)}")
+            tensor.copy_(source)
+    return model
