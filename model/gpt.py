@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .attention import CausalSelfAttention
 from .config import GPTConfig
+from .decoding import Decoder
 from .kv_cache import KVCache
 from .sampling import sample_next
 
@@ -141,7 +142,7 @@ class GPT(nn.Module):
         weight = self.transformer.wte.weight
         return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.head_size, weight.device, weight.dtype)
 
-    def _next_logits(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         """Logits (B, V) for the position after idx; the head runs on the last position only."""
         return self.lm_head(self.hidden_states(idx, cache)[:, -1, :])
 
@@ -158,31 +159,14 @@ class GPT(nn.Module):
     ) -> Iterator[torch.Tensor]:
         """Yield max_new_tokens new tokens (B, 1), one step at a time.
 
-        Context policy (both paths): the window of tokens the model sees grows
-        up to block_size; when one more token would not fit, it is cut to its
-        last block_size // 2 tokens, which are re-encoded at positions from 0.
-        With the cache, the prompt is encoded once (prefill) and each later step
-        feeds only the newest token; without it, the whole window is re-run.
+        Generation may run past block_size; see `Decoder` for the context policy.
         """
-        block_size = self.config.block_size
-        if idx.size(1) > block_size:
-            raise ValueError(f"prompt of {idx.size(1)} tokens is longer than block_size={block_size}")
-        cache = self.new_cache(idx.size(0)) if use_cache else None
-        window = idx  # (B, Tw), the tokens in context
-        logits = self._next_logits(window, cache)  # prefill: (B, V)
-        for _ in range(max_new_tokens):
-            next_id = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+        decoder = Decoder(self, idx, use_cache)
+        for step in range(max_new_tokens):
+            if step > 0:
+                decoder.push(next_id)  # only once the next token is wanted: no wasted forward pass
+            next_id = sample_next(decoder.logits, temperature, top_k, top_p, generator)  # (B, 1)
             yield next_id
-            window = torch.cat([window, next_id], dim=1)
-            if window.size(1) > block_size:
-                window = window[:, -max(1, block_size // 2) :]
-                if cache is not None:
-                    cache.reset()
-                logits = self._next_logits(window, cache)
-            elif cache is not None:
-                logits = self._next_logits(next_id, cache)
-            else:
-                logits = self._next_logits(window, None)
 
     @torch.no_grad()
     def generate(

@@ -1,0 +1,22 @@
+"""Helpers for tests that run the repository's scripts as real subprocesses."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY_TRAIN_FLAGS = [
+    "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8",
+    "--max_iters=40", "--lr_decay_iters=40", "--warmup_iters=5", "--eval_interval=20",
+    "--eval_iters=4", "--log_interval=5", "--sample_tokens=20", "--device=cpu",
+]
+
+
+def run_script(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run one of the repository's scripts in a real subprocess."""
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result

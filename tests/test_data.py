@@ -1,0 +1,86 @@
+"""prepare -> bins -> batches, and the loader's walk through the data."""
+import json
+
+import numpy as np
+import pytest
+
+from core.errors import UserError
+from data.loader import BatchLoader, open_dataset
+from data.prepare import prepare_dataset, read_text
+from data.tokenizer import tokenizer_from_description
+
+
+def test_prepare_writes_bins_that_decode_to_the_text(char_dataset, corpus_text):
+    meta = json.loads((char_dataset / "meta.json").read_text())
+    dataset = open_dataset(char_dataset)
+    tok = tokenizer_from_description(meta["tokenizer"])
+    decoded = tok.decode(dataset.train.tolist()) + tok.decode(dataset.val.tolist())
+    assert decoded == corpus_text
+    assert meta["train_tokens"] + meta["val_tokens"] == len(corpus_text)
+    assert abs(meta["val_tokens"] / len(corpus_text) - 0.1) < 0.001
+    assert meta["dtype"] == "uint16" and dataset.train.dtype == np.uint16
+
+
+def test_gpt2_dataset_round_trip(tmp_path, corpus_text):
+    meta = prepare_dataset(corpus_text, "gpt2", tmp_path / "bpe", val_fraction=0.2)
+    dataset = open_dataset(tmp_path / "bpe")
+    tok = tokenizer_from_description(meta["tokenizer"])
+    assert tok.decode(dataset.train.tolist()) + tok.decode(dataset.val.tolist()) == corpus_text
+    assert meta["vocab_size"] == 50257 and meta["train_bytes"] + meta["val_bytes"] == len(corpus_text.encode())
+
+
+def test_batches_are_windows_of_the_data_shifted_by_one(char_dataset):
+    data = open_dataset(char_dataset).train
+    loader = BatchLoader(data, block_size=16, batch_size=5, seed=3)
+    x, y = loader.next_batch()
+    assert x.shape == y.shape == (5, 16)
+    assert (x[:, 1:] == y[:, :-1]).all()
+    text = data.tolist()
+    for row_x, row_y in zip(x.tolist(), y.tolist()):
+        # each row is a real stretch of the corpus, and y its continuation by one token
+        starts = [s for s in range(len(text) - 16) if text[s : s + 16] == row_x]
+        assert any(text[s + 1 : s + 17] == row_y for s in starts)
+
+
+def test_each_epoch_sees_every_window_once():
+    tokens = np.arange(1001, dtype=np.uint16)  # distinct tokens: a window is its first token
+    loader = BatchLoader(tokens, block_size=10, batch_size=7, seed=0)
+    per_epoch = len(loader._epoch_order(0))
+    seen = [loader.next_batch()[0][:, 0] for _ in range(per_epoch // 7)]
+    starts = np.concatenate([s.numpy() for s in seen])
+    assert len(set(starts.tolist())) == len(starts)  # no window twice within the epoch
+    assert all((starts - starts[0]) % 10 == 0)  # non-overlapping: one grid of windows
+
+
+def test_loader_state_resumes_the_same_batches():
+    tokens = np.arange(5000, dtype=np.uint16)
+    a = BatchLoader(tokens, block_size=8, batch_size=9, seed=1)
+    for _ in range(70):  # crosses an epoch boundary
+        a.next_batch()
+    b = BatchLoader(tokens, block_size=8, batch_size=9, seed=1)
+    b.load_state_dict(a.state_dict())
+    for _ in range(80):
+        assert (a.next_batch()[0] == b.next_batch()[0]).all()
+
+
+def test_ranks_get_disjoint_windows():
+    tokens = np.arange(2001, dtype=np.uint16)
+    orders = [BatchLoader(tokens, 10, 4, seed=0, rank=r, world_size=2)._epoch_order(0) for r in (0, 1)]
+    assert len(orders[0]) == len(orders[1])
+    assert not set(orders[0].tolist()) & set(orders[1].tolist())
+
+
+def test_too_short_split_is_a_clear_error():
+    with pytest.raises(UserError, match="too few for block_size=64"):
+        BatchLoader(np.arange(50, dtype=np.uint16), block_size=64, batch_size=2, seed=0, split="val")
+
+
+def test_read_text_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_text(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(UserError, match="is empty"):
+        read_text(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("abc caf\xe9".encode("latin-1"))
+    with pytest.raises(UserError, match="offset 7"):
+        read_text(tmp_path / "latin1.txt")

@@ -1,0 +1,33 @@
+"""train.py then sample.py as real subprocesses, on a tiny corpus."""
+import torch
+
+from helpers import TINY_TRAIN_FLAGS, run_script
+
+
+def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
+    data_dir, out_dir = tmp_path / "data" / "tiny", tmp_path / "out"
+    prep = run_script("data/prepare.py", "--input", str(corpus_file), "--tokenizer", "char", "--out_dir", str(data_dir))
+    assert "train and" in prep.stdout and (data_dir / "train.bin").is_file()
+
+    train = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={data_dir}", f"--out_dir={out_dir}")
+    assert "step 40: train loss" in train.stderr + train.stdout
+    assert "--- sample ---" in train.stdout
+
+    checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
+    for key in ("model", "optimizer", "config", "model_args", "tokenizer", "iter_num", "best_val_loss"):
+        assert key in checkpoint
+    assert checkpoint["iter_num"] == 40
+    assert checkpoint["model_args"]["n_layer"] == 2 and checkpoint["config"]["n_embd"] == 32
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in checkpoint["model"])
+    assert checkpoint["best_val_loss"] < 3.0  # learned something: uniform guessing is ln(23) = 3.1
+    assert (out_dir / "best.pt").is_file()
+
+    args = ["sample.py", f"--out_dir={out_dir}", "--prompt=Shall I", "--max_new_tokens=60", "--num_samples=2", "--seed=7"]
+    first = run_script(*args).stdout
+    samples = first.split("\n---------------\n")
+    assert len(samples) == 3 and samples[2] == ""  # two samples, each followed by a separator
+    for sample in samples[:2]:
+        assert sample.startswith("Shall I") and len(sample) == len("Shall I") + 60
+        assert set(sample) <= set(corpus_text)  # only characters of the training text
+    assert run_script(*args).stdout == first  # same seed, same text
+    assert run_script(*args[:-1], "--seed=8").stdout != first

@@ -1,0 +1,56 @@
+"""The network as a whole: GPT-2's parameter count, the loss, learning."""
+import math
+
+import torch
+
+from model import GPT, GPTConfig
+
+
+def test_gpt2_small_has_gpt2s_parameter_count():
+    with torch.device("meta"):  # shapes only, nothing allocated
+        model = GPT(GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True))
+    assert model.num_params() == 124_439_808
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied head
+
+
+def test_initial_loss_is_close_to_uniform_guessing():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=2, n_embd=32))
+    idx = torch.randint(0, 65, (8, 32))
+    _, loss = model(idx, torch.randint(0, 65, (8, 32)))
+    assert abs(loss.item() - math.log(65)) < 0.1
+
+
+def test_loss_is_mean_cross_entropy_of_logits():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
+    idx, targets = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
+    logits, loss = model(idx, targets)
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
+    expected = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
+    assert abs(loss.item() - expected.item()) < 1e-5
+
+
+def test_residual_projections_use_gpt2_scaled_init():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=50, n_layer=8, n_head=4, n_embd=256))
+    proj = torch.cat([b.attn.c_proj.weight.flatten() for b in model.transformer.h])
+    fc = torch.cat([b.mlp.c_fc.weight.flatten() for b in model.transformer.h])
+    assert abs(proj.std().item() - 0.02 / math.sqrt(16)) < 5e-4
+    assert abs(fc.std().item() - 0.02) < 5e-4
+
+
+def test_two_layer_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=50, n_layer=2, n_head=2, n_embd=64, bias=False))
+    x = torch.randint(0, 50, (4, 32))
+    y = torch.roll(x, -1, dims=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(300):
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.1:
+            break
+    assert loss.item() < 0.1, f"loss {loss.item():.3f} after {step + 1} steps"

@@ -1,0 +1,61 @@
+"""GPT-2 compatibility: the same logits as Hugging Face transformers' GPT2LMHeadModel."""
+import os
+
+import pytest
+import torch
+
+from helpers import run_script
+from model import GPT
+from model.pretrained import PretrainedNotFound
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def hf_model_dir(tmp_path_factory):
+    """A small random GPT-2 saved the way Hugging Face saves real ones (no download)."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_positions=32, n_embd=48, n_layer=3, n_head=4, vocab_size=97)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # the defaults zero the biases: give every weight a value to map
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    folder = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
+    hf.save_pretrained(folder)
+    return folder, hf
+
+
+def test_logits_match_transformers(hf_model_dir):
+    folder, hf = hf_model_dir
+    ours = GPT.from_pretrained(str(folder)).eval()
+    assert ours.config.block_size == 32 and ours.config.vocab_size == 97
+    idx = torch.randint(0, 97, (3, 32))
+    with torch.no_grad():
+        expected = hf(idx).logits
+        logits, _ = ours(idx)
+    assert (logits - expected).abs().max().item() < 1e-4
+
+
+def test_greedy_continuations_match_transformers(hf_model_dir):
+    folder, hf = hf_model_dir
+    ours = GPT.from_pretrained(str(folder)).eval()
+    idx = torch.randint(0, 97, (2, 5))
+    expected = idx
+    with torch.no_grad():
+        for _ in range(20):  # Hugging Face's forward, greedy, written out
+            next_id = hf(expected).logits[:, -1].argmax(-1, keepdim=True)
+            expected = torch.cat([expected, next_id], dim=1)
+    assert torch.equal(ours.generate(idx, 20, temperature=0), expected)
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path):
+    with pytest.raises(PretrainedNotFound, match="not a GPT-2 model name"):
+        GPT.from_pretrained(str(tmp_path / "nowhere"))
+
+
+def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")}
+    result = run_script("sample.py", "--init_from=gpt2", check=False, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "from_pretrained('gpt2')" in lines[0] and "init_from=/path/to/gpt2-hf" in lines[0]
