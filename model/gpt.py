@@ -163,10 +163,10 @@ class GPT(nn.Module):
         """
         decoder = Decoder(self, idx, use_cache)
         for step in range(max_new_tokens):
-            if step > 0:
-                decoder.push(next_id)  # only once the next token is wanted: no wasted forward pass
             next_id = sample_next(decoder.logits, temperature, top_k, top_p, generator)  # (B, 1)
             yield next_id
+            if step + 1 < max_new_tokens:  # no forward pass for logits nobody will read
+                decoder.push(next_id)
 
     @torch.no_grad()
     def generate(
