@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint, model_from_checkpoint
 from core.config import help_text, parse_config, wants_help
 from core.device import pick_device
 from core.errors import UserError, run_cli
 from core.generation import SampleText
 from core.settings import SampleConfig, TrainConfig
 from data.tokenizer import GPT2Tokenizer, Tokenizer, start_tokens, tokenizer_from_description
-from model import GPT, GPTConfig
+from model import GPT
 from model.pretrained import PretrainedNotFound
 
 SEPARATOR = "\n---------------"
@@ -32,9 +32,9 @@ def load_model(cfg: SampleConfig, device: torch.device) -> tuple[GPT, Tokenizer]
             raise UserError(str(e)) from None
         tokenizer: Tokenizer = GPT2Tokenizer()
     else:
-        checkpoint = load_checkpoint(Path(cfg.out_dir) / cfg.checkpoint, device)
-        model = GPT(GPTConfig(**checkpoint["model_args"]))
-        model.load_state_dict(checkpoint["model"])
+        path = Path(cfg.out_dir) / cfg.checkpoint
+        checkpoint = load_checkpoint(path, device)
+        model = model_from_checkpoint(checkpoint, path)
         tokenizer = tokenizer_from_description(checkpoint["tokenizer"])
     return model.to(device).eval(), tokenizer
 

@@ -16,3 +16,6 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

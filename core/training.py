@@ -16,6 +16,7 @@ from data.loader import BatchLoader, Dataset
 from model import GPT, GPTConfig
 from model.pretrained import PretrainedNotFound
 
+from .checkpoint import model_from_checkpoint
 from .device import autocast
 from .errors import UserError
 from .settings import TrainConfig
@@ -46,13 +47,11 @@ def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfi
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None) -> GPT:
-    """A fresh model, the checkpoint's, or GPT-2's weights, per init_from."""
+    """A fresh model, the checkpoint's (to resume), or GPT-2's weights, per init_from."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if checkpoint is not None:
         check_resume_compatible(checkpoint, wanted, cfg)
-        model = GPT(GPTConfig(**checkpoint["model_args"]))
-        model.load_state_dict(checkpoint["model"])
-        return model
+        return model_from_checkpoint(checkpoint, Path(cfg.out_dir) / "ckpt.pt")
     if cfg.init_from == "scratch":
         return GPT(wanted)
     try:

@@ -32,9 +32,12 @@ def how_to_get(name_or_dir: str) -> str:
 
 def _load_hf_model(name_or_dir: str):
     try:
+        import transformers
         from transformers import GPT2LMHeadModel
     except ImportError as e:
         raise PretrainedNotFound("loading GPT-2 weights needs transformers: pip install transformers") from e
+    transformers.utils.logging.disable_progress_bar()  # our tools report their own progress
+    transformers.utils.logging.set_verbosity_error()
     is_dir = Path(name_or_dir).is_dir()
     if not is_dir and name_or_dir not in HUB_NAMES:
         raise PretrainedNotFound(how_to_get(name_or_dir))

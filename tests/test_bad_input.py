@@ -1,0 +1,168 @@
+"""Bad input: a one-line error with exit status 2, and nothing on disk harmed."""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+
+import pytest
+import torch
+
+from data.prepare import prepare_dataset
+from helpers import TINY_TRAIN_FLAGS, run_script
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit status 2, no traceback, and one error line (after any progress bar) with every fragment."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+    assert result.stderr.rstrip().endswith(errors[0])
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+@pytest.fixture(scope="module")
+def trained(char_dataset, tmp_path_factory):
+    """A finished tiny run: its dataset and out_dir, copied per test before being poked."""
+    out = tmp_path_factory.mktemp("trained")
+    run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=20", f"--dataset={char_dataset}", f"--out_dir={out}")
+    return out
+
+
+@pytest.fixture
+def run_dir(trained, char_dataset, tmp_path):
+    shutil.copytree(trained, tmp_path / "out")
+    shutil.copytree(char_dataset, tmp_path / "data")
+    return tmp_path
+
+
+def train(run_dir, *extra):
+    return run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / 'out'}",
+                      *extra, check=False)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "not found"), (b" \n\n", "is empty"), ("naïve".encode("latin-1"), "not UTF-8 (invalid byte at offset 2)"),
+])
+def test_prepare_rejects_bad_input_files(run_dir, content, fragment):
+    source = run_dir / "input.txt"
+    if content is not None:
+        source.write_bytes(content)
+    before = snapshot(run_dir / "data")
+    result = run_script("data/prepare.py", "--input", str(source), "--out_dir", str(run_dir / "data"), check=False)
+    assert_one_line_error(result, fragment)
+    assert snapshot(run_dir / "data") == before
+
+
+def test_corpus_too_short_for_the_context(tmp_path):
+    prepare_dataset("To be, or not to be, that is the question.\n" * 3, "char", tmp_path / "short")
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'short'}", f"--out_dir={tmp_path / 'out'}",
+                        "--block_size=64", check=False)
+    assert_one_line_error(result, "split has", "too few for block_size=64", "smaller block_size")
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--n_head=3", "n_embd=32 must be divisible by n_head=3"),
+    ("--n_layer=0", "n_layer=0 must be a positive integer"),
+    ("--learning_rate=-0.1", "learning_rate=-0.1 must be positive"),
+    ("--max_iters=0", "max_iters=0 must be positive"),
+    ("--batch_size=1.5", "batch_size must be int"),
+    ("--eval_intervall=5", "did you mean 'eval_interval'"),
+])
+def test_impossible_settings(run_dir, flag, fragment):
+    before = snapshot(run_dir)
+    assert_one_line_error(train(run_dir, flag), fragment)
+    assert snapshot(run_dir) == before
+
+
+def test_block_size_over_the_models_maximum(tmp_path, corpus_text):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_positions=32, n_embd=16, n_layer=1, n_head=2))
+    hf.save_pretrained(tmp_path / "hf")
+    prepare_dataset(corpus_text, "gpt2", tmp_path / "bpe")
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
+                        f"--init_from={tmp_path / 'hf'}", "--block_size=64", check=False)
+    assert_one_line_error(result, "block_size=64 is over this model's maximum of 32")
+
+
+def test_missing_dataset_folder(run_dir):
+    shutil.rmtree(run_dir / "data")
+    assert_one_line_error(train(run_dir), "not found", "python data/prepare.py --input FILE")
+
+
+def test_meta_json_not_matching_its_bins(run_dir):
+    train_bin = run_dir / "data" / "train.bin"
+    train_bin.write_bytes(train_bin.read_bytes()[:-10])
+    before = snapshot(run_dir)
+    assert_one_line_error(train(run_dir), "inconsistent", "train.bin", "re-run python data/prepare.py")
+    assert snapshot(run_dir) == before
+
+
+def test_resume_without_a_checkpoint(run_dir):
+    (run_dir / "out" / "ckpt.pt").unlink()
+    assert_one_line_error(train(run_dir, "--init_from=resume"), "ckpt.pt not found")
+
+
+@pytest.mark.parametrize("script", ["train.py", "sample.py"])
+def test_truncated_checkpoint(run_dir, script):
+    ckpt = run_dir / "out" / "ckpt.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    before = snapshot(run_dir)
+    if script == "train.py":
+        result = train(run_dir, "--init_from=resume")
+    else:
+        result = run_script("sample.py", f"--out_dir={run_dir / 'out'}", check=False)
+    assert_one_line_error(result, "damaged or truncated")
+    assert snapshot(run_dir) == before
+
+
+def test_checkpoint_from_an_incompatible_model(run_dir):
+    ckpt = run_dir / "out" / "ckpt.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["model_args"]["n_layer"] = 5  # weights of 2 layers, described as 5
+    torch.save(state, ckpt)
+    result = run_script("sample.py", f"--out_dir={run_dir / 'out'}", check=False)
+    assert_one_line_error(result, "does not match the model it describes")
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_with_pickled_code_is_refused_not_run(run_dir):
+    payload = RunsCode()
+    payload.marker = run_dir / "code-ran"
+    with open(run_dir / "out" / "ckpt.pt", "wb") as f:
+        torch.save({"model": payload}, f)
+    result = run_script("sample.py", f"--out_dir={run_dir / 'out'}", check=False)
+    assert_one_line_error(result, "pickled objects or code", "not loaded")
+    assert not (run_dir / "code-ran").exists()
+
+
+def test_out_dir_not_writable(run_dir):
+    blocker = run_dir / "a-file"
+    blocker.write_text("not a folder")
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={run_dir / 'data'}", f"--out_dir={blocker / 'out'}",
+                        check=False)
+    assert_one_line_error(result, "is not writable", "choose another --out_dir")
+
+
+def test_disk_full_while_writing_a_checkpoint(run_dir):
+    """A file-size limit makes the checkpoint write fail the way a full disk does."""
+    before = snapshot(run_dir / "out")
+    limit = (run_dir / "out" / "ckpt.pt").stat().st_size // 2
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / 'out'}",
+                        "--max_iters=40", "--init_from=resume", check=False, preexec_fn=small_disk)
+    assert_one_line_error(result, "could not write checkpoint", "free disk space")
+    assert snapshot(run_dir / "out") == before  # the old checkpoints are whole, no temporary file is left

@@ -1,0 +1,118 @@
+"""A resumed run is the same run: after a stop, a Ctrl-C or a SIGKILL at any moment."""
+from __future__ import annotations
+
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from helpers import REPO, run_script
+
+# dropout on, so resume must also restore the random generator behind the dropout masks
+RUN_FLAGS = [
+    "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--dropout=0.1",
+    "--lr_decay_iters=120", "--warmup_iters=5", "--eval_iters=2", "--log_interval=1", "--sample_tokens=0",
+    "--device=cpu",
+]
+
+
+def train(dataset, out_dir, *extra, check=True):
+    return run_script("train.py", *RUN_FLAGS, f"--dataset={dataset}", f"--out_dir={out_dir}", *extra, check=check)
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(char_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train(char_dataset, out, "--max_iters=120", "--eval_interval=10")
+    return weights(out / "ckpt.pt")
+
+
+def test_stop_and_resume_reproduces_the_uninterrupted_run(char_dataset, tmp_path, uninterrupted):
+    train(char_dataset, tmp_path, "--max_iters=30", "--eval_interval=10")
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 30
+    resumed = train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--init_from=resume")
+    assert "resume: max_iters changed from 30 to 120" in resumed.stdout
+    assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
+
+
+def test_resume_refuses_a_different_model_shape(char_dataset, tmp_path):
+    train(char_dataset, tmp_path, "--max_iters=10", "--eval_interval=10")
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    result = train(char_dataset, tmp_path, "--max_iters=20", "--eval_interval=10", "--n_layer=3",
+                   "--init_from=resume", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: cannot resume: n_layer=3 but the checkpoint was trained with "
+                                     "n_layer=2; use the same setting or a new out_dir")
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+
+
+def start_training(dataset, out_dir, *extra) -> subprocess.Popen:
+    cmd = [sys.executable, "train.py", *RUN_FLAGS, f"--dataset={dataset}", f"--out_dir={out_dir}", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(process: subprocess.Popen, step: int) -> int:
+    """Read the progress bar until it shows at least `step` steps done; return the step shown."""
+    buffer = ""
+    while True:
+        char = process.stderr.read(1)
+        assert char, f"training ended before step {step}"
+        buffer = buffer[-200:] + char
+        shown = re.findall(r"\| *(\d+)/\d+ \[", buffer)
+        if shown and int(shown[-1]) >= step:
+            return int(shown[-1])
+
+
+def test_ctrl_c_saves_and_resumes_exactly(char_dataset, tmp_path, uninterrupted):
+    process = start_training(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=1000")
+    shown = wait_for_step(process, 25)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT
+    saved_step = torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"]
+    assert shown <= saved_step < 120  # steps done before the signal are kept; the run stopped early
+    assert "--init_from=resume" in stderr.splitlines()[-1]
+    train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--init_from=resume")
+    assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
+
+
+def test_sigkill_at_random_moments_never_breaks_a_checkpoint(char_dataset, tmp_path, uninterrupted):
+    """Checkpoints at every step, so many kills land in the middle of a write."""
+    rng = random.Random(0)
+    kills = kills_during_write = 0
+    for attempt in range(30):
+        saved = tmp_path / "ckpt.pt"
+        start = torch.load(saved, weights_only=True)["iter_num"] if saved.exists() else 0
+        resume = ["--init_from=resume"] if saved.exists() else []
+        process = start_training(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=1", *resume)
+        if kills >= 5 and kills_during_write >= 2:
+            _, stderr = process.communicate(timeout=120)
+            assert process.returncode == 0, stderr
+            break
+        wait_for_step(process, start + 1)  # past start-up, into the loop
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.kill()
+        process.communicate()
+        assert process.returncode != 0, "the run finished before enough kills"
+        kills += 1
+        kills_during_write += (tmp_path / ".ckpt.pt.tmp").exists() or (tmp_path / ".best.pt.tmp").exists()
+        if saved.exists():
+            torch.load(saved, weights_only=True)  # readable after every kill
+    else:
+        pytest.fail(f"only {kills} kills ({kills_during_write} during a write) in 30 attempts")
+    assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
