@@ -42,6 +42,7 @@ class TrainConfig:
     block_size: int = option(128, "context length in tokens")
     dropout: float = option(0.0, "dropout probability (0 for short runs)")
     bias: bool = option(False, "biases in Linear layers and LayerNorms")
+    vocab_size: int | None = option(None, "vocabulary size (none: the dataset's; larger pads it, e.g. 50304)")
     # optimisation
     batch_size: int = option(16, "sequences per micro-batch")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")

@@ -24,7 +24,12 @@ from .settings import TrainConfig
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 
 
-def model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
+def model_config(cfg: TrainConfig, dataset_vocab_size: int) -> GPTConfig:
+    """The model shape the config asks for, with the dataset's vocabulary unless vocab_size pads it."""
+    vocab_size = cfg.vocab_size or dataset_vocab_size
+    if vocab_size < dataset_vocab_size:
+        raise UserError(f"vocab_size={vocab_size} is smaller than the dataset's vocabulary of {dataset_vocab_size}; "
+                        f"leave it unset or make it larger")
     try:
         return GPTConfig(cfg.block_size, vocab_size, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout, cfg.bias)
     except ValueError as e:
