@@ -20,6 +20,8 @@ from core.checkpoint import RESUME_KEYS, load_checkpoint, save_checkpoint
 from core.config import help_text, parse_config, wants_help
 from core.device import autocast, pick_device
 from core.errors import UserError, run_cli
+from core.metrics_log import MetricsLog
+from core.plots import plot_loss
 from core.schedule import learning_rate_at
 from core.settings import TrainConfig
 from core.training import (Progress, StopSignals, build_model, build_optimizer, checkpoint_payload, evaluate,
@@ -45,6 +47,7 @@ class Run:
     train_loader: BatchLoader
     eval_loaders: dict[str, BatchLoader]
     progress: Progress
+    log: MetricsLog  # out_dir/log.jsonl
 
     def save(self, name: str) -> None:
         payload = checkpoint_payload(self.model, self.optimizer, self.cfg, self.dataset, self.progress, self.train_loader)
@@ -73,7 +76,9 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
         progress = restore_training_state(checkpoint, optimizer, train_loader)
         print(f"resuming from {out_dir / 'ckpt.pt'} at step {progress.step}")
     train_model = torch.compile(model) if cfg.compile else model
-    return Run(cfg, argv, device, out_dir, dataset, model, train_model, optimizer, train_loader, eval_loaders, progress)
+    log = MetricsLog(out_dir / "log.jsonl", resume_step=progress.step if checkpoint is not None else None)
+    return Run(cfg, argv, device, out_dir, dataset, model, train_model, optimizer, train_loader, eval_loaders,
+               progress, log)
 
 
 def train_step(run: Run, lr: float) -> torch.Tensor:
@@ -95,12 +100,21 @@ def train_step(run: Run, lr: float) -> torch.Tensor:
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.progress.step += 1
+    run.progress.tokens += x.numel() * cfg.gradient_accumulation_steps
     return loss
 
 
-def evaluate_and_save(run: Run, bar: tqdm) -> None:
+def log_row(run: Run, kind: str, lr: float, **losses: float) -> None:
+    p = run.progress
+    run.log.append({"kind": kind, "step": p.step, "tokens": p.tokens, "elapsed_s": round(p.elapsed_s, 3), "lr": lr,
+                    **losses})
+
+
+def evaluate_and_save(run: Run, bar: tqdm, lr: float) -> None:
     losses = evaluate(run.train_model, run.eval_loaders, run.cfg, run.device)
     bar.write(f"step {run.progress.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    log_row(run, "eval", lr, train_loss=losses["train"], val_loss=losses["val"])
+    plot_loss(run.log.rows, run.out_dir / "loss.png")
     improved = losses["val"] < run.progress.best_val_loss
     if improved:
         run.progress.best_val_loss = losses["val"]
@@ -113,21 +127,26 @@ def train(run: Run, bar: tqdm) -> None:
     cfg, progress = run.cfg, run.progress
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
     stop = StopSignals()
-    last_log, logged_step = time.perf_counter(), progress.step
+    clock = last_log = time.perf_counter()
+    logged_step = progress.step
     while progress.step < cfg.max_iters:
         lr = learning_rate_at(progress.step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters) \
             if cfg.decay_lr else cfg.learning_rate
         loss = train_step(run, lr)
+        now = time.perf_counter()
+        progress.elapsed_s, clock = progress.elapsed_s + now - clock, now
         finished = progress.step == cfg.max_iters
         if progress.step % cfg.log_interval == 0 or finished:
-            now = time.perf_counter()
             tok_per_s = (progress.step - logged_step) * tokens_per_step / (now - last_log)
             last_log, logged_step = now, progress.step
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_per_s:,.0f}", refresh=False)
             bar.update(progress.step - bar.n)
+            log_row(run, "batch", lr, train_loss=loss.item())
         if progress.step % cfg.eval_interval == 0 or finished:
-            evaluate_and_save(run, bar)
-            last_log = time.perf_counter()  # evaluation time is not training throughput
+            evaluate_and_save(run, bar, lr)
+            now = time.perf_counter()
+            progress.elapsed_s, clock = progress.elapsed_s + now - clock, now
+            last_log = now  # evaluation time is not training throughput
         if stop.received is not None:
             run.save("ckpt.pt")
             bar.close()

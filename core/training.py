@@ -111,10 +111,12 @@ def open_out_dir(cfg: TrainConfig) -> Path:
 
 @dataclasses.dataclass
 class Progress:
-    """Where the run stands: optimizer steps done and the best val loss so far."""
+    """Where the run stands; carried across resumes."""
 
-    step: int = 0
+    step: int = 0  # optimizer steps done
     best_val_loss: float = math.inf
+    tokens: int = 0  # training tokens seen
+    elapsed_s: float = 0.0  # seconds spent training, evaluation included
 
 
 def rng_state() -> dict:
@@ -141,6 +143,8 @@ def checkpoint_payload(model: GPT, optimizer: torch.optim.Optimizer, cfg: TrainC
         "tokenizer": dataset.meta["tokenizer"],
         "iter_num": progress.step,
         "best_val_loss": progress.best_val_loss,
+        "tokens_seen": progress.tokens,
+        "elapsed_s": progress.elapsed_s,
         "rng": rng_state(),
         "loader": loader.state_dict(),
     }
@@ -151,7 +155,7 @@ def restore_training_state(checkpoint: dict, optimizer: torch.optim.Optimizer, l
     optimizer.load_state_dict(checkpoint["optimizer"])
     loader.load_state_dict(checkpoint["loader"])
     set_rng_state(checkpoint["rng"])
-    return Progress(checkpoint["iter_num"], checkpoint["best_val_loss"])
+    return Progress(checkpoint["iter_num"], checkpoint["best_val_loss"], checkpoint["tokens_seen"], checkpoint["elapsed_s"])
 
 
 class StopSignals:

@@ -9,6 +9,8 @@ import functools
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from core.errors import UserError
 
 # sha256 of OpenAI's GPT-2 BPE files, as tiktoken checks them
@@ -23,6 +25,7 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: list[int]) -> str: ...
     def describe(self) -> dict: ...
+    def token_bytes(self) -> np.ndarray: ...  # (vocab_size,) UTF-8 length of each token
 
 
 class CharTokenizer:
@@ -54,6 +57,9 @@ class CharTokenizer:
     def describe(self) -> dict:
         return {"kind": "char", "chars": self.chars}
 
+    def token_bytes(self) -> np.ndarray:
+        return np.array([len(ch.encode("utf-8")) for ch in self.chars], dtype=np.int64)
+
 
 class GPT2Tokenizer:
     """OpenAI's GPT-2 byte-pair encoding, through tiktoken."""
@@ -71,6 +77,9 @@ class GPT2Tokenizer:
 
     def describe(self) -> dict:
         return {"kind": "gpt2"}
+
+    def token_bytes(self) -> np.ndarray:
+        return np.array([len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)], dtype=np.int64)
 
 
 @functools.cache

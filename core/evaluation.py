@@ -1,0 +1,78 @@
+"""Scoring a whole text: the loss of every token, and the numbers that sum it up.
+
+The text is cut into non-overlapping windows of block_size tokens; every token
+but the first is predicted exactly once, from the earlier tokens of its window.
+Bits per byte divides the total loss by the UTF-8 bytes of the predicted
+tokens, so character-level and BPE models can be compared.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model import GPT
+
+from .device import autocast
+
+
+@dataclass
+class TokenScores:
+    """Per predicted token (tokens 1..N-1 of the text)."""
+
+    losses: np.ndarray  # (N-1,) nats: -log p(token | earlier tokens of its window)
+    top_ids: np.ndarray  # (N-1, k) the model's k most likely guesses
+    top_probs: np.ndarray  # (N-1, k) their probabilities
+
+
+@dataclass
+class EvalSummary:
+    tokens: int  # tokens predicted
+    bytes: int  # UTF-8 bytes of those tokens
+    loss: float  # mean nats per token
+    perplexity: float
+    bits_per_byte: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def score_tokens(model: GPT, tokens: np.ndarray, batch_size: int, device: torch.device, dtype: str = "float32",
+                 top_k: int = 0, show_progress: bool = False) -> TokenScores:
+    """Loss of every token after the first, in non-overlapping windows of block_size."""
+    T = model.config.block_size
+    starts = list(range(0, len(tokens) - 1, T))
+    losses, top_ids, top_probs = [], [], []
+    model.eval()
+    for i in tqdm(range(0, len(starts), batch_size), unit="batch", disable=not show_progress):
+        x = torch.zeros(len(starts[i : i + batch_size]), T, dtype=torch.long)  # (B, T), padded with 0
+        y = torch.full_like(x, -1)  # (B, T), -1 marks padding
+        for row, s in enumerate(starts[i : i + batch_size]):
+            window = torch.from_numpy(tokens[s : s + T + 1].astype(np.int64))
+            x[row, : len(window) - 1], y[row, : len(window) - 1] = window[:-1], window[1:]
+        with autocast(device, dtype):
+            logits, _ = model(x.to(device))  # (B, T, V); padding comes last, so it cannot leak backwards
+        logits = logits.float().cpu()
+        valid = y >= 0
+        per_token = F.cross_entropy(logits.transpose(1, 2), y.clamp(min=0), reduction="none")  # (B, T)
+        losses.append(per_token[valid].double().numpy())
+        if top_k:
+            probs, ids = torch.softmax(logits[valid], dim=-1).topk(top_k, dim=-1)  # (n, k)
+            top_ids.append(ids.numpy())
+            top_probs.append(probs.numpy())
+    empty = np.zeros((0, top_k))
+    return TokenScores(np.concatenate(losses), np.concatenate(top_ids) if top_k else empty,
+                       np.concatenate(top_probs) if top_k else empty)
+
+
+def summarize(losses: np.ndarray, tokens: np.ndarray, token_bytes: np.ndarray) -> EvalSummary:
+    """Mean loss, perplexity and bits per byte of the predicted tokens (tokens[1:])."""
+    n_bytes = int(token_bytes[tokens[1:].astype(np.int64)].sum())
+    total = float(losses.sum())
+    mean = total / len(losses)
+    return EvalSummary(len(losses), n_bytes, mean, math.exp(mean), total / n_bytes / math.log(2))

@@ -1,0 +1,36 @@
+"""Pictures of a run, drawn with matplotlib (imported only when drawing)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def plot_loss(rows: list[dict], path: Path) -> None:
+    """loss.png: train and val loss against step, the best val point marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = [r for r in rows if r["kind"] == "batch"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    if batches:
+        ax.plot([r["step"] for r in batches], [r["train_loss"] for r in batches],
+                color="tab:blue", alpha=0.25, linewidth=0.8, label="train (one batch)")
+    if evals:
+        steps = [r["step"] for r in evals]
+        ax.plot(steps, [r["train_loss"] for r in evals], "o-", color="tab:blue", markersize=3, label="train")
+        ax.plot(steps, [r["val_loss"] for r in evals], "o-", color="tab:orange", markersize=3, label="val")
+        best = min(evals, key=lambda r: r["val_loss"])
+        ax.plot([best["step"]], [best["val_loss"]], "*", color="tab:red", markersize=14,
+                label=f"best val {best['val_loss']:.4f} (step {best['step']})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

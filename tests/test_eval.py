@@ -1,0 +1,140 @@
+"""eval.py's numbers against a plain forward pass, the loss log across resume, loss.png, the surprise page."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.evaluation import score_tokens, summarize
+from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
+from helpers import REPO, TINY_TRAIN_FLAGS, run_script
+from model import GPT, GPTConfig
+
+TEXT = "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n" * 8
+
+
+def reference_log_probs(model: GPT, tokens: list[int]) -> torch.Tensor:
+    """log p(. | context) for tokens 1..N-1 (N-1, V): a plain forward pass per non-overlapping window."""
+    T, rows = model.config.block_size, []
+    with torch.no_grad():
+        for s in range(0, len(tokens) - 1, T):
+            logits, _ = model(torch.tensor([tokens[s : s + T]]))
+            rows.append(torch.log_softmax(logits[0].double(), dim=-1)[: len(tokens) - 1 - s])  # (t, V)
+    return torch.cat(rows)
+
+
+def reference_total_loss(model: GPT, tokens: list[int]) -> float:
+    log_probs = reference_log_probs(model, tokens)
+    return -log_probs[torch.arange(len(tokens) - 1), torch.tensor(tokens[1:])].sum().item()
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2"])
+def test_bits_per_byte_matches_an_independent_computation(kind):
+    text = TEXT + "Ünïcödé — ✓\n"  # multi-byte characters: bytes differ from characters
+    tok = CharTokenizer.from_text(text) if kind == "char" else GPT2Tokenizer()
+    tokens = tok.encode(text)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=24, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=16)).eval()
+    scores = score_tokens(model, np.array(tokens), batch_size=5, device=torch.device("cpu"))
+    summary = summarize(scores.losses, np.array(tokens), tok.token_bytes())
+    if kind == "char":
+        predicted_bytes = len(text[1:].encode("utf-8"))
+    else:
+        predicted_bytes = len(load_gpt2_encoding().decode_bytes(tokens[1:]))
+    expected = reference_total_loss(model, tokens) / predicted_bytes / math.log(2)
+    assert summary.tokens == len(tokens) - 1 and summary.bytes == predicted_bytes
+    assert abs(summary.bits_per_byte - expected) / expected < 1e-6
+
+
+def test_char_model_on_ascii_bits_per_byte_is_loss_over_ln2():
+    tok = CharTokenizer.from_text(TEXT)
+    tokens = np.array(tok.encode(TEXT))
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(block_size=16, vocab_size=tok.vocab_size, n_layer=1, n_head=1, n_embd=8)).eval()
+    summary = summarize(score_tokens(model, tokens, 3, torch.device("cpu")).losses, tokens, tok.token_bytes())
+    assert summary.bits_per_byte == pytest.approx(summary.loss / math.log(2), rel=1e-12)
+    assert summary.perplexity == pytest.approx(math.exp(summary.loss))
+
+
+@pytest.fixture(scope="module")
+def trained(char_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval-run")
+    run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={char_dataset}", f"--out_dir={out}")
+    return out
+
+
+def test_eval_py_reports_the_validation_split(trained, char_dataset):
+    result = run_script("eval.py", f"--out_dir={trained}", "--json=true", "--batch_size=3")
+    report = json.loads(result.stdout)
+    checkpoint = torch.load(trained / "ckpt.pt", weights_only=True)
+    model = GPT(GPTConfig(**checkpoint["model_args"]))
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    val = np.fromfile(char_dataset / "val.bin", dtype=np.uint16).tolist()
+    total = reference_total_loss(model, val)
+    assert report["tokens"] == len(val) - 1 == report["bytes"]  # ASCII, one byte per character
+    assert report["loss"] == pytest.approx(total / (len(val) - 1), rel=1e-6)
+    assert report["bits_per_byte"] == pytest.approx(total / report["bytes"] / math.log(2), rel=1e-6)
+    assert "batch/s" in result.stderr  # the progress bar
+
+
+def test_surprise_page_holds_the_forward_pass_losses(trained, tmp_path):
+    text = "Shall I compare thee to a summer's day?\nThou art more lovely"
+    (tmp_path / "in.txt").write_text(text)
+    page = tmp_path / "surprise.html"
+    run_script("eval.py", f"--out_dir={trained}", f"--input={tmp_path / 'in.txt'}", f"--surprise={page}")
+    data = json.loads(re.search(r"const data = (.*?);\n", page.read_text()).group(1).replace("<\\/", "</"))
+    checkpoint = torch.load(trained / "ckpt.pt", weights_only=True)
+    model = GPT(GPTConfig(**checkpoint["model_args"]))
+    model.load_state_dict(checkpoint["model"])
+    tok = CharTokenizer(checkpoint["tokenizer"]["chars"])
+    log_probs = reference_log_probs(model, tok.encode(text))
+    assert "".join(t["text"] for t in data["tokens"]) == text
+    assert data["tokens"][0]["loss"] is None
+    for i, t in enumerate(data["tokens"][1:]):
+        assert t["loss"] == pytest.approx(-log_probs[i, tok.encode(text[i + 1])[0]].item(), abs=1e-4)
+        guesses = log_probs[i].topk(5).indices.tolist()
+        assert [g for g, _ in t["top"]] == [tok.decode([g]) for g in guesses]
+
+
+@pytest.mark.parametrize("content, fragment", [(b"", "is empty"), (b"ok \xff\xfe", "not UTF-8 (invalid byte at offset 3)")])
+def test_bad_eval_input_is_a_one_line_error(trained, tmp_path, content, fragment):
+    (tmp_path / "bad.txt").write_bytes(content)
+    result = run_script("eval.py", f"--out_dir={trained}", f"--input={tmp_path / 'bad.txt'}", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and fragment in result.stderr
+
+
+def test_loss_png_is_a_real_picture(trained):
+    image = np.asarray(Image.open(trained / "loss.png").convert("L"), dtype=float)
+    assert 300 <= image.shape[0] <= 1000 and 500 <= image.shape[1] <= 1400
+    assert image.std() > 10  # not blank
+
+
+def test_log_has_each_step_once_across_an_interrupted_run(char_dataset, tmp_path):
+    flags = [*TINY_TRAIN_FLAGS, "--log_interval=1", "--eval_interval=10", "--max_iters=60", "--lr_decay_iters=60",
+             f"--dataset={char_dataset}", f"--out_dir={tmp_path}"]
+    process = subprocess.Popen([sys.executable, "train.py", *flags], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    while not (tmp_path / "log.jsonl").exists() or len((tmp_path / "log.jsonl").read_text().splitlines()) < 25:
+        assert process.poll() is None
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run_script("train.py", *flags, "--init_from=resume")
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    batch_steps = [r["step"] for r in rows if r["kind"] == "batch"]
+    eval_steps = [r["step"] for r in rows if r["kind"] == "eval"]
+    assert batch_steps == list(range(1, 61))
+    assert eval_steps == [10, 20, 30, 40, 50, 60]
+    elapsed = [r["elapsed_s"] for r in rows if r["kind"] == "batch"]
+    assert elapsed == sorted(elapsed)  # time carries on across the resume
+    assert [r["tokens"] for r in rows if r["kind"] == "batch"] == [8 * 32 * s for s in range(1, 61)]
