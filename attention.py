@@ -1,0 +1,113 @@
+"""Look at attention: run a checkpoint over a text and draw what each head attends to.
+
+    python attention.py [CONFIG.toml ...] [--key=value ...]
+
+Writes, into the folder `to`:
+  heatmaps.png    the attention pattern of every layer and head (query down, key across)
+  query_N.png     how much token N (query_index, by default the last) attends to each earlier token
+  explorer.html   one self-contained page: pick a layer and a head, hover or click a token
+
+`python attention.py --help` lists every key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.config import help_text, option, parse_config, wants_help
+from core.device import pick_device
+from core.errors import UserError, run_cli
+from core.loading import encode_prompt, load_model, read_prompt
+from core.settings import TrainConfig
+from model import GPT
+from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count
+from viz.maps import heatmap_figure, query_figure, save_png
+from viz.tokens import tick_label, token_texts
+
+
+@dataclass
+class AttentionConfig:
+    out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint")
+    checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt")
+    init_from: str = option("", "look inside GPT-2's weights instead (gpt2, ..., gpt2-xl or a Hugging Face folder)")
+    text: str = option("To be, or not to be, that is", "text to run the model over, or FILE:path", escapes=True)
+    query_index: int | None = option(None, "token whose attention the bar chart shows (none: the last)")
+    to: str = option("attention", "folder the pictures and the page are written to")
+    html: bool = option(True, "also write explorer.html")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_query(query_index: int | None, n_tokens: int) -> int:
+    """The query token's position; None means the last token."""
+    if query_index is None:
+        return n_tokens - 1
+    if not 0 <= query_index < n_tokens:
+        raise UserError(f"query_index={query_index} is out of range: the text is {n_tokens} tokens, "
+                        f"so use 0 to {n_tokens - 1} (or leave it unset for the last)")
+    return query_index
+
+
+def layer_patterns(model: GPT, ids: list[int], device: torch.device) -> torch.Tensor:
+    """Attention patterns of the text ids, by the model's explicit path: (n_layer, nh, T, T) on the CPU."""
+    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+    patterns = model.attention_patterns(idx)  # n_layer x (1, nh, T, T)
+    return torch.cat(patterns, dim=0).float().cpu()  # (n_layer, nh, T, T)
+
+
+def output_folder(to: str) -> Path:
+    folder = Path(to)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write to {folder} ({e.strerror}); choose another --to") from None
+    return folder
+
+
+def check_page_size(cfg: AttentionConfig, model: GPT, n_tokens: int) -> None:
+    c = model.config
+    count = weight_count(c.n_layer, c.n_head, n_tokens)
+    if cfg.html and count > MAX_WEIGHTS:
+        raise UserError(f"explorer.html would hold {count:,} attention weights (over {MAX_WEIGHTS:,}); "
+                        f"use a shorter text or --html=false")
+
+
+def write_outputs(
+    cfg: AttentionConfig, patterns: torch.Tensor, tokens: list[str], query: int, about: str
+) -> list[Path]:
+    """The PNGs (and the page) for patterns (n_layer, nh, T, T); returns the paths written."""
+    folder = output_folder(cfg.to)
+    written = [
+        save_png(heatmap_figure(patterns, tokens, about), folder / "heatmaps.png"),
+        save_png(query_figure(patterns, tokens, query), folder / f"query_{query}.png"),
+    ]
+    if cfg.html:
+        page = folder / "explorer.html"
+        page.write_text(explorer_html(patterns, tokens, query, about), encoding="utf-8")
+        written.append(page)
+    return written
+
+
+def main(argv: list[str]) -> None:
+    if wants_help(argv):
+        print(help_text(AttentionConfig, "usage: python attention.py [CONFIG.toml ...] [--key=value ...]"))
+        return
+    # a training config may be passed too: its out_dir is read, its other keys skipped
+    cfg = parse_config(AttentionConfig, argv, ignore=set(TrainConfig.__dataclass_fields__))
+    device = pick_device(cfg.device)
+    model, tokenizer = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
+    ids = encode_prompt(read_prompt(cfg.text, "text"), tokenizer, model.config.block_size, "text")
+    query = resolve_query(cfg.query_index, len(ids))
+    check_page_size(cfg, model, len(ids))
+    tokens = token_texts(tokenizer, ids)
+    source = cfg.init_from or str(Path(cfg.out_dir) / cfg.checkpoint)
+    c = model.config
+    about = f"{source}: {len(ids)} tokens through {c.n_layer} layers of {c.n_head} heads"
+    print(f"{about}; query token {query} {tick_label(tokens[query])!r}")
+    for path in write_outputs(cfg, layer_patterns(model, ids, device), tokens, query, about):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,97 @@
+"""Shared by the attention-map tests: a tiny trained checkpoint, one real run of
+attention.py over it, and attention patterns recomputed independently."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.checkpoint import load_checkpoint, model_from_checkpoint
+from data.tokenizer import Tokenizer, tokenizer_from_description
+from helpers import TINY_TRAIN_FLAGS, run_script
+from model import GPT
+
+TEXT = "Shall I compare thee to a"  # characters of the test corpus, shorter than block_size=32
+
+
+def _once(folder: Path, done: str, make) -> Path:
+    """Make `folder` unless this session already did (each test module imports the fixtures,
+    so pytest builds them once per module; the folder under the session's basetemp is shared)."""
+    if not (folder / done).exists():
+        make(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained_out(char_dataset, tmp_path_factory) -> Path:
+    """out_dir of a finished tiny training run (train.py as a subprocess)."""
+    def train(folder: Path) -> None:
+        run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=20", "--sample_tokens=0",
+                   f"--dataset={char_dataset}", f"--out_dir={folder}")
+    return _once(tmp_path_factory.getbasetemp() / "attention_trained", "ckpt.pt", train)
+
+
+@pytest.fixture(scope="module")
+def attention_run(trained_out, tmp_path_factory) -> Path:
+    """The folder one end-to-end run of attention.py wrote (its stdout saved as stdout.txt)."""
+    def run(folder: Path) -> None:
+        result = run_script("attention.py", f"--out_dir={trained_out}", f"--text={TEXT}",
+                            f"--to={folder}", "--device=cpu")
+        (folder / "stdout.txt").write_text(result.stdout)
+    return _once(tmp_path_factory.getbasetemp() / "attention_run", "stdout.txt", run)
+
+
+def load_trained(out_dir: Path) -> tuple[GPT, Tokenizer]:
+    path = out_dir / "ckpt.pt"
+    checkpoint = load_checkpoint(path)
+    return model_from_checkpoint(checkpoint, path).eval(), tokenizer_from_description(checkpoint["tokenizer"])
+
+
+def ln_1_outputs(model: GPT, idx: torch.Tensor) -> list[torch.Tensor]:
+    """What each block's attention reads, (B, T, C) per layer, captured by hooks on ln_1
+    during an ordinary forward pass (the fused attention path, not the explicit one).
+    Called under reference_patterns' no_grad."""
+    captured: list[torch.Tensor] = []
+    hooks = [block.ln_1.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+             for block in model.transformer.h]
+    try:
+        model(idx)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+@torch.no_grad()
+def reference_patterns(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d_k)) with a causal mask built here, from each layer's c_attn
+    weights, in float64: (n_layer, nh, T, T) for idx (1, T)."""
+    nh, T = model.config.n_head, idx.size(1)
+    allowed = torch.tensor([[k <= q for k in range(T)] for q in range(T)])  # (T, T), key k at or before query q
+    layers = []
+    for block, x in zip(model.transformer.h, ln_1_outputs(model, idx)):
+        c_attn = block.attn.c_attn
+        qkv = x[0].double() @ c_attn.weight.double().T  # (T, 3C)
+        if c_attn.bias is not None:
+            qkv = qkv + c_attn.bias.double()
+        C = qkv.size(1) // 3
+        hs = C // nh
+        heads = []
+        for h in range(nh):
+            q = qkv[:, h * hs : (h + 1) * hs]  # (T, hs)
+            k = qkv[:, C + h * hs : C + (h + 1) * hs]  # (T, hs)
+            scores = (q @ k.T / math.sqrt(hs)).masked_fill(~allowed, float("-inf"))  # (T, T)
+            heads.append(torch.softmax(scores, dim=-1))
+        layers.append(torch.stack(heads))  # (nh, T, T)
+    return torch.stack(layers)  # (n_layer, nh, T, T)
+
+
+def page_data(page: Path) -> dict:
+    """The JSON the explorer page carries inline."""
+    match = re.search(r'<script id="data" type="application/json">(.*?)</script>', page.read_text(), re.S)
+    assert match, "no data script in the page"
+    return json.loads(match.group(1))

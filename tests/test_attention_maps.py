@@ -1,0 +1,136 @@
+"""attention.py: the maps show the model's own attention, recomputed here independently."""
+from __future__ import annotations
+
+import re
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attention import layer_patterns, main, resolve_query
+from attention_reference import TEXT, attention_run, load_trained, page_data, reference_patterns, trained_out  # noqa: F401
+from core.errors import UserError
+from helpers import REPO
+from model import GPT, GPTConfig
+from viz.maps import heatmap_figure, query_figure
+from viz.tokens import tick_label, token_texts
+
+
+def random_biased_model() -> GPT:
+    """Untrained, with biases and weights large enough that the patterns are far from uniform."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=3, n_embd=24, bias=True)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return model
+
+
+@pytest.fixture(params=["trained", "random with biases"])
+def model_and_ids(request, trained_out) -> tuple[GPT, list[int]]:  # noqa: F811
+    if request.param == "trained":
+        model, tokenizer = load_trained(trained_out)
+        return model, tokenizer.encode(TEXT)
+    return random_biased_model(), [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]
+
+
+def test_patterns_are_softmax_of_scaled_query_key_products(model_and_ids):
+    model, ids = model_and_ids
+    patterns = layer_patterns(model, ids, torch.device("cpu"))
+    expected = reference_patterns(model, torch.tensor([ids]))
+    c, T = model.config, len(ids)
+    assert patterns.shape == expected.shape == (c.n_layer, c.n_head, T, T)
+    assert torch.allclose(patterns.double(), expected, atol=1e-5)
+    assert torch.allclose(patterns.sum(dim=-1), torch.ones(c.n_layer, c.n_head, T), atol=1e-5)
+    assert (patterns.triu(diagonal=1) == 0).all()  # no token attends to a later one
+    uniform = torch.ones(T, T).tril() / torch.arange(1, T + 1).unsqueeze(1)  # (T, T): 1 / (q + 1) on allowed keys
+    assert (patterns - uniform).abs().amax() > 0.2  # far from uniform, which a wrong scale could also give
+
+
+def axes_titled(fig, title: str):
+    (ax,) = [a for a in fig.axes if a.get_title() == title]
+    return ax
+
+
+def test_figures_draw_the_patterns(trained_out):  # noqa: F811
+    model, tokenizer = load_trained(trained_out)
+    ids = tokenizer.encode(TEXT)
+    tokens, T = token_texts(tokenizer, ids), len(ids)
+    expected = reference_patterns(model, torch.tensor([ids]))  # (n_layer, nh, T, T)
+    patterns = layer_patterns(model, ids, torch.device("cpu"))
+    heatmaps = heatmap_figure(patterns, tokens, "test")
+    query = 7
+    bars = query_figure(patterns, tokens, query)
+    upper = np.triu(np.ones((T, T), dtype=bool), k=1)
+    for layer in range(model.config.n_layer):
+        for head in range(model.config.n_head):
+            shown = axes_titled(heatmaps, f"layer {layer}, head {head}").images[0].get_array()
+            assert (np.ma.getmaskarray(shown) == upper).all()  # the masked triangle is not drawn
+            assert np.allclose(shown.filled(0.0), expected[layer, head].numpy(), atol=1e-5)
+            heights = [bar.get_height() for bar in axes_titled(bars, f"layer {layer}, head {head}").patches]
+            assert np.allclose(heights, expected[layer, head, query, : query + 1].numpy(), atol=1e-5)
+        mean = [bar.get_height() for bar in axes_titled(bars, f"layer {layer}, mean of heads").patches]
+        assert np.allclose(mean, expected[layer, :, query, : query + 1].mean(dim=0).numpy(), atol=1e-5)
+    corner = axes_titled(heatmaps, f"layer {model.config.n_layer - 1}, head 0")  # its labels are not hidden
+    labels = [tick_label(t) for t in tokens]
+    assert [t.get_text() for t in corner.get_xticklabels()] == labels
+    assert [t.get_text() for t in corner.get_yticklabels()] == labels
+    assert tick_label(" I\n") == "␣I⏎"
+
+
+def test_command_writes_pictures_and_page(attention_run, trained_out):  # noqa: F811
+    T = len(TEXT)  # one token per character
+    stdout = (attention_run / "stdout.txt").read_text()
+    assert f"{T} tokens through 2 layers of 2 heads; query token {T - 1} 'a'" in stdout
+    for name, min_side in (("heatmaps.png", 300), (f"query_{T - 1}.png", 300)):
+        image = Image.open(attention_run / name)
+        assert image.format == "PNG" and min_side <= min(image.size) and max(image.size) <= 4000
+        pixels = np.asarray(image.convert("L"), dtype=float)
+        assert pixels.std() > 20, f"{name} looks blank"
+    model, tokenizer = load_trained(trained_out)
+    expected = reference_patterns(model, torch.tensor([tokenizer.encode(TEXT)]))
+    data = page_data(attention_run / "explorer.html")
+    assert data["tokens"] == list(TEXT) and data["query"] == T - 1
+    for layer, heads in enumerate(data["patterns"]):
+        for head, rows in enumerate(heads):
+            for q, row in enumerate(rows):
+                assert np.allclose(row, expected[layer, head, q, : q + 1].numpy(), atol=1e-4)
+
+
+def test_query_index_resolution():
+    assert resolve_query(None, 5) == 4 and resolve_query(0, 5) == 0 and resolve_query(4, 5) == 4
+    for bad in (5, -1):
+        with pytest.raises(UserError, match=f"query_index={bad} is out of range: the text is 5 tokens, so use 0 to 4"):
+            resolve_query(bad, 5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--text=" + "Shall I compare thee " * 3], "text is 63 tokens but the model's context is 32; shorten the text"),
+    (["--query_index=40"], "query_index=40 is out of range: the text is 25 tokens, so use 0 to 24"),
+    (["--text=FILE:/no/such/file"], "text file /no/such/file not found"),
+    (["--text=Shall I ~"], "character '~' is not in this model's vocabulary"),
+    (["--querry_index=3"], "did you mean 'query_index'"),
+])
+def test_bad_input_is_a_one_line_error(trained_out, tmp_path, flags, message):  # noqa: F811
+    argv = [f"--out_dir={trained_out}", f"--text={TEXT}", f"--to={tmp_path / 'maps'}", "--device=cpu", *flags]
+    with pytest.raises(UserError) as error:
+        main(argv)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "maps").exists()  # refused before anything was written
+
+
+
+def test_tour_quotes_the_real_lines():
+    """Each code block in docs/attention.md is the lines of the file:line reference before it."""
+    tour = (REPO / "docs" / "attention.md").read_text()
+    checked = 0
+    for before, block in re.findall(r"(.*?)```python\n(.*?)```", tour, re.S):
+        refs = re.findall(r"([\w/]+\.py):(\d+)(?:-(\d+))?", before)
+        assert refs, f"no file:line reference before the block:\n{block}"
+        path, start, end = refs[-1]
+        lines = (REPO / path).read_text().splitlines()[int(start) - 1 : int(end or start)]
+        assert textwrap.dedent("\n".join(lines)) == textwrap.dedent(block).rstrip("\n"), f"{path}:{start} moved"
+        checked += 1
+    assert checked >= 8
+    assert (REPO / "docs" / "attention_heatmaps.png").stat().st_size < 200_000

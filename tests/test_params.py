@@ -1,0 +1,93 @@
+"""python -m model.params: where the parameters go, against real models and the published numbers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.errors import UserError
+from helpers import run_script
+from model import GPT, GPTConfig
+from model.params import main, meta_model, parameter_report, training_flops_per_token
+
+GPT2_SMALL = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True)
+GPT3 = GPTConfig(block_size=2048, vocab_size=50257, n_layer=96, n_head=96, n_embd=12288, bias=True)
+
+
+def counts(config: GPTConfig) -> dict[str, int | None]:
+    return {row.key: row.count for row in parameter_report(config)}
+
+
+def closed_form_total(c: GPTConfig) -> int:
+    """Per block: four C x C attention matrices and two 4C x C MLP matrices (12 C^2), plus
+    biases (3C + C + 4C + C) and two LayerNorms (2C each with bias, C each without)."""
+    per_block = 12 * c.n_embd**2 + (13 if c.bias else 2) * c.n_embd
+    final_norm = (2 if c.bias else 1) * c.n_embd
+    return (c.vocab_size + c.block_size) * c.n_embd + c.n_layer * per_block + final_norm
+
+
+@pytest.mark.parametrize("config", [
+    GPTConfig(block_size=16, vocab_size=23, n_layer=2, n_head=2, n_embd=32, bias=False),
+    GPTConfig(block_size=8, vocab_size=11, n_layer=3, n_head=4, n_embd=24, bias=True),
+    GPTConfig(block_size=32, vocab_size=65, n_layer=1, n_head=1, n_embd=16, bias=True),
+])
+def test_report_matches_a_real_model(config):
+    torch.manual_seed(0)
+    real = GPT(config)
+    report = counts(config)
+    assert report["total"] == sum(p.numel() for p in real.parameters()) == closed_form_total(config)
+    block = real.transformer.h[0]
+    assert report["block.attn"] == sum(p.numel() for p in block.attn.parameters())
+    assert report["block.mlp"] == sum(p.numel() for p in block.mlp.parameters())
+    assert report["block.block"] == sum(p.numel() for p in block.parameters())
+    assert report["blocks.attn"] == sum(p.numel() for b in real.transformer.h for p in b.attn.parameters())
+    C, hs = config.n_embd, config.head_size
+    for part in ("query", "key", "value", "output"):
+        assert report[f"block.attn.{part}.head"] == C * hs
+        assert report[f"block.attn.{part}"] == config.n_head * C * hs == C * C
+    assert report["lm_head"] == 0  # tied to the token embedding
+
+
+def test_meta_model_allocates_nothing():
+    assert all(p.is_meta for p in meta_model(GPT3).parameters())
+
+
+def test_gpt2_small():
+    report = counts(GPT2_SMALL)
+    assert report["total"] == 124_439_808
+    # nanoGPT's MFU estimate for GPT-2 small at T=1024: N excludes the 786,432 position embeddings
+    assert training_flops_per_token(GPT2_SMALL, 1024) == 6 * (124_439_808 - 786_432) + 12 * 12 * 768 * 1024
+
+
+def test_gpt3_famous_numbers():
+    report = counts(GPT3)
+    assert report["block.attn.query.head"] == report["block.attn.key.head"] == 1_572_864  # 12288 x 128
+    assert round(report["block.attn"] / 1e6) == 604  # 4 x 12288^2 weights + 4 x 12288 biases
+    assert round(report["blocks.attn"] / 1e9) == 58
+    assert round(report["total"] / 1e9) == 175
+    assert report["total"] == closed_form_total(GPT3)
+
+
+def test_command_line_reports_both_configs(capsys):
+    main(["configs/gpt3_175b.toml"])
+    gpt3 = capsys.readouterr().out
+    assert "n_layer=96, n_head=96, n_embd=12288 (head_size=128), block_size=2048, vocab_size=50257" in gpt3
+    assert "1,572,864" in gpt3 and "604,028,928" in gpt3 and "57,986,777,088" in gpt3
+    assert "174,604,259,328" in gpt3 and "training FLOPs per token" in gpt3
+    result = run_script("-m", "model.params", "configs/gpt2_124m.toml")
+    assert "124,439,808" in result.stdout and "855,166,464" in result.stdout
+
+
+def test_vocabulary_from_the_dataset_or_asked_for(char_dataset, tmp_path, capsys):
+    vocab = json.loads((char_dataset / "meta.json").read_text())["vocab_size"]
+    main([f"--dataset={char_dataset}", "--n_layer=1", "--n_embd=16", "--n_head=2"])
+    assert f"vocab_size={vocab}," in capsys.readouterr().out
+    with pytest.raises(UserError, match="is not prepared, so its vocabulary size is unknown; pass --vocab_size=N"):
+        main([f"--dataset={tmp_path / 'nothing'}"])
+    main([f"--dataset={tmp_path / 'nothing'}", "--vocab_size=100", "--n_layer=1"])
+    assert "vocab_size=100," in capsys.readouterr().out
+    main(["--dataset=shakespeare_gpt2", "--n_layer=1"])  # a GPT-2 BPE recipe, prepared or not
+    assert "vocab_size=50257," in capsys.readouterr().out
+    with pytest.raises(UserError, match="n_embd=768 must be divisible by n_head=5"):
+        main(["configs/gpt2_124m.toml", "--n_head=5"])

@@ -1,0 +1,52 @@
+"""One self-contained HTML page to explore attention: the weights and the
+script are inline (viz/explorer.html is the page, with __DATA__ to fill in),
+so it opens from disk in any browser with no server and no network."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TEMPLATE = Path(__file__).with_name("explorer.html")
+COLORMAP_STEPS = 64  # the heatmap's colours, taken from matplotlib so the page matches the PNGs
+DECIMALS = 4
+
+
+MAX_WEIGHTS = 3_000_000  # about 20 MB of page; a browser still opens it
+
+
+def weight_count(n_layer: int, n_head: int, T: int) -> int:
+    """How many weights the page stores: the lower triangle of every (T, T) pattern."""
+    return n_layer * n_head * T * (T + 1) // 2
+
+
+def lower_triangles(patterns: torch.Tensor) -> list:
+    """(n_layer, nh, T, T) -> nested lists [layer][head][query] of query + 1 weights each."""
+    rounded = patterns.double().cpu().numpy().round(DECIMALS)
+    T = rounded.shape[-1]
+    return [[[head[q, : q + 1].tolist() for q in range(T)] for head in layer] for layer in rounded]
+
+
+def colormap_hex(name: str) -> list[str]:
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    cmap = matplotlib.colormaps[name]
+    return [to_hex(cmap(i / (COLORMAP_STEPS - 1))) for i in range(COLORMAP_STEPS)]
+
+
+def explorer_html(patterns: torch.Tensor, tokens: list[str], query: int, about: str) -> str:
+    """The page for patterns (n_layer, nh, T, T) over `tokens`, opening on token `query`."""
+    from .maps import CMAP
+
+    data = {
+        "about": about,
+        "tokens": tokens,
+        "query": query,
+        "patterns": lower_triangles(patterns),
+        "colormap": colormap_hex(CMAP),
+    }
+    # "<" only occurs inside JSON strings: escaped, no token (say "</script>") can end the script early
+    payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+    return TEMPLATE.read_text(encoding="utf-8").replace("__DATA__", payload)

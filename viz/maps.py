@@ -1,0 +1,103 @@
+"""Attention patterns as PNG pictures, drawn with matplotlib.
+
+patterns: (n_layer, nh, T, T) from `GPT.attention_patterns`, row i the
+weights query token i gives to key tokens 0..i (the rest is the causal mask).
+The figures are plain matplotlib Figures (no pyplot, no global state).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .tokens import tick_label
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+CMAP = "viridis"  # weight 0 is dark, so the white masked triangle reads as empty, not as zero
+MAX_TICKS = 48  # more labels than this on an axis and every k-th is shown
+DPI = 100
+
+
+def panel_inches(n_tokens: int) -> float:
+    """Side of one panel: room for a 6-point label per token, within limits."""
+    return min(5.0, max(2.0, 0.085 * min(n_tokens, MAX_TICKS) + 0.7))
+
+
+def masked_pattern(pattern: torch.Tensor) -> np.ma.MaskedArray:
+    """(T, T) pattern with the upper triangle (keys after the query) masked out, not drawn."""
+    T = pattern.size(0)
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)  # (T, T), True above the diagonal
+    return np.ma.masked_array(pattern.float().cpu().numpy(), mask=future)
+
+
+def _set_ticks(ax: Axes, labels: list[str], axis: str) -> None:
+    """Tokens as tick labels (every k-th when there are many); long ones stand upright on x."""
+    step = math.ceil(len(labels) / MAX_TICKS)
+    positions = list(range(0, len(labels), step))
+    shown = [tick_label(labels[i]) for i in positions]
+    style = {"fontsize": 7, "fontfamily": "DejaVu Sans Mono"}
+    if axis == "x":
+        ax.set_xticks(positions, shown, rotation=0 if max(map(len, shown)) <= 2 else 90, **style)
+    else:
+        ax.set_yticks(positions, shown, **style)
+
+
+def heatmap_figure(patterns: torch.Tensor, tokens: list[str], title: str) -> Figure:
+    """Grid of heatmaps, a row per layer and a column per head: query token down,
+    key token across, tokens as tick labels, the masked upper triangle left white."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    n_layer, n_head, T, _ = patterns.shape  # (n_layer, nh, T, T)
+    side = panel_inches(T)
+    fig = Figure(figsize=(n_head * side + 1.2, n_layer * side + 0.6), dpi=DPI, layout="constrained")
+    axes = fig.subplots(n_layer, n_head, squeeze=False, sharex=True, sharey=True)
+    cmap = matplotlib.colormaps[CMAP].with_extremes(bad="white")
+    for (layer, head), ax in np.ndenumerate(axes):
+        image = ax.imshow(masked_pattern(patterns[layer, head]), cmap=cmap, vmin=0.0, vmax=1.0,
+                          interpolation="nearest")
+        ax.set_title(f"layer {layer}, head {head}", fontsize=8)
+        _set_ticks(ax, tokens, "x")
+        _set_ticks(ax, tokens, "y")
+    for ax in axes[-1]:
+        ax.set_xlabel("key (attended to)", fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("query (attending)", fontsize=7)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def query_figure(patterns: torch.Tensor, tokens: list[str], query: int) -> Figure:
+    """Bar charts of the weights query token `query` gives to tokens 0..query:
+    a row per layer, a column per head and a last one for the mean over heads."""
+    from matplotlib.figure import Figure
+
+    n_layer, n_head = patterns.shape[:2]
+    weights = patterns[:, :, query, : query + 1].float().cpu()  # (n_layer, nh, query + 1)
+    columns = torch.cat([weights, weights.mean(dim=1, keepdim=True)], dim=1)  # (n_layer, nh + 1, query + 1)
+    width = panel_inches(query + 1)
+    fig = Figure(figsize=((n_head + 1) * width + 0.6, n_layer * 1.8 + 0.8), dpi=DPI, layout="constrained")
+    axes = fig.subplots(n_layer, n_head + 1, squeeze=False, sharex=True, sharey=True)
+    for (layer, col), ax in np.ndenumerate(axes):
+        mean = col == n_head
+        ax.bar(range(query + 1), columns[layer, col].numpy(), color="tab:orange" if mean else "tab:blue")
+        ax.set_title(f"layer {layer}, " + ("mean of heads" if mean else f"head {col}"), fontsize=8)
+        ax.set_ylim(0.0, float(columns.max()) * 1.05)
+        _set_ticks(ax, tokens[: query + 1], "x")
+        ax.tick_params(axis="y", labelsize=6)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("weight", fontsize=7)
+    fig.suptitle(f"what token {query} {tick_label(tokens[query])!r} attends to", fontsize=10)
+    return fig
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, format="png")
+    return path
