@@ -33,7 +33,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 MODEL_KEYS = ("model", "model_args", "tokenizer")  # enough to sample
-RESUME_KEYS = MODEL_KEYS + ("optimizer", "config", "iter_num", "best_val_loss", "tokens_seen", "elapsed_s", "rng", "loader")
+RESUME_KEYS = MODEL_KEYS + ("optimizer", "scaler", "config", "iter_num", "best_val_loss", "tokens_seen", "elapsed_s", "rng", "loader")
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS) -> dict:

@@ -132,12 +132,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def checkpoint_payload(model: GPT, optimizer: torch.optim.Optimizer, cfg: TrainConfig, dataset: Dataset,
-                       progress: Progress, loader: BatchLoader) -> dict:
+def checkpoint_payload(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
+                       dataset: Dataset, progress: Progress, loader: BatchLoader) -> dict:
     """Everything a checkpoint holds: plain tensors, numbers and strings only."""
     return {
         "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
         "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),  # float16's loss scale (empty otherwise)
         "config": dataclasses.asdict(cfg),
         "model_args": model.config.to_dict(),
         "tokenizer": dataset.meta["tokenizer"],
@@ -150,11 +151,20 @@ def checkpoint_payload(model: GPT, optimizer: torch.optim.Optimizer, cfg: TrainC
     }
 
 
-def restore_training_state(checkpoint: dict, optimizer: torch.optim.Optimizer, loader: BatchLoader) -> Progress:
-    """Put optimizer, data position and random generators back where the checkpoint left them."""
+def restore_training_state(checkpoint: dict, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                           loader: BatchLoader, rank: int, seed: int) -> Progress:
+    """Put optimizer, data position and random generators back where the checkpoint left them.
+
+    The checkpoint holds the main process's random state; other ranks reseed
+    from the step, so a resume on a different world size still works.
+    """
     optimizer.load_state_dict(checkpoint["optimizer"])
+    scaler.load_state_dict(checkpoint["scaler"])
     loader.load_state_dict(checkpoint["loader"])
-    set_rng_state(checkpoint["rng"])
+    if rank == 0:
+        set_rng_state(checkpoint["rng"])
+    else:
+        torch.manual_seed(seed + 1_000_003 * rank + checkpoint["iter_num"])
     return Progress(checkpoint["iter_num"], checkpoint["best_val_loss"], checkpoint["tokens_seen"], checkpoint["elapsed_s"])
 
 

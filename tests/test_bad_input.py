@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 
@@ -165,4 +166,16 @@ def test_disk_full_while_writing_a_checkpoint(run_dir):
     result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / 'out'}",
                         "--max_iters=40", "--init_from=resume", check=False, preexec_fn=small_disk)
     assert_one_line_error(result, "could not write checkpoint", "free disk space")
-    assert snapshot(run_dir / "out") == before  # the old checkpoints are whole, no temporary file is left
+    after = snapshot(run_dir / "out")
+    assert {k: after[k] for k in ("ckpt.pt", "best.pt")} == {k: before[k] for k in ("ckpt.pt", "best.pt")}
+    assert not [name for name in after if "tmp" in name]  # no half-written file is left behind
+
+
+def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
+    """Weight decay times learning rate far above 2 makes the weights blow up within a few steps."""
+    before = (run_dir / "out" / "ckpt.pt").read_bytes()
+    result = train(run_dir, "--init_from=resume", "--max_iters=40", "--learning_rate=100", "--decay_lr=false",
+                   "--weight_decay=1")
+    assert_one_line_error(result, "training stopped", "(step 20), is intact", "--init_from=resume")
+    assert re.search(r"error: loss is (nan|inf|-inf) at step (2[1-9]|3\d|40);", result.stderr)
+    assert (run_dir / "out" / "ckpt.pt").read_bytes() == before
