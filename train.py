@@ -39,6 +39,8 @@ from data.loader import BatchLoader, Dataset, open_dataset
 from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
+from viz.maps import heatmap_figure, save_png
+from viz.tokens import token_texts
 
 
 @dataclass
@@ -179,6 +181,7 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float) -> None:
     if run.wandb is not None:
         run.wandb.log_sample(run.progress.step, sample_text(run, 200))
         run.wandb.log_image(run.progress.step, "loss_curve", run.out_dir / "loss.png")
+        run.wandb.log_image(run.progress.step, "attention", attention_picture(run))
 
 
 def train(run: Run, bar: tqdm) -> None:
@@ -230,6 +233,18 @@ def sample_text(run: Run, n_tokens: int) -> str:
     out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator)
     run.model.train()
     return tokenizer.decode(out[0, idx.size(1) :].tolist())
+
+
+@torch.no_grad()
+def attention_picture(run: Run, n_tokens: int = 24) -> Path:
+    """out_dir/attention.png: every head's pattern over the start of the validation text."""
+    ids = run.dataset.val[: min(n_tokens, run.model.config.block_size)].astype("int64").tolist()
+    tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
+    run.model.eval()
+    patterns = torch.stack(run.model.attention_patterns(torch.tensor([ids], device=run.device)))[:, 0]  # (L, nh, T, T)
+    run.model.train()
+    figure = heatmap_figure(patterns.float().cpu(), token_texts(tokenizer, ids), f"step {run.progress.step}")
+    return save_png(figure, run.out_dir / "attention.png")
 
 
 def describe(run: Run) -> str:
