@@ -24,7 +24,7 @@ from tqdm import tqdm
 from core import distributed
 from core.checkpoint import RESUME_KEYS, load_checkpoint, save_checkpoint
 from core.config import help_text, parse_config, wants_help
-from core.device import autocast
+from core.device import autocast, resolve_dtype
 from core.errors import UserError, run_cli
 from core.metrics_log import MetricsLog
 from core.plots import plot_loss
@@ -51,6 +51,7 @@ class Run:
     argv: list[str]
     ranks: distributed.Ranks
     device: torch.device
+    dtype: str  # the dtype setting resolved for this device ("auto" becomes bfloat16 or float32)
     out_dir: Path
     dataset: Dataset
     model: GPT  # the plain module: its state_dict is what checkpoints hold
@@ -115,7 +116,8 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     checkpoint = load_checkpoint(out_dir / "ckpt.pt", required=RESUME_KEYS) if cfg.init_from == "resume" else None
     model = build_model(cfg, dataset, checkpoint).to(device)
     optimizer = build_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "float16")
+    dtype = resolve_dtype(cfg.dtype, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
     train_loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     eval_loaders = {  # a seed of their own: the same batches at every evaluation
         split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
@@ -128,17 +130,17 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     train_model = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ranks.distributed else eval_model
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps * ranks.world_size
-    mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size) * ranks.world_size, device, cfg.dtype)
+    mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size) * ranks.world_size, device, dtype)
     resume_step = progress.step if checkpoint is not None else None
     log = MetricsLog(out_dir / "log.jsonl", resume_step) if ranks.is_main else None
     wandb = WandbLog(cfg, resume_step) if cfg.wandb_log and ranks.is_main else None
-    return Run(cfg, argv, ranks, device, out_dir, dataset, model, eval_model, train_model, optimizer, scaler,
+    return Run(cfg, argv, ranks, device, dtype, out_dir, dataset, model, eval_model, train_model, optimizer, scaler,
                train_loader, eval_loaders, progress, tokens_per_step, mfu, log, wandb, resume_step)
 
 
 def train_step(run: Run, lr: float) -> torch.Tensor:
     """One optimizer step over gradient_accumulation_steps micro-batches; returns this process's mean loss."""
-    cfg, n_micro = run.cfg, run.cfg.gradient_accumulation_steps
+    n_micro = run.cfg.gradient_accumulation_steps
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     step_loss = torch.zeros((), device=run.device)
@@ -148,7 +150,7 @@ def train_step(run: Run, lr: float) -> torch.Tensor:
         # across processes, gradients are averaged once, on the last micro-batch
         no_sync = run.ranks.distributed and micro < n_micro - 1
         with run.train_model.no_sync() if no_sync else contextlib.nullcontext():
-            with autocast(run.device, cfg.dtype):
+            with autocast(run.device, run.dtype):
                 _, loss = run.train_model(x, y)
             run.scaler.scale(loss / n_micro).backward()
         step_loss += loss.detach() / n_micro
@@ -168,7 +170,7 @@ def apply_update(run: Run) -> None:
 
 
 def evaluate_and_save(run: Run, bar: tqdm, lr: float) -> None:
-    losses = evaluate(run.eval_model, run.eval_loaders, run.cfg, run.device)
+    losses = evaluate(run.eval_model, run.eval_loaders, run.cfg.eval_iters, run.device, run.dtype)
     bar.write(f"step {run.progress.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     run.record("eval", lr=lr, train_loss=losses["train"], val_loss=losses["val"])
     plot_loss(run.log.rows, run.out_dir / "loss.png")
@@ -251,7 +253,7 @@ def describe(run: Run) -> str:
     c, cfg, world = run.model.config, run.cfg, run.ranks.world_size
     peak = "unknown" if run.mfu.peak is None else f"{run.mfu.peak / 1e12:.2f} TFLOP/s"
     return (f"model: {run.model.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, "
-            f"context {c.block_size}); device {run.device}, {cfg.dtype}{', compiled' if cfg.compile else ''}\n"
+            f"context {c.block_size}); device {run.device}, {run.dtype}{', compiled' if cfg.compile else ''}\n"
             f"batch: {cfg.batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) "
             f"= {cfg.batch_size * cfg.gradient_accumulation_steps * world} sequences, "
             f"{run.tokens_per_step:,} tokens per step; peak {peak} ({run.mfu.peak_source})")

@@ -123,7 +123,8 @@ def help_text(cls: type, usage: str) -> str:
     lines = [usage, "", "Keys (defaults < CONFIG.toml files in order < --key=value flags):"]
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        lines.append(f"  --{f.name}={default!r:<24} {f.metadata.get('help', '')}")
+        flag = f"--{f.name}={default!r}"
+        lines.append(f"  {flag:<38} {f.metadata.get('help', '')}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .config import option
 from .errors import UserError
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _require_positive(cfg: object, names: tuple[str, ...]) -> None:
@@ -58,7 +58,7 @@ class TrainConfig:
     grad_clip: float = option(1.0, "clip the gradient norm to this (0: off)")
     # system
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    dtype: str = option("float32", "float32, bfloat16 or float16 (autocast)")
+    dtype: str = option("auto", "auto (bfloat16 where the hardware has it, else float32), float32, bfloat16 or float16 (autocast)")
     compile: bool = option(False, "torch.compile the model")
     seed: int = option(1337, "seed of every random generator")
     # logging

@@ -80,19 +80,20 @@ def build_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loaders: dict[str, BatchLoader], cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, loaders: dict[str, BatchLoader], eval_iters: int, device: torch.device,
+             dtype: str) -> dict[str, float]:
     """Mean loss over the same eval_iters batches of each split every time."""
     model.eval()
     losses = {}
     for split, loader in loaders.items():
         loader.load_state_dict({"epoch": 0, "cursor": 0})
         total = 0.0
-        for _ in range(cfg.eval_iters):
+        for _ in range(eval_iters):
             x, y = loader.next_batch()
-            with autocast(device, cfg.dtype):
+            with autocast(device, dtype):
                 _, loss = model(x.to(device), y.to(device))
             total += loss.item()
-        losses[split] = total / cfg.eval_iters
+        losses[split] = total / eval_iters
     model.train()
     return losses
 

@@ -24,8 +24,10 @@ class KVCache:
         dtype: torch.dtype,
     ):
         shape = (n_layer, batch_size, n_head, max_len, head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, max_len, hs)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, max_len, hs)
+        k = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, max_len, hs)
+        v = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nh, max_len, hs)
+        self.k = [k[i] for i in range(n_layer)]  # per-layer views (B, nh, max_len, hs), indexed once
+        self.v = [v[i] for i in range(n_layer)]
         self.max_len = max_len
         self.length = 0  # positions already cached
 
@@ -36,9 +38,10 @@ class KVCache:
         end = self.length + k.size(2)
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions; {end} were asked for")
-        self.k[layer_idx, :, :, self.length : end] = k
-        self.v[layer_idx, :, :, self.length : end] = v
-        return self.k[layer_idx, :, :, :end], self.v[layer_idx, :, :, :end]
+        k_cache, v_cache = self.k[layer_idx], self.v[layer_idx]
+        k_cache[:, :, self.length : end] = k
+        v_cache[:, :, self.length : end] = v
+        return k_cache[:, :, :end], v_cache[:, :, :end]
 
     def advance(self, n: int) -> None:
         self.length += n

@@ -179,3 +179,16 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     assert_one_line_error(result, "training stopped", "(step 20), is intact", "--init_from=resume")
     assert re.search(r"error: loss is (nan|inf|-inf) at step (2[1-9]|3\d|40);", result.stderr)
     assert (run_dir / "out" / "ckpt.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--prompt=" + "to be or not " * 4, "the prompt is 52 tokens but the model's context is 32; shorten the prompt"),
+    ("--max_new_tokens=0", "max_new_tokens=0 must be positive"),
+    ("--max_new_tokens=-3", "max_new_tokens=-3 must be positive"),
+    ("--prompt=Zebra", "character 'Z' is not in this model's vocabulary"),
+    ("--top_p=1.5", "top_p=1.5 must be in (0, 1]"),
+    ("--prompt=FILE:/nonexistent/prompt.txt", "prompt file /nonexistent/prompt.txt not found"),
+])
+def test_sample_rejects_bad_requests(trained, flag, fragment):
+    result = run_script("sample.py", f"--out_dir={trained}", flag, check=False)
+    assert_one_line_error(result, fragment)

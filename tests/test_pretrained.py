@@ -59,3 +59,19 @@ def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "from_pretrained('gpt2')" in lines[0] and "init_from=/path/to/gpt2-hf" in lines[0]
+
+
+def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
+    from data.prepare import prepare_dataset
+
+    config = transformers.GPT2Config(n_positions=64, n_embd=16, n_layer=1, n_head=2)  # GPT-2's vocabulary
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")
+    prepare_dataset(corpus_text, "gpt2", tmp_path / "bpe")
+    run_script("train.py", f"--init_from={tmp_path / 'hf'}", f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
+               "--block_size=16", "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=1",
+               "--sample_tokens=5", "--device=cpu")
+    checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert checkpoint["model_args"] == {"block_size": 16, "vocab_size": 50257, "n_layer": 1, "n_head": 2,
+                                        "n_embd": 16, "dropout": 0.0, "bias": True}  # GPT-2's shape, context cropped
+    sample = run_script("sample.py", f"--out_dir={tmp_path / 'out'}", "--prompt=Shall I", "--max_new_tokens=5")
+    assert sample.stdout.startswith("Shall I")
