@@ -8,22 +8,23 @@ Without --input, the checkpoint's own validation split is evaluated.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint
 from core.config import help_text, option, parse_config, wants_help
 from core.device import pick_device
 from core.errors import UserError, run_cli
 from core.evaluation import score_tokens, summarize
+from core.loading import load_trained
 from core.settings import TrainConfig
 from core.surprise_page import surprise_page
 from data.corpora import dataset_dir
 from data.loader import open_dataset
 from data.prepare import read_text, write_atomically
-from data.tokenizer import Tokenizer, tokenizer_from_description
+from data.tokenizer import Tokenizer
 
 
 @dataclass
@@ -49,7 +50,7 @@ def text_tokens(cfg: EvalConfig, checkpoint: dict, tokenizer: Tokenizer) -> tupl
         source = cfg.input
     else:
         folder = dataset_dir(checkpoint["config"]["dataset"])
-        tokens, source = np.asarray(open_dataset(folder).val, dtype=np.int64), f"{folder}/val.bin"
+        tokens, source = np.asarray(open_dataset(folder).val, dtype=np.int64), os.path.relpath(folder / "val.bin")
     if len(tokens) < 2:
         raise UserError(f"{source} has {len(tokens)} token(s); evaluation needs at least 2")
     return tokens, source
@@ -71,11 +72,9 @@ def main(argv: list[str]) -> None:
         return
     cfg = parse_config(EvalConfig, argv, ignore=set(TrainConfig.__dataclass_fields__))
     device = pick_device(cfg.device)
-    path = Path(cfg.out_dir) / cfg.checkpoint
-    checkpoint = load_checkpoint(path, device)
-    model = model_from_checkpoint(checkpoint, path).to(device)
-    tokenizer = tokenizer_from_description(checkpoint["tokenizer"])
+    model, tokenizer, checkpoint = load_trained(cfg.out_dir, cfg.checkpoint, device)
     tokens, source = text_tokens(cfg, checkpoint, tokenizer)
+    path = Path(cfg.out_dir) / cfg.checkpoint
 
     scores = score_tokens(model, tokens, cfg.batch_size, device, show_progress=True)
     result = {"checkpoint": str(path), "text": source, **summarize(scores.losses, tokens, tokenizer.token_bytes()).to_dict()}

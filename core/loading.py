@@ -14,21 +14,25 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .errors import UserError
 
 
+def load_trained(out_dir: str, checkpoint: str, device: torch.device) -> tuple[GPT, Tokenizer, dict]:
+    """The model (in eval mode), its tokenizer and the checkpoint dict, from out_dir/checkpoint alone."""
+    path = Path(out_dir) / checkpoint
+    state = load_checkpoint(path, device)
+    model = model_from_checkpoint(state, path)
+    return model.to(device).eval(), tokenizer_from_description(state["tokenizer"]), state
+
+
 def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device) -> tuple[GPT, Tokenizer]:
     """The model (in eval mode) and tokenizer, rebuilt from out_dir/checkpoint
     alone, or GPT-2's weights when init_from names them."""
-    if init_from:
-        try:
-            model = GPT.from_pretrained(init_from)
-        except PretrainedNotFound as e:
-            raise UserError(str(e)) from None
-        tokenizer: Tokenizer = GPT2Tokenizer()
-    else:
-        path = Path(out_dir) / checkpoint
-        state = load_checkpoint(path, device)
-        model = model_from_checkpoint(state, path)
-        tokenizer = tokenizer_from_description(state["tokenizer"])
-    return model.to(device).eval(), tokenizer
+    if not init_from:
+        model, tokenizer, _ = load_trained(out_dir, checkpoint, device)
+        return model, tokenizer
+    try:
+        model = GPT.from_pretrained(init_from)
+    except PretrainedNotFound as e:
+        raise UserError(str(e)) from None
+    return model.to(device).eval(), GPT2Tokenizer()
 
 
 def read_prompt(prompt: str, what: str = "prompt") -> str:
