@@ -1,0 +1,46 @@
+"""nn.Linear with a faster route for the few-row products of decoding on a CPU.
+
+A decoding step multiplies every weight matrix by one vector per sequence.
+PyTorch hands such a product to MKL's matrix-vector kernel, which streams
+float32 weights at well under the memory bandwidth on some CPUs: about 9 GB/s
+where a plain sum over the same 42 MB reads 30 GB/s, on the 2-core AMD EPYC
+this was measured on. The same arithmetic written as one batched product of
+the matrix's two row halves takes MKL's batched GEMM route instead: 2.3x
+faster at 1 row, 1.2x at 64, no faster from 128 rows on (prefill, training).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FEW_ROWS = 64  # up to here the row-halves route was faster; at 128 rows it was not
+
+
+def matmul_by_row_halves(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x (..., K) times weight (N, K) transposed -> (..., N), as one batched matmul.
+
+    The batch is two views of weight: rows [0, half) and [N - half, N). For
+    odd N they share the middle row, which is computed twice and kept once.
+    """
+    N, K = weight.shape
+    half = (N + 1) // 2
+    row_stride, col_stride = weight.stride()
+    halves = weight.as_strided((2, half, K), ((N - half) * row_stride, row_stride, col_stride))  # (2, half, K)
+    x_cols = x.reshape(-1, K).t()  # (K, rows)
+    y = torch.bmm(halves, x_cols.expand(2, K, x_cols.size(1)))  # (2, half, rows)
+    y = torch.cat([y[0], y[1, 2 * half - N :]])  # (N, rows), the shared middle row once
+    return y.t().reshape(*x.shape[:-1], N)
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, state dict and initialisation) that sends
+    float32 inference on a CPU with at most FEW_ROWS rows through
+    `matmul_by_row_halves`. Training and everything else run F.linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        few_rows = x.numel() <= FEW_ROWS * self.in_features
+        if few_rows and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+            y = matmul_by_row_halves(x, self.weight)
+            return y if self.bias is None else y + self.bias
+        return F.linear(x, self.weight, self.bias)
