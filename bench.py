@@ -3,6 +3,7 @@
     python bench.py generation [--device=auto] [--new_tokens=100,500,1000] [--batch_sizes=1,8]
     python bench.py training [CONFIG.toml ...] [--key=value ...] [--steps=N]
     python bench.py precision [--steps=N]
+    python bench.py first_token [--out_dir=DIR] [--runs=N]
 
 generation: tokens per second of cached and uncached generation side by side,
 for a 6-layer, 6-head, 384-wide model with a 256-token context.
@@ -11,11 +12,15 @@ the same model on a fixed batch (median ms per iteration, their ratio), tokens
 per second and MFU; nanoGPT's CPU settings unless a config or flags say otherwise.
 precision: float32 against bfloat16 training of the 6x384, context-256 model:
 tokens per second and the loss both reach on the same short run.
+first_token: wall time from starting `python sample.py` to its first generated
+character, for a trained checkpoint (the default run's unless --out_dir says).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +29,9 @@ import torch
 
 from core.config import parse_config
 from core.device import autocast, pick_device, resolve_dtype
-from core.errors import run_cli
+from core.errors import UserError, run_cli
 from core.metrics_log import read_rows
-from core.settings import TrainConfig
+from core.settings import SampleConfig, TrainConfig
 from core.throughput import MFUMeter
 from core.training import build_optimizer, model_config
 from data.corpora import ensure_dataset
@@ -160,6 +165,28 @@ def bench_precision(args: argparse.Namespace) -> None:
     print(f"  bfloat16 / float32: {f32_s / bf16_s:.2f}x the speed, val loss {bf16_val - f32_val:+.4f}")
 
 
+def seconds_to_first_token(out_dir: str) -> float:
+    """Start `python sample.py` as a user would, with its default prompt, and
+    time it until one character past the prompt is printed."""
+    prompt = SampleConfig.prompt.encode()  # sample.py streams: the prompt, then each token
+    command = [sys.executable, "sample.py", f"--out_dir={out_dir}", "--max_new_tokens=20"]
+    start = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parent) as proc:
+        head = proc.stdout.read(len(prompt) + 1)
+        seconds = time.perf_counter() - start
+        proc.stdout.read()
+        error = proc.stderr.read().decode().strip()
+    if proc.returncode != 0 or len(head) <= len(prompt):
+        raise UserError(f"sample.py failed: {error.removeprefix('error: ') or 'no output'}")
+    return seconds
+
+
+def bench_first_token(args: argparse.Namespace) -> None:
+    times = [seconds_to_first_token(args.out_dir) for _ in range(args.runs)]
+    print(f"first token: python sample.py --out_dir={args.out_dir} printed its first new character after "
+          f"{min(times):.2f} s at best, {statistics.median(times):.2f} s median over {len(times)} runs")
+
+
 def int_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",")]
 
@@ -179,9 +206,13 @@ def main(argv: list[str]) -> None:
     precision = commands.add_parser("precision", help="float32 against bfloat16 training")
     precision.add_argument("--steps", type=int, default=100)
     precision.set_defaults(run=bench_precision)
+    first = commands.add_parser("first_token", help="time from starting sample.py to its first generated character")
+    first.add_argument("--out_dir", default=TrainConfig.out_dir)
+    first.add_argument("--runs", type=int, default=5)
+    first.set_defaults(run=bench_first_token)
     args, rest = parser.parse_known_args(argv)
     args.train_args = rest  # CONFIG.toml files and --key=value flags for train.py
-    if rest and args.command == "generation":
+    if rest and args.command in ("generation", "first_token"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.run(args)
 

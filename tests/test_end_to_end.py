@@ -31,3 +31,9 @@ def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
         assert set(sample) <= set(corpus_text)  # only characters of the training text
     assert run_script(*args).stdout == first  # same seed, same text
     assert run_script(*args[:-1], "--seed=8").stdout != first
+
+    timing = run_script("bench.py", "first_token", f"--out_dir={out_dir}", "--runs=1").stdout
+    seconds = float(timing.split("after ")[1].split(" s")[0])  # the shipped time-to-first-token benchmark
+    assert 0 < seconds < 300
+    refused = run_script("bench.py", "first_token", f"--out_dir={tmp_path / 'none'}", check=False)
+    assert refused.returncode == 2 and "checkpoint" in refused.stderr and "Traceback" not in refused.stderr
