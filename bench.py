@@ -37,6 +37,7 @@ from core.training import build_optimizer, model_config
 from data.corpora import ensure_dataset
 from data.loader import BatchLoader, open_dataset
 from model import GPT, GPTConfig
+from model.linear import Linear, matmul_by_row_halves
 from model.params import training_flops_per_token
 
 GENERATION_MODEL = GPTConfig(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
@@ -65,6 +66,29 @@ def time_generation(model: GPT, batch_size: int, new_tokens: int, use_cache: boo
     return best
 
 
+def time_one_row_products(model: GPT, device: torch.device) -> tuple[float, float]:
+    """Milliseconds for one decoding step's weight products (one row through every Linear),
+    by F.linear and by the row-halves route; best of 5 rounds of 50."""
+    layers = [m for m in model.modules() if isinstance(m, Linear)]
+    rows = [torch.randn(1, m.in_features, device=device) for m in layers]
+    routes = {
+        "linear": lambda x, m: torch.nn.functional.linear(x, m.weight),
+        "halves": lambda x, m: matmul_by_row_halves(x, m.weight),
+    }
+    best = dict.fromkeys(routes, float("inf"))
+    with torch.inference_mode():
+        for _ in range(5):
+            for name, route in routes.items():  # interleaved, so drift hits both
+                sync(device)
+                start = time.perf_counter()
+                for _ in range(50):
+                    for x, m in zip(rows, layers):
+                        route(x, m)
+                sync(device)
+                best[name] = min(best[name], (time.perf_counter() - start) * 1000 / 50)
+    return best["linear"], best["halves"]
+
+
 def bench_generation(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     torch.manual_seed(0)
@@ -80,6 +104,9 @@ def bench_generation(args: argparse.Namespace) -> None:
             n = batch_size * new_tokens
             print(f"{batch_size:>5} {new_tokens:>10} {n / cached:>13,.0f} {n / uncached:>15,.0f} {uncached / cached:>8.1f}x",
                   flush=True)
+    linear_ms, halves_ms = time_one_row_products(model, device)
+    print(f"one decoding step's weight products: F.linear {linear_ms:.2f} ms, row halves {halves_ms:.2f} ms "
+          f"({linear_ms / halves_ms:.2f}x; model/linear.py takes the row halves on CPU)")
 
 
 # nanoGPT's documented CPU run: 4 layers, 4 heads, 128 wide, context 64, batch 12, float32, no compile
