@@ -5,8 +5,10 @@ PyTorch hands such a product to MKL's matrix-vector kernel, which streams
 float32 weights at well under the memory bandwidth on some CPUs: about 9 GB/s
 where a plain sum over the same 42 MB reads 30 GB/s, on the 2-core AMD EPYC
 this was measured on. The same arithmetic written as one batched product of
-the matrix's two row halves takes MKL's batched GEMM route instead: 2.3x
-faster at 1 row, 1.2x at 64, no faster from 128 rows on (prefill, training).
+the matrix's two row halves takes MKL's batched GEMM route instead: 2.3 to
+3.2x faster at 1 row (`python bench.py generation` prints the ratio for the
+model's own matrices), 1.2x at 64, no faster from 128 rows on (prefill,
+training).
 """
 from __future__ import annotations
 
