@@ -1,5 +1,5 @@
-"""Shared by the attention-map tests: a tiny trained checkpoint, one real run of
-attention.py over it, and attention patterns recomputed independently."""
+"""Shared by the attention-map tests: the text they look at, the model of a
+checkpoint, and attention patterns recomputed independently."""
 from __future__ import annotations
 
 import json
@@ -7,42 +7,13 @@ import math
 import re
 from pathlib import Path
 
-import pytest
 import torch
 
 from core.checkpoint import load_checkpoint, model_from_checkpoint
 from data.tokenizer import Tokenizer, tokenizer_from_description
-from helpers import TINY_TRAIN_FLAGS, run_script
 from model import GPT
 
 TEXT = "Shall I compare thee to a"  # characters of the test corpus, shorter than block_size=32
-
-
-def _once(folder: Path, done: str, make) -> Path:
-    """Make `folder` unless this session already did (each test module imports the fixtures,
-    so pytest builds them once per module; the folder under the session's basetemp is shared)."""
-    if not (folder / done).exists():
-        make(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def trained_out(char_dataset, tmp_path_factory) -> Path:
-    """out_dir of a finished tiny training run (train.py as a subprocess)."""
-    def train(folder: Path) -> None:
-        run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=20", "--sample_tokens=0",
-                   f"--dataset={char_dataset}", f"--out_dir={folder}")
-    return _once(tmp_path_factory.getbasetemp() / "attention_trained", "ckpt.pt", train)
-
-
-@pytest.fixture(scope="module")
-def attention_run(trained_out, tmp_path_factory) -> Path:
-    """The folder one end-to-end run of attention.py wrote (its stdout saved as stdout.txt)."""
-    def run(folder: Path) -> None:
-        result = run_script("attention.py", f"--out_dir={trained_out}", f"--text={TEXT}",
-                            f"--to={folder}", "--device=cpu")
-        (folder / "stdout.txt").write_text(result.stdout)
-    return _once(tmp_path_factory.getbasetemp() / "attention_run", "stdout.txt", run)
 
 
 def load_trained(out_dir: Path) -> tuple[GPT, Tokenizer]:

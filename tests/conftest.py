@@ -1,11 +1,14 @@
-"""Shared fixtures: a tiny corpus, a dataset made from it, tiny model configs."""
+"""Shared fixtures: a tiny corpus, a dataset made from it, one tiny trained run
+and one attention.py run over it."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
+from attention_reference import TEXT
 from data.prepare import prepare_dataset
+from helpers import TINY_TRAIN_FLAGS, run_script
 
 VERSES = [
     "Shall I compare thee to a summer's day?",
@@ -35,4 +38,23 @@ def corpus_file(tmp_path_factory, corpus_text) -> Path:
 def char_dataset(tmp_path_factory, corpus_text) -> Path:
     folder = tmp_path_factory.mktemp("data") / "tiny_char"
     prepare_dataset(corpus_text, "char", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_out(char_dataset, tmp_path_factory) -> Path:
+    """out_dir of a finished tiny training run (train.py as a subprocess, 20 steps).
+    Shared by many tests: read it, or copy it before changing anything."""
+    out = tmp_path_factory.mktemp("trained")
+    run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=20", "--sample_tokens=0",
+               f"--dataset={char_dataset}", f"--out_dir={out}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def attention_run(trained_out, tmp_path_factory) -> Path:
+    """The folder one end-to-end run of attention.py wrote (its stdout saved as stdout.txt)."""
+    folder = tmp_path_factory.mktemp("attention_run")
+    result = run_script("attention.py", f"--out_dir={trained_out}", f"--text={TEXT}", f"--to={folder}", "--device=cpu")
+    (folder / "stdout.txt").write_text(result.stdout)
     return folder

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from attention import layer_patterns, main, resolve_query
-from attention_reference import TEXT, attention_run, load_trained, page_data, reference_patterns, trained_out  # noqa: F401
+from attention_reference import TEXT, load_trained, page_data, reference_patterns
 from core.errors import UserError
 from helpers import REPO
 from model import GPT, GPTConfig
@@ -28,7 +28,7 @@ def random_biased_model() -> GPT:
 
 
 @pytest.fixture(params=["trained", "random with biases"])
-def model_and_ids(request, trained_out) -> tuple[GPT, list[int]]:  # noqa: F811
+def model_and_ids(request, trained_out) -> tuple[GPT, list[int]]:
     if request.param == "trained":
         model, tokenizer = load_trained(trained_out)
         return model, tokenizer.encode(TEXT)
@@ -53,7 +53,7 @@ def axes_titled(fig, title: str):
     return ax
 
 
-def test_figures_draw_the_patterns(trained_out):  # noqa: F811
+def test_figures_draw_the_patterns(trained_out):
     model, tokenizer = load_trained(trained_out)
     ids = tokenizer.encode(TEXT)
     tokens, T = token_texts(tokenizer, ids), len(ids)
@@ -79,7 +79,7 @@ def test_figures_draw_the_patterns(trained_out):  # noqa: F811
     assert tick_label(" I\n") == "␣I⏎"
 
 
-def test_command_writes_pictures_and_page(attention_run, trained_out):  # noqa: F811
+def test_command_writes_pictures_and_page(attention_run, trained_out):
     T = len(TEXT)  # one token per character
     stdout = (attention_run / "stdout.txt").read_text()
     assert f"{T} tokens through 2 layers of 2 heads; query token {T - 1} 'a'" in stdout
@@ -112,7 +112,7 @@ def test_query_index_resolution():
     (["--text=Shall I ~"], "character '~' is not in this model's vocabulary"),
     (["--querry_index=3"], "did you mean 'query_index'"),
 ])
-def test_bad_input_is_a_one_line_error(trained_out, tmp_path, flags, message):  # noqa: F811
+def test_bad_input_is_a_one_line_error(trained_out, tmp_path, flags, message):
     argv = [f"--out_dir={trained_out}", f"--text={TEXT}", f"--to={tmp_path / 'maps'}", "--device=cpu", *flags]
     with pytest.raises(UserError) as error:
         main(argv)

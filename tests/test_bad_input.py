@@ -28,17 +28,9 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in errors[0]
 
 
-@pytest.fixture(scope="module")
-def trained(char_dataset, tmp_path_factory):
-    """A finished tiny run: its dataset and out_dir, copied per test before being poked."""
-    out = tmp_path_factory.mktemp("trained")
-    run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=20", f"--dataset={char_dataset}", f"--out_dir={out}")
-    return out
-
-
 @pytest.fixture
-def run_dir(trained, char_dataset, tmp_path):
-    shutil.copytree(trained, tmp_path / "out")
+def run_dir(trained_out, char_dataset, tmp_path):
+    shutil.copytree(trained_out, tmp_path / "out")
     shutil.copytree(char_dataset, tmp_path / "data")
     return tmp_path
 
@@ -189,6 +181,6 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     ("--top_p=1.5", "top_p=1.5 must be in (0, 1]"),
     ("--prompt=FILE:/nonexistent/prompt.txt", "prompt file /nonexistent/prompt.txt not found"),
 ])
-def test_sample_rejects_bad_requests(trained, flag, fragment):
-    result = run_script("sample.py", f"--out_dir={trained}", flag, check=False)
+def test_sample_rejects_bad_requests(trained_out, flag, fragment):
+    result = run_script("sample.py", f"--out_dir={trained_out}", flag, check=False)
     assert_one_line_error(result, fragment)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from attention_reference import TEXT, attention_run, load_trained, reference_patterns, trained_out  # noqa: F401
+from attention_reference import TEXT, load_trained, reference_patterns
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -38,7 +38,7 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def expected(trained_out) -> torch.Tensor:  # noqa: F811
+def expected(trained_out) -> torch.Tensor:
     model, tokenizer = load_trained(trained_out)
     return reference_patterns(model, torch.tensor([tokenizer.encode(TEXT)]))  # (n_layer, nh, T, T)
 
@@ -90,7 +90,7 @@ def click_heatmap_row(browser, query: int) -> None:
     ActionChains(browser).move_to_element_with_offset(canvas, int(dx), int(dy)).click().perform()
 
 
-def test_explorer_in_headless_chromium(browser, attention_run, expected, tmp_path):  # noqa: F811
+def test_explorer_in_headless_chromium(browser, attention_run, expected, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
