@@ -1,6 +1,8 @@
 """User-facing errors: one line that says what is wrong and what to do."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -10,7 +12,8 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
-    """Run a command-line entry point; a UserError exits with status 2 and its message."""
+    """Run a command-line entry point; a UserError exits with status 2 and its message,
+    a closed output pipe with 141 and no message."""
     try:
         main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
@@ -19,3 +22,6 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # the reader left (`python sample.py | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+        sys.exit(128 + signal.SIGPIPE)

@@ -1,7 +1,11 @@
 """train.py then sample.py as real subprocesses, on a tiny corpus."""
+import os
+import subprocess
+import sys
+
 import torch
 
-from helpers import TINY_TRAIN_FLAGS, run_script
+from helpers import REPO, TINY_TRAIN_FLAGS, run_script
 
 
 def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
@@ -37,3 +41,21 @@ def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     assert 0 < seconds < 300
     refused = run_script("bench.py", "first_token", f"--out_dir={tmp_path / 'none'}", check=False)
     assert refused.returncode == 2 and "checkpoint" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_sample_streams_and_stops_quietly_when_its_reader_leaves(trained_out):
+    """One sample is printed token by token: the reader takes the prompt and the first new
+    character, then closes the pipe, and sample.py's next write finds it closed.
+
+    5,000 characters fit in Python's 8 KB stdout buffer and take seconds to generate, so a
+    sample.py that printed only at the end would write them all and exit 0 instead."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered as for a user's pipe
+    command = [sys.executable, "sample.py", f"--out_dir={trained_out}", "--prompt=Shall I", "--max_new_tokens=5000"]
+    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        head = proc.stdout.read(len("Shall I") + 1)
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        proc.wait(timeout=300)
+    assert head.startswith(b"Shall I") and len(head) == len("Shall I") + 1
+    assert proc.returncode == 141, stderr  # 128 + SIGPIPE: it was still writing, like `head` makes any Unix tool
+    assert stderr == ""  # no traceback, no message
