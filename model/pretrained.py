@@ -1,6 +1,9 @@
 """Loading OpenAI's GPT-2 weights through Hugging Face transformers."""
 from __future__ import annotations
 
+import socket
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -30,21 +33,38 @@ def how_to_get(name_or_dir: str) -> str:
     )
 
 
+def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
+    """Whether the hub's host accepts a connection. Without this, a machine with no
+    internet waits through the hub client's ~25 s of retries before the same error."""
+    if urllib.request.getproxies().get("https"):
+        return True  # only the hub client knows how to go through the proxy: let it try
+    url = urllib.parse.urlsplit(endpoint)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 def _load_hf_model(name_or_dir: str):
     try:
         import transformers
+        from huggingface_hub import constants as hub
+        from huggingface_hub.utils import logging as hub_logging
         from transformers import GPT2LMHeadModel
     except ImportError as e:
         raise PretrainedNotFound("loading GPT-2 weights needs transformers: pip install transformers") from e
     transformers.utils.logging.disable_progress_bar()  # our tools report their own progress
     transformers.utils.logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()  # no retry chatter: the one error below says what to do
     is_dir = Path(name_or_dir).is_dir()
     if not is_dir and name_or_dir not in HUB_NAMES:
         raise PretrainedNotFound(how_to_get(name_or_dir))
     try:  # the local cache first, so a machine without internet never waits on the hub
         return GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
     except OSError:
-        if is_dir:
+        if is_dir or hub.HF_HUB_OFFLINE or not hub_reachable(hub.ENDPOINT):
             raise PretrainedNotFound(how_to_get(name_or_dir)) from None
     try:
         return GPT2LMHeadModel.from_pretrained(name_or_dir)

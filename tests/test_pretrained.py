@@ -1,5 +1,7 @@
 """GPT-2 compatibility: the same logits as Hugging Face transformers' GPT2LMHeadModel."""
 import os
+import socket
+import time
 
 import pytest
 import torch
@@ -53,12 +55,28 @@ def test_missing_weights_say_how_to_get_them(tmp_path):
         GPT.from_pretrained(str(tmp_path / "nowhere"))
 
 
-def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")}
+def closed_local_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens on it once the socket is closed
+
+
+@pytest.mark.parametrize("hub", ["offline mode", "unreachable"])
+def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path, hub):
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["HF_HOME"] = str(tmp_path / "empty-cache")
+    if hub == "offline mode":
+        env["HF_HUB_OFFLINE"] = "1"
+    else:  # what a machine without internet meets; the hub client alone retries for 23 s
+        env.pop("HF_HUB_OFFLINE", None)
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_local_port()}"
+    start = time.perf_counter()
     result = run_script("sample.py", "--init_from=gpt2", check=False, env=env)
+    assert time.perf_counter() - start < 20
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "from_pretrained('gpt2')" in lines[0] and "init_from=/path/to/gpt2-hf" in lines[0]
+    assert len(lines) == 1, result.stderr
+    assert "from_pretrained('gpt2')" in lines[0] and "init_from=/path/to/gpt2-hf" in lines[0]
 
 
 def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
