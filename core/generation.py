@@ -3,28 +3,34 @@ from __future__ import annotations
 
 from data.tokenizer import Tokenizer
 
+MAX_CHAR_BYTES = 4  # a UTF-8 character is at most 4 bytes, so at most 4 BPE tokens
 
-def _held_back(text: str, stops: list[str]) -> int:
-    """How many trailing characters might still turn into a stop string or a
-    multi-byte character, and so must not be printed yet."""
+
+def _stop_prefix_at_end(text: str, stops: list[str]) -> int:
+    """Length of the longest start of a stop string that text ends with: those
+    characters may still become a stop string, so they must not be printed yet."""
     hold = 0
     for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+        for n in range(min(len(stop) - 1, len(text)), hold, -1):
             if text.endswith(stop[:n]):
-                hold = max(hold, n)
+                hold = n
                 break
-    incomplete = len(text) - len(text.rstrip("\ufffd"))  # BPE tokens that end inside a UTF-8 character
-    return max(hold, incomplete)
+    return hold
 
 
 class SampleText:
-    """The text of one sample as its tokens arrive; ends at a stop string or end-of-text."""
+    """The text of one sample as its tokens arrive; ends at a stop string or end-of-text.
+
+    Each token is decoded once: `text` grows by whole characters only, and tokens
+    that end inside a multi-byte UTF-8 character wait in `pending` for the rest.
+    """
 
     def __init__(self, tokenizer: Tokenizer, stops: list[str]):
         self.tokenizer = tokenizer
         self.stops = [s for s in stops if s]
-        self.ids: list[int] = []
+        self.longest_stop = max((len(s) for s in self.stops), default=0)
         self.text = ""
+        self.pending: list[int] = []  # tokens of a character still incomplete
         self.done = False
         self.printed = 0  # characters already handed out by new_text()
 
@@ -32,21 +38,34 @@ class SampleText:
         if self.done:
             return
         if token == self.tokenizer.eot_token:  # <|endoftext|> always ends a GPT-2 sample
-            self.done = True
+            self.finish()
             return
-        self.ids.append(token)
-        self.text = self.tokenizer.decode(self.ids)
-        cuts = [self.text.find(s) for s in self.stops if s in self.text]
+        self.pending.append(token)
+        piece = self.tokenizer.decode(self.pending)
+        if piece.endswith("\ufffd") and len(self.pending) < MAX_CHAR_BYTES:
+            return  # the character's remaining bytes are still to come
+        self.pending = []
+        self._append(piece)
+
+    def _append(self, piece: str) -> None:
+        """Add decoded text and cut at the first stop string; only the tail can hold a new one."""
+        search_from = max(0, len(self.text) - self.longest_stop + 1)
+        self.text += piece
+        cuts = [i for i in (self.text.find(s, search_from) for s in self.stops) if i >= 0]
         if cuts:
             self.text = self.text[: min(cuts)]
             self.done = True
 
     def finish(self) -> None:
+        """No more tokens: what waited for the rest of a character is final now."""
+        if self.pending and not self.done:
+            self._append(self.tokenizer.decode(self.pending))
+        self.pending = []
         self.done = True
 
     def new_text(self) -> str:
         """Text not handed out before that can no longer change."""
-        end = len(self.text) if self.done else len(self.text) - _held_back(self.text, self.stops)
+        end = len(self.text) if self.done else len(self.text) - _stop_prefix_at_end(self.text, self.stops)
         chunk = self.text[self.printed : end]
         self.printed = max(self.printed, end)
         return chunk

@@ -6,10 +6,12 @@ import torch.nn.functional as F
 
 
 def filter_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Keep the top_k largest logits of each row (B, V); the rest become -inf."""
+    """Keep the top_k largest logits of each row (B, V), exactly k even among ties;
+    the rest become -inf."""
     top_k = min(top_k, logits.size(-1))
-    kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-    return logits.masked_fill(logits < kth_largest, float("-inf"))
+    top = torch.topk(logits, top_k, dim=-1).indices  # (B, k)
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)  # (B, V)
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -37,7 +39,10 @@ def sample_next(
     """
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    # in float64 and shifted so the largest is 0: any positive temperature a Python float
+    # can hold then gives 0 and finite or -inf logits, never inf - inf = nan
+    logits = logits.double()
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None:
         logits = filter_top_k(logits, top_k)
     if top_p is not None and top_p < 1.0:

@@ -14,14 +14,14 @@ def tiny_model(block_size: int = 16, seed: int = 0) -> GPT:
     return GPT(GPTConfig(block_size=block_size, vocab_size=40, n_layer=3, n_head=4, n_embd=32)).eval()
 
 
-@pytest.mark.parametrize("block_size", [16, 17])
-def test_cached_and_uncached_logits_agree_at_every_step_across_block_size(block_size):
+@pytest.mark.parametrize("block_size, prompt_len", [(16, 5), (17, 5), (16, 16), (2, 2), (1, 1)])
+def test_cached_and_uncached_logits_agree_at_every_step_across_block_size(block_size, prompt_len):
     model = tiny_model(block_size)
-    prompt = torch.randint(0, 40, (3, 5))
+    prompt = torch.randint(0, 40, (3, prompt_len))
     cached, uncached = Decoder(model, prompt, use_cache=True), Decoder(model, prompt, use_cache=False)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for step in range(3 * block_size):  # the window is cut and re-encoded several times
+        for step in range(3 * block_size + 3):  # the window is cut and re-encoded several times
             assert (cached.logits - uncached.logits).abs().max().item() < 1e-4, f"step {step}"
             next_id = sample_next(cached.logits, temperature=1.0, generator=generator)
             cached.push(next_id)
@@ -75,6 +75,15 @@ def test_top_k_never_leaves_the_k_most_likely():
     assert draw(logits, top_k=3) == {1, 3, 5}
     assert draw(logits, top_k=1) == {1}
     assert draw(logits, top_k=100) == set(range(6))
+    assert len(draw(torch.zeros(1, 6), top_k=2)) == 2  # k tokens even when all are tied
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-50, 1e-300])
+def test_a_tiny_temperature_is_greedy_not_nan(temperature):
+    logits = torch.randn(4, 40) * 10
+    generator = torch.Generator().manual_seed(0)
+    picked = sample_next(logits, temperature=temperature, top_k=5, top_p=0.9, generator=generator)
+    assert torch.equal(picked, logits.argmax(dim=-1, keepdim=True))
 
 
 def test_top_p_keeps_the_smallest_nucleus():
@@ -119,3 +128,26 @@ def test_end_of_text_always_stops_a_gpt2_sample():
     for token in tok.encode("Hello world") + [tok.eot_token] + tok.encode(" more"):
         sample.add(token)
     assert sample.done and sample.text == "Hello world"
+
+
+def stream(tokenizer, ids: list[int], stops: list[str]) -> tuple[str, str]:
+    """What sample.py prints for these tokens, chunk by chunk, and the sample's final text."""
+    sample, printed = SampleText(tokenizer, stops), ""
+    for token in ids:
+        sample.add(token)
+        printed += sample.new_text()
+    sample.finish()
+    return printed + sample.new_text(), sample.text
+
+
+@pytest.mark.parametrize("stop", ["日本", "🙂", "語 a", "\n\n", "ü", "end", "not in the text"])
+def test_streamed_bpe_text_with_multibyte_characters_ends_at_the_stop(stop):
+    """Tokens that end inside a UTF-8 character are held until it is whole; reference:
+    the whole token list decoded at once and cut at the first stop."""
+    tok = GPT2Tokenizer()
+    text = "Hi 日本語 and ünïcödé 🙂🙂 text, 日本 again\n\nthe end"
+    ids = tok.encode(text)
+    assert any(tok.decode([i]).endswith("\ufffd") for i in ids)  # some tokens really split a character
+    whole = tok.decode(ids)
+    expected = whole[: whole.find(stop)] if stop in whole else whole
+    assert stream(tok, ids, [stop]) == (expected, expected)
