@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -35,11 +36,28 @@ def _type_name(hint: Any) -> str:
     return " or ".join("none" if t is type(None) else t.__name__ for t in _allowed_types(hint))
 
 
+def _finite(key: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise UserError(f"{key} must be a finite number, got {value}")
+    return value
+
+
+def _unescape(key: str, text: str) -> str:
+    """Backslash escapes as in a Python string (\\n, \\t, \\u00e9, \\\\)."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise UserError(f"--{key} has a broken escape sequence ({e.reason}); write a backslash itself as \\\\") from None
+
+
 def _check_value(key: str, value: Any, hint: Any) -> Any:
-    """Check a TOML value against the field's type; ints are accepted as floats."""
+    """Check a TOML value against the field's type; ints are accepted as floats,
+    and one string as a list of one."""
     allowed = _allowed_types(hint)
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _finite(key, float(value))
+    if list in allowed and isinstance(value, str):
+        return [value]
     if isinstance(value, bool) and bool not in allowed:
         raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}")
     if not isinstance(value, allowed):
@@ -61,12 +79,12 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
     for kind in (int, float):
         if kind in allowed:
             try:
-                return kind(text)
+                return _finite(f"--{key}", kind(text)) if kind is float else kind(text)
             except ValueError:
                 pass
     if str in allowed or list in allowed:
         if field.metadata.get("escapes"):
-            text = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+            text = _unescape(key, text)
         return [text] if list in allowed else text
     raise UserError(f"--{key} must be {_type_name(hint)}, got {text!r}")
 
@@ -87,18 +105,21 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
 
 
-def parse_config(cls: type[C], argv: list[str], ignore: set[str] = frozenset()) -> C:
+def parse_config(cls: type[C], argv: list[str], ignore: set[str] = frozenset(),
+                 flags_only: set[str] = frozenset()) -> C:
     """Build cls from its defaults, then TOML files and --key=value flags in argv.
 
     Keys named in `ignore` may appear in TOML files (they belong to another
-    tool sharing the file) and are skipped.
+    tool sharing the file) and are skipped. Keys in `flags_only` are skipped in
+    TOML files too: only a flag sets them (a key both tools have, meaning
+    something else to each).
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for path in (a for a in argv if not a.startswith("--")):
         for key, value in _read_toml(path).items():
-            if key in ignore and key not in fields:
+            if key in flags_only or (key in ignore and key not in fields):
                 continue
             if key not in fields:
                 raise _unknown_key(key, list(fields), path)

@@ -32,13 +32,19 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
         model = GPT.from_pretrained(init_from)
     except PretrainedNotFound as e:
         raise UserError(str(e)) from None
-    return model.to(device).eval(), GPT2Tokenizer()
+    tokenizer = GPT2Tokenizer()
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise UserError(f"{init_from} has a vocabulary of {model.config.vocab_size} tokens, fewer than GPT-2's "
+                        f"{tokenizer.vocab_size}: sample.py encodes GPT-2 weights with GPT-2's BPE, so it needs a GPT-2 model")
+    return model.to(device).eval(), tokenizer
 
 
 def read_prompt(prompt: str, what: str = "prompt") -> str:
     """The text itself, or the contents of the file that FILE:path names."""
     if not prompt.startswith("FILE:"):
         return prompt
+    if prompt == "FILE:":
+        raise UserError(f"FILE: needs a path after it, e.g. --{what}=FILE:notes.txt")
     path = Path(prompt[len("FILE:") :])
     try:
         return path.read_text(encoding="utf-8")
@@ -46,6 +52,8 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
         raise UserError(f"{what} file {path} not found") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{what} file {path} is not UTF-8 (invalid byte at offset {e.start})") from None
+    except OSError as e:  # a folder, no permission, ...
+        raise UserError(f"{what} file {path} cannot be read: {e.strerror}") from None
 
 
 def encode_prompt(prompt: str, tokenizer: Tokenizer, block_size: int, what: str = "prompt") -> list[int]:

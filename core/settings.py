@@ -19,6 +19,11 @@ def _require_positive(cfg: object, names: tuple[str, ...]) -> None:
             raise UserError(f"{name}={getattr(cfg, name)} must be positive")
 
 
+def _require_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:  # numpy's generators take no negative seed
+        raise UserError(f"seed={seed} must be between 0 and {2**32 - 1}")
+
+
 def _require_known(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UserError(f"{name}={value!r} is not one of {', '.join(choices)}")
@@ -75,13 +80,14 @@ class TrainConfig:
         if not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
         _require_known("dtype", self.dtype, DTYPES)
+        _require_seed(self.seed)
 
 
 @dataclass
 class SampleConfig:
     out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint")
     checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt")
-    init_from: str = option("", "sample from GPT-2 weights instead (gpt2, ..., gpt2-xl or a Hugging Face folder)")
+    init_from: str = option("", "sample from GPT-2 weights instead (gpt2, ..., gpt2-xl or a Hugging Face folder); a flag only, config files' init_from is training's")
     prompt: str = option("\n", "text to continue, or FILE:path to read it from a file", escapes=True)
     num_samples: int = option(1, "samples, generated as one batch")
     max_new_tokens: int = option(500, "tokens generated per sample")
@@ -95,6 +101,7 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         _require_positive(self, ("num_samples", "max_new_tokens"))
+        _require_seed(self.seed)
         if self.temperature < 0:
             raise UserError(f"temperature={self.temperature} must be 0 (greedy) or positive")
         if self.top_k is not None and self.top_k <= 0:

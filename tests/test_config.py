@@ -1,4 +1,6 @@
 """Config precedence (defaults < TOML files in order < flags) and its errors."""
+import re
+
 import pytest
 
 from core.config import help_text, parse_config
@@ -41,6 +43,10 @@ def test_unknown_key_suggests_the_closest(tmp_path):
         (["--learning_rate=0"], "learning_rate=0.0 must be positive"),
         (["--max_iters=-5"], "max_iters=-5 must be positive"),
         (["--dtype=float8"], "dtype='float8' is not one of"),
+        (["--learning_rate=nan"], "--learning_rate must be a finite number, got nan"),
+        (["--dropout=inf"], "--dropout must be a finite number, got inf"),
+        (["--seed=-1"], "seed=-1 must be between 0 and 4294967295"),
+        (["--seed=4294967296"], "seed=4294967296 must be between 0 and 4294967295"),
     ],
 )
 def test_bad_flags(args, message):
@@ -57,14 +63,34 @@ def test_toml_types_are_checked(tmp_path):
         parse_config(TrainConfig, [f])
     f = write(tmp_path / "v.toml", "learning_rate = 1\n")  # an int is a fine float
     assert parse_config(TrainConfig, [f]).learning_rate == 1.0
+    f = write(tmp_path / "w.toml", "learning_rate = nan\n")
+    with pytest.raises(UserError, match="learning_rate must be a finite number, got nan"):
+        parse_config(TrainConfig, [f])
+    f = write(tmp_path / "x.toml", 'stop = "END"\n')  # one string is a list of one
+    assert parse_config(SampleConfig, [f]).stop == ["END"]
 
 
 def test_sample_config_escapes_none_and_lists(tmp_path):
     cfg = parse_config(SampleConfig, ["--prompt=ROMEO:\\n", "--top_k=none", "--stop=\\n\\n", "--stop=END"])
     assert cfg.prompt == "ROMEO:\n" and cfg.top_k is None and cfg.stop == ["\n\n", "END"]
     # a training config can be handed to sample.py: it takes out_dir and skips the rest
-    train_toml = write(tmp_path / "run.toml", 'out_dir = "out-x"\nn_layer = 2\n')
+    train_toml = write(tmp_path / "run.toml", 'out_dir = "out-x"\nn_layer = 2\ninit_from = "resume"\n')
     assert parse_config(SampleConfig, [train_toml], ignore=set(TrainConfig.__dataclass_fields__)).out_dir == "out-x"
+    # a key both have that means something else to each is taken from flags only
+    cfg = parse_config(SampleConfig, [train_toml], ignore=set(TrainConfig.__dataclass_fields__), flags_only={"init_from"})
+    assert cfg.out_dir == "out-x" and cfg.init_from == ""
+    assert parse_config(SampleConfig, [train_toml, "--init_from=gpt2"], flags_only={"init_from"},
+                        ignore=set(TrainConfig.__dataclass_fields__)).init_from == "gpt2"
+
+
+@pytest.mark.parametrize("flag, reason", [
+    ("--prompt=abc\\", "\\ at end of string"), ("--stop=\\x4", "truncated \\xXX escape"),
+    ("--prompt=\\N{NO SUCH NAME}", "unknown Unicode character name"),
+])
+def test_broken_escapes_are_user_errors(flag, reason):
+    with pytest.raises(UserError, match=re.escape(f"has a broken escape sequence ({reason}); write a backslash itself as")):
+        parse_config(SampleConfig, [flag])
+    assert parse_config(SampleConfig, ["--prompt=a\\\\b"]).prompt == "a\\b"  # an escaped backslash is one backslash
 
 
 def test_help_lists_every_key_with_default():

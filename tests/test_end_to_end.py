@@ -59,3 +59,21 @@ def test_sample_streams_and_stops_quietly_when_its_reader_leaves(trained_out):
     assert head.startswith(b"Shall I") and len(head) == len("Shall I") + 1
     assert proc.returncode == 141, stderr  # 128 + SIGPIPE: it was still writing, like `head` makes any Unix tool
     assert stderr == ""  # no traceback, no message
+
+
+def test_sample_py_cached_and_uncached_print_the_same_greedy_text(trained_out):
+    """500 tokens through a 32-token context: the window is cut and re-encoded many times."""
+    args = ["sample.py", f"--out_dir={trained_out}", "--prompt=Shall I", "--max_new_tokens=500", "--temperature=0"]
+    cached = run_script(*args).stdout
+    assert len(cached) == len("Shall I") + 500 + len("\n---------------\n")
+    assert run_script(*args, "--use_cache=false").stdout == cached
+
+
+def test_sample_py_stops_each_sample_of_a_batch_at_its_stop_string(trained_out):
+    args = ["sample.py", f"--out_dir={trained_out}", "--prompt=Shall I", "--max_new_tokens=300", "--num_samples=3"]
+    full = run_script(*args).stdout.split("\n---------------\n")[:3]  # the same seed: the same samples, uncut
+    cut = run_script(*args, "--stop=e", "--stop=\\n").stdout.split("\n---------------\n")[:3]
+    for whole, stopped in zip(full, cut):
+        rest = whole[len("Shall I"):]
+        first = min(i for i in (rest.find("e"), rest.find("\n"), len(rest)) if i >= 0)
+        assert stopped == "Shall I" + rest[:first]

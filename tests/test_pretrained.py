@@ -39,15 +39,30 @@ def test_logits_match_transformers(hf_model_dir):
 
 
 def test_greedy_continuations_match_transformers(hf_model_dir):
+    """60 new tokens after 5 run past the 32 positions twice; on the reference side the
+    context policy is written out: a full window is cut to its last 16 tokens."""
     folder, hf = hf_model_dir
     ours = GPT.from_pretrained(str(folder)).eval()
     idx = torch.randint(0, 97, (2, 5))
-    expected = idx
+    expected, window = idx, idx
     with torch.no_grad():
-        for _ in range(20):  # Hugging Face's forward, greedy, written out
-            next_id = hf(expected).logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(60):  # Hugging Face's forward, greedy
+            next_id = hf(window).logits[:, -1].argmax(-1, keepdim=True)
             expected = torch.cat([expected, next_id], dim=1)
-    assert torch.equal(ours.generate(idx, 20, temperature=0), expected)
+            window = torch.cat([window, next_id], dim=1)
+            if window.size(1) > 32:
+                window = window[:, -16:]
+    for use_cache in (True, False):
+        assert torch.equal(ours.generate(idx, 60, temperature=0, use_cache=use_cache), expected)
+
+
+def test_sample_py_needs_gpt2s_vocabulary(hf_model_dir):
+    folder, _ = hf_model_dir  # a vocabulary of 97: GPT-2's BPE ids would not fit
+    result = run_script("sample.py", f"--init_from={folder}", "--prompt=Hello", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {folder} has a vocabulary of 97 tokens, fewer than GPT-2's 50257: sample.py encodes GPT-2 "
+        "weights with GPT-2's BPE, so it needs a GPT-2 model"]
 
 
 def test_missing_weights_say_how_to_get_them(tmp_path):
