@@ -181,9 +181,7 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     ("--top_p=1.5", "top_p=1.5 must be in (0, 1]"),
     ("--prompt=FILE:/nonexistent/prompt.txt", "prompt file /nonexistent/prompt.txt not found"),
     ("--prompt=FILE:/", "prompt file / cannot be read: Is a directory"),
-    ("--temperature=nan", "--temperature must be a finite number, got nan"),
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),
-    ("--seed=-1", "seed=-1 must be between 0 and 4294967295"),
 ])
 def test_sample_rejects_bad_requests(trained_out, flag, fragment):
     result = run_script("sample.py", f"--out_dir={trained_out}", flag, check=False)
