@@ -37,7 +37,7 @@ from core.training import build_optimizer, model_config
 from data.corpora import ensure_dataset
 from data.loader import BatchLoader, open_dataset
 from model import GPT, GPTConfig
-from model.linear import Linear, matmul_by_row_halves
+from model.linear import MIN_WEIGHT_NUMEL, Linear, matmul_by_row_halves
 from model.params import training_flops_per_token
 
 GENERATION_MODEL = GPTConfig(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
@@ -106,7 +106,7 @@ def bench_generation(args: argparse.Namespace) -> None:
                   flush=True)
     linear_ms, halves_ms = time_one_row_products(model, device)
     print(f"one decoding step's weight products: F.linear {linear_ms:.2f} ms, row halves {halves_ms:.2f} ms "
-          f"({linear_ms / halves_ms:.2f}x; model/linear.py takes the row halves on CPU)")
+          f"({linear_ms / halves_ms:.2f}x; model/linear.py takes the row halves on CPU for matrices of {MIN_WEIGHT_NUMEL:,} elements or more)")
 
 
 # nanoGPT's documented CPU run: 4 layers, 4 heads, 128 wide, context 64, batch 12, float32, no compile

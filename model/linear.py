@@ -8,7 +8,12 @@ this was measured on. The same arithmetic written as one batched product of
 the matrix's two row halves takes MKL's batched GEMM route instead: 2.3 to
 3.2x faster at 1 row (`python bench.py generation` prints the ratio for the
 model's own matrices), 1.2x at 64, no faster from 128 rows on (prefill,
-training).
+training). It only pays where the weights stream from memory: for a matrix
+that stays in cache the extra steps cost more than they save, and the default
+4x128 model decoded about 20% slower when every matrix took this route. So
+matrices under MIN_WEIGHT_NUMEL keep F.linear: the default model decodes as
+fast as with F.linear alone, the 6x384 benchmark model and GPT-2 small about
+2x faster.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 FEW_ROWS = 64  # up to here the row-halves route was faster; at 128 rows it was not
+MIN_WEIGHT_NUMEL = 2**17  # 512 KiB of float32; smaller matrices stay in cache, where F.linear was faster
 
 
 def matmul_by_row_halves(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -37,12 +43,18 @@ def matmul_by_row_halves(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 class Linear(nn.Linear):
     """nn.Linear (same parameters, state dict and initialisation) that sends
-    float32 inference on a CPU with at most FEW_ROWS rows through
-    `matmul_by_row_halves`. Training and everything else run F.linear."""
+    float32 inference on a CPU with at most FEW_ROWS rows through a weight of
+    at least MIN_WEIGHT_NUMEL elements through `matmul_by_row_halves`.
+    Training and everything else run F.linear."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        few_rows = x.numel() <= FEW_ROWS * self.in_features
-        if few_rows and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+        if self._takes_row_halves(x):
             y = matmul_by_row_halves(x, self.weight)
             return y if self.bias is None else y + self.bias
         return F.linear(x, self.weight, self.bias)
+
+    def _takes_row_halves(self, x: torch.Tensor) -> bool:
+        few_rows = x.numel() <= FEW_ROWS * self.in_features
+        large = self.weight.numel() >= MIN_WEIGHT_NUMEL
+        cpu_inference = x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+        return few_rows and large and cpu_inference

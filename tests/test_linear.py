@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.linear import FEW_ROWS, Linear, matmul_by_row_halves
+from model.linear import FEW_ROWS, MIN_WEIGHT_NUMEL, Linear, matmul_by_row_halves
 
 
 @pytest.mark.parametrize("n_out", [1, 65, 384, 1153])  # odd counts share a middle row
@@ -26,11 +26,11 @@ def test_row_halves_of_a_non_contiguous_weight():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_takes_row_halves_only_for_few_row_inference(bias):
+def test_linear_takes_row_halves_only_for_few_row_inference_through_a_large_weight(bias):
     torch.manual_seed(0)
-    layer = Linear(32, 97, bias=bias)
-    few = torch.randn(2, 1, 32)
-    many = torch.randn(FEW_ROWS + 1, 32)
+    layer = Linear(512, MIN_WEIGHT_NUMEL // 512 + 1, bias=bias)  # odd row count: a shared middle row
+    few = torch.randn(2, 1, 512)
+    many = torch.randn(FEW_ROWS + 1, 512)
     halves = matmul_by_row_halves(few, layer.weight.detach())
     if bias:
         halves = halves + layer.bias.detach()
@@ -41,3 +41,10 @@ def test_linear_takes_row_halves_only_for_few_row_inference(bias):
     assert out.requires_grad
     assert torch.equal(out, F.linear(few, layer.weight, layer.bias))
     torch.testing.assert_close(halves, out.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_small_weight_keeps_f_linear():
+    layer = Linear(128, 384)  # stays in cache: F.linear was faster
+    x = torch.randn(1, 128)
+    with torch.inference_mode():
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
