@@ -42,10 +42,10 @@ def matmul_by_row_halves(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 class Linear(nn.Linear):
-    """nn.Linear (same parameters, state dict and initialisation) that sends
-    float32 inference on a CPU with at most FEW_ROWS rows through a weight of
-    at least MIN_WEIGHT_NUMEL elements through `matmul_by_row_halves`.
-    Training and everything else run F.linear."""
+    """nn.Linear (same parameters, state dict and initialisation) that computes
+    float32 inference on a CPU by `matmul_by_row_halves` when at most FEW_ROWS
+    rows meet a weight of at least MIN_WEIGHT_NUMEL elements. Training and
+    everything else run F.linear."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._takes_row_halves(x):
