@@ -1,9 +1,9 @@
 """From generated token ids to text: stop strings, end-of-text and streaming."""
 from __future__ import annotations
 
-from data.tokenizer import Tokenizer
+import codecs
 
-MAX_CHAR_BYTES = 4  # a UTF-8 character is at most 4 bytes, so at most 4 BPE tokens
+from data.tokenizer import Tokenizer
 
 
 def _stop_prefix_at_end(text: str, stops: list[str]) -> int:
@@ -21,8 +21,9 @@ def _stop_prefix_at_end(text: str, stops: list[str]) -> int:
 class SampleText:
     """The text of one sample as its tokens arrive; ends at a stop string or end-of-text.
 
-    Each token is decoded once: `text` grows by whole characters only, and tokens
-    that end inside a multi-byte UTF-8 character wait in `pending` for the rest.
+    Each token is decoded once, through an incremental UTF-8 decoder: `text`
+    grows by whole characters only, and bytes of a character that a BPE token
+    started wait in the decoder for the tokens that finish it.
     """
 
     def __init__(self, tokenizer: Tokenizer, stops: list[str]):
@@ -30,7 +31,7 @@ class SampleText:
         self.stops = [s for s in stops if s]
         self.longest_stop = max((len(s) for s in self.stops), default=0)
         self.text = ""
-        self.pending: list[int] = []  # tokens of a character still incomplete
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # as tokenizers decode
         self.done = False
         self.printed = 0  # characters already handed out by new_text()
 
@@ -40,12 +41,7 @@ class SampleText:
         if token == self.tokenizer.eot_token:  # <|endoftext|> always ends a GPT-2 sample
             self.finish()
             return
-        self.pending.append(token)
-        piece = self.tokenizer.decode(self.pending)
-        if piece.endswith("\ufffd") and len(self.pending) < MAX_CHAR_BYTES:
-            return  # the character's remaining bytes are still to come
-        self.pending = []
-        self._append(piece)
+        self._append(self.utf8.decode(self.tokenizer.decode_bytes([token])))
 
     def _append(self, piece: str) -> None:
         """Add decoded text and cut at the first stop string; only the tail can hold a new one."""
@@ -57,10 +53,9 @@ class SampleText:
             self.done = True
 
     def finish(self) -> None:
-        """No more tokens: what waited for the rest of a character is final now."""
-        if self.pending and not self.done:
-            self._append(self.tokenizer.decode(self.pending))
-        self.pending = []
+        """No more tokens: bytes that waited for the rest of a character are final now."""
+        if not self.done:
+            self._append(self.utf8.decode(b"", final=True))
         self.done = True
 
     def new_text(self) -> str:

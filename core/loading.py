@@ -53,7 +53,7 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
     except UnicodeDecodeError as e:
         raise UserError(f"{what} file {path} is not UTF-8 (invalid byte at offset {e.start})") from None
     except OSError as e:  # a folder, no permission, ...
-        raise UserError(f"{what} file {path} cannot be read: {e.strerror}") from None
+        raise UserError(f"{what} file {path} cannot be read: {e.strerror or e}") from None
 
 
 def encode_prompt(prompt: str, tokenizer: Tokenizer, block_size: int, what: str = "prompt") -> list[int]:

@@ -24,6 +24,7 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: list[int]) -> str: ...
+    def decode_bytes(self, ids: list[int]) -> bytes: ...  # UTF-8; a BPE token may hold part of a character
     def describe(self) -> dict: ...
     def token_bytes(self) -> np.ndarray: ...  # (vocab_size,) UTF-8 length of each token
 
@@ -54,6 +55,9 @@ class CharTokenizer:
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
 
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return self.decode(ids).encode("utf-8")
+
     def describe(self) -> dict:
         return {"kind": "char", "chars": self.chars}
 
@@ -74,6 +78,9 @@ class GPT2Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._enc.decode(ids)
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return self._enc.decode_bytes(ids)
 
     def describe(self) -> dict:
         return {"kind": "gpt2"}

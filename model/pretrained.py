@@ -36,7 +36,8 @@ def how_to_get(name_or_dir: str) -> str:
 def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
     """Whether the hub's host accepts a connection. Without this, a machine with no
     internet waits through the hub client's ~25 s of retries before the same error."""
-    if urllib.request.getproxies().get("https"):
+    proxies = urllib.request.getproxies()
+    if proxies.get("https") or proxies.get("all"):
         return True  # only the hub client knows how to go through the proxy: let it try
     url = urllib.parse.urlsplit(endpoint)
     try:

@@ -39,9 +39,11 @@ def sample_next(
     """
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    # in float64 and shifted so the largest is 0: any positive temperature a Python float
-    # can hold then gives 0 and finite or -inf logits, never inf - inf = nan
-    logits = logits.double()
+    # Shifted so the largest is 0, and divided by no less than float32's smallest normal
+    # number: a tiny temperature then gives 0 and very negative logits (greedy), never
+    # 0 / 0 = nan. float32, not float64: Apple's GPUs (mps) have no float64.
+    logits = logits.float()
+    temperature = max(temperature, torch.finfo(torch.float32).tiny)
     logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None:
         logits = filter_top_k(logits, top_k)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from core.generation import SampleText
-from data.tokenizer import CharTokenizer, GPT2Tokenizer
+from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
 from model import GPT, GPTConfig
 from model.decoding import Decoder
 from model.sampling import sample_next
@@ -138,6 +138,15 @@ def stream(tokenizer, ids: list[int], stops: list[str]) -> tuple[str, str]:
         printed += sample.new_text()
     sample.finish()
     return printed + sample.new_text(), sample.text
+
+
+def test_bpe_tokens_that_end_one_character_and_start_the_next():
+    """b'\\xb6\\xe6' finishes one 时 and starts the next: no token boundary is a character's."""
+    encoding = load_gpt2_encoding()
+    ids = [encoding.encode_single_token(b) for b in (b"\xe6", b"\x97", b"\xb6\xe6", b"\x97", b"\xb6")]
+    assert stream(GPT2Tokenizer(), ids, []) == ("时时", "时时")
+    assert stream(GPT2Tokenizer(), ids[:-1], []) == ("时\ufffd", "时\ufffd")  # cut short: as tiktoken decodes it
+    assert GPT2Tokenizer().decode(ids[:-1]) == "时\ufffd"
 
 
 @pytest.mark.parametrize("stop", ["日本", "🙂", "語 a", "\n\n", "ü", "end", "not in the text"])
