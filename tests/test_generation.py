@@ -96,16 +96,19 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert draw(logits, top_p=0.9, top_k=2) == {1, 2}  # both filters apply
 
 
+def stream(tokenizer, ids: list[int], stops: list[str]) -> tuple[str, str]:
+    """What sample.py prints for these tokens, chunk by chunk, and the sample's final text."""
+    sample, printed = SampleText(tokenizer, stops), ""
+    for token in ids:
+        sample.add(token)
+        printed += sample.new_text()
+    sample.finish()
+    return printed + sample.new_text(), sample.text
+
+
 def test_stop_strings_cut_the_text_where_they_appear():
     tok = CharTokenizer.from_text("abcdefghlrt\n ")
-    sample = SampleText(tok, ["\n\n", "fg"])
-    streamed = ""
-    for ch in "abc de\nab\n\nlater":
-        sample.add(tok.encode(ch)[0])
-        streamed += sample.new_text()
-    sample.finish()
-    streamed += sample.new_text()
-    assert sample.text == streamed == "abc de\nab"
+    assert stream(tok, tok.encode("abc de\nab\n\nlater"), ["\n\n", "fg"]) == ("abc de\nab", "abc de\nab")
     other = SampleText(tok, ["fg"])
     for ch in "abcdefgh":
         other.add(tok.encode(ch)[0])
@@ -128,16 +131,6 @@ def test_end_of_text_always_stops_a_gpt2_sample():
     for token in tok.encode("Hello world") + [tok.eot_token] + tok.encode(" more"):
         sample.add(token)
     assert sample.done and sample.text == "Hello world"
-
-
-def stream(tokenizer, ids: list[int], stops: list[str]) -> tuple[str, str]:
-    """What sample.py prints for these tokens, chunk by chunk, and the sample's final text."""
-    sample, printed = SampleText(tokenizer, stops), ""
-    for token in ids:
-        sample.add(token)
-        printed += sample.new_text()
-    sample.finish()
-    return printed + sample.new_text(), sample.text
 
 
 def test_bpe_tokens_that_end_one_character_and_start_the_next():
