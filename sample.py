@@ -22,8 +22,8 @@ def main(argv: list[str]) -> None:
     if wants_help(argv):
         print(help_text(SampleConfig, "usage: python sample.py [CONFIG.toml ...] [--key=value ...]"))
         return
-    # a training config may be passed too: sample.py reads its out_dir and skips the rest.
-    # Its init_from says how training began; sampling takes init_from from a flag only.
+    # a training config may be passed too: sample.py reads the keys it shares (out_dir, seed,
+    # device) and skips the rest. Its init_from says how training began: a flag sets sampling's.
     cfg = parse_config(SampleConfig, argv, ignore=set(TrainConfig.__dataclass_fields__), flags_only={"init_from"})
     device = pick_device(cfg.device)
     model, tokenizer = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
