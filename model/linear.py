@@ -2,13 +2,13 @@
 
 A decoding step multiplies every weight matrix by one vector per sequence.
 PyTorch hands such a product to MKL's matrix-vector kernel, which streams
-float32 weights at well under the memory bandwidth on some CPUs: about 9 GB/s
-where a plain sum over the same 42 MB reads 30 GB/s, on the 2-core AMD EPYC
-this was measured on. The same arithmetic written as one batched product of
-the matrix's two row halves takes MKL's batched GEMM route instead: 2.3 to
-3.2x faster at 1 row (`python bench.py generation` prints the ratio for the
-model's own matrices), 1.2x at 64, no faster from 128 rows on (prefill,
-training). It only pays where the weights stream from memory: for a matrix
+float32 weights at well under the memory bandwidth on some CPUs: on the 2-core
+AMD EPYC this was measured on, the 6x384 benchmark model's 43 MB took 3.2 ms
+(13 GB/s). The same arithmetic written as one batched product of the matrix's
+two row halves takes MKL's batched GEMM route instead and read them in 1.1 ms
+(39 GB/s): 2.3 to 3.0x faster at 1 row over the day's runs (`python bench.py
+generation` prints the ratio for the model's own matrices), 1.2x at 64, no
+faster from 128 rows on (prefill, training). It only pays where the weights stream from memory: for a matrix
 that stays in cache the extra steps cost more than they save, and the default
 4x128 model decoded about 20% slower when every matrix took this route. So
 matrices under MIN_WEIGHT_NUMEL keep F.linear: the default model decodes as
