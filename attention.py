@@ -11,32 +11,18 @@ Writes, into the folder `to`:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from core.config import help_text, option, parse_config, wants_help
-from core.device import pick_device
-from core.errors import UserError, run_cli
-from core.loading import encode_prompt, load_model, read_prompt
-from core.settings import TrainConfig
+from cli.device import pick_device
+from cli.errors import UserError, run_cli
+from cli.loading import encode_prompt, load_model, read_prompt
+from cli.settings import AttentionConfig, read_config
 from model import GPT
 from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count
 from viz.maps import heatmap_figure, query_figure, save_png
 from viz.tokens import tick_label, token_texts
-
-
-@dataclass
-class AttentionConfig:
-    out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint")
-    checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt")
-    init_from: str = option("", "look inside GPT-2's weights instead (gpt2, ..., gpt2-xl or a Hugging Face folder)")
-    text: str = option("To be, or not to be, that is", "text to run the model over, or FILE:path", escapes=True)
-    query_index: int | None = option(None, "token whose attention the bar chart shows (none: the last)")
-    to: str = option("attention", "folder the pictures and the page are written to")
-    html: bool = option(True, "also write explorer.html")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
 
 
 def resolve_query(query_index: int | None, n_tokens: int) -> int:
@@ -90,13 +76,9 @@ def write_outputs(
 
 
 def main(argv: list[str]) -> None:
-    if wants_help(argv):
-        print(help_text(AttentionConfig, "usage: python attention.py [CONFIG.toml ...] [--key=value ...]"))
-        return
-    # a training config may be passed too: its out_dir is read, its other keys skipped
-    cfg = parse_config(AttentionConfig, argv, ignore=set(TrainConfig.__dataclass_fields__))
+    cfg = read_config(AttentionConfig, argv)
     device = pick_device(cfg.device)
-    model, tokenizer = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
+    model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
     ids = encode_prompt(read_prompt(cfg.text, "text"), tokenizer, model.config.block_size, "text")
     query = resolve_query(cfg.query_index, len(ids))
     check_page_size(cfg, model, len(ids))

@@ -9,75 +9,56 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from core.config import help_text, option, parse_config, wants_help
-from core.device import pick_device
-from core.errors import UserError, run_cli
-from core.evaluation import score_tokens, summarize
-from core.loading import load_trained
-from core.settings import TrainConfig
-from core.surprise_page import surprise_page
-from data.corpora import dataset_dir
-from data.loader import open_dataset
-from data.prepare import read_text, write_atomically
+from cli.device import pick_device
+from cli.errors import UserError, run_cli
+from cli.loading import load_model
+from cli.settings import EvalConfig, read_config
+from data.dataset import dataset_dir, open_dataset
+from data.files import write_atomically
+from data.sources import read_text
 from data.tokenizer import Tokenizer
+from model.scoring import score_tokens, summarize
+from viz.surprise import surprise_page
 
 
-@dataclass
-class EvalConfig:
-    out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint")
-    checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir")
-    input: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)")
-    batch_size: int = option(16, "windows of block_size tokens per forward pass")
-    json: bool = option(False, "print the results as one JSON object")
-    surprise: str = option("", "also write a per-token surprise page (HTML) to this file")
-    surprise_tokens: int = option(2000, "tokens shown on the surprise page (from the start of the text)")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
-
-    def __post_init__(self) -> None:
-        if self.batch_size <= 0 or self.surprise_tokens <= 0:
-            raise UserError("batch_size and surprise_tokens must be positive")
-
-
-def text_tokens(cfg: EvalConfig, checkpoint: dict, tokenizer: Tokenizer) -> tuple[np.ndarray, str]:
-    """The tokens to evaluate and a name for them."""
+def text_tokens(cfg: EvalConfig, dataset: str | None, tokenizer: Tokenizer) -> tuple[np.ndarray, str]:
+    """The tokens to evaluate and a name for them: --input, else the training run's validation split."""
     if cfg.input:
         tokens = np.array(tokenizer.encode(read_text(cfg.input)), dtype=np.int64)
         source = cfg.input
+    elif dataset is None:
+        raise UserError(f"init_from={cfg.init_from} has no validation split of its own; give a text with --input=FILE")
     else:
-        folder = dataset_dir(checkpoint["config"]["dataset"])
+        folder = dataset_dir(dataset)
         tokens, source = np.asarray(open_dataset(folder).val, dtype=np.int64), os.path.relpath(folder / "val.bin")
     if len(tokens) < 2:
         raise UserError(f"{source} has {len(tokens)} token(s); evaluation needs at least 2")
     return tokens, source
 
 
-def write_surprise_page(cfg: EvalConfig, model, tokens: np.ndarray, tokenizer: Tokenizer, source: str, device) -> None:
+def write_surprise_page(cfg: EvalConfig, model, tokens: np.ndarray, tokenizer: Tokenizer, about: str) -> None:
     shown = tokens[: cfg.surprise_tokens + 1]
-    scores = score_tokens(model, shown, cfg.batch_size, device, top_k=5)
+    scores = score_tokens(model, shown, cfg.batch_size, top_k=5)
     pieces = [tokenizer.decode([int(t)]) for t in shown]
     top = [[(tokenizer.decode([int(i)]), float(p)) for i, p in zip(ids, probs)]
            for ids, probs in zip(scores.top_ids, scores.top_probs)]
-    page = surprise_page(pieces, scores.losses.tolist(), top, f"{Path(cfg.out_dir) / cfg.checkpoint} on {source}")
-    write_atomically(Path(cfg.surprise), page.encode("utf-8"))
+    write_atomically(Path(cfg.surprise), surprise_page(pieces, scores.losses.tolist(), top, about).encode("utf-8"))
 
 
 def main(argv: list[str]) -> None:
-    if wants_help(argv):
-        print(help_text(EvalConfig, "usage: python eval.py [CONFIG.toml ...] [--key=value ...]"))
-        return
-    cfg = parse_config(EvalConfig, argv, ignore=set(TrainConfig.__dataclass_fields__))
+    cfg = read_config(EvalConfig, argv)
     device = pick_device(cfg.device)
-    model, tokenizer, checkpoint = load_trained(cfg.out_dir, cfg.checkpoint, device)
-    tokens, source = text_tokens(cfg, checkpoint, tokenizer)
-    path = Path(cfg.out_dir) / cfg.checkpoint
+    model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
+    tokens, source = text_tokens(cfg, checkpoint["config"]["dataset"] if checkpoint else None, tokenizer)
+    name = cfg.init_from or str(Path(cfg.out_dir) / cfg.checkpoint)
 
-    scores = score_tokens(model, tokens, cfg.batch_size, device, show_progress=True)
-    result = {"checkpoint": str(path), "text": source, **summarize(scores.losses, tokens, tokenizer.token_bytes()).to_dict()}
+    scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)
+    result = {"checkpoint": name, "text": source, **asdict(summarize(scores.losses, tokens, tokenizer.token_bytes()))}
     if cfg.json:
         print(json.dumps(result))
     else:
@@ -85,7 +66,7 @@ def main(argv: list[str]) -> None:
               f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.2f}, "
               f"{result['bits_per_byte']:.4f} bits per byte")
     if cfg.surprise:
-        write_surprise_page(cfg, model, tokens, tokenizer, source, device)
+        write_surprise_page(cfg, model, tokens, tokenizer, f"{name} on {source}")
         if not cfg.json:
             print(f"surprise page: {cfg.surprise}")
 

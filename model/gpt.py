@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from .attention import CausalSelfAttention
 from .config import GPTConfig
 from .decoding import Decoder
+from .errors import ModelError
 from .kv_cache import KVCache
-from .linear import Linear  # nn.Linear, with a faster route for decoding on CPU
 from .sampling import sample_next
 
 
@@ -26,9 +26,9 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ class GPT(nn.Module):
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix reads and writes tokens
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
@@ -91,7 +91,7 @@ class GPT(nn.Module):
     def crop_block_size(self, block_size: int) -> None:
         """Shorten the context (e.g. GPT-2's 1024) by keeping the first position embeddings."""
         if block_size > self.config.block_size:
-            raise ValueError(f"block_size={block_size} is over this model's maximum of {self.config.block_size}")
+            raise ModelError(f"block_size={block_size} is over this model's maximum of {self.config.block_size}")
         self.config.block_size = block_size
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
@@ -108,7 +108,7 @@ class GPT(nn.Module):
         B, T = idx.size()
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
-            raise ValueError(
+            raise ModelError(
                 f"sequence of {start + T} tokens is longer than block_size={self.config.block_size}"
             )
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)

@@ -1,6 +1,5 @@
-"""Where the parameters go, read from a model that is never allocated.
-
-    python -m model.params CONFIG.toml [--key=value ...]
+"""Where the parameters go, read from a model that is never allocated
+(`python params.py CONFIG.toml` prints the report).
 
 The model is built on PyTorch's meta device: every parameter has its real
 shape but no storage, so even GPT-3's 175 billion cost no memory. Each row of
@@ -9,7 +8,6 @@ slices of the fused c_attn weight, and one head's part is a slice of those.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 
 import torch
@@ -150,58 +148,3 @@ def format_report(rows: list[Row], flops: int, seq_len: int) -> str:
             lines.append(f"{label:<{width}}{r.shape:>16}{r.count:>20,}{r.count / total:>9.2%}")
     lines.append(f"\ntraining FLOPs per token (6N + 12 * n_layer * n_embd * T, T={seq_len}): {flops:,} ({flops:.3g})")
     return "\n".join(lines)
-
-
-def config_from_argv(argv: list[str]) -> GPTConfig:
-    """The model shape a training config describes; the vocabulary is vocab_size, else the dataset's."""
-    # imported here, not at the top: core.training may import this module (for MFU)
-    from core.config import parse_config
-    from core.errors import UserError
-    from core.settings import TrainConfig
-    from core.training import model_config
-
-    cfg = parse_config(TrainConfig, argv)
-    dataset_vocab = prepared_vocab_size(cfg.dataset)
-    if dataset_vocab is None and cfg.vocab_size is None:
-        dataset_vocab = recipe_vocab_size(cfg.dataset)
-        if dataset_vocab is None:
-            raise UserError(f"dataset {cfg.dataset!r} is not prepared, so its vocabulary size is unknown; "
-                            f"pass --vocab_size=N (e.g. 50257 for GPT-2's BPE)")
-    return model_config(cfg, dataset_vocab or cfg.vocab_size)
-
-
-def prepared_vocab_size(dataset: str) -> int | None:
-    """The vocabulary in the dataset's meta.json, or None if it is not prepared."""
-    from data.corpora import dataset_dir
-
-    meta = dataset_dir(dataset) / "meta.json"
-    return json.loads(meta.read_text())["vocab_size"] if meta.is_file() else None
-
-
-def recipe_vocab_size(dataset: str) -> int | None:
-    """GPT-2's vocabulary for a shipped recipe that uses its tokenizer, else None."""
-    from data.corpora import RECIPES
-    from data.tokenizer import GPT2Tokenizer
-
-    return GPT2Tokenizer().vocab_size if RECIPES.get(dataset) == "gpt2" else None
-
-
-def main(argv: list[str]) -> None:
-    from core.config import help_text, wants_help
-    from core.settings import TrainConfig
-
-    if wants_help(argv):
-        print(help_text(TrainConfig, "usage: python -m model.params [CONFIG.toml ...] [--key=value ...]"))
-        return
-    config = config_from_argv(argv)
-    model = meta_model(config)
-    print(f"GPT: n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd} "
-          f"(head_size={config.head_size}), block_size={config.block_size}, vocab_size={config.vocab_size}, "
-          f"bias={config.bias}\nshapes as PyTorch stores them: a Linear weight is (out x in)\n")
-    print(format_report(report_rows(model), flops_per_token(model, config.block_size), config.block_size))
-
-
-if __name__ == "__main__":
-    from core.errors import run_cli
-
-    run_cli(main)

@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 
 from .config import GPTConfig
+from .errors import ModelError
 
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # Hugging Face stores these as Conv1D weights (in, out); nn.Linear wants (out, in).
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-class PretrainedNotFound(Exception):
+class PretrainedNotFound(ModelError):
     """The weights are neither in a local directory nor in the Hugging Face cache."""
 
 

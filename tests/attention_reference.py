@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint
+from cli.loading import load_checkpoint, model_from_checkpoint
 from data.tokenizer import Tokenizer, tokenizer_from_description
 from model import GPT
 

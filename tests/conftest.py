@@ -1,5 +1,10 @@
 """Shared fixtures: a tiny corpus, a dataset made from it, one tiny trained run
-and one attention.py run over it."""
+and one attention.py run over it.
+
+Two tiers: `python -m pytest -m "not slow"` after every change, the whole suite
+before a commit. A test is slow when it is marked so (it starts the commands as
+subprocesses) or when it needs the session's trained run (marked here).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +12,17 @@ from pathlib import Path
 import pytest
 
 from attention_reference import TEXT
-from data.prepare import prepare_dataset
+from data.dataset import prepare_dataset
 from helpers import TINY_TRAIN_FLAGS, run_script
+
+SLOW_FIXTURES = {"trained_out", "attention_run"}  # each starts train.py or attention.py once per session
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
 
 VERSES = [
     "Shall I compare thee to a summer's day?",

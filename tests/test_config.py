@@ -1,12 +1,18 @@
 """Config precedence (defaults < TOML files in order < flags) and its errors."""
+import dataclasses
 import re
 
 import pytest
 
-from core.config import help_text, parse_config
-from core.errors import UserError
-from core.settings import SampleConfig, TrainConfig
+from cli.errors import UserError
+from cli.parsing import help_text
+from cli.settings import (COMMANDS, AttentionConfig, BenchConfig, EvalConfig, PrepareConfig, SampleConfig, TrainConfig,
+                          read_config)
 from helpers import run_script
+
+
+def parse_config(cls, argv):
+    return read_config(cls, argv)
 
 
 def write(path, text):
@@ -70,17 +76,54 @@ def test_toml_types_are_checked(tmp_path):
     assert parse_config(SampleConfig, [f]).stop == ["END"]
 
 
-def test_sample_config_escapes_none_and_lists(tmp_path):
+def test_sample_config_escapes_none_and_lists():
     cfg = parse_config(SampleConfig, ["--prompt=ROMEO:\\n", "--top_k=none", "--stop=\\n\\n", "--stop=END"])
     assert cfg.prompt == "ROMEO:\n" and cfg.top_k is None and cfg.stop == ["\n\n", "END"]
-    # a training config can be handed to sample.py: it takes out_dir and skips the rest
-    train_toml = write(tmp_path / "run.toml", 'out_dir = "out-x"\nn_layer = 2\ninit_from = "resume"\n')
-    assert parse_config(SampleConfig, [train_toml], ignore=set(TrainConfig.__dataclass_fields__)).out_dir == "out-x"
-    # a key both have that means something else to each is taken from flags only
-    cfg = parse_config(SampleConfig, [train_toml], ignore=set(TrainConfig.__dataclass_fields__), flags_only={"init_from"})
-    assert cfg.out_dir == "out-x" and cfg.init_from == ""
-    assert parse_config(SampleConfig, [train_toml, "--init_from=gpt2"], flags_only={"init_from"},
-                        ignore=set(TrainConfig.__dataclass_fields__)).init_from == "gpt2"
+
+
+TRAINING_RUN = 'out_dir = "out-x"\nn_layer = 2\ninit_from = "resume"\nbatch_size = 64\ndevice = "cpu"\nseed = 5\n'
+
+
+def test_a_training_config_gives_other_commands_only_the_keys_they_share(tmp_path):
+    """Each command reads out_dir, device (and sample.py the seed) from it, never training's
+    init_from or batch_size, which mean something else to them."""
+    run = write(tmp_path / "run.toml", TRAINING_RUN)
+    sample = parse_config(SampleConfig, [run])
+    assert (sample.out_dir, sample.device, sample.seed, sample.init_from) == ("out-x", "cpu", 5, "")
+    attention = parse_config(AttentionConfig, [run])
+    assert (attention.out_dir, attention.device, attention.init_from) == ("out-x", "cpu", "")
+    evaluation = parse_config(EvalConfig, [run])
+    assert (evaluation.out_dir, evaluation.batch_size, evaluation.init_from) == ("out-x", EvalConfig().batch_size, "")
+    assert parse_config(SampleConfig, [run, "--init_from=gpt2"]).init_from == "gpt2"
+    assert parse_config(PrepareConfig, [run, "--input=a.txt", "--out_dir=data/a"]).out_dir == "data/a"
+
+
+def test_each_command_reads_its_own_table(tmp_path):
+    run = write(tmp_path / "run.toml", TRAINING_RUN + '[sample]\ninit_from = "gpt2"\nseed = 9\n'
+                '[eval]\nbatch_size = 4\n[attention]\ntext = "hi"\n')
+    assert parse_config(TrainConfig, [run]).batch_size == 64  # train.py leaves the tables to their commands
+    sample = parse_config(SampleConfig, [run])
+    assert (sample.init_from, sample.seed, sample.out_dir) == ("gpt2", 9, "out-x")  # the table wins over the top
+    assert parse_config(EvalConfig, [run]).batch_size == 4
+    assert parse_config(AttentionConfig, [run]).text == "hi"
+    typo = write(tmp_path / "typo.toml", "[sample]\ntemprature = 0.5\n")
+    with pytest.raises(UserError, match=r"'temprature' in \[sample\] of .*typo.toml; did you mean 'temperature'"):
+        parse_config(SampleConfig, [typo])
+
+
+def test_a_top_level_key_no_command_has_is_an_error_everywhere(tmp_path):
+    f = write(tmp_path / "t.toml", 'out_dir = "x"\nprompt = "a"\nn_layerz = 3\n')
+    for cls in COMMANDS.values():
+        with pytest.raises(UserError, match="unknown config key 'n_layerz'"):
+            parse_config(cls, [f])
+    ok = write(tmp_path / "ok.toml", 'out_dir = "x"\nprompt = "a"\n')  # prompt is sample.py's: others leave it
+    assert parse_config(EvalConfig, [ok]).out_dir == "x" and parse_config(SampleConfig, [ok]).prompt == "a"
+
+
+def test_lists_of_numbers_take_commas_or_repeats():
+    assert parse_config(BenchConfig, ["--new_tokens=10,20", "--new_tokens=30"]).new_tokens == [10, 20, 30]
+    with pytest.raises(UserError, match="new_tokens must be a list of int"):
+        parse_config(BenchConfig, ["--new_tokens=ten"])
 
 
 @pytest.mark.parametrize("flag, reason", [
@@ -94,11 +137,14 @@ def test_broken_escapes_are_user_errors(flag, reason):
 
 
 def test_help_lists_every_key_with_default():
-    text = help_text(TrainConfig, "usage")
-    for name, field in TrainConfig.__dataclass_fields__.items():
-        assert f"--{name}={field.default!r}" in text
+    for cls in COMMANDS.values():
+        text = help_text(cls, "usage", cls.command)
+        for field in dataclasses.fields(cls):
+            default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            assert f"--{field.name}={default!r}" in text
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_with_exit_status_2():
     result = run_script("train.py", "--n_layers=4", check=False)
     assert result.returncode == 2

@@ -4,9 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from core.errors import UserError
-from data.loader import BatchLoader, open_dataset
-from data.prepare import prepare_dataset, read_text
+from data.errors import DataError
+from data.dataset import open_dataset, prepare_dataset
+from data.loader import BatchLoader
+from data.sources import read_text
 from data.tokenizer import tokenizer_from_description
 
 
@@ -71,16 +72,16 @@ def test_ranks_get_disjoint_windows():
 
 
 def test_too_short_split_is_a_clear_error():
-    with pytest.raises(UserError, match="too few for block_size=64"):
+    with pytest.raises(DataError, match="too few for block_size=64"):
         BatchLoader(np.arange(50, dtype=np.uint16), block_size=64, batch_size=2, seed=0, split="val")
 
 
 def test_read_text_errors(tmp_path):
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(DataError, match="not found"):
         read_text(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_text("  \n")
-    with pytest.raises(UserError, match="is empty"):
+    with pytest.raises(DataError, match="is empty"):
         read_text(tmp_path / "empty.txt")
     (tmp_path / "latin1.txt").write_bytes("abc caf\xe9".encode("latin-1"))
-    with pytest.raises(UserError, match="offset 7"):
+    with pytest.raises(DataError, match="offset 7"):
         read_text(tmp_path / "latin1.txt")

@@ -8,6 +8,8 @@ import torch
 
 from helpers import run_script
 
+pytestmark = pytest.mark.slow  # the commands run as subprocesses
+
 FLAGS = [
     "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--dropout=0.0",
     "--max_iters=12", "--lr_decay_iters=12", "--warmup_iters=2", "--eval_interval=6", "--eval_iters=2",

@@ -1,16 +1,20 @@
 """train.py then sample.py as real subprocesses, on a tiny corpus."""
 import os
+import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from helpers import REPO, TINY_TRAIN_FLAGS, run_script
 
+pytestmark = pytest.mark.slow  # the commands run as subprocesses
+
 
 def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     data_dir, out_dir = tmp_path / "data" / "tiny", tmp_path / "out"
-    prep = run_script("data/prepare.py", "--input", str(corpus_file), "--tokenizer", "char", "--out_dir", str(data_dir))
+    prep = run_script("data/prepare.py", f"--input={corpus_file}", "--tokenizer=char", f"--out_dir={data_dir}")
     assert "train and" in prep.stdout and (data_dir / "train.bin").is_file()
 
     train = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={data_dir}", f"--out_dir={out_dir}")
@@ -36,9 +40,9 @@ def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     assert run_script(*args).stdout == first  # same seed, same text
     assert run_script(*args[:-1], "--seed=8").stdout != first
 
-    timing = run_script("bench.py", "first_token", f"--out_dir={out_dir}", "--runs=1").stdout
-    seconds = float(timing.split("after ")[1].split(" s")[0])  # the shipped time-to-first-token benchmark
-    assert 0 < seconds < 300
+    timing = run_script("bench.py", "first_token", f"--out_dir={out_dir}", "--runs=3").stdout  # the shipped benchmark
+    best, median = map(float, re.search(r"after ([\d.]+) s at best, ([\d.]+) s median over 3 runs", timing).groups())
+    assert best <= median
     refused = run_script("bench.py", "first_token", f"--out_dir={tmp_path / 'none'}", check=False)
     assert refused.returncode == 2 and "checkpoint" in refused.stderr and "Traceback" not in refused.stderr
 

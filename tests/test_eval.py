@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.evaluation import score_tokens, summarize
+from model.scoring import score_tokens, summarize
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
 from helpers import REPO, TINY_TRAIN_FLAGS, run_script
 from model import GPT, GPTConfig
@@ -44,7 +44,7 @@ def test_bits_per_byte_matches_an_independent_computation(kind):
     tokens = tok.encode(text)
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=24, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=16)).eval()
-    scores = score_tokens(model, np.array(tokens), batch_size=5, device=torch.device("cpu"))
+    scores = score_tokens(model, np.array(tokens), batch_size=5)
     summary = summarize(scores.losses, np.array(tokens), tok.token_bytes())
     if kind == "char":
         predicted_bytes = len(text[1:].encode("utf-8"))
@@ -60,7 +60,7 @@ def test_char_model_on_ascii_bits_per_byte_is_loss_over_ln2():
     tokens = np.array(tok.encode(TEXT))
     torch.manual_seed(1)
     model = GPT(GPTConfig(block_size=16, vocab_size=tok.vocab_size, n_layer=1, n_head=1, n_embd=8)).eval()
-    summary = summarize(score_tokens(model, tokens, 3, torch.device("cpu")).losses, tokens, tok.token_bytes())
+    summary = summarize(score_tokens(model, tokens, 3).losses, tokens, tok.token_bytes())
     assert summary.bits_per_byte == pytest.approx(summary.loss / math.log(2), rel=1e-12)
     assert summary.perplexity == pytest.approx(math.exp(summary.loss))
 
@@ -72,6 +72,7 @@ def trained(char_dataset, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_eval_py_reports_the_validation_split(trained, char_dataset):
     result = run_script("eval.py", f"--out_dir={trained}", "--json=true", "--batch_size=3")
     report = json.loads(result.stdout)
@@ -87,6 +88,7 @@ def test_eval_py_reports_the_validation_split(trained, char_dataset):
     assert "batch/s" in result.stderr  # the progress bar
 
 
+@pytest.mark.slow
 def test_surprise_page_holds_the_forward_pass_losses(trained, tmp_path):
     text = "Shall I compare thee to a summer's day?\nThou art more lovely"
     (tmp_path / "in.txt").write_text(text)
@@ -106,6 +108,7 @@ def test_surprise_page_holds_the_forward_pass_losses(trained, tmp_path):
         assert [g for g, _ in t["top"]] == [tok.decode([g]) for g in guesses]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content, fragment", [(b"", "is empty"), (b"ok \xff\xfe", "not UTF-8 (invalid byte at offset 3)")])
 def test_bad_eval_input_is_a_one_line_error(trained, tmp_path, content, fragment):
     (tmp_path / "bad.txt").write_bytes(content)
@@ -114,12 +117,14 @@ def test_bad_eval_input_is_a_one_line_error(trained, tmp_path, content, fragment
     assert result.stderr.strip().count("\n") == 0 and fragment in result.stderr
 
 
+@pytest.mark.slow
 def test_loss_png_is_a_real_picture(trained):
     image = np.asarray(Image.open(trained / "loss.png").convert("L"), dtype=float)
     assert 300 <= image.shape[0] <= 1000 and 500 <= image.shape[1] <= 1400
     assert image.std() > 10  # not blank
 
 
+@pytest.mark.slow
 def test_log_has_each_step_once_across_an_interrupted_run(char_dataset, tmp_path):
     flags = [*TINY_TRAIN_FLAGS, "--log_interval=1", "--eval_interval=10", "--max_iters=60", "--lr_decay_iters=60",
              f"--dataset={char_dataset}", f"--out_dir={tmp_path}"]

@@ -13,6 +13,8 @@ from PIL import Image
 
 from attention_reference import TEXT, load_trained, reference_patterns
 
+pytestmark = pytest.mark.slow  # the commands run as subprocesses
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",

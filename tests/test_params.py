@@ -1,4 +1,4 @@
-"""python -m model.params: where the parameters go, against real models and the published numbers."""
+"""python params.py: where the parameters go, against real models and the published numbers."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,12 @@ import json
 import pytest
 import torch
 
-from core.errors import UserError
+from cli.errors import UserError
 from helpers import run_script
 from model import GPT, GPTConfig
-from model.params import main, meta_model, parameter_report, training_flops_per_token
+from model.errors import ModelError
+from model.params import meta_model, parameter_report, training_flops_per_token
+from params import main
 
 GPT2_SMALL = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True)
 GPT3 = GPTConfig(block_size=2048, vocab_size=50257, n_layer=96, n_head=96, n_embd=12288, bias=True)
@@ -69,13 +71,14 @@ def test_gpt3_famous_numbers():
     assert report["total"] == closed_form_total(GPT3)
 
 
+@pytest.mark.slow
 def test_command_line_reports_both_configs(capsys):
     main(["configs/gpt3_175b.toml"])
     gpt3 = capsys.readouterr().out
     assert "n_layer=96, n_head=96, n_embd=12288 (head_size=128), block_size=2048, vocab_size=50257" in gpt3
     assert "1,572,864" in gpt3 and "604,028,928" in gpt3 and "57,986,777,088" in gpt3
     assert "174,604,259,328" in gpt3 and "training FLOPs per token" in gpt3
-    result = run_script("-m", "model.params", "configs/gpt2_124m.toml")
+    result = run_script("params.py", "configs/gpt2_124m.toml")
     assert "124,439,808" in result.stdout and "855,166,464" in result.stdout
 
 
@@ -89,5 +92,5 @@ def test_vocabulary_from_the_dataset_or_asked_for(char_dataset, tmp_path, capsys
     assert "vocab_size=100," in capsys.readouterr().out
     main(["--dataset=shakespeare_gpt2", "--n_layer=1"])  # a GPT-2 BPE recipe, prepared or not
     assert "vocab_size=50257," in capsys.readouterr().out
-    with pytest.raises(UserError, match="n_embd=768 must be divisible by n_head=5"):
+    with pytest.raises(ModelError, match="n_embd=768 must be divisible by n_head=5"):
         main(["configs/gpt2_124m.toml", "--n_head=5"])

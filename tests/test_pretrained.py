@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from core.errors import UserError
-from core.loading import load_model
+from cli.errors import UserError
+from cli.loading import load_model
 from helpers import run_script
 from model import GPT
 from model.pretrained import PretrainedNotFound
@@ -61,8 +61,8 @@ def test_greedy_continuations_match_transformers(hf_model_dir):
 
 def test_sampling_needs_gpt2s_vocabulary(hf_model_dir):
     folder, _ = hf_model_dir  # a vocabulary of 97: GPT-2's BPE ids would not fit
-    message = (f"{folder} has a vocabulary of 97 tokens, fewer than GPT-2's 50257: sample.py encodes GPT-2 "
-               "weights with GPT-2's BPE, so it needs a GPT-2 model")
+    message = (f"{folder} has a vocabulary of 97 tokens, fewer than GPT-2's 50257: GPT-2 weights are run "
+               "with GPT-2's BPE, so it needs a GPT-2 model")
     with pytest.raises(UserError, match=re.escape(message)):
         load_model("out", "ckpt.pt", str(folder), torch.device("cpu"))
 
@@ -78,6 +78,7 @@ def closed_local_port() -> int:
         return s.getsockname()[1]  # nothing listens on it once the socket is closed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hub", ["offline mode", "unreachable"])
 def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path, hub):
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -96,8 +97,9 @@ def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path, hub):
     assert "from_pretrained('gpt2')" in lines[0] and "init_from=/path/to/gpt2-hf" in lines[0]
 
 
+@pytest.mark.slow
 def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
-    from data.prepare import prepare_dataset
+    from data.dataset import prepare_dataset
 
     config = transformers.GPT2Config(n_positions=64, n_embd=16, n_layer=1, n_head=2)  # GPT-2's vocabulary
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")

@@ -1,7 +1,7 @@
 """Tokenizers: round trips, GPT-2's published ids, and the offline path."""
 import pytest
 
-from core.errors import UserError
+from data.errors import DataError
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, gpt2_encoding_from_package, tokenizer_from_description
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak. — Ünïcödé ✓ 日本語\n"
@@ -19,7 +19,7 @@ def test_char_round_trip_and_description():
 
 def test_char_unknown_character_is_a_clear_error():
     tok = CharTokenizer.from_text("abc")
-    with pytest.raises(UserError, match="'z' is not in this model's vocabulary"):
+    with pytest.raises(DataError, match="'z' is not in this model's vocabulary"):
         tok.encode("abz")
 
 

@@ -7,7 +7,11 @@ import os
 import re
 import struct
 
+import pytest
+
 from helpers import TINY_TRAIN_FLAGS, run_script
+
+pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
 BLOCK = 32768  # the .wandb file is a LevelDB-style log: 32 KiB blocks of framed records
 

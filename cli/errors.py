@@ -1,4 +1,7 @@
-"""User-facing errors: one line that says what is wrong and what to do."""
+"""User-facing errors: one line that says what is wrong and what to do.
+
+model/ and data/ raise their own exception types (ModelError, DataError) with
+the fix in the message; run_cli shows those as one line too."""
 from __future__ import annotations
 
 import os
@@ -6,17 +9,23 @@ import signal
 import sys
 from collections.abc import Callable
 
+from data.errors import DataError
+from model.errors import ModelError
+
 
 class UserError(Exception):
     """A problem with the user's input; shown as one line, never a traceback."""
 
 
+USER_ERRORS = (UserError, ModelError, DataError)  # what run_cli shows as one line
+
+
 def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
-    """Run a command-line entry point; a UserError exits with status 2 and its message,
-    a closed output pipe with 141 and no message."""
+    """Run a command-line entry point; a UserError (or the libraries' ModelError and
+    DataError) exits with status 2 and its message, a closed output pipe with 141."""
     try:
         main(sys.argv[1:] if argv is None else argv)
-    except UserError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own

@@ -1,14 +1,18 @@
-"""The keys of train.py and sample.py, with their defaults and help.
+"""The keys of every command, with their defaults and help: one dataclass each.
 
-The defaults are the default experiment: a small character-level GPT on
-Shakespeare that trains on a laptop CPU in a few minutes.
+The training defaults are the default experiment: a small character-level GPT
+on Shakespeare that trains on a laptop CPU in a few minutes.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
-from .config import option
 from .errors import UserError
+from .parsing import exit_with_help_if_asked, option, parse_config
+
+C = TypeVar("C")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -31,6 +35,8 @@ def _require_known(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 @dataclass
 class TrainConfig:
+    command: ClassVar[str] = "train"
+
     # I/O
     out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs")
     dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)")
@@ -84,10 +90,19 @@ class TrainConfig:
 
 
 @dataclass
-class SampleConfig:
-    out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint")
+class ModelChoice:
+    """The keys of a command that runs a trained model: which one, and where."""
+
+    out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint", shared=True)
     checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt")
-    init_from: str = option("", "sample from GPT-2 weights instead (gpt2, ..., gpt2-xl or a Hugging Face folder); a flag only, config files' init_from is training's")
+    init_from: str = option("", "use GPT-2's weights instead (gpt2, ..., gpt2-xl or a Hugging Face folder)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", shared=True)
+
+
+@dataclass
+class SampleConfig(ModelChoice):
+    command: ClassVar[str] = "sample"
+
     prompt: str = option("\n", "text to continue, or FILE:path to read it from a file", escapes=True)
     num_samples: int = option(1, "samples, generated as one batch")
     max_new_tokens: int = option(500, "tokens generated per sample")
@@ -96,8 +111,7 @@ class SampleConfig:
     top_p: float = option(1.0, "sample only from the smallest set of tokens with this much probability")
     stop: list[str] = option([], "end a sample where this string appears (repeat the flag for several)", escapes=True)
     use_cache: bool = option(True, "reuse cached keys and values (false: recompute the context every step)")
-    seed: int = option(1337, "random seed; the same seed gives the same samples")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    seed: int = option(1337, "random seed; the same seed gives the same samples", shared=True)
 
     def __post_init__(self) -> None:
         _require_positive(self, ("num_samples", "max_new_tokens"))
@@ -108,3 +122,77 @@ class SampleConfig:
             raise UserError(f"top_k={self.top_k} must be positive, or none to disable it")
         if not 0 < self.top_p <= 1:
             raise UserError(f"top_p={self.top_p} must be in (0, 1]")
+
+
+@dataclass
+class EvalConfig(ModelChoice):
+    command: ClassVar[str] = "eval"
+
+    input: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)")
+    batch_size: int = option(16, "windows of block_size tokens per forward pass")
+    json: bool = option(False, "print the results as one JSON object")
+    surprise: str = option("", "also write a per-token surprise page (HTML) to this file")
+    surprise_tokens: int = option(2000, "tokens shown on the surprise page (from the start of the text)")
+
+    def __post_init__(self) -> None:
+        _require_positive(self, ("batch_size", "surprise_tokens"))
+
+
+@dataclass
+class AttentionConfig(ModelChoice):
+    command: ClassVar[str] = "attention"
+
+    text: str = option("To be, or not to be, that is", "text to run the model over, or FILE:path", escapes=True)
+    query_index: int | None = option(None, "token whose attention the bar chart shows (none: the last)")
+    to: str = option("attention", "folder the pictures and the page are written to")
+    html: bool = option(True, "also write explorer.html")
+
+
+@dataclass
+class PrepareConfig:
+    command: ClassVar[str] = "prepare"
+    usage: ClassVar[str] = "python data/prepare.py --input=FILE [--tokenizer=char|gpt2] --out_dir=data/NAME"
+
+    input: str = option("", "UTF-8 text file")
+    tokenizer: str = option("char", "char or gpt2 (GPT-2's BPE, through tiktoken)")
+    out_dir: str = option("", "dataset folder to write, e.g. data/NAME")
+    val_fraction: float = option(0.1, "tail of the text held out for validation")
+
+    def __post_init__(self) -> None:
+        if not self.input or not self.out_dir:
+            raise UserError("give the text and the dataset folder: --input=FILE --out_dir=data/NAME")
+
+
+@dataclass
+class BenchConfig:
+    """Keys of bench.py; the training benchmarks pass every other key to train.py."""
+
+    command: ClassVar[str] = "bench"
+    usage: ClassVar[str] = "python bench.py generation|training|precision|first_token [CONFIG.toml ...] [--key=value ...]"
+
+    new_tokens: list[int] = option([100, 500, 1000], "generation: tokens generated per timed run (comma-separated)")
+    batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
+    steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)")
+    as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top")
+    runs: int = option(5, "first_token: how many times to start sample.py")
+    out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", shared=True)
+    device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps", shared=True)
+
+    def __post_init__(self) -> None:
+        _require_positive(self, ("runs",))
+        if self.steps is not None and self.steps < 50:
+            raise UserError(f"steps={self.steps} is too few to time; use 50 or more")
+        if min(self.new_tokens + self.batch_sizes) <= 0:
+            raise UserError("new_tokens and batch_sizes must be positive")
+
+
+COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, AttentionConfig, PrepareConfig,
+                                         BenchConfig)}
+
+
+def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:
+    """cls's config from argv (defaults < TOML files < flags); --help prints the keys and exits."""
+    usage = usage or getattr(cls, "usage", f"python {cls.command}.py [CONFIG.toml ...] [--key=value ...]")
+    exit_with_help_if_asked(cls, argv, usage, cls.command)
+    keys = {name: [f.name for f in dataclasses.fields(command)] for name, command in COMMANDS.items()}
+    return parse_config(cls, argv, cls.command, keys)

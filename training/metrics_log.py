@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data.prepare import write_atomically
+from data.files import write_atomically
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -31,12 +31,8 @@ class MetricsLog:
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self.path = path
         self.rows = kept
-        self._file = open(path, "a")
 
     def append(self, row: dict) -> None:
         self.rows.append(row)
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()  # in the OS's hands: a killed process loses nothing
-
-    def close(self) -> None:
-        self._file.close()
+        with open(self.path, "a") as f:  # closed at once: in the OS's hands, a killed process loses nothing
+            f.write(json.dumps(row) + "\n")

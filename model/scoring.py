@@ -8,16 +8,14 @@ tokens, so character-level and BPE models can be compared.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import GPT
-
-from .device import autocast
+from .gpt import GPT
 
 
 @dataclass
@@ -37,14 +35,12 @@ class EvalSummary:
     perplexity: float
     bits_per_byte: float
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @torch.no_grad()
-def score_tokens(model: GPT, tokens: np.ndarray, batch_size: int, device: torch.device, dtype: str = "float32",
-                 top_k: int = 0, show_progress: bool = False) -> TokenScores:
-    """Loss of every token after the first, in non-overlapping windows of block_size."""
+def score_tokens(model: GPT, tokens: np.ndarray, batch_size: int, top_k: int = 0,
+                 show_progress: bool = False) -> TokenScores:
+    """Loss of every token after the first, in non-overlapping windows of block_size, in float32."""
+    device = next(model.parameters()).device
     T = model.config.block_size
     starts = list(range(0, len(tokens) - 1, T))
     losses, top_ids, top_probs = [], [], []
@@ -55,8 +51,7 @@ def score_tokens(model: GPT, tokens: np.ndarray, batch_size: int, device: torch.
         for row, s in enumerate(starts[i : i + batch_size]):
             window = torch.from_numpy(tokens[s : s + T + 1].astype(np.int64))
             x[row, : len(window) - 1], y[row, : len(window) - 1] = window[:-1], window[1:]
-        with autocast(device, dtype):
-            logits, _ = model(x.to(device))  # (B, T, V); padding comes last, so it cannot leak backwards
+        logits, _ = model(x.to(device))  # (B, T, V); padding comes last, so it cannot leak backwards
         logits = logits.float().cpu()
         valid = y >= 0
         per_token = F.cross_entropy(logits.transpose(1, 2), y.clamp(min=0), reduction="none")  # (B, T)

@@ -9,8 +9,8 @@ import dataclasses
 import html
 from pathlib import Path
 
-from .errors import UserError
-from .settings import TrainConfig
+from cli.errors import UserError
+from cli.settings import TrainConfig
 
 
 class WandbLog:

@@ -1,7 +1,11 @@
-"""Model FLOPs utilisation: the FLOPs a step needs over the peak the device can give."""
-from __future__ import annotations
+"""Model FLOPs utilisation: the FLOPs a step needs over the peak the device can give.
 
-import time
+The peak comes from the vendors' data sheets, for the GPUs listed here. A CPU
+has no trustworthy peak (turbo clocks, other processes, the thread count all
+move it, and a start-up probe under-read it on a busy machine), so on a CPU
+and on unlisted devices only tokens per second are shown.
+"""
+from __future__ import annotations
 
 import torch
 
@@ -16,34 +20,19 @@ PEAK_TFLOPS = {  # matched against torch.cuda.get_device_name(), most specific f
 }
 
 
-def measure_matmul_flops(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of this CPU on a square matrix multiply: the best of a few runs."""
-    generator = torch.Generator().manual_seed(0)  # leaves the global generator (dropout, resume) alone
-    a, b = (torch.randn(size, size, generator=generator).to(dtype) for _ in range(2))
-    a @ b  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
 def peak_flops(device: torch.device, dtype: str) -> tuple[float | None, str]:
-    """Peak FLOP/s of the device for dtype, and where the figure comes from; None if unknown."""
+    """Peak FLOP/s of the device for dtype and where the figure comes from; None where no trustworthy peak exists."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, peaks in PEAK_TFLOPS.items():
             if key in name:
                 return peaks[dtype] * 1e12, f"{name} data sheet"
-        return None, f"{name} is not in the peak table"
-    if device.type == "cpu":
-        return measure_matmul_flops(getattr(torch, dtype)), "measured matmul probe"
-    return None, f"no peak known for {device.type}"
+        return None, f"{name} is not in the peak table: tokens/s only"
+    return None, f"no trustworthy peak for a {device.type.upper()}: tokens/s only"
 
 
 class MFUMeter:
-    """MFU = flops_per_token * tokens per second / peak."""
+    """MFU = flops_per_token * tokens per second / peak, where a peak is known."""
 
     def __init__(self, flops_per_token: int, device: torch.device, dtype: str):
         self.flops_per_token = flops_per_token

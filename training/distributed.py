@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .device import pick_device
-from .errors import UserError
+from cli.device import pick_device
+from cli.errors import UserError
 
 
 @dataclass(frozen=True)

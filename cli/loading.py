@@ -1,0 +1,87 @@
+"""What the commands that run a trained model share: reading a checkpoint, the model
+and its tokenizer from it (or from GPT-2's weights), and the text to feed it."""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from data.tokenizer import GPT2Tokenizer, Tokenizer, start_tokens, tokenizer_from_description
+from model import GPT, GPTConfig
+
+from .errors import UserError
+
+MODEL_KEYS = ("model", "model_args", "tokenizer")  # enough to sample
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS) -> dict:
+    """Load a checkpoint with weights_only=True: pickled code is refused, never run."""
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found; train one with python train.py --out_dir={path.parent}")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; use a checkpoint written by train.py") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"checkpoint {path} is damaged or truncated ({str(e).splitlines()[0][:120]}); use another one") from None
+    missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise UserError(f"{path} is not a checkpoint of this project (no {', '.join(missing)}); use one written by train.py")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, path: Path) -> GPT:
+    """Rebuild the GPT a checkpoint describes and load its weights."""
+    try:
+        model = GPT(GPTConfig(**checkpoint["model_args"]))
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, TypeError, ValueError) as e:
+        detail = str(e).strip().splitlines()[0][:150]
+        raise UserError(f"checkpoint {path} does not match the model it describes ({detail}); use another one") from None
+    return model
+
+
+def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device
+               ) -> tuple[GPT, Tokenizer, dict | None]:
+    """The model (in eval mode), its tokenizer and the checkpoint dict, rebuilt from
+    out_dir/checkpoint alone; or GPT-2's weights (and no checkpoint) when init_from names them."""
+    if not init_from:
+        path = Path(out_dir) / checkpoint
+        state = load_checkpoint(path, device)
+        model = model_from_checkpoint(state, path)
+        return model.to(device).eval(), tokenizer_from_description(state["tokenizer"]), state
+    model = GPT.from_pretrained(init_from)
+    tokenizer = GPT2Tokenizer()
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise UserError(f"{init_from} has a vocabulary of {model.config.vocab_size} tokens, fewer than GPT-2's "
+                        f"{tokenizer.vocab_size}: GPT-2 weights are run with GPT-2's BPE, so it needs a GPT-2 model")
+    return model.to(device).eval(), tokenizer, None
+
+
+def read_prompt(prompt: str, what: str = "prompt") -> str:
+    """The text itself, or the contents of the file that FILE:path names."""
+    if not prompt.startswith("FILE:"):
+        return prompt
+    if prompt == "FILE:":
+        raise UserError(f"FILE: needs a path after it, e.g. --{what}=FILE:notes.txt")
+    path = Path(prompt[len("FILE:") :])
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} file {path} not found") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} file {path} is not UTF-8 (invalid byte at offset {e.start})") from None
+    except OSError as e:  # a folder, no permission, ...
+        raise UserError(f"{what} file {path} cannot be read: {e.strerror or e}") from None
+
+
+def encode_prompt(prompt: str, tokenizer: Tokenizer, block_size: int, what: str = "prompt") -> list[int]:
+    """Token ids of the text (the start token if it is empty), at most block_size of them."""
+    ids = tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
+    if len(ids) > block_size:
+        raise UserError(
+            f"the {what} is {len(ids)} tokens but the model's context is {block_size}; shorten the {what}"
+        )
+    return ids

@@ -1,0 +1,197 @@
+"""One config mechanism for every command: dataclass defaults < TOML files (in
+order) < --key=value flags.
+
+Every key is checked: an unknown key or a value of the wrong type is a
+UserError that names the key and suggests the closest valid one.
+
+One TOML file can serve several commands. Its top level holds training's keys;
+a table per command ([sample], [eval], ...) holds that command's own. A command
+other than train.py reads its table, and from the top level only its keys that
+training does not have or that mean the same to both (`shared`: out_dir,
+device, seed, ...). So `python sample.py run.toml` takes the run's out_dir but
+never its init_from or batch_size, which mean something else to training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import sys
+import tomllib
+import types
+import typing
+from collections.abc import Collection
+from typing import Any, TypeVar
+
+from .errors import UserError
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str, escapes: bool = False, shared: bool = False) -> Any:
+    """A config field with its one line of help. `escapes`: a flag's value may use
+    backslash escapes such as \\n (prompts, stop strings). `shared`: a key of
+    another command that means the same as training's key of that name, so it is
+    read from a training config's top level."""
+    factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return dataclasses.field(metadata={"help": help, "escapes": escapes, "shared": shared}, **factory)
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    """int | None -> (int, NoneType); list[str] -> (list,)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(t for arg in typing.get_args(hint) for t in _allowed_types(arg))
+    return (typing.get_origin(hint) or hint,)
+
+
+def _item_type(hint: Any) -> type:
+    """list[int] -> int."""
+    return typing.get_args(hint)[0]
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return f"a list of {_item_type(hint).__name__}"
+    return " or ".join("none" if t is type(None) else t.__name__ for t in _allowed_types(hint))
+
+
+def _finite(key: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise UserError(f"{key} must be a finite number, got {value}")
+    return value
+
+
+def _unescape(key: str, text: str) -> str:
+    """Backslash escapes as in a Python string (\\n, \\t, \\u00e9, \\\\)."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise UserError(f"--{key} has a broken escape sequence ({e.reason}); write a backslash itself as \\\\") from None
+
+
+def _check_value(key: str, value: Any, hint: Any) -> Any:
+    """Check a TOML value against the field's type; ints are accepted as floats,
+    and one item as a list of one."""
+    allowed = _allowed_types(hint)
+    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _finite(key, float(value))
+    if list in allowed:
+        items = value if isinstance(value, list) else [value]
+        if not all(type(item) is _item_type(hint) for item in items):
+            raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}")
+        return items
+    if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+        raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}")
+    return value
+
+
+def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) -> Any:
+    allowed = _allowed_types(hint)
+    if type(None) in allowed and text.lower() in ("none", "null", ""):
+        return None
+    if bool in allowed:
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+    for kind in (int, float):
+        if kind in allowed:
+            try:
+                return _finite(f"--{key}", kind(text)) if kind is float else kind(text)
+            except ValueError:
+                pass
+    if field.metadata.get("escapes"):
+        text = _unescape(key, text)
+    if list in allowed and _item_type(hint) is int:
+        try:
+            return [int(part) for part in text.split(",")]  # --new_tokens=100,500
+        except ValueError:
+            pass
+    elif list in allowed:
+        return [text]
+    elif str in allowed:
+        return text
+    raise UserError(f"--{key} must be {_type_name(hint)}, got {text!r}")
+
+
+def _unknown_key(key: str, valid: Collection[str], where: str) -> UserError:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else "; run with --help to list the keys"
+    return UserError(f"unknown config key '{key}' in {where}{hint}")
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found; the shipped ones are in configs/") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a folder; give a .toml file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def _toml_values(cls: type, path: str, table: dict[str, Any], command: str,
+                 keys_by_command: dict[str, Collection[str]]) -> dict[str, tuple[Any, str]]:
+    """The keys of one TOML file that belong to cls's command, each with where it was found.
+    A key at the top level that no command has is an error; another command's key is left to it."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    training_keys = keys_by_command.get("train", ())
+    found = {}
+    for key, value in table.items():
+        if key in keys_by_command and isinstance(value, dict):
+            if key == command:  # this command's own table: every key must be its
+                for own_key, own_value in value.items():
+                    if own_key not in fields:
+                        raise _unknown_key(own_key, fields, f"[{command}] of {path}")
+                    found[own_key] = (own_value, f"[{command}] {own_key}")
+            continue  # another command's table
+        if key in fields and (command == "train" or key not in training_keys or fields[key].metadata["shared"]):
+            found.setdefault(key, (value, key))  # the command's own table wins over the top level
+        elif not any(key in keys for keys in keys_by_command.values()):
+            raise _unknown_key(key, fields, path)
+    return found
+
+
+def parse_config(cls: type[C], argv: list[str], command: str, keys_by_command: dict[str, Collection[str]]) -> C:
+    """Build cls, the config of `command`, from its defaults, then the TOML files and
+    --key=value flags in argv. keys_by_command: every command's keys, train's included."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for path in (a for a in argv if not a.startswith("--")):
+        for key, (value, label) in _toml_values(cls, path, _read_toml(path), command, keys_by_command).items():
+            values[key] = _check_value(label, value, hints[key])
+    from_flags: dict[str, Any] = {}
+    for flag in (a for a in argv if a.startswith("--")):
+        key, sep, text = flag[2:].partition("=")
+        if key not in fields:
+            raise _unknown_key(key, fields, "the command line")
+        if not sep:
+            raise UserError(f"flag --{key} needs a value: --{key}=VALUE")
+        value = _parse_flag_value(key, text, fields[key], hints[key])
+        if isinstance(value, list):  # a repeated flag adds to a list
+            value = from_flags.get(key, []) + value
+        from_flags[key] = value
+    values.update(from_flags)
+    return cls(**values)
+
+
+def help_text(cls: type, usage: str, command: str) -> str:
+    """Usage line plus every key with its default and its line of help."""
+    lines = [f"usage: {usage}", "", "Keys (defaults < CONFIG.toml files in order < --key=value flags):"]
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        lines.append(f"  {f'--{f.name}={default!r}':<38} {f.metadata.get('help', '')}")
+    if command != "train":
+        shared = [f.name for f in dataclasses.fields(cls) if f.metadata["shared"]]
+        lines += ["", f"From a training config's top level, only {', '.join(shared) or 'no key'} "
+                      f"{'is' if len(shared) == 1 else 'are'} read; put this command's keys in a [{command}] table."]
+    return "\n".join(lines)
+
+
+def exit_with_help_if_asked(cls: type, argv: list[str], usage: str, command: str) -> None:
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text(cls, usage, command))
+        sys.exit(0)

@@ -1,1 +1,0 @@
-"""Helpers shared by the command-line tools: configs, checkpoints, schedules, errors."""

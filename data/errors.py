@@ -1,0 +1,7 @@
+"""The one exception type of data/: input that cannot be used (a corpus, a dataset
+folder, text to encode). Its message says what to do; the command-line layer
+shows it as one line."""
+
+
+class DataError(ValueError):
+    """Text, a corpus or a dataset folder that cannot be used as given."""

@@ -1,0 +1,48 @@
+"""Where every parameter of a training config's model goes, per head, per matrix and
+per block, and the training FLOPs per token. The model is never allocated.
+
+    python params.py [CONFIG.toml ...] [--key=value ...]
+"""
+from __future__ import annotations
+
+import json
+
+from cli.errors import UserError, run_cli
+from cli.settings import TrainConfig, read_config
+from data.corpora import RECIPES
+from data.dataset import dataset_dir
+from data.tokenizer import GPT2Tokenizer
+from model import GPTConfig
+from model.params import flops_per_token, format_report, meta_model, report_rows
+from training.init_from import model_config
+
+
+def dataset_vocab_size(dataset: str) -> int | None:
+    """The vocabulary in the dataset's meta.json; GPT-2's for a shipped GPT-2 recipe not prepared yet; else None."""
+    meta = dataset_dir(dataset) / "meta.json"
+    if meta.is_file():
+        return json.loads(meta.read_text())["vocab_size"]
+    return GPT2Tokenizer().vocab_size if RECIPES.get(dataset) == "gpt2" else None
+
+
+def config_from_argv(argv: list[str]) -> GPTConfig:
+    """The model shape a training config describes; the vocabulary is vocab_size, else the dataset's."""
+    cfg = read_config(TrainConfig, argv, usage="python params.py [CONFIG.toml ...] [--key=value ...]")
+    vocab = dataset_vocab_size(cfg.dataset)
+    if vocab is None and cfg.vocab_size is None:
+        raise UserError(f"dataset {cfg.dataset!r} is not prepared, so its vocabulary size is unknown; "
+                        f"pass --vocab_size=N (e.g. 50257 for GPT-2's BPE)")
+    return model_config(cfg, vocab or cfg.vocab_size)
+
+
+def main(argv: list[str]) -> None:
+    config = config_from_argv(argv)
+    model = meta_model(config)
+    print(f"GPT: n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd} "
+          f"(head_size={config.head_size}), block_size={config.block_size}, vocab_size={config.vocab_size}, "
+          f"bias={config.bias}\nshapes as PyTorch stores them: a Linear weight is (out x in)\n")
+    print(format_report(report_rows(model), flops_per_token(model, config.block_size), config.block_size))
+
+
+if __name__ == "__main__":
+    run_cli(main)

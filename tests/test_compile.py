@@ -1,0 +1,29 @@
+"""compile=true (torch.compile) trains the same model as eager mode, and its checkpoint
+holds the plain model's names, so every other command loads it."""
+import json
+
+import pytest
+import torch
+
+from helpers import TINY_TRAIN_FLAGS, run_script
+
+pytestmark = pytest.mark.slow  # compiling takes half a minute on a CPU
+
+
+def log_losses(out_dir) -> list[float]:
+    rows = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
+    return [row.get("val_loss", row["train_loss"]) for row in rows]
+
+
+def test_compiled_training_matches_eager_training(char_dataset, tmp_path):
+    flags = [*TINY_TRAIN_FLAGS, "--max_iters=10", "--lr_decay_iters=10", "--eval_interval=10", "--sample_tokens=0",
+             "--dtype=float32", f"--dataset={char_dataset}"]
+    run_script("train.py", *flags, f"--out_dir={tmp_path / 'eager'}")
+    run_script("train.py", *flags, "--compile=true", f"--out_dir={tmp_path / 'compiled'}")
+    eager, compiled = log_losses(tmp_path / "eager"), log_losses(tmp_path / "compiled")
+    assert len(eager) == len(compiled) == 3  # steps 5 and 10, then the evaluation at 10
+    assert compiled == pytest.approx(eager, abs=1e-4)
+    checkpoint = torch.load(tmp_path / "compiled" / "ckpt.pt", weights_only=True)
+    assert not any(name.startswith(("_orig_mod.", "module.")) for name in checkpoint["model"])
+    sample = run_script("sample.py", f"--out_dir={tmp_path / 'compiled'}", "--prompt=Shall", "--max_new_tokens=5")
+    assert sample.stdout.startswith("Shall")

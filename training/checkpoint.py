@@ -1,0 +1,115 @@
+"""Writing checkpoints, crash-safe, and putting a run back where one left off.
+
+A checkpoint is a plain dict of tensors, numbers and strings (it loads with
+weights_only=True; cli/loading.py reads it): the model's weights without any
+compile or DDP prefix, the optimizer, the config, the model's shape, the
+tokenizer, and what an exact resume needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from cli.errors import UserError
+from cli.loading import MODEL_KEYS
+from cli.settings import TrainConfig
+from data.dataset import Dataset
+from data.loader import BatchLoader
+from model import GPT
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands, carried across resumes."""
+
+    step: int = 0  # optimizer steps done
+    best_val_loss: float = math.inf
+    tokens: int = 0  # training tokens seen
+    elapsed_s: float = 0.0  # seconds spent training, evaluation included, over every resume
+
+    def __post_init__(self) -> None:
+        self._ticked = time.perf_counter()
+
+    def tick(self) -> None:
+        """Add the wall time since the last tick (or since this run began) to elapsed_s."""
+        now = time.perf_counter()
+        self.elapsed_s, self._ticked = self.elapsed_s + now - self._ticked, now
+
+
+RESUME_KEYS = MODEL_KEYS + ("optimizer", "scaler", "config", "iter_num", "best_val_loss", "tokens_seen", "elapsed_s",
+                            "rng", "loader")
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over
+    path: a crash at any moment leaves the old file or the new one, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # no other process writes this name
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+    except (OSError, RuntimeError) as e:  # torch.save reports some write failures as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = e.strerror if isinstance(e, OSError) else "the file could not be written in full"
+        raise UserError(f"could not write checkpoint {path} ({reason}); free disk space or change out_dir") from None
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_payload(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
+                       dataset: Dataset, progress: Progress, loader: BatchLoader) -> dict:
+    """Everything a checkpoint holds: plain tensors, numbers and strings only."""
+    return {
+        "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),  # float16's loss scale (empty otherwise)
+        "config": dataclasses.asdict(cfg),
+        "model_args": model.config.to_dict(),
+        "tokenizer": dataset.meta["tokenizer"],
+        "iter_num": progress.step,
+        "best_val_loss": progress.best_val_loss,
+        "tokens_seen": progress.tokens,
+        "elapsed_s": progress.elapsed_s,
+        "rng": rng_state(),
+        "loader": loader.state_dict(),
+    }
+
+
+def restore_training_state(checkpoint: dict, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                           loader: BatchLoader, rank: int, seed: int) -> Progress:
+    """Put optimizer, data position and random generators back where the checkpoint left them.
+
+    The checkpoint holds the main process's random state; other ranks reseed
+    from the step, so a resume on a different world size still works.
+    """
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    loader.load_state_dict(checkpoint["loader"])
+    if rank == 0:
+        set_rng_state(checkpoint["rng"])
+    else:
+        torch.manual_seed(seed + 1_000_003 * rank + checkpoint["iter_num"])
+    return Progress(checkpoint["iter_num"], checkpoint["best_val_loss"], checkpoint["tokens_seen"], checkpoint["elapsed_s"])

@@ -1,0 +1,53 @@
+"""The model a run starts from, per init_from: a fresh one, the checkpoint's (to
+resume), or pretrained GPT-2 weights (to fine-tune)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli.errors import UserError
+from cli.loading import model_from_checkpoint
+from cli.settings import TrainConfig
+from data.dataset import Dataset
+from model import GPT, GPTConfig
+
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
+
+
+def model_config(cfg: TrainConfig, dataset_vocab_size: int) -> GPTConfig:
+    """The model shape the config asks for, with the dataset's vocabulary unless vocab_size pads it."""
+    vocab_size = cfg.vocab_size or dataset_vocab_size
+    if vocab_size < dataset_vocab_size:
+        raise UserError(f"vocab_size={vocab_size} is smaller than the dataset's vocabulary of {dataset_vocab_size}; "
+                        f"leave it unset or make it larger")
+    return GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                     n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+
+
+def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfig) -> None:
+    """Refuse a resume that would change the model's shape; report harmless changes."""
+    saved = checkpoint["model_args"]
+    for key in SHAPE_KEYS:
+        if saved[key] != getattr(wanted, key):
+            raise UserError(
+                f"cannot resume: {key}={getattr(wanted, key)} but the checkpoint was trained with "
+                f"{key}={saved[key]}; use the same setting or a new out_dir"
+            )
+    for key, old in checkpoint["config"].items():
+        new = getattr(cfg, key, old)
+        if new != old and key != "init_from":
+            print(f"resume: {key} changed from {old!r} to {new!r}")
+
+
+def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None) -> GPT:
+    """A fresh model, the checkpoint's (to resume), or GPT-2's weights, per init_from."""
+    wanted = model_config(cfg, dataset.meta["vocab_size"])
+    if checkpoint is not None:
+        check_resume_compatible(checkpoint, wanted, cfg)
+        return model_from_checkpoint(checkpoint, Path(cfg.out_dir) / "ckpt.pt")
+    if cfg.init_from == "scratch":
+        return GPT(wanted)
+    model = GPT.from_pretrained(cfg.init_from)
+    model.crop_block_size(cfg.block_size)
+    if model.config.vocab_size != dataset.meta["vocab_size"]:
+        raise UserError(f"init_from={cfg.init_from} needs a GPT-2 BPE dataset (vocab 50257); prepare one with --tokenizer gpt2")
+    return model
