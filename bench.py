@@ -39,7 +39,7 @@ from model.fast_decoding import MIN_WEIGHT_NUMEL, for_cpu_decoding
 from model.params import training_flops_per_token
 from training.init_from import model_config
 from training.metrics_log import read_rows
-from training.optimizer import build_optimizer
+from training.optimizer import build_optimizers
 from training.throughput import MFUMeter
 
 GENERATION_MODEL = GPTConfig(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
@@ -114,11 +114,11 @@ def seconds_per_step(rows: list[dict], skip: int) -> list[float]:
 
 
 def bare_step_times(cfg: TrainConfig, steps: int, device: torch.device) -> list[float]:
-    """Forward, backward and AdamW step of the same model on one fixed batch: nothing else."""
+    """Forward, backward and optimizer step of the same model on one fixed batch: nothing else."""
     torch.manual_seed(cfg.seed)
     dataset = open_dataset(ensure_dataset(cfg.dataset))
     model = GPT(model_config(cfg, dataset.meta["vocab_size"])).to(device)
-    optimizer = build_optimizer(model, cfg, device)
+    optimizers, scaler = build_optimizers(model, cfg, device), torch.amp.GradScaler(enabled=False)
     x, y = (t.to(device) for t in BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed).next_batch())
     times = []
     for _ in range(steps):
@@ -127,8 +127,8 @@ def bare_step_times(cfg: TrainConfig, steps: int, device: torch.device) -> list[
         with autocast(device, resolve_dtype(cfg.dtype, device)):
             _, loss = model(x, y)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizers.step(scaler)
+        optimizers.zero_grad()
         sync(device)
         times.append(time.perf_counter() - start)
     return times
@@ -153,7 +153,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     print(f"\ntraining: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, context {c.block_size}, "
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {dtype}{', compiled' if c.compile else ''}"
           f" on {device}; medians over {len(full)} loop and {len(bare)} bare steps")
-    for name, ms in (("train.py loop", loop_ms), ("bare fwd+bwd+AdamW", bare_ms)):
+    for name, ms in (("train.py loop", loop_ms), ("bare fwd+bwd+step", bare_ms)):
         rate = tokens / (ms / 1000)
         share = mfu.mfu(rate)
         print(f"  {name:<20} {ms:8.2f} ms/iter {rate:12,.0f} tokens/s" + ("" if share is None else f"   MFU {share:.1%}"))

@@ -35,9 +35,9 @@ from training import distributed
 from training.checkpoint import RESUME_KEYS, Progress, checkpoint_payload, restore_training_state, save_checkpoint
 from training.init_from import build_model
 from training.metrics_log import MetricsLog
-from training.optimizer import build_optimizer
+from training.optimizer import Optimizers, build_optimizers
 from training.out_dir import open_out_dir
-from training.schedule import learning_rate_at
+from training.schedule import lr_scale
 from training.signals import StopSignals
 from training.throughput import MFUMeter
 from training.wandb_log import WandbLog
@@ -107,7 +107,7 @@ class Run:
     hardware: Hardware
     data: Data
     models: Models
-    optimizer: torch.optim.Optimizer
+    optimizers: Optimizers
     scaler: torch.amp.GradScaler  # loss scaling for float16; a pass-through otherwise
     progress: Progress
     recorder: Recorder
@@ -119,7 +119,7 @@ class Run:
             * self.hardware.ranks.world_size
 
     def save(self, name: str) -> None:
-        payload = checkpoint_payload(self.models.plain, self.optimizer, self.scaler, self.cfg, self.data.dataset,
+        payload = checkpoint_payload(self.models.plain, self.optimizers, self.scaler, self.cfg, self.data.dataset,
                                      self.progress, self.data.train)
         save_checkpoint(payload, self.recorder.out_dir / name)
         if name == "ckpt.pt":
@@ -152,26 +152,24 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     compiled = torch.compile(model) if cfg.compile else model
     wrapped = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) \
         if ranks.distributed else compiled
-    optimizer = build_optimizer(model, cfg, device)
+    optimizers = build_optimizers(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.dtype == "float16")
     progress = Progress()
     if checkpoint is not None:
-        progress = restore_training_state(checkpoint, optimizer, scaler, data.train, ranks.rank, cfg.seed)
+        progress = restore_training_state(checkpoint, optimizers, scaler, data.train, ranks.rank, cfg.seed)
     resume_step = progress.step if checkpoint is not None else None
     recorder = Recorder(out_dir, argv,
                         log=MetricsLog(out_dir / "log.jsonl", resume_step) if ranks.is_main else None,
                         wandb=WandbLog(cfg, resume_step) if cfg.wandb_log and ranks.is_main else None,
                         saved_step=resume_step)
     mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size) * ranks.world_size, device, hardware.dtype)
-    return Run(cfg, hardware, data, Models(model, compiled, wrapped), optimizer, scaler, progress, recorder, mfu)
+    return Run(cfg, hardware, data, Models(model, compiled, wrapped), optimizers, scaler, progress, recorder, mfu)
 
 
-def train_step(run: Run, lr: float) -> torch.Tensor:
-    """One optimizer step over gradient_accumulation_steps micro-batches; returns this
+def train_step(run: Run) -> torch.Tensor:
+    """Gradients of one step over gradient_accumulation_steps micro-batches; returns this
     process's mean loss as a tensor on the device (reading it would wait for the device)."""
     n_micro, device = run.cfg.gradient_accumulation_steps, run.hardware.device
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
     step_loss = torch.zeros((), device=device)
     for micro in range(n_micro):
         x, y = run.data.train.next_batch()
@@ -189,14 +187,14 @@ def train_step(run: Run, lr: float) -> torch.Tensor:
 
 
 def apply_update(run: Run) -> None:
-    """Clip, step the optimizer, clear the gradients."""
-    optimizer, scaler = run.optimizer, run.scaler
+    """Clip, step the optimizers, clear the gradients."""
+    optimizers, scaler = run.optimizers, run.scaler
     if run.cfg.grad_clip > 0:
-        scaler.unscale_(optimizer)
+        optimizers.unscale(scaler)
         torch.nn.utils.clip_grad_norm_(run.models.plain.parameters(), run.cfg.grad_clip)
-    scaler.step(optimizer)
+    optimizers.step(scaler)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    optimizers.zero_grad()
     run.progress.step += 1
     run.progress.tokens += run.tokens_per_step
 
@@ -249,9 +247,11 @@ def train(run: Run, bar: tqdm) -> int | None:
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.hardware.device)  # sum of those steps' losses: non-finite if any was
     while progress.step < cfg.max_iters:
-        lr = learning_rate_at(progress.step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters) \
-            if cfg.decay_lr else cfg.learning_rate
-        step_loss = train_step(run, lr)
+        scale = lr_scale(progress.step, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr / cfg.learning_rate) \
+            if cfg.decay_lr else 1.0
+        run.optimizers.set_lr_scale(scale)
+        lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
+        step_loss = train_step(run)
         unread += step_loss
         step = progress.step + 1
         finished = step == cfg.max_iters
@@ -319,9 +319,12 @@ def describe(run: Run) -> str:
     c, cfg, hw = run.models.plain.config, run.cfg, run.hardware
     world = hw.ranks.world_size
     peak = "" if run.mfu.peak is None else f"peak {run.mfu.peak / 1e12:.2f} TFLOP/s, "
+    recipe = [c.pos_emb if c.pos_emb == "rope" else "learned positions", c.norm, c.mlp, *(["qk-norm"] * c.qk_norm),
+              f"{c.n_kv_head} key/value heads" if c.n_kv_head < c.n_head else "",
+              "tied head" if c.tie_embeddings else "untied head", " + ".join(run.optimizers.parts)]
     return (f"model: {run.models.plain.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, "
-            f"{c.n_embd} wide, context {c.block_size}); device {hw.device}, {hw.dtype}"
-            f"{', compiled' if cfg.compile else ''}\n"
+            f"{c.n_embd} wide, context {c.block_size}; {', '.join(r for r in recipe if r)}); "
+            f"device {hw.device}, {hw.dtype}{', compiled' if cfg.compile else ''}\n"
             f"batch: {cfg.batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) "
             f"= {cfg.batch_size * cfg.gradient_accumulation_steps * world} sequences, "
             f"{run.tokens_per_step:,} tokens per step; MFU: {peak}{run.mfu.peak_source}")

@@ -34,8 +34,8 @@ def test_loss_is_mean_cross_entropy_of_logits():
 def test_residual_projections_use_gpt2_scaled_init():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=8, vocab_size=50, n_layer=8, n_head=4, n_embd=256))
-    proj = torch.cat([b.attn.c_proj.weight.flatten() for b in model.transformer.h])
-    fc = torch.cat([b.mlp.c_fc.weight.flatten() for b in model.transformer.h])
+    proj = torch.cat([w.flatten() for b in model.transformer.h for w in (b.attn.o_proj.weight, b.mlp.down_proj.weight)])
+    fc = torch.cat([b.mlp.up_proj.weight.flatten() for b in model.transformer.h])
     assert abs(proj.std().item() - 0.02 / math.sqrt(16)) < 5e-4
     assert abs(fc.std().item() - 0.02) < 5e-4
 

@@ -22,6 +22,8 @@ from data.dataset import Dataset
 from data.loader import BatchLoader
 from model import GPT
 
+from .optimizer import Optimizers
+
 
 @dataclasses.dataclass
 class Progress:
@@ -79,12 +81,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def checkpoint_payload(model: GPT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
+def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.GradScaler, cfg: TrainConfig,
                        dataset: Dataset, progress: Progress, loader: BatchLoader) -> dict:
     """Everything a checkpoint holds: plain tensors, numbers and strings only."""
     return {
         "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizers.state_dict(),  # {"adamw": ..., "muon": ...}
         "scaler": scaler.state_dict(),  # float16's loss scale (empty otherwise)
         "config": dataclasses.asdict(cfg),
         "model_args": model.config.to_dict(),
@@ -98,14 +100,14 @@ def checkpoint_payload(model: GPT, optimizer: torch.optim.Optimizer, scaler: tor
     }
 
 
-def restore_training_state(checkpoint: dict, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: torch.amp.GradScaler,
                            loader: BatchLoader, rank: int, seed: int) -> Progress:
-    """Put optimizer, data position and random generators back where the checkpoint left them.
+    """Put the optimizers, data position and random generators back where the checkpoint left them.
 
     The checkpoint holds the main process's random state; other ranks reseed
     from the step, so a resume on a different world size still works.
     """
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    optimizers.load_state_dict(checkpoint["optimizer"])
     scaler.load_state_dict(checkpoint["scaler"])
     loader.load_state_dict(checkpoint["loader"])
     if rank == 0:

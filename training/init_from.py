@@ -10,7 +10,8 @@ from cli.settings import TrainConfig
 from data.dataset import Dataset
 from model import GPT, GPTConfig
 
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "pos_emb", "rope_theta", "norm",
+              "qk_norm", "mlp", "n_kv_head", "tie_embeddings")  # the training keys that fix the model's shape
 
 
 def model_config(cfg: TrainConfig, dataset_vocab_size: int) -> GPTConfig:
@@ -19,13 +20,13 @@ def model_config(cfg: TrainConfig, dataset_vocab_size: int) -> GPTConfig:
     if vocab_size < dataset_vocab_size:
         raise UserError(f"vocab_size={vocab_size} is smaller than the dataset's vocabulary of {dataset_vocab_size}; "
                         f"leave it unset or make it larger")
-    return GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
-                     n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
+    shape = {key: getattr(cfg, key) for key in SHAPE_KEYS if key != "vocab_size"}
+    return GPTConfig(vocab_size=vocab_size, dropout=cfg.dropout, **shape)
 
 
 def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfig) -> None:
     """Refuse a resume that would change the model's shape; report harmless changes."""
-    saved = checkpoint["model_args"]
+    saved = GPTConfig(**checkpoint["model_args"]).to_dict()  # an older checkpoint's missing keys: GPT-2's
     for key in SHAPE_KEYS:
         if saved[key] != getattr(wanted, key):
             raise UserError(
