@@ -20,12 +20,13 @@ class Decoder:
       more token would not fit, it is cut to its last block_size // 2 tokens,
       which are re-encoded at positions from 0.
     A prompt longer than block_size is read from its last block_size tokens.
+    Given max_new_tokens, the cache holds no more positions than the generation needs.
     """
 
     # no_grad whatever mode the caller is in: the cache is written in place and never
     # carries gradients (GPT.generate_stream runs it under the lighter inference_mode)
     @torch.no_grad()
-    def __init__(self, model, idx: torch.Tensor, use_cache: bool = True):
+    def __init__(self, model, idx: torch.Tensor, use_cache: bool = True, max_new_tokens: int | None = None):
         c = model.config
         if idx.size(1) == 0:
             raise ModelError("the prompt needs at least one token")
@@ -33,8 +34,11 @@ class Decoder:
         self.sliding = c.pos_emb == "rope"
         self.reach = c.n_layer * (c.block_size - 1) + 1 if self.sliding else c.block_size  # tokens re-read uncached
         self.keep = max(1, c.block_size // 2)  # learned positions: tokens kept when the window is full
-        self.cache: KVCache | None = model.new_cache(idx.size(0)) if use_cache else None
         self.tokens = idx[:, -c.block_size :]  # (B, T): the tokens the next step reads (uncached, or to re-encode)
+        # a cache as long as the context, or as this generation if that is shorter (a model with a long
+        # context, say 131,072 positions, would otherwise allocate them all)
+        slots = c.block_size if max_new_tokens is None else min(c.block_size, self.tokens.size(1) + max_new_tokens)
+        self.cache: KVCache | None = model.new_cache(idx.size(0), slots) if use_cache else None
         self.start = 0  # position of tokens[:, 0]
         self.logits = model.next_token_logits(self.tokens, self.cache)  # prefill: (B, V)
 

@@ -155,10 +155,12 @@ class GPT(nn.Module):
         """Attention pattern of every layer for idx (B, T): n_layer tensors (B, nh, T, T)."""
         return [record.pattern for record in self.attention_records(idx)]
 
-    def new_cache(self, batch_size: int) -> KVCache:
+    def new_cache(self, batch_size: int, slots: int | None = None) -> KVCache:
+        """A KV cache for `slots` positions (block_size by default: the window a step can see)."""
         c = self.config
         weight = self.transformer.wte.weight
-        return KVCache(c.n_layer, batch_size, c.n_kv_head, c.block_size, c.head_size, weight.device, weight.dtype)
+        return KVCache(c.n_layer, batch_size, c.n_kv_head, slots or c.block_size, c.head_size, weight.device,
+                       weight.dtype)
 
     def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None, start: int = 0) -> torch.Tensor:
         """Logits (B, V) for the position after idx; the head runs on the last position only."""
@@ -181,7 +183,7 @@ class GPT(nn.Module):
         # inference_mode is lighter than no_grad (no view or version tracking): ~8% faster decoding.
         # It is never held across a yield, so the caller's code runs in its own mode.
         with torch.inference_mode():
-            decoder = Decoder(self, idx, use_cache)  # prefill
+            decoder = Decoder(self, idx, use_cache, max_new_tokens)  # prefill
         for step in range(max_new_tokens):
             with torch.inference_mode():
                 next_id = sample_next(decoder.logits, temperature, top_k, top_p, generator)  # (B, 1)
