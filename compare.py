@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.errors import UserError, run_cli
+from cli.outputs import check_output
 from cli.settings import CompareConfig, read_config
 from training.metrics_log import read_rows
 from viz.loss_plot import compare_runs
@@ -16,6 +17,7 @@ from viz.loss_plot import compare_runs
 
 def main(argv: list[str]) -> None:
     cfg = read_config(CompareConfig, argv)
+    check_output(cfg.to, "to", folder=False)
     runs = {}
     for out_dir in cfg.runs:
         rows = read_rows(Path(out_dir) / "log.jsonl")

@@ -42,7 +42,8 @@ from training.signals import StopSignals
 from training.throughput import MFUMeter
 from training.wandb_log import WandbLog
 from viz.loss_plot import plot_loss
-from viz.maps import heatmap_figure, save_png
+from viz.maps import heatmap_figure
+from viz.png import save_png
 from viz.tokens import token_texts
 
 

@@ -1,8 +1,9 @@
 """Pictures of a run, drawn with matplotlib (imported only when drawing)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from .png import save_png
 
 
 def plot_loss(rows: list[dict], path: Path) -> None:
@@ -30,10 +31,8 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    save_png(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def compare_runs(runs: dict[str, list[dict]], path: Path) -> Path:
@@ -58,7 +57,4 @@ def compare_runs(runs: dict[str, list[dict]], path: Path) -> Path:
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
     by_time.legend(fontsize=8)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    return path
+    return save_png(fig, path)
