@@ -34,6 +34,8 @@ class TrainConfig:
     out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs")
     dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)")
     init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2 folder")
+    overwrite: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
+    allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
     eval_interval: int = option(250, "evaluate train and val loss every this many steps")
     eval_iters: int = option(20, "batches averaged per evaluation")
     log_interval: int = option(10, "update the progress bar every this many steps")
