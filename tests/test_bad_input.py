@@ -55,6 +55,7 @@ def test_corpus_too_short_for_the_context(tmp_path):
     ("--max_iters=0", "max_iters=0 must be positive"),
     ("--batch_size=1.5", "batch_size must be int"),
     ("--eval_intervall=5", "did you mean 'eval_interval'"),
+    ("--dtype=float16", "dtype=float16 has no fast path on a CPU (autocast runs it slower than float32)"),
 ])
 def test_impossible_settings(run_dir, flag, fragment):
     before = snapshot(run_dir)

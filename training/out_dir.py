@@ -94,14 +94,13 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
     it does not exist and create is false. A live holder is a one-line refusal naming it."""
     while True:
         try:
-            fd, created = os.open(path, os.O_RDWR), False
+            fd, created = open_lock_file(path, create)
         except FileNotFoundError:
-            if not create:
-                return None
-            try:
-                fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
-            except FileExistsError:  # another run made it just now: open that one
-                continue
+            return None
+        except FileExistsError:  # another run made it between our two opens: open that one
+            continue
+        except OSError as e:  # another user's lock file, ...
+            raise UserError(f"out_dir {path.parent} cannot be locked ({e.strerror}); choose another --out_dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,9 +108,23 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
             os.close(fd)
             raise UserError(f"out_dir {path.parent} is in use by another run ({holder}); wait for it to end, "
                             f"or choose another --out_dir") from None
+        except OSError as e:  # a file system without locks
+            os.close(fd)
+            raise UserError(f"out_dir {path.parent} cannot be locked ({e.strerror}); choose another --out_dir") from None
         if path.exists() and os.path.samestat(os.fstat(fd), path.stat()):
             return fd, created
         os.close(fd)  # a run that gave up removed this file between our open and our lock
+
+
+def open_lock_file(path: Path, create: bool) -> tuple[int, bool]:
+    """path opened for reading and writing, never truncated (it holds the holder's record),
+    and whether this call created it; it is created only where missing and create is true."""
+    try:
+        return os.open(path, os.O_RDWR), False
+    except FileNotFoundError:
+        if not create:
+            raise
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
 
 
 def lock_holder(fd: int, wait_s: float = 1.0) -> str:
