@@ -372,6 +372,8 @@ def main(argv: list[str]) -> None:
             print(f"best val loss {run.progress.best_val_loss:.4f}; checkpoints in {run.recorder.out_dir}")
             if cfg.sample_tokens:
                 print("--- sample ---\n" + sample_text(run, cfg.sample_tokens) + "\n--------------")
+        # the others wait while the main process saves and samples: a process group torn down under it aborts it
+        distributed.wait_for_all(run.hardware.ranks)
     finally:
         if run.recorder.wandb is not None:
             run.recorder.wandb.finish()

@@ -54,6 +54,11 @@ def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return value
 
 
+def wait_for_all(ranks: Ranks) -> None:
+    if ranks.distributed:
+        dist.barrier()
+
+
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
