@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from data.build import prepare_dataset
+
 REPO = Path(__file__).resolve().parent.parent
 
 TINY_TRAIN_FLAGS = [
@@ -20,3 +22,11 @@ def run_script(*args: str, check: bool = True, **kwargs) -> subprocess.Completed
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def prepare_text(text: str, tokenizer: str, folder: Path, **settings) -> dict:
+    """A dataset folder made from text (written to a file beside it, the way a user's corpus is); its meta."""
+    source = folder.parent / f"{folder.name}.txt"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text(text, encoding="utf-8")
+    return prepare_dataset([source], tokenizer, folder, **settings).meta
