@@ -24,6 +24,7 @@ from pathlib import Path
 from .errors import DataError
 
 PIECE_CHARS = 1 << 20  # a long document is handed on in pieces of about this many characters
+READ_BYTES = 1 << 20  # a text file is read in blocks of this size
 
 # Where a text may be cut without changing its tokens: after a letter followed by a space, or
 # after a newline between two non-space characters. No pre-token of GPT-2's pattern, nor of
@@ -64,8 +65,8 @@ def _files_under(path: Path) -> list[Path]:
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
 
 
-def read_pieces(files: Sequence[Path], text_field: str = "text", piece_chars: int = PIECE_CHARS) -> Iterator[Piece]:
-    """Every document of the files in order, as pieces of about piece_chars characters or
+def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Piece]:
+    """Every document of the files in order, as pieces of about PIECE_CHARS characters or
     fewer, cut only where the tokens cannot change; a DataError names bad input."""
     for path in files:
         name = path.name.lower()
@@ -74,14 +75,14 @@ def read_pieces(files: Sequence[Path], text_field: str = "text", piece_chars: in
         elif name.endswith((".jsonl", ".jsonl.gz")):
             documents = _jsonl_documents(path, text_field)
         else:
-            yield from _text_pieces(path, piece_chars)
+            yield from _text_pieces(path)
             continue
         for text in documents:
-            yield from _document_pieces(text, piece_chars)
+            yield from _document_pieces(text)
 
 
-def _document_pieces(text: str, piece_chars: int) -> Iterator[Piece]:
-    pieces, rest = cut_pieces(text, piece_chars)
+def _document_pieces(text: str) -> Iterator[Piece]:
+    pieces, rest = cut_pieces(text, PIECE_CHARS)
     yield from (Piece(piece, False) for piece in pieces)
     if rest:
         yield Piece(rest, True)
@@ -107,7 +108,7 @@ def _open(path: Path):
         raise DataError(f"input {path} cannot be read ({e.strerror}); check the path and its permissions") from None
 
 
-def _text_pieces(path: Path, piece_chars: int) -> Iterator[Piece]:
+def _text_pieces(path: Path) -> Iterator[Piece]:
     """A text file as pieces; it is read in blocks, never whole."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, pending = 0, ""  # bytes of the file read so far; text not yet handed on
@@ -118,16 +119,16 @@ def _text_pieces(path: Path, piece_chars: int) -> Iterator[Piece]:
                                 f"give text, JSONL or Parquet files")
             pending += _decode(decoder, block, path, offset)
             offset += len(block)
-            pieces, pending = cut_pieces(pending, piece_chars)
+            pieces, pending = cut_pieces(pending, PIECE_CHARS)
             yield from (Piece(piece, False) for piece in pieces)
         pending += _decode(decoder, b"", path, offset, final=True)
     if pending:
         yield Piece(pending, True)
 
 
-def _read_block(f, path: Path, size: int = 1 << 20) -> bytes:
+def _read_block(f, path: Path) -> bytes:
     try:
-        return f.read(size)
+        return f.read(READ_BYTES)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise _unreadable(path, e) from None
 
