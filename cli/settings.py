@@ -178,7 +178,8 @@ class BenchConfig:
     """Keys of bench.py; the training benchmarks pass every other key to train.py."""
 
     command: ClassVar[str] = "bench"
-    usage: ClassVar[str] = "python bench.py generation|training|precision|first_token [CONFIG.toml ...] [--key=value ...]"
+    usage: ClassVar[str] = ("python bench.py generation|training|precision|first_token|prepare [CONFIG.toml ...] "
+                            "[--key=value ...]")
 
     new_tokens: list[int] = option([100, 500, 1000], "generation: tokens generated per timed run (comma-separated)")
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
@@ -187,9 +188,11 @@ class BenchConfig:
     runs: int = option(5, "first_token: how many times to start sample.py")
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", shared=True)
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps", shared=True)
+    corpus_mb: int = option(40, "prepare: MB of text (copies of the plays, one file each) to prepare")
+    vocab_size: int = option(4096, "prepare: vocabulary of the trained BPE tokenizer")
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("runs",))
+        _require_positive(self, ("runs", "corpus_mb"))
         if self.steps is not None and self.steps < 50:
             raise UserError(f"steps={self.steps} is too few to time; use 50 or more")
         if min(self.new_tokens + self.batch_sizes) <= 0:
