@@ -40,9 +40,12 @@ def main(argv: list[str]) -> None:
     if prepared.reused:
         print(f"{cfg.out_dir} already holds this dataset (same inputs and settings); nothing to do")
         return
+    documents = meta["train_documents"] + meta["val_documents"]
+    held_out = (f"{meta['val_documents']:,} whole documents" if meta["split"] == "documents"
+                else f"the last {meta['val_fraction']:.0%} of the text")
     print(
-        f"{cfg.out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens "
-        f"({meta['train_documents']:,} and {meta['val_documents']:,} documents, split by {meta['split']}), "
+        f"{cfg.out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
+        f"{documents:,} document{'s' * (documents != 1)} (validation: {held_out}), "
         f"vocabulary {meta['vocab_size']:,} ({cfg.tokenizer}), {meta['dtype']}"
     )
 

@@ -41,7 +41,7 @@ def documents_of(folder) -> dict[str, list[str]]:
 def test_a_folder_of_every_format_decodes_to_its_documents_in_order(corpus, tmp_path, kind):
     meta = prepare_dataset([corpus], kind, tmp_path / "ds", **SETTINGS[kind]).meta
     found = documents_of(tmp_path / "ds")
-    k = round(len(DOCUMENTS) * 0.1)  # 16 documents: 2 held out, whole
+    k = round(len(DOCUMENTS) * 0.1)  # 15 documents: 2 held out, whole
     assert len(found["val"]) == meta["val_documents"] == k and meta["split"] == "documents"
     assert len(found["train"]) == meta["train_documents"] == len(DOCUMENTS) - k
     positions = {split: [DOCUMENTS.index(doc) for doc in docs] for split, docs in found.items()}
