@@ -127,7 +127,10 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
            progress: bool) -> dict:
     """Write train.bin, val.bin, meta.json (and the rank file for bpe) into staging; returns the meta."""
     plan = plan_split(scan.documents, scan.chars, settings["val_fraction"], settings["seed"])
-    labelled = lambda: label_pieces(read_pieces(files, settings["text_field"]), plan)  # noqa: E731
+
+    def labelled():  # each pass reads the inputs anew: nothing of the corpus is kept in memory
+        return label_pieces(read_pieces(files, settings["text_field"]), plan)
+
     tokenizer = _make_tokenizer(settings, scan, labelled, progress)
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     splits = {name: TokenFile(staging / f"{name}.bin", dtype) for name in ("train", "val")}

@@ -47,8 +47,8 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
         raise DataError("no input given; name text, JSONL or Parquet files, folders or globs with --input")
     files = []
     for pattern in patterns:
-        path = Path(pattern)
-        matches = [path] if path.exists() else [Path(p) for p in sorted(glob.glob(str(pattern), recursive=True))]
+        path = Path(pattern).expanduser()
+        matches = [path] if path.exists() else [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
         if not matches:
             raise DataError(f"input {pattern} not found; give a file, a folder or a glob with --input")
         found = [f for match in matches for f in _files_under(match)]

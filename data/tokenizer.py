@@ -113,7 +113,11 @@ class TiktokenTokenizer:
         return self._enc.decode_bytes(ids)
 
     def token_bytes(self) -> np.ndarray:
-        return np.array([len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)], dtype=np.int64)
+        """Special tokens (<|endoftext|>) are no text: 0 bytes, so bits per byte count only the text's."""
+        sizes = [len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
+        for name in self._enc.special_tokens_set:
+            sizes[self._enc.encode_single_token(name)] = 0
+        return np.array(sizes, dtype=np.int64)
 
 
 class GPT2Tokenizer(TiktokenTokenizer):

@@ -113,3 +113,11 @@ def test_char_unknown_characters_are_all_named():
     tok = CharTokenizer.from_text("abc")
     with pytest.raises(DataError, match=r"characters 'x', 'z' are not in this model's vocabulary of 3"):
         tok.encode("abzxa")
+
+
+def test_end_of_text_counts_no_bytes_for_bits_per_byte(bpe_folder):
+    for tok in (load_tokenizer(bpe_folder), GPT2Tokenizer(), CharTokenizer.from_text(TEXT, end_of_text=True)):
+        sizes = tok.token_bytes()
+        assert sizes[tok.eot_token] == 0
+        ids = tok.encode(TEXT)
+        assert sizes[ids].sum() == len(TEXT.encode("utf-8"))
