@@ -28,7 +28,6 @@ def stop_on_sigterm() -> None:
 
 def main(argv: list[str]) -> None:
     cfg = read_config(PrepareConfig, argv)
-    stop_on_sigterm()
     try:
         prepared = prepare_dataset(cfg.input, cfg.tokenizer, cfg.out_dir, vocab_size=cfg.vocab_size,
                                    val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,
@@ -51,4 +50,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     run_cli(main)

@@ -24,6 +24,17 @@ def run_script(*args: str, check: bool = True, **kwargs) -> subprocess.Completed
     return result
 
 
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit status 2, no traceback, and one error line (after any progress bar) with every fragment."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+    assert result.stderr.rstrip().endswith(errors[0])
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
 def prepare_text(text: str, tokenizer: str, folder: Path, **settings) -> dict:
     """A dataset folder made from text (written to a file beside it, the way a user's corpus is); its meta."""
     source = folder.parent / f"{folder.name}.txt"

@@ -64,6 +64,7 @@ def inject(moment: str, signum: int) -> None:
 
 if __name__ == "__main__":
     inject(sys.argv[1], getattr(signal, sys.argv[2]))
-    from data.prepare import main
+    from data.prepare import main, stop_on_sigterm
 
+    stop_on_sigterm()
     run_cli(main, sys.argv[3:])

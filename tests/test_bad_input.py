@@ -9,24 +9,13 @@ import shutil
 import pytest
 import torch
 
-from helpers import TINY_TRAIN_FLAGS, prepare_text, run_script
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_script
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
 
 def snapshot(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    """Exit status 2, no traceback, and one error line (after any progress bar) with every fragment."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
-    assert result.stderr.rstrip().endswith(errors[0])
-    for fragment in fragments:
-        assert fragment in errors[0]
 
 
 @pytest.fixture

@@ -102,6 +102,10 @@ def test_prepare_a_folder_with_a_trained_bpe_then_train_and_sample(tmp_path, cor
     run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={data_dir}", f"--out_dir={out_dir}")
     checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
     assert checkpoint["tokenizer"]["kind"] == "bpe" and checkpoint["model_args"]["vocab_size"] == 320
+    scores = json.loads(run_script("eval.py", f"--out_dir={out_dir}", "--json=true").stdout)
+    meta = json.loads((data_dir / "meta.json").read_text())
+    assert scores["tokens"] == meta["val_tokens"] - 1  # every token of the split but the first is predicted
+    assert meta["val_bytes"] - 16 <= scores["bytes"] < meta["val_bytes"]  # end-of-text tokens count no bytes
     shutil.rmtree(data_dir)
     prompt = "Shall I 日本"  # characters the tokenizer never saw in this order still encode, byte by byte
     sample = run_script("sample.py", f"--out_dir={out_dir}", f"--prompt={prompt}", "--max_new_tokens=30").stdout

@@ -56,8 +56,8 @@ def test_a_killed_prepare_leaves_the_old_dataset_or_the_new_one(corpora, tmp_pat
         assert result.returncode == 130 and result.stderr.strip().splitlines()[-1].startswith("interrupted")
         assert "Traceback" not in result.stderr
         assert sorted(p.name for p in target.parent.iterdir()) == ["plays"]
-    else:
-        assert result.returncode == -9
-    run_script("data/prepare.py", *flags)  # the next run removes what a killed one left, and finishes
+        return
+    assert result.returncode == -9
+    run_script("data/prepare.py", *flags)  # the next run removes what the killed one left, and finishes
     assert whole_dataset(target) == "new" and open_dataset(target).meta["fingerprint"] == expected["fingerprint"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["plays"]

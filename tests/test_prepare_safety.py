@@ -4,17 +4,20 @@ preparation does nothing."""
 from __future__ import annotations
 
 import gzip
-import json
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr
+from types import SimpleNamespace
 
 import pytest
 
+from cli.errors import run_cli
 from data.build import prepare_dataset
 from data.dataset import open_dataset
-from helpers import run_script
-from test_bad_input import assert_one_line_error
+from data.prepare import main
+from helpers import assert_one_line_error, run_script
 
 OLD_TEXT = "An old dataset that must survive.\n" * 40
 
@@ -75,7 +78,13 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.slow
+def run_prepare(*args: str) -> SimpleNamespace:
+    """data/prepare.py's main as its command line runs it, in this process: exit status and stderr."""
+    with pytest.raises(SystemExit) as stopped, redirect_stderr(io.StringIO()) as stderr:
+        run_cli(main, list(args))
+    return SimpleNamespace(returncode=stopped.value.code, stderr=stderr.getvalue())
+
+
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_and_changes_nothing(workspace, case):
     files, flags, fragments = BAD_INPUTS[case]
@@ -87,8 +96,7 @@ def test_bad_input_is_one_line_and_changes_nothing(workspace, case):
     if case != "another dataset there":
         args.append("--overwrite=true")
     before = tree(workspace)
-    result = run_script("data/prepare.py", *args, check=False)
-    assert_one_line_error(result, *fragments)
+    assert_one_line_error(run_prepare(*args), *fragments)
     assert tree(workspace) == before  # nothing written, nothing left behind
     assert open_dataset(workspace / "data" / "old").meta["train_bytes"] > 0  # the old dataset, whole
 
@@ -120,6 +128,11 @@ def test_staging_folders_of_dead_processes_are_removed(workspace):
 
 
 @pytest.mark.slow
-def test_an_identical_rerun_says_so_and_exits_0(workspace):
-    result = run_script("data/prepare.py", f"--input={workspace / 'old.txt'}", f"--out_dir={workspace / 'data' / 'old'}")
-    assert "already holds this dataset" in result.stdout
+def test_the_command_says_one_line_for_bad_input_and_so_for_a_rerun(workspace):
+    (workspace / "in" / "d.jsonl").write_text('{"text": "a"}\n{oops')
+    before = tree(workspace)
+    bad = run_script("data/prepare.py", f"--input={workspace / 'in'}", f"--out_dir={workspace / 'new'}", check=False)
+    assert_one_line_error(bad, "d.jsonl line 2 is not JSON")
+    assert tree(workspace) == before
+    rerun = run_script("data/prepare.py", f"--input={workspace / 'old.txt'}", f"--out_dir={workspace / 'data' / 'old'}")
+    assert "already holds this dataset" in rerun.stdout
