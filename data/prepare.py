@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
                                    val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,
                                    workers=cfg.workers, overwrite=cfg.overwrite, progress=True)
     except KeyboardInterrupt:
-        print(f"interrupted: {cfg.out_dir} is as it was", file=sys.stderr)
+        print(f"interrupted: nothing half-written is left in {cfg.out_dir}", file=sys.stderr)
         sys.exit(130)
     meta = prepared.meta
     if prepared.reused:
