@@ -157,3 +157,14 @@ def test_globs_and_files_in_the_order_given(corpus, tmp_path):
     assert [p.name for p in files] == ["docs.jsonl", "more.jsonl.gz", "notes.txt"]
     assert [p.name for p in find_inputs([corpus])] == ["poem.txt", "notes.txt", "docs.jsonl", "more.jsonl.gz",
                                                         "shard.parquet"]
+
+
+def test_the_bpe_recipe_is_the_default_run_on_a_trained_bpe():
+    from cli.settings import TrainConfig, read_config
+    from data.corpora import RECIPES
+    from helpers import REPO
+
+    default, bpe = read_config(TrainConfig, []), read_config(TrainConfig, [str(REPO / "configs/shakespeare_bpe.toml")])
+    assert RECIPES[bpe.dataset].tokenizer == "bpe" and RECIPES[default.dataset].tokenizer == "char"
+    same_model = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "learning_rate")
+    assert all(getattr(bpe, key) == getattr(default, key) for key in same_model)
