@@ -18,10 +18,13 @@ import torch
 from cli.device import pick_device
 from cli.errors import UserError, run_cli
 from cli.loading import encode_prompt, load_model, read_prompt
+from cli.outputs import check_output
 from cli.settings import AttentionConfig, read_config
+from data.files import write_atomically
 from model import GPT
 from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count
-from viz.maps import heatmap_figure, query_figure, save_png
+from viz.maps import heatmap_figure, query_figure
+from viz.png import save_png
 from viz.tokens import tick_label, token_texts
 
 
@@ -35,11 +38,13 @@ def resolve_query(query_index: int | None, n_tokens: int) -> int:
     return query_index
 
 
-def layer_patterns(model: GPT, ids: list[int], device: torch.device) -> torch.Tensor:
-    """Attention patterns of the text ids, by the model's explicit path: (n_layer, nh, T, T) on the CPU."""
+def layer_records(model: GPT, ids: list[int], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """What the model's explicit path saw for the text ids, on the CPU: the patterns and the raw
+    q . k scores (n_layer, nh, T, T), and the length of each token's value vector (n_layer, nh, T)."""
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
-    patterns = model.attention_patterns(idx)  # n_layer x (1, nh, T, T)
-    return torch.cat(patterns, dim=0).float().cpu()  # (n_layer, nh, T, T)
+    records = model.attention_records(idx)  # n_layer records, batch of 1
+    return tuple(torch.cat([getattr(r, part) for r in records]).float().cpu()
+                 for part in ("pattern", "scores", "value_norms"))
 
 
 def output_folder(to: str) -> Path:
@@ -59,10 +64,10 @@ def check_page_size(cfg: AttentionConfig, model: GPT, n_tokens: int) -> None:
                         f"use a shorter text or --html=false")
 
 
-def write_outputs(
-    cfg: AttentionConfig, patterns: torch.Tensor, tokens: list[str], query: int, about: str
-) -> list[Path]:
-    """The PNGs (and the page) for patterns (n_layer, nh, T, T); returns the paths written."""
+def write_outputs(cfg: AttentionConfig, records: tuple[torch.Tensor, ...], head_size: int, tokens: list[str],
+                  query: int, about: str) -> list[Path]:
+    """The PNGs (and the page) for the layer records; returns the paths written."""
+    patterns = records[0]  # (n_layer, nh, T, T)
     folder = output_folder(cfg.to)
     written = [
         save_png(heatmap_figure(patterns, tokens, about), folder / "heatmaps.png"),
@@ -70,16 +75,20 @@ def write_outputs(
     ]
     if cfg.html:
         page = folder / "explorer.html"
-        page.write_text(explorer_html(patterns, tokens, query, about), encoding="utf-8")
+        write_atomically(page, explorer_html(*records, head_size, tokens, query, about).encode("utf-8"))
         written.append(page)
     return written
 
 
 def main(argv: list[str]) -> None:
     cfg = read_config(AttentionConfig, argv)
+    check_output(cfg.to, "to", folder=True)
     device = pick_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
-    ids = encode_prompt(read_prompt(cfg.text, "text"), tokenizer, model.config.block_size, "text")
+    ids = encode_prompt(read_prompt(cfg.text, "text"), tokenizer)
+    if len(ids) > model.config.block_size:
+        raise UserError(f"the text is {len(ids)} tokens but the model's context is {model.config.block_size}; "
+                        f"shorten the text")
     query = resolve_query(cfg.query_index, len(ids))
     check_page_size(cfg, model, len(ids))
     tokens = token_texts(tokenizer, ids)
@@ -87,7 +96,7 @@ def main(argv: list[str]) -> None:
     c = model.config
     about = f"{source}: {len(ids)} tokens through {c.n_layer} layers of {c.n_head} heads"
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")
-    for path in write_outputs(cfg, layer_patterns(model, ids, device), tokens, query, about):
+    for path in write_outputs(cfg, layer_records(model, ids, device), c.head_size, tokens, query, about):
         print(f"wrote {path}")
 
 

@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from cli.device import pick_device
@@ -24,7 +26,10 @@ def main(argv: list[str]) -> None:
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
     model = for_cpu_decoding(model)  # a faster route for one-token products on a CPU; the same weights
     prompt = read_prompt(cfg.prompt)
-    ids = encode_prompt(prompt, tokenizer, model.config.block_size)
+    ids = encode_prompt(prompt, tokenizer)
+    if len(ids) > model.config.block_size:
+        print(f"note: the prompt is {len(ids):,} tokens; the model reads its last {model.config.block_size} "
+              f"(block_size)", file=sys.stderr)
     idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = [SampleText(tokenizer, cfg.stop) for _ in range(cfg.num_samples)]

@@ -26,23 +26,24 @@ from cli.errors import UserError, run_cli
 from cli.loading import load_checkpoint
 from cli.settings import TrainConfig, read_config
 from data.corpora import ensure_dataset
-from data.dataset import Dataset, open_dataset
+from data.dataset import Dataset, dataset_identity, open_dataset
 from data.loader import BatchLoader
 from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
 from training.checkpoint import RESUME_KEYS, Progress, checkpoint_payload, restore_training_state, save_checkpoint
-from training.init_from import build_model
+from training.init_from import build_model, check_resume_data
 from training.metrics_log import MetricsLog
-from training.optimizer import build_optimizer
-from training.out_dir import open_out_dir
-from training.schedule import learning_rate_at
+from training.optimizer import Optimizers, build_optimizers
+from training.out_dir import OutDir, claim_out_dir
+from training.schedule import lr_scale
 from training.signals import StopSignals
 from training.throughput import MFUMeter
 from training.wandb_log import WandbLog
 from viz.loss_plot import plot_loss
-from viz.maps import heatmap_figure, save_png
+from viz.maps import heatmap_figure
+from viz.png import save_png
 from viz.tokens import token_texts
 
 
@@ -58,6 +59,7 @@ class Hardware:
 @dataclass
 class Data:
     dataset: Dataset
+    identity: dict  # what checkpoints record of it: its tokenizer and the fingerprint of its token files
     train: BatchLoader  # this process's share of every epoch
     eval: dict[str, BatchLoader]  # the same batches at every evaluation
 
@@ -107,11 +109,12 @@ class Run:
     hardware: Hardware
     data: Data
     models: Models
-    optimizer: torch.optim.Optimizer
+    optimizers: Optimizers
     scaler: torch.amp.GradScaler  # loss scaling for float16; a pass-through otherwise
     progress: Progress
     recorder: Recorder
     mfu: MFUMeter
+    out_dir: OutDir | None  # the main process's hold on out_dir: no other run writes there meanwhile
 
     @property
     def tokens_per_step(self) -> int:  # across all processes
@@ -119,7 +122,7 @@ class Run:
             * self.hardware.ranks.world_size
 
     def save(self, name: str) -> None:
-        payload = checkpoint_payload(self.models.plain, self.optimizer, self.scaler, self.cfg, self.data.dataset,
+        payload = checkpoint_payload(self.models.plain, self.optimizers, self.scaler, self.cfg, self.data.identity,
                                      self.progress, self.data.train)
         save_checkpoint(payload, self.recorder.out_dir / name)
         if name == "ckpt.pt":
@@ -136,7 +139,16 @@ def set_up_data(cfg: TrainConfig, ranks: distributed.Ranks) -> Data:
     train = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     evaluation = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
                   for split, tokens in (("train", dataset.train), ("val", dataset.val))}
-    return Data(dataset, train, evaluation)
+    return Data(dataset, dataset_identity(dataset), train, evaluation)
+
+
+def set_up_models(cfg: TrainConfig, hardware: Hardware, dataset: Dataset, checkpoint: dict | None) -> Models:
+    device = hardware.device
+    model = build_model(cfg, dataset, checkpoint).to(device)
+    compiled = torch.compile(model) if cfg.compile else model
+    wrapped = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) \
+        if hardware.ranks.distributed else compiled
+    return Models(model, compiled, wrapped)
 
 
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
@@ -145,33 +157,45 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)  # each process its own dropout masks
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    out_dir = open_out_dir(cfg.out_dir) if ranks.is_main else Path(cfg.out_dir)
+    # before the data and the model, so a refusal comes at once; a refused run writes nothing in out_dir
+    out_dir = claim_out_dir(cfg) if ranks.is_main else None
+    try:
+        return set_up_run(cfg, argv, hardware, out_dir)
+    except BaseException:
+        if out_dir is not None:
+            out_dir.abandon()  # a run that never began leaves out_dir as it found it
+        raise
+
+
+def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: OutDir | None) -> Run:
+    """Data, checkpoint, model, optimizer and records, once out_dir is this run's."""
+    ranks, device = hardware.ranks, hardware.device
     data = set_up_data(cfg, ranks)
-    checkpoint = load_checkpoint(out_dir / "ckpt.pt", required=RESUME_KEYS) if cfg.init_from == "resume" else None
-    model = build_model(cfg, data.dataset, checkpoint).to(device)
-    compiled = torch.compile(model) if cfg.compile else model
-    wrapped = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ranks.distributed else compiled
-    optimizer = build_optimizer(model, cfg, device)
+    checkpoint = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt", required=RESUME_KEYS) if cfg.init_from == "resume" \
+        else None
+    new_data = checkpoint is not None and check_resume_data(checkpoint, data.identity, cfg)  # before the shape check
+    models = set_up_models(cfg, hardware, data.dataset, checkpoint)
+    optimizers = build_optimizers(models.plain, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.dtype == "float16")
     progress = Progress()
     if checkpoint is not None:
-        progress = restore_training_state(checkpoint, optimizer, scaler, data.train, ranks.rank, cfg.seed)
+        progress = restore_training_state(checkpoint, optimizers, scaler, data.train, ranks.rank, cfg.seed, new_data)
+    if out_dir is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
+        out_dir.begin(replace_earlier_run=cfg.overwrite and checkpoint is None)
     resume_step = progress.step if checkpoint is not None else None
-    recorder = Recorder(out_dir, argv,
-                        log=MetricsLog(out_dir / "log.jsonl", resume_step) if ranks.is_main else None,
+    recorder = Recorder(Path(cfg.out_dir), argv,
+                        log=MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step) if ranks.is_main else None,
                         wandb=WandbLog(cfg, resume_step) if cfg.wandb_log and ranks.is_main else None,
                         saved_step=resume_step)
-    mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size) * ranks.world_size, device, hardware.dtype)
-    return Run(cfg, hardware, data, Models(model, compiled, wrapped), optimizer, scaler, progress, recorder, mfu)
+    mfu = MFUMeter(training_flops_per_token(models.plain.config, cfg.block_size) * ranks.world_size, device,
+                   hardware.dtype)
+    return Run(cfg, hardware, data, models, optimizers, scaler, progress, recorder, mfu, out_dir)
 
 
-def train_step(run: Run, lr: float) -> torch.Tensor:
-    """One optimizer step over gradient_accumulation_steps micro-batches; returns this
+def train_step(run: Run) -> torch.Tensor:
+    """Gradients of one step over gradient_accumulation_steps micro-batches; returns this
     process's mean loss as a tensor on the device (reading it would wait for the device)."""
     n_micro, device = run.cfg.gradient_accumulation_steps, run.hardware.device
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
     step_loss = torch.zeros((), device=device)
     for micro in range(n_micro):
         x, y = run.data.train.next_batch()
@@ -189,14 +213,14 @@ def train_step(run: Run, lr: float) -> torch.Tensor:
 
 
 def apply_update(run: Run) -> None:
-    """Clip, step the optimizer, clear the gradients."""
-    optimizer, scaler = run.optimizer, run.scaler
+    """Clip, step the optimizers, clear the gradients."""
+    optimizers, scaler = run.optimizers, run.scaler
     if run.cfg.grad_clip > 0:
-        scaler.unscale_(optimizer)
+        optimizers.unscale(scaler)
         torch.nn.utils.clip_grad_norm_(run.models.plain.parameters(), run.cfg.grad_clip)
-    scaler.step(optimizer)
+    optimizers.step(scaler)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    optimizers.zero_grad()
     run.progress.step += 1
     run.progress.tokens += run.tokens_per_step
 
@@ -249,9 +273,11 @@ def train(run: Run, bar: tqdm) -> int | None:
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.hardware.device)  # sum of those steps' losses: non-finite if any was
     while progress.step < cfg.max_iters:
-        lr = learning_rate_at(progress.step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters) \
-            if cfg.decay_lr else cfg.learning_rate
-        step_loss = train_step(run, lr)
+        scale = lr_scale(progress.step, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr / cfg.learning_rate) \
+            if cfg.decay_lr else 1.0
+        run.optimizers.set_lr_scale(scale)
+        lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
+        step_loss = train_step(run)
         unread += step_loss
         step = progress.step + 1
         finished = step == cfg.max_iters
@@ -319,9 +345,12 @@ def describe(run: Run) -> str:
     c, cfg, hw = run.models.plain.config, run.cfg, run.hardware
     world = hw.ranks.world_size
     peak = "" if run.mfu.peak is None else f"peak {run.mfu.peak / 1e12:.2f} TFLOP/s, "
+    recipe = [c.pos_emb if c.pos_emb == "rope" else "learned positions", c.norm, c.mlp, *(["qk-norm"] * c.qk_norm),
+              f"{c.n_kv_head} key/value heads" if c.n_kv_head < c.n_head else "",
+              "tied head" if c.tie_embeddings else "untied head", " + ".join(run.optimizers.parts)]
     return (f"model: {run.models.plain.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, "
-            f"{c.n_embd} wide, context {c.block_size}); device {hw.device}, {hw.dtype}"
-            f"{', compiled' if cfg.compile else ''}\n"
+            f"{c.n_embd} wide, context {c.block_size}; {', '.join(r for r in recipe if r)}); "
+            f"device {hw.device}, {hw.dtype}{', compiled' if cfg.compile else ''}\n"
             f"batch: {cfg.batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) "
             f"= {cfg.batch_size * cfg.gradient_accumulation_steps * world} sequences, "
             f"{run.tokens_per_step:,} tokens per step; MFU: {peak}{run.mfu.peak_source}")
@@ -347,6 +376,8 @@ def main(argv: list[str]) -> None:
         if run.recorder.wandb is not None:
             run.recorder.wandb.finish()
         distributed.stop()
+        if run.out_dir is not None:
+            run.out_dir.release()
     if stopped_by is not None:
         if main_process:
             print(f"stopped at step {run.progress.step}; checkpoint saved to {run.recorder.out_dir / 'ckpt.pt'}. "

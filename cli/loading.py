@@ -10,6 +10,7 @@ import torch
 
 from data.tokenizer import GPT2Tokenizer, Tokenizer, start_tokens, tokenizer_from_description
 from model import GPT, GPTConfig
+from model.pretrained import from_gpt2_names
 
 from .errors import UserError
 
@@ -34,9 +35,12 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
 
 def model_from_checkpoint(checkpoint: dict, path: Path) -> GPT:
     """Rebuild the GPT a checkpoint describes and load its weights."""
+    weights = checkpoint["model"]
+    if any(".attn.c_attn." in name for name in weights):  # written before q, k and v were separate matrices
+        weights = from_gpt2_names(weights, conv1d=False)
     try:
         model = GPT(GPTConfig(**checkpoint["model_args"]))
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(weights)
     except (RuntimeError, TypeError, ValueError) as e:
         detail = str(e).strip().splitlines()[0][:150]
         raise UserError(f"checkpoint {path} does not match the model it describes ({detail}); use another one") from None
@@ -77,11 +81,6 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
         raise UserError(f"{what} file {path} cannot be read: {e.strerror or e}") from None
 
 
-def encode_prompt(prompt: str, tokenizer: Tokenizer, block_size: int, what: str = "prompt") -> list[int]:
-    """Token ids of the text (the start token if it is empty), at most block_size of them."""
-    ids = tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
-    if len(ids) > block_size:
-        raise UserError(
-            f"the {what} is {len(ids)} tokens but the model's context is {block_size}; shorten the {what}"
-        )
-    return ids
+def encode_prompt(prompt: str, tokenizer: Tokenizer) -> list[int]:
+    """Token ids of the text, or the start token if it is empty."""
+    return tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)

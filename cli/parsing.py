@@ -28,13 +28,14 @@ from .errors import UserError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, escapes: bool = False, shared: bool = False) -> Any:
+def option(default: Any, help: str, escapes: bool = False, shared: bool = False, choices: tuple = ()) -> Any:
     """A config field with its one line of help. `escapes`: a flag's value may use
     backslash escapes such as \\n (prompts, stop strings). `shared`: a key of
     another command that means the same as training's key of that name, so it is
-    read from a training config's top level."""
+    read from a training config's top level. `choices`: the values it may take."""
     factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
-    return dataclasses.field(metadata={"help": help, "escapes": escapes, "shared": shared}, **factory)
+    metadata = {"help": help, "escapes": escapes, "shared": shared, "choices": choices}
+    return dataclasses.field(metadata=metadata, **factory)
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
@@ -175,6 +176,10 @@ def parse_config(cls: type[C], argv: list[str], command: str, keys_by_command: d
             value = from_flags.get(key, []) + value
         from_flags[key] = value
     values.update(from_flags)
+    for key, value in values.items():
+        choices = fields[key].metadata["choices"]
+        if choices and value not in choices:
+            raise UserError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")
     return cls(**values)
 
 

@@ -14,8 +14,6 @@ from .parsing import exit_with_help_if_asked, option, parse_config
 
 C = TypeVar("C")
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
 
 def _require_positive(cfg: object, names: tuple[str, ...]) -> None:
     for name in names:
@@ -28,11 +26,6 @@ def _require_seed(seed: int) -> None:
         raise UserError(f"seed={seed} must be between 0 and {2**32 - 1}")
 
 
-def _require_known(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"{name}={value!r} is not one of {', '.join(choices)}")
-
-
 @dataclass
 class TrainConfig:
     command: ClassVar[str] = "train"
@@ -41,19 +34,30 @@ class TrainConfig:
     out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs")
     dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)")
     init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2 folder")
+    overwrite: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
+    allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
     eval_interval: int = option(250, "evaluate train and val loss every this many steps")
     eval_iters: int = option(20, "batches averaged per evaluation")
     log_interval: int = option(10, "update the progress bar every this many steps")
     always_save_checkpoint: bool = option(True, "write ckpt.pt at every evaluation, not only on a new best val loss")
     sample_tokens: int = option(300, "length of the sample printed when training ends (0: none)")
-    # model
+    # model: the modern recipe by default; configs/classic.toml is the GPT-2 one
     n_layer: int = option(4, "number of transformer blocks")
-    n_head: int = option(4, "attention heads per block")
+    n_head: int = option(4, "attention (query) heads per block")
     n_embd: int = option(128, "embedding width (divisible by n_head)")
     block_size: int = option(128, "context length in tokens")
     dropout: float = option(0.0, "dropout probability (0 for short runs)")
     bias: bool = option(False, "biases in Linear layers and LayerNorms")
     vocab_size: int | None = option(None, "vocabulary size (none: the dataset's; larger pads it, e.g. 50304)")
+    pos_emb: str = option("rope", "rope (rotary: turns queries and keys) or learned (GPT-2's position embedding)",
+                          choices=("rope", "learned"))
+    rope_theta: float = option(10000.0, "RoPE's base (longer contexts like larger ones)")
+    norm: str = option("rmsnorm", "rmsnorm (Llama) or layernorm (GPT-2)", choices=("rmsnorm", "layernorm"))
+    qk_norm: bool = option(True, "an RMSNorm on each head's queries and keys (Qwen3)")
+    mlp: str = option("swiglu", "swiglu (gated, 8/3 n_embd wide) or gelu (GPT-2, 4 n_embd wide)",
+                      choices=("swiglu", "gelu"))
+    n_kv_head: int | None = option(None, "key/value heads shared by the query heads (none: n_head; 1: multi-query)")
+    tie_embeddings: bool = option(False, "the output head is the token embedding (GPT-2)")
     # optimisation
     batch_size: int = option(16, "sequences per micro-batch")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
@@ -63,13 +67,18 @@ class TrainConfig:
     warmup_iters: int = option(100, "steps of linear warmup")
     lr_decay_iters: int = option(1300, "step where the cosine decay reaches min_lr")
     decay_lr: bool = option(True, "warmup and cosine decay (false: constant learning_rate)")
-    weight_decay: float = option(0.1, "AdamW weight decay, on matrices only")
+    optimizer: str = option("muon", "muon (Muon for the blocks' matrices, AdamW for the rest) or adamw",
+                            choices=("muon", "adamw"))
+    muon_lr: float = option(0.02, "Muon's peak learning rate (the schedule scales it as learning_rate)")
+    muon_momentum: float = option(0.95, "Muon's momentum")
+    weight_decay: float = option(0.1, "decoupled weight decay, on matrices only")
     beta1: float = option(0.9, "AdamW beta1")
     beta2: float = option(0.99, "AdamW beta2")
     grad_clip: float = option(1.0, "clip the gradient norm to this (0: off)")
     # system
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    dtype: str = option("auto", "auto (bfloat16 where the hardware has it, else float32), float32, bfloat16 or float16 (autocast)")
+    dtype: str = option("auto", "auto (bfloat16 where the hardware has it, else float32), float32, bfloat16 or float16 (autocast)",
+                        choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = option(False, "torch.compile the model")
     seed: int = option(1337, "seed of every random generator")
     # logging
@@ -80,12 +89,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # the model's shape is checked by GPTConfig when the model is built
         _require_positive(self, ("eval_interval", "eval_iters", "log_interval", "batch_size",
-                                 "gradient_accumulation_steps", "max_iters", "learning_rate", "lr_decay_iters"))
+                                 "gradient_accumulation_steps", "max_iters", "learning_rate", "lr_decay_iters", "muon_lr"))
         if self.warmup_iters < 0 or self.sample_tokens < 0 or self.grad_clip < 0:
             raise UserError("warmup_iters, sample_tokens and grad_clip must not be negative")
         if not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
-        _require_known("dtype", self.dtype, DTYPES)
         _require_seed(self.seed)
 
 
@@ -178,13 +186,14 @@ class BenchConfig:
     """Keys of bench.py; the training benchmarks pass every other key to train.py."""
 
     command: ClassVar[str] = "bench"
-    usage: ClassVar[str] = ("python bench.py generation|training|precision|first_token|prepare [CONFIG.toml ...] "
-                            "[--key=value ...]")
+    usage: ClassVar[str] = ("python bench.py generation|training|precision|recipe|first_token|prepare "
+                            "[CONFIG.toml ...] [--key=value ...]")
 
     new_tokens: list[int] = option([100, 500, 1000], "generation: tokens generated per timed run (comma-separated)")
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
     steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)")
     as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top")
+    to: str = option("recipe.png", "recipe: the picture of every run's loss curves")
     runs: int = option(5, "first_token: how many times to start sample.py")
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", shared=True)
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps", shared=True)
@@ -199,8 +208,21 @@ class BenchConfig:
             raise UserError("new_tokens and batch_sizes must be positive")
 
 
+@dataclass
+class CompareConfig:
+    command: ClassVar[str] = "compare"
+    usage: ClassVar[str] = "python compare.py --runs=OUT_DIR --runs=OUT_DIR [...] [--to=compare.png]"
+
+    runs: list[str] = option([], "out_dir of a training run (repeat the flag for each run)")
+    to: str = option("compare.png", "the picture to write")
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise UserError("name the runs to compare: --runs=OUT_DIR --runs=OUT_DIR")
+
+
 COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, AttentionConfig, PrepareConfig,
-                                         BenchConfig)}
+                                         BenchConfig, CompareConfig)}
 
 
 def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:

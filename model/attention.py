@@ -4,13 +4,18 @@ Every token's embedding is projected to a query, a key and a value. Each query
 is compared with the keys of its own and every earlier position (scaled dot
 products), the causal mask hides later positions, a softmax turns the scores
 into an attention pattern whose rows sum to one, and each position takes the
-pattern-weighted sum of the values. Several heads do this in parallel on slices
-of the embedding; their outputs are concatenated and mixed back by an output
-projection.
+pattern-weighted sum of the values. Several heads do this in parallel; their
+outputs are concatenated and mixed back by an output projection.
+
+The modern shape changes three things and nothing else: RoPE turns queries
+and keys by their position (model/rope.py), QK-norm scales each head's queries
+and keys to a fixed size first, and with grouped-query attention several
+query heads share one key/value head.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -18,93 +23,107 @@ import torch.nn.functional as F
 
 from .config import GPTConfig
 from .kv_cache import KVCache
+from .rope import rotate, rotation_tables
 
 
-def causal_mask(n_query: int, n_key: int, device: torch.device) -> torch.Tensor:
-    """Boolean mask (n_query, n_key), True where a query may look at a key.
+@dataclass
+class AttentionRecord:
+    """What one layer's explicit path computed, for pictures: (B, nh, Tq, Tk) each but value_norms."""
 
-    The queries are the last n_query of the n_key positions, so query i sits at
-    position n_key - n_query + i and sees keys 0..that position, never later ones.
-    """
-    ones = torch.ones(n_query, n_key, dtype=torch.bool, device=device)
-    return ones.tril(diagonal=n_key - n_query)
+    scores: torch.Tensor  # raw q . k, before scaling and masking
+    pattern: torch.Tensor  # softmax of the scaled, masked scores: rows sum to 1
+    value_norms: torch.Tensor  # (B, nh, Tk): the length of each key's value vector, as each query head sees it
 
 
-def explicit_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: nn.Module
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention written out step by step.
+def visible(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """Boolean mask (Tq, Tk), True where a query may look at a key: the key's position is not
+    later than the query's (causal) and fewer than `window` positions earlier."""
+    distance = query_pos[:, None] - key_pos[None, :]  # (Tq, Tk)
+    return (distance >= 0) & (distance < window)
 
-    q: (B, nh, Tq, hs); k, v: (B, nh, Tk, hs) with Tk >= Tq.
-    Returns the output (B, nh, Tq, hs) and the attention pattern (B, nh, Tq, Tk).
-    """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, Tq, Tk)
-    mask = causal_mask(q.size(-2), k.size(-2), q.device)
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: nn.Module
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention written out step by step. q: (B, nh, Tq, hs); k, v: (B, nh, Tk, hs); mask: (Tq, Tk).
+    Returns the output (B, nh, Tq, hs), the raw scores and the pattern (B, nh, Tq, Tk)."""
+    raw = q @ k.transpose(-2, -1)  # (B, nh, Tq, Tk): every query against every key
+    scores = raw / math.sqrt(q.size(-1))  # scaled so they do not grow with head_size
     scores = scores.masked_fill(~mask, float("-inf"))  # no token sees the future
     pattern = F.softmax(scores, dim=-1)  # each row sums to 1
     y = dropout(pattern) @ v  # weighted sum of values: (B, nh, Tq, hs)
-    return y, pattern
+    return y, raw, pattern
 
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with two interchangeable paths.
 
     `use_sdpa=True` (default) runs PyTorch's fused scaled_dot_product_attention;
-    `use_sdpa=False` runs `explicit_attention`, which can hand back the pattern.
+    `use_sdpa=False` runs `explicit_attention`, which can hand back what it saw.
     Both compute the same function.
     """
 
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
-        self.n_head = config.n_head
-        self.n_embd = config.n_embd
+        C, hs, nh, nkv = config.n_embd, config.head_size, config.n_head, config.n_kv_head
+        self.n_head, self.n_kv_head, self.head_size = nh, nkv, hs
+        self.window = config.block_size  # with RoPE a query sees at most the last block_size keys
         self.layer_idx = layer_idx  # which slot of a KVCache belongs to this layer
+        self.rope_theta = config.rope_theta if config.pos_emb == "rope" else None
         self.dropout = config.dropout
         self.use_sdpa = True
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v fused
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # output matrix
+        self.q_proj = nn.Linear(C, nh * hs, bias=config.bias)  # queries: what each token looks for
+        self.k_proj = nn.Linear(C, nkv * hs, bias=config.bias)  # keys: what each token offers
+        self.v_proj = nn.Linear(C, nkv * hs, bias=config.bias)  # values: what it passes on when attended to
+        self.o_proj = nn.Linear(nh * hs, C, bias=config.bias)  # output matrix: concatenated heads back to C
+        self.q_norm = nn.RMSNorm(hs, eps=config.norm_eps) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(hs, eps=config.norm_eps) if config.qk_norm else None
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cache: KVCache | None = None,
-        patterns: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """x: (B, T, C) -> (B, T, C).
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+                records: list[AttentionRecord] | None = None) -> torch.Tensor:
+        """x: (B, T, C) at `positions` (T,) -> (B, T, C).
 
-        With `cache`, x holds only the newest T positions and earlier keys and
-        values come from the cache. With `patterns`, the explicit path runs and
-        this layer's attention pattern (B, nh, T, Tk) is appended to the list.
+        With `cache`, x holds only the newest positions and earlier keys and values
+        come from the cache. With `records`, the explicit path runs and appends what it saw.
         """
-        B, T, C = x.size()
-        hs = C // self.n_head
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        B, T, _ = x.size()
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_size)  # (B, T, nh, hs)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_size)  # (B, T, nkv, hs)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
+        if self.q_norm is not None:  # QK-norm: each head's query and key get a fixed size first (in float32)
+            q, k = self.q_norm(q.float()).type_as(q), self.k_norm(k.float()).type_as(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
+        if self.rope_theta is not None:  # RoPE acts here, on queries and keys only
+            cos, sin = rotation_tables(positions, self.head_size, self.rope_theta, q.dtype)
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        key_positions = positions
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, nh, Tk, hs), Tk = cached + T
-
-        if self.use_sdpa and patterns is None:
-            y = self._fused_attention(q, k, v)
+            k, v, key_positions = cache.update(self.layer_idx, k, v)  # (B, nkv, Tk, hs), Tk: the cached keys
+        if self.use_sdpa and records is None:
+            y = self._fused_attention(q, k, v, positions, key_positions, cached=cache is not None)
         else:
-            y, pattern = explicit_attention(q, k, v, self.attn_dropout)
-            if patterns is not None:
-                patterns.append(pattern)
+            y = self._explicit_attention(q, k, v, visible(positions, key_positions, self.window), records)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # concatenate heads: (B, T, nh * hs)
+        return self.resid_dropout(self.o_proj(y))
 
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # concatenate heads: (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+    def _explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                            records: list[AttentionRecord] | None) -> torch.Tensor:
+        group = self.n_head // self.n_kv_head  # query heads per key/value head
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs)
+        y, raw, pattern = explicit_attention(q, k, v, mask, self.attn_dropout)
+        if records is not None:
+            records.append(AttentionRecord(raw, pattern, v.norm(dim=-1)))
+        return y
 
-    def _fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """scaled_dot_product_attention with the same causal mask; (B, nh, Tq, hs)."""
-        dropout_p = self.dropout if self.training else 0.0
-        n_query, n_key = q.size(-2), k.size(-2)
-        if n_query == n_key:  # plain causal self-attention (training, first prefill)
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        if n_query == 1:  # one new token sees every cached position
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        # is_causal aligns the mask top-left, which is wrong when keys outnumber queries
-        mask = causal_mask(n_query, n_key, q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    def _fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_pos: torch.Tensor,
+                         key_pos: torch.Tensor, cached: bool) -> torch.Tensor:
+        """scaled_dot_product_attention under the same mask; (B, nh, Tq, hs)."""
+        options = dict(dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head)
+        n_query = q.size(-2)
+        if not cached and n_query <= self.window:  # plain causal self-attention (training, a first prefill)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
+        if n_query == 1:  # one new token sees every cached key: the cache holds at most the window
+            return F.scaled_dot_product_attention(q, k, v, **options)
+        mask = visible(query_pos, key_pos, self.window)  # is_causal would align the mask wrongly here
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **options)

@@ -1,8 +1,9 @@
-"""A decoder-only transformer in the GPT-2 shape.
+"""A decoder-only transformer, in the GPT-2 shape or the modern one.
 
-idx (B, T) -> token + position embeddings -> n_layer pre-norm blocks
-(attention, then MLP, each added to the residual stream) -> final LayerNorm
--> language-model head tied to the token embedding -> logits (B, T, V).
+idx (B, T) -> token embeddings (+ learned position embeddings in the GPT-2
+shape; RoPE turns queries and keys instead) -> n_layer pre-norm blocks
+(attention, then MLP, each added to the residual stream) -> final norm ->
+language-model head (tied to the token embedding in GPT-2) -> logits (B, T, V).
 """
 from __future__ import annotations
 
@@ -13,46 +14,57 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import CausalSelfAttention
+from .attention import AttentionRecord, CausalSelfAttention
 from .config import GPTConfig
 from .decoding import Decoder
 from .errors import ModelError
 from .kv_cache import KVCache
 from .sampling import sample_next
 
+RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.down_proj.weight")  # what writes into the residual stream
+
+
+def norm_layer(config: GPTConfig, size: int) -> nn.Module:
+    """LayerNorm (GPT-2: centre, scale, shift) or RMSNorm (Llama: scale by the root mean square)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=config.norm_eps)
+    return nn.LayerNorm(size, eps=config.norm_eps, bias=config.bias)
+
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network, 4x wider inside, GELU between."""
+    """Position-wise feed-forward network. GELU: down(gelu(up(x))), 4x wider inside.
+    SwiGLU: down(silu(gate(x)) * up(x)), a gate chosen per hidden unit and per token."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        C, hidden = config.n_embd, config.mlp_hidden
+        self.gate_proj = nn.Linear(C, hidden, bias=config.bias) if config.mlp == "swiglu" else None
+        self.up_proj = nn.Linear(C, hidden, bias=config.bias)
+        self.down_proj = nn.Linear(hidden, C, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C)
+        if self.gate_proj is None:
+            hidden = F.gelu(self.up_proj(x), approximate="tanh")  # GPT-2's "gelu_new": (B, T, hidden)
+        else:
+            hidden = F.silu(self.gate_proj(x)) * self.up_proj(x)  # (B, T, hidden)
+        return self.dropout(self.down_proj(hidden))  # (B, T, C)
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.norm_1 = norm_layer(config, config.n_embd)
         self.attn = CausalSelfAttention(config, layer_idx)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.norm_2 = norm_layer(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cache: KVCache | None = None,
-        patterns: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, patterns)  # attention writes into the residual stream
-        x = x + self.mlp(self.ln_2(x))
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+                records: list[AttentionRecord] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm_1(x), positions, cache, records)  # attention writes into the residual stream
+        x = x + self.mlp(self.norm_2(x))
         return x  # (B, T, C)
 
 
@@ -60,20 +72,19 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
-                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
-        )
+        layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embedding
+        if config.pos_emb == "learned":
+            layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
+        layers.update(drop=nn.Dropout(config.dropout),
+                      h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                      norm_f=norm_layer(config, config.n_embd))
+        self.transformer = nn.ModuleDict(layers)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied: one matrix reads and writes tokens
+        if config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # one matrix reads and writes tokens
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
+            if name.endswith(RESIDUAL_PROJECTIONS):
                 # GPT-2: scale residual projections so the stream's variance stays put with depth
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
@@ -85,39 +96,41 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_params(self) -> int:
-        """Every parameter once (the tied head shares the token embedding)."""
+        """Every parameter once (a tied head shares the token embedding)."""
         return sum(p.numel() for p in self.parameters())
 
     def crop_block_size(self, block_size: int) -> None:
-        """Shorten the context (e.g. GPT-2's 1024) by keeping the first position embeddings."""
+        """Shorten the context (e.g. GPT-2's 1024), keeping the first position embeddings."""
         if block_size > self.config.block_size:
             raise ModelError(f"block_size={block_size} is over this model's maximum of {self.config.block_size}")
         self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
-
-    def hidden_states(
-        self,
-        idx: torch.Tensor,
-        cache: KVCache | None = None,
-        patterns: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """idx (B, T) -> final-normed hidden states (B, T, C).
-
-        With `cache`, idx holds the positions after those already cached.
-        """
-        B, T = idx.size()
-        start = cache.length if cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ModelError(
-                f"sequence of {start + T} tokens is longer than block_size={self.config.block_size}"
-            )
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
-            x = block(x, cache, patterns)
+            block.attn.window = block_size
+        if "wpe" in self.transformer:
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None,
+                      records: list[AttentionRecord] | None = None, start: int = 0) -> torch.Tensor:
+        """idx (B, T) at positions start.. -> final-normed hidden states (B, T, C).
+
+        With `cache`, idx holds the positions after those already cached. Learned
+        positions stop at block_size; with RoPE a longer sequence is read with every
+        token attending to its last block_size tokens.
+        """
+        T = idx.size(1)
+        start += cache.length if cache is not None else 0
+        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if "wpe" in self.transformer:
+            if start + T > self.config.block_size:
+                raise ModelError(f"sequence of {start + T} tokens is longer than block_size={self.config.block_size}")
+            x = x + self.transformer.wpe(positions)  # position added to the residual stream
         if cache is not None:
-            cache.advance(T)
-        return self.transformer.ln_f(x)
+            cache.reserve(positions)
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, positions, cache, records)
+        return self.transformer.norm_f(x)
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
@@ -131,21 +144,27 @@ class GPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def attention_patterns(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        """Attention pattern of every layer for idx (B, T): a list of n_layer
-        tensors (B, nh, T, T), computed by the explicit path."""
-        patterns: list[torch.Tensor] = []
-        self.hidden_states(idx, patterns=patterns)
-        return patterns
+    def attention_records(self, idx: torch.Tensor) -> list[AttentionRecord]:
+        """What every layer's attention computed for idx (B, T), by the explicit path:
+        n_layer records of raw scores, patterns (B, nh, T, T) and value lengths (B, nh, T)."""
+        records: list[AttentionRecord] = []
+        self.hidden_states(idx, records=records)
+        return records
 
-    def new_cache(self, batch_size: int) -> KVCache:
+    def attention_patterns(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Attention pattern of every layer for idx (B, T): n_layer tensors (B, nh, T, T)."""
+        return [record.pattern for record in self.attention_records(idx)]
+
+    def new_cache(self, batch_size: int, slots: int | None = None) -> KVCache:
+        """A KV cache for `slots` positions (block_size by default: the window a step can see)."""
         c = self.config
         weight = self.transformer.wte.weight
-        return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.head_size, weight.device, weight.dtype)
+        return KVCache(c.n_layer, batch_size, c.n_kv_head, slots or c.block_size, c.head_size, weight.device,
+                       weight.dtype)
 
-    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None, start: int = 0) -> torch.Tensor:
         """Logits (B, V) for the position after idx; the head runs on the last position only."""
-        return self.lm_head(self.hidden_states(idx, cache)[:, -1, :])
+        return self.lm_head(self.hidden_states(idx, cache, start=start)[:, -1, :])
 
     def generate_stream(
         self,
@@ -164,7 +183,7 @@ class GPT(nn.Module):
         # inference_mode is lighter than no_grad (no view or version tracking): ~8% faster decoding.
         # It is never held across a yield, so the caller's code runs in its own mode.
         with torch.inference_mode():
-            decoder = Decoder(self, idx, use_cache)  # prefill
+            decoder = Decoder(self, idx, use_cache, max_new_tokens)  # prefill
         for step in range(max_new_tokens):
             with torch.inference_mode():
                 next_id = sample_next(decoder.logits, temperature, top_k, top_p, generator)  # (B, 1)

@@ -3,8 +3,8 @@
 
 The model is built on PyTorch's meta device: every parameter has its real
 shape but no storage, so even GPT-3's 175 billion cost no memory. Each row of
-the report is counted from those shapes; the query, key and value matrices are
-slices of the fused c_attn weight, and one head's part is a slice of those.
+the report is counted from those shapes; one head's part of the query, key,
+value and output matrices is a slice of those.
 """
 from __future__ import annotations
 
@@ -51,22 +51,31 @@ def _biases(module: nn.Module) -> list[torch.Tensor]:
     return [m.bias for m in module.modules() if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is not None]
 
 
+def _sum(key: str, label: str, count: int, depth: int) -> Row:
+    return Row(key, label, "", count, depth)
+
+
 def attention_rows(attn: CausalSelfAttention) -> list[Row]:
-    """Query, key, value and output matrices, one head's and all heads', then biases and the sum."""
-    C, n_head = attn.n_embd, attn.n_head
-    hs = C // n_head
-    q, k, v = attn.c_attn.weight.split(C, dim=0)  # 3 x (C, C): rows of the fused projection
+    """Query, key, value and output matrices, one head's and all heads', QK-norm, biases and the sum.
+    A Linear weight's rows are its outputs: one head's part of W_Q is head_size rows of it."""
+    hs, nh, nkv = attn.head_size, attn.n_head, attn.n_kv_head
+    shared = f", each shared by {nh // nkv} query heads" if nkv < nh else ""
     rows = []
-    for name, symbol, w in (("query", "W_Q", q), ("key", "W_K", k), ("value", "W_V", v)):
+    for name, symbol, w, heads in (("query", "W_Q", attn.q_proj.weight, nh), ("key", "W_K", attn.k_proj.weight, nkv),
+                                   ("value", "W_V", attn.v_proj.weight, nkv)):
         rows.append(_param(f"attn.{name}.head", f"{name} {symbol}, one head", w[:hs], 2))  # (hs, C)
-        rows.append(_param(f"attn.{name}", f"{name} {symbol}, all {n_head} heads", w, 2))  # (C, C)
-    out = attn.c_proj.weight  # (C, C): its columns take the concatenated heads
+        rows.append(_param(f"attn.{name}", f"{name} {symbol}, all {heads} heads{'' if name == 'query' else shared}",
+                           w, 2))  # (heads * hs, C)
+    out = attn.o_proj.weight  # (C, nh * hs): its columns take the concatenated heads
     rows.append(_param("attn.output.head", "output W_O, one head", out[:, :hs], 2))  # (C, hs)
-    rows.append(_param("attn.output", f"output W_O, all {n_head} heads", out, 2))
+    rows.append(_param("attn.output", f"output W_O, all {nh} heads", out, 2))
+    if attn.q_norm is not None:
+        norms = attn.q_norm.weight.numel() + attn.k_norm.weight.numel()
+        rows.append(_sum("attn.qk_norm", "QK-norm weights (queries, keys; shared by all heads)", norms, 2))
     biases = _biases(attn)
     if biases:
-        rows.append(Row("attn.biases", "biases (query, key, value, output)", "", sum(b.numel() for b in biases), 2))
-    rows.append(Row("attn", "attention in this block", "", _numel(attn), 2))
+        rows.append(_sum("attn.biases", "biases (query, key, value, output)", sum(b.numel() for b in biases), 2))
+    rows.append(_sum("attn", "attention in this block", _numel(attn), 2))
     return rows
 
 
@@ -74,20 +83,22 @@ def block_rows(block: Block) -> list[Row]:
     """One block: attention in detail, the MLP, the two norms, the block's sum."""
     mlp, mlp_biases = block.mlp, _biases(block.mlp)
     rows = [Row("attn.heading", "attention", "", None, 1), *attention_rows(block.attn)]
-    rows.append(Row("mlp.heading", "MLP", "", None, 1))
-    rows.append(_param("mlp.c_fc", "c_fc (widen 4x)", mlp.c_fc.weight, 2))
-    rows.append(_param("mlp.c_proj", "c_proj (back to n_embd)", mlp.c_proj.weight, 2))
+    rows.append(Row("mlp.heading", "MLP (SwiGLU)" if mlp.gate_proj is not None else "MLP (GELU)", "", None, 1))
+    if mlp.gate_proj is not None:
+        rows.append(_param("mlp.gate_proj", "gate_proj (the gate)", mlp.gate_proj.weight, 2))
+    rows.append(_param("mlp.up_proj", "up_proj (widen)", mlp.up_proj.weight, 2))
+    rows.append(_param("mlp.down_proj", "down_proj (back to n_embd)", mlp.down_proj.weight, 2))
     if mlp_biases:
-        rows.append(Row("mlp.biases", "biases", "", sum(b.numel() for b in mlp_biases), 2))
-    rows.append(Row("mlp", "MLP in this block", "", _numel(mlp), 2))
-    rows.append(Row("norms", "LayerNorms ln_1, ln_2", "", _numel(block.ln_1) + _numel(block.ln_2), 1))
-    rows.append(Row("block", "one block", "", _numel(block), 1))
+        rows.append(_sum("mlp.biases", "biases", sum(b.numel() for b in mlp_biases), 2))
+    rows.append(_sum("mlp", "MLP in this block", _numel(mlp), 2))
+    rows.append(_sum("norms", "norms norm_1, norm_2", _numel(block.norm_1) + _numel(block.norm_2), 1))
+    rows.append(_sum("block", "one block", _numel(block), 1))
     return rows
 
 
 def _sum_over_blocks(model: GPT, part: str) -> int:
-    """Parameters of one part (attn, mlp, ln_1 + ln_2) summed over every block."""
-    names = ("ln_1", "ln_2") if part == "norms" else (part,)
+    """Parameters of one part (attn, mlp, norm_1 + norm_2) summed over every block."""
+    names = ("norm_1", "norm_2") if part == "norms" else (part,)
     return sum(_numel(getattr(block, name)) for block in model.transformer.h for name in names)
 
 
@@ -95,34 +106,36 @@ def report_rows(model: GPT) -> list[Row]:
     """Every parameter of `model`, grouped: embeddings, one block in detail, all blocks, head, total."""
     c, tf = model.config, model.transformer
     tied = model.lm_head.weight is tf.wte.weight
-    rows = [
-        Row("embeddings.heading", "embeddings", "", None, 0),
-        _param("wte", "token embedding wte" + (" (= lm_head, tied)" if tied else ""), tf.wte.weight, 1),
-        _param("wpe", "position embedding wpe", tf.wpe.weight, 1),
-        Row("block.heading", f"each of the {c.n_layer} blocks", "", None, 0),
-    ]
+    rows = [Row("embeddings.heading", "embeddings", "", None, 0),
+            _param("wte", "token embedding wte" + (" (= lm_head, tied)" if tied else ""), tf.wte.weight, 1)]
+    if "wpe" in tf:
+        rows.append(_param("wpe", "position embedding wpe", tf.wpe.weight, 1))
+    else:
+        rows.append(_sum("wpe", "positions: RoPE turns queries and keys, no weights", 0, 1))
+    rows.append(Row("block.heading", f"each of the {c.n_layer} blocks", "", None, 0))
     rows += [replace(r, key=f"block.{r.key}") for r in block_rows(tf.h[0])]
     rows.append(Row("blocks.heading", f"all {c.n_layer} blocks", "", None, 0))
-    for part, label in (("attn", "attention"), ("mlp", "MLP"), ("norms", "LayerNorms")):
-        rows.append(Row(f"blocks.{part}", label, "", _sum_over_blocks(model, part), 1))
-    rows.append(Row("blocks", "all blocks", "", _numel(tf.h), 1))
-    rows.append(Row("ln_f", "final LayerNorm ln_f", "", _numel(tf.ln_f), 0))
+    for part, label in (("attn", "attention"), ("mlp", "MLP"), ("norms", "norms")):
+        rows.append(_sum(f"blocks.{part}", label, _sum_over_blocks(model, part), 1))
+    rows.append(_sum("blocks", "all blocks", _numel(tf.h), 1))
+    rows.append(_sum("norm_f", f"final norm norm_f ({c.norm})", _numel(tf.norm_f), 0))
     head = 0 if tied else model.lm_head.weight.numel()
     rows.append(Row("lm_head", "lm_head" + (" (tied to wte: no new parameters)" if tied else ""),
                     _shape(model.lm_head.weight), head, 0))
     total = model.num_params()
-    assert total == tf.wte.weight.numel() + tf.wpe.weight.numel() + _numel(tf.h) + _numel(tf.ln_f) + head
-    rows.append(Row("total", "total", "", total, 0))
+    assert total == sum(r.count for r in rows if r.key in ("wte", "wpe", "blocks", "norm_f", "lm_head"))
+    rows.append(_sum("total", "total", total, 0))
     return rows
 
 
 def flops_per_token(model: GPT, seq_len: int) -> int:
-    """6N for the weights' forward and backward matmuls plus 12 * n_layer * n_embd * seq_len
+    """6N for the weights' forward and backward matmuls plus 12 * n_layer * (n_head * head_size) * seq_len
     for attention's scores and weighted sums (PaLM appendix B, as nanoGPT's MFU estimate).
-    N counts every parameter once except the position embedding, which is a lookup."""
-    c = model.config
-    n = model.num_params() - model.transformer.wpe.weight.numel()
-    return 6 * n + 12 * c.n_layer * c.n_embd * seq_len
+    N counts every parameter once but the lookups: the position embedding, and the token
+    embedding unless it is also the output head."""
+    c, tf = model.config, model.transformer
+    lookups = (tf.wpe.weight.numel() if "wpe" in tf else 0) + (0 if c.tie_embeddings else tf.wte.weight.numel())
+    return 6 * (model.num_params() - lookups) + 12 * c.n_layer * c.n_head * c.head_size * seq_len
 
 
 def parameter_report(config: GPTConfig) -> list[Row]:
@@ -146,5 +159,6 @@ def format_report(rows: list[Row], flops: int, seq_len: int) -> str:
             lines.append(label)
         else:
             lines.append(f"{label:<{width}}{r.shape:>16}{r.count:>20,}{r.count / total:>9.2%}")
-    lines.append(f"\ntraining FLOPs per token (6N + 12 * n_layer * n_embd * T, T={seq_len}): {flops:,} ({flops:.3g})")
+    lines.append(f"\ntraining FLOPs per token (6N + 12 * n_layer * n_head * head_size * T, T={seq_len}): "
+                 f"{flops:,} ({flops:.3g})")
     return "\n".join(lines)

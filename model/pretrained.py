@@ -14,6 +14,8 @@ from .errors import ModelError
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # Hugging Face stores these as Conv1D weights (in, out); nn.Linear wants (out, in).
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+GPT2_RENAMES = {"ln_1.": "norm_1.", "ln_2.": "norm_2.", "ln_f.": "norm_f.", "attn.c_proj.": "attn.o_proj.",
+                "mlp.c_fc.": "mlp.up_proj.", "mlp.c_proj.": "mlp.down_proj."}
 
 
 class PretrainedNotFound(ModelError):
@@ -88,18 +90,35 @@ def gpt_config_from_hf(hf_config) -> GPTConfig:
     )
 
 
+def from_gpt2_names(state: dict[str, torch.Tensor], conv1d: bool) -> dict[str, torch.Tensor]:
+    """A state dict with GPT-2's names (Hugging Face's, or this project's before q, k and v were
+    separate matrices) in this model's names: c_attn split into q_proj, k_proj and v_proj, and
+    Conv1D weights (in, out) turned into nn.Linear's (out, in) when `conv1d`."""
+    ours = {}
+    for name, tensor in state.items():
+        if conv1d and name.endswith(CONV1D_SUFFIXES):
+            tensor = tensor.t()
+        if ".attn.c_attn." in name:  # (3C, ...): the query, key and value rows stacked
+            for part, chunk in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+                ours[name.replace("c_attn", part)] = chunk.contiguous()
+            continue
+        for old, new in GPT2_RENAMES.items():
+            name = name.replace(old, new)
+        ours[name] = tensor
+    return ours
+
+
 def load_pretrained(gpt_cls, name_or_dir: str):
     """Build gpt_cls with the GPT-2 weights found at name_or_dir."""
     hf = _load_hf_model(name_or_dir)
     model = gpt_cls(gpt_config_from_hf(hf.config))
-    theirs = hf.state_dict()
-    ours = model.state_dict()
+    theirs = from_gpt2_names(hf.state_dict(), conv1d=True)
     with torch.no_grad():
-        for name, tensor in ours.items():
+        for name, tensor in model.state_dict().items():
             if name not in theirs:
                 raise PretrainedNotFound(f"{name_or_dir}: weight {name} is missing from the checkpoint")
-            source = theirs[name].t() if name.endswith(CONV1D_SUFFIXES) else theirs[name]
-            if source.shape != tensor.shape:
-                raise PretrainedNotFound(f"{name_or_dir}: {name} has shape {tuple(source.shape)}, expected {tuple(tensor.shape)}")
-            tensor.copy_(source)
+            if theirs[name].shape != tensor.shape:
+                raise PretrainedNotFound(f"{name_or_dir}: {name} has shape {tuple(theirs[name].shape)}, "
+                                         f"expected {tuple(tensor.shape)}")
+            tensor.copy_(theirs[name])
     return model

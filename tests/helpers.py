@@ -24,7 +24,12 @@ def run_script(*args: str, check: bool = True, **kwargs) -> subprocess.Completed
     return result
 
 
-def assert_one_line_error(result, *fragments: str) -> None:
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under folder (hidden ones too) and its bytes: compare before and after a refused command."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """Exit status 2, no traceback, and one error line (after any progress bar) with every fragment."""
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -32,7 +37,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
     assert result.stderr.rstrip().endswith(errors[0])
     for fragment in fragments:
-        assert fragment in errors[0]
+        assert fragment in errors[0], errors[0]
 
 
 def prepare_text(text: str, tokenizer: str, folder: Path, **settings) -> dict:

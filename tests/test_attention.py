@@ -1,67 +1,138 @@
-"""The attention story, checked against independent computations."""
-import math
+"""The attention story and the modern shape's pieces, each against an independent computation."""
+import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import GPT, GPTConfig
 from model.attention import CausalSelfAttention
+from model.rope import rotate, rotation_tables
+
+from attention_reference import complex_rope, reference_attention, rms_norm
+
+MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False)
 
 
-def make_attention(n_embd: int, n_head: int, seed: int = 0) -> CausalSelfAttention:
+def make_attention(n_embd: int, n_head: int, seed: int = 0, **options) -> CausalSelfAttention:
     torch.manual_seed(seed)
-    cfg = GPTConfig(block_size=64, vocab_size=10, n_layer=1, n_head=n_head, n_embd=n_embd, bias=True)
+    cfg = GPTConfig(block_size=64, vocab_size=10, n_layer=1, n_head=n_head, n_embd=n_embd, bias=True, **options)
     attn = CausalSelfAttention(cfg, layer_idx=0).eval()
-    for p in attn.parameters():  # non-trivial biases too
-        torch.nn.init.normal_(p, std=0.3)
+    for p in attn.parameters():  # non-trivial biases and norm weights too
+        torch.nn.init.normal_(p, mean=0.5 if p.dim() == 1 else 0.0, std=0.3)
     return attn
 
 
-@pytest.mark.parametrize("B,T,n_embd,n_head", [(1, 1, 8, 1), (2, 7, 16, 4), (3, 33, 48, 6), (2, 64, 64, 8)])
-def test_explicit_and_fused_paths_agree(B, T, n_embd, n_head):
-    attn = make_attention(n_embd, n_head)
-    x = torch.randn(B, T, n_embd)
-    fused = attn(x)
-    attn.use_sdpa = False
-    explicit = attn(x)
+def set_sdpa(model: torch.nn.Module, on: bool) -> None:
+    for module in model.modules():
+        if isinstance(module, CausalSelfAttention):
+            module.use_sdpa = on
+
+
+@pytest.mark.parametrize("pos_emb, qk_norm, n_kv_head, bias",
+                         list(itertools.product(["learned", "rope"], [False, True], [4, 2, 1], [False, True])))
+def test_explicit_and_fused_paths_agree_for_every_option(pos_emb, qk_norm, n_kv_head, bias):
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=24, vocab_size=30, n_layer=2, n_head=4, n_embd=32, bias=bias, pos_emb=pos_emb,
+                       qk_norm=qk_norm, n_kv_head=n_kv_head, norm="rmsnorm" if qk_norm else "layernorm",
+                       mlp="swiglu" if bias else "gelu", tie_embeddings=not qk_norm)
+    model = GPT(config).eval()
+    idx = torch.randint(0, 30, (2, 24))
+    fused, _ = model(idx)
+    set_sdpa(model, False)
+    explicit, _ = model(idx)
     assert (fused - explicit).abs().max().item() < 1e-5
 
 
-def reference_attention(attn: CausalSelfAttention, x: torch.Tensor):
-    """Multi-head attention recomputed head by head from the layer's weights, in float64."""
-    B, T, C = x.shape
-    nh, hs = attn.n_head, C // attn.n_head
-    W, b = attn.c_attn.weight.double(), attn.c_attn.bias.double()
-    x = x.double()
-    outputs, patterns = [], []
-    for h in range(nh):
-        rows = slice(h * hs, (h + 1) * hs)
-        q = x @ W[rows].T + b[rows]  # (B, T, hs)
-        k = x @ W[C:][rows].T + b[C:][rows]
-        v = x @ W[2 * C :][rows].T + b[2 * C :][rows]
-        pattern = torch.zeros(B, T, T, dtype=torch.float64)
-        for i in range(T):  # query i attends to keys 0..i only
-            scores = q[:, i : i + 1] @ k[:, : i + 1].transpose(1, 2) / math.sqrt(hs)  # (B, 1, i+1)
-            pattern[:, i, : i + 1] = torch.softmax(scores[:, 0], dim=-1)
-        patterns.append(pattern)
-        outputs.append(pattern @ v)
-    y = torch.cat(outputs, dim=-1) @ attn.c_proj.weight.double().T + attn.c_proj.bias.double()
-    return y, torch.stack(patterns, dim=1)  # (B, T, C), (B, nh, T, T)
-
-
-def test_attention_matches_head_by_head_reference():
-    attn = make_attention(24, 3)
-    x = torch.randn(2, 9, 24)
-    expected_y, expected_pattern = reference_attention(attn, x)
-    patterns = []
-    y = attn(x, patterns=patterns)
-    assert torch.allclose(y.double(), expected_y, atol=1e-5)
-    assert torch.allclose(patterns[0].double(), expected_pattern, atol=1e-6)
-
-
-def test_pattern_rows_sum_to_one_and_future_is_zero():
+def test_rope_is_a_rotation_of_each_pair_by_its_position():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=3, n_head=4, n_embd=32)).eval()
+    x = torch.randn(1, 1, 7, 16)
+    positions = torch.tensor([0, 1, 2, 5, 17, 63, 100])  # float32 angles, as transformers computes them
+    cos, sin = rotation_tables(positions, 16, 10000.0, torch.float32)
+    expected = complex_rope(x[0, 0], positions, 10000.0)
+    assert torch.allclose(rotate(x, cos, sin)[0, 0].double(), expected, atol=1e-5)
+    assert torch.allclose(rotate(x, cos, sin).norm(dim=-1), x.norm(dim=-1), atol=1e-5)  # lengths unchanged
+
+
+def test_rope_scores_do_not_change_when_every_position_shifts():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=30, n_layer=2, n_head=2, n_embd=32, **MODERN)).eval()
+    idx = torch.randint(0, 30, (1, 16))
+    with torch.no_grad():
+        set_sdpa(model, False)
+        here, there = [], []
+        model.hidden_states(idx, records=here, start=0)
+        model.hidden_states(idx, records=there, start=777)
+    for a, b in zip(here, there):
+        visible_scores = torch.tril(torch.ones(16, 16, dtype=torch.bool))
+        assert torch.allclose(a.scores[..., visible_scores], b.scores[..., visible_scores], atol=1e-4)
+    logits_here = model.lm_head(model.hidden_states(idx, start=0))
+    logits_there = model.lm_head(model.hidden_states(idx, start=777))
+    assert torch.allclose(logits_here, logits_there, atol=1e-4)
+
+
+def test_rmsnorm_is_its_formula():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=16, **MODERN))
+    norm = model.transformer.h[0].norm_1
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(3, 5, 16) * 4
+    assert torch.allclose(norm(x).double(), rms_norm(x, norm.weight, 1e-5), atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, dict(pos_emb="rope", qk_norm=True, n_kv_head=1),
+                                     dict(pos_emb="rope", n_kv_head=3), dict(qk_norm=True)])
+def test_attention_matches_head_by_head_reference(options):
+    attn = make_attention(36, 6, **options)
+    x = torch.randn(2, 9, 36)
+    positions = torch.arange(9)
+    expected_y, expected_pattern, expected_raw, expected_norms = reference_attention(attn, x, positions)
+    records = []
+    y = attn(x, positions, records=records)
+    assert torch.allclose(y.double(), expected_y, atol=1e-5)
+    assert torch.allclose(records[0].pattern.double(), expected_pattern, atol=1e-6)
+    assert torch.allclose(records[0].scores.double(), expected_raw, atol=1e-5)
+    assert torch.allclose(records[0].value_norms.double(), expected_norms, atol=1e-5)
+    assert torch.allclose(attn(x, positions).double(), expected_y, atol=1e-5)  # the fused path too
+
+
+def test_grouped_query_attention_is_multi_head_attention_with_key_value_heads_repeated():
+    torch.manual_seed(0)
+    shape = dict(block_size=16, vocab_size=30, n_layer=2, n_head=6, n_embd=48, **MODERN)
+    grouped = GPT(GPTConfig(**shape, n_kv_head=2)).eval()
+    full = GPT(GPTConfig(**shape)).eval()
+    state = grouped.state_dict()
+    hs = 8
+    for name, tensor in list(state.items()):
+        if ".k_proj." in name or ".v_proj." in name:  # (2 * hs, ...): each kv head serves 3 query heads
+            state[name] = tensor.view(2, hs, -1).repeat_interleave(3, dim=0).reshape(6 * hs, *tensor.shape[1:])
+    full.load_state_dict(state)
+    idx = torch.randint(0, 30, (2, 16))
+    assert torch.allclose(grouped(idx)[0], full(idx)[0], atol=1e-5)
+    cache = grouped.new_cache(2)
+    assert cache.k[0].shape == (2, 2, 16, hs)  # the cache holds the 2 key/value heads, not 6
+
+
+def test_swiglu_is_its_formula():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=24, bias=True, **MODERN))
+    mlp = model.transformer.h[0].mlp
+    assert mlp.up_proj.out_features == 64  # 8/3 * 24 = 64
+    x = torch.randn(2, 5, 24)
+
+    def linear(layer, inputs):
+        return inputs.double() @ layer.weight.double().T + layer.bias.double()
+
+    gate = linear(mlp.gate_proj, x)
+    expected = linear(mlp.down_proj, gate * torch.sigmoid(gate) * linear(mlp.up_proj, x))
+    assert torch.allclose(mlp(x).double(), expected, atol=1e-5)
+    assert torch.allclose(F.silu(gate), gate * torch.sigmoid(gate))
+
+
+@pytest.mark.parametrize("options", [{}, MODERN])
+def test_pattern_rows_sum_to_one_and_future_is_zero(options):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=3, n_head=4, n_embd=32, **options)).eval()
     patterns = model.attention_patterns(torch.randint(0, 20, (2, 16)))
     assert len(patterns) == 3
     for p in patterns:
@@ -73,11 +144,11 @@ def test_pattern_rows_sum_to_one_and_future_is_zero():
 
 
 @pytest.mark.parametrize("use_sdpa", [True, False])
-def test_changing_a_token_leaves_earlier_logits_unchanged(use_sdpa):
+@pytest.mark.parametrize("options", [{}, MODERN])
+def test_changing_a_token_leaves_earlier_logits_unchanged(use_sdpa, options):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=24, vocab_size=30, n_layer=2, n_head=2, n_embd=16)).eval()
-    for block in model.transformer.h:
-        block.attn.use_sdpa = use_sdpa
+    model = GPT(GPTConfig(block_size=24, vocab_size=30, n_layer=2, n_head=2, n_embd=16, **options)).eval()
+    set_sdpa(model, use_sdpa)
     idx = torch.randint(0, 30, (1, 24))
     for t in (0, 5, 23):
         changed = idx.clone()

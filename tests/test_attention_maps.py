@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from attention import layer_patterns, main, resolve_query
-from attention_reference import TEXT, load_trained, page_data, reference_patterns
+from attention import layer_records, main, resolve_query
+from attention_reference import TEXT, load_trained, page_data, reference_patterns, reference_records
 from cli.errors import USER_ERRORS, UserError
 from helpers import REPO
 from model import GPT, GPTConfig
@@ -36,7 +36,7 @@ def model_and_ids(request, trained_out) -> tuple[GPT, list[int]]:
 
 def test_patterns_are_softmax_of_scaled_query_key_products(model_and_ids):
     model, ids = model_and_ids
-    patterns = layer_patterns(model, ids, torch.device("cpu"))
+    patterns = layer_records(model, ids, torch.device("cpu"))[0]
     expected = reference_patterns(model, torch.tensor([ids]))
     c, T = model.config, len(ids)
     assert patterns.shape == expected.shape == (c.n_layer, c.n_head, T, T)
@@ -57,7 +57,7 @@ def test_figures_draw_the_patterns(trained_out):
     ids = tokenizer.encode(TEXT)
     tokens, T = token_texts(tokenizer, ids), len(ids)
     expected = reference_patterns(model, torch.tensor([ids]))  # (n_layer, nh, T, T)
-    patterns = layer_patterns(model, ids, torch.device("cpu"))
+    patterns = layer_records(model, ids, torch.device("cpu"))[0]
     heatmaps = heatmap_figure(patterns, tokens, "test")
     query = 7
     bars = query_figure(patterns, tokens, query)
@@ -88,13 +88,15 @@ def test_command_writes_pictures_and_page(attention_run, trained_out):
         pixels = np.asarray(image.convert("L"), dtype=float)
         assert pixels.std() > 20, f"{name} looks blank"
     model, tokenizer = load_trained(trained_out)
-    expected = reference_patterns(model, torch.tensor([tokenizer.encode(TEXT)]))
+    expected, raw, value_norms = reference_records(model, torch.tensor([tokenizer.encode(TEXT)]))
     data = page_data(attention_run / "explorer.html")
-    assert data["tokens"] == list(TEXT) and data["query"] == T - 1
+    assert data["tokens"] == list(TEXT) and data["query"] == T - 1 and data["head_size"] == model.config.head_size
     for layer, heads in enumerate(data["patterns"]):
         for head, rows in enumerate(heads):
             for q, row in enumerate(rows):
                 assert np.allclose(row, expected[layer, head, q, : q + 1].numpy(), atol=1e-4)
+    assert np.allclose(data["scores"], raw.numpy(), atol=1e-3)  # every key's raw q . k, the masked ones too
+    assert np.allclose(data["value_norms"], value_norms.numpy(), atol=1e-3)
 
 
 def test_query_index_resolution():

@@ -22,18 +22,25 @@ def batch_losses(out_dir) -> list[float]:
     return [r["train_loss"] for r in rows if r["kind"] == "batch"]
 
 
-@pytest.fixture(scope="module")
-def two_process_run(char_dataset, tmp_path_factory):
+# Muon orthogonalises each update in bfloat16 (torch.optim.Muon does), so the last bits of a gradient,
+# which the processes' summation order changes, reach the weights at bfloat16's precision
+WEIGHT_TOLERANCE = {"adamw": 1e-4, "muon": 1e-2}
+
+
+@pytest.fixture(scope="module", params=["adamw", "muon"])
+def two_process_run(request, char_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *FLAGS,
-                        "--gradient_accumulation_steps=2", f"--dataset={char_dataset}", f"--out_dir={out}")
-    return out, result
+                        f"--optimizer={request.param}", "--gradient_accumulation_steps=2",
+                        f"--dataset={char_dataset}", f"--out_dir={out}")
+    return out, result, request.param
 
 
 def test_two_processes_match_one_with_twice_the_accumulation(two_process_run, char_dataset, tmp_path):
-    ddp_out, ddp = two_process_run
+    ddp_out, ddp, optimizer = two_process_run
     assert "batch: 4 x 2 accumulation x 2 process(es) = 16 sequences, 512 tokens per step" in ddp.stdout
-    run_script("train.py", *FLAGS, "--gradient_accumulation_steps=4", f"--dataset={char_dataset}", f"--out_dir={tmp_path}")
+    run_script("train.py", *FLAGS, f"--optimizer={optimizer}", "--gradient_accumulation_steps=4",
+               f"--dataset={char_dataset}", f"--out_dir={tmp_path}")
     together, alone = batch_losses(ddp_out), batch_losses(tmp_path)
     assert len(together) == len(alone) == 12
     assert max(abs(a - b) for a, b in zip(together, alone)) < 1e-4
@@ -41,15 +48,17 @@ def test_two_processes_match_one_with_twice_the_accumulation(two_process_run, ch
     ddp_weights = torch.load(ddp_out / "ckpt.pt", weights_only=True)["model"]
     single_weights = torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"]
     assert not any(k.startswith("module.") for k in ddp_weights)  # the plain model's names
-    assert max((ddp_weights[k] - single_weights[k]).abs().max().item() for k in ddp_weights) < 1e-4
+    difference = max((ddp_weights[k] - single_weights[k]).abs().max().item() for k in ddp_weights)
+    assert difference < WEIGHT_TOLERANCE[optimizer]
 
 
 def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, char_dataset, tmp_path):
-    ddp_out, _ = two_process_run
+    ddp_out, _, optimizer = two_process_run
     for name in ("ckpt.pt", "log.jsonl"):
         (tmp_path / name).write_bytes((ddp_out / name).read_bytes())
-    run_script("train.py", *FLAGS, "--max_iters=16", "--lr_decay_iters=16", "--gradient_accumulation_steps=4",
-               f"--dataset={char_dataset}", f"--out_dir={tmp_path}", "--init_from=resume")
+    run_script("train.py", *FLAGS, f"--optimizer={optimizer}", "--max_iters=16", "--lr_decay_iters=16",
+               "--gradient_accumulation_steps=4", f"--dataset={char_dataset}", f"--out_dir={tmp_path}",
+               "--init_from=resume")
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 16
     assert batch_losses(tmp_path)[:12] == batch_losses(ddp_out)  # the log carries on from the checkpoint
 

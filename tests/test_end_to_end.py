@@ -83,6 +83,20 @@ def test_sample_py_stops_each_sample_of_a_batch_at_its_stop_string(trained_out):
         assert stopped == "Shall I" + rest[:first]
 
 
+def test_a_prompt_longer_than_the_context_is_read_from_its_end(trained_out, tmp_path):
+    """block_size is 32: the model reads the prompt's last 32 characters, so a prompt that
+    differs only before them gives the same continuation; sample.py says so in one line."""
+    tail = "Shall I compare thee to a summer"  # 32 characters
+    args = ["sample.py", f"--out_dir={trained_out}", "--max_new_tokens=40", "--temperature=0"]
+    long_a = run_script(*args, f"--prompt={'And often ' * 6}{tail}")
+    long_b = run_script(*args, f"--prompt={'Rough winds ' * 5}{tail}")
+    assert long_a.stderr.strip() == "note: the prompt is 92 tokens; the model reads its last 32 (block_size)"
+    continuation = long_a.stdout.split(tail, 1)[1]
+    assert len(continuation) == 40 + len("\n---------------\n")
+    assert long_b.stdout.split(tail, 1)[1] == continuation
+    assert run_script(*args, f"--prompt={tail}").stdout.split(tail, 1)[1] == continuation
+
+
 def test_prepare_a_folder_with_a_trained_bpe_then_train_and_sample(tmp_path, corpus_text):
     """A multilingual folder plus a JSONL of verses, a BPE trained on it, a tiny model trained on that;
     sample.py then runs from the checkpoint alone (the dataset folder removed)."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from attention_reference import TEXT, load_trained, reference_patterns
+from attention_reference import TEXT, load_trained, reference_records
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
@@ -40,9 +40,14 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def expected(trained_out) -> torch.Tensor:
+def records(trained_out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     model, tokenizer = load_trained(trained_out)
-    return reference_patterns(model, torch.tensor([tokenizer.encode(TEXT)]))  # (n_layer, nh, T, T)
+    return reference_records(model, torch.tensor([tokenizer.encode(TEXT)]))  # patterns, raw scores, value lengths
+
+
+@pytest.fixture(scope="module")
+def expected(records) -> torch.Tensor:
+    return records[0]  # (n_layer, nh, T, T)
 
 
 def drawn_weights(browser) -> dict[int, float | None]:
@@ -72,6 +77,22 @@ def check_shading(browser, expected: torch.Tensor, layer: int, head: int, query:
     assert all(a == 0.0 for a in alphas[query + 1 :])
 
 
+def check_steps(browser, records, layer: int, head: int, query: int, head_size: int) -> None:
+    """The step view: every key's raw q . k, scaled, masked (later keys -inf), the softmax weight
+    and its weighted value's size, as recomputed here."""
+    from selenium.webdriver.common.by import By
+
+    patterns, raw, norms = (r[layer, head].numpy() for r in records)
+    table = {name: [c.text for c in browser.find_elements(By.CSS_SELECTOR, f"#steps td.{name}")]
+             for name in ("raw", "scaled", "masked", "weight", "contribution")}
+    T = raw.shape[-1]
+    assert np.allclose([float(x) for x in table["raw"]], raw[query], atol=2e-3)
+    assert np.allclose([float(x) for x in table["scaled"]], raw[query] / np.sqrt(head_size), atol=2e-3)
+    assert table["masked"][query + 1 :] == ["-\u221e"] * (T - query - 1)
+    assert np.allclose([float(x) for x in table["weight"]], patterns[query], atol=2e-4)  # 0 after the query
+    assert np.allclose([float(x) for x in table["contribution"]], patterns[query] * norms, atol=2e-3)
+
+
 def canvas_alpha(browser, query: int, key: int) -> int:
     """Alpha of the heatmap pixel at the centre of cell (query, key): 0 where nothing is drawn."""
     return browser.execute_script(
@@ -92,7 +113,7 @@ def click_heatmap_row(browser, query: int) -> None:
     ActionChains(browser).move_to_element_with_offset(canvas, int(dx), int(dy)).click().perform()
 
 
-def test_explorer_in_headless_chromium(browser, attention_run, expected, tmp_path):
+def test_explorer_in_headless_chromium(browser, attention_run, records, expected, trained_out, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -106,6 +127,7 @@ def test_explorer_in_headless_chromium(browser, attention_run, expected, tmp_pat
     Select(browser.find_element(By.ID, "layer")).select_by_value("1")
     Select(browser.find_element(By.ID, "head")).select_by_value("1")
     check_shading(browser, expected, 1, 1, 10)  # the clicked token stays chosen
+    check_steps(browser, records, 1, 1, 10, load_trained(trained_out)[0].config.head_size)
     assert not torch.allclose(expected[1, 1, 10], expected[0, 0, 10], atol=1e-3)  # so the change was visible
     assert "layer 1, head 1: token 10 " in browser.find_element(By.ID, "readout").text
 

@@ -68,5 +68,5 @@ def test_the_decoding_twin_shares_weights_and_leaves_the_model_alone():
     a = model.generate(idx, 40, temperature=0)
     assert torch.equal(twin.generate(idx, 40, temperature=0), a)
     with torch.no_grad():
-        model.transformer.h[0].attn.c_attn.weight.mul_(0.5)  # a weight changed in the model is changed in the twin
+        model.transformer.h[0].attn.q_proj.weight.mul_(0.5)  # a weight changed in the model is changed in the twin
     assert torch.equal(twin.generate(idx, 40, temperature=0), model.generate(idx, 40, temperature=0))

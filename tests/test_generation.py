@@ -6,42 +6,85 @@ from cli.sample_text import SampleText
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
 from model import GPT, GPTConfig
 from model.decoding import Decoder
+from model.rope import rotate, rotation_tables
 from model.sampling import sample_next
 
 
-def tiny_model(block_size: int = 16, seed: int = 0) -> GPT:
+MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False, n_kv_head=2)
+
+
+def tiny_model(block_size: int = 16, seed: int = 0, **options) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(block_size=block_size, vocab_size=40, n_layer=3, n_head=4, n_embd=32)).eval()
+    return GPT(GPTConfig(block_size=block_size, vocab_size=40, n_layer=3, n_head=4, n_embd=32, **options)).eval()
 
 
-@pytest.mark.parametrize("block_size, prompt_len", [(16, 5), (17, 5), (16, 16), (2, 2), (1, 1)])
-def test_cached_and_uncached_logits_agree_at_every_step_across_block_size(block_size, prompt_len):
-    model = tiny_model(block_size)
-    prompt = torch.randint(0, 40, (3, prompt_len))
+@pytest.mark.parametrize("options", [{}, MODERN], ids=["learned", "rope"])
+@pytest.mark.parametrize("block_size, prompt_len", [(16, 5), (17, 5), (16, 16), (16, 40), (2, 2), (1, 1)])
+def test_cached_and_uncached_logits_agree_at_every_step_across_block_size(block_size, prompt_len, options):
+    model = tiny_model(block_size, **options)
+    prompt = torch.randint(0, 40, (3, prompt_len))  # longer than block_size: its last block_size tokens are read
     cached, uncached = Decoder(model, prompt, use_cache=True), Decoder(model, prompt, use_cache=False)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for step in range(3 * block_size + 3):  # the window is cut and re-encoded several times
+        for step in range(4 * block_size + 3):  # several times block_size
             assert (cached.logits - uncached.logits).abs().max().item() < 1e-4, f"step {step}"
             next_id = sample_next(cached.logits, temperature=1.0, generator=generator)
             cached.push(next_id)
             uncached.push(next_id)
-    assert cached.cache.length == cached.window.size(1) <= block_size
+    assert cached.cache.length <= block_size or options  # learned positions restart; RoPE's cache rolls on
 
 
-def test_uncached_path_sees_exactly_the_policy_window():
+def test_uncached_learned_path_sees_exactly_the_policy_window():
     """The reference path re-runs the window: its logits equal a plain forward pass on it."""
     model = tiny_model(8)
     decoder = Decoder(model, torch.randint(0, 40, (1, 8)), use_cache=False)
     with torch.no_grad():
         decoder.push(torch.tensor([[3]]))  # 9 tokens do not fit: keep the last 4
-        assert decoder.window.size(1) == 4
-        logits, _ = model(decoder.window)
+        assert decoder.tokens.size(1) == 4
+        logits, _ = model(decoder.tokens)
     assert torch.allclose(decoder.logits, logits[:, -1], atol=1e-6)
 
 
-def test_greedy_tokens_identical_on_both_paths():
-    model = tiny_model(16)
+def banded_reference_logits(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
+    """The last token's logits when every token of the whole sequence attends to its last
+    block_size tokens: the explicit path, one layer at a time, with the band written here."""
+    W, T = model.config.block_size, tokens.size(1)
+    band = torch.tensor([[0 <= q - k < W for k in range(T)] for q in range(T)])  # (T, T)
+    positions = torch.arange(T)
+    x = model.transformer.wte(tokens)
+    for block in model.transformer.h:
+        attn, h = block.attn, block.norm_1(x)
+        B = h.size(0)
+        q = attn.q_norm(attn.q_proj(h).view(B, T, 4, 8)).transpose(1, 2)
+        k = attn.k_norm(attn.k_proj(h).view(B, T, 2, 8)).transpose(1, 2)
+        v = attn.v_proj(h).view(B, T, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
+        cos, sin = rotation_tables(positions, 8, attn.rope_theta, q.dtype)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin).repeat_interleave(2, dim=1)
+        scores = (q @ k.transpose(-2, -1) / 8**0.5).masked_fill(~band, float("-inf"))
+        y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, 32)
+        x = x + attn.o_proj(y)
+        x = x + block.mlp(block.norm_2(x))
+    return model.lm_head(model.transformer.norm_f(x))[:, -1]
+
+
+def test_rope_generation_attends_to_the_last_block_size_tokens_at_every_layer():
+    """Past block_size, each new token's logits are those of the whole sequence read with a
+    sliding window of block_size at every layer: the cache rolls, and the uncached path
+    re-reads n_layer * (block_size - 1) + 1 tokens."""
+    model = tiny_model(6, **MODERN)
+    prompt = torch.randint(0, 40, (2, 4))
+    with torch.no_grad():
+        sequence = model.generate(prompt, 30, temperature=0)
+        for use_cache in (True, False):
+            decoder = Decoder(model, sequence[:, :6], use_cache=use_cache)
+            for t in range(6, sequence.size(1)):
+                assert torch.allclose(decoder.logits, banded_reference_logits(model, sequence[:, :t]), atol=1e-4)
+                decoder.push(sequence[:, t : t + 1])
+
+
+@pytest.mark.parametrize("options", [{}, MODERN], ids=["learned", "rope"])
+def test_greedy_tokens_identical_on_both_paths(options):
+    model = tiny_model(16, **options)
     prompt = torch.randint(0, 40, (2, 3))
     fast = model.generate(prompt, 50, temperature=0, use_cache=True)
     slow = model.generate(prompt, 50, temperature=0, use_cache=False)

@@ -51,6 +51,27 @@ def test_report_matches_a_real_model(config):
     assert report["lm_head"] == 0  # tied to the token embedding
 
 
+MODERN = GPTConfig(block_size=64, vocab_size=97, n_layer=3, n_head=6, n_kv_head=2, n_embd=48, bias=False,
+                   pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False)
+
+
+def test_modern_shape_per_head_and_per_block():
+    """Per block: W_Q (nh hs x C), W_K and W_V (nkv hs x C each: grouped), W_O (C x nh hs), two
+    QK-norm weights of hs, three SwiGLU matrices of 8/3 C = 128, two RMSNorm weights of C."""
+    c, hs, hidden = MODERN, 8, 128
+    report, real = counts(c), GPT(c)
+    assert report["block.attn.query.head"] == report["block.attn.key.head"] == hs * c.n_embd
+    assert report["block.attn.query"] == 6 * hs * 48 and report["block.attn.key"] == report["block.attn.value"] == 2 * hs * 48
+    assert report["block.attn.qk_norm"] == 2 * hs
+    assert report["block.mlp"] == 3 * 48 * hidden
+    per_block = (6 + 2 + 2 + 6) * hs * 48 + 2 * hs + 3 * 48 * hidden + 2 * 48
+    assert report["block.block"] == per_block == sum(p.numel() for p in real.transformer.h[0].parameters())
+    assert report["wpe"] == 0 and report["lm_head"] == 97 * 48  # RoPE has no weights; the head is untied
+    assert report["total"] == 2 * 97 * 48 + 3 * per_block + 48 == real.num_params()
+    # the FLOPs count the head's matmul but not the token embedding's lookup
+    assert training_flops_per_token(c, 64) == 6 * (real.num_params() - 97 * 48) + 12 * 3 * 6 * hs * 64
+
+
 def test_meta_model_allocates_nothing():
     assert all(p.is_meta for p in meta_model(GPT3).parameters())
 
@@ -75,7 +96,7 @@ def test_gpt3_famous_numbers():
 def test_command_line_reports_both_configs(capsys):
     main(["configs/gpt3_175b.toml"])
     gpt3 = capsys.readouterr().out
-    assert "n_layer=96, n_head=96, n_embd=12288 (head_size=128), block_size=2048, vocab_size=50257" in gpt3
+    assert "n_layer=96, n_head=96, n_kv_head=96, n_embd=12288 (head_size=128), block_size=2048, vocab_size=50257" in gpt3
     assert "1,572,864" in gpt3 and "604,028,928" in gpt3 and "57,986,777,088" in gpt3
     assert "174,604,259,328" in gpt3 and "training FLOPs per token" in gpt3
     result = run_script("params.py", "configs/gpt2_124m.toml")

@@ -106,7 +106,9 @@ def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
                "--block_size=16", "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=1",
                "--sample_tokens=5", "--device=cpu")
     checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
-    assert checkpoint["model_args"] == {"block_size": 16, "vocab_size": 50257, "n_layer": 1, "n_head": 2,
-                                        "n_embd": 16, "dropout": 0.0, "bias": True}  # GPT-2's shape, context cropped
+    shape = {key: checkpoint["model_args"][key] for key in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd",
+                                                              "bias", "pos_emb", "norm", "mlp", "tie_embeddings")}
+    assert shape == {"block_size": 16, "vocab_size": 50257, "n_layer": 1, "n_head": 2, "n_embd": 16, "bias": True,
+                     "pos_emb": "learned", "norm": "layernorm", "mlp": "gelu", "tie_embeddings": True}  # GPT-2's, cropped
     sample = run_script("sample.py", f"--out_dir={tmp_path / 'out'}", "--prompt=Shall I", "--max_new_tokens=5")
     assert sample.stdout.startswith("Shall I")

@@ -1,17 +1,82 @@
-"""The optimizer and which parameters it decays."""
+"""The optimizers and which parameters each one moves.
+
+AdamW alone (the GPT-2 recipe), or Muon beside it (the modern recipe).
+Muon (torch.optim.Muon) orthogonalises each update of a matrix that maps hidden
+activations to hidden activations: the attention and MLP matrices of the
+blocks. Everything else stays with AdamW: the token (and position) embeddings
+and the output head, whose rows belong to single tokens rather than forming a
+linear map of the hidden state, and the norms' and biases' vectors.
+"""
 from __future__ import annotations
 
 import torch
 
+from cli.errors import UserError
 from cli.settings import TrainConfig
 from model import GPT
 
 
-def build_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (embeddings, Linear weights) only."""
-    params = list(model.parameters())
+def is_block_matrix(name: str, param: torch.Tensor) -> bool:
+    return param.dim() == 2 and name.startswith("transformer.h.")
+
+
+class Optimizers:
+    """One or two optimizers stepped together, each with its own peak learning rate."""
+
+    def __init__(self, parts: dict[str, torch.optim.Optimizer], peak_lr: dict[str, float]):
+        self.parts = parts
+        self.peak_lr = peak_lr  # from the config: a resumed run may change it
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Every learning rate at `scale` times its peak (the schedule's warmup and decay)."""
+        for name, optimizer in self.parts.items():
+            for group in optimizer.param_groups:
+                group["lr"] = self.peak_lr[name] * scale
+
+    def step(self, scaler: torch.amp.GradScaler) -> None:
+        for optimizer in self.parts.values():
+            scaler.step(optimizer)  # skipped, like any step, when float16 gradients overflowed
+
+    def unscale(self, scaler: torch.amp.GradScaler) -> None:
+        for optimizer in self.parts.values():
+            scaler.unscale_(optimizer)
+
+    def zero_grad(self) -> None:
+        for optimizer in self.parts.values():
+            optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return {name: optimizer.state_dict() for name, optimizer in self.parts.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "param_groups" in state:  # a checkpoint from before Muon: one AdamW state
+            state = {"adamw": state}
+        if state.keys() != self.parts.keys():
+            raise UserError(f"cannot resume: the checkpoint's optimizer is {' + '.join(state)} but the config asks "
+                            f"for {' + '.join(self.parts)}; use the same optimizer or a new out_dir")
+        try:
+            for name, optimizer in self.parts.items():
+                optimizer.load_state_dict(state[name])
+        except ValueError:
+            raise UserError("cannot resume: the checkpoint's optimizer state does not fit this model's parameters "
+                            "(an earlier version of smallgpt wrote it); sample or evaluate it, or start a new out_dir"
+                            ) from None
+
+
+def build_optimizers(model: GPT, cfg: TrainConfig, device: torch.device) -> Optimizers:
+    """AdamW with weight decay on matrices only; or Muon for the blocks' matrices and AdamW for the rest."""
+    named = list(model.named_parameters())  # a tied head appears once, as the token embedding
+    on_muon = [p for n, p in named if cfg.optimizer == "muon" and is_block_matrix(n, p)]
+    on_adamw = [(n, p) for n, p in named if not (cfg.optimizer == "muon" and is_block_matrix(n, p))]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},  # biases, norms
+        {"params": [p for _, p in on_adamw if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for _, p in on_adamw if p.dim() < 2], "weight_decay": 0.0},  # biases, norms
     ]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    parts = {"adamw": torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                                        fused=device.type == "cuda")}
+    peak_lr = {"adamw": cfg.learning_rate}
+    if on_muon:
+        parts["muon"] = torch.optim.Muon(on_muon, lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+                                         weight_decay=cfg.weight_decay)
+        peak_lr["muon"] = cfg.muon_lr
+    return Optimizers(parts, peak_lr)

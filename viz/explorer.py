@@ -17,8 +17,9 @@ MAX_WEIGHTS = 3_000_000  # about 20 MB of page; a browser still opens it
 
 
 def weight_count(n_layer: int, n_head: int, T: int) -> int:
-    """How many weights the page stores: the lower triangle of every (T, T) pattern."""
-    return n_layer * n_head * T * (T + 1) // 2
+    """How many numbers the page stores: the lower triangle of every (T, T) pattern, every raw
+    score (the masked ones too, to show the mask at work) and each head's value lengths."""
+    return n_layer * n_head * (T * (T + 1) // 2 + T * T + T)
 
 
 def lower_triangles(patterns: torch.Tensor) -> list:
@@ -36,8 +37,10 @@ def colormap_hex(name: str) -> list[str]:
     return [to_hex(cmap(i / (COLORMAP_STEPS - 1))) for i in range(COLORMAP_STEPS)]
 
 
-def explorer_html(patterns: torch.Tensor, tokens: list[str], query: int, about: str) -> str:
-    """The page for patterns (n_layer, nh, T, T) over `tokens`, opening on token `query`."""
+def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: torch.Tensor, head_size: int,
+                  tokens: list[str], query: int, about: str) -> str:
+    """The page for patterns and raw q . k scores (n_layer, nh, T, T) and value lengths
+    (n_layer, nh, T) over `tokens`, opening on token `query`."""
     from .maps import CMAP
 
     data = {
@@ -45,6 +48,9 @@ def explorer_html(patterns: torch.Tensor, tokens: list[str], query: int, about: 
         "tokens": tokens,
         "query": query,
         "patterns": lower_triangles(patterns),
+        "scores": scores.double().numpy().round(DECIMALS).tolist(),  # [layer][head][query][key], all keys
+        "value_norms": value_norms.double().numpy().round(DECIMALS).tolist(),
+        "head_size": head_size,
         "colormap": colormap_hex(CMAP),
     }
     # "<" only occurs inside JSON strings: escaped, no token (say "</script>") can end the script early

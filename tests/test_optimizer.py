@@ -1,0 +1,64 @@
+"""The optimizers: which parameters Muon moves, and that a step is torch.optim.Muon's and AdamW's own."""
+import copy
+
+import torch
+
+from cli.settings import TrainConfig
+from model import GPT, GPTConfig
+from training.optimizer import build_optimizers
+from training.schedule import lr_scale
+
+CFG = TrainConfig(optimizer="muon", muon_lr=0.03, muon_momentum=0.9, learning_rate=2e-3, weight_decay=0.05)
+SHAPE = GPTConfig(block_size=16, vocab_size=30, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, bias=True,
+                  pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False)
+
+
+def with_gradients(model: GPT) -> GPT:
+    idx = torch.randint(0, 30, (3, 16), generator=torch.Generator().manual_seed(1))
+    model(idx, torch.roll(idx, -1, dims=1))[1].backward()
+    return model
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    torch.manual_seed(0)
+    model = GPT(SHAPE)
+    parts = build_optimizers(model, CFG, torch.device("cpu")).parts
+    on_muon = {id(p) for group in parts["muon"].param_groups for p in group["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[i] for i in on_muon} == {n for n, p in model.named_parameters()
+                                          if n.startswith("transformer.h.") and p.dim() == 2}
+    on_adamw = {names[id(p)] for group in parts["adamw"].param_groups for p in group["params"]}
+    assert {"transformer.wte.weight", "lm_head.weight", "transformer.norm_f.weight"} <= on_adamw
+    assert any(n.endswith("q_norm.weight") for n in on_adamw) and any(n.endswith(".bias") for n in on_adamw)
+    assert len(on_muon) + len(on_adamw) == len(list(model.parameters()))  # every parameter, once
+
+
+def test_one_step_is_torch_muon_and_adamw_called_directly():
+    torch.manual_seed(0)
+    ours = GPT(SHAPE)
+    theirs = copy.deepcopy(ours)
+    optimizers = build_optimizers(with_gradients(ours), CFG, torch.device("cpu"))
+    scale = lr_scale(3, 10, 100, 0.1)  # in warmup: the schedule scales both peaks alike
+    optimizers.set_lr_scale(scale)
+    optimizers.step(torch.amp.GradScaler(enabled=False))
+
+    with_gradients(theirs)
+    named = list(theirs.named_parameters())
+    matrices = [p for n, p in named if n.startswith("transformer.h.") and p.dim() == 2]
+    rest = [p for n, p in named if not (n.startswith("transformer.h.") and p.dim() == 2)]
+    torch.optim.Muon(matrices, lr=0.03 * scale, momentum=0.9, weight_decay=0.05).step()
+    torch.optim.AdamW([{"params": [p for p in rest if p.dim() >= 2], "weight_decay": 0.05},
+                       {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
+                      lr=2e-3 * scale, betas=(CFG.beta1, CFG.beta2)).step()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(ours.transformer.h[0].attn.q_proj.weight, GPT(SHAPE).transformer.h[0].attn.q_proj.weight)
+
+
+def test_adamw_alone_in_the_classic_recipe():
+    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=16))
+    parts = build_optimizers(model, TrainConfig(optimizer="adamw"), torch.device("cpu")).parts
+    assert list(parts) == ["adamw"]
+    decayed, plain = parts["adamw"].param_groups
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in plain["params"])
+    assert plain["weight_decay"] == 0.0
