@@ -163,7 +163,8 @@ class PrepareConfig:
                             "[--vocab_size=N] --out_dir=data/NAME")
 
     input: list[str] = option([], "text, .jsonl, .parquet or .gz file, folder or glob (repeat the flag for several)")
-    tokenizer: str = option("char", "char, gpt2 (GPT-2's BPE, through tiktoken) or bpe (a BPE trained on the text)")
+    tokenizer: str = option("char", "char, gpt2 (GPT-2's BPE, through tiktoken) or bpe (a BPE trained on the text)",
+                            choices=("char", "gpt2", "bpe"))
     vocab_size: int | None = option(None, "bpe: tokens in the vocabulary, <|endoftext|> included (none: 4096)")
     out_dir: str = option("", "dataset folder to write, e.g. data/NAME")
     val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when there is one")
@@ -175,7 +176,6 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not self.input or not self.out_dir:
             raise UserError("give the text and the dataset folder: --input=PATH --out_dir=data/NAME")
-        _require_known("tokenizer", self.tokenizer, ("char", "gpt2", "bpe"))
         _require_seed(self.seed)
         if self.workers < 0:
             raise UserError(f"workers={self.workers} must be 0 (one per core) or positive")
