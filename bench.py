@@ -5,6 +5,7 @@
     python bench.py precision [--steps=N]
     python bench.py recipe [--key=value ...] [--to=recipe.png]
     python bench.py first_token [--out_dir=DIR] [--runs=N]
+    python bench.py prepare [--corpus_mb=N] [--vocab_size=N]
 
 generation: tokens per second of cached and uncached generation side by side,
 for a 6-layer, 6-head, 384-wide model with a 256-token context in the GPT-2 and
@@ -22,9 +23,14 @@ classic one: wall time, tokens per second and eval.py's validation loss, and
 every run's loss curves in one picture (as compare.py draws them).
 first_token: wall time from starting `python sample.py` to its first generated
 character, for a trained checkpoint (the default run's unless --out_dir says).
+prepare: MB/s of preparing a corpus of copies of the plays (one file each) with
+GPT-2's tokenizer and with a BPE trained on it, beside tiktoken's own
+encode_ordinary_batch on the same files with every core; the time to train the
+BPE on the plays; the peak resident memory of a `python data/prepare.py` run.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -38,7 +44,11 @@ from cli.device import autocast, pick_device, resolve_dtype
 from cli.errors import UserError, run_cli
 from cli.loading import load_model
 from cli.settings import BenchConfig, SampleConfig, TrainConfig, read_config
-from data.corpora import ensure_dataset
+from data import load_tokenizer
+from data.bpe import train_bpe
+from data.build import prepare_dataset
+from data.corpora import ensure_dataset, shakespeare_text
+from data.sources import read_pieces
 from data.dataset import open_dataset
 from data.loader import BatchLoader
 from model import GPT, GPTConfig
@@ -282,8 +292,82 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
           f"{min(times):.2f} s at best, {statistics.median(times):.2f} s median over {len(times)} runs")
 
 
+def plays_corpus(folder: Path, megabytes: int) -> list[Path]:
+    """Copies of the plays, one file (one document) each, adding up to about `megabytes` MB."""
+    text = shakespeare_text().read_text(encoding="utf-8")
+    copies = max(1, round(megabytes * 1e6 / len(text.encode("utf-8"))))
+    for i in range(copies):
+        (folder / f"plays_{i:04}.txt").write_text(text, encoding="utf-8")
+    return sorted(folder.iterdir())
+
+
+def tiktoken_rate(encoding, files: list[Path]) -> float:
+    """MB/s of tiktoken's encode_ordinary_batch over the files' texts, one batch per `cores` files."""
+    cores = len(os.sched_getaffinity(0))
+    start, n_bytes = time.perf_counter(), 0
+    for i in range(0, len(files), cores):
+        texts = [f.read_text(encoding="utf-8") for f in files[i : i + cores]]
+        n_bytes += sum(len(t.encode("utf-8")) for t in texts)
+        encoding.encode_ordinary_batch(texts, num_threads=cores)
+    return n_bytes / 1e6 / (time.perf_counter() - start)
+
+
+def prepare_seconds(files: list[Path], out_dir: Path, tokenizer: str, vocab_size: int | None = None) -> float:
+    start = time.perf_counter()
+    prepare_dataset(files, tokenizer, out_dir, vocab_size=vocab_size)
+    return time.perf_counter() - start
+
+
+def bpe_training_seconds(files: list[Path], vocab_size: int) -> float:
+    """Training the BPE as prepare trains it (on pieces of the text), on all of the files' text."""
+    start = time.perf_counter()
+    train_bpe((piece.text for piece in read_pieces(files)), vocab_size)
+    return time.perf_counter() - start
+
+
+# Starts the command from a fresh, small interpreter and prints its peak RSS: a child's ru_maxrss also
+# counts the pages of the process it was forked from, so forking it from this one would count ours.
+PEAK_RSS_LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "
+                     "_, status, usage = os.wait4(p.pid, 0); print(usage.ru_maxrss); "
+                     "sys.exit(os.waitstatus_to_exitcode(status))")
+
+
+def peak_rss_of_prepare(args: list[str]) -> tuple[float, float]:
+    """Peak resident memory (MB) and wall time (s) of one `python data/prepare.py` run."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS_LAUNCHER, sys.executable, "data/prepare.py", *args],
+                            cwd=Path(__file__).parent, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UserError(f"data/prepare.py failed: {result.stderr.strip()}")
+    return int(result.stdout) / 1024, time.perf_counter() - start  # ru_maxrss is in KiB on Linux
+
+
+def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "corpus").mkdir()
+        files = plays_corpus(tmp / "corpus", cfg.corpus_mb)
+        megabytes, plays_mb = sum(f.stat().st_size for f in files) / 1e6, files[0].stat().st_size / 1e6
+        plays_train_s = bpe_training_seconds(files[:1], cfg.vocab_size)
+        gpt2 = megabytes / prepare_seconds(files, tmp / "gpt2", "gpt2")
+        gpt2_own = tiktoken_rate(load_tokenizer(tmp / "gpt2").encoding, files)
+        bpe_s = prepare_seconds(files, tmp / "bpe", "bpe", cfg.vocab_size)
+        bpe_own = tiktoken_rate(load_tokenizer(tmp / "bpe").encoding, files)
+        encode_s = bpe_s - bpe_training_seconds(files, cfg.vocab_size)
+        rss, wall = peak_rss_of_prepare([f"--input={tmp / 'corpus'}", "--tokenizer=gpt2", f"--out_dir={tmp / 'rss'}"])
+    cores = len(os.sched_getaffinity(0))
+    print(f"prepare: {megabytes:,.0f} MB of text ({len(files)} copies of the plays, one file each), {cores} cores")
+    print(f"  BPE training, vocabulary {cfg.vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
+    rows = (("gpt2", gpt2, gpt2_own), (f"bpe {cfg.vocab_size}", megabytes / bpe_s, bpe_own),
+            ("  less its training", megabytes / encode_s, bpe_own))
+    for name, rate, own in rows:
+        print(f"  {name:<20} prepare {rate:6.1f} MB/s   tiktoken encode_ordinary_batch {own:6.1f} MB/s   "
+              f"ratio {rate / own:.2f}")
+    print(f"  python data/prepare.py --tokenizer=gpt2: peak resident memory {rss:,.0f} MB, {wall:.1f} s wall")
+
+
 BENCHMARKS = {"generation": bench_generation, "training": bench_training, "precision": bench_precision,
-              "recipe": bench_recipe, "first_token": bench_first_token}
+              "recipe": bench_recipe, "first_token": bench_first_token, "prepare": bench_prepare}
 PASSES_KEYS_TO_TRAINING = ("training", "precision", "recipe")
 
 

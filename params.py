@@ -18,11 +18,15 @@ from training.init_from import model_config
 
 
 def dataset_vocab_size(dataset: str) -> int | None:
-    """The vocabulary in the dataset's meta.json; GPT-2's for a shipped GPT-2 recipe not prepared yet; else None."""
+    """The vocabulary in the dataset's meta.json; for a shipped BPE recipe not prepared yet, the
+    vocabulary it will have; else None."""
     meta = dataset_dir(dataset) / "meta.json"
     if meta.is_file():
         return json.loads(meta.read_text())["vocab_size"]
-    return GPT2Tokenizer().vocab_size if RECIPES.get(dataset) == "gpt2" else None
+    recipe = RECIPES.get(dataset)
+    if recipe is not None and recipe.tokenizer == "gpt2":
+        return GPT2Tokenizer().vocab_size
+    return recipe.vocab_size if recipe is not None else None
 
 
 def config_from_argv(argv: list[str]) -> GPTConfig:

@@ -191,8 +191,9 @@ def help_text(cls: type, usage: str, command: str) -> str:
         lines.append(f"  {f'--{f.name}={default!r}':<38} {f.metadata.get('help', '')}")
     if command != "train":
         shared = [f.name for f in dataclasses.fields(cls) if f.metadata["shared"]]
-        lines += ["", f"From a training config's top level, only {', '.join(shared) or 'no key'} "
-                      f"{'is' if len(shared) == 1 else 'are'} read; put this command's keys in a [{command}] table."]
+        read = (f"only {', '.join(shared)} {'is' if len(shared) == 1 else 'are'} read" if shared
+                else "no key is read")
+        lines += ["", f"From a training config's top level, {read}; put this command's keys in a [{command}] table."]
     return "\n".join(lines)
 
 

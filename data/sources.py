@@ -1,9 +1,249 @@
-"""Reading the user's text."""
+"""Reading the user's text: files, folders and globs of plain text, JSONL, Parquet
+and gzip, as one stream of documents, each cut into pieces of bounded size.
+
+A plain text file (any extension but those below, read as UTF-8) is one document.
+Each line of a .jsonl file and each row of a .parquet file is one (its field or
+column `text`, or text_field). `.gz` holds text or JSONL (name.jsonl.gz). Folders
+are walked recursively in sorted order, skipping hidden files and folders (names
+starting with a dot); globs are expanded in sorted order. Empty documents are
+skipped.
+"""
 from __future__ import annotations
 
+import codecs
+import glob
+import gzip
+import hashlib
+import json
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
+
+PIECE_CHARS = 1 << 20  # a long document is handed on in pieces of about this many characters
+READ_BYTES = 1 << 20  # a text file is read in blocks of this size
+
+# Where a text may be cut without changing its tokens: after a letter followed by a space, or
+# after a newline between two non-space characters. No pre-token of GPT-2's pattern, nor of
+# the GPT-4-style pattern of the trained BPE (data/bpe.py), spans either place, and both
+# patterns look ahead but never behind, so the parts encode to the tokens of the whole.
+# (A run of 2+ whitespace characters before a cut would be pre-tokenized differently at the
+# end of a part than before more text: hence one newline, with non-space on both sides.)
+SAFE_CUT = re.compile(r"(?<=[^\W\d_])(?= )|(?<=\S\n)(?=\S)")
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    ends_document: bool
+
+
+def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
+    """The input files: each pattern is a file, a folder (walked recursively) or a glob."""
+    if not patterns:
+        raise DataError("no input given; name text, JSONL or Parquet files, folders or globs with --input")
+    files = []
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        matches = [path] if path.exists() else [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
+        if not matches:
+            raise DataError(f"input {pattern} not found; give a file, a folder or a glob with --input")
+        found = [f for match in matches for f in _files_under(match)]
+        if not found:
+            raise DataError(f"input {pattern} holds no file; give text, JSONL or Parquet files")
+        files += found
+    return files
+
+
+def _files_under(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+
+
+def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Piece]:
+    """Every document of the files in order, as pieces of about PIECE_CHARS characters or
+    fewer, cut only where the tokens cannot change; a DataError names bad input."""
+    for path in files:
+        name = path.name.lower()
+        if name.endswith(".parquet"):
+            documents = _parquet_documents(path, text_field)
+        elif name.endswith((".jsonl", ".jsonl.gz")):
+            documents = _jsonl_documents(path, text_field)
+        else:
+            yield from _text_pieces(path)
+            continue
+        for text in documents:
+            yield from _document_pieces(text)
+
+
+def _document_pieces(text: str) -> Iterator[Piece]:
+    pieces, rest = cut_pieces(text, PIECE_CHARS)
+    yield from (Piece(piece, False) for piece in pieces)
+    if rest:
+        yield Piece(rest, True)
+
+
+def cut_pieces(text: str, piece_chars: int) -> tuple[list[str], str]:
+    """Cut pieces of at least piece_chars characters off the front of text at safe cuts;
+    returns them and the rest (shorter, or with no safe cut past piece_chars)."""
+    pieces, start = [], 0
+    while len(text) - start > piece_chars:
+        cut = SAFE_CUT.search(text, start + piece_chars)
+        if cut is None:
+            break
+        pieces.append(text[start : cut.start()])
+        start = cut.start()
+    return pieces, text[start:]
+
+
+def _open(path: Path):
+    try:
+        return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    except OSError as e:
+        raise DataError(f"input {path} cannot be read ({e.strerror}); check the path and its permissions") from None
+
+
+def _text_pieces(path: Path) -> Iterator[Piece]:
+    """A text file as pieces; it is read in blocks, never whole."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, pending = 0, ""  # bytes of the file read so far; text not yet handed on
+    with _open(path) as f:
+        while block := _read_block(f, path):
+            if b"\0" in block:
+                raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); "
+                                f"give text, JSONL or Parquet files")
+            pending += _decode(decoder, block, path, offset)
+            offset += len(block)
+            pieces, pending = cut_pieces(pending, PIECE_CHARS)
+            yield from (Piece(piece, False) for piece in pieces)
+        pending += _decode(decoder, b"", path, offset, final=True)
+    if pending:
+        yield Piece(pending, True)
+
+
+def _read_block(f, path: Path) -> bytes:
+    try:
+        return f.read(READ_BYTES)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise _unreadable(path, e) from None
+
+
+def _decode(decoder, block: bytes, path: Path, offset: int, final: bool = False) -> str:
+    held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
+    try:
+        return decoder.decode(block, final)
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, offset - held + e.start) from None
+
+
+def not_utf8(path: Path, offset: int, where: str = "") -> DataError:
+    return DataError(f"input {path}{where} is not UTF-8 (invalid byte at offset {offset}); convert it, "
+                     f"e.g. iconv -f latin1 -t utf-8")
+
+
+def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
+    with _open(path) as f:
+        number, offset = 0, 0  # line number, byte offset of the line
+        while line := _read_line(f, path):
+            number += 1
+            if line.strip():
+                yield _jsonl_text(path, number, offset, line, field)
+            offset += len(line)
+
+
+def _read_line(f, path: Path) -> bytes:
+    try:
+        return f.readline()
+    except (OSError, EOFError, zlib.error) as e:
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: Exception) -> DataError:
+    hint = "is it a damaged .gz file?" if path.name.lower().endswith(".gz") else "check the file"
+    return DataError(f"input {path} cannot be read ({e}); {hint}")
+
+
+def _jsonl_text(path: Path, number: int, offset: int, line: bytes, field: str) -> str:
+    where = f" line {number}"
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, offset + e.start, where) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"input {path}{where} is not JSON ({e.msg} at column {e.colno}); "
+                        f"give one JSON object per line") from None
+    if not isinstance(record, dict) or field not in record:
+        raise DataError(f"input {path}{where} has no field {field!r}; set --text_field to the field holding the text")
+    if not isinstance(record[field], str):
+        raise DataError(f"input {path}{where}: field {field!r} is {type(record[field]).__name__}, not text; "
+                        f"set --text_field to the field holding the text")
+    return record[field]
+
+
+def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"input {path} is not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    schema = parquet.schema_arrow
+    if column not in schema.names:
+        raise DataError(f"input {path} has no column {column!r} (it has {', '.join(schema.names)}); "
+                        f"set --text_field to the column holding the text")
+    if not pa.types.is_string(schema.field(column).type) and not pa.types.is_large_string(schema.field(column).type):
+        raise DataError(f"input {path}: column {column!r} holds {schema.field(column).type}, not text; "
+                        f"set --text_field to the column holding the text")
+    for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=[column]):
+        yield from (text for text in batch.column(0).to_pylist() if text)  # a null row is an empty document
+
+
+@dataclass
+class CorpusScan:
+    """What one cheap pass over the inputs tells: their hashes, sizes and documents."""
+
+    inputs: list[dict]  # {"path", "bytes", "sha256"} per file
+    documents: int
+    chars: int
+    text_bytes: int  # UTF-8 bytes of all documents
+    alphabet: str | None  # the distinct characters, sorted (when asked for)
+
+
+def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool = False,
+                progress: Callable[[int], None] = lambda n: None) -> CorpusScan:
+    """Read every input once: check it, hash it, count its documents and characters.
+    progress is called with the UTF-8 bytes of each piece of text read."""
+    inputs = [{"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)} for path in files]
+    documents = chars = text_bytes = 0
+    seen: set[str] = set()
+    has_text = False
+    for piece in read_pieces(files, text_field):
+        n_bytes = len(piece.text.encode("utf-8"))
+        documents += piece.ends_document
+        chars += len(piece.text)
+        text_bytes += n_bytes
+        has_text = has_text or not piece.text.isspace()
+        if alphabet:
+            seen.update(piece.text)
+        progress(n_bytes)
+    if not has_text:
+        named = files[0] if len(files) == 1 else f"all {len(files)} files"
+        raise DataError(f"input {named} is empty (no text); give files with some content")
+    return CorpusScan(inputs, documents, chars, text_bytes, "".join(sorted(seen)) if alphabet else None)
+
+
+def _sha256(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        raise DataError(f"input {path} cannot be read ({e.strerror}); check the path and its permissions") from None
 
 
 def read_text(path: str | Path) -> str:
@@ -19,7 +259,4 @@ def read_text(path: str | Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(
-            f"input file {path} is not UTF-8 (invalid byte at offset {e.start}); convert it, "
-            f"e.g. iconv -f latin1 -t utf-8"
-        ) from None
+        raise not_utf8(path, e.start) from None

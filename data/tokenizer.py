@@ -1,10 +1,16 @@
-"""Tokenizers behind one small interface: encode, decode, vocab_size, describe.
+"""Tokenizers behind one small interface: encode, decode, vocab_size, eot_token, describe.
 
-`describe()` returns a plain dict that is saved in meta.json and in every
-checkpoint; `tokenizer_from_description` rebuilds the tokenizer from it.
+`describe()` returns plain data (str, int, list, dict) that is saved in meta.json
+and in every checkpoint; `tokenizer_from_description` rebuilds the tokenizer from
+it alone, offline. Three kinds:
+- char: one token per character of the corpus, plus an end-of-text token that
+  decodes to nothing (descriptions written before it existed have none);
+- gpt2: OpenAI's GPT-2 BPE through tiktoken, ending documents with <|endoftext|>;
+- bpe: a byte-level BPE trained on the corpus (data/bpe.py), encoded by tiktoken.
 """
 from __future__ import annotations
 
+import base64
 import functools
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +22,7 @@ from .errors import DataError
 # sha256 of OpenAI's GPT-2 BPE files, as tiktoken checks them
 GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+END_OF_TEXT = "<|endoftext|>"
 
 
 class Tokenizer(Protocol):
@@ -23,6 +30,7 @@ class Tokenizer(Protocol):
     eot_token: int | None  # a token that ends a document, if the vocabulary has one
 
     def encode(self, text: str) -> list[int]: ...
+    def encode_array(self, text: str) -> np.ndarray: ...  # the same ids as a uint32 array
     def decode(self, ids: list[int]) -> str: ...
     def decode_bytes(self, ids: list[int]) -> bytes: ...  # UTF-8; a BPE token may hold part of a character
     def describe(self) -> dict: ...
@@ -30,51 +38,73 @@ class Tokenizer(Protocol):
 
 
 class CharTokenizer:
-    """One token per character of a vocabulary built from the corpus."""
+    """One token per character of a vocabulary built from the corpus; with `end_of_text`,
+    one more id (len(chars)) ends a document and decodes to nothing."""
 
-    eot_token = None
-
-    def __init__(self, chars: str):
+    def __init__(self, chars: str, end_of_text: bool = False):
         self.chars = chars
-        self.vocab_size = len(chars)
-        self._index = {ch: i for i, ch in enumerate(chars)}
+        self.eot_token = len(chars) if end_of_text else None
+        self.vocab_size = len(chars) + end_of_text
+        codepoints = np.array([ord(ch) for ch in chars], dtype=np.uint32)
+        self._order = np.argsort(codepoints)  # position in sorted code points -> id
+        self._sorted = codepoints[self._order]
+        self._pieces = list(chars) + [""] * end_of_text
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
-        return cls("".join(sorted(set(text))))
+    def from_text(cls, text: str, end_of_text: bool = False) -> "CharTokenizer":
+        return cls("".join(sorted(set(text))), end_of_text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        where = np.minimum(np.searchsorted(self._sorted, codepoints), max(len(self.chars) - 1, 0))
+        known = self._sorted[where] == codepoints if len(self.chars) else np.zeros(len(codepoints), bool)
+        if not known.all():
+            unknown = sorted({chr(c) for c in codepoints[~known].tolist()})
+            names = ", ".join(repr(ch) for ch in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            one = len(unknown) == 1
+            raise DataError(
+                f"character{'' if one else 's'} {names} {'is' if one else 'are'} not in this model's vocabulary of "
+                f"{len(self.chars)} characters; use only characters of its training text"
+            )
+        return self._order[where].astype(np.uint32)
 
     def encode(self, text: str) -> list[int]:
-        try:
-            return [self._index[ch] for ch in text]
-        except KeyError as e:
-            raise DataError(
-                f"character {e.args[0]!r} is not in this model's vocabulary of {self.vocab_size} "
-                f"characters; use only characters of its training text"
-            ) from None
+        return self.encode_array(text).tolist()
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
+        return "".join(self._pieces[i] for i in ids)
 
     def decode_bytes(self, ids: list[int]) -> bytes:
         return self.decode(ids).encode("utf-8")
 
     def describe(self) -> dict:
-        return {"kind": "char", "chars": self.chars}
+        if self.eot_token is None:
+            return {"kind": "char", "chars": self.chars}
+        return {"kind": "char", "chars": self.chars, "eot_token": self.eot_token}
 
     def token_bytes(self) -> np.ndarray:
-        return np.array([len(ch.encode("utf-8")) for ch in self.chars], dtype=np.int64)
+        return np.array([len(piece.encode("utf-8")) for piece in self._pieces], dtype=np.int64)
 
 
-class GPT2Tokenizer:
-    """OpenAI's GPT-2 byte-pair encoding, through tiktoken."""
+class TiktokenTokenizer:
+    """A byte-level BPE run by tiktoken; documents end with its <|endoftext|>."""
 
-    def __init__(self):
-        self._enc = load_gpt2_encoding()
-        self.vocab_size = self._enc.n_vocab  # 50257
-        self.eot_token = self._enc.eot_token  # <|endoftext|>, 50256
+    def __init__(self, encoding):
+        self._enc = encoding
+        self.vocab_size = encoding.n_vocab
+        self.eot_token = encoding.eot_token
+
+    @property
+    def encoding(self):
+        """The tiktoken.Encoding itself, for tools that want it."""
+        return self._enc
 
     def encode(self, text: str) -> list[int]:
         return self._enc.encode_ordinary(text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        # encode with no special token allowed nor refused is encode_ordinary, straight into a numpy buffer
+        return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
 
     def decode(self, ids: list[int]) -> str:
         return self._enc.decode(ids)
@@ -82,11 +112,48 @@ class GPT2Tokenizer:
     def decode_bytes(self, ids: list[int]) -> bytes:
         return self._enc.decode_bytes(ids)
 
+    def token_bytes(self) -> np.ndarray:
+        """Special tokens (<|endoftext|>) are no text: 0 bytes, so bits per byte count only the text's."""
+        sizes = [len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
+        for name in self._enc.special_tokens_set:
+            sizes[self._enc.encode_single_token(name)] = 0
+        return np.array(sizes, dtype=np.int64)
+
+
+class GPT2Tokenizer(TiktokenTokenizer):
+    """OpenAI's GPT-2 byte-pair encoding (vocabulary 50257, <|endoftext|> = 50256)."""
+
+    def __init__(self):
+        super().__init__(load_gpt2_encoding())
+
     def describe(self) -> dict:
         return {"kind": "gpt2"}
 
-    def token_bytes(self) -> np.ndarray:
-        return np.array([len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)], dtype=np.int64)
+
+class BPETokenizer(TiktokenTokenizer):
+    """A byte-level BPE trained on a corpus: its merges as tiktoken's mergeable ranks
+    (token bytes in rank order), its pre-tokenization pattern and its special tokens."""
+
+    def __init__(self, ranks: list[bytes], pattern: str, special_tokens: dict[str, int]):
+        import tiktoken
+
+        self.ranks, self.pattern, self.special_tokens = ranks, pattern, special_tokens
+        mergeable = {token: rank for rank, token in enumerate(ranks)}
+        super().__init__(tiktoken.Encoding(name="bpe", pat_str=pattern, mergeable_ranks=mergeable,
+                                           special_tokens=special_tokens))
+
+    def describe(self) -> dict:
+        return {
+            "kind": "bpe",
+            "pattern": self.pattern,
+            "ranks": [base64.b64encode(token).decode("ascii") for token in self.ranks],
+            "special_tokens": dict(self.special_tokens),
+        }
+
+    @classmethod
+    def from_description(cls, description: dict) -> "BPETokenizer":
+        ranks = [base64.b64decode(token) for token in description["ranks"]]
+        return cls(ranks, description["pattern"], dict(description["special_tokens"]))
 
 
 @functools.cache
@@ -121,12 +188,12 @@ def gpt2_encoding_from_package():
         name="gpt2",
         pat_str=r50k_pat_str,
         mergeable_ranks=ranks,
-        special_tokens={"<|endoftext|>": 50256},
+        special_tokens={END_OF_TEXT: 50256},
         explicit_n_vocab=50257,
     )
 
 
-TOKENIZER_KINDS = ("char", "gpt2")
+TOKENIZER_KINDS = ("char", "gpt2", "bpe")
 
 
 def start_tokens(tokenizer: Tokenizer) -> list[int]:
@@ -139,19 +206,13 @@ def start_tokens(tokenizer: Tokenizer) -> list[int]:
         return [0]
 
 
-def make_tokenizer(kind: str, text: str) -> Tokenizer:
-    """A tokenizer of the given kind for a corpus (char builds its vocabulary from the text)."""
-    if kind == "char":
-        return CharTokenizer.from_text(text)
-    if kind == "gpt2":
-        return GPT2Tokenizer()
-    raise DataError(f"unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZER_KINDS)}")
-
-
 def tokenizer_from_description(description: dict) -> Tokenizer:
+    """Rebuild a tokenizer from its description (meta.json's or a checkpoint's "tokenizer")."""
     kind = description.get("kind")
     if kind == "char":
-        return CharTokenizer(description["chars"])
+        return CharTokenizer(description["chars"], end_of_text="eot_token" in description)
     if kind == "gpt2":
         return GPT2Tokenizer()
+    if kind == "bpe":
+        return BPETokenizer.from_description(description)
     raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")

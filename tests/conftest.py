@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from attention_reference import TEXT
-from data.dataset import prepare_dataset
-from helpers import TINY_TRAIN_FLAGS, run_script
+from helpers import TINY_TRAIN_FLAGS, prepare_text, run_script
 
 SLOW_FIXTURES = {"trained_out", "attention_run"}  # each starts train.py or attention.py once per session
 
@@ -51,7 +50,7 @@ def corpus_file(tmp_path_factory, corpus_text) -> Path:
 @pytest.fixture(scope="session")
 def char_dataset(tmp_path_factory, corpus_text) -> Path:
     folder = tmp_path_factory.mktemp("data") / "tiny_char"
-    prepare_dataset(corpus_text, "char", folder)
+    prepare_text(corpus_text, "char", folder)
     return folder
 
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from data.build import prepare_dataset
+
 REPO = Path(__file__).resolve().parent.parent
 
 TINY_TRAIN_FLAGS = [
@@ -36,3 +38,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert result.stderr.rstrip().endswith(errors[0])
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+def prepare_text(text: str, tokenizer: str, folder: Path, **settings) -> dict:
+    """A dataset folder made from text (written to a file beside it, the way a user's corpus is); its meta."""
+    source = folder.parent / f"{folder.name}.txt"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text(text, encoding="utf-8")
+    return prepare_dataset([source], tokenizer, folder, **settings).meta

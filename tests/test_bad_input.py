@@ -9,8 +9,7 @@ import shutil
 import pytest
 import torch
 
-from data.dataset import prepare_dataset
-from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_script, snapshot
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_script, snapshot
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
@@ -42,7 +41,7 @@ def test_prepare_rejects_bad_input_files(run_dir, content, fragment):
 
 
 def test_corpus_too_short_for_the_context(tmp_path):
-    prepare_dataset("To be, or not to be, that is the question.\n" * 3, "char", tmp_path / "short")
+    prepare_text("To be, or not to be, that is the question.\n" * 3, "char", tmp_path / "short")
     result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'short'}", f"--out_dir={tmp_path / 'out'}",
                         "--block_size=64", check=False)
     assert_one_line_error(result, "split has", "too few for block_size=64", "smaller block_size")
@@ -68,7 +67,7 @@ def test_block_size_over_the_models_maximum(tmp_path, corpus_text):
     transformers = pytest.importorskip("transformers")
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_positions=32, n_embd=16, n_layer=1, n_head=2))
     hf.save_pretrained(tmp_path / "hf")
-    prepare_dataset(corpus_text, "gpt2", tmp_path / "bpe")
+    prepare_text(corpus_text, "gpt2", tmp_path / "bpe")
     result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
                         f"--init_from={tmp_path / 'hf'}", "--block_size=64", check=False)
     assert_one_line_error(result, "block_size=64 is over this model's maximum of 32")
@@ -76,7 +75,7 @@ def test_block_size_over_the_models_maximum(tmp_path, corpus_text):
 
 def test_missing_dataset_folder(run_dir):
     shutil.rmtree(run_dir / "data")
-    assert_one_line_error(train(run_dir, out="new"), "not found", "python data/prepare.py --input=FILE")
+    assert_one_line_error(train(run_dir, out="new"), "not found", "python data/prepare.py --input=PATH")
 
 
 def test_meta_json_not_matching_its_bins(run_dir):

@@ -13,9 +13,9 @@ import torch
 import data.dataset
 from cli.errors import UserError
 from cli.settings import TrainConfig
-from data.dataset import dataset_identity, open_dataset, prepare_dataset
+from data.dataset import dataset_identity, open_dataset
 from data.errors import DataError
-from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_script, snapshot
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_script, snapshot
 from training.init_from import check_resume_data
 
 
@@ -30,7 +30,7 @@ def test_fingerprint_is_the_sha256_of_train_then_val_bins(char_dataset, monkeypa
 
 def test_token_ids_outside_the_vocabulary_are_refused_naming_the_file(tmp_path, corpus_text, monkeypatch):
     monkeypatch.setattr(data.dataset, "CHUNK_TOKENS", 7)  # the bad id sits in a later chunk
-    meta = prepare_dataset(corpus_text, "char", tmp_path / "d")
+    meta = prepare_text(corpus_text, "char", tmp_path / "d")
     val = np.fromfile(tmp_path / "d" / "val.bin", dtype=np.uint16)
     val[100] = meta["vocab_size"]  # one past the last id
     val.tofile(tmp_path / "d" / "val.bin")
@@ -106,7 +106,7 @@ def shuffled_lines(text: str) -> str:
 @pytest.mark.slow
 def test_resume_on_a_reprepared_dataset_is_refused_then_continued_as_fine_tuning(run_dir, corpus_text):
     shutil.rmtree(run_dir / "data")
-    prepare_dataset(shuffled_lines(corpus_text), "char", run_dir / "data")
+    prepare_text(shuffled_lines(corpus_text), "char", run_dir / "data", overwrite=True)
     before = snapshot(run_dir)
     assert_one_line_error(train(run_dir), "the token files of dataset", "changed since this checkpoint was trained",
                           "--allow_new_data=true")
@@ -124,7 +124,7 @@ def test_resume_on_a_reprepared_dataset_is_refused_then_continued_as_fine_tuning
 def test_resume_on_a_dataset_with_another_vocabulary_is_refused_without_a_word_about_vocab_size(run_dir, corpus_text,
                                                                                                  flag):
     shutil.rmtree(run_dir / "data")
-    prepare_dataset(corpus_text + "Zebras!\n", "char", run_dir / "data")
+    prepare_text(corpus_text + "Zebras!\n", "char", run_dir / "data", overwrite=True)
     before = snapshot(run_dir)
     result = train(run_dir, *flag)
     assert_one_line_error(result, "prepared with another tokenizer than this checkpoint's", "(2 new: '!Z')",
@@ -147,7 +147,7 @@ def test_a_checkpoint_from_before_dataset_records_resumes_exactly_and_says_the_d
 @pytest.mark.slow
 def test_eval_refuses_to_score_a_dataset_tokenized_another_way(run_dir, corpus_text):
     shutil.rmtree(run_dir / "data")
-    prepare_dataset(corpus_text, "gpt2", run_dir / "data")
+    prepare_text(corpus_text, "gpt2", run_dir / "data", overwrite=True)
     before = snapshot(run_dir)
     assert_one_line_error(run_script("eval.py", f"--out_dir={run_dir / 'out'}", check=False),
                           f"dataset {run_dir / 'data'} was prepared with another tokenizer than this checkpoint's "

@@ -95,3 +95,34 @@ def test_a_prompt_longer_than_the_context_is_read_from_its_end(trained_out, tmp_
     assert len(continuation) == 40 + len("\n---------------\n")
     assert long_b.stdout.split(tail, 1)[1] == continuation
     assert run_script(*args, f"--prompt={tail}").stdout.split(tail, 1)[1] == continuation
+
+
+def test_prepare_a_folder_with_a_trained_bpe_then_train_and_sample(tmp_path, corpus_text):
+    """A multilingual folder plus a JSONL of verses, a BPE trained on it, a tiny model trained on that;
+    sample.py then runs from the checkpoint alone (the dataset folder removed)."""
+    import json
+    import shutil
+
+    from corpus_files import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    stanzas = corpus_text.split("\n")
+    (corpus / "verses.jsonl").write_text("".join(json.dumps({"text": "\n".join(stanzas[i : i + 6])}) + "\n"
+                                                 for i in range(0, 600, 6)))
+    data_dir, out_dir = tmp_path / "data" / "bpe", tmp_path / "out"
+    prep = run_script("data/prepare.py", f"--input={corpus}", "--tokenizer=bpe", "--vocab_size=320",
+                      f"--out_dir={data_dir}")
+    assert "vocabulary 320 (bpe)" in prep.stdout and (data_dir / "tokenizer.tiktoken").is_file()
+    run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={data_dir}", f"--out_dir={out_dir}")
+    checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
+    assert checkpoint["tokenizer"]["kind"] == "bpe" and checkpoint["model_args"]["vocab_size"] == 320
+    scores = json.loads(run_script("eval.py", f"--out_dir={out_dir}", "--json=true").stdout)
+    meta = json.loads((data_dir / "meta.json").read_text())
+    assert scores["tokens"] == meta["val_tokens"] - 1  # every token of the split but the first is predicted
+    assert meta["val_bytes"] - 16 <= scores["bytes"] < meta["val_bytes"]  # end-of-text tokens count no bytes
+    shutil.rmtree(data_dir)
+    prompt = "Shall I 日本"  # characters the tokenizer never saw in this order still encode, byte by byte
+    sample = run_script("sample.py", f"--out_dir={out_dir}", f"--prompt={prompt}", "--max_new_tokens=30").stdout
+    assert sample.startswith(prompt) and sample.endswith("\n---------------\n")
+    unprompted = run_script("sample.py", f"--out_dir={out_dir}", "--max_new_tokens=30", "--seed=3").stdout
+    assert "<|endoftext|>" not in unprompted  # end-of-text ends a sample, it is never printed

@@ -9,7 +9,7 @@ import torch
 
 from cli.errors import UserError
 from cli.loading import load_model
-from helpers import run_script
+from helpers import prepare_text, run_script
 from model import GPT
 from model.pretrained import PretrainedNotFound
 
@@ -99,11 +99,9 @@ def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path, hub):
 
 @pytest.mark.slow
 def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
-    from data.dataset import prepare_dataset
-
     config = transformers.GPT2Config(n_positions=64, n_embd=16, n_layer=1, n_head=2)  # GPT-2's vocabulary
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")
-    prepare_dataset(corpus_text, "gpt2", tmp_path / "bpe")
+    prepare_text(corpus_text, "gpt2", tmp_path / "bpe")
     run_script("train.py", f"--init_from={tmp_path / 'hf'}", f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
                "--block_size=16", "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=1",
                "--sample_tokens=5", "--device=cpu")

@@ -1,6 +1,9 @@
 """Tokenizers: round trips, GPT-2's published ids, and the offline path."""
+import json
+
 import pytest
 
+from data import load_tokenizer
 from data.errors import DataError
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, gpt2_encoding_from_package, tokenizer_from_description
 
@@ -39,3 +42,82 @@ def test_gpt2_offline_path_uses_the_hash_checked_packaged_files():
     ids = enc.encode_ordinary(TEXT)
     assert enc.decode(ids) == TEXT
     assert ids == GPT2Tokenizer().encode(TEXT)
+
+
+UNSEEN = "Ζεύς and 北京 meet 🦄🎉 at the café — naïve façade, 1234567 ½ \u200b\ttabs\r\n"
+
+
+@pytest.fixture(scope="module")
+def bpe_folder(tmp_path_factory):
+    from helpers import prepare_text
+
+    folder = tmp_path_factory.mktemp("bpe") / "plays"
+    verses = "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n" * 200
+    tail = "zyzzyva quixotic " * 300  # only in the validation tail: no token may be learned from it
+    prepare_text(verses + tail, "bpe", folder, vocab_size=300, val_fraction=len(tail) / len(verses + tail))
+    return folder
+
+
+def test_trained_bpe_round_trips_any_text_and_has_the_vocabulary_asked_for(bpe_folder):
+    tok = load_tokenizer(bpe_folder)
+    assert tok.vocab_size == 300 and tok.eot_token == 299
+    assert tok.decode(tok.encode(UNSEEN)) == UNSEEN
+    assert len(tok.encode("Shall I compare thee")) < len("Shall I compare thee") / 2  # it learned the verse
+    assert tok.decode([tok.eot_token]) == "<|endoftext|>" and tok.eot_token not in tok.encode("<|endoftext|>")
+
+
+def test_trained_bpe_never_learns_from_the_validation_text(bpe_folder):
+    tok = load_tokenizer(bpe_folder)
+    learned = [tok.encoding.decode_single_token_bytes(i) for i in range(256, tok.vocab_size - 1)]
+    assert b" thee" in learned and b" more" in learned
+    assert not any(b"zyz" in token or b"quix" in token for token in learned)
+
+
+def test_trained_bpe_survives_a_save_and_reload(bpe_folder):
+    """From its plain-data description (as in a checkpoint), and from tiktoken's rank file."""
+    import torch
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    tok = load_tokenizer(bpe_folder)
+    meta = json.loads((bpe_folder / "meta.json").read_text())
+    saved = bpe_folder.parent / "description.pt"
+    torch.save({"tokenizer": meta["tokenizer"]}, saved)
+    rebuilt = tokenizer_from_description(torch.load(saved, weights_only=True)["tokenizer"])
+    assert rebuilt.encode(UNSEEN) == tok.encode(UNSEEN) and rebuilt.vocab_size == tok.vocab_size
+    ranks = load_tiktoken_bpe(str(bpe_folder / meta["tokenizer_file"]))
+    description = meta["tokenizer"]
+    plain = tiktoken.Encoding("plays", pat_str=description["pattern"], mergeable_ranks=ranks,
+                              special_tokens=description["special_tokens"])
+    assert plain.encode_ordinary(UNSEEN) == tok.encode(UNSEEN)
+    assert plain.eot_token == tok.eot_token
+
+
+def test_char_tokenizer_end_of_text_decodes_to_nothing():
+    tok = CharTokenizer.from_text(TEXT, end_of_text=True)
+    assert tok.vocab_size == len(set(TEXT)) + 1 and tok.eot_token == len(set(TEXT))
+    ids = tok.encode(TEXT) + [tok.eot_token] + tok.encode(TEXT)
+    assert tok.decode(ids) == TEXT + TEXT and tok.token_bytes()[tok.eot_token] == 0
+    assert tokenizer_from_description(tok.describe()).eot_token == tok.eot_token
+
+
+def test_descriptions_written_before_end_of_text_still_load():
+    """Datasets and checkpoints already on users' disks."""
+    old_char = tokenizer_from_description({"kind": "char", "chars": "\n abc"})
+    assert old_char.vocab_size == 5 and old_char.eot_token is None
+    assert old_char.encode("cab\n") == [4, 2, 3, 0] and old_char.decode([4, 2, 3, 0]) == "cab\n"
+    assert tokenizer_from_description({"kind": "gpt2"}).eot_token == 50256
+
+
+def test_char_unknown_characters_are_all_named():
+    tok = CharTokenizer.from_text("abc")
+    with pytest.raises(DataError, match=r"characters 'x', 'z' are not in this model's vocabulary of 3"):
+        tok.encode("abzxa")
+
+
+def test_end_of_text_counts_no_bytes_for_bits_per_byte(bpe_folder):
+    for tok in (load_tokenizer(bpe_folder), GPT2Tokenizer(), CharTokenizer.from_text(TEXT, end_of_text=True)):
+        sizes = tok.token_bytes()
+        assert sizes[tok.eot_token] == 0
+        ids = tok.encode(TEXT)
+        assert sizes[ids].sum() == len(TEXT.encode("utf-8"))

@@ -1,0 +1,186 @@
+"""Building a dataset folder from a corpus: what data/prepare.py does.
+
+1. check out_dir (nothing there, or a dataset) and make a staging folder beside it;
+2. scan the inputs once: check them, hash them, count documents and characters;
+3. plan the validation split (data/splits.py);
+4. make the tokenizer (bpe: train it on the training split only);
+5. encode every piece in parallel, appending to train.bin and val.bin in order;
+6. write meta.json (and, for bpe, tokenizer.tiktoken), then swap the folder in whole.
+
+Every document ends with the tokenizer's end-of-text token. meta.json holds the
+tokenizer's description, the dtype, each split's tokens, UTF-8 bytes and
+documents, the inputs with their sha256, and `fingerprint`: the sha256 of
+train.bin's bytes followed by val.bin's.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .bins import TokenFile, encode_in_order, fingerprint
+from .bpe import DEFAULT_VOCAB_SIZE, RANK_FILE, check_vocab_size, train_bpe, write_rank_file
+from .dataset import open_dataset
+from .errors import DataError
+from .files import write_atomically
+from .sources import CorpusScan, find_inputs, read_pieces, scan_corpus
+from .splits import SplitPlan, label_pieces, plan_split
+from .staging import existing_dataset, make_staging_folder, swap_in
+from .tokenizer import TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer
+
+
+@dataclass
+class Prepared:
+    folder: Path
+    meta: dict  # meta.json's contents
+    reused: bool  # the folder already held exactly this dataset: nothing was written
+
+
+def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str | Path, *,
+                    vocab_size: int | None = None, val_fraction: float = 0.1, seed: int = 1337,
+                    text_field: str = "text", workers: int = 0, overwrite: bool = False,
+                    progress: bool = False) -> Prepared:
+    """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir.
+    A folder holding another dataset is replaced only with overwrite=True;
+    workers=0 uses every core."""
+    settings = _checked_settings(tokenizer, vocab_size, val_fraction, seed, text_field)
+    out_dir = Path(out_dir)
+    files = find_inputs(inputs)
+    old = existing_dataset(out_dir)
+    if old is not None and not overwrite and old.get("prepared_with") != settings:
+        raise _refusal(out_dir, old)
+    staging = make_staging_folder(out_dir)
+    try:
+        with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
+            scan = scan_corpus(files, text_field, alphabet=tokenizer == "char", progress=bar.update)
+        if old is not None and _same_dataset(out_dir, old, settings, scan):
+            return Prepared(out_dir, old, reused=True)
+        if old is not None and not overwrite:
+            raise _refusal(out_dir, old)
+        meta = _build(files, scan, settings, staging, workers or _cores(), progress)
+        swap_in(staging, out_dir)
+        return Prepared(out_dir, meta, reused=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: float, seed: int,
+                      text_field: str) -> dict:
+    """The settings that, with the inputs, make a dataset what it is."""
+    if tokenizer not in TOKENIZER_KINDS:
+        raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)}")
+    if tokenizer == "bpe":
+        vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
+        check_vocab_size(vocab_size)
+    elif vocab_size is not None:
+        raise DataError(f"vocab_size is for --tokenizer=bpe; the {tokenizer} tokenizer's vocabulary is fixed by it")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction={val_fraction} must be between 0 and 1")
+    return {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed,
+            "text_field": text_field}
+
+
+def _refusal(out_dir: Path, old: dict) -> DataError:
+    what = "another dataset" if old else "an incomplete dataset (no readable meta.json)"
+    return DataError(f"out_dir {out_dir} holds {what}; add --overwrite=true to replace it, "
+                     f"or choose another --out_dir")
+
+
+def _same_dataset(out_dir: Path, old: dict, settings: dict, scan: CorpusScan) -> bool:
+    """out_dir already holds, whole, the dataset these inputs and settings make."""
+    same_inputs = [i.get("sha256") for i in old.get("inputs", [])] == [i["sha256"] for i in scan.inputs]
+    if not same_inputs or old.get("prepared_with") != settings:
+        return False
+    try:
+        open_dataset(out_dir)
+    except DataError:
+        return False
+    return True
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _bar(progress: bool, what: str, total: int | None = None):
+    """A progress bar in MB and MB/s of text, or a stand-in that shows nothing."""
+    if not progress:
+        return nullcontext(_Silent())
+    from tqdm import tqdm
+
+    return tqdm(desc=what, total=total, unit="B", unit_scale=True, mininterval=0.5)
+
+
+class _Silent:
+    def update(self, n: int) -> None:
+        pass
+
+
+def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, workers: int,
+           progress: bool) -> dict:
+    """Write train.bin, val.bin, meta.json (and the rank file for bpe) into staging; returns the meta."""
+    plan = plan_split(scan.documents, scan.chars, settings["val_fraction"], settings["seed"])
+
+    def labelled():  # each pass reads the inputs anew: nothing of the corpus is kept in memory
+        return label_pieces(read_pieces(files, settings["text_field"]), plan)
+
+    tokenizer = _make_tokenizer(settings, scan, labelled, progress)
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    splits = {name: TokenFile(staging / f"{name}.bin", dtype) for name in ("train", "val")}
+    try:
+        with _bar(progress, "encoding", scan.text_bytes) as bar:
+            for encoded in encode_in_order(labelled(), tokenizer, workers):
+                splits[encoded.split].append(encoded)
+                bar.update(encoded.text_bytes)
+    finally:
+        for split in splits.values():
+            split.close()
+    meta = _meta(tokenizer, dtype, splits, scan, plan, settings)
+    if isinstance(tokenizer, BPETokenizer):
+        write_rank_file(tokenizer, staging)
+        meta["tokenizer_file"] = RANK_FILE
+    write_atomically(staging / "meta.json", json.dumps(meta, indent=2).encode())
+    return meta
+
+
+def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progress: bool) -> Tokenizer:
+    if settings["tokenizer"] == "char":
+        return CharTokenizer(scan.alphabet, end_of_text=True)
+    if settings["tokenizer"] == "gpt2":
+        return GPT2Tokenizer()
+    with _bar(progress, "training BPE") as bar:
+        def training_text():  # the training split only: the validation text stays unseen
+            for split, piece in labelled():
+                if split == "train":
+                    bar.update(len(piece.text.encode("utf-8")))
+                    yield piece.text
+        return train_bpe(training_text(), settings["vocab_size"])
+
+
+def _meta(tokenizer: Tokenizer, dtype: type, splits: dict[str, TokenFile], scan: CorpusScan, plan: SplitPlan,
+          settings: dict) -> dict:
+    hashes = [i["sha256"] for i in scan.inputs]
+    source = hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+    train, val = splits["train"], splits["val"]
+    return {
+        "tokenizer": tokenizer.describe(),
+        "vocab_size": tokenizer.vocab_size,
+        "eot_token": tokenizer.eot_token,
+        "dtype": np.dtype(dtype).name,
+        "val_fraction": settings["val_fraction"],
+        "split": plan.kind,
+        "train_tokens": train.tokens, "val_tokens": val.tokens,
+        "train_bytes": train.text_bytes, "val_bytes": val.text_bytes,
+        "train_documents": train.documents, "val_documents": val.documents,
+        "fingerprint": fingerprint(train, val.path),
+        "source_sha256": source,
+        "inputs": scan.inputs,
+        "prepared_with": settings,
+    }

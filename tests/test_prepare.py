@@ -1,0 +1,170 @@
+"""data/prepare.py's library: a folder corpus of every format, the split, workers, chunking."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from corpus_files import DOCUMENTS, JSONL, write_corpus
+from data import load_tokenizer
+from data.build import prepare_dataset
+from data.dataset import open_dataset
+from data.sources import SAFE_CUT, cut_pieces, find_inputs, read_pieces
+from data.splits import plan_split
+from data.tokenizer import GPT2Tokenizer, tokenizer_from_description
+
+SETTINGS = {"char": {}, "gpt2": {}, "bpe": {"vocab_size": 300}}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def documents_of(folder) -> dict[str, list[str]]:
+    """Each split's token file cut at end-of-text and decoded: its documents, in order."""
+    dataset = open_dataset(folder)
+    tokenizer = tokenizer_from_description(dataset.meta["tokenizer"])
+    found = {}
+    for split in ("train", "val"):
+        ids = getattr(dataset, split).tolist()
+        assert ids[-1] == tokenizer.eot_token  # every document ends with it, the last one too
+        ends = [i for i, token in enumerate(ids) if token == tokenizer.eot_token]
+        starts = [0] + [end + 1 for end in ends[:-1]]
+        found[split] = [tokenizer.decode(ids[s:e]) for s, e in zip(starts, ends)]
+    return found
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2", "bpe"])
+def test_a_folder_of_every_format_decodes_to_its_documents_in_order(corpus, tmp_path, kind):
+    meta = prepare_dataset([corpus], kind, tmp_path / "ds", **SETTINGS[kind]).meta
+    found = documents_of(tmp_path / "ds")
+    k = round(len(DOCUMENTS) * 0.1)  # 15 documents: 2 held out, whole
+    assert len(found["val"]) == meta["val_documents"] == k and meta["split"] == "documents"
+    assert len(found["train"]) == meta["train_documents"] == len(DOCUMENTS) - k
+    positions = {split: [DOCUMENTS.index(doc) for doc in docs] for split, docs in found.items()}
+    assert sorted(positions["train"] + positions["val"]) == list(range(len(DOCUMENTS)))
+    assert all(p == sorted(p) for p in positions.values())  # each split keeps the corpus order
+    assert meta["train_bytes"] + meta["val_bytes"] == sum(len(d.encode()) for d in DOCUMENTS)
+    assert [i["path"] for i in meta["inputs"]] == [str(p) for p in find_inputs([corpus])]
+    assert meta["eot_token"] == meta["vocab_size"] - 1
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2", "bpe"])
+def test_one_worker_or_several_write_the_same_files(corpus, tmp_path, monkeypatch, kind):
+    monkeypatch.setattr("data.bins.BATCH_CHARS", 40)  # many small batches in flight at once
+    for workers in (1, 3):
+        prepare_dataset([corpus], kind, tmp_path / f"w{workers}", workers=workers, **SETTINGS[kind])
+    files = sorted(p.name for p in (tmp_path / "w1").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "w3").iterdir())
+    for name in files:
+        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w3" / name).read_bytes(), name
+
+
+def test_the_fingerprint_is_the_hash_of_the_two_bins(corpus, tmp_path):
+    import hashlib
+
+    meta = prepare_dataset([corpus], "char", tmp_path / "ds").meta
+    raw = (tmp_path / "ds" / "train.bin").read_bytes() + (tmp_path / "ds" / "val.bin").read_bytes()
+    assert meta["fingerprint"] == hashlib.sha256(raw).hexdigest()
+    assert json.loads((tmp_path / "ds" / "meta.json").read_text()) == meta
+
+
+VARIED = ["word", " ", "  ", "\n", "\n\n", "\r\n", "\t", "it's", "we'll", "12345", "3.14", "...", "?!", "日本語の文",
+          "😀", "café", "Ünïcödé", "  \n", " x", "'", "-", "Ω", "ab\n cd", "x\ny", "\u00a0", "\u2028"]
+
+
+def varied_text(seed: int, n: int = 3000) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice(VARIED) for _ in range(n))
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bpe"])
+def test_text_cut_at_safe_cuts_encodes_like_the_whole(kind, tmp_path):
+    if kind == "gpt2":
+        tokenizer = GPT2Tokenizer()
+    else:
+        tokenizer = load_tokenizer_trained_on(varied_text(0), tmp_path)
+    for seed in range(1, 6):
+        text = varied_text(seed)
+        pieces, rest = cut_pieces(text, 5)
+        assert len(pieces) > 100 and "".join(pieces) + rest == text
+        assert [t for p in pieces + [rest] for t in tokenizer.encode(p)] == tokenizer.encode(text)
+
+
+def load_tokenizer_trained_on(text: str, tmp_path):
+    (tmp_path / "train.txt").write_text(text, encoding="utf-8")
+    prepare_dataset([tmp_path / "train.txt"], "bpe", tmp_path / "bpe_ds", vocab_size=400)
+    return load_tokenizer(tmp_path / "bpe_ds")
+
+
+def test_the_safe_cut_rule_finds_cuts_in_prose_and_in_text_without_spaces():
+    assert [m.start() for m in SAFE_CUT.finditer("ab cd\nef  gh\n\nij")] == [2, 6, 8]
+    assert [m.start() for m in SAFE_CUT.finditer("吾輩は猫\nである")] == [5]
+
+
+def test_a_large_text_file_is_read_in_blocks_and_cut_into_pieces(tmp_path, monkeypatch):
+    """A single document read 7 bytes at a time (multi-byte characters straddle blocks) and
+    handed on in pieces of about 50 characters gives the bins of the whole text encoded at once."""
+    monkeypatch.setattr("data.sources.READ_BYTES", 7)
+    monkeypatch.setattr("data.sources.PIECE_CHARS", 50)
+    text = "".join(varied_text(seed, 400) for seed in range(3))
+    (tmp_path / "big.txt").write_text(text, encoding="utf-8")
+    pieces = list(read_pieces([tmp_path / "big.txt"]))
+    assert len(pieces) > 20 and "".join(p.text for p in pieces) == text
+    assert [p.ends_document for p in pieces] == [False] * (len(pieces) - 1) + [True]
+    meta = prepare_dataset([tmp_path / "big.txt"], "gpt2", tmp_path / "ds").meta
+    dataset, encoding = open_dataset(tmp_path / "ds"), GPT2Tokenizer()
+    cut = int(len(text) * 0.9)  # one document: the validation split is the tail
+    assert meta["split"] == "tail"
+    assert dataset.train.tolist() == encoding.encode(text[:cut])
+    assert dataset.val.tolist() == encoding.encode(text[cut:]) + [50256]
+
+
+def test_the_validation_split_is_whole_documents_or_the_tail():
+    plan = plan_split(documents=16, chars=1000, val_fraction=0.1, seed=3)
+    assert plan.kind == "documents" and plan.val_documents.sum() == 2
+    assert (plan_split(16, 1000, 0.1, seed=3).val_documents == plan.val_documents).all()  # seeded
+    assert any((plan_split(16, 1000, 0.1, seed=s).val_documents != plan.val_documents).any() for s in range(4, 9))
+    assert plan_split(15, 1000, 0.1, seed=3).val_documents.sum() == 2  # 1.5 rounds up
+    tail = plan_split(documents=4, chars=1000, val_fraction=0.1, seed=3)  # 0.4 documents: the tail
+    assert tail.kind == "tail" and tail.tail_start == 900
+
+
+def test_several_documents_too_few_to_hold_one_out_split_at_the_tail(tmp_path):
+    first, second = "first document\n" * 20, "second one\n" * 20
+    (tmp_path / "0.txt").write_text(first)
+    (tmp_path / "1.txt").write_text(second)
+    meta = prepare_dataset([tmp_path], "char", tmp_path / "ds").meta  # round(2 * 0.1) = 0 documents
+    dataset, tok = open_dataset(tmp_path / "ds"), load_tokenizer(tmp_path / "ds")
+    cut = int((len(first) + len(second)) * 0.9) - len(first)  # the tail starts inside the second document
+    assert meta["split"] == "tail" and meta["train_documents"] == 1 and meta["val_documents"] == 1
+    assert dataset.train.tolist() == tok.encode(first) + [tok.eot_token] + tok.encode(second[:cut])
+    assert dataset.val.tolist() == tok.encode(second[cut:]) + [tok.eot_token]
+
+
+def test_text_field_names_the_jsonl_field(tmp_path):
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in JSONL))
+    prepare_dataset([tmp_path / "d.jsonl"], "gpt2", tmp_path / "ds", text_field="body", val_fraction=0.2)
+    found = documents_of(tmp_path / "ds")
+    assert sorted(found["train"] + found["val"]) == sorted(JSONL)
+
+
+def test_globs_and_files_in_the_order_given(corpus, tmp_path):
+    files = find_inputs([corpus / "*.jsonl*", corpus / "a" / "notes.txt"])
+    assert [p.name for p in files] == ["docs.jsonl", "more.jsonl.gz", "notes.txt"]
+    assert [p.name for p in find_inputs([corpus])] == ["poem.txt", "notes.txt", "docs.jsonl", "more.jsonl.gz",
+                                                        "shard.parquet"]
+
+
+def test_the_bpe_recipe_is_the_default_run_on_a_trained_bpe():
+    from cli.settings import TrainConfig, read_config
+    from data.corpora import RECIPES
+    from helpers import REPO
+
+    default, bpe = read_config(TrainConfig, []), read_config(TrainConfig, [str(REPO / "configs/shakespeare_bpe.toml")])
+    assert RECIPES[bpe.dataset].tokenizer == "bpe" and RECIPES[default.dataset].tokenizer == "char"
+    same_model = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "learning_rate")
+    assert all(getattr(bpe, key) == getattr(default, key) for key in same_model)

@@ -1,0 +1,138 @@
+"""prepare never loses a dataset: bad input is one line with exit status 2 and every file on disk
+as it was; a folder holding another dataset is replaced only when asked; a re-run of the same
+preparation does nothing."""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import subprocess
+import sys
+from contextlib import redirect_stderr
+from types import SimpleNamespace
+
+import pytest
+
+from cli.errors import run_cli
+from data.build import prepare_dataset
+from data.dataset import open_dataset
+from data.prepare import main
+from helpers import assert_one_line_error, run_script
+
+OLD_TEXT = "An old dataset that must survive.\n" * 40
+
+
+def tree(folder) -> dict[str, bytes | None]:
+    """Every file's bytes and every folder (None) under folder."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """tmp_path with an old dataset at data/old and a folder for inputs."""
+    (tmp_path / "old.txt").write_text(OLD_TEXT)
+    prepare_dataset([tmp_path / "old.txt"], "char", tmp_path / "data" / "old")
+    (tmp_path / "in").mkdir()
+    return tmp_path
+
+
+def parquet_without_text(path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2], "body": ["a", "b"]}), path)
+
+
+GOOD = b"Some good text, enough of it to split.\n" * 30
+GOOD_INPUT = {"g.txt": GOOD}
+
+# case: (files written to {in}, flags, fragments of the error line); --out_dir is {ws}/data/old unless given,
+# and --overwrite=true is added but where the refusal to overwrite is the case: the old dataset survives anyway
+BAD_INPUTS = {
+    "missing path": ({}, ["--input={in}/nope.txt"], ["nope.txt not found"]),
+    "empty folder": ({}, ["--input={in}"], ["holds no file"]),
+    "binary file": ({"x.png": GOOD + bytes(range(256))}, ["--input={in}"], ["x.png is binary (a NUL byte at offset 1170)"]),
+    "non-UTF-8 text": ({"l.txt": GOOD + "naïve".encode("latin-1")}, ["--input={in}"],
+                       ["l.txt is not UTF-8 (invalid byte at offset 1172)"]),
+    "JSONL line not JSON": ({"d.jsonl": b'{"text": "a"}\n{oops'}, ["--input={in}"], ["d.jsonl line 2 is not JSON"]),
+    "JSONL line without the field": ({"d.jsonl": b'{"body": "a"}'}, ["--input={in}"],
+                                     ["d.jsonl line 1 has no field 'text'", "--text_field"]),
+    "JSONL line not UTF-8": ({"d.jsonl": b'\n{"text": "caf\xe9"}'}, ["--input={in}"],
+                             ["d.jsonl line 2 is not UTF-8 (invalid byte at offset 14)"]),
+    "Parquet without the column": ({"p.parquet": parquet_without_text}, ["--input={in}"],
+                                   ["p.parquet has no column 'text' (it has id, body)"]),
+    "not Parquet": ({"p.parquet": GOOD}, ["--input={in}"], ["p.parquet is not a readable Parquet file"]),
+    "damaged gzip": ({"t.txt.gz": gzip.compress(GOOD)[:-30]}, ["--input={in}"], ["t.txt.gz cannot be read"]),
+    "empty corpus": ({"e.txt": b"  \n", "f.txt": b""}, ["--input={in}"], ["is empty"]),
+    "vocab_size under 257": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--vocab_size=256"],
+                             ["vocab_size=256 is too small", "--vocab_size=257"]),
+    "vocab_size over the text": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--vocab_size=5000"],
+                                 ["vocab_size=5000 is more than this text supports"]),
+    "vocab_size for char": (GOOD_INPUT, ["--input={in}", "--vocab_size=300"], ["vocab_size is for --tokenizer=bpe"]),
+    "another dataset there": (GOOD_INPUT, ["--input={in}"], ["holds another dataset; add --overwrite=true"]),
+    "out_dir is a file": (GOOD_INPUT, ["--input={in}", "--out_dir={ws}/old.txt"], ["old.txt is a file, not a folder"]),
+    "out_dir inside a file": (GOOD_INPUT, ["--input={in}", "--out_dir={ws}/old.txt/data"],
+                              ["old.txt is a file, not a folder"]),
+    "out_dir holds other files": (GOOD_INPUT, ["--input={in}", "--out_dir={in}"],
+                                  ["holds files that are not a dataset's (g.txt)"]),
+}
+
+
+def run_prepare(*args: str) -> SimpleNamespace:
+    """data/prepare.py's main as its command line runs it, in this process: exit status and stderr."""
+    with pytest.raises(SystemExit) as stopped, redirect_stderr(io.StringIO()) as stderr:
+        run_cli(main, list(args))
+    return SimpleNamespace(returncode=stopped.value.code, stderr=stderr.getvalue())
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_and_changes_nothing(workspace, case):
+    files, flags, fragments = BAD_INPUTS[case]
+    for name, content in files.items():
+        content(workspace / "in" / name) if callable(content) else (workspace / "in" / name).write_bytes(content)
+    args = [flag.format(**{"in": workspace / "in", "ws": workspace}) for flag in flags]
+    if not any(a.startswith("--out_dir") for a in args):
+        args.append(f"--out_dir={workspace / 'data' / 'old'}")
+    if case != "another dataset there":
+        args.append("--overwrite=true")
+    before = tree(workspace)
+    assert_one_line_error(run_prepare(*args), *fragments)
+    assert tree(workspace) == before  # nothing written, nothing left behind
+    assert open_dataset(workspace / "data" / "old").meta["train_bytes"] > 0  # the old dataset, whole
+
+
+def test_the_same_preparation_again_changes_nothing(workspace):
+    before = tree(workspace)
+    prepared = prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "old")
+    assert prepared.reused and tree(workspace) == before
+    with pytest.raises(Exception, match="holds another dataset"):
+        prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "old", val_fraction=0.2)
+
+
+def test_overwrite_replaces_the_old_dataset_whole(workspace):
+    (workspace / "in" / "new.txt").write_text("Brand new text for the folder.\n" * 30)
+    meta = prepare_dataset([workspace / "in"], "gpt2", workspace / "data" / "old", overwrite=True).meta
+    assert open_dataset(workspace / "data" / "old").meta == meta and meta["vocab_size"] == 50257
+    assert sorted(p.name for p in (workspace / "data").iterdir()) == ["old"]  # no staging folder left
+
+
+def test_staging_folders_of_dead_processes_are_removed(workspace):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = workspace / "data" / f".new.prepare-{finished.stdout.strip()}"
+    alive = workspace / "data" / f".new.prepare-{os.getppid()}"  # pytest's parent: running
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "train.bin").write_bytes(b"half")
+    prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "new")
+    assert not dead.exists() and alive.exists()
+
+
+@pytest.mark.slow
+def test_the_command_says_one_line_for_bad_input_and_so_for_a_rerun(workspace):
+    (workspace / "in" / "d.jsonl").write_text('{"text": "a"}\n{oops')
+    before = tree(workspace)
+    bad = run_script("data/prepare.py", f"--input={workspace / 'in'}", f"--out_dir={workspace / 'new'}", check=False)
+    assert_one_line_error(bad, "d.jsonl line 2 is not JSON")
+    assert tree(workspace) == before
+    rerun = run_script("data/prepare.py", f"--input={workspace / 'old.txt'}", f"--out_dir={workspace / 'data' / 'old'}")
+    assert "already holds this dataset" in rerun.stdout
