@@ -10,7 +10,7 @@ import torch
 
 from data.tokenizer import GPT2Tokenizer, Tokenizer, start_tokens, tokenizer_from_description
 from model import GPT, GPTConfig
-from model.pretrained import from_gpt2_names
+from model.hf import from_gpt2_names
 
 from .errors import UserError
 
