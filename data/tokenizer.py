@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import DataError
+from .tiktoken_tokenizer import TiktokenTokenizer
 
 # sha256 of OpenAI's GPT-2 BPE files, as tiktoken checks them
 GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -72,6 +73,11 @@ class GPT2Tokenizer:
         self._enc = load_gpt2_encoding()
         self.vocab_size = self._enc.n_vocab  # 50257
         self.eot_token = self._enc.eot_token  # <|endoftext|>, 50256
+
+    @property
+    def encoding(self):
+        """The tiktoken Encoding (what an export to Hugging Face's format converts)."""
+        return self._enc
 
     def encode(self, text: str) -> list[int]:
         return self._enc.encode_ordinary(text)
@@ -154,4 +160,6 @@ def tokenizer_from_description(description: dict) -> Tokenizer:
         return CharTokenizer(description["chars"])
     if kind == "gpt2":
         return GPT2Tokenizer()
-    raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
+    if kind == "tiktoken":  # a Hugging Face model's byte-level BPE, ranks and all (data/hf_tokenizer.py)
+        return TiktokenTokenizer.from_description(description)
+    raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}, tiktoken")
