@@ -1,5 +1,6 @@
-"""What the commands that run a trained model share: reading a checkpoint, the model
-and its tokenizer from it (or from GPT-2's weights), and the text to feed it."""
+"""What the commands that run a trained model share: reading a checkpoint (a torch.save
+file or a safetensors one), the model and its tokenizer from it (or from GPT-2's
+weights), and the text to feed it."""
 from __future__ import annotations
 
 import pickle
@@ -13,19 +14,34 @@ from model import GPT, GPTConfig
 from model.hf import from_gpt2_names
 
 from .errors import UserError
+from .safetensors_checkpoint import from_safetensors
 
 MODEL_KEYS = ("model", "model_args", "tokenizer")  # enough to sample
+CHECKPOINT_SUFFIXES = (".pt", ".safetensors")  # checkpoint_format=pt or safetensors
+
+
+def existing_checkpoint(path: Path) -> Path:
+    """path, or the same checkpoint in the other format when only that one exists (best.safetensors for best.pt)."""
+    if not path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        other = [path.with_suffix(s) for s in CHECKPOINT_SUFFIXES if path.with_suffix(s).is_file()]
+        return other[0] if other else path
+    return path
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS) -> dict:
-    """Load a checkpoint with weights_only=True: pickled code is refused, never run."""
+    """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code
+    is refused, never run)."""
+    path = existing_checkpoint(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; train one with python train.py --out_dir={path.parent}")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        if path.suffix == ".safetensors":
+            checkpoint = from_safetensors(path, device)
+        else:
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; use a checkpoint written by train.py") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: safetensors'
         raise UserError(f"checkpoint {path} is damaged or truncated ({str(e).splitlines()[0][:120]}); use another one") from None
     missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:

@@ -38,6 +38,8 @@ class TrainConfig:
     eval_iters: int = option(20, "batches averaged per evaluation")
     log_interval: int = option(10, "update the progress bar every this many steps")
     always_save_checkpoint: bool = option(True, "write ckpt.pt at every evaluation, not only on a new best val loss")
+    checkpoint_format: str = option("pt", "pt (torch.save: ckpt.pt, best.pt) or safetensors (no pickle: ckpt.safetensors, best.safetensors)",
+                                    choices=("pt", "safetensors"))
     sample_tokens: int = option(300, "length of the sample printed when training ends (0: none)")
     # model: the modern recipe by default; configs/classic.toml is the GPT-2 one
     n_layer: int = option(4, "number of transformer blocks")

@@ -10,6 +10,8 @@ from cli.settings import TrainConfig
 from data.dataset import Dataset
 from model import GPT, GPTConfig
 
+from .checkpoint import checkpoint_path
+
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "pos_emb", "rope_theta", "norm",
               "qk_norm", "mlp", "n_kv_head", "tie_embeddings")  # the training keys that fix the model's shape
 
@@ -44,7 +46,7 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None) -> 
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if checkpoint is not None:
         check_resume_compatible(checkpoint, wanted, cfg)
-        return model_from_checkpoint(checkpoint, Path(cfg.out_dir) / "ckpt.pt")
+        return model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
     if cfg.init_from == "scratch":
         return GPT(wanted)
     model = GPT.from_pretrained(cfg.init_from)
