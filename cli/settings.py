@@ -33,7 +33,7 @@ class TrainConfig:
     # I/O
     out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs")
     dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)")
-    init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2 folder")
+    init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder")
     eval_interval: int = option(250, "evaluate train and val loss every this many steps")
     eval_iters: int = option(20, "batches averaged per evaluation")
     log_interval: int = option(10, "update the progress bar every this many steps")
@@ -98,12 +98,18 @@ class TrainConfig:
 
 
 @dataclass
-class ModelChoice:
-    """The keys of a command that runs a trained model: which one, and where."""
+class CheckpointChoice:
+    """Which checkpoint of a training run."""
 
     out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint", shared=True)
-    checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt")
-    init_from: str = option("", "use GPT-2's weights instead (gpt2, ..., gpt2-xl or a Hugging Face folder)")
+    checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt (.safetensors too)")
+
+
+@dataclass
+class ModelChoice(CheckpointChoice):
+    """The keys of a command that runs a trained model: which one, and where."""
+
+    init_from: str = option("", "use a Hugging Face model instead (gpt2, ..., gpt2-xl, or a GPT-2, Llama or Qwen3 folder)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", shared=True)
 
 
@@ -157,6 +163,19 @@ class AttentionConfig(ModelChoice):
 
 
 @dataclass
+class ExportConfig(CheckpointChoice):
+    command: ClassVar[str] = "export"
+    usage: ClassVar[str] = "python export.py [CONFIG.toml ...] --out_dir=DIR --to=FOLDER [--key=value ...]"
+
+    to: str = option("", "the Hugging Face model folder to write")
+    overwrite: bool = option(False, "replace the folder `to` when it exists and is not empty")
+
+    def __post_init__(self) -> None:
+        if not self.to:
+            raise UserError("give the folder to write: --to=FOLDER (e.g. --to=hf-model)")
+
+
+@dataclass
 class PrepareConfig:
     command: ClassVar[str] = "prepare"
     usage: ClassVar[str] = "python data/prepare.py --input=FILE [--tokenizer=char|gpt2] --out_dir=data/NAME"
@@ -194,8 +213,8 @@ class BenchConfig:
             raise UserError("new_tokens and batch_sizes must be positive")
 
 
-COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, AttentionConfig, PrepareConfig,
-                                         BenchConfig)}
+COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, AttentionConfig, ExportConfig,
+                                         PrepareConfig, BenchConfig)}
 
 
 def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:

@@ -1,11 +1,11 @@
 """The model a run starts from, per init_from: a fresh one, the checkpoint's (to
-resume), or pretrained GPT-2 weights (to fine-tune)."""
+resume), or a Hugging Face model's weights (to fine-tune)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from cli.errors import UserError
-from cli.loading import model_from_checkpoint
+from cli.loading import model_from_checkpoint, pretrained_tokenizer
 from cli.settings import TrainConfig
 from data.dataset import Dataset
 from model import GPT, GPTConfig
@@ -42,7 +42,7 @@ def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfi
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None) -> GPT:
-    """A fresh model, the checkpoint's (to resume), or GPT-2's weights, per init_from."""
+    """A fresh model, the checkpoint's (to resume), or a Hugging Face model's weights, per init_from."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if checkpoint is not None:
         check_resume_compatible(checkpoint, wanted, cfg)
@@ -51,6 +51,15 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None) -> 
         return GPT(wanted)
     model = GPT.from_pretrained(cfg.init_from)
     model.crop_block_size(cfg.block_size)
-    if model.config.vocab_size != dataset.meta["vocab_size"]:
-        raise UserError(f"init_from={cfg.init_from} needs a GPT-2 BPE dataset (vocab 50257); prepare one with --tokenizer gpt2")
+    check_dataset_tokenizer(cfg, dataset, model)
     return model
+
+
+def check_dataset_tokenizer(cfg: TrainConfig, dataset: Dataset, model: GPT) -> None:
+    """A Hugging Face model fine-tunes on text tokenized its own way: the same ids for the same text."""
+    own = pretrained_tokenizer(cfg.init_from, model).describe()
+    if own != dataset.meta["tokenizer"]:
+        flag = "gpt2" if own["kind"] == "gpt2" else cfg.init_from
+        raise UserError(f"init_from={cfg.init_from} reads text with its own tokenizer ({own['kind']}), but dataset "
+                        f"{cfg.dataset} was made with another ({dataset.meta['tokenizer']['kind']}); prepare it with "
+                        f"python data/prepare.py --tokenizer={flag}")
