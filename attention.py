@@ -18,10 +18,13 @@ import torch
 from cli.device import pick_device
 from cli.errors import UserError, run_cli
 from cli.loading import encode_prompt, load_model, read_prompt
+from cli.outputs import check_output
 from cli.settings import AttentionConfig, read_config
+from data.files import write_atomically
 from model import GPT
 from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count
-from viz.maps import heatmap_figure, query_figure, save_png
+from viz.maps import heatmap_figure, query_figure
+from viz.png import save_png
 from viz.tokens import tick_label, token_texts
 
 
@@ -72,13 +75,14 @@ def write_outputs(cfg: AttentionConfig, records: tuple[torch.Tensor, ...], head_
     ]
     if cfg.html:
         page = folder / "explorer.html"
-        page.write_text(explorer_html(*records, head_size, tokens, query, about), encoding="utf-8")
+        write_atomically(page, explorer_html(*records, head_size, tokens, query, about).encode("utf-8"))
         written.append(page)
     return written
 
 
 def main(argv: list[str]) -> None:
     cfg = read_config(AttentionConfig, argv)
+    check_output(cfg.to, "to", folder=True)
     device = pick_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
     ids = encode_prompt(read_prompt(cfg.text, "text"), tokenizer)

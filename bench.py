@@ -3,17 +3,23 @@
     python bench.py generation [--device=auto] [--new_tokens=100,500,1000] [--batch_sizes=1,8]
     python bench.py training [CONFIG.toml ...] [--key=value ...] [--steps=N]
     python bench.py precision [--steps=N]
+    python bench.py recipe [--key=value ...] [--to=recipe.png]
     python bench.py first_token [--out_dir=DIR] [--runs=N]
 
 generation: tokens per second of cached and uncached generation side by side,
-for a 6-layer, 6-head, 384-wide model with a 256-token context, decoded as
-sample.py decodes (model/fast_decoding.py's step on a CPU) and, for the cached
-path, also with the model's plain nn.Linear layers.
+for a 6-layer, 6-head, 384-wide model with a 256-token context in the GPT-2 and
+the modern shape, decoded as sample.py decodes (model/fast_decoding.py's step on
+a CPU) and, for the cached path, also with the model's plain nn.Linear layers;
+for RoPE, the time per token in the first and the third block of positions.
 training: train.py's own loop against a bare forward + backward + AdamW step of
 the same model on a fixed batch (median ms per iteration, their ratio), tokens
 per second and MFU where the device has a known peak; nanoGPT's CPU settings unless a config or flags say otherwise.
 precision: float32 against bfloat16 training of the 6x384, context-256 model:
 tokens per second and the loss both reach on the same short run.
+recipe: the classic (GPT-2) and the modern recipe at the default run's size on
+the default corpus, then each piece of the modern recipe added alone to the
+classic one: wall time, tokens per second and eval.py's validation loss, and
+every run's loss curves in one picture (as compare.py draws them).
 first_token: wall time from starting `python sample.py` to its first generated
 character, for a trained checkpoint (the default run's unless --out_dir says).
 """
@@ -30,6 +36,7 @@ import torch
 
 from cli.device import autocast, pick_device, resolve_dtype
 from cli.errors import UserError, run_cli
+from cli.loading import load_model
 from cli.settings import BenchConfig, SampleConfig, TrainConfig, read_config
 from data.corpora import ensure_dataset
 from data.dataset import open_dataset
@@ -37,12 +44,19 @@ from data.loader import BatchLoader
 from model import GPT, GPTConfig
 from model.fast_decoding import MIN_WEIGHT_NUMEL, for_cpu_decoding
 from model.params import training_flops_per_token
+from model.scoring import score_tokens, summarize
 from training.init_from import model_config
 from training.metrics_log import read_rows
 from training.optimizer import build_optimizers
 from training.throughput import MFUMeter
+from viz.loss_plot import compare_runs
 
-GENERATION_MODEL = GPTConfig(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
+GENERATION_SIZE = dict(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
+GENERATION_MODELS = {  # the GPT-2 shape, and the modern one as train.py's defaults build it
+    "GPT-2 shape (learned positions)": GPTConfig(**GENERATION_SIZE),
+    "modern shape (RoPE, rolling cache)": GPTConfig(**GENERATION_SIZE, pos_emb="rope", norm="rmsnorm", qk_norm=True,
+                                                    mlp="swiglu", tie_embeddings=False),
+}
 
 
 def sync(device: torch.device) -> None:
@@ -68,13 +82,26 @@ def time_generation(model: GPT, batch_size: int, new_tokens: int, use_cache: boo
     return best
 
 
-def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
-    device = pick_device(cfg.device)
+def seconds_per_token_by_block(model: GPT, n_blocks: int, device: torch.device) -> list[float]:
+    """Mean seconds per cached decoding step in each of the first n_blocks blocks of block_size positions."""
+    T = model.config.block_size
+    stream = model.generate_stream(torch.zeros(1, 1, dtype=torch.long, device=device), n_blocks * T,
+                                   generator=torch.Generator(device=device).manual_seed(0))
+    times = []
+    start = time.perf_counter()
+    for _ in stream:
+        sync(device)
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    return [statistics.mean(times[max(1, b * T) : (b + 1) * T]) for b in range(n_blocks)]  # the prefill left out
+
+
+def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torch.device) -> None:
     torch.manual_seed(0)
-    model = GPT(GENERATION_MODEL).to(device).eval()
+    model = GPT(config).to(device).eval()
     decoding = for_cpu_decoding(model)  # what sample.py decodes with
-    print(f"generation: {model.num_params():,}-parameter model (6 layers, 6 heads, 384 wide, context 256) on {device}, "
-          f"{torch.get_num_threads()} threads; best of up to 3 runs each")
+    print(f"\n{name}: {model.num_params():,} parameters (6 layers, 6 heads, 384 wide, context 256)")
     time_generation(decoding, 1, 20, True, device)  # warm-up
     print(f"{'batch':>5} {'new tokens':>10} {'cached tok/s':>13} {'uncached tok/s':>15} {'speed-up':>9}"
           f" {'cached, plain nn.Linear':>24}")
@@ -86,8 +113,19 @@ def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
             n = batch_size * new_tokens
             print(f"{batch_size:>5} {new_tokens:>10} {n / cached:>13,.0f} {n / uncached:>15,.0f} "
                   f"{uncached / cached:>8.1f}x {n / plain:>24,.0f}", flush=True)
-    if decoding is not model:
-        print(f"on a CPU, sample.py decodes matrices of {MIN_WEIGHT_NUMEL:,} weights or more by row halves "
+    if config.pos_emb == "rope":
+        first, _, third = seconds_per_token_by_block(decoding, 3, device)
+        print(f"cached, per token: {1000 * first:.2f} ms in the first block of 256 positions, "
+              f"{1000 * third:.2f} ms in the third ({third / first:.2f}x)")
+
+
+def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
+    device = pick_device(cfg.device)
+    print(f"generation on {device}, {torch.get_num_threads()} threads, after a 16-token prompt; best of up to 3 runs")
+    for name, config in GENERATION_MODELS.items():
+        bench_one_shape(name, config, cfg, device)
+    if device.type == "cpu":
+        print(f"\non a CPU, sample.py decodes matrices of {MIN_WEIGHT_NUMEL:,} weights or more by row halves "
               f"(model/fast_decoding.py); 'plain nn.Linear' is the model without that step")
 
 
@@ -97,13 +135,14 @@ NANOGPT_CPU = ["--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=64", "
 PRECISION_MODEL = ["--n_layer=6", "--n_head=6", "--n_embd=384", "--block_size=256", "--batch_size=8", "--dropout=0.0"]
 
 
-def run_train(train_args: list[str], steps: int, out_dir: Path) -> list[dict]:
-    """train.py's main, in this process, for `steps` steps with no evaluation before the end; its log rows."""
+def run_train(train_args: list[str], steps: int | None, out_dir: Path) -> list[dict]:
+    """train.py's main, in this process, and its log rows. With `steps`, for that many steps
+    with no evaluation before the end; without, as the config says."""
     import train
 
-    args = [*train_args, f"--max_iters={steps}", f"--lr_decay_iters={steps}", f"--eval_interval={steps}",
-            "--sample_tokens=0", "--always_save_checkpoint=false", f"--out_dir={out_dir}"]
-    train.main(args)
+    budget = [f"--max_iters={steps}", f"--lr_decay_iters={steps}", f"--eval_interval={steps}",
+              "--always_save_checkpoint=false"] if steps else []
+    train.main([*train_args, *budget, "--sample_tokens=0", f"--out_dir={out_dir}"])
     return read_rows(out_dir / "log.jsonl")
 
 
@@ -177,6 +216,50 @@ def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
     print(f"  bfloat16 / float32: {f32_s / bf16_s:.2f}x the speed, val loss {bf16_val - f32_val:+.4f}")
 
 
+RECIPE_PIECES = {  # each piece of the modern recipe, added alone to the classic one
+    "+ RoPE": ["--pos_emb=rope"],
+    "+ RMSNorm": ["--norm=rmsnorm"],
+    "+ QK-norm": ["--qk_norm=true"],
+    "+ SwiGLU": ["--mlp=swiglu"],
+    "+ untied head": ["--tie_embeddings=false"],
+    "+ grouped-query (2 of 4 kv heads)": ["--n_kv_head=2"],
+    "+ Muon": ["--optimizer=muon"],
+}
+
+
+def scored_val_loss(out_dir: Path) -> tuple[float, float]:
+    """eval.py's figures for a run's last checkpoint over its whole validation split: loss, bits per byte."""
+    model, tokenizer, checkpoint = load_model(str(out_dir), "ckpt.pt", "", torch.device("cpu"))
+    tokens = open_dataset(ensure_dataset(checkpoint["config"]["dataset"])).val.astype("int64")
+    summary = summarize(score_tokens(model, tokens, 16).losses, tokens, tokenizer.token_bytes())
+    return summary.loss, summary.bits_per_byte
+
+
+def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
+    """The classic and the modern recipe at the default run's size, then each modern piece alone on
+    the classic one: wall time, tokens/s and eval.py's val loss; and every run's curves in one picture."""
+    runs = {"classic (configs/classic.toml)": ["configs/classic.toml"], "modern (the default)": []}
+    runs.update({name: ["configs/classic.toml", *flags] for name, flags in RECIPE_PIECES.items()})
+    results, logs = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, args) in enumerate(runs.items()):
+            out_dir = Path(tmp) / str(i)
+            start = time.perf_counter()
+            rows = run_train([*args, *train_args], None, out_dir)
+            seconds = time.perf_counter() - start
+            rate = statistics.median(r["tok_per_s"] for r in rows if r["kind"] == "batch")
+            results[name] = (seconds, rows[-1]["tokens"], rate, *scored_val_loss(out_dir))
+            logs[name] = rows
+            print(f"  {name}: {seconds:.0f} s, val loss {results[name][3]:.4f}", flush=True)
+    print(f"\nrecipe: {len(runs)} runs on the default corpus, one after another in this process\n"
+          f"{'run':<36} {'wall s':>7} {'tokens':>11} {'tokens/s':>9} {'val loss':>9} {'bits/byte':>9}")
+    for name, (seconds, tokens, rate, loss, bpb) in results.items():
+        print(f"{name:<36} {seconds:>7.0f} {tokens:>11,} {rate:>9,.0f} {loss:>9.4f} {bpb:>9.4f}")
+    (c_s, *_, c_loss, _), (m_s, *_, m_loss, _) = results[next(iter(runs))], results["modern (the default)"]
+    print(f"modern - classic: val loss {m_loss - c_loss:+.4f} nats, wall time {m_s / c_s:.3f}x")
+    print(f"loss curves: {compare_runs(logs, Path(cfg.to))}")
+
+
 def seconds_to_first_token(out_dir: str) -> float:
     """Start `python sample.py` as a user would, with its default prompt, and
     time it until one character past the prompt is printed."""
@@ -200,8 +283,8 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
 
 
 BENCHMARKS = {"generation": bench_generation, "training": bench_training, "precision": bench_precision,
-              "first_token": bench_first_token}
-PASSES_KEYS_TO_TRAINING = ("training", "precision")
+              "recipe": bench_recipe, "first_token": bench_first_token}
+PASSES_KEYS_TO_TRAINING = ("training", "precision", "recipe")
 
 
 def main(argv: list[str]) -> None:

@@ -2,7 +2,8 @@
 
     python eval.py [CONFIG.toml ...] [--out_dir=DIR] [--input=FILE] [--json=true] [--surprise=page.html]
 
-Without --input, the checkpoint's own validation split is evaluated.
+Without --input, the checkpoint's own validation split is evaluated, if that dataset
+was prepared with the checkpoint's tokenizer.
 `python eval.py --help` lists every key.
 """
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 from cli.device import pick_device
 from cli.errors import UserError, run_cli
 from cli.loading import load_model
+from cli.outputs import check_output
 from cli.settings import EvalConfig, read_config
-from data.dataset import dataset_dir, open_dataset
+from data.dataset import dataset_dir, open_dataset, tokenizer_change
 from data.files import write_atomically
 from data.sources import read_text
 from data.tokenizer import Tokenizer
@@ -26,16 +28,27 @@ from model.scoring import score_tokens, summarize
 from viz.surprise import surprise_page
 
 
-def text_tokens(cfg: EvalConfig, dataset: str | None, tokenizer: Tokenizer) -> tuple[np.ndarray, str]:
+def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
+    """The validation tokens of the dataset the checkpoint was trained on, if its tokenizer is the
+    checkpoint's, and their file's name."""
+    folder = dataset_dir(checkpoint["config"]["dataset"])
+    dataset = open_dataset(folder)
+    if dataset.meta["tokenizer"] != checkpoint["tokenizer"]:
+        raise UserError(f"dataset {folder} was prepared with another tokenizer than this checkpoint's "
+                        f"({tokenizer_change(checkpoint['tokenizer'], dataset.meta['tokenizer'])}); "
+                        f"evaluate a text with --input=FILE")
+    return np.asarray(dataset.val, dtype=np.int64), os.path.relpath(folder / "val.bin")
+
+
+def text_tokens(cfg: EvalConfig, checkpoint: dict | None, tokenizer: Tokenizer) -> tuple[np.ndarray, str]:
     """The tokens to evaluate and a name for them: --input, else the training run's validation split."""
     if cfg.input:
         tokens = np.array(tokenizer.encode(read_text(cfg.input)), dtype=np.int64)
         source = cfg.input
-    elif dataset is None:
+    elif checkpoint is None:
         raise UserError(f"init_from={cfg.init_from} has no validation split of its own; give a text with --input=FILE")
     else:
-        folder = dataset_dir(dataset)
-        tokens, source = np.asarray(open_dataset(folder).val, dtype=np.int64), os.path.relpath(folder / "val.bin")
+        tokens, source = validation_split(checkpoint)
     if len(tokens) < 2:
         raise UserError(f"{source} has {len(tokens)} token(s); evaluation needs at least 2")
     return tokens, source
@@ -52,9 +65,11 @@ def write_surprise_page(cfg: EvalConfig, model, tokens: np.ndarray, tokenizer: T
 
 def main(argv: list[str]) -> None:
     cfg = read_config(EvalConfig, argv)
+    if cfg.surprise:
+        check_output(cfg.surprise, "surprise", folder=False)
     device = pick_device(cfg.device)
     model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
-    tokens, source = text_tokens(cfg, checkpoint["config"]["dataset"] if checkpoint else None, tokenizer)
+    tokens, source = text_tokens(cfg, checkpoint, tokenizer)
     name = cfg.init_from or str(Path(cfg.out_dir) / cfg.checkpoint)
 
     scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)

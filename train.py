@@ -26,7 +26,7 @@ from cli.errors import UserError, run_cli
 from cli.loading import load_checkpoint
 from cli.settings import TrainConfig, read_config
 from data.corpora import ensure_dataset
-from data.dataset import Dataset, open_dataset
+from data.dataset import Dataset, dataset_identity, open_dataset
 from data.loader import BatchLoader
 from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
@@ -34,16 +34,17 @@ from model.params import training_flops_per_token
 from training import distributed
 from training.checkpoint import (RESUME_KEYS, Progress, checkpoint_path, checkpoint_payload, restore_training_state,
                                  save_checkpoint)
-from training.init_from import build_model
+from training.init_from import build_model, check_resume_data
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers
-from training.out_dir import open_out_dir
+from training.out_dir import OutDir, claim_out_dir
 from training.schedule import lr_scale
 from training.signals import StopSignals
 from training.throughput import MFUMeter
 from training.wandb_log import WandbLog
 from viz.loss_plot import plot_loss
-from viz.maps import heatmap_figure, save_png
+from viz.maps import heatmap_figure
+from viz.png import save_png
 from viz.tokens import token_texts
 
 
@@ -59,6 +60,7 @@ class Hardware:
 @dataclass
 class Data:
     dataset: Dataset
+    identity: dict  # what checkpoints record of it: its tokenizer and the fingerprint of its token files
     train: BatchLoader  # this process's share of every epoch
     eval: dict[str, BatchLoader]  # the same batches at every evaluation
 
@@ -114,6 +116,7 @@ class Run:
     progress: Progress
     recorder: Recorder
     mfu: MFUMeter
+    out_dir: OutDir | None  # the main process's hold on out_dir: no other run writes there meanwhile
 
     @property
     def tokens_per_step(self) -> int:  # across all processes
@@ -122,7 +125,7 @@ class Run:
 
     def save(self, stem: str) -> None:
         """Write out_dir/ckpt.pt (stem "ckpt") or best.pt, or .safetensors by checkpoint_format."""
-        payload = checkpoint_payload(self.models.plain, self.optimizers, self.scaler, self.cfg, self.data.dataset,
+        payload = checkpoint_payload(self.models.plain, self.optimizers, self.scaler, self.cfg, self.data.identity,
                                      self.progress, self.data.train)
         save_checkpoint(payload, checkpoint_path(self.recorder.out_dir, stem, self.cfg.checkpoint_format))
         if stem == "ckpt":
@@ -139,7 +142,16 @@ def set_up_data(cfg: TrainConfig, ranks: distributed.Ranks) -> Data:
     train = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     evaluation = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
                   for split, tokens in (("train", dataset.train), ("val", dataset.val))}
-    return Data(dataset, train, evaluation)
+    return Data(dataset, dataset_identity(dataset), train, evaluation)
+
+
+def set_up_models(cfg: TrainConfig, hardware: Hardware, dataset: Dataset, checkpoint: dict | None) -> Models:
+    device = hardware.device
+    model = build_model(cfg, dataset, checkpoint).to(device)
+    compiled = torch.compile(model) if cfg.compile else model
+    wrapped = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) \
+        if hardware.ranks.distributed else compiled
+    return Models(model, compiled, wrapped)
 
 
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
@@ -148,26 +160,39 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)  # each process its own dropout masks
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    out_dir = open_out_dir(cfg.out_dir) if ranks.is_main else Path(cfg.out_dir)
+    # before the data and the model, so a refusal comes at once; a refused run writes nothing in out_dir
+    out_dir = claim_out_dir(cfg) if ranks.is_main else None
+    try:
+        return set_up_run(cfg, argv, hardware, out_dir)
+    except BaseException:
+        if out_dir is not None:
+            out_dir.abandon()  # a run that never began leaves out_dir as it found it
+        raise
+
+
+def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: OutDir | None) -> Run:
+    """Data, checkpoint, model, optimizer and records, once out_dir is this run's."""
+    ranks, device = hardware.ranks, hardware.device
     data = set_up_data(cfg, ranks)
-    latest = checkpoint_path(out_dir, "ckpt", cfg.checkpoint_format)
+    latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
     checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
-    model = build_model(cfg, data.dataset, checkpoint).to(device)
-    compiled = torch.compile(model) if cfg.compile else model
-    wrapped = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ranks.distributed else compiled
-    optimizers = build_optimizers(model, cfg, device)
+    new_data = checkpoint is not None and check_resume_data(checkpoint, data.identity, cfg)  # before the shape check
+    models = set_up_models(cfg, hardware, data.dataset, checkpoint)
+    optimizers = build_optimizers(models.plain, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.dtype == "float16")
     progress = Progress()
     if checkpoint is not None:
-        progress = restore_training_state(checkpoint, optimizers, scaler, data.train, ranks.rank, cfg.seed)
+        progress = restore_training_state(checkpoint, optimizers, scaler, data.train, ranks.rank, cfg.seed, new_data)
+    if out_dir is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
+        out_dir.begin(replace_earlier_run=cfg.overwrite and checkpoint is None)
     resume_step = progress.step if checkpoint is not None else None
-    recorder = Recorder(out_dir, argv,
-                        log=MetricsLog(out_dir / "log.jsonl", resume_step) if ranks.is_main else None,
+    recorder = Recorder(Path(cfg.out_dir), argv,
+                        log=MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step) if ranks.is_main else None,
                         wandb=WandbLog(cfg, resume_step) if cfg.wandb_log and ranks.is_main else None,
                         saved_step=resume_step, latest=latest)
-    mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size) * ranks.world_size, device, hardware.dtype)
-    return Run(cfg, hardware, data, Models(model, compiled, wrapped), optimizers, scaler, progress, recorder, mfu)
+    mfu = MFUMeter(training_flops_per_token(models.plain.config, cfg.block_size) * ranks.world_size, device,
+                   hardware.dtype)
+    return Run(cfg, hardware, data, models, optimizers, scaler, progress, recorder, mfu, out_dir)
 
 
 def train_step(run: Run) -> torch.Tensor:
@@ -354,6 +379,8 @@ def main(argv: list[str]) -> None:
         if run.recorder.wandb is not None:
             run.recorder.wandb.finish()
         distributed.stop()
+        if run.out_dir is not None:
+            run.out_dir.release()
     if stopped_by is not None:
         if main_process:
             print(f"stopped at step {run.progress.step}; checkpoint saved to {run.recorder.latest}. "

@@ -34,6 +34,8 @@ class TrainConfig:
     out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs")
     dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)")
     init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder")
+    overwrite: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
+    allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
     eval_interval: int = option(250, "evaluate train and val loss every this many steps")
     eval_iters: int = option(20, "batches averaged per evaluation")
     log_interval: int = option(10, "update the progress bar every this many steps")
@@ -195,12 +197,14 @@ class BenchConfig:
     """Keys of bench.py; the training benchmarks pass every other key to train.py."""
 
     command: ClassVar[str] = "bench"
-    usage: ClassVar[str] = "python bench.py generation|training|precision|first_token [CONFIG.toml ...] [--key=value ...]"
+    usage: ClassVar[str] = ("python bench.py generation|training|precision|recipe|first_token [CONFIG.toml ...] "
+                            "[--key=value ...]")
 
     new_tokens: list[int] = option([100, 500, 1000], "generation: tokens generated per timed run (comma-separated)")
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
     steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)")
     as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top")
+    to: str = option("recipe.png", "recipe: the picture of every run's loss curves")
     runs: int = option(5, "first_token: how many times to start sample.py")
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", shared=True)
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps", shared=True)
@@ -213,8 +217,21 @@ class BenchConfig:
             raise UserError("new_tokens and batch_sizes must be positive")
 
 
+@dataclass
+class CompareConfig:
+    command: ClassVar[str] = "compare"
+    usage: ClassVar[str] = "python compare.py --runs=OUT_DIR --runs=OUT_DIR [...] [--to=compare.png]"
+
+    runs: list[str] = option([], "out_dir of a training run (repeat the flag for each run)")
+    to: str = option("compare.png", "the picture to write")
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise UserError("name the runs to compare: --runs=OUT_DIR --runs=OUT_DIR")
+
+
 COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, AttentionConfig, ExportConfig,
-                                         PrepareConfig, BenchConfig)}
+                                         PrepareConfig, BenchConfig, CompareConfig)}
 
 
 def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:

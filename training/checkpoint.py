@@ -3,8 +3,9 @@
 A checkpoint is a plain dict of tensors, numbers and strings (it loads with
 weights_only=True; cli/loading.py reads it): the model's weights without any
 compile or DDP prefix, the optimizer, the config, the model's shape, the
-tokenizer, and what an exact resume needs. checkpoint_format=safetensors writes
-the same dict as a safetensors file instead (cli/safetensors_checkpoint.py).
+tokenizer, the identity of the data it was trained on, and what an exact
+resume needs. checkpoint_format=safetensors writes the same dict as a
+safetensors file instead (cli/safetensors_checkpoint.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from cli.errors import UserError
 from cli.loading import MODEL_KEYS
 from cli.safetensors_checkpoint import to_safetensors
 from cli.settings import TrainConfig
-from data.dataset import Dataset
 from data.loader import BatchLoader
 from model import GPT
 
@@ -93,15 +93,17 @@ def set_rng_state(state: dict) -> None:
 
 
 def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.GradScaler, cfg: TrainConfig,
-                       dataset: Dataset, progress: Progress, loader: BatchLoader) -> dict:
-    """Everything a checkpoint holds: plain tensors, numbers and strings only."""
+                       data_identity: dict, progress: Progress, loader: BatchLoader) -> dict:
+    """Everything a checkpoint holds: plain tensors, numbers and strings only.
+    data_identity is the dataset's (data.dataset.dataset_identity): resume checks it."""
     return {
         "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
         "optimizer": optimizers.state_dict(),  # {"adamw": ..., "muon": ...}
         "scaler": scaler.state_dict(),  # float16's loss scale (empty otherwise)
         "config": dataclasses.asdict(cfg),
         "model_args": model.config.to_dict(),
-        "tokenizer": dataset.meta["tokenizer"],
+        "tokenizer": data_identity["tokenizer"],
+        "dataset": {"folder": cfg.dataset, **data_identity},
         "iter_num": progress.step,
         "best_val_loss": progress.best_val_loss,
         "tokens_seen": progress.tokens,
@@ -112,17 +114,21 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
 
 
 def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: torch.amp.GradScaler,
-                           loader: BatchLoader, rank: int, seed: int) -> Progress:
+                           loader: BatchLoader, rank: int, seed: int, new_data: bool = False) -> Progress:
     """Put the optimizers, data position and random generators back where the checkpoint left them.
 
     The checkpoint holds the main process's random state; other ranks reseed
-    from the step, so a resume on a different world size still works.
+    from the step, so a resume on a different world size still works. On new
+    data (allow_new_data) the walk starts afresh and the best val loss, measured
+    on other data, is forgotten.
     """
     optimizers.load_state_dict(checkpoint["optimizer"])
     scaler.load_state_dict(checkpoint["scaler"])
-    loader.load_state_dict(checkpoint["loader"])
+    if not new_data:
+        loader.load_state_dict(checkpoint["loader"])
     if rank == 0:
         set_rng_state(checkpoint["rng"])
     else:
         torch.manual_seed(seed + 1_000_003 * rank + checkpoint["iter_num"])
-    return Progress(checkpoint["iter_num"], checkpoint["best_val_loss"], checkpoint["tokens_seen"], checkpoint["elapsed_s"])
+    best_val_loss = math.inf if new_data else checkpoint["best_val_loss"]
+    return Progress(checkpoint["iter_num"], best_val_loss, checkpoint["tokens_seen"], checkpoint["elapsed_s"])

@@ -1,5 +1,6 @@
 """The model a run starts from, per init_from: a fresh one, the checkpoint's (to
-resume), or a Hugging Face model's weights (to fine-tune)."""
+resume), or a Hugging Face model's weights (to fine-tune); and what a resume must
+match: the data the checkpoint was trained on and the model's shape."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 from cli.errors import UserError
 from cli.loading import model_from_checkpoint, pretrained_tokenizer
 from cli.settings import TrainConfig
-from data.dataset import Dataset
+from data.dataset import Dataset, tokenizer_change
 from model import GPT, GPTConfig
 
 from .checkpoint import checkpoint_path
@@ -26,13 +27,43 @@ def model_config(cfg: TrainConfig, dataset_vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, dropout=cfg.dropout, **shape)
 
 
+def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> bool:
+    """Refuse to resume on data the checkpoint was not trained on, unless allow_new_data makes
+    that fine-tuning. Returns whether the data is new (its walk then starts afresh).
+
+    identity is the dataset's (data.dataset.dataset_identity); every checkpoint holds its
+    tokenizer, newer ones also the fingerprint of the token files under "dataset"."""
+    if identity["tokenizer"] != checkpoint["tokenizer"]:
+        raise UserError(
+            f"cannot resume on dataset {cfg.dataset}: it was prepared with another tokenizer than this checkpoint's "
+            f"({tokenizer_change(checkpoint['tokenizer'], identity['tokenizer'])}), and no setting lets this model "
+            f"read it; train on it from scratch in a new --out_dir")
+    saved = checkpoint.get("dataset")
+    if saved is None:
+        print("resume: this checkpoint does not record the token files it was trained on, so the data could not be "
+              "checked" + ("; allow_new_data: treating it as new data" if cfg.allow_new_data else ""))
+        return cfg.allow_new_data
+    if saved["fingerprint"] == identity["fingerprint"]:
+        return False
+    if not cfg.allow_new_data:
+        if saved["folder"] == cfg.dataset:
+            what = f"the token files of dataset {cfg.dataset} changed since this checkpoint was trained on them"
+        else:
+            what = f"dataset {cfg.dataset} is not the one this checkpoint was trained on ({saved['folder']})"
+        raise UserError(f"cannot resume: {what}; start a new run in a new --out_dir, or continue on this data "
+                        f"as fine-tuning with --allow_new_data=true")
+    print(f"resume: fine-tuning on new data ({cfg.dataset}): its walk starts afresh and the best val loss is reset")
+    return True
+
+
 def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfig) -> None:
     """Refuse a resume that would change the model's shape; report harmless changes."""
     saved = GPTConfig(**checkpoint["model_args"]).to_dict()  # an older checkpoint's missing keys: GPT-2's
     for key in SHAPE_KEYS:
         if saved[key] != getattr(wanted, key):
+            source = f" (the vocabulary of dataset {cfg.dataset})" if key == "vocab_size" and cfg.vocab_size is None else ""
             raise UserError(
-                f"cannot resume: {key}={getattr(wanted, key)} but the checkpoint was trained with "
+                f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained with "
                 f"{key}={saved[key]}; use the same setting or a new out_dir"
             )
     for key, old in checkpoint["config"].items():
@@ -60,6 +91,6 @@ def check_dataset_tokenizer(cfg: TrainConfig, dataset: Dataset, model: GPT) -> N
     own = pretrained_tokenizer(cfg.init_from, model).describe()
     if own != dataset.meta["tokenizer"]:
         flag = "gpt2" if own["kind"] == "gpt2" else cfg.init_from
-        raise UserError(f"init_from={cfg.init_from} reads text with its own tokenizer ({own['kind']}), but dataset "
-                        f"{cfg.dataset} was made with another ({dataset.meta['tokenizer']['kind']}); prepare it with "
+        raise UserError(f"init_from={cfg.init_from} reads text with its own tokenizer, but dataset {cfg.dataset} was "
+                        f"prepared with another ({tokenizer_change(own, dataset.meta['tokenizer'])}); prepare it with "
                         f"python data/prepare.py --tokenizer={flag}")

@@ -1,8 +1,9 @@
 """Pictures of a run, drawn with matplotlib (imported only when drawing)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from .png import save_png
 
 
 def plot_loss(rows: list[dict], path: Path) -> None:
@@ -30,7 +31,30 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    save_png(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
+
+
+def compare_runs(runs: dict[str, list[dict]], path: Path) -> Path:
+    """One PNG of several runs' losses (log.jsonl rows by run name): the validation loss at each
+    evaluation, and each logged batch's training loss faintly, against the tokens seen (left)
+    and against the seconds of training (right)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5), dpi=100, layout="constrained")
+    by_tokens, by_time = fig.subplots(1, 2, sharey=True)
+    for i, (name, rows) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        for ax, x in ((by_tokens, "tokens"), (by_time, "elapsed_s")):
+            batches = [r for r in rows if r["kind"] == "batch"]
+            evals = [r for r in rows if r["kind"] == "eval"]
+            ax.plot([r[x] for r in batches], [r["train_loss"] for r in batches], color=color, alpha=0.2, linewidth=0.7)
+            ax.plot([r[x] for r in evals], [r["val_loss"] for r in evals], "o-", color=color, markersize=3,
+                    label=f"{name}: val {evals[-1]['val_loss']:.4f}" if evals else name)
+    by_tokens.set_xlabel("tokens seen")
+    by_time.set_xlabel("seconds of training (evaluation included)")
+    by_tokens.set_ylabel("loss (nats per token): val (dots), train (faint)")
+    for ax in (by_tokens, by_time):
+        ax.grid(alpha=0.3)
+    by_time.legend(fontsize=8)
+    return save_png(fig, path)

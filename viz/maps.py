@@ -7,7 +7,6 @@ The figures are plain matplotlib Figures (no pyplot, no global state).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -97,7 +96,3 @@ def query_figure(patterns: torch.Tensor, tokens: list[str], query: int) -> Figur
     fig.suptitle(f"what token {query} {tick_label(tokens[query])!r} attends to", fontsize=10)
     return fig
 
-
-def save_png(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, format="png")
-    return path

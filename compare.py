@@ -1,0 +1,36 @@
+"""Compare training runs: their loss curves in one picture, against tokens and against time.
+
+    python compare.py --runs=out-classic --runs=out-shakespeare-char [--to=compare.png]
+
+Each run is an out_dir with the log.jsonl that train.py writes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli.errors import UserError, run_cli
+from cli.outputs import check_output
+from cli.settings import CompareConfig, read_config
+from training.metrics_log import read_rows
+from viz.loss_plot import compare_runs
+
+
+def main(argv: list[str]) -> None:
+    cfg = read_config(CompareConfig, argv)
+    check_output(cfg.to, "to", folder=False)
+    runs = {}
+    for out_dir in cfg.runs:
+        rows = read_rows(Path(out_dir) / "log.jsonl")
+        if not rows:
+            raise UserError(f"{out_dir}/log.jsonl holds no logged step; give the out_dir of a train.py run")
+        runs[out_dir] = rows
+    print(f"{'run':<32} {'steps':>7} {'tokens':>13} {'seconds':>9} {'last val loss':>14}")
+    for name, rows in runs.items():
+        last, evals = rows[-1], [r for r in rows if r["kind"] == "eval"]
+        val = f"{evals[-1]['val_loss']:.4f}" if evals else "-"
+        print(f"{name:<32} {last['step']:>7,} {last['tokens']:>13,} {last['elapsed_s']:>9.1f} {val:>14}")
+    print(f"wrote {compare_runs(runs, Path(cfg.to))}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,155 @@
+"""A checkpoint knows the data it was trained on: resume, eval.py and open_dataset refuse
+data that is not what it claims to be, and fine-tuning on new data is a choice made out loud."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import data.dataset
+from cli.errors import UserError
+from cli.settings import TrainConfig
+from data.dataset import dataset_identity, open_dataset, prepare_dataset
+from data.errors import DataError
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_script, snapshot
+from training.init_from import check_resume_data
+
+
+def test_fingerprint_is_the_sha256_of_train_then_val_bins(char_dataset, monkeypatch):
+    monkeypatch.setattr(data.dataset, "CHUNK_TOKENS", 1000)  # many chunks: the stream must cover every byte
+    meta = json.loads((char_dataset / "meta.json").read_text())
+    expected = hashlib.sha256((char_dataset / "train.bin").read_bytes() + (char_dataset / "val.bin").read_bytes())
+    identity = dataset_identity(open_dataset(char_dataset))
+    assert identity == {"fingerprint": meta.get("fingerprint", expected.hexdigest()), "tokenizer": meta["tokenizer"]}
+    assert identity["fingerprint"] == expected.hexdigest()
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_naming_the_file(tmp_path, corpus_text, monkeypatch):
+    monkeypatch.setattr(data.dataset, "CHUNK_TOKENS", 7)  # the bad id sits in a later chunk
+    meta = prepare_dataset(corpus_text, "char", tmp_path / "d")
+    val = np.fromfile(tmp_path / "d" / "val.bin", dtype=np.uint16)
+    val[100] = meta["vocab_size"]  # one past the last id
+    val.tofile(tmp_path / "d" / "val.bin")
+    with pytest.raises(DataError, match=rf"val.bin holds token id {meta['vocab_size']}, outside the vocabulary of "
+                                        rf"{meta['vocab_size']} in meta.json; re-run python data/prepare.py"):
+        open_dataset(tmp_path / "d")
+    val[100] = meta["vocab_size"] - 1
+    val.tofile(tmp_path / "d" / "val.bin")
+    open_dataset(tmp_path / "d")
+
+
+CHARS = {"kind": "char", "chars": "\n abc"}
+SAVED = {"folder": "plays", "fingerprint": "f" * 64, "tokenizer": CHARS}
+
+
+def checkpoint(dataset: dict | None = SAVED) -> dict:
+    return {"tokenizer": CHARS, **({} if dataset is None else {"dataset": dataset})}
+
+
+@pytest.mark.parametrize("allow_new_data", [False, True])
+def test_another_tokenizer_is_refused_whatever_the_setting(allow_new_data):
+    identity = {"fingerprint": "0" * 64, "tokenizer": {"kind": "char", "chars": "\n abcd"}}
+    with pytest.raises(UserError) as refused:
+        check_resume_data(checkpoint(), identity, TrainConfig(dataset="plays", allow_new_data=allow_new_data))
+    assert str(refused.value) == ("cannot resume on dataset plays: it was prepared with another tokenizer than this "
+                                  "checkpoint's (characters changed (1 new: 'd')), and no setting lets this model read "
+                                  "it; train on it from scratch in a new --out_dir")
+
+
+def test_new_token_files_are_refused_unless_allow_new_data(capsys):
+    identity = {"fingerprint": "0" * 64, "tokenizer": CHARS}
+    with pytest.raises(UserError, match="^cannot resume: the token files of dataset plays changed since this "
+                                        "checkpoint was trained on them; start a new run in a new --out_dir, or "
+                                        "continue on this data as fine-tuning with --allow_new_data=true$"):
+        check_resume_data(checkpoint(), identity, TrainConfig(dataset="plays"))
+    with pytest.raises(UserError, match=r"dataset poems is not the one this checkpoint was trained on \(plays\)"):
+        check_resume_data(checkpoint(), identity, TrainConfig(dataset="poems"))
+    assert check_resume_data(checkpoint(), identity, TrainConfig(dataset="plays", allow_new_data=True)) is True
+    assert "fine-tuning on new data (plays)" in capsys.readouterr().out
+    assert check_resume_data(checkpoint(), {**identity, "fingerprint": "f" * 64}, TrainConfig(dataset="plays")) is False
+
+
+def test_a_checkpoint_without_a_dataset_record_resumes_and_says_so(capsys):
+    identity = {"fingerprint": "0" * 64, "tokenizer": CHARS}
+    assert check_resume_data(checkpoint(None), identity, TrainConfig()) is False
+    assert "the data could not be checked" in capsys.readouterr().out
+
+
+# ---- the commands, as subprocesses ----
+
+def train(run_dir, *extra, check=False):
+    return run_script("train.py", *TINY_TRAIN_FLAGS, "--sample_tokens=0", f"--dataset={run_dir / 'data'}",
+                      f"--out_dir={run_dir / 'out'}", "--init_from=resume", "--max_iters=40", *extra, check=check)
+
+
+@pytest.fixture
+def run_dir(trained_out, char_dataset, tmp_path):
+    """A finished 20-step run (out/) and its dataset (data/), which the tests prepare again."""
+    shutil.copytree(trained_out, tmp_path / "out")
+    shutil.copytree(char_dataset, tmp_path / "data")
+    state = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    state["config"]["dataset"] = state["dataset"]["folder"] = str(tmp_path / "data")  # trained on this copy
+    torch.save(state, tmp_path / "out" / "ckpt.pt")
+    return tmp_path
+
+
+def shuffled_lines(text: str) -> str:
+    """The same characters (so the same char tokenizer), other token files."""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[1::2] + lines[::2])
+
+
+@pytest.mark.slow
+def test_resume_on_a_reprepared_dataset_is_refused_then_continued_as_fine_tuning(run_dir, corpus_text):
+    shutil.rmtree(run_dir / "data")
+    prepare_dataset(shuffled_lines(corpus_text), "char", run_dir / "data")
+    before = snapshot(run_dir)
+    assert_one_line_error(train(run_dir), "the token files of dataset", "changed since this checkpoint was trained",
+                          "--allow_new_data=true")
+    assert snapshot(run_dir) == before
+    result = train(run_dir, "--allow_new_data=true", check=True)
+    assert "resume: fine-tuning on new data" in result.stdout
+    state = torch.load(run_dir / "out" / "ckpt.pt", weights_only=True)
+    bins = (run_dir / "data" / "train.bin").read_bytes() + (run_dir / "data" / "val.bin").read_bytes()
+    assert state["iter_num"] == 40 and state["dataset"]["fingerprint"] == hashlib.sha256(bins).hexdigest()
+    assert state["loader"] == {"epoch": 0, "cursor": 20 * 8}  # 20 steps of 8 windows: the walk began afresh
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", [[], ["--allow_new_data=true"]])
+def test_resume_on_a_dataset_with_another_vocabulary_is_refused_without_a_word_about_vocab_size(run_dir, corpus_text,
+                                                                                                 flag):
+    shutil.rmtree(run_dir / "data")
+    prepare_dataset(corpus_text + "Zebras!\n", "char", run_dir / "data")
+    before = snapshot(run_dir)
+    result = train(run_dir, *flag)
+    assert_one_line_error(result, "prepared with another tokenizer than this checkpoint's", "(2 new: '!Z')",
+                          "no setting lets this model read it")
+    assert "vocab_size" not in result.stderr
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_dataset_records_resumes_exactly_and_says_the_data_was_not_checked(run_dir):
+    state = torch.load(run_dir / "out" / "ckpt.pt", weights_only=True)
+    del state["dataset"]
+    torch.save(state, run_dir / "out" / "ckpt.pt")
+    result = train(run_dir, check=True)
+    assert "the data could not be checked" in result.stdout
+    state = torch.load(run_dir / "out" / "ckpt.pt", weights_only=True)
+    assert state["loader"] == {"epoch": 0, "cursor": 40 * 8} and "fingerprint" in state["dataset"]
+
+
+@pytest.mark.slow
+def test_eval_refuses_to_score_a_dataset_tokenized_another_way(run_dir, corpus_text):
+    shutil.rmtree(run_dir / "data")
+    prepare_dataset(corpus_text, "gpt2", run_dir / "data")
+    before = snapshot(run_dir)
+    assert_one_line_error(run_script("eval.py", f"--out_dir={run_dir / 'out'}", check=False),
+                          f"dataset {run_dir / 'data'} was prepared with another tokenizer than this checkpoint's "
+                          f"(gpt2 instead of char (36 characters)); evaluate a text with --input=FILE")
+    assert snapshot(run_dir) == before

@@ -1,0 +1,208 @@
+"""Nothing on disk is harmed by where a command writes: output paths checked before any work,
+one run per out_dir (an OS lock that dies with its process), and a fresh start that never
+buries an earlier run."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli.device import resolve_dtype
+from cli.errors import UserError
+from cli.outputs import check_output
+from cli.settings import TrainConfig
+from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_script, snapshot
+from training.out_dir import claim_out_dir
+
+
+@pytest.fixture
+def place(tmp_path) -> Path:
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "a-folder").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("name, folder, message", [
+    ("a-file", True, "out {place}/a-file is a file, not a folder; choose another --out"),
+    ("a-folder", False, "out {place}/a-folder is a folder, not a file; choose another --out"),
+    ("a-file/new/x", True, "out {place}/a-file/new/x cannot be created: {place}/a-file is a file, not a folder; choose another --out"),
+    ("a-file/x.html", False, "out {place}/a-file/x.html cannot be created: {place}/a-file is a file, not a folder; choose another --out"),
+])
+def test_an_output_path_of_the_wrong_kind_is_refused_with_the_true_cause(place, name, folder, message):
+    before = snapshot(place)
+    with pytest.raises(UserError) as refused:
+        check_output(place / name, "out", folder=folder)
+    assert str(refused.value) == message.format(place=place)
+    assert snapshot(place) == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys"), reason="needs Linux's /sys, where no one may create files")
+@pytest.mark.parametrize("path, message", [
+    ("/sys", "out /sys is not writable (Permission denied)"),
+    ("/sys/new/x", "out /sys/new/x cannot be written in /sys (Permission denied)"),
+])
+def test_an_output_path_the_os_refuses_names_the_os_cause(path, message):
+    with pytest.raises(UserError, match=rf"^{message}; choose another --out$".replace("(", r"\(").replace(")", r"\)")):
+        check_output(path, "out", folder=True)
+
+
+def test_a_writable_output_path_passes_and_nothing_is_created(place):
+    before = snapshot(place)
+    assert check_output(place / "new" / "deeper", "out", folder=True) == place / "new" / "deeper"
+    assert check_output(place / "a-folder" / "page.html", "out", folder=False) == place / "a-folder" / "page.html"
+    assert snapshot(place) == before and sorted(p.name for p in place.iterdir()) == ["a-file", "a-folder"]
+
+
+def train_config(out_dir: Path, **keys) -> TrainConfig:
+    return TrainConfig(out_dir=str(out_dir), **keys)
+
+
+def test_one_run_per_out_dir_and_the_lock_names_its_holder(tmp_path):
+    first = claim_out_dir(train_config(tmp_path / "out"))
+    assert (tmp_path / "out" / ".lock").read_text().startswith(f"pid {os.getpid()}: ")
+    with pytest.raises(UserError, match=rf"out_dir {tmp_path / 'out'} is in use by another run \(pid {os.getpid()}: "):
+        claim_out_dir(train_config(tmp_path / "out"))  # a second descriptor: flock refuses it even in this process
+    first.release()
+    claim_out_dir(train_config(tmp_path / "out")).release()
+
+
+def test_a_run_that_never_began_leaves_out_dir_as_it_found_it(tmp_path):
+    claim_out_dir(train_config(tmp_path / "new" / "out")).abandon()
+    assert list(tmp_path.iterdir()) == []  # the folders it made are gone
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".lock").write_text("pid 1: an earlier run\n")
+    before = snapshot(tmp_path)
+    claim_out_dir(train_config(tmp_path / "out")).abandon()
+    assert snapshot(tmp_path) == before
+
+
+def test_fresh_start_over_a_checkpoint_needs_overwrite_which_removes_only_the_runs_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("ckpt.pt", "best.pt", "log.jsonl", "loss.png", "notes.txt", ".ckpt.pt.4242.tmp", ".other.tmp"):
+        (out / name).write_text(name)
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError, match="holds an earlier run .*--init_from=resume.*new --out_dir.*--overwrite=true"):
+        claim_out_dir(train_config(out))
+    assert snapshot(tmp_path) == before  # not even a lock file
+    claimed = claim_out_dir(train_config(out, overwrite=True))
+    assert snapshot(tmp_path).keys() == before.keys() | {"out/.lock"}  # nothing removed before the run is built
+    claimed.begin(replace_earlier_run=True)
+    claimed.release()
+    assert sorted(p.name for p in out.iterdir()) == [".lock", ".other.tmp", "notes.txt"]
+
+
+def test_resume_without_a_checkpoint_is_refused_before_anything_is_made(tmp_path):
+    with pytest.raises(UserError, match="ckpt.pt not found, so there is nothing to resume"):
+        claim_out_dir(train_config(tmp_path / "out", init_from="resume"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_float16_on_a_cpu_is_refused():
+    with pytest.raises(UserError, match="^dtype=float16 has no fast path on a CPU .*use --dtype=bfloat16 or float32$"):
+        resolve_dtype("float16", torch.device("cpu"))
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == "bfloat16"
+
+
+# ---- the commands, as subprocesses ----
+
+def train(dataset, out_dir, *extra, check=False):
+    return run_script("train.py", *TINY_TRAIN_FLAGS, "--sample_tokens=0", f"--dataset={dataset}", f"--out_dir={out_dir}",
+                      *extra, check=check)
+
+
+@pytest.fixture
+def earlier_run(trained_out, char_dataset, tmp_path) -> Path:
+    """tmp_path holding a copy of a finished run (out/) and of its dataset (data/)."""
+    shutil.copytree(trained_out, tmp_path / "out")
+    shutil.copytree(char_dataset, tmp_path / "data")
+    return tmp_path
+
+
+SHORT = ["--max_iters=20", "--lr_decay_iters=20", "--eval_interval=10"]
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_out_dir_one_proceeds_as_if_alone(char_dataset, tmp_path):
+    command = [sys.executable, "train.py", *TINY_TRAIN_FLAGS, *SHORT, "--sample_tokens=0", f"--dataset={char_dataset}",
+               f"--out_dir={tmp_path / 'shared'}"]
+    runs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    stderr = [run.communicate(timeout=300)[1] for run in runs]
+    assert sorted(run.returncode for run in runs) == [0, 2]
+    winner, loser = sorted(range(2), key=lambda i: runs[i].returncode)
+    winner = runs[winner].pid
+    assert stderr[loser].count("\n") == 1 and stderr[loser].startswith(
+        f"error: out_dir {tmp_path / 'shared'} is in use by another run (pid {winner}: train.py ")
+    assert (tmp_path / "shared" / ".lock").read_text().startswith(f"pid {winner}: ")
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == [".lock", "best.pt", "ckpt.pt", "log.jsonl",
+                                                                       "loss.png"]
+    train(char_dataset, tmp_path / "alone", *SHORT, check=True)
+    shared, alone = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True)["model"] for d in ("shared", "alone"))
+    assert all(torch.equal(shared[k], alone[k]) for k in alone)
+    assert (tmp_path / "shared" / "log.jsonl").read_bytes().count(b'"kind": "batch"') == 4  # steps 5, 10, 15, 20 once
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.pwrite(fd, f"pid {os.getpid()}: a run in progress\\n".encode(), 0)
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.slow
+def test_a_held_out_dir_is_refused_untouched_and_free_once_its_holder_dies(earlier_run):
+    out = earlier_run / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        before = snapshot(earlier_run)
+        refused = train(earlier_run / "data", out, "--init_from=resume", "--max_iters=30")
+        assert_one_line_error(refused, f"is in use by another run (pid {holder.pid}: a run in progress)")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert snapshot(earlier_run) == before
+    train(earlier_run / "data", out, "--init_from=resume", "--max_iters=30", check=True)  # the lock died with it
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 30
+
+
+@pytest.mark.slow
+def test_a_fresh_start_never_buries_an_earlier_run(earlier_run):
+    out = earlier_run / "out"
+    before = snapshot(earlier_run)
+    assert_one_line_error(train(earlier_run / "data", out), f"out_dir {out} holds an earlier run",
+                          "--init_from=resume", "--overwrite=true")
+    assert snapshot(earlier_run) == before
+    # overwritten, then stopped by a diverging loss: the message knows no checkpoint is left
+    result = train(earlier_run / "data", out, "--overwrite=true", "--learning_rate=100", "--decay_lr=false",
+                   "--weight_decay=1")
+    assert_one_line_error(result, "training stopped, no checkpoint was written yet")
+    assert not (out / "ckpt.pt").exists() and not (out / "best.pt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, message", [
+    (["train.py", *TINY_TRAIN_FLAGS, "--dataset={root}/no-such-data", "--out_dir={root}/out/ckpt.pt"],
+     "out_dir {root}/out/ckpt.pt is a file, not a folder; choose another --out_dir"),
+    (["eval.py", "--out_dir={root}/no-run", "--surprise={root}/out"],
+     "surprise {root}/out is a folder, not a file; choose another --surprise"),
+    (["attention.py", "--out_dir={root}/no-run", "--to={root}/out/log.jsonl/pictures"],
+     "to {root}/out/log.jsonl/pictures cannot be created: {root}/out/log.jsonl is a file, not a folder"),
+])
+def test_output_paths_are_checked_before_any_work(earlier_run, command, message):
+    """The inputs (dataset, checkpoint) are missing too: the output is checked first."""
+    before = snapshot(earlier_run)
+    result = run_script(*(arg.format(root=earlier_run) for arg in command), check=False)
+    assert_one_line_error(result, message.format(root=earlier_run))
+    assert snapshot(earlier_run) == before
