@@ -20,19 +20,21 @@ from pathlib import Path
 from cli.errors import UserError, run_cli
 from cli.loading import existing_checkpoint, load_checkpoint, model_from_checkpoint
 from cli.model_card import model_card
+from cli.outputs import check_output
 from cli.settings import ExportConfig, SampleConfig, read_config
 from data.hf_tokenizer import save_hf_tokenizer
 from data.tokenizer import start_tokens, tokenizer_from_description
 from model.hf import hf_model_type, save_hf_model
 
 
-def check_target(folder: Path, overwrite: bool) -> None:
-    """Refuse, before any work, a target that is a file, or a folder with files in it unless overwrite."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--to={folder} is a file; give the folder to write the model into")
+def check_target(to: str, overwrite: bool) -> Path:
+    """Refuse, before any work, a target that is a file or cannot be written, or a folder with
+    files in it unless overwrite."""
+    folder = check_output(to, "to", folder=True)
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
         raise UserError(f"--to={folder} exists and is not empty; choose another folder, or pass --overwrite=true "
                         f"to replace it")
+    return folder
 
 
 @contextlib.contextmanager
@@ -60,8 +62,8 @@ def staged_folder(target: Path) -> Iterator[Path]:
 def main(argv: list[str]) -> None:
     cfg = read_config(ExportConfig, argv)
     start = time.perf_counter()
-    path, target = existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint), Path(cfg.to)
-    check_target(target, cfg.overwrite)
+    path = existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint)
+    target = check_target(cfg.to, cfg.overwrite)
     checkpoint = load_checkpoint(path)
     model = model_from_checkpoint(checkpoint, path)
     tokenizer = tokenizer_from_description(checkpoint["tokenizer"])

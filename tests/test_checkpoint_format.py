@@ -111,3 +111,13 @@ def test_a_broken_or_foreign_safetensors_file_is_one_line(tmp_path, content, fra
         path.write_bytes(data)
     with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         load_checkpoint(path)
+
+
+def test_an_out_dir_holding_a_safetensors_run_is_an_earlier_run(tmp_path):
+    from training.out_dir import check_start
+
+    (tmp_path / "ckpt.safetensors").write_bytes(to_safetensors(trained_state(tie_embeddings=True, steps=0)[2]))
+    with pytest.raises(UserError, match=r"holds an earlier run \(ckpt.safetensors\); continue it with --init_from=resume"):
+        check_start(tmp_path, TrainConfig(out_dir=str(tmp_path)))
+    check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume"))  # found, in either format
+    check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume", checkpoint_format="safetensors"))
