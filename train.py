@@ -32,7 +32,8 @@ from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
-from training.checkpoint import RESUME_KEYS, Progress, checkpoint_payload, restore_training_state, save_checkpoint
+from training.checkpoint import (RESUME_KEYS, Progress, checkpoint_path, checkpoint_payload, restore_training_state,
+                                 save_checkpoint)
 from training.init_from import build_model, check_resume_data
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers
@@ -80,6 +81,7 @@ class Recorder:
     log: MetricsLog | None
     wandb: WandbLog | None
     saved_step: int | None  # step of the ckpt.pt on disk, if any
+    latest: Path  # out_dir/ckpt.pt, or ckpt.safetensors: the checkpoint a resume reads
 
     def record(self, kind: str, progress: Progress, **metrics: float | None) -> None:
         if self.log is None:
@@ -97,7 +99,7 @@ class Recorder:
         if self.saved_step is None:
             saved = "no checkpoint was written yet; lower learning_rate and start again"
         else:
-            saved = (f"the last good checkpoint, {self.out_dir / 'ckpt.pt'} (step {self.saved_step}), is intact: "
+            saved = (f"the last good checkpoint, {self.latest} (step {self.saved_step}), is intact: "
                      f"lower learning_rate and resume with {self.resume_command()}")
         steps = f"step {last_step}" if first_step == last_step else f"steps {first_step} to {last_step}"
         return UserError(f"loss is {loss} in {steps}; training stopped, {saved}")
@@ -121,11 +123,12 @@ class Run:
         return self.cfg.batch_size * self.cfg.block_size * self.cfg.gradient_accumulation_steps \
             * self.hardware.ranks.world_size
 
-    def save(self, name: str) -> None:
+    def save(self, stem: str) -> None:
+        """Write out_dir/ckpt.pt (stem "ckpt") or best.pt, or .safetensors by checkpoint_format."""
         payload = checkpoint_payload(self.models.plain, self.optimizers, self.scaler, self.cfg, self.data.identity,
                                      self.progress, self.data.train)
-        save_checkpoint(payload, self.recorder.out_dir / name)
-        if name == "ckpt.pt":
+        save_checkpoint(payload, checkpoint_path(self.recorder.out_dir, stem, self.cfg.checkpoint_format))
+        if stem == "ckpt":
             self.recorder.saved_step = self.progress.step
 
 
@@ -171,8 +174,8 @@ def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: O
     """Data, checkpoint, model, optimizer and records, once out_dir is this run's."""
     ranks, device = hardware.ranks, hardware.device
     data = set_up_data(cfg, ranks)
-    checkpoint = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt", required=RESUME_KEYS) if cfg.init_from == "resume" \
-        else None
+    latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
+    checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
     new_data = checkpoint is not None and check_resume_data(checkpoint, data.identity, cfg)  # before the shape check
     models = set_up_models(cfg, hardware, data.dataset, checkpoint)
     optimizers = build_optimizers(models.plain, cfg, device)
@@ -186,7 +189,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: O
     recorder = Recorder(Path(cfg.out_dir), argv,
                         log=MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step) if ranks.is_main else None,
                         wandb=WandbLog(cfg, resume_step) if cfg.wandb_log and ranks.is_main else None,
-                        saved_step=resume_step)
+                        saved_step=resume_step, latest=latest)
     mfu = MFUMeter(training_flops_per_token(models.plain.config, cfg.block_size) * ranks.world_size, device,
                    hardware.dtype)
     return Run(cfg, hardware, data, models, optimizers, scaler, progress, recorder, mfu, out_dir)
@@ -253,9 +256,9 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float) -> None:
     improved = losses["val"] < run.progress.best_val_loss
     if improved:
         run.progress.best_val_loss = losses["val"]
-        run.save("best.pt")
+        run.save("best")
     if improved or run.cfg.always_save_checkpoint:
-        run.save("ckpt.pt")
+        run.save("ckpt")
     if recorder.wandb is not None:
         recorder.wandb.log_sample(run.progress.step, sample_text(run, 200))
         recorder.wandb.log_image(run.progress.step, "loss_curve", recorder.out_dir / "loss.png")
@@ -311,7 +314,7 @@ def train(run: Run, bar: tqdm) -> int | None:
             window = (progress.step, time.perf_counter())
         if read_now and stopping:
             if ranks.is_main:
-                run.save("ckpt.pt")
+                run.save("ckpt")
             return stop.received or signal.SIGINT  # a signal seen by another process counts too
     return None
 
@@ -363,7 +366,7 @@ def main(argv: list[str]) -> None:
     try:
         if main_process:
             if run.progress.step:
-                print(f"resuming from {run.recorder.out_dir / 'ckpt.pt'} at step {run.progress.step}")
+                print(f"resuming from {run.recorder.latest} at step {run.progress.step}")
             print(describe(run), flush=True)
         with tqdm(total=cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
                   disable=not main_process) as bar:
@@ -382,7 +385,7 @@ def main(argv: list[str]) -> None:
             run.out_dir.release()
     if stopped_by is not None:
         if main_process:
-            print(f"stopped at step {run.progress.step}; checkpoint saved to {run.recorder.out_dir / 'ckpt.pt'}. "
+            print(f"stopped at step {run.progress.step}; checkpoint saved to {run.recorder.latest}. "
                   f"Resume with:\n  {run.recorder.resume_command()}", file=sys.stderr)
         sys.exit(128 + stopped_by)
 

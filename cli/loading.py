@@ -1,5 +1,6 @@
-"""What the commands that run a trained model share: reading a checkpoint, the model
-and its tokenizer from it (or from GPT-2's weights), and the text to feed it."""
+"""What the commands that run a trained model share: reading a checkpoint (a torch.save
+file or a safetensors one), the model and its tokenizer from it (or from a Hugging Face
+model), and the text to feed it."""
 from __future__ import annotations
 
 import pickle
@@ -8,24 +9,41 @@ from pathlib import Path
 
 import torch
 
+from data.hf_tokenizer import tokenizer_from_hf_folder
 from data.tokenizer import GPT2Tokenizer, Tokenizer, start_tokens, tokenizer_from_description
 from model import GPT, GPTConfig
-from model.pretrained import from_gpt2_names
+from model.hf import from_gpt2_names
+from model.pretrained import HUB_NAMES
 
 from .errors import UserError
+from .safetensors_checkpoint import from_safetensors
 
 MODEL_KEYS = ("model", "model_args", "tokenizer")  # enough to sample
+CHECKPOINT_SUFFIXES = (".pt", ".safetensors")  # checkpoint_format=pt or safetensors
+
+
+def existing_checkpoint(path: Path) -> Path:
+    """path, or the same checkpoint in the other format when only that one exists (best.safetensors for best.pt)."""
+    if not path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        other = [path.with_suffix(s) for s in CHECKPOINT_SUFFIXES if path.with_suffix(s).is_file()]
+        return other[0] if other else path
+    return path
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS) -> dict:
-    """Load a checkpoint with weights_only=True: pickled code is refused, never run."""
+    """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code
+    is refused, never run)."""
+    path = existing_checkpoint(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; train one with python train.py --out_dir={path.parent}")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        if path.suffix == ".safetensors":
+            checkpoint = from_safetensors(path, device)
+        else:
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; use a checkpoint written by train.py") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: safetensors'
         raise UserError(f"checkpoint {path} is damaged or truncated ({str(e).splitlines()[0][:120]}); use another one") from None
     missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
@@ -47,21 +65,35 @@ def model_from_checkpoint(checkpoint: dict, path: Path) -> GPT:
     return model
 
 
+def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
+    """A Hugging Face model's tokenizer: its folder's tokenizer.json (byte-level BPE, through tiktoken),
+    or GPT-2's BPE for the hub's GPT-2 names and a GPT-2 folder without one."""
+    folder = Path(init_from)
+    if (folder / "tokenizer.json").is_file():
+        tokenizer, source = tokenizer_from_hf_folder(folder), "its tokenizer.json"
+    elif init_from in HUB_NAMES or model.config.pos_emb == "learned":  # GPT-2: the one learned-position model read
+        tokenizer, source = GPT2Tokenizer(), "GPT-2's BPE, as it has no tokenizer.json"
+    else:
+        raise UserError(f"{init_from} has no tokenizer.json; save the model's tokenizer into the folder "
+                        f"(tokenizer.save_pretrained) and try again")
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise UserError(f"{init_from} has a vocabulary of {model.config.vocab_size} tokens, fewer than the "
+                        f"{tokenizer.vocab_size} of the tokenizer it runs with ({source}); use a model whose "
+                        f"vocabulary covers its tokenizer")
+    return tokenizer
+
+
 def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device
                ) -> tuple[GPT, Tokenizer, dict | None]:
     """The model (in eval mode), its tokenizer and the checkpoint dict, rebuilt from
-    out_dir/checkpoint alone; or GPT-2's weights (and no checkpoint) when init_from names them."""
+    out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
     if not init_from:
         path = Path(out_dir) / checkpoint
         state = load_checkpoint(path, device)
         model = model_from_checkpoint(state, path)
         return model.to(device).eval(), tokenizer_from_description(state["tokenizer"]), state
     model = GPT.from_pretrained(init_from)
-    tokenizer = GPT2Tokenizer()
-    if model.config.vocab_size < tokenizer.vocab_size:
-        raise UserError(f"{init_from} has a vocabulary of {model.config.vocab_size} tokens, fewer than GPT-2's "
-                        f"{tokenizer.vocab_size}: GPT-2 weights are run with GPT-2's BPE, so it needs a GPT-2 model")
-    return model.to(device).eval(), tokenizer, None
+    return model.to(device).eval(), pretrained_tokenizer(init_from, model), None
 
 
 def read_prompt(prompt: str, what: str = "prompt") -> str:

@@ -33,13 +33,15 @@ class TrainConfig:
     # I/O
     out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs")
     dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)")
-    init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2 folder")
+    init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder")
     overwrite: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
     allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
     eval_interval: int = option(250, "evaluate train and val loss every this many steps")
     eval_iters: int = option(20, "batches averaged per evaluation")
     log_interval: int = option(10, "update the progress bar every this many steps")
     always_save_checkpoint: bool = option(True, "write ckpt.pt at every evaluation, not only on a new best val loss")
+    checkpoint_format: str = option("pt", "pt (torch.save: ckpt.pt, best.pt) or safetensors (no pickle: ckpt.safetensors, best.safetensors)",
+                                    choices=("pt", "safetensors"))
     sample_tokens: int = option(300, "length of the sample printed when training ends (0: none)")
     # model: the modern recipe by default; configs/classic.toml is the GPT-2 one
     n_layer: int = option(4, "number of transformer blocks")
@@ -98,12 +100,18 @@ class TrainConfig:
 
 
 @dataclass
-class ModelChoice:
-    """The keys of a command that runs a trained model: which one, and where."""
+class CheckpointChoice:
+    """Which checkpoint of a training run."""
 
     out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint", shared=True)
-    checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt")
-    init_from: str = option("", "use GPT-2's weights instead (gpt2, ..., gpt2-xl or a Hugging Face folder)")
+    checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt (.safetensors too)")
+
+
+@dataclass
+class ModelChoice(CheckpointChoice):
+    """The keys of a command that runs a trained model: which one, and where."""
+
+    init_from: str = option("", "use a Hugging Face model instead (gpt2, ..., gpt2-xl, or a GPT-2, Llama or Qwen3 folder)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", shared=True)
 
 
@@ -157,14 +165,27 @@ class AttentionConfig(ModelChoice):
 
 
 @dataclass
+class ExportConfig(CheckpointChoice):
+    command: ClassVar[str] = "export"
+    usage: ClassVar[str] = "python export.py [CONFIG.toml ...] --out_dir=DIR --to=FOLDER [--key=value ...]"
+
+    to: str = option("", "the Hugging Face model folder to write")
+    overwrite: bool = option(False, "replace the folder `to` when it exists and is not empty")
+
+    def __post_init__(self) -> None:
+        if not self.to:
+            raise UserError("give the folder to write: --to=FOLDER (e.g. --to=hf-model)")
+
+
+@dataclass
 class PrepareConfig:
     command: ClassVar[str] = "prepare"
-    usage: ClassVar[str] = ("python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe "
+    usage: ClassVar[str] = ("python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER "
                             "[--vocab_size=N] --out_dir=data/NAME")
 
     input: list[str] = option([], "text, .jsonl, .parquet or .gz file, folder or glob (repeat the flag for several)")
-    tokenizer: str = option("char", "char, gpt2 (GPT-2's BPE, through tiktoken) or bpe (a BPE trained on the text)",
-                            choices=("char", "gpt2", "bpe"))
+    tokenizer: str = option("char", "char, gpt2 (GPT-2's BPE, through tiktoken), bpe (a BPE trained on the text) "
+                                    "or a Hugging Face model folder (its own tokenizer, to fine-tune that model)")
     vocab_size: int | None = option(None, "bpe: tokens in the vocabulary, <|endoftext|> included (none: 4096)")
     out_dir: str = option("", "dataset folder to write, e.g. data/NAME")
     val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when there is one")
@@ -221,8 +242,8 @@ class CompareConfig:
             raise UserError("name the runs to compare: --runs=OUT_DIR --runs=OUT_DIR")
 
 
-COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, AttentionConfig, PrepareConfig,
-                                         BenchConfig, CompareConfig)}
+COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, AttentionConfig, ExportConfig,
+                                         PrepareConfig, BenchConfig, CompareConfig)}
 
 
 def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:

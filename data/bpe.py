@@ -45,14 +45,13 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
             f"vocab_size={vocab_size} is more than this text supports: its training split yields at most "
             f"{trainer.vocab_size + len(SPECIAL_TOKENS)} tokens; use a smaller --vocab_size or more text"
         )
-    ranks = [token for token, _ in sorted(trainer.get_mergeable_ranks(), key=lambda pair: pair[1])]
+    ranks = dict(trainer.get_mergeable_ranks())
     special = {name: n_merged + i for i, name in enumerate(SPECIAL_TOKENS)}
     return BPETokenizer(ranks, SPLIT_PATTERN, special)
 
 
 def write_rank_file(tokenizer: BPETokenizer, folder: Path) -> Path:
     """The merges in tiktoken's own file format, which tiktoken.load.load_tiktoken_bpe reads."""
-    lines = (f"{token} {rank}\n" for rank, token in enumerate(tokenizer.describe()["ranks"]))
     path = folder / RANK_FILE
-    write_atomically(path, "".join(lines).encode("ascii"))
+    write_atomically(path, tokenizer.describe()["ranks"].encode("ascii"))
     return path

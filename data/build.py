@@ -33,6 +33,7 @@ from .files import write_atomically
 from .sources import CorpusScan, find_inputs, read_pieces, scan_corpus
 from .splits import SplitPlan, label_pieces, plan_split
 from .staging import existing_dataset, make_staging_folder, swap_in
+from .hf_tokenizer import tokenizer_from_hf_folder
 from .tokenizer import TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer
 
 
@@ -74,8 +75,9 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
 def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: float, seed: int,
                       text_field: str) -> dict:
     """The settings that, with the inputs, make a dataset what it is."""
-    if tokenizer not in TOKENIZER_KINDS:
-        raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)}")
+    if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():
+        raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)} "
+                        f"or a Hugging Face model folder")
     if tokenizer == "bpe":
         vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
         check_vocab_size(vocab_size)
@@ -155,6 +157,8 @@ def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progre
         return CharTokenizer(scan.alphabet, end_of_text=True)
     if settings["tokenizer"] == "gpt2":
         return GPT2Tokenizer()
+    if settings["tokenizer"] != "bpe":  # a Hugging Face model's folder: text tokenized as the model reads it
+        return tokenizer_from_hf_folder(settings["tokenizer"])
     with _bar(progress, "training BPE") as bar:
         def training_text():  # the training split only: the validation text stays unseen
             for split, piece in labelled():

@@ -1,6 +1,6 @@
 """Turn text into a dataset folder: train.bin, val.bin, meta.json.
 
-    python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe [--vocab_size=N] --out_dir=data/NAME
+    python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER [--vocab_size=N] --out_dir=data/NAME
 
 Each PATH is a text, .jsonl, .parquet or .gz file, a folder or a glob (data/sources.py);
 data/build.py does the work. The command lives here, where nanoGPT's users look for it.

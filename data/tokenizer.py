@@ -6,12 +6,14 @@ it alone, offline. Three kinds:
 - char: one token per character of the corpus, plus an end-of-text token that
   decodes to nothing (descriptions written before it existed have none);
 - gpt2: OpenAI's GPT-2 BPE through tiktoken, ending documents with <|endoftext|>;
-- bpe: a byte-level BPE trained on the corpus (data/bpe.py), encoded by tiktoken.
+- bpe: any other byte-level BPE, trained on the corpus (data/bpe.py) or a Hugging Face
+  model's (data/hf_tokenizer.py), encoded by tiktoken.
 """
 from __future__ import annotations
 
 import base64
 import functools
+import unicodedata
 from pathlib import Path
 from typing import Protocol
 
@@ -87,73 +89,88 @@ class CharTokenizer:
 
 
 class TiktokenTokenizer:
-    """A byte-level BPE run by tiktoken; documents end with its <|endoftext|>."""
+    """A byte-level BPE run by tiktoken. `normalizer` ("NFC" or None) is applied to text before it
+    is encoded, as some tokenizers (Qwen's) do; special tokens' text is encoded as plain text."""
 
-    def __init__(self, encoding):
-        self._enc = encoding
-        self.vocab_size = encoding.n_vocab
-        self.eot_token = encoding.eot_token
+    def __init__(self, encoding, eot_token: int | None, normalizer: str | None = None):
+        self.encoding = encoding  # the tiktoken.Encoding itself: what an export to Hugging Face's format converts
+        self.vocab_size = encoding.n_vocab  # the largest id + 1
+        self.eot_token = eot_token
+        self.normalizer = normalizer
 
-    @property
-    def encoding(self):
-        """The tiktoken.Encoding itself, for tools that want it."""
-        return self._enc
+    def _normalized(self, text: str) -> str:
+        return unicodedata.normalize(self.normalizer, text) if self.normalizer else text
 
     def encode(self, text: str) -> list[int]:
-        return self._enc.encode_ordinary(text)
+        return self.encoding.encode_ordinary(self._normalized(text))
 
     def encode_array(self, text: str) -> np.ndarray:
         # encode with no special token allowed nor refused is encode_ordinary, straight into a numpy buffer
-        return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        return self.encoding.encode_to_numpy(self._normalized(text), allowed_special=set(), disallowed_special=())
 
     def decode(self, ids: list[int]) -> str:
-        return self._enc.decode(ids)
+        return self.encoding.decode(ids)
 
     def decode_bytes(self, ids: list[int]) -> bytes:
-        return self._enc.decode_bytes(ids)
+        return self.encoding.decode_bytes(ids)
 
     def token_bytes(self) -> np.ndarray:
-        """Special tokens (<|endoftext|>) are no text: 0 bytes, so bits per byte count only the text's."""
-        sizes = [len(self._enc.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
-        for name in self._enc.special_tokens_set:
-            sizes[self._enc.encode_single_token(name)] = 0
-        return np.array(sizes, dtype=np.int64)
+        """Special tokens (<|endoftext|>) are no text: 0 bytes, so bits per byte count only the text's;
+        an id no token holds (a gap in an imported vocabulary) counts 0 too."""
+        sizes = np.zeros(self.vocab_size, dtype=np.int64)
+        for token, rank in self.encoding._mergeable_ranks.items():
+            sizes[rank] = len(token)
+        return sizes
 
 
 class GPT2Tokenizer(TiktokenTokenizer):
     """OpenAI's GPT-2 byte-pair encoding (vocabulary 50257, <|endoftext|> = 50256)."""
 
     def __init__(self):
-        super().__init__(load_gpt2_encoding())
+        encoding = load_gpt2_encoding()
+        super().__init__(encoding, encoding.eot_token)
 
     def describe(self) -> dict:
         return {"kind": "gpt2"}
 
 
 class BPETokenizer(TiktokenTokenizer):
-    """A byte-level BPE trained on a corpus: its merges as tiktoken's mergeable ranks
-    (token bytes in rank order), its pre-tokenization pattern and its special tokens."""
+    """Any other byte-level BPE: one trained on a corpus (data/bpe.py) or a Hugging Face model's
+    (data/hf_tokenizer.py). Its description carries the whole vocabulary, as tiktoken's rank file
+    (one "base64(token bytes) rank" line per token), the split pattern and the special tokens, so a
+    checkpoint or meta.json rebuilds it offline with no other file. The end-of-text token is
+    <|endoftext|> unless given."""
 
-    def __init__(self, ranks: list[bytes], pattern: str, special_tokens: dict[str, int]):
+    def __init__(self, ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int],
+                 eot_token: int | None = None, normalizer: str | None = None):
         import tiktoken
 
-        self.ranks, self.pattern, self.special_tokens = ranks, pattern, special_tokens
-        mergeable = {token: rank for rank, token in enumerate(ranks)}
-        super().__init__(tiktoken.Encoding(name="bpe", pat_str=pattern, mergeable_ranks=mergeable,
-                                           special_tokens=special_tokens))
+        encoding = tiktoken.Encoding(name="bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special_tokens)
+        super().__init__(encoding, special_tokens.get(END_OF_TEXT) if eot_token is None else eot_token, normalizer)
 
     def describe(self) -> dict:
-        return {
-            "kind": "bpe",
-            "pattern": self.pattern,
-            "ranks": [base64.b64encode(token).decode("ascii") for token in self.ranks],
-            "special_tokens": dict(self.special_tokens),
-        }
+        enc = self.encoding
+        return {"kind": "bpe", "pattern": enc._pat_str, "ranks": ranks_to_text(enc._mergeable_ranks),
+                "special_tokens": dict(enc._special_tokens), "eot_token": self.eot_token,
+                "normalizer": self.normalizer}
 
     @classmethod
-    def from_description(cls, description: dict) -> "BPETokenizer":
-        ranks = [base64.b64decode(token) for token in description["ranks"]]
-        return cls(ranks, description["pattern"], dict(description["special_tokens"]))
+    def from_description(cls, d: dict) -> "BPETokenizer":
+        return cls(ranks_from_text(d["ranks"]), d["pattern"], d["special_tokens"], d.get("eot_token"),
+                   d.get("normalizer"))
+
+
+def ranks_to_text(ranks: dict[bytes, int]) -> str:
+    """tiktoken's rank file: "base64(token) rank" per line, by rank (tiktoken.load.load_tiktoken_bpe reads it)."""
+    return "".join(f"{base64.b64encode(token).decode()} {rank}\n"
+                   for token, rank in sorted(ranks.items(), key=lambda pair: pair[1]))
+
+
+def ranks_from_text(text: str) -> dict[bytes, int]:
+    try:
+        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in text.splitlines())}
+    except ValueError as e:
+        raise DataError(f"a BPE tokenizer's ranks are damaged ({e}); prepare the dataset again") from None
 
 
 @functools.cache

@@ -209,8 +209,8 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str) -> "GPT":
-        """GPT-2 weights (gpt2, gpt2-medium, gpt2-large, gpt2-xl, or a local
-        Hugging Face directory) in this model."""
+        """A Hugging Face model in this one: OpenAI's GPT-2 (gpt2, gpt2-medium, gpt2-large,
+        gpt2-xl), or a local folder of a GPT-2, Llama or Qwen3 model."""
         from .pretrained import load_pretrained
 
         return load_pretrained(cls, name_or_dir)

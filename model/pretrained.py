@@ -1,6 +1,8 @@
-"""Loading OpenAI's GPT-2 weights through Hugging Face transformers."""
+"""Loading a Hugging Face model into this project's GPT: OpenAI's GPT-2 from the hub
+(gpt2 ... gpt2-xl), or a local folder of a GPT-2, Llama or Qwen3 model (model/hf.py maps it)."""
 from __future__ import annotations
 
+import json
 import socket
 import urllib.parse
 import urllib.request
@@ -10,12 +12,9 @@ import torch
 
 from .config import GPTConfig
 from .errors import ModelError
+from .hf import ARCHITECTURES, gpt_config_from_hf, gpt_state_from_hf, unsupported_model_type
 
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-# Hugging Face stores these as Conv1D weights (in, out); nn.Linear wants (out, in).
-CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-GPT2_RENAMES = {"ln_1.": "norm_1.", "ln_2.": "norm_2.", "ln_f.": "norm_f.", "attn.c_proj.": "attn.o_proj.",
-                "mlp.c_fc.": "mlp.up_proj.", "mlp.c_proj.": "mlp.down_proj."}
 
 
 class PretrainedNotFound(ModelError):
@@ -32,7 +31,7 @@ def how_to_get(name_or_dir: str) -> str:
         )
     return (
         f"'{name_or_dir}' is not a GPT-2 model name ({', '.join(HUB_NAMES)}) nor a folder holding "
-        f"a Hugging Face GPT-2 (config.json and model.safetensors or pytorch_model.bin)"
+        f"a Hugging Face GPT-2, Llama or Qwen3 model (config.json and model.safetensors or pytorch_model.bin)"
     )
 
 
@@ -51,68 +50,69 @@ def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
-def _load_hf_model(name_or_dir: str):
+def _quiet_transformers():
     try:
         import transformers
-        from huggingface_hub import constants as hub
         from huggingface_hub.utils import logging as hub_logging
-        from transformers import GPT2LMHeadModel
     except ImportError as e:
-        raise PretrainedNotFound("loading GPT-2 weights needs transformers: pip install transformers") from e
+        raise PretrainedNotFound("loading Hugging Face models needs transformers: pip install transformers") from e
     transformers.utils.logging.disable_progress_bar()  # our tools report their own progress
     transformers.utils.logging.set_verbosity_error()
     hub_logging.set_verbosity_error()  # no retry chatter: the one error below says what to do
-    is_dir = Path(name_or_dir).is_dir()
-    if not is_dir and name_or_dir not in HUB_NAMES:
-        raise PretrainedNotFound(how_to_get(name_or_dir))
-    try:  # the local cache first, so a machine without internet never waits on the hub
-        return GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
-    except OSError:
-        if is_dir or hub.HF_HUB_OFFLINE or not hub_reachable(hub.ENDPOINT):
-            raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+    return transformers
+
+
+def folder_config(folder: Path):
+    """The transformers config of a model folder, checked for a model type smallgpt reads
+    before transformers parses it (an unknown type would be its own long error)."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelError(f"{folder} has no config.json, so it is not a Hugging Face model folder; "
+                         f"give one written by save_pretrained (config.json and model.safetensors)")
     try:
-        return GPT2LMHeadModel.from_pretrained(name_or_dir)
+        model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError) as e:
+        raise ModelError(f"{path} is not a JSON object ({e}); give a folder written by save_pretrained") from None
+    if model_type not in ARCHITECTURES:
+        raise ModelError(f"{folder}: {unsupported_model_type(model_type)}")
+    return _quiet_transformers().AutoConfig.from_pretrained(folder)
+
+
+def _hub_model(name: str):
+    auto = _quiet_transformers().AutoModelForCausalLM
+    from huggingface_hub import constants as hub
+    try:  # the local cache first, so a machine without internet never waits on the hub
+        return auto.from_pretrained(name, local_files_only=True)
     except OSError:
-        raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+        if hub.HF_HUB_OFFLINE or not hub_reachable(hub.ENDPOINT):
+            raise PretrainedNotFound(how_to_get(name)) from None
+    try:
+        return auto.from_pretrained(name)
+    except OSError:
+        raise PretrainedNotFound(how_to_get(name)) from None
 
 
-def gpt_config_from_hf(hf_config) -> GPTConfig:
-    if hf_config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise PretrainedNotFound(f"unsupported activation {hf_config.activation_function!r}; GPT-2 uses gelu_new")
-    return GPTConfig(
-        block_size=hf_config.n_positions,
-        vocab_size=hf_config.vocab_size,
-        n_layer=hf_config.n_layer,
-        n_head=hf_config.n_head,
-        n_embd=hf_config.n_embd,
-        dropout=0.0,
-        bias=True,
-    )
-
-
-def from_gpt2_names(state: dict[str, torch.Tensor], conv1d: bool) -> dict[str, torch.Tensor]:
-    """A state dict with GPT-2's names (Hugging Face's, or this project's before q, k and v were
-    separate matrices) in this model's names: c_attn split into q_proj, k_proj and v_proj, and
-    Conv1D weights (in, out) turned into nn.Linear's (out, in) when `conv1d`."""
-    ours = {}
-    for name, tensor in state.items():
-        if conv1d and name.endswith(CONV1D_SUFFIXES):
-            tensor = tensor.t()
-        if ".attn.c_attn." in name:  # (3C, ...): the query, key and value rows stacked
-            for part, chunk in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
-                ours[name.replace("c_attn", part)] = chunk.contiguous()
-            continue
-        for old, new in GPT2_RENAMES.items():
-            name = name.replace(old, new)
-        ours[name] = tensor
-    return ours
+def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
+    """The transformers model and the GPTConfig it maps to; a folder's config is checked first."""
+    if Path(name_or_dir).is_dir():
+        hf_config = folder_config(Path(name_or_dir))
+        config = gpt_config_from_hf(hf_config)  # refuses what smallgpt does not compute, before the weights
+        try:
+            auto = _quiet_transformers().AutoModelForCausalLM
+            return auto.from_pretrained(name_or_dir, config=hf_config, local_files_only=True), config
+        except OSError:
+            raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+    if name_or_dir not in HUB_NAMES:
+        raise PretrainedNotFound(how_to_get(name_or_dir))
+    hf = _hub_model(name_or_dir)
+    return hf, gpt_config_from_hf(hf.config)
 
 
 def load_pretrained(gpt_cls, name_or_dir: str):
-    """Build gpt_cls with the GPT-2 weights found at name_or_dir."""
-    hf = _load_hf_model(name_or_dir)
-    model = gpt_cls(gpt_config_from_hf(hf.config))
-    theirs = from_gpt2_names(hf.state_dict(), conv1d=True)
+    """Build gpt_cls with the weights of the Hugging Face model at name_or_dir."""
+    hf, config = _hf_model(name_or_dir)
+    model = gpt_cls(config)
+    theirs = gpt_state_from_hf(hf.state_dict(), hf.config.model_type)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             if name not in theirs:

@@ -61,8 +61,8 @@ def test_greedy_continuations_match_transformers(hf_model_dir):
 
 def test_sampling_needs_gpt2s_vocabulary(hf_model_dir):
     folder, _ = hf_model_dir  # a vocabulary of 97: GPT-2's BPE ids would not fit
-    message = (f"{folder} has a vocabulary of 97 tokens, fewer than GPT-2's 50257: GPT-2 weights are run "
-               "with GPT-2's BPE, so it needs a GPT-2 model")
+    message = (f"{folder} has a vocabulary of 97 tokens, fewer than the 50257 of the tokenizer it runs with "
+               "(GPT-2's BPE, as it has no tokenizer.json); use a model whose vocabulary covers its tokenizer")
     with pytest.raises(UserError, match=re.escape(message)):
         load_model("out", "ckpt.pt", str(folder), torch.device("cpu"))
 

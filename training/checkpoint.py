@@ -4,7 +4,8 @@ A checkpoint is a plain dict of tensors, numbers and strings (it loads with
 weights_only=True; cli/loading.py reads it): the model's weights without any
 compile or DDP prefix, the optimizer, the config, the model's shape, the
 tokenizer, the identity of the data it was trained on, and what an exact
-resume needs.
+resume needs. checkpoint_format=safetensors writes the same dict as a
+safetensors file instead (cli/safetensors_checkpoint.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 
 from cli.errors import UserError
 from cli.loading import MODEL_KEYS
+from cli.safetensors_checkpoint import to_safetensors
 from cli.settings import TrainConfig
 from data.loader import BatchLoader
 from model import GPT
@@ -47,13 +49,22 @@ RESUME_KEYS = MODEL_KEYS + ("optimizer", "scaler", "config", "iter_num", "best_v
                             "rng", "loader")
 
 
+def checkpoint_path(out_dir: Path, stem: str, checkpoint_format: str) -> Path:
+    """out_dir/ckpt.pt (the latest) or best.pt; ckpt.safetensors or best.safetensors for that format."""
+    return out_dir / f"{stem}.{checkpoint_format}"
+
+
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over
-    path: a crash at any moment leaves the old file or the new one, whole."""
+    path: a crash at any moment leaves the old file or the new one, whole.
+    A .safetensors path gets a safetensors file, any other torch.save's."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # no other process writes this name
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            if path.suffix == ".safetensors":
+                f.write(to_safetensors(state))
+            else:
+                torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -1,15 +1,17 @@
 """The model a run starts from, per init_from: a fresh one, the checkpoint's (to
-resume), or pretrained GPT-2 weights (to fine-tune); and what a resume must match:
-the data the checkpoint was trained on and the model's shape."""
+resume), or a Hugging Face model's weights (to fine-tune); and what a resume must
+match: the data the checkpoint was trained on and the model's shape."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from cli.errors import UserError
-from cli.loading import model_from_checkpoint
+from cli.loading import model_from_checkpoint, pretrained_tokenizer
 from cli.settings import TrainConfig
 from data.dataset import Dataset, tokenizer_change
 from model import GPT, GPTConfig
+
+from .checkpoint import checkpoint_path
 
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "pos_emb", "rope_theta", "norm",
               "qk_norm", "mlp", "n_kv_head", "tie_embeddings")  # the training keys that fix the model's shape
@@ -71,15 +73,24 @@ def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfi
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None) -> GPT:
-    """A fresh model, the checkpoint's (to resume), or GPT-2's weights, per init_from."""
+    """A fresh model, the checkpoint's (to resume), or a Hugging Face model's weights, per init_from."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if checkpoint is not None:
         check_resume_compatible(checkpoint, wanted, cfg)
-        return model_from_checkpoint(checkpoint, Path(cfg.out_dir) / "ckpt.pt")
+        return model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
     if cfg.init_from == "scratch":
         return GPT(wanted)
     model = GPT.from_pretrained(cfg.init_from)
     model.crop_block_size(cfg.block_size)
-    if model.config.vocab_size != dataset.meta["vocab_size"]:
-        raise UserError(f"init_from={cfg.init_from} needs a GPT-2 BPE dataset (vocab 50257); prepare one with --tokenizer gpt2")
+    check_dataset_tokenizer(cfg, dataset, model)
     return model
+
+
+def check_dataset_tokenizer(cfg: TrainConfig, dataset: Dataset, model: GPT) -> None:
+    """A Hugging Face model fine-tunes on text tokenized its own way: the same ids for the same text."""
+    own = pretrained_tokenizer(cfg.init_from, model).describe()
+    if own != dataset.meta["tokenizer"]:
+        flag = "gpt2" if own["kind"] == "gpt2" else cfg.init_from
+        raise UserError(f"init_from={cfg.init_from} reads text with its own tokenizer, but dataset {cfg.dataset} was "
+                        f"prepared with another ({tokenizer_change(own, dataset.meta['tokenizer'])}); prepare it with "
+                        f"python data/prepare.py --tokenizer={flag}")

@@ -17,11 +17,15 @@ import time
 from pathlib import Path
 
 from cli.errors import UserError
+from cli.loading import existing_checkpoint
 from cli.outputs import check_output
 from cli.settings import TrainConfig
 
+from .checkpoint import checkpoint_path
+
 LOCK_NAME = ".lock"
-RUN_FILES = ("ckpt.pt", "best.pt", "log.jsonl", "loss.png", "attention.png")  # what a run writes there
+RUN_FILES = ("ckpt.pt", "best.pt", "ckpt.safetensors", "best.safetensors", "log.jsonl", "loss.png",
+             "attention.png")  # what a run writes there
 
 
 class OutDir:
@@ -139,10 +143,11 @@ def lock_holder(fd: int, wait_s: float = 1.0) -> str:
 
 def check_start(folder: Path, cfg: TrainConfig) -> None:
     """Resume needs a checkpoint; a fresh start must not bury one (unless --overwrite=true)."""
-    has_checkpoint = (folder / "ckpt.pt").is_file()
+    latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors
+    has_checkpoint = latest.is_file()
     if cfg.init_from == "resume" and not has_checkpoint:
-        raise UserError(f"checkpoint {folder / 'ckpt.pt'} not found, so there is nothing to resume; "
+        raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
     if cfg.init_from != "resume" and has_checkpoint and not cfg.overwrite:
-        raise UserError(f"out_dir {folder} holds an earlier run (ckpt.pt); continue it with --init_from=resume, "
+        raise UserError(f"out_dir {folder} holds an earlier run ({latest.name}); continue it with --init_from=resume, "
                         f"start this one in a new --out_dir, or replace it with --overwrite=true")

@@ -1,0 +1,198 @@
+"""Tokenizers in Hugging Face's format (tokenizer.json, tokenizer_config.json), both ways.
+
+In: a folder's byte-level BPE tokenizer (GPT-2's, Llama 3's, Qwen's and their kind: a split
+pattern, bytes mapped to printable characters, merges) becomes a BPETokenizer: the
+vocabulary turned back into bytes is tiktoken's ranks. GPT-2's own comes back as the gpt2
+kind. Anything else (SentencePiece's Unigram or byte-fallback BPE, WordPiece, ...) is refused.
+
+Out: a tokenizer over a tiktoken Encoding is converted with transformers' TikTokenConverter;
+the char tokenizer is built from `tokenizers` components (one token per character), and
+comes back in as the char tokenizer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import DataError
+from .tokenizer import END_OF_TEXT, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer, load_gpt2_encoding
+
+SUPPORTED = "only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen and the like) are read"
+# what a conversion is checked on, against the Hugging Face tokenizer itself
+PROBE_TEXT = "Crème brûlée, naïve façade!\n  日本語のテキスト, 中文 😀👩‍👩‍👧 don't 1234567\t\tend"
+EVERY_CHARACTER = r"[\s\S]"  # the split that puts each character apart, in the char tokenizer written out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} cannot be read as JSON ({e}); give a folder written by save_pretrained") from None
+
+
+def _check_model(model: dict, folder: Path) -> None:
+    kind = model.get("type")
+    if kind != "BPE":
+        raise DataError(f"{folder}: its tokenizer is a {kind} model; {SUPPORTED}")
+    if model.get("byte_fallback") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise DataError(f"{folder}: its tokenizer is a SentencePiece-style BPE (byte fallback or word markers); "
+                        f"{SUPPORTED}")
+
+
+def _split_pattern(pre: dict | None, folder: Path) -> str:
+    """The regex a byte-level pre-tokenizer cuts text with: a Split then ByteLevel (Llama 3, Qwen),
+    or ByteLevel alone with its built-in pattern, GPT-2's."""
+    from tiktoken_ext.openai_public import r50k_pat_str  # GPT-2's pattern, the one ByteLevel builds in
+
+    steps = (pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]) if pre else []
+    kinds = [step.get("type") for step in steps]
+    if kinds[-1:] == ["ByteLevel"] and not steps[-1].get("add_prefix_space"):
+        use_regex = steps[-1].get("use_regex", True)
+        if kinds == ["ByteLevel"] and use_regex:
+            return r50k_pat_str
+        split = steps[0]
+        if kinds == ["Split", "ByteLevel"] and not use_regex and split.get("behavior") == "Isolated" \
+                and not split.get("invert") and "Regex" in split.get("pattern", {}):
+            return split["pattern"]["Regex"]
+    raise DataError(f"{folder}: its pre-tokenizer ({' + '.join(map(str, kinds)) or 'none'}) has no tiktoken "
+                    f"equivalent; {SUPPORTED}")
+
+
+def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[bytes, int]:
+    """The vocabulary as tiktoken ranks (token bytes -> id), checked to merge in id order."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
+    vocab, special_ids = model["vocab"], set(special.values())
+    try:
+        ranks = {bytes(byte_of[c] for c in token): i for token, i in vocab.items() if i not in special_ids}
+    except KeyError as e:
+        raise DataError(f"{folder}: its vocabulary holds {e.args[0]!r}, not a byte-level character; {SUPPORTED}") from None
+    if len({bytes([b]) for b in range(256)} - ranks.keys()):
+        raise DataError(f"{folder}: its vocabulary lacks some of the 256 single bytes; {SUPPORTED}")
+    merges = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
+    merged = [vocab.get(left + right, -1) for left, right in merges]
+    if min(merged, default=0) < 0 or any(a > b for a, b in zip(merged, merged[1:])):
+        raise DataError(f"{folder}: its merges do not follow its vocabulary's ids, which tiktoken's ranks must do")
+    return ranks
+
+
+def _eot_token(folder: Path, special: dict[str, int]) -> int | None:
+    """The end-of-text id: tokenizer_config.json's eos_token, else <|endoftext|>, if either is special."""
+    config = folder / "tokenizer_config.json"
+    eos = _read_json(config).get("eos_token") if config.is_file() else None
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    return special.get(eos, special.get(END_OF_TEXT))
+
+
+def _normalizer(spec: dict | None, folder: Path) -> str | None:
+    if spec is None:
+        return None
+    if spec.get("type") == "NFC":
+        return "NFC"
+    raise DataError(f"{folder}: its tokenizer normalizes text with {spec.get('type')}, which is not supported; "
+                    f"{SUPPORTED} (with no normalizer or NFC)")
+
+
+def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
+    """The tokenizer of a Hugging Face model folder, as a BPETokenizer (GPT2Tokenizer for GPT-2's own,
+    CharTokenizer for smallgpt's char tokenizer written out). DataError, in one line, for a folder without
+    tokenizer.json or a tokenizer that is not byte-level BPE."""
+    folder = Path(folder)
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise DataError(f"{folder} has no tokenizer.json; save the model's tokenizer there too (save_pretrained)")
+    spec = _read_json(path)
+    model = spec.get("model") or {}
+    char_tokenizer = _written_char_tokenizer(spec)
+    if char_tokenizer is not None:
+        return char_tokenizer
+    _check_model(model, folder)
+    pattern, normalizer = _split_pattern(spec.get("pre_tokenizer"), folder), _normalizer(spec.get("normalizer"), folder)
+    special = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
+    ranks = _byte_ranks(model, special, folder)
+    tokenizer = BPETokenizer(ranks, pattern, special, _eot_token(folder, special), normalizer)
+    _check_against_hf(tokenizer, path, folder)
+    return GPT2Tokenizer() if _is_gpt2(tokenizer) else tokenizer
+
+
+def _written_char_tokenizer(spec: dict) -> CharTokenizer | None:
+    """The char tokenizer, if spec is one as save_hf_tokenizer writes it (with <|endoftext|> after the
+    characters or without it)."""
+    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+    if model.get("type") != "WordLevel" or pre.get("pattern") != {"Regex": EVERY_CHARACTER}:
+        return None
+    added = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
+    vocab = {text: i for text, i in model["vocab"].items() if text not in added}
+    chars = sorted(vocab, key=vocab.get)
+    if sorted(vocab.values()) != list(range(len(chars))) or any(len(c) != 1 for c in chars) \
+            or added not in ({}, {END_OF_TEXT: len(chars)}):
+        return None
+    return CharTokenizer("".join(chars), end_of_text=bool(added))
+
+
+def _check_against_hf(tokenizer: BPETokenizer, path: Path, folder: Path) -> None:
+    import tokenizers
+
+    expected = tokenizers.Tokenizer.from_file(str(path)).encode(PROBE_TEXT, add_special_tokens=False).ids
+    if tokenizer.encode(PROBE_TEXT) != expected:
+        raise DataError(f"{folder}: its tokenizer splits text in a way tiktoken does not reproduce; {SUPPORTED}")
+
+
+def _is_gpt2(tokenizer: BPETokenizer) -> bool:
+    if tokenizer.vocab_size != 50257 or tokenizer.normalizer:
+        return False
+    mine, gpt2 = tokenizer.encoding, load_gpt2_encoding()
+    return (mine._pat_str, mine._special_tokens, mine._mergeable_ranks) == \
+        (gpt2._pat_str, gpt2._special_tokens, gpt2._mergeable_ranks)
+
+
+def hf_tokenizer_from_encoding(encoding):
+    """A `tokenizers` Tokenizer that gives the tiktoken Encoding's ids, through transformers' TikTokenConverter."""
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    class EncodingConverter(TikTokenConverter):
+        def load_tiktoken_bpe(self, _):  # the ranks in memory, where the converter reads a .tiktoken file
+            return encoding._mergeable_ranks
+
+        def extract_vocab_merges_from_model(self, tiktoken_url):
+            vocab, merges = super().extract_vocab_merges_from_model(tiktoken_url)
+            # the special tokens at their own ids: added later, they would take the next free ones
+            return {**vocab, **encoding._special_tokens}, merges
+
+    return EncodingConverter(pattern=encoding._pat_str, extra_special_tokens=encoding._special_tokens).converted()
+
+
+def hf_char_tokenizer(chars: str, eot_token: int | None):
+    """One token per character (code point), by its place in chars; <|endoftext|> as a special token if any."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    special = {END_OF_TEXT: eot_token} if eot_token is not None else {}
+    hf = Tokenizer(models.WordLevel({**{ch: i for i, ch in enumerate(chars)}, **special}, unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.Split(Regex(EVERY_CHARACTER), behavior="isolated")
+    hf.decoder = decoders.Fuse()  # characters joined with nothing between them
+    hf.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in special])
+    return hf
+
+
+def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, max_length: int) -> None:
+    """Write tokenizer.json and tokenizer_config.json, which transformers' AutoTokenizer loads offline."""
+    from tokenizers import normalizers
+
+    encoding = getattr(tokenizer, "encoding", None)  # any tokenizer over a tiktoken Encoding
+    if encoding is not None:
+        hf = hf_tokenizer_from_encoding(encoding)
+        if getattr(tokenizer, "normalizer", None) == "NFC":
+            hf.normalizer = normalizers.NFC()
+        eot_text = {i: t for t, i in encoding._special_tokens.items()}.get(tokenizer.eot_token)
+    elif isinstance(tokenizer, CharTokenizer):
+        hf = hf_char_tokenizer(tokenizer.chars, tokenizer.eot_token)
+        eot_text = END_OF_TEXT if tokenizer.eot_token is not None else None
+    else:
+        raise DataError(f"a {tokenizer.describe()['kind']} tokenizer cannot be written in Hugging Face's format")
+    hf.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
+              "clean_up_tokenization_spaces": False}  # decode gives the text back as it was
+    if eot_text is not None:
+        config.update(bos_token=eot_text, eos_token=eot_text)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

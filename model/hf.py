@@ -1,0 +1,212 @@
+"""Hugging Face's model folders and this project's GPT, both ways: the config fields and
+weight names of GPT-2 (GPT2LMHeadModel), Llama (LlamaForCausalLM) and Qwen3 (Qwen3ForCausalLM).
+
+The math is the same on both sides (rotate-half RoPE with float32 angles, RMSNorm with a
+weight, SwiGLU, grouped-query attention, QK-norm on each head in Qwen3), so a model maps
+over by renaming its weights; GPT-2's Conv1D weights are also transposed and its fused
+query/key/value matrix split or joined. What one side computes and the other does not
+(rope scaling, sliding windows, biases on some layers only) is refused with the option
+that blocks it. transformers is imported only when a config is built.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import GPTConfig
+from .errors import ModelError
+
+ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+
+# (Hugging Face's piece of a weight's name, this project's piece): applied with str.replace, either way
+GPT2_RENAMES = (("ln_1.", "norm_1."), ("ln_2.", "norm_2."), ("ln_f.", "norm_f."), ("attn.c_proj.", "attn.o_proj."),
+                ("mlp.c_fc.", "mlp.up_proj."), ("mlp.c_proj.", "mlp.down_proj."))
+LLAMA_RENAMES = (("model.embed_tokens.", "transformer.wte."), ("model.layers.", "transformer.h."),
+                 ("model.norm.", "transformer.norm_f."), ("input_layernorm.", "norm_1."),
+                 ("post_attention_layernorm.", "norm_2."), ("self_attn.", "attn."))
+RENAMES = {"gpt2": GPT2_RENAMES, "llama": LLAMA_RENAMES, "qwen3": LLAMA_RENAMES}
+# GPT-2 stores these as Conv1D weights (in, out); nn.Linear holds (out, in)
+CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def rename(name: str, model_type: str, to_ours: bool) -> str:
+    for theirs, ours in RENAMES[model_type]:
+        name = name.replace(theirs, ours) if to_ours else name.replace(ours, theirs)
+    return name
+
+
+def from_gpt2_names(state: dict[str, torch.Tensor], conv1d: bool) -> dict[str, torch.Tensor]:
+    """A state dict with GPT-2's names (Hugging Face's, or this project's before q, k and v were
+    separate matrices) in this model's names: c_attn split into q_proj, k_proj and v_proj, and
+    Conv1D weights (in, out) turned into nn.Linear's (out, in) when `conv1d`."""
+    ours = {}
+    for name, tensor in state.items():
+        if conv1d and name.endswith(CONV1D_SUFFIXES):
+            tensor = tensor.t()
+        if ".attn.c_attn." in name:  # (3C, ...): the query, key and value rows stacked
+            for part, chunk in zip(QKV, tensor.chunk(3, dim=0)):
+                ours[name.replace("c_attn", part)] = chunk.contiguous()
+            continue
+        ours[rename(name, "gpt2", to_ours=True)] = tensor
+    return ours
+
+
+def gpt_state_from_hf(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
+    """A Hugging Face model's state dict in this project's names and layouts."""
+    if model_type == "gpt2":
+        return from_gpt2_names(state, conv1d=True)
+    return {rename(name, model_type, to_ours=True): tensor for name, tensor in state.items()}
+
+
+def hf_state_from_gpt(state: dict[str, torch.Tensor], config: GPTConfig, model_type: str) -> dict[str, torch.Tensor]:
+    """This project's state dict in Hugging Face's names and layouts: contiguous tensors, none
+    shared (safetensors stores each once), a tied head left out as transformers expects."""
+    state = {name: t for name, t in state.items() if not (config.tie_embeddings and name == "lm_head.weight")}
+    if model_type == "gpt2":
+        state = _join_qkv(state)
+    theirs = {rename(name, model_type, to_ours=False): t.detach() for name, t in state.items()}
+    if model_type == "gpt2":
+        theirs = _conv1d_with_biases(theirs)
+    return {name: t.contiguous() for name, t in theirs.items()}
+
+
+def _join_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """q_proj, k_proj and v_proj (weights and biases) stacked into GPT-2's one c_attn: (3C, ...)."""
+    joined = {}
+    for name, tensor in state.items():
+        if ".attn.q_proj." in name:
+            joined[name.replace("q_proj", "c_attn")] = torch.cat([state[name.replace("q_proj", p)] for p in QKV])
+        elif ".attn.k_proj." not in name and ".attn.v_proj." not in name:
+            joined[name] = tensor
+    return joined
+
+
+def _conv1d_with_biases(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """GPT-2's Conv1D weights as (in, out), and zero biases where a bias=False model has none:
+    GPT-2 always adds them. Each bias has the size of its weight's last axis."""
+    out = dict(state)
+    for name, tensor in state.items():
+        if name.endswith(CONV1D_SUFFIXES):
+            out[name] = tensor = tensor.t()
+        biased = name.endswith(CONV1D_SUFFIXES) or (".ln_" in name and name.endswith(".weight"))
+        bias = name.removesuffix("weight") + "bias"
+        if biased and bias not in state:
+            out[bias] = torch.zeros(tensor.shape[-1], dtype=tensor.dtype)
+    return out
+
+
+def hf_model_type(config: GPTConfig) -> str:
+    """gpt2, llama or qwen3: the Hugging Face model that computes what this GPT computes.
+    A ModelError names the option that has no equivalent."""
+    if config.pos_emb == "learned":
+        model_type, family = "gpt2", "pos_emb=learned makes it GPT-2"
+        needs = {"norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": config.n_head,
+                 "head_size": config.n_embd // config.n_head}
+    elif config.qk_norm:
+        model_type, family = "qwen3", "pos_emb=rope with qk_norm=true makes it Qwen3"
+        needs = {"norm": "rmsnorm", "mlp": "swiglu", "bias": False}  # Qwen3's MLP has no biases
+    else:
+        model_type, family = "llama", "pos_emb=rope makes it Llama"
+        needs = {"norm": "rmsnorm", "mlp": "swiglu"}
+    architecture = ARCHITECTURES[model_type]
+    for key, value in needs.items():
+        if getattr(config, key) != value:
+            raise ModelError(f"cannot export: {key}={_flag(getattr(config, key))} has no Hugging Face equivalent "
+                             f"({family}, and {architecture} needs {key}={_flag(value)})")
+    if config.n_embd % config.n_head:
+        raise ModelError(f"cannot export: n_embd={config.n_embd} is not a multiple of n_head={config.n_head}, "
+                         f"which {architecture} requires")
+    return model_type
+
+
+def _flag(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def hf_config(config: GPTConfig, eot_token: int | None):
+    """The transformers config (GPT2Config, LlamaConfig or Qwen3Config) of this GPT's shape."""
+    import transformers
+
+    model_type, c = hf_model_type(config), config
+    common = dict(vocab_size=c.vocab_size, tie_word_embeddings=c.tie_embeddings, bos_token_id=eot_token,
+                  eos_token_id=eot_token, pad_token_id=None, architectures=[ARCHITECTURES[model_type]], dtype="float32")
+    if model_type == "gpt2":
+        return transformers.GPT2Config(
+            n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=c.mlp_hidden,
+            activation_function="gelu_new", layer_norm_epsilon=c.norm_eps, resid_pdrop=c.dropout,
+            embd_pdrop=c.dropout, attn_pdrop=c.dropout, **common)
+    common.update(
+        hidden_size=c.n_embd, intermediate_size=c.mlp_hidden, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
+        num_key_value_heads=c.n_kv_head, head_dim=c.head_size, hidden_act="silu", max_position_embeddings=c.block_size,
+        rms_norm_eps=c.norm_eps, rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+        attention_bias=c.bias, attention_dropout=c.dropout)
+    if model_type == "llama":
+        return transformers.LlamaConfig(mlp_bias=c.bias, **common)
+    return transformers.Qwen3Config(**common)
+
+
+def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> str:
+    """Write config.json, generation_config.json and model.safetensors of a GPT into folder;
+    returns the architecture. A shape with no equivalent is refused before anything is written."""
+    import transformers
+    from safetensors.torch import save
+
+    config = hf_config(model.config, eot_token)
+    tensors = hf_state_from_gpt(model.state_dict(), model.config, config.model_type)
+    config.save_pretrained(folder)
+    transformers.GenerationConfig(bos_token_id=eot_token, eos_token_id=eot_token, **generation).save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
+    return config.architectures[0]
+
+
+def _require(hf, key: str, value: object, allowed: tuple, why: str) -> None:
+    if value not in allowed:
+        raise ModelError(f"cannot load this {hf.model_type} model: {key}={value!r} is not supported ({why})")
+
+
+def gpt_config_from_hf(hf) -> GPTConfig:
+    """The GPTConfig of a transformers config of a GPT-2, Llama or Qwen3 model."""
+    if hf.model_type == "gpt2":
+        return _gpt2_shape(hf)
+    if hf.model_type in ("llama", "qwen3"):
+        return _rope_shape(hf)
+    raise ModelError(unsupported_model_type(hf.model_type))
+
+
+def unsupported_model_type(model_type: object) -> str:
+    return (f"model_type {model_type!r} is not supported; smallgpt reads {', '.join(ARCHITECTURES)} models "
+            f"({', '.join(ARCHITECTURES.values())})")
+
+
+def _gpt2_shape(hf) -> GPTConfig:
+    _require(hf, "activation_function", hf.activation_function, ("gelu_new", "gelu_pytorch_tanh"),
+             "GPT-2's MLP here is GELU's tanh approximation, gelu_new")
+    scaling = "attention scores here are scaled by 1/sqrt(head_size) alone"
+    _require(hf, "scale_attn_weights", hf.scale_attn_weights, (True,), scaling)
+    _require(hf, "scale_attn_by_inverse_layer_idx", hf.scale_attn_by_inverse_layer_idx, (False,), scaling)
+    return GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer, n_head=hf.n_head,
+                     n_embd=hf.n_embd, bias=True, norm_eps=hf.layer_norm_epsilon, mlp_hidden=hf.n_inner,
+                     tie_embeddings=hf.tie_word_embeddings)
+
+
+def _rope_shape(hf) -> GPTConfig:
+    rope = dict(hf.rope_parameters or {})
+    _require(hf, "hidden_act", hf.hidden_act, ("silu",), "SwiGLU here gates with silu")
+    _require(hf, "rope_type", rope.get("rope_type", "default"), ("default",), "RoPE here has no scaling")
+    _require(hf, "partial_rotary_factor", rope.get("partial_rotary_factor", 1.0), (1.0,),
+             "RoPE here turns every number of a head")
+    one_bias = "smallgpt has one bias setting for every layer"
+    if hf.model_type == "qwen3":
+        _require(hf, "attention_bias", hf.attention_bias, (False,), f"Qwen3's MLP has no biases and {one_bias}")
+        sliding = any(kind != "full_attention" for kind in hf.layer_types or ())
+        _require(hf, "use_sliding_window", sliding, (False,), "attention here sees the whole context")
+    else:
+        _require(hf, "mlp_bias", hf.mlp_bias, (hf.attention_bias,), f"attention_bias={hf.attention_bias} and {one_bias}")
+    return GPTConfig(
+        block_size=hf.max_position_embeddings, vocab_size=hf.vocab_size, n_layer=hf.num_hidden_layers,
+        n_head=hf.num_attention_heads, n_embd=hf.hidden_size, bias=hf.attention_bias, pos_emb="rope",
+        rope_theta=rope.get("rope_theta", 10000.0), norm="rmsnorm", norm_eps=hf.rms_norm_eps,
+        qk_norm=hf.model_type == "qwen3", mlp="swiglu", mlp_hidden=hf.intermediate_size,
+        n_kv_head=hf.num_key_value_heads, head_size=getattr(hf, "head_dim", None), tie_embeddings=hf.tie_word_embeddings)

@@ -1,0 +1,123 @@
+"""checkpoint_format=safetensors: the same checkpoint dict, written with no pickle, read back whole;
+a run resumed from it steps exactly as one resumed from torch.save's file."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from cli.errors import UserError
+from cli.loading import load_checkpoint, model_from_checkpoint
+from cli.safetensors_checkpoint import to_safetensors
+from cli.settings import TrainConfig
+from model import GPT, GPTConfig
+from training.checkpoint import checkpoint_path, save_checkpoint
+from training.optimizer import build_optimizers
+
+SHAPE = dict(block_size=16, vocab_size=40, n_layer=2, n_head=2, n_embd=16)
+
+
+def trained_state(tie_embeddings: bool, steps: int = 1) -> tuple[GPT, object, dict]:
+    """A tiny model after a few Muon + AdamW steps, and a checkpoint dict of it as train.py writes one."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SHAPE, tie_embeddings=tie_embeddings, pos_emb="rope", norm="rmsnorm", mlp="swiglu",
+                          qk_norm=True))
+    optimizers = build_optimizers(model, TrainConfig(), torch.device("cpu"))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    for _ in range(steps):
+        step(model, optimizers, scaler)
+    state = {"model": model.state_dict(), "optimizer": optimizers.state_dict(), "scaler": scaler.state_dict(),
+             "config": {"dataset": "x", "vocab_size": None, "bias": False}, "model_args": model.config.to_dict(),
+             "tokenizer": {"kind": "char", "chars": "".join(map(chr, range(65, 105)))}, "iter_num": steps,
+             "best_val_loss": float("inf"), "rng": {"torch": torch.get_rng_state()}, "loader": {"epoch": 0, "cursor": 7}}
+    return model, optimizers, state
+
+
+def step(model: GPT, optimizers, scaler) -> None:
+    x = torch.randint(0, SHAPE["vocab_size"], (4, 16), generator=torch.Generator().manual_seed(len(str(model))))
+    _, loss = model(x, x)
+    loss.backward()
+    optimizers.step(scaler)
+    optimizers.zero_grad()
+
+
+def same(a, b) -> bool:
+    """Equal values of equal types all the way down (any dict for a state_dict's OrderedDict);
+    tensors equal in dtype and every element."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("tie_embeddings", [True, False])
+def test_a_safetensors_checkpoint_reads_back_as_the_same_dict(tmp_path, tie_embeddings):
+    _, _, state = trained_state(tie_embeddings)
+    path = checkpoint_path(tmp_path, "ckpt", "safetensors")
+    save_checkpoint(state, path)
+    assert path.name == "ckpt.safetensors" and path.read_bytes()[:8] != b"PK\x03\x04"  # no zip, no pickle
+    assert same(load_checkpoint(path), state)  # int keys (optimizer states), tuples (betas), inf, None
+    with safe_open(str(path), "pt") as f:
+        stored = set(f.keys())
+    assert ("model.lm_head.weight" in stored) != tie_embeddings  # a tied head is stored once
+    assert "optimizer.muon.state.0.momentum_buffer" in stored
+
+
+def test_a_run_resumed_from_safetensors_steps_as_one_resumed_from_torch_save(tmp_path):
+    """Resume from each file into a fresh model and optimizers, take the same steps: the same weights."""
+    model, optimizers, state = trained_state(tie_embeddings=False)
+    save_checkpoint(state, tmp_path / "ckpt.safetensors")
+    save_checkpoint(state, tmp_path / "ckpt.pt")
+    resumed = []
+    for name in ("ckpt.safetensors", "ckpt.pt"):
+        checkpoint = load_checkpoint(tmp_path / name)
+        fresh = model_from_checkpoint(checkpoint, tmp_path / name)
+        fresh_optimizers = build_optimizers(fresh, TrainConfig(), torch.device("cpu"))
+        fresh_optimizers.load_state_dict(checkpoint["optimizer"])
+        for _ in range(2):
+            step(fresh, fresh_optimizers, torch.amp.GradScaler("cpu", enabled=False))
+        resumed.append(fresh.state_dict())
+    uninterrupted = copy.deepcopy(model)
+    uninterrupted_optimizers = build_optimizers(uninterrupted, TrainConfig(), torch.device("cpu"))
+    uninterrupted_optimizers.load_state_dict(optimizers.state_dict())
+    for _ in range(2):
+        step(uninterrupted, uninterrupted_optimizers, torch.amp.GradScaler("cpu", enabled=False))
+    assert same(resumed[0], resumed[1]) and same(resumed[0], uninterrupted.state_dict())
+
+
+def test_asking_for_one_format_finds_the_other(tmp_path):
+    _, _, state = trained_state(tie_embeddings=True, steps=1)
+    save_checkpoint(state, tmp_path / "best.safetensors")
+    assert same(load_checkpoint(tmp_path / "best.pt")["model"], state["model"])  # sample.py's --checkpoint=best.pt
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (lambda data: data[: len(data) // 2], "is damaged or truncated"),
+    (lambda data: None, "is not a checkpoint of this project (no model, model_args, tokenizer)"),
+])
+def test_a_broken_or_foreign_safetensors_file_is_one_line(tmp_path, content, fragment):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "ckpt.safetensors"
+    data = content(to_safetensors(trained_state(tie_embeddings=True, steps=1)[2]))
+    if data is None:  # weights alone, as an exported model.safetensors holds them
+        save_file({"w": torch.zeros(2)}, str(path))
+    else:
+        path.write_bytes(data)
+    with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        load_checkpoint(path)
+
+
+def test_an_out_dir_holding_a_safetensors_run_is_an_earlier_run(tmp_path):
+    from training.out_dir import check_start
+
+    (tmp_path / "ckpt.safetensors").write_bytes(to_safetensors(trained_state(tie_embeddings=True, steps=0)[2]))
+    with pytest.raises(UserError, match=r"holds an earlier run \(ckpt.safetensors\); continue it with --init_from=resume"):
+        check_start(tmp_path, TrainConfig(out_dir=str(tmp_path)))
+    check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume"))  # found, in either format
+    check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume", checkpoint_format="safetensors"))
