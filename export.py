@@ -11,7 +11,6 @@ generation_config.json, tokenizer.json, tokenizer_config.json and a model card (
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from cli.model_card import model_card
 from cli.outputs import check_output
 from cli.settings import ExportConfig, SampleConfig, read_config
 from data.hf_tokenizer import save_hf_tokenizer
+from data.staging import make_staging_folder, swap_in
 from data.tokenizer import start_tokens, tokenizer_from_description
 from model.hf import hf_model_type, save_hf_model
 
@@ -39,20 +39,13 @@ def check_target(to: str, overwrite: bool) -> Path:
 
 @contextlib.contextmanager
 def staged_folder(target: Path) -> Iterator[Path]:
-    """A fresh folder beside target to write into. When the block ends well it takes target's
-    place whole; otherwise it is removed: target is never left half-written."""
-    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        staging.mkdir(parents=True)
-    except OSError as e:
-        raise UserError(f"cannot write beside {target} ({e.strerror}); choose another --to") from None
+    """A fresh folder beside target to write into (data/staging.py, as prepare builds a dataset). When
+    the block ends well it takes target's place whole; otherwise it is removed: target is never left
+    half-written."""
+    staging = make_staging_folder(target, flag="to", purpose="export")
     try:
         yield staging
-        old = target.with_name(f".{target.name}.{os.getpid()}.old")
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, target)
     except OSError as e:
         raise UserError(f"could not write {target} ({e.strerror or e}); it was left as it was") from None
     finally:

@@ -1,4 +1,4 @@
-"""A dataset folder is replaced whole or not at all.
+"""A folder (a dataset, an exported model) is replaced whole or not at all.
 
 A new dataset is built in a staging folder beside the target
 (`.NAME.prepare-PID`), then swapped in: on Linux one renameat2(RENAME_EXCHANGE)
@@ -44,27 +44,28 @@ def existing_dataset(out_dir: Path) -> dict | None:
         return {}
 
 
-def make_staging_folder(out_dir: Path) -> Path:
-    """A new, empty folder beside out_dir for this process, once the stale ones of dead
-    processes are gone; a DataError with the true cause if out_dir's parent cannot hold it."""
+def make_staging_folder(out_dir: Path, flag: str = "out_dir", purpose: str = "prepare") -> Path:
+    """A new, empty folder beside out_dir for this process (`.NAME.PURPOSE-PID`), once the stale ones
+    of dead processes are gone; a DataError naming `--flag` and the true cause if out_dir's parent
+    cannot hold it."""
     parent = out_dir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(out_dir)
-        staging = parent / f".{out_dir.name}.prepare-{os.getpid()}"
+        _remove_stale(out_dir, purpose)
+        staging = parent / f".{out_dir.name}.{purpose}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), parent)
-        raise DataError(f"cannot create out_dir {out_dir}: {blocker} is a file, not a folder; "
-                        f"choose another --out_dir") from None
+        raise DataError(f"cannot create {flag} {out_dir}: {blocker} is a file, not a folder; "
+                        f"choose another --{flag}") from None
     except OSError as e:
-        raise DataError(f"cannot write beside out_dir {out_dir} ({e.strerror}); choose another --out_dir") from None
+        raise DataError(f"cannot write beside {flag} {out_dir} ({e.strerror}); choose another --{flag}") from None
     return staging
 
 
-def _remove_stale(out_dir: Path) -> None:
-    for folder in out_dir.parent.glob(f".{out_dir.name}.prepare-*"):
+def _remove_stale(out_dir: Path, purpose: str) -> None:
+    for folder in out_dir.parent.glob(f".{out_dir.name}.{purpose}-*"):
         pid = folder.name.rpartition("-")[2].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
@@ -81,13 +82,13 @@ def _alive(pid: int) -> bool:
 
 
 def swap_in(staging: Path, out_dir: Path) -> None:
-    """Put the finished dataset in staging at out_dir in one step; the old one is removed after."""
+    """Put the finished folder in staging at out_dir in one step; the old one is removed after."""
     _fsync(staging)
     if not out_dir.exists():
         os.rename(staging, out_dir)
     elif _exchange(staging, out_dir):
-        shutil.rmtree(staging)  # it now holds the old dataset
-    else:  # no atomic exchange here: for a moment there is no dataset, never a mixed one
+        shutil.rmtree(staging)  # it now holds the old folder
+    else:  # no atomic exchange here: for a moment there is no folder, never a mixed one
         old = staging.with_name(staging.name + ".old")
         os.rename(out_dir, old)
         os.rename(staging, out_dir)
