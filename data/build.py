@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class Prepared:
     folder: Path
     meta: dict  # meta.json's contents
     reused: bool  # the folder already held exactly this dataset: nothing was written
+    tokenizer_seconds: float = 0.0  # making the tokenizer: training it, for bpe
 
 
 def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str | Path, *,
@@ -65,9 +67,9 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
             return Prepared(out_dir, old, reused=True)
         if old is not None and not overwrite:
             raise _refusal(out_dir, old)
-        meta = _build(files, scan, settings, staging, workers or _cores(), progress)
+        meta, tokenizer_seconds = _build(files, scan, settings, staging, workers or _cores(), progress)
         swap_in(staging, out_dir)
-        return Prepared(out_dir, meta, reused=False)
+        return Prepared(out_dir, meta, reused=False, tokenizer_seconds=tokenizer_seconds)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -126,14 +128,17 @@ class _Silent:
 
 
 def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, workers: int,
-           progress: bool) -> dict:
-    """Write train.bin, val.bin, meta.json (and the rank file for bpe) into staging; returns the meta."""
+           progress: bool) -> tuple[dict, float]:
+    """Write train.bin, val.bin, meta.json (and the rank file for bpe) into staging; returns the meta
+    and the seconds spent making the tokenizer."""
     plan = plan_split(scan.documents, scan.chars, settings["val_fraction"], settings["seed"])
 
     def labelled():  # each pass reads the inputs anew: nothing of the corpus is kept in memory
         return label_pieces(read_pieces(files, settings["text_field"]), plan)
 
+    start = time.perf_counter()
     tokenizer = _make_tokenizer(settings, scan, labelled, progress)
+    tokenizer_seconds = time.perf_counter() - start
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     splits = {name: TokenFile(staging / f"{name}.bin", dtype) for name in ("train", "val")}
     try:
@@ -149,7 +154,7 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
         write_rank_file(tokenizer, staging)
         meta["tokenizer_file"] = RANK_FILE
     write_atomically(staging / "meta.json", json.dumps(meta, indent=2).encode())
-    return meta
+    return meta, tokenizer_seconds
 
 
 def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progress: bool) -> Tokenizer:
