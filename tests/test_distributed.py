@@ -23,8 +23,9 @@ def batch_losses(out_dir) -> list[float]:
 
 
 # Muon orthogonalises each update in bfloat16 (torch.optim.Muon does), so the last bits of a gradient,
-# which the processes' summation order changes, reach the weights at bfloat16's precision
+# which the processes' summation order changes, reach the weights, and then the losses, at bfloat16's precision
 WEIGHT_TOLERANCE = {"adamw": 1e-4, "muon": 1e-2}
+LOSS_TOLERANCE = {"adamw": 1e-4, "muon": 1e-3}
 
 
 @pytest.fixture(scope="module", params=["adamw", "muon"])
@@ -43,7 +44,7 @@ def test_two_processes_match_one_with_twice_the_accumulation(two_process_run, ch
                f"--dataset={char_dataset}", f"--out_dir={tmp_path}")
     together, alone = batch_losses(ddp_out), batch_losses(tmp_path)
     assert len(together) == len(alone) == 12
-    assert max(abs(a - b) for a, b in zip(together, alone)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(together, alone)) < LOSS_TOLERANCE[optimizer]
     assert alone[-1] < alone[0] - 0.5  # it learned: the comparison is not between two flat lines
     ddp_weights = torch.load(ddp_out / "ckpt.pt", weights_only=True)["model"]
     single_weights = torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"]
