@@ -9,6 +9,7 @@ config -> data -> model -> optimizer -> loop (step, log, evaluate, checkpoint) -
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import shlex
 import signal
@@ -380,13 +381,18 @@ def main(argv: list[str]) -> None:
     finally:
         if run.recorder.wandb is not None:
             run.recorder.wandb.finish()
-        distributed.stop()
         if run.out_dir is not None:
             run.out_dir.release()
+        progress, recorder = run.progress, run.recorder
+        # The DDP model holds gloo's last work and its tensors; left to the interpreter's shutdown, their
+        # release aborts the process. Free them (and any cycle around them) first, then leave the group.
+        del run
+        gc.collect()
+        distributed.stop()
     if stopped_by is not None:
         if main_process:
-            print(f"stopped at step {run.progress.step}; checkpoint saved to {run.recorder.latest}. "
-                  f"Resume with:\n  {run.recorder.resume_command()}", file=sys.stderr)
+            print(f"stopped at step {progress.step}; checkpoint saved to {recorder.latest}. "
+                  f"Resume with:\n  {recorder.resume_command()}", file=sys.stderr)
         sys.exit(128 + stopped_by)
 
 
