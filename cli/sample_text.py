@@ -38,7 +38,7 @@ class SampleText:
     def add(self, token: int) -> None:
         if self.done:
             return
-        if token == self.tokenizer.eot_token:  # <|endoftext|> always ends a GPT-2 sample
+        if token == self.tokenizer.eot_token:  # the end of a document always ends a sample
             self.finish()
             return
         self._append(self.utf8.decode(self.tokenizer.decode_bytes([token])))
