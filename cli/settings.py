@@ -63,11 +63,11 @@ class TrainConfig:
     # optimisation
     batch_size: int = option(16, "sequences per micro-batch")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
-    max_iters: int = option(1300, "optimizer steps in total")
-    learning_rate: float = option(5e-3, "peak learning rate")
-    min_lr: float = option(5e-4, "learning rate at the end of the cosine decay")
+    max_iters: int = option(1000, "optimizer steps in total")
+    learning_rate: float = option(1e-2, "AdamW's peak learning rate")
+    min_lr: float = option(1e-3, "learning rate at the end of the cosine decay")
     warmup_iters: int = option(100, "steps of linear warmup")
-    lr_decay_iters: int = option(1300, "step where the cosine decay reaches min_lr")
+    lr_decay_iters: int = option(1000, "step where the cosine decay reaches min_lr")
     decay_lr: bool = option(True, "warmup and cosine decay (false: constant learning_rate)")
     optimizer: str = option("muon", "muon (Muon for the blocks' matrices, AdamW for the rest) or adamw",
                             choices=("muon", "adamw"))
