@@ -1,10 +1,16 @@
 """Helpers for tests that run the repository's scripts as real subprocesses."""
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+from contextlib import redirect_stderr
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from cli.errors import run_cli
 from data.build import prepare_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,9 +30,18 @@ def run_script(*args: str, check: bool = True, **kwargs) -> subprocess.Completed
     return result
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under folder (hidden ones too) and its bytes: compare before and after a refused command."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file under folder (hidden ones too) and its bytes, and every folder (None): compare before and
+    after a refused command."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def run_main(main, *args: str) -> SimpleNamespace:
+    """A command's main as its command line runs it (through run_cli), in this process: exit status and stderr,
+    as assert_one_line_error reads them."""
+    with pytest.raises(SystemExit) as stopped, redirect_stderr(io.StringIO()) as stderr:
+        run_cli(main, list(args))
+    return SimpleNamespace(returncode=stopped.value.code, stderr=stderr.getvalue())
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

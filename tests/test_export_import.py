@@ -11,10 +11,9 @@ import pytest
 import torch
 
 import export
-from cli.errors import run_cli
 from cli.loading import load_checkpoint, model_from_checkpoint
 from data.tokenizer import tokenizer_from_description
-from helpers import TINY_TRAIN_FLAGS, prepare_text, run_script
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_main, run_script, snapshot
 from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
@@ -92,34 +91,28 @@ def test_safetensors_runs_write_no_pickle_files_and_resume_from_them(exported):
     assert sample.stdout.startswith("Zoë")
 
 
-def export_errors(capsys, *argv: str) -> str:
+def export_error(*argv: str) -> str:
     """export.py's main as the command runs it: the one line it prints, on exit status 2."""
-    with pytest.raises(SystemExit) as stopped:
-        run_cli(export.main, list(argv))
-    assert stopped.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
+    result = run_main(export.main, *argv)
+    assert_one_line_error(result)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # nothing else printed
+    return result.stderr.strip()
 
 
-def snapshot(folder) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def test_export_refuses_bad_input_and_leaves_the_disk_alone(tmp_path, trained_out, capsys):
+def test_export_refuses_bad_input_and_leaves_the_disk_alone(tmp_path, trained_out):
     target = tmp_path / "hf"
     target.mkdir()
     (target / "mine.txt").write_text("keep me")
     before = snapshot(tmp_path)
-    assert "checkpoint" in export_errors(capsys, f"--out_dir={tmp_path / 'none'}", f"--to={tmp_path / 'new'}")
-    assert "exists and is not empty" in export_errors(capsys, f"--out_dir={trained_out}", f"--to={target}")
-    assert "is a file" in export_errors(capsys, f"--out_dir={trained_out}", f"--to={target / 'mine.txt'}")
-    assert "give the folder to write: --to=FOLDER" in export_errors(capsys, f"--out_dir={trained_out}")
+    assert "checkpoint" in export_error(f"--out_dir={tmp_path / 'none'}", f"--to={tmp_path / 'new'}")
+    assert "exists and is not empty" in export_error(f"--out_dir={trained_out}", f"--to={target}")
+    assert "is a file" in export_error(f"--out_dir={trained_out}", f"--to={target / 'mine.txt'}")
+    assert "give the folder to write: --to=FOLDER" in export_error(f"--out_dir={trained_out}")
     checkpoint = torch.load(trained_out / "ckpt.pt", weights_only=True)
     shape = dict(checkpoint["model_args"], pos_emb="learned", norm="rmsnorm")
     (tmp_path / "odd").mkdir()
     torch.save(dict(checkpoint, model=GPT(GPTConfig(**shape)).state_dict(), model_args=shape), tmp_path / "odd" / "ckpt.pt")
-    line = export_errors(capsys, f"--out_dir={tmp_path / 'odd'}", f"--to={tmp_path / 'new'}")
+    line = export_error(f"--out_dir={tmp_path / 'odd'}", f"--to={tmp_path / 'new'}")
     assert "cannot export: norm=rmsnorm has no Hugging Face equivalent (pos_emb=learned makes it GPT-2" in line
     shutil.rmtree(tmp_path / "odd")
     assert snapshot(tmp_path) == before and not (tmp_path / "new").exists()

@@ -4,27 +4,18 @@ preparation does nothing."""
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import subprocess
 import sys
-from contextlib import redirect_stderr
-from types import SimpleNamespace
 
 import pytest
 
-from cli.errors import run_cli
 from data.build import prepare_dataset
 from data.dataset import open_dataset
 from data.prepare import main
-from helpers import assert_one_line_error, run_script
+from helpers import assert_one_line_error, run_main, run_script, snapshot
 
 OLD_TEXT = "An old dataset that must survive.\n" * 40
-
-
-def tree(folder) -> dict[str, bytes | None]:
-    """Every file's bytes and every folder (None) under folder."""
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
 
 
 @pytest.fixture
@@ -78,13 +69,6 @@ BAD_INPUTS = {
 }
 
 
-def run_prepare(*args: str) -> SimpleNamespace:
-    """data/prepare.py's main as its command line runs it, in this process: exit status and stderr."""
-    with pytest.raises(SystemExit) as stopped, redirect_stderr(io.StringIO()) as stderr:
-        run_cli(main, list(args))
-    return SimpleNamespace(returncode=stopped.value.code, stderr=stderr.getvalue())
-
-
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_and_changes_nothing(workspace, case):
     files, flags, fragments = BAD_INPUTS[case]
@@ -95,16 +79,16 @@ def test_bad_input_is_one_line_and_changes_nothing(workspace, case):
         args.append(f"--out_dir={workspace / 'data' / 'old'}")
     if case != "another dataset there":
         args.append("--overwrite=true")
-    before = tree(workspace)
-    assert_one_line_error(run_prepare(*args), *fragments)
-    assert tree(workspace) == before  # nothing written, nothing left behind
+    before = snapshot(workspace)
+    assert_one_line_error(run_main(main, *args), *fragments)
+    assert snapshot(workspace) == before  # nothing written, nothing left behind
     assert open_dataset(workspace / "data" / "old").meta["train_bytes"] > 0  # the old dataset, whole
 
 
 def test_the_same_preparation_again_changes_nothing(workspace):
-    before = tree(workspace)
+    before = snapshot(workspace)
     prepared = prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "old")
-    assert prepared.reused and tree(workspace) == before
+    assert prepared.reused and snapshot(workspace) == before
     with pytest.raises(Exception, match="holds another dataset"):
         prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "old", val_fraction=0.2)
 
@@ -130,9 +114,9 @@ def test_staging_folders_of_dead_processes_are_removed(workspace):
 @pytest.mark.slow
 def test_the_command_says_one_line_for_bad_input_and_so_for_a_rerun(workspace):
     (workspace / "in" / "d.jsonl").write_text('{"text": "a"}\n{oops')
-    before = tree(workspace)
+    before = snapshot(workspace)
     bad = run_script("data/prepare.py", f"--input={workspace / 'in'}", f"--out_dir={workspace / 'new'}", check=False)
     assert_one_line_error(bad, "d.jsonl line 2 is not JSON")
-    assert tree(workspace) == before
+    assert snapshot(workspace) == before
     rerun = run_script("data/prepare.py", f"--input={workspace / 'old.txt'}", f"--out_dir={workspace / 'data' / 'old'}")
     assert "already holds this dataset" in rerun.stdout
