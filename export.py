@@ -16,14 +16,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from cli.errors import UserError, run_cli
-from cli.loading import existing_checkpoint, load_checkpoint, model_from_checkpoint
+from cli.loading import existing_checkpoint, load_model
 from cli.model_card import model_card
 from cli.outputs import check_output
 from cli.settings import ExportConfig, SampleConfig, read_config
 from data.hf_tokenizer import save_hf_tokenizer
 from data.staging import make_staging_folder, swap_in
-from data.tokenizer import start_tokens, tokenizer_from_description
+from data.tokenizer import start_tokens
 from model.hf import hf_model_type, save_hf_model
 
 
@@ -57,9 +59,8 @@ def main(argv: list[str]) -> None:
     start = time.perf_counter()
     path = existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint)
     target = check_target(cfg.to, cfg.overwrite)
-    checkpoint = load_checkpoint(path)
-    model = model_from_checkpoint(checkpoint, path)
-    tokenizer = tokenizer_from_description(checkpoint["tokenizer"])
+    model, tokenizer, checkpoint = load_model(str(path.parent), path.name, "", torch.device("cpu"))
+    n_params = model.num_params()
     hf_model_type(model.config)  # a shape with no Hugging Face equivalent is refused before anything is written
     sample = SampleConfig()  # sample.py's defaults become the folder's generation config
     generation = dict(do_sample=True, temperature=sample.temperature, top_k=sample.top_k,
@@ -68,9 +69,9 @@ def main(argv: list[str]) -> None:
         architecture = save_hf_model(model, folder, tokenizer.eot_token, generation)
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
         prompt = tokenizer.decode(start_tokens(tokenizer))
-        card = model_card(checkpoint, str(path), architecture, model.num_params(), target.name, prompt)
+        card = model_card(checkpoint, str(path), architecture, n_params, target.name, prompt)
         (folder / "README.md").write_text(card, encoding="utf-8")
-    print(f"wrote {target}: {architecture}, {model.num_params():,} parameters, "
+    print(f"wrote {target}: {architecture}, {n_params:,} parameters, "
           f"{checkpoint['tokenizer']['kind']} tokenizer, from {path} ({time.perf_counter() - start:.1f} s)")
 
 

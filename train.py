@@ -137,8 +137,7 @@ def set_up_data(cfg: TrainConfig, ranks: distributed.Ranks) -> Data:
     """The dataset (the main process prepares a shipped recipe met for the first time) and its loaders."""
     if ranks.is_main:
         ensure_dataset(cfg.dataset)
-    if ranks.distributed:
-        torch.distributed.barrier()
+    distributed.wait_for_all(ranks)  # the others open it once it is there
     dataset = open_dataset(ensure_dataset(cfg.dataset))
     train = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     evaluation = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)

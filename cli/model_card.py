@@ -8,21 +8,16 @@ import math
 import shlex
 
 from data.dataset import dataset_dir
+from model.hf import flag_value
 
 from .settings import TrainConfig
-
-
-def _flag(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return "none" if value is None else str(value)
 
 
 def training_command(config: dict) -> str:
     """The train.py command that sets every key the run changed from the defaults. A resumed
     run is the same run, so its init_from=resume is left out."""
     defaults = dataclasses.asdict(TrainConfig())
-    flags = [f"--{key}={_flag(value)}" for key, value in config.items()
+    flags = [f"--{key}={flag_value(value)}" for key, value in config.items()
              if key in defaults and value != defaults[key] and (key, value) != ("init_from", "resume")]
     return shlex.join(["python", "train.py", *flags])
 
@@ -58,7 +53,7 @@ def result_rows(checkpoint: dict) -> list[str]:
 def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder_name: str, prompt: str
                ) -> str:
     """README.md for the exported folder; `prompt` starts the generation in its snippet."""
-    shape = ", ".join(f"{key}={_flag(value)}" for key, value in checkpoint["model_args"].items())
+    shape = ", ".join(f"{key}={flag_value(value)}" for key, value in checkpoint["model_args"].items())
     rows = [f"| architecture | {architecture}, {n_params:,} parameters |", f"| shape | {shape} |",
             f"| tokenizer | {checkpoint['tokenizer']['kind']} |", *result_rows(checkpoint)]
     command = training_command(checkpoint["config"]) if "config" in checkpoint else "not recorded"

@@ -113,16 +113,19 @@ def hf_model_type(config: GPTConfig) -> str:
     architecture = ARCHITECTURES[model_type]
     for key, value in needs.items():
         if getattr(config, key) != value:
-            raise ModelError(f"cannot export: {key}={_flag(getattr(config, key))} has no Hugging Face equivalent "
-                             f"({family}, and {architecture} needs {key}={_flag(value)})")
+            raise ModelError(f"cannot export: {key}={flag_value(getattr(config, key))} has no Hugging Face equivalent "
+                             f"({family}, and {architecture} needs {key}={flag_value(value)})")
     if config.n_embd % config.n_head:
         raise ModelError(f"cannot export: n_embd={config.n_embd} is not a multiple of n_head={config.n_head}, "
                          f"which {architecture} requires")
     return model_type
 
 
-def _flag(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+def flag_value(value: object) -> str:
+    """A config value as a --key=value flag writes it: true, false, none, or the value."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "none" if value is None else str(value)
 
 
 def hf_config(config: GPTConfig, eot_token: int | None):
