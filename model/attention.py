@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .config import GPTConfig
 from .kv_cache import KVCache
-from .rope import rotate, rotation_tables
+from .rope import rotate
 
 
 @dataclass
@@ -35,11 +35,21 @@ class AttentionRecord:
     value_norms: torch.Tensor  # (B, nh, Tk): the length of each key's value vector, as each query head sees it
 
 
-def visible(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int) -> torch.Tensor:
-    """Boolean mask (Tq, Tk), True where a query may look at a key: the key's position is not
-    later than the query's (causal) and fewer than `window` positions earlier."""
-    distance = query_pos[:, None] - key_pos[None, :]  # (Tq, Tk)
-    return (distance >= 0) & (distance < window)
+@dataclass
+class Positions:
+    """Where one forward pass's tokens sit, worked out once for every layer."""
+
+    query: torch.Tensor  # (Tq,): the positions of this pass's tokens
+    key: torch.Tensor  # (Tk,): the positions of the keys they read, their own or every filled cache slot's
+    window: int  # a query sees keys fewer than this many positions earlier (block_size)
+    cached: bool  # the keys come from a KV cache
+    rotation: tuple[torch.Tensor, torch.Tensor] | None  # RoPE's cos and sin (Tq, hs) for the queries, or None
+
+    def visible(self) -> torch.Tensor:
+        """Boolean mask (Tq, Tk), True where a query may look at a key: the key's position is not
+        later than the query's (causal) and fewer than `window` positions earlier."""
+        distance = self.query[:, None] - self.key[None, :]  # (Tq, Tk)
+        return (distance >= 0) & (distance < self.window)
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: nn.Module
@@ -66,9 +76,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         C, hs, nh, nkv = config.n_embd, config.head_size, config.n_head, config.n_kv_head
         self.n_head, self.n_kv_head, self.head_size = nh, nkv, hs
-        self.window = config.block_size  # with RoPE a query sees at most the last block_size keys
         self.layer_idx = layer_idx  # which slot of a KVCache belongs to this layer
-        self.rope_theta = config.rope_theta if config.pos_emb == "rope" else None
         self.dropout = config.dropout
         self.use_sdpa = True
         self.q_proj = nn.Linear(C, nh * hs, bias=config.bias)  # queries: what each token looks for
@@ -80,9 +88,9 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, x: torch.Tensor, positions: Positions, cache: KVCache | None = None,
                 records: list[AttentionRecord] | None = None) -> torch.Tensor:
-        """x: (B, T, C) at `positions` (T,) -> (B, T, C).
+        """x: (B, T, C) at `positions` -> (B, T, C).
 
         With `cache`, x holds only the newest positions and earlier keys and values
         come from the cache. With `records`, the explicit path runs and appends what it saw.
@@ -94,16 +102,15 @@ class CausalSelfAttention(nn.Module):
         if self.q_norm is not None:  # QK-norm: each head's query and key get a fixed size first (in float32)
             q, k = self.q_norm(q.float()).type_as(q), self.k_norm(k.float()).type_as(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
-        if self.rope_theta is not None:  # RoPE acts here, on queries and keys only
-            cos, sin = rotation_tables(positions, self.head_size, self.rope_theta, q.dtype)
+        if positions.rotation is not None:  # RoPE acts here, on queries and keys only
+            cos, sin = positions.rotation
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        key_positions = positions
         if cache is not None:
-            k, v, key_positions = cache.update(self.layer_idx, k, v)  # (B, nkv, Tk, hs), Tk: the cached keys
+            k, v = cache.update(self.layer_idx, k, v)  # (B, nkv, Tk, hs), Tk: the cached keys
         if self.use_sdpa and records is None:
-            y = self._fused_attention(q, k, v, positions, key_positions, cached=cache is not None)
+            y = self._fused_attention(q, k, v, positions)
         else:
-            y = self._explicit_attention(q, k, v, visible(positions, key_positions, self.window), records)
+            y = self._explicit_attention(q, k, v, positions.visible(), records)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # concatenate heads: (B, T, nh * hs)
         return self.resid_dropout(self.o_proj(y))
 
@@ -116,14 +123,14 @@ class CausalSelfAttention(nn.Module):
             records.append(AttentionRecord(raw, pattern, v.norm(dim=-1)))
         return y
 
-    def _fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_pos: torch.Tensor,
-                         key_pos: torch.Tensor, cached: bool) -> torch.Tensor:
+    def _fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: Positions
+                         ) -> torch.Tensor:
         """scaled_dot_product_attention under the same mask; (B, nh, Tq, hs)."""
         options = dict(dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head)
         n_query = q.size(-2)
-        if not cached and n_query <= self.window:  # plain causal self-attention (training, a first prefill)
+        if not positions.cached and n_query <= positions.window:  # plain causal (training, a first prefill)
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
         if n_query == 1:  # one new token sees every cached key: the cache holds at most the window
             return F.scaled_dot_product_attention(q, k, v, **options)
-        mask = visible(query_pos, key_pos, self.window)  # is_causal would align the mask wrongly here
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **options)
+        # is_causal would align the mask wrongly here
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=positions.visible(), **options)

@@ -14,11 +14,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import AttentionRecord, CausalSelfAttention
+from .attention import AttentionRecord, CausalSelfAttention, Positions
 from .config import GPTConfig
 from .decoding import Decoder
 from .errors import ModelError
 from .kv_cache import KVCache
+from .rope import rotation_tables
 from .sampling import sample_next
 
 RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.down_proj.weight")  # what writes into the residual stream
@@ -61,7 +62,7 @@ class Block(nn.Module):
         self.norm_2 = norm_layer(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+    def forward(self, x: torch.Tensor, positions: Positions, cache: KVCache | None = None,
                 records: list[AttentionRecord] | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm_1(x), positions, cache, records)  # attention writes into the residual stream
         x = x + self.mlp(self.norm_2(x))
@@ -104,8 +105,6 @@ class GPT(nn.Module):
         if block_size > self.config.block_size:
             raise ModelError(f"block_size={block_size} is over this model's maximum of {self.config.block_size}")
         self.config.block_size = block_size
-        for block in self.transformer.h:
-            block.attn.window = block_size
         if "wpe" in self.transformer:
             self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
@@ -117,20 +116,30 @@ class GPT(nn.Module):
         positions stop at block_size; with RoPE a longer sequence is read with every
         token attending to its last block_size tokens.
         """
-        T = idx.size(1)
+        c, T = self.config, idx.size(1)
         start += cache.length if cache is not None else 0
         positions = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
-            if start + T > self.config.block_size:
-                raise ModelError(f"sequence of {start + T} tokens is longer than block_size={self.config.block_size}")
+            if start + T > c.block_size:
+                raise ModelError(f"sequence of {start + T} tokens is longer than block_size={c.block_size}")
             x = x + self.transformer.wpe(positions)  # position added to the residual stream
         if cache is not None:
             cache.reserve(positions)
+        rotation = rotation_tables(positions, c.head_size, c.rope_theta, self._attention_dtype(x)) \
+            if c.pos_emb == "rope" else None
+        where = Positions(positions, positions if cache is None else cache.filled_positions(), c.block_size,
+                          cached=cache is not None, rotation=rotation)
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, positions, cache, records)
+            x = block(x, where, cache, records)
         return self.transformer.norm_f(x)
+
+    @staticmethod
+    def _attention_dtype(x: torch.Tensor) -> torch.dtype:
+        """The dtype queries and keys will have: autocast's, or the model's own."""
+        device = x.device.type
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None

@@ -38,14 +38,17 @@ class KVCache:
         self.slot_positions[self._new_slots] = positions
         self.length += T
 
-    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def filled_positions(self) -> torch.Tensor:
+        """The position held in every filled slot (Tk,), Tk = min(length, slots): what `update` returns."""
+        return self.slot_positions[: min(self.length, self.slots)]
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, nkv, T, hs) in the reserved slots; return every filled slot's keys and
-        values (B, nkv, Tk, hs) and their positions (Tk,), Tk = min(length, slots)."""
+        values (B, nkv, Tk, hs), in the order of `filled_positions`."""
         self.k[layer_idx][:, :, self._new_slots] = k
         self.v[layer_idx][:, :, self._new_slots] = v
         filled = min(self.length, self.slots)
-        return self.k[layer_idx][:, :, :filled], self.v[layer_idx][:, :, :filled], self.slot_positions[:filled]
+        return self.k[layer_idx][:, :, :filled], self.v[layer_idx][:, :, :filled]
 
     def reset(self) -> None:
         self.length = 0  # old entries are overwritten before they are read again

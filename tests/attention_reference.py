@@ -52,9 +52,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.double()
 
 
-def reference_attention(attn: CausalSelfAttention, x: torch.Tensor, positions: torch.Tensor):
+def reference_attention(attn: CausalSelfAttention, x: torch.Tensor, positions: torch.Tensor,
+                        rope_theta: float | None):
     """Attention recomputed query head by query head from the layer's weights, in float64:
-    QK-norm by its formula, RoPE as complex rotation, query head h reading key/value head
+    QK-norm by its formula, RoPE (unless rope_theta is None) as complex rotation, query head h reading key/value head
     h // (n_head // n_kv_head), the causal mask as a loop."""
     B, T, C = x.shape
     nh, nkv, hs = attn.n_head, attn.n_kv_head, attn.head_size
@@ -70,9 +71,9 @@ def reference_attention(attn: CausalSelfAttention, x: torch.Tensor, positions: t
         q, k, v = project(attn.q_proj, h), project(attn.k_proj, h // (nh // nkv)), project(attn.v_proj, h // (nh // nkv))
         if attn.q_norm is not None:
             q, k = rms_norm(q, attn.q_norm.weight, attn.q_norm.eps), rms_norm(k, attn.k_norm.weight, attn.k_norm.eps)
-        if attn.rope_theta is not None:
-            q = torch.stack([complex_rope(q[b], positions, attn.rope_theta) for b in range(B)])
-            k = torch.stack([complex_rope(k[b], positions, attn.rope_theta) for b in range(B)])
+        if rope_theta is not None:
+            q = torch.stack([complex_rope(q[b], positions, rope_theta) for b in range(B)])
+            k = torch.stack([complex_rope(k[b], positions, rope_theta) for b in range(B)])
         raws.append(q @ k.transpose(1, 2))  # (B, T, T): every query against every key, before the mask
         value_norms.append(v.norm(dim=-1))  # (B, T)
         pattern = torch.zeros(B, T, T, dtype=torch.float64)
@@ -93,8 +94,8 @@ def reference_records(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, torc
     """Each layer's patterns and raw scores (n_layer, nh, T, T) and value lengths (n_layer, nh, T)
     for idx (1, T), recomputed by reference_attention from what each layer reads (captured in an
     ordinary fused forward pass)."""
-    positions = torch.arange(idx.size(1))
-    layers = [reference_attention(block.attn, x, positions)[1:]
+    positions, c = torch.arange(idx.size(1)), model.config
+    layers = [reference_attention(block.attn, x, positions, c.rope_theta if c.pos_emb == "rope" else None)[1:]
               for block, x in zip(model.transformer.h, norm_1_outputs(model, idx))]
     return tuple(torch.stack([layer[part][0] for layer in layers]) for part in range(3))
 

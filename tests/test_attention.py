@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from model import GPT, GPTConfig
-from model.attention import CausalSelfAttention
+from model.attention import CausalSelfAttention, Positions
 from model.rope import rotate, rotation_tables
 
 from attention_reference import complex_rope, reference_attention, rms_norm
@@ -14,13 +14,20 @@ from attention_reference import complex_rope, reference_attention, rms_norm
 MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False)
 
 
-def make_attention(n_embd: int, n_head: int, seed: int = 0, **options) -> CausalSelfAttention:
+def make_attention(n_embd: int, n_head: int, seed: int = 0, **options) -> tuple[CausalSelfAttention, GPTConfig]:
     torch.manual_seed(seed)
     cfg = GPTConfig(block_size=64, vocab_size=10, n_layer=1, n_head=n_head, n_embd=n_embd, bias=True, **options)
     attn = CausalSelfAttention(cfg, layer_idx=0).eval()
     for p in attn.parameters():  # non-trivial biases and norm weights too
         torch.nn.init.normal_(p, mean=0.5 if p.dim() == 1 else 0.0, std=0.3)
-    return attn
+    return attn, cfg
+
+
+def first_positions(cfg: GPTConfig, T: int) -> Positions:
+    """Positions 0..T-1 with no cache, as GPT.hidden_states describes them to every layer."""
+    positions = torch.arange(T)
+    rotation = rotation_tables(positions, cfg.head_size, cfg.rope_theta, torch.float32) if cfg.pos_emb == "rope" else None
+    return Positions(positions, positions, cfg.block_size, cached=False, rotation=rotation)
 
 
 def set_sdpa(model: torch.nn.Module, on: bool) -> None:
@@ -83,10 +90,12 @@ def test_rmsnorm_is_its_formula():
 @pytest.mark.parametrize("options", [{}, dict(pos_emb="rope", qk_norm=True, n_kv_head=1),
                                      dict(pos_emb="rope", n_kv_head=3), dict(qk_norm=True)])
 def test_attention_matches_head_by_head_reference(options):
-    attn = make_attention(36, 6, **options)
+    attn, cfg = make_attention(36, 6, **options)
     x = torch.randn(2, 9, 36)
-    positions = torch.arange(9)
-    expected_y, expected_pattern, expected_raw, expected_norms = reference_attention(attn, x, positions)
+    rope_theta = cfg.rope_theta if cfg.pos_emb == "rope" else None
+    expected_y, expected_pattern, expected_raw, expected_norms = reference_attention(attn, x, torch.arange(9),
+                                                                                     rope_theta)
+    positions = first_positions(cfg, 9)
     records = []
     y = attn(x, positions, records=records)
     assert torch.allclose(y.double(), expected_y, atol=1e-5)

@@ -58,7 +58,7 @@ def banded_reference_logits(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
         q = attn.q_norm(attn.q_proj(h).view(B, T, 4, 8)).transpose(1, 2)
         k = attn.k_norm(attn.k_proj(h).view(B, T, 2, 8)).transpose(1, 2)
         v = attn.v_proj(h).view(B, T, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
-        cos, sin = rotation_tables(positions, 8, attn.rope_theta, q.dtype)
+        cos, sin = rotation_tables(positions, 8, model.config.rope_theta, q.dtype)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin).repeat_interleave(2, dim=1)
         scores = (q @ k.transpose(-2, -1) / 8**0.5).masked_fill(~band, float("-inf"))
         y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, 32)
