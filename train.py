@@ -265,13 +265,12 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float) -> None:
         recorder.wandb.log_image(run.progress.step, "attention", attention_picture(run))
 
 
-def train(run: Run, bar: tqdm) -> int | None:
+def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     """The loop; returns the signal that stopped it early, or None when max_iters is reached.
 
     The loss stays on the device between log steps: reading it waits for the device,
     so it is read (and checked) only where it is logged, evaluated or a stop is due."""
     cfg, progress, ranks = run.cfg, run.progress, run.hardware.ranks
-    stop = StopSignals()
     window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.hardware.device)  # sum of those steps' losses: non-finite if any was
@@ -369,8 +368,8 @@ def main(argv: list[str]) -> None:
                 print(f"resuming from {run.recorder.latest} at step {run.progress.step}")
             print(describe(run), flush=True)
         with tqdm(total=cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
-                  disable=not main_process) as bar:
-            stopped_by = train(run, bar)
+                  disable=not main_process) as bar, StopSignals() as stop:
+            stopped_by = train(run, bar, stop)
         if stopped_by is None and main_process:
             print(f"best val loss {run.progress.best_val_loss:.4f}; checkpoints in {run.recorder.out_dir}")
             if cfg.sample_tokens:

@@ -8,12 +8,19 @@ import sys
 
 class StopSignals:
     """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step it checks;
-    a second one exits at once (checkpoint writes are atomic, so that is safe)."""
+    a second one exits at once (checkpoint writes are atomic, so that is safe).
+    A context manager: the earlier handlers come back when the loop is left."""
 
-    def __init__(self) -> None:
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "StopSignals":
         self.received: int | None = None
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
+        self._earlier = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._earlier.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame) -> None:
         if self.received is not None:
