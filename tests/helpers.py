@@ -1,6 +1,7 @@
 """Helpers for tests that run the repository's scripts as real subprocesses."""
 from __future__ import annotations
 
+import importlib
 import io
 import subprocess
 import sys
@@ -42,6 +43,12 @@ def run_main(main, *args: str) -> SimpleNamespace:
     with pytest.raises(SystemExit) as stopped, redirect_stderr(io.StringIO()) as stderr:
         run_cli(main, list(args))
     return SimpleNamespace(returncode=stopped.value.code, stderr=stderr.getvalue())
+
+
+def run_command(script: str, *args: str) -> SimpleNamespace:
+    """One of the repository's scripts (train.py, data/prepare.py, ...) run by run_main in this process: for
+    refusals, which the command-line layer handles the same in a subprocess (test_config runs one that way)."""
+    return run_main(importlib.import_module(script.removesuffix(".py").replace("/", ".")).main, *args)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

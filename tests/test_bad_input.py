@@ -5,13 +5,14 @@ import os
 import re
 import resource
 import shutil
+import signal
 
 import pytest
 import torch
 
-from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_script, snapshot
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_command, run_script, snapshot
 
-pytestmark = pytest.mark.slow  # the commands run as subprocesses
+pytestmark = pytest.mark.slow  # they use a trained run; most commands run in this process, one as a subprocess
 
 
 @pytest.fixture
@@ -23,8 +24,8 @@ def run_dir(trained_out, char_dataset, tmp_path):
 
 def train(run_dir, *extra, out="out"):
     """train.py on run_dir's copy of the data, into run_dir/out (the earlier run) or a new folder run_dir/<out>."""
-    return run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / out}",
-                      *extra, check=False)
+    return run_command("train.py", *TINY_TRAIN_FLAGS, f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / out}",
+                       *extra)
 
 
 @pytest.mark.parametrize("content, fragment", [
@@ -35,15 +36,15 @@ def test_prepare_rejects_bad_input_files(run_dir, content, fragment):
     if content is not None:
         source.write_bytes(content)
     before = snapshot(run_dir / "data")
-    result = run_script("data/prepare.py", f"--input={source}", f"--out_dir={run_dir / 'data'}", check=False)
+    result = run_command("data/prepare.py", f"--input={source}", f"--out_dir={run_dir / 'data'}")
     assert_one_line_error(result, fragment)
     assert snapshot(run_dir / "data") == before
 
 
 def test_corpus_too_short_for_the_context(tmp_path):
     prepare_text("To be, or not to be, that is the question.\n" * 3, "char", tmp_path / "short")
-    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'short'}", f"--out_dir={tmp_path / 'out'}",
-                        "--block_size=64", check=False)
+    result = run_command("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'short'}", f"--out_dir={tmp_path / 'out'}",
+                         "--block_size=64")
     assert_one_line_error(result, "split has", "too few for block_size=64", "smaller block_size")
 
 
@@ -68,8 +69,8 @@ def test_block_size_over_the_models_maximum(tmp_path, corpus_text):
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_positions=32, n_embd=16, n_layer=1, n_head=2))
     hf.save_pretrained(tmp_path / "hf")
     prepare_text(corpus_text, "gpt2", tmp_path / "bpe")
-    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
-                        f"--init_from={tmp_path / 'hf'}", "--block_size=64", check=False)
+    result = run_command("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
+                         f"--init_from={tmp_path / 'hf'}", "--block_size=64")
     assert_one_line_error(result, "block_size=64 is over this model's maximum of 32")
 
 
@@ -99,7 +100,7 @@ def test_truncated_checkpoint(run_dir, script):
     if script == "train.py":
         result = train(run_dir, "--init_from=resume")
     else:
-        result = run_script("sample.py", f"--out_dir={run_dir / 'out'}", check=False)
+        result = run_command("sample.py", f"--out_dir={run_dir / 'out'}")
     assert_one_line_error(result, "damaged or truncated")
     assert snapshot(run_dir) == before
 
@@ -109,7 +110,7 @@ def test_checkpoint_from_an_incompatible_model(run_dir):
     state = torch.load(ckpt, weights_only=True)
     state["model_args"]["n_layer"] = 5  # weights of 2 layers, described as 5
     torch.save(state, ckpt)
-    result = run_script("sample.py", f"--out_dir={run_dir / 'out'}", check=False)
+    result = run_command("sample.py", f"--out_dir={run_dir / 'out'}")
     assert_one_line_error(result, "does not match the model it describes")
 
 
@@ -123,7 +124,7 @@ def test_checkpoint_with_pickled_code_is_refused_not_run(run_dir):
     payload.marker = run_dir / "code-ran"
     with open(run_dir / "out" / "ckpt.pt", "wb") as f:
         torch.save({"model": payload}, f)
-    result = run_script("sample.py", f"--out_dir={run_dir / 'out'}", check=False)
+    result = run_command("sample.py", f"--out_dir={run_dir / 'out'}")
     assert_one_line_error(result, "pickled objects or code", "not loaded")
     assert not (run_dir / "code-ran").exists()
 
@@ -147,8 +148,11 @@ def test_disk_full_while_writing_a_checkpoint(run_dir):
 def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     """Weight decay times learning rate far above 2 makes the weights blow up within a few steps."""
     before = (run_dir / "out" / "ckpt.pt").read_bytes()
+    handlers = [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)]
     result = train(run_dir, "--init_from=resume", "--max_iters=40", "--learning_rate=100", "--muon_lr=100", "--decay_lr=false",
                    "--weight_decay=1")
+    # the loop ran in this process: its Ctrl-C handling ended with it
+    assert [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)] == handlers
     assert_one_line_error(result, "training stopped", "(step 20), is intact", "--init_from=resume")
     # the loss is read where it is logged (every 5 steps here): the error names the steps since the last read
     assert re.search(r"error: loss is (nan|inf|-inf) in steps (2[1-9]|3\d) to (2[5-9]|3\d|40);", result.stderr)
@@ -165,5 +169,5 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),
 ])
 def test_sample_rejects_bad_requests(trained_out, flag, fragment):
-    result = run_script("sample.py", f"--out_dir={trained_out}", flag, check=False)
+    result = run_command("sample.py", f"--out_dir={trained_out}", flag)
     assert_one_line_error(result, fragment)

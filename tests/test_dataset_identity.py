@@ -15,7 +15,7 @@ from cli.errors import UserError
 from cli.settings import TrainConfig
 from data.dataset import dataset_identity, open_dataset
 from data.errors import DataError
-from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_script, snapshot
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_command, run_script, snapshot
 from training.init_from import check_resume_data
 
 
@@ -149,7 +149,7 @@ def test_eval_refuses_to_score_a_dataset_tokenized_another_way(run_dir, corpus_t
     shutil.rmtree(run_dir / "data")
     prepare_text(corpus_text, "gpt2", run_dir / "data", overwrite=True)
     before = snapshot(run_dir)
-    assert_one_line_error(run_script("eval.py", f"--out_dir={run_dir / 'out'}", check=False),
+    assert_one_line_error(run_command("eval.py", f"--out_dir={run_dir / 'out'}"),
                           f"dataset {run_dir / 'data'} was prepared with another tokenizer than this checkpoint's "
                           f"(gpt2 instead of char (36 characters)); evaluate a text with --input=FILE")
     assert snapshot(run_dir) == before

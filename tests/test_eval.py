@@ -16,7 +16,7 @@ from PIL import Image
 
 from model.scoring import score_tokens, summarize
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding, tokenizer_from_description
-from helpers import REPO, TINY_TRAIN_FLAGS, run_script
+from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script
 from model import GPT, GPTConfig
 
 TEXT = "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n" * 8
@@ -114,9 +114,7 @@ def test_surprise_page_holds_the_forward_pass_losses(trained, tmp_path):
 @pytest.mark.parametrize("content, fragment", [(b"", "is empty"), (b"ok \xff\xfe", "not UTF-8 (invalid byte at offset 3)")])
 def test_bad_eval_input_is_a_one_line_error(trained, tmp_path, content, fragment):
     (tmp_path / "bad.txt").write_bytes(content)
-    result = run_script("eval.py", f"--out_dir={trained}", f"--input={tmp_path / 'bad.txt'}", check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and fragment in result.stderr
+    assert_one_line_error(run_command("eval.py", f"--out_dir={trained}", f"--input={tmp_path / 'bad.txt'}"), fragment)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from cli.device import resolve_dtype
 from cli.errors import UserError
 from cli.outputs import check_output
 from cli.settings import TrainConfig
-from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_script, snapshot
+from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script, snapshot
 from training.out_dir import claim_out_dir
 
 
@@ -203,6 +203,6 @@ def test_a_fresh_start_never_buries_an_earlier_run(earlier_run):
 def test_output_paths_are_checked_before_any_work(earlier_run, command, message):
     """The inputs (dataset, checkpoint) are missing too: the output is checked first."""
     before = snapshot(earlier_run)
-    result = run_script(*(arg.format(root=earlier_run) for arg in command), check=False)
+    result = run_command(*(arg.format(root=earlier_run) for arg in command))
     assert_one_line_error(result, message.format(root=earlier_run))
     assert snapshot(earlier_run) == before

@@ -106,7 +106,7 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(char_dataset, tmp_p
     rng = random.Random(0)
     saved = tmp_path / "ckpt.pt"
     kills = kills_during_write = 0
-    while kills < 6:
+    while kills < 4:
         start = torch.load(saved, weights_only=True)["iter_num"] if saved.exists() else 0
         resume = ["--init_from=resume"] if saved.exists() else []
         process = start_training(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=1", *resume)
@@ -122,6 +122,6 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(char_dataset, tmp_p
         kills_during_write += any(tmp_path.glob(".*.pt.*.tmp"))
         if saved.exists():
             torch.load(saved, weights_only=True)  # readable after every kill
-    assert kills_during_write >= 3 and saved.exists()
+    assert kills_during_write >= 2 and saved.exists()
     train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=1", "--init_from=resume")
     assert_same_weights(weights(saved), uninterrupted)
