@@ -34,6 +34,7 @@ class Dataset:
     meta: dict
     train: np.ndarray  # memory-mapped token ids
     val: np.ndarray
+    fingerprint: str  # sha256 of train.bin's bytes followed by val.bin's
 
 
 def open_dataset(folder: Path) -> Dataset:
@@ -52,35 +53,29 @@ def open_dataset(folder: Path) -> Dataset:
         raise DataError(f"{folder}/meta.json not found; make the dataset with python data/prepare.py") from None
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"dataset {folder} is inconsistent ({e}); re-run python data/prepare.py for it") from None
+    # a dataset prepared before meta.json held its fingerprint is hashed in the same pass
+    digest = None if "fingerprint" in meta else hashlib.sha256()
     for name, tokens in splits.items():
-        check_ids_in_vocabulary(folder / f"{name}.bin", tokens, vocab_size)
-    return Dataset(folder, meta, splits["train"], splits["val"])
+        scan_token_file(folder / f"{name}.bin", tokens, vocab_size, digest)
+    return Dataset(folder, meta, splits["train"], splits["val"], meta.get("fingerprint") or digest.hexdigest())
 
 
-def check_ids_in_vocabulary(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
-    """Refuse ids the model has no embedding for (a bin from another dataset, a damaged file)."""
+def scan_token_file(path: Path, tokens: np.ndarray, vocab_size: int, digest=None) -> None:
+    """One pass over a split in bounded chunks: refuse ids the model has no embedding for (a bin from
+    another dataset, a damaged file), and feed the bytes to `digest` (a hashlib object) when one is given."""
     for start in range(0, len(tokens), CHUNK_TOKENS):
-        top = int(tokens[start : start + CHUNK_TOKENS].max())
+        chunk = tokens[start : start + CHUNK_TOKENS]
+        top = int(chunk.max())
         if top >= vocab_size:
             raise DataError(f"{path} holds token id {top}, outside the vocabulary of {vocab_size} in meta.json; "
                             f"re-run python data/prepare.py for it")
-
-
-def fingerprint(dataset: Dataset) -> str:
-    """sha256 of train.bin's bytes followed by val.bin's, as meta.json records it;
-    computed the same way (streamed) for a dataset prepared before meta.json held it."""
-    if "fingerprint" in dataset.meta:
-        return dataset.meta["fingerprint"]
-    digest = hashlib.sha256()
-    for tokens in (dataset.train, dataset.val):
-        for start in range(0, len(tokens), CHUNK_TOKENS):
-            digest.update(tokens[start : start + CHUNK_TOKENS].tobytes())
-    return digest.hexdigest()
+        if digest is not None:
+            digest.update(chunk.tobytes())
 
 
 def dataset_identity(dataset: Dataset) -> dict:
     """What a checkpoint records of the data it was trained on: plain strings only."""
-    return {"fingerprint": fingerprint(dataset), "tokenizer": dataset.meta["tokenizer"]}
+    return {"fingerprint": dataset.fingerprint, "tokenizer": dataset.meta["tokenizer"]}
 
 
 def tokenizer_summary(description: dict) -> str:

@@ -19,13 +19,17 @@ from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_c
 from training.init_from import check_resume_data
 
 
-def test_fingerprint_is_the_sha256_of_train_then_val_bins(char_dataset, monkeypatch):
+def test_fingerprint_is_the_sha256_of_train_then_val_bins(char_dataset, tmp_path, monkeypatch):
+    """As meta.json records it, and as open_dataset computes it for a dataset prepared before meta.json held it."""
     monkeypatch.setattr(data.dataset, "CHUNK_TOKENS", 1000)  # many chunks: the stream must cover every byte
-    meta = json.loads((char_dataset / "meta.json").read_text())
     expected = hashlib.sha256((char_dataset / "train.bin").read_bytes() + (char_dataset / "val.bin").read_bytes())
-    identity = dataset_identity(open_dataset(char_dataset))
-    assert identity == {"fingerprint": meta.get("fingerprint", expected.hexdigest()), "tokenizer": meta["tokenizer"]}
-    assert identity["fingerprint"] == expected.hexdigest()
+    older = shutil.copytree(char_dataset, tmp_path / "older")
+    meta = json.loads((older / "meta.json").read_text())
+    del meta["fingerprint"]
+    (older / "meta.json").write_text(json.dumps(meta))
+    for folder in (char_dataset, older):
+        identity = dataset_identity(open_dataset(folder))
+        assert identity == {"fingerprint": expected.hexdigest(), "tokenizer": meta["tokenizer"]}
 
 
 def test_token_ids_outside_the_vocabulary_are_refused_naming_the_file(tmp_path, corpus_text, monkeypatch):
