@@ -52,6 +52,7 @@ from data.sources import read_pieces
 from data.dataset import open_dataset
 from data.loader import BatchLoader
 from data.tokenizer import load_gpt2_encoding
+from eval import validation_split
 from model import GPT, GPTConfig
 from model.fast_decoding import MIN_WEIGHT_NUMEL, for_cpu_decoding
 from model.params import training_flops_per_token
@@ -142,9 +143,8 @@ def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
 
 # nanoGPT's documented CPU run: 4 layers, 4 heads, 128 wide, context 64, batch 12, float32, no compile,
 # in nanoGPT's (GPT-2's) recipe
-NANOGPT_CPU = ["--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=64", "--batch_size=12",
-               "--dtype=float32", "--compile=false", "--dropout=0.0", "--pos_emb=learned", "--norm=layernorm",
-               "--qk_norm=false", "--mlp=gelu", "--tie_embeddings=true", "--optimizer=adamw"]
+NANOGPT_CPU = ["configs/classic.toml", "--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=64",
+               "--batch_size=12", "--dtype=float32", "--compile=false", "--dropout=0.0"]
 PRECISION_MODEL = ["--n_layer=6", "--n_head=6", "--n_embd=384", "--block_size=256", "--batch_size=8", "--dropout=0.0"]
 
 
@@ -243,7 +243,7 @@ RECIPE_PIECES = {  # each piece of the modern recipe, added alone to the classic
 def scored_val_loss(out_dir: Path) -> tuple[float, float]:
     """eval.py's figures for a run's last checkpoint over its whole validation split: loss, bits per byte."""
     model, tokenizer, checkpoint = load_model(str(out_dir), "ckpt.pt", "", torch.device("cpu"))
-    tokens = open_dataset(ensure_dataset(checkpoint["config"]["dataset"])).val.astype("int64")
+    tokens, _ = validation_split(checkpoint)
     summary = summarize(score_tokens(model, tokens, 16).losses, tokens, tokenizer.token_bytes())
     return summary.loss, summary.bits_per_byte
 

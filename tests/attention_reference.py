@@ -12,6 +12,7 @@ import torch
 from cli.loading import load_checkpoint, model_from_checkpoint
 from data.tokenizer import Tokenizer, tokenizer_from_description
 from model import GPT
+from model.attention import CausalSelfAttention
 
 TEXT = "Shall I compare thee to a"  # characters of the test corpus, shorter than block_size=32
 
