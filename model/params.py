@@ -138,11 +138,6 @@ def flops_per_token(model: GPT, seq_len: int) -> int:
     return 6 * (model.num_params() - lookups) + 12 * c.n_layer * c.n_head * c.head_size * seq_len
 
 
-def parameter_report(config: GPTConfig) -> list[Row]:
-    """Where every parameter of GPT(config) goes, without allocating it."""
-    return report_rows(meta_model(config))
-
-
 def training_flops_per_token(config: GPTConfig, seq_len: int) -> int:
     """Estimated FLOPs of one training step, forward and backward, per token of context seq_len."""
     return flops_per_token(meta_model(config), seq_len)

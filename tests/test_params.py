@@ -10,7 +10,7 @@ from cli.errors import UserError
 from helpers import run_script
 from model import GPT, GPTConfig
 from model.errors import ModelError
-from model.params import meta_model, parameter_report, training_flops_per_token
+from model.params import meta_model, report_rows, training_flops_per_token
 from params import main
 
 GPT2_SMALL = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True)
@@ -18,7 +18,7 @@ GPT3 = GPTConfig(block_size=2048, vocab_size=50257, n_layer=96, n_head=96, n_emb
 
 
 def counts(config: GPTConfig) -> dict[str, int | None]:
-    return {row.key: row.count for row in parameter_report(config)}
+    return {row.key: row.count for row in report_rows(meta_model(config))}
 
 
 def closed_form_total(c: GPTConfig) -> int:
