@@ -50,8 +50,6 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     return BPETokenizer(ranks, SPLIT_PATTERN, special)
 
 
-def write_rank_file(tokenizer: BPETokenizer, folder: Path) -> Path:
+def write_rank_file(tokenizer: BPETokenizer, folder: Path) -> None:
     """The merges in tiktoken's own file format, which tiktoken.load.load_tiktoken_bpe reads."""
-    path = folder / RANK_FILE
-    write_atomically(path, tokenizer.describe()["ranks"].encode("ascii"))
-    return path
+    write_atomically(folder / RANK_FILE, tokenizer.describe()["ranks"].encode("ascii"))

@@ -20,7 +20,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,17 +113,10 @@ def _cores() -> int:
 
 
 def _bar(progress: bool, what: str, total: int | None = None):
-    """A progress bar in MB and MB/s of text, or a stand-in that shows nothing."""
-    if not progress:
-        return nullcontext(_Silent())
+    """A progress bar in MB and MB/s of text; without `progress` it shows nothing."""
     from tqdm import tqdm
 
-    return tqdm(desc=what, total=total, unit="B", unit_scale=True, mininterval=0.5)
-
-
-class _Silent:
-    def update(self, n: int) -> None:
-        pass
+    return tqdm(desc=what, total=total, unit="B", unit_scale=True, mininterval=0.5, disable=not progress)
 
 
 def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, workers: int,

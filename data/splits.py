@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError
 from .sources import Piece
 
 
@@ -30,8 +29,8 @@ class SplitPlan:
 
 
 def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> SplitPlan:
-    if not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction={val_fraction} must be between 0 and 1")
+    """val_fraction (0 < val_fraction < 1, as data/build.py checks) of the documents, chosen by seed;
+    the text's tail when there are too few documents to hold one out."""
     k = min(math.floor(documents * val_fraction + 0.5), documents - 1)  # round half up; keep one for training
     if k < 1:
         return SplitPlan(None, int(chars * (1 - val_fraction)))

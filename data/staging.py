@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from .errors import DataError
+from .files import fsync_folder
 
 DATASET_FILES = {"train.bin", "val.bin", "meta.json", "tokenizer.tiktoken"}
 
@@ -83,7 +84,7 @@ def _alive(pid: int) -> bool:
 
 def swap_in(staging: Path, out_dir: Path) -> None:
     """Put the finished folder in staging at out_dir in one step; the old one is removed after."""
-    _fsync(staging)
+    fsync_folder(staging)
     if not out_dir.exists():
         os.rename(staging, out_dir)
     elif _exchange(staging, out_dir):
@@ -93,7 +94,7 @@ def swap_in(staging: Path, out_dir: Path) -> None:
         os.rename(out_dir, old)
         os.rename(staging, out_dir)
         shutil.rmtree(old)
-    _fsync(out_dir.parent)
+    fsync_folder(out_dir.parent)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -108,12 +109,3 @@ def _exchange(a: Path, b: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), str(b))
-
-
-def _fsync(folder: Path) -> None:
-    """Flush a folder's entries to disk (its files were flushed as they were written)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

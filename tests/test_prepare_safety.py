@@ -60,6 +60,7 @@ BAD_INPUTS = {
     "vocab_size over the text": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--vocab_size=5000"],
                                  ["vocab_size=5000 is more than this text supports"]),
     "vocab_size for char": (GOOD_INPUT, ["--input={in}", "--vocab_size=300"], ["vocab_size is for --tokenizer=bpe"]),
+    "val_fraction of 1": (GOOD_INPUT, ["--input={in}", "--val_fraction=1"], ["val_fraction=1.0 must be between 0 and 1"]),
     "another dataset there": (GOOD_INPUT, ["--input={in}"], ["holds another dataset; add --overwrite=true"]),
     "out_dir is a file": (GOOD_INPUT, ["--input={in}", "--out_dir={ws}/old.txt"], ["old.txt is a file, not a folder"]),
     "out_dir inside a file": (GOOD_INPUT, ["--input={in}", "--out_dir={ws}/old.txt/data"],

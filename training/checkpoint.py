@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cli.errors import UserError
 from cli.loading import MODEL_KEYS
 from cli.safetensors_checkpoint import to_safetensors
 from cli.settings import TrainConfig
+from data.files import write_atomically
 from data.loader import BatchLoader
 from model import GPT
 
@@ -55,26 +55,12 @@ def checkpoint_path(out_dir: Path, stem: str, checkpoint_format: str) -> Path:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over
-    path: a crash at any moment leaves the old file or the new one, whole.
-    A .safetensors path gets a safetensors file, any other torch.save's."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # no other process writes this name
+    """Write path whole or not at all (data/files.py): a crash at any moment leaves the old
+    file or the new one. A .safetensors path gets a safetensors file, any other torch.save's."""
     try:
-        with open(tmp, "wb") as f:
-            if path.suffix == ".safetensors":
-                f.write(to_safetensors(state))
-            else:
-                torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        write_atomically(path, to_safetensors(state) if path.suffix == ".safetensors"
+                         else lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:  # torch.save reports some write failures as RuntimeError
-        tmp.unlink(missing_ok=True)
         reason = e.strerror if isinstance(e, OSError) else "the file could not be written in full"
         raise UserError(f"could not write checkpoint {path} ({reason}); free disk space or change out_dir") from None
 

@@ -8,14 +8,12 @@ from .png import save_png
 
 def plot_loss(rows: list[dict], path: Path) -> None:
     """loss.png: train and val loss against step, the best val point marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     batches = [r for r in rows if r["kind"] == "batch"]
     evals = [r for r in rows if r["kind"] == "eval"]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    fig = Figure(figsize=(7, 4.2), dpi=100)
+    ax = fig.subplots()
     if batches:
         ax.plot([r["step"] for r in batches], [r["train_loss"] for r in batches],
                 color="tab:blue", alpha=0.25, linewidth=0.8, label="train (one batch)")
@@ -32,7 +30,6 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     save_png(fig, path)
-    plt.close(fig)
 
 
 def compare_runs(runs: dict[str, list[dict]], path: Path) -> Path:
