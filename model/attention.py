@@ -43,7 +43,7 @@ class Positions:
     key: torch.Tensor  # (Tk,): the positions of the keys they read, their own or every filled cache slot's
     window: int  # a query sees keys fewer than this many positions earlier (block_size)
     cached: bool  # the keys come from a KV cache
-    rotation: tuple[torch.Tensor, torch.Tensor] | None  # RoPE's cos and sin (Tq, hs) for the queries, or None
+    rotation: tuple[torch.Tensor, torch.Tensor] | None  # RoPE's cos and sin (Tq, hs), or None: learned positions
 
     def visible(self) -> torch.Tensor:
         """Boolean mask (Tq, Tk), True where a query may look at a key: the key's position is not
@@ -103,7 +103,7 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q.float()).type_as(q), self.k_norm(k.float()).type_as(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
         if positions.rotation is not None:  # RoPE acts here, on queries and keys only
-            cos, sin = positions.rotation
+            cos, sin = (table.to(q.dtype) for table in positions.rotation)  # autocast's dtype, if on
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nkv, Tk, hs), Tk: the cached keys

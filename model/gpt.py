@@ -126,20 +126,13 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe(positions)  # position added to the residual stream
         if cache is not None:
             cache.reserve(positions)
-        rotation = rotation_tables(positions, c.head_size, c.rope_theta, self._attention_dtype(x)) \
-            if c.pos_emb == "rope" else None
+        rotation = rotation_tables(positions, c.head_size, c.rope_theta, x.dtype) if c.pos_emb == "rope" else None
         where = Positions(positions, positions if cache is None else cache.filled_positions(), c.block_size,
                           cached=cache is not None, rotation=rotation)
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, where, cache, records)
         return self.transformer.norm_f(x)
-
-    @staticmethod
-    def _attention_dtype(x: torch.Tensor) -> torch.dtype:
-        """The dtype queries and keys will have: autocast's, or the model's own."""
-        device = x.device.type
-        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None

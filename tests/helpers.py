@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from cli.errors import run_cli
 from data.build import prepare_dataset
@@ -40,7 +41,8 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
 def run_main(main, *args: str) -> SimpleNamespace:
     """A command's main as its command line runs it (through run_cli), in this process: exit status and stderr,
     as assert_one_line_error reads them."""
-    with pytest.raises(SystemExit) as stopped, redirect_stderr(io.StringIO()) as stderr:
+    # fork_rng: train.py seeds torch's global generator, which later tests must not inherit
+    with torch.random.fork_rng(), pytest.raises(SystemExit) as stopped, redirect_stderr(io.StringIO()) as stderr:
         run_cli(main, list(args))
     return SimpleNamespace(returncode=stopped.value.code, stderr=stderr.getvalue())
 

@@ -67,11 +67,17 @@ def banded_reference_logits(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     return model.lm_head(model.transformer.norm_f(x))[:, -1]
 
 
-def test_rope_generation_attends_to_the_last_block_size_tokens_at_every_layer():
+@pytest.mark.parametrize("cropped_from", [None, 12])
+def test_rope_generation_attends_to_the_last_block_size_tokens_at_every_layer(cropped_from):
     """Past block_size, each new token's logits are those of the whole sequence read with a
     sliding window of block_size at every layer: the cache rolls, and the uncached path
-    re-reads n_layer * (block_size - 1) + 1 tokens."""
-    model = tiny_model(6, **MODERN)
+    re-reads n_layer * (block_size - 1) + 1 tokens. A model cropped to a shorter context
+    (as fine-tuning does) slides the shorter window."""
+    if cropped_from is None:
+        model = tiny_model(6, **MODERN)
+    else:
+        model = tiny_model(cropped_from, **MODERN)
+        model.crop_block_size(6)
     prompt = torch.randint(0, 40, (2, 4))
     with torch.no_grad():
         sequence = model.generate(prompt, 30, temperature=0)
@@ -80,6 +86,24 @@ def test_rope_generation_attends_to_the_last_block_size_tokens_at_every_layer():
             for t in range(6, sequence.size(1)):
                 assert torch.allclose(decoder.logits, banded_reference_logits(model, sequence[:, :t]), atol=1e-4)
                 decoder.push(sequence[:, t : t + 1])
+
+
+@pytest.mark.parametrize("options", [{}, MODERN], ids=["learned", "rope"])
+def test_bfloat16_autocast_follows_float32_on_both_paths(options):
+    """Under bfloat16 autocast (dtype=auto on hardware with bfloat16) both paths run, the RoPE
+    tables meeting queries and keys in autocast's dtype, and the logits stay near float32's."""
+    model = tiny_model(8, **options)
+    prompt = torch.randint(0, 40, (2, 3))
+    with torch.no_grad():
+        full, _ = model(prompt)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, _ = model(prompt)
+            for use_cache in (True, False):
+                decoder = Decoder(model, prompt, use_cache=use_cache)
+                for _ in range(12):  # past block_size
+                    decoder.push(torch.tensor([[5], [7]]))
+                assert decoder.logits.dtype == torch.bfloat16 and decoder.logits.isfinite().all()
+    assert low.dtype == torch.bfloat16 and (low.float() - full).abs().max().item() < 0.05
 
 
 @pytest.mark.parametrize("options", [{}, MODERN], ids=["learned", "rope"])

@@ -20,7 +20,8 @@ class StopSignals:
 
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._earlier.items():
-            signal.signal(signum, handler)
+            # None: the earlier handler was not set from Python, and cannot be put back from it
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
     def _handle(self, signum: int, frame) -> None:
         if self.received is not None:
