@@ -1,4 +1,4 @@
-"""Helpers for tests that run the repository's scripts as real subprocesses."""
+"""Helpers for tests that run the repository's scripts, as real subprocesses or in the test's process."""
 from __future__ import annotations
 
 import importlib
