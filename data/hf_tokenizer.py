@@ -104,25 +104,24 @@ def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
         raise DataError(f"{folder} has no tokenizer.json; save the model's tokenizer there too (save_pretrained)")
     spec = _read_json(path)
     model = spec.get("model") or {}
-    char_tokenizer = _written_char_tokenizer(spec)
+    special = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
+    char_tokenizer = _written_char_tokenizer(spec, special)
     if char_tokenizer is not None:
         return char_tokenizer
     _check_model(model, folder)
     pattern, normalizer = _split_pattern(spec.get("pre_tokenizer"), folder), _normalizer(spec.get("normalizer"), folder)
-    special = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
     ranks = _byte_ranks(model, special, folder)
     tokenizer = BPETokenizer(ranks, pattern, special, _eot_token(folder, special), normalizer)
     _check_against_hf(tokenizer, path, folder)
     return GPT2Tokenizer() if _is_gpt2(tokenizer) else tokenizer
 
 
-def _written_char_tokenizer(spec: dict) -> CharTokenizer | None:
-    """The char tokenizer, if spec is one as save_hf_tokenizer writes it (with <|endoftext|> after the
-    characters or without it)."""
+def _written_char_tokenizer(spec: dict, added: dict[str, int]) -> CharTokenizer | None:
+    """The char tokenizer, if spec (with `added`, its added tokens by text) is one as save_hf_tokenizer
+    writes it (with <|endoftext|> after the characters or without it)."""
     model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
     if model.get("type") != "WordLevel" or pre.get("pattern") != {"Regex": EVERY_CHARACTER}:
         return None
-    added = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
     vocab = {text: i for text, i in model["vocab"].items() if text not in added}
     chars = sorted(vocab, key=vocab.get)
     if sorted(vocab.values()) != list(range(len(chars))) or any(len(c) != 1 for c in chars) \
