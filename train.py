@@ -343,6 +343,15 @@ def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     return save_png(figure, run.recorder.out_dir / "attention.png")
 
 
+def next_commands(out_dir: Path, latest: Path) -> str:
+    """Where the run's outputs are and what to run next on them."""
+    flag = shlex.quote(f"--out_dir={out_dir}")
+    return (f"wrote {latest} (latest), {latest.with_stem('best').name}, log.jsonl and loss.png in {out_dir}\n"
+            f"next: python sample.py {flag}      text from the model\n"
+            f"      python eval.py {flag}        loss and bits per byte on the validation split\n"
+            f"      python attention.py {flag}   attention maps and the explorer page")
+
+
 def describe(run: Run) -> str:
     c, cfg, hw = run.models.plain.config, run.cfg, run.hardware
     world = hw.ranks.world_size
@@ -367,13 +376,16 @@ def main(argv: list[str]) -> None:
             if run.progress.step:
                 print(f"resuming from {run.recorder.latest} at step {run.progress.step}")
             print(describe(run), flush=True)
+            for warning in cfg.schedule_warnings():
+                print(f"note: {warning}", file=sys.stderr)
         with tqdm(total=cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
                   disable=not main_process) as bar, StopSignals() as stop:
             stopped_by = train(run, bar, stop)
         if stopped_by is None and main_process:
-            print(f"best val loss {run.progress.best_val_loss:.4f}; checkpoints in {run.recorder.out_dir}")
+            print(f"best val loss {run.progress.best_val_loss:.4f}")
             if cfg.sample_tokens:
                 print("--- sample ---\n" + sample_text(run, cfg.sample_tokens) + "\n--------------")
+            print(next_commands(run.recorder.out_dir, run.recorder.latest))
         # the others wait while the main process saves and samples: a process group torn down under it aborts it
         distributed.wait_for_all(run.hardware.ranks)
     finally:

@@ -66,8 +66,8 @@ class TrainConfig:
     max_iters: int = option(1000, "optimizer steps in total")
     learning_rate: float = option(1e-2, "AdamW's peak learning rate")
     min_lr: float = option(1e-3, "learning rate at the end of the cosine decay")
-    warmup_iters: int = option(100, "steps of linear warmup")
-    lr_decay_iters: int = option(1000, "step where the cosine decay reaches min_lr")
+    warmup_iters: int | None = option(None, "steps of linear warmup (none: a tenth of max_iters)")
+    lr_decay_iters: int | None = option(None, "step where the cosine decay reaches min_lr (none: max_iters)")
     decay_lr: bool = option(True, "warmup and cosine decay (false: constant learning_rate)")
     optimizer: str = option("muon", "muon (Muon for the blocks' matrices, AdamW for the rest) or adamw",
                             choices=("muon", "adamw"))
@@ -89,7 +89,9 @@ class TrainConfig:
     wandb_run_name: str = option("run", "wandb run name")
 
     def __post_init__(self) -> None:
-        # the model's shape is checked by GPTConfig when the model is built
+        # the model's shape is checked by GPTConfig when the model is built; the schedule follows max_iters
+        self.warmup_iters = self.max_iters // 10 if self.warmup_iters is None else self.warmup_iters
+        self.lr_decay_iters = self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
         _require_positive(self, ("eval_interval", "eval_iters", "log_interval", "batch_size",
                                  "gradient_accumulation_steps", "max_iters", "learning_rate", "lr_decay_iters", "muon_lr"))
         if self.warmup_iters < 0 or self.sample_tokens < 0 or self.grad_clip < 0:
@@ -97,6 +99,22 @@ class TrainConfig:
         if not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
         _require_seed(self.seed)
+
+    def schedule_warnings(self) -> list[str]:
+        """What in an explicitly set schedule the user may not have meant."""
+        if not self.decay_lr:
+            return []
+        warnings = []
+        if self.warmup_iters >= self.max_iters:
+            warnings.append(f"warmup_iters={self.warmup_iters} >= max_iters={self.max_iters}: the learning rate "
+                            "never leaves its warmup")
+        if self.lr_decay_iters > self.max_iters:
+            warnings.append(f"lr_decay_iters={self.lr_decay_iters} > max_iters={self.max_iters}: the run ends before "
+                            "the decay reaches min_lr")
+        elif self.lr_decay_iters < self.max_iters:
+            warnings.append(f"lr_decay_iters={self.lr_decay_iters} < max_iters={self.max_iters}: the last "
+                            f"{self.max_iters - self.lr_decay_iters} steps run at min_lr")
+        return warnings
 
 
 @dataclass

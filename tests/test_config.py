@@ -151,3 +151,17 @@ def test_cli_errors_are_one_line_with_exit_status_2():
     assert result.stderr.strip() == "error: unknown config key 'n_layers' in the command line; did you mean 'n_layer'?"
     result = run_script("train.py", "--help")
     assert "--n_layer=4" in result.stdout and "number of transformer blocks" in result.stdout
+
+
+def test_schedule_follows_max_iters_unless_set():
+    short = parse_config(TrainConfig, ["--max_iters=60"])
+    assert (short.warmup_iters, short.lr_decay_iters) == (6, 60)  # a short run warms up and decays in its steps
+    assert short.schedule_warnings() == []
+    assert parse_config(TrainConfig, []).warmup_iters == TrainConfig().max_iters // 10
+    pinned = parse_config(TrainConfig, ["--max_iters=3000", "--lr_decay_iters=1000", "--warmup_iters=100"])
+    assert (pinned.warmup_iters, pinned.lr_decay_iters) == (100, 1000)  # explicit keys win
+    assert pinned.schedule_warnings() == ["lr_decay_iters=1000 < max_iters=3000: the last 2000 steps run at min_lr"]
+    never = parse_config(TrainConfig, ["--max_iters=50", "--warmup_iters=80", "--lr_decay_iters=90"])
+    assert [w.split(":")[0] for w in never.schedule_warnings()] == ["warmup_iters=80 >= max_iters=50",
+                                                                     "lr_decay_iters=90 > max_iters=50"]
+    assert parse_config(TrainConfig, ["--max_iters=50", "--warmup_iters=80", "--decay_lr=false"]).schedule_warnings() == []
