@@ -52,7 +52,7 @@ def output_folder(to: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot write to {folder} ({e.strerror}); choose another --to") from None
+        raise UserError(f"cannot write to {folder} ({e.strerror}); choose another --pictures_dir") from None
     return folder
 
 
@@ -68,7 +68,7 @@ def write_outputs(cfg: AttentionConfig, records: tuple[torch.Tensor, ...], head_
                   query: int, about: str) -> list[Path]:
     """The PNGs (and the page) for the layer records; returns the paths written."""
     patterns = records[0]  # (n_layer, nh, T, T)
-    folder = output_folder(cfg.to)
+    folder = output_folder(cfg.pictures_dir)
     written = [
         save_png(heatmap_figure(patterns, tokens, about), folder / "heatmaps.png"),
         save_png(query_figure(patterns, tokens, query), folder / f"query_{query}.png"),
@@ -82,9 +82,9 @@ def write_outputs(cfg: AttentionConfig, records: tuple[torch.Tensor, ...], head_
 
 def main(argv: list[str]) -> None:
     cfg = read_config(AttentionConfig, argv)
-    check_output(cfg.to, "to", folder=True)
+    check_output(cfg.pictures_dir, "pictures_dir", folder=True)
     device = pick_device(cfg.device)
-    model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
+    model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device)
     ids = encode_prompt(read_prompt(cfg.text, "text"), tokenizer)
     if len(ids) > model.config.block_size:
         raise UserError(f"the text is {len(ids)} tokens but the model's context is {model.config.block_size}; "
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> None:
     query = resolve_query(cfg.query_index, len(ids))
     check_page_size(cfg, model, len(ids))
     tokens = token_texts(tokenizer, ids)
-    source = cfg.init_from or str(Path(cfg.out_dir) / cfg.checkpoint)
+    source = cfg.hf_model or str(Path(cfg.out_dir) / cfg.checkpoint)
     c = model.config
     about = f"{source}: {len(ids)} tokens through {c.n_layer} layers of {c.n_head} heads"
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")

@@ -3,9 +3,9 @@
     python bench.py generation [--device=auto] [--new_tokens=100,500,1000] [--batch_sizes=1,8]
     python bench.py training [CONFIG.toml ...] [--key=value ...] [--steps=N]
     python bench.py precision [--steps=N]
-    python bench.py recipe [--key=value ...] [--to=recipe.png]
+    python bench.py recipe [--key=value ...] [--plot=recipe.png]
     python bench.py first_token [--out_dir=DIR] [--runs=N]
-    python bench.py prepare [--corpus_mb=N] [--vocab_size=N]
+    python bench.py prepare [--corpus_mb=N] [--bpe_vocab_size=N]
 
 generation: tokens per second of cached and uncached generation side by side,
 for a 6-layer, 6-head, 384-wide model with a 256-token context in the GPT-2 and
@@ -270,7 +270,7 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
         print(f"{name:<36} {seconds:>7.0f} {tokens:>11,} {rate:>9,.0f} {loss:>9.4f} {bpb:>9.4f}")
     (c_s, *_, c_loss, _), (m_s, *_, m_loss, _) = results[next(iter(runs))], results["modern (the default)"]
     print(f"modern - classic: val loss {m_loss - c_loss:+.4f} nats, wall time {m_s / c_s:.3f}x")
-    print(f"loss curves: {compare_runs(logs, Path(cfg.to))}")
+    print(f"loss curves: {compare_runs(logs, Path(cfg.plot))}")
 
 
 def seconds_to_first_token(out_dir: str) -> float:
@@ -290,7 +290,7 @@ def seconds_to_first_token(out_dir: str) -> float:
 
 
 def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
-    times = [seconds_to_first_token(cfg.out_dir) for _ in range(cfg.runs)]
+    times = [seconds_to_first_token(cfg.out_dir) for _ in range(cfg.repeats)]
     print(f"first token: python sample.py --out_dir={cfg.out_dir} printed its first new character after "
           f"{min(times):.2f} s at best, {statistics.median(times):.2f} s median over {len(times)} runs")
 
@@ -353,18 +353,18 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
         (tmp / "corpus").mkdir()
         files = plays_corpus(tmp / "corpus", cfg.corpus_mb)
         megabytes, plays_mb = sum(f.stat().st_size for f in files) / 1e6, files[0].stat().st_size / 1e6
-        plays_train_s = bpe_training_seconds(files[:1], cfg.vocab_size)
+        plays_train_s = bpe_training_seconds(files[:1], cfg.bpe_vocab_size)
         load_gpt2_encoding()  # read GPT-2's ranks once, before the clock: a rate, not a start-up time
         gpt2 = megabytes / prepare_seconds(files, tmp / "gpt2", "gpt2")[0]
         gpt2_own = tiktoken_rate(load_tokenizer(tmp / "gpt2").encoding, files)
-        bpe_s, training_s = prepare_seconds(files, tmp / "bpe", "bpe", cfg.vocab_size)
+        bpe_s, training_s = prepare_seconds(files, tmp / "bpe", "bpe", cfg.bpe_vocab_size)
         bpe_own = tiktoken_rate(load_tokenizer(tmp / "bpe").encoding, files)
         encode_s = bpe_s - training_s
         rss, wall = peak_rss_of_prepare([f"--input={tmp / 'corpus'}", "--tokenizer=gpt2", f"--out_dir={tmp / 'rss'}"])
     cores = len(os.sched_getaffinity(0))
     print(f"prepare: {megabytes:,.0f} MB of text ({len(files)} copies of the plays, one file each), {cores} cores")
-    print(f"  BPE training, vocabulary {cfg.vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
-    rows = (("gpt2", gpt2, gpt2_own), (f"bpe {cfg.vocab_size}", megabytes / bpe_s, bpe_own),
+    print(f"  BPE training, vocabulary {cfg.bpe_vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
+    rows = (("gpt2", gpt2, gpt2_own), (f"bpe {cfg.bpe_vocab_size}", megabytes / bpe_s, bpe_own),
             ("  less its training", megabytes / encode_s, bpe_own))
     for name, rate, own in rows:
         print(f"  {name:<20} prepare {rate:6.1f} MB/s   tiktoken encode_ordinary_batch {own:6.1f} MB/s   "

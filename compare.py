@@ -1,6 +1,6 @@
 """Compare training runs: their loss curves in one picture, against tokens and against time.
 
-    python compare.py --runs=out-classic --runs=out-shakespeare-char [--to=compare.png]
+    python compare.py --runs=out-classic --runs=out-shakespeare-char [--plot=compare.png]
 
 Each run is an out_dir with the log.jsonl that train.py writes.
 """
@@ -17,7 +17,7 @@ from viz.loss_plot import compare_runs
 
 def main(argv: list[str]) -> None:
     cfg = read_config(CompareConfig, argv)
-    check_output(cfg.to, "to", folder=False)
+    check_output(cfg.plot, "plot", folder=False)
     runs = {}
     for out_dir in cfg.runs:
         rows = read_rows(Path(out_dir) / "log.jsonl")
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> None:
         last, evals = rows[-1], [r for r in rows if r["kind"] == "eval"]
         val = f"{evals[-1]['val_loss']:.4f}" if evals else "-"
         print(f"{name:<32} {last['step']:>7,} {last['tokens']:>13,} {last['elapsed_s']:>9.1f} {val:>14}")
-    print(f"wrote {compare_runs(runs, Path(cfg.to))}")
+    print(f"wrote {compare_runs(runs, Path(cfg.plot))}")
 
 
 if __name__ == "__main__":

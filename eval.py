@@ -1,8 +1,8 @@
 """How good is a model? Loss, perplexity and bits per byte over a whole text.
 
-    python eval.py [CONFIG.toml ...] [--out_dir=DIR] [--input=FILE] [--json=true] [--surprise=page.html]
+    python eval.py [CONFIG.toml ...] [--out_dir=DIR] [--text_file=FILE] [--json=true] [--surprise=page.html]
 
-Without --input, the checkpoint's own validation split is evaluated, if that dataset
+Without --text_file, the checkpoint's own validation split is evaluated, if that dataset
 was prepared with the checkpoint's tokenizer.
 `python eval.py --help` lists every key.
 """
@@ -36,17 +36,17 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
     if dataset.meta["tokenizer"] != checkpoint["tokenizer"]:
         raise UserError(f"dataset {folder} was prepared with another tokenizer than this checkpoint's "
                         f"({tokenizer_change(checkpoint['tokenizer'], dataset.meta['tokenizer'])}); "
-                        f"evaluate a text with --input=FILE")
+                        f"evaluate a text with --text_file=FILE")
     return np.asarray(dataset.val, dtype=np.int64), os.path.relpath(folder / "val.bin")
 
 
 def text_tokens(cfg: EvalConfig, checkpoint: dict | None, tokenizer: Tokenizer) -> tuple[np.ndarray, str]:
-    """The tokens to evaluate and a name for them: --input, else the training run's validation split."""
-    if cfg.input:
-        tokens = np.array(tokenizer.encode(read_text(cfg.input)), dtype=np.int64)
-        source = cfg.input
+    """The tokens to evaluate and a name for them: --text_file, else the training run's validation split."""
+    if cfg.text_file:
+        tokens = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64)
+        source = cfg.text_file
     elif checkpoint is None:
-        raise UserError(f"init_from={cfg.init_from} has no validation split of its own; give a text with --input=FILE")
+        raise UserError(f"hf_model={cfg.hf_model} has no validation split of its own; give a text with --text_file=FILE")
     else:
         tokens, source = validation_split(checkpoint)
     if len(tokens) < 2:
@@ -68,9 +68,9 @@ def main(argv: list[str]) -> None:
     if cfg.surprise:
         check_output(cfg.surprise, "surprise", folder=False)
     device = pick_device(cfg.device)
-    model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.init_from, device)
+    model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device)
     tokens, source = text_tokens(cfg, checkpoint, tokenizer)
-    name = cfg.init_from or str(Path(cfg.out_dir) / cfg.checkpoint)
+    name = cfg.hf_model or str(Path(cfg.out_dir) / cfg.checkpoint)
 
     scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)
     result = {"checkpoint": name, "text": source, **asdict(summarize(scores.losses, tokens, tokenizer.token_bytes()))}

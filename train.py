@@ -184,7 +184,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: O
     if checkpoint is not None:
         progress = restore_training_state(checkpoint, optimizers, scaler, data.train, ranks.rank, cfg.seed, new_data)
     if out_dir is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
-        out_dir.begin(replace_earlier_run=cfg.overwrite and checkpoint is None)
+        out_dir.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
     resume_step = progress.step if checkpoint is not None else None
     recorder = Recorder(Path(cfg.out_dir), argv,
                         log=MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step) if ranks.is_main else None,

@@ -4,12 +4,10 @@ order) < --key=value flags.
 Every key is checked: an unknown key or a value of the wrong type is a
 UserError that names the key and suggests the closest valid one.
 
-One TOML file can serve several commands. Its top level holds training's keys;
-a table per command ([sample], [eval], ...) holds that command's own. A command
-other than train.py reads its table, and from the top level only its keys that
-training does not have or that mean the same to both (`shared`: out_dir,
-device, seed, ...). So `python sample.py run.toml` takes the run's out_dir but
-never its init_from or batch_size, which mean something else to training.
+One TOML file can serve several commands: a key means the same in every
+command that has it. Each command takes the top-level keys it has, and a table
+per command ([sample], [eval], ...) overrides them for that command alone. A
+top-level key that no command has is an error.
 """
 from __future__ import annotations
 
@@ -28,13 +26,11 @@ from .errors import UserError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, escapes: bool = False, shared: bool = False, choices: tuple = ()) -> Any:
+def option(default: Any, help: str, escapes: bool = False, choices: tuple = ()) -> Any:
     """A config field with its one line of help. `escapes`: a flag's value may use
-    backslash escapes such as \\n (prompts, stop strings). `shared`: a key of
-    another command that means the same as training's key of that name, so it is
-    read from a training config's top level. `choices`: the values it may take."""
+    backslash escapes such as \\n (prompts, stop strings). `choices`: the values it may take."""
     factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
-    metadata = {"help": help, "escapes": escapes, "shared": shared, "choices": choices}
+    metadata = {"help": help, "escapes": escapes, "choices": choices}
     return dataclasses.field(metadata=metadata, **factory)
 
 
@@ -138,7 +134,6 @@ def _toml_values(cls: type, path: str, table: dict[str, Any], command: str,
     """The keys of one TOML file that belong to cls's command, each with where it was found.
     A key at the top level that no command has is an error; another command's key is left to it."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    training_keys = keys_by_command.get("train", ())
     found = {}
     for key, value in table.items():
         if key in keys_by_command and isinstance(value, dict):
@@ -148,7 +143,7 @@ def _toml_values(cls: type, path: str, table: dict[str, Any], command: str,
                         raise _unknown_key(own_key, fields, f"[{command}] of {path}")
                     found[own_key] = (own_value, f"[{command}] {own_key}")
             continue  # another command's table
-        if key in fields and (command == "train" or key not in training_keys or fields[key].metadata["shared"]):
+        if key in fields:
             found.setdefault(key, (value, key))  # the command's own table wins over the top level
         elif not any(key in keys for keys in keys_by_command.values()):
             raise _unknown_key(key, fields, path)
@@ -189,11 +184,7 @@ def help_text(cls: type, usage: str, command: str) -> str:
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         lines.append(f"  {f'--{f.name}={default!r}':<38} {f.metadata.get('help', '')}")
-    if command != "train":
-        shared = [f.name for f in dataclasses.fields(cls) if f.metadata["shared"]]
-        read = (f"only {', '.join(shared)} {'is' if len(shared) == 1 else 'are'} read" if shared
-                else "no key is read")
-        lines += ["", f"From a training config's top level, {read}; put this command's keys in a [{command}] table."]
+    lines += ["", f"A TOML file's top-level keys apply to every command that has them; a [{command}] table to this one."]
     return "\n".join(lines)
 
 

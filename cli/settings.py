@@ -34,7 +34,7 @@ class TrainConfig:
     out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs")
     dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)")
     init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder")
-    overwrite: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
+    replace_run: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
     allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
     eval_interval: int = option(250, "evaluate train and val loss every this many steps")
     eval_iters: int = option(20, "batches averaged per evaluation")
@@ -121,7 +121,7 @@ class TrainConfig:
 class CheckpointChoice:
     """Which checkpoint of a training run."""
 
-    out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint", shared=True)
+    out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint")
     checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt (.safetensors too)")
 
 
@@ -129,8 +129,8 @@ class CheckpointChoice:
 class ModelChoice(CheckpointChoice):
     """The keys of a command that runs a trained model: which one, and where."""
 
-    init_from: str = option("", "use a Hugging Face model instead (gpt2, ..., gpt2-xl, or a GPT-2, Llama or Qwen3 folder)")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", shared=True)
+    hf_model: str = option("", "run a Hugging Face model instead of out_dir's checkpoint (gpt2, ..., gpt2-xl, or a GPT-2, Llama or Qwen3 folder)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass
@@ -145,7 +145,7 @@ class SampleConfig(ModelChoice):
     top_p: float = option(1.0, "sample only from the smallest set of tokens with this much probability")
     stop: list[str] = option([], "end a sample where this string appears (repeat the flag for several)", escapes=True)
     use_cache: bool = option(True, "reuse cached keys and values (false: recompute the context every step)")
-    seed: int = option(1337, "random seed; the same seed gives the same samples", shared=True)
+    seed: int = option(1337, "random seed; the same seed gives the same samples")
 
     def __post_init__(self) -> None:
         _require_positive(self, ("num_samples", "max_new_tokens"))
@@ -162,7 +162,7 @@ class SampleConfig(ModelChoice):
 class EvalConfig(ModelChoice):
     command: ClassVar[str] = "eval"
 
-    input: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)")
+    text_file: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)")
     batch_size: int = option(16, "windows of block_size tokens per forward pass")
     json: bool = option(False, "print the results as one JSON object")
     surprise: str = option("", "also write a per-token surprise page (HTML) to this file")
@@ -178,7 +178,7 @@ class AttentionConfig(ModelChoice):
 
     text: str = option("To be, or not to be, that is", "text to run the model over, or FILE:path", escapes=True)
     query_index: int | None = option(None, "token whose attention the bar chart shows (none: the last)")
-    to: str = option("attention", "folder the pictures and the page are written to")
+    pictures_dir: str = option("attention", "folder the pictures and the page are written to")
     html: bool = option(True, "also write explorer.html")
 
 
@@ -199,22 +199,22 @@ class ExportConfig(CheckpointChoice):
 class PrepareConfig:
     command: ClassVar[str] = "prepare"
     usage: ClassVar[str] = ("python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER "
-                            "[--vocab_size=N] --out_dir=data/NAME")
+                            "[--bpe_vocab_size=N] --dataset=NAME")
 
     input: list[str] = option([], "text, .jsonl, .parquet or .gz file, folder or glob (repeat the flag for several)")
     tokenizer: str = option("char", "char, gpt2 (GPT-2's BPE, through tiktoken), bpe (a BPE trained on the text) "
                                     "or a Hugging Face model folder (its own tokenizer, to fine-tune that model)")
-    vocab_size: int | None = option(None, "bpe: tokens in the vocabulary, <|endoftext|> included (none: 4096)")
-    out_dir: str = option("", "dataset folder to write, e.g. data/NAME")
+    bpe_vocab_size: int | None = option(None, "bpe: tokens in the vocabulary, <|endoftext|> included (none: 4096)")
+    dataset: str = option("", "the dataset to write: a folder under data/, or a path")
     val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when there is one")
     seed: int = option(1337, "seed of the choice of validation documents")
     text_field: str = option("text", "the JSONL field or Parquet column that holds the text")
     workers: int = option(0, "threads that encode (0: one per core)")
-    overwrite: bool = option(False, "replace a different dataset already in out_dir")
+    replace_dataset: bool = option(False, "replace a different dataset already in the folder")
 
     def __post_init__(self) -> None:
-        if not self.input or not self.out_dir:
-            raise UserError("give the text and the dataset folder: --input=PATH --out_dir=data/NAME")
+        if not self.input or not self.dataset:
+            raise UserError("give the text and the dataset: --input=PATH --dataset=NAME")
         _require_seed(self.seed)
         if self.workers < 0:
             raise UserError(f"workers={self.workers} must be 0 (one per core) or positive")
@@ -232,15 +232,15 @@ class BenchConfig:
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
     steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)")
     as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top")
-    to: str = option("recipe.png", "recipe: the picture of every run's loss curves")
-    runs: int = option(5, "first_token: how many times to start sample.py")
-    out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", shared=True)
-    device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps", shared=True)
+    plot: str = option("recipe.png", "recipe: the picture of every run's loss curves")
+    repeats: int = option(5, "first_token: how many times to start sample.py")
+    out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder")
+    device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps")
     corpus_mb: int = option(40, "prepare: MB of text (copies of the plays, one file each) to prepare")
-    vocab_size: int = option(4096, "prepare: vocabulary of the trained BPE tokenizer")
+    bpe_vocab_size: int | None = option(4096, "prepare: vocabulary of the trained BPE tokenizer")
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("runs", "corpus_mb"))
+        _require_positive(self, ("repeats", "corpus_mb"))
         if self.steps is not None and self.steps < 50:
             raise UserError(f"steps={self.steps} is too few to time; use 50 or more")
         if min(self.new_tokens + self.batch_sizes) <= 0:
@@ -250,10 +250,10 @@ class BenchConfig:
 @dataclass
 class CompareConfig:
     command: ClassVar[str] = "compare"
-    usage: ClassVar[str] = "python compare.py --runs=OUT_DIR --runs=OUT_DIR [...] [--to=compare.png]"
+    usage: ClassVar[str] = "python compare.py --runs=OUT_DIR --runs=OUT_DIR [...] [--plot=compare.png]"
 
     runs: list[str] = option([], "out_dir of a training run (repeat the flag for each run)")
-    to: str = option("compare.png", "the picture to write")
+    plot: str = option("compare.png", "the picture to write")
 
     def __post_init__(self) -> None:
         if not self.runs:

@@ -26,10 +26,10 @@ RANK_FILE = "tokenizer.tiktoken"  # tiktoken's format: one "base64(token bytes) 
 
 def check_vocab_size(vocab_size: int) -> None:
     if vocab_size < MIN_VOCAB_SIZE:
-        raise DataError(f"vocab_size={vocab_size} is too small: a byte-level BPE needs the 256 bytes and "
-                        f"{len(SPECIAL_TOKENS)} special token; use --vocab_size={MIN_VOCAB_SIZE} or more")
+        raise DataError(f"bpe_vocab_size={vocab_size} is too small: a byte-level BPE needs the 256 bytes and "
+                        f"{len(SPECIAL_TOKENS)} special token; use --bpe_vocab_size={MIN_VOCAB_SIZE} or more")
     if vocab_size > 2**32:
-        raise DataError(f"vocab_size={vocab_size} does not fit token ids of 32 bits; use a smaller --vocab_size")
+        raise DataError(f"bpe_vocab_size={vocab_size} does not fit token ids of 32 bits; use a smaller --bpe_vocab_size")
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
@@ -42,8 +42,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     trainer.train_from_iterator(iter(texts), n_merged, pattern=SPLIT_PATTERN)
     if trainer.vocab_size < n_merged:  # every pair left occurs once: no more merges to learn
         raise DataError(
-            f"vocab_size={vocab_size} is more than this text supports: its training split yields at most "
-            f"{trainer.vocab_size + len(SPECIAL_TOKENS)} tokens; use a smaller --vocab_size or more text"
+            f"bpe_vocab_size={vocab_size} is more than this text supports: its training split yields at most "
+            f"{trainer.vocab_size + len(SPECIAL_TOKENS)} tokens; use a smaller --bpe_vocab_size or more text"
         )
     ranks = dict(trainer.get_mergeable_ranks())
     special = {name: n_merged + i for i, name in enumerate(SPECIAL_TOKENS)}

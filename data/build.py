@@ -83,7 +83,7 @@ def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: floa
         vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
         check_vocab_size(vocab_size)
     elif vocab_size is not None:
-        raise DataError(f"vocab_size is for --tokenizer=bpe; the {tokenizer} tokenizer's vocabulary is fixed by it")
+        raise DataError(f"bpe_vocab_size is for --tokenizer=bpe; the {tokenizer} tokenizer's vocabulary is fixed by it")
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction={val_fraction} must be between 0 and 1")
     return {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed,
@@ -92,8 +92,8 @@ def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: floa
 
 def _refusal(out_dir: Path, old: dict) -> DataError:
     what = "another dataset" if old else "an incomplete dataset (no readable meta.json)"
-    return DataError(f"out_dir {out_dir} holds {what}; add --overwrite=true to replace it, "
-                     f"or choose another --out_dir")
+    return DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, "
+                     f"or choose another --dataset")
 
 
 def _same_dataset(out_dir: Path, old: dict, settings: dict, scan: CorpusScan) -> bool:

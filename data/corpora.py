@@ -77,5 +77,5 @@ def ensure_dataset(dataset: str) -> Path:
         return folder
     raise DataError(
         f"dataset folder {folder} not found (no meta.json); make it with "
-        f"python data/prepare.py --input=PATH --out_dir={folder}"
+        f"python data/prepare.py --input=PATH --dataset={folder}"
     )

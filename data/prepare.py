@@ -1,6 +1,6 @@
 """Turn text into a dataset folder: train.bin, val.bin, meta.json.
 
-    python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER [--vocab_size=N] --out_dir=data/NAME
+    python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER [--bpe_vocab_size=N] --dataset=NAME
 
 Each PATH is a text, .jsonl, .parquet or .gz file, a folder or a glob (data/sources.py);
 data/build.py does the work. The command lives here, where nanoGPT's users look for it.
@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from cli.errors import run_cli  # noqa: E402
 from cli.settings import PrepareConfig, read_config  # noqa: E402
 from data.build import prepare_dataset  # noqa: E402
+from data.dataset import dataset_dir  # noqa: E402
 
 
 def stop_on_sigterm() -> None:
@@ -28,22 +29,23 @@ def stop_on_sigterm() -> None:
 
 def main(argv: list[str]) -> None:
     cfg = read_config(PrepareConfig, argv)
+    folder = dataset_dir(cfg.dataset)
     try:
-        prepared = prepare_dataset(cfg.input, cfg.tokenizer, cfg.out_dir, vocab_size=cfg.vocab_size,
+        prepared = prepare_dataset(cfg.input, cfg.tokenizer, folder, vocab_size=cfg.bpe_vocab_size,
                                    val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,
-                                   workers=cfg.workers, overwrite=cfg.overwrite, progress=True)
+                                   workers=cfg.workers, overwrite=cfg.replace_dataset, progress=True)
     except KeyboardInterrupt:
-        print(f"interrupted: nothing half-written is left in {cfg.out_dir}", file=sys.stderr)
+        print(f"interrupted: nothing half-written is left in {folder}", file=sys.stderr)
         sys.exit(130)
     meta = prepared.meta
     if prepared.reused:
-        print(f"{cfg.out_dir} already holds this dataset (same inputs and settings); nothing to do")
+        print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")
         return
     documents = meta["train_documents"] + meta["val_documents"]
     held_out = (f"{meta['val_documents']:,} whole documents" if meta["split"] == "documents"
                 else f"the last {meta['val_fraction']:.0%} of the text")
     print(
-        f"{cfg.out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
+        f"{folder}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
         f"{documents:,} document{'s' * (documents != 1)} (validation: {held_out}), "
         f"vocabulary {meta['vocab_size']:,} ({cfg.tokenizer}), {meta['dtype']}"
     )

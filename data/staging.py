@@ -27,15 +27,15 @@ def existing_dataset(out_dir: Path) -> dict | None:
     ({} when it has none that reads). A file, or a folder holding anything but a dataset's
     files, is a DataError: prepare replaces datasets, nothing else."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"out_dir {out_dir} is a file, not a folder; choose another --out_dir")
+        raise DataError(f"dataset folder {out_dir} is a file, not a folder; choose another --dataset")
     if not out_dir.is_dir():
         return None
     names = {p.name for p in out_dir.iterdir()}
     foreign = sorted(names - DATASET_FILES)
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise DataError(f"out_dir {out_dir} holds files that are not a dataset's ({shown}); "
-                        f"choose another --out_dir (prepare only replaces a dataset folder)")
+        raise DataError(f"{out_dir} holds files that are not a dataset's ({shown}); "
+                        f"choose another --dataset (prepare only replaces a dataset folder)")
     if not names:
         return None
     try:
@@ -45,7 +45,7 @@ def existing_dataset(out_dir: Path) -> dict | None:
         return {}
 
 
-def make_staging_folder(out_dir: Path, flag: str = "out_dir", purpose: str = "prepare") -> Path:
+def make_staging_folder(out_dir: Path, flag: str = "dataset", purpose: str = "prepare") -> Path:
     """A new, empty folder beside out_dir for this process (`.NAME.PURPOSE-PID`), once the stale ones
     of dead processes are gone; a DataError naming `--flag` and the true cause if out_dir's parent
     cannot hold it."""

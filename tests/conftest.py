@@ -68,6 +68,6 @@ def trained_out(char_dataset, tmp_path_factory) -> Path:
 def attention_run(trained_out, tmp_path_factory) -> Path:
     """The folder one end-to-end run of attention.py wrote (its stdout saved as stdout.txt)."""
     folder = tmp_path_factory.mktemp("attention_run")
-    result = run_script("attention.py", f"--out_dir={trained_out}", f"--text={TEXT}", f"--to={folder}", "--device=cpu")
+    result = run_script("attention.py", f"--out_dir={trained_out}", f"--text={TEXT}", f"--pictures_dir={folder}", "--device=cpu")
     (folder / "stdout.txt").write_text(result.stdout)
     return folder

@@ -114,7 +114,7 @@ def test_query_index_resolution():
     (["--querry_index=3"], "did you mean 'query_index'"),
 ])
 def test_bad_input_is_a_one_line_error(trained_out, tmp_path, flags, message):
-    argv = [f"--out_dir={trained_out}", f"--text={TEXT}", f"--to={tmp_path / 'maps'}", "--device=cpu", *flags]
+    argv = [f"--out_dir={trained_out}", f"--text={TEXT}", f"--pictures_dir={tmp_path / 'maps'}", "--device=cpu", *flags]
     with pytest.raises(USER_ERRORS) as error:
         main(argv)
     assert message in str(error.value) and "\n" not in str(error.value)

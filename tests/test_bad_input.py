@@ -36,7 +36,7 @@ def test_prepare_rejects_bad_input_files(run_dir, content, fragment):
     if content is not None:
         source.write_bytes(content)
     before = snapshot(run_dir / "data")
-    result = run_command("data/prepare.py", f"--input={source}", f"--out_dir={run_dir / 'data'}")
+    result = run_command("data/prepare.py", f"--input={source}", f"--dataset={run_dir / 'data'}")
     assert_one_line_error(result, fragment)
     assert snapshot(run_dir / "data") == before
 

@@ -1,6 +1,7 @@
 """Config precedence (defaults < TOML files in order < flags) and its errors."""
 import dataclasses
 import re
+import typing
 
 import pytest
 
@@ -84,26 +85,40 @@ def test_sample_config_escapes_none_and_lists():
 TRAINING_RUN = 'out_dir = "out-x"\nn_layer = 2\ninit_from = "resume"\nbatch_size = 64\ndevice = "cpu"\nseed = 5\n'
 
 
-def test_a_training_config_gives_other_commands_only_the_keys_they_share(tmp_path):
-    """Each command reads out_dir, device (and sample.py the seed) from it, never training's
-    init_from or batch_size, which mean something else to them."""
+def test_a_training_config_gives_every_command_the_keys_it_has(tmp_path):
+    """A key means one thing in every command that has it, so each takes the top-level keys it has."""
     run = write(tmp_path / "run.toml", TRAINING_RUN)
     sample = parse_config(SampleConfig, [run])
-    assert (sample.out_dir, sample.device, sample.seed, sample.init_from) == ("out-x", "cpu", 5, "")
+    assert (sample.out_dir, sample.device, sample.seed, sample.hf_model) == ("out-x", "cpu", 5, "")
     attention = parse_config(AttentionConfig, [run])
-    assert (attention.out_dir, attention.device, attention.init_from) == ("out-x", "cpu", "")
+    assert (attention.out_dir, attention.device, attention.hf_model) == ("out-x", "cpu", "")
     evaluation = parse_config(EvalConfig, [run])
-    assert (evaluation.out_dir, evaluation.batch_size, evaluation.init_from) == ("out-x", EvalConfig().batch_size, "")
-    assert parse_config(SampleConfig, [run, "--init_from=gpt2"]).init_from == "gpt2"
-    assert parse_config(PrepareConfig, [run, "--input=a.txt", "--out_dir=data/a"]).out_dir == "data/a"
+    assert (evaluation.out_dir, evaluation.batch_size) == ("out-x", 64)  # sequences per batch in both
+    assert parse_config(SampleConfig, [run, "--hf_model=gpt2"]).hf_model == "gpt2"
+    assert parse_config(PrepareConfig, [run, "--input=a.txt", "--dataset=a"]).dataset == "a"
+
+
+def test_keys_of_several_commands_have_one_type_and_the_deleting_keys_one_command():
+    """No TOML written for one command can make another delete something: each key that
+    replaces files belongs to one command, and a key in several commands has one type."""
+    hints = {name: typing.get_type_hints(cls) for name, cls in COMMANDS.items()}
+    owners = {}
+    for command, fields in hints.items():
+        for key, hint in fields.items():
+            owners.setdefault(key, {})[command] = hint
+    for key, by_command in owners.items():
+        assert len(set(map(str, by_command.values()))) == 1, (key, by_command)
+    replacing = {key: sorted(by_command) for key, by_command in owners.items() if key.startswith("replace_")}
+    assert replacing == {"replace_run": ["train"], "replace_dataset": ["prepare"], "replace_export": ["export"]}
+    assert "overwrite" not in owners and "to" not in owners
 
 
 def test_each_command_reads_its_own_table(tmp_path):
-    run = write(tmp_path / "run.toml", TRAINING_RUN + '[sample]\ninit_from = "gpt2"\nseed = 9\n'
+    run = write(tmp_path / "run.toml", TRAINING_RUN + '[sample]\nhf_model = "gpt2"\nseed = 9\n'
                 '[eval]\nbatch_size = 4\n[attention]\ntext = "hi"\n')
     assert parse_config(TrainConfig, [run]).batch_size == 64  # train.py leaves the tables to their commands
     sample = parse_config(SampleConfig, [run])
-    assert (sample.init_from, sample.seed, sample.out_dir) == ("gpt2", 9, "out-x")  # the table wins over the top
+    assert (sample.hf_model, sample.seed, sample.out_dir) == ("gpt2", 9, "out-x")  # the table wins over the top
     assert parse_config(EvalConfig, [run]).batch_size == 4
     assert parse_config(AttentionConfig, [run]).text == "hi"
     typo = write(tmp_path / "typo.toml", "[sample]\ntemprature = 0.5\n")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
 def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     data_dir, out_dir = tmp_path / "data" / "tiny", tmp_path / "out"
-    prep = run_script("data/prepare.py", f"--input={corpus_file}", "--tokenizer=char", f"--out_dir={data_dir}")
+    prep = run_script("data/prepare.py", f"--input={corpus_file}", "--tokenizer=char", f"--dataset={data_dir}")
     assert "train and" in prep.stdout and (data_dir / "train.bin").is_file()
 
     train = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={data_dir}", f"--out_dir={out_dir}")
@@ -110,8 +110,8 @@ def test_prepare_a_folder_with_a_trained_bpe_then_train_and_sample(tmp_path, cor
     (corpus / "verses.jsonl").write_text("".join(json.dumps({"text": "\n".join(stanzas[i : i + 6])}) + "\n"
                                                  for i in range(0, 600, 6)))
     data_dir, out_dir = tmp_path / "data" / "bpe", tmp_path / "out"
-    prep = run_script("data/prepare.py", f"--input={corpus}", "--tokenizer=bpe", "--vocab_size=320",
-                      f"--out_dir={data_dir}")
+    prep = run_script("data/prepare.py", f"--input={corpus}", "--tokenizer=bpe", "--bpe_vocab_size=320",
+                      f"--dataset={data_dir}")
     assert "vocabulary 320 (bpe)" in prep.stdout and (data_dir / "tokenizer.tiktoken").is_file()
     run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={data_dir}", f"--out_dir={out_dir}")
     checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)

@@ -95,7 +95,7 @@ def test_surprise_page_holds_the_forward_pass_losses(trained, tmp_path):
     text = "Shall I compare thee to a summer's day?\nThou art more lovely"
     (tmp_path / "in.txt").write_text(text)
     page = tmp_path / "surprise.html"
-    run_script("eval.py", f"--out_dir={trained}", f"--input={tmp_path / 'in.txt'}", f"--surprise={page}")
+    run_script("eval.py", f"--out_dir={trained}", f"--text_file={tmp_path / 'in.txt'}", f"--surprise={page}")
     data = json.loads(re.search(r"const data = (.*?);\n", page.read_text()).group(1).replace("<\\/", "</"))
     checkpoint = torch.load(trained / "ckpt.pt", weights_only=True)
     model = GPT(GPTConfig(**checkpoint["model_args"]))
@@ -114,7 +114,7 @@ def test_surprise_page_holds_the_forward_pass_losses(trained, tmp_path):
 @pytest.mark.parametrize("content, fragment", [(b"", "is empty"), (b"ok \xff\xfe", "not UTF-8 (invalid byte at offset 3)")])
 def test_bad_eval_input_is_a_one_line_error(trained, tmp_path, content, fragment):
     (tmp_path / "bad.txt").write_bytes(content)
-    assert_one_line_error(run_command("eval.py", f"--out_dir={trained}", f"--input={tmp_path / 'bad.txt'}"), fragment)
+    assert_one_line_error(run_command("eval.py", f"--out_dir={trained}", f"--text_file={tmp_path / 'bad.txt'}"), fragment)
 
 
 @pytest.mark.slow

@@ -164,7 +164,7 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
     hf = byte_level_bpe_folder(folder, corpus_text)
     (tmp_path / "notes.txt").write_text(corpus_text, encoding="utf-8")
     run_script("data/prepare.py", f"--input={tmp_path / 'notes.txt'}", f"--tokenizer={folder}",
-               f"--out_dir={tmp_path / 'data'}", env=OFFLINE)
+               f"--dataset={tmp_path / 'data'}", env=OFFLINE)
     tokenizer = tokenizer_from_hf_folder(folder)
     run_script("train.py", f"--init_from={folder}", f"--dataset={tmp_path / 'data'}", f"--out_dir={tmp_path / 'out'}",
                "--block_size=32", "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=1",
@@ -177,6 +177,6 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
     assert not torch.equal(checkpoint["model"]["lm_head.weight"], hf.lm_head.weight)  # it trained
     sample = run_script("sample.py", f"--out_dir={tmp_path / 'out'}", "--prompt=Shall I", "--max_new_tokens=8")
     assert sample.stdout.startswith("Shall I")
-    attention.main([f"--init_from={folder}", "--text=Shall I compare thee", f"--to={tmp_path / 'maps'}",
+    attention.main([f"--hf_model={folder}", "--text=Shall I compare thee", f"--pictures_dir={tmp_path / 'maps'}",
                     "--device=cpu"])
     assert {p.name for p in (tmp_path / "maps").iterdir()} >= {"heatmaps.png", "explorer.html"}

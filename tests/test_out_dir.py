@@ -88,10 +88,10 @@ def test_fresh_start_over_a_checkpoint_needs_overwrite_which_removes_only_the_ru
     for name in ("ckpt.pt", "best.pt", "log.jsonl", "loss.png", "notes.txt", ".ckpt.pt.4242.tmp", ".other.tmp"):
         (out / name).write_text(name)
     before = snapshot(tmp_path)
-    with pytest.raises(UserError, match="holds an earlier run .*--init_from=resume.*new --out_dir.*--overwrite=true"):
+    with pytest.raises(UserError, match="holds an earlier run .*--init_from=resume.*new --out_dir.*--replace_run=true"):
         claim_out_dir(train_config(out))
     assert snapshot(tmp_path) == before  # not even a lock file
-    claimed = claim_out_dir(train_config(out, overwrite=True))
+    claimed = claim_out_dir(train_config(out, replace_run=True))
     assert snapshot(tmp_path).keys() == before.keys() | {"out/.lock"}  # nothing removed before the run is built
     claimed.begin(replace_earlier_run=True)
     claimed.release()
@@ -182,10 +182,10 @@ def test_a_fresh_start_never_buries_an_earlier_run(earlier_run):
     out = earlier_run / "out"
     before = snapshot(earlier_run)
     assert_one_line_error(train(earlier_run / "data", out), f"out_dir {out} holds an earlier run",
-                          "--init_from=resume", "--overwrite=true")
+                          "--init_from=resume", "--replace_run=true")
     assert snapshot(earlier_run) == before
     # overwritten, then stopped by a diverging loss: the message knows no checkpoint is left
-    result = train(earlier_run / "data", out, "--overwrite=true", "--learning_rate=100", "--decay_lr=false",
+    result = train(earlier_run / "data", out, "--replace_run=true", "--learning_rate=100", "--decay_lr=false",
                    "--weight_decay=1")
     assert_one_line_error(result, "training stopped, no checkpoint was written yet")
     assert not (out / "ckpt.pt").exists() and not (out / "best.pt").exists()
@@ -197,7 +197,7 @@ def test_a_fresh_start_never_buries_an_earlier_run(earlier_run):
      "out_dir {root}/out/ckpt.pt is a file, not a folder; choose another --out_dir"),
     (["eval.py", "--out_dir={root}/no-run", "--surprise={root}/out"],
      "surprise {root}/out is a folder, not a file; choose another --surprise"),
-    (["attention.py", "--out_dir={root}/no-run", "--to={root}/out/log.jsonl/pictures"],
+    (["attention.py", "--out_dir={root}/no-run", "--pictures_dir={root}/out/log.jsonl/pictures"],
      "to {root}/out/log.jsonl/pictures cannot be created: {root}/out/log.jsonl is a file, not a folder"),
 ])
 def test_output_paths_are_checked_before_any_work(earlier_run, command, message):

@@ -47,7 +47,7 @@ def test_a_killed_prepare_leaves_the_old_dataset_or_the_new_one(corpora, tmp_pat
     root, expected = corpora
     target = tmp_path / "data" / "plays"
     prepare_dataset([root / "old.txt"], "char", target)
-    flags = [f"--input={root / 'new'}", "--tokenizer=bpe", "--vocab_size=300", f"--out_dir={target}", "--overwrite=true"]
+    flags = [f"--input={root / 'new'}", "--tokenizer=bpe", "--bpe_vocab_size=300", f"--dataset={target}", "--replace_dataset=true"]
     result = run_script("tests/prepare_with_fault.py", moment, signal_name, *flags, check=False)
     assert f"fault injected: {moment}" in result.stderr
     held = whole_dataset(target)

@@ -16,6 +16,6 @@ def test_peak_memory_does_not_grow_with_the_corpus(tmp_path):
     for mb in (4, 16):
         source = tmp_path / f"{mb}.txt"
         source.write_text(line * (mb * 2**20 // len(line)))
-        peaks[mb], _ = peak_rss_of_prepare([f"--input={source}", "--tokenizer=gpt2", f"--out_dir={tmp_path / str(mb)}"])
+        peaks[mb], _ = peak_rss_of_prepare([f"--input={source}", "--tokenizer=gpt2", f"--dataset={tmp_path / str(mb)}"])
     assert peaks[16] - peaks[4] < 40, peaks
     assert peaks[4] < 1000, peaks

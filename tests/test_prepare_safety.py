@@ -38,7 +38,7 @@ GOOD = b"Some good text, enough of it to split.\n" * 30
 GOOD_INPUT = {"g.txt": GOOD}
 
 # case: (files written to {in}, flags, fragments of the error line); --out_dir is {ws}/data/old unless given,
-# and --overwrite=true is added but where the refusal to overwrite is the case: the old dataset survives anyway
+# and --replace_dataset=true is added but where the refusal to overwrite is the case: the old dataset survives anyway
 BAD_INPUTS = {
     "missing path": ({}, ["--input={in}/nope.txt"], ["nope.txt not found"]),
     "empty folder": ({}, ["--input={in}"], ["holds no file"]),
@@ -55,17 +55,17 @@ BAD_INPUTS = {
     "not Parquet": ({"p.parquet": GOOD}, ["--input={in}"], ["p.parquet is not a readable Parquet file"]),
     "damaged gzip": ({"t.txt.gz": gzip.compress(GOOD)[:-30]}, ["--input={in}"], ["t.txt.gz cannot be read"]),
     "empty corpus": ({"e.txt": b"  \n", "f.txt": b""}, ["--input={in}"], ["is empty"]),
-    "vocab_size under 257": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--vocab_size=256"],
-                             ["vocab_size=256 is too small", "--vocab_size=257"]),
-    "vocab_size over the text": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--vocab_size=5000"],
-                                 ["vocab_size=5000 is more than this text supports"]),
-    "vocab_size for char": (GOOD_INPUT, ["--input={in}", "--vocab_size=300"], ["vocab_size is for --tokenizer=bpe"]),
+    "vocab_size under 257": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--bpe_vocab_size=256"],
+                             ["bpe_vocab_size=256 is too small", "--bpe_vocab_size=257"]),
+    "vocab_size over the text": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--bpe_vocab_size=5000"],
+                                 ["bpe_vocab_size=5000 is more than this text supports"]),
+    "vocab_size for char": (GOOD_INPUT, ["--input={in}", "--bpe_vocab_size=300"], ["bpe_vocab_size is for --tokenizer=bpe"]),
     "val_fraction of 1": (GOOD_INPUT, ["--input={in}", "--val_fraction=1"], ["val_fraction=1.0 must be between 0 and 1"]),
-    "another dataset there": (GOOD_INPUT, ["--input={in}"], ["holds another dataset; add --overwrite=true"]),
-    "out_dir is a file": (GOOD_INPUT, ["--input={in}", "--out_dir={ws}/old.txt"], ["old.txt is a file, not a folder"]),
-    "out_dir inside a file": (GOOD_INPUT, ["--input={in}", "--out_dir={ws}/old.txt/data"],
+    "another dataset there": (GOOD_INPUT, ["--input={in}"], ["holds another dataset; add --replace_dataset=true"]),
+    "dataset is a file": (GOOD_INPUT, ["--input={in}", "--dataset={ws}/old.txt"], ["old.txt is a file, not a folder"]),
+    "dataset inside a file": (GOOD_INPUT, ["--input={in}", "--dataset={ws}/old.txt/data"],
                               ["old.txt is a file, not a folder"]),
-    "out_dir holds other files": (GOOD_INPUT, ["--input={in}", "--out_dir={in}"],
+    "dataset folder holds other files": (GOOD_INPUT, ["--input={in}", "--dataset={in}"],
                                   ["holds files that are not a dataset's (g.txt)"]),
 }
 
@@ -76,10 +76,10 @@ def test_bad_input_is_one_line_and_changes_nothing(workspace, case):
     for name, content in files.items():
         content(workspace / "in" / name) if callable(content) else (workspace / "in" / name).write_bytes(content)
     args = [flag.format(**{"in": workspace / "in", "ws": workspace}) for flag in flags]
-    if not any(a.startswith("--out_dir") for a in args):
-        args.append(f"--out_dir={workspace / 'data' / 'old'}")
+    if not any(a.startswith("--dataset") for a in args):
+        args.append(f"--dataset={workspace / 'data' / 'old'}")
     if case != "another dataset there":
-        args.append("--overwrite=true")
+        args.append("--replace_dataset=true")
     before = snapshot(workspace)
     assert_one_line_error(run_main(main, *args), *fragments)
     assert snapshot(workspace) == before  # nothing written, nothing left behind
@@ -116,8 +116,8 @@ def test_staging_folders_of_dead_processes_are_removed(workspace):
 def test_the_command_says_one_line_for_bad_input_and_so_for_a_rerun(workspace):
     (workspace / "in" / "d.jsonl").write_text('{"text": "a"}\n{oops')
     before = snapshot(workspace)
-    bad = run_script("data/prepare.py", f"--input={workspace / 'in'}", f"--out_dir={workspace / 'new'}", check=False)
+    bad = run_script("data/prepare.py", f"--input={workspace / 'in'}", f"--dataset={workspace / 'new'}", check=False)
     assert_one_line_error(bad, "d.jsonl line 2 is not JSON")
     assert snapshot(workspace) == before
-    rerun = run_script("data/prepare.py", f"--input={workspace / 'old.txt'}", f"--out_dir={workspace / 'data' / 'old'}")
+    rerun = run_script("data/prepare.py", f"--input={workspace / 'old.txt'}", f"--dataset={workspace / 'data' / 'old'}")
     assert "already holds this dataset" in rerun.stdout

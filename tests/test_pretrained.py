@@ -89,12 +89,12 @@ def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path, hub):
         env.pop("HF_HUB_OFFLINE", None)
         env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_local_port()}"
     start = time.perf_counter()
-    result = run_script("sample.py", "--init_from=gpt2", check=False, env=env)
+    result = run_script("sample.py", "--hf_model=gpt2", check=False, env=env)
     assert time.perf_counter() - start < 20
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "from_pretrained('gpt2')" in lines[0] and "init_from=/path/to/gpt2-hf" in lines[0]
+    assert "from_pretrained('gpt2')" in lines[0] and "/path/to/gpt2-hf" in lines[0]
 
 
 @pytest.mark.slow

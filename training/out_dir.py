@@ -42,7 +42,7 @@ class OutDir:
 
     def begin(self, replace_earlier_run: bool) -> None:
         """The run is set up and about to write: remove what killed runs left half-written and,
-        for --overwrite=true, the earlier run's files."""
+        for --replace_run=true, the earlier run's files."""
         for name in RUN_FILES:
             for stale in self.folder.glob(f".{name}.*.tmp"):  # .ckpt.pt.PID.tmp: under the lock, no live run's
                 stale.unlink(missing_ok=True)
@@ -50,7 +50,7 @@ class OutDir:
         for name in removed:
             (self.folder / name).unlink()
         if removed:
-            print(f"overwrite: removed the earlier run's {', '.join(removed)} from {self.folder}")
+            print(f"replace_run: removed the earlier run's {', '.join(removed)} from {self.folder}")
 
     def abandon(self) -> None:
         """The run failed before it began: leave out_dir as it was found (no new folder, the same .lock)."""
@@ -142,12 +142,12 @@ def lock_holder(fd: int, wait_s: float = 1.0) -> str:
 
 
 def check_start(folder: Path, cfg: TrainConfig) -> None:
-    """Resume needs a checkpoint; a fresh start must not bury one (unless --overwrite=true)."""
+    """Resume needs a checkpoint; a fresh start must not bury one (unless --replace_run=true)."""
     latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors
     has_checkpoint = latest.is_file()
     if cfg.init_from == "resume" and not has_checkpoint:
         raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
-    if cfg.init_from != "resume" and has_checkpoint and not cfg.overwrite:
+    if cfg.init_from != "resume" and has_checkpoint and not cfg.replace_run:
         raise UserError(f"out_dir {folder} holds an earlier run ({latest.name}); continue it with --init_from=resume, "
-                        f"start this one in a new --out_dir, or replace it with --overwrite=true")
+                        f"start this one in a new --out_dir, or replace it with --replace_run=true")
