@@ -12,7 +12,6 @@ import torch
 from data.hf_tokenizer import tokenizer_from_hf_folder
 from data.tokenizer import GPT2Tokenizer, Tokenizer, start_tokens, tokenizer_from_description
 from model import GPT, GPTConfig
-from model.hf import from_gpt2_names
 from model.pretrained import HUB_NAMES
 
 from .errors import UserError
@@ -53,14 +52,11 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
 
 def model_from_checkpoint(checkpoint: dict, path: Path) -> GPT:
     """Rebuild the GPT a checkpoint describes and load its weights."""
-    weights = checkpoint["model"]
-    if any(".attn.c_attn." in name for name in weights):  # written before q, k and v were separate matrices
-        weights = from_gpt2_names(weights, conv1d=False)
     try:
         model = GPT(GPTConfig(**checkpoint["model_args"]))
-        model.load_state_dict(weights)
+        model.load_state_dict(checkpoint["model"])
     except (RuntimeError, TypeError, ValueError) as e:
-        detail = str(e).strip().splitlines()[0][:150]
+        detail = " ".join(line.strip() for line in str(e).splitlines()[:3])[:200]  # torch's reason is on line 2
         raise UserError(f"checkpoint {path} does not match the model it describes ({detail}); use another one") from None
     return model
 

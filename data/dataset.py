@@ -9,7 +9,6 @@ what a checkpoint records of the data it was trained on.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,28 +48,27 @@ def open_dataset(folder: Path) -> Dataset:
                 raise ValueError(f"{path.name} does not hold the {meta[f'{name}_tokens']} tokens meta.json lists")
             splits[name] = np.memmap(path, dtype=dtype, mode="r")
         vocab_size = int(meta["vocab_size"])
+        if "fingerprint" not in meta:
+            raise ValueError("meta.json has no fingerprint of its token files: an earlier format")
+        fingerprint = meta["fingerprint"]
     except FileNotFoundError:
         raise DataError(f"{folder}/meta.json not found; make the dataset with python data/prepare.py") from None
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"dataset {folder} is inconsistent ({e}); re-run python data/prepare.py for it") from None
-    # a dataset prepared before meta.json held its fingerprint is hashed in the same pass
-    digest = None if "fingerprint" in meta else hashlib.sha256()
     for name, tokens in splits.items():
-        scan_token_file(folder / f"{name}.bin", tokens, vocab_size, digest)
-    return Dataset(folder, meta, splits["train"], splits["val"], meta.get("fingerprint") or digest.hexdigest())
+        scan_token_file(folder / f"{name}.bin", tokens, vocab_size)
+    return Dataset(folder, meta, splits["train"], splits["val"], fingerprint)
 
 
-def scan_token_file(path: Path, tokens: np.ndarray, vocab_size: int, digest=None) -> None:
+def scan_token_file(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
     """One pass over a split in bounded chunks: refuse ids the model has no embedding for (a bin from
-    another dataset, a damaged file), and feed the bytes to `digest` (a hashlib object) when one is given."""
+    another dataset, a damaged file)."""
     for start in range(0, len(tokens), CHUNK_TOKENS):
         chunk = tokens[start : start + CHUNK_TOKENS]
         top = int(chunk.max())
         if top >= vocab_size:
             raise DataError(f"{path} holds token id {top}, outside the vocabulary of {vocab_size} in meta.json; "
                             f"re-run python data/prepare.py for it")
-        if digest is not None:
-            digest.update(chunk.tobytes())
 
 
 def dataset_identity(dataset: Dataset) -> dict:

@@ -37,13 +37,12 @@ def rename(name: str, model_type: str, to_ours: bool) -> str:
     return name
 
 
-def from_gpt2_names(state: dict[str, torch.Tensor], conv1d: bool) -> dict[str, torch.Tensor]:
-    """A state dict with GPT-2's names (Hugging Face's, or this project's before q, k and v were
-    separate matrices) in this model's names: c_attn split into q_proj, k_proj and v_proj, and
-    Conv1D weights (in, out) turned into nn.Linear's (out, in) when `conv1d`."""
+def from_gpt2_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Hugging Face GPT-2 state dict in this model's names: c_attn split into q_proj, k_proj and
+    v_proj, and Conv1D weights (in, out) turned into nn.Linear's (out, in)."""
     ours = {}
     for name, tensor in state.items():
-        if conv1d and name.endswith(CONV1D_SUFFIXES):
+        if name.endswith(CONV1D_SUFFIXES):
             tensor = tensor.t()
         if ".attn.c_attn." in name:  # (3C, ...): the query, key and value rows stacked
             for part, chunk in zip(QKV, tensor.chunk(3, dim=0)):
@@ -56,7 +55,7 @@ def from_gpt2_names(state: dict[str, torch.Tensor], conv1d: bool) -> dict[str, t
 def gpt_state_from_hf(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
     """A Hugging Face model's state dict in this project's names and layouts."""
     if model_type == "gpt2":
-        return from_gpt2_names(state, conv1d=True)
+        return from_gpt2_names(state)
     return {rename(name, model_type, to_ours=True): tensor for name, tensor in state.items()}
 
 

@@ -19,17 +19,17 @@ from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_c
 from training.init_from import check_resume_data
 
 
-def test_fingerprint_is_the_sha256_of_train_then_val_bins(char_dataset, tmp_path, monkeypatch):
-    """As meta.json records it, and as open_dataset computes it for a dataset prepared before meta.json held it."""
-    monkeypatch.setattr(data.dataset, "CHUNK_TOKENS", 1000)  # many chunks: the stream must cover every byte
+def test_fingerprint_is_the_sha256_of_train_then_val_bins(char_dataset, tmp_path):
+    """As meta.json records it; a dataset without one is of an earlier format, to prepare again."""
     expected = hashlib.sha256((char_dataset / "train.bin").read_bytes() + (char_dataset / "val.bin").read_bytes())
+    meta = json.loads((char_dataset / "meta.json").read_text())
+    assert dataset_identity(open_dataset(char_dataset)) == {"fingerprint": expected.hexdigest(),
+                                                            "tokenizer": meta["tokenizer"]}
     older = shutil.copytree(char_dataset, tmp_path / "older")
-    meta = json.loads((older / "meta.json").read_text())
     del meta["fingerprint"]
     (older / "meta.json").write_text(json.dumps(meta))
-    for folder in (char_dataset, older):
-        identity = dataset_identity(open_dataset(folder))
-        assert identity == {"fingerprint": expected.hexdigest(), "tokenizer": meta["tokenizer"]}
+    with pytest.raises(DataError, match="no fingerprint of its token files: an earlier format.*re-run python data/prepare"):
+        open_dataset(older)
 
 
 def test_token_ids_outside_the_vocabulary_are_refused_naming_the_file(tmp_path, corpus_text, monkeypatch):
@@ -50,8 +50,8 @@ CHARS = {"kind": "char", "chars": "\n abc"}
 SAVED = {"folder": "plays", "fingerprint": "f" * 64, "tokenizer": CHARS}
 
 
-def checkpoint(dataset: dict | None = SAVED) -> dict:
-    return {"tokenizer": CHARS, **({} if dataset is None else {"dataset": dataset})}
+def checkpoint() -> dict:
+    return {"tokenizer": CHARS, "dataset": SAVED}
 
 
 @pytest.mark.parametrize("allow_new_data", [False, True])
@@ -75,12 +75,6 @@ def test_new_token_files_are_refused_unless_allow_new_data(capsys):
     assert check_resume_data(checkpoint(), identity, TrainConfig(dataset="plays", allow_new_data=True)) is True
     assert "fine-tuning on new data (plays)" in capsys.readouterr().out
     assert check_resume_data(checkpoint(), {**identity, "fingerprint": "f" * 64}, TrainConfig(dataset="plays")) is False
-
-
-def test_a_checkpoint_without_a_dataset_record_resumes_and_says_so(capsys):
-    identity = {"fingerprint": "0" * 64, "tokenizer": CHARS}
-    assert check_resume_data(checkpoint(None), identity, TrainConfig()) is False
-    assert "the data could not be checked" in capsys.readouterr().out
 
 
 # ---- the commands, as subprocesses ----
@@ -138,14 +132,15 @@ def test_resume_on_a_dataset_with_another_vocabulary_is_refused_without_a_word_a
 
 
 @pytest.mark.slow
-def test_a_checkpoint_from_before_dataset_records_resumes_exactly_and_says_the_data_was_not_checked(run_dir):
+def test_a_checkpoint_without_a_dataset_record_is_refused_naming_how_to_make_one(run_dir):
     state = torch.load(run_dir / "out" / "ckpt.pt", weights_only=True)
     del state["dataset"]
     torch.save(state, run_dir / "out" / "ckpt.pt")
-    result = train(run_dir, check=True)
-    assert "the data could not be checked" in result.stdout
-    state = torch.load(run_dir / "out" / "ckpt.pt", weights_only=True)
-    assert state["loader"] == {"epoch": 0, "cursor": 40 * 8} and "fingerprint" in state["dataset"]
+    before = snapshot(run_dir)
+    assert_one_line_error(run_command("train.py", *TINY_TRAIN_FLAGS, "--sample_tokens=0", f"--dataset={run_dir / 'data'}",
+                                      f"--out_dir={run_dir / 'out'}", "--init_from=resume"),
+                          "is not a checkpoint of this project (no dataset); use one written by train.py")
+    assert snapshot(run_dir) == before
 
 
 @pytest.mark.slow
@@ -155,5 +150,5 @@ def test_eval_refuses_to_score_a_dataset_tokenized_another_way(run_dir, corpus_t
     before = snapshot(run_dir)
     assert_one_line_error(run_command("eval.py", f"--out_dir={run_dir / 'out'}"),
                           f"dataset {run_dir / 'data'} was prepared with another tokenizer than this checkpoint's "
-                          f"(gpt2 instead of char (36 characters)); evaluate a text with --input=FILE")
+                          f"(gpt2 instead of char (36 characters)); evaluate a text with --text_file=FILE")
     assert snapshot(run_dir) == before

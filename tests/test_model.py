@@ -1,6 +1,7 @@
 """The network as a whole: GPT-2's parameter count, the loss, learning."""
 import math
 
+import pytest
 import torch
 
 from model import GPT, GPTConfig
@@ -56,26 +57,15 @@ def test_two_layer_model_overfits_one_batch():
     assert loss.item() < 0.1, f"loss {loss.item():.3f} after {step + 1} steps"
 
 
-def test_a_checkpoint_from_before_the_modern_shape_still_loads():
-    """Earlier checkpoints: one fused c_attn, ln_1/ln_2/ln_f, c_fc/c_proj, and model_args without
-    the newer options. They load as the GPT-2 shape and compute the same logits."""
+def test_a_checkpoint_of_an_earlier_format_is_refused_in_one_line():
+    """One format: a state dict with one fused c_attn (an earlier layout) is refused, naming the mismatch."""
+    from cli.errors import UserError
     from cli.loading import model_from_checkpoint
 
-    torch.manual_seed(0)
-    args = dict(block_size=16, vocab_size=30, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
-    model = GPT(GPTConfig(**args)).eval()
-    renames = {"norm_1.": "ln_1.", "norm_2.": "ln_2.", "norm_f.": "ln_f.", "attn.o_proj.": "attn.c_proj.",
-               "mlp.up_proj.": "mlp.c_fc.", "mlp.down_proj.": "mlp.c_proj."}
-    old = {}
-    for name, tensor in model.state_dict().items():
-        if ".attn.q_proj." in name:  # the three projections were one matrix, rows stacked q, k, v
-            parts = [model.state_dict()[name.replace("q_proj", p)] for p in ("q_proj", "k_proj", "v_proj")]
-            old[name.replace("q_proj", "c_attn")] = torch.cat(parts)
-        elif ".attn.k_proj." not in name and ".attn.v_proj." not in name:
-            for new, before in renames.items():
-                name = name.replace(new, before)
-            old[name] = tensor
-    loaded = model_from_checkpoint({"model": old, "model_args": args}, "old.pt").eval()
-    idx = torch.randint(0, 30, (2, 16))
-    assert loaded.config.pos_emb == "learned" and loaded.config.tie_embeddings
-    assert torch.equal(loaded(idx)[0], model(idx)[0])
+    args = dict(block_size=16, vocab_size=30, n_layer=1, n_head=2, n_embd=32)
+    state = GPT(GPTConfig(**args)).state_dict()
+    fused = {k.replace("q_proj", "c_attn"): v for k, v in state.items() if ".k_proj." not in k and ".v_proj." not in k}
+    assert model_from_checkpoint({"model": state, "model_args": args}, "now.pt").config.n_layer == 1
+    with pytest.raises(UserError, match=r"^checkpoint old.pt does not match the model it describes \(.*c_attn.*\); "
+                                        r"use another one$"):
+        model_from_checkpoint({"model": fused, "model_args": args}, "old.pt")

@@ -46,7 +46,7 @@ class Progress:
 
 
 RESUME_KEYS = MODEL_KEYS + ("optimizer", "scaler", "config", "iter_num", "best_val_loss", "tokens_seen", "elapsed_s",
-                            "rng", "loader")
+                            "rng", "loader", "dataset")
 
 
 def checkpoint_path(out_dir: Path, stem: str, checkpoint_format: str) -> Path:

@@ -31,18 +31,14 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
     """Refuse to resume on data the checkpoint was not trained on, unless allow_new_data makes
     that fine-tuning. Returns whether the data is new (its walk then starts afresh).
 
-    identity is the dataset's (data.dataset.dataset_identity); every checkpoint holds its
-    tokenizer, newer ones also the fingerprint of the token files under "dataset"."""
+    identity is the dataset's (data.dataset.dataset_identity); the checkpoint holds its tokenizer
+    and, under "dataset", the fingerprint of the token files it was trained on."""
     if identity["tokenizer"] != checkpoint["tokenizer"]:
         raise UserError(
             f"cannot resume on dataset {cfg.dataset}: it was prepared with another tokenizer than this checkpoint's "
             f"({tokenizer_change(checkpoint['tokenizer'], identity['tokenizer'])}), and no setting lets this model "
             f"read it; train on it from scratch in a new --out_dir")
-    saved = checkpoint.get("dataset")
-    if saved is None:
-        print("resume: this checkpoint does not record the token files it was trained on, so the data could not be "
-              "checked" + ("; allow_new_data: treating it as new data" if cfg.allow_new_data else ""))
-        return cfg.allow_new_data
+    saved = checkpoint["dataset"]
     if saved["fingerprint"] == identity["fingerprint"]:
         return False
     if not cfg.allow_new_data:
@@ -58,7 +54,7 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
 
 def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfig) -> None:
     """Refuse a resume that would change the model's shape; report harmless changes."""
-    saved = GPTConfig(**checkpoint["model_args"]).to_dict()  # an older checkpoint's missing keys: GPT-2's
+    saved = GPTConfig(**checkpoint["model_args"]).to_dict()
     for key in SHAPE_KEYS:
         if saved[key] != getattr(wanted, key):
             source = f" (the vocabulary of dataset {cfg.dataset})" if key == "vocab_size" and cfg.vocab_size is None else ""
