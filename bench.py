@@ -54,6 +54,7 @@ from data.loader import BatchLoader
 from data.tokenizer import load_gpt2_encoding
 from eval import validation_split
 from model import GPT, GPTConfig
+from model.config import GPT2_SHAPE
 from model.fast_decoding import MIN_WEIGHT_NUMEL, for_cpu_decoding
 from model.params import training_flops_per_token
 from model.scoring import score_tokens, summarize
@@ -65,7 +66,7 @@ from viz.loss_plot import compare_runs
 
 GENERATION_SIZE = dict(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
 GENERATION_MODELS = {  # the GPT-2 shape, and the modern one as train.py's defaults build it
-    "GPT-2 shape (learned positions)": GPTConfig(**GENERATION_SIZE),
+    "GPT-2 shape (learned positions)": GPTConfig(**{**GPT2_SHAPE, **GENERATION_SIZE}),
     "modern shape (RoPE, rolling cache)": GPTConfig(**GENERATION_SIZE, pos_emb="rope", norm="rmsnorm", qk_norm=True,
                                                     mlp="swiglu", tie_embeddings=False),
 }

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
+from model.config import ModelOptions
+
 from .errors import UserError
 from .parsing import exit_with_help_if_asked, option, parse_config
 
@@ -27,7 +29,7 @@ def _require_seed(seed: int) -> None:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ModelOptions):
     command: ClassVar[str] = "train"
 
     # I/O
@@ -43,23 +45,8 @@ class TrainConfig:
     checkpoint_format: str = option("pt", "pt (torch.save: ckpt.pt, best.pt) or safetensors (no pickle: ckpt.safetensors, best.safetensors)",
                                     choices=("pt", "safetensors"))
     sample_tokens: int = option(300, "length of the sample printed when training ends (0: none)")
-    # model: the modern recipe by default; configs/classic.toml is the GPT-2 one
-    n_layer: int = option(4, "number of transformer blocks")
-    n_head: int = option(4, "attention (query) heads per block")
-    n_embd: int = option(128, "embedding width (divisible by n_head)")
-    block_size: int = option(128, "context length in tokens")
-    dropout: float = option(0.0, "dropout probability (0 for short runs)")
-    bias: bool = option(False, "biases in Linear layers and LayerNorms")
+    # model: ModelOptions' keys (model/config.py: the modern recipe; configs/classic.toml is GPT-2's), and
     vocab_size: int | None = option(None, "vocabulary size (none: the dataset's; larger pads it, e.g. 50304)")
-    pos_emb: str = option("rope", "rope (rotary: turns queries and keys) or learned (GPT-2's position embedding)",
-                          choices=("rope", "learned"))
-    rope_theta: float = option(10000.0, "RoPE's base (longer contexts like larger ones)")
-    norm: str = option("rmsnorm", "rmsnorm (Llama) or layernorm (GPT-2)", choices=("rmsnorm", "layernorm"))
-    qk_norm: bool = option(True, "an RMSNorm on each head's queries and keys (Qwen3)")
-    mlp: str = option("swiglu", "swiglu (gated, 8/3 n_embd wide) or gelu (GPT-2, 4 n_embd wide)",
-                      choices=("swiglu", "gelu"))
-    n_kv_head: int | None = option(None, "key/value heads shared by the query heads (none: n_head; 1: multi-query)")
-    tie_embeddings: bool = option(False, "the output head is the token embedding (GPT-2)")
     # optimisation
     batch_size: int = option(16, "sequences per micro-batch")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")

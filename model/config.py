@@ -1,18 +1,17 @@
-"""The shape of the network: one dataclass, checked when it is made.
+"""The shape of the network: its options, declared once, and GPTConfig, checked when it is made.
 
-Two shapes share one set of options. The defaults are GPT-2's (learned
-positions, LayerNorm, GELU, a tied head), so a description without the newer
-options (an older checkpoint) is still GPT-2. The modern shape, the math of
-Llama and Qwen3 models: pos_emb="rope", norm="rmsnorm", mlp="swiglu",
-qk_norm=True (Qwen3), n_kv_head < n_head (grouped-query attention),
-tie_embeddings=False.
+ModelOptions holds every option with its default and one line of help; train.py's
+keys take them from here. The defaults are the default run's model, the modern
+shape (the math of Llama and Qwen3 models: RoPE, RMSNorm, QK-norm, SwiGLU, an
+untied head). GPT2_SHAPE gives GPT-2's (learned positions, LayerNorm, GELU, a
+tied head, biases); n_kv_head < n_head is grouped-query attention.
 """
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 from .errors import ModelError
 
-CHOICES = {"pos_emb": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu")}
+GPT2_SHAPE = dict(pos_emb="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_embeddings=True, bias=True)
 
 
 def swiglu_hidden(n_embd: int) -> int:
@@ -21,35 +20,51 @@ def swiglu_hidden(n_embd: int) -> int:
     return 64 * math.ceil(8 * n_embd / 3 / 64)
 
 
-@dataclass
-class GPTConfig:
-    """Hyperparameters that fix the network's shape (GPT-2 small by default)."""
+def _option(default, help: str, choices: tuple = ()):
+    """A field with the one line of help and the choices that the command line shows."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
-    block_size: int = 1024  # longest context: learned positions cover it, RoPE attends over its last block_size
-    vocab_size: int = 50257  # GPT-2's BPE vocabulary
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
-    pos_emb: str = "learned"  # "learned" (GPT-2) or "rope" (rotary, rotate-half as in Llama)
-    rope_theta: float = 10000.0  # RoPE's base: the slowest pair turns once in about 2 pi theta positions
-    norm: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (with a weight, as in Llama)
-    norm_eps: float = 1e-5
-    qk_norm: bool = False  # an RMSNorm on each head's queries and keys before the dot product (Qwen3)
-    mlp: str = "gelu"  # "gelu" (4 n_embd wide) or "swiglu" (gate and up projections, then down)
-    mlp_hidden: int | None = None  # None: 4 n_embd for gelu, swiglu_hidden(n_embd) for swiglu
-    n_kv_head: int | None = None  # key/value heads, each shared by n_head // n_kv_head query heads; None: n_head
-    head_size: int | None = None  # None: n_embd // n_head
-    tie_embeddings: bool = True  # the output head is the token embedding (GPT-2)
+
+@dataclass
+class ModelOptions:
+    """Every option of the network's shape, with the default run's values."""
+
+    n_layer: int = _option(4, "number of transformer blocks")
+    n_head: int = _option(4, "attention (query) heads per block")
+    n_embd: int = _option(128, "embedding width (divisible by n_head)")
+    block_size: int = _option(128, "context length in tokens: learned positions cover it, RoPE attends over "
+                                   "the last block_size")
+    dropout: float = _option(0.0, "dropout probability (0 for short runs)")
+    bias: bool = _option(False, "biases in Linear layers and LayerNorms (GPT-2: true)")
+    pos_emb: str = _option("rope", "rope (rotary: turns queries and keys, rotate-half as in Llama) or learned "
+                                   "(GPT-2's position embedding)", ("rope", "learned"))
+    rope_theta: float = _option(10000.0, "RoPE's base: the slowest pair turns once in about 2 pi theta positions")
+    norm: str = _option("rmsnorm", "rmsnorm (with a weight, as in Llama) or layernorm (GPT-2)",
+                        ("rmsnorm", "layernorm"))
+    norm_eps: float = _option(1e-5, "the norms' epsilon")
+    qk_norm: bool = _option(True, "an RMSNorm on each head's queries and keys before the dot product (Qwen3)")
+    mlp: str = _option("swiglu", "swiglu (gate and up projections, then down) or gelu (GPT-2)",
+                       ("swiglu", "gelu"))
+    mlp_hidden: int | None = _option(None, "MLP width (none: 4 n_embd for gelu, 8/3 n_embd rounded up to 64 for swiglu)")
+    n_kv_head: int | None = _option(None, "key/value heads, each shared by n_head // n_kv_head query heads "
+                                          "(none: n_head; 1: multi-query)")
+    head_size: int | None = _option(None, "width of one head (none: n_embd // n_head)")
+    tie_embeddings: bool = _option(False, "the output head is the token embedding (GPT-2)")
+
+
+@dataclass
+class GPTConfig(ModelOptions):
+    """The network's shape: ModelOptions and a vocabulary (GPT-2's BPE by default)."""
+
+    vocab_size: int = 50257
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) <= 0:
                 raise ModelError(f"{name}={getattr(self, name)} must be a positive integer")
-        for name, choices in CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise ModelError(f"{name}={getattr(self, name)!r} is not one of {', '.join(choices)}")
+        for f in fields(self):
+            if f.metadata.get("choices") and getattr(self, f.name) not in f.metadata["choices"]:
+                raise ModelError(f"{f.name}={getattr(self, f.name)!r} is not one of {', '.join(f.metadata['choices'])}")
         if self.head_size is None:
             if self.n_embd % self.n_head != 0:
                 raise ModelError(

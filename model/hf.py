@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import GPTConfig
+from .config import GPT2_SHAPE, GPTConfig
 from .errors import ModelError
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -189,8 +189,8 @@ def _gpt2_shape(hf) -> GPTConfig:
     _require(hf, "scale_attn_weights", hf.scale_attn_weights, (True,), scaling)
     _require(hf, "scale_attn_by_inverse_layer_idx", hf.scale_attn_by_inverse_layer_idx, (False,), scaling)
     return GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer, n_head=hf.n_head,
-                     n_embd=hf.n_embd, bias=True, norm_eps=hf.layer_norm_epsilon, mlp_hidden=hf.n_inner,
-                     tie_embeddings=hf.tie_word_embeddings)
+                     n_embd=hf.n_embd, **{**GPT2_SHAPE, "tie_embeddings": hf.tie_word_embeddings},
+                     norm_eps=hf.layer_norm_epsilon, mlp_hidden=hf.n_inner)
 
 
 def _rope_shape(hf) -> GPTConfig:

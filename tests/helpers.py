@@ -12,6 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from model.config import GPT2_SHAPE, GPTConfig
+
 from cli.errors import run_cli
 from data.build import prepare_dataset
 
@@ -70,3 +72,9 @@ def prepare_text(text: str, tokenizer: str, folder: Path, **settings) -> dict:
     source.parent.mkdir(parents=True, exist_ok=True)
     source.write_text(text, encoding="utf-8")
     return prepare_dataset([source], tokenizer, folder, **settings).meta
+
+
+def gpt2_config(**options) -> GPTConfig:
+    """A GPTConfig in GPT-2's shape (learned positions, LayerNorm, GELU, a tied head, biases) unless options
+    say otherwise: the model most tests build, with the modern options they set on top."""
+    return GPTConfig(**{**GPT2_SHAPE, **options})

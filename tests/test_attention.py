@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from model import GPT, GPTConfig
+from helpers import gpt2_config
 from model.attention import CausalSelfAttention, Positions
 from model.rope import rotate, rotation_tables
 
@@ -16,7 +17,7 @@ MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_em
 
 def make_attention(n_embd: int, n_head: int, seed: int = 0, **options) -> tuple[CausalSelfAttention, GPTConfig]:
     torch.manual_seed(seed)
-    cfg = GPTConfig(block_size=64, vocab_size=10, n_layer=1, n_head=n_head, n_embd=n_embd, bias=True, **options)
+    cfg = gpt2_config(block_size=64, vocab_size=10, n_layer=1, n_head=n_head, n_embd=n_embd, bias=True, **options)
     attn = CausalSelfAttention(cfg, layer_idx=0).eval()
     for p in attn.parameters():  # non-trivial biases and norm weights too
         torch.nn.init.normal_(p, mean=0.5 if p.dim() == 1 else 0.0, std=0.3)
@@ -40,7 +41,7 @@ def set_sdpa(model: torch.nn.Module, on: bool) -> None:
                          list(itertools.product(["learned", "rope"], [False, True], [4, 2, 1], [False, True])))
 def test_explicit_and_fused_paths_agree_for_every_option(pos_emb, qk_norm, n_kv_head, bias):
     torch.manual_seed(0)
-    config = GPTConfig(block_size=24, vocab_size=30, n_layer=2, n_head=4, n_embd=32, bias=bias, pos_emb=pos_emb,
+    config = gpt2_config(block_size=24, vocab_size=30, n_layer=2, n_head=4, n_embd=32, bias=bias, pos_emb=pos_emb,
                        qk_norm=qk_norm, n_kv_head=n_kv_head, norm="rmsnorm" if qk_norm else "layernorm",
                        mlp="swiglu" if bias else "gelu", tie_embeddings=not qk_norm)
     model = GPT(config).eval()
@@ -63,7 +64,7 @@ def test_rope_is_a_rotation_of_each_pair_by_its_position():
 
 def test_rope_scores_do_not_change_when_every_position_shifts():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=30, n_layer=2, n_head=2, n_embd=32, **MODERN)).eval()
+    model = GPT(gpt2_config(block_size=16, vocab_size=30, n_layer=2, n_head=2, n_embd=32, **MODERN)).eval()
     idx = torch.randint(0, 30, (1, 16))
     with torch.no_grad():
         set_sdpa(model, False)
@@ -80,7 +81,7 @@ def test_rope_scores_do_not_change_when_every_position_shifts():
 
 def test_rmsnorm_is_its_formula():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=16, **MODERN))
+    model = GPT(gpt2_config(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=16, **MODERN))
     norm = model.transformer.h[0].norm_1
     torch.nn.init.normal_(norm.weight)
     x = torch.randn(3, 5, 16) * 4
@@ -108,8 +109,8 @@ def test_attention_matches_head_by_head_reference(options):
 def test_grouped_query_attention_is_multi_head_attention_with_key_value_heads_repeated():
     torch.manual_seed(0)
     shape = dict(block_size=16, vocab_size=30, n_layer=2, n_head=6, n_embd=48, **MODERN)
-    grouped = GPT(GPTConfig(**shape, n_kv_head=2)).eval()
-    full = GPT(GPTConfig(**shape)).eval()
+    grouped = GPT(gpt2_config(**shape, n_kv_head=2)).eval()
+    full = GPT(gpt2_config(**shape)).eval()
     state = grouped.state_dict()
     hs = 8
     for name, tensor in list(state.items()):
@@ -124,7 +125,7 @@ def test_grouped_query_attention_is_multi_head_attention_with_key_value_heads_re
 
 def test_swiglu_is_its_formula():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=24, bias=True, **MODERN))
+    model = GPT(gpt2_config(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=24, bias=True, **MODERN))
     mlp = model.transformer.h[0].mlp
     assert mlp.up_proj.out_features == 64  # 8/3 * 24 = 64
     x = torch.randn(2, 5, 24)
@@ -141,7 +142,7 @@ def test_swiglu_is_its_formula():
 @pytest.mark.parametrize("options", [{}, MODERN])
 def test_pattern_rows_sum_to_one_and_future_is_zero(options):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=3, n_head=4, n_embd=32, **options)).eval()
+    model = GPT(gpt2_config(block_size=16, vocab_size=20, n_layer=3, n_head=4, n_embd=32, **options)).eval()
     patterns = model.attention_patterns(torch.randint(0, 20, (2, 16)))
     assert len(patterns) == 3
     for p in patterns:
@@ -156,7 +157,7 @@ def test_pattern_rows_sum_to_one_and_future_is_zero(options):
 @pytest.mark.parametrize("options", [{}, MODERN])
 def test_changing_a_token_leaves_earlier_logits_unchanged(use_sdpa, options):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=24, vocab_size=30, n_layer=2, n_head=2, n_embd=16, **options)).eval()
+    model = GPT(gpt2_config(block_size=24, vocab_size=30, n_layer=2, n_head=2, n_embd=16, **options)).eval()
     set_sdpa(model, use_sdpa)
     idx = torch.randint(0, 30, (1, 24))
     for t in (0, 5, 23):

@@ -11,7 +11,7 @@ from PIL import Image
 from attention import layer_records, main, resolve_query
 from attention_reference import TEXT, load_trained, page_data, reference_patterns, reference_records
 from cli.errors import USER_ERRORS, UserError
-from helpers import REPO
+from helpers import gpt2_config, REPO
 from model import GPT, GPTConfig
 from viz.maps import heatmap_figure, query_figure
 from viz.tokens import tick_label, token_texts
@@ -20,7 +20,7 @@ from viz.tokens import tick_label, token_texts
 def random_biased_model() -> GPT:
     """Untrained, with biases and weights large enough that the patterns are far from uniform."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=3, n_embd=24, bias=True)).eval()
+    model = GPT(gpt2_config(block_size=16, vocab_size=11, n_layer=2, n_head=3, n_embd=24, bias=True)).eval()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.5)
     return model

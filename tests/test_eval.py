@@ -16,7 +16,7 @@ from PIL import Image
 
 from model.scoring import score_tokens, summarize
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding, tokenizer_from_description
-from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script
+from helpers import gpt2_config, REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script
 from model import GPT, GPTConfig
 
 TEXT = "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n" * 8
@@ -43,7 +43,7 @@ def test_bits_per_byte_matches_an_independent_computation(kind):
     tok = CharTokenizer.from_text(text) if kind == "char" else GPT2Tokenizer()
     tokens = tok.encode(text)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=24, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=16)).eval()
+    model = GPT(gpt2_config(block_size=24, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=16)).eval()
     scores = score_tokens(model, np.array(tokens), batch_size=5)
     summary = summarize(scores.losses, np.array(tokens), tok.token_bytes())
     if kind == "char":
@@ -59,7 +59,7 @@ def test_char_model_on_ascii_bits_per_byte_is_loss_over_ln2():
     tok = CharTokenizer.from_text(TEXT)
     tokens = np.array(tok.encode(TEXT))
     torch.manual_seed(1)
-    model = GPT(GPTConfig(block_size=16, vocab_size=tok.vocab_size, n_layer=1, n_head=1, n_embd=8)).eval()
+    model = GPT(gpt2_config(block_size=16, vocab_size=tok.vocab_size, n_layer=1, n_head=1, n_embd=8)).eval()
     summary = summarize(score_tokens(model, tokens, 3).losses, tokens, tok.token_bytes())
     assert summary.bits_per_byte == pytest.approx(summary.loss / math.log(2), rel=1e-12)
     assert summary.perplexity == pytest.approx(math.exp(summary.loss))

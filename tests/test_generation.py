@@ -5,6 +5,7 @@ import torch
 from cli.sample_text import SampleText
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
 from model import GPT, GPTConfig
+from helpers import gpt2_config
 from model.decoding import Decoder
 from model.rope import rotate, rotation_tables
 from model.sampling import sample_next
@@ -15,7 +16,7 @@ MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_em
 
 def tiny_model(block_size: int = 16, seed: int = 0, **options) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(block_size=block_size, vocab_size=40, n_layer=3, n_head=4, n_embd=32, **options)).eval()
+    return GPT(gpt2_config(block_size=block_size, vocab_size=40, n_layer=3, n_head=4, n_embd=32, **options)).eval()
 
 
 @pytest.mark.parametrize("options", [{}, MODERN], ids=["learned", "rope"])

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig
+from helpers import gpt2_config
 from model.errors import ModelError
 from model.hf import gpt_config_from_hf, save_hf_model
 
@@ -50,7 +51,7 @@ def greedy_by_hand(hf, idx: torch.Tensor, n: int) -> torch.Tensor:
 def test_an_exported_model_computes_what_ours_does(tmp_path, name):
     options, architecture = SHAPES[name]
     torch.manual_seed(0)
-    ours = perturbed(GPT(GPTConfig(block_size=CONTEXT, vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=64, **options)))
+    ours = perturbed(GPT(gpt2_config(block_size=CONTEXT, vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=64, **options)))
     assert save_hf_model(ours, tmp_path, None, dict(do_sample=False)) == architecture
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(hf).__name__ == architecture
@@ -73,7 +74,7 @@ def test_an_exported_model_computes_what_ours_does(tmp_path, name):
                                             "qk_norm=true makes it Qwen3, and Qwen3ForCausalLM needs bias=false)"),
 ])
 def test_a_shape_without_an_equivalent_is_refused_before_anything_is_written(tmp_path, options, fragment):
-    model = GPT(GPTConfig(block_size=16, vocab_size=VOCAB, n_layer=1, n_head=4, n_embd=32, **options))
+    model = GPT(gpt2_config(block_size=16, vocab_size=VOCAB, n_layer=1, n_head=4, n_embd=32, **options))
     with pytest.raises(ModelError, match="^cannot export: ") as error:
         save_hf_model(model, tmp_path, None, {})
     assert fragment in str(error.value) and "\n" not in str(error.value)

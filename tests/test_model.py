@@ -5,18 +5,19 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig
+from helpers import gpt2_config
 
 
 def test_gpt2_small_has_gpt2s_parameter_count():
     with torch.device("meta"):  # shapes only, nothing allocated
-        model = GPT(GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True))
+        model = GPT(gpt2_config(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True))
     assert model.num_params() == 124_439_808
     assert model.lm_head.weight is model.transformer.wte.weight  # tied head
 
 
 def test_initial_loss_is_close_to_uniform_guessing():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=32, vocab_size=65, n_layer=2, n_head=2, n_embd=32))
+    model = GPT(gpt2_config(block_size=32, vocab_size=65, n_layer=2, n_head=2, n_embd=32))
     idx = torch.randint(0, 65, (8, 32))
     _, loss = model(idx, torch.randint(0, 65, (8, 32)))
     assert abs(loss.item() - math.log(65)) < 0.1
@@ -24,7 +25,7 @@ def test_initial_loss_is_close_to_uniform_guessing():
 
 def test_loss_is_mean_cross_entropy_of_logits():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
+    model = GPT(gpt2_config(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
     idx, targets = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
     logits, loss = model(idx, targets)
     log_probs = torch.log_softmax(logits.double(), dim=-1)
@@ -34,7 +35,7 @@ def test_loss_is_mean_cross_entropy_of_logits():
 
 def test_residual_projections_use_gpt2_scaled_init():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=8, vocab_size=50, n_layer=8, n_head=4, n_embd=256))
+    model = GPT(gpt2_config(block_size=8, vocab_size=50, n_layer=8, n_head=4, n_embd=256))
     proj = torch.cat([w.flatten() for b in model.transformer.h for w in (b.attn.o_proj.weight, b.mlp.down_proj.weight)])
     fc = torch.cat([b.mlp.up_proj.weight.flatten() for b in model.transformer.h])
     assert abs(proj.std().item() - 0.02 / math.sqrt(16)) < 5e-4
@@ -43,7 +44,7 @@ def test_residual_projections_use_gpt2_scaled_init():
 
 def test_two_layer_model_overfits_one_batch():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=32, vocab_size=50, n_layer=2, n_head=2, n_embd=64, bias=False))
+    model = GPT(gpt2_config(block_size=32, vocab_size=50, n_layer=2, n_head=2, n_embd=64, bias=False))
     x = torch.randint(0, 50, (4, 32))
     y = torch.roll(x, -1, dims=1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -62,7 +63,7 @@ def test_a_checkpoint_of_an_earlier_format_is_refused_in_one_line():
     from cli.errors import UserError
     from cli.loading import model_from_checkpoint
 
-    args = dict(block_size=16, vocab_size=30, n_layer=1, n_head=2, n_embd=32)
+    args = gpt2_config(block_size=16, vocab_size=30, n_layer=1, n_head=2, n_embd=32).to_dict()
     state = GPT(GPTConfig(**args)).state_dict()
     fused = {k.replace("q_proj", "c_attn"): v for k, v in state.items() if ".k_proj." not in k and ".v_proj." not in k}
     assert model_from_checkpoint({"model": state, "model_args": args}, "now.pt").config.n_layer == 1

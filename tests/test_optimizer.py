@@ -5,11 +5,12 @@ import torch
 
 from cli.settings import TrainConfig
 from model import GPT, GPTConfig
+from helpers import gpt2_config
 from training.optimizer import build_optimizers
 from training.schedule import lr_scale
 
 CFG = TrainConfig(optimizer="muon", muon_lr=0.03, muon_momentum=0.9, learning_rate=2e-3, weight_decay=0.05)
-SHAPE = GPTConfig(block_size=16, vocab_size=30, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, bias=True,
+SHAPE = gpt2_config(block_size=16, vocab_size=30, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, bias=True,
                   pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False)
 
 
@@ -56,7 +57,7 @@ def test_one_step_is_torch_muon_and_adamw_called_directly():
 
 
 def test_adamw_alone_in_the_classic_recipe():
-    model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=16))
+    model = GPT(gpt2_config(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=16))
     parts = build_optimizers(model, TrainConfig(optimizer="adamw"), torch.device("cpu")).parts
     assert list(parts) == ["adamw"]
     decayed, plain = parts["adamw"].param_groups

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from cli.errors import UserError
-from helpers import run_script
+from helpers import gpt2_config, run_script
 from model import GPT, GPTConfig
 from model.errors import ModelError
 from model.params import meta_model, report_rows, training_flops_per_token
 from params import main
 
-GPT2_SMALL = GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True)
-GPT3 = GPTConfig(block_size=2048, vocab_size=50257, n_layer=96, n_head=96, n_embd=12288, bias=True)
+GPT2_SMALL = gpt2_config(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True)
+GPT3 = gpt2_config(block_size=2048, vocab_size=50257, n_layer=96, n_head=96, n_embd=12288, bias=True)
 
 
 def counts(config: GPTConfig) -> dict[str, int | None]:
@@ -30,9 +30,9 @@ def closed_form_total(c: GPTConfig) -> int:
 
 
 @pytest.mark.parametrize("config", [
-    GPTConfig(block_size=16, vocab_size=23, n_layer=2, n_head=2, n_embd=32, bias=False),
-    GPTConfig(block_size=8, vocab_size=11, n_layer=3, n_head=4, n_embd=24, bias=True),
-    GPTConfig(block_size=32, vocab_size=65, n_layer=1, n_head=1, n_embd=16, bias=True),
+    gpt2_config(block_size=16, vocab_size=23, n_layer=2, n_head=2, n_embd=32, bias=False),
+    gpt2_config(block_size=8, vocab_size=11, n_layer=3, n_head=4, n_embd=24, bias=True),
+    gpt2_config(block_size=32, vocab_size=65, n_layer=1, n_head=1, n_embd=16, bias=True),
 ])
 def test_report_matches_a_real_model(config):
     torch.manual_seed(0)
@@ -51,7 +51,7 @@ def test_report_matches_a_real_model(config):
     assert report["lm_head"] == 0  # tied to the token embedding
 
 
-MODERN = GPTConfig(block_size=64, vocab_size=97, n_layer=3, n_head=6, n_kv_head=2, n_embd=48, bias=False,
+MODERN = gpt2_config(block_size=64, vocab_size=97, n_layer=3, n_head=6, n_kv_head=2, n_embd=48, bias=False,
                    pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False)
 
 

@@ -3,6 +3,7 @@ resume), or a Hugging Face model's weights (to fine-tune); and what a resume mus
 match: the data the checkpoint was trained on and the model's shape."""
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 from cli.errors import UserError
@@ -10,11 +11,12 @@ from cli.loading import model_from_checkpoint, pretrained_tokenizer
 from cli.settings import TrainConfig
 from data.dataset import Dataset, tokenizer_change
 from model import GPT, GPTConfig
+from model.config import ModelOptions
 
 from .checkpoint import checkpoint_path
 
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "pos_emb", "rope_theta", "norm",
-              "qk_norm", "mlp", "n_kv_head", "tie_embeddings")  # the training keys that fix the model's shape
+# the training keys that fix the model's shape: every model option but dropout, and the vocabulary
+SHAPE_KEYS = tuple(f.name for f in fields(ModelOptions) if f.name != "dropout") + ("vocab_size",)
 
 
 def model_config(cfg: TrainConfig, dataset_vocab_size: int) -> GPTConfig:
@@ -23,8 +25,7 @@ def model_config(cfg: TrainConfig, dataset_vocab_size: int) -> GPTConfig:
     if vocab_size < dataset_vocab_size:
         raise UserError(f"vocab_size={vocab_size} is smaller than the dataset's vocabulary of {dataset_vocab_size}; "
                         f"leave it unset or make it larger")
-    shape = {key: getattr(cfg, key) for key in SHAPE_KEYS if key != "vocab_size"}
-    return GPTConfig(vocab_size=vocab_size, dropout=cfg.dropout, **shape)
+    return GPTConfig(vocab_size=vocab_size, **{f.name: getattr(cfg, f.name) for f in fields(ModelOptions)})
 
 
 def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> bool:
