@@ -4,7 +4,7 @@
     python bench.py training [CONFIG.toml ...] [--key=value ...] [--steps=N]
     python bench.py precision [--steps=N]
     python bench.py recipe [--key=value ...] [--plot=recipe.png]
-    python bench.py first_token [--out_dir=DIR] [--runs=N]
+    python bench.py first_token [--out_dir=DIR] [--repeats=N]
     python bench.py prepare [--corpus_mb=N] [--bpe_vocab_size=N]
 
 generation: tokens per second of cached and uncached generation side by side,
