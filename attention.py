@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from cli.device import pick_device
-from cli.errors import UserError, run_cli
+from config.device import pick_device
+from config.errors import UserError, run_cli
 from cli.loading import encode_prompt, load_model, read_prompt
-from cli.outputs import check_output
-from cli.settings import AttentionConfig, read_config
+from config.outputs import check_output
+from config.settings import AttentionConfig, read_config
 from data.files import write_atomically
 from model import GPT
 from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count

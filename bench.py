@@ -40,10 +40,10 @@ from pathlib import Path
 
 import torch
 
-from cli.device import autocast, pick_device, resolve_dtype
-from cli.errors import UserError, run_cli
+from config.device import autocast, pick_device, resolve_dtype
+from config.errors import UserError, run_cli
 from cli.loading import load_model
-from cli.settings import BenchConfig, SampleConfig, TrainConfig, read_config
+from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config
 from data import load_tokenizer
 from data.bpe import train_bpe
 from data.build import prepare_dataset

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli.errors import UserError, run_cli
-from cli.outputs import check_output
-from cli.settings import CompareConfig, read_config
+from config.errors import UserError, run_cli
+from config.outputs import check_output
+from config.settings import CompareConfig, read_config
 from training.metrics_log import read_rows
 from viz.loss_plot import compare_runs
 

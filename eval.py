@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cli.device import pick_device
-from cli.errors import UserError, run_cli
+from config.device import pick_device
+from config.errors import UserError, run_cli
 from cli.loading import load_model
-from cli.outputs import check_output
-from cli.settings import EvalConfig, read_config
+from config.outputs import check_output
+from config.settings import EvalConfig, read_config
 from data.dataset import dataset_dir, open_dataset, tokenizer_change
 from data.files import write_atomically
 from data.sources import read_text

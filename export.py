@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from cli.errors import UserError, run_cli
+from config.errors import UserError, run_cli
 from cli.loading import existing_checkpoint, load_model
 from cli.model_card import model_card
-from cli.outputs import check_output
-from cli.settings import ExportConfig, SampleConfig, read_config
+from config.outputs import check_output
+from config.settings import ExportConfig, SampleConfig, read_config
 from data.hf_tokenizer import save_hf_tokenizer
 from data.staging import make_staging_folder, swap_in
 from data.tokenizer import start_tokens

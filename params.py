@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
-from cli.errors import UserError, run_cli
-from cli.settings import TrainConfig, read_config
+from config.errors import UserError, run_cli
+from config.settings import TrainConfig, read_config
 from data.corpora import RECIPES
 from data.dataset import dataset_dir
 from data.tokenizer import GPT2Tokenizer

@@ -10,11 +10,11 @@ import sys
 
 import torch
 
-from cli.device import pick_device
-from cli.errors import run_cli
+from config.device import pick_device
+from config.errors import run_cli
 from cli.loading import encode_prompt, load_model, read_prompt
 from cli.sample_text import SampleText
-from cli.settings import SampleConfig, read_config
+from config.settings import SampleConfig, read_config
 from model.fast_decoding import for_cpu_decoding
 
 SEPARATOR = "\n---------------"

@@ -22,10 +22,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from cli.device import autocast, resolve_dtype
-from cli.errors import UserError, run_cli
+from config.device import autocast, resolve_dtype
+from config.errors import UserError, run_cli
 from cli.loading import load_checkpoint
-from cli.settings import TrainConfig, read_config
+from config.settings import TrainConfig, read_config
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, open_dataset
 from data.loader import BatchLoader

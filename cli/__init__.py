@@ -1,2 +1,2 @@
-"""The command-line layer every command shares: configs (defaults < TOML < flags),
-one-line errors, the device, and loading a trained model for a tool."""
+"""What the tools that run a trained model share: loading it (a checkpoint or a Hugging Face folder)
+and its tokenizer, streamed sample text, the exported folder's model card."""

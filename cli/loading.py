@@ -14,7 +14,7 @@ from data.tokenizer import GPT2Tokenizer, Tokenizer, start_tokens, tokenizer_fro
 from model import GPT, GPTConfig
 from model.pretrained import HUB_NAMES
 
-from .errors import UserError
+from config.errors import UserError
 from .safetensors_checkpoint import from_safetensors
 
 MODEL_KEYS = ("model", "model_args", "tokenizer")  # enough to sample

@@ -10,7 +10,7 @@ import shlex
 from data.dataset import dataset_dir
 from model.hf import flag_value
 
-from .settings import TrainConfig
+from config.settings import TrainConfig
 
 
 def training_command(config: dict) -> str:

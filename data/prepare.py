@@ -14,8 +14,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli.errors import run_cli  # noqa: E402
-from cli.settings import PrepareConfig, read_config  # noqa: E402
+from config.errors import run_cli  # noqa: E402
+from config.settings import PrepareConfig, read_config  # noqa: E402
 from data.build import prepare_dataset  # noqa: E402
 from data.dataset import dataset_dir  # noqa: E402
 

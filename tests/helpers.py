@@ -14,7 +14,7 @@ import torch
 
 from model.config import GPT2_SHAPE, GPTConfig
 
-from cli.errors import run_cli
+from config.errors import run_cli
 from data.build import prepare_dataset
 
 REPO = Path(__file__).resolve().parent.parent

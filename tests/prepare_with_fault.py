@@ -20,7 +20,7 @@ import data.bins  # noqa: E402
 import data.bpe  # noqa: E402
 import data.build  # noqa: E402
 import data.staging  # noqa: E402
-from cli.errors import run_cli  # noqa: E402
+from config.errors import run_cli  # noqa: E402
 
 
 def inject(moment: str, signum: int) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers import REPO
 
-PACKAGES = ("model", "data", "viz", "cli", "training")
+PACKAGES = ("model", "data", "viz", "config", "cli", "training")
 LIBRARIES = ("model", "data")
 COMMANDS_IN_PACKAGES = {"data/prepare.py"}  # a command whose path nanoGPT's users know; not part of the library
 
@@ -45,6 +45,11 @@ def test_model_and_data_import_no_other_project_package():
         assert graph[library] == set(), f"{library}/ imports {sorted(graph[library])}"
 
 
+def test_training_imports_no_command_layer():
+    """training/ is the loop's library: it may read the config, never the tools' layer above it."""
+    assert "cli" not in package_graph()["training"]
+
+
 def test_no_cycle_among_the_packages():
     graph, done, path = package_graph(), set(), []
 
@@ -65,5 +70,5 @@ def test_no_cycle_among_the_packages():
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     """The rule would be empty if the walk missed imports tucked into a function to dodge a cycle."""
     source = tmp_path / "x.py"
-    source.write_text("import torch\n\ndef f():\n    from cli.errors import UserError\n    from . import y\n")
-    assert imported_packages(source, "model") == {"cli", "model"}
+    source.write_text("import torch\n\ndef f():\n    from config.errors import UserError\n    from . import y\n")
+    assert imported_packages(source, "model") == {"config", "model"}

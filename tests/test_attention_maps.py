@@ -10,7 +10,7 @@ from PIL import Image
 
 from attention import layer_records, main, resolve_query
 from attention_reference import TEXT, load_trained, page_data, reference_patterns, reference_records
-from cli.errors import USER_ERRORS, UserError
+from config.errors import USER_ERRORS, UserError
 from helpers import gpt2_config, REPO
 from model import GPT, GPTConfig
 from viz.maps import heatmap_figure, query_figure

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from cli.errors import UserError
+from config.errors import UserError
 from cli.loading import load_checkpoint, model_from_checkpoint
 from cli.safetensors_checkpoint import to_safetensors
-from cli.settings import TrainConfig
+from config.settings import TrainConfig
 from model import GPT, GPTConfig
 from training.checkpoint import checkpoint_path, save_checkpoint
 from training.optimizer import build_optimizers

@@ -5,9 +5,9 @@ import typing
 
 import pytest
 
-from cli.errors import UserError
-from cli.parsing import help_text
-from cli.settings import (COMMANDS, AttentionConfig, BenchConfig, EvalConfig, PrepareConfig, SampleConfig, TrainConfig,
+from config.errors import UserError
+from config.parsing import help_text
+from config.settings import (COMMANDS, AttentionConfig, BenchConfig, EvalConfig, PrepareConfig, SampleConfig, TrainConfig,
                           read_config)
 from helpers import run_script
 

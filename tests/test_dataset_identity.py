@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import data.dataset
-from cli.errors import UserError
-from cli.settings import TrainConfig
+from config.errors import UserError
+from config.settings import TrainConfig
 from data.dataset import dataset_identity, open_dataset
 from data.errors import DataError
 from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_command, run_script, snapshot

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import bench
-from cli.errors import UserError
-from cli.settings import (AttentionConfig, CompareConfig, EvalConfig, ExportConfig, PrepareConfig, SampleConfig,
+from config.errors import UserError
+from config.settings import (AttentionConfig, CompareConfig, EvalConfig, ExportConfig, PrepareConfig, SampleConfig,
                           TrainConfig, read_config)
 
 REPO = Path(__file__).resolve().parent.parent

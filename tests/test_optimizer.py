@@ -3,7 +3,7 @@ import copy
 
 import torch
 
-from cli.settings import TrainConfig
+from config.settings import TrainConfig
 from model import GPT, GPTConfig
 from helpers import gpt2_config
 from training.optimizer import build_optimizers

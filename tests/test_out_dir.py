@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli.device import resolve_dtype
-from cli.errors import UserError
-from cli.outputs import check_output
-from cli.settings import TrainConfig
+from config.device import resolve_dtype
+from config.errors import UserError
+from config.outputs import check_output
+from config.settings import TrainConfig
 from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script, snapshot
 from training.out_dir import claim_out_dir
 

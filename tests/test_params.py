@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from cli.errors import UserError
+from config.errors import UserError
 from helpers import gpt2_config, run_script
 from model import GPT, GPTConfig
 from model.errors import ModelError

@@ -159,7 +159,7 @@ def test_globs_and_files_in_the_order_given(corpus, tmp_path):
 
 
 def test_the_bpe_recipe_is_the_default_run_on_a_trained_bpe():
-    from cli.settings import TrainConfig, read_config
+    from config.settings import TrainConfig, read_config
     from data.corpora import RECIPES
     from helpers import REPO
 

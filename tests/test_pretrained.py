@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from cli.errors import UserError
+from config.errors import UserError
 from cli.loading import load_model
 from helpers import prepare_text, run_script
 from model import GPT

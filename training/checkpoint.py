@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from cli.errors import UserError
+from config.errors import UserError
 from cli.loading import MODEL_KEYS
 from cli.safetensors_checkpoint import to_safetensors
-from cli.settings import TrainConfig
+from config.settings import TrainConfig
 from data.files import write_atomically
 from data.loader import BatchLoader
 from model import GPT

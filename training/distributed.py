@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from cli.device import pick_device
-from cli.errors import UserError
+from config.device import pick_device
+from config.errors import UserError
 
 
 @dataclass(frozen=True)

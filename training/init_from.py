@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from cli.errors import UserError
+from config.errors import UserError
 from cli.loading import model_from_checkpoint, pretrained_tokenizer
-from cli.settings import TrainConfig
+from config.settings import TrainConfig
 from data.dataset import Dataset, tokenizer_change
 from model import GPT, GPTConfig
 from model.config import ModelOptions

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from cli.errors import UserError
-from cli.settings import TrainConfig
+from config.errors import UserError
+from config.settings import TrainConfig
 from model import GPT
 
 

@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from cli.errors import UserError
+from config.errors import UserError
 from cli.loading import existing_checkpoint
-from cli.outputs import check_output
-from cli.settings import TrainConfig
+from config.outputs import check_output
+from config.settings import TrainConfig
 
 from .checkpoint import checkpoint_path
 

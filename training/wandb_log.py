@@ -9,8 +9,8 @@ import dataclasses
 import html
 from pathlib import Path
 
-from cli.errors import UserError
-from cli.settings import TrainConfig
+from config.errors import UserError
+from config.settings import TrainConfig
 
 
 class WandbLog:
