@@ -40,7 +40,7 @@ def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     assert run_script(*args).stdout == first  # same seed, same text
     assert run_script(*args[:-1], "--seed=8").stdout != first
 
-    timing = run_script("bench.py", "first_token", f"--out_dir={out_dir}", "--runs=3").stdout  # the shipped benchmark
+    timing = run_script("bench.py", "first_token", f"--out_dir={out_dir}", "--repeats=3").stdout  # the shipped benchmark
     best, median = map(float, re.search(r"after ([\d.]+) s at best, ([\d.]+) s median over 3 runs", timing).groups())
     assert best <= median
     refused = run_script("bench.py", "first_token", f"--out_dir={tmp_path / 'none'}", check=False)

@@ -198,7 +198,7 @@ def test_a_fresh_start_never_buries_an_earlier_run(earlier_run):
     (["eval.py", "--out_dir={root}/no-run", "--surprise={root}/out"],
      "surprise {root}/out is a folder, not a file; choose another --surprise"),
     (["attention.py", "--out_dir={root}/no-run", "--pictures_dir={root}/out/log.jsonl/pictures"],
-     "to {root}/out/log.jsonl/pictures cannot be created: {root}/out/log.jsonl is a file, not a folder"),
+     "pictures_dir {root}/out/log.jsonl/pictures cannot be created: {root}/out/log.jsonl is a file, not a folder"),
 ])
 def test_output_paths_are_checked_before_any_work(earlier_run, command, message):
     """The inputs (dataset, checkpoint) are missing too: the output is checked first."""
