@@ -31,7 +31,7 @@ def pick_device(name: str) -> torch.device:
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
     """'auto' is bfloat16 where the hardware computes it natively (recent GPUs; CPUs with
-    AVX512-BF16 or AMX, where it ran 2.4x faster than float32 in bench.py precision), else float32.
+    AVX512-BF16 or AMX; bench.py precision measures it), else float32.
     float16 on a CPU is refused: its autocast has no fast kernels there."""
     if dtype == "float16" and device.type == "cpu":
         raise UserError("dtype=float16 has no fast path on a CPU (autocast runs it slower than float32); "

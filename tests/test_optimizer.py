@@ -2,11 +2,13 @@
 import copy
 
 import torch
+from torch.optim._muon import _zeropower_via_newtonschulz  # torch's own iteration, the reference
 
 from config.settings import TrainConfig
-from model import GPT, GPTConfig
+from config.device import resolve_dtype
 from helpers import gpt2_config
-from training.optimizer import build_optimizers
+from model import GPT
+from training.optimizer import Muon, build_optimizers, orthogonalise
 from training.schedule import lr_scale
 
 CFG = TrainConfig(optimizer="muon", muon_lr=0.03, muon_momentum=0.9, learning_rate=2e-3, weight_decay=0.05)
@@ -39,6 +41,7 @@ def test_one_step_is_torch_muon_and_adamw_called_directly():
     ours = GPT(SHAPE)
     theirs = copy.deepcopy(ours)
     optimizers = build_optimizers(with_gradients(ours), CFG, torch.device("cpu"))
+    optimizers.parts["muon"].ns_dtype = torch.bfloat16  # as on a GPU: torch's own step
     scale = lr_scale(3, 10, 100, 0.1)  # in warmup: the schedule scales both peaks alike
     optimizers.set_lr_scale(scale)
     optimizers.step(torch.amp.GradScaler(enabled=False))
@@ -54,6 +57,29 @@ def test_one_step_is_torch_muon_and_adamw_called_directly():
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
         assert torch.equal(a, b), name
     assert not torch.equal(ours.transformer.h[0].attn.q_proj.weight, GPT(SHAPE).transformer.h[0].attn.q_proj.weight)
+
+
+def test_muon_orthogonalises_in_float32_where_bfloat16_is_emulated():
+    """A CPU without bfloat16 arithmetic runs Muon's iteration in float32. The iteration is torch's own,
+    bit for bit in bfloat16 and to 1e-5 of float64's in float32; a step differs from torch.optim.Muon's
+    by exactly the learning rate times the difference of the two iterations."""
+    wanted = torch.bfloat16 if resolve_dtype("auto", torch.device("cpu")) == "bfloat16" else torch.float32
+    assert build_optimizers(GPT(SHAPE), CFG, torch.device("cpu")).parts["muon"].ns_dtype == wanted
+    torch.manual_seed(0)
+    start = GPT(SHAPE)
+    ours, theirs = with_gradients(copy.deepcopy(start)), with_gradients(copy.deepcopy(start))
+    matrices = lambda model: [p for n, p in model.named_parameters() if n.startswith("transformer.h.") and p.dim() == 2]
+    Muon(matrices(ours), torch.float32, lr=0.03, momentum=0.9, weight_decay=0.05).step()
+    torch.optim.Muon(matrices(theirs), lr=0.03, momentum=0.9, weight_decay=0.05).step()
+    ns = (3.4445, -4.775, 2.0315), 5, 1e-7  # torch.optim.Muon's defaults
+    with torch.no_grad():
+        for a, b in zip(matrices(ours), matrices(theirs)):
+            update = a.grad.lerp(torch.zeros_like(a).lerp(a.grad, 0.1), 0.9)  # first step, nesterov
+            assert torch.equal(orthogonalise(update.bfloat16(), *ns), _zeropower_via_newtonschulz(update, *ns))
+            assert torch.allclose(orthogonalise(update, *ns).double(), orthogonalise(update.double(), *ns), atol=1e-5)
+            lr = 0.03 * max(1, a.size(0) / a.size(1)) ** 0.5
+            gap = -lr * (orthogonalise(update, *ns) - _zeropower_via_newtonschulz(update, *ns).float())
+            assert torch.allclose(a - b, gap, atol=1e-6)
 
 
 def test_adamw_alone_in_the_classic_recipe():

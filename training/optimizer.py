@@ -9,8 +9,11 @@ linear map of the hidden state, and the norms' and biases' vectors.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
+from config.device import resolve_dtype
 from config.errors import UserError
 from config.settings import TrainConfig
 from model import GPT
@@ -18,6 +21,46 @@ from model import GPT
 
 def is_block_matrix(name: str, param: torch.Tensor) -> bool:
     return param.dim() == 2 and name.startswith("transformer.h.")
+
+
+def orthogonalise(update: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+                  ) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration (as torch.optim.Muon runs it), in update's own dtype:
+    about the nearest orthogonal matrix to update (out, in), its singular values pushed near 1."""
+    a, b, c = coefficients
+    x = update.T if update.size(0) > update.size(1) else update  # (short side, long side)
+    x = x / x.norm().clamp(min=eps)  # spectral norm at most 1
+    for _ in range(steps):
+        gram = x @ x.T  # (short, short)
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if update.size(0) > update.size(1) else x
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon with its Newton-Schulz iteration in ns_dtype. PyTorch runs it in bfloat16, which
+    GPUs and CPUs with AVX512-BF16 or AMX compute natively and other CPUs emulate, several times slower
+    than float32: there float32 is the right dtype. Same update rule and state (a momentum buffer per
+    matrix), so a checkpoint resumes on either kind of device."""
+
+    def __init__(self, params, ns_dtype: torch.dtype, **kwargs):
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.ns_dtype == torch.bfloat16:
+            return super().step(closure)
+        for group in self.param_groups:
+            params, grads, buffers = [], [], []
+            self._init_group(group, params, grads, buffers)
+            for param, grad, buffer in zip(params, grads, buffers):
+                buffer.lerp_(grad, 1 - group["momentum"])
+                update = grad.lerp(buffer, group["momentum"]) if group["nesterov"] else buffer
+                update = orthogonalise(update.to(self.ns_dtype), group["ns_coefficients"], group["ns_steps"],
+                                       group["eps"])
+                param.mul_(1 - group["lr"] * group["weight_decay"])
+                rows, cols = param.shape
+                param.add_(update.to(param.dtype), alpha=-group["lr"] * math.sqrt(max(1, rows / cols)))  # torch's "original" lr
 
 
 class Optimizers:
@@ -76,7 +119,8 @@ def build_optimizers(model: GPT, cfg: TrainConfig, device: torch.device) -> Opti
                                         fused=device.type == "cuda")}
     peak_lr = {"adamw": cfg.learning_rate}
     if on_muon:
-        parts["muon"] = torch.optim.Muon(on_muon, lr=cfg.muon_lr, momentum=cfg.muon_momentum,
-                                         weight_decay=cfg.weight_decay)
+        ns_dtype = torch.bfloat16 if resolve_dtype("auto", device) == "bfloat16" else torch.float32
+        parts["muon"] = Muon(on_muon, ns_dtype, lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+                             weight_decay=cfg.weight_decay)
         peak_lr["muon"] = cfg.muon_lr
     return Optimizers(parts, peak_lr)
