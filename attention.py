@@ -17,7 +17,7 @@ import torch
 
 from config.device import pick_device
 from config.errors import UserError, run_cli
-from cli.loading import encode_prompt, load_model, read_prompt
+from cli.loading import encode_prompt, existing_checkpoint, load_model, read_prompt
 from config.outputs import check_output
 from config.settings import AttentionConfig, read_config
 from data.files import write_atomically
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> None:
     query = resolve_query(cfg.query_index, len(ids))
     check_page_size(cfg, model, len(ids))
     tokens = token_texts(tokenizer, ids)
-    source = cfg.hf_model or str(Path(cfg.out_dir) / cfg.checkpoint)
+    source = cfg.hf_model or str(existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint))
     c = model.config
     about = f"{source}: {len(ids)} tokens through {c.n_layer} layers of {c.n_head} heads"
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")

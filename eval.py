@@ -17,7 +17,7 @@ import numpy as np
 
 from config.device import pick_device
 from config.errors import UserError, run_cli
-from cli.loading import load_model
+from cli.loading import existing_checkpoint, load_model
 from config.outputs import check_output
 from config.settings import EvalConfig, read_config
 from data.dataset import dataset_dir, open_dataset, tokenizer_change
@@ -70,16 +70,18 @@ def main(argv: list[str]) -> None:
     device = pick_device(cfg.device)
     model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device)
     tokens, source = text_tokens(cfg, checkpoint, tokenizer)
-    name = cfg.hf_model or str(Path(cfg.out_dir) / cfg.checkpoint)
+    name = cfg.hf_model or str(existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint))  # the file read
 
     scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)
     result = {"checkpoint": name, "text": source, **asdict(summarize(scores.losses, tokens, tokenizer.token_bytes()))}
     if cfg.json:
         print(json.dumps(result))
     else:
+        bpb = result["bits_per_byte"]
         print(f"{result['text']}: {result['tokens']:,} tokens, {result['bytes']:,} bytes\n"
               f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.2f}, "
-              f"{result['bits_per_byte']:.4f} bits per byte")
+              + (f"{bpb:.4f} bits per byte" if bpb is not None else
+                 "no bits per byte: the scored tokens hold no bytes of text (end-of-text tokens only)"))
     if cfg.surprise:
         write_surprise_page(cfg, model, tokens, tokenizer, f"{name} on {source}")
         if not cfg.json:

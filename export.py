@@ -1,7 +1,7 @@
 """Write a trained checkpoint as a Hugging Face model folder, for transformers, serving
 engines, llama.cpp's converter and the hub.
 
-    python export.py [CONFIG.toml ...] --out_dir=DIR --to=FOLDER [--checkpoint=best.pt] [--overwrite=true]
+    python export.py [CONFIG.toml ...] --out_dir=DIR --hf_dir=FOLDER [--checkpoint=best.pt] [--replace_export=true]
 
 The GPT-2 shape becomes a GPT2LMHeadModel; the modern shape a LlamaForCausalLM, or a
 Qwen3ForCausalLM with QK-norm. The folder holds config.json, model.safetensors,
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,13 +30,28 @@ from data.tokenizer import start_tokens
 from model.hf import hf_model_type, save_hf_model
 
 
-def check_target(to: str, overwrite: bool) -> Path:
-    """Refuse, before any work, a target that is a file or cannot be written, or a folder with
-    files in it unless overwrite."""
-    folder = check_output(to, "to", folder=True)
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise UserError(f"--to={folder} exists and is not empty; choose another folder, or pass --overwrite=true "
-                        f"to replace it")
+# what export writes: a folder of these files alone is an earlier export, which --replace_export may replace
+EXPORT_FILES = {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                "tokenizer_config.json"}
+
+
+def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
+    """Refuse, before any work, a target that is a file or cannot be written, that holds or lies in the
+    run's out_dir, or that holds anything but an earlier export (that one only with replace_export)."""
+    folder = check_output(hf_dir, "hf_dir", folder=True).resolve()
+    run = out_dir.resolve()
+    if folder == run or run in folder.parents or folder in run.parents:
+        where = "is" if folder == run else "lies inside" if run in folder.parents else "holds"
+        raise UserError(f"--hf_dir={hf_dir} {where} the training run's out_dir {out_dir}; export to a folder "
+                        f"of its own, e.g. --hf_dir=hf-{run.name}")
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    if names - EXPORT_FILES:
+        shown = ", ".join(sorted(names - EXPORT_FILES)[:3])
+        raise UserError(f"--hf_dir={hf_dir} holds files export.py did not write ({shown}); it never replaces "
+                        f"them: choose another folder")
+    if names and not replace_export:
+        raise UserError(f"--hf_dir={hf_dir} holds an earlier export; choose another folder, or pass "
+                        f"--replace_export=true to replace it")
     return folder
 
 
@@ -44,9 +60,13 @@ def staged_folder(target: Path) -> Iterator[Path]:
     """A fresh folder beside target to write into (data/staging.py, as prepare builds a dataset). When
     the block ends well it takes target's place whole; otherwise it is removed: target is never left
     half-written."""
-    staging = make_staging_folder(target, flag="to", purpose="export")
+    staging = make_staging_folder(target, flag="hf_dir", purpose="export")
     try:
         yield staging
+        # the folder is whole: an interrupt from here on would report a failure over a complete export,
+        # so Ctrl-C and SIGTERM are ignored while it is swapped in and reported (main takes them again)
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, signal.SIG_IGN)
         swap_in(staging, target)
     except OSError as e:
         raise UserError(f"could not write {target} ({e.strerror or e}); it was left as it was") from None
@@ -58,13 +78,14 @@ def main(argv: list[str]) -> None:
     cfg = read_config(ExportConfig, argv)
     start = time.perf_counter()
     path = existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint)
-    target = check_target(cfg.to, cfg.overwrite)
+    target = check_target(cfg.hf_dir, cfg.replace_export, Path(cfg.out_dir))
     model, tokenizer, checkpoint = load_model(str(path.parent), path.name, "", torch.device("cpu"))
     n_params = model.num_params()
     hf_model_type(model.config)  # a shape with no Hugging Face equivalent is refused before anything is written
     sample = SampleConfig()  # sample.py's defaults become the folder's generation config
+    padding = list(range(tokenizer.vocab_size, model.config.vocab_size))  # ids past the tokenizer's: never sampled
     generation = dict(do_sample=True, temperature=sample.temperature, top_k=sample.top_k,
-                      max_new_tokens=sample.max_new_tokens)
+                      max_new_tokens=sample.max_new_tokens, **({"suppress_tokens": padding} if padding else {}))
     with staged_folder(target) as folder:
         architecture = save_hf_model(model, folder, tokenizer.eot_token, generation)
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
@@ -73,6 +94,8 @@ def main(argv: list[str]) -> None:
         (folder / "README.md").write_text(card, encoding="utf-8")
     print(f"wrote {target}: {architecture}, {n_params:,} parameters, "
           f"{checkpoint['tokenizer']['kind']} tokenizer, from {path} ({time.perf_counter() - start:.1f} s)")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # staged_folder ignored stops from the swap on
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = [SampleText(tokenizer, cfg.stop) for _ in range(cfg.num_samples)]
     stream = model.generate_stream(
-        idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.use_cache, generator
+        idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.use_cache, generator, tokenizer.vocab_size
     )
     streaming = cfg.num_samples == 1
     if streaming:

@@ -324,7 +324,8 @@ def sample_text(run: Run, n_tokens: int) -> str:
     idx = torch.tensor([start_tokens(tokenizer)], dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(run.cfg.seed)
     model.eval()
-    out = model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator)
+    out = model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator,
+                         vocab_limit=tokenizer.vocab_size)
     model.train()
     return tokenizer.decode(out[0, idx.size(1) :].tolist())
 

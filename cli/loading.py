@@ -22,11 +22,16 @@ CHECKPOINT_SUFFIXES = (".pt", ".safetensors")  # checkpoint_format=pt or safeten
 
 
 def existing_checkpoint(path: Path) -> Path:
-    """path, or the same checkpoint in the other format when only that one exists (best.safetensors for best.pt)."""
-    if not path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
-        other = [path.with_suffix(s) for s in CHECKPOINT_SUFFIXES if path.with_suffix(s).is_file()]
-        return other[0] if other else path
-    return path
+    """path, or the same checkpoint in the other format when only that one exists (best.safetensors for
+    best.pt). Both formats at once cannot be told apart safely: refused, naming the newer file."""
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        return path
+    found = [path.with_suffix(s) for s in CHECKPOINT_SUFFIXES if path.with_suffix(s).is_file()]
+    if len(found) > 1:
+        older, newer = sorted(found, key=lambda p: p.stat().st_mtime_ns)
+        raise UserError(f"{path.parent} holds {older.name} and {newer.name}, the same checkpoint in two formats; "
+                        f"{newer.name} is the newer: remove {older.name} and run again")
+    return found[0] if found else path
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS) -> dict:

@@ -111,8 +111,15 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
     raise UserError(f"--{key} must be {_type_name(hint)}, got {text!r}")
 
 
+# keys a user may know from nanoGPT or from this project's earlier names, and what they are called here
+RENAMED = {"start": ("prompt",), "init_from": ("hf_model",), "to": ("hf_dir", "pictures_dir", "plot"),
+           "overwrite": ("replace_run", "replace_dataset", "replace_export"), "vocab_size": ("bpe_vocab_size",),
+           "out_dir": ("dataset",), "input": ("text_file",), "runs": ("repeats",)}
+
+
 def _unknown_key(key: str, valid: Collection[str], where: str) -> UserError:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    renamed = [name for name in RENAMED.get(key, ()) if name in valid]
+    close = renamed or difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else "; run with --help to list the keys"
     return UserError(f"unknown config key '{key}' in {where}{hint}")
 

@@ -143,6 +143,8 @@ class SampleConfig(ModelChoice):
             raise UserError(f"top_k={self.top_k} must be positive, or none to disable it")
         if not 0 < self.top_p <= 1:
             raise UserError(f"top_p={self.top_p} must be in (0, 1]")
+        if "" in self.stop:
+            raise UserError("--stop needs a string to stop at (an empty one would end every sample at once)")
 
 
 @dataclass
@@ -172,14 +174,14 @@ class AttentionConfig(ModelChoice):
 @dataclass
 class ExportConfig(CheckpointChoice):
     command: ClassVar[str] = "export"
-    usage: ClassVar[str] = "python export.py [CONFIG.toml ...] --out_dir=DIR --to=FOLDER [--key=value ...]"
+    usage: ClassVar[str] = "python export.py [CONFIG.toml ...] --out_dir=DIR --hf_dir=FOLDER [--key=value ...]"
 
-    to: str = option("", "the Hugging Face model folder to write")
-    overwrite: bool = option(False, "replace the folder `to` when it exists and is not empty")
+    hf_dir: str = option("", "the Hugging Face model folder to write (outside out_dir)")
+    replace_export: bool = option(False, "replace an earlier export in hf_dir (never anything else)")
 
     def __post_init__(self) -> None:
-        if not self.to:
-            raise UserError("give the folder to write: --to=FOLDER (e.g. --to=hf-model)")
+        if not self.hf_dir:
+            raise UserError("give the folder to write: --hf_dir=FOLDER (e.g. --hf_dir=hf-model)")
 
 
 @dataclass

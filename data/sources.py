@@ -15,6 +15,7 @@ import glob
 import gzip
 import hashlib
 import json
+import os
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -59,10 +60,24 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
 
 
 def _files_under(path: Path) -> list[Path]:
+    """path, or the files under it in sorted order, hidden ones (a name starting with a dot) left out.
+    Links to folders are followed, each real folder once (a link back up is no loop); a link to
+    nothing is an error, never input dropped without a word."""
     if not path.is_dir():
         return [path]
-    return sorted(p for p in path.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    files, seen = [], set()
+    for root, folders, names in os.walk(path, followlinks=True):
+        if os.path.realpath(root) in seen:
+            folders.clear()
+            continue
+        seen.add(os.path.realpath(root))
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in (n for n in names if not n.startswith(".")):
+            file = Path(root, name)
+            if not file.exists():
+                raise DataError(f"input {file} is a link to nothing ({os.readlink(file)}); remove it or fix it")
+            files.append(file)
+    return sorted(files)
 
 
 def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Piece]:
@@ -177,7 +192,11 @@ def _jsonl_text(path: Path, number: int, offset: int, line: bytes, field: str) -
     except json.JSONDecodeError as e:
         raise DataError(f"input {path}{where} is not JSON ({e.msg} at column {e.colno}); "
                         f"give one JSON object per line") from None
-    if not isinstance(record, dict) or field not in record:
+    if not isinstance(record, dict):
+        shown = line.decode("utf-8").strip()[:40]
+        raise DataError(f"input {path}{where} is not a JSON object ({shown}); give one JSON object per line, "
+                        f"with the text in a field")
+    if field not in record:
         raise DataError(f"input {path}{where} has no field {field!r}; set --text_field to the field holding the text")
     if not isinstance(record[field], str):
         raise DataError(f"input {path}{where}: field {field!r} is {type(record[field]).__name__}, not text; "
@@ -197,7 +216,8 @@ def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> I
     if column not in schema.names:
         raise DataError(f"input {path} has no column {column!r} (it has {', '.join(schema.names)}); "
                         f"set --text_field to the column holding the text")
-    if not pa.types.is_string(schema.field(column).type) and not pa.types.is_large_string(schema.field(column).type):
+    kind = schema.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or kind == pa.string_view()):
         raise DataError(f"input {path}: column {column!r} holds {schema.field(column).type}, not text; "
                         f"set --text_field to the column holding the text")
     for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=[column]):

@@ -177,8 +177,10 @@ class GPT(nn.Module):
         top_p: float | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        vocab_limit: int | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens new tokens (B, 1), one step at a time.
+        """Yield max_new_tokens new tokens (B, 1), one step at a time, each below vocab_limit
+        (the tokenizer's vocabulary, when the model's is padded past it).
 
         Generation may run past block_size; see `Decoder` for the context policy.
         """
@@ -188,7 +190,7 @@ class GPT(nn.Module):
             decoder = Decoder(self, idx, use_cache, max_new_tokens)  # prefill
         for step in range(max_new_tokens):
             with torch.inference_mode():
-                next_id = sample_next(decoder.logits, temperature, top_k, top_p, generator)  # (B, 1)
+                next_id = sample_next(decoder.logits, temperature, top_k, top_p, generator, vocab_limit)  # (B, 1)
             yield next_id.clone()  # a plain tensor again, usable anywhere
             if step + 1 < max_new_tokens:  # no forward pass for logits nobody will read
                 with torch.inference_mode():
@@ -204,9 +206,10 @@ class GPT(nn.Module):
         top_p: float | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        vocab_limit: int | None = None,
     ) -> torch.Tensor:
         """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens)."""
-        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
+        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, vocab_limit)
         return torch.cat([idx, *new], dim=1)
 
     @classmethod

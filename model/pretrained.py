@@ -75,7 +75,14 @@ def folder_config(folder: Path):
         raise ModelError(f"{path} is not a JSON object ({e}); give a folder written by save_pretrained") from None
     if model_type not in ARCHITECTURES:
         raise ModelError(f"{folder}: {unsupported_model_type(model_type)}")
-    return _quiet_transformers().AutoConfig.from_pretrained(folder)
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        return _quiet_transformers().AutoConfig.from_pretrained(folder)
+    except (StrictDataclassError, ValueError, TypeError) as e:  # a field of the wrong type or value
+        reason = " ".join(str(e).split())[:200]
+        raise ModelError(f"{path} does not describe a {model_type} model ({reason}); fix it or save the "
+                         f"model again with save_pretrained") from None
 
 
 def _hub_model(name: str):
@@ -97,9 +104,14 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
     if Path(name_or_dir).is_dir():
         hf_config = folder_config(Path(name_or_dir))
         config = gpt_config_from_hf(hf_config)  # refuses what smallgpt does not compute, before the weights
+        from safetensors import SafetensorError
+
         try:
             auto = _quiet_transformers().AutoModelForCausalLM
             return auto.from_pretrained(name_or_dir, config=hf_config, local_files_only=True), config
+        except SafetensorError as e:  # a weights file cut short or damaged
+            raise ModelError(f"{name_or_dir}: its weights (model.safetensors) cannot be read ({' '.join(str(e).split())[:150]}); "
+                             f"copy or save the folder again") from None
         except OSError:
             raise PretrainedNotFound(how_to_get(name_or_dir)) from None
     if name_or_dir not in HUB_NAMES:

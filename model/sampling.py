@@ -31,12 +31,17 @@ def sample_next(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    vocab_limit: int | None = None,
 ) -> torch.Tensor:
     """Pick one token per row of logits (B, V); returns ids (B, 1).
 
-    temperature 0 is greedy (argmax); otherwise logits are divided by the
-    temperature, filtered by top_k and top_p, and sampled.
+    Only ids below vocab_limit can be picked: a vocabulary padded past the tokenizer's
+    (vocab_size=50304 for 50257 tokens) has ids that decode to nothing. temperature 0 is
+    greedy (argmax); otherwise logits are divided by the temperature, filtered by top_k and
+    top_p, and sampled.
     """
+    if vocab_limit is not None and vocab_limit < logits.size(-1):
+        logits = logits[:, :vocab_limit]  # (B, vocab_limit): the padding ids are never candidates
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     # Shifted so the largest is 0, and divided by no less than float32's smallest normal

@@ -33,7 +33,7 @@ class EvalSummary:
     bytes: int  # UTF-8 bytes of those tokens
     loss: float  # mean nats per token
     perplexity: float
-    bits_per_byte: float
+    bits_per_byte: float | None  # None when the predicted tokens hold no bytes (an end-of-text token alone)
 
 
 @torch.no_grad()
@@ -70,4 +70,5 @@ def summarize(losses: np.ndarray, tokens: np.ndarray, token_bytes: np.ndarray) -
     n_bytes = int(token_bytes[tokens[1:].astype(np.int64)].sum())
     total = float(losses.sum())
     mean = total / len(losses)
-    return EvalSummary(len(losses), n_bytes, mean, math.exp(mean), total / n_bytes / math.log(2))
+    bits_per_byte = total / n_bytes / math.log(2) if n_bytes else None
+    return EvalSummary(len(losses), n_bytes, mean, math.exp(mean), bits_per_byte)

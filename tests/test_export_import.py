@@ -39,7 +39,7 @@ def train_and_export(tmp_path, corpus_text: str, shape: str) -> dict:
     run_script("train.py", *TINY_TRAIN_FLAGS, *SHORT_RUN, *flags, f"--dataset={tmp_path / 'data'}",
                f"--out_dir={tmp_path / 'out'}", env=OFFLINE)
     result = run_script("export.py", f"--out_dir={tmp_path / 'out'}", f"--checkpoint={checkpoint}",
-                        f"--to={tmp_path / 'hf'}", env=OFFLINE)
+                        f"--hf_dir={tmp_path / 'hf'}", env=OFFLINE)
     assert result.stdout.startswith(f"wrote {tmp_path / 'hf'}: {RUNS[shape][3]}")
     return load_checkpoint(tmp_path / "out" / checkpoint)
 
@@ -104,30 +104,30 @@ def test_export_refuses_bad_input_and_leaves_the_disk_alone(tmp_path, trained_ou
     target.mkdir()
     (target / "mine.txt").write_text("keep me")
     before = snapshot(tmp_path)
-    assert "checkpoint" in export_error(f"--out_dir={tmp_path / 'none'}", f"--to={tmp_path / 'new'}")
-    assert "exists and is not empty" in export_error(f"--out_dir={trained_out}", f"--to={target}")
-    assert "is a file" in export_error(f"--out_dir={trained_out}", f"--to={target / 'mine.txt'}")
-    assert "give the folder to write: --to=FOLDER" in export_error(f"--out_dir={trained_out}")
+    assert "checkpoint" in export_error(f"--out_dir={tmp_path / 'none'}", f"--hf_dir={tmp_path / 'new'}")
+    assert "holds files export.py did not write (mine.txt)" in export_error(f"--out_dir={trained_out}",
+                                                                            f"--hf_dir={target}", "--replace_export=true")
+    assert "is a file" in export_error(f"--out_dir={trained_out}", f"--hf_dir={target / 'mine.txt'}")
+    assert "give the folder to write: --hf_dir=FOLDER" in export_error(f"--out_dir={trained_out}")
     checkpoint = torch.load(trained_out / "ckpt.pt", weights_only=True)
     shape = dict(checkpoint["model_args"], pos_emb="learned", norm="rmsnorm")
     (tmp_path / "odd").mkdir()
     torch.save(dict(checkpoint, model=GPT(GPTConfig(**shape)).state_dict(), model_args=shape), tmp_path / "odd" / "ckpt.pt")
-    line = export_error(f"--out_dir={tmp_path / 'odd'}", f"--to={tmp_path / 'new'}")
+    line = export_error(f"--out_dir={tmp_path / 'odd'}", f"--hf_dir={tmp_path / 'new'}")
     assert "cannot export: norm=rmsnorm has no Hugging Face equivalent (pos_emb=learned makes it GPT-2" in line
     shutil.rmtree(tmp_path / "odd")
     assert snapshot(tmp_path) == before and not (tmp_path / "new").exists()
-    result = run_script("export.py", f"--out_dir={trained_out}", f"--to={target}", check=False, env=OFFLINE)
-    assert result.returncode == 2 and result.stderr.startswith("error: --to=") and "Traceback" not in result.stderr
+    result = run_script("export.py", f"--out_dir={trained_out}", f"--hf_dir={target}", check=False, env=OFFLINE)
+    assert result.returncode == 2 and result.stderr.startswith("error: --hf_dir=") and "Traceback" not in result.stderr
     assert snapshot(tmp_path) == before
 
 
-def test_overwrite_replaces_the_folder_whole(tmp_path, trained_out, capsys):
+def test_replace_export_replaces_an_earlier_export_whole(tmp_path, trained_out, capsys):
     target = tmp_path / "hf"
     target.mkdir()
-    (target / "stale.bin").write_bytes(b"old")
-    export.main([f"--out_dir={trained_out}", f"--to={target}", "--overwrite=true"])
-    assert sorted(p.name for p in target.iterdir()) == ["README.md", "config.json", "generation_config.json",
-                                                        "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    (target / "model.safetensors").write_bytes(b"old")  # an earlier export, cut short
+    export.main([f"--out_dir={trained_out}", f"--hf_dir={target}", "--replace_export=true"])
+    assert {p.name for p in target.iterdir()} == export.EXPORT_FILES  # what export writes is what it recognises
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left beside it
     assert json.loads((target / "config.json").read_text())["architectures"] == ["Qwen3ForCausalLM"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from config.errors import UserError
-from cli.loading import MODEL_KEYS
+from cli.loading import CHECKPOINT_SUFFIXES, MODEL_KEYS
 from cli.safetensors_checkpoint import to_safetensors
 from config.settings import TrainConfig
 from data.files import write_atomically
@@ -56,10 +56,15 @@ def checkpoint_path(out_dir: Path, stem: str, checkpoint_format: str) -> Path:
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write path whole or not at all (data/files.py): a crash at any moment leaves the old
-    file or the new one. A .safetensors path gets a safetensors file, any other torch.save's."""
+    file or the new one. A .safetensors path gets a safetensors file, any other torch.save's.
+    Once it is written, the same checkpoint in the other format (a run resumed with another
+    checkpoint_format) is removed: out_dir never holds two that disagree."""
     try:
         write_atomically(path, to_safetensors(state) if path.suffix == ".safetensors"
                          else lambda f: torch.save(state, f))
+        for other in CHECKPOINT_SUFFIXES:
+            if other != path.suffix:
+                path.with_suffix(other).unlink(missing_ok=True)
     except (OSError, RuntimeError) as e:  # torch.save reports some write failures as RuntimeError
         reason = e.strerror if isinstance(e, OSError) else "the file could not be written in full"
         raise UserError(f"could not write checkpoint {path} ({reason}); free disk space or change out_dir") from None

@@ -1,0 +1,156 @@
+"""Mistakes a new user makes with export, safetensors, Hugging Face folders and padded vocabularies:
+each is one line and exit status 2 with every file as it was (by sha256), or, where the command
+can do the right thing, it does it. Every case runs the real command as a subprocess."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_script
+
+pytestmark = pytest.mark.slow
+OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def sha256s(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(*args: str, fragment: str, unchanged: Path) -> None:
+    before = sha256s(unchanged)
+    assert_one_line_error(run_script(*args, check=False), fragment)
+    assert sha256s(unchanged) == before
+
+
+@pytest.fixture(scope="module")
+def padded_run(char_dataset, tmp_path_factory) -> Path:
+    """A tiny run whose vocabulary is padded past its char tokenizer's, as `--vocab_size=50304` pads GPT-2's;
+    its closing sample (after the checkpoints) must decode."""
+    out = tmp_path_factory.mktemp("padded")
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=20", "--vocab_size=128", "--sample_tokens=200",
+                        f"--dataset={char_dataset}", f"--out_dir={out}")
+    assert "--- sample ---" in result.stdout and "Traceback" not in result.stderr
+    return out
+
+
+def test_export_never_writes_into_a_run_or_a_dataset(trained_out, char_dataset, tmp_path):
+    run = shutil.copytree(trained_out, tmp_path / "run")
+    for target, fragment in ((run, "is the training run's out_dir"), (run / "hf", "lies inside the training run's"),
+                             (tmp_path, "holds the training run's out_dir"),
+                             (char_dataset, "holds files export.py did not write")):
+        refused("export.py", f"--out_dir={run}", f"--hf_dir={target}", "--replace_export=true", fragment=fragment,
+                unchanged=tmp_path if target != char_dataset else char_dataset)
+    export = run_script("export.py", f"--out_dir={run}", f"--hf_dir={tmp_path / 'hf'}", env=OFFLINE)
+    assert export.returncode == 0  # a folder of its own is fine, and replace_export replaces only an export
+    refused("export.py", f"--out_dir={run}", f"--hf_dir={tmp_path / 'hf'}", fragment="holds an earlier export",
+            unchanged=tmp_path)
+
+
+def test_export_interrupted_once_its_folder_is_swapped_in_finishes(trained_out, tmp_path):
+    """Ctrl-C right after the swap (tests/export_with_interrupt.py sends it) leaves a complete folder, exit 0."""
+    result = run_script("tests/export_with_interrupt.py", f"--out_dir={trained_out}", f"--hf_dir={tmp_path / 'hf'}",
+                        check=False, env=OFFLINE)
+    assert result.returncode == 0 and result.stdout.startswith("wrote "), result.stderr
+    assert len(list((tmp_path / "hf").iterdir())) == 6
+
+
+def test_a_run_resumed_in_the_other_format_keeps_one_latest_checkpoint(trained_out, tmp_path):
+    run = shutil.copytree(trained_out, tmp_path / "run")
+    dataset = torch.load(run / "ckpt.pt", weights_only=True)["config"]["dataset"]
+    run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=30", "--sample_tokens=0", "--checkpoint_format=safetensors",
+               "--init_from=resume", f"--out_dir={run}", f"--dataset={dataset}")
+    assert not (run / "ckpt.pt").exists() and (run / "ckpt.safetensors").is_file()
+    evaluation = run_script("eval.py", f"--out_dir={run}", "--json=true")  # ckpt.pt asked: the one latest is read, and named
+    assert json.loads(evaluation.stdout)["checkpoint"].endswith("ckpt.safetensors")
+    shutil.copy(trained_out / "ckpt.pt", run / "ckpt.pt")  # a stale copy beside the latest: which one is it?
+    (run / "ckpt.safetensors").touch()  # the newer of the two
+    for command in ("sample.py", "eval.py", "export.py"):
+        extra = [f"--hf_dir={tmp_path / 'hf'}"] if command == "export.py" else []
+        refused(command, f"--out_dir={run}", *extra, fragment="ckpt.safetensors is the newer: remove ckpt.pt",
+                unchanged=tmp_path)
+
+
+def test_padding_ids_are_never_sampled(padded_run, tmp_path):
+    hot = run_script("sample.py", f"--out_dir={padded_run}", "--temperature=5", "--top_k=none", "--max_new_tokens=300")
+    assert hot.returncode == 0 and "Traceback" not in hot.stderr
+    run_script("export.py", f"--out_dir={padded_run}", f"--hf_dir={tmp_path / 'hf'}", env=OFFLINE)
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    vocab = json.loads((tmp_path / "hf" / "config.json").read_text())["vocab_size"]
+    assert vocab == 128 and generation["suppress_tokens"][-1] == 127  # transformers never samples them either
+    from_folder = run_script("sample.py", f"--hf_model={tmp_path / 'hf'}", "--temperature=5", "--top_k=none",
+                             "--max_new_tokens=200", env=OFFLINE)
+    assert from_folder.returncode == 0 and "Traceback" not in from_folder.stderr
+
+
+def test_a_damaged_hugging_face_folder_is_one_line(trained_out, tmp_path):
+    run_script("export.py", f"--out_dir={trained_out}", f"--hf_dir={tmp_path / 'hf'}", env=OFFLINE)
+    weights = tmp_path / "hf" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    refused("sample.py", f"--hf_model={tmp_path / 'hf'}", fragment="its weights (model.safetensors) cannot be read",
+            unchanged=tmp_path)
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "num_hidden_layers": "one"}))
+    refused("eval.py", f"--hf_model={tmp_path / 'hf'}", "--text_file=README.md", unchanged=tmp_path,
+            fragment="config.json does not describe a qwen3 model (Validation error for field 'num_hidden_layers'")
+
+
+def test_prepare_follows_linked_folders_once_and_names_a_broken_link(tmp_path):
+    (tmp_path / "in" / "notes").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "in" / "notes" / "a.txt").write_text("first document\n")
+    (tmp_path / "elsewhere" / "b.txt").write_text("second document\n")
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "in" / "notes" / "up").symlink_to(tmp_path / "in")  # a loop: each real folder is read once
+    run_script("data/prepare.py", f"--input={tmp_path / 'in'}", f"--dataset={tmp_path / 'ds'}")
+    meta = json.loads((tmp_path / "ds" / "meta.json").read_text())
+    assert [Path(i["path"]).name for i in meta["inputs"]] == ["b.txt", "a.txt"]  # linked/b.txt, notes/a.txt
+    (tmp_path / "in" / "gone").symlink_to(tmp_path / "nothing")
+    refused("data/prepare.py", f"--input={tmp_path / 'in'}", f"--dataset={tmp_path / 'ds'}", unchanged=tmp_path,
+            fragment=f"input {tmp_path / 'in' / 'gone'} is a link to nothing")
+
+
+@pytest.mark.parametrize("line", ['["a"]', '"text"', "null"])
+def test_a_jsonl_line_that_is_no_object_is_named(tmp_path, line):
+    (tmp_path / "docs.jsonl").write_text('{"text": "fine"}\n' + line + "\n")
+    refused("data/prepare.py", f"--input={tmp_path / 'docs.jsonl'}", f"--dataset={tmp_path / 'ds'}",
+            unchanged=tmp_path, fragment=f"docs.jsonl line 2 is not a JSON object ({line})")
+
+
+@pytest.mark.parametrize("kind", ["large_string", "string_view"])
+def test_parquet_text_of_every_string_type_is_read(tmp_path, kind):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": pa.array(["one document", "another one"], type=getattr(pa, kind)())}),
+                   tmp_path / "docs.parquet")
+    run_script("data/prepare.py", f"--input={tmp_path / 'docs.parquet'}", f"--dataset={tmp_path / 'ds'}")
+    assert json.loads((tmp_path / "ds" / "meta.json").read_text())["val_documents"] == 1
+
+
+def test_eval_says_why_a_split_of_no_bytes_has_no_bits_per_byte(trained_out, char_dataset, tmp_path):
+    data = shutil.copytree(char_dataset, tmp_path / "data")
+    meta = json.loads((data / "meta.json").read_text())
+    np.array([1, meta["eot_token"]], dtype=meta["dtype"]).tofile(data / "val.bin")  # the only scored token: end of text
+    (data / "meta.json").write_text(json.dumps({**meta, "val_tokens": 2}))
+    run = shutil.copytree(trained_out, tmp_path / "run")
+    state = torch.load(run / "ckpt.pt", weights_only=True)
+    state["config"]["dataset"] = str(data)
+    torch.save(state, run / "ckpt.pt")
+    result = run_script("eval.py", f"--out_dir={run}")
+    assert "loss " in result.stdout and "no bits per byte: the scored tokens hold no bytes" in result.stdout
+
+
+def test_nanogpt_flags_and_an_empty_stop_get_one_line(trained_out):
+    assert_one_line_error(run_script("sample.py", f"--out_dir={trained_out}", "--start=ROMEO", check=False),
+                          "unknown config key 'start'", "did you mean 'prompt'?")
+    assert_one_line_error(run_script("sample.py", f"--out_dir={trained_out}", "--stop=", check=False),
+                          "--stop needs a string to stop at")
+
