@@ -17,11 +17,13 @@ import torch
 
 from config.device import pick_device
 from config.errors import UserError, run_cli
-from cli.loading import encode_prompt, existing_checkpoint, load_model, read_prompt
 from config.outputs import check_output
+from config.prompts import encode_prompt, read_prompt
 from config.settings import AttentionConfig, read_config
 from data.files import write_atomically
 from model import GPT
+from training.checkpoint import existing_checkpoint
+from training.init_from import load_model
 from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count
 from viz.maps import heatmap_figure, query_figure
 from viz.png import save_png

@@ -42,7 +42,6 @@ import torch
 
 from config.device import autocast, pick_device, resolve_dtype
 from config.errors import UserError, run_cli
-from cli.loading import load_model
 from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config
 from data import load_tokenizer
 from data.bpe import train_bpe
@@ -58,7 +57,7 @@ from model.config import GPT2_SHAPE
 from model.fast_decoding import MIN_WEIGHT_NUMEL, for_cpu_decoding
 from model.params import training_flops_per_token
 from model.scoring import score_tokens, summarize
-from training.init_from import model_config
+from training.init_from import load_model, model_config
 from training.metrics_log import read_rows
 from training.optimizer import build_optimizers
 from training.throughput import MFUMeter

@@ -17,7 +17,6 @@ import numpy as np
 
 from config.device import pick_device
 from config.errors import UserError, run_cli
-from cli.loading import existing_checkpoint, load_model
 from config.outputs import check_output
 from config.settings import EvalConfig, read_config
 from data.dataset import dataset_dir, open_dataset, tokenizer_change
@@ -25,6 +24,8 @@ from data.files import write_atomically
 from data.sources import read_text
 from data.tokenizer import Tokenizer
 from model.scoring import score_tokens, summarize
+from training.checkpoint import existing_checkpoint
+from training.init_from import load_model
 from viz.surprise import surprise_page
 
 

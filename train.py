@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from config.device import autocast, resolve_dtype
 from config.errors import UserError, run_cli
-from cli.loading import load_checkpoint
 from config.settings import TrainConfig, read_config
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, open_dataset
@@ -33,12 +32,11 @@ from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
-from training.checkpoint import (RESUME_KEYS, Progress, checkpoint_path, checkpoint_payload, restore_training_state,
-                                 save_checkpoint)
+from training.checkpoint import OutDir, checkpoint_path, claim_out_dir, load_checkpoint, save_checkpoint
 from training.init_from import build_model, check_resume_data
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers
-from training.out_dir import OutDir, claim_out_dir
+from training.resume import RESUME_KEYS, Progress, checkpoint_payload, restore_training_state
 from training.schedule import lr_scale
 from training.signals import StopSignals
 from training.throughput import MFUMeter

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from cli.loading import load_checkpoint, model_from_checkpoint
+from training.checkpoint import load_checkpoint, model_from_checkpoint
 from data.tokenizer import Tokenizer, tokenizer_from_description
 from model import GPT
 from model.attention import CausalSelfAttention

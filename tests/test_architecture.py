@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers import REPO
 
-PACKAGES = ("model", "data", "viz", "config", "cli", "training")
+PACKAGES = ("model", "data", "viz", "config", "training")
 LIBRARIES = ("model", "data")
 COMMANDS_IN_PACKAGES = {"data/prepare.py"}  # a command whose path nanoGPT's users know; not part of the library
 
@@ -45,9 +45,12 @@ def test_model_and_data_import_no_other_project_package():
         assert graph[library] == set(), f"{library}/ imports {sorted(graph[library])}"
 
 
-def test_training_imports_no_command_layer():
-    """training/ is the loop's library: it may read the config, never the tools' layer above it."""
-    assert "cli" not in package_graph()["training"]
+def test_packages_import_downward_only():
+    """model and data at the bottom; viz and config above them; training above config; the commands on top."""
+    below = {"model": set(), "data": set(), "viz": {"model", "data"}, "config": {"model", "data"},
+             "training": {"model", "data", "config"}}
+    for package, imported in package_graph().items():
+        assert imported <= below[package], f"{package}/ imports {sorted(imported - below[package])}"
 
 
 def test_no_cycle_among_the_packages():

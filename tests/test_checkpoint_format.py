@@ -9,11 +9,9 @@ import torch
 from safetensors import safe_open
 
 from config.errors import UserError
-from cli.loading import load_checkpoint, model_from_checkpoint
-from cli.safetensors_checkpoint import to_safetensors
 from config.settings import TrainConfig
 from model import GPT, GPTConfig
-from training.checkpoint import checkpoint_path, save_checkpoint
+from training.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint, save_checkpoint, to_safetensors
 from training.optimizer import build_optimizers
 
 SHAPE = dict(block_size=16, vocab_size=40, n_layer=2, n_head=2, n_embd=16)
@@ -114,7 +112,7 @@ def test_a_broken_or_foreign_safetensors_file_is_one_line(tmp_path, content, fra
 
 
 def test_an_out_dir_holding_a_safetensors_run_is_an_earlier_run(tmp_path):
-    from training.out_dir import check_start
+    from training.checkpoint import check_start
 
     (tmp_path / "ckpt.safetensors").write_bytes(to_safetensors(trained_state(tie_embeddings=True, steps=0)[2]))
     with pytest.raises(UserError, match=r"holds an earlier run \(ckpt.safetensors\); continue it with --init_from=resume"):

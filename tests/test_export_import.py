@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import export
-from cli.loading import load_checkpoint, model_from_checkpoint
+from training.checkpoint import load_checkpoint, model_from_checkpoint
 from data.tokenizer import tokenizer_from_description
 from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_main, run_script, snapshot
 from model import GPT, GPTConfig

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from cli.sample_text import SampleText
+from sample import SampleText
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
 from model import GPT, GPTConfig
 from helpers import gpt2_config

@@ -61,7 +61,7 @@ def test_two_layer_model_overfits_one_batch():
 def test_a_checkpoint_of_an_earlier_format_is_refused_in_one_line():
     """One format: a state dict with one fused c_attn (an earlier layout) is refused, naming the mismatch."""
     from config.errors import UserError
-    from cli.loading import model_from_checkpoint
+    from training.checkpoint import model_from_checkpoint
 
     args = gpt2_config(block_size=16, vocab_size=30, n_layer=1, n_head=2, n_embd=32).to_dict()
     state = GPT(GPTConfig(**args)).state_dict()

@@ -18,7 +18,7 @@ from config.errors import UserError
 from config.outputs import check_output
 from config.settings import TrainConfig
 from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script, snapshot
-from training.out_dir import claim_out_dir
+from training.checkpoint import claim_out_dir
 
 
 @pytest.fixture

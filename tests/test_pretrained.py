@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from config.errors import UserError
-from cli.loading import load_model
+from training.init_from import load_model
 from helpers import prepare_text, run_script
 from model import GPT
 from model.pretrained import PretrainedNotFound

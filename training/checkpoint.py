@@ -1,52 +1,149 @@
-"""Writing checkpoints, crash-safe, and putting a run back where one left off.
+"""A training run's folder and its checkpoints: holding out_dir for one run at a time, and
+writing, reading and checking checkpoints in both formats.
 
-A checkpoint is a plain dict of tensors, numbers and strings (it loads with
-weights_only=True; cli/loading.py reads it): the model's weights without any
-compile or DDP prefix, the optimizer, the config, the model's shape, the
-tokenizer, the identity of the data it was trained on, and what an exact
-resume needs. checkpoint_format=safetensors writes the same dict as a
-safetensors file instead (cli/safetensors_checkpoint.py).
+Checkpoints: ckpt.pt (the latest) and best.pt, torch.save files loaded with weights_only=True
+(pickled code is refused, never run); or, with checkpoint_format=safetensors, ckpt.safetensors
+and best.safetensors, for people who share weights with no pickle at all. There every tensor
+(weights, optimizer moments, random states) is in the file's tensor table under its path in the
+checkpoint ("model.lm_head.weight", "optimizer.adamw.state.0.exp_avg"), and the rest is one JSON
+document in the file's metadata, with a {"$tensor": name} where each tensor stood; a tensor that
+shares its memory with an earlier one (a tied head) is stored once. A folder never holds one
+checkpoint in both formats.
+
+out_dir: a run holds an OS lock (flock) on out_dir/.lock for its whole life. The OS drops the
+lock when the process ends, however it ends, so a run that died never blocks the next one; the
+file's text only names the process holding it. Whether the run may start there (resume needs a
+checkpoint; a fresh start must not bury one) is decided before anything in the folder is
+written, and a run whose set-up fails puts the folder back as it found it.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
+import fcntl
+import json
+import os
+import pickle
+import shlex
+import sys
 import time
+import zipfile
 from pathlib import Path
 
 import torch
 
 from config.errors import UserError
-from cli.loading import CHECKPOINT_SUFFIXES, MODEL_KEYS
-from cli.safetensors_checkpoint import to_safetensors
+from config.outputs import check_output
 from config.settings import TrainConfig
 from data.files import write_atomically
-from data.loader import BatchLoader
-from model import GPT
+from model import GPT, GPTConfig
 
-from .optimizer import Optimizers
-
-
-@dataclasses.dataclass
-class Progress:
-    """Where a run stands, carried across resumes."""
-
-    step: int = 0  # optimizer steps done
-    best_val_loss: float = math.inf
-    tokens: int = 0  # training tokens seen
-    elapsed_s: float = 0.0  # seconds spent training, evaluation included, over every resume
-
-    def __post_init__(self) -> None:
-        self._ticked = time.perf_counter()
-
-    def tick(self) -> None:
-        """Add the wall time since the last tick (or since this run began) to elapsed_s."""
-        now = time.perf_counter()
-        self.elapsed_s, self._ticked = self.elapsed_s + now - self._ticked, now
+MODEL_KEYS = ("model", "model_args", "tokenizer")  # enough to sample
+CHECKPOINT_SUFFIXES = (".pt", ".safetensors")  # checkpoint_format=pt or safetensors
 
 
-RESUME_KEYS = MODEL_KEYS + ("optimizer", "scaler", "config", "iter_num", "best_val_loss", "tokens_seen", "elapsed_s",
-                            "rng", "loader", "dataset")
+def existing_checkpoint(path: Path) -> Path:
+    """path, or the same checkpoint in the other format when only that one exists (best.safetensors for
+    best.pt). Both formats at once cannot be told apart safely: refused, naming the newer file."""
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        return path
+    found = [path.with_suffix(s) for s in CHECKPOINT_SUFFIXES if path.with_suffix(s).is_file()]
+    if len(found) > 1:
+        older, newer = sorted(found, key=lambda p: p.stat().st_mtime_ns)
+        raise UserError(f"{path.parent} holds {older.name} and {newer.name}, the same checkpoint in two formats; "
+                        f"{newer.name} is the newer: remove {older.name} and run again")
+    return found[0] if found else path
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS) -> dict:
+    """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code
+    is refused, never run)."""
+    path = existing_checkpoint(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found; train one with python train.py --out_dir={path.parent}")
+    try:
+        if path.suffix == ".safetensors":
+            checkpoint = from_safetensors(path, device)
+        else:
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; use a checkpoint written by train.py") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: safetensors'
+        raise UserError(f"checkpoint {path} is damaged or truncated ({str(e).splitlines()[0][:120]}); use another one") from None
+    missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise UserError(f"{path} is not a checkpoint of this project (no {', '.join(missing)}); use one written by train.py")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, path: Path) -> GPT:
+    """Rebuild the GPT a checkpoint describes and load its weights."""
+    try:
+        model = GPT(GPTConfig(**checkpoint["model_args"]))
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, TypeError, ValueError) as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[:3])[:200]  # torch's reason is on line 2
+        raise UserError(f"checkpoint {path} does not match the model it describes ({detail}); use another one") from None
+    return model
+
+
+METADATA_KEY = "smallgpt_checkpoint"
+TENSOR, ITEMS, TUPLE = "$tensor", "$items", "$tuple"  # markers of what JSON has no word for
+
+
+def _pack(value, path: str, tensors: dict[str, torch.Tensor], stored: dict[tuple, str]):
+    if isinstance(value, torch.Tensor):
+        memory = (value.device, value.data_ptr(), value.dtype, value.shape, value.stride())
+        if value.numel() and memory in stored:
+            return {TENSOR: stored[memory]}
+        tensors[path] = value.detach().contiguous()
+        stored[memory] = path
+        return {TENSOR: path}
+    if isinstance(value, dict):
+        if all(isinstance(key, str) for key in value):
+            return {key: _pack(item, f"{path}.{key}", tensors, stored) for key, item in value.items()}
+        return {ITEMS: [[key, _pack(item, f"{path}.{key}", tensors, stored)] for key, item in value.items()]}
+    if isinstance(value, (list, tuple)):
+        items = [_pack(item, f"{path}.{i}", tensors, stored) for i, item in enumerate(value)]
+        return {TUPLE: items} if isinstance(value, tuple) else items
+    return value  # str, int, float (inf and nan included), bool, None
+
+
+def _unpack(value, tensors: dict[str, torch.Tensor]):
+    if isinstance(value, list):
+        return [_unpack(item, tensors) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if TENSOR in value:
+        return tensors[value[TENSOR]]
+    if ITEMS in value:
+        return {key: _unpack(item, tensors) for key, item in value[ITEMS]}
+    if TUPLE in value:
+        return tuple(_unpack(item, tensors) for item in value[TUPLE])
+    return {key: _unpack(item, tensors) for key, item in value.items()}
+
+
+def to_safetensors(checkpoint: dict) -> bytes:
+    """The checkpoint as the bytes of a safetensors file."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = {key: _pack(value, key, tensors, {}) for key, value in checkpoint.items()}
+    return save(tensors, metadata={"format": "pt", METADATA_KEY: json.dumps(skeleton)})
+
+
+def from_safetensors(path: Path, device: str | torch.device = "cpu") -> dict | None:
+    """The checkpoint in a safetensors file, or None for a safetensors file that holds no checkpoint
+    (an exported model.safetensors). A damaged file raises ValueError."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            skeleton = (f.metadata() or {}).get(METADATA_KEY)
+            if skeleton is None:
+                return None
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        return _unpack(json.loads(skeleton), tensors)
+    except (SafetensorError, KeyError) as e:
+        raise ValueError(f"not a whole safetensors file: {e}") from None
 
 
 def checkpoint_path(out_dir: Path, stem: str, checkpoint_format: str) -> Path:
@@ -70,56 +167,131 @@ def save_checkpoint(state: dict, path: Path) -> None:
         raise UserError(f"could not write checkpoint {path} ({reason}); free disk space or change out_dir") from None
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+LOCK_NAME = ".lock"
+RUN_FILES = ("ckpt.pt", "best.pt", "ckpt.safetensors", "best.safetensors", "log.jsonl", "loss.png",
+             "attention.png")  # what a run writes there
 
 
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+class OutDir:
+    """out_dir, claimed by this process: another run is refused until release (or this process's end)."""
+
+    def __init__(self, folder: Path, lock_fd: int, lock_created: bool, folders_created: list[Path]):
+        self.folder = folder
+        self._lock_fd = lock_fd
+        self._lock_created = lock_created
+        self._folders_created = folders_created  # deepest first
+        self._previous_record = os.pread(lock_fd, os.fstat(lock_fd).st_size, 0)
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, f"pid {os.getpid()}: {shlex.join(sys.argv)}\n".encode(), 0)
+
+    def begin(self, replace_earlier_run: bool) -> None:
+        """The run is set up and about to write: remove what killed runs left half-written and,
+        for --replace_run=true, the earlier run's files."""
+        for name in RUN_FILES:
+            for stale in self.folder.glob(f".{name}.*.tmp"):  # .ckpt.pt.PID.tmp: under the lock, no live run's
+                stale.unlink(missing_ok=True)
+        removed = [name for name in RUN_FILES if replace_earlier_run and (self.folder / name).is_file()]
+        for name in removed:
+            (self.folder / name).unlink()
+        if removed:
+            print(f"replace_run: removed the earlier run's {', '.join(removed)} from {self.folder}")
+
+    def abandon(self) -> None:
+        """The run failed before it began: leave out_dir as it was found (no new folder, the same .lock)."""
+        if self._lock_created:
+            (self.folder / LOCK_NAME).unlink()  # safe while locked: take_lock checks the file it locked is still there
+        else:
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, self._previous_record, 0)
+        self.release()
+        for folder in self._folders_created:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
+
+    def release(self) -> None:
+        os.close(self._lock_fd)  # closing the descriptor drops the flock
 
 
-def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.GradScaler, cfg: TrainConfig,
-                       data_identity: dict, progress: Progress, loader: BatchLoader) -> dict:
-    """Everything a checkpoint holds: plain tensors, numbers and strings only.
-    data_identity is the dataset's (data.dataset.dataset_identity): resume checks it."""
-    return {
-        "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
-        "optimizer": optimizers.state_dict(),  # {"adamw": ..., "muon": ...}
-        "scaler": scaler.state_dict(),  # float16's loss scale (empty otherwise)
-        "config": dataclasses.asdict(cfg),
-        "model_args": model.config.to_dict(),
-        "tokenizer": data_identity["tokenizer"],
-        "dataset": {"folder": cfg.dataset, **data_identity},
-        "iter_num": progress.step,
-        "best_val_loss": progress.best_val_loss,
-        "tokens_seen": progress.tokens,
-        "elapsed_s": progress.elapsed_s,
-        "rng": rng_state(),
-        "loader": loader.state_dict(),
-    }
+def claim_out_dir(cfg: TrainConfig) -> OutDir:
+    """Check, lock and decide, in an order that leaves a refused run's folder untouched.
+
+    Until the run's set-up is done, all it writes is its process id into .lock
+    (and out_dir and .lock themselves where missing), undone if the set-up fails."""
+    folder = check_output(cfg.out_dir, "out_dir", folder=True)
+    lock = take_lock(folder / LOCK_NAME, create=False)  # an earlier run's lock file: is that run alive?
+    try:
+        check_start(folder, cfg)
+    except UserError:
+        if lock is not None:
+            os.close(lock[0])
+        raise
+    folders_created = []
+    if lock is None:
+        folders_created = [p for p in (folder.absolute(), *folder.absolute().parents) if not p.exists()]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = take_lock(folder / LOCK_NAME, create=True)
+        except OSError as e:
+            raise UserError(f"out_dir {folder} cannot be written ({e.strerror}); choose another --out_dir") from None
+    return OutDir(folder, *lock, folders_created)
 
 
-def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: torch.amp.GradScaler,
-                           loader: BatchLoader, rank: int, seed: int, new_data: bool = False) -> Progress:
-    """Put the optimizers, data position and random generators back where the checkpoint left them.
+def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
+    """The locked descriptor of path and whether this call created the file; None when
+    it does not exist and create is false. A live holder is a one-line refusal naming it."""
+    while True:
+        try:
+            fd, created = open_lock_file(path, create)
+        except FileNotFoundError:
+            return None
+        except FileExistsError:  # another run made it between our two opens: open that one
+            continue
+        except OSError as e:  # another user's lock file, ...
+            raise UserError(f"out_dir {path.parent} cannot be locked ({e.strerror}); choose another --out_dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(fd)
+            os.close(fd)
+            raise UserError(f"out_dir {path.parent} is in use by another run ({holder}); wait for it to end, "
+                            f"or choose another --out_dir") from None
+        except OSError as e:  # a file system without locks
+            os.close(fd)
+            raise UserError(f"out_dir {path.parent} cannot be locked ({e.strerror}); choose another --out_dir") from None
+        if path.exists() and os.path.samestat(os.fstat(fd), path.stat()):
+            return fd, created
+        os.close(fd)  # a run that gave up removed this file between our open and our lock
 
-    The checkpoint holds the main process's random state; other ranks reseed
-    from the step, so a resume on a different world size still works. On new
-    data (allow_new_data) the walk starts afresh and the best val loss, measured
-    on other data, is forgotten.
-    """
-    optimizers.load_state_dict(checkpoint["optimizer"])
-    scaler.load_state_dict(checkpoint["scaler"])
-    if not new_data:
-        loader.load_state_dict(checkpoint["loader"])
-    if rank == 0:
-        set_rng_state(checkpoint["rng"])
-    else:
-        torch.manual_seed(seed + 1_000_003 * rank + checkpoint["iter_num"])
-    best_val_loss = math.inf if new_data else checkpoint["best_val_loss"]
-    return Progress(checkpoint["iter_num"], best_val_loss, checkpoint["tokens_seen"], checkpoint["elapsed_s"])
+
+def open_lock_file(path: Path, create: bool) -> tuple[int, bool]:
+    """path opened for reading and writing, never truncated (it holds the holder's record),
+    and whether this call created it; it is created only where missing and create is true."""
+    try:
+        return os.open(path, os.O_RDWR), False
+    except FileNotFoundError:
+        if not create:
+            raise
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+
+
+def lock_holder(fd: int, wait_s: float = 1.0) -> str:
+    """What the holding process wrote into the lock file; it writes that just after locking, so wait a moment."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        record = os.pread(fd, 300, 0).decode(errors="replace").strip()
+        if record or time.monotonic() > deadline:
+            return record[:200] or "its process id is not recorded"
+        time.sleep(0.02)
+
+
+def check_start(folder: Path, cfg: TrainConfig) -> None:
+    """Resume needs a checkpoint; a fresh start must not bury one (unless --replace_run=true)."""
+    latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors
+    has_checkpoint = latest.is_file()
+    if cfg.init_from == "resume" and not has_checkpoint:
+        raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
+                        f"start with --init_from=scratch, or point --out_dir at the run to resume")
+    if cfg.init_from != "resume" and has_checkpoint and not cfg.replace_run:
+        raise UserError(f"out_dir {folder} holds an earlier run ({latest.name}); continue it with --init_from=resume, "
+                        f"start this one in a new --out_dir, or replace it with --replace_run=true")

@@ -1,19 +1,24 @@
 """The model a run starts from, per init_from: a fresh one, the checkpoint's (to
-resume), or a Hugging Face model's weights (to fine-tune); and what a resume must
-match: the data the checkpoint was trained on and the model's shape."""
+resume), or a Hugging Face model's weights (to fine-tune); what a resume must
+match: the data the checkpoint was trained on and the model's shape; and the model
+a tool runs (load_model), from a checkpoint or a Hugging Face model."""
 from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
 
+import torch
+
 from config.errors import UserError
-from cli.loading import model_from_checkpoint, pretrained_tokenizer
 from config.settings import TrainConfig
 from data.dataset import Dataset, tokenizer_change
+from data.hf_tokenizer import tokenizer_from_hf_folder
+from data.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_description
 from model import GPT, GPTConfig
 from model.config import ModelOptions
+from model.pretrained import HUB_NAMES
 
-from .checkpoint import checkpoint_path
+from .checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
 
 # the training keys that fix the model's shape: every model option but dropout, and the vocabulary
 SHAPE_KEYS = tuple(f.name for f in fields(ModelOptions) if f.name != "dropout") + ("vocab_size",)
@@ -91,3 +96,34 @@ def check_dataset_tokenizer(cfg: TrainConfig, dataset: Dataset, model: GPT) -> N
         raise UserError(f"init_from={cfg.init_from} reads text with its own tokenizer, but dataset {cfg.dataset} was "
                         f"prepared with another ({tokenizer_change(own, dataset.meta['tokenizer'])}); prepare it with "
                         f"python data/prepare.py --tokenizer={flag}")
+
+
+def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
+    """A Hugging Face model's tokenizer: its folder's tokenizer.json (byte-level BPE, through tiktoken),
+    or GPT-2's BPE for the hub's GPT-2 names and a GPT-2 folder without one."""
+    folder = Path(init_from)
+    if (folder / "tokenizer.json").is_file():
+        tokenizer, source = tokenizer_from_hf_folder(folder), "its tokenizer.json"
+    elif init_from in HUB_NAMES or model.config.pos_emb == "learned":  # GPT-2: the one learned-position model read
+        tokenizer, source = GPT2Tokenizer(), "GPT-2's BPE, as it has no tokenizer.json"
+    else:
+        raise UserError(f"{init_from} has no tokenizer.json; save the model's tokenizer into the folder "
+                        f"(tokenizer.save_pretrained) and try again")
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise UserError(f"{init_from} has a vocabulary of {model.config.vocab_size} tokens, fewer than the "
+                        f"{tokenizer.vocab_size} of the tokenizer it runs with ({source}); use a model whose "
+                        f"vocabulary covers its tokenizer")
+    return tokenizer
+
+
+def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device
+               ) -> tuple[GPT, Tokenizer, dict | None]:
+    """The model (in eval mode), its tokenizer and the checkpoint dict, rebuilt from
+    out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
+    if not init_from:
+        path = Path(out_dir) / checkpoint
+        state = load_checkpoint(path, device)
+        model = model_from_checkpoint(state, path)
+        return model.to(device).eval(), tokenizer_from_description(state["tokenizer"]), state
+    model = GPT.from_pretrained(init_from)
+    return model.to(device).eval(), pretrained_tokenizer(init_from, model), None

@@ -1,0 +1,30 @@
+"""The text a command is given: a flag's own text, or a file's (FILE:path), and its token ids."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from data.tokenizer import Tokenizer, start_tokens
+
+from .errors import UserError
+
+
+def read_prompt(prompt: str, what: str = "prompt") -> str:
+    """The text itself, or the contents of the file that FILE:path names."""
+    if not prompt.startswith("FILE:"):
+        return prompt
+    if prompt == "FILE:":
+        raise UserError(f"FILE: needs a path after it, e.g. --{what}=FILE:notes.txt")
+    path = Path(prompt[len("FILE:") :])
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} file {path} not found") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} file {path} is not UTF-8 (invalid byte at offset {e.start})") from None
+    except OSError as e:  # a folder, no permission, ...
+        raise UserError(f"{what} file {path} cannot be read: {e.strerror or e}") from None
+
+
+def encode_prompt(prompt: str, tokenizer: Tokenizer) -> list[int]:
+    """Token ids of the text, or the start token if it is empty."""
+    return tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
