@@ -4,6 +4,7 @@
     python bench.py training [CONFIG.toml ...] [--key=value ...] [--steps=N]
     python bench.py precision [--steps=N]
     python bench.py recipe [--key=value ...] [--plot=recipe.png]
+    python bench.py budget [--budgets=60,180,600] [--bpe_budget=180] [--plot=budget.png]
     python bench.py first_token [--out_dir=DIR] [--repeats=N]
     python bench.py prepare [--corpus_mb=N] [--bpe_vocab_size=N]
 
@@ -21,6 +22,8 @@ recipe: the classic (GPT-2) and the modern recipe at the default run's size on
 the default corpus, then each piece of the modern recipe added alone to the
 classic one: wall time, tokens per second and eval.py's validation loss, and
 every run's loss curves in one picture (as compare.py draws them).
+budget: for each time budget, the shape --time_budget plans and its two neighbours on the dial,
+each trained for that budget: their eval.py val loss, and a picture of loss against parameters.
 first_token: wall time from starting `python sample.py` to its first generated
 character, for a trained checkpoint (the default run's unless --out_dir says).
 prepare: MB/s of preparing a corpus of copies of the plays (one file each) with
@@ -57,11 +60,13 @@ from model.config import GPT2_SHAPE
 from model.fast_decoding import MIN_WEIGHT_NUMEL, for_cpu_decoding
 from model.params import training_flops_per_token
 from model.scoring import score_tokens, summarize
+from training.budget import dial
 from training.init_from import load_model, model_config
 from training.metrics_log import read_rows
 from training.optimizer import build_optimizers
 from training.throughput import MFUMeter
 from viz.loss_plot import compare_runs
+from viz.png import save_png
 
 GENERATION_SIZE = dict(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
 GENERATION_MODELS = {  # the GPT-2 shape, and the modern one as train.py's defaults build it
@@ -270,7 +275,66 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
         print(f"{name:<36} {seconds:>7.0f} {tokens:>11,} {rate:>9,.0f} {loss:>9.4f} {bpb:>9.4f}")
     (c_s, *_, c_loss, _), (m_s, *_, m_loss, _) = results[next(iter(runs))], results["modern (the default)"]
     print(f"modern - classic: val loss {m_loss - c_loss:+.4f} nats, wall time {m_s / c_s:.3f}x")
-    print(f"loss curves: {compare_runs(logs, Path(cfg.plot))}")
+    print(f"loss curves: {compare_runs(logs, Path(cfg.plot or 'recipe.png'))}")
+
+
+def budgeted_run(budget_s: int, dataset: str, shape: dict, out_dir: Path) -> dict:
+    """train.py with a time budget, as its own process (the budget counts from the process's start);
+    the shape given outright, or planned when empty. Its plan, wall time and scored val loss."""
+    flags = [f"--{key}={value}" for key, value in shape.items()]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "train.py", f"--time_budget={budget_s}s", f"--dataset={dataset}", *flags,
+                    f"--out_dir={out_dir}"], cwd=Path(__file__).parent, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    plan = torch.load(out_dir / "ckpt.pt", weights_only=True)["plan"]
+    tokens = plan["steps"] * plan["tokens_per_step"]
+    return {"plan": plan, "seconds": seconds, "tokens_per_param": tokens / plan["params"],
+            "val_loss": scored_val_loss(out_dir)[0]}
+
+
+def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
+    """For each budget, the planned shape and its neighbours on the dial (about half and twice its
+    parameters), each trained for the same budget: eval.py's val loss, and the picture of all."""
+    cases = [(budget, "shakespeare_char") for budget in cfg.budgets]
+    cases += [(cfg.bpe_budget, "shakespeare_bpe")] if cfg.bpe_budget else []
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (budget, dataset) in enumerate(cases):
+            planned = budgeted_run(budget, dataset, {}, Path(tmp) / f"{i}-planned")
+            depth = planned["plan"]["shape"]["n_layer"]
+            runs = {depth: planned}
+            for neighbour in (depth - 1, depth + 1):
+                runs[neighbour] = budgeted_run(budget, dataset, dial(neighbour), Path(tmp) / f"{i}-{neighbour}")
+            results[(budget, dataset)] = (depth, dict(sorted(runs.items())))
+            print(f"  {budget} s on {dataset}: planned depth {depth}", flush=True)
+    print(f"\nbudget: the planned shape (*) and its neighbours on the dial, each trained for the same budget\n"
+          f"{'budget':>7} {'corpus':<17} {'depth':>5} {'params':>10} {'tokens/param':>12} {'wall s':>7} {'val loss':>9}")
+    for (budget, dataset), (planned_depth, runs) in results.items():
+        best = min(run["val_loss"] for run in runs.values())
+        for depth, run in runs.items():
+            mark = "*" if depth == planned_depth else " "
+            print(f"{budget:>6}s {dataset:<17} {depth:>4}{mark} {run['plan']['params']:>10,} "
+                  f"{run['tokens_per_param']:>12.1f} {run['seconds']:>7.0f} {run['val_loss']:>9.4f}")
+        print(f"{'':>26}planned - best of the three: {runs[planned_depth]['val_loss'] - best:+.4f} nats")
+    print(f"picture: {budget_picture(results, Path(cfg.plot or 'budget.png'))}")
+
+
+def budget_picture(results: dict, path: Path) -> Path:
+    """Validation loss against parameters, one curve per budget, the planned shape marked."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    for i, ((budget, dataset), (planned, runs)) in enumerate(results.items()):
+        params = [run["plan"]["params"] for run in runs.values()]
+        ax.plot(params, [run["val_loss"] for run in runs.values()], "o-", color=f"C{i}", label=f"{budget} s, {dataset}")
+        ax.plot(runs[planned]["plan"]["params"], runs[planned]["val_loss"], "*", color=f"C{i}", markersize=14)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("val loss (eval.py, nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_png(fig, path)
 
 
 def seconds_to_first_token(out_dir: str) -> float:
@@ -373,7 +437,8 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
 
 
 BENCHMARKS = {"generation": bench_generation, "training": bench_training, "precision": bench_precision,
-              "recipe": bench_recipe, "first_token": bench_first_token, "prepare": bench_prepare}
+              "recipe": bench_recipe, "budget": bench_budget, "first_token": bench_first_token,
+              "prepare": bench_prepare}
 PASSES_KEYS_TO_TRAINING = ("training", "precision", "recipe")
 
 

@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from config.device import autocast, resolve_dtype
 from config.errors import UserError, run_cli
-from config.settings import TrainConfig, read_config
+from config.settings import TrainConfig, parse_duration, read_config
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, open_dataset
 from data.loader import BatchLoader
@@ -32,6 +32,7 @@ from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
+from training.budget import EVALUATIONS, Plan, corrected_steps, plan_run, probe, process_age_s
 from training.checkpoint import OutDir, checkpoint_path, claim_out_dir, load_checkpoint, save_checkpoint
 from training.init_from import build_model, check_resume_data
 from training.metrics_log import MetricsLog
@@ -116,6 +117,7 @@ class Run:
     recorder: Recorder
     mfu: MFUMeter
     out_dir: OutDir | None  # the main process's hold on out_dir: no other run writes there meanwhile
+    plan: Plan | None  # a time budget's: the shape and schedule it picked
 
     @property
     def tokens_per_step(self) -> int:  # across all processes
@@ -125,7 +127,8 @@ class Run:
     def save(self, stem: str) -> None:
         """Write out_dir/ckpt.pt (stem "ckpt") or best.pt, or .safetensors by checkpoint_format."""
         payload = checkpoint_payload(self.models.plain, self.optimizers, self.scaler, self.cfg, self.data.identity,
-                                     self.progress, self.data.train)
+                                     self.progress, self.data.train,
+                                     None if self.plan is None else asdict(self.plan))
         save_checkpoint(payload, checkpoint_path(self.recorder.out_dir, stem, self.cfg.checkpoint_format))
         if stem == "ckpt":
             self.recorder.saved_step = self.progress.step
@@ -175,6 +178,11 @@ def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: O
     latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
     checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
     new_data = checkpoint is not None and check_resume_data(checkpoint, data.identity, cfg)  # before the shape check
+    plan = None
+    if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
+        plan = Plan(**checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
+            make_plan(cfg, data.dataset.meta["vocab_size"], hardware)
+        cfg = replace(cfg, **plan.keys)
     models = set_up_models(cfg, hardware, data.dataset, checkpoint)
     optimizers = build_optimizers(models.plain, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.dtype == "float16")
@@ -190,7 +198,18 @@ def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: O
                         saved_step=resume_step, latest=latest)
     mfu = MFUMeter(training_flops_per_token(models.plain.config, cfg.block_size) * ranks.world_size, device,
                    hardware.dtype)
-    return Run(cfg, hardware, data, models, optimizers, scaler, progress, recorder, mfu, out_dir)
+    return Run(cfg, hardware, data, models, optimizers, scaler, progress, recorder, mfu, out_dir, plan)
+
+
+def make_plan(cfg: TrainConfig, vocab_size: int, hardware: Hardware) -> Plan:
+    """Probe the dial's shapes here and plan the run for its time budget; the plan line is printed."""
+    probes = probe(cfg, vocab_size, hardware.device, hardware.dtype, hardware.ranks)
+    tokens_per_step = {p.shape["block_size"]: cfg.batch_size * cfg.gradient_accumulation_steps
+                       * hardware.ranks.world_size * p.shape["block_size"] for p in probes}
+    plan = plan_run(probes, cfg, parse_duration(cfg.time_budget), process_age_s(), tokens_per_step)
+    if hardware.ranks.is_main:
+        print(plan.line(), flush=True)
+    return plan
 
 
 def train_step(run: Run) -> torch.Tensor:
@@ -270,6 +289,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     so it is read (and checked) only where it is logged, evaluated or a stop is due."""
     cfg, progress, ranks = run.cfg, run.progress, run.hardware.ranks
     window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
+    pace = None  # (step, elapsed_s) from which a time budget's plan measures the pace of its steps
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.hardware.device)  # sum of those steps' losses: non-finite if any was
     while progress.step < cfg.max_iters:
@@ -297,6 +317,10 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             unread_from = step + 1
         apply_update(run)
         progress.tick()  # the wall time since the last step, evaluation included
+        if run.plan is not None and not run.plan.corrected and progress.step == cfg.warmup_iters:
+            cfg = correct_the_plan(run, bar, pace)
+        elif progress.step == cfg.warmup_iters // 2:
+            pace = (progress.step, progress.elapsed_s)  # where a time budget's pace is measured from
         if logging:
             now = time.perf_counter()
             tok_per_s = (progress.step - window[0]) * run.tokens_per_step / (now - window[1])
@@ -314,6 +338,26 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
                 run.save("ckpt")
             return stop.received or signal.SIGINT  # a signal seen by another process counts too
     return None
+
+
+def correct_the_plan(run: Run, bar: tqdm, pace: tuple[int, float] | None) -> TrainConfig:
+    """Once, as the warmup ends and before the decay begins: if the steps take more than 20% longer or
+    shorter than the probe said (another process took the cores), fit the steps to the time planned."""
+    plan, progress, cfg = run.plan, run.progress, run.cfg
+    plan.corrected = True
+    if pace is None or "max_iters" not in plan.keys or progress.step <= pace[0]:
+        return cfg
+    measured = (progress.elapsed_s - pace[1]) / (progress.step - pace[0])
+    steps = corrected_steps(plan, progress.step, measured, progress.elapsed_s)
+    if steps is not None:
+        bar.write(f"time budget: a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: "
+                  f"{steps:,} steps instead of {plan.steps:,}")
+        plan.keys.update(max_iters=steps, lr_decay_iters=steps,
+                         **({"eval_interval": max(1, steps // EVALUATIONS)} if "eval_interval" in plan.keys else {}))
+        plan.steps, plan.step_s = steps, measured
+        run.cfg = replace(cfg, **plan.keys)
+        bar.total = steps
+    return run.cfg
 
 
 def sample_text(run: Run, n_tokens: int) -> str:
@@ -375,15 +419,15 @@ def main(argv: list[str]) -> None:
             if run.progress.step:
                 print(f"resuming from {run.recorder.latest} at step {run.progress.step}")
             print(describe(run), flush=True)
-            for warning in cfg.schedule_warnings():
+            for warning in run.cfg.schedule_warnings():
                 print(f"note: {warning}", file=sys.stderr)
-        with tqdm(total=cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
+        with tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
                   disable=not main_process) as bar, StopSignals() as stop:
             stopped_by = train(run, bar, stop)
         if stopped_by is None and main_process:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
-            if cfg.sample_tokens:
-                print("--- sample ---\n" + sample_text(run, cfg.sample_tokens) + "\n--------------")
+            if run.cfg.sample_tokens:
+                print("--- sample ---\n" + sample_text(run, run.cfg.sample_tokens) + "\n--------------")
             print(next_commands(run.recorder.out_dir, run.recorder.latest))
         # the others wait while the main process saves and samples: a process group torn down under it aborts it
         distributed.wait_for_all(run.hardware.ranks)

@@ -182,7 +182,9 @@ def parse_config(cls: type[C], argv: list[str], command: str, keys_by_command: d
         choices = fields[key].metadata["choices"]
         if choices and value not in choices:
             raise UserError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")
-    return cls(**values)
+    config = cls(**values)
+    config.keys_set = frozenset(values)  # what the files and flags set (a time budget plans the rest)
+    return config
 
 
 def help_text(cls: type, usage: str, command: str) -> str:

@@ -6,6 +6,7 @@ on Shakespeare that trains on a laptop CPU in a few minutes.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -23,6 +24,15 @@ def _require_positive(cfg: object, names: tuple[str, ...]) -> None:
             raise UserError(f"{name}={getattr(cfg, name)} must be positive")
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in "90s", "10m", "1.5h" (a bare number is seconds)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", text)
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)] if match else 0
+    if seconds <= 0:
+        raise UserError(f"time_budget={text!r} is not a duration; give seconds, minutes or hours, e.g. 90s, 10m, 1.5h")
+    return seconds
+
+
 def _require_seed(seed: int) -> None:
     if not 0 <= seed < 2**32:  # numpy's generators take no negative seed
         raise UserError(f"seed={seed} must be between 0 and {2**32 - 1}")
@@ -38,6 +48,8 @@ class TrainConfig(ModelOptions):
     init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder")
     replace_run: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
     allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
+    time_budget: str = option("", "train for this long, the model and schedule picked to fit: 90s, 10m, 1.5h "
+                                  "(keys you set are kept; empty: off)")
     eval_interval: int = option(250, "evaluate train and val loss every this many steps")
     eval_iters: int = option(20, "batches averaged per evaluation")
     log_interval: int = option(10, "update the progress bar every this many steps")
@@ -86,6 +98,8 @@ class TrainConfig(ModelOptions):
         if not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
         _require_seed(self.seed)
+        if self.time_budget:
+            parse_duration(self.time_budget)
 
     def schedule_warnings(self) -> list[str]:
         """What in an explicitly set schedule the user may not have meant."""
@@ -214,14 +228,16 @@ class BenchConfig:
     """Keys of bench.py; the training benchmarks pass every other key to train.py."""
 
     command: ClassVar[str] = "bench"
-    usage: ClassVar[str] = ("python bench.py generation|training|precision|recipe|first_token|prepare "
+    usage: ClassVar[str] = ("python bench.py generation|training|precision|recipe|budget|first_token|prepare "
                             "[CONFIG.toml ...] [--key=value ...]")
 
     new_tokens: list[int] = option([100, 500, 1000], "generation: tokens generated per timed run (comma-separated)")
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
     steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)")
     as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top")
-    plot: str = option("recipe.png", "recipe: the picture of every run's loss curves")
+    plot: str = option("", "recipe, budget: the picture to write (empty: recipe.png, budget.png)")
+    budgets: list[int] = option([60, 180, 600], "budget: seconds of each time budget on the character corpus")
+    bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)")
     repeats: int = option(5, "first_token: how many times to start sample.py")
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder")
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps")

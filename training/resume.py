@@ -58,9 +58,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.GradScaler, cfg: TrainConfig,
-                       data_identity: dict, progress: Progress, loader: BatchLoader) -> dict:
+                       data_identity: dict, progress: Progress, loader: BatchLoader, plan: dict | None = None) -> dict:
     """Everything a checkpoint holds: plain tensors, numbers and strings only.
-    data_identity is the dataset's (data.dataset.dataset_identity): resume checks it."""
+    data_identity is the dataset's (data.dataset.dataset_identity): resume checks it; plan, a time
+    budget's (training/budget.py), is what a resume follows instead of planning again."""
     return {
         "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
         "optimizer": optimizers.state_dict(),  # {"adamw": ..., "muon": ...}
@@ -75,6 +76,7 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
         "elapsed_s": progress.elapsed_s,
         "rng": rng_state(),
         "loader": loader.state_dict(),
+        **({"plan": plan} if plan is not None else {}),
     }
 
 

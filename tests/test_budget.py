@@ -1,0 +1,106 @@
+"""--time_budget: the planner as a pure function of the probe's timings, and a real budgeted run."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from config.errors import UserError
+from config.settings import TrainConfig, read_config
+from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script
+from training.budget import (MARGIN, MIN_STEPS, TOKENS_PER_PARAMETER, Plan, Probed, candidate_shapes, corrected_steps,
+                             dial, overhead_s, plan_run)
+
+
+def probes(depths=range(2, 13)) -> list[Probed]:
+    """Timings of the kind a CPU gives: a step's cost grows with the parameters and the context."""
+    found = []
+    for d in depths:
+        params = 12 * d * (32 * d) ** 2 + 2 * 65 * 32 * d
+        found.append(Probed(dial(d), params, step_s=2e-9 * params * 32 * d + 0.005, forward_s=6e-10 * params * 32 * d))
+    return found
+
+
+def tokens_per_step(cfg: TrainConfig) -> dict[int, int]:
+    return {32 * d: cfg.batch_size * 32 * d for d in range(2, 17)}
+
+
+def plan(argv: list[str], budget_s: float, spent_s: float = 3.0) -> Plan:
+    cfg = read_config(TrainConfig, [f"--time_budget={budget_s}s", *argv])
+    return plan_run(probes(), cfg, budget_s, spent_s, tokens_per_step(cfg))
+
+
+def test_a_longer_budget_never_plans_a_smaller_model_or_fewer_tokens():
+    plans = [plan([], budget) for budget in (40, 60, 120, 300, 600, 1800, 3600, 7200)]
+    params = [p.params for p in plans]
+    tokens = [p.steps * p.tokens_per_step for p in plans]
+    assert params == sorted(params) and tokens == sorted(tokens) and params[-1] > params[0]
+    for p in plans:  # the schedule follows the steps, which fit the time planned for them
+        assert p.keys["lr_decay_iters"] == p.keys["max_iters"] == p.steps >= MIN_STEPS
+        assert p.keys["warmup_iters"] == p.steps // 10 and p.steps * p.step_s <= p.budget_s
+    ratios = [p.steps * p.tokens_per_step / p.params for p in plans]  # the planned shapes straddle the ratio
+    assert min(ratios) < TOKENS_PER_PARAMETER * 2 and max(ratios) > TOKENS_PER_PARAMETER / 2
+
+
+def test_keys_set_by_the_user_are_kept_and_named():
+    p = plan(["--batch_size=32", "--n_layer=3"], 600)
+    assert "n_layer" not in p.keys and p.fixed == ["batch_size", "n_layer"]
+    assert p.line().endswith("kept: batch_size, n_layer")
+    steps = plan(["--max_iters=100"], 600)
+    assert steps.steps == 100 and "max_iters" not in steps.keys
+    bigger = next(q for q in probes() if q.params > steps.params)  # the largest model that takes them in time
+    cfg = read_config(TrainConfig, ["--time_budget=600s", "--max_iters=100"])
+    assert 100 * bigger.step_s + overhead_s(bigger, cfg) > 600 * (1 - MARGIN) - 3.0
+    cfg = read_config(TrainConfig, ["--time_budget=1m", "--n_layer=6", "--n_head=6"])
+    shapes = candidate_shapes(cfg, vocab_size=65)
+    assert shapes and all(s["n_layer"] == 6 and s["n_head"] == 6 and s["n_embd"] % 6 == 0 for s in shapes)
+
+
+def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
+    with pytest.raises(UserError, match=r"too short to train even the smallest shape for 20 steps here; "
+                                        r"give at least (\d+)s") as refused:
+        plan([], 3.5)
+    smallest = int(refused.value.args[0].rsplit("at least ", 1)[1].removesuffix("s"))
+    assert plan([], smallest).steps >= MIN_STEPS
+
+
+def test_the_steps_are_corrected_once_when_the_pace_is_off_by_more_than_a_fifth():
+    p = plan([], 600)
+    assert corrected_steps(p, 10, p.step_s * 1.15, 10 * p.step_s) is None
+    slower = corrected_steps(p, 10, p.step_s * 2, 10 * p.step_s * 2)
+    assert slower == 10 + int((p.train_s - 20 * p.step_s) // (2 * p.step_s)) < p.steps
+    p.corrected = True
+    assert corrected_steps(p, 10, p.step_s * 2, 0) is None
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5m", "10 minutes"])
+def test_a_budget_that_is_no_duration_is_one_line(value):
+    assert_one_line_error(run_command("train.py", f"--time_budget={value}"), f"time_budget={value!r} is not a duration")
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_keeps_its_time_and_resumes_exactly(char_dataset, tmp_path):
+    flags = [*TINY_TRAIN_FLAGS[TINY_TRAIN_FLAGS.index("--batch_size=8"):], f"--dataset={char_dataset}"]
+    flags = [f for f in flags if not f.startswith(("--max_iters", "--lr_decay_iters", "--warmup_iters",
+                                                    "--eval_interval"))]
+    start = time.perf_counter()
+    run_script("train.py", *flags, "--time_budget=30s", f"--out_dir={tmp_path / 'timed'}")
+    assert abs(time.perf_counter() - start - 30) <= 3  # the run, evaluations, checkpoints and sample within 10%
+    # interrupted and resumed, a budgeted run ends as the same run would with its plan's keys given outright
+    budgeted = [sys.executable, "train.py", *flags, "--time_budget=15s", f"--out_dir={tmp_path / 'stopped'}"]
+    process = subprocess.Popen(budgeted, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 128 + signal.SIGINT, process.stderr.read()
+    run_script(*budgeted[1:], "--init_from=resume")
+    checkpoint = torch.load(tmp_path / "stopped" / "ckpt.pt", weights_only=True)
+    keys = checkpoint["plan"]["keys"]
+    run_script("train.py", *flags, *(f"--{k}={v}" for k, v in keys.items()), f"--out_dir={tmp_path / 'given'}")
+    losses = [[json.loads(line).get("val_loss") for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+              for run in ("stopped", "given")]
+    assert losses[0] == losses[1] and checkpoint["iter_num"] == keys["max_iters"]

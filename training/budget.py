@@ -1,0 +1,195 @@
+"""A time budget: which model, and how many steps, train best on this machine in the time given.
+
+One dial, depth d: n_layer = n_head = d and n_embd = block_size = 32 d (the default run is d = 4).
+A short probe times a training step and a forward pass of each shape along the dial, on this
+device, in the run's dtype. The plan then gives every shape the steps that fit the budget (less
+the probe, the evaluations and the closing sample) and picks the one whose tokens per parameter
+come closest to TOKENS_PER_PARAMETER, the ratio this project's own sweeps found best
+(`python bench.py budget`, docs/time_budget.md). Keys the user set are kept: the dial moves the
+rest around them. The planner is a pure function of the probe's timings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from datetime import datetime, timedelta
+
+import torch
+from tqdm import tqdm
+
+from config.device import autocast
+from config.errors import UserError
+from config.settings import TrainConfig, parse_duration
+from model import GPT
+from model.errors import ModelError
+
+from . import distributed
+from .init_from import model_config
+from .optimizer import build_optimizers
+
+DEPTHS = range(2, 17)
+TOKENS_PER_PARAMETER = 4.0  # fitted from the sweeps in docs/time_budget.md
+MIN_STEPS = 20
+EVALUATIONS = 4  # evaluations (and checkpoints) per planned run, the last at its end
+MARGIN = 0.03  # of the budget, kept for start-up, checkpoints and pictures
+IMPORTED = time.perf_counter()
+PLANNED = ("n_layer", "n_head", "n_embd", "block_size", "max_iters", "lr_decay_iters", "warmup_iters", "eval_interval")
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere since this module was imported),
+    so the budget holds the interpreter's start and the imports too."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])  # field 22: start time
+        return float(open("/proc/uptime").read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - IMPORTED
+
+
+def dial(depth: int) -> dict:
+    return {"n_layer": depth, "n_head": depth, "n_embd": 32 * depth, "block_size": 32 * depth}
+
+
+@dataclasses.dataclass
+class Probed:
+    """One shape, as timed on this device."""
+
+    shape: dict  # n_layer, n_head, n_embd, block_size
+    params: int
+    step_s: float  # one optimizer step, all micro-batches
+    forward_s: float  # one forward pass of a batch, as an evaluation runs it
+
+
+@dataclasses.dataclass
+class Plan:
+    shape: dict
+    params: int
+    steps: int
+    tokens_per_step: int
+    step_s: float  # the probe's; the run corrects its steps once if it measures otherwise
+    train_s: float  # seconds planned for the training steps
+    budget_s: float
+    keys: dict  # the training keys the plan sets
+    fixed: list[str]  # the keys the user set, which the plan kept
+    corrected: bool = False
+
+    def line(self) -> str:
+        s = self.shape
+        tokens = self.steps * self.tokens_per_step
+        end = datetime.now() + timedelta(seconds=self.budget_s - process_age_s())
+        fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
+        return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
+                f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
+                f"({tokens / self.params:.1f} per parameter), {self.keys['max_iters'] // self.keys['eval_interval']} "
+                f"evaluations; ends about {end:%H:%M:%S}{fixed}")
+
+
+def overhead_s(probed: Probed, cfg: TrainConfig) -> float:
+    """Seconds that are not training steps: the evaluations (both splits) and the closing sample."""
+    evaluations = EVALUATIONS * 2 * cfg.eval_iters * probed.forward_s
+    sample = cfg.sample_tokens * probed.forward_s / cfg.batch_size  # a token at a time, through the cache
+    return evaluations + sample
+
+
+def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: float, tokens_per_step: dict) -> Plan:
+    """The shape and schedule for the budget, from the probe's timings; spent_s is already gone
+    (start-up and the probe). tokens_per_step: per shape's block_size. Refuses a budget too short
+    for the smallest shape's MIN_STEPS steps, naming the smallest that works here."""
+    fixed = sorted(k for k in getattr(cfg, "keys_set", ()) if k in PLANNED or k in ("batch_size", "dtype"))
+    left = budget_s * (1 - MARGIN) - spent_s
+    fits = []
+    for probed in probes:
+        train_s = left - overhead_s(probed, cfg)
+        steps = cfg.max_iters if "max_iters" in fixed else int(train_s // probed.step_s)
+        if steps >= MIN_STEPS and steps * probed.step_s <= train_s:
+            fits.append((probed, steps))
+    if not fits:
+        small = probes[0]
+        need = (spent_s + overhead_s(small, cfg) + max(MIN_STEPS, cfg.max_iters if "max_iters" in fixed else 0)
+                * small.step_s) / (1 - MARGIN)
+        raise UserError(f"time_budget={cfg.time_budget} is too short to train even the smallest shape for "
+                        f"{MIN_STEPS} steps here; give at least {math.ceil(need)}s")
+    if "max_iters" in fixed:  # the steps are the user's: the largest model that takes them in time
+        probed, steps = max(fits, key=lambda fit: fit[0].params)
+    else:
+        probed, steps = min(fits, key=lambda fit: abs(math.log(
+            fit[1] * tokens_per_step[fit[0].shape["block_size"]] / fit[0].params / TOKENS_PER_PARAMETER)))
+    keys = {**probed.shape, "max_iters": steps, "lr_decay_iters": steps, "warmup_iters": steps // 10,
+            "eval_interval": max(1, steps // EVALUATIONS)}
+    keys = {k: v for k, v in keys.items() if k not in fixed}
+    return Plan(probed.shape, probed.params, steps, tokens_per_step[probed.shape["block_size"]], probed.step_s,
+                steps * probed.step_s, budget_s, keys, fixed)
+
+
+def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
+    """The dial's shapes with the user's keys kept, each once, that make a valid model."""
+    kept = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size") if k in cfg.keys_set}
+    shapes = []
+    for depth in DEPTHS:
+        shape = {**dial(depth), **kept}
+        try:
+            model_config(dataclasses.replace(cfg, **shape), vocab_size)
+        except (ModelError, UserError):
+            continue  # e.g. a fixed n_head that this width cannot divide
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
+def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = 2
+               ) -> tuple[int, float, float]:
+    """(parameters, seconds per optimizer step, seconds per forward pass) of cfg's model on random tokens."""
+    model = GPT(model_config(cfg, vocab_size)).to(device)
+    optimizers = build_optimizers(model, cfg, device)
+    x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
+
+    def step() -> None:
+        for _ in range(cfg.gradient_accumulation_steps):
+            with autocast(device, dtype):
+                loss = model(x, x)[1]
+            loss.backward()
+        optimizers.step(torch.amp.GradScaler(enabled=False))
+        optimizers.zero_grad()
+
+    step()  # the first step allocates and warms the caches
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    step_s = (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    with torch.no_grad(), autocast(device, dtype):
+        model(x, x)
+    return model.num_params(), step_s, time.perf_counter() - start
+
+
+def probe(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, ranks: distributed.Ranks
+          ) -> list[Probed]:
+    """Time the candidate shapes, smallest first, until one would see fewer than TOKENS_PER_PARAMETER
+    tokens per parameter even with the whole budget (every larger one would see fewer still) or
+    could not take MIN_STEPS steps. Under torchrun every process probes, and all take the slowest
+    process's timings."""
+    budget_s, probes = parse_duration(cfg.time_budget), []
+    shapes = candidate_shapes(cfg, vocab_size)
+    rng = torch.get_rng_state()  # the probe's random weights must not move the run's seeds
+    for shape in tqdm(shapes, desc="probing shapes", unit="shape", disable=not ranks.is_main, leave=False):
+        params, step_s, forward_s = time_steps(dataclasses.replace(cfg, **shape), vocab_size, device, dtype)
+        timings = torch.tensor([step_s, forward_s], device=device)
+        if ranks.distributed:
+            torch.distributed.all_reduce(timings, op=torch.distributed.ReduceOp.MAX)
+        probes.append(Probed(shape, params, *timings.tolist()))
+        tokens = budget_s / probes[-1].step_s * cfg.batch_size * cfg.gradient_accumulation_steps \
+            * ranks.world_size * shape["block_size"]
+        if probes[-1].step_s * MIN_STEPS > budget_s or tokens / params < TOKENS_PER_PARAMETER:
+            break
+    torch.set_rng_state(rng)
+    return probes
+
+
+def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train_s: float) -> int | None:
+    """The steps that fit the planned training time at the measured pace, when it is off the probe's
+    by more than 20%; None when the plan stands."""
+    if plan.corrected or abs(measured_step_s / plan.step_s - 1) <= 0.2:
+        return None
+    return max(step + 1, step + int((plan.train_s - elapsed_train_s) // measured_step_s))
