@@ -344,11 +344,12 @@ def correct_the_plan(run: Run, bar: tqdm, pace: tuple[int, float] | None) -> Tra
     """Once, as the warmup ends and before the decay begins: if the steps take more than 20% longer or
     shorter than the probe said (another process took the cores), fit the steps to the time planned."""
     plan, progress, cfg = run.plan, run.progress, run.cfg
-    plan.corrected = True
     if pace is None or "max_iters" not in plan.keys or progress.step <= pace[0]:
+        plan.corrected = True
         return cfg
     measured = (progress.elapsed_s - pace[1]) / (progress.step - pace[0])
     steps = corrected_steps(plan, progress.step, measured, progress.elapsed_s)
+    plan.corrected = True
     if steps is not None:
         bar.write(f"time budget: a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: "
                   f"{steps:,} steps instead of {plan.steps:,}")

@@ -138,7 +138,7 @@ def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
     return shapes
 
 
-def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = 2
+def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = 3
                ) -> tuple[int, float, float]:
     """(parameters, seconds per optimizer step, seconds per forward pass) of cfg's model on random tokens."""
     model = GPT(model_config(cfg, vocab_size)).to(device)
