@@ -33,6 +33,7 @@ BPE on the plays; the peak resident memory of a `python data/prepare.py` run.
 """
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import subprocess
@@ -59,6 +60,7 @@ from model import GPT, GPTConfig
 from model.config import GPT2_SHAPE
 from model.fast_decoding import MIN_WEIGHT_NUMEL, for_cpu_decoding
 from model.params import training_flops_per_token
+from model.weights import WEIGHTS, with_weights
 from model.scoring import score_tokens, summarize
 from training.budget import dial
 from training.init_from import load_model, model_config
@@ -136,11 +138,61 @@ def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torc
               f"{1000 * third:.2f} ms in the third ({third / first:.2f}x)")
 
 
+def memory_bandwidth(device: torch.device) -> float:
+    """Bytes per second of reading a tensor far larger than the caches (the best of five sums)."""
+    x = torch.ones(1 << 26, device=device)  # 256 MB of float32
+    best = math.inf
+    for _ in range(5):
+        sync(device)
+        start = time.perf_counter()
+        x.sum()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return x.numel() * x.element_size() / best
+
+
+def weight_bytes(model: GPT) -> int:
+    """What one decoding step reads: every Linear's weights (an int8 tensor's bytes and scales)."""
+    total = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            w = module.weight
+            inner = [getattr(w, name) for name in w.__tensor_flatten__()[0]] if hasattr(w, "__tensor_flatten__") else [w]
+            total += sum(t.numel() * t.element_size() for t in inner)
+    return total
+
+
+def bench_weights(config: GPTConfig, cfg: BenchConfig, device: torch.device, bandwidth: float) -> None:
+    """Cached decoding with each weight dtype against the weight-streaming limit: the memory bandwidth
+    over the bytes of weights a step reads, times the batch (one read serves every sequence)."""
+    new_tokens = cfg.new_tokens[len(cfg.new_tokens) // 2]
+    print(f"{'weights':<22} {'batch':>5} {'tok/s':>7} {'MB/step':>8} {'limit tok/s':>12} {'of limit':>9} "
+          f"{'greedy = float32':>17}")
+    prompt = torch.randint(0, config.vocab_size, (1, 16), device=device)
+    reference = None
+    for weights in ("float32 (row halves)", *WEIGHTS):
+        torch.manual_seed(0)
+        model = with_weights(GPT(config).to(device).eval(), weights.split()[0])
+        model = for_cpu_decoding(model) if weights.startswith("float32 (") else model
+        greedy = model.generate(prompt, 200, temperature=0)[0, 16:]
+        reference = greedy if reference is None else reference
+        agree = (greedy == reference).float().mean().item()
+        for batch_size in cfg.batch_sizes:
+            seconds = time_generation(model, batch_size, new_tokens, True, device)
+            rate, limit = batch_size * new_tokens / seconds, batch_size * bandwidth / weight_bytes(model)
+            print(f"{weights:<22} {batch_size:>5} {rate:>7,.0f} {weight_bytes(model) / 1e6:>8.1f} {limit:>12,.0f} "
+                  f"{rate / limit:>8.0%} {agree:>16.0%}", flush=True)
+
+
 def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
     device = pick_device(cfg.device)
     print(f"generation on {device}, {torch.get_num_threads()} threads, after a 16-token prompt; best of up to 3 runs")
+    bandwidth = memory_bandwidth(device)
     for name, config in GENERATION_MODELS.items():
         bench_one_shape(name, config, cfg, device)
+        print(f"weights, cached, {cfg.new_tokens[len(cfg.new_tokens) // 2]} new tokens; memory bandwidth "
+              f"{bandwidth / 1e9:.1f} GB/s")
+        bench_weights(config, cfg, device, bandwidth)
     if device.type == "cpu":
         print(f"\non a CPU, sample.py decodes matrices of {MIN_WEIGHT_NUMEL:,} weights or more by row halves "
               f"(model/fast_decoding.py); 'plain nn.Linear' is the model without that step")

@@ -69,7 +69,7 @@ def main(argv: list[str]) -> None:
     if cfg.surprise:
         check_output(cfg.surprise, "surprise", folder=False)
     device = pick_device(cfg.device)
-    model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device)
+    model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
     tokens, source = text_tokens(cfg, checkpoint, tokenizer)
     name = cfg.hf_model or str(existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint))  # the file read
 

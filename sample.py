@@ -85,8 +85,9 @@ class SampleText:
 def main(argv: list[str]) -> None:
     cfg = read_config(SampleConfig, argv)
     device = pick_device(cfg.device)
-    model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device)
-    model = for_cpu_decoding(model)  # a faster route for one-token products on a CPU; the same weights
+    model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
+    if cfg.weights == "float32":
+        model = for_cpu_decoding(model)  # a faster route for one-token products on a CPU; the same weights
     prompt = read_prompt(cfg.prompt)
     ids = encode_prompt(prompt, tokenizer)
     if len(ids) > model.config.block_size:

@@ -134,12 +134,16 @@ class Run:
             self.recorder.saved_step = self.progress.step
 
 
-def set_up_data(cfg: TrainConfig, ranks: distributed.Ranks) -> Data:
-    """The dataset (the main process prepares a shipped recipe met for the first time) and its loaders."""
+def open_run_dataset(cfg: TrainConfig, ranks: distributed.Ranks) -> Dataset:
+    """The dataset; the main process prepares a shipped recipe met for the first time."""
     if ranks.is_main:
         ensure_dataset(cfg.dataset)
     distributed.wait_for_all(ranks)  # the others open it once it is there
-    dataset = open_dataset(ensure_dataset(cfg.dataset))
+    return open_dataset(ensure_dataset(cfg.dataset))
+
+
+def set_up_data(cfg: TrainConfig, dataset: Dataset, ranks: distributed.Ranks) -> Data:
+    """The dataset's loaders, for the config's context and batch."""
     train = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     evaluation = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
                   for split, tokens in (("train", dataset.train), ("val", dataset.val))}
@@ -174,15 +178,16 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
 def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: OutDir | None) -> Run:
     """Data, checkpoint, model, optimizer and records, once out_dir is this run's."""
     ranks, device = hardware.ranks, hardware.device
-    data = set_up_data(cfg, ranks)
+    dataset = open_run_dataset(cfg, ranks)
     latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
     checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
-    new_data = checkpoint is not None and check_resume_data(checkpoint, data.identity, cfg)  # before the shape check
+    new_data = checkpoint is not None and check_resume_data(checkpoint, dataset_identity(dataset), cfg)
     plan = None
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
         plan = Plan(**checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
-            make_plan(cfg, data.dataset.meta["vocab_size"], hardware)
+            make_plan(cfg, dataset.meta["vocab_size"], hardware)
         cfg = replace(cfg, **plan.keys)
+    data = set_up_data(cfg, dataset, ranks)  # the loaders for the planned context
     models = set_up_models(cfg, hardware, data.dataset, checkpoint)
     optimizers = build_optimizers(models.plain, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=hardware.dtype == "float16")
@@ -354,7 +359,7 @@ def correct_the_plan(run: Run, bar: tqdm, pace: tuple[int, float] | None) -> Tra
         bar.write(f"time budget: a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: "
                   f"{steps:,} steps instead of {plan.steps:,}")
         plan.keys.update(max_iters=steps, lr_decay_iters=steps,
-                         **({"eval_interval": max(1, steps // EVALUATIONS)} if "eval_interval" in plan.keys else {}))
+                         **({"eval_interval": -(-steps // EVALUATIONS)} if "eval_interval" in plan.keys else {}))
         plan.steps, plan.step_s = steps, measured
         run.cfg = replace(cfg, **plan.keys)
         bar.total = steps

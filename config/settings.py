@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from model.config import ModelOptions
+from model.weights import WEIGHTS
 
 from .errors import UserError
 from .parsing import exit_with_help_if_asked, option, parse_config
@@ -132,6 +133,8 @@ class ModelChoice(CheckpointChoice):
 
     hf_model: str = option("", "run a Hugging Face model instead of out_dir's checkpoint (gpt2, ..., gpt2-xl, or a GPT-2, Llama or Qwen3 folder)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    weights: str = option("float32", "the weights the model runs with: float32, bfloat16, or int8 (weight-only, "
+                                     "through torchao)", choices=WEIGHTS)
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """Every command the README and docs/ show is one the project accepts as written: its script
-exists, its config files exist, and its keys and values parse. The commands that run on the
-default corpus also run, with small settings (tests/test_readme_walk.py)."""
+exists, its config files exist, and its keys and values parse; and the README's commands run,
+in order, with small settings and their paths moved to a temporary folder."""
 from __future__ import annotations
 
+import gzip
+import json
+import os
 import re
 import shlex
 import textwrap
@@ -13,7 +16,8 @@ import pytest
 import bench
 from config.errors import UserError
 from config.settings import (AttentionConfig, CompareConfig, EvalConfig, ExportConfig, PrepareConfig, SampleConfig,
-                          TrainConfig, read_config)
+                           TrainConfig, read_config)
+from helpers import run_script
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -32,6 +36,8 @@ def documented_commands() -> list[tuple[str, list[str], str]]:
             lines = textwrap.dedent(block).splitlines()
             for line, after in zip(lines, [*lines[1:], ""]):
                 line = line.removeprefix("$ ").split("  #")[0]
+                if not line.startswith(("python ", "torchrun ", "pip ")):
+                    continue  # output, indented or not, and Python code
                 for part in (p.strip() for p in line.split("&&")):
                     if not part.startswith(("python ", "torchrun ")) or "[" in part:
                         continue  # output, Python code, pip, a usage line
@@ -77,3 +83,64 @@ def test_a_documented_command_parses_as_written(where, argv, error):
         parse(argv, where)
     except UserError as e:
         assert str(e) == error
+
+
+PATH_KEYS = ("out_dir", "dataset", "hf_dir", "hf_model", "pictures_dir", "input", "text_file", "plot", "surprise")
+SMALL = {"train.py": ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
+                      "--max_iters=4", "--eval_interval=2", "--eval_iters=1", "--sample_tokens=5", "--device=cpu"],
+         "sample.py": ["--max_new_tokens=5", "--device=cpu"], "eval.py": ["--device=cpu"],
+         "attention.py": ["--device=cpu"]}
+WALKED = ("train.py", "sample.py", "eval.py", "attention.py", "export.py", "params.py", "data/prepare.py")
+
+
+def write_input(path: Path, text: str) -> None:
+    """A corpus file of the kind its name says: text, JSONL, or either gzipped."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = text.splitlines(keepends=True)
+    documents = ["".join(lines[i : i + 20]) for i in range(0, len(lines), 20)]
+    body = "".join(json.dumps({"text": d}) + "\n" for d in documents) if ".jsonl" in path.name else text
+    path.write_bytes(gzip.compress(body.encode()) if path.suffix == ".gz" else body.encode())
+
+
+def walked_argv(argv: list[str], tmp: Path, tiny: Path, text: str) -> list[str]:
+    """The command with every path it reads or writes moved under tmp (a dataset name to the tiny one,
+    a text input to a small file of its own) and small settings for training."""
+    script, args = argv[0], argv[1:]
+    moved = []
+    for arg in args:
+        key, _, value = arg[2:].partition("=")
+        if arg.startswith("--") and key in PATH_KEYS:
+            if key == "dataset" and script != "data/prepare.py":
+                value = str(tmp / "datasets" / value) if (tmp / "datasets" / value).is_dir() else str(tiny)
+            elif key == "input":
+                value = str(tmp / "inputs" / Path(value.replace("*", "x")).name)
+                write_input(Path(value), text)
+            else:
+                value = str(tmp / ("datasets" if key == "dataset" else "files") / Path(value).name)
+            arg = f"--{key}={value}"
+        moved.append(arg)
+    defaults = {"out_dir": str(tmp / "files" / "out-shakespeare-char"), "dataset": str(tiny)}
+    for key, value in defaults.items():
+        if script in ("train.py", "sample.py", "eval.py", "attention.py", "export.py") and \
+                not any(a.startswith(f"--{key}=") for a in moved) and (key == "out_dir" or script == "train.py"):
+            moved.append(f"--{key}={value}")
+    if script == "train.py":
+        moved += ["--replace_run=true", "--checkpoint_format=pt"]
+    if script == "data/prepare.py" and "--tokenizer=bpe" in moved:
+        moved.append("--bpe_vocab_size=300")
+    return [script, *moved, *SMALL.get(script, [])]
+
+
+@pytest.mark.slow
+def test_the_readmes_commands_run_with_small_settings(char_dataset, corpus_text, tmp_path):
+    """The README's commands in order, as written but for small settings and paths under tmp_path."""
+    readme = [(where, argv) for where, argv, error in COMMANDS
+              if where.startswith("README.md") and not error and argv[0] in WALKED and "--help" not in argv
+              and not any("path/to" in a or "~" in a for a in argv)]
+    assert len(readme) >= 8
+    for where, argv in readme:
+        if argv[0] == "data/prepare.py":
+            (tmp_path / "datasets").mkdir(exist_ok=True)
+        result = run_script(*walked_argv(argv, tmp_path, char_dataset, corpus_text), check=False,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert result.returncode == 0, f"{where}\n{result.stderr[-2000:]}"

@@ -82,7 +82,7 @@ class Plan:
         fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
         return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
                 f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
-                f"({tokens / self.params:.1f} per parameter), {self.keys['max_iters'] // self.keys['eval_interval']} "
+                f"({tokens / self.params:.1f} per parameter), {-(-self.steps // self.keys.get('eval_interval', self.steps))} "
                 f"evaluations; ends about {end:%H:%M:%S}{fixed}")
 
 
@@ -117,7 +117,7 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         probed, steps = min(fits, key=lambda fit: abs(math.log(
             fit[1] * tokens_per_step[fit[0].shape["block_size"]] / fit[0].params / TOKENS_PER_PARAMETER)))
     keys = {**probed.shape, "max_iters": steps, "lr_decay_iters": steps, "warmup_iters": steps // 10,
-            "eval_interval": max(1, steps // EVALUATIONS)}
+            "eval_interval": -(-steps // EVALUATIONS)}  # rounded up: the last evaluation is the run's end
     keys = {k: v for k, v in keys.items() if k not in fixed}
     return Plan(probed.shape, probed.params, steps, tokens_per_step[probed.shape["block_size"]], probed.step_s,
                 steps * probed.step_s, budget_s, keys, fixed)
@@ -138,7 +138,7 @@ def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
     return shapes
 
 
-def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = 3
+def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = 5
                ) -> tuple[int, float, float]:
     """(parameters, seconds per optimizer step, seconds per forward pass) of cfg's model on random tokens."""
     model = GPT(model_config(cfg, vocab_size)).to(device)
@@ -150,6 +150,8 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
             with autocast(device, dtype):
                 loss = model(x, x)[1]
             loss.backward()
+        if cfg.grad_clip > 0:  # as train.py's step does
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizers.step(torch.amp.GradScaler(enabled=False))
         optimizers.zero_grad()
 

@@ -17,6 +17,7 @@ from data.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_description
 from model import GPT, GPTConfig
 from model.config import ModelOptions
 from model.pretrained import HUB_NAMES
+from model.weights import with_weights
 
 from .checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
 
@@ -116,14 +117,14 @@ def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
     return tokenizer
 
 
-def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device
+def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device, weights: str = "float32"
                ) -> tuple[GPT, Tokenizer, dict | None]:
-    """The model (in eval mode), its tokenizer and the checkpoint dict, rebuilt from
-    out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
+    """The model (in eval mode, its weights in `weights`), its tokenizer and the checkpoint dict, rebuilt
+    from out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
     if not init_from:
         path = Path(out_dir) / checkpoint
         state = load_checkpoint(path, device)
         model = model_from_checkpoint(state, path)
-        return model.to(device).eval(), tokenizer_from_description(state["tokenizer"]), state
+        return with_weights(model.to(device).eval(), weights), tokenizer_from_description(state["tokenizer"]), state
     model = GPT.from_pretrained(init_from)
-    return model.to(device).eval(), pretrained_tokenizer(init_from, model), None
+    return with_weights(model.to(device).eval(), weights), pretrained_tokenizer(init_from, model), None

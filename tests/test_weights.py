@@ -1,0 +1,40 @@
+"""Lower-precision weights for decoding (--weights): the same text as float32, nearly, and the same
+bits per byte, nearly; a dtype that does not exist is one line."""
+import importlib
+import json
+
+import pytest
+import torch
+
+from helpers import assert_one_line_error, run_command
+from training.init_from import load_model
+
+pytestmark = pytest.mark.slow  # a trained checkpoint
+
+
+def greedy(trained_out, weights: str) -> torch.Tensor:
+    model, tokenizer, _ = load_model(str(trained_out), "ckpt.pt", "", torch.device("cpu"), weights)
+    idx = torch.tensor([tokenizer.encode("Shall I compare thee")])
+    return model.generate(idx, 200, temperature=0)[0, idx.size(1):]
+
+
+@pytest.mark.parametrize("weights", ["int8", "bfloat16"])
+def test_lower_precision_weights_decode_nearly_the_float32_text(trained_out, weights):
+    model, _, _ = load_model(str(trained_out), "ckpt.pt", "", torch.device("cpu"), weights)
+    reference = greedy(trained_out, "float32")
+    assert (greedy(trained_out, weights) == reference).float().mean() >= 0.9
+    if weights == "int8":  # every Linear holds int8 weights, and a scale per output row
+        assert model.lm_head.weight.qdata.dtype == torch.int8
+
+
+def test_eval_scores_int8_weights_within_a_hundredth_of_a_bit(trained_out, capsys):
+    evaluate = importlib.import_module("eval").main  # eval.py's main, as its command line runs it
+    for weights in ("float32", "int8"):
+        evaluate([f"--out_dir={trained_out}", f"--weights={weights}", "--json=true"])
+    float32, int8 = (json.loads(line)["bits_per_byte"] for line in capsys.readouterr().out.strip().splitlines())
+    assert abs(int8 - float32) < 0.01
+
+
+def test_a_weight_dtype_that_does_not_exist_is_one_line(trained_out):
+    assert_one_line_error(run_command("sample.py", f"--out_dir={trained_out}", "--weights=int4"),
+                          "weights='int4' is not one of float32, bfloat16, int8")
