@@ -352,12 +352,16 @@ def correct_the_plan(run: Run, bar: tqdm, pace: tuple[int, float] | None) -> Tra
     if pace is None or "max_iters" not in plan.keys or progress.step <= pace[0]:
         plan.corrected = True
         return cfg
-    measured = (progress.elapsed_s - pace[1]) / (progress.step - pace[0])
-    steps = corrected_steps(plan, progress.step, measured, progress.elapsed_s)
+    # every process must take the same decision: a max_iters of its own would leave the others waiting
+    measured, elapsed_s = distributed.mean_over_ranks(torch.tensor(
+        [(progress.elapsed_s - pace[1]) / (progress.step - pace[0]), progress.elapsed_s],
+        dtype=torch.float64, device=run.hardware.device), run.hardware.ranks).tolist()
+    steps = corrected_steps(plan, progress.step, measured, elapsed_s)
     plan.corrected = True
     if steps is not None:
-        bar.write(f"time budget: a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: "
-                  f"{steps:,} steps instead of {plan.steps:,}")
+        if run.hardware.ranks.is_main:
+            bar.write(f"time budget: a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: "
+                      f"{steps:,} steps instead of {plan.steps:,}")
         plan.keys.update(max_iters=steps, lr_decay_iters=steps,
                          **({"eval_interval": -(-steps // EVALUATIONS)} if "eval_interval" in plan.keys else {}))
         plan.steps, plan.step_s = steps, measured
