@@ -355,7 +355,7 @@ def correct_the_plan(run: Run, bar: tqdm, pace: tuple[int, float] | None) -> Tra
     # every process must take the same decision: a max_iters of its own would leave the others waiting
     measured, elapsed_s = distributed.mean_over_ranks(torch.tensor(
         [(progress.elapsed_s - pace[1]) / (progress.step - pace[0]), progress.elapsed_s],
-        dtype=torch.float64, device=run.hardware.device), run.hardware.ranks).tolist()
+        dtype=torch.float32, device=run.hardware.device), run.hardware.ranks).tolist()  # mps has no float64
     steps = corrected_steps(plan, progress.step, measured, elapsed_s)
     plan.corrected = True
     if steps is not None:
