@@ -22,7 +22,8 @@ def probes(depths=range(2, 13)) -> list[Probed]:
     found = []
     for d in depths:
         params = 12 * d * (32 * d) ** 2 + 2 * 65 * 32 * d
-        found.append(Probed(dial(d), params, step_s=2e-9 * params * 32 * d + 0.005, forward_s=6e-10 * params * 32 * d))
+        found.append(Probed(dial(d), params, step_s=2e-9 * params * 32 * d + 0.005, forward_s=6e-10 * params * 32 * d,
+                            token_s=0.001 + 1e-9 * params))
     return found
 
 

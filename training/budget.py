@@ -60,6 +60,7 @@ class Probed:
     params: int
     step_s: float  # one optimizer step, all micro-batches
     forward_s: float  # one forward pass of a batch, as an evaluation runs it
+    token_s: float  # one token of the closing sample, through the cache
 
 
 @dataclasses.dataclass
@@ -89,7 +90,7 @@ class Plan:
 def overhead_s(probed: Probed, cfg: TrainConfig) -> float:
     """Seconds that are not training steps: the evaluations (both splits) and the closing sample."""
     evaluations = EVALUATIONS * 2 * cfg.eval_iters * probed.forward_s
-    sample = cfg.sample_tokens * probed.forward_s / cfg.batch_size  # a token at a time, through the cache
+    sample = cfg.sample_tokens * probed.token_s
     return evaluations + sample
 
 
@@ -140,8 +141,9 @@ def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
 
 
 def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = 5
-               ) -> tuple[int, float, float]:
-    """(parameters, seconds per optimizer step, seconds per forward pass) of cfg's model on random tokens."""
+               ) -> tuple[int, float, float, float]:
+    """Parameters, and seconds per optimizer step, per forward pass and per sampled token of cfg's model
+    on random tokens."""
     model = GPT(model_config(cfg, vocab_size)).to(device)
     optimizers = build_optimizers(model, cfg, device)
     x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
@@ -167,7 +169,10 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
             start = time.perf_counter()
             model(x, x)
             forward_s = min(forward_s, time.perf_counter() - start)
-    return model.num_params(), step_s, forward_s
+    model.generate(x[:1, :1], 2)  # the sampler's first call allocates
+    start = time.perf_counter()
+    model.generate(x[:1, :1], 16)
+    return model.num_params(), step_s, forward_s, (time.perf_counter() - start) / 16
 
 
 def probe(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, ranks: distributed.Ranks
@@ -178,19 +183,24 @@ def probe(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, r
     process's timings."""
     budget_s, probes = parse_duration(cfg.time_budget), []
     shapes = candidate_shapes(cfg, vocab_size)
-    rng = torch.get_rng_state()  # the probe's random weights must not move the run's seeds
-    for shape in tqdm(shapes, desc="probing shapes", unit="shape", disable=not ranks.is_main, leave=False):
-        params, step_s, forward_s = time_steps(dataclasses.replace(cfg, **shape), vocab_size, device, dtype)
-        timings = torch.tensor([step_s, forward_s], device=device)
-        if ranks.distributed:
-            torch.distributed.all_reduce(timings, op=torch.distributed.ReduceOp.MAX)
-        probes.append(Probed(shape, params, *timings.tolist()))
-        tokens = budget_s / probes[-1].step_s * cfg.batch_size * cfg.gradient_accumulation_steps \
-            * ranks.world_size * shape["block_size"]
-        if probes[-1].step_s * MIN_STEPS > budget_s or tokens / params < TOKENS_PER_PARAMETER:
-            break
-    torch.set_rng_state(rng)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeds stay put
+        for shape in tqdm(shapes, desc="probing shapes", unit="shape", disable=not ranks.is_main, leave=False):
+            probes.append(probe_one(cfg, shape, vocab_size, device, dtype, ranks))
+            tokens = budget_s / probes[-1].step_s * cfg.batch_size * cfg.gradient_accumulation_steps \
+                * ranks.world_size * shape["block_size"]
+            if probes[-1].step_s * MIN_STEPS > budget_s or tokens / probes[-1].params < TOKENS_PER_PARAMETER:
+                break
     return probes
+
+
+def probe_one(cfg: TrainConfig, shape: dict, vocab_size: int, device: torch.device, dtype: str,
+              ranks: distributed.Ranks) -> Probed:
+    """One shape's timings; under torchrun, the slowest process's."""
+    params, *timed = time_steps(dataclasses.replace(cfg, **shape), vocab_size, device, dtype)
+    timings = torch.tensor(timed, device=device)
+    if ranks.distributed:
+        torch.distributed.all_reduce(timings, op=torch.distributed.ReduceOp.MAX)
+    return Probed(shape, params, *timings.tolist())
 
 
 def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train_s: float) -> int | None:
