@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import GPT2_SHAPE, GPTConfig
+from .weights import quiet_torchao
 from .errors import ModelError
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -129,6 +130,7 @@ def flag_value(value: object) -> str:
 
 def hf_config(config: GPTConfig, eot_token: int | None):
     """The transformers config (GPT2Config, LlamaConfig or Qwen3Config) of this GPT's shape."""
+    quiet_torchao()
     import transformers
 
     model_type, c = hf_model_type(config), config
@@ -152,6 +154,7 @@ def hf_config(config: GPTConfig, eot_token: int | None):
 def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> str:
     """Write config.json, generation_config.json and model.safetensors of a GPT into folder;
     returns the architecture. A shape with no equivalent is refused before anything is written."""
+    quiet_torchao()
     import transformers
     from safetensors.torch import save
 

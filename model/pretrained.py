@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .config import GPTConfig
+from .weights import quiet_torchao
 from .errors import ModelError
 from .hf import ARCHITECTURES, gpt_config_from_hf, gpt_state_from_hf, unsupported_model_type
 
@@ -51,6 +52,7 @@ def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
 
 
 def _quiet_transformers():
+    quiet_torchao()
     try:
         import transformers
         from huggingface_hub.utils import logging as hub_logging

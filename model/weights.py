@@ -5,21 +5,29 @@ One decoded token reads every weight once, so fewer bytes per weight is fewer by
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 
-from .gpt import GPT
+if TYPE_CHECKING:
+    from .gpt import GPT
 
 WEIGHTS = ("float32", "bfloat16", "int8")
 
 
-def with_weights(model: GPT, weights: str) -> GPT:
+def quiet_torchao() -> None:
+    """torchao (imported by transformers too) logs at import that its CUDA kernels do not load on a CPU,
+    and torch logs a deprecation it triggers: neither is the user's business."""
+    for noisy in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def with_weights(model: "GPT", weights: str) -> "GPT":
     """model with its weights in `weights` (one of WEIGHTS), changed in place."""
     if weights == "bfloat16":
         return model.to(torch.bfloat16)
     if weights == "int8":
-        for noisy in ("torchao", "torch.utils._pytree"):  # CUDA kernels that fail to load on a CPU; a deprecation
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+        quiet_torchao()
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
         quantize_(model, Int8WeightOnlyConfig())
