@@ -11,8 +11,8 @@ comes back in as the char tokenizer.
 """
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from pathlib import Path
 
 from .errors import DataError
