@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import string
 import textwrap
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import bench
 from config.errors import UserError
 from config.settings import (AttentionConfig, CompareConfig, EvalConfig, ExportConfig, PrepareConfig, SampleConfig,
                            TrainConfig, read_config)
-from helpers import run_script
+from helpers import prepare_text, run_script
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -132,8 +133,10 @@ def walked_argv(argv: list[str], tmp: Path, tiny: Path, text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_readmes_commands_run_with_small_settings(char_dataset, corpus_text, tmp_path):
+def test_the_readmes_commands_run_with_small_settings(corpus_text, tmp_path):
     """The README's commands in order, as written but for small settings and paths under tmp_path."""
+    char_dataset = tmp_path / "tiny"  # every letter and sign a README prompt may use
+    prepare_text(corpus_text + string.ascii_letters + string.digits + string.punctuation + "\n", "char", char_dataset)
     readme = [(where, argv) for where, argv, error in COMMANDS
               if where.startswith("README.md") and not error and argv[0] in WALKED and "--help" not in argv
               and not any("path/to" in a or "~" in a for a in argv)]
