@@ -97,7 +97,9 @@ def test_a_budgeted_run_keeps_its_time_and_resumes_exactly(char_dataset, tmp_pat
     # interrupted and resumed, a budgeted run ends as the same run would with its plan's keys given outright
     budgeted = [sys.executable, "train.py", *flags, "--time_budget=15s", f"--out_dir={tmp_path / 'stopped'}"]
     process = subprocess.Popen(budgeted, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(10)
+    log = tmp_path / "stopped" / "log.jsonl"
+    while not (log.is_file() and '"kind": "batch"' in log.read_text()) and process.poll() is None:
+        time.sleep(0.2)  # stopped once it trains, past the probe
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 128 + signal.SIGINT, process.stderr.read()
     run_script(*budgeted[1:], "--init_from=resume")
