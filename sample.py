@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import sys
+import time
 
 import torch
 
@@ -16,7 +17,7 @@ from config.errors import run_cli
 from config.prompts import encode_prompt, read_prompt
 from config.settings import SampleConfig, read_config
 from data.tokenizer import Tokenizer
-from model.fast_decoding import for_cpu_decoding
+from model.compiled_decoding import compiled_step, package_path
 from training.init_from import load_model
 
 SEPARATOR = "\n---------------"
@@ -82,12 +83,22 @@ class SampleText:
         return chunk
 
 
+def ready_compiled_step(model, batch_size: int) -> None:
+    """Compile the decoding step, or load it from the compile cache, and say which and how long it took."""
+    cache = model.new_cache(batch_size)
+    path = package_path(model, cache)
+    fresh, start = not path.exists(), time.perf_counter()
+    compiled_step(model, cache)
+    what = "compiled (once for this checkpoint and num_samples) into" if fresh else "loaded from"
+    print(f"compile: the decoding step was {what} {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+
 def main(argv: list[str]) -> None:
     cfg = read_config(SampleConfig, argv)
     device = pick_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
-    if cfg.weights == "float32":
-        model = for_cpu_decoding(model)  # a faster route for one-token products on a CPU; the same weights
+    if cfg.compile:
+        ready_compiled_step(model, cfg.num_samples)
     prompt = read_prompt(cfg.prompt)
     ids = encode_prompt(prompt, tokenizer)
     if len(ids) > model.config.block_size:
@@ -97,7 +108,8 @@ def main(argv: list[str]) -> None:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = [SampleText(tokenizer, cfg.stop) for _ in range(cfg.num_samples)]
     stream = model.generate_stream(
-        idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.use_cache, generator, tokenizer.vocab_size
+        idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.use_cache, generator, tokenizer.vocab_size,
+        cfg.compile,
     )
     streaming = cfg.num_samples == 1
     if streaming:

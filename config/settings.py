@@ -148,6 +148,8 @@ class SampleConfig(ModelChoice):
     top_k: int | None = option(200, "sample only from the k most likely tokens (none: all)")
     top_p: float = option(1.0, "sample only from the smallest set of tokens with this much probability")
     stop: list[str] = option([], "end a sample where this string appears (repeat the flag for several)", escapes=True)
+    compile: bool = option(False, "decode through the compiled decoding step: compiled once per checkpoint and "
+                                  "num_samples (about a minute on a CPU), loaded from the compile cache after")
     use_cache: bool = option(True, "reuse cached keys and values (false: recompute the context every step)")
     seed: int = option(1337, "random seed; the same seed gives the same samples")
 
@@ -162,6 +164,8 @@ class SampleConfig(ModelChoice):
             raise UserError(f"top_p={self.top_p} must be in (0, 1]")
         if "" in self.stop:
             raise UserError("--stop needs a string to stop at (an empty one would end every sample at once)")
+        if self.compile and not self.use_cache:
+            raise UserError("--compile=true decodes through the KV cache; drop --use_cache=false or --compile=true")
 
 
 @dataclass

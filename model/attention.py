@@ -40,7 +40,7 @@ class Positions:
     """Where one forward pass's tokens sit, worked out once for every layer."""
 
     query: torch.Tensor  # (Tq,): the positions of this pass's tokens
-    key: torch.Tensor  # (Tk,): the positions of the keys they read, their own or every filled cache slot's
+    key: torch.Tensor  # (Tk,): the positions of the keys they read, their own or every cache slot's
     window: int  # a query sees keys fewer than this many positions earlier (block_size)
     cached: bool  # the keys come from a KV cache
     rotation: tuple[torch.Tensor, torch.Tensor] | None  # RoPE's cos and sin (Tq, hs), or None: learned positions
@@ -106,7 +106,7 @@ class CausalSelfAttention(nn.Module):
             cos, sin = (table.to(q.dtype) for table in positions.rotation)  # autocast's dtype, if on
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)  # (B, nkv, Tk, hs), Tk: the cached keys
+            k, v = cache.update(self.layer_idx, k, v, positions.query)  # (B, nkv, Tk, hs), Tk: every cache slot
         if self.use_sdpa and records is None:
             y = self._fused_attention(q, k, v, positions)
         else:
@@ -127,10 +127,7 @@ class CausalSelfAttention(nn.Module):
                          ) -> torch.Tensor:
         """scaled_dot_product_attention under the same mask; (B, nh, Tq, hs)."""
         options = dict(dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head)
-        n_query = q.size(-2)
-        if not positions.cached and n_query <= positions.window:  # plain causal (training, a first prefill)
+        if not positions.cached and q.size(-2) <= positions.window:  # plain causal (training, uncached decoding)
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
-        if n_query == 1:  # one new token sees every cached key: the cache holds at most the window
-            return F.scaled_dot_product_attention(q, k, v, **options)
-        # is_causal would align the mask wrongly here
+        # is_causal would align the mask wrongly here, and a cache's empty slots must stay hidden
         return F.scaled_dot_product_attention(q, k, v, attn_mask=positions.visible(), **options)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .compiled_decoding import compiled_step
 from .errors import ModelError
 from .kv_cache import KVCache
 
@@ -21,12 +22,15 @@ class Decoder:
       which are re-encoded at positions from 0.
     A prompt longer than block_size is read from its last block_size tokens.
     Given max_new_tokens, the cache holds no more positions than the generation needs.
+    With `compile`, the one-token step is the compiled one (model/compiled_decoding.py) and the
+    cache holds block_size positions whatever the generation's length, so one compilation serves all.
     """
 
     # no_grad whatever mode the caller is in: the cache is written in place and never
     # carries gradients (GPT.generate_stream runs it under the lighter inference_mode)
     @torch.no_grad()
-    def __init__(self, model, idx: torch.Tensor, use_cache: bool = True, max_new_tokens: int | None = None):
+    def __init__(self, model, idx: torch.Tensor, use_cache: bool = True, max_new_tokens: int | None = None,
+                 compile: bool = False):
         c = model.config
         if idx.size(1) == 0:
             raise ModelError("the prompt needs at least one token")
@@ -37,16 +41,34 @@ class Decoder:
         self.tokens = idx[:, -c.block_size :]  # (B, T): the tokens the next step reads (uncached, or to re-encode)
         # a cache as long as the context, or as this generation if that is shorter (a model with a long
         # context, say 131,072 positions, would otherwise allocate them all)
-        slots = c.block_size if max_new_tokens is None else min(c.block_size, self.tokens.size(1) + max_new_tokens)
+        if compile and not use_cache:
+            raise ModelError("the compiled decoding step runs through the KV cache: compile needs use_cache")
+        short = not compile and max_new_tokens is not None
+        slots = min(c.block_size, self.tokens.size(1) + max_new_tokens) if short else c.block_size
         self.cache: KVCache | None = model.new_cache(idx.size(0), slots) if use_cache else None
+        self.step = compiled_step(model, self.cache) if compile else model.next_token_logits
         self.start = 0  # position of tokens[:, 0]
-        self.logits = model.next_token_logits(self.tokens, self.cache)  # prefill: (B, V)
+        self.length = 0  # positions in the cache: the next one is at position `length`
+        self.logits = self._prefill(self.tokens)  # (B, V)
+
+    def _prefill(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) after idx (B, T): the window itself uncached, or T tokens after the cached ones."""
+        start = self.start if self.cache is None else self.length
+        positions = torch.arange(start, start + idx.size(1), device=idx.device)  # (T,)
+        self.length += idx.size(1) if self.cache is not None else 0
+        return self.model.next_token_logits(idx, self.cache, positions)
+
+    def _step(self, next_id: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) after one new token next_id (B, 1), through the cache."""
+        positions = torch.arange(self.length, self.length + 1, device=next_id.device)  # (1,)
+        self.length += 1
+        return self.step(next_id, self.cache, positions)
 
     @torch.no_grad()
     def push(self, next_id: torch.Tensor) -> torch.Tensor:
         """Append next_id (B, 1); return the logits (B, V) for the token after it."""
         if self.cache is not None and self.sliding:  # the cache rolls: one token in, nothing to keep
-            self.logits = self.model.next_token_logits(next_id, self.cache)
+            self.logits = self._step(next_id)
             return self.logits
         self.tokens = torch.cat([self.tokens, next_id], dim=1)
         if self.tokens.size(1) > self.reach:
@@ -54,10 +76,8 @@ class Decoder:
             self.tokens, self.start = self.tokens[:, cut:], (self.start + cut if self.sliding else 0)
             if self.cache is not None:  # learned positions: re-encode the kept tokens from position 0
                 self.cache.reset()
-                self.logits = self.model.next_token_logits(self.tokens, self.cache)
+                self.length = 0
+                self.logits = self._prefill(self.tokens)
                 return self.logits
-        if self.cache is not None:
-            self.logits = self.model.next_token_logits(next_id, self.cache)  # decode one token
-        else:
-            self.logits = self.model.next_token_logits(self.tokens, None, start=self.start)
+        self.logits = self._prefill(self.tokens) if self.cache is None else self._step(next_id)
         return self.logits

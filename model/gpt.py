@@ -109,25 +109,26 @@ class GPT(nn.Module):
             self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None,
-                      records: list[AttentionRecord] | None = None, start: int = 0) -> torch.Tensor:
-        """idx (B, T) at positions start.. -> final-normed hidden states (B, T, C).
+                      records: list[AttentionRecord] | None = None, positions: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """idx (B, T) at positions (T,) (0..T-1 unless given) -> final-normed hidden states (B, T, C).
 
         With `cache`, idx holds the positions after those already cached. Learned
         positions stop at block_size; with RoPE a longer sequence is read with every
         token attending to its last block_size tokens.
         """
         c, T = self.config, idx.size(1)
-        start += cache.length if cache is not None else 0
-        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        if positions is None:
+            positions = torch.arange(T, device=idx.device)  # (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
-            if start + T > c.block_size:
-                raise ModelError(f"sequence of {start + T} tokens is longer than block_size={c.block_size}")
+            if T > c.block_size:
+                raise ModelError(f"sequence of {T} tokens is longer than block_size={c.block_size}")
             x = x + self.transformer.wpe(positions)  # position added to the residual stream
         if cache is not None:
             cache.reserve(positions)
         rotation = rotation_tables(positions, c.head_size, c.rope_theta, x.dtype) if c.pos_emb == "rope" else None
-        where = Positions(positions, positions if cache is None else cache.filled_positions(), c.block_size,
+        where = Positions(positions, positions if cache is None else cache.slot_positions, c.block_size,
                           cached=cache is not None, rotation=rotation)
         x = self.transformer.drop(x)
         for block in self.transformer.h:
@@ -161,12 +162,12 @@ class GPT(nn.Module):
         """A KV cache for `slots` positions (block_size by default: the window a step can see)."""
         c = self.config
         weight = self.transformer.wte.weight
-        return KVCache(c.n_layer, batch_size, c.n_kv_head, slots or c.block_size, c.head_size, weight.device,
+        return KVCache.empty(c.n_layer, batch_size, c.n_kv_head, slots or c.block_size, c.head_size, weight.device,
                        weight.dtype)
 
-    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None, start: int = 0) -> torch.Tensor:
-        """Logits (B, V) for the position after idx; the head runs on the last position only."""
-        return self.lm_head(self.hidden_states(idx, cache, start=start)[:, -1, :])
+    def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None, positions: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) for the position after idx (B, T) at positions (T,); the head runs on the last one only."""
+        return self.lm_head(self.hidden_states(idx, cache, positions=positions)[:, -1, :])
 
     def generate_stream(
         self,
@@ -178,16 +179,18 @@ class GPT(nn.Module):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         vocab_limit: int | None = None,
+        compile: bool = False,
     ) -> Iterator[torch.Tensor]:
         """Yield max_new_tokens new tokens (B, 1), one step at a time, each below vocab_limit
         (the tokenizer's vocabulary, when the model's is padded past it).
 
-        Generation may run past block_size; see `Decoder` for the context policy.
+        Generation may run past block_size; see `Decoder` for the context policy
+        and for `compile`.
         """
         # inference_mode is lighter than no_grad (no view or version tracking): ~8% faster decoding.
         # It is never held across a yield, so the caller's code runs in its own mode.
         with torch.inference_mode():
-            decoder = Decoder(self, idx, use_cache, max_new_tokens)  # prefill
+            decoder = Decoder(self, idx, use_cache, max_new_tokens, compile)  # prefill
         for step in range(max_new_tokens):
             with torch.inference_mode():
                 next_id = sample_next(decoder.logits, temperature, top_k, top_p, generator, vocab_limit)  # (B, 1)
@@ -207,9 +210,11 @@ class GPT(nn.Module):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         vocab_limit: int | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens)."""
-        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, vocab_limit)
+        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, vocab_limit,
+                                   compile)
         return torch.cat([idx, *new], dim=1)
 
     @classmethod

@@ -69,13 +69,13 @@ def test_rope_scores_do_not_change_when_every_position_shifts():
     with torch.no_grad():
         set_sdpa(model, False)
         here, there = [], []
-        model.hidden_states(idx, records=here, start=0)
-        model.hidden_states(idx, records=there, start=777)
+        model.hidden_states(idx, records=here, positions=torch.arange(16))
+        model.hidden_states(idx, records=there, positions=torch.arange(777, 777 + 16))
     for a, b in zip(here, there):
         visible_scores = torch.tril(torch.ones(16, 16, dtype=torch.bool))
         assert torch.allclose(a.scores[..., visible_scores], b.scores[..., visible_scores], atol=1e-4)
-    logits_here = model.lm_head(model.hidden_states(idx, start=0))
-    logits_there = model.lm_head(model.hidden_states(idx, start=777))
+    logits_here = model.lm_head(model.hidden_states(idx, positions=torch.arange(16)))
+    logits_there = model.lm_head(model.hidden_states(idx, positions=torch.arange(777, 777 + 16)))
     assert torch.allclose(logits_here, logits_there, atol=1e-4)
 
 

@@ -32,7 +32,7 @@ def test_cached_and_uncached_logits_agree_at_every_step_across_block_size(block_
             next_id = sample_next(cached.logits, temperature=1.0, generator=generator)
             cached.push(next_id)
             uncached.push(next_id)
-    assert cached.cache.length <= block_size or options  # learned positions restart; RoPE's cache rolls on
+    assert cached.length <= block_size or options  # learned positions restart; RoPE's cache rolls on
 
 
 def test_uncached_learned_path_sees_exactly_the_policy_window():
