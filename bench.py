@@ -1,6 +1,6 @@
 """Benchmarks, measured as ratios within one run on whatever device is here.
 
-    python bench.py generation [--device=auto] [--new_tokens=100,500,1000] [--batch_sizes=1,8]
+    python bench.py generation [--device=auto] [--new_tokens=100,500] [--batch_sizes=1,8]
     python bench.py training [CONFIG.toml ...] [--key=value ...] [--steps=N]
     python bench.py precision [--steps=N]
     python bench.py recipe [--key=value ...] [--plot=recipe.png]
@@ -10,12 +10,14 @@
 
 generation: tokens per second of cached and uncached generation side by side,
 for a 6-layer, 6-head, 384-wide model with a 256-token context in the GPT-2 and
-the modern shape, decoded as sample.py decodes (model/fast_decoding.py's step on
-a CPU) and, for the cached path, also with the model's plain nn.Linear layers;
-for RoPE, the time per token in the first and the third block of positions.
+the modern shape; for RoPE, the time per token in the first and the third block of
+positions; then cached decoding with the eager and the compiled step, with float32,
+bfloat16 and int8 weights, against the machine's weight-streaming limit.
 training: train.py's own loop against a bare forward + backward + AdamW step of
 the same model on a fixed batch (median ms per iteration, their ratio), tokens
-per second and MFU where the device has a known peak; nanoGPT's CPU settings unless a config or flags say otherwise.
+per second and MFU where the device has a known peak; nanoGPT's CPU settings unless a config or flags say otherwise;
+then the classic and the default recipe at the default run's shape, eager and compiled, timed in turns:
+the cost per token of each and the one-time compile.
 precision: float32 against bfloat16 training of the 6x384, context-256 model:
 tokens per second and the loss both reach on the same short run.
 recipe: the classic (GPT-2) and the modern recipe at the default run's size on
@@ -25,7 +27,8 @@ every run's loss curves in one picture (as compare.py draws them).
 budget: for each time budget, the shape --time_budget plans and its two neighbours on the dial,
 each trained for that budget: their eval.py val loss, and a picture of loss against parameters.
 first_token: wall time from starting `python sample.py` to its first generated
-character, for a trained checkpoint (the default run's unless --out_dir says).
+character, for a trained checkpoint (the default run's unless --out_dir says): eager,
+and --compile=true with an empty compile cache and then a warm one.
 prepare: MB/s of preparing a corpus of copies of the plays (one file each) with
 GPT-2's tokenizer and with a BPE trained on it, beside tiktoken's own
 encode_ordinary_batch on the same files with every core; the time to train the
@@ -58,7 +61,6 @@ from data.tokenizer import load_gpt2_encoding
 from eval import validation_split
 from model import GPT, GPTConfig
 from model.config import GPT2_SHAPE
-from model.fast_decoding import MIN_WEIGHT_NUMEL, for_cpu_decoding
 from model.params import training_flops_per_token
 from model.weights import WEIGHTS, with_weights
 from model.scoring import score_tokens, summarize
@@ -84,7 +86,7 @@ def sync(device: torch.device) -> None:
 
 
 def time_generation(model: GPT, batch_size: int, new_tokens: int, use_cache: bool, device: torch.device,
-                    budget_s: float = 30.0) -> float:
+                    budget_s: float = 30.0, compile: bool = False) -> float:
     """Best of up to three timed runs (as many as fit in budget_s) of new_tokens after a 16-token prompt."""
     prompt = torch.randint(0, model.config.vocab_size, (batch_size, 16), device=device)
     best, spent = float("inf"), 0.0
@@ -92,7 +94,7 @@ def time_generation(model: GPT, batch_size: int, new_tokens: int, use_cache: boo
         generator = torch.Generator(device=device).manual_seed(0)
         sync(device)
         start = time.perf_counter()
-        model.generate(prompt, new_tokens, temperature=1.0, use_cache=use_cache, generator=generator)
+        model.generate(prompt, new_tokens, temperature=1.0, use_cache=use_cache, generator=generator, compile=compile)
         sync(device)
         seconds = time.perf_counter() - start
         best, spent = min(best, seconds), spent + seconds
@@ -119,21 +121,19 @@ def seconds_per_token_by_block(model: GPT, n_blocks: int, device: torch.device) 
 def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torch.device) -> None:
     torch.manual_seed(0)
     model = GPT(config).to(device).eval()
-    decoding = for_cpu_decoding(model)  # what sample.py decodes with
     print(f"\n{name}: {model.num_params():,} parameters (6 layers, 6 heads, 384 wide, context 256)")
-    time_generation(decoding, 1, 20, True, device)  # warm-up
-    print(f"{'batch':>5} {'new tokens':>10} {'cached tok/s':>13} {'uncached tok/s':>15} {'speed-up':>9}"
-          f" {'cached, plain nn.Linear':>24}")
+    time_generation(model, 1, 20, True, device)  # warm-up
+    print("eager float32, cached against uncached")
+    print(f"{'batch':>5} {'new tokens':>10} {'cached tok/s':>13} {'uncached tok/s':>15} {'speed-up':>9}")
     for batch_size in cfg.batch_sizes:
         for new_tokens in cfg.new_tokens:
-            cached = time_generation(decoding, batch_size, new_tokens, True, device)
-            uncached = time_generation(decoding, batch_size, new_tokens, False, device)
-            plain = time_generation(model, batch_size, new_tokens, True, device)
+            cached = time_generation(model, batch_size, new_tokens, True, device)
+            uncached = time_generation(model, batch_size, new_tokens, False, device)
             n = batch_size * new_tokens
             print(f"{batch_size:>5} {new_tokens:>10} {n / cached:>13,.0f} {n / uncached:>15,.0f} "
-                  f"{uncached / cached:>8.1f}x {n / plain:>24,.0f}", flush=True)
+                  f"{uncached / cached:>8.1f}x", flush=True)
     if config.pos_emb == "rope":
-        first, _, third = seconds_per_token_by_block(decoding, 3, device)
+        first, _, third = seconds_per_token_by_block(model, 3, device)
         print(f"cached, per token: {1000 * first:.2f} ms in the first block of 256 positions, "
               f"{1000 * third:.2f} ms in the third ({third / first:.2f}x)")
 
@@ -162,40 +162,44 @@ def weight_bytes(model: GPT) -> int:
     return total
 
 
-def bench_weights(config: GPTConfig, cfg: BenchConfig, device: torch.device, bandwidth: float) -> None:
-    """Cached decoding with each weight dtype against the weight-streaming limit: the memory bandwidth
-    over the bytes of weights a step reads, times the batch (one read serves every sequence)."""
-    new_tokens = cfg.new_tokens[len(cfg.new_tokens) // 2]
-    print(f"{'weights':<22} {'batch':>5} {'tok/s':>7} {'MB/step':>8} {'limit tok/s':>12} {'of limit':>9} "
-          f"{'greedy = float32':>17}")
+def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, bandwidth: float) -> None:
+    """Cached decoding, eager and compiled, with each weight dtype against the weight-streaming limit: the
+    memory bandwidth over the bytes of weights a step reads, times the batch (one read serves every
+    sequence). Greedy tokens are compared with eager float32's over the same new tokens."""
+    new_tokens = max(cfg.new_tokens)
+    print(f"decoding, cached, {new_tokens} new tokens; compile: the cold compile of the step for that batch size")
+    print(f"{'weights':<9} {'step':<9} {'batch':>5} {'tok/s':>7} {'MB/step':>8} {'limit tok/s':>12} {'of limit':>9} "
+          f"{'compile s':>10} {'greedy = eager float32':>23}")
     prompt = torch.randint(0, config.vocab_size, (1, 16), device=device)
     reference = None
-    for weights in ("float32 (row halves)", *WEIGHTS):
+    for weights in WEIGHTS:
         torch.manual_seed(0)
-        model = with_weights(GPT(config).to(device).eval(), weights.split()[0])
-        model = for_cpu_decoding(model) if weights.startswith("float32 (") else model
-        greedy = model.generate(prompt, 200, temperature=0)[0, 16:]
-        reference = greedy if reference is None else reference
-        agree = (greedy == reference).float().mean().item()
-        for batch_size in cfg.batch_sizes:
-            seconds = time_generation(model, batch_size, new_tokens, True, device)
-            rate, limit = batch_size * new_tokens / seconds, batch_size * bandwidth / weight_bytes(model)
-            print(f"{weights:<22} {batch_size:>5} {rate:>7,.0f} {weight_bytes(model) / 1e6:>8.1f} {limit:>12,.0f} "
-                  f"{rate / limit:>8.0%} {agree:>16.0%}", flush=True)
+        model = with_weights(GPT(config).to(device).eval(), weights)
+        for step in ("eager", "compiled"):
+            compile = step == "compiled"
+            for batch_size in cfg.batch_sizes:
+                start = time.perf_counter()
+                model.generate(prompt.expand(batch_size, -1), 1, compile=compile)  # compiles, if compiled
+                compile_s = f"{time.perf_counter() - start:.0f}" if compile else "-"
+                greedy = model.generate(prompt, new_tokens, temperature=0, compile=compile)[0, 16:] if batch_size == 1 else None
+                reference = greedy if reference is None else reference
+                agree = f"{(greedy == reference).float().mean().item():.1%}" if greedy is not None else ""
+                seconds = time_generation(model, batch_size, new_tokens, True, device, compile=compile)
+                rate, limit = batch_size * new_tokens / seconds, batch_size * bandwidth / weight_bytes(model)
+                print(f"{weights:<9} {step:<9} {batch_size:>5} {rate:>7,.0f} {weight_bytes(model) / 1e6:>8.1f} "
+                      f"{limit:>12,.0f} {rate / limit:>8.0%} {compile_s:>10} {agree:>23}", flush=True)
 
 
 def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
     device = pick_device(cfg.device)
-    print(f"generation on {device}, {torch.get_num_threads()} threads, after a 16-token prompt; best of up to 3 runs")
+    # a cold compile, timed as a first run pays it, and no packages left behind in the user's cache
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-")
     bandwidth = memory_bandwidth(device)
+    print(f"generation on {device}, {torch.get_num_threads()} threads, after a 16-token prompt; best of up to 3 "
+          f"runs; memory bandwidth {bandwidth / 1e9:.1f} GB/s")
     for name, config in GENERATION_MODELS.items():
         bench_one_shape(name, config, cfg, device)
-        print(f"weights, cached, {cfg.new_tokens[len(cfg.new_tokens) // 2]} new tokens; memory bandwidth "
-              f"{bandwidth / 1e9:.1f} GB/s")
-        bench_weights(config, cfg, device, bandwidth)
-    if device.type == "cpu":
-        print(f"\non a CPU, sample.py decodes matrices of {MIN_WEIGHT_NUMEL:,} weights or more by row halves "
-              f"(model/fast_decoding.py); 'plain nn.Linear' is the model without that step")
+        bench_decoding(config, cfg, device, bandwidth)
 
 
 # nanoGPT's documented CPU run: 4 layers, 4 heads, 128 wide, context 64, batch 12, float32, no compile,
@@ -222,25 +226,58 @@ def seconds_per_step(rows: list[dict], skip: int) -> list[float]:
     return [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(batches, batches[1:])]
 
 
-def bare_step_times(cfg: TrainConfig, steps: int, device: torch.device) -> list[float]:
-    """Forward, backward and optimizer step of the same model on one fixed batch: nothing else."""
-    torch.manual_seed(cfg.seed)
-    dataset = open_dataset(ensure_dataset(cfg.dataset))
-    model = GPT(model_config(cfg, dataset.meta["vocab_size"])).to(device)
-    optimizers, scaler = build_optimizers(model, cfg, device), torch.amp.GradScaler(enabled=False)
-    x, y = (t.to(device) for t in BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed).next_batch())
-    times = []
-    for _ in range(steps):
-        sync(device)
-        start = time.perf_counter()
-        with autocast(device, resolve_dtype(cfg.dtype, device)):
-            _, loss = model(x, y)
-        loss.backward()
-        optimizers.step(scaler)
-        optimizers.zero_grad()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+class BareStep:
+    """Forward, backward and optimizer step of one model on one fixed batch: nothing else."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        torch.manual_seed(cfg.seed)
+        dataset = open_dataset(ensure_dataset(cfg.dataset))
+        model = GPT(model_config(cfg, dataset.meta["vocab_size"])).to(device)
+        self.optimizers, self.scaler = build_optimizers(model, cfg, device), torch.amp.GradScaler(enabled=False)
+        self.model = torch.compile(model) if cfg.compile else model
+        loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed)
+        self.x, self.y = (t.to(device) for t in loader.next_batch())  # (B, T) each
+        self.device, self.dtype = device, resolve_dtype(cfg.dtype, device)
+        self.tokens = self.x.numel()
+
+    def times(self, steps: int) -> list[float]:
+        """Seconds of each of `steps` steps."""
+        times = []
+        for _ in range(steps):
+            sync(self.device)
+            start = time.perf_counter()
+            with autocast(self.device, self.dtype):
+                _, loss = self.model(self.x, self.y)
+            loss.backward()
+            self.optimizers.step(self.scaler)
+            self.optimizers.zero_grad()
+            sync(self.device)
+            times.append(time.perf_counter() - start)
+        return times
+
+
+def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -> None:
+    """The cost per token of the classic and the default recipe at the same shape, eager and compiled,
+    timed in turns (drift hits all four alike); each compile's one-time cost printed apart."""
+    steps_per_turn, turns = max(1, steps // 8), 4
+    variants, first = {}, {}
+    for recipe, args in (("classic", ["configs/classic.toml"]), ("default", [])):
+        for compile in (False, True):
+            name = f"{recipe}, {'compiled' if compile else 'eager'}"
+            variants[name] = BareStep(read_config(TrainConfig, [*args, *train_args, f"--compile={compile}"]), device)
+            first[name] = variants[name].times(2)  # a compile happens here
+    times = {name: [] for name in variants}
+    for _ in range(turns):
+        for name, step in variants.items():
+            times[name] += step.times(steps_per_turn)
+    base = statistics.median(times["classic, eager"])
+    print(f"\nrecipes at the same shape, {turns} turns of {steps_per_turn} steps each, medians")
+    print(f"{'recipe, step':<20} {'ms/iter':>9} {'tokens/s':>10} {'cost/token vs classic eager':>28} {'compile s':>10}")
+    for name, step_times in times.items():
+        ms = 1000 * statistics.median(step_times)
+        compile_s = f"{sum(first[name]) - 2 * ms / 1000:.1f}" if name.endswith("compiled") else "-"
+        print(f"{name:<20} {ms:>9.2f} {variants[name].tokens / (ms / 1000):>10,.0f} "
+              f"{statistics.median(step_times) / base:>27.2f}x {compile_s:>10}")
 
 
 def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
@@ -250,9 +287,10 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     device = pick_device(train_cfg.device)
     warmup = min(20, steps // 5)
     with tempfile.TemporaryDirectory() as out_dir:
-        bare = bare_step_times(train_cfg, steps // 2, device)[warmup:]
+        bare_step = BareStep(train_cfg, device)
+        bare = bare_step.times(steps // 2)[warmup:]
         full = seconds_per_step(run_train(train_args, steps, Path(out_dir)), warmup)
-        bare += bare_step_times(train_cfg, steps // 2, device)[warmup:]  # before and after: drift cancels
+        bare += bare_step.times(steps // 2)[warmup:]  # before and after: drift cancels
     c = train_cfg
     tokens = c.batch_size * c.block_size * c.gradient_accumulation_steps
     loop_ms, bare_ms = 1000 * statistics.median(full), 1000 * statistics.median(bare)
@@ -267,6 +305,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
         share = mfu.mfu(rate)
         print(f"  {name:<20} {ms:8.2f} ms/iter {rate:12,.0f} tokens/s" + ("" if share is None else f"   MFU {share:.1%}"))
     print(f"  loop / bare: {loop_ms / bare_ms:.3f}   (MFU: {mfu.peak_source})")
+    bench_recipe_cost(train_args if cfg.as_given else [], steps, device)
 
 
 def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
@@ -389,13 +428,14 @@ def budget_picture(results: dict, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def seconds_to_first_token(out_dir: str) -> float:
+def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -> float:
     """Start `python sample.py` as a user would, with its default prompt, and
     time it until one character past the prompt is printed."""
     prompt = SampleConfig.prompt.encode()  # sample.py streams: the prompt, then each token
-    command = [sys.executable, "sample.py", f"--out_dir={out_dir}", "--max_new_tokens=20"]
+    command = [sys.executable, "sample.py", f"--out_dir={out_dir}", "--max_new_tokens=20", *flags]
     start = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parent) as proc:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parent,
+                          env=env) as proc:
         head = proc.stdout.read(len(prompt) + 1)
         seconds = time.perf_counter() - start
         proc.stdout.read()
@@ -406,9 +446,17 @@ def seconds_to_first_token(out_dir: str) -> float:
 
 
 def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
-    times = [seconds_to_first_token(cfg.out_dir) for _ in range(cfg.repeats)]
-    print(f"first token: python sample.py --out_dir={cfg.out_dir} printed its first new character after "
-          f"{min(times):.2f} s at best, {statistics.median(times):.2f} s median over {len(times)} runs")
+    """Eager, then --compile=true with an empty compile cache (the first start compiles) and a warm one."""
+    def report(name: str, times: list[float]) -> None:
+        print(f"  {name:<34} {min(times):6.2f} s at best, {statistics.median(times):6.2f} s median over {len(times)}")
+
+    print(f"first token: python sample.py --out_dir={cfg.out_dir} to its first new character")
+    report("eager", [seconds_to_first_token(cfg.out_dir) for _ in range(cfg.repeats)])
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        report("--compile=true, first start (compiles)", [seconds_to_first_token(cfg.out_dir, "--compile=true", env=env)])
+        report("--compile=true, later starts", [seconds_to_first_token(cfg.out_dir, "--compile=true", env=env)
+                                                 for _ in range(cfg.repeats)])
 
 
 def plays_corpus(folder: Path, megabytes: int) -> list[Path]:

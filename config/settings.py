@@ -238,7 +238,7 @@ class BenchConfig:
     usage: ClassVar[str] = ("python bench.py generation|training|precision|recipe|budget|first_token|prepare "
                             "[CONFIG.toml ...] [--key=value ...]")
 
-    new_tokens: list[int] = option([100, 500, 1000], "generation: tokens generated per timed run (comma-separated)")
+    new_tokens: list[int] = option([100, 500], "generation: tokens generated per timed run (comma-separated)")
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
     steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)")
     as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top")

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
-from torch._inductor.runtime.cache_dir_utils import cache_dir
 
+from .errors import ModelError
 from .kv_cache import KVCache
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ def _tensor_bytes(tensor: torch.Tensor) -> list[bytes]:
 def package_path(model: "GPT", cache: KVCache) -> Path:
     """Where the compiled step of this model (shape, weights and their dtype), batch size, cache size,
     device and torch version lives in the compile cache (TORCHINDUCTOR_CACHE_DIR moves it)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir  # inductor takes seconds to import: only here
+
     digest = hashlib.sha256(repr((model.config, cache.k[0].shape, cache.k[0].dtype, cache.k[0].device.type,
                                   torch.__version__)).encode())
     with torch.inference_mode(False):  # a tensor subclass (int8 weights) is not detached inside it
@@ -65,14 +67,20 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> None:
     options = {"freezing": True}  # weights are constants: packed once for the kernels that read them
     if cache.slot_positions.device.type == "cpu":
         options["max_autotune"] = True  # time inductor's C++ GEMM kernels against aten's and keep the faster
-    with torch.inference_mode(False), torch.no_grad():
-        example = [torch.zeros_like(t) for t in cache.tensors()]  # not the caller's (maybe inference-mode) tensors
-        idx = torch.zeros(cache.k[0].size(0), 1, dtype=torch.long, device=example[0].device)  # (B, 1)
-        args = (idx, torch.zeros(1, dtype=torch.long, device=idx.device), *example)  # positions (1,)
-        exported = torch.export.export(DecodeStep(model), args, strict=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.pt2")  # never a half-written package under the name
-        torch._inductor.aoti_compile_and_package(exported, package_path=str(partial), inductor_configs=options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.pt2")  # never a half-written package under the name
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            example = [torch.zeros_like(t) for t in cache.tensors()]  # not the caller's (inference-mode) tensors
+            idx = torch.zeros(cache.k[0].size(0), 1, dtype=torch.long, device=example[0].device)  # (B, 1)
+            args = (idx, torch.zeros(1, dtype=torch.long, device=idx.device), *example)  # positions (1,)
+            exported = torch.export.export(DecodeStep(model), args, strict=False)
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(partial), inductor_configs=options)
+    except Exception as e:  # no C++ compiler, a device AOTInductor lacks: their reports run to pages
+        partial.unlink(missing_ok=True)
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ModelError(f"could not compile the decoding step ({type(e).__name__}: {reason}); "
+                         "decode without compiling") from None
     os.replace(partial, path)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import re
 import subprocess
 import sys
 from contextlib import redirect_stderr
@@ -78,3 +79,15 @@ def gpt2_config(**options) -> GPTConfig:
     """A GPTConfig in GPT-2's shape (learned positions, LayerNorm, GELU, a tied head, biases) unless options
     say otherwise: the model most tests build, with the modern options they set on top."""
     return GPTConfig(**{**GPT2_SHAPE, **options})
+
+
+def wait_for_step(process: subprocess.Popen, step: int) -> int:
+    """Read the progress bar until it shows at least `step` steps done; return the step shown."""
+    buffer = ""
+    while True:
+        char = process.stderr.read(1)
+        assert char, f"training ended before step {step}"
+        buffer = buffer[-200:] + char
+        shown = re.findall(r"\| *(\d+)/\d+ \[", buffer)
+        if shown and int(shown[-1]) >= step:
+            return int(shown[-1])

@@ -1,6 +1,9 @@
 """--time_budget: the planner as a pure function of the probe's timings, and a real budgeted run."""
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -8,7 +11,8 @@ import torch
 
 from config.errors import UserError
 from config.settings import TrainConfig, read_config
-from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script
+from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script, wait_for_step
+from training.metrics_log import read_rows
 from training.budget import (MARGIN, MIN_STEPS, TOKENS_PER_PARAMETER, Plan, Probed, candidate_shapes, corrected_steps,
                              dial, overhead_s, plan_run)
 
@@ -94,3 +98,29 @@ def test_a_budgeted_run_keeps_its_time_and_stores_its_plan(char_dataset, tmp_pat
     plan = checkpoint["plan"]  # stored plainly, for a resume to follow instead of planning again
     assert checkpoint["iter_num"] == plan["keys"]["max_iters"] == plan["steps"] >= 20
     assert {k: checkpoint["config"][k] for k in plan["keys"]} == plan["keys"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_run(char_dataset, tmp_path):
+    """A resume follows the plan in the checkpoint (no new probe), and the whole run, interrupted or not,
+    is the run its final plan's keys describe: the same loss at every logged step."""
+    flags = [*TINY_TRAIN_FLAGS[TINY_TRAIN_FLAGS.index("--batch_size=8"):], f"--dataset={char_dataset}",
+             "--log_interval=1"]
+    flags = [f for f in flags if not f.startswith(("--max_iters", "--lr_decay_iters", "--warmup_iters",
+                                                    "--eval_interval"))]
+    budgeted = [*flags, "--time_budget=30s", f"--out_dir={tmp_path / 'budgeted'}"]
+    process = subprocess.Popen([sys.executable, "train.py", *budgeted], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_step(process, 30)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT
+    resumed = run_script("train.py", *budgeted, "--init_from=resume")
+    assert "time budget 30 s" not in resumed.stdout and "probing" not in resumed.stderr  # no new plan
+    plan = torch.load(tmp_path / "budgeted" / "ckpt.pt", weights_only=True)["plan"]
+    run_script("train.py", *flags, *(f"--{key}={value}" for key, value in plan["keys"].items()),
+               f"--out_dir={tmp_path / 'planned'}")
+    losses = {name: {row["step"]: row["loss"] for row in read_rows(tmp_path / name / "log.jsonl")
+                     if row["kind"] == "batch"} for name in ("budgeted", "planned")}
+    assert len(losses["budgeted"]) == len(losses["planned"]) == plan["keys"]["max_iters"]
+    assert losses["budgeted"] == pytest.approx(losses["planned"], abs=1e-6)

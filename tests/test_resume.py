@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 import pytest
 import torch
 
-from helpers import REPO, run_script
+from helpers import REPO, run_script, wait_for_step
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
@@ -66,18 +65,6 @@ def test_resume_refuses_a_different_model_shape(char_dataset, tmp_path):
 def start_training(dataset, out_dir, *extra) -> subprocess.Popen:
     cmd = [sys.executable, "train.py", *RUN_FLAGS, f"--dataset={dataset}", f"--out_dir={out_dir}", *extra]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_step(process: subprocess.Popen, step: int) -> int:
-    """Read the progress bar until it shows at least `step` steps done; return the step shown."""
-    buffer = ""
-    while True:
-        char = process.stderr.read(1)
-        assert char, f"training ended before step {step}"
-        buffer = buffer[-200:] + char
-        shown = re.findall(r"\| *(\d+)/\d+ \[", buffer)
-        if shown and int(shown[-1]) >= step:
-            return int(shown[-1])
 
 
 def test_ctrl_c_saves_and_resumes_exactly(char_dataset, tmp_path, uninterrupted):

@@ -92,8 +92,6 @@ class Optimizers:
         return {name: optimizer.state_dict() for name, optimizer in self.parts.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        if "param_groups" in state:  # a checkpoint from before Muon: one AdamW state
-            state = {"adamw": state}
         if state.keys() != self.parts.keys():
             raise UserError(f"cannot resume: the checkpoint's optimizer is {' + '.join(state)} but the config asks "
                             f"for {' + '.join(self.parts)}; use the same optimizer or a new out_dir")
@@ -101,9 +99,8 @@ class Optimizers:
             for name, optimizer in self.parts.items():
                 optimizer.load_state_dict(state[name])
         except ValueError:
-            raise UserError("cannot resume: the checkpoint's optimizer state does not fit this model's parameters "
-                            "(an earlier version of smallgpt wrote it); sample or evaluate it, or start a new out_dir"
-                            ) from None
+            raise UserError("cannot resume: the checkpoint's optimizer state does not fit this model's parameters; "
+                            "sample or evaluate it, or start a new out_dir") from None
 
 
 def build_optimizers(model: GPT, cfg: TrainConfig, device: torch.device) -> Optimizers:
