@@ -5,7 +5,7 @@
     python bench.py precision [--steps=N]
     python bench.py recipe [--key=value ...] [--plot=recipe.png]
     python bench.py budget [--budgets=60,180,600] [--bpe_budget=180] [--plot=budget.png]
-    python bench.py first_token [--out_dir=DIR] [--repeats=N]
+    python bench.py first_token [--out_dir=DIR] [--repeats=N] [--with_compile=false]
     python bench.py prepare [--corpus_mb=N] [--bpe_vocab_size=N]
 
 generation: tokens per second of cached and uncached generation side by side,
@@ -60,7 +60,9 @@ from data.loader import BatchLoader
 from data.tokenizer import load_gpt2_encoding
 from eval import validation_split
 from model import GPT, GPTConfig
+from model.compiled_decoding import compiled_step
 from model.config import GPT2_SHAPE
+from model.decoding import generation_cache
 from model.params import training_flops_per_token
 from model.weights import WEIGHTS, with_weights
 from model.scoring import score_tokens, summarize
@@ -179,7 +181,8 @@ def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, ba
             compile = step == "compiled"
             for batch_size in cfg.batch_sizes:
                 start = time.perf_counter()
-                model.generate(prompt.expand(batch_size, -1), 1, compile=compile)  # compiles, if compiled
+                if compile:  # the step for this batch size and generation length, compiled before it is timed
+                    compiled_step(model, generation_cache(model, prompt.expand(batch_size, -1), new_tokens, True))
                 compile_s = f"{time.perf_counter() - start:.0f}" if compile else "-"
                 greedy = model.generate(prompt, new_tokens, temperature=0, compile=compile)[0, 16:] if batch_size == 1 else None
                 reference = greedy if reference is None else reference
@@ -452,6 +455,8 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
 
     print(f"first token: python sample.py --out_dir={cfg.out_dir} to its first new character")
     report("eager", [seconds_to_first_token(cfg.out_dir) for _ in range(cfg.repeats)])
+    if not cfg.with_compile:
+        return
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
         report("--compile=true, first start (compiles)", [seconds_to_first_token(cfg.out_dir, "--compile=true", env=env)])

@@ -18,6 +18,7 @@ from config.prompts import encode_prompt, read_prompt
 from config.settings import SampleConfig, read_config
 from data.tokenizer import Tokenizer
 from model.compiled_decoding import compiled_step, package_path
+from model.decoding import generation_cache
 from training.init_from import load_model
 
 SEPARATOR = "\n---------------"
@@ -83,13 +84,13 @@ class SampleText:
         return chunk
 
 
-def ready_compiled_step(model, batch_size: int) -> None:
+def ready_compiled_step(model, idx: torch.Tensor, max_new_tokens: int) -> None:
     """Compile the decoding step, or load it from the compile cache, and say which and how long it took."""
-    cache = model.new_cache(batch_size)
+    cache = generation_cache(model, idx, max_new_tokens, compile=True)
     path = package_path(model, cache)
     fresh, start = not path.exists(), time.perf_counter()
     compiled_step(model, cache)
-    what = "compiled (once for this checkpoint and num_samples) into" if fresh else "loaded from"
+    what = "compiled (once for this checkpoint, num_samples and cache size) into" if fresh else "loaded from"
     print(f"compile: the decoding step was {what} {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
@@ -97,14 +98,14 @@ def main(argv: list[str]) -> None:
     cfg = read_config(SampleConfig, argv)
     device = pick_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
-    if cfg.compile:
-        ready_compiled_step(model, cfg.num_samples)
     prompt = read_prompt(cfg.prompt)
     ids = encode_prompt(prompt, tokenizer)
     if len(ids) > model.config.block_size:
         print(f"note: the prompt is {len(ids):,} tokens; the model reads its last {model.config.block_size} "
               f"(block_size)", file=sys.stderr)
     idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
+    if cfg.compile:
+        ready_compiled_step(model, idx, cfg.max_new_tokens)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = [SampleText(tokenizer, cfg.stop) for _ in range(cfg.num_samples)]
     stream = model.generate_stream(

@@ -247,6 +247,8 @@ class BenchConfig:
     bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)")
     repeats: int = option(5, "first_token: how many times to start sample.py")
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder")
+    with_compile: bool = option(True, "first_token: also time sample.py --compile=true, a first start (which "
+                                      "compiles) and later ones")
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps")
     corpus_mb: int = option(40, "prepare: MB of text (copies of the plays, one file each) to prepare")
     bpe_vocab_size: int | None = option(4096, "prepare: vocabulary of the trained BPE tokenizer")

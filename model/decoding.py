@@ -8,6 +8,18 @@ from .errors import ModelError
 from .kv_cache import KVCache
 
 
+def generation_cache(model, idx: torch.Tensor, max_new_tokens: int | None, compile: bool) -> KVCache:
+    """The KV cache a generation from idx (B, T) uses: as long as the context, or as the generation if
+    that is shorter (a model with a context of, say, 131,072 positions would otherwise allocate them
+    all); for the compiled step rounded up to a power of two, so one compilation serves many lengths."""
+    block_size = model.config.block_size
+    slots = block_size
+    if max_new_tokens is not None:
+        needed = min(idx.size(1), block_size) + max_new_tokens
+        slots = min(block_size, 1 << (needed - 1).bit_length() if compile else needed)
+    return model.new_cache(idx.size(0), slots)
+
+
 class Decoder:
     """Follows a sequence as tokens are appended and gives the logits for the next one.
 
@@ -22,8 +34,7 @@ class Decoder:
       which are re-encoded at positions from 0.
     A prompt longer than block_size is read from its last block_size tokens.
     Given max_new_tokens, the cache holds no more positions than the generation needs.
-    With `compile`, the one-token step is the compiled one (model/compiled_decoding.py) and the
-    cache holds block_size positions whatever the generation's length, so one compilation serves all.
+    With `compile`, the one-token step is the compiled one (model/compiled_decoding.py).
     """
 
     # no_grad whatever mode the caller is in: the cache is written in place and never
@@ -39,13 +50,9 @@ class Decoder:
         self.reach = c.n_layer * (c.block_size - 1) + 1 if self.sliding else c.block_size  # tokens re-read uncached
         self.keep = max(1, c.block_size // 2)  # learned positions: tokens kept when the window is full
         self.tokens = idx[:, -c.block_size :]  # (B, T): the tokens the next step reads (uncached, or to re-encode)
-        # a cache as long as the context, or as this generation if that is shorter (a model with a long
-        # context, say 131,072 positions, would otherwise allocate them all)
         if compile and not use_cache:
             raise ModelError("the compiled decoding step runs through the KV cache: compile needs use_cache")
-        short = not compile and max_new_tokens is not None
-        slots = min(c.block_size, self.tokens.size(1) + max_new_tokens) if short else c.block_size
-        self.cache: KVCache | None = model.new_cache(idx.size(0), slots) if use_cache else None
+        self.cache = generation_cache(model, idx, max_new_tokens, compile) if use_cache else None
         self.step = compiled_step(model, self.cache) if compile else model.next_token_logits
         self.start = 0  # position of tokens[:, 0]
         self.length = 0  # positions in the cache: the next one is at position `length`

@@ -120,7 +120,7 @@ def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_ru
     plan = torch.load(tmp_path / "budgeted" / "ckpt.pt", weights_only=True)["plan"]
     run_script("train.py", *flags, *(f"--{key}={value}" for key, value in plan["keys"].items()),
                f"--out_dir={tmp_path / 'planned'}")
-    losses = {name: {row["step"]: row["loss"] for row in read_rows(tmp_path / name / "log.jsonl")
+    losses = {name: {row["step"]: row["train_loss"] for row in read_rows(tmp_path / name / "log.jsonl")
                      if row["kind"] == "batch"} for name in ("budgeted", "planned")}
     assert len(losses["budgeted"]) == len(losses["planned"]) == plan["keys"]["max_iters"]
     assert losses["budgeted"] == pytest.approx(losses["planned"], abs=1e-6)
