@@ -84,14 +84,16 @@ class SampleText:
         return chunk
 
 
-def ready_compiled_step(model, idx: torch.Tensor, max_new_tokens: int) -> None:
-    """Compile the decoding step, or load it from the compile cache, and say which and how long it took."""
+def compile_step_once(model, idx: torch.Tensor, max_new_tokens: int) -> None:
+    """Compile the decoding step if the compile cache lacks it, and say so; a cached one is loaded
+    by the decoder after the first token."""
     cache = generation_cache(model, idx, max_new_tokens, compile=True)
     path = package_path(model, cache)
-    fresh, start = not path.exists(), time.perf_counter()
-    compiled_step(model, cache)
-    what = "compiled (once for this checkpoint, num_samples and cache size) into" if fresh else "loaded from"
-    print(f"compile: the decoding step was {what} {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if not path.exists():
+        start = time.perf_counter()
+        compiled_step(model, cache)
+        print(f"compile: the decoding step was compiled (once for this checkpoint, num_samples and cache size) "
+              f"into {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
 def main(argv: list[str]) -> None:
@@ -105,7 +107,7 @@ def main(argv: list[str]) -> None:
               f"(block_size)", file=sys.stderr)
     idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
     if cfg.compile:
-        ready_compiled_step(model, idx, cfg.max_new_tokens)
+        compile_step_once(model, idx, cfg.max_new_tokens)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = [SampleText(tokenizer, cfg.stop) for _ in range(cfg.num_samples)]
     stream = model.generate_stream(

@@ -10,8 +10,10 @@ Prefill stays eager: it runs once per sample, at a different length each time.
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,8 +52,6 @@ def _tensor_bytes(tensor: torch.Tensor) -> list[bytes]:
 def package_path(model: "GPT", cache: KVCache) -> Path:
     """Where the compiled step of this model (shape, weights and their dtype), batch size, cache size,
     device and torch version lives in the compile cache (TORCHINDUCTOR_CACHE_DIR moves it)."""
-    from torch._inductor.runtime.cache_dir_utils import cache_dir  # inductor takes seconds to import: only here
-
     digest = hashlib.sha256(repr((model.config, cache.k[0].shape, cache.k[0].dtype, cache.k[0].device.type,
                                   torch.__version__)).encode())
     with torch.inference_mode(False):  # a tensor subclass (int8 weights) is not detached inside it
@@ -59,7 +59,9 @@ def package_path(model: "GPT", cache: KVCache) -> Path:
             digest.update(name.encode())
             for chunk in _tensor_bytes(tensor):
                 digest.update(chunk)
-    return Path(cache_dir()) / "smallgpt-decoding" / f"{digest.hexdigest()[:32]}.pt2"
+    # inductor's own folder, found without importing inductor (seconds): a warm start loads it after the first token
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+    return Path(cache) / "smallgpt-decoding" / f"{digest.hexdigest()[:32]}.pt2"
 
 
 def compile_step(model: "GPT", cache: KVCache, path: Path) -> None:

@@ -53,7 +53,7 @@ class Decoder:
         if compile and not use_cache:
             raise ModelError("the compiled decoding step runs through the KV cache: compile needs use_cache")
         self.cache = generation_cache(model, idx, max_new_tokens, compile) if use_cache else None
-        self.step = compiled_step(model, self.cache) if compile else model.next_token_logits
+        self.step = None if compile else model.next_token_logits  # the compiled step: loaded when first needed
         self.start = 0  # position of tokens[:, 0]
         self.length = 0  # positions in the cache: the next one is at position `length`
         self.logits = self._prefill(self.tokens)  # (B, V)
@@ -69,6 +69,8 @@ class Decoder:
         """Logits (B, V) after one new token next_id (B, 1), through the cache."""
         positions = torch.arange(self.length, self.length + 1, device=next_id.device)  # (1,)
         self.length += 1
+        if self.step is None:  # after the prefill's token is out: loading the compiled step takes a while
+            self.step = compiled_step(self.model, self.cache)
         return self.step(next_id, self.cache, positions)
 
     @torch.no_grad()
