@@ -75,10 +75,11 @@ def test_muon_orthogonalises_in_float32_where_bfloat16_is_emulated():
     with torch.no_grad():
         for a, b in zip(matrices(ours), matrices(theirs)):
             update = a.grad.lerp(torch.zeros_like(a).lerp(a.grad, 0.1), 0.9)  # first step, nesterov
-            assert torch.equal(orthogonalise(update.bfloat16(), *ns), _zeropower_via_newtonschulz(update, *ns))
-            assert torch.allclose(orthogonalise(update, *ns).double(), orthogonalise(update.double(), *ns), atol=1e-5)
+            ortho = orthogonalise(update[None], *ns)[0]  # a stack of one
+            assert torch.equal(orthogonalise(update.bfloat16()[None], *ns)[0], _zeropower_via_newtonschulz(update, *ns))
+            assert torch.allclose(ortho.double(), orthogonalise(update.double()[None], *ns)[0], atol=1e-5)
             lr = 0.03 * max(1, a.size(0) / a.size(1)) ** 0.5
-            gap = -lr * (orthogonalise(update, *ns) - _zeropower_via_newtonschulz(update, *ns).float())
+            gap = -lr * (ortho - _zeropower_via_newtonschulz(update, *ns).float())
             assert torch.allclose(a - b, gap, atol=1e-6)
 
 

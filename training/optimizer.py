@@ -23,24 +23,27 @@ def is_block_matrix(name: str, param: torch.Tensor) -> bool:
     return param.dim() == 2 and name.startswith("transformer.h.")
 
 
-def orthogonalise(update: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+def orthogonalise(updates: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
                   ) -> torch.Tensor:
-    """Muon's quintic Newton-Schulz iteration (as torch.optim.Muon runs it), in update's own dtype:
-    about the nearest orthogonal matrix to update (out, in), its singular values pushed near 1."""
+    """Muon's quintic Newton-Schulz iteration (as torch.optim.Muon runs it), in the updates' own dtype,
+    for a stack of same-shape matrices at once (n, out, in): about the nearest orthogonal matrix to each,
+    its singular values pushed near 1."""
     a, b, c = coefficients
-    x = update.T if update.size(0) > update.size(1) else update  # (short side, long side)
-    x = x / x.norm().clamp(min=eps)  # spectral norm at most 1
+    tall = updates.size(-2) > updates.size(-1)
+    x = updates.mT if tall else updates  # (n, short side, long side)
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm at most 1
     for _ in range(steps):
-        gram = x @ x.T  # (short, short)
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.T if update.size(0) > update.size(1) else x
+        gram = x @ x.mT  # (n, short, short)
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.mT if tall else x
 
 
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon with its Newton-Schulz iteration in ns_dtype. PyTorch runs it in bfloat16, which
-    GPUs and CPUs with AVX512-BF16 or AMX compute natively and other CPUs emulate, several times slower
-    than float32: there float32 is the right dtype. Same update rule and state (a momentum buffer per
-    matrix), so a checkpoint resumes on either kind of device."""
+    """torch.optim.Muon with its Newton-Schulz iteration in ns_dtype, run for all matrices of a shape at
+    once. PyTorch runs it in bfloat16, which GPUs and CPUs with AVX512-BF16 or AMX compute natively and
+    other CPUs emulate, several times slower than float32: there float32 is the right dtype, and one
+    batched product per shape in place of one small product per matrix. Same update rule and state (a
+    momentum buffer per matrix), so a checkpoint resumes on either kind of device."""
 
     def __init__(self, params, ns_dtype: torch.dtype, **kwargs):
         super().__init__(params, **kwargs)
@@ -53,14 +56,16 @@ class Muon(torch.optim.Muon):
         for group in self.param_groups:
             params, grads, buffers = [], [], []
             self._init_group(group, params, grads, buffers)
-            for param, grad, buffer in zip(params, grads, buffers):
-                buffer.lerp_(grad, 1 - group["momentum"])
-                update = grad.lerp(buffer, group["momentum"]) if group["nesterov"] else buffer
-                update = orthogonalise(update.to(self.ns_dtype), group["ns_coefficients"], group["ns_steps"],
-                                       group["eps"])
-                param.mul_(1 - group["lr"] * group["weight_decay"])
-                rows, cols = param.shape
-                param.add_(update.to(param.dtype), alpha=-group["lr"] * math.sqrt(max(1, rows / cols)))  # torch's "original" lr
+            torch._foreach_lerp_(buffers, grads, 1 - group["momentum"])
+            updates = torch._foreach_lerp(grads, buffers, group["momentum"]) if group["nesterov"] else buffers
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            for shape in dict.fromkeys(p.shape for p in params):
+                same = [i for i, p in enumerate(params) if p.shape == shape]
+                stacked = torch.stack([updates[i] for i in same]).to(self.ns_dtype)  # (n, out, in)
+                ortho = orthogonalise(stacked, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                rows, cols = shape
+                torch._foreach_add_([params[i] for i in same], list(ortho.to(params[same[0]].dtype).unbind()),
+                                    alpha=-group["lr"] * math.sqrt(max(1, rows / cols)))  # torch's "original" lr
 
 
 class Optimizers:
