@@ -4,7 +4,7 @@
     python bench.py training [CONFIG.toml ...] [--key=value ...] [--steps=N]
     python bench.py precision [--steps=N]
     python bench.py recipe [--key=value ...] [--plot=recipe.png]
-    python bench.py budget [--budgets=60,180,600] [--bpe_budget=180] [--plot=budget.png]
+    python bench.py budget [--budgets=60,180,600] [--bpe_budget=180] [--against_default=true] [--plot=budget.png]
     python bench.py first_token [--out_dir=DIR] [--repeats=N] [--with_compile=false]
     python bench.py prepare [--corpus_mb=N] [--bpe_vocab_size=N]
 
@@ -25,7 +25,8 @@ the default corpus, then each piece of the modern recipe added alone to the
 classic one: wall time, tokens per second and eval.py's validation loss, and
 every run's loss curves in one picture (as compare.py draws them).
 budget: for each time budget, the shape --time_budget plans and its two neighbours on the dial,
-each trained for that budget: their eval.py val loss, and a picture of loss against parameters.
+each trained for that budget: their eval.py val loss, and a picture of loss against parameters;
+then the default run (`python train.py`) against a budgeted run given its wall time.
 first_token: wall time from starting `python sample.py` to its first generated
 character, for a trained checkpoint (the default run's unless --out_dir says): eager,
 and --compile=true with an empty compile cache and then a warm one.
@@ -372,18 +373,38 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
     print(f"loss curves: {compare_runs(logs, Path(cfg.plot or 'recipe.png'))}")
 
 
-def budgeted_run(budget_s: int, dataset: str, shape: dict, out_dir: Path) -> dict:
-    """train.py with a time budget, as its own process (the budget counts from the process's start);
-    the shape given outright, or planned when empty. Its plan, wall time and scored val loss."""
-    flags = [f"--{key}={value}" for key, value in shape.items()]
+def timed_train(flags: list[str], out_dir: Path) -> tuple[float, dict, float]:
+    """train.py as its own process, as a user starts it: wall seconds, the checkpoint, eval.py's val loss."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "train.py", f"--time_budget={budget_s}s", f"--dataset={dataset}", *flags,
-                    f"--out_dir={out_dir}"], cwd=Path(__file__).parent, check=True, capture_output=True)
+    subprocess.run([sys.executable, "train.py", *flags, f"--out_dir={out_dir}"], cwd=Path(__file__).parent,
+                   check=True, capture_output=True)
     seconds = time.perf_counter() - start
-    plan = torch.load(out_dir / "ckpt.pt", weights_only=True)["plan"]
+    return seconds, torch.load(out_dir / "ckpt.pt", weights_only=True), scored_val_loss(out_dir)[0]
+
+
+def budgeted_run(budget_s: float, dataset: str, shape: dict, out_dir: Path) -> dict:
+    """train.py with a time budget (which counts from the process's start); the shape given outright,
+    or planned when empty. Its plan, wall time, text per parameter and scored val loss."""
+    flags = [f"--time_budget={budget_s:.0f}s", f"--dataset={dataset}", *(f"--{k}={v}" for k, v in shape.items())]
+    seconds, checkpoint, val_loss = timed_train(flags, out_dir)
+    plan = checkpoint["plan"]
     tokens = plan["steps"] * plan["tokens_per_step"]
     return {"plan": plan, "seconds": seconds, "tokens_per_param": tokens / plan["params"],
-            "val_loss": scored_val_loss(out_dir)[0]}
+            "bytes_per_param": tokens * plan["bytes_per_token"] / plan["params"], "val_loss": val_loss}
+
+
+def budget_against_default(out_dir: Path) -> None:
+    """The default run, then a budgeted run given the default run's wall time, on the default corpus."""
+    seconds, checkpoint, val_loss = timed_train([], out_dir / "default")
+    budgeted = budgeted_run(seconds, TrainConfig.dataset, {}, out_dir / "budgeted")
+    plan = budgeted["plan"]
+    print(f"\nthe default run against a time budget of its wall time, on {TrainConfig.dataset}\n"
+          f"{'run':<44} {'wall s':>7} {'val loss':>9}")
+    for name, wall_s, loss in (
+            (f"python train.py ({checkpoint['iter_num']:,} steps)", seconds, val_loss),
+            (f"--time_budget={seconds:.0f}s (depth {plan['shape']['n_layer']}, {plan['steps']:,} steps)",
+             budgeted["seconds"], budgeted["val_loss"])):
+        print(f"{name:<44} {wall_s:>7.0f} {loss:>9.4f}")
 
 
 def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
@@ -401,16 +422,21 @@ def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
                 runs[neighbour] = budgeted_run(budget, dataset, dial(neighbour), Path(tmp) / f"{i}-{neighbour}")
             results[(budget, dataset)] = (depth, dict(sorted(runs.items())))
             print(f"  {budget} s on {dataset}: planned depth {depth}", flush=True)
-    print(f"\nbudget: the planned shape (*) and its neighbours on the dial, each trained for the same budget\n"
-          f"{'budget':>7} {'corpus':<17} {'depth':>5} {'params':>10} {'tokens/param':>12} {'wall s':>7} {'val loss':>9}")
-    for (budget, dataset), (planned_depth, runs) in results.items():
-        best = min(run["val_loss"] for run in runs.values())
-        for depth, run in runs.items():
-            mark = "*" if depth == planned_depth else " "
-            print(f"{budget:>6}s {dataset:<17} {depth:>4}{mark} {run['plan']['params']:>10,} "
-                  f"{run['tokens_per_param']:>12.1f} {run['seconds']:>7.0f} {run['val_loss']:>9.4f}")
-        print(f"{'':>26}planned - best of the three: {runs[planned_depth]['val_loss'] - best:+.4f} nats")
-    print(f"picture: {budget_picture(results, Path(cfg.plot or 'budget.png'))}")
+        print(f"\nbudget: the planned shape (*) and its neighbours on the dial, each trained for the same budget\n"
+              f"{'budget':>7} {'corpus':<17} {'depth':>5} {'params':>10} {'tokens/param':>12} {'bytes/param':>11} "
+              f"{'wall s':>7} {'val loss':>9}")
+        for (budget, dataset), (planned_depth, runs) in results.items():
+            best = min(run["val_loss"] for run in runs.values())
+            for depth, run in runs.items():
+                mark = "*" if depth == planned_depth else " "
+                print(f"{budget:>6}s {dataset:<17} {depth:>4}{mark} {run['plan']['params']:>10,} "
+                      f"{run['tokens_per_param']:>12.1f} {run['bytes_per_param']:>11.1f} {run['seconds']:>7.0f} "
+                      f"{run['val_loss']:>9.4f}")
+            print(f"{'':>26}planned - best of the three: {runs[planned_depth]['val_loss'] - best:+.4f} nats")
+        if results:
+            print(f"picture: {budget_picture(results, Path(cfg.plot or 'budget.png'))}", flush=True)
+        if cfg.against_default:
+            budget_against_default(Path(tmp))
 
 
 def budget_picture(results: dict, path: Path) -> Path:

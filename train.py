@@ -32,7 +32,7 @@ from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
-from training.budget import EVALUATIONS, Plan, corrected_steps, plan_run, probe, process_age_s
+from training.budget import EVALUATIONS, Plan, corrected_steps, plan_run, probe, process_age_s, steps_in_time
 from training.checkpoint import OutDir, checkpoint_path, claim_out_dir, load_checkpoint, save_checkpoint
 from training.init_from import build_model, check_resume_data
 from training.metrics_log import MetricsLog
@@ -185,7 +185,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: O
     plan = None
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
         plan = Plan(**checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
-            make_plan(cfg, dataset.meta["vocab_size"], hardware)
+            make_plan(cfg, dataset.meta, hardware)
         cfg = replace(cfg, **plan.keys)
     data = set_up_data(cfg, dataset, ranks)  # the loaders for the planned context
     models = set_up_models(cfg, hardware, data.dataset, checkpoint)
@@ -206,12 +206,13 @@ def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: O
     return Run(cfg, hardware, data, models, optimizers, scaler, progress, recorder, mfu, out_dir, plan)
 
 
-def make_plan(cfg: TrainConfig, vocab_size: int, hardware: Hardware) -> Plan:
+def make_plan(cfg: TrainConfig, meta: dict, hardware: Hardware) -> Plan:
     """Probe the dial's shapes here and plan the run for its time budget; the plan line is printed."""
-    probes = probe(cfg, vocab_size, hardware.device, hardware.dtype, hardware.ranks)
+    bytes_per_token = meta["train_bytes"] / meta["train_tokens"]
+    probes = probe(cfg, meta["vocab_size"], bytes_per_token, hardware.device, hardware.dtype, hardware.ranks)
     tokens_per_step = {p.shape["block_size"]: cfg.batch_size * cfg.gradient_accumulation_steps
                        * hardware.ranks.world_size * p.shape["block_size"] for p in probes}
-    plan = plan_run(probes, cfg, parse_duration(cfg.time_budget), process_age_s(), tokens_per_step)
+    plan = plan_run(probes, cfg, parse_duration(cfg.time_budget), process_age_s(), tokens_per_step, bytes_per_token)
     if hardware.ranks.is_main:
         print(plan.line(), flush=True)
     return plan
@@ -335,6 +336,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             bar.set_postfix(**postfix, **({} if mfu is None else {"mfu": f"{mfu:.1%}"}), refresh=False)
             bar.update(progress.step - bar.n)
             run.recorder.record("batch", progress, lr=lr, train_loss=loss, tok_per_s=round(tok_per_s, 1), mfu=mfu)
+        if eval_step and run.plan is not None and not finished:
+            cfg = keep_the_deadline(run, bar)  # before the evaluation, whose checkpoint then holds the plan
         if eval_step and ranks.is_main:
             evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
             window = (progress.step, time.perf_counter())
@@ -348,26 +351,48 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
 def correct_the_plan(run: Run, bar: tqdm, pace: tuple[int, float] | None) -> TrainConfig:
     """Once, as the warmup ends and before the decay begins: if the steps take more than 20% longer or
     shorter than the probe said (another process took the cores), fit the steps to the time planned."""
-    plan, progress, cfg = run.plan, run.progress, run.cfg
-    if pace is None or "max_iters" not in plan.keys or progress.step <= pace[0]:
-        plan.corrected = True
-        return cfg
-    # every process must take the same decision: a max_iters of its own would leave the others waiting
-    measured, elapsed_s = distributed.mean_over_ranks(torch.tensor(
-        [(progress.elapsed_s - pace[1]) / (progress.step - pace[0]), progress.elapsed_s],
-        dtype=torch.float32, device=run.hardware.device), run.hardware.ranks).tolist()  # mps has no float64
-    steps = corrected_steps(plan, progress.step, measured, elapsed_s)
+    plan, progress = run.plan, run.progress
     plan.corrected = True
+    if pace is None or "max_iters" not in plan.keys or progress.step <= pace[0]:
+        return run.cfg
+    measured, elapsed_s = agreed(run, (progress.elapsed_s - pace[1]) / (progress.step - pace[0]), progress.elapsed_s)
+    steps = corrected_steps(plan, progress.step, measured, elapsed_s)
     if steps is not None:
-        if run.hardware.ranks.is_main:
-            bar.write(f"time budget: a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: "
-                      f"{steps:,} steps instead of {plan.steps:,}")
-        plan.keys.update(max_iters=steps, lr_decay_iters=steps,
-                         **({"eval_interval": -(-steps // EVALUATIONS)} if "eval_interval" in plan.keys else {}))
-        plan.steps, plan.step_s = steps, measured
-        run.cfg = replace(cfg, **plan.keys)
-        bar.total = steps
+        replan(run, bar, f"a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps "
+                         f"instead of {plan.steps:,}", max_iters=steps, lr_decay_iters=steps,
+               **({"eval_interval": -(-steps // EVALUATIONS)} if "eval_interval" in plan.keys else {}))
+        plan.step_s = measured
     return run.cfg
+
+
+def keep_the_deadline(run: Run, bar: tqdm) -> TrainConfig:
+    """Before each evaluation: a run that has fallen behind its plan ends earlier, on the same schedule."""
+    plan, progress = run.plan, run.progress
+    if "max_iters" not in plan.keys:  # the user's steps: theirs to keep
+        return run.cfg
+    (elapsed_s,) = agreed(run, progress.elapsed_s)
+    steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, elapsed_s)
+    if steps is not None:
+        replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, behind the plan: the run ends at step "
+                         f"{steps:,} instead of {plan.steps:,}, on the same learning-rate schedule", max_iters=steps)
+    return run.cfg
+
+
+def agreed(run: Run, *values: float) -> list[float]:
+    """The mean of each value over the processes: every process must take the same decision, as a
+    max_iters of its own would leave the others waiting."""
+    return distributed.mean_over_ranks(torch.tensor(values, dtype=torch.float32, device=run.hardware.device),
+                                       run.hardware.ranks).tolist()  # mps has no float64
+
+
+def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
+    """Change the plan's keys mid-run, saying why in the log."""
+    if run.hardware.ranks.is_main:
+        bar.write(f"time budget: {why}")
+    run.plan.keys.update(keys)
+    run.plan.steps = keys["max_iters"]
+    run.cfg = replace(run.cfg, **run.plan.keys)
+    bar.total = run.plan.steps
 
 
 def sample_text(run: Run, n_tokens: int) -> str:

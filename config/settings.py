@@ -245,6 +245,7 @@ class BenchConfig:
     plot: str = option("", "recipe, budget: the picture to write (empty: recipe.png, budget.png)")
     budgets: list[int] = option([60, 180, 600], "budget: seconds of each time budget on the character corpus")
     bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)")
+    against_default: bool = option(True, "budget: also the default run against a budgeted run given its wall time")
     repeats: int = option(5, "first_token: how many times to start sample.py")
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder")
     with_compile: bool = option(True, "first_token: also time sample.py --compile=true, a first start (which "

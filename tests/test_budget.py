@@ -13,8 +13,8 @@ from config.errors import UserError
 from config.settings import TrainConfig, read_config
 from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script, wait_for_step
 from training.metrics_log import read_rows
-from training.budget import (MARGIN, MIN_STEPS, TOKENS_PER_PARAMETER, Plan, Probed, candidate_shapes, corrected_steps,
-                             dial, overhead_s, plan_run)
+from training.budget import (MARGIN, MIN_STEPS, BYTES_PER_PARAMETER, Plan, Probed, candidate_shapes, corrected_steps,
+                             dial, overhead_s, plan_run, steps_in_time)
 
 
 def probes(depths=range(2, 13)) -> list[Probed]:
@@ -31,9 +31,9 @@ def tokens_per_step(cfg: TrainConfig) -> dict[int, int]:
     return {32 * d: cfg.batch_size * 32 * d for d in range(2, 17)}
 
 
-def plan(argv: list[str], budget_s: float, spent_s: float = 3.0) -> Plan:
+def plan(argv: list[str], budget_s: float, spent_s: float = 3.0, bytes_per_token: float = 1.0) -> Plan:
     cfg = read_config(TrainConfig, [f"--time_budget={budget_s}s", *argv])
-    return plan_run(probes(), cfg, budget_s, spent_s, tokens_per_step(cfg))
+    return plan_run(probes(), cfg, budget_s, spent_s, tokens_per_step(cfg), bytes_per_token)
 
 
 def test_a_longer_budget_never_plans_a_smaller_model_or_fewer_tokens():
@@ -45,7 +45,18 @@ def test_a_longer_budget_never_plans_a_smaller_model_or_fewer_tokens():
         assert p.keys["lr_decay_iters"] == p.keys["max_iters"] == p.steps >= MIN_STEPS
         assert p.keys["warmup_iters"] == p.steps // 10 and p.steps * p.step_s <= p.budget_s
     ratios = [p.steps * p.tokens_per_step / p.params for p in plans]  # the planned shapes straddle the ratio
-    assert min(ratios) < TOKENS_PER_PARAMETER * 2 and max(ratios) > TOKENS_PER_PARAMETER / 2
+    assert min(ratios) < BYTES_PER_PARAMETER * 2 and max(ratios) > BYTES_PER_PARAMETER / 2
+
+
+def test_text_is_counted_in_bytes_so_longer_tokens_plan_a_larger_model():
+    """A BPE token carries several bytes of text: the same time's tokens feed more parameters."""
+    for budget in (120, 600, 3600):
+        chars, bpe = plan([], budget), plan([], budget, bytes_per_token=3.4)
+        assert bpe.params > chars.params
+        for p in (chars, bpe):  # each is the shape whose bytes of text per parameter come closest to the rule
+            ratio = p.steps * p.tokens_per_step * p.bytes_per_token / p.params
+            assert BYTES_PER_PARAMETER / 4 < ratio < BYTES_PER_PARAMETER * 4
+    assert "bytes of text" in plan([], 600, bytes_per_token=3.4).line()
 
 
 def test_keys_set_by_the_user_are_kept_and_named():
@@ -77,6 +88,20 @@ def test_the_steps_are_corrected_once_when_the_pace_is_off_by_more_than_a_fifth(
     assert slower == 10 + int((p.train_s - 20 * p.step_s) // (2 * p.step_s)) < p.steps
     p.corrected = True
     assert corrected_steps(p, 10, p.step_s * 2, 0) is None
+
+
+def test_a_run_behind_its_plan_ends_in_time_with_fewer_steps():
+    p = plan([], 600)
+    every = p.keys["eval_interval"]
+    at = 2 * every  # the second evaluation is due; the first one's time is in the elapsed seconds
+    on_plan_s = at * p.step_s + p.evaluation_s
+    assert steps_in_time(p, at, every, on_plan_s) is None
+    assert steps_in_time(p, at, every, 0.8 * on_plan_s) is None  # ahead of the plan: it stands
+    late = steps_in_time(p, at, every, 1.15 * on_plan_s)
+    assert at < late < p.steps
+    evaluations = sum(1 for step in range(at, late + 1) if step % every == 0 or step == late)
+    end_s = 1.15 * on_plan_s + 1.15 * ((late - at) * p.step_s + evaluations * p.evaluation_s)  # the same pace on
+    assert p.loop_s - 1.15 * (p.step_s + p.evaluation_s) < end_s <= p.loop_s
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-5m", "10 minutes"])

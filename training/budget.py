@@ -3,9 +3,10 @@
 One dial, depth d: n_layer = n_head = d and n_embd = block_size = 32 d (the default run is d = 4).
 A short probe times a training step and a forward pass of each shape along the dial, on this
 device, in the run's dtype. The plan then gives every shape the steps that fit the budget (less
-the probe, the evaluations and the closing sample) and picks the one whose tokens per parameter
-come closest to TOKENS_PER_PARAMETER, the ratio this project's own sweeps found best
-(`python bench.py budget`, docs/time_budget.md). Keys the user set are kept: the dial moves the
+the probe, the evaluations and the closing sample) and picks the one whose training text per
+parameter comes closest to BYTES_PER_PARAMETER, the ratio this project's own sweeps found best
+(`python bench.py budget`, docs/time_budget.md). Text is counted in bytes, not tokens, so that
+one ratio holds for a character and a BPE tokenizer alike. Keys the user set are kept: the dial moves the
 rest around them. The planner is a pure function of the probe's timings.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .init_from import model_config
 from .optimizer import build_optimizers
 
 DEPTHS = range(2, 17)
-TOKENS_PER_PARAMETER = 4.0  # fitted from the sweeps in docs/time_budget.md
+BYTES_PER_PARAMETER = 4.0  # bytes of training text seen per parameter: fitted from the sweeps in docs/time_budget.md
 MIN_STEPS = 20
 EVALUATIONS = 4  # evaluations (and checkpoints) per planned run, the last at its end
 MARGIN = 0.03  # of the budget, kept for start-up, checkpoints and pictures
@@ -69,8 +70,11 @@ class Plan:
     params: int
     steps: int
     tokens_per_step: int
+    bytes_per_token: float  # of the dataset's training text
     step_s: float  # the probe's; the run corrects its steps once if it measures otherwise
     train_s: float  # seconds planned for the training steps
+    evaluation_s: float  # one evaluation (both splits), by the probe
+    loop_s: float  # seconds planned for the loop: its steps and evaluations
     budget_s: float
     keys: dict  # the training keys the plan sets
     fixed: list[str]  # the keys the user set, which the plan kept
@@ -83,18 +87,22 @@ class Plan:
         fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
         return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
                 f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
-                f"({tokens / self.params:.1f} per parameter), {-(-self.steps // self.keys.get('eval_interval', self.steps))} "
+                f"({tokens / self.params:.1f} per parameter, {tokens * self.bytes_per_token / self.params:.1f} bytes of "
+                f"text), {-(-self.steps // self.keys.get('eval_interval', self.steps))} "
                 f"evaluations; ends about {end:%H:%M:%S}{fixed}")
 
 
+def evaluation_s(probed: Probed, cfg: TrainConfig) -> float:
+    return 2 * cfg.eval_iters * probed.forward_s  # both splits
+
+
 def overhead_s(probed: Probed, cfg: TrainConfig) -> float:
-    """Seconds that are not training steps: the evaluations (both splits) and the closing sample."""
-    evaluations = EVALUATIONS * 2 * cfg.eval_iters * probed.forward_s
-    sample = cfg.sample_tokens * probed.token_s
-    return evaluations + sample
+    """Seconds that are not training steps: the evaluations and the closing sample."""
+    return EVALUATIONS * evaluation_s(probed, cfg) + cfg.sample_tokens * probed.token_s
 
 
-def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: float, tokens_per_step: dict) -> Plan:
+def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: float, tokens_per_step: dict,
+             bytes_per_token: float) -> Plan:
     """The shape and schedule for the budget, from the probe's timings; spent_s is already gone
     (start-up and the probe). tokens_per_step: per shape's block_size. Refuses a budget too short
     for the smallest shape's MIN_STEPS steps, naming the smallest that works here."""
@@ -116,12 +124,14 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         probed, steps = max(fits, key=lambda fit: fit[0].params)
     else:
         probed, steps = min(fits, key=lambda fit: abs(math.log(
-            fit[1] * tokens_per_step[fit[0].shape["block_size"]] / fit[0].params / TOKENS_PER_PARAMETER)))
+            fit[1] * tokens_per_step[fit[0].shape["block_size"]] * bytes_per_token / fit[0].params
+            / BYTES_PER_PARAMETER)))
     keys = {**probed.shape, "max_iters": steps, "lr_decay_iters": steps, "warmup_iters": steps // 10,
             "eval_interval": -(-steps // EVALUATIONS)}  # rounded up: the last evaluation is the run's end
     keys = {k: v for k, v in keys.items() if k not in fixed}
-    return Plan(probed.shape, probed.params, steps, tokens_per_step[probed.shape["block_size"]], probed.step_s,
-                steps * probed.step_s, budget_s, keys, fixed)
+    return Plan(probed.shape, probed.params, steps, tokens_per_step[probed.shape["block_size"]], bytes_per_token,
+                probed.step_s, steps * probed.step_s, evaluation_s(probed, cfg),
+                left - cfg.sample_tokens * probed.token_s, budget_s, keys, fixed)
 
 
 def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
@@ -175,10 +185,10 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
     return model.num_params(), step_s, forward_s, (time.perf_counter() - start) / 16
 
 
-def probe(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, ranks: distributed.Ranks
-          ) -> list[Probed]:
-    """Time the candidate shapes, smallest first, until one would see fewer than TOKENS_PER_PARAMETER
-    tokens per parameter even with the whole budget (every larger one would see fewer still) or
+def probe(cfg: TrainConfig, vocab_size: int, bytes_per_token: float, device: torch.device, dtype: str,
+          ranks: distributed.Ranks) -> list[Probed]:
+    """Time the candidate shapes, smallest first, until one would see less than BYTES_PER_PARAMETER
+    bytes of text per parameter even with the whole budget (every larger one would see fewer still) or
     could not take MIN_STEPS steps. Under torchrun every process probes, and all take the slowest
     process's timings."""
     budget_s, probes = parse_duration(cfg.time_budget), []
@@ -188,7 +198,8 @@ def probe(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, r
             probes.append(probe_one(cfg, shape, vocab_size, device, dtype, ranks))
             tokens = budget_s / probes[-1].step_s * cfg.batch_size * cfg.gradient_accumulation_steps \
                 * ranks.world_size * shape["block_size"]
-            if probes[-1].step_s * MIN_STEPS > budget_s or tokens / probes[-1].params < TOKENS_PER_PARAMETER:
+            if probes[-1].step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / probes[-1].params \
+                    < BYTES_PER_PARAMETER:
                 break
     return probes
 
@@ -209,3 +220,18 @@ def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train
     if plan.corrected or abs(measured_step_s / plan.step_s - 1) <= 0.2:
         return None
     return max(step + 1, step + int((plan.train_s - elapsed_train_s) // measured_step_s))
+
+
+def steps_in_time(plan: Plan, step: int, eval_interval: int, elapsed_s: float) -> int | None:
+    """The deadline, checked before each evaluation: when the loop has gone so much slower than planned
+    (another process, a machine that slowed down) that the rest at the same rate would end after the
+    time planned for the loop, the last step that ends it in time; None while the planned steps fit.
+    Only the number of steps moves, never the schedule: every step keeps the learning rate the plan
+    gave it, and a late run stops a little earlier in its decay."""
+    done = (step - 1) // eval_interval  # evaluations whose time elapsed_s holds
+    to_come = plan.steps // eval_interval - done + (plan.steps % eval_interval != 0)  # this one and the last included
+    planned_s = step * plan.step_s + done * plan.evaluation_s
+    rate = max(1.0, elapsed_s / planned_s)  # how much slower than planned the loop has gone
+    left_s = (plan.loop_s - elapsed_s) / rate - to_come * plan.evaluation_s  # in the plan's seconds
+    fits = step + int(left_s // plan.step_s)
+    return max(step + 1, fits) if fits < plan.steps else None
