@@ -243,6 +243,7 @@ class BareStep:
         self.x, self.y = (t.to(device) for t in loader.next_batch())  # (B, T) each
         self.device, self.dtype = device, resolve_dtype(cfg.dtype, device)
         self.tokens = self.x.numel()
+        self.optimizer_s = []  # of each step timed: the optimizers' share
 
     def times(self, steps: int) -> list[float]:
         """Seconds of each of `steps` steps."""
@@ -253,10 +254,13 @@ class BareStep:
             with autocast(self.device, self.dtype):
                 _, loss = self.model(self.x, self.y)
             loss.backward()
+            sync(self.device)
+            backward_done = time.perf_counter()
             self.optimizers.step(self.scaler)
             self.optimizers.zero_grad()
             sync(self.device)
             times.append(time.perf_counter() - start)
+            self.optimizer_s.append(time.perf_counter() - backward_done)
         return times
 
 
@@ -271,17 +275,21 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
             variants[name] = BareStep(read_config(TrainConfig, [*args, *train_args, f"--compile={compile}"]), device)
             first[name] = variants[name].times(2)  # a compile happens here
     times = {name: [] for name in variants}
+    for step in variants.values():
+        step.optimizer_s.clear()
     for _ in range(turns):
         for name, step in variants.items():
             times[name] += step.times(steps_per_turn)
     base = statistics.median(times["classic, eager"])
     print(f"\nrecipes at the same shape, {turns} turns of {steps_per_turn} steps each, medians")
-    print(f"{'recipe, step':<20} {'ms/iter':>9} {'tokens/s':>10} {'cost/token vs classic eager':>28} {'compile s':>10}")
+    print(f"{'recipe, step':<20} {'ms/iter':>9} {'optimizer ms':>13} {'tokens/s':>10} "
+          f"{'cost/token vs classic eager':>28} {'compile s':>10}")
     for name, step_times in times.items():
         ms = 1000 * statistics.median(step_times)
         compile_s = f"{sum(first[name]) - 2 * ms / 1000:.1f}" if name.endswith("compiled") else "-"
-        print(f"{name:<20} {ms:>9.2f} {variants[name].tokens / (ms / 1000):>10,.0f} "
-              f"{statistics.median(step_times) / base:>27.2f}x {compile_s:>10}")
+        print(f"{name:<20} {ms:>9.2f} {1000 * statistics.median(variants[name].optimizer_s):>13.2f} "
+              f"{variants[name].tokens / (ms / 1000):>10,.0f} {statistics.median(step_times) / base:>27.2f}x "
+              f"{compile_s:>10}")
 
 
 def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:

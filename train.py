@@ -32,7 +32,8 @@ from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
-from training.budget import EVALUATIONS, Plan, corrected_steps, plan_run, probe, process_age_s, steps_in_time
+from training.budget import (Pace, Plan, corrected_steps, eval_interval_for, plan_run, probe, process_age_s,
+                             steps_in_time)
 from training.checkpoint import OutDir, checkpoint_path, claim_out_dir, load_checkpoint, save_checkpoint
 from training.init_from import build_model, check_resume_data
 from training.metrics_log import MetricsLog
@@ -184,7 +185,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: O
     new_data = checkpoint is not None and check_resume_data(checkpoint, dataset_identity(dataset), cfg)
     plan = None
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
-        plan = Plan(**checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
+        plan = Plan.stored(checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
             make_plan(cfg, dataset.meta, hardware)
         cfg = replace(cfg, **plan.keys)
     data = set_up_data(cfg, dataset, ranks)  # the loaders for the planned context
@@ -214,7 +215,7 @@ def make_plan(cfg: TrainConfig, meta: dict, hardware: Hardware) -> Plan:
                        * hardware.ranks.world_size * p.shape["block_size"] for p in probes}
     plan = plan_run(probes, cfg, parse_duration(cfg.time_budget), process_age_s(), tokens_per_step, bytes_per_token)
     if hardware.ranks.is_main:
-        print(plan.line(), flush=True)
+        print(plan.line(plan.keys.get("eval_interval", cfg.eval_interval)), flush=True)
     return plan
 
 
@@ -295,7 +296,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     so it is read (and checked) only where it is logged, evaluated or a stop is due."""
     cfg, progress, ranks = run.cfg, run.progress, run.hardware.ranks
     window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
-    pace = None  # (step, elapsed_s) from which a time budget's plan measures the pace of its steps
+    pace = Pace(progress.step, progress.elapsed_s)  # a time budget's checks measure the loop with it
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.hardware.device)  # sum of those steps' losses: non-finite if any was
     while progress.step < cfg.max_iters:
@@ -325,8 +326,9 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         progress.tick()  # the wall time since the last step, evaluation included
         if run.plan is not None and not run.plan.corrected and progress.step == cfg.warmup_iters:
             cfg = correct_the_plan(run, bar, pace)
-        elif progress.step == cfg.warmup_iters // 2:
-            pace = (progress.step, progress.elapsed_s)  # where a time budget's pace is measured from
+            pace.mark(progress.step, progress.elapsed_s)
+        elif progress.step == cfg.warmup_iters // 2:  # the first steps pay for allocations: measured from here
+            pace.mark(progress.step, progress.elapsed_s)
         if logging:
             now = time.perf_counter()
             tok_per_s = (progress.step - window[0]) * run.tokens_per_step / (now - window[1])
@@ -337,10 +339,13 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             bar.update(progress.step - bar.n)
             run.recorder.record("batch", progress, lr=lr, train_loss=loss, tok_per_s=round(tok_per_s, 1), mfu=mfu)
         if eval_step and run.plan is not None and not finished:
-            cfg = keep_the_deadline(run, bar)  # before the evaluation, whose checkpoint then holds the plan
+            cfg = keep_the_deadline(run, bar, pace)  # before the evaluation, whose checkpoint then holds the plan
+            pace.mark(progress.step, progress.elapsed_s)
         if eval_step and ranks.is_main:
+            started = time.perf_counter()
             evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
             window = (progress.step, time.perf_counter())
+            pace.evaluated(window[1] - started)
         if read_now and stopping:
             if ranks.is_main:
                 run.save("ckpt")
@@ -348,41 +353,43 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     return None
 
 
-def correct_the_plan(run: Run, bar: tqdm, pace: tuple[int, float] | None) -> TrainConfig:
+def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> TrainConfig:
     """Once, as the warmup ends and before the decay begins: if the steps take more than 20% longer or
     shorter than the probe said (another process took the cores), fit the steps to the time planned."""
     plan, progress = run.plan, run.progress
     plan.corrected = True
-    if pace is None or "max_iters" not in plan.keys or progress.step <= pace[0]:
+    if "max_iters" not in plan.keys or progress.step <= pace.step:
         return run.cfg
-    measured, elapsed_s = agreed(run, (progress.elapsed_s - pace[1]) / (progress.step - pace[0]), progress.elapsed_s)
+    measured, elapsed_s = from_main(run, pace.step_s(progress.step, progress.elapsed_s), progress.elapsed_s)
     steps = corrected_steps(plan, progress.step, measured, elapsed_s)
     if steps is not None:
         replan(run, bar, f"a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps "
                          f"instead of {plan.steps:,}", max_iters=steps, lr_decay_iters=steps,
-               **({"eval_interval": -(-steps // EVALUATIONS)} if "eval_interval" in plan.keys else {}))
+               **({"eval_interval": eval_interval_for(steps)} if "eval_interval" in plan.keys else {}))
         plan.step_s = measured
     return run.cfg
 
 
-def keep_the_deadline(run: Run, bar: tqdm) -> TrainConfig:
-    """Before each evaluation: a run that has fallen behind its plan ends earlier, on the same schedule."""
+def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> TrainConfig:
+    """Before each evaluation but the last: a run that has fallen behind its plan ends earlier, on the
+    same schedule, measured by the pace of its steps since the last check and its last evaluation."""
     plan, progress = run.plan, run.progress
-    if "max_iters" not in plan.keys:  # the user's steps: theirs to keep
+    if "max_iters" not in plan.keys or progress.step <= pace.step:  # the user's steps are theirs to keep
         return run.cfg
-    (elapsed_s,) = agreed(run, progress.elapsed_s)
-    steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, elapsed_s)
+    elapsed_s, step_s, evaluation_s = from_main(run, progress.elapsed_s, pace.step_s(progress.step, progress.elapsed_s),
+                                                pace.last_evaluation_s or plan.evaluation_s)
+    steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, elapsed_s, step_s, evaluation_s)
     if steps is not None:
         replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, behind the plan: the run ends at step "
                          f"{steps:,} instead of {plan.steps:,}, on the same learning-rate schedule", max_iters=steps)
     return run.cfg
 
 
-def agreed(run: Run, *values: float) -> list[float]:
-    """The mean of each value over the processes: every process must take the same decision, as a
-    max_iters of its own would leave the others waiting."""
-    return distributed.mean_over_ranks(torch.tensor(values, dtype=torch.float32, device=run.hardware.device),
-                                       run.hardware.ranks).tolist()  # mps has no float64
+def from_main(run: Run, *values: float) -> list[float]:
+    """The main process's measurements on every process, so that all take the same decision: a
+    max_iters of its own would leave the others waiting. Only the main process evaluates."""
+    return distributed.from_main(torch.tensor(values, dtype=torch.float32, device=run.hardware.device),
+                                 run.hardware.ranks).tolist()  # mps has no float64
 
 
 def replan(run: Run, bar: tqdm, why: str, **keys) -> None:

@@ -44,7 +44,7 @@ def test_a_longer_budget_never_plans_a_smaller_model_or_fewer_tokens():
     for p in plans:  # the schedule follows the steps, which fit the time planned for them
         assert p.keys["lr_decay_iters"] == p.keys["max_iters"] == p.steps >= MIN_STEPS
         assert p.keys["warmup_iters"] == p.steps // 10 and p.steps * p.step_s <= p.budget_s
-    ratios = [p.steps * p.tokens_per_step / p.params for p in plans]  # the planned shapes straddle the ratio
+    ratios = [p.steps * p.tokens_per_step * p.bytes_per_token / p.params for p in plans]  # they straddle the rule
     assert min(ratios) < BYTES_PER_PARAMETER * 2 and max(ratios) > BYTES_PER_PARAMETER / 2
 
 
@@ -56,13 +56,14 @@ def test_text_is_counted_in_bytes_so_longer_tokens_plan_a_larger_model():
         for p in (chars, bpe):  # each is the shape whose bytes of text per parameter come closest to the rule
             ratio = p.steps * p.tokens_per_step * p.bytes_per_token / p.params
             assert BYTES_PER_PARAMETER / 4 < ratio < BYTES_PER_PARAMETER * 4
-    assert "bytes of text" in plan([], 600, bytes_per_token=3.4).line()
+    bpe = plan([], 600, bytes_per_token=3.4)
+    assert f"{bpe.steps * bpe.tokens_per_step * 3.4 / bpe.params:.1f} bytes of text" in bpe.line(100)
 
 
 def test_keys_set_by_the_user_are_kept_and_named():
     p = plan(["--batch_size=32", "--n_layer=3"], 600)
     assert "n_layer" not in p.keys and p.fixed == ["batch_size", "n_layer"]
-    assert p.line().endswith("kept: batch_size, n_layer")
+    assert p.line(p.keys["eval_interval"]).endswith("kept: batch_size, n_layer")
     steps = plan(["--max_iters=100"], 600)
     assert steps.steps == 100 and "max_iters" not in steps.keys
     bigger = next(q for q in probes() if q.params > steps.params)  # the largest model that takes them in time
@@ -94,14 +95,26 @@ def test_a_run_behind_its_plan_ends_in_time_with_fewer_steps():
     p = plan([], 600)
     every = p.keys["eval_interval"]
     at = 2 * every  # the second evaluation is due; the first one's time is in the elapsed seconds
-    on_plan_s = at * p.step_s + p.evaluation_s
-    assert steps_in_time(p, at, every, on_plan_s) is None
-    assert steps_in_time(p, at, every, 0.8 * on_plan_s) is None  # ahead of the plan: it stands
-    late = steps_in_time(p, at, every, 1.15 * on_plan_s)
+    elapsed_s = at * p.step_s + p.evaluation_s
+    on_plan = dict(step_s=p.step_s, evaluation_s=p.evaluation_s)
+    assert steps_in_time(p, at, every, elapsed_s, **on_plan) is None
+    assert steps_in_time(p, at, every, 1.005 * elapsed_s, **on_plan) is None  # late by less than 1%: it stands
+    slower = dict(step_s=1.15 * p.step_s, evaluation_s=1.15 * p.evaluation_s)
+    late = steps_in_time(p, at, every, elapsed_s, **slower)
     assert at < late < p.steps
     evaluations = sum(1 for step in range(at, late + 1) if step % every == 0 or step == late)
-    end_s = 1.15 * on_plan_s + 1.15 * ((late - at) * p.step_s + evaluations * p.evaluation_s)  # the same pace on
-    assert p.loop_s - 1.15 * (p.step_s + p.evaluation_s) < end_s <= p.loop_s
+    end_s = elapsed_s + (late - at) * slower["step_s"] + evaluations * slower["evaluation_s"]  # at that pace
+    assert p.loop_s - slower["step_s"] - slower["evaluation_s"] < end_s <= p.loop_s
+    assert steps_in_time(p, at, every, elapsed_s, step_s=0.8 * p.step_s, evaluation_s=p.evaluation_s) is None
+
+
+def test_evaluations_the_user_asked_for_are_planned_for():
+    """With eval_interval set, the plan makes room for one evaluation every eval_interval steps."""
+    usual, often = plan([], 600), plan(["--eval_interval=20"], 600)
+    assert often.fixed == ["eval_interval"] and often.params == usual.params and often.steps < usual.steps
+    planned_s = often.steps * often.step_s + -(-often.steps // 20) * often.evaluation_s
+    assert planned_s <= often.loop_s < planned_s + often.step_s + often.evaluation_s
+    assert often.line(20).count(f"{-(-often.steps // 20)} evaluations") == 1
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-5m", "10 minutes"])

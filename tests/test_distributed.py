@@ -22,7 +22,7 @@ def batch_losses(out_dir) -> list[float]:
     return [r["train_loss"] for r in rows if r["kind"] == "batch"]
 
 
-# Muon orthogonalises each update in bfloat16 (torch.optim.Muon does), so the last bits of a gradient,
+# Muon orthogonalises each update in bfloat16 where the CPU computes it natively, so the last bits of a gradient,
 # which the processes' summation order changes, reach the weights, and then the losses, at bfloat16's precision
 WEIGHT_TOLERANCE = {"adamw": 1e-4, "muon": 1e-2}
 LOSS_TOLERANCE = {"adamw": 1e-4, "muon": 1e-3}
@@ -63,3 +63,17 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, char_d
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 16
     assert batch_losses(tmp_path)[:12] == batch_losses(ddp_out)  # the log carries on from the checkpoint
 
+
+
+def test_a_time_budget_under_torchrun_is_one_plan_that_every_process_follows(char_dataset, tmp_path):
+    """Every process probes and all take the slowest one's timings, so they plan the same steps and
+    take the same decisions mid-run; a process on a plan of its own would leave the others waiting."""
+    planned = ("--n_layer", "--n_head", "--n_embd", "--block_size", "--max_iters", "--lr_decay_iters",
+               "--warmup_iters", "--eval_interval")
+    flags = [f for f in FLAGS if not f.startswith(planned)]
+    result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *flags,
+                        "--time_budget=25s", f"--dataset={char_dataset}", f"--out_dir={tmp_path}")
+    assert result.stdout.count("time budget 25 s:") == 1  # printed by the first process only
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert checkpoint["iter_num"] == checkpoint["plan"]["steps"] >= 20
+    assert "batch: 4 x 1 accumulation x 2 process(es)" in result.stdout

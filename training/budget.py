@@ -6,8 +6,8 @@ device, in the run's dtype. The plan then gives every shape the steps that fit t
 the probe, the evaluations and the closing sample) and picks the one whose training text per
 parameter comes closest to BYTES_PER_PARAMETER, the ratio this project's own sweeps found best
 (`python bench.py budget`, docs/time_budget.md). Text is counted in bytes, not tokens, so that
-one ratio holds for a character and a BPE tokenizer alike. Keys the user set are kept: the dial moves the
-rest around them. The planner is a pure function of the probe's timings.
+one ratio holds for a character and a BPE tokenizer alike. Keys the user set are kept: the dial
+moves the rest around them. The planner is a pure function of the probe's timings.
 """
 from __future__ import annotations
 
@@ -80,7 +80,15 @@ class Plan:
     fixed: list[str]  # the keys the user set, which the plan kept
     corrected: bool = False
 
-    def line(self) -> str:
+    @classmethod
+    def stored(cls, stored: dict) -> Plan:
+        """The plan a checkpoint holds."""
+        if stored.keys() != {field.name for field in dataclasses.fields(cls)}:
+            raise UserError("cannot resume: the checkpoint's time-budget plan is in an older format; "
+                            "train in a new out_dir")
+        return cls(**stored)
+
+    def line(self, eval_interval: int) -> str:
         s = self.shape
         tokens = self.steps * self.tokens_per_step
         end = datetime.now() + timedelta(seconds=self.budget_s - process_age_s())
@@ -88,12 +96,30 @@ class Plan:
         return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
                 f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
                 f"({tokens / self.params:.1f} per parameter, {tokens * self.bytes_per_token / self.params:.1f} bytes of "
-                f"text), {-(-self.steps // self.keys.get('eval_interval', self.steps))} "
-                f"evaluations; ends about {end:%H:%M:%S}{fixed}")
+                f"text), {evaluations(self.steps, eval_interval)} evaluations; ends about {end:%H:%M:%S}{fixed}")
+
+
+def evaluations(steps: int, eval_interval: int) -> int:
+    """Evaluations in a run of `steps`: one every eval_interval steps, and one at its end."""
+    return -(-steps // eval_interval)
+
+
+def eval_interval_for(steps: int) -> int:
+    """The plan's evaluation interval: EVALUATIONS evaluations, the last at the run's end."""
+    return -(-steps // EVALUATIONS)
 
 
 def evaluation_s(probed: Probed, cfg: TrainConfig) -> float:
     return 2 * cfg.eval_iters * probed.forward_s  # both splits
+
+
+def steps_that_fit(probed: Probed, cfg: TrainConfig, loop_s: float, fixed: list[str]) -> int:
+    """The most steps of this shape that fit loop_s with their evaluations: EVALUATIONS of them, or one
+    every eval_interval steps and one at the end when the user set eval_interval."""
+    one = evaluation_s(probed, cfg)
+    if "eval_interval" in fixed:
+        return int((loop_s - one) // (probed.step_s + one / cfg.eval_interval))
+    return int((loop_s - EVALUATIONS * one) // probed.step_s)
 
 
 def overhead_s(probed: Probed, cfg: TrainConfig) -> float:
@@ -110,10 +136,11 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
     left = budget_s * (1 - MARGIN) - spent_s
     fits = []
     for probed in probes:
-        train_s = left - overhead_s(probed, cfg)
-        steps = cfg.max_iters if "max_iters" in fixed else int(train_s // probed.step_s)
-        if steps >= MIN_STEPS and steps * probed.step_s <= train_s:
-            fits.append((probed, steps))
+        loop_s = left - cfg.sample_tokens * probed.token_s  # the closing sample comes after the loop
+        most = steps_that_fit(probed, cfg, loop_s, fixed)
+        steps = cfg.max_iters if "max_iters" in fixed else most
+        if MIN_STEPS <= steps <= most:
+            fits.append((probed, steps, loop_s))
     if not fits:
         small = probes[0]
         need = (spent_s + overhead_s(small, cfg) + max(MIN_STEPS, cfg.max_iters if "max_iters" in fixed else 0)
@@ -121,17 +148,16 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         raise UserError(f"time_budget={cfg.time_budget} is too short to train even the smallest shape for "
                         f"{MIN_STEPS} steps here; give at least {math.ceil(need)}s")
     if "max_iters" in fixed:  # the steps are the user's: the largest model that takes them in time
-        probed, steps = max(fits, key=lambda fit: fit[0].params)
+        probed, steps, loop_s = max(fits, key=lambda fit: fit[0].params)
     else:
-        probed, steps = min(fits, key=lambda fit: abs(math.log(
+        probed, steps, loop_s = min(fits, key=lambda fit: abs(math.log(
             fit[1] * tokens_per_step[fit[0].shape["block_size"]] * bytes_per_token / fit[0].params
             / BYTES_PER_PARAMETER)))
     keys = {**probed.shape, "max_iters": steps, "lr_decay_iters": steps, "warmup_iters": steps // 10,
-            "eval_interval": -(-steps // EVALUATIONS)}  # rounded up: the last evaluation is the run's end
+            "eval_interval": eval_interval_for(steps)}
     keys = {k: v for k, v in keys.items() if k not in fixed}
     return Plan(probed.shape, probed.params, steps, tokens_per_step[probed.shape["block_size"]], bytes_per_token,
-                probed.step_s, steps * probed.step_s, evaluation_s(probed, cfg),
-                left - cfg.sample_tokens * probed.token_s, budget_s, keys, fixed)
+                probed.step_s, steps * probed.step_s, evaluation_s(probed, cfg), loop_s, budget_s, keys, fixed)
 
 
 def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
@@ -214,6 +240,27 @@ def probe_one(cfg: TrainConfig, shape: dict, vocab_size: int, device: torch.devi
     return Probed(shape, params, *timings.tolist())
 
 
+@dataclasses.dataclass
+class Pace:
+    """What a time budget's checks measure in the loop: the seconds per step since a mark, the
+    evaluations' time taken out, and how long the last evaluation took."""
+
+    step: int
+    elapsed_s: float
+    evaluated_s: float = 0.0  # seconds of evaluations since the mark
+    last_evaluation_s: float | None = None
+
+    def mark(self, step: int, elapsed_s: float) -> None:
+        self.step, self.elapsed_s, self.evaluated_s = step, elapsed_s, 0.0
+
+    def evaluated(self, seconds: float) -> None:
+        self.evaluated_s += seconds
+        self.last_evaluation_s = seconds
+
+    def step_s(self, step: int, elapsed_s: float) -> float:
+        return (elapsed_s - self.elapsed_s - self.evaluated_s) / (step - self.step)
+
+
 def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train_s: float) -> int | None:
     """The steps that fit the planned training time at the measured pace, when it is off the probe's
     by more than 20%; None when the plan stands."""
@@ -222,16 +269,15 @@ def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train
     return max(step + 1, step + int((plan.train_s - elapsed_train_s) // measured_step_s))
 
 
-def steps_in_time(plan: Plan, step: int, eval_interval: int, elapsed_s: float) -> int | None:
-    """The deadline, checked before each evaluation: when the loop has gone so much slower than planned
-    (another process, a machine that slowed down) that the rest at the same rate would end after the
-    time planned for the loop, the last step that ends it in time; None while the planned steps fit.
-    Only the number of steps moves, never the schedule: every step keeps the learning rate the plan
-    gave it, and a late run stops a little earlier in its decay."""
-    done = (step - 1) // eval_interval  # evaluations whose time elapsed_s holds
-    to_come = plan.steps // eval_interval - done + (plan.steps % eval_interval != 0)  # this one and the last included
-    planned_s = step * plan.step_s + done * plan.evaluation_s
-    rate = max(1.0, elapsed_s / planned_s)  # how much slower than planned the loop has gone
-    left_s = (plan.loop_s - elapsed_s) / rate - to_come * plan.evaluation_s  # in the plan's seconds
-    fits = step + int(left_s // plan.step_s)
-    return max(step + 1, fits) if fits < plan.steps else None
+def steps_in_time(plan: Plan, step: int, eval_interval: int, elapsed_s: float, step_s: float,
+                  evaluation_s: float) -> int | None:
+    """The deadline, checked before each evaluation with the loop's measured seconds per step and per
+    evaluation: when the rest at that pace would end the loop more than 1% of the budget after the time
+    planned for it (a machine that slowed down, another process), the last step that ends it in time;
+    None while the planned steps fit. Only the number of steps moves, never the schedule: every step
+    keeps the learning rate the plan gave it, and a late run stops a little earlier in its decay."""
+    to_come = evaluations(plan.steps, eval_interval) - (step - 1) // eval_interval  # this one and the last
+    left_s = plan.loop_s - elapsed_s - to_come * evaluation_s
+    if (plan.steps - step) * step_s <= left_s + 0.01 * plan.budget_s:
+        return None
+    return max(step + 1, step + int(left_s // step_s))

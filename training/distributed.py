@@ -54,6 +54,14 @@ def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return value
 
 
+def from_main(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """The main process's tensor, on every process."""
+    if ranks.distributed:
+        value = value.clone()
+        dist.broadcast(value, src=0)
+    return value
+
+
 def wait_for_all(ranks: Ranks) -> None:
     if ranks.distributed:
         dist.barrier()
