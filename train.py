@@ -371,17 +371,19 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> TrainConfig:
 
 
 def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> TrainConfig:
-    """Before each evaluation but the last: a run that has fallen behind its plan ends earlier, on the
-    same schedule, measured by the pace of its steps since the last check and its last evaluation."""
+    """Before each evaluation but the last: the steps that end the run in time at the pace of its steps
+    since the last check and the time of its last evaluation, on the same schedule."""
     plan, progress = run.plan, run.progress
     if "max_iters" not in plan.keys or progress.step <= pace.step:  # the user's steps are theirs to keep
         return run.cfg
     elapsed_s, step_s, evaluation_s = from_main(run, progress.elapsed_s, pace.step_s(progress.step, progress.elapsed_s),
                                                 pace.last_evaluation_s or plan.evaluation_s)
-    steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, elapsed_s, step_s, evaluation_s)
+    steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, run.cfg.lr_decay_iters, elapsed_s, step_s,
+                          evaluation_s)
     if steps is not None:
-        replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, behind the plan: the run ends at step "
-                         f"{steps:,} instead of {plan.steps:,}, on the same learning-rate schedule", max_iters=steps)
+        replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, a step takes {step_s:.3f} s: the run ends "
+                         f"at step {steps:,} instead of {plan.steps:,}, on the same learning-rate schedule",
+               max_iters=steps)
     return run.cfg
 
 

@@ -91,21 +91,22 @@ def test_the_steps_are_corrected_once_when_the_pace_is_off_by_more_than_a_fifth(
     assert corrected_steps(p, 10, p.step_s * 2, 0) is None
 
 
-def test_a_run_behind_its_plan_ends_in_time_with_fewer_steps():
+def test_the_deadline_fits_the_steps_to_the_pace_measured_within_the_schedule():
     p = plan([], 600)
-    every = p.keys["eval_interval"]
+    every, decay = p.keys["eval_interval"], p.keys["lr_decay_iters"]
     at = 2 * every  # the second evaluation is due; the first one's time is in the elapsed seconds
     elapsed_s = at * p.step_s + p.evaluation_s
     on_plan = dict(step_s=p.step_s, evaluation_s=p.evaluation_s)
-    assert steps_in_time(p, at, every, elapsed_s, **on_plan) is None
-    assert steps_in_time(p, at, every, 1.005 * elapsed_s, **on_plan) is None  # late by less than 1%: it stands
+    assert steps_in_time(p, at, every, decay, elapsed_s, **on_plan) is None
+    assert steps_in_time(p, at, every, decay, 1.005 * elapsed_s, **on_plan) is None  # off by under 1%: it stands
     slower = dict(step_s=1.15 * p.step_s, evaluation_s=1.15 * p.evaluation_s)
-    late = steps_in_time(p, at, every, elapsed_s, **slower)
+    late = steps_in_time(p, at, every, decay, elapsed_s, **slower)
     assert at < late < p.steps
     evaluations = sum(1 for step in range(at, late + 1) if step % every == 0 or step == late)
     end_s = elapsed_s + (late - at) * slower["step_s"] + evaluations * slower["evaluation_s"]  # at that pace
     assert p.loop_s - slower["step_s"] - slower["evaluation_s"] < end_s <= p.loop_s
-    assert steps_in_time(p, at, every, elapsed_s, step_s=0.8 * p.step_s, evaluation_s=p.evaluation_s) is None
+    p.steps = late  # a run cut short that then catches up goes back to the decay's end, and no further
+    assert steps_in_time(p, at, every, decay, elapsed_s, step_s=0.8 * p.step_s, evaluation_s=p.evaluation_s) == decay
 
 
 def test_evaluations_the_user_asked_for_are_planned_for():

@@ -269,15 +269,15 @@ def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train
     return max(step + 1, step + int((plan.train_s - elapsed_train_s) // measured_step_s))
 
 
-def steps_in_time(plan: Plan, step: int, eval_interval: int, elapsed_s: float, step_s: float,
+def steps_in_time(plan: Plan, step: int, eval_interval: int, decay_steps: int, elapsed_s: float, step_s: float,
                   evaluation_s: float) -> int | None:
     """The deadline, checked before each evaluation with the loop's measured seconds per step and per
-    evaluation: when the rest at that pace would end the loop more than 1% of the budget after the time
-    planned for it (a machine that slowed down, another process), the last step that ends it in time;
-    None while the planned steps fit. Only the number of steps moves, never the schedule: every step
-    keeps the learning rate the plan gave it, and a late run stops a little earlier in its decay."""
+    evaluation: the steps that end the loop when planned for it, at most decay_steps (lr_decay_iters),
+    when they differ from the plan's by more than 1% of the budget; None while the plan stands. Only the
+    number of steps moves, never the schedule: every step keeps the learning rate the plan gave it, and
+    a run behind its plan (a machine that slowed down, another process) stops a little earlier in its
+    decay, one that has caught up again goes back towards the decay's end."""
     to_come = evaluations(plan.steps, eval_interval) - (step - 1) // eval_interval  # this one and the last
     left_s = plan.loop_s - elapsed_s - to_come * evaluation_s
-    if (plan.steps - step) * step_s <= left_s + 0.01 * plan.budget_s:
-        return None
-    return max(step + 1, step + int(left_s // step_s))
+    steps = max(step + 1, min(decay_steps, step + int(left_s // step_s)))
+    return None if abs(steps - plan.steps) * step_s <= 0.01 * plan.budget_s else steps
