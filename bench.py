@@ -409,7 +409,7 @@ def budget_against_default(out_dir: Path) -> None:
     print(f"\nthe default run against a time budget of its wall time, on {TrainConfig.dataset}\n"
           f"{'run':<44} {'wall s':>7} {'val loss':>9}")
     for name, wall_s, loss in (
-            (f"python train.py ({checkpoint['iter_num']:,} steps)", seconds, val_loss),
+            (f"the default run ({checkpoint['iter_num']:,} steps)", seconds, val_loss),
             (f"--time_budget={seconds:.0f}s (depth {plan['shape']['n_layer']}, {plan['steps']:,} steps)",
              budgeted["seconds"], budgeted["val_loss"])):
         print(f"{name:<44} {wall_s:>7.0f} {loss:>9.4f}")

@@ -130,9 +130,9 @@ def test_a_budgeted_run_keeps_its_time_and_stores_its_plan(char_dataset, tmp_pat
                                                     "--eval_interval"))]
     start = time.perf_counter()
     run_script("train.py", *flags, "--time_budget=30s", f"--out_dir={tmp_path / 'timed'}")
-    # the run, evaluations, checkpoints and sample: within 10% on a quiet machine (docs/time_budget.md); a test
-    # shares its machine, whose speed drifts by more than that, so it holds the run to half the budget
-    assert abs(time.perf_counter() - start - 30) <= 15
+    # the run, evaluations, checkpoints and sample: within 10%, the process's start included; the deadline
+    # before each evaluation refits the steps to the machine's pace, which drifts within a run
+    assert abs(time.perf_counter() - start - 30) <= 3
     checkpoint = torch.load(tmp_path / "timed" / "ckpt.pt", weights_only=True)
     plan = checkpoint["plan"]  # stored plainly, for a resume to follow instead of planning again
     assert checkpoint["iter_num"] == plan["keys"]["max_iters"] == plan["steps"] >= 20
