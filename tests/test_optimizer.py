@@ -41,7 +41,7 @@ def test_one_step_is_torch_muon_and_adamw_called_directly():
     ours = GPT(SHAPE)
     theirs = copy.deepcopy(ours)
     optimizers = build_optimizers(with_gradients(ours), CFG, torch.device("cpu"))
-    optimizers.parts["muon"].ns_dtype = torch.bfloat16  # as on a GPU: torch's own step
+    optimizers.parts["muon"].ns_dtype = torch.bfloat16  # as on a GPU: bit for bit torch.optim.Muon
     scale = lr_scale(3, 10, 100, 0.1)  # in warmup: the schedule scales both peaks alike
     optimizers.set_lr_scale(scale)
     optimizers.step(torch.amp.GradScaler(enabled=False))

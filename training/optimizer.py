@@ -40,10 +40,11 @@ def orthogonalise(updates: torch.Tensor, coefficients: tuple[float, float, float
 
 class Muon(torch.optim.Muon):
     """torch.optim.Muon with its Newton-Schulz iteration in ns_dtype, run for all matrices of a shape at
-    once. PyTorch runs it in bfloat16, which GPUs and CPUs with AVX512-BF16 or AMX compute natively and
-    other CPUs emulate, several times slower than float32: there float32 is the right dtype, and one
-    batched product per shape in place of one small product per matrix. Same update rule and state (a
-    momentum buffer per matrix), so a checkpoint resumes on either kind of device."""
+    once: one batched product per shape in place of one small product (one kernel launch) per matrix.
+    PyTorch runs it in bfloat16, which GPUs and CPUs with AVX512-BF16 or AMX compute natively (there the
+    step is torch's, bit for bit) and other CPUs emulate, several times slower than float32: there it runs
+    in float32. Same update rule and state (a momentum buffer per matrix), so a checkpoint resumes on
+    either kind of device."""
 
     def __init__(self, params, ns_dtype: torch.dtype, **kwargs):
         super().__init__(params, **kwargs)
@@ -51,8 +52,6 @@ class Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if self.ns_dtype == torch.bfloat16:
-            return super().step(closure)
         for group in self.param_groups:
             params, grads, buffers = [], [], []
             self._init_group(group, params, grads, buffers)
