@@ -7,6 +7,7 @@ from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
 from model import GPT, GPTConfig
 from helpers import gpt2_config
 from model.decoding import Decoder
+from model.errors import ModelError
 from model.rope import rotate, rotation_tables
 from model.sampling import sample_next
 
@@ -114,6 +115,14 @@ def test_greedy_tokens_identical_on_both_paths(options):
     fast = model.generate(prompt, 50, temperature=0, use_cache=True)
     slow = model.generate(prompt, 50, temperature=0, use_cache=False)
     assert fast.shape == (2, 53) and torch.equal(fast, slow)
+
+
+def test_the_compiled_step_is_refused_off_the_cpu_before_anything_runs():
+    """On CUDA its package crashed when loaded (tests/test_gpu.py checks the refusal there); a model on
+    the meta device, which holds no numbers, is refused by the same check."""
+    model = tiny_model().to("meta")
+    with pytest.raises(ModelError, match="runs on a CPU only, not meta; decode without compile"):
+        model.generate(torch.zeros(1, 1, dtype=torch.long, device="meta"), 4, temperature=0, compile=True)
 
 
 def test_temperature_zero_is_deterministic_whatever_the_seed():
