@@ -147,7 +147,7 @@ def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_ru
              "--log_interval=1"]
     flags = [f for f in flags if not f.startswith(("--max_iters", "--lr_decay_iters", "--warmup_iters",
                                                     "--eval_interval"))]
-    budgeted = [*flags, "--time_budget=30s", f"--out_dir={tmp_path / 'budgeted'}"]
+    budgeted = [*flags, "--time_budget=12s", f"--out_dir={tmp_path / 'budgeted'}"]
     process = subprocess.Popen([sys.executable, "train.py", *budgeted], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     wait_for_step(process, 30)
@@ -155,7 +155,7 @@ def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_ru
     process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGINT
     resumed = run_script("train.py", *budgeted, "--init_from=resume")
-    assert "time budget 30 s" not in resumed.stdout and "probing" not in resumed.stderr  # no new plan
+    assert "time budget 12 s" not in resumed.stdout and "probing" not in resumed.stderr  # no new plan
     plan = torch.load(tmp_path / "budgeted" / "ckpt.pt", weights_only=True)["plan"]
     run_script("train.py", *flags, *(f"--{key}={value}" for key, value in plan["keys"].items()),
                f"--out_dir={tmp_path / 'planned'}")
