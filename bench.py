@@ -491,6 +491,9 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
     report("eager", [seconds_to_first_token(cfg.out_dir) for _ in range(cfg.repeats)])
     if not cfg.with_compile:
         return
+    if pick_device(SampleConfig.device).type != "cpu":
+        print("  --compile=true: left out, the compiled decoding step runs on a CPU only")
+        return
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
         report("--compile=true, first start (compiles)", [seconds_to_first_token(cfg.out_dir, "--compile=true", env=env)])

@@ -41,10 +41,10 @@ def orthogonalise(updates: torch.Tensor, coefficients: tuple[float, float, float
 class Muon(torch.optim.Muon):
     """torch.optim.Muon with its Newton-Schulz iteration in ns_dtype, run for all matrices of a shape at
     once: one batched product per shape in place of one small product (one kernel launch) per matrix.
-    PyTorch runs it in bfloat16, which GPUs and CPUs with AVX512-BF16 or AMX compute natively (there the
-    step is torch's, bit for bit) and other CPUs emulate, several times slower than float32: there it runs
-    in float32. Same update rule and state (a momentum buffer per matrix), so a checkpoint resumes on
-    either kind of device."""
+    PyTorch runs it in bfloat16, which GPUs and CPUs with AVX512-BF16 or AMX compute natively and other
+    CPUs emulate, several times slower than float32: there it runs in float32. In bfloat16 the step is
+    torch's (bit for bit on the CPUs the tests run on). Same update rule and state (a momentum buffer per
+    matrix), so a checkpoint resumes on either kind of device."""
 
     def __init__(self, params, ns_dtype: torch.dtype, **kwargs):
         super().__init__(params, **kwargs)
@@ -52,9 +52,15 @@ class Muon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             params, grads, buffers = [], [], []
             self._init_group(group, params, grads, buffers)
+            if not params:  # no gradients in this group
+                continue
             torch._foreach_lerp_(buffers, grads, 1 - group["momentum"])
             updates = torch._foreach_lerp(grads, buffers, group["momentum"]) if group["nesterov"] else buffers
             torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
@@ -65,6 +71,7 @@ class Muon(torch.optim.Muon):
                 rows, cols = shape
                 torch._foreach_add_([params[i] for i in same], list(ortho.to(params[same[0]].dtype).unbind()),
                                     alpha=-group["lr"] * math.sqrt(max(1, rows / cols)))  # torch's "original" lr
+        return loss
 
 
 class Optimizers:
