@@ -357,11 +357,10 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> TrainConfig:
     """Once, as the warmup ends and before the decay begins: if the steps take more than 20% longer or
     shorter than the probe said (another process took the cores), fit the steps to the time planned."""
     plan, progress = run.plan, run.progress
-    if "max_iters" not in plan.keys or progress.step <= pace.step:
-        plan.corrected = True
-        return run.cfg
-    measured, elapsed_s = from_main(run, pace.step_s(progress.step, progress.elapsed_s), progress.elapsed_s)
-    steps = corrected_steps(plan, progress.step, measured, elapsed_s)  # None once plan.corrected is set
+    steps = None  # the user's steps, or no steps measured since the pace's mark: the plan stands
+    if "max_iters" in plan.keys and progress.step > pace.step:
+        measured, elapsed_s = from_main(run, pace.step_s(progress.step, progress.elapsed_s), progress.elapsed_s)
+        steps = corrected_steps(plan, progress.step, measured, elapsed_s)  # None once plan.corrected is set
     plan.corrected = True
     if steps is not None:
         replan(run, bar, f"a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps "

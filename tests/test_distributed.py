@@ -64,7 +64,6 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, char_d
     assert batch_losses(tmp_path)[:12] == batch_losses(ddp_out)  # the log carries on from the checkpoint
 
 
-
 def test_a_time_budget_under_torchrun_is_one_plan_that_every_process_follows(char_dataset, tmp_path):
     """Every process probes and all take the slowest one's timings, so they plan the same steps and
     take the same decisions mid-run; a process on a plan of its own would leave the others waiting."""
