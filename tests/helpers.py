@@ -1,11 +1,19 @@
 """Helpers for tests that run the repository's scripts, as real subprocesses or in the test's process."""
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib
 import io
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from contextlib import redirect_stderr
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,9 +35,46 @@ TINY_TRAIN_FLAGS = [
 ]
 
 
-def run_script(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run one of the repository's scripts in a real subprocess."""
-    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs)
+class ForkServer:
+    """tests/forkserver.py, started once: it forks a process per command, each already past importing torch."""
+
+    def __init__(self) -> None:
+        self.server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("forkserver.py"))], cwd=REPO,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        atexit.register(self.server.communicate)  # closing its stdin ends it
+
+    def run(self, script: str, *args: str, env: dict | None = None, cwd: Path = REPO,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as outputs:
+            out, err = Path(outputs, "stdout"), Path(outputs, "stderr")
+            request = dict(script=script, args=list(args), cwd=str(cwd), env=dict(os.environ if env is None else env),
+                           stdout=str(out), stderr=str(err))
+            print(json.dumps(request), file=self.server.stdin, flush=True)
+            pid = json.loads(self.server.stdout.readline())["pid"]
+            started, killer = time.monotonic(), threading.Timer(timeout, os.kill, (pid, signal.SIGKILL))
+            killer.start()
+            returncode = json.loads(self.server.stdout.readline())["returncode"]
+            killer.cancel()
+            if returncode == -signal.SIGKILL and time.monotonic() - started >= timeout:
+                raise subprocess.TimeoutExpired([script, *args], timeout, out.read_text(), err.read_text())
+            return subprocess.CompletedProcess([sys.executable, script, *args], returncode, out.read_text(),
+                                               err.read_text())
+
+
+@functools.cache
+def fork_server() -> ForkServer:
+    return ForkServer()
+
+
+def run_script(*args: str, check: bool = True, fresh: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """Run one of the repository's scripts in a process of its own: `python SCRIPT ARGS` forked from the fork
+    server (see tests/forkserver.py), or a fresh interpreter for `python -m ...`, `python -c ...` and where
+    the test needs the whole start of a command (fresh=True)."""
+    if args[0].endswith(".py") and not fresh:
+        result = fork_server().run(*args, **kwargs)
+    else:
+        result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                                **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

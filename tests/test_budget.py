@@ -129,7 +129,7 @@ def test_a_budgeted_run_keeps_its_time_and_stores_its_plan(char_dataset, tmp_pat
     flags = [f for f in flags if not f.startswith(("--max_iters", "--lr_decay_iters", "--warmup_iters",
                                                     "--eval_interval"))]
     start = time.perf_counter()
-    run_script("train.py", *flags, "--time_budget=30s", f"--out_dir={tmp_path / 'timed'}")
+    run_script("train.py", *flags, "--time_budget=30s", f"--out_dir={tmp_path / 'timed'}", fresh=True)
     # the run, evaluations, checkpoints and sample: within 10%, the process's start included; the deadline
     # before each evaluation refits the steps to the machine's pace, which drifts within a run
     assert abs(time.perf_counter() - start - 30) <= 3
