@@ -1,50 +1,19 @@
-"""Benchmarks, measured as ratios within one run on whatever device is here.
-
-    python bench.py generation [--device=auto] [--new_tokens=100,500] [--batch_sizes=1,8]
-    python bench.py training [CONFIG.toml ...] [--key=value ...] [--steps=N]
-    python bench.py precision [--steps=N]
-    python bench.py recipe [--key=value ...] [--plot=recipe.png]
-    python bench.py budget [--budgets=60,180,600] [--bpe_budget=180] [--against_default=true] [--plot=budget.png]
-    python bench.py first_token [--out_dir=DIR] [--repeats=N] [--with_compile=false]
-    python bench.py prepare [--corpus_mb=N] [--bpe_vocab_size=N]
-
-generation: tokens per second of cached and uncached generation side by side,
-for a 6-layer, 6-head, 384-wide model with a 256-token context in the GPT-2 and
-the modern shape; for RoPE, the time per token in the first and the third block of
-positions; then cached decoding with the eager and the compiled step, with float32,
-bfloat16 and int8 weights, against the machine's weight-streaming limit.
-training: train.py's own loop against a bare forward + backward + AdamW step of
-the same model on a fixed batch (median ms per iteration, their ratio), tokens
-per second and MFU where the device has a known peak; nanoGPT's CPU settings unless a config or flags say otherwise;
-then the classic and the default recipe at the default run's shape, eager and compiled, timed in turns:
-the cost per token of each and the one-time compile.
-precision: float32 against bfloat16 training of the 6x384, context-256 model:
-tokens per second and the loss both reach on the same short run.
-recipe: the classic (GPT-2) and the modern recipe at the default run's size on
-the default corpus, then each piece of the modern recipe added alone to the
-classic one: wall time, tokens per second and eval.py's validation loss, and
-every run's loss curves in one picture (as compare.py draws them).
-budget: for each time budget, the shape --time_budget plans and its two neighbours on the dial,
-each trained for that budget: their eval.py val loss, and a picture of loss against parameters;
-then the default run (`python train.py`) against a budgeted run given its wall time.
-first_token: wall time from starting `python sample.py` to its first generated
-character, for a trained checkpoint (the default run's unless --out_dir says): eager,
-and --compile=true with an empty compile cache and then a warm one.
-prepare: MB/s of preparing a corpus of copies of the plays (one file each) with
-GPT-2's tokenizer and with a BPE trained on it, beside tiktoken's own
-encode_ordinary_batch on the same files with every core; the time to train the
-BPE on the plays; the peak resident memory of a `python data/prepare.py` run.
-"""
+"""Benchmarks, measured as ratios within one run on whatever device is here (`python bench.py --help`
+lists their keys). What each one measures is in its bench_* function's docstring; the figures, with
+their hardware, in docs/benchmarks.md."""
 from __future__ import annotations
 
-import math
+import itertools
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -75,12 +44,8 @@ from training.throughput import MFUMeter
 from viz.loss_plot import compare_runs
 from viz.png import save_png
 
-GENERATION_SIZE = dict(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
-GENERATION_MODELS = {  # the GPT-2 shape, and the modern one as train.py's defaults build it
-    "GPT-2 shape (learned positions)": GPTConfig(**{**GPT2_SHAPE, **GENERATION_SIZE}),
-    "modern shape (RoPE, rolling cache)": GPTConfig(**GENERATION_SIZE, pos_emb="rope", norm="rmsnorm", qk_norm=True,
-                                                    mlp="swiglu", tie_embeddings=False),
-}
+HERE = Path(__file__).parent
+CPU = torch.device("cpu")
 
 
 def sync(device: torch.device) -> None:
@@ -88,22 +53,50 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def timed(fn: Callable, *args: Any, device: torch.device = CPU, **kwargs: Any) -> tuple[Any, float]:
+    """fn's result and the wall seconds it took, the work it queued on the device included."""
+    sync(device)
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    sync(device)
+    return result, time.perf_counter() - start
+
+
+def table(columns: dict[str, str]) -> Callable[..., None]:
+    """Print the columns' titles and return the function that prints a row. Each column's format
+    ('>9,.0f': alignment and width first) formats its cells; its alignment and width, its title."""
+    specs = list(columns.values())
+    widths = [re.match(r"[<>]?\d*", spec).group() for spec in specs]
+    print(" ".join(f"{title:{width}}" for title, width in zip(columns, widths)))
+    return lambda *cells: print(" ".join(f"{cell:{spec}}" for cell, spec in zip(cells, specs)), flush=True)
+
+
+def run_python(script: str, *args: str, launcher: tuple[str, ...] = ()) -> str:
+    """`python [LAUNCHER] SCRIPT ARGS` started here as a user starts it: its output, or its error as a UserError."""
+    result = subprocess.run([sys.executable, *launcher, script, *args], cwd=HERE, capture_output=True, text=True)
+    if result.returncode != 0:
+        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"{script} failed: {error.removeprefix('error: ')}")
+    return result.stdout
+
+
+GENERATION_SIZE = dict(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
+GENERATION_MODELS = {  # the GPT-2 shape, and the modern one as train.py's defaults build it
+    "GPT-2 shape (learned positions)": GPTConfig(**{**GPT2_SHAPE, **GENERATION_SIZE}),
+    "modern shape (RoPE, rolling cache)": GPTConfig(**GENERATION_SIZE),
+}
+
+
 def time_generation(model: GPT, batch_size: int, new_tokens: int, use_cache: bool, device: torch.device,
-                    budget_s: float = 30.0, compile: bool = False) -> float:
-    """Best of up to three timed runs (as many as fit in budget_s) of new_tokens after a 16-token prompt."""
+                    compile: bool = False) -> float:
+    """Best of up to three timed runs (as many as fit in 30 s) of new_tokens after a 16-token prompt."""
     prompt = torch.randint(0, model.config.vocab_size, (batch_size, 16), device=device)
-    best, spent = float("inf"), 0.0
-    for _ in range(3):
+    times = []
+    while len(times) < 3 and sum(times) + (times[-1] if times else 0) <= 30.0:
         generator = torch.Generator(device=device).manual_seed(0)
-        sync(device)
-        start = time.perf_counter()
-        model.generate(prompt, new_tokens, temperature=1.0, use_cache=use_cache, generator=generator, compile=compile)
-        sync(device)
-        seconds = time.perf_counter() - start
-        best, spent = min(best, seconds), spent + seconds
-        if spent + seconds > budget_s:
-            break
-    return best
+        times.append(timed(model.generate, prompt, new_tokens, temperature=1.0, use_cache=use_cache,
+                           generator=generator, compile=compile, device=device)[1])
+    return min(times)
 
 
 def seconds_per_token_by_block(model: GPT, n_blocks: int, device: torch.device) -> list[float]:
@@ -111,13 +104,11 @@ def seconds_per_token_by_block(model: GPT, n_blocks: int, device: torch.device) 
     T = model.config.block_size
     stream = model.generate_stream(torch.zeros(1, 1, dtype=torch.long, device=device), n_blocks * T,
                                    generator=torch.Generator(device=device).manual_seed(0))
-    times = []
-    start = time.perf_counter()
+    ends = [time.perf_counter()]
     for _ in stream:
         sync(device)
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
+        ends.append(time.perf_counter())
+    times = [b - a for a, b in zip(ends, ends[1:])]
     return [statistics.mean(times[max(1, b * T) : (b + 1) * T]) for b in range(n_blocks)]  # the prefill left out
 
 
@@ -127,14 +118,12 @@ def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torc
     print(f"\n{name}: {model.num_params():,} parameters (6 layers, 6 heads, 384 wide, context 256)")
     time_generation(model, 1, 20, True, device)  # warm-up
     print("eager float32, cached against uncached")
-    print(f"{'batch':>5} {'new tokens':>10} {'cached tok/s':>13} {'uncached tok/s':>15} {'speed-up':>9}")
-    for batch_size in cfg.batch_sizes:
-        for new_tokens in cfg.new_tokens:
-            cached = time_generation(model, batch_size, new_tokens, True, device)
-            uncached = time_generation(model, batch_size, new_tokens, False, device)
-            n = batch_size * new_tokens
-            print(f"{batch_size:>5} {new_tokens:>10} {n / cached:>13,.0f} {n / uncached:>15,.0f} "
-                  f"{uncached / cached:>8.1f}x", flush=True)
+    row = table({"batch": ">5", "new tokens": ">10", "cached tok/s": ">13,.0f", "uncached tok/s": ">15,.0f",
+                 "speed-up": ">9"})
+    for batch_size, new_tokens in itertools.product(cfg.batch_sizes, cfg.new_tokens):
+        cached, uncached = (time_generation(model, batch_size, new_tokens, c, device) for c in (True, False))
+        n = batch_size * new_tokens
+        row(batch_size, new_tokens, n / cached, n / uncached, f"{uncached / cached:.1f}x")
     if config.pos_emb == "rope":
         first, _, third = seconds_per_token_by_block(model, 3, device)
         print(f"cached, per token: {1000 * first:.2f} ms in the first block of 256 positions, "
@@ -144,24 +133,15 @@ def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torc
 def memory_bandwidth(device: torch.device) -> float:
     """Bytes per second of reading a tensor far larger than the caches (the best of five sums)."""
     x = torch.ones(1 << 26, device=device)  # 256 MB of float32
-    best = math.inf
-    for _ in range(5):
-        sync(device)
-        start = time.perf_counter()
-        x.sum()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return x.numel() * x.element_size() / best
+    return x.numel() * x.element_size() / min(timed(x.sum, device=device)[1] for _ in range(5))
 
 
 def weight_bytes(model: GPT) -> int:
     """What one decoding step reads: every Linear's weights (an int8 tensor's bytes and scales)."""
     total = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            w = module.weight
-            inner = [getattr(w, name) for name in w.__tensor_flatten__()[0]] if hasattr(w, "__tensor_flatten__") else [w]
-            total += sum(t.numel() * t.element_size() for t in inner)
+    for w in (module.weight for module in model.modules() if isinstance(module, torch.nn.Linear)):
+        inner = [getattr(w, name) for name in w.__tensor_flatten__()[0]] if hasattr(w, "__tensor_flatten__") else [w]
+        total += sum(t.numel() * t.element_size() for t in inner)
     return total
 
 
@@ -171,8 +151,8 @@ def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, ba
     sequence). Greedy tokens are compared with eager float32's over the same new tokens."""
     new_tokens = max(cfg.new_tokens)
     print(f"decoding, cached, {new_tokens} new tokens; compile: the cold compile of the step for that batch size")
-    print(f"{'weights':<9} {'step':<9} {'batch':>5} {'tok/s':>7} {'MB/step':>8} {'limit tok/s':>12} {'of limit':>9} "
-          f"{'compile s':>10} {'greedy = eager float32':>23}")
+    row = table({"weights": "<9", "step": "<9", "batch": ">5", "tok/s": ">7,.0f", "MB/step": ">8.1f",
+                 "limit tok/s": ">12,.0f", "of limit": ">9.0%", "compile s": ">10", "greedy = eager float32": ">23"})
     prompt = torch.randint(0, config.vocab_size, (1, 16), device=device)
     reference = None
     for weights in WEIGHTS:
@@ -185,16 +165,21 @@ def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, ba
                 if compile:  # the step for this batch size and generation length, compiled before it is timed
                     compiled_step(model, generation_cache(model, prompt.expand(batch_size, -1), new_tokens, True))
                 compile_s = f"{time.perf_counter() - start:.0f}" if compile else "-"
-                greedy = model.generate(prompt, new_tokens, temperature=0, compile=compile)[0, 16:] if batch_size == 1 else None
-                reference = greedy if reference is None else reference
-                agree = f"{(greedy == reference).float().mean().item():.1%}" if greedy is not None else ""
+                agree = ""
+                if batch_size == 1:  # greedy tokens against eager float32's, the first ones generated
+                    greedy = model.generate(prompt, new_tokens, temperature=0, compile=compile)[0, 16:]
+                    reference = greedy if reference is None else reference
+                    agree = f"{(greedy == reference).float().mean().item():.1%}"
                 seconds = time_generation(model, batch_size, new_tokens, True, device, compile=compile)
                 rate, limit = batch_size * new_tokens / seconds, batch_size * bandwidth / weight_bytes(model)
-                print(f"{weights:<9} {step:<9} {batch_size:>5} {rate:>7,.0f} {weight_bytes(model) / 1e6:>8.1f} "
-                      f"{limit:>12,.0f} {rate / limit:>8.0%} {compile_s:>10} {agree:>23}", flush=True)
+                row(weights, step, batch_size, rate, weight_bytes(model) / 1e6, limit, rate / limit, compile_s, agree)
 
 
 def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
+    """Tokens per second of cached and uncached generation side by side, for a 6-layer, 6-head, 384-wide
+    model with a 256-token context in the GPT-2 and the modern shape; for RoPE, the time per token in the
+    first and the third block of positions; then cached decoding with the eager and the compiled step,
+    with float32, bfloat16 and int8 weights, against the machine's weight-streaming limit."""
     device = pick_device(cfg.device)
     # a cold compile, timed as a first run pays it, and no packages left behind in the user's cache
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-")
@@ -230,38 +215,32 @@ def seconds_per_step(rows: list[dict], skip: int) -> list[float]:
     return [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(batches, batches[1:])]
 
 
-class BareStep:
-    """Forward, backward and optimizer step of one model on one fixed batch: nothing else."""
+def bare_step(cfg: TrainConfig, device: torch.device) -> tuple[Callable[[], tuple[float, float]], int]:
+    """Forward, backward and optimizer step of cfg's model on one fixed batch, nothing else: the function
+    that takes one and returns its seconds and its optimizer's share, and the tokens of the batch."""
+    torch.manual_seed(cfg.seed)
+    dataset = open_dataset(ensure_dataset(cfg.dataset))
+    model = GPT(model_config(cfg, dataset.meta["vocab_size"])).to(device)
+    optimizers, scaler = build_optimizers(model, cfg, device), torch.amp.GradScaler(enabled=False)
+    forward = torch.compile(model) if cfg.compile else model
+    loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed)
+    x, y = (t.to(device) for t in loader.next_batch())  # (B, T) each
+    dtype = resolve_dtype(cfg.dtype, device)
 
-    def __init__(self, cfg: TrainConfig, device: torch.device):
-        torch.manual_seed(cfg.seed)
-        dataset = open_dataset(ensure_dataset(cfg.dataset))
-        model = GPT(model_config(cfg, dataset.meta["vocab_size"])).to(device)
-        self.optimizers, self.scaler = build_optimizers(model, cfg, device), torch.amp.GradScaler(enabled=False)
-        self.model = torch.compile(model) if cfg.compile else model
-        loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed)
-        self.x, self.y = (t.to(device) for t in loader.next_batch())  # (B, T) each
-        self.device, self.dtype = device, resolve_dtype(cfg.dtype, device)
-        self.tokens = self.x.numel()
-        self.optimizer_s = []  # of each step timed: the optimizers' share
+    def step() -> tuple[float, float]:
+        sync(device)
+        start = time.perf_counter()
+        with autocast(device, dtype):
+            _, loss = forward(x, y)
+        loss.backward()
+        sync(device)
+        backward_done = time.perf_counter()
+        optimizers.step(scaler)
+        optimizers.zero_grad()
+        sync(device)
+        return time.perf_counter() - start, time.perf_counter() - backward_done
 
-    def times(self, steps: int) -> list[float]:
-        """Seconds of each of `steps` steps."""
-        times = []
-        for _ in range(steps):
-            sync(self.device)
-            start = time.perf_counter()
-            with autocast(self.device, self.dtype):
-                _, loss = self.model(self.x, self.y)
-            loss.backward()
-            sync(self.device)
-            backward_done = time.perf_counter()
-            self.optimizers.step(self.scaler)
-            self.optimizers.zero_grad()
-            sync(self.device)
-            times.append(time.perf_counter() - start)
-            self.optimizer_s.append(time.perf_counter() - backward_done)
-        return times
+    return step, x.numel()
 
 
 def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -> None:
@@ -272,67 +251,67 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
     for recipe, args in (("classic", ["configs/classic.toml"]), ("default", [])):
         for compile in (False, True):
             name = f"{recipe}, {'compiled' if compile else 'eager'}"
-            variants[name] = BareStep(read_config(TrainConfig, [*args, *train_args, f"--compile={compile}"]), device)
-            first[name] = variants[name].times(2)  # a compile happens here
+            variants[name] = bare_step(read_config(TrainConfig, [*args, *train_args, f"--compile={compile}"]), device)
+            first[name] = sum(variants[name][0]()[0] for _ in range(2))  # a compile happens here
     times = {name: [] for name in variants}
-    for step in variants.values():
-        step.optimizer_s.clear()
     for _ in range(turns):
-        for name, step in variants.items():
-            times[name] += step.times(steps_per_turn)
-    base = statistics.median(times["classic, eager"])
+        for name, (step, _) in variants.items():
+            times[name] += [step() for _ in range(steps_per_turn)]
+    base = statistics.median(seconds for seconds, _ in times["classic, eager"])
     print(f"\nrecipes at the same shape, {turns} turns of {steps_per_turn} steps each, medians")
-    print(f"{'recipe, step':<20} {'ms/iter':>9} {'optimizer ms':>13} {'tokens/s':>10} "
-          f"{'cost/token vs classic eager':>28} {'compile s':>10}")
+    row = table({"recipe, step": "<20", "ms/iter": ">9.2f", "optimizer ms": ">13.2f", "tokens/s": ">10,.0f",
+                 "cost/token vs classic eager": ">28", "compile s": ">10"})
     for name, step_times in times.items():
-        ms = 1000 * statistics.median(step_times)
-        compile_s = f"{sum(first[name]) - 2 * ms / 1000:.1f}" if name.endswith("compiled") else "-"
-        print(f"{name:<20} {ms:>9.2f} {1000 * statistics.median(variants[name].optimizer_s):>13.2f} "
-              f"{variants[name].tokens / (ms / 1000):>10,.0f} {statistics.median(step_times) / base:>27.2f}x "
-              f"{compile_s:>10}")
+        seconds, optimizer_s = (statistics.median(column) for column in zip(*step_times))
+        compile_s = f"{first[name] - 2 * seconds:.1f}" if name.endswith("compiled") else "-"
+        row(name, 1000 * seconds, 1000 * optimizer_s, variants[name][1] / seconds, f"{seconds / base:.2f}x", compile_s)
 
 
 def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
+    """train.py's own loop against a bare forward + backward + AdamW step of the same model on a fixed batch
+    (median ms per iteration, their ratio), tokens per second and MFU where the device has a known peak;
+    nanoGPT's CPU settings unless a config or flags say otherwise. Then the classic and the default recipe
+    at the default run's shape, eager and compiled, timed in turns: the cost per token of each and the
+    one-time compile."""
     train_args = train_args if cfg.as_given else [*NANOGPT_CPU, *train_args]
     steps = cfg.steps or 400
-    train_cfg = read_config(TrainConfig, train_args)
-    device = pick_device(train_cfg.device)
+    c = read_config(TrainConfig, train_args)
+    device = pick_device(c.device)
     warmup = min(20, steps // 5)
+    step, _ = bare_step(c, device)
+    bare = [step()[0] for _ in range(steps // 2)][warmup:]
     with tempfile.TemporaryDirectory() as out_dir:
-        bare_step = BareStep(train_cfg, device)
-        bare = bare_step.times(steps // 2)[warmup:]
         full = seconds_per_step(run_train(train_args, steps, Path(out_dir)), warmup)
-        bare += bare_step.times(steps // 2)[warmup:]  # before and after: drift cancels
-    c = train_cfg
-    tokens = c.batch_size * c.block_size * c.gradient_accumulation_steps
-    loop_ms, bare_ms = 1000 * statistics.median(full), 1000 * statistics.median(bare)
+    bare += [step()[0] for _ in range(steps // 2)][warmup:]  # before and after: drift cancels
+    loop_s, bare_s = statistics.median(full), statistics.median(bare)
     config = model_config(c, open_dataset(ensure_dataset(c.dataset)).meta["vocab_size"])
     dtype = resolve_dtype(c.dtype, device)
     mfu = MFUMeter(training_flops_per_token(config, c.block_size), device, dtype)
     print(f"\ntraining: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, context {c.block_size}, "
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {dtype}{', compiled' if c.compile else ''}"
           f" on {device}; medians over {len(full)} loop and {len(bare)} bare steps")
-    for name, ms in (("train.py loop", loop_ms), ("bare fwd+bwd+step", bare_ms)):
-        rate = tokens / (ms / 1000)
+    for name, seconds in (("train.py loop", loop_s), ("bare fwd+bwd+step", bare_s)):
+        rate = c.batch_size * c.block_size * c.gradient_accumulation_steps / seconds
         share = mfu.mfu(rate)
-        print(f"  {name:<20} {ms:8.2f} ms/iter {rate:12,.0f} tokens/s" + ("" if share is None else f"   MFU {share:.1%}"))
-    print(f"  loop / bare: {loop_ms / bare_ms:.3f}   (MFU: {mfu.peak_source})")
+        print(f"  {name:<20} {1000 * seconds:8.2f} ms/iter {rate:12,.0f} tokens/s"
+              + ("" if share is None else f"   MFU {share:.1%}"))
+    print(f"  loop / bare: {loop_s / bare_s:.3f}   (MFU: {mfu.peak_source})")
     bench_recipe_cost(train_args if cfg.as_given else [], steps, device)
 
 
 def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
+    """float32 against bfloat16 training of the 6x384, context-256 model: tokens per second and the
+    loss both reach on the same short run."""
     steps = cfg.steps or 100
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in ("float32", "bfloat16"):
             rows = run_train([*PRECISION_MODEL, f"--dtype={dtype}", *train_args], steps, Path(tmp) / dtype)
             step_s = statistics.median(seconds_per_step(rows, min(10, steps // 5)))
-            val = [r["val_loss"] for r in rows if r["kind"] == "eval"][-1]
-            results[dtype] = (step_s, val)
-    tokens = 8 * 256
+            results[dtype] = (step_s, [r["val_loss"] for r in rows if r["kind"] == "eval"][-1])
     print(f"\nprecision: 6 layers, 6 heads, 384 wide, context 256, batch 8, {steps} steps, same seed and data")
     for dtype, (step_s, val) in results.items():
-        print(f"  {dtype:<9} {tokens / step_s:10,.0f} tokens/s   final val loss {val:.4f}")
+        print(f"  {dtype:<9} {8 * 256 / step_s:10,.0f} tokens/s   final val loss {val:.4f}")
     (f32_s, f32_val), (bf16_s, bf16_val) = results["float32"], results["bfloat16"]
     print(f"  bfloat16 / float32: {f32_s / bf16_s:.2f}x the speed, val loss {bf16_val - f32_val:+.4f}")
 
@@ -350,32 +329,30 @@ RECIPE_PIECES = {  # each piece of the modern recipe, added alone to the classic
 
 def scored_val_loss(out_dir: Path) -> tuple[float, float]:
     """eval.py's figures for a run's last checkpoint over its whole validation split: loss, bits per byte."""
-    model, tokenizer, checkpoint = load_model(str(out_dir), "ckpt.pt", "", torch.device("cpu"))
+    model, tokenizer, checkpoint = load_model(str(out_dir), "ckpt.pt", "", CPU)
     tokens, _ = validation_split(checkpoint)
     summary = summarize(score_tokens(model, tokens, 16).losses, tokens, tokenizer.token_bytes())
     return summary.loss, summary.bits_per_byte
 
 
 def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
-    """The classic and the modern recipe at the default run's size, then each modern piece alone on
-    the classic one: wall time, tokens/s and eval.py's val loss; and every run's curves in one picture."""
+    """The classic (GPT-2) and the modern recipe at the default run's size on the default corpus, then
+    each piece of the modern recipe added alone to the classic one: wall time, tokens per second and
+    eval.py's validation loss, and every run's loss curves in one picture (as compare.py draws them)."""
     runs = {"classic (configs/classic.toml)": ["configs/classic.toml"], "modern (the default)": []}
     runs.update({name: ["configs/classic.toml", *flags] for name, flags in RECIPE_PIECES.items()})
     results, logs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, args) in enumerate(runs.items()):
-            out_dir = Path(tmp) / str(i)
-            start = time.perf_counter()
-            rows = run_train([*args, *train_args], None, out_dir)
-            seconds = time.perf_counter() - start
-            rate = statistics.median(r["tok_per_s"] for r in rows if r["kind"] == "batch")
-            results[name] = (seconds, rows[-1]["tokens"], rate, *scored_val_loss(out_dir))
-            logs[name] = rows
+            logs[name], seconds = timed(run_train, [*args, *train_args], None, Path(tmp) / str(i))
+            rate = statistics.median(r["tok_per_s"] for r in logs[name] if r["kind"] == "batch")
+            results[name] = (seconds, logs[name][-1]["tokens"], rate, *scored_val_loss(Path(tmp) / str(i)))
             print(f"  {name}: {seconds:.0f} s, val loss {results[name][3]:.4f}", flush=True)
-    print(f"\nrecipe: {len(runs)} runs on the default corpus, one after another in this process\n"
-          f"{'run':<36} {'wall s':>7} {'tokens':>11} {'tokens/s':>9} {'val loss':>9} {'bits/byte':>9}")
-    for name, (seconds, tokens, rate, loss, bpb) in results.items():
-        print(f"{name:<36} {seconds:>7.0f} {tokens:>11,} {rate:>9,.0f} {loss:>9.4f} {bpb:>9.4f}")
+    print(f"\nrecipe: {len(runs)} runs on the default corpus, one after another in this process")
+    row = table({"run": "<36", "wall s": ">7.0f", "tokens": ">11,", "tokens/s": ">9,.0f", "val loss": ">9.4f",
+                 "bits/byte": ">9.4f"})
+    for name, result in results.items():
+        row(name, *result)
     (c_s, *_, c_loss, _), (m_s, *_, m_loss, _) = results[next(iter(runs))], results["modern (the default)"]
     print(f"modern - classic: val loss {m_loss - c_loss:+.4f} nats, wall time {m_s / c_s:.3f}x")
     print(f"loss curves: {compare_runs(logs, Path(cfg.plot or 'recipe.png'))}")
@@ -383,10 +360,7 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
 
 def timed_train(flags: list[str], out_dir: Path) -> tuple[float, dict, float]:
     """train.py as its own process, as a user starts it: wall seconds, the checkpoint, eval.py's val loss."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "train.py", *flags, f"--out_dir={out_dir}"], cwd=Path(__file__).parent,
-                   check=True, capture_output=True)
-    seconds = time.perf_counter() - start
+    seconds = timed(run_python, "train.py", *flags, f"--out_dir={out_dir}")[1]
     return seconds, torch.load(out_dir / "ckpt.pt", weights_only=True), scored_val_loss(out_dir)[0]
 
 
@@ -406,18 +380,17 @@ def budget_against_default(out_dir: Path) -> None:
     seconds, checkpoint, val_loss = timed_train([], out_dir / "default")
     budgeted = budgeted_run(seconds, TrainConfig.dataset, {}, out_dir / "budgeted")
     plan = budgeted["plan"]
-    print(f"\nthe default run against a time budget of its wall time, on {TrainConfig.dataset}\n"
-          f"{'run':<44} {'wall s':>7} {'val loss':>9}")
-    for name, wall_s, loss in (
-            (f"the default run ({checkpoint['iter_num']:,} steps)", seconds, val_loss),
-            (f"--time_budget={seconds:.0f}s (depth {plan['shape']['n_layer']}, {plan['steps']:,} steps)",
-             budgeted["seconds"], budgeted["val_loss"])):
-        print(f"{name:<44} {wall_s:>7.0f} {loss:>9.4f}")
+    print(f"\nthe default run against a time budget of its wall time, on {TrainConfig.dataset}")
+    row = table({"run": "<44", "wall s": ">7.0f", "val loss": ">9.4f"})
+    row(f"the default run ({checkpoint['iter_num']:,} steps)", seconds, val_loss)
+    row(f"--time_budget={seconds:.0f}s (depth {plan['shape']['n_layer']}, {plan['steps']:,} steps)",
+        budgeted["seconds"], budgeted["val_loss"])
 
 
 def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
-    """For each budget, the planned shape and its neighbours on the dial (about half and twice its
-    parameters), each trained for the same budget: eval.py's val loss, and the picture of all."""
+    """For each time budget, the shape --time_budget plans and its two neighbours on the dial (about half
+    and twice its parameters), each trained for that budget: their eval.py val loss, and a picture of loss
+    against parameters; then the default run (`python train.py`) against a budgeted run given its wall time."""
     cases = [(budget, "shakespeare_char") for budget in cfg.budgets]
     cases += [(cfg.bpe_budget, "shakespeare_bpe")] if cfg.bpe_budget else []
     results = {}
@@ -430,16 +403,14 @@ def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
                 runs[neighbour] = budgeted_run(budget, dataset, dial(neighbour), Path(tmp) / f"{i}-{neighbour}")
             results[(budget, dataset)] = (depth, dict(sorted(runs.items())))
             print(f"  {budget} s on {dataset}: planned depth {depth}", flush=True)
-        print(f"\nbudget: the planned shape (*) and its neighbours on the dial, each trained for the same budget\n"
-              f"{'budget':>7} {'corpus':<17} {'depth':>5} {'params':>10} {'tokens/param':>12} {'bytes/param':>11} "
-              f"{'wall s':>7} {'val loss':>9}")
+        print("\nbudget: the planned shape (*) and its neighbours on the dial, each trained for the same budget")
+        row = table({"budget": ">7", "corpus": "<17", "depth": ">5", "params": ">10,", "tokens/param": ">12.1f",
+                     "bytes/param": ">11.1f", "wall s": ">7.0f", "val loss": ">9.4f"})
         for (budget, dataset), (planned_depth, runs) in results.items():
-            best = min(run["val_loss"] for run in runs.values())
             for depth, run in runs.items():
-                mark = "*" if depth == planned_depth else " "
-                print(f"{budget:>6}s {dataset:<17} {depth:>4}{mark} {run['plan']['params']:>10,} "
-                      f"{run['tokens_per_param']:>12.1f} {run['bytes_per_param']:>11.1f} {run['seconds']:>7.0f} "
-                      f"{run['val_loss']:>9.4f}")
+                row(f"{budget}s", dataset, f"{depth}{'*' if depth == planned_depth else ' '}", run["plan"]["params"],
+                    run["tokens_per_param"], run["bytes_per_param"], run["seconds"], run["val_loss"])
+            best = min(run["val_loss"] for run in runs.values())
             print(f"{'':>26}planned - best of the three: {runs[planned_depth]['val_loss'] - best:+.4f} nats")
         if results:
             print(f"picture: {budget_picture(results, Path(cfg.plot or 'budget.png'))}", flush=True)
@@ -471,8 +442,7 @@ def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -
     prompt = SampleConfig.prompt.encode()  # sample.py streams: the prompt, then each token
     command = [sys.executable, "sample.py", f"--out_dir={out_dir}", "--max_new_tokens=20", *flags]
     start = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parent,
-                          env=env) as proc:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HERE, env=env) as proc:
         head = proc.stdout.read(len(prompt) + 1)
         seconds = time.perf_counter() - start
         proc.stdout.read()
@@ -483,12 +453,15 @@ def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -
 
 
 def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
-    """Eager, then --compile=true with an empty compile cache (the first start compiles) and a warm one."""
-    def report(name: str, times: list[float]) -> None:
+    """Wall time from starting `python sample.py` to its first generated character, for a trained
+    checkpoint (the default run's unless --out_dir says): eager, and --compile=true with an empty
+    compile cache (the first start compiles) and then a warm one."""
+    def report(name: str, *flags: str, env: dict | None = None, repeats: int = cfg.repeats) -> None:
+        times = [seconds_to_first_token(cfg.out_dir, *flags, env=env) for _ in range(repeats)]
         print(f"  {name:<34} {min(times):6.2f} s at best, {statistics.median(times):6.2f} s median over {len(times)}")
 
     print(f"first token: python sample.py --out_dir={cfg.out_dir} to its first new character")
-    report("eager", [seconds_to_first_token(cfg.out_dir) for _ in range(cfg.repeats)])
+    report("eager")
     if not cfg.with_compile:
         return
     if pick_device(SampleConfig.device).type != "cpu":
@@ -496,16 +469,15 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
         return
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-        report("--compile=true, first start (compiles)", [seconds_to_first_token(cfg.out_dir, "--compile=true", env=env)])
-        report("--compile=true, later starts", [seconds_to_first_token(cfg.out_dir, "--compile=true", env=env)
-                                                 for _ in range(cfg.repeats)])
+        report("--compile=true, first start (compiles)", "--compile=true", env=env, repeats=1)
+        report("--compile=true, later starts", "--compile=true", env=env)
 
 
 def plays_corpus(folder: Path, megabytes: int) -> list[Path]:
     """Copies of the plays, one file (one document) each, adding up to about `megabytes` MB."""
     text = shakespeare_text().read_text(encoding="utf-8")
-    copies = max(1, round(megabytes * 1e6 / len(text.encode("utf-8"))))
-    for i in range(copies):
+    folder.mkdir()
+    for i in range(max(1, round(megabytes * 1e6 / len(text.encode("utf-8"))))):
         (folder / f"plays_{i:04}.txt").write_text(text, encoding="utf-8")
     return sorted(folder.iterdir())
 
@@ -521,21 +493,6 @@ def tiktoken_rate(encoding, files: list[Path]) -> float:
     return n_bytes / 1e6 / (time.perf_counter() - start)
 
 
-def prepare_seconds(files: list[Path], out_dir: Path, tokenizer: str, vocab_size: int | None = None
-                    ) -> tuple[float, float]:
-    """prepare's wall time, and the part of it spent making the tokenizer (training it, for bpe)."""
-    start = time.perf_counter()
-    prepared = prepare_dataset(files, tokenizer, out_dir, vocab_size=vocab_size)
-    return time.perf_counter() - start, prepared.tokenizer_seconds
-
-
-def bpe_training_seconds(files: list[Path], vocab_size: int) -> float:
-    """Training the BPE as prepare trains it (on pieces of the text), on all of the files' text."""
-    start = time.perf_counter()
-    train_bpe((piece.text for piece in read_pieces(files)), vocab_size)
-    return time.perf_counter() - start
-
-
 # Starts the command from a fresh, small interpreter and prints its peak RSS: a child's ru_maxrss also
 # counts the pages of the process it was forked from, so forking it from this one would count ours.
 PEAK_RSS_LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "
@@ -545,33 +502,31 @@ PEAK_RSS_LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[
 
 def peak_rss_of_prepare(args: list[str]) -> tuple[float, float]:
     """Peak resident memory (MB) and wall time (s) of one `python data/prepare.py` run."""
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", PEAK_RSS_LAUNCHER, sys.executable, "data/prepare.py", *args],
-                            cwd=Path(__file__).parent, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise UserError(f"data/prepare.py failed: {result.stderr.strip()}")
-    return int(result.stdout) / 1024, time.perf_counter() - start  # ru_maxrss is in KiB on Linux
+    output, seconds = timed(run_python, "data/prepare.py", *args, launcher=("-c", PEAK_RSS_LAUNCHER, sys.executable))
+    return int(output) / 1024, seconds  # ru_maxrss is in KiB on Linux
 
 
 def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
+    """MB/s of preparing a corpus of copies of the plays (one file each) with GPT-2's tokenizer and with
+    a BPE trained on it, beside tiktoken's own encode_ordinary_batch on the same files with every core;
+    the time to train the BPE on the plays; the peak resident memory of a `python data/prepare.py` run."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "corpus").mkdir()
         files = plays_corpus(tmp / "corpus", cfg.corpus_mb)
         megabytes, plays_mb = sum(f.stat().st_size for f in files) / 1e6, files[0].stat().st_size / 1e6
-        plays_train_s = bpe_training_seconds(files[:1], cfg.bpe_vocab_size)
+        # the BPE trained as prepare trains it (on pieces of the text), on one copy of the plays
+        plays_train_s = timed(train_bpe, (piece.text for piece in read_pieces(files[:1])), cfg.bpe_vocab_size)[1]
         load_gpt2_encoding()  # read GPT-2's ranks once, before the clock: a rate, not a start-up time
-        gpt2 = megabytes / prepare_seconds(files, tmp / "gpt2", "gpt2")[0]
+        gpt2_s = timed(prepare_dataset, files, "gpt2", tmp / "gpt2")[1]
         gpt2_own = tiktoken_rate(load_tokenizer(tmp / "gpt2").encoding, files)
-        bpe_s, training_s = prepare_seconds(files, tmp / "bpe", "bpe", cfg.bpe_vocab_size)
+        bpe, bpe_s = timed(prepare_dataset, files, "bpe", tmp / "bpe", vocab_size=cfg.bpe_vocab_size)
         bpe_own = tiktoken_rate(load_tokenizer(tmp / "bpe").encoding, files)
-        encode_s = bpe_s - training_s
-        rss, wall = peak_rss_of_prepare([f"--input={tmp / 'corpus'}", "--tokenizer=gpt2", f"--out_dir={tmp / 'rss'}"])
+        rss, wall = peak_rss_of_prepare([f"--input={tmp / 'corpus'}", "--tokenizer=gpt2", f"--dataset={tmp / 'rss'}"])
     cores = len(os.sched_getaffinity(0))
     print(f"prepare: {megabytes:,.0f} MB of text ({len(files)} copies of the plays, one file each), {cores} cores")
     print(f"  BPE training, vocabulary {cfg.bpe_vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
-    rows = (("gpt2", gpt2, gpt2_own), (f"bpe {cfg.bpe_vocab_size}", megabytes / bpe_s, bpe_own),
-            ("  less its training", megabytes / encode_s, bpe_own))
+    rows = (("gpt2", megabytes / gpt2_s, gpt2_own), (f"bpe {cfg.bpe_vocab_size}", megabytes / bpe_s, bpe_own),
+            ("  less its training", megabytes / (bpe_s - bpe.tokenizer_seconds), bpe_own))
     for name, rate, own in rows:
         print(f"  {name:<20} prepare {rate:6.1f} MB/s   tiktoken encode_ordinary_batch {own:6.1f} MB/s   "
               f"ratio {rate / own:.2f}")
@@ -586,9 +541,9 @@ PASSES_KEYS_TO_TRAINING = ("training", "precision", "recipe")
 
 def main(argv: list[str]) -> None:
     name, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
-    is_own = [name not in PASSES_KEYS_TO_TRAINING or a[2:].partition("=")[0] in BenchConfig.__dataclass_fields__
-              for a in rest]
-    own, train_args = [a for a, o in zip(rest, is_own) if o], [a for a, o in zip(rest, is_own) if not o]
+    passes_keys = name in PASSES_KEYS_TO_TRAINING  # to train.py: every key that is not bench.py's own
+    own = [a for a in rest if not passes_keys or a[2:].partition("=")[0] in BenchConfig.__dataclass_fields__]
+    train_args = [a for a in rest if a not in own]
     cfg = read_config(BenchConfig, own)  # --help stops here
     if name not in BENCHMARKS:
         raise UserError(f"name a benchmark first: python bench.py {'|'.join(BENCHMARKS)} [--key=value ...]")

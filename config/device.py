@@ -13,19 +13,14 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 def pick_device(name: str) -> torch.device:
     """'auto' means cuda, then mps, then cpu."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} but CUDA is not available here; use --device=cpu or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device={name} but MPS is not available here; use --device=cpu or auto")
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device.type in available and not available[device.type]():
+        raise UserError(f"device={name} but {device.type.upper()} is not available here; use --device=cpu or auto")
     return device
 
 

@@ -23,18 +23,12 @@ def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
     if folder and path.is_dir():
         probe_writable(path, f"{key} {path} is not writable", fix)
         return path
-    parent = nearest_existing(path.parent)
+    parent = path.parent.absolute()
+    while not parent.exists() and parent != parent.parent:  # its nearest ancestor that exists
+        parent = parent.parent
     if not parent.is_dir():
         raise UserError(f"{key} {path} cannot be created: {parent} is a file, not a folder; {fix}")
     probe_writable(parent, f"{key} {path} cannot be written in {parent}", fix)
-    return path
-
-
-def nearest_existing(path: Path) -> Path:
-    """path itself if it exists, else its nearest ancestor that does."""
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
     return path
 
 

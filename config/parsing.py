@@ -11,10 +11,10 @@ top-level key that no command has is an error.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
-import sys
 import tomllib
 import types
 import typing
@@ -34,6 +34,9 @@ def option(default: Any, help: str, escapes: bool = False, choices: tuple = ()) 
     return dataclasses.field(metadata=metadata, **factory)
 
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def _allowed_types(hint: Any) -> tuple[type, ...]:
     """int | None -> (int, NoneType); list[str] -> (list,)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -41,21 +44,10 @@ def _allowed_types(hint: Any) -> tuple[type, ...]:
     return (typing.get_origin(hint) or hint,)
 
 
-def _item_type(hint: Any) -> type:
-    """list[int] -> int."""
-    return typing.get_args(hint)[0]
-
-
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is list:
-        return f"a list of {_item_type(hint).__name__}"
+        return f"a list of {typing.get_args(hint)[0].__name__}"
     return " or ".join("none" if t is type(None) else t.__name__ for t in _allowed_types(hint))
-
-
-def _finite(key: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise UserError(f"{key} must be a finite number, got {value}")
-    return value
 
 
 def _unescape(key: str, text: str) -> str:
@@ -71,41 +63,32 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     and one item as a list of one."""
     allowed = _allowed_types(hint)
     if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _finite(key, float(value))
+        if not math.isfinite(value):
+            raise UserError(f"{key} must be a finite number, got {value}")
+        return float(value)
     if list in allowed:
         items = value if isinstance(value, list) else [value]
-        if not all(type(item) is _item_type(hint) for item in items):
-            raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}")
-        return items
-    if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
-        raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}")
-    return value
+        if all(type(item) is typing.get_args(hint)[0] for item in items):
+            return items
+    elif isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
+        return value
+    raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}")
 
 
 def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) -> Any:
     allowed = _allowed_types(hint)
     if type(None) in allowed and text.lower() in ("none", "null", ""):
         return None
-    if bool in allowed:
-        if text.lower() in ("true", "1", "yes", "on"):
-            return True
-        if text.lower() in ("false", "0", "no", "off"):
-            return False
-    for kind in (int, float):
-        if kind in allowed:
-            try:
-                return _finite(f"--{key}", kind(text)) if kind is float else kind(text)
-            except ValueError:
-                pass
+    if bool in allowed and text.lower() in BOOLEANS:
+        return BOOLEANS[text.lower()]
+    for kind in (kind for kind in (int, float) if kind in allowed):
+        with contextlib.suppress(ValueError):
+            return _check_value(f"--{key}", kind(text), hint)
     if field.metadata.get("escapes"):
         text = _unescape(key, text)
-    if list in allowed and _item_type(hint) is int:
-        try:
-            return [int(part) for part in text.split(",")]  # --new_tokens=100,500
-        except ValueError:
-            pass
-    elif list in allowed:
-        return [text]
+    if list in allowed:
+        with contextlib.suppress(ValueError):  # --new_tokens=100,500
+            return [int(part) for part in text.split(",")] if typing.get_args(hint)[0] is int else [text]
     elif str in allowed:
         return text
     raise UserError(f"--{key} must be {_type_name(hint)}, got {text!r}")
@@ -136,11 +119,11 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
 
 
-def _toml_values(cls: type, path: str, table: dict[str, Any], command: str,
+def _toml_values(cls: type, path: str, table: dict[str, Any],
                  keys_by_command: dict[str, Collection[str]]) -> dict[str, tuple[Any, str]]:
     """The keys of one TOML file that belong to cls's command, each with where it was found.
     A key at the top level that no command has is an error; another command's key is left to it."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields, command = {f.name: f for f in dataclasses.fields(cls)}, cls.command
     found = {}
     for key, value in table.items():
         if key in keys_by_command and isinstance(value, dict):
@@ -157,14 +140,14 @@ def _toml_values(cls: type, path: str, table: dict[str, Any], command: str,
     return found
 
 
-def parse_config(cls: type[C], argv: list[str], command: str, keys_by_command: dict[str, Collection[str]]) -> C:
-    """Build cls, the config of `command`, from its defaults, then the TOML files and
+def parse_config(cls: type[C], argv: list[str], keys_by_command: dict[str, Collection[str]]) -> C:
+    """Build cls, the config of the command cls.command, from its defaults, then the TOML files and
     --key=value flags in argv. keys_by_command: every command's keys, train's included."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for path in (a for a in argv if not a.startswith("--")):
-        for key, (value, label) in _toml_values(cls, path, _read_toml(path), command, keys_by_command).items():
+        for key, (value, label) in _toml_values(cls, path, _read_toml(path), keys_by_command).items():
             values[key] = _check_value(label, value, hints[key])
     from_flags: dict[str, Any] = {}
     for flag in (a for a in argv if a.startswith("--")):
@@ -195,9 +178,3 @@ def help_text(cls: type, usage: str, command: str) -> str:
         lines.append(f"  {f'--{f.name}={default!r}':<38} {f.metadata.get('help', '')}")
     lines += ["", f"A TOML file's top-level keys apply to every command that has them; a [{command}] table to this one."]
     return "\n".join(lines)
-
-
-def exit_with_help_if_asked(cls: type, argv: list[str], usage: str, command: str) -> None:
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text(cls, usage, command))
-        sys.exit(0)

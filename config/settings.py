@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -14,7 +15,7 @@ from model.config import ModelOptions
 from model.weights import WEIGHTS
 
 from .errors import UserError
-from .parsing import exit_with_help_if_asked, option, parse_config
+from .parsing import help_text, option, parse_config
 
 C = TypeVar("C")
 
@@ -281,7 +282,9 @@ COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, 
 
 def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:
     """cls's config from argv (defaults < TOML files < flags); --help prints the keys and exits."""
-    usage = usage or getattr(cls, "usage", f"python {cls.command}.py [CONFIG.toml ...] [--key=value ...]")
-    exit_with_help_if_asked(cls, argv, usage, cls.command)
+    if any(a in ("-h", "--help") for a in argv):
+        default_usage = f"python {cls.command}.py [CONFIG.toml ...] [--key=value ...]"
+        print(help_text(cls, usage or getattr(cls, "usage", default_usage), cls.command))
+        sys.exit(0)
     keys = {name: [f.name for f in dataclasses.fields(command)] for name, command in COMMANDS.items()}
-    return parse_config(cls, argv, cls.command, keys)
+    return parse_config(cls, argv, keys)
