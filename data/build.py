@@ -1,45 +1,38 @@
-"""Building a dataset folder from a corpus: what data/prepare.py does.
-
-1. check out_dir (nothing there, or a dataset) and make a staging folder beside it;
-2. scan the inputs once: check them, hash them, count documents and characters;
-3. plan the validation split (data/splits.py);
-4. make the tokenizer (bpe: train it on the training split only);
-5. encode every piece in parallel, appending to train.bin and val.bin in order;
-6. write meta.json (and, for bpe, tokenizer.tiktoken), then swap the folder in whole.
-
-Every document ends with the tokenizer's end-of-text token. meta.json holds the
-tokenizer's description, the dtype, each split's tokens, UTF-8 bytes and
-documents, the inputs with their sha256, and `fingerprint`: the sha256 of
-train.bin's bytes followed by val.bin's.
+"""Building a dataset folder from a corpus: what data/prepare.py does. The inputs are scanned
+once (checked, hashed, counted), the validation split is planned, the tokenizer
+made (bpe: trained on the training split only), every piece encoded in parallel into train.bin and
+val.bin, meta.json written (data/dataset.py), all in a staging folder that is then swapped in whole.
+Every document ends with the tokenizer's end-of-text token.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .bins import TokenFile, encode_in_order, fingerprint
-from .bpe import DEFAULT_VOCAB_SIZE, RANK_FILE, check_vocab_size, train_bpe, write_rank_file
 from .dataset import open_dataset
 from .errors import DataError
 from .files import write_atomically
-from .sources import CorpusScan, find_inputs, read_pieces, scan_corpus
-from .splits import SplitPlan, label_pieces, plan_split
+from .sources import CorpusScan, Piece, find_inputs, read_pieces, scan_corpus
 from .staging import existing_dataset, make_staging_folder, swap_in
 from .hf_tokenizer import tokenizer_from_hf_folder
-from .tokenizer import TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer
+from .tokenizer import (DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer,
+                        check_vocab_size, train_bpe)
+
+RANK_FILE = "tokenizer.tiktoken"  # a bpe's ranks in tiktoken's own format, which load_tiktoken_bpe reads
 
 
 @dataclass
 class Prepared:
-    folder: Path
     meta: dict  # meta.json's contents
     reused: bool  # the folder already held exactly this dataset: nothing was written
     tokenizer_seconds: float = 0.0  # making the tokenizer: training it, for bpe
@@ -63,12 +56,12 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
             scan = scan_corpus(files, text_field, alphabet=tokenizer == "char", progress=bar.update)
         if old is not None and _same_dataset(out_dir, old, settings, scan):
-            return Prepared(out_dir, old, reused=True)
+            return Prepared(old, reused=True)
         if old is not None and not overwrite:
             raise _refusal(out_dir, old)
         meta, tokenizer_seconds = _build(files, scan, settings, staging, workers or _cores(), progress)
         swap_in(staging, out_dir)
-        return Prepared(out_dir, meta, reused=False, tokenizer_seconds=tokenizer_seconds)
+        return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -143,10 +136,49 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
             split.close()
     meta = _meta(tokenizer, dtype, splits, scan, plan, settings)
     if isinstance(tokenizer, BPETokenizer):
-        write_rank_file(tokenizer, staging)
+        write_atomically(staging / RANK_FILE, meta["tokenizer"]["ranks"].encode("ascii"))
         meta["tokenizer_file"] = RANK_FILE
     write_atomically(staging / "meta.json", json.dumps(meta, indent=2).encode())
     return meta, tokenizer_seconds
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which text is held out for validation. With several documents, k = round(n * val_fraction) of the n
+    documents, chosen by a generator seeded with `seed`, whole; with one document, or too few for k to reach
+    1, the tail of the whole text: its last val_fraction of characters. It depends on the corpus and the
+    settings alone, never on how many workers encode it."""
+    val_documents: np.ndarray | None  # (n,) bool: True for a validation document; None: the tail
+    tail_start: int  # the first character of the validation tail (when val_documents is None)
+
+    @property
+    def kind(self) -> str:
+        return "tail" if self.val_documents is None else "documents"
+
+
+def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> SplitPlan:
+    k = min(math.floor(documents * val_fraction + 0.5), documents - 1)  # round half up; keep one for training
+    if k < 1:
+        return SplitPlan(None, int(chars * (1 - val_fraction)))
+    val = np.zeros(documents, dtype=bool)
+    val[np.random.default_rng(seed).choice(documents, size=k, replace=False)] = True
+    return SplitPlan(val, 0)
+
+
+def label_pieces(pieces: Iterable[Piece], plan: SplitPlan) -> Iterator[tuple[str, Piece]]:
+    """Each piece with its split ("train" or "val"); the tail's first piece is cut where the tail starts."""
+    document, position = 0, 0  # index of the current document, characters before the piece
+    for piece in pieces:
+        if plan.val_documents is not None:
+            yield ("val" if plan.val_documents[document] else "train"), piece
+        else:
+            cut = min(max(plan.tail_start - position, 0), len(piece.text))
+            if cut > 0:
+                yield "train", Piece(piece.text[:cut], piece.ends_document and cut == len(piece.text))
+            if cut < len(piece.text):
+                yield "val", Piece(piece.text[cut:], piece.ends_document)
+            position += len(piece.text)
+        document += piece.ends_document
 
 
 def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progress: bool) -> Tokenizer:

@@ -17,7 +17,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import data.bins  # noqa: E402
-import data.bpe  # noqa: E402
 import data.build  # noqa: E402
 import data.staging  # noqa: E402
 from config.errors import run_cli  # noqa: E402
@@ -58,7 +57,7 @@ def inject(moment: str, signum: int) -> None:
 
     data.build.scan_corpus = scan_then_fault
     data.bins.TokenFile.append = append_half
-    data.build.write_atomically = data.bpe.write_atomically = write_half
+    data.build.write_atomically = write_half
     data.staging._exchange = exchange_then_fault
 
 

@@ -8,10 +8,9 @@ import pytest
 
 from corpus_files import DOCUMENTS, JSONL, write_corpus
 from data import load_tokenizer
-from data.build import prepare_dataset
+from data.build import plan_split, prepare_dataset
 from data.dataset import open_dataset
 from data.sources import SAFE_CUT, cut_pieces, find_inputs, read_pieces
-from data.splits import plan_split
 from data.tokenizer import GPT2Tokenizer, tokenizer_from_description
 
 SETTINGS = {"char": {}, "gpt2": {}, "bpe": {"vocab_size": 300}}
