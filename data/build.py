@@ -1,7 +1,8 @@
-"""Building a dataset folder from a corpus: what data/prepare.py does. The inputs are scanned
-once (checked, hashed, counted), the validation split is planned, the tokenizer
-made (bpe: trained on the training split only), every piece encoded in parallel into train.bin and
-val.bin, meta.json written (data/dataset.py), all in a staging folder that is then swapped in whole.
+"""Building a dataset folder from a corpus: what data/prepare.py does.
+
+The inputs are scanned once (checked, hashed, counted), the validation split is planned, the
+tokenizer made (bpe: trained on the training split only), every piece encoded into train.bin and
+val.bin and meta.json written (data/dataset.py), all in a staging folder then swapped in whole.
 Every document ends with the tokenizer's end-of-text token.
 """
 from __future__ import annotations
@@ -12,23 +13,25 @@ import math
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .bins import TokenFile, encode_in_order, fingerprint
 from .dataset import open_dataset
 from .errors import DataError
 from .files import write_atomically
+from .hf_tokenizer import tokenizer_from_hf_folder
 from .sources import CorpusScan, Piece, find_inputs, read_pieces, scan_corpus
 from .staging import existing_dataset, make_staging_folder, swap_in
-from .hf_tokenizer import tokenizer_from_hf_folder
 from .tokenizer import (DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer,
                         check_vocab_size, train_bpe)
 
 RANK_FILE = "tokenizer.tiktoken"  # a bpe's ranks in tiktoken's own format, which load_tiktoken_bpe reads
+BATCH_CHARS = 1 << 20  # characters of text per batch handed to an encoding thread
 
 
 @dataclass
@@ -99,10 +102,6 @@ def _same_dataset(out_dir: Path, old: dict, settings: dict, scan: CorpusScan) ->
     except DataError:
         return False
     return True
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _bar(progress: bool, what: str, total: int | None = None):
@@ -197,11 +196,93 @@ def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progre
         return train_bpe(training_text(), settings["vocab_size"])
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass
+class Encoded:
+    split: str
+    ids: np.ndarray  # the piece's token ids, then end-of-text if it ends its document
+    text_bytes: int  # UTF-8 bytes of the piece
+    ends_document: bool
+
+
+def encode_in_order(labelled: Iterable[tuple[str, Piece]], tokenizer: Tokenizer, workers: int) -> Iterator[Encoded]:
+    """Every piece encoded, in the order given, so the files never depend on the number of workers.
+    tiktoken releases the GIL while it encodes and the char tokenizer is a numpy lookup, so `workers`
+    threads encode batches while this one reads the next; a bounded number are in flight, so memory
+    does not grow with the corpus."""
+    in_flight = deque()
+    with ThreadPoolExecutor(workers) as pool:
+        try:
+            for batch in _batches(labelled):
+                in_flight.append(pool.submit(_encode_batch, tokenizer, batch))
+                if len(in_flight) > 2 * workers:  # keep every worker busy, and no more in memory
+                    yield from in_flight.popleft().result()
+            while in_flight:
+                yield from in_flight.popleft().result()
+        finally:  # stopped early (an error, Ctrl-C): drop what has not started
+            for future in in_flight:
+                future.cancel()
+
+
+def _batches(labelled: Iterable[tuple[str, Piece]]) -> Iterator[list[tuple[str, Piece]]]:
+    batch, chars = [], 0
+    for item in labelled:
+        batch.append(item)
+        chars += len(item[1].text)
+        if chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _encode_batch(tokenizer: Tokenizer, batch: list[tuple[str, Piece]]) -> list[Encoded]:
+    encoded = []
+    for split, piece in batch:
+        ids = tokenizer.encode_array(piece.text)
+        if piece.ends_document:
+            ids = np.append(ids, np.uint32(tokenizer.eot_token))
+        encoded.append(Encoded(split, ids, len(piece.text.encode("utf-8")), piece.ends_document))
+    return encoded
+
+
+class TokenFile:
+    """One split's .bin file, appended to as pieces come, hashed as it is written."""
+
+    def __init__(self, path: Path, dtype: np.dtype):
+        self.path, self.dtype = path, np.dtype(dtype)
+        self.sha256 = hashlib.sha256()
+        self.tokens = self.text_bytes = self.documents = 0
+        self._file = open(path, "wb")
+
+    def append(self, piece: Encoded) -> None:
+        payload = piece.ids.astype(self.dtype, copy=False).tobytes()
+        self._file.write(payload)
+        self.sha256.update(payload)
+        self.tokens += piece.ids.size
+        self.text_bytes += piece.text_bytes
+        self.documents += piece.ends_document
+
+    def close(self) -> None:
+        """Flush to disk (fsync), so the file is whole before the dataset is swapped in."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
 def _meta(tokenizer: Tokenizer, dtype: type, splits: dict[str, TokenFile], scan: CorpusScan, plan: SplitPlan,
           settings: dict) -> dict:
     hashes = [i["sha256"] for i in scan.inputs]
     source = hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
     train, val = splits["train"], splits["val"]
+    fingerprint = train.sha256.copy()  # sha256 of train.bin's bytes followed by val.bin's
+    with open(val.path, "rb") as f:
+        while block := f.read(1 << 20):
+            fingerprint.update(block)
     return {
         "tokenizer": tokenizer.describe(),
         "vocab_size": tokenizer.vocab_size,
@@ -212,7 +293,7 @@ def _meta(tokenizer: Tokenizer, dtype: type, splits: dict[str, TokenFile], scan:
         "train_tokens": train.tokens, "val_tokens": val.tokens,
         "train_bytes": train.text_bytes, "val_bytes": val.text_bytes,
         "train_documents": train.documents, "val_documents": val.documents,
-        "fingerprint": fingerprint(train, val.path),
+        "fingerprint": fingerprint.hexdigest(),
         "source_sha256": source,
         "inputs": scan.inputs,
         "prepared_with": settings,
