@@ -73,13 +73,6 @@ def dataset_identity(dataset: Dataset) -> dict:
     return {"fingerprint": dataset.meta["fingerprint"], "tokenizer": dataset.meta["tokenizer"]}
 
 
-def tokenizer_summary(description: dict) -> str:
-    """A tokenizer description in a few words, for messages: 'gpt2', 'char (65 characters)'."""
-    if description.get("kind") == "char":
-        return f"char ({len(description['chars'])} characters)"
-    return str(description.get("kind"))
-
-
 def tokenizer_change(saved: dict, current: dict) -> str:
     """How the current tokenizer differs from the saved one, in a few words for a message."""
     if saved.get("kind") == current.get("kind") == "char":
@@ -90,4 +83,7 @@ def tokenizer_change(saved: dict, current: dict) -> str:
         changes = [f"{len(chars)} {what} {chars[:10]!r}" for chars, what in ((added, "new:"), (missing, "missing:"))
                    if chars]
         return f"characters changed ({', '.join(changes)})"
-    return f"{tokenizer_summary(current)} instead of {tokenizer_summary(saved)}"
+
+    def summary(d: dict) -> str:  # 'gpt2', 'char (65 characters)'
+        return f"char ({len(d['chars'])} characters)" if d.get("kind") == "char" else str(d.get("kind"))
+    return f"{summary(current)} instead of {summary(saved)}"

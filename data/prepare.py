@@ -22,9 +22,7 @@ from data.dataset import dataset_dir  # noqa: E402
 
 def stop_on_sigterm() -> None:
     """SIGTERM stops like Ctrl-C: the staging folder is removed and out_dir is left as it was."""
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def main(argv: list[str]) -> None:
@@ -37,10 +35,10 @@ def main(argv: list[str]) -> None:
     except KeyboardInterrupt:
         print(f"interrupted: nothing half-written is left in {folder}", file=sys.stderr)
         sys.exit(130)
-    meta = prepared.meta
     if prepared.reused:
         print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")
         return
+    meta = prepared.meta
     documents = meta["train_documents"] + meta["val_documents"]
     held_out = (f"{meta['val_documents']:,} whole documents" if meta["split"] == "documents"
                 else f"the last {meta['val_fraction']:.0%} of the text")

@@ -1,12 +1,9 @@
-"""Reading the user's text: files, folders and globs of plain text, JSONL, Parquet
-and gzip, as one stream of documents, each cut into pieces of bounded size.
-
-A plain text file (any extension but those below, read as UTF-8) is one document.
-Each line of a .jsonl file and each row of a .parquet file is one (its field or
-column `text`, or text_field). `.gz` holds text or JSONL (name.jsonl.gz). Folders
-are walked recursively in sorted order, skipping hidden files and folders (names
-starting with a dot); globs are expanded in sorted order. Empty documents are
-skipped.
+"""Reading the user's text: files, folders and globs of plain text, JSONL, Parquet and gzip, as
+one stream of documents, each cut into pieces of bounded size. A plain text file (read as UTF-8)
+is one document; so is each line of a .jsonl file and each row of a .parquet file (its field or
+column `text`, or text_field). `.gz` holds text or JSONL (name.jsonl.gz). Folders are walked
+recursively and globs expanded in sorted order, hidden files and folders (a name starting with a
+dot) left out. Empty documents are skipped.
 """
 from __future__ import annotations
 
@@ -31,7 +28,7 @@ READ_BYTES = 1 << 20  # a text file is read in blocks of this size
 
 # Where a text may be cut without changing its tokens: after a letter followed by a space, or
 # after a newline between two non-space characters. No pre-token of GPT-2's pattern, nor of
-# the GPT-4-style pattern of the trained BPE (data/bpe.py), spans either place, and both
+# the GPT-4-style pattern of the trained BPE (train_bpe), spans either place, and both
 # patterns look ahead but never behind, so the parts encode to the tokens of the whole.
 # (A run of 2+ whitespace characters before a cut would be pre-tokenized differently at the
 # end of a part than before more text: hence one newline, with non-space on both sides.)
@@ -218,8 +215,7 @@ def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool 
     progress is called with the UTF-8 bytes of each piece of text read."""
     inputs = [{"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)} for path in files]
     documents = chars = text_bytes = 0
-    seen: set[str] = set()
-    has_text = False
+    seen, has_text = set(), False
     for piece in read_pieces(files, text_field):
         n_bytes = len(piece.text.encode("utf-8"))
         documents += piece.ends_document

@@ -1,13 +1,10 @@
 """Tokenizers behind one small interface: encode, decode, vocab_size, eot_token, describe.
 
-`describe()` returns plain data (str, int, list, dict) that is saved in meta.json
-and in every checkpoint; `tokenizer_from_description` rebuilds the tokenizer from
-it alone, offline. Three kinds:
-- char: one token per character of the corpus, plus (as prepare makes it) an
-  end-of-text token that decodes to nothing;
-- gpt2: OpenAI's GPT-2 BPE through tiktoken, ending documents with <|endoftext|>;
-- bpe: any other byte-level BPE, trained on the corpus (train_bpe) or a Hugging Face
-  model's (data/hf_tokenizer.py), encoded by tiktoken.
+`describe()` returns plain data, saved in meta.json and in every checkpoint, from which
+`tokenizer_from_description` rebuilds the tokenizer alone, offline. Three kinds: char (one token
+per character of the corpus, plus, as prepare makes it, an end-of-text token that decodes to
+nothing); gpt2 (OpenAI's GPT-2 BPE through tiktoken); bpe (any other byte-level BPE, trained on
+the corpus by train_bpe or a Hugging Face model's, data/hf_tokenizer.py, encoded by tiktoken).
 """
 from __future__ import annotations
 
