@@ -94,8 +94,7 @@ def _refusal(out_dir: Path, old: dict) -> DataError:
 
 def _same_dataset(out_dir: Path, old: dict, settings: dict, scan: CorpusScan) -> bool:
     """out_dir already holds, whole, the dataset these inputs and settings make."""
-    same_inputs = [i.get("sha256") for i in old.get("inputs", [])] == [i["sha256"] for i in scan.inputs]
-    if not same_inputs or old.get("prepared_with") != settings:
+    if old.get("source_sha256") != scan.source_sha256 or old.get("prepared_with") != settings:
         return False
     try:
         open_dataset(out_dir)
@@ -276,8 +275,6 @@ class TokenFile:
 
 def _meta(tokenizer: Tokenizer, dtype: type, splits: dict[str, TokenFile], scan: CorpusScan, plan: SplitPlan,
           settings: dict) -> dict:
-    hashes = [i["sha256"] for i in scan.inputs]
-    source = hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
     train, val = splits["train"], splits["val"]
     fingerprint = train.sha256.copy()  # sha256 of train.bin's bytes followed by val.bin's
     with open(val.path, "rb") as f:
@@ -294,7 +291,7 @@ def _meta(tokenizer: Tokenizer, dtype: type, splits: dict[str, TokenFile], scan:
         "train_bytes": train.text_bytes, "val_bytes": val.text_bytes,
         "train_documents": train.documents, "val_documents": val.documents,
         "fingerprint": fingerprint.hexdigest(),
-        "source_sha256": source,
+        "source_sha256": scan.source_sha256,
         "inputs": scan.inputs,
         "prepared_with": settings,
     }

@@ -203,6 +203,7 @@ def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> I
 class CorpusScan:
     """What one cheap pass over the inputs tells: their hashes, sizes and documents."""
     inputs: list[dict]  # {"path", "bytes", "sha256"} per file
+    source_sha256: str  # one file's sha256, or the sha256 of the files' hashes, one a line
     documents: int
     chars: int
     text_bytes: int  # UTF-8 bytes of all documents
@@ -214,6 +215,8 @@ def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool 
     """Read every input once: check it, hash it, count its documents and characters.
     progress is called with the UTF-8 bytes of each piece of text read."""
     inputs = [{"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)} for path in files]
+    hashes = [i["sha256"] for i in inputs]
+    source = hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
     documents = chars = text_bytes = 0
     seen, has_text = set(), False
     for piece in read_pieces(files, text_field):
@@ -228,7 +231,7 @@ def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool 
     if not has_text:
         named = files[0] if len(files) == 1 else f"all {len(files)} files"
         raise DataError(f"input {named} is empty (no text); give files with some content")
-    return CorpusScan(inputs, documents, chars, text_bytes, "".join(sorted(seen)) if alphabet else None)
+    return CorpusScan(inputs, source, documents, chars, text_bytes, "".join(sorted(seen)) if alphabet else None)
 
 
 def _sha256(path: Path) -> str:
@@ -237,16 +240,13 @@ def _sha256(path: Path) -> str:
 
 
 def read_text(path: str | Path) -> str:
-    """The file's text; a DataError if it is missing, not a file, empty or not UTF-8."""
+    """The file's text; a DataError if it is missing, not a file, empty, binary or not UTF-8."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"input {path} is a folder; give a UTF-8 text file")
     if not path.is_file():
         raise DataError(f"input file {path} not found; give a UTF-8 text file with --input")
-    raw = path.read_bytes()
-    if not raw.strip():
+    text = "".join(piece.text for piece in _text_pieces(path))
+    if not text.strip():
         raise DataError(f"input file {path} is empty; give a text file with some content")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, e.start) from None
+    return text
