@@ -62,7 +62,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
             return Prepared(old, reused=True)
         if old is not None and not overwrite:
             raise _refusal(out_dir, old)
-        meta, tokenizer_seconds = _build(files, scan, settings, staging, workers or _cores(), progress)
+        meta, tokenizer_seconds = _build(files, scan, settings, staging, workers, progress)
         swap_in(staging, out_dir)
         return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)
     finally:
@@ -132,7 +132,7 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
     finally:
         for split in splits.values():
             split.close()
-    meta = _meta(tokenizer, dtype, splits, scan, plan, settings)
+    meta = _meta(tokenizer, splits, scan, plan, settings)
     if isinstance(tokenizer, BPETokenizer):
         write_atomically(staging / RANK_FILE, meta["tokenizer"]["ranks"].encode("ascii"))
         meta["tokenizer_file"] = RANK_FILE
@@ -195,10 +195,6 @@ def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progre
         return train_bpe(training_text(), settings["vocab_size"])
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 @dataclass
 class Encoded:
     split: str
@@ -211,7 +207,8 @@ def encode_in_order(labelled: Iterable[tuple[str, Piece]], tokenizer: Tokenizer,
     """Every piece encoded, in the order given, so the files never depend on the number of workers.
     tiktoken releases the GIL while it encodes and the char tokenizer is a numpy lookup, so `workers`
     threads encode batches while this one reads the next; a bounded number are in flight, so memory
-    does not grow with the corpus."""
+    does not grow with the corpus. workers=0: one per core this process may use."""
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     in_flight = deque()
     with ThreadPoolExecutor(workers) as pool:
         try:
@@ -267,31 +264,22 @@ class TokenFile:
 
     def close(self) -> None:
         """Flush to disk (fsync), so the file is whole before the dataset is swapped in."""
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
 
 
-def _meta(tokenizer: Tokenizer, dtype: type, splits: dict[str, TokenFile], scan: CorpusScan, plan: SplitPlan,
+def _meta(tokenizer: Tokenizer, splits: dict[str, TokenFile], scan: CorpusScan, plan: SplitPlan,
           settings: dict) -> dict:
     train, val = splits["train"], splits["val"]
     fingerprint = train.sha256.copy()  # sha256 of train.bin's bytes followed by val.bin's
     with open(val.path, "rb") as f:
         while block := f.read(1 << 20):
             fingerprint.update(block)
-    return {
-        "tokenizer": tokenizer.describe(),
-        "vocab_size": tokenizer.vocab_size,
-        "eot_token": tokenizer.eot_token,
-        "dtype": np.dtype(dtype).name,
-        "val_fraction": settings["val_fraction"],
-        "split": plan.kind,
-        "train_tokens": train.tokens, "val_tokens": val.tokens,
-        "train_bytes": train.text_bytes, "val_bytes": val.text_bytes,
-        "train_documents": train.documents, "val_documents": val.documents,
-        "fingerprint": fingerprint.hexdigest(),
-        "source_sha256": scan.source_sha256,
-        "inputs": scan.inputs,
-        "prepared_with": settings,
-    }
+    return {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,
+            "dtype": train.dtype.name, "val_fraction": settings["val_fraction"], "split": plan.kind,
+            "train_tokens": train.tokens, "val_tokens": val.tokens,
+            "train_bytes": train.text_bytes, "val_bytes": val.text_bytes,
+            "train_documents": train.documents, "val_documents": val.documents,
+            "fingerprint": fingerprint.hexdigest(), "source_sha256": scan.source_sha256, "inputs": scan.inputs,
+            "prepared_with": settings}
