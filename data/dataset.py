@@ -37,7 +37,6 @@ def read_meta(folder: Path) -> dict:
 
 @dataclass
 class Dataset:
-    folder: Path
     meta: dict
     train: np.ndarray  # memory-mapped token ids
     val: np.ndarray
@@ -65,7 +64,7 @@ def open_dataset(folder: Path) -> Dataset:
             if top >= vocab_size:
                 raise DataError(f"{folder / name}.bin holds token id {top}, outside the vocabulary of {vocab_size} "
                                 f"in meta.json; re-run python data/prepare.py for it")
-    return Dataset(folder, meta, splits["train"], splits["val"])
+    return Dataset(meta, splits["train"], splits["val"])
 
 
 def dataset_identity(dataset: Dataset) -> dict:

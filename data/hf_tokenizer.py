@@ -1,13 +1,11 @@
 """Tokenizers in Hugging Face's format (tokenizer.json, tokenizer_config.json), both ways.
 
-In: a folder's byte-level BPE tokenizer (GPT-2's, Llama 3's, Qwen's and their kind: a split
-pattern, bytes mapped to printable characters, merges) becomes a BPETokenizer: the
-vocabulary turned back into bytes is tiktoken's ranks. GPT-2's own comes back as the gpt2
-kind. Anything else (SentencePiece's Unigram or byte-fallback BPE, WordPiece, ...) is refused.
-
-Out: a tokenizer over a tiktoken Encoding is converted with transformers' TikTokenConverter;
-the char tokenizer is built from `tokenizers` components (one token per character), and
-comes back in as the char tokenizer.
+In: a folder's byte-level BPE tokenizer (GPT-2's, Llama 3's, Qwen's and their kind: a split pattern,
+bytes mapped to printable characters, merges) becomes a BPETokenizer, its vocabulary turned back into
+bytes being tiktoken's ranks; GPT-2's own comes back as the gpt2 kind. Anything else (SentencePiece's
+Unigram or byte-fallback BPE, WordPiece, ...) is refused. Out: a tokenizer over a tiktoken Encoding is
+converted with transformers' TikTokenConverter; the char tokenizer is built from `tokenizers` parts
+(one token per character), and comes back in as the char tokenizer.
 """
 from __future__ import annotations
 
