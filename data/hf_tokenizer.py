@@ -65,7 +65,8 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
     try:
         ranks = {bytes(byte_of[c] for c in token): i for token, i in vocab.items() if i not in special_ids}
     except KeyError as e:
-        raise DataError(f"{folder}: its vocabulary holds {e.args[0]!r}, not a byte-level character; {SUPPORTED}") from None
+        raise DataError(f"{folder}: its vocabulary holds {e.args[0]!r}, not a byte-level character; "
+                        f"{SUPPORTED}") from None
     if len({bytes([b]) for b in range(256)} - ranks.keys()):
         raise DataError(f"{folder}: its vocabulary lacks some of the 256 single bytes; {SUPPORTED}")
     merges = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
@@ -73,14 +74,6 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
     if min(merged, default=0) < 0 or any(a > b for a, b in zip(merged, merged[1:])):
         raise DataError(f"{folder}: its merges do not follow its vocabulary's ids, which tiktoken's ranks must do")
     return ranks
-
-
-def _eot_token(folder: Path, special: dict[str, int]) -> int | None:
-    """The end-of-text id: tokenizer_config.json's eos_token, else <|endoftext|>, if either is special."""
-    config = folder / "tokenizer_config.json"
-    eos = _read_json(config).get("eos_token") if config.is_file() else None
-    eos = eos.get("content") if isinstance(eos, dict) else eos
-    return special.get(eos, special.get(END_OF_TEXT))
 
 
 def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
@@ -108,8 +101,11 @@ def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
     if normalizer is not None and normalizer.get("type") != "NFC":
         raise DataError(f"{folder}: its tokenizer normalizes text with {normalizer.get('type')}, which is not "
                         f"supported; {SUPPORTED} (with no normalizer or NFC)")
-    tokenizer = BPETokenizer(_byte_ranks(model, special, folder), pattern, special, _eot_token(folder, special),
-                             "NFC" if normalizer else None)
+    config = folder / "tokenizer_config.json"  # its eos_token ends a document, else <|endoftext|>, if special
+    eos = _read_json(config).get("eos_token") if config.is_file() else None
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    tokenizer = BPETokenizer(_byte_ranks(model, special, folder), pattern, special,
+                             special.get(eos, special.get(END_OF_TEXT)), "NFC" if normalizer else None)
     expected = tokenizers.Tokenizer.from_file(str(path)).encode(PROBE_TEXT, add_special_tokens=False).ids
     if tokenizer.encode(PROBE_TEXT) != expected:
         raise DataError(f"{folder}: its tokenizer splits text in a way tiktoken does not reproduce; {SUPPORTED}")

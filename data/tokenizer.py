@@ -164,7 +164,8 @@ def check_vocab_size(vocab_size: int) -> None:
         raise DataError(f"bpe_vocab_size={vocab_size} is too small: a byte-level BPE needs the 256 bytes and "
                         f"1 special token; use --bpe_vocab_size={MIN_VOCAB_SIZE} or more")
     if vocab_size > 2**32:
-        raise DataError(f"bpe_vocab_size={vocab_size} does not fit token ids of 32 bits; use a smaller --bpe_vocab_size")
+        raise DataError(f"bpe_vocab_size={vocab_size} does not fit token ids of 32 bits; "
+                        f"use a smaller --bpe_vocab_size")
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
@@ -231,7 +232,8 @@ def tokenizer_from_description(description: dict) -> Tokenizer:
     if kind != "bpe":
         raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
     try:
-        ranks = {base64.b64decode(token): int(rank) for token, rank in map(str.split, description["ranks"].splitlines())}
+        lines = description["ranks"].splitlines()
+        ranks = {base64.b64decode(token): int(rank) for token, rank in map(str.split, lines)}
     except ValueError as e:
         raise DataError(f"a BPE tokenizer's ranks are damaged ({e}); prepare the dataset again") from None
     return BPETokenizer(ranks, description["pattern"], description["special_tokens"], description.get("eot_token"),
