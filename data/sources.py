@@ -214,7 +214,11 @@ def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool 
                 progress: Callable[[int], None] = lambda n: None) -> CorpusScan:
     """Read every input once: check it, hash it, count its documents and characters.
     progress is called with the UTF-8 bytes of each piece of text read."""
-    inputs = [{"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)} for path in files]
+    inputs = []
+    for path in files:
+        with _open(path, raw=True) as f:
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+        inputs.append({"path": str(path), "bytes": path.stat().st_size, "sha256": sha256})
     hashes = [i["sha256"] for i in inputs]
     source = hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
     documents = chars = text_bytes = 0
@@ -232,11 +236,6 @@ def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool 
         named = files[0] if len(files) == 1 else f"all {len(files)} files"
         raise DataError(f"input {named} is empty (no text); give files with some content")
     return CorpusScan(inputs, source, documents, chars, text_bytes, "".join(sorted(seen)) if alphabet else None)
-
-
-def _sha256(path: Path) -> str:
-    with _open(path, raw=True) as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_text(path: str | Path) -> str:

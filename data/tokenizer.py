@@ -97,8 +97,7 @@ class TiktokenTokenizer:
     def __init__(self, encoding, eot_token: int | None, normalizer: str | None = None):
         self.encoding = encoding  # the tiktoken.Encoding itself: what an export to Hugging Face's format converts
         self.vocab_size = encoding.n_vocab  # the largest id + 1
-        self.eot_token = eot_token
-        self.normalizer = normalizer
+        self.eot_token, self.normalizer = eot_token, normalizer
 
     def _normalized(self, text: str) -> str:
         return unicodedata.normalize(self.normalizer, text) if self.normalizer else text
