@@ -21,13 +21,12 @@ from config.device import autocast, pick_device, resolve_dtype
 from config.errors import UserError, run_cli
 from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config
 from data import load_tokenizer
-from data.bpe import train_bpe
 from data.build import prepare_dataset
 from data.corpora import ensure_dataset, shakespeare_text
 from data.sources import read_pieces
 from data.dataset import open_dataset
 from data.loader import BatchLoader
-from data.tokenizer import load_gpt2_encoding
+from data.tokenizer import load_gpt2_encoding, train_bpe
 from eval import validation_split
 from model import GPT, GPTConfig
 from model.compiled_decoding import compiled_step

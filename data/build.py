@@ -1,45 +1,41 @@
 """Building a dataset folder from a corpus: what data/prepare.py does.
 
-1. check out_dir (nothing there, or a dataset) and make a staging folder beside it;
-2. scan the inputs once: check them, hash them, count documents and characters;
-3. plan the validation split (data/splits.py);
-4. make the tokenizer (bpe: train it on the training split only);
-5. encode every piece in parallel, appending to train.bin and val.bin in order;
-6. write meta.json (and, for bpe, tokenizer.tiktoken), then swap the folder in whole.
-
-Every document ends with the tokenizer's end-of-text token. meta.json holds the
-tokenizer's description, the dtype, each split's tokens, UTF-8 bytes and
-documents, the inputs with their sha256, and `fingerprint`: the sha256 of
-train.bin's bytes followed by val.bin's.
+The inputs are scanned once (checked, hashed, counted), the validation split is planned, the
+tokenizer made (bpe: trained on the training split only), every piece encoded into train.bin and
+val.bin and meta.json written (data/dataset.py), all in a staging folder then swapped in whole.
+Every document ends with the tokenizer's end-of-text token.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .bins import TokenFile, encode_in_order, fingerprint
-from .bpe import DEFAULT_VOCAB_SIZE, RANK_FILE, check_vocab_size, train_bpe, write_rank_file
 from .dataset import open_dataset
 from .errors import DataError
 from .files import write_atomically
-from .sources import CorpusScan, find_inputs, read_pieces, scan_corpus
-from .splits import SplitPlan, label_pieces, plan_split
-from .staging import existing_dataset, make_staging_folder, swap_in
 from .hf_tokenizer import tokenizer_from_hf_folder
-from .tokenizer import TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer
+from .sources import CorpusScan, Piece, find_inputs, read_pieces, scan_corpus
+from .staging import existing_dataset, make_staging_folder, swap_in
+from .tokenizer import (DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer,
+                        check_vocab_size, train_bpe)
+
+RANK_FILE = "tokenizer.tiktoken"  # a bpe's ranks in tiktoken's own format, which load_tiktoken_bpe reads
+BATCH_CHARS = 1 << 20  # characters of text per batch handed to an encoding thread
 
 
 @dataclass
 class Prepared:
-    folder: Path
     meta: dict  # meta.json's contents
     reused: bool  # the folder already held exactly this dataset: nothing was written
     tokenizer_seconds: float = 0.0  # making the tokenizer: training it, for bpe
@@ -63,12 +59,12 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
             scan = scan_corpus(files, text_field, alphabet=tokenizer == "char", progress=bar.update)
         if old is not None and _same_dataset(out_dir, old, settings, scan):
-            return Prepared(out_dir, old, reused=True)
+            return Prepared(old, reused=True)
         if old is not None and not overwrite:
             raise _refusal(out_dir, old)
-        meta, tokenizer_seconds = _build(files, scan, settings, staging, workers or _cores(), progress)
+        meta, tokenizer_seconds = _build(files, scan, settings, staging, workers, progress)
         swap_in(staging, out_dir)
-        return Prepared(out_dir, meta, reused=False, tokenizer_seconds=tokenizer_seconds)
+        return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -98,18 +94,13 @@ def _refusal(out_dir: Path, old: dict) -> DataError:
 
 def _same_dataset(out_dir: Path, old: dict, settings: dict, scan: CorpusScan) -> bool:
     """out_dir already holds, whole, the dataset these inputs and settings make."""
-    same_inputs = [i.get("sha256") for i in old.get("inputs", [])] == [i["sha256"] for i in scan.inputs]
-    if not same_inputs or old.get("prepared_with") != settings:
+    if old.get("source_sha256") != scan.source_sha256 or old.get("prepared_with") != settings:
         return False
     try:
         open_dataset(out_dir)
     except DataError:
         return False
     return True
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _bar(progress: bool, what: str, total: int | None = None):
@@ -141,12 +132,51 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
     finally:
         for split in splits.values():
             split.close()
-    meta = _meta(tokenizer, dtype, splits, scan, plan, settings)
+    meta = _meta(tokenizer, splits, scan, plan, settings)
     if isinstance(tokenizer, BPETokenizer):
-        write_rank_file(tokenizer, staging)
+        write_atomically(staging / RANK_FILE, meta["tokenizer"]["ranks"].encode("ascii"))
         meta["tokenizer_file"] = RANK_FILE
     write_atomically(staging / "meta.json", json.dumps(meta, indent=2).encode())
     return meta, tokenizer_seconds
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Which text is held out for validation. With several documents, k = round(n * val_fraction) of the n
+    documents, chosen by a generator seeded with `seed`, whole; with one document, or too few for k to reach
+    1, the tail of the whole text: its last val_fraction of characters. It depends on the corpus and the
+    settings alone, never on how many workers encode it."""
+    val_documents: np.ndarray | None  # (n,) bool: True for a validation document; None: the tail
+    tail_start: int  # the first character of the validation tail (when val_documents is None)
+
+    @property
+    def kind(self) -> str:
+        return "tail" if self.val_documents is None else "documents"
+
+
+def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> SplitPlan:
+    k = min(math.floor(documents * val_fraction + 0.5), documents - 1)  # round half up; keep one for training
+    if k < 1:
+        return SplitPlan(None, int(chars * (1 - val_fraction)))
+    val = np.zeros(documents, dtype=bool)
+    val[np.random.default_rng(seed).choice(documents, size=k, replace=False)] = True
+    return SplitPlan(val, 0)
+
+
+def label_pieces(pieces: Iterable[Piece], plan: SplitPlan) -> Iterator[tuple[str, Piece]]:
+    """Each piece with its split ("train" or "val"); the tail's first piece is cut where the tail starts."""
+    document, position = 0, 0  # index of the current document, characters before the piece
+    for piece in pieces:
+        if plan.val_documents is not None:
+            yield ("val" if plan.val_documents[document] else "train"), piece
+        else:
+            cut = min(max(plan.tail_start - position, 0), len(piece.text))
+            if cut > 0:
+                yield "train", Piece(piece.text[:cut], piece.ends_document and cut == len(piece.text))
+            if cut < len(piece.text):
+                yield "val", Piece(piece.text[cut:], piece.ends_document)
+            position += len(piece.text)
+        document += piece.ends_document
 
 
 def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progress: bool) -> Tokenizer:
@@ -165,23 +195,91 @@ def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progre
         return train_bpe(training_text(), settings["vocab_size"])
 
 
-def _meta(tokenizer: Tokenizer, dtype: type, splits: dict[str, TokenFile], scan: CorpusScan, plan: SplitPlan,
+@dataclass
+class Encoded:
+    split: str
+    ids: np.ndarray  # the piece's token ids, then end-of-text if it ends its document
+    text_bytes: int  # UTF-8 bytes of the piece
+    ends_document: bool
+
+
+def encode_in_order(labelled: Iterable[tuple[str, Piece]], tokenizer: Tokenizer, workers: int) -> Iterator[Encoded]:
+    """Every piece encoded, in the order given, so the files never depend on the number of workers.
+    tiktoken releases the GIL while it encodes and the char tokenizer is a numpy lookup, so `workers`
+    threads encode batches while this one reads the next; a bounded number are in flight, so memory
+    does not grow with the corpus. workers=0: one per core this process may use."""
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    in_flight = deque()
+    with ThreadPoolExecutor(workers) as pool:
+        try:
+            for batch in _batches(labelled):
+                in_flight.append(pool.submit(_encode_batch, tokenizer, batch))
+                if len(in_flight) > 2 * workers:  # keep every worker busy, and no more in memory
+                    yield from in_flight.popleft().result()
+            while in_flight:
+                yield from in_flight.popleft().result()
+        finally:  # stopped early (an error, Ctrl-C): drop what has not started
+            for future in in_flight:
+                future.cancel()
+
+
+def _batches(labelled: Iterable[tuple[str, Piece]]) -> Iterator[list[tuple[str, Piece]]]:
+    batch, chars = [], 0
+    for item in labelled:
+        batch.append(item)
+        chars += len(item[1].text)
+        if chars >= BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _encode_batch(tokenizer: Tokenizer, batch: list[tuple[str, Piece]]) -> list[Encoded]:
+    encoded = []
+    for split, piece in batch:
+        ids = tokenizer.encode_array(piece.text)
+        if piece.ends_document:
+            ids = np.append(ids, np.uint32(tokenizer.eot_token))
+        encoded.append(Encoded(split, ids, len(piece.text.encode("utf-8")), piece.ends_document))
+    return encoded
+
+
+class TokenFile:
+    """One split's .bin file, appended to as pieces come, hashed as it is written."""
+
+    def __init__(self, path: Path, dtype: np.dtype):
+        self.path, self.dtype = path, np.dtype(dtype)
+        self.sha256 = hashlib.sha256()
+        self.tokens = self.text_bytes = self.documents = 0
+        self._file = open(path, "wb")
+
+    def append(self, piece: Encoded) -> None:
+        payload = piece.ids.astype(self.dtype, copy=False).tobytes()
+        self._file.write(payload)
+        self.sha256.update(payload)
+        self.tokens += piece.ids.size
+        self.text_bytes += piece.text_bytes
+        self.documents += piece.ends_document
+
+    def close(self) -> None:
+        """Flush to disk (fsync), so the file is whole before the dataset is swapped in."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
+def _meta(tokenizer: Tokenizer, splits: dict[str, TokenFile], scan: CorpusScan, plan: SplitPlan,
           settings: dict) -> dict:
-    hashes = [i["sha256"] for i in scan.inputs]
-    source = hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
     train, val = splits["train"], splits["val"]
-    return {
-        "tokenizer": tokenizer.describe(),
-        "vocab_size": tokenizer.vocab_size,
-        "eot_token": tokenizer.eot_token,
-        "dtype": np.dtype(dtype).name,
-        "val_fraction": settings["val_fraction"],
-        "split": plan.kind,
-        "train_tokens": train.tokens, "val_tokens": val.tokens,
-        "train_bytes": train.text_bytes, "val_bytes": val.text_bytes,
-        "train_documents": train.documents, "val_documents": val.documents,
-        "fingerprint": fingerprint(train, val.path),
-        "source_sha256": source,
-        "inputs": scan.inputs,
-        "prepared_with": settings,
-    }
+    fingerprint = train.sha256.copy()  # sha256 of train.bin's bytes followed by val.bin's
+    with open(val.path, "rb") as f:
+        while block := f.read(1 << 20):
+            fingerprint.update(block)
+    return {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,
+            "dtype": train.dtype.name, "val_fraction": settings["val_fraction"], "split": plan.kind,
+            "train_tokens": train.tokens, "val_tokens": val.tokens,
+            "train_bytes": train.text_bytes, "val_bytes": val.text_bytes,
+            "train_documents": train.documents, "val_documents": val.documents,
+            "fingerprint": fingerprint.hexdigest(), "source_sha256": scan.source_sha256, "inputs": scan.inputs,
+            "prepared_with": settings}

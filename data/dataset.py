@@ -1,11 +1,10 @@
 """Dataset folders: train.bin and val.bin (raw token ids) and meta.json.
 
-meta.json describes the tokenizer, the dtype of the ids (uint16, or uint32 when
-the vocabulary needs it), the token and byte counts of each split, the
-validation fraction and the source text's sha256.
-
-A dataset's identity (its tokenizer and a fingerprint of its token files) is
-what a checkpoint records of the data it was trained on.
+meta.json holds the tokenizer's description, the dtype of the ids (uint16, or uint32 when
+the vocabulary needs it), each split's tokens, UTF-8 bytes and documents, the validation
+fraction, the inputs with their sha256, and `fingerprint`: the sha256 of train.bin's bytes
+followed by val.bin's. The fingerprint and the tokenizer are the dataset's identity: what a
+checkpoint records of the data it was trained on.
 """
 from __future__ import annotations
 
@@ -27,60 +26,50 @@ def dataset_dir(dataset: str) -> Path:
     return path if path.is_absolute() or len(path.parts) > 1 else DATA_ROOT / dataset
 
 
+def read_meta(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "meta.json").read_text())
+    except FileNotFoundError:
+        raise DataError(f"{folder}/meta.json not found; make the dataset with python data/prepare.py") from None
+    except ValueError as e:
+        raise DataError(f"dataset {folder} is inconsistent ({e}); re-run python data/prepare.py for it") from None
+
+
 @dataclass
 class Dataset:
-    folder: Path
     meta: dict
     train: np.ndarray  # memory-mapped token ids
     val: np.ndarray
-    fingerprint: str  # sha256 of train.bin's bytes followed by val.bin's
 
 
 def open_dataset(folder: Path) -> Dataset:
-    """Open a prepared dataset folder, checking meta.json against its bins."""
+    """Open a prepared dataset folder, checking meta.json against its bins, and every id against the
+    vocabulary (a bin from another dataset, a damaged file), in one pass of bounded chunks."""
+    meta = read_meta(folder)
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-        dtype = np.dtype(meta["dtype"])
+        dtype, vocab_size = np.dtype(meta["dtype"]), int(meta["vocab_size"])
+        if "fingerprint" not in meta:
+            raise ValueError("meta.json has no fingerprint of its token files: an earlier format")
         splits = {}
         for name in ("train", "val"):
             path = folder / f"{name}.bin"
             if not path.is_file() or path.stat().st_size != meta[f"{name}_tokens"] * dtype.itemsize:
                 raise ValueError(f"{path.name} does not hold the {meta[f'{name}_tokens']} tokens meta.json lists")
             splits[name] = np.memmap(path, dtype=dtype, mode="r")
-        vocab_size = int(meta["vocab_size"])
-        if "fingerprint" not in meta:
-            raise ValueError("meta.json has no fingerprint of its token files: an earlier format")
-        fingerprint = meta["fingerprint"]
-    except FileNotFoundError:
-        raise DataError(f"{folder}/meta.json not found; make the dataset with python data/prepare.py") from None
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"dataset {folder} is inconsistent ({e}); re-run python data/prepare.py for it") from None
     for name, tokens in splits.items():
-        scan_token_file(folder / f"{name}.bin", tokens, vocab_size)
-    return Dataset(folder, meta, splits["train"], splits["val"], fingerprint)
-
-
-def scan_token_file(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
-    """One pass over a split in bounded chunks: refuse ids the model has no embedding for (a bin from
-    another dataset, a damaged file)."""
-    for start in range(0, len(tokens), CHUNK_TOKENS):
-        chunk = tokens[start : start + CHUNK_TOKENS]
-        top = int(chunk.max())
-        if top >= vocab_size:
-            raise DataError(f"{path} holds token id {top}, outside the vocabulary of {vocab_size} in meta.json; "
-                            f"re-run python data/prepare.py for it")
+        for start in range(0, len(tokens), CHUNK_TOKENS):
+            top = int(tokens[start : start + CHUNK_TOKENS].max())
+            if top >= vocab_size:
+                raise DataError(f"{folder / name}.bin holds token id {top}, outside the vocabulary of {vocab_size} "
+                                f"in meta.json; re-run python data/prepare.py for it")
+    return Dataset(meta, splits["train"], splits["val"])
 
 
 def dataset_identity(dataset: Dataset) -> dict:
     """What a checkpoint records of the data it was trained on: plain strings only."""
-    return {"fingerprint": dataset.fingerprint, "tokenizer": dataset.meta["tokenizer"]}
-
-
-def tokenizer_summary(description: dict) -> str:
-    """A tokenizer description in a few words, for messages: 'gpt2', 'char (65 characters)'."""
-    if description.get("kind") == "char":
-        return f"char ({len(description['chars'])} characters)"
-    return str(description.get("kind"))
+    return {"fingerprint": dataset.meta["fingerprint"], "tokenizer": dataset.meta["tokenizer"]}
 
 
 def tokenizer_change(saved: dict, current: dict) -> str:
@@ -93,4 +82,7 @@ def tokenizer_change(saved: dict, current: dict) -> str:
         changes = [f"{len(chars)} {what} {chars[:10]!r}" for chars, what in ((added, "new:"), (missing, "missing:"))
                    if chars]
         return f"characters changed ({', '.join(changes)})"
-    return f"{tokenizer_summary(current)} instead of {tokenizer_summary(saved)}"
+
+    def summary(d: dict) -> str:  # 'gpt2', 'char (65 characters)'
+        return f"char ({len(d['chars'])} characters)" if d.get("kind") == "char" else str(d.get("kind"))
+    return f"{summary(current)} instead of {summary(saved)}"

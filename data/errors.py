@@ -1,6 +1,5 @@
-"""The one exception type of data/: input that cannot be used (a corpus, a dataset
-folder, text to encode). Its message says what to do; the command-line layer
-shows it as one line."""
+"""The one exception type of data/. Its message says what to do; the command-line layer shows it as
+one line."""
 
 
 class DataError(ValueError):

@@ -1,13 +1,11 @@
 """Tokenizers in Hugging Face's format (tokenizer.json, tokenizer_config.json), both ways.
 
-In: a folder's byte-level BPE tokenizer (GPT-2's, Llama 3's, Qwen's and their kind: a split
-pattern, bytes mapped to printable characters, merges) becomes a BPETokenizer: the
-vocabulary turned back into bytes is tiktoken's ranks. GPT-2's own comes back as the gpt2
-kind. Anything else (SentencePiece's Unigram or byte-fallback BPE, WordPiece, ...) is refused.
-
-Out: a tokenizer over a tiktoken Encoding is converted with transformers' TikTokenConverter;
-the char tokenizer is built from `tokenizers` components (one token per character), and
-comes back in as the char tokenizer.
+In: a folder's byte-level BPE tokenizer (GPT-2's, Llama 3's, Qwen's and their kind: a split pattern,
+bytes mapped to printable characters, merges) becomes a BPETokenizer, its vocabulary turned back into
+bytes being tiktoken's ranks; GPT-2's own comes back as the gpt2 kind. Anything else (SentencePiece's
+Unigram or byte-fallback BPE, WordPiece, ...) is refused. Out: a tokenizer over a tiktoken Encoding is
+converted with transformers' TikTokenConverter; the char tokenizer is built from `tokenizers` parts
+(one token per character), and comes back in as the char tokenizer.
 """
 from __future__ import annotations
 
@@ -29,15 +27,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"{path} cannot be read as JSON ({e}); give a folder written by save_pretrained") from None
-
-
-def _check_model(model: dict, folder: Path) -> None:
-    kind = model.get("type")
-    if kind != "BPE":
-        raise DataError(f"{folder}: its tokenizer is a {kind} model; {SUPPORTED}")
-    if model.get("byte_fallback") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        raise DataError(f"{folder}: its tokenizer is a SentencePiece-style BPE (byte fallback or word markers); "
-                        f"{SUPPORTED}")
 
 
 def _split_pattern(pre: dict | None, folder: Path) -> str:
@@ -76,7 +65,8 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
     try:
         ranks = {bytes(byte_of[c] for c in token): i for token, i in vocab.items() if i not in special_ids}
     except KeyError as e:
-        raise DataError(f"{folder}: its vocabulary holds {e.args[0]!r}, not a byte-level character; {SUPPORTED}") from None
+        raise DataError(f"{folder}: its vocabulary holds {e.args[0]!r}, not a byte-level character; "
+                        f"{SUPPORTED}") from None
     if len({bytes([b]) for b in range(256)} - ranks.keys()):
         raise DataError(f"{folder}: its vocabulary lacks some of the 256 single bytes; {SUPPORTED}")
     merges = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
@@ -86,42 +76,39 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
     return ranks
 
 
-def _eot_token(folder: Path, special: dict[str, int]) -> int | None:
-    """The end-of-text id: tokenizer_config.json's eos_token, else <|endoftext|>, if either is special."""
-    config = folder / "tokenizer_config.json"
-    eos = _read_json(config).get("eos_token") if config.is_file() else None
-    eos = eos.get("content") if isinstance(eos, dict) else eos
-    return special.get(eos, special.get(END_OF_TEXT))
-
-
-def _normalizer(spec: dict | None, folder: Path) -> str | None:
-    if spec is None:
-        return None
-    if spec.get("type") == "NFC":
-        return "NFC"
-    raise DataError(f"{folder}: its tokenizer normalizes text with {spec.get('type')}, which is not supported; "
-                    f"{SUPPORTED} (with no normalizer or NFC)")
-
-
 def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
     """The tokenizer of a Hugging Face model folder, as a BPETokenizer (GPT2Tokenizer for GPT-2's own,
     CharTokenizer for smallgpt's char tokenizer written out). DataError, in one line, for a folder without
     tokenizer.json or a tokenizer that is not byte-level BPE."""
+    import tokenizers
+
     folder = Path(folder)
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise DataError(f"{folder} has no tokenizer.json; save the model's tokenizer there too (save_pretrained)")
     spec = _read_json(path)
-    model = spec.get("model") or {}
+    model, normalizer = spec.get("model") or {}, spec.get("normalizer")
     special = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
     char_tokenizer = _written_char_tokenizer(spec, special)
     if char_tokenizer is not None:
         return char_tokenizer
-    _check_model(model, folder)
-    pattern, normalizer = _split_pattern(spec.get("pre_tokenizer"), folder), _normalizer(spec.get("normalizer"), folder)
-    ranks = _byte_ranks(model, special, folder)
-    tokenizer = BPETokenizer(ranks, pattern, special, _eot_token(folder, special), normalizer)
-    _check_against_hf(tokenizer, path, folder)
+    if model.get("type") != "BPE":
+        raise DataError(f"{folder}: its tokenizer is a {model.get('type')} model; {SUPPORTED}")
+    if model.get("byte_fallback") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise DataError(f"{folder}: its tokenizer is a SentencePiece-style BPE (byte fallback or word markers); "
+                        f"{SUPPORTED}")
+    pattern = _split_pattern(spec.get("pre_tokenizer"), folder)
+    if normalizer is not None and normalizer.get("type") != "NFC":
+        raise DataError(f"{folder}: its tokenizer normalizes text with {normalizer.get('type')}, which is not "
+                        f"supported; {SUPPORTED} (with no normalizer or NFC)")
+    config = folder / "tokenizer_config.json"  # its eos_token ends a document, else <|endoftext|>, if special
+    eos = _read_json(config).get("eos_token") if config.is_file() else None
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    tokenizer = BPETokenizer(_byte_ranks(model, special, folder), pattern, special,
+                             special.get(eos, special.get(END_OF_TEXT)), "NFC" if normalizer else None)
+    expected = tokenizers.Tokenizer.from_file(str(path)).encode(PROBE_TEXT, add_special_tokens=False).ids
+    if tokenizer.encode(PROBE_TEXT) != expected:
+        raise DataError(f"{folder}: its tokenizer splits text in a way tiktoken does not reproduce; {SUPPORTED}")
     return GPT2Tokenizer() if _is_gpt2(tokenizer) else tokenizer
 
 
@@ -137,14 +124,6 @@ def _written_char_tokenizer(spec: dict, added: dict[str, int]) -> CharTokenizer 
             or added not in ({}, {END_OF_TEXT: len(chars)}):
         return None
     return CharTokenizer("".join(chars), end_of_text=bool(added))
-
-
-def _check_against_hf(tokenizer: BPETokenizer, path: Path, folder: Path) -> None:
-    import tokenizers
-
-    expected = tokenizers.Tokenizer.from_file(str(path)).encode(PROBE_TEXT, add_special_tokens=False).ids
-    if tokenizer.encode(PROBE_TEXT) != expected:
-        raise DataError(f"{folder}: its tokenizer splits text in a way tiktoken does not reproduce; {SUPPORTED}")
 
 
 def _is_gpt2(tokenizer: BPETokenizer) -> bool:
@@ -172,33 +151,23 @@ def hf_tokenizer_from_encoding(encoding):
     return EncodingConverter(pattern=encoding._pat_str, extra_special_tokens=encoding._special_tokens).converted()
 
 
-def hf_char_tokenizer(chars: str, eot_token: int | None):
-    """One token per character (code point), by its place in chars; <|endoftext|> as a special token if any."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    special = {END_OF_TEXT: eot_token} if eot_token is not None else {}
-    hf = Tokenizer(models.WordLevel({**{ch: i for i, ch in enumerate(chars)}, **special}, unk_token="[UNK]"))
-    hf.pre_tokenizer = pre_tokenizers.Split(Regex(EVERY_CHARACTER), behavior="isolated")
-    hf.decoder = decoders.Fuse()  # characters joined with nothing between them
-    hf.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in special])
-    return hf
-
-
 def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, max_length: int) -> None:
     """Write tokenizer.json and tokenizer_config.json, which transformers' AutoTokenizer loads offline."""
-    from tokenizers import normalizers
+    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
 
-    encoding = getattr(tokenizer, "encoding", None)  # any tokenizer over a tiktoken Encoding
-    if encoding is not None:
-        hf = hf_tokenizer_from_encoding(encoding)
-        if getattr(tokenizer, "normalizer", None) == "NFC":
+    if isinstance(tokenizer, CharTokenizer):  # one token per character (code point), by its place in chars
+        special = {END_OF_TEXT: tokenizer.eot_token} if tokenizer.eot_token is not None else {}
+        vocab = {**{ch: i for i, ch in enumerate(tokenizer.chars)}, **special}
+        hf = HFTokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        hf.pre_tokenizer = pre_tokenizers.Split(Regex(EVERY_CHARACTER), behavior="isolated")
+        hf.decoder = decoders.Fuse()  # characters joined with nothing between them
+        hf.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in special])
+    else:  # a tokenizer over a tiktoken Encoding
+        hf, special = hf_tokenizer_from_encoding(tokenizer.encoding), tokenizer.encoding._special_tokens
+        if tokenizer.normalizer == "NFC":
             hf.normalizer = normalizers.NFC()
-        eot_text = {i: t for t, i in encoding._special_tokens.items()}.get(tokenizer.eot_token)
-    elif isinstance(tokenizer, CharTokenizer):
-        hf = hf_char_tokenizer(tokenizer.chars, tokenizer.eot_token)
-        eot_text = END_OF_TEXT if tokenizer.eot_token is not None else None
-    else:
-        raise DataError(f"a {tokenizer.describe()['kind']} tokenizer cannot be written in Hugging Face's format")
+    eot_text = {i: t for t, i in special.items()}.get(tokenizer.eot_token)
     hf.save(str(folder / "tokenizer.json"))
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
               "clean_up_tokenization_spaces": False}  # decode gives the text back as it was

@@ -1,10 +1,7 @@
-"""Batches of training windows from a split's token ids.
-
-Batches are drawn without replacement: each epoch cuts the tokens into
-non-overlapping windows of block_size + 1 tokens (from a random offset) and
-walks them in a seeded shuffled order, so every token is seen once per epoch
-and a position in the walk (epoch, cursor) is all that resume needs.
-"""
+"""Batches of training windows from a split's token ids, drawn without replacement: each epoch
+cuts the tokens into non-overlapping windows of block_size + 1 tokens (from a random offset) and
+walks them in a seeded shuffled order, so every token is seen once per epoch and a position in
+the walk (epoch, cursor) is all that resume needs."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,26 +11,18 @@ from .errors import DataError
 
 
 class BatchLoader:
-    """Batches x, y (B, T) from shuffled non-overlapping windows; y is x shifted by one.
-
-    With world_size > 1, each rank walks a disjoint share of every epoch's windows.
-    """
+    """Batches x, y (B, T) from shuffled non-overlapping windows; y is x shifted by one. With
+    world_size > 1, each rank walks a disjoint share of every epoch's windows."""
 
     def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, split: str = "train"):
         needed = block_size * world_size + 1  # one window (block_size + 1 tokens) per rank
         if len(tokens) < needed:
-            raise DataError(
-                f"the {split} split has {len(tokens)} tokens, too few for block_size={block_size} "
-                f"(needs at least {needed}); use more text or a smaller block_size"
-            )
-        self.tokens = tokens
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.seed = seed
+            raise DataError(f"the {split} split has {len(tokens)} tokens, too few for block_size={block_size} "
+                            f"(needs at least {needed}); use more text or a smaller block_size")
+        self.tokens, self.block_size, self.batch_size, self.seed = tokens, block_size, batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch, self.cursor = 0, 0
-        self._order = self._epoch_order(0)
+        self.load_state_dict({"epoch": 0, "cursor": 0})
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         """Start positions of this rank's windows in this epoch, in shuffled order."""

@@ -1,9 +1,7 @@
-"""Turn text into a dataset folder: train.bin, val.bin, meta.json.
+"""python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER --dataset=NAME
 
-    python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER [--bpe_vocab_size=N] --dataset=NAME
-
-Each PATH is a text, .jsonl, .parquet or .gz file, a folder or a glob (data/sources.py);
-data/build.py does the work. The command lives here, where nanoGPT's users look for it.
+turns text, .jsonl, .parquet or .gz files, folders or globs into a dataset folder (train.bin, val.bin,
+meta.json). data/build.py does the work; the command lives here, where nanoGPT's users look for it.
 """
 from __future__ import annotations
 
@@ -22,9 +20,7 @@ from data.dataset import dataset_dir  # noqa: E402
 
 def stop_on_sigterm() -> None:
     """SIGTERM stops like Ctrl-C: the staging folder is removed and out_dir is left as it was."""
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def main(argv: list[str]) -> None:
@@ -37,18 +33,16 @@ def main(argv: list[str]) -> None:
     except KeyboardInterrupt:
         print(f"interrupted: nothing half-written is left in {folder}", file=sys.stderr)
         sys.exit(130)
-    meta = prepared.meta
     if prepared.reused:
         print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")
         return
+    meta = prepared.meta
     documents = meta["train_documents"] + meta["val_documents"]
     held_out = (f"{meta['val_documents']:,} whole documents" if meta["split"] == "documents"
                 else f"the last {meta['val_fraction']:.0%} of the text")
-    print(
-        f"{folder}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
-        f"{documents:,} document{'s' * (documents != 1)} (validation: {held_out}), "
-        f"vocabulary {meta['vocab_size']:,} ({cfg.tokenizer}), {meta['dtype']}"
-    )
+    print(f"{folder}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
+          f"{documents:,} document{'s' * (documents != 1)} (validation: {held_out}), "
+          f"vocabulary {meta['vocab_size']:,} ({cfg.tokenizer}), {meta['dtype']}")
 
 
 if __name__ == "__main__":

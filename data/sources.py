@@ -1,12 +1,9 @@
-"""Reading the user's text: files, folders and globs of plain text, JSONL, Parquet
-and gzip, as one stream of documents, each cut into pieces of bounded size.
-
-A plain text file (any extension but those below, read as UTF-8) is one document.
-Each line of a .jsonl file and each row of a .parquet file is one (its field or
-column `text`, or text_field). `.gz` holds text or JSONL (name.jsonl.gz). Folders
-are walked recursively in sorted order, skipping hidden files and folders (names
-starting with a dot); globs are expanded in sorted order. Empty documents are
-skipped.
+"""Reading the user's text: files, folders and globs of plain text, JSONL, Parquet and gzip, as
+one stream of documents, each cut into pieces of bounded size. A plain text file (read as UTF-8)
+is one document; so is each line of a .jsonl file and each row of a .parquet file (its field or
+column `text`, or text_field). `.gz` holds text or JSONL (name.jsonl.gz). Folders are walked
+recursively and globs expanded in sorted order, hidden files and folders (a name starting with a
+dot) left out. Empty documents are skipped.
 """
 from __future__ import annotations
 
@@ -19,8 +16,10 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import DataError
 
@@ -29,7 +28,7 @@ READ_BYTES = 1 << 20  # a text file is read in blocks of this size
 
 # Where a text may be cut without changing its tokens: after a letter followed by a space, or
 # after a newline between two non-space characters. No pre-token of GPT-2's pattern, nor of
-# the GPT-4-style pattern of the trained BPE (data/bpe.py), spans either place, and both
+# the GPT-4-style pattern of the trained BPE (train_bpe), spans either place, and both
 # patterns look ahead but never behind, so the parts encode to the tokens of the whole.
 # (A run of 2+ whitespace characters before a cut would be pre-tokenized differently at the
 # end of a part than before more text: hence one newline, with non-space on both sides.)
@@ -85,22 +84,15 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
     fewer, cut only where the tokens cannot change; a DataError names bad input."""
     for path in files:
         name = path.name.lower()
-        if name.endswith(".parquet"):
-            documents = _parquet_documents(path, text_field)
-        elif name.endswith((".jsonl", ".jsonl.gz")):
-            documents = _jsonl_documents(path, text_field)
-        else:
+        if not name.endswith((".parquet", ".jsonl", ".jsonl.gz")):
             yield from _text_pieces(path)
             continue
-        for text in documents:
-            yield from _document_pieces(text)
-
-
-def _document_pieces(text: str) -> Iterator[Piece]:
-    pieces, rest = cut_pieces(text, PIECE_CHARS)
-    yield from (Piece(piece, False) for piece in pieces)
-    if rest:
-        yield Piece(rest, True)
+        reader = _parquet_documents if name.endswith(".parquet") else _jsonl_documents
+        for text in reader(path, text_field):
+            pieces, rest = cut_pieces(text, PIECE_CHARS)
+            yield from (Piece(piece, False) for piece in pieces)
+            if rest:
+                yield Piece(rest, True)
 
 
 def cut_pieces(text: str, piece_chars: int) -> tuple[list[str], str]:
@@ -116,11 +108,20 @@ def cut_pieces(text: str, piece_chars: int) -> tuple[list[str], str]:
     return pieces, text[start:]
 
 
-def _open(path: Path):
+@contextmanager
+def _open(path: Path, raw: bool = False) -> Iterator[BinaryIO]:
+    """The file, decompressed if it is .gz (unless raw); a DataError if it cannot be opened or read."""
+    gz = path.name.lower().endswith(".gz")
     try:
-        return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+        f = gzip.open(path, "rb") if gz and not raw else open(path, "rb")
     except OSError as e:
         raise DataError(f"input {path} cannot be read ({e.strerror}); check the path and its permissions") from None
+    with f:
+        try:
+            yield f
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            hint = "is it a damaged .gz file?" if gz else "check the file"
+            raise DataError(f"input {path} cannot be read ({e}); {hint}") from None
 
 
 def _text_pieces(path: Path) -> Iterator[Piece]:
@@ -128,7 +129,7 @@ def _text_pieces(path: Path) -> Iterator[Piece]:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, pending = 0, ""  # bytes of the file read so far; text not yet handed on
     with _open(path) as f:
-        while block := _read_block(f, path):
+        while block := f.read(READ_BYTES):
             if b"\0" in block:
                 raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); "
                                 f"give text, JSONL or Parquet files")
@@ -139,13 +140,6 @@ def _text_pieces(path: Path) -> Iterator[Piece]:
         pending += _decode(decoder, b"", path, offset, final=True)
     if pending:
         yield Piece(pending, True)
-
-
-def _read_block(f, path: Path) -> bytes:
-    try:
-        return f.read(READ_BYTES)
-    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise _unreadable(path, e) from None
 
 
 def _decode(decoder, block: bytes, path: Path, offset: int, final: bool = False) -> str:
@@ -163,45 +157,26 @@ def not_utf8(path: Path, offset: int, where: str = "") -> DataError:
 
 def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
     with _open(path) as f:
-        number, offset = 0, 0  # line number, byte offset of the line
-        while line := _read_line(f, path):
-            number += 1
-            if line.strip():
-                yield _jsonl_text(path, number, offset, line, field)
-            offset += len(line)
-
-
-def _read_line(f, path: Path) -> bytes:
-    try:
-        return f.readline()
-    except (OSError, EOFError, zlib.error) as e:
-        raise _unreadable(path, e) from None
-
-
-def _unreadable(path: Path, e: Exception) -> DataError:
-    hint = "is it a damaged .gz file?" if path.name.lower().endswith(".gz") else "check the file"
-    return DataError(f"input {path} cannot be read ({e}); {hint}")
-
-
-def _jsonl_text(path: Path, number: int, offset: int, line: bytes, field: str) -> str:
-    where = f" line {number}"
-    try:
-        record = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, offset + e.start, where) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"input {path}{where} is not JSON ({e.msg} at column {e.colno}); "
-                        f"give one JSON object per line") from None
-    if not isinstance(record, dict):
-        shown = line.decode("utf-8").strip()[:40]
-        raise DataError(f"input {path}{where} is not a JSON object ({shown}); give one JSON object per line, "
-                        f"with the text in a field")
-    if field not in record:
-        raise DataError(f"input {path}{where} has no field {field!r}; set --text_field to the field holding the text")
-    if not isinstance(record[field], str):
-        raise DataError(f"input {path}{where}: field {field!r} is {type(record[field]).__name__}, not text; "
-                        f"set --text_field to the field holding the text")
-    return record[field]
+        offset = 0  # byte offset of the line
+        for number, line in enumerate(f, 1):
+            where, start, offset = f" line {number}", offset, offset + len(line)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise not_utf8(path, start + e.start, where) from None
+            except json.JSONDecodeError as e:
+                raise DataError(f"input {path}{where} is not JSON ({e.msg} at column {e.colno}); "
+                                f"give one JSON object per line") from None
+            if not isinstance(record, dict):
+                raise DataError(f"input {path}{where} is not a JSON object ({line.decode().strip()[:40]}); "
+                                f"give one JSON object per line, with the text in a field")
+            if not isinstance(record.get(field), str):
+                problem = (f": field {field!r} is {type(record[field]).__name__}, not text" if field in record
+                           else f" has no field {field!r}")
+                raise DataError(f"input {path}{where}{problem}; set --text_field to the field holding the text")
+            yield record[field]
 
 
 def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> Iterator[str]:
@@ -218,7 +193,7 @@ def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> I
                         f"set --text_field to the column holding the text")
     kind = schema.field(column).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or kind == pa.string_view()):
-        raise DataError(f"input {path}: column {column!r} holds {schema.field(column).type}, not text; "
+        raise DataError(f"input {path}: column {column!r} holds {kind}, not text; "
                         f"set --text_field to the column holding the text")
     for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=[column]):
         yield from (text for text in batch.column(0).to_pylist() if text)  # a null row is an empty document
@@ -227,8 +202,8 @@ def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> I
 @dataclass
 class CorpusScan:
     """What one cheap pass over the inputs tells: their hashes, sizes and documents."""
-
     inputs: list[dict]  # {"path", "bytes", "sha256"} per file
+    source_sha256: str  # one file's sha256, or the sha256 of the files' hashes, one a line
     documents: int
     chars: int
     text_bytes: int  # UTF-8 bytes of all documents
@@ -239,10 +214,15 @@ def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool 
                 progress: Callable[[int], None] = lambda n: None) -> CorpusScan:
     """Read every input once: check it, hash it, count its documents and characters.
     progress is called with the UTF-8 bytes of each piece of text read."""
-    inputs = [{"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)} for path in files]
+    inputs = []
+    for path in files:
+        with _open(path, raw=True) as f:
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+        inputs.append({"path": str(path), "bytes": path.stat().st_size, "sha256": sha256})
+    hashes = [i["sha256"] for i in inputs]
+    source = hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
     documents = chars = text_bytes = 0
-    seen: set[str] = set()
-    has_text = False
+    seen, has_text = set(), False
     for piece in read_pieces(files, text_field):
         n_bytes = len(piece.text.encode("utf-8"))
         documents += piece.ends_document
@@ -255,28 +235,17 @@ def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool 
     if not has_text:
         named = files[0] if len(files) == 1 else f"all {len(files)} files"
         raise DataError(f"input {named} is empty (no text); give files with some content")
-    return CorpusScan(inputs, documents, chars, text_bytes, "".join(sorted(seen)) if alphabet else None)
-
-
-def _sha256(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError as e:
-        raise DataError(f"input {path} cannot be read ({e.strerror}); check the path and its permissions") from None
+    return CorpusScan(inputs, source, documents, chars, text_bytes, "".join(sorted(seen)) if alphabet else None)
 
 
 def read_text(path: str | Path) -> str:
-    """The file's text; a DataError if it is missing, not a file, empty or not UTF-8."""
+    """The file's text; a DataError if it is missing, not a file, empty, binary or not UTF-8."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"input {path} is a folder; give a UTF-8 text file")
     if not path.is_file():
         raise DataError(f"input file {path} not found; give a UTF-8 text file with --input")
-    raw = path.read_bytes()
-    if not raw.strip():
+    text = "".join(piece.text for piece in _text_pieces(path))
+    if not text.strip():
         raise DataError(f"input file {path} is empty; give a text file with some content")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, e.start) from None
+    return text

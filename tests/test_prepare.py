@@ -8,10 +8,9 @@ import pytest
 
 from corpus_files import DOCUMENTS, JSONL, write_corpus
 from data import load_tokenizer
-from data.build import prepare_dataset
+from data.build import plan_split, prepare_dataset
 from data.dataset import open_dataset
 from data.sources import SAFE_CUT, cut_pieces, find_inputs, read_pieces
-from data.splits import plan_split
 from data.tokenizer import GPT2Tokenizer, tokenizer_from_description
 
 SETTINGS = {"char": {}, "gpt2": {}, "bpe": {"vocab_size": 300}}
@@ -53,7 +52,7 @@ def test_a_folder_of_every_format_decodes_to_its_documents_in_order(corpus, tmp_
 
 @pytest.mark.parametrize("kind", ["char", "gpt2", "bpe"])
 def test_one_worker_or_several_write_the_same_files(corpus, tmp_path, monkeypatch, kind):
-    monkeypatch.setattr("data.bins.BATCH_CHARS", 40)  # many small batches in flight at once
+    monkeypatch.setattr("data.build.BATCH_CHARS", 40)  # many small batches in flight at once
     for workers in (1, 3):
         prepare_dataset([corpus], kind, tmp_path / f"w{workers}", workers=workers, **SETTINGS[kind])
     files = sorted(p.name for p in (tmp_path / "w1").iterdir())
