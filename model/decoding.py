@@ -77,19 +77,17 @@ class Decoder:
         return self.step(next_id, self.cache, positions)
 
     @torch.no_grad()
-    def push(self, next_id: torch.Tensor) -> torch.Tensor:
-        """Append next_id (B, 1); return the logits (B, V) for the token after it."""
+    def push(self, next_id: torch.Tensor) -> None:
+        """Append next_id (B, 1); `logits` become those (B, V) for the token after it."""
         if self.cache is not None and self.sliding:  # the cache rolls: one token in, nothing to keep
             self.logits = self._step(next_id)
-            return self.logits
+            return
         self.tokens = torch.cat([self.tokens, next_id], dim=1)
-        if self.tokens.size(1) > self.reach:
+        full = self.tokens.size(1) > self.reach
+        if full:
             cut = self.tokens.size(1) - (self.reach if self.sliding else self.keep)
             self.tokens, self.start = self.tokens[:, cut:], (self.start + cut if self.sliding else 0)
-            if self.cache is not None:  # learned positions: re-encode the kept tokens from position 0
-                self.cache.reset()
-                self.length = 0
-                self.logits = self._prefill(self.tokens)
-                return self.logits
-        self.logits = self._prefill(self.tokens) if self.cache is None else self._step(next_id)
-        return self.logits
+        if self.cache is not None and full:  # learned positions: re-encode the kept tokens from position 0
+            self.cache.reset()
+            self.length = 0
+        self.logits = self._step(next_id) if self.cache is not None and not full else self._prefill(self.tokens)
