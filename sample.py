@@ -27,13 +27,7 @@ SEPARATOR = "\n---------------"
 def _stop_prefix_at_end(text: str, stops: list[str]) -> int:
     """Length of the longest start of a stop string that text ends with: those
     characters may still become a stop string, so they must not be printed yet."""
-    hold = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), hold, -1):
-            if text.endswith(stop[:n]):
-                hold = n
-                break
-    return hold
+    return max((n for stop in stops for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0)
 
 
 class SampleText:
