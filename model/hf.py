@@ -103,37 +103,31 @@ def flag_value(value: object) -> str:
     return "none" if value is None else str(value)
 
 
-def hf_config(config: GPTConfig, eot_token: int | None):
-    """The transformers config (GPT2Config, LlamaConfig or Qwen3Config) of this GPT's shape."""
-    import transformers
-
-    model_type, c = hf_model_type(config), config
-    common = dict(vocab_size=c.vocab_size, tie_word_embeddings=c.tie_embeddings, bos_token_id=eot_token,
-                  eos_token_id=eot_token, pad_token_id=None, architectures=[ARCHITECTURES[model_type]], dtype="float32")
-    if model_type == "gpt2":
-        return transformers.GPT2Config(
-            n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=c.mlp_hidden,
-            activation_function="gelu_new", layer_norm_epsilon=c.norm_eps, resid_pdrop=c.dropout,
-            embd_pdrop=c.dropout, attn_pdrop=c.dropout, **common)
-    common.update(
-        hidden_size=c.n_embd, intermediate_size=c.mlp_hidden, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
-        num_key_value_heads=c.n_kv_head, head_dim=c.head_size, hidden_act="silu", max_position_embeddings=c.block_size,
-        rms_norm_eps=c.norm_eps, rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
-        attention_bias=c.bias, attention_dropout=c.dropout)
-    if model_type == "llama":
-        return transformers.LlamaConfig(mlp_bias=c.bias, **common)
-    return transformers.Qwen3Config(**common)
-
-
 def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> str:
-    """Write config.json, generation_config.json and model.safetensors of a GPT into folder;
-    returns the architecture. A shape with no equivalent is refused before anything is written."""
+    """Write config.json (GPT2Config, LlamaConfig or Qwen3Config), generation_config.json and model.safetensors
+    of a GPT into folder; returns the architecture. A shape with no equivalent is refused before anything is written."""
     quiet_torchao()
     import transformers
     from safetensors.torch import save
 
-    config = hf_config(model.config, eot_token)
-    tensors = hf_state_from_gpt(model.state_dict(), model.config, config.model_type)
+    model_type, c = hf_model_type(model.config), model.config
+    common = dict(vocab_size=c.vocab_size, tie_word_embeddings=c.tie_embeddings, bos_token_id=eot_token,
+                  eos_token_id=eot_token, pad_token_id=None, architectures=[ARCHITECTURES[model_type]], dtype="float32")
+    if model_type == "gpt2":
+        config = transformers.GPT2Config(
+            n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=c.mlp_hidden,
+            activation_function="gelu_new", layer_norm_epsilon=c.norm_eps, resid_pdrop=c.dropout,
+            embd_pdrop=c.dropout, attn_pdrop=c.dropout, **common)
+    else:
+        common.update(
+            hidden_size=c.n_embd, intermediate_size=c.mlp_hidden, num_hidden_layers=c.n_layer,
+            num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, head_dim=c.head_size, hidden_act="silu",
+            max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps,
+            rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta}, attention_bias=c.bias,
+            attention_dropout=c.dropout)
+        config = (transformers.LlamaConfig(mlp_bias=c.bias, **common) if model_type == "llama"
+                  else transformers.Qwen3Config(**common))
+    tensors = hf_state_from_gpt(model.state_dict(), c, model_type)
     config.save_pretrained(folder)
     transformers.GenerationConfig(bos_token_id=eot_token, eos_token_id=eot_token, **generation).save_pretrained(folder)
     (folder / "model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
