@@ -49,28 +49,14 @@ def layer_records(model: GPT, ids: list[int], device: torch.device) -> tuple[tor
                  for part in ("pattern", "scores", "value_norms"))
 
 
-def output_folder(to: str) -> Path:
-    folder = Path(to)
+def write_outputs(cfg: AttentionConfig, records: tuple[torch.Tensor, ...], head_size: int, tokens: list[str],
+                  query: int, about: str) -> list[Path]:
+    """The PNGs (and the page) for the layer records; returns the paths written."""
+    patterns, folder = records[0], Path(cfg.pictures_dir)  # (n_layer, nh, T, T)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {folder} ({e.strerror}); choose another --pictures_dir") from None
-    return folder
-
-
-def check_page_size(cfg: AttentionConfig, model: GPT, n_tokens: int) -> None:
-    c = model.config
-    count = weight_count(c.n_layer, c.n_head, n_tokens)
-    if cfg.html and count > MAX_WEIGHTS:
-        raise UserError(f"explorer.html would hold {count:,} attention weights (over {MAX_WEIGHTS:,}); "
-                        f"use a shorter text or --html=false")
-
-
-def write_outputs(cfg: AttentionConfig, records: tuple[torch.Tensor, ...], head_size: int, tokens: list[str],
-                  query: int, about: str) -> list[Path]:
-    """The PNGs (and the page) for the layer records; returns the paths written."""
-    patterns = records[0]  # (n_layer, nh, T, T)
-    folder = output_folder(cfg.pictures_dir)
     written = [
         save_png(heatmap_figure(patterns, tokens, about), folder / "heatmaps.png"),
         save_png(query_figure(patterns, tokens, query), folder / f"query_{query}.png"),
@@ -91,11 +77,13 @@ def main(argv: list[str]) -> None:
     if len(ids) > model.config.block_size:
         raise UserError(f"the text is {len(ids)} tokens but the model's context is {model.config.block_size}; "
                         f"shorten the text")
-    query = resolve_query(cfg.query_index, len(ids))
-    check_page_size(cfg, model, len(ids))
+    query, c = resolve_query(cfg.query_index, len(ids)), model.config
+    count = weight_count(c.n_layer, c.n_head, len(ids))
+    if cfg.html and count > MAX_WEIGHTS:
+        raise UserError(f"explorer.html would hold {count:,} attention weights (over {MAX_WEIGHTS:,}); "
+                        f"use a shorter text or --html=false")
     tokens = token_texts(tokenizer, ids)
     source = cfg.hf_model or str(existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint))
-    c = model.config
     about = f"{source}: {len(ids)} tokens through {c.n_layer} layers of {c.n_head} heads"
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")
     for path in write_outputs(cfg, layer_records(model, ids, device), c.head_size, tokens, query, about):

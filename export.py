@@ -69,19 +69,14 @@ def training_command(config: dict) -> str:
     return shlex.join(["python", "train.py", *flags])
 
 
-def dataset_meta(config: dict) -> dict | None:
-    """The training dataset's meta.json, if the dataset folder is here."""
-    try:
-        return json.loads((dataset_dir(config["dataset"]) / "meta.json").read_text())
-    except (KeyError, OSError, ValueError):
-        return None
-
-
 def result_rows(checkpoint: dict) -> list[str]:
     """The dataset, tokens seen, val loss and bits per byte: the best val loss (nats per token)
-    times the validation split's tokens per byte, over ln 2."""
+    times the validation split's tokens per byte, over ln 2 (if the dataset folder is here)."""
     dataset, loss = checkpoint.get("config", {}).get("dataset", "not recorded"), checkpoint.get("best_val_loss")
-    meta = dataset_meta(checkpoint.get("config", {}))
+    try:
+        meta = json.loads((dataset_dir(checkpoint["config"]["dataset"]) / "meta.json").read_text())
+    except (KeyError, OSError, ValueError):
+        meta = None
     measured = loss is not None and math.isfinite(loss)
     rows = [f"| dataset | {dataset}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
             f"{meta['train_bytes'] + meta['val_bytes']:,} bytes of text |" if meta else

@@ -40,14 +40,13 @@ def config_from_argv(argv: list[str]) -> GPTConfig:
 
 
 def main(argv: list[str]) -> None:
-    config = config_from_argv(argv)
-    model = meta_model(config)
-    c = config
+    c = config_from_argv(argv)
+    model = meta_model(c)
     print(f"GPT: n_layer={c.n_layer}, n_head={c.n_head}, n_kv_head={c.n_kv_head}, n_embd={c.n_embd} "
           f"(head_size={c.head_size}), block_size={c.block_size}, vocab_size={c.vocab_size}, bias={c.bias}\n"
           f"pos_emb={c.pos_emb}, norm={c.norm}, qk_norm={c.qk_norm}, mlp={c.mlp} ({c.mlp_hidden} wide), "
           f"tie_embeddings={c.tie_embeddings}\nshapes as PyTorch stores them: a Linear weight is (out x in)\n")
-    print(format_report(report_rows(model), flops_per_token(model, config.block_size), config.block_size))
+    print(format_report(report_rows(model), flops_per_token(model, c.block_size), c.block_size))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,7 @@ SEPARATOR = "\n---------------"
 def _stop_prefix_at_end(text: str, stops: list[str]) -> int:
     """Length of the longest start of a stop string that text ends with: those
     characters may still become a stop string, so they must not be printed yet."""
-    hold = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), hold, -1):
-            if text.endswith(stop[:n]):
-                hold = n
-                break
-    return hold
+    return max((n for stop in stops for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0)
 
 
 class SampleText:
@@ -84,18 +78,6 @@ class SampleText:
         return chunk
 
 
-def compile_step_once(model, idx: torch.Tensor, max_new_tokens: int) -> None:
-    """Compile the decoding step if the compile cache lacks it, and say so; a cached one is loaded
-    by the decoder after the first token."""
-    cache = generation_cache(model, idx, max_new_tokens, compile=True)
-    path = package_path(model, cache)
-    if not path.exists():
-        start = time.perf_counter()
-        compiled_step(model, cache)
-        print(f"compile: the decoding step was compiled (once for this checkpoint, num_samples and cache size) "
-              f"into {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-
-
 def main(argv: list[str]) -> None:
     cfg = read_config(SampleConfig, argv)
     device = pick_device(cfg.device)
@@ -106,8 +88,13 @@ def main(argv: list[str]) -> None:
         print(f"note: the prompt is {len(ids):,} tokens; the model reads its last {model.config.block_size} "
               f"(block_size)", file=sys.stderr)
     idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
-    if cfg.compile:
-        compile_step_once(model, idx, cfg.max_new_tokens)
+    if cfg.compile:  # compiled now, and said so, if the compile cache lacks it; else the decoder loads it later
+        cache = generation_cache(model, idx, cfg.max_new_tokens, compile=True)
+        if not (path := package_path(model, cache)).exists():
+            start = time.perf_counter()
+            compiled_step(model, cache)
+            print(f"compile: the decoding step was compiled (once for this checkpoint, num_samples and cache size) "
+                  f"into {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = [SampleText(tokenizer, cfg.stop) for _ in range(cfg.num_samples)]
     stream = model.generate_stream(

@@ -110,18 +110,13 @@ class CausalSelfAttention(nn.Module):
         if self.use_sdpa and records is None:
             y = self._fused_attention(q, k, v, positions)
         else:
-            y = self._explicit_attention(q, k, v, positions.visible(), records)
+            group = self.n_head // self.n_kv_head  # query heads per key/value head
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs)
+            y, raw, pattern = explicit_attention(q, k, v, positions.visible(), self.attn_dropout)
+            if records is not None:
+                records.append(AttentionRecord(raw, pattern, v.norm(dim=-1)))
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # concatenate heads: (B, T, nh * hs)
         return self.resid_dropout(self.o_proj(y))
-
-    def _explicit_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                            records: list[AttentionRecord] | None) -> torch.Tensor:
-        group = self.n_head // self.n_kv_head  # query heads per key/value head
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs)
-        y, raw, pattern = explicit_attention(q, k, v, mask, self.attn_dropout)
-        if records is not None:
-            records.append(AttentionRecord(raw, pattern, v.norm(dim=-1)))
-        return y
 
     def _fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: Positions
                          ) -> torch.Tensor:

@@ -1,12 +1,11 @@
 """The one-token decoding step compiled ahead of time, once per model, and loaded from disk after.
 
-A decoding step has the same shapes every time (one new token, a KV cache of fixed size), so it
-is compiled once for the whole generation: torch.export captures `DecodeStep`, AOTInductor
-compiles it into a package (a shared library with the weights inside, frozen into the layouts its
-kernels want; on a CPU its matrix products are inductor's own C++ GEMM kernels, picked by
-timing them against aten's), and the package is written to the compile cache, named by a hash of
-everything it depends on. A later process loads it in about a second instead of compiling again.
-Prefill stays eager: it runs once per sample, at a different length each time.
+A decoding step has the same shapes every time (one new token, a KV cache of fixed size), so
+torch.export captures `DecodeStep` and AOTInductor compiles it into a package (a shared library
+with the weights frozen inside; on a CPU its matrix products are inductor's C++ GEMM kernels,
+picked by timing them against aten's), written to the compile cache under a hash of everything
+it depends on: a later process loads it in about a second. Prefill stays eager: it runs once per
+sample, at a different length each time.
 """
 from __future__ import annotations
 
@@ -39,7 +38,7 @@ class DecodeStep(nn.Module):
         self.model = model
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor, *cache_tensors: torch.Tensor) -> torch.Tensor:
-        return self.model.next_token_logits(idx, KVCache.of_tensors(*cache_tensors), positions)
+        return self.model.next_token_logits(idx, KVCache(*cache_tensors), positions)
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> list[bytes]:
@@ -86,18 +85,13 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> None:
     os.replace(partial, path)
 
 
-def load_step(path: Path) -> Step:
-    """The step in the package at path, loaded once per process."""
+def compiled_step(model: "GPT", cache: KVCache) -> Step:
+    """The compiled step for this model and caches shaped like `cache`: from the compile cache,
+    or compiled now (tens of seconds on a CPU) and written there; loaded once per process."""
+    path = package_path(model, cache)
+    if not path.exists():
+        compile_step(model, cache, path)
     if path not in _loaded:
         runner = torch._inductor.aoti_load_package(str(path))
         _loaded[path] = lambda idx, cache, positions: runner(idx, positions, *cache.tensors())
     return _loaded[path]
-
-
-def compiled_step(model: "GPT", cache: KVCache) -> Step:
-    """The compiled step for this model and caches shaped like `cache`: from the compile cache,
-    or compiled now (tens of seconds on a CPU) and written there."""
-    path = package_path(model, cache)
-    if not path.exists():
-        compile_step(model, cache, path)
-    return load_step(path)

@@ -14,12 +14,6 @@ from .errors import ModelError
 GPT2_SHAPE = dict(pos_emb="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_embeddings=True, bias=True)
 
 
-def swiglu_hidden(n_embd: int) -> int:
-    """SwiGLU's hidden width: 8/3 n_embd rounded up to a multiple of 64, so its three
-    matrices hold about as many weights as the GELU MLP's two of width 4 n_embd."""
-    return 64 * math.ceil(8 * n_embd / 3 / 64)
-
-
 def _option(default, help: str, choices: tuple = ()):
     """A field with the one line of help and the choices that the command line shows."""
     return field(default=default, metadata={"help": help, "choices": choices})
@@ -77,7 +71,9 @@ class GPTConfig(ModelOptions):
             raise ModelError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (1 is multi-query attention)")
         if self.pos_emb == "rope" and self.head_size % 2:
             raise ModelError(f"RoPE turns pairs of numbers: head_size={self.head_size} must be even")
-        self.mlp_hidden = self.mlp_hidden or (4 * self.n_embd if self.mlp == "gelu" else swiglu_hidden(self.n_embd))
+        # SwiGLU: 8/3 n_embd rounded up to 64, so its three matrices hold about what GELU's two of 4 n_embd do
+        swiglu_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        self.mlp_hidden = self.mlp_hidden or (4 * self.n_embd if self.mlp == "gelu" else swiglu_hidden)
         if not 0.0 <= self.dropout < 1.0:
             raise ModelError(f"dropout={self.dropout} must be in [0, 1)")
 

@@ -16,28 +16,21 @@ def generation_cache(model, idx: torch.Tensor, max_new_tokens: int | None, compi
         raise ModelError(f"the compiled decoding step runs on a CPU only, not {idx.device.type}; "
                          "decode without compile (--compile=false)")
     block_size = model.config.block_size
-    slots = block_size
-    if max_new_tokens is not None:
-        needed = min(idx.size(1), block_size) + max_new_tokens
-        slots = min(block_size, 1 << (needed - 1).bit_length() if compile else needed)
-    return model.new_cache(idx.size(0), slots)
+    needed = min(idx.size(1), block_size) + (block_size if max_new_tokens is None else max_new_tokens)
+    return model.new_cache(idx.size(0), min(block_size, 1 << (needed - 1).bit_length() if compile else needed))
 
 
 class Decoder:
     """Follows a sequence as tokens are appended and gives the logits for the next one.
 
     Context policy, the same with and without the cache, so both give the same tokens:
-    - RoPE: every token attends to the last block_size tokens, a sliding window.
-      With the cache, the cache is a rolling window and a step costs the same
-      however long generation runs. Without it, each step re-reads the last
-      n_layer * (block_size - 1) + 1 tokens: all that the newest token's output
-      depends on through n_layer windows.
-    - Learned positions cannot slide: the window grows to block_size; when one
-      more token would not fit, it is cut to its last block_size // 2 tokens,
-      which are re-encoded at positions from 0.
-    A prompt longer than block_size is read from its last block_size tokens.
-    Given max_new_tokens, the cache holds no more positions than the generation needs.
-    With `compile`, the one-token step is the compiled one (model/compiled_decoding.py).
+    - RoPE: every token attends to the last block_size tokens, a sliding window. The cache rolls, so
+      a step costs the same however long generation runs; uncached, each step re-reads the last
+      n_layer * (block_size - 1) + 1 tokens: all the newest token depends on through n_layer windows.
+    - Learned positions cannot slide: the window grows to block_size; when one more token would not
+      fit, it is cut to its last block_size // 2 tokens, re-encoded at positions from 0.
+    A prompt longer than block_size is read from its last block_size tokens. With `compile`, the
+    one-token step is the compiled one (model/compiled_decoding.py).
     """
 
     # no_grad whatever mode the caller is in: the cache is written in place and never
@@ -77,19 +70,17 @@ class Decoder:
         return self.step(next_id, self.cache, positions)
 
     @torch.no_grad()
-    def push(self, next_id: torch.Tensor) -> torch.Tensor:
-        """Append next_id (B, 1); return the logits (B, V) for the token after it."""
+    def push(self, next_id: torch.Tensor) -> None:
+        """Append next_id (B, 1); `logits` become those (B, V) for the token after it."""
         if self.cache is not None and self.sliding:  # the cache rolls: one token in, nothing to keep
             self.logits = self._step(next_id)
-            return self.logits
+            return
         self.tokens = torch.cat([self.tokens, next_id], dim=1)
-        if self.tokens.size(1) > self.reach:
+        full = self.tokens.size(1) > self.reach
+        if full:
             cut = self.tokens.size(1) - (self.reach if self.sliding else self.keep)
             self.tokens, self.start = self.tokens[:, cut:], (self.start + cut if self.sliding else 0)
-            if self.cache is not None:  # learned positions: re-encode the kept tokens from position 0
-                self.cache.reset()
-                self.length = 0
-                self.logits = self._prefill(self.tokens)
-                return self.logits
-        self.logits = self._prefill(self.tokens) if self.cache is None else self._step(next_id)
-        return self.logits
+        if self.cache is not None and full:  # learned positions: re-encode the kept tokens from position 0
+            self.cache.reset()
+            self.length = 0
+        self.logits = self._step(next_id) if self.cache is not None and not full else self._prefill(self.tokens)

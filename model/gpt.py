@@ -112,11 +112,8 @@ class GPT(nn.Module):
                       records: list[AttentionRecord] | None = None, positions: torch.Tensor | None = None
                       ) -> torch.Tensor:
         """idx (B, T) at positions (T,) (0..T-1 unless given) -> final-normed hidden states (B, T, C).
-
-        With `cache`, idx holds the positions after those already cached. Learned
-        positions stop at block_size; with RoPE a longer sequence is read with every
-        token attending to its last block_size tokens.
-        """
+        With `cache`, idx holds the positions after those already cached. Learned positions stop at
+        block_size; with RoPE a longer sequence is read with every token attending to its last block_size."""
         c, T = self.config, idx.size(1)
         if positions is None:
             positions = torch.arange(T, device=idx.device)  # (T,)
@@ -135,9 +132,8 @@ class GPT(nn.Module):
             x = block(x, where, cache, records)
         return self.transformer.norm_f(x)
 
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx, targets: (B, T) token ids -> logits (B, T, V) and mean cross-entropy
         over targets (positions whose target is -1 are ignored), or None."""
         logits = self.lm_head(self.hidden_states(idx))  # (B, T, V)
@@ -160,27 +156,18 @@ class GPT(nn.Module):
 
     def new_cache(self, batch_size: int, slots: int | None = None) -> KVCache:
         """A KV cache for `slots` positions (block_size by default: the window a step can see)."""
-        c = self.config
-        weight = self.transformer.wte.weight
-        return KVCache.empty(c.n_layer, batch_size, c.n_kv_head, slots or c.block_size, c.head_size, weight.device,
-                       weight.dtype)
+        c, weight = self.config, self.transformer.wte.weight
+        shape = (batch_size, c.n_kv_head, slots or c.block_size, c.head_size)
+        return KVCache.empty(c.n_layer, shape, weight.device, weight.dtype)
 
     def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None, positions: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) for the position after idx (B, T) at positions (T,); the head runs on the last one only."""
         return self.lm_head(self.hidden_states(idx, cache, positions=positions)[:, -1, :])
 
-    def generate_stream(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-        vocab_limit: int | None = None,
-        compile: bool = False,
-    ) -> Iterator[torch.Tensor]:
+    def generate_stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                        top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
+                        generator: torch.Generator | None = None, vocab_limit: int | None = None,
+                        compile: bool = False) -> Iterator[torch.Tensor]:
         """Yield max_new_tokens new tokens (B, 1), one step at a time, each below vocab_limit
         (the tokenizer's vocabulary, when the model's is padded past it).
 
@@ -200,18 +187,9 @@ class GPT(nn.Module):
                     decoder.push(next_id)  # decode: one new token through the cache
 
     @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-        vocab_limit: int | None = None,
-        compile: bool = False,
-    ) -> torch.Tensor:
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
+                 vocab_limit: int | None = None, compile: bool = False) -> torch.Tensor:
         """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens)."""
         new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, vocab_limit,
                                    compile)

@@ -38,63 +38,38 @@ def rename(name: str, model_type: str, to_ours: bool) -> str:
     return name
 
 
-def from_gpt2_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A Hugging Face GPT-2 state dict in this model's names: c_attn split into q_proj, k_proj and
-    v_proj, and Conv1D weights (in, out) turned into nn.Linear's (out, in)."""
+def gpt_state_from_hf(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
+    """A Hugging Face model's state dict in this project's names and layouts: GPT-2's Conv1D
+    weights (in, out) turned into nn.Linear's (out, in) and its c_attn split into q, k and v."""
     ours = {}
     for name, tensor in state.items():
-        if name.endswith(CONV1D_SUFFIXES):
+        if model_type == "gpt2" and name.endswith(CONV1D_SUFFIXES):
             tensor = tensor.t()
         if ".attn.c_attn." in name:  # (3C, ...): the query, key and value rows stacked
-            for part, chunk in zip(QKV, tensor.chunk(3, dim=0)):
-                ours[name.replace("c_attn", part)] = chunk.contiguous()
-            continue
-        ours[rename(name, "gpt2", to_ours=True)] = tensor
+            ours.update((name.replace("c_attn", part), chunk.contiguous()) for part, chunk in zip(QKV, tensor.chunk(3)))
+        else:
+            ours[rename(name, model_type, to_ours=True)] = tensor
     return ours
-
-
-def gpt_state_from_hf(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
-    """A Hugging Face model's state dict in this project's names and layouts."""
-    if model_type == "gpt2":
-        return from_gpt2_names(state)
-    return {rename(name, model_type, to_ours=True): tensor for name, tensor in state.items()}
 
 
 def hf_state_from_gpt(state: dict[str, torch.Tensor], config: GPTConfig, model_type: str) -> dict[str, torch.Tensor]:
     """This project's state dict in Hugging Face's names and layouts: contiguous tensors, none
-    shared (safetensors stores each once), a tied head left out as transformers expects."""
-    state = {name: t for name, t in state.items() if not (config.tie_embeddings and name == "lm_head.weight")}
-    if model_type == "gpt2":
-        state = _join_qkv(state)
-    theirs = {rename(name, model_type, to_ours=False): t.detach() for name, t in state.items()}
-    if model_type == "gpt2":
-        theirs = _conv1d_with_biases(theirs)
-    return {name: t.contiguous() for name, t in theirs.items()}
-
-
-def _join_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """q_proj, k_proj and v_proj (weights and biases) stacked into GPT-2's one c_attn: (3C, ...)."""
-    joined = {}
+    shared (safetensors stores each once), a tied head left out as transformers expects. For
+    GPT-2: q, k and v stacked into one c_attn (3C, ...), Conv1D weights as (in, out), and zero
+    biases where a bias=False model has none (GPT-2 always adds them)."""
+    theirs, gpt2 = {}, model_type == "gpt2"
     for name, tensor in state.items():
-        if ".attn.q_proj." in name:
-            joined[name.replace("q_proj", "c_attn")] = torch.cat([state[name.replace("q_proj", p)] for p in QKV])
-        elif ".attn.k_proj." not in name and ".attn.v_proj." not in name:
-            joined[name] = tensor
-    return joined
-
-
-def _conv1d_with_biases(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """GPT-2's Conv1D weights as (in, out), and zero biases where a bias=False model has none:
-    GPT-2 always adds them. Each bias has the size of its weight's last axis."""
-    out = dict(state)
-    for name, tensor in state.items():
-        if name.endswith(CONV1D_SUFFIXES):
-            out[name] = tensor = tensor.t()
-        biased = name.endswith(CONV1D_SUFFIXES) or (".ln_" in name and name.endswith(".weight"))
-        bias = name.removesuffix("weight") + "bias"
-        if biased and bias not in state:
-            out[bias] = torch.zeros(tensor.shape[-1], dtype=tensor.dtype)
-    return out
+        if config.tie_embeddings and name == "lm_head.weight" or gpt2 and (".k_proj." in name or ".v_proj." in name):
+            continue  # a tied head is transformers' to tie; GPT-2's keys and values join the queries in c_attn
+        if gpt2 and ".attn.q_proj." in name:  # GPT-2's one c_attn: (3C, ...)
+            tensor = torch.cat([state[name.replace("q_proj", part)] for part in QKV])
+            name = name.replace("q_proj", "c_attn")
+        name = rename(name, model_type, to_ours=False)
+        theirs[name] = (tensor.t() if gpt2 and name.endswith(CONV1D_SUFFIXES) else tensor).detach().contiguous()
+    for name, tensor in list(theirs.items()):  # GPT-2 always adds biases: zeros where a bias=False model has none
+        if gpt2 and (name.endswith(CONV1D_SUFFIXES) or ".ln_" in name and name.endswith(".weight")):
+            theirs.setdefault(name.removesuffix("weight") + "bias", torch.zeros(tensor.shape[-1], dtype=tensor.dtype))
+    return theirs
 
 
 def hf_model_type(config: GPTConfig) -> str:
@@ -128,38 +103,31 @@ def flag_value(value: object) -> str:
     return "none" if value is None else str(value)
 
 
-def hf_config(config: GPTConfig, eot_token: int | None):
-    """The transformers config (GPT2Config, LlamaConfig or Qwen3Config) of this GPT's shape."""
-    quiet_torchao()
-    import transformers
-
-    model_type, c = hf_model_type(config), config
-    common = dict(vocab_size=c.vocab_size, tie_word_embeddings=c.tie_embeddings, bos_token_id=eot_token,
-                  eos_token_id=eot_token, pad_token_id=None, architectures=[ARCHITECTURES[model_type]], dtype="float32")
-    if model_type == "gpt2":
-        return transformers.GPT2Config(
-            n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=c.mlp_hidden,
-            activation_function="gelu_new", layer_norm_epsilon=c.norm_eps, resid_pdrop=c.dropout,
-            embd_pdrop=c.dropout, attn_pdrop=c.dropout, **common)
-    common.update(
-        hidden_size=c.n_embd, intermediate_size=c.mlp_hidden, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
-        num_key_value_heads=c.n_kv_head, head_dim=c.head_size, hidden_act="silu", max_position_embeddings=c.block_size,
-        rms_norm_eps=c.norm_eps, rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
-        attention_bias=c.bias, attention_dropout=c.dropout)
-    if model_type == "llama":
-        return transformers.LlamaConfig(mlp_bias=c.bias, **common)
-    return transformers.Qwen3Config(**common)
-
-
 def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> str:
-    """Write config.json, generation_config.json and model.safetensors of a GPT into folder;
-    returns the architecture. A shape with no equivalent is refused before anything is written."""
+    """Write config.json (GPT2Config, LlamaConfig or Qwen3Config), generation_config.json and model.safetensors
+    of a GPT into folder; returns the architecture. A shape with no equivalent is refused before anything is written."""
     quiet_torchao()
     import transformers
     from safetensors.torch import save
 
-    config = hf_config(model.config, eot_token)
-    tensors = hf_state_from_gpt(model.state_dict(), model.config, config.model_type)
+    model_type, c = hf_model_type(model.config), model.config
+    common = dict(vocab_size=c.vocab_size, tie_word_embeddings=c.tie_embeddings, bos_token_id=eot_token,
+                  eos_token_id=eot_token, pad_token_id=None, architectures=[ARCHITECTURES[model_type]], dtype="float32")
+    if model_type == "gpt2":
+        config = transformers.GPT2Config(
+            n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=c.mlp_hidden,
+            activation_function="gelu_new", layer_norm_epsilon=c.norm_eps, resid_pdrop=c.dropout,
+            embd_pdrop=c.dropout, attn_pdrop=c.dropout, **common)
+    else:
+        common.update(
+            hidden_size=c.n_embd, intermediate_size=c.mlp_hidden, num_hidden_layers=c.n_layer,
+            num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, head_dim=c.head_size, hidden_act="silu",
+            max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps,
+            rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta}, attention_bias=c.bias,
+            attention_dropout=c.dropout)
+        config = (transformers.LlamaConfig(mlp_bias=c.bias, **common) if model_type == "llama"
+                  else transformers.Qwen3Config(**common))
+    tensors = hf_state_from_gpt(model.state_dict(), c, model_type)
     config.save_pretrained(folder)
     transformers.GenerationConfig(bos_token_id=eot_token, eos_token_id=eot_token, **generation).save_pretrained(folder)
     (folder / "model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
@@ -172,31 +140,17 @@ def _require(hf, key: str, value: object, allowed: tuple, why: str) -> None:
 
 
 def gpt_config_from_hf(hf) -> GPTConfig:
-    """The GPTConfig of a transformers config of a GPT-2, Llama or Qwen3 model."""
+    """The GPTConfig of a transformers config of a GPT-2, Llama or Qwen3 model (model/pretrained.py
+    checks the model type); a ModelError names an option that smallgpt does not compute."""
     if hf.model_type == "gpt2":
-        return _gpt2_shape(hf)
-    if hf.model_type in ("llama", "qwen3"):
-        return _rope_shape(hf)
-    raise ModelError(unsupported_model_type(hf.model_type))
-
-
-def unsupported_model_type(model_type: object) -> str:
-    return (f"model_type {model_type!r} is not supported; smallgpt reads {', '.join(ARCHITECTURES)} models "
-            f"({', '.join(ARCHITECTURES.values())})")
-
-
-def _gpt2_shape(hf) -> GPTConfig:
-    _require(hf, "activation_function", hf.activation_function, ("gelu_new", "gelu_pytorch_tanh"),
-             "GPT-2's MLP here is GELU's tanh approximation, gelu_new")
-    scaling = "attention scores here are scaled by 1/sqrt(head_size) alone"
-    _require(hf, "scale_attn_weights", hf.scale_attn_weights, (True,), scaling)
-    _require(hf, "scale_attn_by_inverse_layer_idx", hf.scale_attn_by_inverse_layer_idx, (False,), scaling)
-    return GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer, n_head=hf.n_head,
-                     n_embd=hf.n_embd, **{**GPT2_SHAPE, "tie_embeddings": hf.tie_word_embeddings},
-                     norm_eps=hf.layer_norm_epsilon, mlp_hidden=hf.n_inner)
-
-
-def _rope_shape(hf) -> GPTConfig:
+        _require(hf, "activation_function", hf.activation_function, ("gelu_new", "gelu_pytorch_tanh"),
+                 "GPT-2's MLP here is GELU's tanh approximation, gelu_new")
+        scaling = "attention scores here are scaled by 1/sqrt(head_size) alone"
+        _require(hf, "scale_attn_weights", hf.scale_attn_weights, (True,), scaling)
+        _require(hf, "scale_attn_by_inverse_layer_idx", hf.scale_attn_by_inverse_layer_idx, (False,), scaling)
+        return GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer, n_head=hf.n_head,
+                         n_embd=hf.n_embd, **{**GPT2_SHAPE, "tie_embeddings": hf.tie_word_embeddings},
+                         norm_eps=hf.layer_norm_epsilon, mlp_hidden=hf.n_inner)
     rope = dict(hf.rope_parameters or {})
     _require(hf, "hidden_act", hf.hidden_act, ("silu",), "SwiGLU here gates with silu")
     _require(hf, "rope_type", rope.get("rope_type", "default"), ("default",), "RoPE here has no scaling")

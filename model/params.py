@@ -35,24 +35,23 @@ def meta_model(config: GPTConfig) -> GPT:
         return GPT(config)
 
 
-def _shape(t: torch.Tensor) -> str:
-    return " x ".join(str(n) for n in t.shape)
-
-
-def _numel(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def _numel(*modules: nn.Module) -> int:
+    return sum(p.numel() for module in modules for p in module.parameters())
 
 
 def _param(key: str, label: str, t: torch.Tensor, depth: int) -> Row:
-    return Row(key, label, _shape(t), t.numel(), depth)
-
-
-def _biases(module: nn.Module) -> list[torch.Tensor]:
-    return [m.bias for m in module.modules() if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is not None]
+    return Row(key, label, " x ".join(str(n) for n in t.shape), t.numel(), depth)
 
 
 def _sum(key: str, label: str, count: int, depth: int) -> Row:
     return Row(key, label, "", count, depth)
+
+
+def _biases(key: str, label: str, module: nn.Module) -> list[Row]:
+    """A row of the module's biases, if it has any."""
+    count = sum(m.bias.numel() for m in module.modules() if isinstance(m, (nn.Linear, nn.LayerNorm))
+                and m.bias is not None)
+    return [_sum(key, label, count, 2)] if count else []
 
 
 def attention_rows(attn: CausalSelfAttention) -> list[Row]:
@@ -72,34 +71,22 @@ def attention_rows(attn: CausalSelfAttention) -> list[Row]:
     if attn.q_norm is not None:
         norms = attn.q_norm.weight.numel() + attn.k_norm.weight.numel()
         rows.append(_sum("attn.qk_norm", "QK-norm weights (queries, keys; shared by all heads)", norms, 2))
-    biases = _biases(attn)
-    if biases:
-        rows.append(_sum("attn.biases", "biases (query, key, value, output)", sum(b.numel() for b in biases), 2))
-    rows.append(_sum("attn", "attention in this block", _numel(attn), 2))
-    return rows
+    return [*rows, *_biases("attn.biases", "biases (query, key, value, output)", attn),
+            _sum("attn", "attention in this block", _numel(attn), 2)]
 
 
 def block_rows(block: Block) -> list[Row]:
     """One block: attention in detail, the MLP, the two norms, the block's sum."""
-    mlp, mlp_biases = block.mlp, _biases(block.mlp)
+    mlp = block.mlp
     rows = [Row("attn.heading", "attention", "", None, 1), *attention_rows(block.attn)]
     rows.append(Row("mlp.heading", "MLP (SwiGLU)" if mlp.gate_proj is not None else "MLP (GELU)", "", None, 1))
     if mlp.gate_proj is not None:
         rows.append(_param("mlp.gate_proj", "gate_proj (the gate)", mlp.gate_proj.weight, 2))
     rows.append(_param("mlp.up_proj", "up_proj (widen)", mlp.up_proj.weight, 2))
     rows.append(_param("mlp.down_proj", "down_proj (back to n_embd)", mlp.down_proj.weight, 2))
-    if mlp_biases:
-        rows.append(_sum("mlp.biases", "biases", sum(b.numel() for b in mlp_biases), 2))
-    rows.append(_sum("mlp", "MLP in this block", _numel(mlp), 2))
-    rows.append(_sum("norms", "norms norm_1, norm_2", _numel(block.norm_1) + _numel(block.norm_2), 1))
-    rows.append(_sum("block", "one block", _numel(block), 1))
-    return rows
-
-
-def _sum_over_blocks(model: GPT, part: str) -> int:
-    """Parameters of one part (attn, mlp, norm_1 + norm_2) summed over every block."""
-    names = ("norm_1", "norm_2") if part == "norms" else (part,)
-    return sum(_numel(getattr(block, name)) for block in model.transformer.h for name in names)
+    return [*rows, *_biases("mlp.biases", "biases", mlp), _sum("mlp", "MLP in this block", _numel(mlp), 2),
+            _sum("norms", "norms norm_1, norm_2", _numel(block.norm_1, block.norm_2), 1),
+            _sum("block", "one block", _numel(block), 1)]
 
 
 def report_rows(model: GPT) -> list[Row]:
@@ -108,20 +95,18 @@ def report_rows(model: GPT) -> list[Row]:
     tied = model.lm_head.weight is tf.wte.weight
     rows = [Row("embeddings.heading", "embeddings", "", None, 0),
             _param("wte", "token embedding wte" + (" (= lm_head, tied)" if tied else ""), tf.wte.weight, 1)]
-    if "wpe" in tf:
-        rows.append(_param("wpe", "position embedding wpe", tf.wpe.weight, 1))
-    else:
-        rows.append(_sum("wpe", "positions: RoPE turns queries and keys, no weights", 0, 1))
+    rows.append(_param("wpe", "position embedding wpe", tf.wpe.weight, 1) if "wpe" in tf
+                else _sum("wpe", "positions: RoPE turns queries and keys, no weights", 0, 1))
     rows.append(Row("block.heading", f"each of the {c.n_layer} blocks", "", None, 0))
     rows += [replace(r, key=f"block.{r.key}") for r in block_rows(tf.h[0])]
     rows.append(Row("blocks.heading", f"all {c.n_layer} blocks", "", None, 0))
-    for part, label in (("attn", "attention"), ("mlp", "MLP"), ("norms", "norms")):
-        rows.append(_sum(f"blocks.{part}", label, _sum_over_blocks(model, part), 1))
+    for part, label, names in (("attn", "attention", ("attn",)), ("mlp", "MLP", ("mlp",)),
+                               ("norms", "norms", ("norm_1", "norm_2"))):
+        rows.append(_sum(f"blocks.{part}", label, _numel(*(getattr(b, n) for b in tf.h for n in names)), 1))
     rows.append(_sum("blocks", "all blocks", _numel(tf.h), 1))
     rows.append(_sum("norm_f", f"final norm norm_f ({c.norm})", _numel(tf.norm_f), 0))
-    head = 0 if tied else model.lm_head.weight.numel()
-    rows.append(Row("lm_head", "lm_head" + (" (tied to wte: no new parameters)" if tied else ""),
-                    _shape(model.lm_head.weight), head, 0))
+    head = _param("lm_head", "lm_head" + (" (tied to wte: no new parameters)" if tied else ""), model.lm_head.weight, 0)
+    rows.append(replace(head, count=0) if tied else head)
     total = model.num_params()
     assert total == sum(r.count for r in rows if r.key in ("wte", "wpe", "blocks", "norm_f", "lm_head"))
     rows.append(_sum("total", "total", total, 0))

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from .config import GPTConfig
-from .weights import quiet_torchao
 from .errors import ModelError
-from .hf import ARCHITECTURES, gpt_config_from_hf, gpt_state_from_hf, unsupported_model_type
+from .weights import quiet_torchao
+from .hf import ARCHITECTURES, gpt_config_from_hf, gpt_state_from_hf
 
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
@@ -24,16 +24,12 @@ class PretrainedNotFound(ModelError):
 
 def how_to_get(name_or_dir: str) -> str:
     if name_or_dir in HUB_NAMES:
-        return (
-            f"GPT-2 weights '{name_or_dir}' are not in the local Hugging Face cache and the hub "
-            f"cannot be reached; on a machine with internet run `python -c \"from transformers import "
-            f"GPT2LMHeadModel as M; M.from_pretrained('{name_or_dir}').save_pretrained('{name_or_dir}-hf')\"`, "
-            f"copy the folder here and name it instead: /path/to/{name_or_dir}-hf"
-        )
-    return (
-        f"'{name_or_dir}' is not a GPT-2 model name ({', '.join(HUB_NAMES)}) nor a folder holding "
-        f"a Hugging Face GPT-2, Llama or Qwen3 model (config.json and model.safetensors or pytorch_model.bin)"
-    )
+        return (f"GPT-2 weights '{name_or_dir}' are not in the local Hugging Face cache and the hub "
+                f"cannot be reached; on a machine with internet run `python -c \"from transformers import "
+                f"GPT2LMHeadModel as M; M.from_pretrained('{name_or_dir}').save_pretrained('{name_or_dir}-hf')\"`, "
+                f"copy the folder here and name it instead: /path/to/{name_or_dir}-hf")
+    return (f"'{name_or_dir}' is not a GPT-2 model name ({', '.join(HUB_NAMES)}) nor a folder holding "
+            f"a Hugging Face GPT-2, Llama or Qwen3 model (config.json and model.safetensors or pytorch_model.bin)")
 
 
 def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
@@ -76,7 +72,8 @@ def folder_config(folder: Path):
     except (ValueError, AttributeError) as e:
         raise ModelError(f"{path} is not a JSON object ({e}); give a folder written by save_pretrained") from None
     if model_type not in ARCHITECTURES:
-        raise ModelError(f"{folder}: {unsupported_model_type(model_type)}")
+        raise ModelError(f"{folder}: model_type {model_type!r} is not supported; smallgpt reads "
+                         f"{', '.join(ARCHITECTURES)} models ({', '.join(ARCHITECTURES.values())})")
     from huggingface_hub.errors import StrictDataclassError
 
     try:
@@ -87,22 +84,9 @@ def folder_config(folder: Path):
                          f"model again with save_pretrained") from None
 
 
-def _hub_model(name: str):
-    auto = _quiet_transformers().AutoModelForCausalLM
-    from huggingface_hub import constants as hub
-    try:  # the local cache first, so a machine without internet never waits on the hub
-        return auto.from_pretrained(name, local_files_only=True)
-    except OSError:
-        if hub.HF_HUB_OFFLINE or not hub_reachable(hub.ENDPOINT):
-            raise PretrainedNotFound(how_to_get(name)) from None
-    try:
-        return auto.from_pretrained(name)
-    except OSError:
-        raise PretrainedNotFound(how_to_get(name)) from None
-
-
 def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
-    """The transformers model and the GPTConfig it maps to; a folder's config is checked first."""
+    """The transformers model and the GPTConfig it maps to; a folder's config is checked first,
+    and a hub name is looked for in the local cache first, so a machine without internet never waits."""
     if Path(name_or_dir).is_dir():
         hf_config = folder_config(Path(name_or_dir))
         config = gpt_config_from_hf(hf_config)  # refuses what smallgpt does not compute, before the weights
@@ -118,7 +102,18 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
             raise PretrainedNotFound(how_to_get(name_or_dir)) from None
     if name_or_dir not in HUB_NAMES:
         raise PretrainedNotFound(how_to_get(name_or_dir))
-    hf = _hub_model(name_or_dir)
+    auto = _quiet_transformers().AutoModelForCausalLM
+    from huggingface_hub import constants as hub
+
+    try:
+        hf = auto.from_pretrained(name_or_dir, local_files_only=True)
+    except OSError:
+        if hub.HF_HUB_OFFLINE or not hub_reachable(hub.ENDPOINT):
+            raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+        try:
+            hf = auto.from_pretrained(name_or_dir)
+        except OSError:
+            raise PretrainedNotFound(how_to_get(name_or_dir)) from None
     return hf, gpt_config_from_hf(hf.config)
 
 

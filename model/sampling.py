@@ -25,14 +25,8 @@ def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-    vocab_limit: int | None = None,
-) -> torch.Tensor:
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None, vocab_limit: int | None = None) -> torch.Tensor:
     """Pick one token per row of logits (B, V); returns ids (B, 1).
 
     Only ids below vocab_limit can be picked: a vocabulary padded past the tokenizer's

@@ -11,8 +11,6 @@ import torch
 TEMPLATE = Path(__file__).with_name("explorer.html")
 COLORMAP_STEPS = 64  # the heatmap's colours, taken from matplotlib so the page matches the PNGs
 DECIMALS = 4
-
-
 MAX_WEIGHTS = 3_000_000  # about 20 MB of page; a browser still opens it
 
 
@@ -22,36 +20,27 @@ def weight_count(n_layer: int, n_head: int, T: int) -> int:
     return n_layer * n_head * (T * (T + 1) // 2 + T * T + T)
 
 
-def lower_triangles(patterns: torch.Tensor) -> list:
-    """(n_layer, nh, T, T) -> nested lists [layer][head][query] of query + 1 weights each."""
-    rounded = patterns.double().cpu().numpy().round(DECIMALS)
-    T = rounded.shape[-1]
-    return [[[head[q, : q + 1].tolist() for q in range(T)] for head in layer] for layer in rounded]
-
-
-def colormap_hex(name: str) -> list[str]:
-    import matplotlib
-    from matplotlib.colors import to_hex
-
-    cmap = matplotlib.colormaps[name]
-    return [to_hex(cmap(i / (COLORMAP_STEPS - 1))) for i in range(COLORMAP_STEPS)]
-
-
 def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: torch.Tensor, head_size: int,
                   tokens: list[str], query: int, about: str) -> str:
     """The page for patterns and raw q . k scores (n_layer, nh, T, T) and value lengths
     (n_layer, nh, T) over `tokens`, opening on token `query`."""
+    import matplotlib
+    from matplotlib.colors import to_hex
+
     from .maps import CMAP
 
+    rounded = patterns.double().cpu().numpy().round(DECIMALS)
+    cmap = matplotlib.colormaps[CMAP]
     data = {
         "about": about,
         "tokens": tokens,
         "query": query,
-        "patterns": lower_triangles(patterns),
+        # [layer][head][query]: the query + 1 weights of the lower triangle
+        "patterns": [[[head[q, : q + 1].tolist() for q in range(len(tokens))] for head in layer] for layer in rounded],
         "scores": scores.double().numpy().round(DECIMALS).tolist(),  # [layer][head][query][key], all keys
         "value_norms": value_norms.double().numpy().round(DECIMALS).tolist(),
         "head_size": head_size,
-        "colormap": colormap_hex(CMAP),
+        "colormap": [to_hex(cmap(i / (COLORMAP_STEPS - 1))) for i in range(COLORMAP_STEPS)],
     }
     # "<" only occurs inside JSON strings: escaped, no token (say "</script>") can end the script early
     payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")

@@ -42,9 +42,9 @@ def compare_runs(runs: dict[str, list[dict]], path: Path) -> Path:
     by_tokens, by_time = fig.subplots(1, 2, sharey=True)
     for i, (name, rows) in enumerate(runs.items()):
         color = f"C{i % 10}"
+        batches = [r for r in rows if r["kind"] == "batch"]
+        evals = [r for r in rows if r["kind"] == "eval"]
         for ax, x in ((by_tokens, "tokens"), (by_time, "elapsed_s")):
-            batches = [r for r in rows if r["kind"] == "batch"]
-            evals = [r for r in rows if r["kind"] == "eval"]
             ax.plot([r[x] for r in batches], [r["train_loss"] for r in batches], color=color, alpha=0.2, linewidth=0.7)
             ax.plot([r[x] for r in evals], [r["val_loss"] for r in evals], "o-", color=color, markersize=3,
                     label=f"{name}: val {evals[-1]['val_loss']:.4f}" if evals else name)

@@ -28,13 +28,6 @@ def panel_inches(n_tokens: int) -> float:
     return min(5.0, max(2.0, 0.085 * min(n_tokens, MAX_TICKS) + 0.7))
 
 
-def masked_pattern(pattern: torch.Tensor) -> np.ma.MaskedArray:
-    """(T, T) pattern with the upper triangle (keys after the query) masked out, not drawn."""
-    T = pattern.size(0)
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)  # (T, T), True above the diagonal
-    return np.ma.masked_array(pattern.float().cpu().numpy(), mask=future)
-
-
 def _set_ticks(ax: Axes, labels: list[str], axis: str) -> None:
     """Tokens as tick labels (every k-th when there are many); long ones stand upright on x."""
     step = math.ceil(len(labels) / MAX_TICKS)
@@ -58,9 +51,10 @@ def heatmap_figure(patterns: torch.Tensor, tokens: list[str], title: str) -> Fig
     fig = Figure(figsize=(n_head * side + 1.2, n_layer * side + 0.6), dpi=DPI, layout="constrained")
     axes = fig.subplots(n_layer, n_head, squeeze=False, sharex=True, sharey=True)
     cmap = matplotlib.colormaps[CMAP].with_extremes(bad="white")
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)  # (T, T), True above the diagonal: keys after the query
     for (layer, head), ax in np.ndenumerate(axes):
-        image = ax.imshow(masked_pattern(patterns[layer, head]), cmap=cmap, vmin=0.0, vmax=1.0,
-                          interpolation="nearest")
+        pattern = np.ma.masked_array(patterns[layer, head].float().cpu().numpy(), mask=future)  # the mask not drawn
+        image = ax.imshow(pattern, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(f"layer {layer}, head {head}", fontsize=8)
         _set_ticks(ax, tokens, "x")
         _set_ticks(ax, tokens, "y")
