@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from config.device import autocast, resolve_dtype
 from config.errors import UserError, run_cli
-from config.settings import TrainConfig, parse_duration, read_config
+from config.settings import TrainConfig, read_config
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, open_dataset
 from data.loader import BatchLoader
@@ -32,17 +32,14 @@ from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
-from training.budget import (Pace, Plan, corrected_steps, eval_interval_for, plan_run, probe, process_age_s,
-                             steps_in_time)
-from training.checkpoint import OutDir, checkpoint_path, claim_out_dir, load_checkpoint, save_checkpoint
+from training.budget import Pace, Plan, corrected_steps, eval_interval_for, make_plan, steps_in_time
+from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path, checkpoint_payload, claim_out_dir,
+                                 load_checkpoint, restore_training_state, save_checkpoint)
 from training.init_from import build_model, check_resume_data
 from training.metrics_log import MetricsLog
-from training.optimizer import Optimizers, build_optimizers
-from training.resume import RESUME_KEYS, Progress, checkpoint_payload, restore_training_state
-from training.schedule import lr_scale
+from training.optimizer import Optimizers, build_optimizers, lr_scale
 from training.signals import StopSignals
 from training.throughput import MFUMeter
-from training.wandb_log import WandbLog
 from viz.loss_plot import plot_loss
 from viz.maps import heatmap_figure
 from viz.png import save_png
@@ -50,47 +47,52 @@ from viz.tokens import token_texts
 
 
 @dataclass
-class Hardware:
-    """Where the run computes: this process among all, its device, and the autocast dtype."""
-
-    ranks: distributed.Ranks
+class Run:
+    cfg: TrainConfig
+    argv: list[str]  # to print the command that resumes this run
+    ranks: distributed.Ranks  # this process among all
     device: torch.device
     dtype: str  # the dtype setting resolved for this device ("auto" becomes bfloat16 or float32)
-
-
-@dataclass
-class Data:
     dataset: Dataset
-    identity: dict  # what checkpoints record of it: its tokenizer and the fingerprint of its token files
-    train: BatchLoader  # this process's share of every epoch
-    eval: dict[str, BatchLoader]  # the same batches at every evaluation
-
-
-@dataclass
-class Models:
-    plain: GPT  # its state_dict is what checkpoints hold
-    compiled: torch.nn.Module  # plain, compiled if asked: what evaluation calls
-    training: torch.nn.Module  # compiled, wrapped in DDP across processes: what the loop calls
-
-
-@dataclass
-class Recorder:
-    """The run's records: log.jsonl and wandb (main process only), and the checkpoints."""
-
-    out_dir: Path
-    argv: list[str]  # to print the command that resumes this run
-    log: MetricsLog | None
-    wandb: WandbLog | None
+    train_loader: BatchLoader  # this process's share of every epoch
+    eval_loaders: dict[str, BatchLoader]  # the same batches at every evaluation
+    model: GPT  # its state_dict is what checkpoints hold
+    compiled: torch.nn.Module  # model, compiled if asked: what evaluation calls
+    wrapped: torch.nn.Module  # compiled, wrapped in DDP across processes: what the loop calls
+    optimizers: Optimizers
+    scaler: torch.amp.GradScaler  # loss scaling for float16; a pass-through otherwise
+    progress: Progress
+    log: MetricsLog | None  # log.jsonl and wandb: the main process's
+    mfu: MFUMeter
+    claim: OutDir | None  # the main process's hold on out_dir: no other run writes there meanwhile
+    plan: Plan | None  # a time budget's: the shape and schedule it picked
     saved_step: int | None  # step of the ckpt.pt on disk, if any
-    latest: Path  # out_dir/ckpt.pt, or ckpt.safetensors: the checkpoint a resume reads
 
-    def record(self, kind: str, progress: Progress, **metrics: float | None) -> None:
-        if self.log is None:
-            return
-        self.log.append({"kind": kind, "step": progress.step, "tokens": progress.tokens,
-                         "elapsed_s": round(progress.elapsed_s, 3), **metrics})
-        if self.wandb is not None:
-            self.wandb.log(progress.step, {f"{kind}/{k}": v for k, v in metrics.items() if v is not None})
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.out_dir)
+
+    @property
+    def latest(self) -> Path:
+        """out_dir/ckpt.pt, or ckpt.safetensors: the checkpoint a resume reads."""
+        return checkpoint_path(self.out_dir, "ckpt", self.cfg.checkpoint_format)
+
+    @property
+    def tokens_per_step(self) -> int:  # across all processes
+        return self.cfg.batch_size * self.cfg.block_size * self.cfg.gradient_accumulation_steps * self.ranks.world_size
+
+    def save(self, stem: str) -> None:
+        """Write out_dir/ckpt.pt (stem "ckpt") or best.pt, or .safetensors by checkpoint_format."""
+        payload = checkpoint_payload(self.model, self.optimizers, self.scaler, self.cfg, self.dataset, self.progress,
+                                     self.train_loader, None if self.plan is None else asdict(self.plan))
+        save_checkpoint(payload, checkpoint_path(self.out_dir, stem, self.cfg.checkpoint_format))
+        if stem == "ckpt":
+            self.saved_step = self.progress.step
+
+    def record(self, kind: str, **metrics: float | None) -> None:
+        if self.log is not None:
+            self.log.append({"kind": kind, "step": self.progress.step, "tokens": self.progress.tokens,
+                             "elapsed_s": round(self.progress.elapsed_s, 3), **metrics})
 
     def resume_command(self) -> str:
         kept = [a for a in self.argv if not a.startswith("--init_from=")]
@@ -106,164 +108,91 @@ class Recorder:
         return UserError(f"loss is {loss} in {steps}; training stopped, {saved}")
 
 
-@dataclass
-class Run:
-    cfg: TrainConfig
-    hardware: Hardware
-    data: Data
-    models: Models
-    optimizers: Optimizers
-    scaler: torch.amp.GradScaler  # loss scaling for float16; a pass-through otherwise
-    progress: Progress
-    recorder: Recorder
-    mfu: MFUMeter
-    out_dir: OutDir | None  # the main process's hold on out_dir: no other run writes there meanwhile
-    plan: Plan | None  # a time budget's: the shape and schedule it picked
-
-    @property
-    def tokens_per_step(self) -> int:  # across all processes
-        return self.cfg.batch_size * self.cfg.block_size * self.cfg.gradient_accumulation_steps \
-            * self.hardware.ranks.world_size
-
-    def save(self, stem: str) -> None:
-        """Write out_dir/ckpt.pt (stem "ckpt") or best.pt, or .safetensors by checkpoint_format."""
-        payload = checkpoint_payload(self.models.plain, self.optimizers, self.scaler, self.cfg, self.data.identity,
-                                     self.progress, self.data.train,
-                                     None if self.plan is None else asdict(self.plan))
-        save_checkpoint(payload, checkpoint_path(self.recorder.out_dir, stem, self.cfg.checkpoint_format))
-        if stem == "ckpt":
-            self.recorder.saved_step = self.progress.step
-
-
-def open_run_dataset(cfg: TrainConfig, ranks: distributed.Ranks) -> Dataset:
-    """The dataset; the main process prepares a shipped recipe met for the first time."""
-    if ranks.is_main:
-        ensure_dataset(cfg.dataset)
-    distributed.wait_for_all(ranks)  # the others open it once it is there
-    return open_dataset(ensure_dataset(cfg.dataset))
-
-
-def set_up_data(cfg: TrainConfig, dataset: Dataset, ranks: distributed.Ranks) -> Data:
-    """The dataset's loaders, for the config's context and batch."""
-    train = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
-    evaluation = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
-                  for split, tokens in (("train", dataset.train), ("val", dataset.val))}
-    return Data(dataset, dataset_identity(dataset), train, evaluation)
-
-
-def set_up_models(cfg: TrainConfig, hardware: Hardware, dataset: Dataset, checkpoint: dict | None) -> Models:
-    device = hardware.device
-    model = build_model(cfg, dataset, checkpoint).to(device)
-    compiled = torch.compile(model) if cfg.compile else model
-    wrapped = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) \
-        if hardware.ranks.distributed else compiled
-    return Models(model, compiled, wrapped)
-
-
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     ranks, device = distributed.start(cfg.device)
-    hardware = Hardware(ranks, device, resolve_dtype(cfg.dtype, device))
+    dtype = resolve_dtype(cfg.dtype, device)
     torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)  # each process its own dropout masks
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # before the data and the model, so a refusal comes at once; a refused run writes nothing in out_dir
-    out_dir = claim_out_dir(cfg) if ranks.is_main else None
+    claim = claim_out_dir(cfg) if ranks.is_main else None
     try:
-        return set_up_run(cfg, argv, hardware, out_dir)
+        return set_up_run(cfg, argv, ranks, device, dtype, claim)
     except BaseException:
-        if out_dir is not None:
-            out_dir.abandon()  # a run that never began leaves out_dir as it found it
+        if claim is not None:
+            claim.abandon()  # a run that never began leaves out_dir as it found it
         raise
 
 
-def set_up_run(cfg: TrainConfig, argv: list[str], hardware: Hardware, out_dir: OutDir | None) -> Run:
+def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, device: torch.device, dtype: str,
+               claim: OutDir | None) -> Run:
     """Data, checkpoint, model, optimizer and records, once out_dir is this run's."""
-    ranks, device = hardware.ranks, hardware.device
-    dataset = open_run_dataset(cfg, ranks)
+    if ranks.is_main:  # the main process prepares a shipped recipe met for the first time
+        ensure_dataset(cfg.dataset)
+    distributed.wait_for_all(ranks)  # the others open it once it is there
+    dataset = open_dataset(ensure_dataset(cfg.dataset))
     latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
     checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
     new_data = checkpoint is not None and check_resume_data(checkpoint, dataset_identity(dataset), cfg)
     plan = None
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
         plan = Plan.stored(checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
-            make_plan(cfg, dataset.meta, hardware)
+            make_plan(cfg, dataset.meta, device, dtype, ranks)
         cfg = replace(cfg, **plan.keys)
-    data = set_up_data(cfg, dataset, ranks)  # the loaders for the planned context
-    models = set_up_models(cfg, hardware, data.dataset, checkpoint)
-    optimizers = build_optimizers(models.plain, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=hardware.dtype == "float16")
+    # the loaders for the planned context
+    train_loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
+    eval_loaders = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
+                    for split, tokens in (("train", dataset.train), ("val", dataset.val))}
+    model = build_model(cfg, dataset, checkpoint).to(device)
+    compiled = torch.compile(model) if cfg.compile else model
+    wrapped = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) \
+        if ranks.distributed else compiled
+    optimizers = build_optimizers(model, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
     progress = Progress()
     if checkpoint is not None:
-        progress = restore_training_state(checkpoint, optimizers, scaler, data.train, ranks.rank, cfg.seed, new_data)
-    if out_dir is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
-        out_dir.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
+        progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
+    if claim is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
+        claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
     resume_step = progress.step if checkpoint is not None else None
-    recorder = Recorder(Path(cfg.out_dir), argv,
-                        log=MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step) if ranks.is_main else None,
-                        wandb=WandbLog(cfg, resume_step) if cfg.wandb_log and ranks.is_main else None,
-                        saved_step=resume_step, latest=latest)
-    mfu = MFUMeter(training_flops_per_token(models.plain.config, cfg.block_size) * ranks.world_size, device,
-                   hardware.dtype)
-    return Run(cfg, hardware, data, models, optimizers, scaler, progress, recorder, mfu, out_dir, plan)
-
-
-def make_plan(cfg: TrainConfig, meta: dict, hardware: Hardware) -> Plan:
-    """Probe the dial's shapes here and plan the run for its time budget; the plan line is printed."""
-    bytes_per_token = meta["train_bytes"] / meta["train_tokens"]
-    probes = probe(cfg, meta["vocab_size"], bytes_per_token, hardware.device, hardware.dtype, hardware.ranks)
-    tokens_per_step = {p.shape["block_size"]: cfg.batch_size * cfg.gradient_accumulation_steps
-                       * hardware.ranks.world_size * p.shape["block_size"] for p in probes}
-    plan = plan_run(probes, cfg, parse_duration(cfg.time_budget), process_age_s(), tokens_per_step, bytes_per_token)
-    if hardware.ranks.is_main:
-        print(plan.line(plan.keys.get("eval_interval", cfg.eval_interval)), flush=True)
-    return plan
+    log = MetricsLog(Path(cfg.out_dir) / "log.jsonl", cfg, resume_step) if ranks.is_main else None
+    mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size) * ranks.world_size, device, dtype)
+    return Run(cfg, argv, ranks, device, dtype, dataset, train_loader, eval_loaders, model, compiled, wrapped,
+               optimizers, scaler, progress, log, mfu, claim, plan, resume_step)
 
 
 def train_step(run: Run) -> torch.Tensor:
     """Gradients of one step over gradient_accumulation_steps micro-batches; returns this
     process's mean loss as a tensor on the device (reading it would wait for the device)."""
-    n_micro, device = run.cfg.gradient_accumulation_steps, run.hardware.device
+    n_micro, device = run.cfg.gradient_accumulation_steps, run.device
     step_loss = torch.zeros((), device=device)
     for micro in range(n_micro):
-        x, y = run.data.train.next_batch()
+        x, y = run.train_loader.next_batch()
         if device.type == "cuda":  # pinned pages let the copy run while the GPU computes
             x, y = x.pin_memory(), y.pin_memory()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         # across processes, gradients are averaged once, on the last micro-batch
-        no_sync = run.hardware.ranks.distributed and micro < n_micro - 1
-        with run.models.training.no_sync() if no_sync else contextlib.nullcontext():
-            with autocast(device, run.hardware.dtype):
-                _, loss = run.models.training(x, y)
+        no_sync = run.ranks.distributed and micro < n_micro - 1
+        with run.wrapped.no_sync() if no_sync else contextlib.nullcontext():
+            with autocast(device, run.dtype):
+                _, loss = run.wrapped(x, y)
             run.scaler.scale(loss / n_micro).backward()
         step_loss += loss.detach() / n_micro
     return step_loss
 
 
-def apply_update(run: Run) -> None:
-    """Clip, step the optimizers, clear the gradients."""
-    optimizers, scaler = run.optimizers, run.scaler
-    if run.cfg.grad_clip > 0:
-        optimizers.unscale(scaler)
-        torch.nn.utils.clip_grad_norm_(run.models.plain.parameters(), run.cfg.grad_clip)
-    optimizers.step(scaler)
-    scaler.update()
-    optimizers.zero_grad()
-    run.progress.step += 1
-    run.progress.tokens += run.tokens_per_step
-
-
 @torch.no_grad()
 def estimate_loss(run: Run) -> dict[str, float]:
     """Mean loss over the same eval_iters batches of each split every time."""
-    model, device = run.models.compiled, run.hardware.device
+    model, device = run.compiled, run.device
     model.eval()
     losses = {}
-    for split, loader in run.data.eval.items():
+    for split, loader in run.eval_loaders.items():
         loader.load_state_dict({"epoch": 0, "cursor": 0})
         total = torch.zeros((), device=device)
         for _ in range(run.cfg.eval_iters):
             x, y = loader.next_batch()
-            with autocast(device, run.hardware.dtype):
+            with autocast(device, run.dtype):
                 _, loss = model(x.to(device), y.to(device))
             total += loss.float()
         losses[split] = total.item() / run.cfg.eval_iters
@@ -274,19 +203,17 @@ def estimate_loss(run: Run) -> dict[str, float]:
 def evaluate_and_save(run: Run, bar: tqdm, lr: float) -> None:
     losses = estimate_loss(run)
     bar.write(f"step {run.progress.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-    recorder = run.recorder
-    recorder.record("eval", run.progress, lr=lr, train_loss=losses["train"], val_loss=losses["val"])
-    plot_loss(recorder.log.rows, recorder.out_dir / "loss.png")
+    run.record("eval", lr=lr, train_loss=losses["train"], val_loss=losses["val"])
+    plot_loss(run.log.rows, run.out_dir / "loss.png")
     improved = losses["val"] < run.progress.best_val_loss
     if improved:
         run.progress.best_val_loss = losses["val"]
         run.save("best")
     if improved or run.cfg.always_save_checkpoint:
         run.save("ckpt")
-    if recorder.wandb is not None:
-        recorder.wandb.log_sample(run.progress.step, sample_text(run, 200))
-        recorder.wandb.log_image(run.progress.step, "loss_curve", recorder.out_dir / "loss.png")
-        recorder.wandb.log_image(run.progress.step, "attention", attention_picture(run))
+    if run.log.wandb is not None:
+        run.log.log_media(run.progress.step, sample_text(run, 200),
+                          {"loss_curve": run.out_dir / "loss.png", "attention": attention_picture(run)})
 
 
 def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
@@ -294,12 +221,13 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
 
     The loss stays on the device between log steps: reading it waits for the device,
     so it is read (and checked) only where it is logged, evaluated or a stop is due."""
-    cfg, progress, ranks = run.cfg, run.progress, run.hardware.ranks
+    progress, ranks = run.progress, run.ranks
     window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
     pace = Pace(progress.step, progress.elapsed_s)  # a time budget's checks measure the loop with it
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
-    unread = torch.zeros((), device=run.hardware.device)  # sum of those steps' losses: non-finite if any was
-    while progress.step < cfg.max_iters:
+    unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
+    while progress.step < run.cfg.max_iters:
+        cfg = run.cfg  # a time budget may change its steps below
         scale = lr_scale(progress.step, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr / cfg.learning_rate) \
             if cfg.decay_lr else 1.0
         run.optimizers.set_lr_scale(scale)
@@ -316,17 +244,17 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             # one collective carries the losses and any stop signal, so every process agrees on all
             unread_loss, loss, stopping = distributed.mean_over_ranks(
                 torch.stack([unread.float(), step_loss.float(),
-                             torch.tensor(float(stop.received is not None), device=run.hardware.device)]),
-                ranks).tolist()
+                             torch.tensor(float(stop.received is not None), device=run.device)]), ranks).tolist()
             if not math.isfinite(unread_loss):  # stop before a checkpoint or the log sees a broken step
-                raise run.recorder.broken_loss_error(unread_loss, unread_from, step)
+                raise run.broken_loss_error(unread_loss, unread_from, step)
             unread.zero_()
             unread_from = step + 1
-        apply_update(run)
+        run.optimizers.update(run.scaler, run.model.parameters(), cfg.grad_clip)
+        progress.step += 1
+        progress.tokens += run.tokens_per_step
         progress.tick()  # the wall time since the last step, evaluation included
         if run.plan is not None and not run.plan.corrected and progress.step == cfg.warmup_iters:
-            cfg = correct_the_plan(run, bar, pace)
-            pace.mark(progress.step, progress.elapsed_s)
+            correct_the_plan(run, bar, pace)
         elif progress.step == cfg.warmup_iters // 2:  # the first steps pay for allocations: measured from here
             pace.mark(progress.step, progress.elapsed_s)
         if logging:
@@ -337,10 +265,9 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             postfix = dict(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_per_s:,.0f}")
             bar.set_postfix(**postfix, **({} if mfu is None else {"mfu": f"{mfu:.1%}"}), refresh=False)
             bar.update(progress.step - bar.n)
-            run.recorder.record("batch", progress, lr=lr, train_loss=loss, tok_per_s=round(tok_per_s, 1), mfu=mfu)
+            run.record("batch", lr=lr, train_loss=loss, tok_per_s=round(tok_per_s, 1), mfu=mfu)
         if eval_step and run.plan is not None and not finished:
-            cfg = keep_the_deadline(run, bar, pace)  # before the evaluation, whose checkpoint then holds the plan
-            pace.mark(progress.step, progress.elapsed_s)
+            keep_the_deadline(run, bar, pace)  # before the evaluation, whose checkpoint then holds the plan
         if eval_step and ranks.is_main:
             started = time.perf_counter()
             evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
@@ -353,13 +280,15 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     return None
 
 
-def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> TrainConfig:
+def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
     """Once, as the warmup ends and before the decay begins: if the steps take more than 20% longer or
     shorter than the probe said (another process took the cores), fit the steps to the time planned."""
     plan, progress = run.plan, run.progress
     steps = None  # the user's steps, or no steps measured since the pace's mark: the plan stands
     if "max_iters" in plan.keys and progress.step > pace.step:
-        measured, elapsed_s = from_main(run, pace.step_s(progress.step, progress.elapsed_s), progress.elapsed_s)
+        # the main process's measurements on every process: a max_iters of its own would leave the others waiting
+        measured, elapsed_s = distributed.from_main([pace.step_s(progress.step, progress.elapsed_s),
+                                                     progress.elapsed_s], run.ranks, run.device)
         steps = corrected_steps(plan, progress.step, measured, elapsed_s)  # None once plan.corrected is set
     plan.corrected = True
     if steps is not None:
@@ -367,36 +296,30 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> TrainConfig:
                          f"instead of {plan.steps:,}", max_iters=steps, lr_decay_iters=steps,
                **({"eval_interval": eval_interval_for(steps)} if "eval_interval" in plan.keys else {}))
         plan.step_s = measured
-    return run.cfg
+    pace.mark(progress.step, progress.elapsed_s)
 
 
-def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> TrainConfig:
+def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
     """Before each evaluation but the last: the steps that end the run in time at the pace of its steps
     since the last check and the time of its last evaluation, on the same schedule."""
     plan, progress = run.plan, run.progress
-    if "max_iters" not in plan.keys or progress.step <= pace.step:  # the user's steps are theirs to keep
-        return run.cfg
-    elapsed_s, step_s, evaluation_s = from_main(run, progress.elapsed_s, pace.step_s(progress.step, progress.elapsed_s),
-                                                pace.last_evaluation_s or plan.evaluation_s)
-    steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, run.cfg.lr_decay_iters, elapsed_s, step_s,
-                          evaluation_s)
-    if steps is not None:
-        replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, a step takes {step_s:.3f} s: the run ends "
-                         f"at step {steps:,} instead of {plan.steps:,}, on the same learning-rate schedule",
-               max_iters=steps)
-    return run.cfg
-
-
-def from_main(run: Run, *values: float) -> list[float]:
-    """The main process's measurements on every process, so that all take the same decision: a
-    max_iters of its own would leave the others waiting. Only the main process evaluates."""
-    return distributed.from_main(torch.tensor(values, dtype=torch.float32, device=run.hardware.device),
-                                 run.hardware.ranks).tolist()  # mps has no float64
+    if "max_iters" in plan.keys and progress.step > pace.step:  # the user's steps are theirs to keep
+        # the main process's measurements on every process, as in correct_the_plan
+        elapsed_s, step_s, evaluation_s = distributed.from_main(
+            [progress.elapsed_s, pace.step_s(progress.step, progress.elapsed_s),
+             pace.last_evaluation_s or plan.evaluation_s], run.ranks, run.device)
+        steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, run.cfg.lr_decay_iters, elapsed_s, step_s,
+                              evaluation_s)
+        if steps is not None:
+            replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, a step takes {step_s:.3f} s: the run "
+                             f"ends at step {steps:,} instead of {plan.steps:,}, on the same learning-rate schedule",
+                   max_iters=steps)
+    pace.mark(progress.step, progress.elapsed_s)
 
 
 def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
     """Change the plan's keys mid-run, saying why in the log."""
-    if run.hardware.ranks.is_main:
+    if run.ranks.is_main:
         bar.write(f"time budget: {why}")
     run.plan.keys.update(keys)
     run.plan.steps = keys["max_iters"]
@@ -405,10 +328,10 @@ def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
 
 
 def sample_text(run: Run, n_tokens: int) -> str:
-    tokenizer = tokenizer_from_description(run.data.dataset.meta["tokenizer"])
-    device, model = run.hardware.device, run.models.plain
-    idx = torch.tensor([start_tokens(tokenizer)], dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(run.cfg.seed)
+    tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
+    model = run.model
+    idx = torch.tensor([start_tokens(tokenizer)], dtype=torch.long, device=run.device)
+    generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed)
     model.eval()
     out = model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator,
                          vocab_limit=tokenizer.vocab_size)
@@ -419,15 +342,14 @@ def sample_text(run: Run, n_tokens: int) -> str:
 @torch.no_grad()
 def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     """out_dir/attention.png: every head's pattern over the start of the validation text."""
-    model, dataset = run.models.plain, run.data.dataset
-    ids = dataset.val[: min(n_tokens, model.config.block_size)].astype("int64").tolist()
-    tokenizer = tokenizer_from_description(dataset.meta["tokenizer"])
+    model = run.model
+    ids = run.dataset.val[: min(n_tokens, model.config.block_size)].astype("int64").tolist()
+    tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
     model.eval()
-    idx = torch.tensor([ids], device=run.hardware.device)
-    patterns = torch.stack(model.attention_patterns(idx))[:, 0]  # (L, nh, T, T)
+    patterns = torch.stack(model.attention_patterns(torch.tensor([ids], device=run.device)))[:, 0]  # (L, nh, T, T)
     model.train()
     figure = heatmap_figure(patterns.float().cpu(), token_texts(tokenizer, ids), f"step {run.progress.step}")
-    return save_png(figure, run.recorder.out_dir / "attention.png")
+    return save_png(figure, run.out_dir / "attention.png")
 
 
 def next_commands(out_dir: Path, latest: Path) -> str:
@@ -440,15 +362,14 @@ def next_commands(out_dir: Path, latest: Path) -> str:
 
 
 def describe(run: Run) -> str:
-    c, cfg, hw = run.models.plain.config, run.cfg, run.hardware
-    world = hw.ranks.world_size
+    c, cfg, world = run.model.config, run.cfg, run.ranks.world_size
     peak = "" if run.mfu.peak is None else f"peak {run.mfu.peak / 1e12:.2f} TFLOP/s, "
     recipe = [c.pos_emb if c.pos_emb == "rope" else "learned positions", c.norm, c.mlp, *(["qk-norm"] * c.qk_norm),
               f"{c.n_kv_head} key/value heads" if c.n_kv_head < c.n_head else "",
               "tied head" if c.tie_embeddings else "untied head", " + ".join(run.optimizers.parts)]
-    return (f"model: {run.models.plain.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, "
+    return (f"model: {run.model.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, "
             f"{c.n_embd} wide, context {c.block_size}; {', '.join(r for r in recipe if r)}); "
-            f"device {hw.device}, {hw.dtype}{', compiled' if cfg.compile else ''}\n"
+            f"device {run.device}, {run.dtype}{', compiled' if cfg.compile else ''}\n"
             f"batch: {cfg.batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) "
             f"= {cfg.batch_size * cfg.gradient_accumulation_steps * world} sequences, "
             f"{run.tokens_per_step:,} tokens per step; MFU: {peak}{run.mfu.peak_source}")
@@ -457,11 +378,11 @@ def describe(run: Run) -> str:
 def main(argv: list[str]) -> None:
     cfg = read_config(TrainConfig, argv)
     run = set_up(cfg, argv)
-    main_process = run.hardware.ranks.is_main
+    main_process = run.ranks.is_main
     try:
         if main_process:
             if run.progress.step:
-                print(f"resuming from {run.recorder.latest} at step {run.progress.step}")
+                print(f"resuming from {run.latest} at step {run.progress.step}")
             print(describe(run), flush=True)
             for warning in run.cfg.schedule_warnings():
                 print(f"note: {warning}", file=sys.stderr)
@@ -472,15 +393,16 @@ def main(argv: list[str]) -> None:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
             if run.cfg.sample_tokens:
                 print("--- sample ---\n" + sample_text(run, run.cfg.sample_tokens) + "\n--------------")
-            print(next_commands(run.recorder.out_dir, run.recorder.latest))
+            print(next_commands(run.out_dir, run.latest))
         # the others wait while the main process saves and samples: a process group torn down under it aborts it
-        distributed.wait_for_all(run.hardware.ranks)
+        distributed.wait_for_all(run.ranks)
     finally:
-        if run.recorder.wandb is not None:
-            run.recorder.wandb.finish()
-        if run.out_dir is not None:
-            run.out_dir.release()
-        progress, recorder = run.progress, run.recorder
+        if run.log is not None:
+            run.log.finish()
+        if run.claim is not None:
+            run.claim.release()
+        stopped = (f"stopped at step {run.progress.step}; checkpoint saved to {run.latest}. "
+                   f"Resume with:\n  {run.resume_command()}")
         # The DDP model holds gloo's last work and its tensors; left to the interpreter's shutdown, their
         # release aborts the process. Free them (and any cycle around them) first, then leave the group.
         del run
@@ -488,8 +410,7 @@ def main(argv: list[str]) -> None:
         distributed.stop()
     if stopped_by is not None:
         if main_process:
-            print(f"stopped at step {progress.step}; checkpoint saved to {recorder.latest}. "
-                  f"Resume with:\n  {recorder.resume_command()}", file=sys.stderr)
+            print(stopped, file=sys.stderr)
         sys.exit(128 + stopped_by)
 
 

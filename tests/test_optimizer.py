@@ -8,8 +8,7 @@ from config.settings import TrainConfig
 from config.device import resolve_dtype
 from helpers import gpt2_config
 from model import GPT
-from training.optimizer import Muon, build_optimizers, orthogonalise
-from training.schedule import lr_scale
+from training.optimizer import Muon, build_optimizers, lr_scale, orthogonalise
 
 CFG = TrainConfig(optimizer="muon", muon_lr=0.03, muon_momentum=0.9, learning_rate=2e-3, weight_decay=0.05)
 SHAPE = gpt2_config(block_size=16, vocab_size=30, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, bias=True,

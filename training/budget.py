@@ -91,11 +91,12 @@ class Plan:
     def line(self, eval_interval: int) -> str:
         s = self.shape
         tokens = self.steps * self.tokens_per_step
+        text = tokens * self.bytes_per_token  # bytes
         end = datetime.now() + timedelta(seconds=self.budget_s - process_age_s())
         fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
         return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
                 f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
-                f"({tokens / self.params:.1f} per parameter, {tokens * self.bytes_per_token / self.params:.1f} bytes of "
+                f"({tokens / self.params:.1f} per parameter, {text / self.params:.1f} bytes of "
                 f"text), {evaluations(self.steps, eval_interval)} evaluations; ends about {end:%H:%M:%S}{fixed}")
 
 
@@ -183,16 +184,14 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
     model = GPT(model_config(cfg, vocab_size)).to(device)
     optimizers = build_optimizers(model, cfg, device)
     x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
+    scaler = torch.amp.GradScaler(enabled=False)
 
     def step() -> None:
         for _ in range(cfg.gradient_accumulation_steps):
             with autocast(device, dtype):
                 loss = model(x, x)[1]
             loss.backward()
-        if cfg.grad_clip > 0:  # as train.py's step does
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizers.step(torch.amp.GradScaler(enabled=False))
-        optimizers.zero_grad()
+        optimizers.update(scaler, model.parameters(), cfg.grad_clip)  # as train.py's step does
 
     step()  # the first step allocates and warms the caches
     start = time.perf_counter()
@@ -211,6 +210,18 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
     return model.num_params(), step_s, forward_s, (time.perf_counter() - start) / 16
 
 
+def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ranks: distributed.Ranks) -> Plan:
+    """Probe the dial's shapes here and plan the run for its time budget; the plan line is printed."""
+    bytes_per_token = meta["train_bytes"] / meta["train_tokens"]
+    probes = probe(cfg, meta["vocab_size"], bytes_per_token, device, dtype, ranks)
+    tokens_per_step = {p.shape["block_size"]: cfg.batch_size * cfg.gradient_accumulation_steps * ranks.world_size
+                       * p.shape["block_size"] for p in probes}
+    plan = plan_run(probes, cfg, parse_duration(cfg.time_budget), process_age_s(), tokens_per_step, bytes_per_token)
+    if ranks.is_main:
+        print(plan.line(plan.keys.get("eval_interval", cfg.eval_interval)), flush=True)
+    return plan
+
+
 def probe(cfg: TrainConfig, vocab_size: int, bytes_per_token: float, device: torch.device, dtype: str,
           ranks: distributed.Ranks) -> list[Probed]:
     """Time the candidate shapes, smallest first, until one would see less than BYTES_PER_PARAMETER
@@ -221,23 +232,16 @@ def probe(cfg: TrainConfig, vocab_size: int, bytes_per_token: float, device: tor
     shapes = candidate_shapes(cfg, vocab_size)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeds stay put
         for shape in tqdm(shapes, desc="probing shapes", unit="shape", disable=not ranks.is_main, leave=False):
-            probes.append(probe_one(cfg, shape, vocab_size, device, dtype, ranks))
+            params, *timed = time_steps(dataclasses.replace(cfg, **shape), vocab_size, device, dtype)
+            timings = torch.tensor(timed, device=device)
+            if ranks.distributed:
+                torch.distributed.all_reduce(timings, op=torch.distributed.ReduceOp.MAX)
+            probes.append(Probed(shape, params, *timings.tolist()))
             tokens = budget_s / probes[-1].step_s * cfg.batch_size * cfg.gradient_accumulation_steps \
                 * ranks.world_size * shape["block_size"]
-            if probes[-1].step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / probes[-1].params \
-                    < BYTES_PER_PARAMETER:
+            if probes[-1].step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / params < BYTES_PER_PARAMETER:
                 break
     return probes
-
-
-def probe_one(cfg: TrainConfig, shape: dict, vocab_size: int, device: torch.device, dtype: str,
-              ranks: distributed.Ranks) -> Probed:
-    """One shape's timings; under torchrun, the slowest process's."""
-    params, *timed = time_steps(dataclasses.replace(cfg, **shape), vocab_size, device, dtype)
-    timings = torch.tensor(timed, device=device)
-    if ranks.distributed:
-        torch.distributed.all_reduce(timings, op=torch.distributed.ReduceOp.MAX)
-    return Probed(shape, params, *timings.tolist())
 
 
 @dataclasses.dataclass

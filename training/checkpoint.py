@@ -1,25 +1,25 @@
-"""A training run's folder and its checkpoints: holding out_dir for one run at a time, and
-writing, reading and checking checkpoints in both formats.
+"""A run's checkpoints and its folder: what a checkpoint holds to put a run back where it left off,
+writing and reading it in both formats, and holding out_dir for one run at a time.
 
-Checkpoints: ckpt.pt (the latest) and best.pt, torch.save files loaded with weights_only=True
-(pickled code is refused, never run); or, with checkpoint_format=safetensors, ckpt.safetensors
-and best.safetensors, for people who share weights with no pickle at all. There every tensor
-(weights, optimizer moments, random states) is in the file's tensor table under its path in the
-checkpoint ("model.lm_head.weight", "optimizer.adamw.state.0.exp_avg"), and the rest is one JSON
-document in the file's metadata, with a {"$tensor": name} where each tensor stood; a tensor that
-shares its memory with an earlier one (a tied head) is stored once. A folder never holds one
-checkpoint in both formats.
+Checkpoints: ckpt.pt (the latest) and best.pt, torch.save files of plain tensors, numbers and strings
+loaded with weights_only=True (pickled code is refused, never run); or, with checkpoint_format=safetensors,
+ckpt.safetensors and best.safetensors, for people who share weights with no pickle at all. There every
+tensor is in the file's tensor table under its path in the checkpoint ("model.lm_head.weight",
+"optimizer.adamw.state.0.exp_avg"), and the rest is one JSON document in the file's metadata, with a
+{"$tensor": name} where each tensor stood; a tensor that shares its memory with an earlier one (a tied
+head) is stored once. A folder never holds one checkpoint in both formats.
 
-out_dir: a run holds an OS lock (flock) on out_dir/.lock for its whole life. The OS drops the
-lock when the process ends, however it ends, so a run that died never blocks the next one; the
-file's text only names the process holding it. Whether the run may start there (resume needs a
-checkpoint; a fresh start must not bury one) is decided before anything in the folder is
-written, and a run whose set-up fails puts the folder back as it found it.
+out_dir: a run holds an OS lock (flock) on out_dir/.lock for its whole life. The OS drops it when the
+process ends, however it ends, so a run that died never blocks the next one; the file's text only names
+the holder. Whether the run may start there (resume needs a checkpoint; a fresh start must not bury one)
+is decided before anything in the folder is written, and a run whose set-up fails puts it back as found.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
+import math
 import os
 import pickle
 import shlex
@@ -33,8 +33,12 @@ import torch
 from config.errors import UserError
 from config.outputs import check_output
 from config.settings import TrainConfig
+from data.dataset import Dataset, dataset_identity
 from data.files import write_atomically
+from data.loader import BatchLoader
 from model import GPT, GPTConfig
+
+from .optimizer import Optimizers
 
 MODEL_KEYS = ("model", "model_args", "tokenizer")  # enough to sample
 CHECKPOINT_SUFFIXES = (".pt", ".safetensors")  # checkpoint_format=pt or safetensors
@@ -65,12 +69,15 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
         else:
             checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
-        raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; use a checkpoint written by train.py") from None
+        raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; "
+                        f"use a checkpoint written by train.py") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: safetensors'
-        raise UserError(f"checkpoint {path} is damaged or truncated ({str(e).splitlines()[0][:120]}); use another one") from None
+        reason = str(e).splitlines()[0][:120]
+        raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); use another one") from None
     missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
-        raise UserError(f"{path} is not a checkpoint of this project (no {', '.join(missing)}); use one written by train.py")
+        raise UserError(f"{path} is not a checkpoint of this project (no {', '.join(missing)}); "
+                        f"use one written by train.py")
     return checkpoint
 
 
@@ -81,8 +88,78 @@ def model_from_checkpoint(checkpoint: dict, path: Path) -> GPT:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, TypeError, ValueError) as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[:3])[:200]  # torch's reason is on line 2
-        raise UserError(f"checkpoint {path} does not match the model it describes ({detail}); use another one") from None
+        raise UserError(f"checkpoint {path} does not match the model it describes ({detail}); "
+                        f"use another one") from None
     return model
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands, carried across resumes."""
+
+    step: int = 0  # optimizer steps done
+    best_val_loss: float = math.inf
+    tokens: int = 0  # training tokens seen
+    elapsed_s: float = 0.0  # seconds spent training, evaluation included, over every resume
+
+    def __post_init__(self) -> None:
+        self._ticked = time.perf_counter()
+
+    def tick(self) -> None:
+        """Add the wall time since the last tick (or since this run began) to elapsed_s."""
+        now = time.perf_counter()
+        self.elapsed_s, self._ticked = self.elapsed_s + now - self._ticked, now
+
+
+RESUME_KEYS = MODEL_KEYS + ("optimizer", "scaler", "config", "iter_num", "best_val_loss", "tokens_seen", "elapsed_s",
+                            "rng", "loader", "dataset")
+
+
+def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.GradScaler, cfg: TrainConfig,
+                       dataset: Dataset, progress: Progress, loader: BatchLoader, plan: dict | None = None) -> dict:
+    """Everything a checkpoint holds. "dataset" names the data trained on, for resume to check; plan, a
+    time budget's (training/budget.py), is what a resume follows instead of planning again."""
+    identity = dataset_identity(dataset)
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
+        "optimizer": optimizers.state_dict(),  # {"adamw": ..., "muon": ...}
+        "scaler": scaler.state_dict(),  # float16's loss scale (empty otherwise)
+        "config": dataclasses.asdict(cfg),
+        "model_args": model.config.to_dict(),
+        "tokenizer": identity["tokenizer"],
+        "dataset": {"folder": cfg.dataset, **identity},
+        "iter_num": progress.step,
+        "best_val_loss": progress.best_val_loss,
+        "tokens_seen": progress.tokens,
+        "elapsed_s": progress.elapsed_s,
+        "rng": rng,
+        "loader": loader.state_dict(),
+        **({"plan": plan} if plan is not None else {}),
+    }
+
+
+def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: torch.amp.GradScaler,
+                           loader: BatchLoader, rank: int, seed: int, new_data: bool = False) -> Progress:
+    """Put the optimizers, data position and random generators back where the checkpoint left them.
+
+    The checkpoint holds the main process's random state; other ranks reseed from the step, so a
+    resume on a different world size still works. On new data (allow_new_data) the walk starts
+    afresh and the best val loss, measured on other data, is forgotten."""
+    optimizers.load_state_dict(checkpoint["optimizer"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    if not new_data:
+        loader.load_state_dict(checkpoint["loader"])
+    if rank == 0:
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if "cuda" in checkpoint["rng"] and torch.cuda.is_available():  # not when it was saved without a GPU
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    else:
+        torch.manual_seed(seed + 1_000_003 * rank + checkpoint["iter_num"])
+    best_val_loss = math.inf if new_data else checkpoint["best_val_loss"]
+    return Progress(checkpoint["iter_num"], best_val_loss, checkpoint["tokens_seen"], checkpoint["elapsed_s"])
 
 
 METADATA_KEY = "smallgpt_checkpoint"
@@ -238,41 +315,34 @@ def claim_out_dir(cfg: TrainConfig) -> OutDir:
 
 
 def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
-    """The locked descriptor of path and whether this call created the file; None when
-    it does not exist and create is false. A live holder is a one-line refusal naming it."""
+    """The locked descriptor of path and whether this call created the file; None when it does not exist
+    and create is false. Never truncated: it holds the holder's record. A live holder is a one-line
+    refusal naming it."""
     while True:
+        fd = None
         try:
-            fd, created = open_lock_file(path, create)
-        except FileNotFoundError:
-            return None
+            try:
+                fd, created = os.open(path, os.O_RDWR), False
+            except FileNotFoundError:
+                if not create:
+                    return None
+                fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except FileExistsError:  # another run made it between our two opens: open that one
             continue
-        except OSError as e:  # another user's lock file, ...
-            raise UserError(f"out_dir {path.parent} cannot be locked ({e.strerror}); choose another --out_dir") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = lock_holder(fd)
             os.close(fd)
             raise UserError(f"out_dir {path.parent} is in use by another run ({holder}); wait for it to end, "
                             f"or choose another --out_dir") from None
-        except OSError as e:  # a file system without locks
-            os.close(fd)
-            raise UserError(f"out_dir {path.parent} cannot be locked ({e.strerror}); choose another --out_dir") from None
+        except OSError as e:  # another user's lock file, a file system without locks, ...
+            if fd is not None:
+                os.close(fd)
+            raise UserError(f"out_dir {path.parent} cannot be locked ({e.strerror}); "
+                            f"choose another --out_dir") from None
         if path.exists() and os.path.samestat(os.fstat(fd), path.stat()):
             return fd, created
         os.close(fd)  # a run that gave up removed this file between our open and our lock
-
-
-def open_lock_file(path: Path, create: bool) -> tuple[int, bool]:
-    """path opened for reading and writing, never truncated (it holds the holder's record),
-    and whether this call created it; it is created only where missing and create is true."""
-    try:
-        return os.open(path, os.O_RDWR), False
-    except FileNotFoundError:
-        if not create:
-            raise
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
 
 
 def lock_holder(fd: int, wait_s: float = 1.0) -> str:

@@ -14,7 +14,6 @@ from config.errors import UserError
 @dataclass(frozen=True)
 class Ranks:
     rank: int = 0  # this process among all
-    local_rank: int = 0  # this process on its machine: picks the GPU
     world_size: int = 1
 
     @property
@@ -29,20 +28,20 @@ class Ranks:
 
 def start(device_name: str) -> tuple[Ranks, torch.device]:
     """This process's ranks and device; joins the process group when torchrun started us."""
-    if "RANK" not in os.environ:
-        return Ranks(), pick_device(device_name)
-    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
     device = pick_device(device_name)
+    if "RANK" not in os.environ:
+        return Ranks(), device
+    local_rank = int(os.environ["LOCAL_RANK"])  # this process on its machine: picks the GPU
     if device.type == "cuda":
-        if ranks.local_rank >= torch.cuda.device_count():
-            raise UserError(f"local rank {ranks.local_rank} has no GPU ({torch.cuda.device_count()} here); "
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} here); "
                             f"lower --nproc_per_node")
-        device = torch.device("cuda", ranks.local_rank)
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise UserError(f"distributed training runs on cuda or cpu, not {device.type}")
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return ranks, device
+    return Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])), device
 
 
 def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
@@ -54,12 +53,12 @@ def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return value
 
 
-def from_main(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
-    """The main process's tensor, on every process."""
+def from_main(values: list[float], ranks: Ranks, device: torch.device) -> list[float]:
+    """The main process's numbers, on every process."""
+    value = torch.tensor(values, dtype=torch.float32, device=device)  # mps has no float64
     if ranks.distributed:
-        value = value.clone()
         dist.broadcast(value, src=0)
-    return value
+    return value.tolist()
 
 
 def wait_for_all(ranks: Ranks) -> None:

@@ -1,7 +1,5 @@
-"""The model a run starts from, per init_from: a fresh one, the checkpoint's (to
-resume), or a Hugging Face model's weights (to fine-tune); what a resume must
-match: the data the checkpoint was trained on and the model's shape; and the model
-a tool runs (load_model), from a checkpoint or a Hugging Face model."""
+"""The model a run starts from, per init_from: a fresh one, the checkpoint's (to resume, on the data and
+shape it was trained with), or a Hugging Face model's weights (to fine-tune); and the model a tool runs."""
 from __future__ import annotations
 
 from dataclasses import fields
@@ -35,11 +33,8 @@ def model_config(cfg: TrainConfig, dataset_vocab_size: int) -> GPTConfig:
 
 
 def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> bool:
-    """Refuse to resume on data the checkpoint was not trained on, unless allow_new_data makes
-    that fine-tuning. Returns whether the data is new (its walk then starts afresh).
-
-    identity is the dataset's (data.dataset.dataset_identity); the checkpoint holds its tokenizer
-    and, under "dataset", the fingerprint of the token files it was trained on."""
+    """Refuse to resume on data the checkpoint was not trained on (identity: data.dataset.dataset_identity),
+    unless allow_new_data makes that fine-tuning. Returns whether the data is new (its walk then starts afresh)."""
     if identity["tokenizer"] != checkpoint["tokenizer"]:
         raise UserError(
             f"cannot resume on dataset {cfg.dataset}: it was prepared with another tokenizer than this checkpoint's "
@@ -64,7 +59,8 @@ def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfi
     saved = GPTConfig(**checkpoint["model_args"]).to_dict()
     for key in SHAPE_KEYS:
         if saved[key] != getattr(wanted, key):
-            source = f" (the vocabulary of dataset {cfg.dataset})" if key == "vocab_size" and cfg.vocab_size is None else ""
+            from_data = key == "vocab_size" and cfg.vocab_size is None
+            source = f" (the vocabulary of dataset {cfg.dataset})" if from_data else ""
             raise UserError(
                 f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained with "
                 f"{key}={saved[key]}; use the same setting or a new out_dir"

@@ -1,9 +1,15 @@
-"""out_dir/log.jsonl: the run's losses, one JSON object per line, appended as training goes."""
+"""The run's records: out_dir/log.jsonl, one JSON object per line appended as training goes, and, with
+wandb_log, Weights & Biases. wandb is imported only then; it reads WANDB_MODE itself (offline writes the
+run under ./wandb, or WANDB_DIR, for a later `wandb sync`)."""
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 from pathlib import Path
 
+from config.errors import UserError
+from config.settings import TrainConfig
 from data.files import write_atomically
 
 
@@ -26,13 +32,37 @@ class MetricsLog:
     the checkpoint's step, so steps repeated after a crash appear once.
     """
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path, cfg: TrainConfig, resume_step: int | None):
+        self.wandb = None  # the wandb run, with wandb_log
+        if cfg.wandb_log:
+            try:
+                import wandb
+            except ImportError:
+                raise UserError("wandb_log=true needs wandb: pip install wandb") from None
+            self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=dataclasses.asdict(cfg))
+            if resume_step is not None:
+                self.wandb.summary["resumed_from_step"] = resume_step
         kept = [r for r in read_rows(path) if r["step"] <= resume_step] if resume_step is not None else []
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self.path = path
         self.rows = kept
 
     def append(self, row: dict) -> None:
+        """Add a row; wandb gets its metrics as "kind/name"."""
         self.rows.append(row)
         with open(self.path, "a") as f:  # closed at once: in the OS's hands, a killed process loses nothing
             f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({f"{row['kind']}/{k}": v for k, v in row.items()
+                            if k not in ("kind", "step", "tokens", "elapsed_s") and v is not None}, step=row["step"])
+
+    def log_media(self, step: int, sample: str, images: dict[str, Path]) -> None:
+        """A sample of text and images, to wandb."""
+        import wandb
+
+        self.wandb.log({"sample": wandb.Html(f"<pre>{html.escape(sample)}</pre>"),
+                        **{key: wandb.Image(str(path)) for key, path in images.items()}}, step=step)
+
+    def finish(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()

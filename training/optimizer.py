@@ -1,4 +1,4 @@
-"""The optimizers and which parameters each one moves.
+"""The optimizers, which parameters each one moves, and the learning-rate schedule they follow.
 
 AdamW alone (the GPT-2 recipe), or Muon beside it (the modern recipe).
 Muon (torch.optim.Muon) orthogonalises each update of a matrix that maps hidden
@@ -74,6 +74,17 @@ class Muon(torch.optim.Muon):
         return loss
 
 
+def lr_scale(step: int, warmup_iters: int, lr_decay_iters: int, min_ratio: float) -> float:
+    """What every peak learning rate is multiplied by at `step`: a linear warmup to 1,
+    then a cosine decay to min_ratio at lr_decay_iters, then min_ratio."""
+    if step < warmup_iters:
+        return (step + 1) / (warmup_iters + 1)
+    if step >= lr_decay_iters:
+        return min_ratio
+    progress = (step - warmup_iters) / max(1, lr_decay_iters - warmup_iters)  # 0 -> 1
+    return min_ratio + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - min_ratio)
+
+
 class Optimizers:
     """One or two optimizers stepped together, each with its own peak learning rate."""
 
@@ -91,9 +102,15 @@ class Optimizers:
         for optimizer in self.parts.values():
             scaler.step(optimizer)  # skipped, like any step, when float16 gradients overflowed
 
-    def unscale(self, scaler: torch.amp.GradScaler) -> None:
-        for optimizer in self.parts.values():
-            scaler.unscale_(optimizer)
+    def update(self, scaler: torch.amp.GradScaler, parameters, grad_clip: float) -> None:
+        """Clip the gradients to grad_clip (when positive), step every optimizer, clear the gradients."""
+        if grad_clip > 0:
+            for optimizer in self.parts.values():
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        self.step(scaler)
+        scaler.update()
+        self.zero_grad()
 
     def zero_grad(self) -> None:
         for optimizer in self.parts.values():
