@@ -69,8 +69,8 @@ def fork_server() -> ForkServer:
 def run_script(*args: str, check: bool = True, fresh: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run one of the repository's scripts in a process of its own: `python SCRIPT ARGS` forked from the fork
     server (see tests/forkserver.py), or a fresh interpreter for `python -m ...`, `python -c ...` and where
-    the test needs the whole start of a command (fresh=True)."""
-    if args[0].endswith(".py") and not fresh:
+    the test needs the whole start of a command (fresh=True) or sets up the process itself (preexec_fn)."""
+    if args[0].endswith(".py") and not fresh and kwargs.keys() <= {"env", "cwd", "timeout"}:
         result = fork_server().run(*args, **kwargs)
     else:
         result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
