@@ -1,4 +1,4 @@
-"""Helpers for tests that run the repository's scripts, as real subprocesses or in the test's process."""
+"""Helpers for tests that run the repository's scripts, in processes of their own or in the test's process."""
 from __future__ import annotations
 
 import atexit
