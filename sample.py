@@ -17,7 +17,7 @@ from config.errors import run_cli
 from config.prompts import encode_prompt, read_prompt
 from config.settings import SampleConfig, read_config
 from data.tokenizer import Tokenizer
-from model.compiled_decoding import compiled_step, package_path
+from model.compiled_decoding import compile_ahead
 from model.decoding import generation_cache
 from training.init_from import load_model
 
@@ -88,13 +88,12 @@ def main(argv: list[str]) -> None:
         print(f"note: the prompt is {len(ids):,} tokens; the model reads its last {model.config.block_size} "
               f"(block_size)", file=sys.stderr)
     idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
-    if cfg.compile:  # compiled now, and said so, if the compile cache lacks it; else the decoder loads it later
-        cache = generation_cache(model, idx, cfg.max_new_tokens, compile=True)
-        if not (path := package_path(model, cache)).exists():
-            start = time.perf_counter()
-            compiled_step(model, cache)
-            print(f"compile: the decoding step was compiled (once for this checkpoint, num_samples and cache size) "
-                  f"into {path} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if cfg.compile:  # compiled now, and said so, unless the compile cache holds it (then loaded after the 1st token)
+        start = time.perf_counter()
+        if kept := compile_ahead(model, generation_cache(model, idx, cfg.max_new_tokens, compile=True)):
+            once = "" if device.type == "cuda" else " (once for this checkpoint, num_samples and cache size)"
+            print(f"compile: the decoding step was compiled{once} into {kept} in {time.perf_counter() - start:.1f} s",
+                  file=sys.stderr)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = [SampleText(tokenizer, cfg.stop) for _ in range(cfg.num_samples)]
     stream = model.generate_stream(

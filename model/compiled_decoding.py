@@ -1,11 +1,15 @@
-"""The one-token decoding step compiled ahead of time, once per model, and loaded from disk after.
+"""The one-token decoding step, compiled once per model and reused from the compile cache after.
 
-A decoding step has the same shapes every time (one new token, a KV cache of fixed size), so
-torch.export captures `DecodeStep` and AOTInductor compiles it into a package (a shared library
-with the weights frozen inside; on a CPU its matrix products are inductor's C++ GEMM kernels,
-picked by timing them against aten's), written to the compile cache under a hash of everything
-it depends on: a later process loads it in about a second. Prefill stays eager: it runs once per
-sample, at a different length each time.
+A decoding step has the same shapes every time (one new token, a KV cache of fixed size), so:
+- on a CPU, torch.export captures `DecodeStep` and AOTInductor compiles it into a package (a shared
+  library with the weights frozen inside; its matrix products are inductor's C++ GEMM kernels, picked
+  by timing them against aten's), written to the compile cache under a hash of everything it depends
+  on: a later process loads it in about a second;
+- on CUDA, torch.compile in "reduce-overhead" mode compiles it and replays its kernels as one CUDA
+  graph (a step of a small model is many short kernels, whose launches would set its pace); the cache
+  tensors are marked static, so the graph writes them in place. Each process traces it again;
+  inductor's kernels come from its on-disk cache.
+Prefill stays eager: it runs once per sample, at a different length each time.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import getpass
 import hashlib
 import os
 import tempfile
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
 
 Step = Callable[[torch.Tensor, KVCache, torch.Tensor], torch.Tensor]  # (idx (B, 1), cache, positions (1,)) -> (B, V)
 _loaded: dict[Path, Step] = {}  # packages this process has loaded
+_graphed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # GPT -> its CUDA-graphed step
 
 
 class DecodeStep(nn.Module):
@@ -58,16 +64,21 @@ def package_path(model: "GPT", cache: KVCache) -> Path:
             digest.update(name.encode())
             for chunk in _tensor_bytes(tensor):
                 digest.update(chunk)
-    # inductor's own folder, found without importing inductor (seconds): a warm start loads it after the first token
-    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
-    return Path(cache) / "smallgpt-decoding" / f"{digest.hexdigest()[:32]}.pt2"
+    return inductor_cache() / "smallgpt-decoding" / f"{digest.hexdigest()[:32]}.pt2"
+
+
+def inductor_cache() -> Path:
+    """Inductor's own folder, found without importing inductor (seconds): a warm start loads from it
+    after the first token."""
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+                or Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}")
 
 
 def compile_step(model: "GPT", cache: KVCache, path: Path) -> None:
     """Export and compile the step for caches shaped like `cache`, and write its package to path."""
-    options = {"freezing": True}  # weights are constants: packed once for the kernels that read them
-    if cache.slot_positions.device.type == "cpu":
-        options["max_autotune"] = True  # time inductor's C++ GEMM kernels against aten's and keep the faster
+    # weights are constants, packed once for the kernels that read them; max_autotune times inductor's
+    # C++ GEMM kernels against aten's and keeps the faster
+    options = {"freezing": True, "max_autotune": True}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.pt2")  # never a half-written package under the name
     try:
@@ -85,9 +96,43 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> None:
     os.replace(partial, path)
 
 
+def graphed_step(model: "GPT") -> Step:
+    """The step compiled for CUDA graphs (compiled at its first call for each shape of cache)."""
+    if model not in _graphed:
+        compiled = torch.compile(DecodeStep(model), mode="reduce-overhead", fullgraph=True, dynamic=False)
+
+        def step(idx: torch.Tensor, cache: KVCache, positions: torch.Tensor) -> torch.Tensor:
+            for tensor in cache.tensors():  # read and written where they are: a new cache re-records the graph
+                torch._dynamo.mark_static_address(tensor)
+            torch.compiler.cudagraph_mark_step_begin()
+            return compiled(idx, positions, *cache.tensors()).clone()  # (B, V); the next replay reuses its memory
+
+        _graphed[model] = step
+    return _graphed[model]
+
+
+def compile_ahead(model: "GPT", cache: KVCache) -> Path | None:
+    """Compile the step for caches shaped like `cache` now, so that no token waits for it: where its
+    compiled code is kept, or None when a package from an earlier run made compiling needless."""
+    if cache.k[0].device.type == "cuda":  # traced in each process: run it on a scratch cache until it replays
+        with torch.inference_mode():  # as generation runs it: a change of grad mode would compile it again
+            step, scratch = graphed_step(model), KVCache(*(t.clone() for t in cache.tensors()))
+            idx = torch.zeros(cache.k[0].size(0), 1, dtype=torch.long, device=cache.k[0].device)  # (B, 1)
+            for _ in range(3):  # CUDA graph trees: a warm-up run, the recording, a replay
+                step(idx, scratch, torch.zeros(1, dtype=torch.long, device=idx.device))
+        return inductor_cache()
+    if (path := package_path(model, cache)).exists():
+        return None
+    compile_step(model, cache, path)
+    return path
+
+
 def compiled_step(model: "GPT", cache: KVCache) -> Step:
-    """The compiled step for this model and caches shaped like `cache`: from the compile cache,
-    or compiled now (tens of seconds on a CPU) and written there; loaded once per process."""
+    """The compiled step for this model and caches shaped like `cache`. On CUDA, the CUDA-graphed one;
+    elsewhere the package from the compile cache, or compiled now (tens of seconds on a CPU) and written
+    there; loaded once per process."""
+    if cache.k[0].device.type == "cuda":
+        return graphed_step(model)
     path = package_path(model, cache)
     if not path.exists():
         compile_step(model, cache, path)

@@ -12,8 +12,8 @@ def generation_cache(model, idx: torch.Tensor, max_new_tokens: int | None, compi
     """The KV cache a generation from idx (B, T) uses: as long as the context, or as the generation if
     that is shorter (a model with a context of, say, 131,072 positions would otherwise allocate them
     all); for the compiled step rounded up to a power of two, so one compilation serves many lengths."""
-    if compile and idx.device.type != "cpu":  # its AOTInductor package crashed the process when loaded on CUDA
-        raise ModelError(f"the compiled decoding step runs on a CPU only, not {idx.device.type}; "
+    if compile and idx.device.type not in ("cpu", "cuda"):
+        raise ModelError(f"the compiled decoding step runs on a CPU or a CUDA GPU, not {idx.device.type}; "
                          "decode without compile (--compile=false)")
     block_size = model.config.block_size
     needed = min(idx.size(1), block_size) + (block_size if max_new_tokens is None else max_new_tokens)

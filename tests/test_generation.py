@@ -117,11 +117,10 @@ def test_greedy_tokens_identical_on_both_paths(options):
     assert fast.shape == (2, 53) and torch.equal(fast, slow)
 
 
-def test_the_compiled_step_is_refused_off_the_cpu_before_anything_runs():
-    """On CUDA its package crashed when loaded (tests/test_gpu.py checks the refusal there); a model on
-    the meta device, which holds no numbers, is refused by the same check."""
+def test_the_compiled_step_is_refused_off_the_cpu_and_cuda_before_anything_runs():
+    """A model on the meta device, which holds no numbers, is refused as MPS would be: in one line."""
     model = tiny_model().to("meta")
-    with pytest.raises(ModelError, match="runs on a CPU only, not meta; decode without compile"):
+    with pytest.raises(ModelError, match="runs on a CPU or a CUDA GPU, not meta; decode without compile"):
         model.generate(torch.zeros(1, 1, dtype=torch.long, device="meta"), 4, temperature=0, compile=True)
 
 

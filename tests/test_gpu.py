@@ -1,5 +1,5 @@
 """The CUDA paths against the CPU as reference: the flash kernel, both optimizers (fused AdamW, Muon in
-bfloat16), and the compiled decoding step's refusal on CUDA. Skipped where no GPU is; on a GPU
+bfloat16); and the compiled decoding step's CUDA graphs against eager decoding. Skipped where no GPU is; on a GPU
 machine: python -m pytest tests/test_gpu.py."""
 import copy
 
@@ -10,7 +10,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from config.settings import TrainConfig
 from model import GPT, GPTConfig
-from model.errors import ModelError
+from model.weights import with_weights
 
 from training.optimizer import build_optimizers
 
@@ -78,12 +78,30 @@ def test_training_steps_on_cuda_follow_the_cpu(optimizer):
         assert relative_error(b.detach().cpu(), a.detach()) < 2e-2, name
 
 
-def test_the_compiled_decoding_step_is_refused_on_cuda_in_one_line():
-    """Its AOTInductor package compiled for CUDA but crashed the process when loaded (torch 2.11, an H200):
-    refused before compiling, with what to do instead."""
-    model = GPT(GPTConfig(block_size=16, vocab_size=40, n_layer=1, n_head=2, n_embd=16)).to(CUDA).eval()
-    with pytest.raises(ModelError, match="runs on a CPU only, not cuda; decode without compile"):
-        model.generate(torch.zeros(1, 1, dtype=torch.long, device=CUDA), 4, temperature=0, compile=True)
+@pytest.mark.parametrize("shape", [{}, MODERN], ids=["learned", "rope"])
+def test_cuda_graphed_decoding_picks_the_eager_tokens_past_block_size(shape, tmp_path, monkeypatch):
+    """The step compiled for CUDA graphs, float32, greedy, 5 * block_size steps (the learned window cut and
+    re-encoded, the RoPE cache rolling over), two prompts and so two caches: the eager step's tokens."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=40, n_layer=2, n_head=4, n_embd=32, **shape)).to(CUDA).eval()
+    for prompt in (torch.randint(0, 40, (2, 5)), torch.randint(0, 40, (2, 48))):
+        eager = model.generate(prompt.to(CUDA), 80, temperature=0)
+        assert torch.equal(model.generate(prompt.to(CUDA), 80, temperature=0, compile=True), eager)
+
+
+def test_cuda_graphed_decoding_with_int8_weights_agrees_with_float32():
+    """int8 weight-only (torchao) through the CUDA-graphed step: the greedy tokens of a model whose logits
+    have clear winners mostly match float32's eager ones."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, vocab_size=64, n_layer=2, n_head=4, n_embd=128, **MODERN)).to(CUDA).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)  # sharp logits: ties that int8 rounding could flip are rare
+    prompt = torch.randint(0, 64, (1, 8), device=CUDA)
+    reference = model.generate(prompt, 100, temperature=0)
+    with_weights(model, "int8")  # quantised in place, after the reference
+    int8 = model.generate(prompt, 100, temperature=0, compile=True)
+    assert (int8 == reference).float().mean() > 0.9
 
 
 def test_the_logits_of_one_batch_agree_on_cuda_and_cpu_in_float32():
