@@ -25,7 +25,12 @@ def quiet_torchao() -> None:
 def with_weights(model: "GPT", weights: str) -> "GPT":
     """model with its weights in `weights` (one of WEIGHTS), changed in place."""
     if weights == "bfloat16":
-        return model.to(torch.bfloat16)
+        model.to(torch.bfloat16)
+        for block in model.transformer.h:  # QK-norm computes in float32 (model/attention.py), so its scales stay
+            for norm in (block.attn.q_norm, block.attn.k_norm):  # float32, for torch's fused RMSNorm kernel
+                if norm is not None:
+                    norm.float()
+        return model
     if weights == "int8":
         quiet_torchao()
         from torchao.quantization import Int8WeightOnlyConfig, quantize_

@@ -2,11 +2,14 @@
 bits per byte, nearly; a dtype that does not exist is one line."""
 import importlib
 import json
+import warnings
 
 import pytest
 import torch
 
 from helpers import assert_one_line_error, run_command
+from model import GPT, GPTConfig
+from model.weights import with_weights
 from training.init_from import load_model
 
 pytestmark = pytest.mark.slow  # a trained checkpoint
@@ -38,3 +41,16 @@ def test_eval_scores_int8_weights_within_a_hundredth_of_a_bit(trained_out, capsy
 def test_a_weight_dtype_that_does_not_exist_is_one_line(trained_out):
     assert_one_line_error(run_command("sample.py", f"--out_dir={trained_out}", "--weights=int4"),
                           "weights='int4' is not one of float32, bfloat16, int8")
+
+
+def test_bfloat16_weights_keep_the_qk_norm_in_float32_and_warn_of_nothing():
+    """QK-norm computes in float32, so its scales stay float32 (torch's fused RMSNorm then takes them,
+    with no warning about mismatched dtypes); every other weight is bfloat16."""
+    model = GPT(GPTConfig(block_size=16, vocab_size=40, n_layer=2, n_head=2, n_embd=32, pos_emb="rope",
+                          norm="rmsnorm", qk_norm=True)).eval()
+    with_weights(model, "bfloat16")
+    float32 = {name for name, p in model.named_parameters() if p.dtype == torch.float32}
+    assert float32 == {f"transformer.h.{i}.attn.{qk}_norm.weight" for i in range(2) for qk in "qk"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.generate(torch.zeros(1, 1, dtype=torch.long), 4, temperature=0)
