@@ -17,6 +17,7 @@ import getpass
 import hashlib
 import os
 import tempfile
+import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,9 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> None:
 def graphed_step(model: "GPT") -> Step:
     """The step compiled for CUDA graphs (compiled at its first call for each shape of cache)."""
     if model not in _graphed:
+        # float32 products stay exact, so the graph picks eager decoding's tokens: inductor's advice to turn on
+        # TF32 does not apply
+        warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores", category=UserWarning)
         compiled = torch.compile(DecodeStep(model), mode="reduce-overhead", fullgraph=True, dynamic=False)
 
         def step(idx: torch.Tensor, cache: KVCache, positions: torch.Tensor) -> torch.Tensor:
