@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from config.settings import TrainConfig, read_config
+from data.dataset import read_meta
 from helpers import run_script
+from training import budget
+from training.distributed import Ranks
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
@@ -15,6 +20,8 @@ FLAGS = [
     "--max_iters=12", "--lr_decay_iters=12", "--warmup_iters=2", "--eval_interval=6", "--eval_iters=2",
     "--log_interval=1", "--sample_tokens=0", "--device=cpu", "--dtype=float32",
 ]
+PLANNED_FLAGS = ("--n_layer", "--n_head", "--n_embd", "--block_size", "--max_iters", "--lr_decay_iters",
+                 "--warmup_iters", "--eval_interval")  # a time budget's to set
 
 
 def batch_losses(out_dir) -> list[float]:
@@ -67,12 +74,31 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, char_d
 def test_a_time_budget_under_torchrun_is_one_plan_that_every_process_follows(char_dataset, tmp_path):
     """Every process probes and all take the slowest one's timings, so they plan the same steps and
     take the same decisions mid-run; a process on a plan of its own would leave the others waiting."""
-    planned = ("--n_layer", "--n_head", "--n_embd", "--block_size", "--max_iters", "--lr_decay_iters",
-               "--warmup_iters", "--eval_interval")
-    flags = [f for f in FLAGS if not f.startswith(planned)]
+    flags = [f for f in FLAGS if not f.startswith(PLANNED_FLAGS)]
     result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *flags,
                         "--time_budget=25s", f"--dataset={char_dataset}", f"--out_dir={tmp_path}")
     assert result.stdout.count("time budget 25 s:") == 1  # printed by the first process only
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert checkpoint["iter_num"] == checkpoint["plan"]["steps"] >= 20
     assert "batch: 4 x 1 accumulation x 2 process(es)" in result.stdout
+
+
+def plan_in_a_process_group(rank: int, init_file: str, dataset: str, plans) -> None:
+    """One of two gloo processes: probe and plan a 25 s budget as train.py does, as if this process had
+    started 15 s after the other (a loaded machine starts torchrun's processes unevenly)."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    budget.process_age_s = lambda: 5.0 + 15.0 * rank
+    cfg = read_config(TrainConfig, [*[f for f in FLAGS if not f.startswith(PLANNED_FLAGS)], "--time_budget=25s"])
+    plan = budget.make_plan(cfg, read_meta(Path(dataset)), torch.device("cpu"), "float32", Ranks(rank, 2))
+    plans[rank] = plan.keys
+    torch.distributed.destroy_process_group()
+
+
+def test_processes_started_at_different_times_make_one_plan(char_dataset, tmp_path):
+    """Every process plans with the main process's start-up time as well as the slowest timings: plans
+    that differed in steps would leave one process waiting for the other forever."""
+    with torch.multiprocessing.Manager() as manager:
+        plans = manager.dict()
+        torch.multiprocessing.spawn(plan_in_a_process_group, args=(str(tmp_path / "init"), str(char_dataset), plans),
+                                    nprocs=2)
+        assert plans[0] == plans[1] and plans[0]["max_iters"] >= 20

@@ -216,7 +216,9 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
     probes = probe(cfg, meta["vocab_size"], bytes_per_token, device, dtype, ranks)
     tokens_per_step = {p.shape["block_size"]: cfg.batch_size * cfg.gradient_accumulation_steps * ranks.world_size
                        * p.shape["block_size"] for p in probes}
-    plan = plan_run(probes, cfg, parse_duration(cfg.time_budget), process_age_s(), tokens_per_step, bytes_per_token)
+    # the main process's age on every process: with the probes' shared timings, one plan for all of them
+    age_s = distributed.from_main([process_age_s()], ranks, device)[0]
+    plan = plan_run(probes, cfg, parse_duration(cfg.time_budget), age_s, tokens_per_step, bytes_per_token)
     if ranks.is_main:
         print(plan.line(plan.keys.get("eval_interval", cfg.eval_interval)), flush=True)
     return plan
