@@ -32,7 +32,8 @@ from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
-from training.budget import Pace, Plan, corrected_steps, eval_interval_for, make_plan, steps_in_time
+from training.budget import (DEADLINE_CHECKS, Pace, Plan, corrected_steps, deadline_due, eval_interval_for,
+                             make_plan, steps_in_time)
 from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path, checkpoint_payload, claim_out_dir,
                                  load_checkpoint, restore_training_state, save_checkpoint)
 from training.init_from import build_model, check_resume_data
@@ -241,10 +242,13 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         # the same steps on every process (the read is a collective); a lone process can stop at any step
         read_now = logging or eval_step or (stop.received is not None and not ranks.distributed)
         if read_now:
-            # one collective carries the losses and any stop signal, so every process agrees on all
-            unread_loss, loss, stopping = distributed.mean_over_ranks(
+            # one collective carries the losses, any stop signal and whether the main process says a time
+            # budget's deadline is due, so every process agrees on all
+            checking = run.plan is not None and ranks.is_main and deadline_due(run.plan, pace, progress.elapsed_s)
+            unread_loss, loss, stopping, checking = distributed.mean_over_ranks(
                 torch.stack([unread.float(), step_loss.float(),
-                             torch.tensor(float(stop.received is not None), device=run.device)]), ranks).tolist()
+                             torch.tensor(float(stop.received is not None), device=run.device),
+                             torch.tensor(float(checking), device=run.device)]), ranks).tolist()
             if not math.isfinite(unread_loss):  # stop before a checkpoint or the log sees a broken step
                 raise run.broken_loss_error(unread_loss, unread_from, step)
             unread.zero_()
@@ -266,8 +270,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             bar.set_postfix(**postfix, **({} if mfu is None else {"mfu": f"{mfu:.1%}"}), refresh=False)
             bar.update(progress.step - bar.n)
             run.record("batch", lr=lr, train_loss=loss, tok_per_s=round(tok_per_s, 1), mfu=mfu)
-        if eval_step and run.plan is not None and not finished:
-            keep_the_deadline(run, bar, pace)  # before the evaluation, whose checkpoint then holds the plan
+        if run.plan is not None and not finished and (eval_step or (read_now and checking)):
+            keep_the_deadline(run, bar, pace)  # before an evaluation, whose checkpoint then holds the plan
         if eval_step and ranks.is_main:
             started = time.perf_counter()
             evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
@@ -300,14 +304,17 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
 
 
 def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
-    """Before each evaluation but the last: the steps that end the run in time at the pace of its steps
-    since the last check and the time of its last evaluation, on the same schedule."""
+    """Before each evaluation but the last, and every twentieth of the budget: the steps that end the run
+    in time at the pace of its steps since the last check and the time of its last evaluation, on the
+    same schedule."""
     plan, progress = run.plan, run.progress
     if "max_iters" in plan.keys and progress.step > pace.step:  # the user's steps are theirs to keep
         # the main process's measurements on every process, as in correct_the_plan
-        elapsed_s, step_s, evaluation_s = distributed.from_main(
+        elapsed_s, step_s, evaluation_s, measured_s = distributed.from_main(
             [progress.elapsed_s, pace.step_s(progress.step, progress.elapsed_s),
-             pace.last_evaluation_s or plan.evaluation_s], run.ranks, run.device)
+             pace.last_evaluation_s or plan.evaluation_s, progress.elapsed_s - pace.elapsed_s], run.ranks, run.device)
+        if measured_s < plan.budget_s / (2 * DEADLINE_CHECKS):
+            return  # checked moments ago: too few steps to tell the pace, whose measure goes on
         steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, run.cfg.lr_decay_iters, elapsed_s, step_s,
                               evaluation_s)
         if steps is not None:

@@ -13,8 +13,8 @@ from config.errors import UserError
 from config.settings import TrainConfig, read_config
 from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script, wait_for_step
 from training.metrics_log import read_rows
-from training.budget import (MARGIN, MIN_STEPS, BYTES_PER_PARAMETER, Plan, Probed, candidate_shapes, corrected_steps,
-                             dial, overhead_s, plan_run, steps_in_time)
+from training.budget import (MARGIN, MIN_STEPS, BYTES_PER_PARAMETER, Pace, Plan, Probed, candidate_shapes,
+                             corrected_steps, deadline_due, dial, overhead_s, plan_run, steps_in_time)
 
 
 def probes(depths=range(2, 13)) -> list[Probed]:
@@ -107,6 +107,19 @@ def test_the_deadline_fits_the_steps_to_the_pace_measured_within_the_schedule():
     assert p.loop_s - slower["step_s"] - slower["evaluation_s"] < end_s <= p.loop_s
     p.steps = late  # a run cut short that then catches up goes back to the decay's end, and no further
     assert steps_in_time(p, at, every, decay, elapsed_s, step_s=0.8 * p.step_s, evaluation_s=p.evaluation_s) == decay
+
+
+def test_the_deadline_is_checked_every_twentieth_of_the_budget_once_the_plan_is_corrected():
+    """Besides before each evaluation: a twentieth of the budget after the last check, never before the
+    warmup's one correction."""
+    p = plan([], 600)
+    pace = Pace(step=100, elapsed_s=50.0)
+    assert not deadline_due(p, pace, 50.0 + 600 / 20)  # the warmup's correction comes first
+    p.corrected = True
+    assert not deadline_due(p, pace, 50.0 + 0.9 * 600 / 20)
+    assert deadline_due(p, pace, 50.0 + 600 / 20)
+    pace.mark(200, 80.0)  # checked: the next one is a twentieth later
+    assert not deadline_due(p, pace, 81.0) and deadline_due(p, pace, 110.0)
 
 
 def test_evaluations_the_user_asked_for_are_planned_for():

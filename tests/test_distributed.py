@@ -84,11 +84,12 @@ def test_a_time_budget_under_torchrun_is_one_plan_that_every_process_follows(cha
 
 
 def plan_in_a_process_group(rank: int, init_file: str, dataset: str, plans) -> None:
-    """One of two gloo processes: probe and plan a 25 s budget as train.py does, as if this process had
+    """One of two gloo processes: probe and plan a 60 s budget as train.py does, as if this process had
     started 15 s after the other (a loaded machine starts torchrun's processes unevenly)."""
+    torch.set_num_threads(1)  # as torchrun sets it: two processes on the cores
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     budget.process_age_s = lambda: 5.0 + 15.0 * rank
-    cfg = read_config(TrainConfig, [*[f for f in FLAGS if not f.startswith(PLANNED_FLAGS)], "--time_budget=25s"])
+    cfg = read_config(TrainConfig, [*[f for f in FLAGS if not f.startswith(PLANNED_FLAGS)], "--time_budget=60s"])
     plan = budget.make_plan(cfg, read_meta(Path(dataset)), torch.device("cpu"), "float32", Ranks(rank, 2))
     plans[rank] = plan.keys
     torch.distributed.destroy_process_group()
@@ -101,4 +102,4 @@ def test_processes_started_at_different_times_make_one_plan(char_dataset, tmp_pa
         plans = manager.dict()
         torch.multiprocessing.spawn(plan_in_a_process_group, args=(str(tmp_path / "init"), str(char_dataset), plans),
                                     nprocs=2)
-        assert plans[0] == plans[1] and plans[0]["max_iters"] >= 20
+        assert plans[0] == plans[1], dict(plans)

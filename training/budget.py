@@ -35,6 +35,7 @@ BYTES_PER_PARAMETER = 4.0  # bytes of training text seen per parameter: fitted f
 MIN_STEPS = 20
 EVALUATIONS = 4  # evaluations (and checkpoints) per planned run, the last at its end
 MARGIN = 0.03  # of the budget, kept for start-up, checkpoints and pictures
+DEADLINE_CHECKS = 20  # per budget, besides those before evaluations: a machine slowing down late costs a twentieth
 IMPORTED = time.perf_counter()
 PLANNED = ("n_layer", "n_head", "n_embd", "block_size", "max_iters", "lr_decay_iters", "warmup_iters", "eval_interval")
 
@@ -275,15 +276,22 @@ def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train
     return max(step + 1, step + int((plan.train_s - elapsed_train_s) // measured_step_s))
 
 
+def deadline_due(plan: Plan, pace: Pace, elapsed_s: float) -> bool:
+    """Whether a twentieth of the budget has passed since the pace was last measured, so that the deadline
+    is checked again (once the plan's one correction is behind it). The main process decides: its answer
+    travels with the losses' collective, so every process checks at the same step."""
+    return plan.corrected and elapsed_s - pace.elapsed_s >= plan.budget_s / DEADLINE_CHECKS
+
+
 def steps_in_time(plan: Plan, step: int, eval_interval: int, decay_steps: int, elapsed_s: float, step_s: float,
                   evaluation_s: float) -> int | None:
-    """The deadline, checked before each evaluation with the loop's measured seconds per step and per
-    evaluation: the steps that end the loop when planned for it, at most decay_steps (lr_decay_iters),
-    when they differ from the plan's by more than 1% of the budget; None while the plan stands. Only the
+    """The deadline, checked before each evaluation and every twentieth of the run (deadline_due) with the
+    loop's measured seconds per step and per evaluation: the steps that end the loop when planned for it, at most decay_steps (lr_decay_iters),
+    when they differ from the plan's by more than 2% of the budget; None while the plan stands. Only the
     number of steps moves, never the schedule: every step keeps the learning rate the plan gave it, and
     a run behind its plan (a machine that slowed down, another process) stops a little earlier in its
     decay, one that has caught up again goes back towards the decay's end."""
-    to_come = evaluations(plan.steps, eval_interval) - (step - 1) // eval_interval  # this one and the last
+    to_come = evaluations(plan.steps, eval_interval) - (step - 1) // eval_interval  # any due now, and the last
     left_s = plan.loop_s - elapsed_s - to_come * evaluation_s
     steps = max(step + 1, min(decay_steps, step + int(left_s // step_s)))
-    return None if abs(steps - plan.steps) * step_s <= 0.01 * plan.budget_s else steps
+    return None if abs(steps - plan.steps) * step_s <= 0.02 * plan.budget_s else steps
