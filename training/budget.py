@@ -285,9 +285,10 @@ def deadline_due(plan: Plan, pace: Pace, elapsed_s: float) -> bool:
 
 def steps_in_time(plan: Plan, step: int, eval_interval: int, decay_steps: int, elapsed_s: float, step_s: float,
                   evaluation_s: float) -> int | None:
-    """The deadline, checked before each evaluation and every twentieth of the run (deadline_due) with the
-    loop's measured seconds per step and per evaluation: the steps that end the loop when planned for it, at most decay_steps (lr_decay_iters),
-    when they differ from the plan's by more than 2% of the budget; None while the plan stands. Only the
+    """The deadline, checked before each evaluation and every twentieth of the budget (deadline_due) with
+    the loop's measured seconds per step and per evaluation: the steps that end the loop when planned for
+    it, at most decay_steps (lr_decay_iters), when they differ from the plan's by more than 2% of the
+    budget; None while the plan stands. Only the
     number of steps moves, never the schedule: every step keeps the learning rate the plan gave it, and
     a run behind its plan (a machine that slowed down, another process) stops a little earlier in its
     decay, one that has caught up again goes back towards the decay's end."""
