@@ -288,10 +288,10 @@ def steps_in_time(plan: Plan, step: int, eval_interval: int, decay_steps: int, e
     """The deadline, checked before each evaluation and every twentieth of the budget (deadline_due) with
     the loop's measured seconds per step and per evaluation: the steps that end the loop when planned for
     it, at most decay_steps (lr_decay_iters), when they differ from the plan's by more than 2% of the
-    budget; None while the plan stands. Only the
-    number of steps moves, never the schedule: every step keeps the learning rate the plan gave it, and
-    a run behind its plan (a machine that slowed down, another process) stops a little earlier in its
-    decay, one that has caught up again goes back towards the decay's end."""
+    budget; None while the plan stands. Only the number of steps moves, never the schedule: every step
+    keeps the learning rate the plan gave it, and a run behind its plan (a machine that slowed down,
+    another process) stops a little earlier in its decay, one that has caught up again goes back towards
+    the decay's end."""
     to_come = evaluations(plan.steps, eval_interval) - (step - 1) // eval_interval  # any due now, and the last
     left_s = plan.loop_s - elapsed_s - to_come * evaluation_s
     steps = max(step + 1, min(decay_steps, step + int(left_s // step_s)))
