@@ -13,8 +13,10 @@ Prefill stays eager: it runs once per sample, at a different length each time.
 """
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
+import io
 import os
 import tempfile
 import warnings
@@ -82,8 +84,8 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> None:
     options = {"freezing": True, "max_autotune": True}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.pt2")  # never a half-written package under the name
-    try:
-        with torch.inference_mode(False), torch.no_grad():
+    try:  # max_autotune writes its timing tables, and torch a deprecation it triggers, to stderr: not the user's
+        with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             example = [torch.zeros_like(t) for t in cache.tensors()]  # not the caller's (inference-mode) tensors
             idx = torch.zeros(cache.k[0].size(0), 1, dtype=torch.long, device=example[0].device)  # (B, 1)
             args = (idx, torch.zeros(1, dtype=torch.long, device=idx.device), *example)  # positions (1,)
