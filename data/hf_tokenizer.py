@@ -10,7 +10,6 @@ converted with transformers' TikTokenConverter; the char tokenizer is built from
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from .errors import DataError
@@ -48,16 +47,8 @@ def _split_pattern(pre: dict | None, folder: Path) -> str:
                     f"equivalent; {SUPPORTED}")
 
 
-def _quiet_torchao() -> None:
-    """transformers imports torchao, which logs at import that its CUDA kernels do not load on a CPU (and
-    torch a deprecation it triggers): not the user's business (model/weights.py does the same for models)."""
-    for noisy in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
 def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[bytes, int]:
     """The vocabulary as tiktoken ranks (token bytes -> id), checked to merge in id order."""
-    _quiet_torchao()
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
@@ -136,7 +127,6 @@ def _is_gpt2(tokenizer: BPETokenizer) -> bool:
 
 def hf_tokenizer_from_encoding(encoding):
     """A `tokenizers` Tokenizer that gives the tiktoken Encoding's ids, through transformers' TikTokenConverter."""
-    _quiet_torchao()
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     class EncodingConverter(TikTokenConverter):
