@@ -4,17 +4,41 @@ and one attention.py run over it.
 Two tiers: `python -m pytest -m "not slow"` after every change, the whole suite
 before a commit. A test is slow when it is marked so (it starts the commands as
 subprocesses) or when it needs the session's trained run (marked here).
+
+The tests run in one worker process per core (pytest-xdist, pytest.ini). Each worker,
+and every command it starts, computes on its share of the cores, and all of them
+compile into one inductor cache for the session: never the user's.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from attention_reference import TEXT
 from helpers import TINY_TRAIN_FLAGS, prepare_text, run_script
 
 SLOW_FIXTURES = {"trained_out", "attention_run"}  # each starts train.py or attention.py once per session
+
+
+def pytest_configure() -> None:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # more threads than cores would make every process wait on the others
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache(tmp_path_factory) -> Path:
+    """The session's inductor cache, shared by the workers (in their temporary folders' parent): kernels one
+    compile built and timed serve the next."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "inductor-cache"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return folder
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

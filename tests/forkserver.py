@@ -2,20 +2,36 @@
 
 Each child is its own process running one of the repository's scripts as `python SCRIPT ARGS` would: the
 script as __main__, its own argv, working folder, environment, stdout and stderr, and the interpreter's own
-exit (atexit handlers, exit status, a traceback for an uncaught exception). What it skips is importing torch
-and numpy, which is most of a command's start. Nothing of the project is imported here, so every child
-imports the project's code fresh. Requests arrive on stdin, one JSON line each; two JSON lines answer each:
+exit (atexit handlers, exit status, a traceback for an uncaught exception). What it skips is importing torch,
+numpy and transformers' modules, which are most of a command's start (and most of a Hugging Face command's).
+Nothing of the project is imported here, so every child imports the project's code fresh. Requests arrive on stdin, one JSON line each; two JSON lines answer each:
 the child's pid, then its exit status.
 """
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import runpy
 import sys
 
 import numpy  # noqa: F401  (imported before the fork so that children skip it)
 import torch  # noqa: F401
+
+
+def import_transformers() -> None:
+    """transformers and the modules the Hugging Face commands load. torchao, which they import, logs that its
+    CUDA kernels do not load here: silenced for the import only, so children keep the loggers' defaults."""
+    noisy = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in noisy]
+    for logger in noisy:
+        logger.setLevel(logging.CRITICAL)
+    from transformers import (AutoTokenizer, GenerationConfig, GPT2LMHeadModel, LlamaForCausalLM,  # noqa: F401
+                              PreTrainedTokenizerFast, Qwen3ForCausalLM)
+    from transformers.convert_slow_tokenizer import TikTokenConverter  # noqa: F401
+    for logger, level in zip(noisy, levels):
+        logger.setLevel(level)
 
 
 def become_command(script: str, args: list[str], cwd: str, env: dict, stdout: str, stderr: str) -> None:
@@ -46,4 +62,6 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
+    import_transformers()
+    gc.freeze()  # children's collections skip what is imported: its pages stay shared, not copied on write
     serve()

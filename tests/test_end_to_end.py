@@ -40,9 +40,9 @@ def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     assert run_script(*args).stdout == first  # same seed, same text
     assert run_script(*args[:-1], "--seed=8").stdout != first
 
-    timing = run_script("bench.py", "first_token", f"--out_dir={out_dir}", "--repeats=3", "--with_compile=false").stdout
-    best, median = map(float, re.search(r"eager +([\d.]+) s at best, +([\d.]+) s median over 3", timing).groups())
-    assert best <= median
+    timing = run_script("bench.py", "first_token", f"--out_dir={out_dir}", "--repeats=1", "--with_compile=false").stdout
+    best, median = map(float, re.search(r"eager +([\d.]+) s at best, +([\d.]+) s median over 1", timing).groups())
+    assert 0 < best == median
     refused = run_script("bench.py", "first_token", f"--out_dir={tmp_path / 'none'}", check=False)
     assert refused.returncode == 2 and "checkpoint" in refused.stderr and "Traceback" not in refused.stderr
 
