@@ -5,24 +5,26 @@ per block, and the training FLOPs per token. The model is never allocated.
 """
 from __future__ import annotations
 
-import json
-
 from config.errors import UserError, run_cli
 from config.settings import TrainConfig, read_config
 from data.corpora import RECIPES
-from data.dataset import dataset_dir
+from data.dataset import dataset_dir, read_meta
 from data.tokenizer import GPT2Tokenizer
 from model import GPTConfig
-from model.params import flops_per_token, format_report, meta_model, report_rows
+from model.params import format_report, meta_model, report_rows, training_flops_per_token
 from training.init_from import model_config
 
 
 def dataset_vocab_size(dataset: str) -> int | None:
     """The vocabulary in the dataset's meta.json; for a shipped BPE recipe not prepared yet, the
     vocabulary it will have; else None."""
-    meta = dataset_dir(dataset) / "meta.json"
-    if meta.is_file():
-        return json.loads(meta.read_text())["vocab_size"]
+    folder = dataset_dir(dataset)
+    if (folder / "meta.json").is_file():
+        vocab_size = read_meta(folder).get("vocab_size")
+        if not isinstance(vocab_size, int):
+            raise UserError(f"dataset {folder} is inconsistent (its meta.json has no vocab_size); "
+                            f"re-run python data/prepare.py for it")
+        return vocab_size
     recipe = RECIPES.get(dataset)
     if recipe is not None and recipe.tokenizer == "gpt2":
         return GPT2Tokenizer().vocab_size
@@ -46,7 +48,7 @@ def main(argv: list[str]) -> None:
           f"(head_size={c.head_size}), block_size={c.block_size}, vocab_size={c.vocab_size}, bias={c.bias}\n"
           f"pos_emb={c.pos_emb}, norm={c.norm}, qk_norm={c.qk_norm}, mlp={c.mlp} ({c.mlp_hidden} wide), "
           f"tie_embeddings={c.tie_embeddings}\nshapes as PyTorch stores them: a Linear weight is (out x in)\n")
-    print(format_report(report_rows(model), flops_per_token(model, c.block_size), c.block_size))
+    print(format_report(report_rows(model), training_flops_per_token(c, c.block_size), c.block_size))
 
 
 if __name__ == "__main__":

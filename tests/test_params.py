@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from config.errors import UserError
+from data.errors import DataError
 from helpers import gpt2_config, run_script
 from model import GPT, GPTConfig
 from model.errors import ModelError
@@ -115,3 +116,9 @@ def test_vocabulary_from_the_dataset_or_asked_for(char_dataset, tmp_path, capsys
     assert "vocab_size=50257," in capsys.readouterr().out
     with pytest.raises(ModelError, match="n_embd=768 must be divisible by n_head=5"):
         main(["configs/gpt2_124m.toml", "--n_head=5"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for text, reason in (("{not json", "Expecting property name"), ('{"dtype": "uint16"}', "has no vocab_size")):
+        (broken / "meta.json").write_text(text)
+        with pytest.raises((UserError, DataError), match=f"{reason}.*re-run python data/prepare.py"):
+            main([f"--dataset={broken}"])
