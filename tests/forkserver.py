@@ -4,7 +4,7 @@ Each child is its own process running one of the repository's scripts as `python
 script as __main__, its own argv, working folder, environment, stdout and stderr, and the interpreter's own
 exit (atexit handlers, exit status, a traceback for an uncaught exception). What it skips is importing torch,
 numpy and transformers' modules, which are most of a command's start (and most of a Hugging Face command's);
-so settings that torch's compiler reads at its import (CXX) are this process's. Nothing of the project is
+so settings read at import (inductor's CXX, the hub client's HF_*) are this process's. Nothing of the project is
 imported here, so every child imports the project's code fresh. Requests arrive on stdin, one JSON line
 each; two JSON lines answer each: the child's pid, then its exit status.
 """

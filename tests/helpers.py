@@ -66,11 +66,24 @@ def fork_server() -> ForkServer:
     return ForkServer()
 
 
+# environment variables that the libraries the fork server imports read at their import (the Hugging Face hub
+# client's HF_*, inductor's CXX): a command given other values than the server's needs its own interpreter
+IMPORT_TIME_SETTINGS = ("HF_", "HUGGINGFACE_", "CXX")
+
+
+def differs_at_import(env: dict | None) -> bool:
+    names = {*os.environ, *(env or {})}
+    return env is not None and any(name.startswith(IMPORT_TIME_SETTINGS) and env.get(name) != os.environ.get(name)
+                                   for name in names)
+
+
 def run_script(*args: str, check: bool = True, fresh: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run one of the repository's scripts in a process of its own: `python SCRIPT ARGS` forked from the fork
-    server (see tests/forkserver.py), or a fresh interpreter for `python -m ...`, `python -c ...` and where
-    the test needs the whole start of a command (fresh=True) or sets up the process itself (preexec_fn)."""
-    if args[0].endswith(".py") and not fresh and kwargs.keys() <= {"env", "cwd", "timeout"}:
+    server (see tests/forkserver.py), or a fresh interpreter for `python -m ...`, `python -c ...`, for an
+    environment whose import-time settings differ from the server's, and where the test needs the whole
+    start of a command (fresh=True) or sets up the process itself (preexec_fn)."""
+    forkable = kwargs.keys() <= {"env", "cwd", "timeout"} and not differs_at_import(kwargs.get("env"))
+    if args[0].endswith(".py") and not fresh and forkable:
         result = fork_server().run(*args, **kwargs)
     else:
         result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300,

@@ -1,6 +1,7 @@
 """compile=true (torch.compile) trains the same model as eager mode, and its checkpoint
 holds the plain model's names, so every other command loads it."""
 import json
+import os
 
 import pytest
 import torch
@@ -20,8 +21,11 @@ def test_compiled_training_matches_eager_training(char_dataset, tmp_path):
     # compiled and eager rounding differences would show)
     flags = [*TINY_TRAIN_FLAGS, "--max_iters=10", "--lr_decay_iters=10", "--eval_interval=10", "--sample_tokens=0",
              "--dtype=float32", "--optimizer=adamw", f"--dataset={char_dataset}"]
-    run_script("train.py", *flags, f"--out_dir={tmp_path / 'eager'}")
-    run_script("train.py", *flags, "--compile=true", f"--out_dir={tmp_path / 'compiled'}")
+    caches = {run: tmp_path / f"{run}-inductor-cache" for run in ("eager", "compiled")}  # what each run compiled
+    for run, compile_flag in (("eager", []), ("compiled", ["--compile=true"])):
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(caches[run])}
+        run_script("train.py", *flags, *compile_flag, f"--out_dir={tmp_path / run}", env=env)
+    assert not caches["eager"].exists() and any(caches["compiled"].rglob("*.so"))  # inductor's compiled kernels
     eager, compiled = log_losses(tmp_path / "eager"), log_losses(tmp_path / "compiled")
     assert len(eager) == len(compiled) == 3  # steps 5 and 10, then the evaluation at 10
     assert compiled == pytest.approx(eager, abs=1e-4)

@@ -4,7 +4,6 @@ built with transformers. Bad input to export.py is one line with exit status 2."
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
@@ -20,7 +19,6 @@ pytestmark = pytest.mark.slow  # the commands run as subprocesses
 transformers = pytest.importorskip("transformers")
 
 TEXT = "Zoë's café in São Paulo: 東京で寿司を食べた 🍣🎌, and 👩🏽‍💻 wrote it down.\n"  # accents, CJK, emoji
-OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1"}
 CLASSIC = ["--pos_emb=learned", "--norm=layernorm", "--qk_norm=false", "--mlp=gelu", "--tie_embeddings=true",
            "--optimizer=adamw"]
 SHORT_RUN = ["--block_size=64", "--batch_size=4", "--max_iters=10", "--lr_decay_iters=10", "--eval_interval=10",
@@ -37,9 +35,9 @@ def train_and_export(tmp_path, corpus_text: str, shape: str) -> dict:
     flags, tokenizer, checkpoint, _ = RUNS[shape]
     prepare_text(corpus_text + TEXT * 20, tokenizer, tmp_path / "data")  # the char vocabulary holds TEXT's
     run_script("train.py", *TINY_TRAIN_FLAGS, *SHORT_RUN, *flags, f"--dataset={tmp_path / 'data'}",
-               f"--out_dir={tmp_path / 'out'}", env=OFFLINE)
+               f"--out_dir={tmp_path / 'out'}")
     result = run_script("export.py", f"--out_dir={tmp_path / 'out'}", f"--checkpoint={checkpoint}",
-                        f"--hf_dir={tmp_path / 'hf'}", env=OFFLINE)
+                        f"--hf_dir={tmp_path / 'hf'}")
     assert result.stdout.startswith(f"wrote {tmp_path / 'hf'}: {RUNS[shape][3]}")
     return load_checkpoint(tmp_path / "out" / checkpoint)
 
@@ -117,7 +115,7 @@ def test_export_refuses_bad_input_and_leaves_the_disk_alone(tmp_path, trained_ou
     assert "cannot export: norm=rmsnorm has no Hugging Face equivalent (pos_emb=learned makes it GPT-2" in line
     shutil.rmtree(tmp_path / "odd")
     assert snapshot(tmp_path) == before and not (tmp_path / "new").exists()
-    result = run_script("export.py", f"--out_dir={trained_out}", f"--hf_dir={target}", check=False, env=OFFLINE)
+    result = run_script("export.py", f"--out_dir={trained_out}", f"--hf_dir={target}", check=False)
     assert result.returncode == 2 and result.stderr.startswith("error: --hf_dir=") and "Traceback" not in result.stderr
     assert snapshot(tmp_path) == before
 
@@ -164,11 +162,11 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
     hf = byte_level_bpe_folder(folder, corpus_text)
     (tmp_path / "notes.txt").write_text(corpus_text, encoding="utf-8")
     run_script("data/prepare.py", f"--input={tmp_path / 'notes.txt'}", f"--tokenizer={folder}",
-               f"--dataset={tmp_path / 'data'}", env=OFFLINE)
+               f"--dataset={tmp_path / 'data'}")
     tokenizer = tokenizer_from_hf_folder(folder)
     run_script("train.py", f"--init_from={folder}", f"--dataset={tmp_path / 'data'}", f"--out_dir={tmp_path / 'out'}",
                "--block_size=32", "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=1",
-               "--sample_tokens=5", "--device=cpu", env=OFFLINE)
+               "--sample_tokens=5", "--device=cpu")
     checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
     args = checkpoint["model_args"]
     assert (args["n_head"], args["n_kv_head"], args["pos_emb"], args["qk_norm"], args["block_size"]) == \

@@ -16,7 +16,6 @@ import torch
 from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_script
 
 pytestmark = pytest.mark.slow
-OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def sha256s(folder: Path) -> dict[str, str]:
@@ -48,7 +47,7 @@ def test_export_never_writes_into_a_run_or_a_dataset(trained_out, char_dataset, 
                              (char_dataset, "holds files export.py did not write")):
         refused("export.py", f"--out_dir={run}", f"--hf_dir={target}", "--replace_export=true", fragment=fragment,
                 unchanged=tmp_path if target != char_dataset else char_dataset)
-    export = run_script("export.py", f"--out_dir={run}", f"--hf_dir={tmp_path / 'hf'}", env=OFFLINE)
+    export = run_script("export.py", f"--out_dir={run}", f"--hf_dir={tmp_path / 'hf'}")
     assert export.returncode == 0  # a folder of its own is fine, and replace_export replaces only an export
     refused("export.py", f"--out_dir={run}", f"--hf_dir={tmp_path / 'hf'}", fragment="holds an earlier export",
             unchanged=tmp_path)
@@ -56,8 +55,7 @@ def test_export_never_writes_into_a_run_or_a_dataset(trained_out, char_dataset, 
 
 def test_export_interrupted_once_its_folder_is_swapped_in_finishes(trained_out, tmp_path):
     """Ctrl-C right after the swap (tests/export_with_interrupt.py sends it) leaves a complete folder, exit 0."""
-    result = run_script("tests/export_with_interrupt.py", f"--out_dir={trained_out}", f"--hf_dir={tmp_path / 'hf'}",
-                        check=False, env=OFFLINE)
+    result = run_script("tests/export_with_interrupt.py", f"--out_dir={trained_out}", f"--hf_dir={tmp_path / 'hf'}", check=False)
     assert result.returncode == 0 and result.stdout.startswith("wrote "), result.stderr
     assert len(list((tmp_path / "hf").iterdir())) == 6
 
@@ -81,17 +79,17 @@ def test_a_run_resumed_in_the_other_format_keeps_one_latest_checkpoint(trained_o
 def test_padding_ids_are_never_sampled(padded_run, tmp_path):
     hot = run_script("sample.py", f"--out_dir={padded_run}", "--temperature=5", "--top_k=none", "--max_new_tokens=300")
     assert hot.returncode == 0 and "Traceback" not in hot.stderr
-    run_script("export.py", f"--out_dir={padded_run}", f"--hf_dir={tmp_path / 'hf'}", env=OFFLINE)
+    run_script("export.py", f"--out_dir={padded_run}", f"--hf_dir={tmp_path / 'hf'}")
     generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
     vocab = json.loads((tmp_path / "hf" / "config.json").read_text())["vocab_size"]
     assert vocab == 128 and generation["suppress_tokens"][-1] == 127  # transformers never samples them either
     from_folder = run_script("sample.py", f"--hf_model={tmp_path / 'hf'}", "--temperature=5", "--top_k=none",
-                             "--max_new_tokens=200", env=OFFLINE)
+                             "--max_new_tokens=200")
     assert from_folder.returncode == 0 and "Traceback" not in from_folder.stderr
 
 
 def test_a_damaged_hugging_face_folder_is_one_line(trained_out, tmp_path):
-    run_script("export.py", f"--out_dir={trained_out}", f"--hf_dir={tmp_path / 'hf'}", env=OFFLINE)
+    run_script("export.py", f"--out_dir={trained_out}", f"--hf_dir={tmp_path / 'hf'}")
     weights = tmp_path / "hf" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     refused("sample.py", f"--hf_model={tmp_path / 'hf'}", fragment="its weights (model.safetensors) cannot be read",
@@ -159,8 +157,7 @@ def test_nanogpt_flags_and_an_empty_stop_get_one_line(trained_out):
 def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained_out, tmp_path):
     cache = tmp_path / "compile-cache"
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(cache)}
-    # fresh: inductor reads CXX when it is imported, and the fork server has imported it (with transformers)
-    result = run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", check=False, env=env, fresh=True)
+    result = run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", check=False, env=env)
     assert_one_line_error(result, "could not compile the decoding step", "decode without compiling")
     assert not list(cache.glob("smallgpt-decoding/*"))  # nothing half-written left under the package's name
     assert_one_line_error(run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", "--use_cache=false",

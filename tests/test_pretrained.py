@@ -83,14 +83,19 @@ def closed_local_port() -> int:
 def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path, hub):
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env["HF_HOME"] = str(tmp_path / "empty-cache")
-    if hub == "offline mode":
-        env["HF_HUB_OFFLINE"] = "1"
-    else:  # what a machine without internet meets; the hub client alone retries for 23 s
-        env.pop("HF_HUB_OFFLINE", None)
-        env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_local_port()}"
-    start = time.perf_counter()
-    result = run_script("sample.py", "--hf_model=gpt2", check=False, env=env)
-    assert time.perf_counter() - start < 20
+    with socket.create_server(("127.0.0.1", 0)) as listening:  # connections queue here unanswered
+        if hub == "offline mode":  # a hub that would answer: offline, it must not be asked
+            env["HF_HUB_OFFLINE"] = "1"
+            env["HF_ENDPOINT"] = f"http://127.0.0.1:{listening.getsockname()[1]}"
+        else:  # what a machine without internet meets; the hub client alone retries for 23 s
+            env.pop("HF_HUB_OFFLINE", None)
+            env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed_local_port()}"
+        start = time.perf_counter()
+        result = run_script("sample.py", "--hf_model=gpt2", check=False, env=env)  # its own interpreter: HF_*
+        assert time.perf_counter() - start < 20
+        listening.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing connected
+            listening.accept()
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
