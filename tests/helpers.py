@@ -133,6 +133,12 @@ def prepare_text(text: str, tokenizer: str, folder: Path, **settings) -> dict:
     return prepare_dataset([source], tokenizer, folder, **settings).meta
 
 
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson's r of two tensors' entries: about 0 between two random initialisations, well above it
+    (0.6-0.7 for the fine-tuning tests' four steps) for weights trained from the other."""
+    return torch.corrcoef(torch.stack([a.flatten(), b.detach().flatten()]))[0, 1].item()
+
+
 def gpt2_config(**options) -> GPTConfig:
     """A GPTConfig in GPT-2's shape (learned positions, LayerNorm, GELU, a tied head, biases) unless options
     say otherwise: the model most tests build, with the modern options they set on top."""

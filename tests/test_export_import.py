@@ -12,7 +12,8 @@ import torch
 import export
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from data.tokenizer import tokenizer_from_description
-from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_main, run_script, snapshot
+from helpers import (TINY_TRAIN_FLAGS, assert_one_line_error, correlation, prepare_text, run_main, run_script,
+                     snapshot)
 from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
@@ -173,8 +174,18 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
         (4, 2, "rope", False, 32)  # Llama's shape, the context cropped to the run's block_size
     assert checkpoint["tokenizer"] == tokenizer.describe()
     assert not torch.equal(checkpoint["model"]["lm_head.weight"], hf.lm_head.weight)  # it trained
+    assert correlation(checkpoint["model"]["lm_head.weight"], hf.lm_head.weight) > 0.5  # from Llama's weights
     sample = run_script("sample.py", f"--out_dir={tmp_path / 'out'}", "--prompt=Shall I", "--max_new_tokens=8")
     assert sample.stdout.startswith("Shall I")
     attention.main([f"--hf_model={folder}", "--text=Shall I compare thee", f"--pictures_dir={tmp_path / 'maps'}",
                     "--device=cpu"])
     assert {p.name for p in (tmp_path / "maps").iterdir()} >= {"heatmaps.png", "explorer.html"}
+    # what those pictures show, against transformers' own attention weights (RoPE, two heads per key/value head)
+    idx = torch.tensor([tokenizer.encode("Shall I compare thee")])
+    hf.set_attn_implementation("eager")  # the implementation that returns its weights
+    with torch.no_grad():
+        theirs = hf.eval()(idx, output_attentions=True).attentions  # n_layer x (1, nh, T, T)
+        ours = GPT.from_pretrained(str(folder)).eval().attention_patterns(idx)
+    assert len(ours) == len(theirs) == 2
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-4)

@@ -9,7 +9,7 @@ import torch
 
 from config.errors import UserError
 from training.init_from import load_model
-from helpers import prepare_text, run_script
+from helpers import correlation, prepare_text, run_script
 from model import GPT
 from model.pretrained import PretrainedNotFound
 
@@ -105,7 +105,8 @@ def test_sample_py_explains_how_to_get_gpt2_weights(tmp_path, hub):
 @pytest.mark.slow
 def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
     config = transformers.GPT2Config(n_positions=64, n_embd=16, n_layer=1, n_head=2)  # GPT-2's vocabulary
-    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")
+    hf = transformers.GPT2LMHeadModel(config)
+    hf.save_pretrained(tmp_path / "hf")
     prepare_text(corpus_text, "gpt2", tmp_path / "bpe")
     run_script("train.py", f"--init_from={tmp_path / 'hf'}", f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
                "--block_size=16", "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=1",
@@ -115,5 +116,6 @@ def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
                                                               "bias", "pos_emb", "norm", "mlp", "tie_embeddings")}
     assert shape == {"block_size": 16, "vocab_size": 50257, "n_layer": 1, "n_head": 2, "n_embd": 16, "bias": True,
                      "pos_emb": "learned", "norm": "layernorm", "mlp": "gelu", "tie_embeddings": True}  # GPT-2's, cropped
+    assert correlation(checkpoint["model"]["transformer.wte.weight"], hf.transformer.wte.weight) > 0.5  # its weights
     sample = run_script("sample.py", f"--out_dir={tmp_path / 'out'}", "--prompt=Shall I", "--max_new_tokens=5")
     assert sample.stdout.startswith("Shall I")
