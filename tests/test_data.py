@@ -48,12 +48,15 @@ def test_batches_are_windows_of_the_data_shifted_by_one(char_dataset):
 
 def test_each_epoch_sees_every_window_once():
     tokens = np.arange(1001, dtype=np.uint16)  # distinct tokens: a window is its first token
-    loader = BatchLoader(tokens, block_size=10, batch_size=7, seed=0)
-    per_epoch = len(loader._epoch_order(0))
-    seen = [loader.next_batch()[0][:, 0] for _ in range(per_epoch // 7)]
-    starts = np.concatenate([s.numpy() for s in seen])
-    assert len(set(starts.tolist())) == len(starts)  # no window twice within the epoch
-    assert all((starts - starts[0]) % 10 == 0)  # non-overlapping: one grid of windows
+    loader = BatchLoader(tokens, block_size=10, batch_size=1, seed=0)
+    starts = []
+    while loader.state_dict()["epoch"] == 0:
+        starts.append(loader.next_batch()[0][0, 0].item())
+    starts.pop()  # the call that began the next epoch
+    first = min(starts)
+    # one grid of non-overlapping windows, each seen once, from an offset below block_size to the last whose
+    # target fits (start + 10 <= 1000)
+    assert first < 10 and sorted(starts) == list(range(first, 991, 10))
 
 
 def test_loader_state_resumes_the_same_batches():
@@ -72,6 +75,9 @@ def test_ranks_get_disjoint_windows():
     orders = [BatchLoader(tokens, 10, 4, seed=0, rank=r, world_size=2)._epoch_order(0) for r in (0, 1)]
     assert len(orders[0]) == len(orders[1])
     assert not set(orders[0].tolist()) & set(orders[1].tolist())
+    together = sorted(orders[0].tolist() + orders[1].tolist())
+    grid = list(range(together[0], 1991, 10))  # every window of the epoch's grid, as for one process
+    assert together[0] < 10 and set(together) <= set(grid) and len(grid) - len(together) <= 1  # equal shares
 
 
 def test_too_short_split_is_a_clear_error():

@@ -18,6 +18,8 @@ from config.errors import UserError
 from config.settings import (AttentionConfig, CompareConfig, EvalConfig, ExportConfig, PrepareConfig, SampleConfig,
                            TrainConfig, read_config)
 from helpers import prepare_text, run_script
+from model.errors import ModelError
+from training.init_from import model_config
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -79,10 +81,15 @@ def test_a_documented_command_parses_as_written(where, argv, error):
     if not error:
         parse(argv, where)
         return
-    try:  # a page that shows a refusal shows the line the command prints (model errors come later)
+    try:  # a page that shows a refusal shows the line the command prints
         parse(argv, where)
     except UserError as e:
         assert str(e) == error
+    else:  # keys that parse but make no model: refused once the model's shape is built
+        assert CONFIGS[argv[0]] is TrainConfig, f"{where} runs, yet the page shows it refused"
+        with pytest.raises(ModelError) as refused:
+            model_config(read_config(TrainConfig, argv[1:]), 65)
+        assert str(refused.value) == error
 
 
 PATH_KEYS = ("out_dir", "dataset", "hf_dir", "hf_model", "pictures_dir", "input", "text_file", "plot", "surprise")

@@ -154,6 +154,13 @@ def test_top_k_never_leaves_the_k_most_likely():
     assert len(draw(torch.zeros(1, 6), top_k=2)) == 2  # k tokens even when all are tied
 
 
+def test_padding_ids_are_never_candidates():
+    logits = torch.tensor([[0.0, 1.0, 0.5, 9.0, 8.0]])  # ids 3 and 4 pad the vocabulary, and are the likeliest
+    assert draw(logits, vocab_limit=3) == {0, 1, 2}
+    assert draw(logits, vocab_limit=3, temperature=0) == {1}
+    assert draw(logits, vocab_limit=3, top_k=1) == {1}
+
+
 @pytest.mark.parametrize("temperature", [1e-30, 1e-50, 1e-300])
 def test_a_tiny_temperature_is_greedy_not_nan(temperature):
     logits = torch.randn(4, 40) * 10

