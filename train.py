@@ -140,11 +140,11 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         plan = Plan.stored(checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
             make_plan(cfg, dataset.meta, device, dtype, ranks)
         cfg = replace(cfg, **plan.keys)
+    model = build_model(cfg, dataset, checkpoint).to(device)  # first: it checks the shape, block_size included
     # the loaders for the planned context
     train_loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     eval_loaders = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
                     for split, tokens in (("train", dataset.train), ("val", dataset.val))}
-    model = build_model(cfg, dataset, checkpoint).to(device)
     compiled = torch.compile(model) if cfg.compile else model
     wrapped = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) \
         if ranks.distributed else compiled

@@ -53,9 +53,13 @@ class GPTConfig(ModelOptions):
     vocab_size: int = 50257
 
     def __post_init__(self) -> None:
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) <= 0:
+        sizes = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "mlp_hidden", "n_kv_head", "head_size")
+        for name in sizes:  # the last three may be none: derived below
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ModelError(f"{name}={getattr(self, name)} must be a positive integer")
+        for name in ("rope_theta", "norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ModelError(f"{name}={getattr(self, name)} must be positive")
         for f in fields(self):
             if f.metadata.get("choices") and getattr(self, f.name) not in f.metadata["choices"]:
                 raise ModelError(f"{f.name}={getattr(self, f.name)!r} is not one of {', '.join(f.metadata['choices'])}")
@@ -66,14 +70,15 @@ class GPTConfig(ModelOptions):
                     f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
                 )
             self.head_size = self.n_embd // self.n_head
-        self.n_kv_head = self.n_kv_head or self.n_head
-        if self.n_kv_head <= 0 or self.n_head % self.n_kv_head != 0:
+        self.n_kv_head = self.n_head if self.n_kv_head is None else self.n_kv_head
+        if self.n_head % self.n_kv_head != 0:
             raise ModelError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (1 is multi-query attention)")
         if self.pos_emb == "rope" and self.head_size % 2:
             raise ModelError(f"RoPE turns pairs of numbers: head_size={self.head_size} must be even")
         # SwiGLU: 8/3 n_embd rounded up to 64, so its three matrices hold about what GELU's two of 4 n_embd do
         swiglu_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
-        self.mlp_hidden = self.mlp_hidden or (4 * self.n_embd if self.mlp == "gelu" else swiglu_hidden)
+        if self.mlp_hidden is None:
+            self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else swiglu_hidden
         if not 0.0 <= self.dropout < 1.0:
             raise ModelError(f"dropout={self.dropout} must be in [0, 1)")
 

@@ -51,6 +51,16 @@ def test_corpus_too_short_for_the_context(tmp_path):
 @pytest.mark.parametrize("flag, fragment", [
     ("--n_head=3", "n_embd=32 must be divisible by n_head=3"),
     ("--n_layer=0", "n_layer=0 must be a positive integer"),
+    ("--block_size=0", "block_size=0 must be a positive integer"),  # before the batches are cut
+    ("--head_size=0", "head_size=0 must be a positive integer"),
+    ("--mlp_hidden=0", "mlp_hidden=0 must be a positive integer"),  # not taken for none
+    ("--n_kv_head=0", "n_kv_head=0 must be a positive integer"),
+    ("--vocab_size=0", "vocab_size=0 is smaller than the dataset's vocabulary"),
+    ("--rope_theta=0", "rope_theta=0.0 must be positive"),
+    ("--norm_eps=-1", "norm_eps=-1.0 must be positive"),
+    ("--beta2=1.5", "beta2=1.5 must be in [0, 1)"),
+    ("--muon_momentum=2", "muon_momentum=2.0 must be in [0, 1)"),
+    ("--weight_decay=-1", "weight_decay must not be negative"),
     ("--learning_rate=-0.1", "learning_rate=-0.1 must be positive"),
     ("--max_iters=0", "max_iters=0 must be positive"),
     ("--batch_size=1.5", "batch_size must be int"),

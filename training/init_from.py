@@ -25,7 +25,7 @@ SHAPE_KEYS = tuple(f.name for f in fields(ModelOptions) if f.name != "dropout") 
 
 def model_config(cfg: TrainConfig, dataset_vocab_size: int) -> GPTConfig:
     """The model shape the config asks for, with the dataset's vocabulary unless vocab_size pads it."""
-    vocab_size = cfg.vocab_size or dataset_vocab_size
+    vocab_size = dataset_vocab_size if cfg.vocab_size is None else cfg.vocab_size
     if vocab_size < dataset_vocab_size:
         raise UserError(f"vocab_size={vocab_size} is smaller than the dataset's vocabulary of {dataset_vocab_size}; "
                         f"leave it unset or make it larger")
