@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import difflib
 import math
+import os
 import tomllib
 import types
 import typing
@@ -26,11 +27,13 @@ from .errors import UserError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, escapes: bool = False, choices: tuple = ()) -> Any:
+def option(default: Any, help: str, escapes: bool = False, choices: tuple = (), path: bool = False) -> Any:
     """A config field with its one line of help. `escapes`: a flag's value may use
-    backslash escapes such as \\n (prompts, stop strings). `choices`: the values it may take."""
+    backslash escapes such as \\n (prompts, stop strings). `choices`: the values it may take.
+    `path`: it names files or folders, and ~ at its start is the home folder (no shell expands it
+    after --key= or in a TOML file)."""
     factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
-    metadata = {"help": help, "escapes": escapes, "choices": choices}
+    metadata = {"help": help, "escapes": escapes, "choices": choices, "path": path}
     return dataclasses.field(metadata=metadata, **factory)
 
 
@@ -162,6 +165,8 @@ def parse_config(cls: type[C], argv: list[str], keys_by_command: dict[str, Colle
         from_flags[key] = value
     values.update(from_flags)
     for key, value in values.items():
+        if fields[key].metadata.get("path"):
+            values[key] = [os.path.expanduser(v) for v in value] if isinstance(value, list) else os.path.expanduser(value)
         choices = fields[key].metadata["choices"]
         if choices and value not in choices:
             raise UserError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")

@@ -14,7 +14,7 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
         return prompt
     if prompt == "FILE:":
         raise UserError(f"FILE: needs a path after it, e.g. --{what}=FILE:notes.txt")
-    path = Path(prompt[len("FILE:") :])
+    path = Path(prompt[len("FILE:") :]).expanduser()
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

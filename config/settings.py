@@ -45,9 +45,9 @@ class TrainConfig(ModelOptions):
     command: ClassVar[str] = "train"
 
     # I/O
-    out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs")
-    dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)")
-    init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder")
+    out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs", path=True)
+    dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)", path=True)
+    init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder", path=True)
     replace_run: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
     allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
     time_budget: str = option("", "train for this long, the model and schedule picked to fit: 90s, 10m, 1.5h "
@@ -127,7 +127,7 @@ class TrainConfig(ModelOptions):
 class CheckpointChoice:
     """Which checkpoint of a training run."""
 
-    out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint")
+    out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint", path=True)
     checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt (.safetensors too)")
 
 
@@ -135,7 +135,7 @@ class CheckpointChoice:
 class ModelChoice(CheckpointChoice):
     """The keys of a command that runs a trained model: which one, and where."""
 
-    hf_model: str = option("", "run a Hugging Face model instead of out_dir's checkpoint (gpt2, ..., gpt2-xl, or a GPT-2, Llama or Qwen3 folder)")
+    hf_model: str = option("", "run a Hugging Face model instead of out_dir's checkpoint (gpt2, ..., gpt2-xl, or a GPT-2, Llama or Qwen3 folder)", path=True)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     weights: str = option("float32", "the weights the model runs with: float32, bfloat16, or int8 (weight-only, "
                                      "through torchao)", choices=WEIGHTS)
@@ -176,10 +176,10 @@ class SampleConfig(ModelChoice):
 class EvalConfig(ModelChoice):
     command: ClassVar[str] = "eval"
 
-    text_file: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)")
+    text_file: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)", path=True)
     batch_size: int = option(16, "windows of block_size tokens per forward pass")
     json: bool = option(False, "print the results as one JSON object")
-    surprise: str = option("", "also write a per-token surprise page (HTML) to this file")
+    surprise: str = option("", "also write a per-token surprise page (HTML) to this file", path=True)
     surprise_tokens: int = option(2000, "tokens shown on the surprise page (from the start of the text)")
 
     def __post_init__(self) -> None:
@@ -192,7 +192,7 @@ class AttentionConfig(ModelChoice):
 
     text: str = option("To be, or not to be, that is", "text to run the model over, or FILE:path", escapes=True)
     query_index: int | None = option(None, "token whose attention the bar chart shows (none: the last)")
-    pictures_dir: str = option("attention", "folder the pictures and the page are written to")
+    pictures_dir: str = option("attention", "folder the pictures and the page are written to", path=True)
     html: bool = option(True, "also write explorer.html")
 
 
@@ -201,7 +201,7 @@ class ExportConfig(CheckpointChoice):
     command: ClassVar[str] = "export"
     usage: ClassVar[str] = "python export.py [CONFIG.toml ...] --out_dir=DIR --hf_dir=FOLDER [--key=value ...]"
 
-    hf_dir: str = option("", "the Hugging Face model folder to write (outside out_dir)")
+    hf_dir: str = option("", "the Hugging Face model folder to write (outside out_dir)", path=True)
     replace_export: bool = option(False, "replace an earlier export in hf_dir (never anything else)")
 
     def __post_init__(self) -> None:
@@ -215,11 +215,13 @@ class PrepareConfig:
     usage: ClassVar[str] = ("python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER "
                             "[--bpe_vocab_size=N] --dataset=NAME")
 
-    input: list[str] = option([], "text, .jsonl, .parquet or .gz file, folder or glob (repeat the flag for several)")
+    input: list[str] = option([], "text, .jsonl, .parquet or .gz file, folder or glob (repeat the flag for several)",
+                              path=True)
     tokenizer: str = option("char", "char, gpt2 (GPT-2's BPE, through tiktoken), bpe (a BPE trained on the text) "
-                                    "or a Hugging Face model folder (its own tokenizer, to fine-tune that model)")
+                                    "or a Hugging Face model folder (its own tokenizer, to fine-tune that model)",
+                              path=True)
     bpe_vocab_size: int | None = option(None, "bpe: tokens in the vocabulary, <|endoftext|> included (none: 4096)")
-    dataset: str = option("", "the dataset to write: a folder under data/, or a path")
+    dataset: str = option("", "the dataset to write: a folder under data/, or a path", path=True)
     val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when there is one")
     seed: int = option(1337, "seed of the choice of validation documents")
     text_field: str = option("text", "the JSONL field or Parquet column that holds the text")
@@ -246,12 +248,12 @@ class BenchConfig:
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
     steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)")
     as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top")
-    plot: str = option("", "recipe, budget: the picture to write (empty: recipe.png, budget.png)")
+    plot: str = option("", "recipe, budget: the picture to write (empty: recipe.png, budget.png)", path=True)
     budgets: list[int] = option([60, 180, 600], "budget: seconds of each time budget on the character corpus")
     bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)")
     against_default: bool = option(True, "budget: also the default run against a budgeted run given its wall time")
     repeats: int = option(5, "first_token: how many times to start sample.py")
-    out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder")
+    out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", path=True)
     with_compile: bool = option(True, "first_token: also time sample.py --compile=true, a first start (which "
                                       "compiles) and later ones")
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps")
@@ -271,8 +273,8 @@ class CompareConfig:
     command: ClassVar[str] = "compare"
     usage: ClassVar[str] = "python compare.py --runs=OUT_DIR --runs=OUT_DIR [...] [--plot=compare.png]"
 
-    runs: list[str] = option([], "out_dir of a training run (repeat the flag for each run)")
-    plot: str = option("compare.png", "the picture to write")
+    runs: list[str] = option([], "out_dir of a training run (repeat the flag for each run)", path=True)
+    plot: str = option("compare.png", "the picture to write", path=True)
 
     def __post_init__(self) -> None:
         if not self.runs:

@@ -7,6 +7,7 @@ import pytest
 
 from config.errors import UserError
 from config.parsing import help_text
+from config.prompts import read_prompt
 from config.settings import (COMMANDS, AttentionConfig, BenchConfig, EvalConfig, PrepareConfig, SampleConfig, TrainConfig,
                           read_config)
 from helpers import run_script
@@ -149,6 +150,21 @@ def test_broken_escapes_are_user_errors(flag, reason):
     with pytest.raises(UserError, match=re.escape(f"has a broken escape sequence ({reason}); write a backslash itself as")):
         parse_config(SampleConfig, [flag])
     assert parse_config(SampleConfig, ["--prompt=a\\\\b"]).prompt == "a\\b"  # an escaped backslash is one backslash
+
+
+def test_a_path_may_start_at_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "both.toml").write_text('input = ["~/notes", "~/more"]\n')
+    train = parse_config(TrainConfig, ["--out_dir=~/runs/a", "--dataset=~/data/b", "--wandb_run_name=~/c"])
+    assert (train.out_dir, train.dataset) == (f"{tmp_path}/runs/a", f"{tmp_path}/data/b")
+    assert train.wandb_run_name == "~/c"  # a name, not a path
+    prepare = parse_config(PrepareConfig, [str(tmp_path / "both.toml"), "--dataset=d"])
+    assert prepare.input == [f"{tmp_path}/notes", f"{tmp_path}/more"]
+    assert parse_config(PrepareConfig, ["--input=~/a", "--input=~/b", "--dataset=d"]).input == [f"{tmp_path}/a",
+                                                                                              f"{tmp_path}/b"]
+    assert parse_config(SampleConfig, ["--prompt=~/x"]).prompt == "~/x"  # text
+    (tmp_path / "prompt.txt").write_text("Shall I")
+    assert read_prompt("FILE:~/prompt.txt") == "Shall I"
 
 
 def test_help_lists_every_key_with_default():
