@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
     check_output(cfg.pictures_dir, "pictures_dir", folder=True)
     device = pick_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
-    ids = encode_prompt(read_prompt(cfg.text, "text"), tokenizer)
+    ids = encode_prompt(read_prompt(cfg.text, "text"), tokenizer, "text", default="text" not in cfg.keys_set)
     if len(ids) > model.config.block_size:
         raise UserError(f"the text is {len(ids)} tokens but the model's context is {model.config.block_size}; "
                         f"shorten the text")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data.errors import DataError
 from data.tokenizer import Tokenizer, start_tokens
 
 from .errors import UserError
@@ -25,6 +26,13 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
         raise UserError(f"{what} file {path} cannot be read: {e.strerror or e}") from None
 
 
-def encode_prompt(prompt: str, tokenizer: Tokenizer) -> list[int]:
-    """Token ids of the text, or the start token if it is empty."""
-    return tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
+def encode_prompt(prompt: str, tokenizer: Tokenizer, key: str = "prompt", default: bool = False) -> list[int]:
+    """Token ids of the text, or the start token if it is empty. A command's default text in characters the
+    model never saw (a newline, for a corpus without one) is not the user's doing: the error names the key."""
+    try:
+        return tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
+    except DataError as e:
+        if not default:
+            raise
+        raise UserError(f"the default --{key}={prompt!r} does not fit this model: {e}; "
+                        f"give your own with --{key}=TEXT") from None

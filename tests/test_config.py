@@ -7,9 +7,11 @@ import pytest
 
 from config.errors import UserError
 from config.parsing import help_text
-from config.prompts import read_prompt
+from config.prompts import encode_prompt, read_prompt
 from config.settings import (COMMANDS, AttentionConfig, BenchConfig, EvalConfig, PrepareConfig, SampleConfig, TrainConfig,
                           read_config)
+from data.errors import DataError
+from data.tokenizer import CharTokenizer
 from helpers import run_script
 
 
@@ -165,6 +167,15 @@ def test_a_path_may_start_at_the_home_folder(tmp_path, monkeypatch):
     assert parse_config(SampleConfig, ["--prompt=~/x"]).prompt == "~/x"  # text
     (tmp_path / "prompt.txt").write_text("Shall I")
     assert read_prompt("FILE:~/prompt.txt") == "Shall I"
+
+
+def test_a_default_text_the_model_cannot_spell_names_its_key():
+    tokenizer = CharTokenizer.from_text("abc ")  # a corpus without newlines
+    with pytest.raises(UserError, match=r"default --prompt='\\n' does not fit this model: .* own with --prompt=TEXT"):
+        encode_prompt("\n", tokenizer, default=True)
+    with pytest.raises(DataError, match="not in this model's vocabulary"):  # the user's own text
+        encode_prompt("\n", tokenizer)
+    assert encode_prompt("ab", tokenizer, "text", default=True) == tokenizer.encode("ab")
 
 
 def test_help_lists_every_key_with_default():
