@@ -141,6 +141,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
             make_plan(cfg, dataset.meta, device, dtype, ranks)
         cfg = replace(cfg, **plan.keys)
     model = build_model(cfg, dataset, checkpoint).to(device)  # first: it checks the shape, block_size included
+    cfg = replace(cfg, block_size=model.config.block_size)  # a Hugging Face model's own, where shorter
     # the loaders for the planned context
     train_loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     eval_loaders = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)

@@ -103,7 +103,8 @@ class GPT(nn.Module):
     def crop_block_size(self, block_size: int) -> None:
         """Shorten the context (e.g. GPT-2's 1024), keeping the first position embeddings."""
         if block_size > self.config.block_size:
-            raise ModelError(f"block_size={block_size} is over this model's maximum of {self.config.block_size}")
+            raise ModelError(f"block_size={block_size} is over this model's maximum of {self.config.block_size}; "
+                             f"use block_size={self.config.block_size} or less")
         self.config.block_size = block_size
         if "wpe" in self.transformer:
             self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])

@@ -81,7 +81,12 @@ def test_block_size_over_the_models_maximum(tmp_path, corpus_text):
     prepare_text(corpus_text, "gpt2", tmp_path / "bpe")
     result = run_command("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
                          f"--init_from={tmp_path / 'hf'}", "--block_size=64")
-    assert_one_line_error(result, "block_size=64 is over this model's maximum of 32")
+    assert_one_line_error(result, "block_size=64 is over this model's maximum of 32; use block_size=32 or less")
+    unset = [f for f in TINY_TRAIN_FLAGS if not f.startswith(("--block_size", "--max_iters", "--lr_decay"))]
+    run_script("train.py", *unset, "--max_iters=2", f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
+               f"--init_from={tmp_path / 'hf'}")  # the default block_size, 128: the model keeps its own context
+    checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert checkpoint["model_args"]["block_size"] == checkpoint["config"]["block_size"] == 32
 
 
 def test_missing_dataset_folder(run_dir):

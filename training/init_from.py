@@ -80,7 +80,8 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None) -> 
     if cfg.init_from == "scratch":
         return GPT(wanted)
     model = GPT.from_pretrained(cfg.init_from)
-    model.crop_block_size(cfg.block_size)
+    if "block_size" in getattr(cfg, "keys_set", ()) or cfg.block_size < model.config.block_size:
+        model.crop_block_size(cfg.block_size)  # else the default context is over the model's: it keeps its own
     check_dataset_tokenizer(cfg, dataset, model)
     return model
 
