@@ -231,6 +231,8 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not self.input or not self.dataset:
             raise UserError("give the text and the dataset: --input=PATH --dataset=NAME")
+        if "" in self.input:  # an empty pattern would be the current folder, every file under it
+            raise UserError("--input needs a path: a file, a folder or a glob")
         _require_seed(self.seed)
         if self.workers < 0:
             raise UserError(f"workers={self.workers} must be 0 (one per core) or positive")

@@ -242,10 +242,10 @@ def read_text(path: str | Path) -> str:
     """The file's text; a DataError if it is missing, not a file, empty, binary or not UTF-8."""
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"input {path} is a folder; give a UTF-8 text file")
+        raise DataError(f"{path} is a folder; give a UTF-8 text file")
     if not path.is_file():
-        raise DataError(f"input file {path} not found; give a UTF-8 text file with --input")
+        raise DataError(f"text file {path} not found; give a UTF-8 text file")
     text = "".join(piece.text for piece in _text_pieces(path))
     if not text.strip():
-        raise DataError(f"input file {path} is empty; give a text file with some content")
+        raise DataError(f"text file {path} is empty; give a text file with some content")
     return text

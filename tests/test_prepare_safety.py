@@ -42,6 +42,7 @@ GOOD_INPUT = {"g.txt": GOOD}
 BAD_INPUTS = {
     "missing path": ({}, ["--input={in}/nope.txt"], ["nope.txt not found"]),
     "empty folder": ({}, ["--input={in}"], ["holds no file"]),
+    "empty path": (GOOD_INPUT, ["--input=", "--input={in}"], ["--input needs a path"]),  # not the current folder
     "binary file": ({"x.png": GOOD + bytes(range(256))}, ["--input={in}"], ["x.png is binary (a NUL byte at offset 1170)"]),
     "non-UTF-8 text": ({"l.txt": GOOD + "naïve".encode("latin-1")}, ["--input={in}"],
                        ["l.txt is not UTF-8 (invalid byte at offset 1172)"]),
