@@ -20,7 +20,10 @@ def main(argv: list[str]) -> None:
     check_output(cfg.plot, "plot", folder=False)
     runs = {}
     for out_dir in cfg.runs:
-        rows = read_rows(Path(out_dir) / "log.jsonl")
+        log = Path(out_dir) / "log.jsonl"
+        if not log.is_file():
+            raise UserError(f"{log} not found; give the out_dir of a train.py run")
+        rows = read_rows(log)
         if not rows:
             raise UserError(f"{out_dir}/log.jsonl holds no logged step; give the out_dir of a train.py run")
         runs[out_dir] = rows

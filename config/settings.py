@@ -9,6 +9,7 @@ import dataclasses
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from model.config import ModelOptions
@@ -33,6 +34,11 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise UserError(f"time_budget={text!r} is not a duration; give seconds, minutes or hours, e.g. 90s, 10m, 1.5h")
     return seconds
+
+
+def _require_png(name: str, path: str) -> None:
+    if path and Path(path).suffix.lower() != ".png":
+        raise UserError(f"{name}={path} is written as a PNG picture; give a file name ending in .png")
 
 
 def _require_seed(seed: int) -> None:
@@ -268,6 +274,7 @@ class BenchConfig:
             raise UserError(f"steps={self.steps} is too few to time; use 50 or more")
         if min(self.new_tokens + self.batch_sizes) <= 0:
             raise UserError("new_tokens and batch_sizes must be positive")
+        _require_png("plot", self.plot)
 
 
 @dataclass
@@ -281,6 +288,7 @@ class CompareConfig:
     def __post_init__(self) -> None:
         if not self.runs:
             raise UserError("name the runs to compare: --runs=OUT_DIR --runs=OUT_DIR")
+        _require_png("plot", self.plot)
 
 
 COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, AttentionConfig, ExportConfig,

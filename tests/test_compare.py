@@ -1,0 +1,30 @@
+"""python compare.py: two runs' logs side by side, in a table and one picture."""
+import json
+import shutil
+
+from PIL import Image
+
+from helpers import assert_one_line_error, run_command, run_script
+
+
+def test_two_runs_in_a_table_and_a_picture(trained_out, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = [json.loads(line) for line in (trained_out / "log.jsonl").read_text().splitlines()]
+    shutil.copy(trained_out / "log.jsonl", other / "log.jsonl")
+    result = run_script("compare.py", f"--runs={trained_out}", f"--runs={other}", f"--plot={tmp_path / 'both.png'}")
+    last, val = rows[-1], [r["val_loss"] for r in rows if r["kind"] == "eval"][-1]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4 and lines[-1] == f"wrote {tmp_path / 'both.png'}"
+    for line, run in zip(lines[1:3], (trained_out, other)):  # name, steps, tokens, seconds, last val loss
+        assert line.split() == [str(run), f"{last['step']:,}", f"{last['tokens']:,}", f"{last['elapsed_s']:.1f}",
+                                f"{val:.4f}"]
+    assert Image.open(tmp_path / "both.png").size == (1200, 450)  # the two panels
+
+
+def test_a_missing_run_or_a_picture_not_png_is_one_line(trained_out, tmp_path):
+    assert_one_line_error(run_command("compare.py", f"--runs={tmp_path / 'nope'}", f"--plot={tmp_path / 'c.png'}"),
+                          f"{tmp_path / 'nope' / 'log.jsonl'} not found; give the out_dir of a train.py run")
+    assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={tmp_path / 'c.jpg'}"),
+                          "is written as a PNG picture; give a file name ending in .png")
+    assert not list(tmp_path.iterdir())
