@@ -29,7 +29,7 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
-        print("interrupted", file=sys.stderr)
+        print("\ninterrupted", file=sys.stderr)  # on a line of its own, after any text left unfinished
         sys.exit(130)
     except BrokenPipeError:  # the reader left (`python sample.py | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
