@@ -35,7 +35,7 @@ from training import distributed
 from training.budget import (DEADLINE_CHECKS, Pace, Plan, corrected_steps, deadline_due, eval_interval_for,
                              make_plan, steps_in_time)
 from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path, checkpoint_payload, claim_out_dir,
-                                 load_checkpoint, restore_training_state, save_checkpoint)
+                                 existing_checkpoint, load_checkpoint, restore_training_state, save_checkpoint)
 from training.init_from import build_model, check_resume_data
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers, lr_scale
@@ -363,7 +363,7 @@ def attention_picture(run: Run, n_tokens: int = 24) -> Path:
 def next_commands(out_dir: Path, latest: Path) -> str:
     """Where the run's outputs are and what to run next on them."""
     flag = shlex.quote(f"--out_dir={out_dir}")
-    return (f"wrote {latest} (latest), {latest.with_stem('best').name}, log.jsonl and loss.png in {out_dir}\n"
+    return (f"the run: {latest} (latest), {latest.with_stem('best').name}, log.jsonl and loss.png in {out_dir}\n"
             f"next: python sample.py {flag}      text from the model\n"
             f"      python eval.py {flag}        loss and bits per byte on the validation split\n"
             f"      python attention.py {flag}   attention maps and the explorer page")
@@ -389,8 +389,11 @@ def main(argv: list[str]) -> None:
     main_process = run.ranks.is_main
     try:
         if main_process:
-            if run.progress.step:
-                print(f"resuming from {run.latest} at step {run.progress.step}")
+            if run.progress.step:  # from the checkpoint read: a resume may switch checkpoint_format
+                print(f"resuming from {existing_checkpoint(run.latest)} at step {run.progress.step}")
+            if run.progress.step >= run.cfg.max_iters:
+                print(f"note: the run is at step {run.progress.step} and max_iters={run.cfg.max_iters}: nothing to "
+                      f"train; raise max_iters to go on", file=sys.stderr)
             print(describe(run), flush=True)
             for warning in run.cfg.schedule_warnings():
                 print(f"note: {warning}", file=sys.stderr)
@@ -401,7 +404,7 @@ def main(argv: list[str]) -> None:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
             if run.cfg.sample_tokens:
                 print("--- sample ---\n" + sample_text(run, run.cfg.sample_tokens) + "\n--------------")
-            print(next_commands(run.out_dir, run.latest))
+            print(next_commands(run.out_dir, existing_checkpoint(run.latest)))
         # the others wait while the main process saves and samples: a process group torn down under it aborts it
         distributed.wait_for_all(run.ranks)
     finally:

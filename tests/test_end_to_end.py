@@ -22,6 +22,9 @@ def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     train = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={data_dir}", f"--out_dir={out_dir}")
     assert "step 40: train loss" in train.stderr + train.stdout
     assert "--- sample ---" in train.stdout
+    assert f"the run: {out_dir / 'ckpt.pt'} (latest), best.pt, log.jsonl and loss.png in {out_dir}" in train.stdout
+    for command in ("sample.py", "eval.py", "attention.py"):  # what to run next on it
+        assert f"python {command} --out_dir={out_dir}" in train.stdout
 
     checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
     for key in ("model", "optimizer", "config", "model_args", "tokenizer", "iter_num", "best_val_loss"):

@@ -63,8 +63,14 @@ def test_export_interrupted_once_its_folder_is_swapped_in_finishes(trained_out, 
 def test_a_run_resumed_in_the_other_format_keeps_one_latest_checkpoint(trained_out, tmp_path):
     run = shutil.copytree(trained_out, tmp_path / "run")
     dataset = torch.load(run / "ckpt.pt", weights_only=True)["config"]["dataset"]
-    run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=30", "--sample_tokens=0", "--checkpoint_format=safetensors",
-               "--init_from=resume", f"--out_dir={run}", f"--dataset={dataset}")
+    flags = [*TINY_TRAIN_FLAGS, "--sample_tokens=0", "--checkpoint_format=safetensors", "--init_from=resume",
+             f"--out_dir={run}", f"--dataset={dataset}"]
+    finished = run_script("train.py", *flags, "--max_iters=20")  # the run is there already: nothing is written
+    assert f"resuming from {run / 'ckpt.pt'} at step 20" in finished.stdout
+    assert "max_iters=20: nothing to train; raise max_iters to go on" in finished.stderr
+    assert f"the run: {run / 'ckpt.pt'} (latest), best.pt," in finished.stdout
+    assert not (run / "ckpt.safetensors").exists()
+    run_script("train.py", *flags, "--max_iters=30")
     assert not (run / "ckpt.pt").exists() and (run / "ckpt.safetensors").is_file()
     evaluation = run_script("eval.py", f"--out_dir={run}", "--json=true")  # ckpt.pt asked: the one latest is read, and named
     assert json.loads(evaluation.stdout)["checkpoint"].endswith("ckpt.safetensors")
