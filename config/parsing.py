@@ -75,7 +75,8 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             return items
     elif isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
         return value
-    raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}")
+    quote = f' (TOML writes text in quotes: "{value}")' if str in allowed and isinstance(value, (int, float)) else ""
+    raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}{quote}")
 
 
 def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) -> Any:
@@ -138,6 +139,11 @@ def _toml_values(cls: type, path: str, table: dict[str, Any],
             continue  # another command's table
         if key in fields:
             found.setdefault(key, (value, key))  # the command's own table wins over the top level
+        elif isinstance(value, dict):  # a table, but no command's
+            close = difflib.get_close_matches(key, list(keys_by_command), n=1, cutoff=0.5)
+            tables = ", ".join(f"[{name}]" for name in keys_by_command)
+            hint = f"did you mean [{close[0]}]?" if close else f"the commands' tables are {tables}"
+            raise UserError(f"unknown table [{key}] in {path}; {hint}")
         elif not any(key in keys for keys in keys_by_command.values()):
             raise _unknown_key(key, fields, path)
     return found

@@ -80,6 +80,8 @@ def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
         plan([], 3.5)
     smallest = int(refused.value.args[0].rsplit("at least ", 1)[1].removesuffix("s"))
     assert plan([], smallest).steps >= MIN_STEPS
+    with pytest.raises(UserError, match=r"the smallest shape for 100000 steps here"):  # the steps the user asked for
+        plan(["--max_iters=100000"], 60)
 
 
 def test_the_steps_are_corrected_once_when_the_pace_is_off_by_more_than_a_fifth():

@@ -135,6 +135,13 @@ def test_a_top_level_key_no_command_has_is_an_error_everywhere(tmp_path):
         with pytest.raises(UserError, match="unknown config key 'n_layerz'"):
             parse_config(cls, [f])
     ok = write(tmp_path / "ok.toml", 'out_dir = "x"\nprompt = "a"\n')  # prompt is sample.py's: others leave it
+    table = write(tmp_path / "table.toml", "[sampel]\ntemperature = 0.5\n")
+    for cls in COMMANDS.values():  # not a key: a table, which no command has
+        with pytest.raises(UserError, match=r"unknown table \[sampel\] in .*table.toml; did you mean \[sample\]\?"):
+            parse_config(cls, [table])
+    number = write(tmp_path / "number.toml", "time_budget = 20\n")
+    with pytest.raises(UserError, match=r'time_budget must be str, got 20 \(TOML writes text in quotes: "20"\)'):
+        parse_config(TrainConfig, [number])
     assert parse_config(EvalConfig, [ok]).out_dir == "x" and parse_config(SampleConfig, [ok]).prompt == "a"
 
 

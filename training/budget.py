@@ -144,11 +144,10 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         if MIN_STEPS <= steps <= most:
             fits.append((probed, steps, loop_s))
     if not fits:
-        small = probes[0]
-        need = (spent_s + overhead_s(small, cfg) + max(MIN_STEPS, cfg.max_iters if "max_iters" in fixed else 0)
-                * small.step_s) / (1 - MARGIN)
+        small, steps = probes[0], max(MIN_STEPS, cfg.max_iters if "max_iters" in fixed else 0)
+        need = (spent_s + overhead_s(small, cfg) + steps * small.step_s) / (1 - MARGIN)
         raise UserError(f"time_budget={cfg.time_budget} is too short to train even the smallest shape for "
-                        f"{MIN_STEPS} steps here; give at least {math.ceil(need)}s")
+                        f"{steps} steps here; give at least {math.ceil(need)}s")
     if "max_iters" in fixed:  # the steps are the user's: the largest model that takes them in time
         probed, steps, loop_s = max(fits, key=lambda fit: fit[0].params)
     else:
