@@ -5,6 +5,8 @@ per block, and the training FLOPs per token. The model is never allocated.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from config.errors import UserError, run_cli
 from config.settings import TrainConfig, read_config
 from data.corpora import RECIPES
@@ -12,6 +14,7 @@ from data.dataset import dataset_dir, read_meta
 from data.tokenizer import GPT2Tokenizer
 from model import GPTConfig
 from model.params import format_report, meta_model, report_rows, training_flops_per_token
+from training.checkpoint import checkpoint_path, load_checkpoint
 from training.init_from import model_config
 
 
@@ -32,8 +35,15 @@ def dataset_vocab_size(dataset: str) -> int | None:
 
 
 def config_from_argv(argv: list[str]) -> GPTConfig:
-    """The model shape a training config describes; the vocabulary is vocab_size, else the dataset's."""
+    """The model shape a training config describes (the vocabulary is vocab_size, else the dataset's), or
+    that of the run in out_dir for init_from=resume."""
     cfg = read_config(TrainConfig, argv, usage="python params.py [CONFIG.toml ...] [--key=value ...]")
+    if cfg.init_from == "resume":  # the run's own shape
+        latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
+        return GPTConfig(**load_checkpoint(latest)["model_args"])
+    if cfg.init_from != "scratch":
+        raise UserError(f"params.py reports the model a config's keys build, or a run's (--init_from=resume); "
+                        f"not init_from={cfg.init_from}")
     vocab = dataset_vocab_size(cfg.dataset)
     if vocab is None and cfg.vocab_size is None:
         raise UserError(f"dataset {cfg.dataset!r} is not prepared, so its vocabulary size is unknown; "

@@ -104,6 +104,14 @@ def test_command_line_reports_both_configs(capsys):
     assert "124,439,808" in result.stdout and "855,166,464" in result.stdout
 
 
+def test_a_runs_own_shape_with_init_from_resume(trained_out, capsys):
+    args = torch.load(trained_out / "ckpt.pt", weights_only=True)["model_args"]
+    main([f"--out_dir={trained_out}", "--init_from=resume", "--n_layer=12"])  # the run's shape, not the keys'
+    assert f"n_layer={args['n_layer']}, n_head={args['n_head']}," in capsys.readouterr().out
+    with pytest.raises(UserError, match="not init_from=gpt2"):
+        main(["--init_from=gpt2"])
+
+
 def test_vocabulary_from_the_dataset_or_asked_for(char_dataset, tmp_path, capsys):
     vocab = json.loads((char_dataset / "meta.json").read_text())["vocab_size"]
     main([f"--dataset={char_dataset}", "--n_layer=1", "--n_embd=16", "--n_head=2"])
