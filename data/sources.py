@@ -42,7 +42,8 @@ class Piece:
 
 
 def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
-    """The input files: each pattern is a file, a folder (walked recursively) or a glob."""
+    """The input files: each pattern is a file, a folder (walked recursively) or a glob. A file that
+    several patterns reach (a folder and a file in it) is read once."""
     if not patterns:
         raise DataError("no input given; name text, JSONL or Parquet files, folders or globs with --input")
     files = []
@@ -55,7 +56,10 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
         if not found:
             raise DataError(f"input {pattern} holds no file; give text, JSONL or Parquet files")
         files += found
-    return files
+    first = {}  # real path -> the file as first found
+    for file in files:
+        first.setdefault(os.path.realpath(file), file)
+    return list(first.values())
 
 
 def _files_under(path: Path) -> list[Path]:

@@ -166,3 +166,14 @@ def test_the_bpe_recipe_is_the_default_run_on_a_trained_bpe():
     assert RECIPES[bpe.dataset].tokenizer == "bpe" and RECIPES[default.dataset].tokenizer == "char"
     same_model = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "learning_rate")
     assert all(getattr(bpe, key) == getattr(default, key) for key in same_model)
+
+
+def test_a_file_reached_twice_is_read_once(tmp_path):
+    (tmp_path / "notes").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "notes" / name).write_text(f"the text of {name}\n" * 20)
+    (tmp_path / "link.txt").symlink_to(tmp_path / "notes" / "b.txt")
+    patterns = [tmp_path / "notes" / "b.txt", tmp_path / "notes", tmp_path / "link.txt", tmp_path / "notes" / "*.txt"]
+    assert find_inputs(patterns) == [tmp_path / "notes" / "b.txt", tmp_path / "notes" / "a.txt"]
+    meta = prepare_dataset(find_inputs(patterns), "char", tmp_path / "data").meta
+    assert meta["train_documents"] + meta["val_documents"] == 2
