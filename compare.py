@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
             raise UserError(f"{log} not found; give the out_dir of a train.py run")
         rows = read_rows(log)
         if not rows:
-            raise UserError(f"{out_dir}/log.jsonl holds no logged step; give the out_dir of a train.py run")
+            raise UserError(f"{log} holds no logged step; give the out_dir of a train.py run")
         runs[out_dir] = rows
     print(f"{'run':<32} {'steps':>7} {'tokens':>13} {'seconds':>9} {'last val loss':>14}")
     for name, rows in runs.items():

@@ -42,8 +42,8 @@ def config_from_argv(argv: list[str]) -> GPTConfig:
         latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
         return GPTConfig(**load_checkpoint(latest)["model_args"])
     if cfg.init_from != "scratch":
-        raise UserError(f"params.py reports the model a config's keys build, or a run's (--init_from=resume); "
-                        f"not init_from={cfg.init_from}")
+        raise UserError(f"params.py counts the model the keys describe, or a run's (--init_from=resume), not "
+                        f"init_from={cfg.init_from}; for GPT-2's shape: python params.py configs/gpt2_124m.toml")
     vocab = dataset_vocab_size(cfg.dataset)
     if vocab is None and cfg.vocab_size is None:
         raise UserError(f"dataset {cfg.dataset!r} is not prepared, so its vocabulary size is unknown; "

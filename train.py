@@ -135,12 +135,12 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
     checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
     new_data = checkpoint is not None and check_resume_data(checkpoint, dataset_identity(dataset), cfg)
-    plan = None
+    plan, block_size_set = None, "block_size" in cfg.keys_set
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
         plan = Plan.stored(checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
             make_plan(cfg, dataset.meta, device, dtype, ranks)
-        cfg = replace(cfg, **plan.keys)
-    model = build_model(cfg, dataset, checkpoint).to(device)  # first: it checks the shape, block_size included
+        cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
+    model = build_model(cfg, dataset, checkpoint, block_size_set).to(device)  # first: it checks the shape
     cfg = replace(cfg, block_size=model.config.block_size)  # a Hugging Face model's own, where shorter
     # the loaders for the planned context
     train_loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)

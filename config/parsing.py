@@ -75,7 +75,8 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             return items
     elif isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
         return value
-    quote = f' (TOML writes text in quotes: "{value}")' if str in allowed and isinstance(value, (int, float)) else ""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    quote = f' (TOML writes text in quotes: "{value}")' if str in allowed and number else ""
     raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}{quote}")
 
 
@@ -172,7 +173,8 @@ def parse_config(cls: type[C], argv: list[str], keys_by_command: dict[str, Colle
     values.update(from_flags)
     for key, value in values.items():
         if fields[key].metadata.get("path"):
-            values[key] = [os.path.expanduser(v) for v in value] if isinstance(value, list) else os.path.expanduser(value)
+            values[key] = ([os.path.expanduser(v) for v in value] if isinstance(value, list)
+                           else os.path.expanduser(value))
         choices = fields[key].metadata["choices"]
         if choices and value not in choices:
             raise UserError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")

@@ -53,7 +53,8 @@ class TrainConfig(ModelOptions):
     # I/O
     out_dir: str = option("out-shakespeare-char", "folder for checkpoints and logs", path=True)
     dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)", path=True)
-    init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder", path=True)
+    init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, "
+                                       "gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder", path=True)
     replace_run: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
     allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
     time_budget: str = option("", "train for this long, the model and schedule picked to fit: 90s, 10m, 1.5h "
@@ -141,7 +142,8 @@ class CheckpointChoice:
 class ModelChoice(CheckpointChoice):
     """The keys of a command that runs a trained model: which one, and where."""
 
-    hf_model: str = option("", "run a Hugging Face model instead of out_dir's checkpoint (gpt2, ..., gpt2-xl, or a GPT-2, Llama or Qwen3 folder)", path=True)
+    hf_model: str = option("", "run a Hugging Face model instead of out_dir's checkpoint (gpt2, ..., gpt2-xl, "
+                               "or a GPT-2, Llama or Qwen3 folder)", path=True)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     weights: str = option("float32", "the weights the model runs with: float32, bfloat16, or int8 (weight-only, "
                                      "through torchao)", choices=WEIGHTS)

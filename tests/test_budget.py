@@ -82,6 +82,8 @@ def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
     assert plan([], smallest).steps >= MIN_STEPS
     with pytest.raises(UserError, match=r"the smallest shape for 100000 steps here"):  # the steps the user asked for
         plan(["--max_iters=100000"], 60)
+    with pytest.raises(UserError, match=r"max_iters=5 is under the 20 steps a time budget trains at least"):
+        plan(["--max_iters=5"], 3600)
 
 
 def test_the_steps_are_corrected_once_when_the_pace_is_off_by_more_than_a_fifth():

@@ -142,6 +142,8 @@ def test_a_top_level_key_no_command_has_is_an_error_everywhere(tmp_path):
     number = write(tmp_path / "number.toml", "time_budget = 20\n")
     with pytest.raises(UserError, match=r'time_budget must be str, got 20 \(TOML writes text in quotes: "20"\)'):
         parse_config(TrainConfig, [number])
+    with pytest.raises(UserError, match=r"out_dir must be str, got True$"):  # no quotes to suggest for a boolean
+        parse_config(TrainConfig, [write(tmp_path / "bool.toml", "out_dir = true\n")])
     assert parse_config(EvalConfig, [ok]).out_dir == "x" and parse_config(SampleConfig, [ok]).prompt == "a"
 
 

@@ -133,8 +133,11 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
              bytes_per_token: float) -> Plan:
     """The shape and schedule for the budget, from the probe's timings; spent_s is already gone
     (start-up and the probe). tokens_per_step: per shape's block_size. Refuses a budget too short
-    for the smallest shape's MIN_STEPS steps, naming the smallest that works here."""
+    for the smallest shape's MIN_STEPS steps (or the user's max_iters), naming one that works here."""
     fixed = sorted(k for k in getattr(cfg, "keys_set", ()) if k in PLANNED or k in ("batch_size", "dtype"))
+    if "max_iters" in fixed and cfg.max_iters < MIN_STEPS:
+        raise UserError(f"max_iters={cfg.max_iters} is under the {MIN_STEPS} steps a time budget trains at least; "
+                        f"raise it, or drop time_budget")
     left = budget_s * (1 - MARGIN) - spent_s
     fits = []
     for probed in probes:

@@ -71,8 +71,9 @@ def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfi
             print(f"resume: {key} changed from {old!r} to {new!r}")
 
 
-def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None) -> GPT:
-    """A fresh model, the checkpoint's (to resume), or a Hugging Face model's weights, per init_from."""
+def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, block_size_set: bool = True) -> GPT:
+    """A fresh model, the checkpoint's (to resume), or a Hugging Face model's weights, per init_from. A
+    Hugging Face model is cropped to block_size, unless that is the default and over its own context."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if checkpoint is not None:
         check_resume_compatible(checkpoint, wanted, cfg)
@@ -80,8 +81,8 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None) -> 
     if cfg.init_from == "scratch":
         return GPT(wanted)
     model = GPT.from_pretrained(cfg.init_from)
-    if "block_size" in getattr(cfg, "keys_set", ()) or cfg.block_size < model.config.block_size:
-        model.crop_block_size(cfg.block_size)  # else the default context is over the model's: it keeps its own
+    if block_size_set or cfg.block_size < model.config.block_size:
+        model.crop_block_size(cfg.block_size)
     check_dataset_tokenizer(cfg, dataset, model)
     return model
 
