@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import math
 import os
+import shlex
 import tomllib
 import types
 import typing
@@ -183,11 +184,26 @@ def parse_config(cls: type[C], argv: list[str], keys_by_command: dict[str, Colle
     return config
 
 
+def flag_text(value: Any, escapes: bool = False) -> str:
+    """A value as a flag takes it, ready to paste into a shell: true, none, 100,500, 'ROMEO:\\n'."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    text = str(value)
+    if escapes:  # written as the flag's escapes read it
+        text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+    return shlex.quote(text)
+
+
 def help_text(cls: type, usage: str, command: str) -> str:
     """Usage line plus every key with its default and its line of help."""
     lines = [f"usage: {usage}", "", "Keys (defaults < CONFIG.toml files in order < --key=value flags):"]
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        lines.append(f"  {f'--{f.name}={default!r}':<38} {f.metadata.get('help', '')}")
+        flag = f"--{f.name}={flag_text(default, f.metadata.get('escapes', False))}"
+        lines.append(f"  {flag:<38} {f.metadata.get('help', '')}")
     lines += ["", f"A TOML file's top-level keys apply to every command that has them; a [{command}] table to this one."]
     return "\n".join(lines)

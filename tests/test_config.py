@@ -1,12 +1,13 @@
 """Config precedence (defaults < TOML files in order < flags) and its errors."""
 import dataclasses
 import re
+import shlex
 import typing
 
 import pytest
 
 from config.errors import UserError
-from config.parsing import help_text
+from config.parsing import _parse_flag_value, help_text
 from config.prompts import encode_prompt, read_prompt
 from config.settings import (COMMANDS, AttentionConfig, BenchConfig, EvalConfig, PrepareConfig, SampleConfig, TrainConfig,
                           read_config)
@@ -187,12 +188,22 @@ def test_a_default_text_the_model_cannot_spell_names_its_key():
     assert encode_prompt("ab", tokenizer, "text", default=True) == tokenizer.encode("ab")
 
 
-def test_help_lists_every_key_with_default():
+def test_help_lists_every_key_with_a_default_a_flag_takes_as_shown():
     for cls in COMMANDS.values():
-        text = help_text(cls, "usage", cls.command)
+        shown = {}  # key -> the value its help line shows, as the shell passes it on
+        for line in help_text(cls, "usage", cls.command).splitlines():
+            if line.startswith("  --"):
+                words = shlex.shlex(line, posix=True)
+                words.whitespace_split = True
+                key, _, value = words.get_token()[2:].partition("=")  # the flag, as the shell reads it
+                shown[key] = value
+        hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
             default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-            assert f"--{field.name}={default!r}" in text
+            if default == []:  # nothing to show
+                assert shown[field.name] == ""
+            else:
+                assert _parse_flag_value(field.name, shown[field.name], field, hints[field.name]) == default
 
 
 @pytest.mark.slow
