@@ -32,7 +32,7 @@ from model import GPT, GPTConfig
 from model.compiled_decoding import compile_ahead
 from model.config import GPT2_SHAPE
 from model.decoding import generation_cache
-from model.params import training_flops_per_token
+from model.params import meta_model, training_flops_per_token
 from model.weights import WEIGHTS, with_weights
 from model.scoring import score_tokens, summarize
 from training.budget import dial
@@ -286,7 +286,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     loop_s, bare_s = statistics.median(full), statistics.median(bare)
     config = model_config(c, open_dataset(ensure_dataset(c.dataset)).meta["vocab_size"])
     dtype = resolve_dtype(c.dtype, device)
-    mfu = MFUMeter(training_flops_per_token(config, c.block_size), device, dtype)
+    mfu = MFUMeter(training_flops_per_token(meta_model(config), c.block_size), device, dtype)
     print(f"\ntraining: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, context {c.block_size}, "
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {dtype}{', compiled' if c.compile else ''}"
           f" on {device}; medians over {len(full)} loop and {len(bare)} bare steps")

@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
           f"(head_size={c.head_size}), block_size={c.block_size}, vocab_size={c.vocab_size}, bias={c.bias}\n"
           f"pos_emb={c.pos_emb}, norm={c.norm}, qk_norm={c.qk_norm}, mlp={c.mlp} ({c.mlp_hidden} wide), "
           f"tie_embeddings={c.tie_embeddings}\nshapes as PyTorch stores them: a Linear weight is (out x in)\n")
-    print(format_report(report_rows(model), training_flops_per_token(c, c.block_size), c.block_size))
+    print(format_report(report_rows(model), training_flops_per_token(model, c.block_size), c.block_size))
 
 
 if __name__ == "__main__":

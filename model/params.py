@@ -113,13 +113,13 @@ def report_rows(model: GPT) -> list[Row]:
     return rows
 
 
-def training_flops_per_token(config: GPTConfig, seq_len: int) -> int:
-    """Estimated FLOPs of one training step, forward and backward, per token of context seq_len: 6N for
-    the weights' matmuls plus 12 * n_layer * (n_head * head_size) * seq_len for attention's scores and
-    weighted sums (PaLM appendix B, as nanoGPT's MFU estimate). N counts every parameter once but the
-    lookups: the position embedding, and the token embedding unless it is also the output head."""
-    model, c = meta_model(config), config
-    tf = model.transformer
+def training_flops_per_token(model: GPT, seq_len: int) -> int:
+    """Estimated FLOPs of one training step of model (a real one or a meta_model), forward and backward,
+    per token of context seq_len: 6N for the weights' matmuls plus 12 * n_layer * (n_head * head_size) *
+    seq_len for attention's scores and weighted sums (PaLM appendix B, as nanoGPT's MFU estimate). N counts
+    every parameter once but the lookups: the position embedding, and the token embedding unless it is
+    also the output head."""
+    c, tf = model.config, model.transformer
     lookups = (tf.wpe.weight.numel() if "wpe" in tf else 0) + (0 if c.tie_embeddings else tf.wte.weight.numel())
     return 6 * (model.num_params() - lookups) + 12 * c.n_layer * c.n_head * c.head_size * seq_len
 

@@ -70,7 +70,7 @@ def test_modern_shape_per_head_and_per_block():
     assert report["wpe"] == 0 and report["lm_head"] == 97 * 48  # RoPE has no weights; the head is untied
     assert report["total"] == 2 * 97 * 48 + 3 * per_block + 48 == real.num_params()
     # the FLOPs count the head's matmul but not the token embedding's lookup
-    assert training_flops_per_token(c, 64) == 6 * (real.num_params() - 97 * 48) + 12 * 3 * 6 * hs * 64
+    assert training_flops_per_token(meta_model(c), 64) == 6 * (real.num_params() - 97 * 48) + 12 * 3 * 6 * hs * 64
 
 
 def test_meta_model_allocates_nothing():
@@ -81,7 +81,7 @@ def test_gpt2_small():
     report = counts(GPT2_SMALL)
     assert report["total"] == 124_439_808
     # nanoGPT's MFU estimate for GPT-2 small at T=1024: N excludes the 786,432 position embeddings
-    assert training_flops_per_token(GPT2_SMALL, 1024) == 6 * (124_439_808 - 786_432) + 12 * 12 * 768 * 1024
+    assert training_flops_per_token(meta_model(GPT2_SMALL), 1024) == 6 * (124_439_808 - 786_432) + 12 * 12 * 768 * 1024
 
 
 def test_gpt3_famous_numbers():
