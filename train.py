@@ -75,8 +75,9 @@ class Run:
 
     @property
     def latest(self) -> Path:
-        """out_dir/ckpt.pt, or ckpt.safetensors: the checkpoint a resume reads."""
-        return checkpoint_path(self.out_dir, "ckpt", self.cfg.checkpoint_format)
+        """out_dir/ckpt.pt, or ckpt.safetensors: the checkpoint a resume reads (until this run saves, the
+        other format's, where a resume switched checkpoint_format)."""
+        return existing_checkpoint(checkpoint_path(self.out_dir, "ckpt", self.cfg.checkpoint_format))
 
     @property
     def tokens_per_step(self) -> int:  # across all processes
@@ -158,7 +159,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
     resume_step = progress.step if checkpoint is not None else None
     log = MetricsLog(Path(cfg.out_dir) / "log.jsonl", cfg, resume_step) if ranks.is_main else None
-    mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size) * ranks.world_size, device, dtype)
+    mfu = MFUMeter(training_flops_per_token(model, cfg.block_size) * ranks.world_size, device, dtype)
     return Run(cfg, argv, ranks, device, dtype, dataset, train_loader, eval_loaders, model, compiled, wrapped,
                optimizers, scaler, progress, log, mfu, claim, plan, resume_step)
 
@@ -389,8 +390,8 @@ def main(argv: list[str]) -> None:
     main_process = run.ranks.is_main
     try:
         if main_process:
-            if run.progress.step:  # from the checkpoint read: a resume may switch checkpoint_format
-                print(f"resuming from {existing_checkpoint(run.latest)} at step {run.progress.step}")
+            if run.progress.step:
+                print(f"resuming from {run.latest} at step {run.progress.step}")
             if run.progress.step >= run.cfg.max_iters:
                 print(f"note: the run is at step {run.progress.step} and max_iters={run.cfg.max_iters}: nothing to "
                       f"train; raise max_iters to go on", file=sys.stderr)
@@ -404,7 +405,7 @@ def main(argv: list[str]) -> None:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
             if run.cfg.sample_tokens:
                 print("--- sample ---\n" + sample_text(run, run.cfg.sample_tokens) + "\n--------------")
-            print(next_commands(run.out_dir, existing_checkpoint(run.latest)))
+            print(next_commands(run.out_dir, run.latest))
         # the others wait while the main process saves and samples: a process group torn down under it aborts it
         distributed.wait_for_all(run.ranks)
     finally:
