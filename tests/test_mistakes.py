@@ -55,7 +55,8 @@ def test_export_never_writes_into_a_run_or_a_dataset(trained_out, char_dataset, 
 
 def test_export_interrupted_once_its_folder_is_swapped_in_finishes(trained_out, tmp_path):
     """Ctrl-C right after the swap (tests/export_with_interrupt.py sends it) leaves a complete folder, exit 0."""
-    result = run_script("tests/export_with_interrupt.py", f"--out_dir={trained_out}", f"--hf_dir={tmp_path / 'hf'}", check=False)
+    result = run_script("tests/export_with_interrupt.py", f"--out_dir={trained_out}", f"--hf_dir={tmp_path / 'hf'}",
+                        check=False)
     assert result.returncode == 0 and result.stdout.startswith("wrote "), result.stderr
     assert len(list((tmp_path / "hf").iterdir())) == 6
 
