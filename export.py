@@ -148,7 +148,7 @@ def main(argv: list[str]) -> None:
         prompt = tokenizer.decode(start_tokens(tokenizer))
         card = model_card(checkpoint, str(path), architecture, n_params, target.name, prompt)
         (folder / "README.md").write_text(card, encoding="utf-8")
-    print(f"wrote {target}: {architecture}, {n_params:,} parameters, "
+    print(f"wrote {cfg.hf_dir}: {architecture}, {n_params:,} parameters, "
           f"{checkpoint['tokenizer']['kind']} tokenizer, from {path} ({time.perf_counter() - start:.1f} s)")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # staged_folder ignored stops from the swap on
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
 def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     data_dir, out_dir = tmp_path / "data" / "tiny", tmp_path / "out"
-    prep = run_script("data/prepare.py", f"--input={corpus_file}", "--tokenizer=char", f"--dataset={data_dir}")
-    assert "train and" in prep.stdout and (data_dir / "train.bin").is_file()
+    prep = run_script(str(REPO / "data" / "prepare.py"), f"--input={corpus_file}", "--tokenizer=char",
+                      "--dataset=data/tiny", cwd=tmp_path)  # a path from the current folder: named as given
+    assert prep.stdout.startswith("data/tiny: ") and "train and" in prep.stdout and (data_dir / "train.bin").is_file()
 
     train = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={data_dir}", f"--out_dir={out_dir}")
     assert "step 40: train loss" in train.stderr + train.stdout
