@@ -36,7 +36,7 @@ from training.budget import (DEADLINE_CHECKS, Pace, Plan, corrected_steps, deadl
                              make_plan, steps_in_time)
 from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path, checkpoint_payload, claim_out_dir,
                                  existing_checkpoint, load_checkpoint, restore_training_state, save_checkpoint)
-from training.init_from import build_model, check_resume_data
+from training.init_from import SHAPE_KEYS, build_model, check_resume_data
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers, lr_scale
 from training.signals import StopSignals
@@ -141,8 +141,11 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         plan = Plan.stored(checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
             make_plan(cfg, dataset.meta, device, dtype, ranks)
         cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
+    if checkpoint is not None:  # the run's own shape, where the resume command does not give it again
+        cfg = replace(cfg, **{k: checkpoint["config"][k] for k in SHAPE_KEYS if k not in getattr(cfg, "keys_set", ())})
     model = build_model(cfg, dataset, checkpoint, block_size_set).to(device)  # first: it checks the shape
-    cfg = replace(cfg, block_size=model.config.block_size)  # a Hugging Face model's own, where shorter
+    if cfg.init_from not in ("scratch", "resume"):  # a Hugging Face model keeps its own shape: the run records it
+        cfg = replace(cfg, **{k: getattr(model.config, k) for k in SHAPE_KEYS if k != "vocab_size"})
     # the loaders for the planned context
     train_loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     eval_loaders = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)

@@ -117,5 +117,11 @@ def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
     assert shape == {"block_size": 16, "vocab_size": 50257, "n_layer": 1, "n_head": 2, "n_embd": 16, "bias": True,
                      "pos_emb": "learned", "norm": "layernorm", "mlp": "gelu", "tie_embeddings": True}  # GPT-2's, cropped
     assert correlation(checkpoint["model"]["transformer.wte.weight"], hf.transformer.wte.weight) > 0.5  # its weights
+    assert {key: checkpoint["config"][key] for key in shape if key != "vocab_size"} == \
+        {key: value for key, value in shape.items() if key != "vocab_size"}  # the run records the model it trains
     sample = run_script("sample.py", f"--out_dir={tmp_path / 'out'}", "--prompt=Shall I", "--max_new_tokens=5")
     assert sample.stdout.startswith("Shall I")
+    resumed = run_script("train.py", f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}", "--max_iters=6",
+                         "--eval_interval=4", "--eval_iters=1", "--sample_tokens=0", "--device=cpu", "--init_from=resume")
+    assert not any(f"resume: {key} changed" in resumed.stdout for key in shape)  # the run's shape, not the defaults
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["iter_num"] == 6
