@@ -22,8 +22,7 @@ CHUNK_TOKENS = 1 << 24  # ids scanned at a time: bounded memory whatever the dat
 
 def dataset_dir(dataset: str) -> Path:
     """`dataset` is a folder name under data/, or a path to a dataset folder."""
-    path = Path(dataset)
-    return path if path.is_absolute() or len(path.parts) > 1 else DATA_ROOT / dataset
+    return Path(dataset) if "/" in dataset else DATA_ROOT / dataset
 
 
 def read_meta(folder: Path) -> dict:

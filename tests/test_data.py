@@ -1,5 +1,6 @@
 """prepare -> bins -> batches, and the loader's walk through the data."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,12 @@ def test_read_text_errors(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("abc caf\xe9".encode("latin-1"))
     with pytest.raises(DataError, match="offset 7"):
         read_text(tmp_path / "latin1.txt")
+
+
+def test_a_dataset_with_a_slash_is_a_path_and_outputs_get_their_folder(tmp_path):
+    from data.dataset import DATA_ROOT, dataset_dir
+    from data.files import write_atomically
+    assert dataset_dir("./mine") == Path("./mine") and dataset_dir("a/b") == Path("a/b")
+    assert dataset_dir("mine") == DATA_ROOT / "mine"
+    write_atomically(tmp_path / "new" / "deeper" / "page.html", b"<p>")  # eval's --surprise, compare's --plot
+    assert (tmp_path / "new" / "deeper" / "page.html").read_bytes() == b"<p>"

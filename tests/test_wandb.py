@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from helpers import TINY_TRAIN_FLAGS, run_script
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_script
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
@@ -75,3 +75,12 @@ def test_without_wandb_log_wandb_is_never_imported(char_dataset, tmp_path):
     result = run_script("-c", code, *TINY_TRAIN_FLAGS, "--max_iters=5", f"--dataset={char_dataset}",
                         f"--out_dir={tmp_path}")
     assert result.stdout.strip().endswith("WANDB_ABSENT")
+
+
+def test_wandb_without_a_login_is_a_one_line_error(char_dataset, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env |= {"HOME": str(tmp_path), "WANDB_MODE": "online"}  # no ~/.netrc, so no API key
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={char_dataset}", f"--out_dir={tmp_path / 'run'}",
+                        "--wandb_log=true", env=env, check=False)
+    assert_one_line_error(result, "wandb could not start", "wandb login", "WANDB_MODE=offline")
+    assert not (tmp_path / "run").exists()  # a run refused before it began leaves no folder

@@ -39,7 +39,12 @@ class MetricsLog:
                 import wandb
             except ImportError:
                 raise UserError("wandb_log=true needs wandb: pip install wandb") from None
-            self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=dataclasses.asdict(cfg))
+            try:
+                self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name,
+                                        config=dataclasses.asdict(cfg))
+            except wandb.errors.Error as e:  # no API key, no network, ...
+                raise UserError(f"wandb could not start ({str(e).splitlines()[0]}); run `wandb login`, "
+                                f"or set WANDB_MODE=offline") from None
             if resume_step is not None:
                 self.wandb.summary["resumed_from_step"] = resume_step
         kept = [r for r in read_rows(path) if r["step"] <= resume_step] if resume_step is not None else []
