@@ -145,7 +145,7 @@ def main(argv: list[str]) -> None:
     with staged_folder(target) as folder:
         architecture = save_hf_model(model, folder, tokenizer.eot_token, generation)
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
-        prompt = tokenizer.decode(start_tokens(tokenizer))
+        prompt = tokenizer.decode(start_tokens(tokenizer)) or "\n"  # a char end-of-text decodes to no text
         card = model_card(checkpoint, str(path), architecture, n_params, target.name, prompt)
         (folder / "README.md").write_text(card, encoding="utf-8")
     print(f"wrote {cfg.hf_dir}: {architecture}, {n_params:,} parameters, "

@@ -4,6 +4,7 @@ built with transformers. Bad input to export.py is one line with exit status 2."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -77,6 +78,8 @@ def test_a_trained_model_runs_the_same_in_transformers(exported, shape):
     card = (tmp_path / "hf" / "README.md").read_text()
     assert f"val loss | {checkpoint['best_val_loss']:.4f} nats per token" in card and "bits per byte |" in card
     assert "python train.py " in card and "--out_dir=" in card and " ".join(RUNS[shape][0][:2]) in card
+    card_prompt = json.loads(re.search(r'tokenizer\((".*?"), return_tensors', card).group(1))
+    assert auto_tokenizer(card_prompt)["input_ids"]  # the card's snippet has a token to start from
 
 
 def test_safetensors_runs_write_no_pickle_files_and_resume_from_them(exported):
