@@ -205,5 +205,6 @@ def help_text(cls: type, usage: str, command: str) -> str:
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         flag = f"--{f.name}={flag_text(default, f.metadata.get('escapes', False))}"
         lines.append(f"  {flag:<38} {f.metadata.get('help', '')}")
-    lines += ["", f"A TOML file's top-level keys apply to every command that has them; the keys of its [{command}] table to this one."]
+    lines += ["", "A TOML file's top-level keys apply to every command that has them; "
+                  f"the keys of its [{command}] table to this one."]
     return "\n".join(lines)

@@ -122,6 +122,6 @@ def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
     sample = run_script("sample.py", f"--out_dir={tmp_path / 'out'}", "--prompt=Shall I", "--max_new_tokens=5")
     assert sample.stdout.startswith("Shall I")
     resumed = run_script("train.py", f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}", "--max_iters=6",
-                         "--eval_interval=4", "--eval_iters=1", "--sample_tokens=0", "--device=cpu", "--init_from=resume")
+                         "--eval_interval=4", "--eval_iters=1", "--sample_tokens=0", "--init_from=resume")
     assert not any(f"resume: {key} changed" in resumed.stdout for key in shape)  # the run's shape, not the defaults
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["iter_num"] == 6
