@@ -102,8 +102,9 @@ class TrainConfig(ModelOptions):
         self.lr_decay_iters = self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
         _require_positive(self, ("eval_interval", "eval_iters", "log_interval", "batch_size",
                                  "gradient_accumulation_steps", "max_iters", "learning_rate", "lr_decay_iters", "muon_lr"))
-        if self.warmup_iters < 0 or self.sample_tokens < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            raise UserError("warmup_iters, sample_tokens, grad_clip and weight_decay must not be negative")
+        for name in ("warmup_iters", "sample_tokens", "grad_clip", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}={getattr(self, name)} must not be negative")
         for name in ("beta1", "beta2", "muon_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"{name}={getattr(self, name)} must be in [0, 1)")

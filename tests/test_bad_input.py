@@ -60,7 +60,8 @@ def test_corpus_too_short_for_the_context(tmp_path):
     ("--norm_eps=-1", "norm_eps=-1.0 must be positive"),
     ("--beta2=1.5", "beta2=1.5 must be in [0, 1)"),
     ("--muon_momentum=2", "muon_momentum=2.0 must be in [0, 1)"),
-    ("--weight_decay=-1", "weight_decay must not be negative"),
+    ("--weight_decay=-1", "weight_decay=-1.0 must not be negative"),
+    ("--grad_clip=-1", "error: grad_clip=-1.0 must not be negative"),  # that key alone
     ("--learning_rate=-0.1", "learning_rate=-0.1 must be positive"),
     ("--max_iters=0", "max_iters=0 must be positive"),
     ("--batch_size=1.5", "batch_size must be int"),
