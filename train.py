@@ -136,13 +136,14 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
     checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
     new_data = checkpoint is not None and check_resume_data(checkpoint, dataset_identity(dataset), cfg)
-    plan, block_size_set = None, "block_size" in cfg.keys_set
+    given = cfg.keys_set  # what the files and flags set; replace() below makes configs without it
+    plan, block_size_set = None, "block_size" in given
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
         plan = Plan.stored(checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
             make_plan(cfg, dataset.meta, device, dtype, ranks)
         cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
     if checkpoint is not None:  # the run's own shape, where the resume command does not give it again
-        cfg = replace(cfg, **{k: checkpoint["config"][k] for k in SHAPE_KEYS if k not in getattr(cfg, "keys_set", ())})
+        cfg = replace(cfg, **{k: checkpoint["config"][k] for k in SHAPE_KEYS if k not in given})
     model = build_model(cfg, dataset, checkpoint, block_size_set).to(device)  # first: it checks the shape
     if cfg.init_from not in ("scratch", "resume"):  # a Hugging Face model keeps its own shape: the run records it
         cfg = replace(cfg, **{k: getattr(model.config, k) for k in SHAPE_KEYS if k != "vocab_size"})
