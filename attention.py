@@ -30,6 +30,10 @@ from viz.png import save_png
 from viz.tokens import tick_label, token_texts
 
 
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def resolve_query(query_index: int | None, n_tokens: int) -> int:
     """The query token's position; None means the last token."""
     if query_index is None:
@@ -73,7 +77,10 @@ def main(argv: list[str]) -> None:
     check_output(cfg.pictures_dir, "pictures_dir", folder=True)
     device = pick_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
-    ids = encode_prompt(read_prompt(cfg.text, "text"), tokenizer, "text", default="text" not in cfg.keys_set)
+    text = read_prompt(cfg.text, "text")
+    if not text:
+        raise UserError("the text is empty; give the text to look at with --text=TEXT or --text=FILE:path")
+    ids = encode_prompt(text, tokenizer, "text", default="text" not in cfg.keys_set)
     if len(ids) > model.config.block_size:
         raise UserError(f"the text is {len(ids)} tokens but the model's context is {model.config.block_size}; "
                         f"shorten the text")
@@ -84,7 +91,8 @@ def main(argv: list[str]) -> None:
                         f"use a shorter text or --html=false")
     tokens = token_texts(tokenizer, ids)
     source = cfg.hf_model or str(existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint))
-    about = f"{source}: {len(ids)} tokens through {c.n_layer} layers of {c.n_head} heads"
+    about = (f"{source}: {counted(len(ids), 'token')} through {counted(c.n_layer, 'layer')} "
+             f"of {counted(c.n_head, 'head')}")
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")
     for path in write_outputs(cfg, layer_records(model, ids, device), c.head_size, tokens, query, about):
         print(f"wrote {path}")

@@ -36,7 +36,7 @@ from training.budget import (DEADLINE_CHECKS, Pace, Plan, corrected_steps, deadl
                              make_plan, steps_in_time)
 from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path, checkpoint_payload, claim_out_dir,
                                  existing_checkpoint, load_checkpoint, restore_training_state, save_checkpoint)
-from training.init_from import SHAPE_KEYS, build_model, check_resume_data
+from training.init_from import SHAPE_KEYS, build_model, check_resume_data, resume_changes
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers, lr_scale
 from training.signals import StopSignals
@@ -159,6 +159,8 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     progress = Progress()
     if checkpoint is not None:
         progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
+        for change in resume_changes(checkpoint, cfg) if ranks.is_main else []:  # now that the resume goes ahead
+            print(change)
     if claim is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
         claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
     resume_step = progress.step if checkpoint is not None else None
@@ -365,10 +367,13 @@ def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     return save_png(figure, run.out_dir / "attention.png")
 
 
-def next_commands(out_dir: Path, latest: Path) -> str:
+def next_commands(run: Run) -> str:
     """Where the run's outputs are and what to run next on them."""
+    out_dir, latest = run.out_dir, run.latest
     flag = shlex.quote(f"--out_dir={out_dir}")
-    return (f"the run: {latest} (latest), {latest.with_stem('best').name}, log.jsonl and loss.png in {out_dir}\n"
+    age = "latest" if run.saved_step == run.progress.step else \
+        f"step {run.saved_step}: with always_save_checkpoint=false it is saved on a new best only"
+    return (f"the run: {latest} ({age}), {latest.with_stem('best').name}, log.jsonl and loss.png in {out_dir}\n"
             f"next: python sample.py {flag}      text from the model\n"
             f"      python eval.py {flag}        loss and bits per byte on the validation split\n"
             f"      python attention.py {flag}   attention maps and the explorer page")
@@ -396,6 +401,10 @@ def main(argv: list[str]) -> None:
         if main_process:
             if run.progress.step:
                 print(f"resuming from {run.latest} at step {run.progress.step}")
+                if run.log.dropped_to is not None:
+                    print(f"note: log.jsonl went on to step {run.log.dropped_to}; its rows after step "
+                          f"{run.progress.step}, the checkpoint's, were dropped, as those steps are run again",
+                          file=sys.stderr)
             if run.progress.step >= run.cfg.max_iters:
                 print(f"note: the run is at step {run.progress.step} and max_iters={run.cfg.max_iters}: nothing to "
                       f"train; raise max_iters to go on", file=sys.stderr)
@@ -409,7 +418,7 @@ def main(argv: list[str]) -> None:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
             if run.cfg.sample_tokens:
                 print("--- sample ---\n" + sample_text(run, run.cfg.sample_tokens) + "\n--------------")
-            print(next_commands(run.out_dir, run.latest))
+            print(next_commands(run))
         # the others wait while the main process saves and samples: a process group torn down under it aborts it
         distributed.wait_for_all(run.ranks)
     finally:

@@ -112,6 +112,7 @@ def test_query_index_resolution():
     (["--text=FILE:/no/such/file"], "text file /no/such/file not found"),
     (["--text=Shall I ~"], "character '~' is not in this model's vocabulary"),
     (["--querry_index=3"], "did you mean 'query_index'"),
+    (["--text="], "the text is empty; give the text to look at with --text=TEXT or --text=FILE:path"),
 ])
 def test_bad_input_is_a_one_line_error(trained_out, tmp_path, flags, message):
     argv = [f"--out_dir={trained_out}", f"--text={TEXT}", f"--pictures_dir={tmp_path / 'maps'}", "--device=cpu", *flags]

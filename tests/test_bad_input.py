@@ -103,6 +103,13 @@ def test_meta_json_not_matching_its_bins(run_dir):
     assert snapshot(run_dir) == before  # out/.lock too: its record is put back
 
 
+def test_resume_with_another_optimizer_is_refused_before_any_change_is_reported(run_dir, capsys):
+    result = train(run_dir, "--init_from=resume", "--optimizer=adamw", "--max_iters=60")
+    assert_one_line_error(result, "cannot resume: the checkpoint's optimizer is adamw + muon but the config asks "
+                                  "for adamw")
+    assert "resume:" not in capsys.readouterr().out
+
+
 def test_resume_without_a_checkpoint(run_dir):
     (run_dir / "out" / "ckpt.pt").unlink()
     assert_one_line_error(train(run_dir, "--init_from=resume"), "ckpt.pt not found")
@@ -143,6 +150,13 @@ def test_checkpoint_with_pickled_code_is_refused_not_run(run_dir):
     result = run_command("sample.py", f"--out_dir={run_dir / 'out'}")
     assert_one_line_error(result, "pickled objects or code", "not loaded")
     assert not (run_dir / "code-ran").exists()
+
+
+@pytest.mark.parametrize("script", ["sample.py", "eval.py"])
+def test_a_file_that_is_no_checkpoint(run_dir, script):
+    result = run_command(script, f"--out_dir={run_dir / 'out'}", "--checkpoint=log.jsonl")
+    assert_one_line_error(result, f"{run_dir / 'out' / 'log.jsonl'} is not a checkpoint (not a file torch.save "
+                                  f"wrote); use one written by train.py")
 
 
 def test_disk_full_while_writing_a_checkpoint(run_dir):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from helpers import REPO, run_script, wait_for_step
+from training.metrics_log import read_rows
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
 
@@ -113,3 +114,16 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(char_dataset, tmp_p
     # to the end with the uninterrupted run's evaluations: an evaluation at every step costs most of the time
     train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--init_from=resume")
     assert_same_weights(weights(saved), uninterrupted)
+
+
+def test_a_resume_from_an_older_checkpoint_says_which_steps_it_runs_again(char_dataset, tmp_path):
+    """With always_save_checkpoint=false, ckpt.pt holds the best step. A learning rate this high makes the
+    second evaluation far worse than the first (about 66 against 25), so the run ends past its checkpoint."""
+    flags = ["--warmup_iters=1", "--eval_interval=1", "--learning_rate=3", "--always_save_checkpoint=false"]
+    finished = train(char_dataset, tmp_path, "--max_iters=2", *flags)
+    assert f"the run: {tmp_path / 'ckpt.pt'} (step 1: with always_save_checkpoint=false" in finished.stdout
+    resumed = train(char_dataset, tmp_path, "--max_iters=3", *flags, "--init_from=resume")
+    assert ("note: log.jsonl went on to step 2; its rows after step 1, the checkpoint's, were dropped, as those "
+            "steps are run again") in resumed.stderr
+    steps = [row["step"] for row in read_rows(tmp_path / "log.jsonl") if row["kind"] == "eval"]
+    assert steps == [1, 2, 3]

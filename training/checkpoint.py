@@ -67,6 +67,10 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
         if path.suffix == ".safetensors":
             checkpoint = from_safetensors(path, device)
         else:
+            with open(path, "rb") as f:
+                if f.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
+                    raise UserError(f"{path} is not a checkpoint (not a file torch.save wrote); "
+                                    f"use one written by train.py")
             checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; "

@@ -2,6 +2,7 @@
 shape it was trained with), or a Hugging Face model's weights (to fine-tune); and the model a tool runs."""
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from model.config import ModelOptions
 from model.pretrained import HUB_NAMES
 from model.weights import with_weights
 
-from .checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
+from .checkpoint import checkpoint_path, existing_checkpoint, load_checkpoint, model_from_checkpoint
 
 # the training keys that fix the model's shape: every model option but dropout, and the vocabulary
 SHAPE_KEYS = tuple(f.name for f in fields(ModelOptions) if f.name != "dropout") + ("vocab_size",)
@@ -55,7 +56,7 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
 
 
 def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfig) -> None:
-    """Refuse a resume that would change the model's shape; report harmless changes."""
+    """Refuse a resume that would change the model's shape."""
     saved = GPTConfig(**checkpoint["model_args"]).to_dict()
     for key in SHAPE_KEYS:
         if saved[key] != getattr(wanted, key):
@@ -65,10 +66,12 @@ def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfi
                 f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained with "
                 f"{key}={saved[key]}; use the same setting or a new out_dir"
             )
-    for key, old in checkpoint["config"].items():
-        new = getattr(cfg, key, old)
-        if new != old and key != "init_from":
-            print(f"resume: {key} changed from {old!r} to {new!r}")
+
+
+def resume_changes(checkpoint: dict, cfg: TrainConfig) -> list[str]:
+    """The settings a resume changes, once it is known to go ahead."""
+    return [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in checkpoint["config"].items()
+            if key != "init_from" and getattr(cfg, key, old) != old]
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, block_size_set: bool = True) -> GPT:
@@ -120,7 +123,9 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     """The model (in eval mode, its weights in `weights`), its tokenizer and the checkpoint dict, rebuilt
     from out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
     if not init_from:
-        path = Path(out_dir) / checkpoint
+        path = existing_checkpoint(Path(out_dir) / checkpoint)
+        if path.name != checkpoint:  # only the other format's file is there
+            print(f"note: reading {path}, as {out_dir} holds no {checkpoint}", file=sys.stderr)
         state = load_checkpoint(path, device)
         model = model_from_checkpoint(state, path)
         return with_weights(model.to(device).eval(), weights), tokenizer_from_description(state["tokenizer"]), state

@@ -29,7 +29,8 @@ class MetricsLog:
     """Rows of {"kind": "batch" | "eval", "step", "tokens", "elapsed_s", "lr", losses...}.
 
     A fresh run starts an empty log. A resumed run keeps only the rows up to
-    the checkpoint's step, so steps repeated after a crash appear once.
+    the checkpoint's step, so steps repeated after a crash appear once; dropped_to
+    is the last step of those it dropped, if any.
     """
 
     def __init__(self, path: Path, cfg: TrainConfig, resume_step: int | None):
@@ -47,7 +48,9 @@ class MetricsLog:
                                 f"or set WANDB_MODE=offline") from None
             if resume_step is not None:
                 self.wandb.summary["resumed_from_step"] = resume_step
-        kept = [r for r in read_rows(path) if r["step"] <= resume_step] if resume_step is not None else []
+        rows = read_rows(path) if resume_step is not None else []
+        kept = [r for r in rows if r["step"] <= resume_step]
+        self.dropped_to = max((r["step"] for r in rows if r["step"] > resume_step), default=None)
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self.path = path
         self.rows = kept
