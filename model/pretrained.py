@@ -65,8 +65,10 @@ def folder_config(folder: Path):
     before transformers parses it (an unknown type would be its own long error)."""
     path = folder / "config.json"
     if not path.is_file():
+        run = sorted(p.name for p in folder.glob("*.*") if p.stem in ("ckpt", "best"))  # a training run's folder
+        hint = f" or, as it holds {run[0]}, read it as --out_dir or make one of it with export.py" if run else ""
         raise ModelError(f"{folder} has no config.json, so it is not a Hugging Face model folder; "
-                         f"give one written by save_pretrained (config.json and model.safetensors)")
+                         f"give one written by save_pretrained (config.json and model.safetensors){hint}")
     try:
         model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
     except (ValueError, AttributeError) as e:
