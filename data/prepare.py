@@ -40,7 +40,8 @@ def main(argv: list[str]) -> None:
         return
     meta = prepared.meta
     documents = meta["train_documents"] + meta["val_documents"]
-    held_out = (f"{meta['val_documents']:,} whole documents" if meta["split"] == "documents"
+    held_out = (f"{meta['val_documents']:,} whole document{'s' * (meta['val_documents'] != 1)}"
+                if meta["split"] == "documents"
                 else f"the last {meta['val_fraction']:.0%} of the text")
     print(f"{folder}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
           f"{documents:,} document{'s' * (documents != 1)} (validation: {held_out}), "

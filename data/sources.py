@@ -167,7 +167,7 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line.decode("utf-8"))
+                record = json.loads(line.decode("utf-8-sig"))  # -sig: a byte-order mark that some editors write
             except UnicodeDecodeError as e:
                 raise not_utf8(path, start + e.start, where) from None
             except json.JSONDecodeError as e:

@@ -150,6 +150,13 @@ def test_text_field_names_the_jsonl_field(tmp_path):
     assert sorted(found["train"] + found["val"]) == sorted(JSONL)
 
 
+def test_a_jsonl_file_may_start_with_a_byte_order_mark(tmp_path):
+    (tmp_path / "d.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps({"text": t}) for t in JSONL).encode())
+    prepare_dataset([tmp_path / "d.jsonl"], "gpt2", tmp_path / "ds", val_fraction=0.2)
+    found = documents_of(tmp_path / "ds")
+    assert sorted(found["train"] + found["val"]) == sorted(JSONL)
+
+
 def test_globs_and_files_in_the_order_given(corpus, tmp_path):
     files = find_inputs([corpus / "*.jsonl*", corpus / "a" / "notes.txt"])
     assert [p.name for p in files] == ["docs.jsonl", "more.jsonl.gz", "notes.txt"]
