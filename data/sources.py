@@ -176,6 +176,8 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             if not isinstance(record, dict):
                 raise DataError(f"input {path}{where} is not a JSON object ({line.decode().strip()[:40]}); "
                                 f"give one JSON object per line, with the text in a field")
+            if field in record and record[field] in (None, ""):
+                continue  # no text: skipped, as in a Parquet column
             if not isinstance(record.get(field), str):
                 problem = (f": field {field!r} is {type(record[field]).__name__}, not text" if field in record
                            else f" has no field {field!r}")
@@ -200,7 +202,7 @@ def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> I
         raise DataError(f"input {path}: column {column!r} holds {kind}, not text; "
                         f"set --text_field to the column holding the text")
     for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=[column]):
-        yield from (text for text in batch.column(0).to_pylist() if text)  # a null row is an empty document
+        yield from (text for text in batch.column(0).to_pylist() if text)  # a null or empty text is skipped
 
 
 @dataclass

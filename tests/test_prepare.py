@@ -150,6 +150,20 @@ def test_text_field_names_the_jsonl_field(tmp_path):
     assert sorted(found["train"] + found["val"]) == sorted(JSONL)
 
 
+def test_a_null_or_empty_text_is_skipped_in_jsonl_as_in_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [JSONL[0], None, JSONL[1], "", *JSONL[2:]]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    pq.write_table(pa.table({"text": texts}), tmp_path / "d.parquet")
+    for name in ("d.jsonl", "d.parquet"):
+        meta = prepare_dataset([tmp_path / name], "gpt2", tmp_path / name.replace(".", "_"), val_fraction=0.2).meta
+        found = documents_of(tmp_path / name.replace(".", "_"))
+        assert sorted(found["train"] + found["val"]) == sorted(JSONL)
+        assert meta["train_documents"] + meta["val_documents"] == len(JSONL)
+
+
 def test_a_jsonl_file_may_start_with_a_byte_order_mark(tmp_path):
     (tmp_path / "d.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps({"text": t}) for t in JSONL).encode())
     prepare_dataset([tmp_path / "d.jsonl"], "gpt2", tmp_path / "ds", val_fraction=0.2)
