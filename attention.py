@@ -9,7 +9,6 @@ Writes, into the folder `to`:
 
 `python attention.py --help` lists every key.
 """
-from __future__ import annotations
 
 from pathlib import Path
 

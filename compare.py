@@ -4,7 +4,6 @@
 
 Each run is an out_dir with the log.jsonl that train.py writes.
 """
-from __future__ import annotations
 
 from pathlib import Path
 

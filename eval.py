@@ -6,7 +6,6 @@ Without --text_file, the checkpoint's own validation split is evaluated, if that
 was prepared with the checkpoint's tokenizer.
 `python eval.py --help` lists every key.
 """
-from __future__ import annotations
 
 import json
 import os

@@ -8,7 +8,6 @@ Qwen3ForCausalLM with QK-norm. The folder holds config.json, model.safetensors,
 generation_config.json, tokenizer.json, tokenizer_config.json and a model card (README.md).
 `python export.py --help` lists every key.
 """
-from __future__ import annotations
 
 import contextlib
 import dataclasses

@@ -3,7 +3,6 @@ per block, and the training FLOPs per token. The model is never allocated.
 
     python params.py [CONFIG.toml ...] [--key=value ...]
 """
-from __future__ import annotations
 
 from pathlib import Path
 

@@ -4,7 +4,6 @@
 
 `python sample.py --help` lists every key.
 """
-from __future__ import annotations
 
 import codecs
 import sys

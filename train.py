@@ -6,7 +6,6 @@
 config -> data -> model -> optimizer -> loop (step, log, evaluate, checkpoint) -> sample.
 `python train.py --help` lists every key.
 """
-from __future__ import annotations
 
 import contextlib
 import gc

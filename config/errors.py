@@ -2,7 +2,6 @@
 
 model/ and data/ raise their own exception types (ModelError, DataError) with
 the fix in the message; run_cli shows those as one line too."""
-from __future__ import annotations
 
 import os
 import signal

@@ -1,6 +1,5 @@
 """Paths a command will write, checked before any work: a folder where a folder is
 wanted, a file where a file is, and a place the OS lets this process write."""
-from __future__ import annotations
 
 import os
 import tempfile

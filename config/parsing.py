@@ -9,7 +9,6 @@ command that has it. Each command takes the top-level keys it has, and a table
 per command ([sample], [eval], ...) overrides them for that command alone. A
 top-level key that no command has is an error.
 """
-from __future__ import annotations
 
 import contextlib
 import dataclasses

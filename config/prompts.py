@@ -1,5 +1,4 @@
 """The text a command is given: a flag's own text, or a file's (FILE:path), and its token ids."""
-from __future__ import annotations
 
 from pathlib import Path
 

@@ -3,7 +3,6 @@
 The training defaults are the default experiment: a small character-level GPT
 on Shakespeare that trains on a laptop CPU in a few minutes.
 """
-from __future__ import annotations
 
 import dataclasses
 import re

@@ -1,6 +1,5 @@
 """Tokenizers, dataset folders, batch loading and corpus recipes: a library that
 imports nothing else of the project. (data/prepare.py is the command that uses it.)"""
-from __future__ import annotations
 
 from pathlib import Path
 

@@ -5,7 +5,6 @@ tokenizer made (bpe: trained on the training split only), every piece encoded in
 val.bin and meta.json written (data/dataset.py), all in a staging folder then swapped in whole.
 Every document ends with the tokenizer's end-of-text token.
 """
-from __future__ import annotations
 
 import hashlib
 import json

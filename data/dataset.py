@@ -6,7 +6,6 @@ fraction, the inputs with their sha256, and `fingerprint`: the sha256 of train.b
 followed by val.bin's. The fingerprint and the tokenizer are the dataset's identity: what a
 checkpoint records of the data it was trained on.
 """
-from __future__ import annotations
 
 import json
 from dataclasses import dataclass

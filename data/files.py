@@ -1,5 +1,4 @@
 """Files that are written whole or not at all."""
-from __future__ import annotations
 
 import os
 from collections.abc import Callable

@@ -7,7 +7,6 @@ Unigram or byte-fallback BPE, WordPiece, ...) is refused. Out: a tokenizer over 
 converted with transformers' TikTokenConverter; the char tokenizer is built from `tokenizers` parts
 (one token per character), and comes back in as the char tokenizer.
 """
-from __future__ import annotations
 
 import json
 from pathlib import Path

@@ -2,7 +2,6 @@
 cuts the tokens into non-overlapping windows of block_size + 1 tokens (from a random offset) and
 walks them in a seeded shuffled order, so every token is seen once per epoch and a position in
 the walk (epoch, cursor) is all that resume needs."""
-from __future__ import annotations
 
 import numpy as np
 import torch

@@ -3,7 +3,6 @@
 turns text, .jsonl, .parquet or .gz files, folders or globs into a dataset folder (train.bin, val.bin,
 meta.json). data/build.py does the work; the command lives here, where nanoGPT's users look for it.
 """
-from __future__ import annotations
 
 import signal
 import sys

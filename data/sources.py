@@ -5,7 +5,6 @@ column `text`, or text_field). `.gz` holds text or JSONL (name.jsonl.gz). Folder
 recursively and globs expanded in sorted order, hidden files and folders (a name starting with a
 dot) left out. Empty documents are skipped.
 """
-from __future__ import annotations
 
 import codecs
 import glob

@@ -4,7 +4,6 @@ RENAME_EXCHANGE, elsewhere two renames). An interrupted or failed prepare leaves
 was; a crash leaves at worst a staging folder, which train.py never reads and the next prepare removes
 once its process is gone.
 """
-from __future__ import annotations
 
 import ctypes
 import errno

@@ -6,7 +6,6 @@ per character of the corpus, plus, as prepare makes it, an end-of-text token tha
 nothing); gpt2 (OpenAI's GPT-2 BPE through tiktoken); bpe (any other byte-level BPE, trained on
 the corpus by train_bpe or a Hugging Face model's, data/hf_tokenizer.py, encoded by tiktoken).
 """
-from __future__ import annotations
 
 import base64
 import functools

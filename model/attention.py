@@ -12,7 +12,6 @@ and keys by their position (model/rope.py), QK-norm scales each head's queries
 and keys to a fixed size first, and with grouped-query attention several
 query heads share one key/value head.
 """
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass

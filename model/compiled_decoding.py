@@ -11,7 +11,6 @@ A decoding step has the same shapes every time (one new token, a KV cache of fix
   inductor's kernels come from its on-disk cache.
 Prefill stays eager: it runs once per sample, at a different length each time.
 """
-from __future__ import annotations
 
 import contextlib
 import getpass

@@ -1,5 +1,4 @@
 """Next-token logits for a growing sequence: prefill once, then decode a token at a time."""
-from __future__ import annotations
 
 import torch
 

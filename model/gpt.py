@@ -5,7 +5,6 @@ shape; RoPE turns queries and keys instead) -> n_layer pre-norm blocks
 (attention, then MLP, each added to the residual stream) -> final norm ->
 language-model head (tied to the token embedding in GPT-2) -> logits (B, T, V).
 """
-from __future__ import annotations
 
 import math
 from collections.abc import Iterator

@@ -8,7 +8,6 @@ query/key/value matrix split or joined. What one side computes and the other doe
 (rope scaling, sliding windows, biases on some layers only) is refused with the option
 that blocks it. transformers is imported only when a config is built.
 """
-from __future__ import annotations
 
 from pathlib import Path
 

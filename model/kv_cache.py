@@ -1,5 +1,4 @@
 """Preallocated key/value cache of fixed shape, for fast (and compilable) generation."""
-from __future__ import annotations
 
 import torch
 
@@ -25,7 +24,7 @@ class KVCache:
         self.slots = slot_positions.numel()
 
     @classmethod
-    def empty(cls, n_layer: int, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> KVCache:
+    def empty(cls, n_layer: int, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> "KVCache":
         """Every slot empty; keys and values of shape (B, nkv, slots, hs) for each of n_layer layers."""
         zeros = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(2 * n_layer)]
         return cls(torch.full((shape[2],), EMPTY, dtype=torch.long, device=device), *zeros)

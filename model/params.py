@@ -6,7 +6,6 @@ shape but no storage, so even GPT-3's 175 billion cost no memory. Each row of
 the report is counted from those shapes; one head's part of the query, key,
 value and output matrices is a slice of those.
 """
-from __future__ import annotations
 
 from dataclasses import dataclass, replace
 

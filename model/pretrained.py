@@ -1,6 +1,5 @@
 """Loading a Hugging Face model into this project's GPT: OpenAI's GPT-2 from the hub
 (gpt2 ... gpt2-xl), or a local folder of a GPT-2, Llama or Qwen3 model (model/hf.py maps it)."""
-from __future__ import annotations
 
 import json
 import socket

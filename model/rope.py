@@ -7,7 +7,6 @@ position * theta^(-2i / head_size). A query at position m and a key at position
 n then meet at an angle that depends on m - n alone, so scores depend on
 relative distance: shifting every position by the same amount changes nothing.
 """
-from __future__ import annotations
 
 import torch
 

@@ -1,5 +1,4 @@
 """Turning next-token logits into a chosen token."""
-from __future__ import annotations
 
 import torch
 import torch.nn.functional as F

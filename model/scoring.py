@@ -5,7 +5,6 @@ but the first is predicted exactly once, from the earlier tokens of its window.
 Bits per byte divides the total loss by the UTF-8 bytes of the predicted
 tokens, so character-level and BPE models can be compared.
 """
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass

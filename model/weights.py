@@ -2,7 +2,6 @@
 checkpoint stays float32): bfloat16, or int8 weight-only through torchao, whose every nn.Linear
 holds int8 weights with one float scale per output row and computes in the activations' dtype.
 One decoded token reads every weight once, so fewer bytes per weight is fewer bytes to stream."""
-from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING

@@ -14,7 +14,6 @@ process ends, however it ends, so a run that died never blocks the next one; the
 the holder. Whether the run may start there (resume needs a checkpoint; a fresh start must not bury one)
 is decided before anything in the folder is written, and a run whose set-up fails puts it back as found.
 """
-from __future__ import annotations
 
 import dataclasses
 import fcntl

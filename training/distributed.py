@@ -1,5 +1,4 @@
 """Data-parallel training across processes started by torchrun (DistributedDataParallel)."""
-from __future__ import annotations
 
 import os
 from dataclasses import dataclass

@@ -1,6 +1,5 @@
 """The model a run starts from, per init_from: a fresh one, the checkpoint's (to resume, on the data and
 shape it was trained with), or a Hugging Face model's weights (to fine-tune); and the model a tool runs."""
-from __future__ import annotations
 
 import sys
 from dataclasses import fields

@@ -1,7 +1,6 @@
 """The run's records: out_dir/log.jsonl, one JSON object per line appended as training goes, and, with
 wandb_log, Weights & Biases. wandb is imported only then; it reads WANDB_MODE itself (offline writes the
 run under ./wandb, or WANDB_DIR, for a later `wandb sync`)."""
-from __future__ import annotations
 
 import dataclasses
 import html

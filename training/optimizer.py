@@ -7,7 +7,6 @@ blocks. Everything else stays with AdamW: the token (and position) embeddings
 and the output head, whose rows belong to single tokens rather than forming a
 linear map of the hidden state, and the norms' and biases' vectors.
 """
-from __future__ import annotations
 
 import math
 

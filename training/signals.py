@@ -1,5 +1,4 @@
 """Ctrl-C and SIGTERM during training: finish the step, save, stop."""
-from __future__ import annotations
 
 import os
 import signal

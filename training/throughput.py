@@ -5,7 +5,6 @@ has no trustworthy peak (turbo clocks, other processes, the thread count all
 move it, and a start-up probe under-read it on a busy machine), so on a CPU
 and on unlisted devices only tokens per second are shown.
 """
-from __future__ import annotations
 
 import torch
 

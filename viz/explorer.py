@@ -1,7 +1,6 @@
 """One self-contained HTML page to explore attention: the weights and the
 script are inline (viz/explorer.html is the page, with __DATA__ to fill in),
 so it opens from disk in any browser with no server and no network."""
-from __future__ import annotations
 
 import json
 from pathlib import Path

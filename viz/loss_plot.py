@@ -1,5 +1,4 @@
 """Pictures of a run, drawn with matplotlib (imported only when drawing)."""
-from __future__ import annotations
 
 from pathlib import Path
 

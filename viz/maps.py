@@ -4,7 +4,6 @@ patterns: (n_layer, nh, T, T) from `GPT.attention_patterns`, row i the
 weights query token i gives to key tokens 0..i (the rest is the causal mask).
 The figures are plain matplotlib Figures (no pyplot, no global state).
 """
-from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
@@ -28,7 +27,7 @@ def panel_inches(n_tokens: int) -> float:
     return min(5.0, max(2.0, 0.085 * min(n_tokens, MAX_TICKS) + 0.7))
 
 
-def _set_ticks(ax: Axes, labels: list[str], axis: str) -> None:
+def _set_ticks(ax: "Axes", labels: list[str], axis: str) -> None:
     """Tokens as tick labels (every k-th when there are many); long ones stand upright on x."""
     step = math.ceil(len(labels) / MAX_TICKS)
     positions = list(range(0, len(labels), step))
@@ -40,7 +39,7 @@ def _set_ticks(ax: Axes, labels: list[str], axis: str) -> None:
         ax.set_yticks(positions, shown, **style)
 
 
-def heatmap_figure(patterns: torch.Tensor, tokens: list[str], title: str) -> Figure:
+def heatmap_figure(patterns: torch.Tensor, tokens: list[str], title: str) -> "Figure":
     """Grid of heatmaps, a row per layer and a column per head: query token down,
     key token across, tokens as tick labels, the masked upper triangle left white."""
     import matplotlib
@@ -67,7 +66,7 @@ def heatmap_figure(patterns: torch.Tensor, tokens: list[str], title: str) -> Fig
     return fig
 
 
-def query_figure(patterns: torch.Tensor, tokens: list[str], query: int) -> Figure:
+def query_figure(patterns: torch.Tensor, tokens: list[str], query: int) -> "Figure":
     """Bar charts of the weights query token `query` gives to tokens 0..query:
     a row per layer, a column per head and a last one for the mean over heads."""
     from matplotlib.figure import Figure

@@ -1,5 +1,4 @@
 """Saving a matplotlib figure as a PNG file, whole or not at all (no torch or numpy needed)."""
-from __future__ import annotations
 
 import io
 from pathlib import Path
@@ -11,7 +10,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def save_png(fig: Figure, path: Path) -> Path:
+def save_png(fig: "Figure", path: Path) -> Path:
     """Write the picture through a temporary file of this process: a reader or a crash never meets half of one."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

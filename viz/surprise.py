@@ -1,5 +1,4 @@
 """A self-contained HTML page that shades every token by the loss the model gave it."""
-from __future__ import annotations
 
 import html
 import json

@@ -1,5 +1,4 @@
 """Tokens as text a person can read on an axis or a page."""
-from __future__ import annotations
 
 from data.tokenizer import Tokenizer
 
