@@ -1,7 +1,6 @@
 """Benchmarks, measured as ratios within one run on whatever device is here (`python bench.py --help`
 lists their keys). What each one measures is in its bench_* function's docstring; the figures, with
 their hardware, in docs/benchmarks.md."""
-from __future__ import annotations
 
 import itertools
 import os
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from config.device import autocast, pick_device, resolve_dtype
+from config.device import pick_device, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
 from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config
 from data import load_tokenizer
@@ -25,7 +24,6 @@ from data.build import prepare_dataset
 from data.corpora import ensure_dataset, shakespeare_text
 from data.sources import read_pieces
 from data.dataset import open_dataset
-from data.loader import BatchLoader
 from data.tokenizer import load_gpt2_encoding, train_bpe
 from eval import validation_split
 from model import GPT, GPTConfig
@@ -35,10 +33,9 @@ from model.decoding import generation_cache
 from model.params import meta_model, training_flops_per_token
 from model.weights import WEIGHTS, with_weights
 from model.scoring import score_tokens, summarize
-from training.budget import dial
+from training.budget import dial, step_on_one_batch
 from training.init_from import load_model, model_config
 from training.metrics_log import read_rows
-from training.optimizer import build_optimizers
 from training.throughput import MFUMeter
 from viz.loss_plot import compare_runs
 from viz.png import save_png
@@ -47,17 +44,12 @@ HERE = Path(__file__).parent
 CPU = torch.device("cpu")
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn: Callable, *args: Any, device: torch.device = CPU, **kwargs: Any) -> tuple[Any, float]:
     """fn's result and the wall seconds it took, the work it queued on the device included."""
-    sync(device)
+    synchronize(device)
     start = time.perf_counter()
     result = fn(*args, **kwargs)
-    sync(device)
+    synchronize(device)
     return result, time.perf_counter() - start
 
 
@@ -105,7 +97,7 @@ def seconds_per_token_by_block(model: GPT, n_blocks: int, device: torch.device) 
                                    generator=torch.Generator(device=device).manual_seed(0))
     ends = [time.perf_counter()]
     for _ in stream:
-        sync(device)
+        synchronize(device)
         ends.append(time.perf_counter())
     times = [b - a for a, b in zip(ends, ends[1:])]
     return [statistics.mean(times[max(1, b * T) : (b + 1) * T]) for b in range(n_blocks)]  # the prefill left out
@@ -215,32 +207,12 @@ def seconds_per_step(rows: list[dict], skip: int) -> list[float]:
     return [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(batches, batches[1:])]
 
 
-def bare_step(cfg: TrainConfig, device: torch.device) -> tuple[Callable[[], tuple[float, float]], int]:
-    """Forward, backward and optimizer step of cfg's model on one fixed batch, nothing else: the function
-    that takes one and returns its seconds and its optimizer's share, and the tokens of the batch."""
+def training_step(cfg: TrainConfig, device: torch.device) -> tuple[Callable[[], tuple[float, float]], int]:
+    """train.py's step for cfg's model on one batch (training.budget.step_on_one_batch), and its tokens."""
     torch.manual_seed(cfg.seed)
-    dataset = open_dataset(ensure_dataset(cfg.dataset))
-    model = GPT(model_config(cfg, dataset.meta["vocab_size"])).to(device)
-    optimizers, scaler = build_optimizers(model, cfg, device), torch.amp.GradScaler(enabled=False)
-    forward = torch.compile(model) if cfg.compile else model
-    loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed)
-    x, y = (t.to(device) for t in loader.next_batch())  # (B, T) each
-    dtype = resolve_dtype(cfg.dtype, device)
-
-    def step() -> tuple[float, float]:
-        sync(device)
-        start = time.perf_counter()
-        with autocast(device, dtype):
-            _, loss = forward(x, y)
-        loss.backward()
-        sync(device)
-        backward_done = time.perf_counter()
-        optimizers.step(scaler)
-        optimizers.zero_grad()
-        sync(device)
-        return time.perf_counter() - start, time.perf_counter() - backward_done
-
-    return step, x.numel()
+    vocab_size = open_dataset(ensure_dataset(cfg.dataset)).meta["vocab_size"]
+    _, step = step_on_one_batch(cfg, vocab_size, device, resolve_dtype(cfg.dtype, device), cfg.compile)
+    return step, cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
 
 
 def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -> None:
@@ -251,14 +223,15 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
     for recipe, args in (("classic", ["configs/classic.toml"]), ("default", [])):
         for compile in (False, True):
             name = f"{recipe}, {'compiled' if compile else 'eager'}"
-            variants[name] = bare_step(read_config(TrainConfig, [*args, *train_args, f"--compile={compile}"]), device)
+            variants[name] = training_step(read_config(TrainConfig, [*args, *train_args, f"--compile={compile}"]), device)
             first[name] = sum(variants[name][0]()[0] for _ in range(2))  # a compile happens here
     times = {name: [] for name in variants}
     for _ in range(turns):
         for name, (step, _) in variants.items():
             times[name] += [step() for _ in range(steps_per_turn)]
     base = statistics.median(seconds for seconds, _ in times["classic, eager"])
-    print(f"\nrecipes at the same shape, {turns} turns of {steps_per_turn} steps each, medians")
+    dtype = resolve_dtype(read_config(TrainConfig, train_args).dtype, device)
+    print(f"\nrecipes at the same shape, {dtype}, {turns} turns of {steps_per_turn} steps each, medians")
     row = table({"recipe, step": "<20", "ms/iter": ">9.2f", "optimizer ms": ">13.2f", "tokens/s": ">10,.0f",
                  "cost/token vs classic eager": ">28", "compile s": ">10"})
     for name, step_times in times.items():
@@ -268,7 +241,7 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
 
 
 def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
-    """train.py's own loop against a bare forward + backward + AdamW step of the same model on a fixed batch
+    """train.py's own loop against its bare step (forward, backward, clip, optimizer) on a fixed batch
     (median ms per iteration, their ratio), tokens per second and MFU where the device has a known peak;
     nanoGPT's CPU settings unless a config or flags say otherwise. Then the classic and the default recipe
     at the default run's shape, eager and compiled, timed in turns: the cost per token of each and the
@@ -278,7 +251,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     c = read_config(TrainConfig, train_args)
     device = pick_device(c.device)
     warmup = min(20, steps // 5)
-    step, _ = bare_step(c, device)
+    step, _ = training_step(c, device)
     bare = [step()[0] for _ in range(steps // 2)][warmup:]
     with tempfile.TemporaryDirectory() as out_dir:
         full = seconds_per_step(run_train(train_args, steps, Path(out_dir)), warmup)

@@ -1,5 +1,4 @@
 """Choosing the device and the precision of the forward pass."""
-from __future__ import annotations
 
 import contextlib
 
@@ -38,6 +37,12 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
     if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
         return "bfloat16"
     return "float32"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on a GPU, so that a clock read after it measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:

@@ -9,18 +9,18 @@ parameter comes closest to BYTES_PER_PARAMETER, the ratio this project's own swe
 one ratio holds for a character and a BPE tokenizer alike. Keys the user set are kept: the dial
 moves the rest around them. The planner is a pure function of the probe's timings.
 """
-from __future__ import annotations
 
 import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import torch
 from tqdm import tqdm
 
-from config.device import autocast
+from config.device import autocast, synchronize
 from config.errors import UserError
 from config.settings import TrainConfig, parse_duration
 from model import GPT
@@ -82,7 +82,7 @@ class Plan:
     corrected: bool = False
 
     @classmethod
-    def stored(cls, stored: dict) -> Plan:
+    def stored(cls, stored: dict) -> "Plan":
         """The plan a checkpoint holds."""
         if stored.keys() != {field.name for field in dataclasses.fields(cls)}:
             raise UserError("cannot resume: the checkpoint's time-budget plan is in an older format; "
@@ -181,27 +181,41 @@ def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
     return shapes
 
 
+def step_on_one_batch(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, compile: bool = False
+                      ) -> tuple[GPT, Callable[[], tuple[float, float]]]:
+    """cfg's model, and the function that takes one training step as train.py's does (accumulation,
+    clipping, optimizer) on one batch of random tokens and returns its seconds and the optimizer's share."""
+    model = GPT(model_config(cfg, vocab_size)).to(device)
+    optimizers = build_optimizers(model, cfg, device)
+    forward = torch.compile(model) if compile else model
+    x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
+    scaler = torch.amp.GradScaler(enabled=False)
+
+    def step() -> tuple[float, float]:
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(cfg.gradient_accumulation_steps):
+            with autocast(device, dtype):
+                loss = forward(x, x)[1]
+            loss.backward()
+        synchronize(device)
+        backward_done = time.perf_counter()
+        optimizers.update(scaler, model.parameters(), cfg.grad_clip)
+        synchronize(device)
+        end = time.perf_counter()
+        return end - start, end - backward_done
+
+    return model, step
+
+
 def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = 5
                ) -> tuple[int, float, float, float]:
     """Parameters, and seconds per optimizer step, per forward pass and per sampled token of cfg's model
     on random tokens."""
-    model = GPT(model_config(cfg, vocab_size)).to(device)
-    optimizers = build_optimizers(model, cfg, device)
-    x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
-    scaler = torch.amp.GradScaler(enabled=False)
-
-    def step() -> None:
-        for _ in range(cfg.gradient_accumulation_steps):
-            with autocast(device, dtype):
-                loss = model(x, x)[1]
-            loss.backward()
-        optimizers.update(scaler, model.parameters(), cfg.grad_clip)  # as train.py's step does
-
+    model, step = step_on_one_batch(cfg, vocab_size, device, dtype)
     step()  # the first step allocates and warms the caches
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    step_s = (time.perf_counter() - start) / steps
+    step_s = sum(step()[0] for _ in range(steps)) / steps
+    x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
     forward_s = math.inf
     with torch.no_grad(), autocast(device, dtype):
         for _ in range(3):  # the best of three: the first pays for allocations
