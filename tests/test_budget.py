@@ -1,6 +1,7 @@
 """--time_budget: the planner as a pure function of the probe's timings, and a real budgeted run."""
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -146,13 +147,15 @@ def test_a_budgeted_run_keeps_its_time_and_stores_its_plan(char_dataset, tmp_pat
     flags = [f for f in flags if not f.startswith(("--max_iters", "--lr_decay_iters", "--warmup_iters",
                                                     "--eval_interval"))]
     start = time.perf_counter()
-    run_script("train.py", *flags, "--time_budget=30s", f"--out_dir={tmp_path / 'timed'}", fresh=True)
+    result = run_script("train.py", *flags, "--time_budget=30s", f"--out_dir={tmp_path / 'timed'}", fresh=True)
     # the run, evaluations, checkpoints and sample: within 10%, the process's start included; the deadline
     # before each evaluation refits the steps to the machine's pace, which drifts within a run
     assert abs(time.perf_counter() - start - 30) <= 3
     checkpoint = torch.load(tmp_path / "timed" / "ckpt.pt", weights_only=True)
     plan = checkpoint["plan"]  # stored plainly, for a resume to follow instead of planning again
-    assert checkpoint["iter_num"] == plan["keys"]["max_iters"] == plan["steps"] >= 20
+    # the steps planned, which a loaded machine may cut mid-run
+    assert int(re.search(r"time budget 30 s: .*?, ([\d,]+) steps", result.stdout)[1].replace(",", "")) >= MIN_STEPS
+    assert checkpoint["iter_num"] == plan["keys"]["max_iters"] == plan["steps"] > 0
     assert {k: checkpoint["config"][k] for k in plan["keys"]} == plan["keys"]
 
 
