@@ -145,6 +145,11 @@ def gpt2_config(**options) -> GPTConfig:
     return GPTConfig(**{**GPT2_SHAPE, **options})
 
 
+def planned_steps(stdout: str) -> int:
+    """The steps a time budget's plan line (printed at the start of a run) gives the run."""
+    return int(re.search(r"time budget [\d.]+ s: .*?, ([\d,]+) steps", stdout)[1].replace(",", ""))
+
+
 def wait_for_step(process: subprocess.Popen, step: int) -> int:
     """Read the progress bar until it shows at least `step` steps done; return the step shown."""
     buffer = ""

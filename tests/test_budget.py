@@ -1,7 +1,6 @@
 """--time_budget: the planner as a pure function of the probe's timings, and a real budgeted run."""
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -12,7 +11,8 @@ import torch
 
 from config.errors import UserError
 from config.settings import TrainConfig, read_config
-from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script, wait_for_step
+from helpers import (REPO, TINY_TRAIN_FLAGS, assert_one_line_error, planned_steps, run_command, run_script,
+                     wait_for_step)
 from training.metrics_log import read_rows
 from training.budget import (MARGIN, MIN_STEPS, BYTES_PER_PARAMETER, Pace, Plan, Probed, candidate_shapes,
                              corrected_steps, deadline_due, dial, overhead_s, plan_run, steps_in_time)
@@ -154,7 +154,7 @@ def test_a_budgeted_run_keeps_its_time_and_stores_its_plan(char_dataset, tmp_pat
     checkpoint = torch.load(tmp_path / "timed" / "ckpt.pt", weights_only=True)
     plan = checkpoint["plan"]  # stored plainly, for a resume to follow instead of planning again
     # the steps planned, which a loaded machine may cut mid-run
-    assert int(re.search(r"time budget 30 s: .*?, ([\d,]+) steps", result.stdout)[1].replace(",", "")) >= MIN_STEPS
+    assert planned_steps(result.stdout) >= MIN_STEPS
     assert checkpoint["iter_num"] == plan["keys"]["max_iters"] == plan["steps"] > 0
     assert {k: checkpoint["config"][k] for k in plan["keys"]} == plan["keys"]
 
