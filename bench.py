@@ -31,7 +31,7 @@ from model.compiled_decoding import compile_ahead
 from model.config import GPT2_SHAPE
 from model.decoding import generation_cache
 from model.params import meta_model, training_flops_per_token
-from model.weights import WEIGHTS, with_weights
+from model.weights import WEIGHTS, Int8Linear, with_weights
 from model.scoring import score_tokens, summarize
 from training.budget import dial, step_on_one_batch
 from training.init_from import load_model, model_config
@@ -128,12 +128,9 @@ def memory_bandwidth(device: torch.device) -> float:
 
 
 def weight_bytes(model: GPT) -> int:
-    """What one decoding step reads: every Linear's weights (an int8 tensor's bytes and scales)."""
-    total = 0
-    for w in (module.weight for module in model.modules() if isinstance(module, torch.nn.Linear)):
-        inner = [getattr(w, name) for name in w.__tensor_flatten__()[0]] if hasattr(w, "__tensor_flatten__") else [w]
-        total += sum(t.numel() * t.element_size() for t in inner)
-    return total
+    """What one decoding step reads: every Linear's tensors (an int8 one's weights, scales and biases)."""
+    linears = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+    return sum(t.numel() * t.element_size() for m in linears for t in m.state_dict().values())
 
 
 def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, bandwidth: float) -> None:

@@ -146,7 +146,7 @@ class ModelChoice(CheckpointChoice):
                                "or a GPT-2, Llama or Qwen3 folder)", path=True)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     weights: str = option("float32", "the weights the model runs with: float32, bfloat16, or int8 (weight-only, "
-                                     "through torchao)", choices=WEIGHTS)
+                                     "in bfloat16)", choices=WEIGHTS)
 
 
 @dataclass

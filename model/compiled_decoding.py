@@ -49,23 +49,14 @@ class DecodeStep(nn.Module):
         return self.model.next_token_logits(idx, KVCache(*cache_tensors), positions)
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> list[bytes]:
-    """The bytes of a tensor, or of each tensor inside a tensor subclass (an int8 weight and its scales)."""
-    if hasattr(tensor, "__tensor_flatten__"):
-        return [b for name in tensor.__tensor_flatten__()[0] for b in _tensor_bytes(getattr(tensor, name))]
-    return [tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes()]
-
-
 def package_path(model: "GPT", cache: KVCache) -> Path:
     """Where the compiled step of this model (shape, weights and their dtype), batch size, cache size,
     device and torch version lives in the compile cache (TORCHINDUCTOR_CACHE_DIR moves it)."""
     digest = hashlib.sha256(repr((model.config, cache.k[0].shape, cache.k[0].dtype, cache.k[0].device.type,
                                   torch.__version__)).encode())
-    with torch.inference_mode(False):  # a tensor subclass (int8 weights) is not detached inside it
-        for name, tensor in model.state_dict().items():
-            digest.update(name.encode())
-            for chunk in _tensor_bytes(tensor):
-                digest.update(chunk)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
     return inductor_cache() / "smallgpt-decoding" / f"{digest.hexdigest()[:32]}.pt2"
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from .config import GPT2_SHAPE, GPTConfig
-from .weights import quiet_torchao
 from .errors import ModelError
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -105,7 +104,6 @@ def flag_value(value: object) -> str:
 def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> str:
     """Write config.json (GPT2Config, LlamaConfig or Qwen3Config), generation_config.json and model.safetensors
     of a GPT into folder; returns the architecture. A shape with no equivalent is refused before anything is written."""
-    quiet_torchao()
     import transformers
     from safetensors.torch import save
 

@@ -11,7 +11,6 @@ import torch
 
 from .config import GPTConfig
 from .errors import ModelError
-from .weights import quiet_torchao
 from .hf import ARCHITECTURES, gpt_config_from_hf, gpt_state_from_hf
 
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -47,7 +46,6 @@ def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
 
 
 def _quiet_transformers():
-    quiet_torchao()
     try:
         import transformers
         from huggingface_hub.utils import logging as hub_logging

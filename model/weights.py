@@ -1,12 +1,13 @@
-"""Decoding with lower-precision weights, made from the float32 model at sample time (the
-checkpoint stays float32): bfloat16, or int8 weight-only through torchao, whose every nn.Linear
-holds int8 weights with one float scale per output row and computes in the activations' dtype.
-One decoded token reads every weight once, so fewer bytes per weight is fewer bytes to stream."""
+"""Decoding with lower-precision weights, made from the float32 model at sample time (the checkpoint
+stays float32): bfloat16, or int8 weight-only, where every nn.Linear becomes an Int8Linear that holds
+int8 weights with one scale per output row and computes in bfloat16. One decoded token reads every
+weight once, so fewer bytes per weight is fewer bytes to stream."""
 
-import logging
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from .gpt import GPT
@@ -14,25 +15,37 @@ if TYPE_CHECKING:
 WEIGHTS = ("float32", "bfloat16", "int8")
 
 
-def quiet_torchao() -> None:
-    """torchao (imported by transformers too) logs at import that its CUDA kernels do not load on a CPU,
-    and torch logs a deprecation it triggers: neither is the user's business."""
-    for noisy in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+class Int8Linear(nn.Module):
+    """A Linear whose weight is stored as int8 rows times one scale per row (symmetric, per output channel)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()  # (out, in)
+        scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127  # (out,): each row's largest weight becomes +-127
+        self.register_buffer("weight", torch.round(w / scales[:, None]).to(torch.int8))  # (out, in)
+        self.register_buffer("scales", scales.to(linear.weight.dtype))
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+        if x.device.type == "cpu":  # aten's CPU kernel reads the int8 rows as they are
+            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.size(-1)), self.weight, self.scales)
+            y = y.view(*x.shape[:-1], -1)
+        else:  # elsewhere torch.compile fuses the conversion into the product
+            y = F.linear(x, self.weight.to(x.dtype)) * self.scales
+        return y if self.bias is None else y + self.bias
 
 
 def with_weights(model: "GPT", weights: str) -> "GPT":
     """model with its weights in `weights` (one of WEIGHTS), changed in place."""
-    if weights == "bfloat16":
+    if weights in ("bfloat16", "int8"):
         model.to(torch.bfloat16)
         for block in model.transformer.h:  # QK-norm computes in float32 (model/attention.py), so its scales stay
             for norm in (block.attn.q_norm, block.attn.k_norm):  # float32, for torch's fused RMSNorm kernel
                 if norm is not None:
                     norm.float()
-        return model
-    if weights == "int8":
-        quiet_torchao()
-        from torchao.quantization import Int8WeightOnlyConfig, quantize_
-
-        quantize_(model, Int8WeightOnlyConfig())
+    if weights == "int8":  # in bfloat16 activations: aten's int8 kernel in float32 is slower than float32 weights
+        for module in list(model.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(module, name, Int8Linear(child))
     return model

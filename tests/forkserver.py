@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import os
 import runpy
 import sys
@@ -22,17 +21,10 @@ import torch  # noqa: F401
 
 
 def import_transformers() -> None:
-    """transformers and the modules the Hugging Face commands load. torchao, which they import, logs that its
-    CUDA kernels do not load here: silenced for the import only, so children keep the loggers' defaults."""
-    noisy = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in noisy]
-    for logger in noisy:
-        logger.setLevel(logging.CRITICAL)
+    """transformers and the modules the Hugging Face commands load."""
     from transformers import (AutoTokenizer, GenerationConfig, GPT2LMHeadModel, LlamaForCausalLM,  # noqa: F401
                               PreTrainedTokenizerFast, Qwen3ForCausalLM)
     from transformers.convert_slow_tokenizer import TikTokenConverter  # noqa: F401
-    for logger, level in zip(noisy, levels):
-        logger.setLevel(level)
 
 
 def become_command(script: str, args: list[str], cwd: str, env: dict, stdout: str, stderr: str) -> None:

@@ -91,7 +91,7 @@ def test_cuda_graphed_decoding_picks_the_eager_tokens_past_block_size(shape, tmp
 
 
 def test_cuda_graphed_decoding_with_int8_weights_agrees_with_float32():
-    """int8 weight-only (torchao) through the CUDA-graphed step: the greedy tokens of a model whose logits
+    """int8 weight-only (Int8Linear) through the CUDA-graphed step: the greedy tokens of a model whose logits
     have clear winners mostly match float32's eager ones."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=64, vocab_size=64, n_layer=2, n_head=4, n_embd=128, **MODERN)).to(CUDA).eval()

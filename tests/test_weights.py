@@ -9,7 +9,7 @@ import torch
 
 from helpers import assert_one_line_error, run_command
 from model import GPT, GPTConfig
-from model.weights import with_weights
+from model.weights import Int8Linear, with_weights
 from training.init_from import load_model
 
 pytestmark = pytest.mark.slow  # a trained checkpoint
@@ -37,7 +37,8 @@ def test_lower_precision_weights_pick_the_float32_tokens(trained_out, weights):
     picks = next_token_picks(model, text, prompt.size(1))
     assert (picks == next_token_picks(float32, text, prompt.size(1))).float().mean() >= 0.9
     if weights == "int8":  # every Linear holds int8 weights, and a scale per output row
-        assert model.lm_head.weight.qdata.dtype == torch.int8
+        assert model.lm_head.weight.dtype == torch.int8
+        assert model.lm_head.scales.shape == (model.config.vocab_size,)
     else:
         assert model.lm_head.weight.dtype == torch.bfloat16
     assert model.generate(prompt, 20, temperature=0).shape == (1, prompt.size(1) + 20)  # it decodes
@@ -67,3 +68,20 @@ def test_bfloat16_weights_keep_the_qk_norm_in_float32_and_warn_of_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.generate(torch.zeros(1, 1, dtype=torch.long), 4, temperature=0)
+
+
+def test_an_int8_linear_is_its_rows_rounded_to_255_levels_times_a_scale():
+    """Each weight is off by at most half its row's step (the row's largest |weight| / 127), and the product is
+    the float32 product with those weights, computed in bfloat16."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    int8 = Int8Linear(linear)
+    w, scales = linear.weight.detach(), linear.weight.detach().abs().amax(1) / 127  # (48, 64), (48,)
+    dequantized = int8.weight.float() * int8.scales[:, None]
+    assert int8.weight.dtype == torch.int8 and int8.weight.abs().amax(1).eq(127).all()
+    assert ((dequantized - w).abs() <= scales[:, None] / 2 + 1e-7).all()
+    x = torch.randn(3, 5, 64)
+    reference = torch.nn.functional.linear(x, dequantized, linear.bias.detach())  # (3, 5, 48)
+    out = int8.to(torch.bfloat16)(x.bfloat16()).float()
+    assert out.shape == (3, 5, 48)
+    assert (out - reference).abs().max() < 0.02 * reference.abs().max()
