@@ -10,6 +10,7 @@ config -> data -> model -> optimizer -> loop (step, log, evaluate, checkpoint) -
 import contextlib
 import gc
 import math
+import os
 import shlex
 import signal
 import sys
@@ -38,12 +39,33 @@ from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path,
 from training.init_from import SHAPE_KEYS, build_model, check_resume_data, resume_changes
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers, lr_scale
-from training.signals import StopSignals
 from training.throughput import MFUMeter
 from viz.loss_plot import plot_loss
 from viz.maps import heatmap_figure
 from viz.png import save_png
 from viz.tokens import token_texts
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step it checks; a second one exits at
+    once (checkpoint writes are atomic, so that is safe). The earlier handlers come back on exit."""
+
+    def __enter__(self) -> "StopSignals":
+        self.received: int | None = None
+        self._earlier = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._earlier.items():
+            # None: the earlier handler was not set from Python, and cannot be put back from it
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            os._exit(128 + signum)
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+              f"(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
 
 
 @dataclass
