@@ -87,13 +87,12 @@ class Plan:
     def line(self, eval_interval: int) -> str:
         s = self.shape
         tokens = self.steps * self.tokens_per_step
-        text = tokens * self.bytes_per_token  # bytes
         end = datetime.now() + timedelta(seconds=self.budget_s - process_age_s())
         fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
         return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
                 f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
-                f"({tokens / self.params:.1f} per parameter, {text / self.params:.1f} bytes of "
-                f"text), {evaluations(self.steps, eval_interval)} evaluations; ends about {end:%H:%M:%S}{fixed}")
+                f"({tokens / self.params:.1f} per parameter, {tokens * self.bytes_per_token / self.params:.1f} bytes "
+                f"of text), {evaluations(self.steps, eval_interval)} evaluations; ends about {end:%H:%M:%S}{fixed}")
 
 
 def evaluations(steps: int, eval_interval: int) -> int:
@@ -176,8 +175,8 @@ def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
 
 def step_on_one_batch(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, compile: bool = False
                       ) -> tuple[GPT, Callable[[], tuple[float, float]]]:
-    """cfg's model, and the function that takes one training step as train.py's does (accumulation,
-    clipping, optimizer) on one batch of random tokens and returns its seconds and the optimizer's share."""
+    """cfg's model, and a function that takes one training step as train.py's does on one batch of random tokens
+    and returns its seconds and the optimizer's share."""
     model = GPT(model_config(cfg, vocab_size)).to(device)
     optimizers = build_optimizers(model, cfg, device)
     forward = torch.compile(model) if compile else model
@@ -282,8 +281,7 @@ def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train
 
 
 def deadline_due(plan: Plan, pace: Pace, elapsed_s: float) -> bool:
-    """Whether a twentieth of the budget has passed since the pace's mark (after the plan's correction), so the
-    deadline is checked again; the main process's answer travels with the losses' collective to all."""
+    """Whether a twentieth of the budget has passed since the pace's mark (after the plan's correction)."""
     return plan.corrected and elapsed_s - pace.elapsed_s >= plan.budget_s / DEADLINE_CHECKS
 
 
@@ -292,7 +290,6 @@ def steps_in_time(plan: Plan, step: int, eval_interval: int, decay_steps: int, e
     """The steps that end the loop when planned at the measured pace (at most decay_steps), if they differ from
     the plan's by over 2% of the budget, else None. Only the end moves, never the learning-rate schedule: a run
     behind its plan stops a little earlier in its decay, one that caught up goes back towards its end."""
-
     to_come = evaluations(plan.steps, eval_interval) - (step - 1) // eval_interval  # any due now, and the last
     left_s = plan.loop_s - elapsed_s - to_come * evaluation_s
     steps = max(step + 1, min(decay_steps, step + int(left_s // step_s)))

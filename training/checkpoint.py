@@ -49,8 +49,7 @@ def existing_checkpoint(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS) -> dict:
-    """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code
-    is refused, never run)."""
+    """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code is refused)."""
     path = existing_checkpoint(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; train one with python train.py --out_dir={path.parent}")
@@ -96,9 +95,7 @@ class Progress:
     best_val_loss: float = math.inf
     tokens: int = 0  # training tokens seen
     elapsed_s: float = 0.0  # seconds spent training, evaluation included, over every resume
-
-    def __post_init__(self) -> None:
-        self._ticked = time.perf_counter()
+    _ticked: float = dataclasses.field(default_factory=time.perf_counter, init=False, repr=False)
 
     def tick(self) -> None:
         """Add the wall time since the last tick (or since this run began) to elapsed_s."""
@@ -243,8 +240,7 @@ class OutDir:
         os.pwrite(lock_fd, f"pid {os.getpid()}: {shlex.join(sys.argv)}\n".encode(), 0)
 
     def begin(self, replace_earlier_run: bool) -> None:
-        """The run is set up and about to write: remove what killed runs left half-written and,
-        for --replace_run=true, the earlier run's files."""
+        """About to write: remove killed runs' half-written files and, with replace_run, the earlier run's files."""
         for name in RUN_FILES:
             for stale in self.folder.glob(f".{name}.*.tmp"):  # .ckpt.pt.PID.tmp: under the lock, no live run's
                 stale.unlink(missing_ok=True)
@@ -296,7 +292,6 @@ def claim_out_dir(cfg: TrainConfig) -> OutDir:
 def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
     """The locked descriptor of path (never truncated: it holds the holder's record) and whether this call
     created it; None when it does not exist and create is false. A live holder is refused by name."""
-
     while True:
         fd = None
         try:
