@@ -356,13 +356,12 @@ def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
 
 def sample_text(run: Run, n_tokens: int) -> str:
     tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
-    model = run.model
     idx = torch.tensor([start_tokens(tokenizer)], dtype=torch.long, device=run.device)
     generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed)
-    model.eval()
-    out = model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator,
-                         vocab_limit=tokenizer.vocab_size)
-    model.train()
+    run.model.eval()
+    out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator,
+                             vocab_limit=tokenizer.vocab_size)
+    run.model.train()
     return tokenizer.decode(out[0, idx.size(1) :].tolist())
 
 

@@ -109,14 +109,6 @@ def evaluation_s(probed: Probed, cfg: TrainConfig) -> float:
     return 2 * cfg.eval_iters * probed.forward_s  # both splits
 
 
-def steps_that_fit(probed: Probed, cfg: TrainConfig, loop_s: float, fixed: list[str]) -> int:
-    """The most steps of this shape that fit loop_s with their evaluations (EVALUATIONS, or the user's interval)."""
-    one = evaluation_s(probed, cfg)
-    if "eval_interval" in fixed:
-        return int((loop_s - one) // (probed.step_s + one / cfg.eval_interval))
-    return int((loop_s - EVALUATIONS * one) // probed.step_s)
-
-
 def overhead_s(probed: Probed, cfg: TrainConfig) -> float:
     """Seconds that are not training steps: the evaluations and the closing sample."""
     return EVALUATIONS * evaluation_s(probed, cfg) + cfg.sample_tokens * probed.token_s
@@ -134,7 +126,10 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
     fits = []
     for probed in probes:
         loop_s = left - cfg.sample_tokens * probed.token_s  # the closing sample comes after the loop
-        most = steps_that_fit(probed, cfg, loop_s, fixed)
+        # the most steps that fit loop_s with their evaluations: EVALUATIONS, or one per the user's eval_interval
+        one = evaluation_s(probed, cfg)
+        most = int((loop_s - one) // (probed.step_s + one / cfg.eval_interval)) if "eval_interval" in fixed \
+            else int((loop_s - EVALUATIONS * one) // probed.step_s)
         steps = cfg.max_iters if "max_iters" in fixed else most
         if MIN_STEPS <= steps <= most:
             fits.append((probed, steps, loop_s))

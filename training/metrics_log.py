@@ -45,8 +45,7 @@ class MetricsLog:
         kept = [r for r in rows if r["step"] <= resume_step]
         self.dropped_to = max((r["step"] for r in rows if r["step"] > resume_step), default=None)
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
-        self.path = path
-        self.rows = kept
+        self.path, self.rows = path, kept
 
     def append(self, row: dict) -> None:
         """Add a row; wandb gets its metrics as "kind/name"."""
