@@ -304,9 +304,12 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except FileExistsError:  # another run made it between our two opens: open that one
             continue
-        except BlockingIOError:
-            holder = lock_holder(fd)
+        except BlockingIOError:  # a live holder: it writes its record just after locking, so wait a moment for it
+            deadline = time.monotonic() + 1.0
+            while not (holder := os.pread(fd, 300, 0).decode(errors="replace").strip()) and time.monotonic() < deadline:
+                time.sleep(0.02)
             os.close(fd)
+            holder = holder[:200] or "its process id is not recorded"
             raise UserError(f"out_dir {path.parent} is in use by another run ({holder}); wait for it to end, "
                             f"or choose another --out_dir") from None
         except OSError as e:  # another user's lock file, a file system without locks, ...
@@ -317,16 +320,6 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
         if path.exists() and os.path.samestat(os.fstat(fd), path.stat()):
             return fd, created
         os.close(fd)  # a run that gave up removed this file between our open and our lock
-
-
-def lock_holder(fd: int, wait_s: float = 1.0) -> str:
-    """What the holding process wrote into the lock file; it writes that just after locking, so wait a moment."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        record = os.pread(fd, 300, 0).decode(errors="replace").strip()
-        if record or time.monotonic() > deadline:
-            return record[:200] or "its process id is not recorded"
-        time.sleep(0.02)
 
 
 def check_start(folder: Path, cfg: TrainConfig) -> None:
