@@ -231,7 +231,7 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
 def probe(cfg: TrainConfig, vocab_size: int, bytes_per_token: float, device: torch.device, dtype: str,
           ranks: distributed.Ranks) -> list[Probed]:
     """Time the candidate shapes, smallest first, until one would see under BYTES_PER_PARAMETER with the whole
-    budget or could not take MIN_STEPS steps. Every process probes; all take the slowest one's timings."""
+    budget (so would every larger one) or could not take MIN_STEPS steps. All processes take the slowest timings."""
     budget_s, probes = parse_duration(cfg.time_budget), []
     shapes = candidate_shapes(cfg, vocab_size)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeds stay put

@@ -67,7 +67,7 @@ class Muon(torch.optim.Muon):
 
 
 def lr_scale(step: int, warmup_iters: int, lr_decay_iters: int, min_ratio: float) -> float:
-    """The factor on every peak learning rate at `step`: linear warmup to 1, cosine decay to min_ratio, then that."""
+    """The factor on every peak learning rate at `step`: linear warmup to 1, cosine decay to min_ratio (then flat)."""
     if step < warmup_iters:
         return (step + 1) / (warmup_iters + 1)
     if step >= lr_decay_iters:
