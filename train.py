@@ -1,15 +1,15 @@
-"""Train a GPT on a prepared dataset, in one process or several (torchrun).
+"""Train a GPT on a prepared dataset, in one process or several (torchrun); `--help` lists every key.
 
     python train.py [CONFIG.toml ...] [--key=value ...]
     torchrun --standalone --nproc_per_node=N train.py [CONFIG.toml ...] [--key=value ...]
 
 config -> data -> model -> optimizer -> loop (step, log, evaluate, checkpoint) -> sample.
-`python train.py --help` lists every key.
 """
 
 import contextlib
 import gc
 import math
+import os
 import shlex
 import signal
 import sys
@@ -38,12 +38,33 @@ from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path,
 from training.init_from import SHAPE_KEYS, build_model, check_resume_data, resume_changes
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers, lr_scale
-from training.signals import StopSignals
 from training.throughput import MFUMeter
 from viz.loss_plot import plot_loss
 from viz.maps import heatmap_figure
 from viz.png import save_png
 from viz.tokens import token_texts
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step it checks; a second one exits at
+    once (checkpoint writes are atomic, so that is safe). The earlier handlers come back on exit."""
+
+    def __enter__(self) -> "StopSignals":
+        self.received: int | None = None
+        self._earlier = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._earlier.items():
+            # None: the earlier handler was not set from Python, and cannot be put back from it
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            os._exit(128 + signum)
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+              f"(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -74,8 +95,7 @@ class Run:
 
     @property
     def latest(self) -> Path:
-        """out_dir/ckpt.pt, or ckpt.safetensors: the checkpoint a resume reads (until this run saves, the
-        other format's, where a resume switched checkpoint_format)."""
+        """out_dir/ckpt.pt or ckpt.safetensors, whichever is there: the checkpoint a resume reads."""
         return existing_checkpoint(checkpoint_path(self.out_dir, "ckpt", self.cfg.checkpoint_format))
 
     @property
@@ -155,11 +175,10 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         if ranks.distributed else compiled
     optimizers = build_optimizers(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
-    progress = Progress()
-    if checkpoint is not None:
-        progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
-        for change in resume_changes(checkpoint, cfg) if ranks.is_main else []:  # now that the resume goes ahead
-            print(change)
+    progress = Progress() if checkpoint is None else \
+        restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
+    for change in resume_changes(checkpoint, cfg) if checkpoint is not None and ranks.is_main else []:
+        print(change)  # now that the resume goes ahead
     if claim is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
         claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
     resume_step = progress.step if checkpoint is not None else None
@@ -170,8 +189,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
 
 
 def train_step(run: Run) -> torch.Tensor:
-    """Gradients of one step over gradient_accumulation_steps micro-batches; returns this
-    process's mean loss as a tensor on the device (reading it would wait for the device)."""
+    """Gradients of one step over its micro-batches; this process's mean loss, left on the device (unread)."""
     n_micro, device = run.cfg.gradient_accumulation_steps, run.device
     step_loss = torch.zeros((), device=device)
     for micro in range(n_micro):
@@ -225,10 +243,8 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float) -> None:
 
 
 def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
-    """The loop; returns the signal that stopped it early, or None when max_iters is reached.
-
-    The loss stays on the device between log steps: reading it waits for the device,
-    so it is read (and checked) only where it is logged, evaluated or a stop is due."""
+    """The loop; returns the signal that stopped it early, or None at max_iters. The loss is read (and checked),
+    which waits for the device, only where it is logged, evaluated or a stop is due."""
     progress, ranks = run.progress, run.ranks
     window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
     pace = Pace(progress.step, progress.elapsed_s)  # a time budget's checks measure the loop with it
@@ -292,8 +308,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
 
 
 def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
-    """Once, as the warmup ends and before the decay begins: if the steps take more than 20% longer or
-    shorter than the probe said (another process took the cores), fit the steps to the time planned."""
+    """Once, as the warmup ends: if a step takes over 20% more or less than the probe said, fit the steps to it."""
     plan, progress = run.plan, run.progress
     steps = None  # the user's steps, or no steps measured since the pace's mark: the plan stands
     if "max_iters" in plan.keys and progress.step > pace.step:
@@ -311,9 +326,7 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
 
 
 def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
-    """Before each evaluation but the last, and every twentieth of the budget: the steps that end the run
-    in time at the pace of its steps since the last check and the time of its last evaluation, on the
-    same schedule."""
+    """Before each evaluation but the last, and every twentieth of the budget: end the run in time, same schedule."""
     plan, progress = run.plan, run.progress
     if "max_iters" in plan.keys and progress.step > pace.step:  # the user's steps are theirs to keep
         # the main process's measurements on every process, as in correct_the_plan
@@ -343,13 +356,12 @@ def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
 
 def sample_text(run: Run, n_tokens: int) -> str:
     tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
-    model = run.model
     idx = torch.tensor([start_tokens(tokenizer)], dtype=torch.long, device=run.device)
     generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed)
-    model.eval()
-    out = model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator,
-                         vocab_limit=tokenizer.vocab_size)
-    model.train()
+    run.model.eval()
+    out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator,
+                             vocab_limit=tokenizer.vocab_size)
+    run.model.train()
     return tokenizer.decode(out[0, idx.size(1) :].tolist())
 
 

@@ -1,13 +1,9 @@
 """A time budget: which model, and how many steps, train best on this machine in the time given.
 
-One dial, depth d: n_layer = n_head = d and n_embd = block_size = 32 d (the default run is d = 4).
-A short probe times a training step and a forward pass of each shape along the dial, on this
-device, in the run's dtype. The plan then gives every shape the steps that fit the budget (less
-the probe, the evaluations and the closing sample) and picks the one whose training text per
-parameter comes closest to BYTES_PER_PARAMETER, the ratio this project's own sweeps found best
-(`python bench.py budget`, docs/time_budget.md). Text is counted in bytes, not tokens, so that
-one ratio holds for a character and a BPE tokenizer alike. Keys the user set are kept: the dial
-moves the rest around them. The planner is a pure function of the probe's timings.
+One dial, depth d: n_layer = n_head = d and n_embd = block_size = 32 d (the default run is d = 4). A short
+probe times each shape along the dial here; the plan gives every shape the steps that fit the budget and
+picks the one whose training text per parameter (in bytes, so that one ratio holds for any tokenizer) comes
+closest to BYTES_PER_PARAMETER (docs/time_budget.md). The dial moves around the keys the user set.
 """
 
 import dataclasses
@@ -41,8 +37,7 @@ PLANNED = ("n_layer", "n_head", "n_embd", "block_size", "max_iters", "lr_decay_i
 
 
 def process_age_s() -> float:
-    """Seconds since this process started (Linux: /proc; elsewhere since this module was imported),
-    so the budget holds the interpreter's start and the imports too."""
+    """Seconds since this process started (/proc; elsewhere since this import): the budget holds the start-up too."""
     try:
         ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])  # field 22: start time
         return float(open("/proc/uptime").read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
@@ -92,13 +87,12 @@ class Plan:
     def line(self, eval_interval: int) -> str:
         s = self.shape
         tokens = self.steps * self.tokens_per_step
-        text = tokens * self.bytes_per_token  # bytes
         end = datetime.now() + timedelta(seconds=self.budget_s - process_age_s())
         fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
         return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
                 f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
-                f"({tokens / self.params:.1f} per parameter, {text / self.params:.1f} bytes of "
-                f"text), {evaluations(self.steps, eval_interval)} evaluations; ends about {end:%H:%M:%S}{fixed}")
+                f"({tokens / self.params:.1f} per parameter, {tokens * self.bytes_per_token / self.params:.1f} bytes "
+                f"of text), {evaluations(self.steps, eval_interval)} evaluations; ends about {end:%H:%M:%S}{fixed}")
 
 
 def evaluations(steps: int, eval_interval: int) -> int:
@@ -115,15 +109,6 @@ def evaluation_s(probed: Probed, cfg: TrainConfig) -> float:
     return 2 * cfg.eval_iters * probed.forward_s  # both splits
 
 
-def steps_that_fit(probed: Probed, cfg: TrainConfig, loop_s: float, fixed: list[str]) -> int:
-    """The most steps of this shape that fit loop_s with their evaluations: EVALUATIONS of them, or one
-    every eval_interval steps and one at the end when the user set eval_interval."""
-    one = evaluation_s(probed, cfg)
-    if "eval_interval" in fixed:
-        return int((loop_s - one) // (probed.step_s + one / cfg.eval_interval))
-    return int((loop_s - EVALUATIONS * one) // probed.step_s)
-
-
 def overhead_s(probed: Probed, cfg: TrainConfig) -> float:
     """Seconds that are not training steps: the evaluations and the closing sample."""
     return EVALUATIONS * evaluation_s(probed, cfg) + cfg.sample_tokens * probed.token_s
@@ -131,9 +116,8 @@ def overhead_s(probed: Probed, cfg: TrainConfig) -> float:
 
 def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: float, tokens_per_step: dict,
              bytes_per_token: float) -> Plan:
-    """The shape and schedule for the budget, from the probe's timings; spent_s is already gone
-    (start-up and the probe). tokens_per_step: per shape's block_size. Refuses a budget too short
-    for the smallest shape's MIN_STEPS steps (or the user's max_iters), naming one that works here."""
+    """The shape and schedule for the budget from the probe's timings (spent_s is gone already; tokens_per_step
+    by block_size). A budget too short for the smallest shape's MIN_STEPS steps is refused, naming one that fits."""
     fixed = sorted(k for k in getattr(cfg, "keys_set", ()) if k in PLANNED or k in ("batch_size", "dtype"))
     if "max_iters" in fixed and cfg.max_iters < MIN_STEPS:
         raise UserError(f"max_iters={cfg.max_iters} is under the {MIN_STEPS} steps a time budget trains at least; "
@@ -142,7 +126,10 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
     fits = []
     for probed in probes:
         loop_s = left - cfg.sample_tokens * probed.token_s  # the closing sample comes after the loop
-        most = steps_that_fit(probed, cfg, loop_s, fixed)
+        # the most steps that fit loop_s with their evaluations: EVALUATIONS, or one per the user's eval_interval
+        one = evaluation_s(probed, cfg)
+        most = int((loop_s - one) // (probed.step_s + one / cfg.eval_interval)) if "eval_interval" in fixed \
+            else int((loop_s - EVALUATIONS * one) // probed.step_s)
         steps = cfg.max_iters if "max_iters" in fixed else most
         if MIN_STEPS <= steps <= most:
             fits.append((probed, steps, loop_s))
@@ -183,8 +170,8 @@ def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
 
 def step_on_one_batch(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, compile: bool = False
                       ) -> tuple[GPT, Callable[[], tuple[float, float]]]:
-    """cfg's model, and the function that takes one training step as train.py's does (accumulation,
-    clipping, optimizer) on one batch of random tokens and returns its seconds and the optimizer's share."""
+    """cfg's model, and a function that takes one training step as train.py's does on one batch of random tokens
+    and returns its seconds and the optimizer's share."""
     model = GPT(model_config(cfg, vocab_size)).to(device)
     optimizers = build_optimizers(model, cfg, device)
     forward = torch.compile(model) if compile else model
@@ -210,8 +197,7 @@ def step_on_one_batch(cfg: TrainConfig, vocab_size: int, device: torch.device, d
 
 def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = 5
                ) -> tuple[int, float, float, float]:
-    """Parameters, and seconds per optimizer step, per forward pass and per sampled token of cfg's model
-    on random tokens."""
+    """Parameters, and seconds per optimizer step, forward pass and sampled token of cfg's model on random tokens."""
     model, step = step_on_one_batch(cfg, vocab_size, device, dtype)
     step()  # the first step allocates and warms the caches
     step_s = sum(step()[0] for _ in range(steps)) / steps
@@ -244,10 +230,8 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
 
 def probe(cfg: TrainConfig, vocab_size: int, bytes_per_token: float, device: torch.device, dtype: str,
           ranks: distributed.Ranks) -> list[Probed]:
-    """Time the candidate shapes, smallest first, until one would see less than BYTES_PER_PARAMETER
-    bytes of text per parameter even with the whole budget (every larger one would see fewer still) or
-    could not take MIN_STEPS steps. Under torchrun every process probes, and all take the slowest
-    process's timings."""
+    """Time the candidate shapes, smallest first, until one would see under BYTES_PER_PARAMETER with the whole
+    budget (so would every larger one) or could not take MIN_STEPS steps. All processes take the slowest timings."""
     budget_s, probes = parse_duration(cfg.time_budget), []
     shapes = candidate_shapes(cfg, vocab_size)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeds stay put
@@ -266,8 +250,7 @@ def probe(cfg: TrainConfig, vocab_size: int, bytes_per_token: float, device: tor
 
 @dataclasses.dataclass
 class Pace:
-    """What a time budget's checks measure in the loop: the seconds per step since a mark, the
-    evaluations' time taken out, and how long the last evaluation took."""
+    """A time budget's measure of the loop: seconds per step since a mark (evaluations out), the last evaluation's."""
 
     step: int
     elapsed_s: float
@@ -286,29 +269,22 @@ class Pace:
 
 
 def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train_s: float) -> int | None:
-    """The steps that fit the planned training time at the measured pace, when it is off the probe's
-    by more than 20%; None when the plan stands."""
+    """The steps that fit the planned training time at the measured pace if off the probe's by over 20%, else None."""
     if plan.corrected or abs(measured_step_s / plan.step_s - 1) <= 0.2:
         return None
     return max(step + 1, step + int((plan.train_s - elapsed_train_s) // measured_step_s))
 
 
 def deadline_due(plan: Plan, pace: Pace, elapsed_s: float) -> bool:
-    """Whether a twentieth of the budget has passed since the pace was last measured, so that the deadline
-    is checked again (once the plan's one correction is behind it). The main process decides: its answer
-    travels with the losses' collective, so every process checks at the same step."""
+    """Whether a twentieth of the budget has passed since the pace's mark (after the plan's correction)."""
     return plan.corrected and elapsed_s - pace.elapsed_s >= plan.budget_s / DEADLINE_CHECKS
 
 
 def steps_in_time(plan: Plan, step: int, eval_interval: int, decay_steps: int, elapsed_s: float, step_s: float,
                   evaluation_s: float) -> int | None:
-    """The deadline, checked before each evaluation and every twentieth of the budget (deadline_due) with
-    the loop's measured seconds per step and per evaluation: the steps that end the loop when planned for
-    it, at most decay_steps (lr_decay_iters), when they differ from the plan's by more than 2% of the
-    budget; None while the plan stands. Only the number of steps moves, never the schedule: every step
-    keeps the learning rate the plan gave it, and a run behind its plan (a machine that slowed down,
-    another process) stops a little earlier in its decay, one that has caught up again goes back towards
-    the decay's end."""
+    """The steps that end the loop when planned at the measured pace (at most decay_steps), if they differ from
+    the plan's by over 2% of the budget, else None. Only the end moves, never the learning-rate schedule: a run
+    behind its plan stops a little earlier in its decay, one that caught up goes back towards its end."""
     to_come = evaluations(plan.steps, eval_interval) - (step - 1) // eval_interval  # any due now, and the last
     left_s = plan.loop_s - elapsed_s - to_come * evaluation_s
     steps = max(step + 1, min(decay_steps, step + int(left_s // step_s)))

@@ -1,18 +1,10 @@
-"""A run's checkpoints and its folder: what a checkpoint holds to put a run back where it left off,
-writing and reading it in both formats, and holding out_dir for one run at a time.
+"""A run's checkpoints and its folder: what resuming a run needs, in both formats, and out_dir for one run at a time.
 
-Checkpoints: ckpt.pt (the latest) and best.pt, torch.save files of plain tensors, numbers and strings
-loaded with weights_only=True (pickled code is refused, never run); or, with checkpoint_format=safetensors,
-ckpt.safetensors and best.safetensors, for people who share weights with no pickle at all. There every
-tensor is in the file's tensor table under its path in the checkpoint ("model.lm_head.weight",
-"optimizer.adamw.state.0.exp_avg"), and the rest is one JSON document in the file's metadata, with a
-{"$tensor": name} where each tensor stood; a tensor that shares its memory with an earlier one (a tied
-head) is stored once. A folder never holds one checkpoint in both formats.
-
-out_dir: a run holds an OS lock (flock) on out_dir/.lock for its whole life. The OS drops it when the
-process ends, however it ends, so a run that died never blocks the next one; the file's text only names
-the holder. Whether the run may start there (resume needs a checkpoint; a fresh start must not bury one)
-is decided before anything in the folder is written, and a run whose set-up fails puts it back as found.
+ckpt.pt (the latest) and best.pt are torch.save files of plain tensors, numbers and strings, loaded with
+weights_only=True; checkpoint_format=safetensors writes ckpt/best.safetensors (no pickle at all): each tensor
+in the tensor table under its path in the checkpoint ("optimizer.adamw.state.0.exp_avg"), the rest as JSON in
+the metadata with {"$tensor": name} in its place, a tied head once. A folder never holds both formats.
+A run flocks out_dir/.lock for its whole life: the OS drops the lock however the process ends.
 """
 
 import dataclasses
@@ -57,8 +49,7 @@ def existing_checkpoint(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS) -> dict:
-    """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code
-    is refused, never run)."""
+    """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code is refused)."""
     path = existing_checkpoint(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; train one with python train.py --out_dir={path.parent}")
@@ -104,9 +95,7 @@ class Progress:
     best_val_loss: float = math.inf
     tokens: int = 0  # training tokens seen
     elapsed_s: float = 0.0  # seconds spent training, evaluation included, over every resume
-
-    def __post_init__(self) -> None:
-        self._ticked = time.perf_counter()
+    _ticked: float = dataclasses.field(default_factory=time.perf_counter, init=False, repr=False)
 
     def tick(self) -> None:
         """Add the wall time since the last tick (or since this run began) to elapsed_s."""
@@ -126,31 +115,19 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {
-        "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
-        "optimizer": optimizers.state_dict(),  # {"adamw": ..., "muon": ...}
-        "scaler": scaler.state_dict(),  # float16's loss scale (empty otherwise)
-        "config": dataclasses.asdict(cfg),
-        "model_args": model.config.to_dict(),
-        "tokenizer": identity["tokenizer"],
-        "dataset": {"folder": cfg.dataset, **identity},
-        "iter_num": progress.step,
-        "best_val_loss": progress.best_val_loss,
-        "tokens_seen": progress.tokens,
-        "elapsed_s": progress.elapsed_s,
-        "rng": rng,
-        "loader": loader.state_dict(),
-        **({"plan": plan} if plan is not None else {}),
-    }
+    return {"model": model.state_dict(),  # the plain module: no compile or DDP prefixes
+            "optimizer": optimizers.state_dict(), "scaler": scaler.state_dict(), "config": dataclasses.asdict(cfg),
+            "model_args": model.config.to_dict(), "tokenizer": identity["tokenizer"],
+            "dataset": {"folder": cfg.dataset, **identity}, "iter_num": progress.step,
+            "best_val_loss": progress.best_val_loss, "tokens_seen": progress.tokens, "elapsed_s": progress.elapsed_s,
+            "rng": rng, "loader": loader.state_dict(), **({"plan": plan} if plan is not None else {})}
 
 
 def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: torch.amp.GradScaler,
                            loader: BatchLoader, rank: int, seed: int, new_data: bool = False) -> Progress:
-    """Put the optimizers, data position and random generators back where the checkpoint left them.
-
-    The checkpoint holds the main process's random state; other ranks reseed from the step, so a
-    resume on a different world size still works. On new data (allow_new_data) the walk starts
-    afresh and the best val loss, measured on other data, is forgotten."""
+    """Put the optimizers, data position and random generators back where the checkpoint left them. Other
+    ranks than the main reseed from the step (a resume may change the world size); new data starts its walk
+    afresh and forgets the best val loss, measured on other data."""
     optimizers.load_state_dict(checkpoint["optimizer"])
     scaler.load_state_dict(checkpoint["scaler"])
     if not new_data:
@@ -232,10 +209,8 @@ def checkpoint_path(out_dir: Path, stem: str, checkpoint_format: str) -> Path:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Write path whole or not at all (data/files.py): a crash at any moment leaves the old
-    file or the new one. A .safetensors path gets a safetensors file, any other torch.save's.
-    Once it is written, the same checkpoint in the other format (a run resumed with another
-    checkpoint_format) is removed: out_dir never holds two that disagree."""
+    """Write path whole or not at all (data/files.py), as safetensors for a .safetensors path; then remove the
+    same checkpoint in the other format (a resume that switched checkpoint_format): never two that disagree."""
     try:
         write_atomically(path, to_safetensors(state) if path.suffix == ".safetensors"
                          else lambda f: torch.save(state, f))
@@ -265,8 +240,7 @@ class OutDir:
         os.pwrite(lock_fd, f"pid {os.getpid()}: {shlex.join(sys.argv)}\n".encode(), 0)
 
     def begin(self, replace_earlier_run: bool) -> None:
-        """The run is set up and about to write: remove what killed runs left half-written and,
-        for --replace_run=true, the earlier run's files."""
+        """About to write: remove killed runs' half-written files and, with replace_run, the earlier run's files."""
         for name in RUN_FILES:
             for stale in self.folder.glob(f".{name}.*.tmp"):  # .ckpt.pt.PID.tmp: under the lock, no live run's
                 stale.unlink(missing_ok=True)
@@ -294,10 +268,8 @@ class OutDir:
 
 
 def claim_out_dir(cfg: TrainConfig) -> OutDir:
-    """Check, lock and decide, in an order that leaves a refused run's folder untouched.
-
-    Until the run's set-up is done, all it writes is its process id into .lock
-    (and out_dir and .lock themselves where missing), undone if the set-up fails."""
+    """Check, lock and decide, in an order that leaves a refused run's folder untouched: until the set-up is done,
+    all it writes is its process id into .lock (and out_dir and .lock where missing), undone if the set-up fails."""
     folder = check_output(cfg.out_dir, "out_dir", folder=True)
     lock = take_lock(folder / LOCK_NAME, create=False)  # an earlier run's lock file: is that run alive?
     try:
@@ -318,9 +290,8 @@ def claim_out_dir(cfg: TrainConfig) -> OutDir:
 
 
 def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
-    """The locked descriptor of path and whether this call created the file; None when it does not exist
-    and create is false. Never truncated: it holds the holder's record. A live holder is a one-line
-    refusal naming it."""
+    """The locked descriptor of path (never truncated: it holds the holder's record) and whether this call
+    created it; None when it does not exist and create is false. A live holder is refused by name."""
     while True:
         fd = None
         try:
@@ -333,9 +304,12 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except FileExistsError:  # another run made it between our two opens: open that one
             continue
-        except BlockingIOError:
-            holder = lock_holder(fd)
+        except BlockingIOError:  # a live holder: it writes its record just after locking, so wait a moment for it
+            deadline = time.monotonic() + 1.0
+            while not (holder := os.pread(fd, 300, 0).decode(errors="replace").strip()) and time.monotonic() < deadline:
+                time.sleep(0.02)
             os.close(fd)
+            holder = holder[:200] or "its process id is not recorded"
             raise UserError(f"out_dir {path.parent} is in use by another run ({holder}); wait for it to end, "
                             f"or choose another --out_dir") from None
         except OSError as e:  # another user's lock file, a file system without locks, ...
@@ -346,16 +320,6 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
         if path.exists() and os.path.samestat(os.fstat(fd), path.stat()):
             return fd, created
         os.close(fd)  # a run that gave up removed this file between our open and our lock
-
-
-def lock_holder(fd: int, wait_s: float = 1.0) -> str:
-    """What the holding process wrote into the lock file; it writes that just after locking, so wait a moment."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        record = os.pread(fd, 300, 0).decode(errors="replace").strip()
-        if record or time.monotonic() > deadline:
-            return record[:200] or "its process id is not recorded"
-        time.sleep(0.02)
 
 
 def check_start(folder: Path, cfg: TrainConfig) -> None:

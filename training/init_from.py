@@ -54,19 +54,6 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
     return True
 
 
-def check_resume_compatible(checkpoint: dict, wanted: GPTConfig, cfg: TrainConfig) -> None:
-    """Refuse a resume that would change the model's shape."""
-    saved = GPTConfig(**checkpoint["model_args"]).to_dict()
-    for key in SHAPE_KEYS:
-        if saved[key] != getattr(wanted, key):
-            from_data = key == "vocab_size" and cfg.vocab_size is None
-            source = f" (the vocabulary of dataset {cfg.dataset})" if from_data else ""
-            raise UserError(
-                f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained with "
-                f"{key}={saved[key]}; use the same setting or a new out_dir"
-            )
-
-
 def resume_changes(checkpoint: dict, cfg: TrainConfig) -> list[str]:
     """The settings a resume changes, once it is known to go ahead."""
     return [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in checkpoint["config"].items()
@@ -74,29 +61,31 @@ def resume_changes(checkpoint: dict, cfg: TrainConfig) -> list[str]:
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, block_size_set: bool = True) -> GPT:
-    """A fresh model, the checkpoint's (to resume), or a Hugging Face model's weights, per init_from. A
-    Hugging Face model is cropped to block_size, unless that is the default and over its own context."""
+    """A fresh model, the checkpoint's (to resume: the same shape), or a Hugging Face model's weights (to fine-tune
+    on text tokenized its own way), per init_from. A Hugging Face model is cropped to block_size, unless that is
+    the default and over its own context."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if checkpoint is not None:
-        check_resume_compatible(checkpoint, wanted, cfg)
+        saved = GPTConfig(**checkpoint["model_args"]).to_dict()
+        for key in SHAPE_KEYS:
+            if saved[key] != getattr(wanted, key):
+                from_data = key == "vocab_size" and cfg.vocab_size is None
+                source = f" (the vocabulary of dataset {cfg.dataset})" if from_data else ""
+                raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was "
+                                f"trained with {key}={saved[key]}; use the same setting or a new out_dir")
         return model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
     if cfg.init_from == "scratch":
         return GPT(wanted)
     model = GPT.from_pretrained(cfg.init_from)
     if block_size_set or cfg.block_size < model.config.block_size:
         model.crop_block_size(cfg.block_size)
-    check_dataset_tokenizer(cfg, dataset, model)
-    return model
-
-
-def check_dataset_tokenizer(cfg: TrainConfig, dataset: Dataset, model: GPT) -> None:
-    """A Hugging Face model fine-tunes on text tokenized its own way: the same ids for the same text."""
     own = pretrained_tokenizer(cfg.init_from, model).describe()
     if own != dataset.meta["tokenizer"]:
         flag = "gpt2" if own["kind"] == "gpt2" else cfg.init_from
         raise UserError(f"init_from={cfg.init_from} reads text with its own tokenizer, but dataset {cfg.dataset} was "
                         f"prepared with another ({tokenizer_change(own, dataset.meta['tokenizer'])}); prepare it with "
                         f"python data/prepare.py --tokenizer={flag}")
+    return model
 
 
 def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:

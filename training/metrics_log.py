@@ -2,6 +2,7 @@
 wandb_log, Weights & Biases. wandb is imported only then; it reads WANDB_MODE itself (offline writes the
 run under ./wandb, or WANDB_DIR, for a later `wandb sync`)."""
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -15,22 +16,15 @@ from data.files import write_atomically
 def read_rows(path: Path) -> list[dict]:
     """Every whole row of a log; a line torn by a crash is skipped."""
     rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
     return rows
 
 
 class MetricsLog:
-    """Rows of {"kind": "batch" | "eval", "step", "tokens", "elapsed_s", "lr", losses...}.
-
-    A fresh run starts an empty log. A resumed run keeps only the rows up to
-    the checkpoint's step, so steps repeated after a crash appear once; dropped_to
-    is the last step of those it dropped, if any.
-    """
+    """Rows of {"kind": "batch" | "eval", "step", "tokens", "elapsed_s", "lr", losses...}. A resumed run keeps
+    the rows up to the checkpoint's step, so steps run again appear once; dropped_to is the last it dropped."""
 
     def __init__(self, path: Path, cfg: TrainConfig, resume_step: int | None):
         self.wandb = None  # the wandb run, with wandb_log
@@ -51,8 +45,7 @@ class MetricsLog:
         kept = [r for r in rows if r["step"] <= resume_step]
         self.dropped_to = max((r["step"] for r in rows if r["step"] > resume_step), default=None)
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
-        self.path = path
-        self.rows = kept
+        self.path, self.rows = path, kept
 
     def append(self, row: dict) -> None:
         """Add a row; wandb gets its metrics as "kind/name"."""

@@ -1,11 +1,8 @@
 """The optimizers, which parameters each one moves, and the learning-rate schedule they follow.
 
-AdamW alone (the GPT-2 recipe), or Muon beside it (the modern recipe).
-Muon (torch.optim.Muon) orthogonalises each update of a matrix that maps hidden
-activations to hidden activations: the attention and MLP matrices of the
-blocks. Everything else stays with AdamW: the token (and position) embeddings
-and the output head, whose rows belong to single tokens rather than forming a
-linear map of the hidden state, and the norms' and biases' vectors.
+AdamW alone (the GPT-2 recipe), or Muon beside it (the modern recipe) for the matrices that map hidden
+activations to hidden activations: the blocks' attention and MLP. The embeddings and the head stay with
+AdamW (their rows belong to single tokens, not a linear map of the hidden state), as do norms and biases.
 """
 
 import math
@@ -24,9 +21,8 @@ def is_block_matrix(name: str, param: torch.Tensor) -> bool:
 
 def orthogonalise(updates: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
                   ) -> torch.Tensor:
-    """Muon's quintic Newton-Schulz iteration (as torch.optim.Muon runs it), in the updates' own dtype,
-    for a stack of same-shape matrices at once (n, out, in): about the nearest orthogonal matrix to each,
-    its singular values pushed near 1."""
+    """Muon's quintic Newton-Schulz iteration (as torch.optim.Muon runs it) on a stack of same-shape matrices
+    (n, out, in), in their dtype: about the nearest orthogonal matrix to each, singular values near 1."""
     a, b, c = coefficients
     tall = updates.size(-2) > updates.size(-1)
     x = updates.mT if tall else updates  # (n, short side, long side)
@@ -38,12 +34,9 @@ def orthogonalise(updates: torch.Tensor, coefficients: tuple[float, float, float
 
 
 class Muon(torch.optim.Muon):
-    """torch.optim.Muon with its Newton-Schulz iteration in ns_dtype, run for all matrices of a shape at
-    once: one batched product per shape in place of one small product (one kernel launch) per matrix.
-    PyTorch runs it in bfloat16, which GPUs and CPUs with AVX512-BF16 or AMX compute natively and other
-    CPUs emulate, several times slower than float32: there it runs in float32. In bfloat16 the step is
-    torch's (bit for bit on the CPUs the tests run on). Same update rule and state (a momentum buffer per
-    matrix), so a checkpoint resumes on either kind of device."""
+    """torch.optim.Muon with its Newton-Schulz iteration batched per shape (one kernel launch, not one per
+    matrix) and in ns_dtype: float32 on CPUs that only emulate bfloat16, several times slower there; in
+    bfloat16 it is torch's step bit for bit. Same state, so a checkpoint resumes on either kind of device."""
 
     def __init__(self, params, ns_dtype: torch.dtype, **kwargs):
         super().__init__(params, **kwargs)
@@ -74,8 +67,7 @@ class Muon(torch.optim.Muon):
 
 
 def lr_scale(step: int, warmup_iters: int, lr_decay_iters: int, min_ratio: float) -> float:
-    """What every peak learning rate is multiplied by at `step`: a linear warmup to 1,
-    then a cosine decay to min_ratio at lr_decay_iters, then min_ratio."""
+    """The factor on every peak learning rate at `step`: linear warmup to 1, cosine decay to min_ratio (then flat)."""
     if step < warmup_iters:
         return (step + 1) / (warmup_iters + 1)
     if step >= lr_decay_iters:

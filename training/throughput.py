@@ -1,10 +1,6 @@
-"""Model FLOPs utilisation: the FLOPs a step needs over the peak the device can give.
-
-The peak comes from the vendors' data sheets, for the GPUs listed here. A CPU
-has no trustworthy peak (turbo clocks, other processes, the thread count all
-move it, and a start-up probe under-read it on a busy machine), so on a CPU
-and on unlisted devices only tokens per second are shown.
-"""
+"""Model FLOPs utilisation: the FLOPs a step needs over the device's peak, from the data sheets of the GPUs
+listed here. A CPU has no trustworthy peak (turbo clocks, other processes and the thread count move it; a
+start-up probe under-read it on a busy machine): there, and on unlisted devices, only tokens/s are shown."""
 
 import torch
 
