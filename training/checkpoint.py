@@ -115,12 +115,22 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": model.state_dict(),  # the plain module: no compile or DDP prefixes
-            "optimizer": optimizers.state_dict(), "scaler": scaler.state_dict(), "config": dataclasses.asdict(cfg),
-            "model_args": model.config.to_dict(), "tokenizer": identity["tokenizer"],
-            "dataset": {"folder": cfg.dataset, **identity}, "iter_num": progress.step,
-            "best_val_loss": progress.best_val_loss, "tokens_seen": progress.tokens, "elapsed_s": progress.elapsed_s,
-            "rng": rng, "loader": loader.state_dict(), **({"plan": plan} if plan is not None else {})}
+    return {
+        "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
+        "optimizer": optimizers.state_dict(),  # {"adamw": ..., "muon": ...}
+        "scaler": scaler.state_dict(),  # float16's loss scale (empty otherwise)
+        "config": dataclasses.asdict(cfg),
+        "model_args": model.config.to_dict(),
+        "tokenizer": identity["tokenizer"],
+        "dataset": {"folder": cfg.dataset, **identity},
+        "iter_num": progress.step,
+        "best_val_loss": progress.best_val_loss,
+        "tokens_seen": progress.tokens,
+        "elapsed_s": progress.elapsed_s,
+        "rng": rng,
+        "loader": loader.state_dict(),
+        **({"plan": plan} if plan is not None else {}),
+    }
 
 
 def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: torch.amp.GradScaler,
