@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig
-from model.compiled_decoding import package_path
+from model.compiled_decoding import compiled_step, package_path
 from model.decoding import generation_cache
+from model.kv_cache import KVCache
+from model.weights import with_weights
 
 pytestmark = pytest.mark.slow  # compiling takes tens of seconds on a CPU
 
@@ -33,3 +35,23 @@ def test_compiled_decoding_picks_the_eager_tokens_past_block_size(shape, capfd):
     with torch.no_grad():
         model.lm_head.weight[0, 0] += 1  # one weight changed: not that package any more
     assert not package_path(model, cache).exists()
+
+
+
+def test_the_compiled_step_with_int8_weights_gives_the_eager_logits():
+    """int8 weights (aten's int8 kernel, exported into the package) through the compiled step: at each step of
+    3 * block_size, fed eager's greedy pick, its logits are eager's to bfloat16's precision. Free-running tokens
+    would not do: a reordered bfloat16 sum can flip a near-tie, and every token after it then differs."""
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=BLOCK, vocab_size=40, n_layer=2, n_head=4, n_embd=64, **MODERN)
+    model = with_weights(GPT(config).eval(), "int8")
+    prompt = torch.randint(0, 40, (1, 5))
+    cache = generation_cache(model, prompt, 3 * BLOCK, compile=True)
+    step = compiled_step(model, cache)
+    with torch.inference_mode():
+        logits = model.next_token_logits(prompt, cache, torch.arange(5))  # (1, V): the prefill, eager
+        for t in range(5, 5 + 3 * BLOCK):
+            idx, positions = logits.argmax(-1, keepdim=True), torch.tensor([t])  # (1, 1), (1,)
+            eager = model.next_token_logits(idx, KVCache(*(x.clone() for x in cache.tensors())), positions)
+            logits = step(idx, cache, positions)
+            assert (logits.float() - eager.float()).abs().max() < 0.02 * eager.float().abs().max()
