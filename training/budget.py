@@ -126,10 +126,11 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
     fits = []
     for probed in probes:
         loop_s = left - cfg.sample_tokens * probed.token_s  # the closing sample comes after the loop
-        # the most steps that fit loop_s with their evaluations: EVALUATIONS, or one per the user's eval_interval
-        one = evaluation_s(probed, cfg)
-        most = int((loop_s - one) // (probed.step_s + one / cfg.eval_interval)) if "eval_interval" in fixed \
-            else int((loop_s - EVALUATIONS * one) // probed.step_s)
+        one = evaluation_s(probed, cfg)  # the most steps that fit loop_s with their evaluations:
+        if "eval_interval" in fixed:  # one every eval_interval steps and one at the end
+            most = int((loop_s - one) // (probed.step_s + one / cfg.eval_interval))
+        else:  # EVALUATIONS of them
+            most = int((loop_s - EVALUATIONS * one) // probed.step_s)
         steps = cfg.max_iters if "max_iters" in fixed else most
         if MIN_STEPS <= steps <= most:
             fits.append((probed, steps, loop_s))
