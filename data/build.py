@@ -1,10 +1,7 @@
-"""Building a dataset folder from a corpus: what data/prepare.py does.
-
-The inputs are scanned once (checked, hashed, counted), the validation split is planned, the
-tokenizer made (bpe: trained on the training split only), every piece encoded into train.bin and
-val.bin and meta.json written (data/dataset.py), all in a staging folder then swapped in whole.
-Every document ends with the tokenizer's end-of-text token.
-"""
+"""Building a dataset folder from a corpus (what data/prepare.py does): scan the inputs once, plan the
+validation split, make the tokenizer (bpe: trained on the training split only), encode every piece into
+train.bin and val.bin, each document ending with end-of-text, write meta.json; all in a staging folder
+swapped in whole."""
 
 import hashlib
 import json
@@ -22,15 +19,15 @@ import numpy as np
 
 from .dataset import open_dataset
 from .errors import DataError
-from .files import write_atomically
+from .files import make_staging_folder, swap_in, write_atomically
 from .hf_tokenizer import tokenizer_from_hf_folder
 from .sources import CorpusScan, Piece, find_inputs, read_pieces, scan_corpus
-from .staging import existing_dataset, make_staging_folder, swap_in
 from .tokenizer import (DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer,
                         check_vocab_size, train_bpe)
 
 RANK_FILE = "tokenizer.tiktoken"  # a bpe's ranks in tiktoken's own format, which load_tiktoken_bpe reads
 BATCH_CHARS = 1 << 20  # characters of text per batch handed to an encoding thread
+DATASET_FILES = {"train.bin", "val.bin", "meta.json", RANK_FILE}
 
 
 @dataclass
@@ -50,9 +47,12 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     settings = _checked_settings(tokenizer, vocab_size, val_fraction, seed, text_field)
     out_dir = Path(out_dir)
     files = find_inputs(inputs)
-    old = existing_dataset(out_dir)
+    old = _existing_dataset(out_dir)
+    what = "another dataset" if old else "an incomplete dataset (no readable meta.json)"
+    refusal = DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, "
+                        f"or choose another --dataset")
     if old is not None and not overwrite and old.get("prepared_with") != settings:
-        raise _refusal(out_dir, old)
+        raise refusal
     staging = make_staging_folder(out_dir)
     try:
         with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
@@ -60,7 +60,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         if old is not None and _same_dataset(out_dir, old, settings, scan):
             return Prepared(old, reused=True)
         if old is not None and not overwrite:
-            raise _refusal(out_dir, old)
+            raise refusal
         meta, tokenizer_seconds = _build(files, scan, settings, staging, workers, progress)
         swap_in(staging, out_dir)
         return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)
@@ -68,8 +68,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: float, seed: int,
-                      text_field: str) -> dict:
+def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: float, seed: int, text_field: str) -> dict:
     """The settings that, with the inputs, make a dataset what it is."""
     if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():
         raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)} "
@@ -85,10 +84,24 @@ def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: floa
             "text_field": text_field}
 
 
-def _refusal(out_dir: Path, old: dict) -> DataError:
-    what = "another dataset" if old else "an incomplete dataset (no readable meta.json)"
-    return DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, "
-                     f"or choose another --dataset")
+def _existing_dataset(out_dir: Path) -> dict | None:
+    """What out_dir holds now: None if nothing (absent or an empty folder), else its meta.json ({} when it has
+    none that reads). A file, or a folder holding anything but a dataset's files, is a DataError: prepare
+    replaces datasets, nothing else."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"dataset folder {out_dir} is a file, not a folder; choose another --dataset")
+    names = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    if foreign := sorted(names - DATASET_FILES):
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise DataError(f"{out_dir} holds files that are not a dataset's ({shown}); "
+                        f"choose another --dataset (prepare only replaces a dataset folder)")
+    if not names:
+        return None
+    try:
+        meta = json.loads((out_dir / "meta.json").read_text())
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _same_dataset(out_dir: Path, old: dict, settings: dict, scan: CorpusScan) -> bool:
@@ -111,8 +124,7 @@ def _bar(progress: bool, what: str, total: int | None = None):
 
 def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, workers: int,
            progress: bool) -> tuple[dict, float]:
-    """Write train.bin, val.bin, meta.json (and the rank file for bpe) into staging; returns the meta
-    and the seconds spent making the tokenizer."""
+    """Write train.bin, val.bin, meta.json (and bpe's rank file) into staging; the meta and the tokenizer's seconds."""
     plan = plan_split(scan.documents, scan.chars, settings["val_fraction"], settings["seed"])
 
     def labelled():  # each pass reads the inputs anew: nothing of the corpus is kept in memory
@@ -131,7 +143,17 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
     finally:
         for split in splits.values():
             split.close()
-    meta = _meta(tokenizer, splits, scan, plan, settings)
+    train, val = splits["train"], splits["val"]
+    fingerprint = train.sha256.copy()  # sha256 of train.bin's bytes followed by val.bin's
+    with open(val.path, "rb") as f:
+        while block := f.read(1 << 20):
+            fingerprint.update(block)
+    meta = {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,
+            "dtype": train.dtype.name, "val_fraction": settings["val_fraction"], "split": plan.kind,
+            "train_tokens": train.tokens, "val_tokens": val.tokens, "train_bytes": train.text_bytes,
+            "val_bytes": val.text_bytes, "train_documents": train.documents, "val_documents": val.documents,
+            "fingerprint": fingerprint.hexdigest(), "source_sha256": scan.source_sha256, "inputs": scan.inputs,
+            "prepared_with": settings}
     if isinstance(tokenizer, BPETokenizer):
         write_atomically(staging / RANK_FILE, meta["tokenizer"]["ranks"].encode("ascii"))
         meta["tokenizer_file"] = RANK_FILE
@@ -141,10 +163,8 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """Which text is held out for validation. With several documents, k = round(n * val_fraction) of the n
-    documents, chosen by a generator seeded with `seed`, whole; with one document, or too few for k to reach
-    1, the tail of the whole text: its last val_fraction of characters. It depends on the corpus and the
-    settings alone, never on how many workers encode it."""
+    """Which text is held out for validation: k = round(n * val_fraction) of the n documents, seeded, whole; with
+    too few documents for k to reach 1, the last val_fraction of the text's characters. Never depends on workers."""
     val_documents: np.ndarray | None  # (n,) bool: True for a validation document; None: the tail
     tail_start: int  # the first character of the validation tail (when val_documents is None)
 
@@ -204,9 +224,8 @@ class Encoded:
 
 def encode_in_order(labelled: Iterable[tuple[str, Piece]], tokenizer: Tokenizer, workers: int) -> Iterator[Encoded]:
     """Every piece encoded, in the order given, so the files never depend on the number of workers.
-    tiktoken releases the GIL while it encodes and the char tokenizer is a numpy lookup, so `workers`
-    threads encode batches while this one reads the next; a bounded number are in flight, so memory
-    does not grow with the corpus. workers=0: one per core this process may use."""
+    tiktoken releases the GIL and the char tokenizer is a numpy lookup, so `workers` threads (0: one per
+    usable core) encode batches while this one reads; a bounded number in flight bounds memory."""
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     in_flight = deque()
     with ThreadPoolExecutor(workers) as pool:
@@ -267,18 +286,3 @@ class TokenFile:
         os.fsync(self._file.fileno())
         self._file.close()
 
-
-def _meta(tokenizer: Tokenizer, splits: dict[str, TokenFile], scan: CorpusScan, plan: SplitPlan,
-          settings: dict) -> dict:
-    train, val = splits["train"], splits["val"]
-    fingerprint = train.sha256.copy()  # sha256 of train.bin's bytes followed by val.bin's
-    with open(val.path, "rb") as f:
-        while block := f.read(1 << 20):
-            fingerprint.update(block)
-    return {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,
-            "dtype": train.dtype.name, "val_fraction": settings["val_fraction"], "split": plan.kind,
-            "train_tokens": train.tokens, "val_tokens": val.tokens,
-            "train_bytes": train.text_bytes, "val_bytes": val.text_bytes,
-            "train_documents": train.documents, "val_documents": val.documents,
-            "fingerprint": fingerprint.hexdigest(), "source_sha256": scan.source_sha256, "inputs": scan.inputs,
-            "prepared_with": settings}
