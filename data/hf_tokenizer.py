@@ -1,12 +1,7 @@
-"""Tokenizers in Hugging Face's format (tokenizer.json, tokenizer_config.json), both ways.
-
-In: a folder's byte-level BPE tokenizer (GPT-2's, Llama 3's, Qwen's and their kind: a split pattern,
-bytes mapped to printable characters, merges) becomes a BPETokenizer, its vocabulary turned back into
-bytes being tiktoken's ranks; GPT-2's own comes back as the gpt2 kind. Anything else (SentencePiece's
-Unigram or byte-fallback BPE, WordPiece, ...) is refused. Out: a tokenizer over a tiktoken Encoding is
-converted with transformers' TikTokenConverter; the char tokenizer is built from `tokenizers` parts
-(one token per character), and comes back in as the char tokenizer.
-"""
+"""Tokenizers in Hugging Face's format (tokenizer.json, tokenizer_config.json), both ways. In: a byte-level BPE
+(GPT-2's, Llama 3's, Qwen's) becomes a BPETokenizer over tiktoken ranks (GPT-2's own: the gpt2 kind); anything
+else (SentencePiece, WordPiece, ...) is refused. Out: tiktoken Encodings through transformers' TikTokenConverter;
+the char tokenizer from `tokenizers` parts, which comes back in as the char tokenizer."""
 
 import json
 from pathlib import Path
@@ -67,9 +62,8 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
 
 
 def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
-    """The tokenizer of a Hugging Face model folder, as a BPETokenizer (GPT2Tokenizer for GPT-2's own,
-    CharTokenizer for smallgpt's char tokenizer written out). DataError, in one line, for a folder without
-    tokenizer.json or a tokenizer that is not byte-level BPE."""
+    """The tokenizer of a Hugging Face model folder (GPT2Tokenizer for GPT-2's own, CharTokenizer for ours written
+    out); a DataError for a folder without tokenizer.json or a tokenizer that is not byte-level BPE."""
     import tokenizers
 
     folder = Path(folder)
@@ -103,8 +97,7 @@ def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
 
 
 def _written_char_tokenizer(spec: dict, added: dict[str, int]) -> CharTokenizer | None:
-    """The char tokenizer, if spec (with `added`, its added tokens by text) is one as save_hf_tokenizer
-    writes it (with <|endoftext|> after the characters or without it)."""
+    """The char tokenizer, if spec (`added`: its added tokens by text) is one as save_hf_tokenizer writes it."""
     model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
     if model.get("type") != "WordLevel" or pre.get("pattern") != {"Regex": EVERY_CHARACTER}:
         return None
