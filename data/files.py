@@ -16,9 +16,8 @@ from .errors import DataError
 
 
 def write_atomically(path: Path, payload: bytes | Callable[[BinaryIO], object]) -> None:
-    """Write to a temporary file beside path, fsync, then rename it over path and fsync the folder:
-    a reader (or a crash) sees the old file or the new one, never a part. `payload` is the bytes,
-    or a function that writes them to the open file (torch.save streams a checkpoint that way)."""
+    """Write a temporary file beside path, fsync, rename it over path: a reader (or a crash) sees the old file or
+    the new one, never a part. `payload`: the bytes, or a function writing them to the open file (as torch.save)."""
     path.parent.mkdir(parents=True, exist_ok=True)  # an output's new folder (config/outputs.py checked it)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # no other process writes this name
     try:

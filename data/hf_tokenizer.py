@@ -93,7 +93,11 @@ def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
     expected = tokenizers.Tokenizer.from_file(str(path)).encode(PROBE_TEXT, add_special_tokens=False).ids
     if tokenizer.encode(PROBE_TEXT) != expected:
         raise DataError(f"{folder}: its tokenizer splits text in a way tiktoken does not reproduce; {SUPPORTED}")
-    return GPT2Tokenizer() if _is_gpt2(tokenizer) else tokenizer
+    if tokenizer.vocab_size == 50257 and not tokenizer.normalizer:  # GPT-2's own, perhaps
+        mine, gpt2 = tokenizer.encoding, load_gpt2_encoding()
+        if all(getattr(mine, a) == getattr(gpt2, a) for a in ("_pat_str", "_special_tokens", "_mergeable_ranks")):
+            return GPT2Tokenizer()
+    return tokenizer
 
 
 def _written_char_tokenizer(spec: dict, added: dict[str, int]) -> CharTokenizer | None:
@@ -109,30 +113,6 @@ def _written_char_tokenizer(spec: dict, added: dict[str, int]) -> CharTokenizer 
     return CharTokenizer("".join(chars), end_of_text=bool(added))
 
 
-def _is_gpt2(tokenizer: BPETokenizer) -> bool:
-    if tokenizer.vocab_size != 50257 or tokenizer.normalizer:
-        return False
-    mine, gpt2 = tokenizer.encoding, load_gpt2_encoding()
-    return (mine._pat_str, mine._special_tokens, mine._mergeable_ranks) == \
-        (gpt2._pat_str, gpt2._special_tokens, gpt2._mergeable_ranks)
-
-
-def hf_tokenizer_from_encoding(encoding):
-    """A `tokenizers` Tokenizer that gives the tiktoken Encoding's ids, through transformers' TikTokenConverter."""
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    class EncodingConverter(TikTokenConverter):
-        def load_tiktoken_bpe(self, _):  # the ranks in memory, where the converter reads a .tiktoken file
-            return encoding._mergeable_ranks
-
-        def extract_vocab_merges_from_model(self, tiktoken_url):
-            vocab, merges = super().extract_vocab_merges_from_model(tiktoken_url)
-            # the special tokens at their own ids: added later, they would take the next free ones
-            return {**vocab, **encoding._special_tokens}, merges
-
-    return EncodingConverter(pattern=encoding._pat_str, extra_special_tokens=encoding._special_tokens).converted()
-
-
 def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, max_length: int) -> None:
     """Write tokenizer.json and tokenizer_config.json, which transformers' AutoTokenizer loads offline."""
     from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
@@ -145,8 +125,21 @@ def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, max_length: int) -> No
         hf.pre_tokenizer = pre_tokenizers.Split(Regex(EVERY_CHARACTER), behavior="isolated")
         hf.decoder = decoders.Fuse()  # characters joined with nothing between them
         hf.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in special])
-    else:  # a tokenizer over a tiktoken Encoding
-        hf, special = hf_tokenizer_from_encoding(tokenizer.encoding), tokenizer.encoding._special_tokens
+    else:  # a tokenizer over a tiktoken Encoding, converted by transformers with these ranks and ids
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        encoding, special = tokenizer.encoding, tokenizer.encoding._special_tokens
+
+        class EncodingConverter(TikTokenConverter):
+            def load_tiktoken_bpe(self, _):  # the ranks in memory, where the converter reads a .tiktoken file
+                return encoding._mergeable_ranks
+
+            def extract_vocab_merges_from_model(self, tiktoken_url):
+                vocab, merges = super().extract_vocab_merges_from_model(tiktoken_url)
+                # the special tokens at their own ids: added later, they would take the next free ones
+                return {**vocab, **special}, merges
+
+        hf = EncodingConverter(pattern=encoding._pat_str, extra_special_tokens=special).converted()
         if tokenizer.normalizer == "NFC":
             hf.normalizer = normalizers.NFC()
     eot_text = {i: t for t, i in special.items()}.get(tokenizer.eot_token)
