@@ -3,6 +3,7 @@ validation split, make the tokenizer (bpe: trained on the training split only), 
 train.bin and val.bin, each document ending with end-of-text, write meta.json; all in a staging folder
 swapped in whole."""
 
+import contextlib
 import hashlib
 import json
 import math
@@ -41,10 +42,21 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                     vocab_size: int | None = None, val_fraction: float = 0.1, seed: int = 1337,
                     text_field: str = "text", workers: int = 0, overwrite: bool = False,
                     progress: bool = False) -> Prepared:
-    """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir.
-    A folder holding another dataset is replaced only with overwrite=True;
-    workers=0 uses every core."""
-    settings = _checked_settings(tokenizer, vocab_size, val_fraction, seed, text_field)
+    """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir. A folder holding another
+    dataset is replaced only with overwrite=True; workers=0 uses every core."""
+    if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():
+        raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)} "
+                        f"or a Hugging Face model folder")
+    if tokenizer == "bpe":
+        vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
+        check_vocab_size(vocab_size)
+    elif vocab_size is not None:
+        raise DataError(f"bpe_vocab_size is for --tokenizer=bpe; the {tokenizer} tokenizer's vocabulary is fixed by it")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction={val_fraction} must be between 0 and 1")
+    # what, with the inputs, makes a dataset what it is
+    settings = {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed,
+                "text_field": text_field}
     out_dir = Path(out_dir)
     files = find_inputs(inputs)
     old = _existing_dataset(out_dir)
@@ -57,8 +69,10 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     try:
         with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
             scan = scan_corpus(files, text_field, alphabet=tokenizer == "char", progress=bar.update)
-        if old is not None and _same_dataset(out_dir, old, settings, scan):
-            return Prepared(old, reused=True)
+        if old is not None and old.get("source_sha256") == scan.source_sha256 and old.get("prepared_with") == settings:
+            with contextlib.suppress(DataError):  # unless the copy there is damaged
+                open_dataset(out_dir)
+                return Prepared(old, reused=True)
         if old is not None and not overwrite:
             raise refusal
         meta, tokenizer_seconds = _build(files, scan, settings, staging, workers, progress)
@@ -66,22 +80,6 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: float, seed: int, text_field: str) -> dict:
-    """The settings that, with the inputs, make a dataset what it is."""
-    if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():
-        raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)} "
-                        f"or a Hugging Face model folder")
-    if tokenizer == "bpe":
-        vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
-        check_vocab_size(vocab_size)
-    elif vocab_size is not None:
-        raise DataError(f"bpe_vocab_size is for --tokenizer=bpe; the {tokenizer} tokenizer's vocabulary is fixed by it")
-    if not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction={val_fraction} must be between 0 and 1")
-    return {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed,
-            "text_field": text_field}
 
 
 def _existing_dataset(out_dir: Path) -> dict | None:
@@ -102,17 +100,6 @@ def _existing_dataset(out_dir: Path) -> dict | None:
         return meta if isinstance(meta, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def _same_dataset(out_dir: Path, old: dict, settings: dict, scan: CorpusScan) -> bool:
-    """out_dir already holds, whole, the dataset these inputs and settings make."""
-    if old.get("source_sha256") != scan.source_sha256 or old.get("prepared_with") != settings:
-        return False
-    try:
-        open_dataset(out_dir)
-    except DataError:
-        return False
-    return True
 
 
 def _bar(progress: bool, what: str, total: int | None = None):
@@ -165,21 +152,18 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
 class SplitPlan:
     """Which text is held out for validation: k = round(n * val_fraction) of the n documents, seeded, whole; with
     too few documents for k to reach 1, the last val_fraction of the text's characters. Never depends on workers."""
+    kind: str  # "documents" or "tail"
     val_documents: np.ndarray | None  # (n,) bool: True for a validation document; None: the tail
     tail_start: int  # the first character of the validation tail (when val_documents is None)
-
-    @property
-    def kind(self) -> str:
-        return "tail" if self.val_documents is None else "documents"
 
 
 def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> SplitPlan:
     k = min(math.floor(documents * val_fraction + 0.5), documents - 1)  # round half up; keep one for training
     if k < 1:
-        return SplitPlan(None, int(chars * (1 - val_fraction)))
+        return SplitPlan("tail", None, int(chars * (1 - val_fraction)))
     val = np.zeros(documents, dtype=bool)
     val[np.random.default_rng(seed).choice(documents, size=k, replace=False)] = True
-    return SplitPlan(val, 0)
+    return SplitPlan("documents", val, 0)
 
 
 def label_pieces(pieces: Iterable[Piece], plan: SplitPlan) -> Iterator[tuple[str, Piece]]:
