@@ -108,8 +108,7 @@ class TiktokenTokenizer:
         return self.encoding.decode_bytes(ids)
 
     def token_bytes(self) -> np.ndarray:
-        """Special tokens (<|endoftext|>) are no text: 0 bytes, so bits per byte count only the text's;
-        an id no token holds (a gap in an imported vocabulary) counts 0 too."""
+        """0 bytes for special tokens (no text: bits per byte count only the text's) and ids no token holds."""
         sizes = np.zeros(self.vocab_size, dtype=np.int64)
         for token, rank in self.encoding._mergeable_ranks.items():
             sizes[rank] = len(token)
@@ -222,8 +221,7 @@ def tokenizer_from_description(description: dict) -> Tokenizer:
     if kind != "bpe":
         raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
     try:
-        lines = description["ranks"].splitlines()
-        ranks = {base64.b64decode(token): int(rank) for token, rank in map(str.split, lines)}
+        ranks = {base64.b64decode(tok): int(rank) for tok, rank in map(str.split, description["ranks"].splitlines())}
     except ValueError as e:
         raise DataError(f"a BPE tokenizer's ranks are damaged ({e}); prepare the dataset again") from None
     return BPETokenizer(ranks, description["pattern"], description["special_tokens"], description.get("eot_token"),
