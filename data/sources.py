@@ -92,10 +92,7 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
 def cut_pieces(text: str, piece_chars: int) -> tuple[list[str], str]:
     """Pieces of at least piece_chars characters cut off text's front at safe cuts, and the rest."""
     pieces, start = [], 0
-    while len(text) - start > piece_chars:
-        cut = SAFE_CUT.search(text, start + piece_chars)
-        if cut is None:
-            break
+    while len(text) - start > piece_chars and (cut := SAFE_CUT.search(text, start + piece_chars)):
         pieces.append(text[start : cut.start()])
         start = cut.start()
     return pieces, text[start:]

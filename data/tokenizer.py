@@ -8,7 +8,6 @@ import functools
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -27,11 +26,14 @@ MIN_VOCAB_SIZE = 257  # a trained BPE's vocabulary: the 256 bytes, its merges, t
 DEFAULT_VOCAB_SIZE = 4096
 
 
-class Tokenizer(Protocol):
+class Tokenizer:
+    """What every tokenizer offers."""
     vocab_size: int
     eot_token: int | None  # a token that ends a document, if the vocabulary has one
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str) -> list[int]:
+        return self.encode_array(text).tolist()
+
     def encode_array(self, text: str) -> np.ndarray: ...  # the same ids as a uint32 array
     def decode(self, ids: list[int]) -> str: ...
     def decode_bytes(self, ids: list[int]) -> bytes: ...  # UTF-8; a BPE token may hold part of a character
@@ -39,7 +41,7 @@ class Tokenizer(Protocol):
     def token_bytes(self) -> np.ndarray: ...  # (vocab_size,) UTF-8 length of each token
 
 
-class CharTokenizer:
+class CharTokenizer(Tokenizer):
     """One token per character of chars; with `end_of_text`, one more id (len(chars)) that decodes to nothing."""
 
     def __init__(self, chars: str, end_of_text: bool = False):
@@ -67,9 +69,6 @@ class CharTokenizer:
                             f"vocabulary of {len(self.chars)} characters; use only characters of its training text")
         return self._order[where].astype(np.uint32)
 
-    def encode(self, text: str) -> list[int]:
-        return self.encode_array(text).tolist()
-
     def decode(self, ids: list[int]) -> str:
         return "".join(self._pieces[i] for i in ids)
 
@@ -84,7 +83,7 @@ class CharTokenizer:
         return np.array([len(piece.encode("utf-8")) for piece in self._pieces], dtype=np.int64)
 
 
-class TiktokenTokenizer:
+class TiktokenTokenizer(Tokenizer):
     """A byte-level BPE run by tiktoken; text is normalized first with `normalizer` ("NFC" or None) as Qwen's
     does, and special tokens' text is encoded as plain text."""
 
@@ -92,9 +91,6 @@ class TiktokenTokenizer:
         self.encoding = encoding  # the tiktoken.Encoding itself: what an export to Hugging Face's format converts
         self.vocab_size = encoding.n_vocab  # the largest id + 1
         self.eot_token, self.normalizer = eot_token, normalizer
-
-    def encode(self, text: str) -> list[int]:
-        return self.encode_array(text).tolist()
 
     def encode_array(self, text: str) -> np.ndarray:
         text = unicodedata.normalize(self.normalizer, text) if self.normalizer else text
