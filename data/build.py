@@ -131,10 +131,8 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
         for split in splits.values():
             split.close()
     train, val = splits["train"], splits["val"]
-    fingerprint = train.sha256.copy()  # sha256 of train.bin's bytes followed by val.bin's
-    with open(val.path, "rb") as f:
-        while block := f.read(1 << 20):
-            fingerprint.update(block)
+    with open(val.path, "rb") as f:  # the fingerprint: sha256 of train.bin's bytes followed by val.bin's
+        fingerprint = hashlib.file_digest(f, train.sha256.copy)
     meta = {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,
             "dtype": train.dtype.name, "val_fraction": settings["val_fraction"], "split": plan.kind,
             "train_tokens": train.tokens, "val_tokens": val.tokens, "train_bytes": train.text_bytes,
