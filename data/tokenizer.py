@@ -34,9 +34,11 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
 
+    def decode_bytes(self, ids: list[int]) -> bytes:  # UTF-8; a BPE's, its own: a token may hold part of a character
+        return self.decode(ids).encode("utf-8")
+
     def encode_array(self, text: str) -> np.ndarray: ...  # the same ids as a uint32 array
     def decode(self, ids: list[int]) -> str: ...
-    def decode_bytes(self, ids: list[int]) -> bytes: ...  # UTF-8; a BPE token may hold part of a character
     def describe(self) -> dict: ...
     def token_bytes(self) -> np.ndarray: ...  # (vocab_size,) UTF-8 length of each token
 
@@ -71,9 +73,6 @@ class CharTokenizer(Tokenizer):
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self._pieces[i] for i in ids)
-
-    def decode_bytes(self, ids: list[int]) -> bytes:
-        return self.decode(ids).encode("utf-8")
 
     def describe(self) -> dict:
         eot = {} if self.eot_token is None else {"eot_token": self.eot_token}
