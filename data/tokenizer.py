@@ -8,6 +8,7 @@ import functools
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -26,24 +27,19 @@ MIN_VOCAB_SIZE = 257  # a trained BPE's vocabulary: the 256 bytes, its merges, t
 DEFAULT_VOCAB_SIZE = 4096
 
 
-class Tokenizer:
-    """What every tokenizer offers."""
+class Tokenizer(Protocol):
     vocab_size: int
     eot_token: int | None  # a token that ends a document, if the vocabulary has one
 
-    def encode(self, text: str) -> list[int]:
-        return self.encode_array(text).tolist()
-
-    def decode_bytes(self, ids: list[int]) -> bytes:  # UTF-8; a BPE's, its own: a token may hold part of a character
-        return self.decode(ids).encode("utf-8")
-
+    def encode(self, text: str) -> list[int]: ...
     def encode_array(self, text: str) -> np.ndarray: ...  # the same ids as a uint32 array
     def decode(self, ids: list[int]) -> str: ...
+    def decode_bytes(self, ids: list[int]) -> bytes: ...  # UTF-8; a BPE token may hold part of a character
     def describe(self) -> dict: ...
     def token_bytes(self) -> np.ndarray: ...  # (vocab_size,) UTF-8 length of each token
 
 
-class CharTokenizer(Tokenizer):
+class CharTokenizer:
     """One token per character of chars; with `end_of_text`, one more id (len(chars)) that decodes to nothing."""
 
     def __init__(self, chars: str, end_of_text: bool = False):
@@ -71,8 +67,14 @@ class CharTokenizer(Tokenizer):
                             f"vocabulary of {len(self.chars)} characters; use only characters of its training text")
         return self._order[where].astype(np.uint32)
 
+    def encode(self, text: str) -> list[int]:
+        return self.encode_array(text).tolist()
+
     def decode(self, ids: list[int]) -> str:
         return "".join(self._pieces[i] for i in ids)
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return self.decode(ids).encode("utf-8")
 
     def describe(self) -> dict:
         eot = {} if self.eot_token is None else {"eot_token": self.eot_token}
@@ -82,7 +84,7 @@ class CharTokenizer(Tokenizer):
         return np.array([len(piece.encode("utf-8")) for piece in self._pieces], dtype=np.int64)
 
 
-class TiktokenTokenizer(Tokenizer):
+class TiktokenTokenizer:
     """A byte-level BPE run by tiktoken; text is normalized first with `normalizer` ("NFC" or None) as Qwen's
     does, and special tokens' text is encoded as plain text."""
 
@@ -91,10 +93,15 @@ class TiktokenTokenizer(Tokenizer):
         self.vocab_size = encoding.n_vocab  # the largest id + 1
         self.eot_token, self.normalizer = eot_token, normalizer
 
+    def _normalized(self, text: str) -> str:
+        return unicodedata.normalize(self.normalizer, text) if self.normalizer else text
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(self._normalized(text))
+
     def encode_array(self, text: str) -> np.ndarray:
-        text = unicodedata.normalize(self.normalizer, text) if self.normalizer else text
         # encode with no special token allowed nor refused is encode_ordinary, straight into a numpy buffer
-        return self.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        return self.encoding.encode_to_numpy(self._normalized(text), allowed_special=set(), disallowed_special=())
 
     def decode(self, ids: list[int]) -> str:
         return self.encoding.decode(ids)
@@ -122,8 +129,8 @@ class GPT2Tokenizer(TiktokenTokenizer):
 
 
 class BPETokenizer(TiktokenTokenizer):
-    """Any other byte-level BPE (train_bpe's, a Hugging Face model's). Its description carries the whole vocabulary
-    as tiktoken's rank file ("base64(token bytes) rank" lines), so it rebuilds offline. End-of-text: <|endoftext|>."""
+    """Any other byte-level BPE (train_bpe's, a Hugging Face model's), its description carrying the whole vocabulary
+    (tiktoken's rank file: "base64(token bytes) rank" lines) to rebuild offline; eot: <|endoftext|> unless given."""
 
     def __init__(self, ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int],
                  eot_token: int | None = None, normalizer: str | None = None):
