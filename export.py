@@ -26,8 +26,8 @@ from config.errors import UserError, run_cli
 from config.outputs import check_output
 from config.settings import ExportConfig, SampleConfig, TrainConfig, read_config
 from data.dataset import dataset_dir
+from data.files import make_staging_folder, swap_in
 from data.hf_tokenizer import save_hf_tokenizer
-from data.staging import make_staging_folder, swap_in
 from data.tokenizer import start_tokens
 from model.hf import flag_value, hf_model_type, save_hf_model
 from training.checkpoint import existing_checkpoint
@@ -112,7 +112,7 @@ def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, 
 
 @contextlib.contextmanager
 def staged_folder(target: Path) -> Iterator[Path]:
-    """A fresh folder beside target to write into (data/staging.py, as prepare builds a dataset). When
+    """A fresh folder beside target to write into (data/files.py, as prepare builds a dataset). When
     the block ends well it takes target's place whole; otherwise it is removed: target is never left
     half-written."""
     staging = make_staging_folder(target, flag="hf_dir", purpose="export")

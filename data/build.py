@@ -1,11 +1,9 @@
-"""Building a dataset folder from a corpus: what data/prepare.py does.
+"""Building a dataset folder from a corpus (what data/prepare.py does): scan the inputs once, plan the
+validation split, make the tokenizer (bpe: trained on the training split only), encode every piece into
+train.bin and val.bin, each document ending with end-of-text, write meta.json; all in a staging folder
+swapped in whole."""
 
-The inputs are scanned once (checked, hashed, counted), the validation split is planned, the
-tokenizer made (bpe: trained on the training split only), every piece encoded into train.bin and
-val.bin and meta.json written (data/dataset.py), all in a staging folder then swapped in whole.
-Every document ends with the tokenizer's end-of-text token.
-"""
-
+import contextlib
 import hashlib
 import json
 import math
@@ -22,15 +20,15 @@ import numpy as np
 
 from .dataset import open_dataset
 from .errors import DataError
-from .files import write_atomically
+from .files import make_staging_folder, swap_in, write_atomically
 from .hf_tokenizer import tokenizer_from_hf_folder
 from .sources import CorpusScan, Piece, find_inputs, read_pieces, scan_corpus
-from .staging import existing_dataset, make_staging_folder, swap_in
 from .tokenizer import (DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer,
                         check_vocab_size, train_bpe)
 
 RANK_FILE = "tokenizer.tiktoken"  # a bpe's ranks in tiktoken's own format, which load_tiktoken_bpe reads
 BATCH_CHARS = 1 << 20  # characters of text per batch handed to an encoding thread
+DATASET_FILES = {"train.bin", "val.bin", "meta.json", RANK_FILE}
 
 
 @dataclass
@@ -44,33 +42,8 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                     vocab_size: int | None = None, val_fraction: float = 0.1, seed: int = 1337,
                     text_field: str = "text", workers: int = 0, overwrite: bool = False,
                     progress: bool = False) -> Prepared:
-    """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir.
-    A folder holding another dataset is replaced only with overwrite=True;
-    workers=0 uses every core."""
-    settings = _checked_settings(tokenizer, vocab_size, val_fraction, seed, text_field)
-    out_dir = Path(out_dir)
-    files = find_inputs(inputs)
-    old = existing_dataset(out_dir)
-    if old is not None and not overwrite and old.get("prepared_with") != settings:
-        raise _refusal(out_dir, old)
-    staging = make_staging_folder(out_dir)
-    try:
-        with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
-            scan = scan_corpus(files, text_field, alphabet=tokenizer == "char", progress=bar.update)
-        if old is not None and _same_dataset(out_dir, old, settings, scan):
-            return Prepared(old, reused=True)
-        if old is not None and not overwrite:
-            raise _refusal(out_dir, old)
-        meta, tokenizer_seconds = _build(files, scan, settings, staging, workers, progress)
-        swap_in(staging, out_dir)
-        return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: float, seed: int,
-                      text_field: str) -> dict:
-    """The settings that, with the inputs, make a dataset what it is."""
+    """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir. A folder holding another
+    dataset is replaced only with overwrite=True; workers=0 uses every core."""
     if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():
         raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)} "
                         f"or a Hugging Face model folder")
@@ -81,25 +54,52 @@ def _checked_settings(tokenizer: str, vocab_size: int | None, val_fraction: floa
         raise DataError(f"bpe_vocab_size is for --tokenizer=bpe; the {tokenizer} tokenizer's vocabulary is fixed by it")
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction={val_fraction} must be between 0 and 1")
-    return {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed,
-            "text_field": text_field}
-
-
-def _refusal(out_dir: Path, old: dict) -> DataError:
+    # what, with the inputs, makes a dataset what it is
+    settings = {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed,
+                "text_field": text_field}
+    out_dir = Path(out_dir)
+    files = find_inputs(inputs)
+    old = _existing_dataset(out_dir)
     what = "another dataset" if old else "an incomplete dataset (no readable meta.json)"
-    return DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, "
-                     f"or choose another --dataset")
-
-
-def _same_dataset(out_dir: Path, old: dict, settings: dict, scan: CorpusScan) -> bool:
-    """out_dir already holds, whole, the dataset these inputs and settings make."""
-    if old.get("source_sha256") != scan.source_sha256 or old.get("prepared_with") != settings:
-        return False
+    refusal = DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, "
+                        f"or choose another --dataset")
+    if old is not None and not overwrite and old.get("prepared_with") != settings:
+        raise refusal
+    staging = make_staging_folder(out_dir)
     try:
-        open_dataset(out_dir)
-    except DataError:
-        return False
-    return True
+        with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
+            scan = scan_corpus(files, text_field, alphabet=tokenizer == "char", progress=bar.update)
+        if old is not None and old.get("source_sha256") == scan.source_sha256 and old.get("prepared_with") == settings:
+            with contextlib.suppress(DataError):  # unless the copy there is damaged
+                open_dataset(out_dir)
+                return Prepared(old, reused=True)
+        if old is not None and not overwrite:
+            raise refusal
+        meta, tokenizer_seconds = _build(files, scan, settings, staging, workers, progress)
+        swap_in(staging, out_dir)
+        return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _existing_dataset(out_dir: Path) -> dict | None:
+    """What out_dir holds now: None if nothing (absent or an empty folder), else its meta.json ({} when it has
+    none that reads). A file, or a folder holding anything but a dataset's files, is a DataError: prepare
+    replaces datasets, nothing else."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"dataset folder {out_dir} is a file, not a folder; choose another --dataset")
+    names = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    if foreign := sorted(names - DATASET_FILES):
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise DataError(f"{out_dir} holds files that are not a dataset's ({shown}); "
+                        f"choose another --dataset (prepare only replaces a dataset folder)")
+    if not names:
+        return None
+    try:
+        meta = json.loads((out_dir / "meta.json").read_text())
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _bar(progress: bool, what: str, total: int | None = None):
@@ -111,8 +111,7 @@ def _bar(progress: bool, what: str, total: int | None = None):
 
 def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, workers: int,
            progress: bool) -> tuple[dict, float]:
-    """Write train.bin, val.bin, meta.json (and the rank file for bpe) into staging; returns the meta
-    and the seconds spent making the tokenizer."""
+    """Write train.bin, val.bin, meta.json (and bpe's rank file) into staging; the meta and the tokenizer's seconds."""
     plan = plan_split(scan.documents, scan.chars, settings["val_fraction"], settings["seed"])
 
     def labelled():  # each pass reads the inputs anew: nothing of the corpus is kept in memory
@@ -131,7 +130,15 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
     finally:
         for split in splits.values():
             split.close()
-    meta = _meta(tokenizer, splits, scan, plan, settings)
+    train, val = splits["train"], splits["val"]
+    with open(val.path, "rb") as f:  # the fingerprint: sha256 of train.bin's bytes followed by val.bin's
+        fingerprint = hashlib.file_digest(f, train.sha256.copy)
+    meta = {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,
+            "dtype": train.dtype.name, "val_fraction": settings["val_fraction"], "split": plan.kind,
+            "train_tokens": train.tokens, "val_tokens": val.tokens, "train_bytes": train.text_bytes,
+            "val_bytes": val.text_bytes, "train_documents": train.documents, "val_documents": val.documents,
+            "fingerprint": fingerprint.hexdigest(), "source_sha256": scan.source_sha256, "inputs": scan.inputs,
+            "prepared_with": settings}
     if isinstance(tokenizer, BPETokenizer):
         write_atomically(staging / RANK_FILE, meta["tokenizer"]["ranks"].encode("ascii"))
         meta["tokenizer_file"] = RANK_FILE
@@ -141,25 +148,20 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """Which text is held out for validation. With several documents, k = round(n * val_fraction) of the n
-    documents, chosen by a generator seeded with `seed`, whole; with one document, or too few for k to reach
-    1, the tail of the whole text: its last val_fraction of characters. It depends on the corpus and the
-    settings alone, never on how many workers encode it."""
+    """Which text is held out for validation: k = round(n * val_fraction) of the n documents, seeded, whole; with
+    too few documents for k to reach 1, the last val_fraction of the text's characters. Never depends on workers."""
+    kind: str  # "documents" or "tail"
     val_documents: np.ndarray | None  # (n,) bool: True for a validation document; None: the tail
     tail_start: int  # the first character of the validation tail (when val_documents is None)
-
-    @property
-    def kind(self) -> str:
-        return "tail" if self.val_documents is None else "documents"
 
 
 def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> SplitPlan:
     k = min(math.floor(documents * val_fraction + 0.5), documents - 1)  # round half up; keep one for training
     if k < 1:
-        return SplitPlan(None, int(chars * (1 - val_fraction)))
+        return SplitPlan("tail", None, int(chars * (1 - val_fraction)))
     val = np.zeros(documents, dtype=bool)
     val[np.random.default_rng(seed).choice(documents, size=k, replace=False)] = True
-    return SplitPlan(val, 0)
+    return SplitPlan("documents", val, 0)
 
 
 def label_pieces(pieces: Iterable[Piece], plan: SplitPlan) -> Iterator[tuple[str, Piece]]:
@@ -204,9 +206,8 @@ class Encoded:
 
 def encode_in_order(labelled: Iterable[tuple[str, Piece]], tokenizer: Tokenizer, workers: int) -> Iterator[Encoded]:
     """Every piece encoded, in the order given, so the files never depend on the number of workers.
-    tiktoken releases the GIL while it encodes and the char tokenizer is a numpy lookup, so `workers`
-    threads encode batches while this one reads the next; a bounded number are in flight, so memory
-    does not grow with the corpus. workers=0: one per core this process may use."""
+    tiktoken releases the GIL and the char tokenizer is a numpy lookup, so `workers` threads (0: one per
+    usable core) encode batches while this one reads; a bounded number in flight bounds memory."""
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     in_flight = deque()
     with ThreadPoolExecutor(workers) as pool:
@@ -267,18 +268,3 @@ class TokenFile:
         os.fsync(self._file.fileno())
         self._file.close()
 
-
-def _meta(tokenizer: Tokenizer, splits: dict[str, TokenFile], scan: CorpusScan, plan: SplitPlan,
-          settings: dict) -> dict:
-    train, val = splits["train"], splits["val"]
-    fingerprint = train.sha256.copy()  # sha256 of train.bin's bytes followed by val.bin's
-    with open(val.path, "rb") as f:
-        while block := f.read(1 << 20):
-            fingerprint.update(block)
-    return {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,
-            "dtype": train.dtype.name, "val_fraction": settings["val_fraction"], "split": plan.kind,
-            "train_tokens": train.tokens, "val_tokens": val.tokens,
-            "train_bytes": train.text_bytes, "val_bytes": val.text_bytes,
-            "train_documents": train.documents, "val_documents": val.documents,
-            "fingerprint": fingerprint.hexdigest(), "source_sha256": scan.source_sha256, "inputs": scan.inputs,
-            "prepared_with": settings}

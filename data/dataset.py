@@ -1,11 +1,6 @@
-"""Dataset folders: train.bin and val.bin (raw token ids) and meta.json.
-
-meta.json holds the tokenizer's description, the dtype of the ids (uint16, or uint32 when
-the vocabulary needs it), each split's tokens, UTF-8 bytes and documents, the validation
-fraction, the inputs with their sha256, and `fingerprint`: the sha256 of train.bin's bytes
-followed by val.bin's. The fingerprint and the tokenizer are the dataset's identity: what a
-checkpoint records of the data it was trained on.
-"""
+"""Dataset folders: train.bin and val.bin (raw token ids, uint16 or uint32) and meta.json (the tokenizer's
+description, each split's counts, the inputs, and `fingerprint`: the sha256 of train.bin's then val.bin's bytes).
+The fingerprint and the tokenizer are the dataset's identity, which a checkpoint records."""
 
 import json
 from dataclasses import dataclass

@@ -1,5 +1,4 @@
-"""The one exception type of data/. Its message says what to do; the command-line layer shows it as
-one line."""
+"""The one exception type of data/: its message says what to do; the command-line layer shows it as one line."""
 
 
 class DataError(ValueError):

@@ -1,15 +1,23 @@
-"""Files that are written whole or not at all."""
+"""Files and folders that are written whole or not at all. A folder (a dataset, an exported model) is built
+in a staging folder beside the target (`.NAME.PURPOSE-PID`), then swapped in (on Linux one atomic renameat2
+RENAME_EXCHANGE, elsewhere two renames): an interrupted or failed build leaves the old folder as it was; a
+crash leaves at worst a staging folder, which nothing reads and the next build removes once its process is gone.
+"""
 
+import ctypes
+import errno
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import DataError
+
 
 def write_atomically(path: Path, payload: bytes | Callable[[BinaryIO], object]) -> None:
-    """Write to a temporary file beside path, fsync, then rename it over path and fsync the folder:
-    a reader (or a crash) sees the old file or the new one, never a part. `payload` is the bytes,
-    or a function that writes them to the open file (torch.save streams a checkpoint that way)."""
+    """Write a temporary file beside path, fsync, rename it over path: a reader (or a crash) sees the old file or
+    the new one, never a part. `payload`: the bytes, or a function writing them to the open file (as torch.save)."""
     path.parent.mkdir(parents=True, exist_ok=True)  # an output's new folder (config/outputs.py checked it)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # no other process writes this name
     try:
@@ -33,3 +41,60 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_staging_folder(out_dir: Path, flag: str = "dataset", purpose: str = "prepare") -> Path:
+    """A new, empty folder beside out_dir for this process, once the stale ones of dead processes are gone;
+    a DataError naming `--flag` and the true cause if out_dir's parent cannot hold it."""
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for folder in parent.glob(f".{out_dir.name}.{purpose}-*"):
+            pid = folder.name.rpartition("-")[2].split(".")[0]
+            if not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)  # no signal: only whether the process exists
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+            except PermissionError:  # another user's process, alive
+                pass
+        staging = parent / f".{out_dir.name}.{purpose}-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), parent)
+        raise DataError(f"cannot create {flag} {out_dir}: {blocker} is a file, not a folder; "
+                        f"choose another --{flag}") from None
+    except OSError as e:
+        raise DataError(f"cannot write beside {flag} {out_dir} ({e.strerror}); choose another --{flag}") from None
+    return staging
+
+
+def swap_in(staging: Path, out_dir: Path) -> None:
+    """Put the finished folder in staging at out_dir in one step; the old one is removed after."""
+    fsync_folder(staging)
+    if not out_dir.exists():
+        os.rename(staging, out_dir)
+    elif _exchange(staging, out_dir):
+        shutil.rmtree(staging)  # it now holds the old folder
+    else:  # no atomic exchange here: for a moment there is no folder, never a mixed one
+        old = staging.with_name(staging.name + ".old")
+        os.rename(out_dir, old)
+        os.rename(staging, out_dir)
+        shutil.rmtree(old)
+    fsync_folder(out_dir.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """renameat2(a, b, RENAME_EXCHANGE); False where the system or filesystem lacks it."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))

@@ -1,12 +1,7 @@
-"""Tokenizers in Hugging Face's format (tokenizer.json, tokenizer_config.json), both ways.
-
-In: a folder's byte-level BPE tokenizer (GPT-2's, Llama 3's, Qwen's and their kind: a split pattern,
-bytes mapped to printable characters, merges) becomes a BPETokenizer, its vocabulary turned back into
-bytes being tiktoken's ranks; GPT-2's own comes back as the gpt2 kind. Anything else (SentencePiece's
-Unigram or byte-fallback BPE, WordPiece, ...) is refused. Out: a tokenizer over a tiktoken Encoding is
-converted with transformers' TikTokenConverter; the char tokenizer is built from `tokenizers` parts
-(one token per character), and comes back in as the char tokenizer.
-"""
+"""Tokenizers in Hugging Face's format (tokenizer.json, tokenizer_config.json), both ways. In: a byte-level BPE
+(GPT-2's, Llama 3's, Qwen's) becomes a BPETokenizer over tiktoken ranks (GPT-2's own: the gpt2 kind); anything
+else (SentencePiece, WordPiece, ...) is refused. Out: tiktoken Encodings through transformers' TikTokenConverter;
+the char tokenizer from `tokenizers` parts, which comes back in as the char tokenizer."""
 
 import json
 from pathlib import Path
@@ -67,9 +62,8 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
 
 
 def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
-    """The tokenizer of a Hugging Face model folder, as a BPETokenizer (GPT2Tokenizer for GPT-2's own,
-    CharTokenizer for smallgpt's char tokenizer written out). DataError, in one line, for a folder without
-    tokenizer.json or a tokenizer that is not byte-level BPE."""
+    """The tokenizer of a Hugging Face model folder (GPT2Tokenizer for GPT-2's own, CharTokenizer for ours written
+    out); a DataError for a folder without tokenizer.json or a tokenizer that is not byte-level BPE."""
     import tokenizers
 
     folder = Path(folder)
@@ -99,12 +93,15 @@ def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
     expected = tokenizers.Tokenizer.from_file(str(path)).encode(PROBE_TEXT, add_special_tokens=False).ids
     if tokenizer.encode(PROBE_TEXT) != expected:
         raise DataError(f"{folder}: its tokenizer splits text in a way tiktoken does not reproduce; {SUPPORTED}")
-    return GPT2Tokenizer() if _is_gpt2(tokenizer) else tokenizer
+    if tokenizer.vocab_size == 50257 and not tokenizer.normalizer:  # GPT-2's own, perhaps
+        mine, gpt2 = tokenizer.encoding, load_gpt2_encoding()
+        if all(getattr(mine, a) == getattr(gpt2, a) for a in ("_pat_str", "_special_tokens", "_mergeable_ranks")):
+            return GPT2Tokenizer()
+    return tokenizer
 
 
 def _written_char_tokenizer(spec: dict, added: dict[str, int]) -> CharTokenizer | None:
-    """The char tokenizer, if spec (with `added`, its added tokens by text) is one as save_hf_tokenizer
-    writes it (with <|endoftext|> after the characters or without it)."""
+    """The char tokenizer, if spec (`added`: its added tokens by text) is one as save_hf_tokenizer writes it."""
     model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
     if model.get("type") != "WordLevel" or pre.get("pattern") != {"Regex": EVERY_CHARACTER}:
         return None
@@ -114,30 +111,6 @@ def _written_char_tokenizer(spec: dict, added: dict[str, int]) -> CharTokenizer 
             or added not in ({}, {END_OF_TEXT: len(chars)}):
         return None
     return CharTokenizer("".join(chars), end_of_text=bool(added))
-
-
-def _is_gpt2(tokenizer: BPETokenizer) -> bool:
-    if tokenizer.vocab_size != 50257 or tokenizer.normalizer:
-        return False
-    mine, gpt2 = tokenizer.encoding, load_gpt2_encoding()
-    return (mine._pat_str, mine._special_tokens, mine._mergeable_ranks) == \
-        (gpt2._pat_str, gpt2._special_tokens, gpt2._mergeable_ranks)
-
-
-def hf_tokenizer_from_encoding(encoding):
-    """A `tokenizers` Tokenizer that gives the tiktoken Encoding's ids, through transformers' TikTokenConverter."""
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    class EncodingConverter(TikTokenConverter):
-        def load_tiktoken_bpe(self, _):  # the ranks in memory, where the converter reads a .tiktoken file
-            return encoding._mergeable_ranks
-
-        def extract_vocab_merges_from_model(self, tiktoken_url):
-            vocab, merges = super().extract_vocab_merges_from_model(tiktoken_url)
-            # the special tokens at their own ids: added later, they would take the next free ones
-            return {**vocab, **encoding._special_tokens}, merges
-
-    return EncodingConverter(pattern=encoding._pat_str, extra_special_tokens=encoding._special_tokens).converted()
 
 
 def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, max_length: int) -> None:
@@ -152,8 +125,21 @@ def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, max_length: int) -> No
         hf.pre_tokenizer = pre_tokenizers.Split(Regex(EVERY_CHARACTER), behavior="isolated")
         hf.decoder = decoders.Fuse()  # characters joined with nothing between them
         hf.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in special])
-    else:  # a tokenizer over a tiktoken Encoding
-        hf, special = hf_tokenizer_from_encoding(tokenizer.encoding), tokenizer.encoding._special_tokens
+    else:  # a tokenizer over a tiktoken Encoding, converted by transformers with these ranks and ids
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        encoding, special = tokenizer.encoding, tokenizer.encoding._special_tokens
+
+        class EncodingConverter(TikTokenConverter):
+            def load_tiktoken_bpe(self, _):  # the ranks in memory, where the converter reads a .tiktoken file
+                return encoding._mergeable_ranks
+
+            def extract_vocab_merges_from_model(self, tiktoken_url):
+                vocab, merges = super().extract_vocab_merges_from_model(tiktoken_url)
+                # the special tokens at their own ids: added later, they would take the next free ones
+                return {**vocab, **special}, merges
+
+        hf = EncodingConverter(pattern=encoding._pat_str, extra_special_tokens=special).converted()
         if tokenizer.normalizer == "NFC":
             hf.normalizer = normalizers.NFC()
     eot_text = {i: t for t, i in special.items()}.get(tokenizer.eot_token)

@@ -1,7 +1,6 @@
-"""Batches of training windows from a split's token ids, drawn without replacement: each epoch
-cuts the tokens into non-overlapping windows of block_size + 1 tokens (from a random offset) and
-walks them in a seeded shuffled order, so every token is seen once per epoch and a position in
-the walk (epoch, cursor) is all that resume needs."""
+"""Batches of training windows drawn without replacement: each epoch cuts the tokens into non-overlapping windows
+of block_size + 1 tokens (from a random offset) walked in a seeded shuffled order, so every token is seen once per
+epoch and (epoch, cursor) is all that resume needs."""
 
 import numpy as np
 import torch

@@ -1,10 +1,6 @@
-"""Reading the user's text: files, folders and globs of plain text, JSONL, Parquet and gzip, as
-one stream of documents, each cut into pieces of bounded size. A plain text file (read as UTF-8)
-is one document; so is each line of a .jsonl file and each row of a .parquet file (its field or
-column `text`, or text_field). `.gz` holds text or JSONL (name.jsonl.gz). Folders are walked
-recursively and globs expanded in sorted order, hidden files and folders (a name starting with a
-dot) left out. Empty documents are skipped.
-"""
+"""The user's text (files, folders, globs of UTF-8 text, JSONL, Parquet, gzip of text or JSONL) as one stream of
+documents cut into pieces of bounded size: a text file, a .jsonl line, a .parquet row (its text_field) is one
+document; empty ones are skipped. Folders and globs are read in sorted order, hidden names left out."""
 
 import codecs
 import glob
@@ -25,12 +21,9 @@ from .errors import DataError
 PIECE_CHARS = 1 << 20  # a long document is handed on in pieces of about this many characters
 READ_BYTES = 1 << 20  # a text file is read in blocks of this size
 
-# Where a text may be cut without changing its tokens: after a letter followed by a space, or
-# after a newline between two non-space characters. No pre-token of GPT-2's pattern, nor of
-# the GPT-4-style pattern of the trained BPE (train_bpe), spans either place, and both
-# patterns look ahead but never behind, so the parts encode to the tokens of the whole.
-# (A run of 2+ whitespace characters before a cut would be pre-tokenized differently at the
-# end of a part than before more text: hence one newline, with non-space on both sides.)
+# Where a text may be cut without changing its tokens: after a letter followed by a space, or after a newline
+# between two non-spaces. No pre-token of GPT-2's pattern nor of train_bpe's spans either place, and both look
+# ahead but never behind. (2+ whitespace characters before a cut would pre-tokenize differently at a part's end.)
 SAFE_CUT = re.compile(r"(?<=[^\W\d_])(?= )|(?<=\S\n)(?=\S)")
 
 
@@ -62,9 +55,8 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
 
 
 def _files_under(path: Path) -> list[Path]:
-    """path, or the files under it in sorted order, hidden ones (a name starting with a dot) left out.
-    Links to folders are followed, each real folder once (a link back up is no loop); a link to
-    nothing is an error, never input dropped without a word."""
+    """path, or the files under it in sorted order, hidden ones left out. Links to folders are followed, each
+    real folder once (a link back up is no loop); a link to nothing is an error, never input silently dropped."""
     if not path.is_dir():
         return [path]
     files, seen = [], set()
@@ -90,8 +82,7 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
         if not name.endswith((".parquet", ".jsonl", ".jsonl.gz")):
             yield from _text_pieces(path)
             continue
-        reader = _parquet_documents if name.endswith(".parquet") else _jsonl_documents
-        for text in reader(path, text_field):
+        for text in (_parquet_documents if name.endswith(".parquet") else _jsonl_documents)(path, text_field):
             pieces, rest = cut_pieces(text, PIECE_CHARS)
             yield from (Piece(piece, False) for piece in pieces)
             if rest:
@@ -99,13 +90,9 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
 
 
 def cut_pieces(text: str, piece_chars: int) -> tuple[list[str], str]:
-    """Cut pieces of at least piece_chars characters off the front of text at safe cuts;
-    returns them and the rest (shorter, or with no safe cut past piece_chars)."""
+    """Pieces of at least piece_chars characters cut off text's front at safe cuts, and the rest."""
     pieces, start = [], 0
-    while len(text) - start > piece_chars:
-        cut = SAFE_CUT.search(text, start + piece_chars)
-        if cut is None:
-            break
+    while len(text) - start > piece_chars and (cut := SAFE_CUT.search(text, start + piece_chars)):
         pieces.append(text[start : cut.start()])
         start = cut.start()
     return pieces, text[start:]
@@ -132,25 +119,23 @@ def _text_pieces(path: Path) -> Iterator[Piece]:
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, pending = 0, ""  # bytes of the file read so far; text not yet handed on
     with _open(path) as f:
-        while block := f.read(READ_BYTES):
+        while True:
+            block = f.read(READ_BYTES)  # b"" at the end: the decoder's final call
             if b"\0" in block:
                 raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); "
                                 f"give text, JSONL or Parquet files")
-            pending += _decode(decoder, block, path, offset)
+            held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
+            try:
+                pending += decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:
+                raise not_utf8(path, offset - held + e.start) from None
+            if not block:
+                break
             offset += len(block)
             pieces, pending = cut_pieces(pending, PIECE_CHARS)
             yield from (Piece(piece, False) for piece in pieces)
-        pending += _decode(decoder, b"", path, offset, final=True)
     if pending:
         yield Piece(pending, True)
-
-
-def _decode(decoder, block: bytes, path: Path, offset: int, final: bool = False) -> str:
-    held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
-    try:
-        return decoder.decode(block, final)
-    except UnicodeDecodeError as e:
-        raise not_utf8(path, offset - held + e.start) from None
 
 
 def not_utf8(path: Path, offset: int, where: str = "") -> DataError:
@@ -196,8 +181,7 @@ def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> I
     if column not in schema.names:
         raise DataError(f"input {path} has no column {column!r} (it has {', '.join(schema.names)}); "
                         f"set --text_field to the column holding the text")
-    kind = schema.field(column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or kind == pa.string_view()):
+    if (kind := schema.field(column).type) not in (pa.string(), pa.large_string(), pa.string_view()):
         raise DataError(f"input {path}: column {column!r} holds {kind}, not text; "
                         f"set --text_field to the column holding the text")
     for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=[column]):
@@ -219,12 +203,11 @@ def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool 
                 progress: Callable[[int], None] = lambda n: None) -> CorpusScan:
     """Read every input once: check it, hash it, count its documents and characters.
     progress is called with the UTF-8 bytes of each piece of text read."""
-    inputs = []
+    hashes = []
     for path in files:
         with _open(path, raw=True) as f:
-            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-        inputs.append({"path": str(path), "bytes": path.stat().st_size, "sha256": sha256})
-    hashes = [i["sha256"] for i in inputs]
+            hashes.append(hashlib.file_digest(f, "sha256").hexdigest())
+    inputs = [{"path": str(p), "bytes": p.stat().st_size, "sha256": h} for p, h in zip(files, hashes)]
     source = hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
     documents = chars = text_bytes = 0
     seen, has_text = set(), False

