@@ -64,12 +64,8 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with two interchangeable paths.
-
-    `use_sdpa=True` (default) runs PyTorch's fused scaled_dot_product_attention;
-    `use_sdpa=False` runs `explicit_attention`, which can hand back what it saw.
-    Both compute the same function.
-    """
+    """Multi-head causal self-attention: PyTorch's fused scaled_dot_product_attention (use_sdpa, the default)
+    or the same function by `explicit_attention`, which can hand back what it saw."""
 
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
@@ -89,11 +85,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: Positions, cache: KVCache | None = None,
                 records: list[AttentionRecord] | None = None) -> torch.Tensor:
-        """x: (B, T, C) at `positions` -> (B, T, C).
-
-        With `cache`, x holds only the newest positions and earlier keys and values
-        come from the cache. With `records`, the explicit path runs and appends what it saw.
-        """
+        """x: (B, T, C) at `positions` -> (B, T, C). With `cache`, x holds only the newest positions, earlier keys
+        and values come from the cache; with `records`, the explicit path runs and appends what it saw."""
         B, T, _ = x.size()
         q = self.q_proj(x).view(B, T, self.n_head, self.head_size)  # (B, T, nh, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_size)  # (B, T, nkv, hs)

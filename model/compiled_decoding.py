@@ -1,15 +1,9 @@
-"""The one-token decoding step, compiled once per model and reused from the compile cache after.
+"""The one-token decoding step (always the same shapes), compiled once per model; prefill stays eager.
 
-A decoding step has the same shapes every time (one new token, a KV cache of fixed size), so:
-- on a CPU, torch.export captures `DecodeStep` and AOTInductor compiles it into a package (a shared
-  library with the weights frozen inside; its matrix products are inductor's C++ GEMM kernels, picked
-  by timing them against aten's), written to the compile cache under a hash of everything it depends
-  on: a later process loads it in about a second;
-- on CUDA, torch.compile in "reduce-overhead" mode compiles it and replays its kernels as one CUDA
-  graph (a step of a small model is many short kernels, whose launches would set its pace); the cache
-  tensors are marked static, so the graph writes them in place. Each process traces it again;
-  inductor's kernels come from its on-disk cache.
-Prefill stays eager: it runs once per sample, at a different length each time.
+On a CPU, AOTInductor compiles an exported `DecodeStep` into a package with the weights frozen inside, kept in
+the compile cache under a hash of all it depends on: a later process loads it in about a second. On CUDA,
+torch.compile's "reduce-overhead" replays the step as one CUDA graph (a small model's step is many short kernels,
+whose launches would set its pace), writing the static cache tensors in place; each process traces it again.
 """
 
 import contextlib
@@ -61,14 +55,13 @@ def package_path(model: "GPT", cache: KVCache) -> Path:
 
 
 def inductor_cache() -> Path:
-    """Inductor's own folder, found without importing inductor (seconds): a warm start loads from it
-    after the first token."""
+    """Inductor's own folder, found without importing inductor (seconds)."""
     return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR")
                 or Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}")
 
 
-def compile_step(model: "GPT", cache: KVCache, path: Path) -> None:
-    """Export and compile the step for caches shaped like `cache`, and write its package to path."""
+def compile_step(model: "GPT", cache: KVCache, path: Path) -> Path:
+    """Export and compile the step for caches shaped like `cache`, and write its package to path (returned)."""
     # weights are constants, packed once for the kernels that read them; max_autotune times inductor's
     # C++ GEMM kernels against aten's and keeps the faster
     options = {"freezing": True, "max_autotune": True}
@@ -87,6 +80,7 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> None:
         raise ModelError(f"could not compile the decoding step ({type(e).__name__}: {reason}); "
                          "decode without compiling") from None
     os.replace(partial, path)
+    return path
 
 
 def graphed_step(model: "GPT") -> Step:
@@ -117,16 +111,13 @@ def compile_ahead(model: "GPT", cache: KVCache) -> Path | None:
             for _ in range(3):  # CUDA graph trees: a warm-up run, the recording, a replay
                 step(idx, scratch, torch.zeros(1, dtype=torch.long, device=idx.device))
         return inductor_cache()
-    if (path := package_path(model, cache)).exists():
-        return None
-    compile_step(model, cache, path)
-    return path
+    path = package_path(model, cache)
+    return None if path.exists() else compile_step(model, cache, path)
 
 
 def compiled_step(model: "GPT", cache: KVCache) -> Step:
-    """The compiled step for this model and caches shaped like `cache`. On CUDA, the CUDA-graphed one;
-    elsewhere the package from the compile cache, or compiled now (tens of seconds on a CPU) and written
-    there; loaded once per process."""
+    """The compiled step for caches shaped like `cache`: CUDA-graphed, or the package from the compile cache
+    (compiled now if missing, tens of seconds on a CPU), loaded once per process."""
     if cache.k[0].device.type == "cuda":
         return graphed_step(model)
     path = package_path(model, cache)

@@ -1,10 +1,6 @@
-"""The shape of the network: its options, declared once, and GPTConfig, checked when it is made.
+"""The network's options, each with its default (the modern shape of Llama and Qwen3) and help, and GPTConfig.
 
-ModelOptions holds every option with its default and one line of help; train.py's
-keys take them from here. The defaults are the default run's model, the modern
-shape (the math of Llama and Qwen3 models: RoPE, RMSNorm, QK-norm, SwiGLU, an
-untied head). GPT2_SHAPE gives GPT-2's (learned positions, LayerNorm, GELU, a
-tied head, biases); n_kv_head < n_head is grouped-query attention.
+train.py's keys take them from here; GPT2_SHAPE gives GPT-2's shape.
 """
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -75,10 +71,8 @@ class GPTConfig(ModelOptions):
             raise ModelError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (1 is multi-query attention)")
         if self.pos_emb == "rope" and self.head_size % 2:
             raise ModelError(f"RoPE turns pairs of numbers: head_size={self.head_size} must be even")
-        # SwiGLU: 8/3 n_embd rounded up to 64, so its three matrices hold about what GELU's two of 4 n_embd do
-        swiglu_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
-        if self.mlp_hidden is None:
-            self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else swiglu_hidden
+        if self.mlp_hidden is None:  # SwiGLU's three matrices of 8/3 n_embd hold about what GELU's two of 4 n_embd do
+            self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else 64 * math.ceil(8 * self.n_embd / 3 / 64)
         if not 0.0 <= self.dropout < 1.0:
             raise ModelError(f"dropout={self.dropout} must be in [0, 1)")
 

@@ -1,7 +1,4 @@
-"""The one exception type of model/: a model that cannot be built or loaded as asked.
-
-Its message says what to change; the command-line layer shows it as one line.
-"""
+"""The one exception type of model/; its message says what to change, and the command line shows it as one line."""
 
 
 class ModelError(ValueError):

@@ -168,12 +168,8 @@ class GPT(nn.Module):
                         top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
                         generator: torch.Generator | None = None, vocab_limit: int | None = None,
                         compile: bool = False) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens new tokens (B, 1), one step at a time, each below vocab_limit
-        (the tokenizer's vocabulary, when the model's is padded past it).
-
-        Generation may run past block_size; see `Decoder` for the context policy
-        and for `compile`.
-        """
+        """Yield max_new_tokens new tokens (B, 1), one step at a time, each below vocab_limit (the tokenizer's
+        vocabulary); generation may run past block_size (see `Decoder` for the context policy and `compile`)."""
         # inference_mode is lighter than no_grad: no view or version tracking on every decoding step.
         # It is never held across a yield, so the caller's code runs in its own mode.
         with torch.inference_mode():

@@ -1,12 +1,7 @@
-"""Hugging Face's model folders and this project's GPT, both ways: the config fields and
-weight names of GPT-2 (GPT2LMHeadModel), Llama (LlamaForCausalLM) and Qwen3 (Qwen3ForCausalLM).
+"""Hugging Face's GPT-2, Llama and Qwen3 models and this project's GPT, both ways: config fields and weight names.
 
-The math is the same on both sides (rotate-half RoPE with float32 angles, RMSNorm with a
-weight, SwiGLU, grouped-query attention, QK-norm on each head in Qwen3), so a model maps
-over by renaming its weights; GPT-2's Conv1D weights are also transposed and its fused
-query/key/value matrix split or joined. What one side computes and the other does not
-(rope scaling, sliding windows, biases on some layers only) is refused with the option
-that blocks it. transformers is imported only when a config is built.
+The math is the same on both sides, so weights map over by renaming (GPT-2's Conv1D weights also transposed, its
+fused query/key/value split or joined); an option that one side lacks is refused by name.
 """
 
 from pathlib import Path
@@ -96,9 +91,7 @@ def hf_model_type(config: GPTConfig) -> str:
 
 def flag_value(value: object) -> str:
     """A config value as a --key=value flag writes it: true, false, none, or the value."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return "none" if value is None else str(value)
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
 def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> str:

@@ -6,15 +6,9 @@ EMPTY = torch.iinfo(torch.long).max  # the position of an empty slot: later than
 
 
 class KVCache:
-    """Keys and values of every layer for the last `slots` positions, in buffers allocated once and
-    written in place, so a decoding step costs one token's projections instead of re-running the context.
-
-    Position p lives in slot p % slots: once every slot is full, each new position takes the place of
-    the one `slots` earlier, a rolling window of the last `slots` positions (what a RoPE model attends
-    to). Every step reads all slots, and the position kept for each slot decides what a query may see
-    (empty slots: nothing). No shape depends on how many positions were seen, so one compiled decoding
-    step serves a whole generation (model/compiled_decoding.py).
-    """
+    """Keys and values of every layer for the last `slots` positions, written in place: position p lives in
+    slot p % slots, a rolling window. Every step reads all slots, and the position kept for each slot decides
+    what a query may see (empty slots: nothing), so no shape changes and one compiled step serves a generation."""
 
     def __init__(self, slot_positions: torch.Tensor, *keys_values: torch.Tensor):
         """KVCache(*cache.tensors()) rebuilds a cache: a compiled step takes tensors only."""

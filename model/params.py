@@ -1,11 +1,5 @@
-"""Where the parameters go, read from a model that is never allocated
-(`python params.py CONFIG.toml` prints the report).
-
-The model is built on PyTorch's meta device: every parameter has its real
-shape but no storage, so even GPT-3's 175 billion cost no memory. Each row of
-the report is counted from those shapes; one head's part of the query, key,
-value and output matrices is a slice of those.
-"""
+"""Where the parameters go (`python params.py CONFIG.toml`), counted on PyTorch's meta device: real shapes, no
+storage, so even GPT-3's 175 billion cost no memory."""
 
 from dataclasses import dataclass, replace
 

@@ -1,11 +1,6 @@
-"""Rotary position embeddings (RoPE), rotate-half as in Llama.
-
-Position is not added to the residual stream. Instead each query and key is
-turned by an angle proportional to its token's position: the head's numbers
-are taken as head_size / 2 pairs (x_i, x_{i + head_size/2}), and pair i turns by
-position * theta^(-2i / head_size). A query at position m and a key at position
-n then meet at an angle that depends on m - n alone, so scores depend on
-relative distance: shifting every position by the same amount changes nothing.
+"""Rotary position embeddings (RoPE), rotate-half as in Llama: instead of adding position to the residual stream,
+each query and key is turned by its position, pair (x_i, x_{i + head_size/2}) by position * theta^(-2i / head_size).
+A query at m and a key at n meet at an angle that depends on m - n alone: scores depend on relative distance.
 """
 
 import torch
@@ -13,8 +8,8 @@ import torch
 
 def rotation_tables(positions: torch.Tensor, head_size: int, theta: float, dtype: torch.dtype
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of every position's angles: (T, head_size) each, the half-size table repeated.
-    Computed in float32 as transformers' Llama does, then cast to dtype."""
+    """cos and sin of every position's angles: (T, head_size) each, computed in float32 as transformers' Llama
+    does, then cast to dtype."""
     exponents = torch.arange(0, head_size, 2, dtype=torch.int64, device=positions.device).float() / head_size
     inv_freq = 1.0 / (theta**exponents)  # (head_size / 2,): one speed per pair
     angles = positions.float()[:, None] * inv_freq[None, :]  # (T, head_size / 2)

@@ -1,10 +1,6 @@
-"""Scoring a whole text: the loss of every token, and the numbers that sum it up.
+"""Scoring a whole text in non-overlapping windows of block_size: every token's loss, and their summary.
 
-The text is cut into non-overlapping windows of block_size tokens; every token
-but the first is predicted exactly once, from the earlier tokens of its window.
-Bits per byte divides the total loss by the UTF-8 bytes of the predicted
-tokens, so character-level and BPE models can be compared.
-"""
+Bits per byte divides the total loss by the predicted tokens' UTF-8 bytes, so char and BPE models compare."""
 
 import math
 from dataclasses import dataclass

@@ -1,7 +1,5 @@
-"""Decoding with lower-precision weights, made from the float32 model at sample time (the checkpoint
-stays float32): bfloat16, or int8 weight-only, where every nn.Linear becomes an Int8Linear that holds
-int8 weights with one scale per output row and computes in bfloat16. One decoded token reads every
-weight once, so fewer bytes per weight is fewer bytes to stream."""
+"""Decoding with bfloat16 or int8 weight-only weights, made from the float32 model at sample time: one decoded
+token reads every weight once, so fewer bytes per weight is fewer bytes to stream."""
 
 from typing import TYPE_CHECKING
 
