@@ -175,10 +175,11 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         if ranks.distributed else compiled
     optimizers = build_optimizers(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
-    progress = Progress() if checkpoint is None else \
-        restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
-    for change in resume_changes(checkpoint, cfg) if checkpoint is not None and ranks.is_main else []:
-        print(change)  # now that the resume goes ahead
+    progress = Progress()
+    if checkpoint is not None:
+        progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
+        for change in resume_changes(checkpoint, cfg) if ranks.is_main else []:  # now that the resume goes ahead
+            print(change)
     if claim is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
         claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
     resume_step = progress.step if checkpoint is not None else None
