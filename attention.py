@@ -24,9 +24,8 @@ from model import GPT
 from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
 from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count
-from viz.maps import heatmap_figure, query_figure
-from viz.png import save_png
-from viz.tokens import tick_label, token_texts
+from viz.loss_plot import save_png
+from viz.maps import heatmap_figure, query_figure, tick_label, token_texts
 
 
 def counted(n: int, noun: str) -> str:

@@ -25,7 +25,7 @@ from data.tokenizer import Tokenizer
 from model.scoring import score_tokens, summarize
 from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
-from viz.surprise import surprise_page
+from viz.explorer import surprise_page
 
 
 def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:

@@ -1,7 +1,8 @@
-"""One self-contained HTML page to explore attention: the weights and the
-script are inline (viz/explorer.html is the page, with __DATA__ to fill in),
-so it opens from disk in any browser with no server and no network."""
+"""Self-contained HTML pages: the attention explorer and the per-token surprise page. The data and
+the script are inline (viz/explorer.html and viz/surprise.html are the pages, with __DATA__ to fill in),
+so they open from disk in any browser with no server and no network."""
 
+import html
 import json
 from pathlib import Path
 
@@ -44,3 +45,15 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
     # "<" only occurs inside JSON strings: escaped, no token (say "</script>") can end the script early
     payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
     return TEMPLATE.read_text(encoding="utf-8").replace("__DATA__", payload)
+
+
+def surprise_page(pieces: list[str], losses: list[float], top: list[list[tuple[str, float]]], title: str) -> str:
+    """The page that shades every token by the loss the model gave it. pieces: the text of each token;
+    losses and top guesses for tokens 1.. (the first is not predicted)."""
+    tokens = [{"text": pieces[0], "loss": None, "top": []}]
+    tokens += [{"text": p, "loss": round(float(loss), 4), "top": [[g, round(float(q), 4)] for g, q in guesses]}
+               for p, loss, guesses in zip(pieces[1:], losses, top)]
+    scale = max(1.0, sorted(losses)[int(0.95 * (len(losses) - 1))]) if losses else 1.0  # 95th percentile is full red
+    data = json.dumps({"tokens": tokens, "scale": scale}).replace("</", "<\\/")  # safe inside <script>
+    page = Path(__file__).with_name("surprise.html").read_text(encoding="utf-8")  # with __TITLE__ and __DATA__
+    return page.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)

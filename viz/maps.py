@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .tokens import tick_label
+from data.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -20,6 +20,18 @@ if TYPE_CHECKING:
 CMAP = "viridis"  # weight 0 is dark, so the white masked triangle reads as empty, not as zero
 MAX_TICKS = 48  # more labels than this on an axis and every k-th is shown
 DPI = 100
+VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # whitespace would vanish from a tick label
+
+
+def token_texts(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
+    """Each token decoded on its own (a BPE piece of a character may show as U+FFFD)."""
+    return [tokenizer.decode([i]) for i in ids]
+
+
+def tick_label(text: str) -> str:
+    """Whitespace and other invisible characters made visible: ' the' -> '␣the'."""
+    shown = "".join(VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in text)
+    return shown or "∅"
 
 
 def panel_inches(n_tokens: int) -> float:
