@@ -54,15 +54,6 @@ def text_tokens(cfg: EvalConfig, checkpoint: dict | None, tokenizer: Tokenizer) 
     return tokens, source
 
 
-def write_surprise_page(cfg: EvalConfig, model, tokens: np.ndarray, tokenizer: Tokenizer, about: str) -> None:
-    shown = tokens[: cfg.surprise_tokens + 1]
-    scores = score_tokens(model, shown, cfg.batch_size, top_k=5)
-    pieces = [tokenizer.decode([int(t)]) for t in shown]
-    top = [[(tokenizer.decode([int(i)]), float(p)) for i, p in zip(ids, probs)]
-           for ids, probs in zip(scores.top_ids, scores.top_probs)]
-    write_atomically(Path(cfg.surprise), surprise_page(pieces, scores.losses.tolist(), top, about).encode("utf-8"))
-
-
 def main(argv: list[str]) -> None:
     cfg = read_config(EvalConfig, argv)
     if cfg.surprise:
@@ -83,7 +74,10 @@ def main(argv: list[str]) -> None:
               + (f"{bpb:.4f} bits per byte" if bpb is not None else
                  "no bits per byte: the scored tokens hold no bytes of text (end-of-text tokens only)"))
     if cfg.surprise:
-        write_surprise_page(cfg, model, tokens, tokenizer, f"{name} on {source}")
+        shown = tokens[: cfg.surprise_tokens + 1]
+        scores = score_tokens(model, shown, cfg.batch_size, top_k=5)
+        page = surprise_page(tokenizer, shown, scores, f"{name} on {source}")
+        write_atomically(Path(cfg.surprise), page.encode("utf-8"))
         if not cfg.json:
             print(f"surprise page: {cfg.surprise}")
 

@@ -6,7 +6,11 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from data.tokenizer import Tokenizer
+from model.scoring import TokenScores
 
 TEMPLATE = Path(__file__).with_name("explorer.html")
 COLORMAP_STEPS = 64  # the heatmap's colours, taken from matplotlib so the page matches the PNGs
@@ -47,12 +51,15 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
     return TEMPLATE.read_text(encoding="utf-8").replace("__DATA__", payload)
 
 
-def surprise_page(pieces: list[str], losses: list[float], top: list[list[tuple[str, float]]], title: str) -> str:
-    """The page that shades every token by the loss the model gave it. pieces: the text of each token;
-    losses and top guesses for tokens 1.. (the first is not predicted)."""
-    tokens = [{"text": pieces[0], "loss": None, "top": []}]
-    tokens += [{"text": p, "loss": round(float(loss), 4), "top": [[g, round(float(q), 4)] for g, q in guesses]}
-               for p, loss, guesses in zip(pieces[1:], losses, top)]
+def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, title: str) -> str:
+    """The page that shades every token of ids (N,) by the loss the model gave it; scores, from
+    score_tokens with top_k, are for tokens 1.. (the first is not predicted)."""
+    texts = [tokenizer.decode([int(i)]) for i in ids]
+    losses = scores.losses.tolist()
+    tokens = [{"text": texts[0], "loss": None, "top": []}]
+    tokens += [{"text": text, "loss": round(loss, 4),
+                "top": [[tokenizer.decode([int(g)]), round(float(q), 4)] for g, q in zip(guesses, probs)]}
+               for text, loss, guesses, probs in zip(texts[1:], losses, scores.top_ids, scores.top_probs)]
     scale = max(1.0, sorted(losses)[int(0.95 * (len(losses) - 1))]) if losses else 1.0  # 95th percentile is full red
     data = json.dumps({"tokens": tokens, "scale": scale}).replace("</", "<\\/")  # safe inside <script>
     page = Path(__file__).with_name("surprise.html").read_text(encoding="utf-8")  # with __TITLE__ and __DATA__
