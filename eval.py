@@ -43,8 +43,7 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
 def text_tokens(cfg: EvalConfig, checkpoint: dict | None, tokenizer: Tokenizer) -> tuple[np.ndarray, str]:
     """The tokens to evaluate and a name for them: --text_file, else the training run's validation split."""
     if cfg.text_file:
-        tokens = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64)
-        source = cfg.text_file
+        tokens, source = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64), cfg.text_file
     elif checkpoint is None:
         raise UserError(f"hf_model={cfg.hf_model} has no validation split of its own; give a text with --text_file=FILE")
     else:

@@ -28,9 +28,9 @@ def dataset_vocab_size(dataset: str) -> int | None:
                             f"re-run python data/prepare.py for it")
         return vocab_size
     recipe = RECIPES.get(dataset)
-    if recipe is not None and recipe.tokenizer == "gpt2":
-        return GPT2Tokenizer().vocab_size
-    return recipe.vocab_size if recipe is not None else None
+    if recipe is None:
+        return None
+    return GPT2Tokenizer().vocab_size if recipe.tokenizer == "gpt2" else recipe.vocab_size
 
 
 def config_from_argv(argv: list[str]) -> GPTConfig:

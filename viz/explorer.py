@@ -12,7 +12,6 @@ import torch
 from data.tokenizer import Tokenizer
 from model.scoring import TokenScores
 
-TEMPLATE = Path(__file__).with_name("explorer.html")
 COLORMAP_STEPS = 64  # the heatmap's colours, taken from matplotlib so the page matches the PNGs
 DECIMALS = 4
 MAX_WEIGHTS = 3_000_000  # about 20 MB of page; a browser still opens it
@@ -48,7 +47,7 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
     }
     # "<" only occurs inside JSON strings: escaped, no token (say "</script>") can end the script early
     payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
-    return TEMPLATE.read_text(encoding="utf-8").replace("__DATA__", payload)
+    return Path(__file__).with_name("explorer.html").read_text(encoding="utf-8").replace("__DATA__", payload)
 
 
 def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, title: str) -> str:
