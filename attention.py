@@ -2,7 +2,7 @@
 
     python attention.py [CONFIG.toml ...] [--key=value ...]
 
-Writes, into the folder `to`:
+Writes, into the folder pictures_dir:
   heatmaps.png    the attention pattern of every layer and head (query down, key across)
   query_N.png     how much token N (query_index, by default the last) attends to each earlier token
   explorer.html   one self-contained page: pick a layer and a head, hover or click a token

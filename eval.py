@@ -2,8 +2,8 @@
 
     python eval.py [CONFIG.toml ...] [--out_dir=DIR] [--text_file=FILE] [--json=true] [--surprise=page.html]
 
-Without --text_file, the checkpoint's own validation split is evaluated, if that dataset
-was prepared with the checkpoint's tokenizer.
+Without --text_file, the checkpoint's own validation split is evaluated, if that dataset was prepared with
+the checkpoint's tokenizer.
 `python eval.py --help` lists every key.
 """
 

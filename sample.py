@@ -26,9 +26,8 @@ SEPARATOR = "\n---------------"
 class SampleText:
     """The text of one sample as its tokens arrive; ends at a stop string or end-of-text.
 
-    Each token is decoded once, through an incremental UTF-8 decoder: `text`
-    grows by whole characters only, and bytes of a character that a BPE token
-    started wait in the decoder for the tokens that finish it.
+    Each token is decoded once, through an incremental UTF-8 decoder: `text` grows by whole characters only,
+    and bytes of a character that a BPE token started wait in the decoder for the tokens that finish it.
     """
 
     def __init__(self, tokenizer: Tokenizer, stops: list[str]):

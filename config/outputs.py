@@ -10,10 +10,8 @@ from .errors import UserError
 
 def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
     """Refuse, with the true cause, an output path this command could not write; writes nothing that stays.
-
-    key is the setting that named the path (out_dir, to, surprise): the message says to change it.
-    folder: the command writes files into path; else it writes path itself, as a file.
-    """
+    key: the setting that named the path (out_dir, hf_dir, surprise), which the message says to change.
+    folder: the command writes files into path; else it writes path itself, as a file."""
     path = Path(path)
     wanted, fix = ("folder" if folder else "file"), f"choose another --{key}"
     if path.exists() and path.is_dir() != folder:

@@ -1,13 +1,9 @@
-"""One config mechanism for every command: dataclass defaults < TOML files (in
-order) < --key=value flags.
+"""One config mechanism for every command: dataclass defaults < TOML files (in order) < --key=value flags.
 
-Every key is checked: an unknown key or a value of the wrong type is a
-UserError that names the key and suggests the closest valid one.
-
-One TOML file can serve several commands: a key means the same in every
-command that has it. Each command takes the top-level keys it has, and a table
-per command ([sample], [eval], ...) overrides them for that command alone. A
-top-level key that no command has is an error.
+Every key is checked: an unknown key or a value of the wrong type is a UserError that names the key and suggests
+the closest valid one. One TOML file can serve several commands: a key means the same in every command that has it.
+Each command takes the top-level keys it has, and a table per command ([sample], [eval], ...) overrides them for
+that command alone. A top-level key that no command has is an error.
 """
 
 import contextlib

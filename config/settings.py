@@ -1,8 +1,5 @@
-"""The keys of every command, with their defaults and help: one dataclass each.
-
-The training defaults are the default experiment: a small character-level GPT
-on Shakespeare that trains on a laptop CPU in a few minutes.
-"""
+"""The keys of every command, with their defaults and help: one dataclass each. The training defaults are the
+default experiment: a small character-level GPT on Shakespeare that trains on a laptop CPU in a few minutes."""
 
 import dataclasses
 import re
