@@ -59,10 +59,8 @@ def write_outputs(cfg: AttentionConfig, records: tuple[torch.Tensor, ...], head_
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {folder} ({e.strerror}); choose another --pictures_dir") from None
-    written = [
-        save_png(heatmap_figure(patterns, tokens, about), folder / "heatmaps.png"),
-        save_png(query_figure(patterns, tokens, query), folder / f"query_{query}.png"),
-    ]
+    written = [save_png(heatmap_figure(patterns, tokens, about), folder / "heatmaps.png"),
+               save_png(query_figure(patterns, tokens, query), folder / f"query_{query}.png")]
     if cfg.html:
         page = folder / "explorer.html"
         write_atomically(page, explorer_html(*records, head_size, tokens, query, about).encode("utf-8"))
