@@ -2,7 +2,7 @@
 
     python attention.py [CONFIG.toml ...] [--key=value ...]
 
-Writes, into the folder `to`:
+Writes, into the folder pictures_dir:
   heatmaps.png    the attention pattern of every layer and head (query down, key across)
   query_N.png     how much token N (query_index, by default the last) attends to each earlier token
   explorer.html   one self-contained page: pick a layer and a head, hover or click a token
@@ -24,9 +24,8 @@ from model import GPT
 from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
 from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count
-from viz.maps import heatmap_figure, query_figure
-from viz.png import save_png
-from viz.tokens import tick_label, token_texts
+from viz.loss_plot import save_png
+from viz.maps import heatmap_figure, query_figure, tick_label, token_texts
 
 
 def counted(n: int, noun: str) -> str:
@@ -60,10 +59,8 @@ def write_outputs(cfg: AttentionConfig, records: tuple[torch.Tensor, ...], head_
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {folder} ({e.strerror}); choose another --pictures_dir") from None
-    written = [
-        save_png(heatmap_figure(patterns, tokens, about), folder / "heatmaps.png"),
-        save_png(query_figure(patterns, tokens, query), folder / f"query_{query}.png"),
-    ]
+    written = [save_png(heatmap_figure(patterns, tokens, about), folder / "heatmaps.png"),
+               save_png(query_figure(patterns, tokens, query), folder / f"query_{query}.png")]
     if cfg.html:
         page = folder / "explorer.html"
         write_atomically(page, explorer_html(*records, head_size, tokens, query, about).encode("utf-8"))

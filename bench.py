@@ -37,8 +37,7 @@ from training.budget import dial, step_on_one_batch
 from training.init_from import load_model, model_config
 from training.metrics_log import read_rows
 from training.throughput import MFUMeter
-from viz.loss_plot import compare_runs
-from viz.png import save_png
+from viz.loss_plot import compare_runs, save_png
 
 HERE = Path(__file__).parent
 CPU = torch.device("cpu")

@@ -22,10 +22,9 @@ def main(argv: list[str]) -> None:
         log = Path(out_dir) / "log.jsonl"
         if not log.is_file():
             raise UserError(f"{log} not found; give the out_dir of a train.py run")
-        rows = read_rows(log)
-        if not rows:
+        runs[out_dir] = read_rows(log)
+        if not runs[out_dir]:
             raise UserError(f"{log} holds no logged step; give the out_dir of a train.py run")
-        runs[out_dir] = rows
     print(f"{'run':<32} {'steps':>7} {'tokens':>13} {'seconds':>9} {'last val loss':>14}")
     for name, rows in runs.items():
         last, evals = rows[-1], [r for r in rows if r["kind"] == "eval"]

@@ -2,8 +2,8 @@
 
     python eval.py [CONFIG.toml ...] [--out_dir=DIR] [--text_file=FILE] [--json=true] [--surprise=page.html]
 
-Without --text_file, the checkpoint's own validation split is evaluated, if that dataset
-was prepared with the checkpoint's tokenizer.
+Without --text_file, the checkpoint's own validation split is evaluated, if that dataset was prepared with
+the checkpoint's tokenizer.
 `python eval.py --help` lists every key.
 """
 
@@ -25,7 +25,7 @@ from data.tokenizer import Tokenizer
 from model.scoring import score_tokens, summarize
 from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
-from viz.surprise import surprise_page
+from viz.explorer import surprise_page
 
 
 def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
@@ -43,8 +43,7 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
 def text_tokens(cfg: EvalConfig, checkpoint: dict | None, tokenizer: Tokenizer) -> tuple[np.ndarray, str]:
     """The tokens to evaluate and a name for them: --text_file, else the training run's validation split."""
     if cfg.text_file:
-        tokens = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64)
-        source = cfg.text_file
+        tokens, source = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64), cfg.text_file
     elif checkpoint is None:
         raise UserError(f"hf_model={cfg.hf_model} has no validation split of its own; give a text with --text_file=FILE")
     else:
@@ -52,15 +51,6 @@ def text_tokens(cfg: EvalConfig, checkpoint: dict | None, tokenizer: Tokenizer) 
     if len(tokens) < 2:
         raise UserError(f"{source} has {len(tokens)} token(s); evaluation needs at least 2")
     return tokens, source
-
-
-def write_surprise_page(cfg: EvalConfig, model, tokens: np.ndarray, tokenizer: Tokenizer, about: str) -> None:
-    shown = tokens[: cfg.surprise_tokens + 1]
-    scores = score_tokens(model, shown, cfg.batch_size, top_k=5)
-    pieces = [tokenizer.decode([int(t)]) for t in shown]
-    top = [[(tokenizer.decode([int(i)]), float(p)) for i, p in zip(ids, probs)]
-           for ids, probs in zip(scores.top_ids, scores.top_probs)]
-    write_atomically(Path(cfg.surprise), surprise_page(pieces, scores.losses.tolist(), top, about).encode("utf-8"))
 
 
 def main(argv: list[str]) -> None:
@@ -83,7 +73,10 @@ def main(argv: list[str]) -> None:
               + (f"{bpb:.4f} bits per byte" if bpb is not None else
                  "no bits per byte: the scored tokens hold no bytes of text (end-of-text tokens only)"))
     if cfg.surprise:
-        write_surprise_page(cfg, model, tokens, tokenizer, f"{name} on {source}")
+        shown = tokens[: cfg.surprise_tokens + 1]
+        scores = score_tokens(model, shown, cfg.batch_size, top_k=5)
+        page = surprise_page(tokenizer, shown, scores, f"{name} on {source}")
+        write_atomically(Path(cfg.surprise), page.encode("utf-8"))
         if not cfg.json:
             print(f"surprise page: {cfg.surprise}")
 

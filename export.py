@@ -91,8 +91,7 @@ def result_rows(checkpoint: dict) -> list[str]:
     return rows
 
 
-def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder_name: str, prompt: str
-               ) -> str:
+def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder_name: str, prompt: str) -> str:
     """README.md for the exported folder; `prompt` starts the generation in its snippet."""
     shape = ", ".join(f"{key}={flag_value(value)}" for key, value in checkpoint["model_args"].items())
     rows = [f"| architecture | {architecture}, {n_params:,} parameters |", f"| shape | {shape} |",

@@ -28,30 +28,27 @@ def dataset_vocab_size(dataset: str) -> int | None:
                             f"re-run python data/prepare.py for it")
         return vocab_size
     recipe = RECIPES.get(dataset)
-    if recipe is not None and recipe.tokenizer == "gpt2":
-        return GPT2Tokenizer().vocab_size
-    return recipe.vocab_size if recipe is not None else None
+    if recipe is None:
+        return None
+    return GPT2Tokenizer().vocab_size if recipe.tokenizer == "gpt2" else recipe.vocab_size
 
 
-def config_from_argv(argv: list[str]) -> GPTConfig:
-    """The model shape a training config describes (the vocabulary is vocab_size, else the dataset's), or
+def main(argv: list[str]) -> None:
+    """Report the model shape a training config describes (the vocabulary is vocab_size, else the dataset's), or
     that of the run in out_dir for init_from=resume."""
     cfg = read_config(TrainConfig, argv, usage="python params.py [CONFIG.toml ...] [--key=value ...]")
     if cfg.init_from == "resume":  # the run's own shape
         latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
-        return GPTConfig(**load_checkpoint(latest)["model_args"])
-    if cfg.init_from != "scratch":
+        c = GPTConfig(**load_checkpoint(latest)["model_args"])
+    elif cfg.init_from != "scratch":
         raise UserError(f"params.py counts the model the keys describe, or a run's (--init_from=resume), not "
                         f"init_from={cfg.init_from}; for GPT-2's shape: python params.py configs/gpt2_124m.toml")
-    vocab = dataset_vocab_size(cfg.dataset)
-    if vocab is None and cfg.vocab_size is None:
-        raise UserError(f"dataset {cfg.dataset!r} is not prepared, so its vocabulary size is unknown; "
-                        f"pass --vocab_size=N (e.g. 50257 for GPT-2's BPE)")
-    return model_config(cfg, vocab or cfg.vocab_size)
-
-
-def main(argv: list[str]) -> None:
-    c = config_from_argv(argv)
+    else:
+        vocab = dataset_vocab_size(cfg.dataset) or cfg.vocab_size
+        if vocab is None:
+            raise UserError(f"dataset {cfg.dataset!r} is not prepared, so its vocabulary size is unknown; "
+                            f"pass --vocab_size=N (e.g. 50257 for GPT-2's BPE)")
+        c = model_config(cfg, vocab)
     model = meta_model(c)
     print(f"GPT: n_layer={c.n_layer}, n_head={c.n_head}, n_kv_head={c.n_kv_head}, n_embd={c.n_embd} "
           f"(head_size={c.head_size}), block_size={c.block_size}, vocab_size={c.vocab_size}, bias={c.bias}\n"

@@ -23,27 +23,17 @@ from training.init_from import load_model
 SEPARATOR = "\n---------------"
 
 
-def _stop_prefix_at_end(text: str, stops: list[str]) -> int:
-    """Length of the longest start of a stop string that text ends with: those
-    characters may still become a stop string, so they must not be printed yet."""
-    return max((n for stop in stops for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0)
-
-
 class SampleText:
     """The text of one sample as its tokens arrive; ends at a stop string or end-of-text.
 
-    Each token is decoded once, through an incremental UTF-8 decoder: `text`
-    grows by whole characters only, and bytes of a character that a BPE token
-    started wait in the decoder for the tokens that finish it.
+    Each token is decoded once, through an incremental UTF-8 decoder: `text` grows by whole characters only,
+    and bytes of a character that a BPE token started wait in the decoder for the tokens that finish it.
     """
 
     def __init__(self, tokenizer: Tokenizer, stops: list[str]):
-        self.tokenizer = tokenizer
-        self.stops = [s for s in stops if s]
-        self.longest_stop = max((len(s) for s in self.stops), default=0)
-        self.text = ""
+        self.tokenizer, self.stops = tokenizer, stops
+        self.text, self.done = "", False
         self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # as tokenizers decode
-        self.done = False
         self.printed = 0  # characters already handed out by new_text()
 
     def add(self, token: int) -> None:
@@ -51,12 +41,12 @@ class SampleText:
             return
         if token == self.tokenizer.eot_token:  # the end of a document always ends a sample
             self.finish()
-            return
-        self._append(self.utf8.decode(self.tokenizer.decode_bytes([token])))
+        else:
+            self._append(self.utf8.decode(self.tokenizer.decode_bytes([token])))
 
     def _append(self, piece: str) -> None:
         """Add decoded text and cut at the first stop string; only the tail can hold a new one."""
-        search_from = max(0, len(self.text) - self.longest_stop + 1)
+        search_from = max(0, len(self.text) - max(map(len, self.stops), default=0) + 1)
         self.text += piece
         cuts = [i for i in (self.text.find(s, search_from) for s in self.stops) if i >= 0]
         if cuts:
@@ -70,10 +60,12 @@ class SampleText:
         self.done = True
 
     def new_text(self) -> str:
-        """Text not handed out before that can no longer change."""
-        end = len(self.text) if self.done else len(self.text) - _stop_prefix_at_end(self.text, self.stops)
-        chunk = self.text[self.printed : end]
-        self.printed = max(self.printed, end)
+        """Text not handed out before that can no longer change: a tail that may still
+        become a stop string (the longest start of one that the text ends with) waits."""
+        held = 0 if self.done else max((n for stop in self.stops for n in range(1, len(stop))
+                                         if self.text.endswith(stop[:n])), default=0)
+        chunk = self.text[self.printed : len(self.text) - held]
+        self.printed = max(self.printed, len(self.text) - held)
         return chunk
 
 
@@ -95,10 +87,8 @@ def main(argv: list[str]) -> None:
                   file=sys.stderr)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = [SampleText(tokenizer, cfg.stop) for _ in range(cfg.num_samples)]
-    stream = model.generate_stream(
-        idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.use_cache, generator, tokenizer.vocab_size,
-        cfg.compile,
-    )
+    stream = model.generate_stream(idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.use_cache,
+                                   generator, tokenizer.vocab_size, cfg.compile)
     streaming = cfg.num_samples == 1
     if streaming:
         print(prompt, end="", flush=True)
@@ -111,10 +101,7 @@ def main(argv: list[str]) -> None:
             break
     for sample in samples:
         sample.finish()  # text held back for a stop string that never came is final now
-        if streaming:
-            print(sample.new_text() + SEPARATOR)
-        else:
-            print(prompt + sample.text + SEPARATOR)
+        print((sample.new_text() if streaming else prompt + sample.text) + SEPARATOR)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,8 @@ from training.init_from import SHAPE_KEYS, build_model, check_resume_data, resum
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers, lr_scale
 from training.throughput import MFUMeter
-from viz.loss_plot import plot_loss
-from viz.maps import heatmap_figure
-from viz.png import save_png
-from viz.tokens import token_texts
+from viz.loss_plot import plot_loss, save_png
+from viz.maps import heatmap_figure, token_texts
 
 
 class StopSignals:

@@ -1,7 +1,5 @@
-"""User-facing errors: one line that says what is wrong and what to do.
-
-model/ and data/ raise their own exception types (ModelError, DataError) with
-the fix in the message; run_cli shows those as one line too."""
+"""User-facing errors: one line that says what is wrong and what to do. model/ and data/ raise their own
+exception types (ModelError, DataError) with the fix in the message; run_cli shows those as one line too."""
 
 import os
 import signal

@@ -1,13 +1,9 @@
-"""One config mechanism for every command: dataclass defaults < TOML files (in
-order) < --key=value flags.
+"""One config mechanism for every command: dataclass defaults < TOML files (in order) < --key=value flags.
 
-Every key is checked: an unknown key or a value of the wrong type is a
-UserError that names the key and suggests the closest valid one.
-
-One TOML file can serve several commands: a key means the same in every
-command that has it. Each command takes the top-level keys it has, and a table
-per command ([sample], [eval], ...) overrides them for that command alone. A
-top-level key that no command has is an error.
+Every key is checked: an unknown key or a value of the wrong type is a UserError that names the key and suggests
+the closest valid one. One TOML file can serve several commands: a key means the same in every command that has it.
+Each command takes the top-level keys it has, and a table per command ([sample], [eval], ...) overrides them for
+that command alone. A top-level key that no command has is an error.
 """
 
 import contextlib
@@ -53,14 +49,6 @@ def _type_name(hint: Any) -> str:
     return " or ".join("none" if t is type(None) else t.__name__ for t in _allowed_types(hint))
 
 
-def _unescape(key: str, text: str) -> str:
-    """Backslash escapes as in a Python string (\\n, \\t, \\u00e9, \\\\)."""
-    try:
-        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
-    except UnicodeDecodeError as e:
-        raise UserError(f"--{key} has a broken escape sequence ({e.reason}); write a backslash itself as \\\\") from None
-
-
 def _check_value(key: str, value: Any, hint: Any) -> Any:
     """Check a TOML value against the field's type; ints are accepted as floats,
     and one item as a list of one."""
@@ -89,8 +77,12 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
     for kind in (kind for kind in (int, float) if kind in allowed):
         with contextlib.suppress(ValueError):
             return _check_value(f"--{key}", kind(text), hint)
-    if field.metadata.get("escapes"):
-        text = _unescape(key, text)
+    if field.metadata.get("escapes"):  # backslash escapes as in a Python string (\\n, \\t, \\u00e9, \\\\)
+        try:
+            text = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        except UnicodeDecodeError as e:
+            raise UserError(f"--{key} has a broken escape sequence ({e.reason}); "
+                            "write a backslash itself as \\\\") from None
     if list in allowed:
         with contextlib.suppress(ValueError):  # --new_tokens=100,500
             return [int(part) for part in text.split(",")] if typing.get_args(hint)[0] is int else [text]
@@ -112,23 +104,19 @@ def _unknown_key(key: str, valid: Collection[str], where: str) -> UserError:
     return UserError(f"unknown config key '{key}' in {where}{hint}")
 
 
-def _read_toml(path: str) -> dict[str, Any]:
+def _toml_values(cls: type, path: str, keys_by_command: dict[str, Collection[str]]) -> dict[str, tuple[Any, str]]:
+    """The keys of the TOML file path that belong to cls's command, each with where it was found.
+    A key at the top level that no command has is an error; another command's key is left to it."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            table = tomllib.load(f)
     except FileNotFoundError:
         raise UserError(f"config file {path} not found; the shipped ones are in configs/") from None
     except IsADirectoryError:
         raise UserError(f"config file {path} is a folder; give a .toml file") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
-
-
-def _toml_values(cls: type, path: str, table: dict[str, Any],
-                 keys_by_command: dict[str, Collection[str]]) -> dict[str, tuple[Any, str]]:
-    """The keys of one TOML file that belong to cls's command, each with where it was found.
-    A key at the top level that no command has is an error; another command's key is left to it."""
-    fields, command = {f.name: f for f in dataclasses.fields(cls)}, cls.command
+    fields, command = {f.name for f in dataclasses.fields(cls)}, cls.command
     found = {}
     for key, value in table.items():
         if key in keys_by_command and isinstance(value, dict):
@@ -157,7 +145,7 @@ def parse_config(cls: type[C], argv: list[str], keys_by_command: dict[str, Colle
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for path in (a for a in argv if not a.startswith("--")):
-        for key, (value, label) in _toml_values(cls, path, _read_toml(path), keys_by_command).items():
+        for key, (value, label) in _toml_values(cls, path, keys_by_command).items():
             values[key] = _check_value(label, value, hints[key])
     from_flags: dict[str, Any] = {}
     for flag in (a for a in argv if a.startswith("--")):

@@ -1,23 +1,18 @@
-"""The keys of every command, with their defaults and help: one dataclass each.
-
-The training defaults are the default experiment: a small character-level GPT
-on Shakespeare that trains on a laptop CPU in a few minutes.
-"""
+"""The keys of every command, with their defaults and help: one dataclass each. The training defaults are the
+default experiment: a small character-level GPT on Shakespeare that trains on a laptop CPU in a few minutes."""
 
 import dataclasses
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 from model.config import ModelOptions
 from model.weights import WEIGHTS
 
 from .errors import UserError
-from .parsing import help_text, option, parse_config
-
-C = TypeVar("C")
+from .parsing import C, help_text, option, parse_config
 
 
 def _require_positive(cfg: object, names: tuple[str, ...]) -> None:
@@ -300,8 +295,8 @@ COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, 
 def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:
     """cls's config from argv (defaults < TOML files < flags); --help prints the keys and exits."""
     if any(a in ("-h", "--help") for a in argv):
-        default_usage = f"python {cls.command}.py [CONFIG.toml ...] [--key=value ...]"
-        print(help_text(cls, usage or getattr(cls, "usage", default_usage), cls.command))
+        usage = usage or getattr(cls, "usage", f"python {cls.command}.py [CONFIG.toml ...] [--key=value ...]")
+        print(help_text(cls, usage, cls.command))
         sys.exit(0)
     keys = {name: [f.name for f in dataclasses.fields(command)] for name, command in COMMANDS.items()}
     return parse_config(cls, argv, keys)

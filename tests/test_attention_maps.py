@@ -13,8 +13,7 @@ from attention_reference import TEXT, load_trained, page_data, reference_pattern
 from config.errors import USER_ERRORS, UserError
 from helpers import gpt2_config, REPO
 from model import GPT, GPTConfig
-from viz.maps import heatmap_figure, query_figure
-from viz.tokens import tick_label, token_texts
+from viz.maps import heatmap_figure, query_figure, tick_label, token_texts
 
 
 def random_biased_model() -> GPT:

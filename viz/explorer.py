@@ -1,13 +1,17 @@
-"""One self-contained HTML page to explore attention: the weights and the
-script are inline (viz/explorer.html is the page, with __DATA__ to fill in),
-so it opens from disk in any browser with no server and no network."""
+"""Self-contained HTML pages: the attention explorer and the per-token surprise page. The data and
+the script are inline (viz/explorer.html and viz/surprise.html are the pages, with __DATA__ to fill in),
+so they open from disk in any browser with no server and no network."""
 
+import html
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
-TEMPLATE = Path(__file__).with_name("explorer.html")
+from data.tokenizer import Tokenizer
+from model.scoring import TokenScores
+
 COLORMAP_STEPS = 64  # the heatmap's colours, taken from matplotlib so the page matches the PNGs
 DECIMALS = 4
 MAX_WEIGHTS = 3_000_000  # about 20 MB of page; a browser still opens it
@@ -43,4 +47,19 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
     }
     # "<" only occurs inside JSON strings: escaped, no token (say "</script>") can end the script early
     payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
-    return TEMPLATE.read_text(encoding="utf-8").replace("__DATA__", payload)
+    return Path(__file__).with_name("explorer.html").read_text(encoding="utf-8").replace("__DATA__", payload)
+
+
+def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, title: str) -> str:
+    """The page that shades every token of ids (N,) by the loss the model gave it; scores, from
+    score_tokens with top_k, are for tokens 1.. (the first is not predicted)."""
+    texts = [tokenizer.decode([int(i)]) for i in ids]
+    losses = scores.losses.tolist()
+    tokens = [{"text": texts[0], "loss": None, "top": []}]
+    tokens += [{"text": text, "loss": round(loss, 4),
+                "top": [[tokenizer.decode([int(g)]), round(float(q), 4)] for g, q in zip(guesses, probs)]}
+               for text, loss, guesses, probs in zip(texts[1:], losses, scores.top_ids, scores.top_probs)]
+    scale = max(1.0, sorted(losses)[int(0.95 * (len(losses) - 1))]) if losses else 1.0  # 95th percentile is full red
+    data = json.dumps({"tokens": tokens, "scale": scale}).replace("</", "<\\/")  # safe inside <script>
+    page = Path(__file__).with_name("surprise.html").read_text(encoding="utf-8")  # with __TITLE__ and __DATA__
+    return page.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)

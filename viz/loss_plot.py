@@ -1,8 +1,21 @@
-"""Pictures of a run, drawn with matplotlib (imported only when drawing)."""
+"""Pictures of a run, drawn with matplotlib (imported only when drawing), and saving a figure as a PNG."""
 
+import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .png import save_png
+from data.files import write_atomically
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def save_png(fig: "Figure", path: Path) -> Path:
+    """Write the picture through a temporary file of this process: a reader or a crash never meets half of one."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomically(path, buffer.getvalue())
+    return path
 
 
 def plot_loss(rows: list[dict], path: Path) -> None:

@@ -1,8 +1,7 @@
-"""Attention patterns as PNG pictures, drawn with matplotlib.
+"""Attention patterns as PNG pictures, drawn with matplotlib, and tokens as text a person can read on them.
 
-patterns: (n_layer, nh, T, T) from `GPT.attention_patterns`, row i the
-weights query token i gives to key tokens 0..i (the rest is the causal mask).
-The figures are plain matplotlib Figures (no pyplot, no global state).
+patterns: (n_layer, nh, T, T) from `GPT.attention_patterns`, row i the weights query token i gives to key tokens
+0..i (the rest is the causal mask). The figures are plain matplotlib Figures (no pyplot, no global state).
 """
 
 import math
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .tokens import tick_label
+from data.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -20,6 +19,18 @@ if TYPE_CHECKING:
 CMAP = "viridis"  # weight 0 is dark, so the white masked triangle reads as empty, not as zero
 MAX_TICKS = 48  # more labels than this on an axis and every k-th is shown
 DPI = 100
+VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # whitespace would vanish from a tick label
+
+
+def token_texts(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
+    """Each token decoded on its own (a BPE piece of a character may show as U+FFFD)."""
+    return [tokenizer.decode([i]) for i in ids]
+
+
+def tick_label(text: str) -> str:
+    """Whitespace and other invisible characters made visible: ' the' -> '␣the'."""
+    shown = "".join(VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in text)
+    return shown or "∅"
 
 
 def panel_inches(n_tokens: int) -> float:
