@@ -224,9 +224,8 @@ def save_checkpoint(state: dict, path: Path) -> None:
     try:
         write_atomically(path, to_safetensors(state) if path.suffix == ".safetensors"
                          else lambda f: torch.save(state, f))
-        for other in CHECKPOINT_SUFFIXES:
-            if other != path.suffix:
-                path.with_suffix(other).unlink(missing_ok=True)
+        for other in set(CHECKPOINT_SUFFIXES) - {path.suffix}:
+            path.with_suffix(other).unlink(missing_ok=True)
     except (OSError, RuntimeError) as e:  # torch.save reports some write failures as RuntimeError
         reason = e.strerror if isinstance(e, OSError) else "the file could not be written in full"
         raise UserError(f"could not write checkpoint {path} ({reason}); free disk space or change out_dir") from None
@@ -288,9 +287,8 @@ def claim_out_dir(cfg: TrainConfig) -> OutDir:
         if lock is not None:
             os.close(lock[0])
         raise
-    folders_created = []
+    folders_created = [p for p in (folder.absolute(), *folder.absolute().parents) if not p.exists()]  # none if locked
     if lock is None:
-        folders_created = [p for p in (folder.absolute(), *folder.absolute().parents) if not p.exists()]
         try:
             folder.mkdir(parents=True, exist_ok=True)
             lock = take_lock(folder / LOCK_NAME, create=True)

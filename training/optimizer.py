@@ -126,11 +126,9 @@ def build_optimizers(model: GPT, cfg: TrainConfig, device: torch.device) -> Opti
     """AdamW with weight decay on matrices only; or Muon for the blocks' matrices and AdamW for the rest."""
     named = list(model.named_parameters())  # a tied head appears once, as the token embedding
     on_muon = [p for n, p in named if cfg.optimizer == "muon" and is_block_matrix(n, p)]
-    on_adamw = [(n, p) for n, p in named if not (cfg.optimizer == "muon" and is_block_matrix(n, p))]
-    groups = [
-        {"params": [p for _, p in on_adamw if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for _, p in on_adamw if p.dim() < 2], "weight_decay": 0.0},  # biases, norms
-    ]
+    on_adamw = [p for n, p in named if not (cfg.optimizer == "muon" and is_block_matrix(n, p))]
+    groups = [{"params": [p for p in on_adamw if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in on_adamw if p.dim() < 2], "weight_decay": 0.0}]  # biases, norms
     parts = {"adamw": torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                                         fused=device.type == "cuda")}
     peak_lr = {"adamw": cfg.learning_rate}
