@@ -15,22 +15,34 @@ import shlex
 import tomllib
 import types
 import typing
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from .errors import UserError
 
 C = TypeVar("C")
+Check = tuple[Callable[[Any], bool], str]  # a test of a value, and what the error says of a value that fails it
 
 
-def option(default: Any, help: str, escapes: bool = False, choices: tuple = (), path: bool = False) -> Any:
+def option(default: Any, help: str, escapes: bool = False, choices: tuple = (), path: bool = False,
+           check: Check | None = None) -> Any:
     """A config field with its one line of help. `escapes`: a flag's value may use
     backslash escapes such as \\n (prompts, stop strings). `choices`: the values it may take.
     `path`: it names files or folders, and ~ at its start is the home folder (no shell expands it
-    after --key= or in a TOML file)."""
+    after --key= or in a TOML file). `check`: a value other than none must pass it (Checked runs it)."""
     factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
-    metadata = {"help": help, "escapes": escapes, "choices": choices, "path": path}
+    metadata = {"help": help, "escapes": escapes, "choices": choices, "path": path, "check": check}
     return dataclasses.field(metadata=metadata, **factory)
+
+
+class Checked:
+    """A command's config: making one runs its options' checks, in the order of its fields."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check, value = f.metadata.get("check"), getattr(self, f.name)
+            if check and value is not None and not check[0](value):
+                raise UserError(f"{f.name}={value} {check[1]}")
 
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
