@@ -116,9 +116,9 @@ def _unknown_key(key: str, valid: Collection[str], where: str) -> UserError:
     return UserError(f"unknown config key '{key}' in {where}{hint}")
 
 
-def _toml_values(cls: type, path: str, keys_by_command: dict[str, Collection[str]]) -> dict[str, tuple[Any, str]]:
-    """The keys of the TOML file path that belong to cls's command, each with where it was found.
-    A key at the top level that no command has is an error; another command's key is left to it."""
+def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, tuple[Any, str]]:
+    """The keys of the TOML file path that cls's command has, each with where it was found: the top level's, then
+    its own table's, which win. A key or table that no command has is an error; another command's is left to it."""
     try:
         with open(path, "rb") as f:
             table = tomllib.load(f)
@@ -129,35 +129,33 @@ def _toml_values(cls: type, path: str, keys_by_command: dict[str, Collection[str
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
     fields, command = {f.name for f in dataclasses.fields(cls)}, cls.command
+    every_key = {f.name for other in commands.values() for f in dataclasses.fields(other)}
     found = {}
     for key, value in table.items():
-        if key in keys_by_command and isinstance(value, dict):
-            if key == command:  # this command's own table: every key must be its
-                for own_key, own_value in value.items():
-                    if own_key not in fields:
-                        raise _unknown_key(own_key, fields, f"[{command}] of {path}")
-                    found[own_key] = (own_value, f"[{command}] {own_key}")
-            continue  # another command's table
         if key in fields:
-            found.setdefault(key, (value, key))  # the command's own table wins over the top level
-        elif isinstance(value, dict):  # a table, but no command's
-            close = difflib.get_close_matches(key, list(keys_by_command), n=1, cutoff=0.5)
-            tables = ", ".join(f"[{name}]" for name in keys_by_command)
+            found[key] = (value, key)
+        elif isinstance(value, dict) and key not in commands:  # a table, but no command's
+            close = difflib.get_close_matches(key, list(commands), n=1, cutoff=0.5)
+            tables = ", ".join(f"[{name}]" for name in commands)
             hint = f"did you mean [{close[0]}]?" if close else f"the commands' tables are {tables}"
             raise UserError(f"unknown table [{key}] in {path}; {hint}")
-        elif not any(key in keys for keys in keys_by_command.values()):
+        elif not isinstance(value, dict) and key not in every_key:
             raise _unknown_key(key, fields, path)
+    for key, value in table.get(command, {}).items():
+        if key not in fields:
+            raise _unknown_key(key, fields, f"[{command}] of {path}")
+        found[key] = (value, f"[{command}] {key}")
     return found
 
 
-def parse_config(cls: type[C], argv: list[str], keys_by_command: dict[str, Collection[str]]) -> C:
+def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
     """Build cls, the config of the command cls.command, from its defaults, then the TOML files and
-    --key=value flags in argv. keys_by_command: every command's keys, train's included."""
+    --key=value flags in argv. commands: every command's config class by its name, train's included."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for path in (a for a in argv if not a.startswith("--")):
-        for key, (value, label) in _toml_values(cls, path, keys_by_command).items():
+        for key, (value, label) in _toml_values(cls, path, commands).items():
             values[key] = _check_value(label, value, hints[key])
     from_flags: dict[str, Any] = {}
     for flag in (a for a in argv if a.startswith("--")):

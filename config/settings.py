@@ -1,7 +1,6 @@
 """The keys of every command, with their defaults and help: one dataclass each. The training defaults are the
 default experiment: a small character-level GPT on Shakespeare that trains on a laptop CPU in a few minutes."""
 
-import dataclasses
 import re
 import sys
 from dataclasses import dataclass
@@ -274,5 +273,4 @@ def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:
         usage = usage or getattr(cls, "usage", f"python {cls.command}.py [CONFIG.toml ...] [--key=value ...]")
         print(help_text(cls, usage, cls.command))
         sys.exit(0)
-    keys = {name: [f.name for f in dataclasses.fields(command)] for name, command in COMMANDS.items()}
-    return parse_config(cls, argv, keys)
+    return parse_config(cls, argv, COMMANDS)
