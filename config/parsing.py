@@ -62,8 +62,7 @@ def _type_name(hint: Any) -> str:
 
 
 def _check_value(key: str, value: Any, hint: Any) -> Any:
-    """Check a TOML value against the field's type; ints are accepted as floats,
-    and one item as a list of one."""
+    """Check a TOML value against the field's type; ints are accepted as floats, and one item as a list of one."""
     allowed = _allowed_types(hint)
     if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):

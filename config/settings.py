@@ -110,7 +110,7 @@ class TrainConfig(ModelOptions, Checked):
 
 
 @dataclass
-class CheckpointChoice:
+class CheckpointChoice(Checked):
     """Which checkpoint of a training run."""
 
     out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint", path=True)
@@ -129,7 +129,7 @@ class ModelChoice(CheckpointChoice):
 
 
 @dataclass
-class SampleConfig(ModelChoice, Checked):
+class SampleConfig(ModelChoice):
     command: ClassVar[str] = "sample"
 
     prompt: str = option("\n", "text to continue, or FILE:path to read it from a file", escapes=True)
@@ -156,7 +156,7 @@ class SampleConfig(ModelChoice, Checked):
 
 
 @dataclass
-class EvalConfig(ModelChoice, Checked):
+class EvalConfig(ModelChoice):
     command: ClassVar[str] = "eval"
 
     text_file: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)", path=True)
@@ -186,6 +186,7 @@ class ExportConfig(CheckpointChoice):
     replace_export: bool = option(False, "replace an earlier export in hf_dir (never anything else)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.hf_dir:
             raise UserError("give the folder to write: --hf_dir=FOLDER (e.g. --hf_dir=hf-model)")
 
