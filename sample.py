@@ -37,11 +37,9 @@ class SampleText:
         self.printed = 0  # characters already handed out by new_text()
 
     def add(self, token: int) -> None:
-        if self.done:
-            return
         if token == self.tokenizer.eot_token:  # the end of a document always ends a sample
             self.finish()
-        else:
+        elif not self.done:
             self._append(self.utf8.decode(self.tokenizer.decode_bytes([token])))
 
     def _append(self, piece: str) -> None:

@@ -6,9 +6,6 @@ import torch
 
 from .errors import UserError
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def pick_device(name: str) -> torch.device:
     """'auto' means cuda, then mps, then cpu."""
     if name == "auto":
@@ -49,4 +46,4 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     """Mixed precision for the forward pass; float32 runs as it is."""
     if dtype == "float32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=TORCH_DTYPES[dtype])
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))  # torch.bfloat16 or torch.float16

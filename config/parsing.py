@@ -15,22 +15,34 @@ import shlex
 import tomllib
 import types
 import typing
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from .errors import UserError
 
 C = TypeVar("C")
+Check = tuple[Callable[[Any], bool], str]  # a test of a value, and what the error says of a value that fails it
 
 
-def option(default: Any, help: str, escapes: bool = False, choices: tuple = (), path: bool = False) -> Any:
+def option(default: Any, help: str, escapes: bool = False, choices: tuple = (), path: bool = False,
+           check: Check | None = None) -> Any:
     """A config field with its one line of help. `escapes`: a flag's value may use
     backslash escapes such as \\n (prompts, stop strings). `choices`: the values it may take.
     `path`: it names files or folders, and ~ at its start is the home folder (no shell expands it
-    after --key= or in a TOML file)."""
+    after --key= or in a TOML file). `check`: a value other than none must pass it (Checked runs it)."""
     factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
-    metadata = {"help": help, "escapes": escapes, "choices": choices, "path": path}
+    metadata = {"help": help, "escapes": escapes, "choices": choices, "path": path, "check": check}
     return dataclasses.field(metadata=metadata, **factory)
+
+
+class Checked:
+    """A command's config: making one runs its options' checks, in the order of its fields."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check, value = f.metadata.get("check"), getattr(self, f.name)
+            if check and value is not None and not check[0](value):
+                raise UserError(f"{f.name}={value} {check[1]}")
 
 
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
@@ -50,8 +62,7 @@ def _type_name(hint: Any) -> str:
 
 
 def _check_value(key: str, value: Any, hint: Any) -> Any:
-    """Check a TOML value against the field's type; ints are accepted as floats,
-    and one item as a list of one."""
+    """Check a TOML value against the field's type; ints are accepted as floats, and one item as a list of one."""
     allowed = _allowed_types(hint)
     if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
@@ -104,9 +115,9 @@ def _unknown_key(key: str, valid: Collection[str], where: str) -> UserError:
     return UserError(f"unknown config key '{key}' in {where}{hint}")
 
 
-def _toml_values(cls: type, path: str, keys_by_command: dict[str, Collection[str]]) -> dict[str, tuple[Any, str]]:
-    """The keys of the TOML file path that belong to cls's command, each with where it was found.
-    A key at the top level that no command has is an error; another command's key is left to it."""
+def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, tuple[Any, str]]:
+    """The keys of the TOML file path that cls's command has, each with where it was found: the top level's, then
+    its own table's, which win. A key or table that no command has is an error; another command's is left to it."""
     try:
         with open(path, "rb") as f:
             table = tomllib.load(f)
@@ -117,35 +128,33 @@ def _toml_values(cls: type, path: str, keys_by_command: dict[str, Collection[str
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
     fields, command = {f.name for f in dataclasses.fields(cls)}, cls.command
+    every_key = {f.name for other in commands.values() for f in dataclasses.fields(other)}
     found = {}
     for key, value in table.items():
-        if key in keys_by_command and isinstance(value, dict):
-            if key == command:  # this command's own table: every key must be its
-                for own_key, own_value in value.items():
-                    if own_key not in fields:
-                        raise _unknown_key(own_key, fields, f"[{command}] of {path}")
-                    found[own_key] = (own_value, f"[{command}] {own_key}")
-            continue  # another command's table
         if key in fields:
-            found.setdefault(key, (value, key))  # the command's own table wins over the top level
-        elif isinstance(value, dict):  # a table, but no command's
-            close = difflib.get_close_matches(key, list(keys_by_command), n=1, cutoff=0.5)
-            tables = ", ".join(f"[{name}]" for name in keys_by_command)
+            found[key] = (value, key)
+        elif isinstance(value, dict) and key not in commands:  # a table, but no command's
+            close = difflib.get_close_matches(key, list(commands), n=1, cutoff=0.5)
+            tables = ", ".join(f"[{name}]" for name in commands)
             hint = f"did you mean [{close[0]}]?" if close else f"the commands' tables are {tables}"
             raise UserError(f"unknown table [{key}] in {path}; {hint}")
-        elif not any(key in keys for keys in keys_by_command.values()):
+        elif not isinstance(value, dict) and key not in every_key:
             raise _unknown_key(key, fields, path)
+    for key, value in table.get(command, {}).items():
+        if key not in fields:
+            raise _unknown_key(key, fields, f"[{command}] of {path}")
+        found[key] = (value, f"[{command}] {key}")
     return found
 
 
-def parse_config(cls: type[C], argv: list[str], keys_by_command: dict[str, Collection[str]]) -> C:
+def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
     """Build cls, the config of the command cls.command, from its defaults, then the TOML files and
-    --key=value flags in argv. keys_by_command: every command's keys, train's included."""
+    --key=value flags in argv. commands: every command's config class by its name, train's included."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for path in (a for a in argv if not a.startswith("--")):
-        for key, (value, label) in _toml_values(cls, path, keys_by_command).items():
+        for key, (value, label) in _toml_values(cls, path, commands).items():
             values[key] = _check_value(label, value, hints[key])
     from_flags: dict[str, Any] = {}
     for flag in (a for a in argv if a.startswith("--")):

@@ -1,7 +1,6 @@
 """The keys of every command, with their defaults and help: one dataclass each. The training defaults are the
 default experiment: a small character-level GPT on Shakespeare that trains on a laptop CPU in a few minutes."""
 
-import dataclasses
 import re
 import sys
 from dataclasses import dataclass
@@ -12,13 +11,15 @@ from model.config import ModelOptions
 from model.weights import WEIGHTS
 
 from .errors import UserError
-from .parsing import C, help_text, option, parse_config
+from .parsing import C, Checked, help_text, option, parse_config
 
-
-def _require_positive(cfg: object, names: tuple[str, ...]) -> None:
-    for name in names:
-        if getattr(cfg, name) <= 0:
-            raise UserError(f"{name}={getattr(cfg, name)} must be positive")
+# what option(check=...) takes: the test, and what an error says of a value that fails it
+POSITIVE = (lambda value: value > 0, "must be positive")
+NOT_NEGATIVE = (lambda value: value >= 0, "must not be negative")
+BELOW_ONE = (lambda value: 0 <= value < 1, "must be in [0, 1)")
+SEED = (lambda seed: 0 <= seed < 2**32, f"must be between 0 and {2**32 - 1}")  # numpy takes no negative seed
+PNG = (lambda path: not path or Path(path).suffix.lower() == ".png",
+       "is written as a PNG picture; give a file name ending in .png")
 
 
 def parse_duration(text: str) -> float:
@@ -30,18 +31,8 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _require_png(name: str, path: str) -> None:
-    if path and Path(path).suffix.lower() != ".png":
-        raise UserError(f"{name}={path} is written as a PNG picture; give a file name ending in .png")
-
-
-def _require_seed(seed: int) -> None:
-    if not 0 <= seed < 2**32:  # numpy's generators take no negative seed
-        raise UserError(f"seed={seed} must be between 0 and {2**32 - 1}")
-
-
 @dataclass
-class TrainConfig(ModelOptions):
+class TrainConfig(ModelOptions, Checked):
     command: ClassVar[str] = "train"
 
     # I/O
@@ -53,38 +44,39 @@ class TrainConfig(ModelOptions):
     allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
     time_budget: str = option("", "train for this long, the model and schedule picked to fit: 90s, 10m, 1.5h "
                                   "(keys you set are kept; empty: off)")
-    eval_interval: int = option(250, "evaluate train and val loss every this many steps")
-    eval_iters: int = option(20, "batches averaged per evaluation")
-    log_interval: int = option(10, "update the progress bar every this many steps")
+    eval_interval: int = option(250, "evaluate train and val loss every this many steps", check=POSITIVE)
+    eval_iters: int = option(20, "batches averaged per evaluation", check=POSITIVE)
+    log_interval: int = option(10, "update the progress bar every this many steps", check=POSITIVE)
     always_save_checkpoint: bool = option(True, "write ckpt.pt at every evaluation, not only on a new best val loss")
     checkpoint_format: str = option("pt", "pt (torch.save: ckpt.pt, best.pt) or safetensors (no pickle: ckpt.safetensors, best.safetensors)",
                                     choices=("pt", "safetensors"))
-    sample_tokens: int = option(300, "length of the sample printed when training ends (0: none)")
+    sample_tokens: int = option(300, "length of the sample printed when training ends (0: none)", check=NOT_NEGATIVE)
     # model: ModelOptions' keys (model/config.py: the modern recipe; configs/classic.toml is GPT-2's), and
     vocab_size: int | None = option(None, "vocabulary size (none: the dataset's; larger pads it, e.g. 50304)")
     # optimisation
-    batch_size: int = option(16, "sequences per micro-batch")
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
-    max_iters: int = option(1000, "optimizer steps in total")
-    learning_rate: float = option(1e-2, "AdamW's peak learning rate")
+    batch_size: int = option(16, "sequences per micro-batch", check=POSITIVE)
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step", check=POSITIVE)
+    max_iters: int = option(1000, "optimizer steps in total", check=POSITIVE)
+    learning_rate: float = option(1e-2, "AdamW's peak learning rate", check=POSITIVE)
     min_lr: float = option(1e-3, "learning rate at the end of the cosine decay")
-    warmup_iters: int | None = option(None, "steps of linear warmup (none: a tenth of max_iters)")
-    lr_decay_iters: int | None = option(None, "step where the cosine decay reaches min_lr (none: max_iters)")
+    warmup_iters: int | None = option(None, "steps of linear warmup (none: a tenth of max_iters)", check=NOT_NEGATIVE)
+    lr_decay_iters: int | None = option(None, "step where the cosine decay reaches min_lr (none: max_iters)",
+                                        check=POSITIVE)
     decay_lr: bool = option(True, "warmup and cosine decay (false: constant learning_rate)")
     optimizer: str = option("muon", "muon (Muon for the blocks' matrices, AdamW for the rest) or adamw",
                             choices=("muon", "adamw"))
-    muon_lr: float = option(0.02, "Muon's peak learning rate (the schedule scales it as learning_rate)")
-    muon_momentum: float = option(0.95, "Muon's momentum")
-    weight_decay: float = option(0.1, "decoupled weight decay, on matrices only")
-    beta1: float = option(0.9, "AdamW beta1")
-    beta2: float = option(0.99, "AdamW beta2")
-    grad_clip: float = option(1.0, "clip the gradient norm to this (0: off)")
+    muon_lr: float = option(0.02, "Muon's peak learning rate (the schedule scales it as learning_rate)", check=POSITIVE)
+    muon_momentum: float = option(0.95, "Muon's momentum", check=BELOW_ONE)
+    weight_decay: float = option(0.1, "decoupled weight decay, on matrices only", check=NOT_NEGATIVE)
+    beta1: float = option(0.9, "AdamW beta1", check=BELOW_ONE)
+    beta2: float = option(0.99, "AdamW beta2", check=BELOW_ONE)
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0: off)", check=NOT_NEGATIVE)
     # system
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     dtype: str = option("auto", "auto (bfloat16 where the hardware has it, else float32), float32, bfloat16 or float16 (autocast)",
                         choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = option(False, "torch.compile the model")
-    seed: int = option(1337, "seed of every random generator")
+    seed: int = option(1337, "seed of every random generator", check=SEED)
     # logging
     wandb_log: bool = option(False, "log to Weights & Biases (respects WANDB_MODE)")
     wandb_project: str = option("smallgpt", "wandb project")
@@ -94,17 +86,9 @@ class TrainConfig(ModelOptions):
         # the model's shape is checked by GPTConfig when the model is built; the schedule follows max_iters
         self.warmup_iters = self.max_iters // 10 if self.warmup_iters is None else self.warmup_iters
         self.lr_decay_iters = self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
-        _require_positive(self, ("eval_interval", "eval_iters", "log_interval", "batch_size",
-                                 "gradient_accumulation_steps", "max_iters", "learning_rate", "lr_decay_iters", "muon_lr"))
-        for name in ("warmup_iters", "sample_tokens", "grad_clip", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name}={getattr(self, name)} must not be negative")
-        for name in ("beta1", "beta2", "muon_momentum"):
-            if not 0 <= getattr(self, name) < 1:
-                raise UserError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        super().__post_init__()
         if not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
-        _require_seed(self.seed)
         if self.time_budget:
             parse_duration(self.time_budget)
 
@@ -126,7 +110,7 @@ class TrainConfig(ModelOptions):
 
 
 @dataclass
-class CheckpointChoice:
+class CheckpointChoice(Checked):
     """Which checkpoint of a training run."""
 
     out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint", path=True)
@@ -149,26 +133,22 @@ class SampleConfig(ModelChoice):
     command: ClassVar[str] = "sample"
 
     prompt: str = option("\n", "text to continue, or FILE:path to read it from a file", escapes=True)
-    num_samples: int = option(1, "samples, generated as one batch")
-    max_new_tokens: int = option(500, "tokens generated per sample")
-    temperature: float = option(0.8, "0 is greedy; higher is more random")
-    top_k: int | None = option(200, "sample only from the k most likely tokens (none: all)")
-    top_p: float = option(1.0, "sample only from the smallest set of tokens with this much probability")
+    num_samples: int = option(1, "samples, generated as one batch", check=POSITIVE)
+    max_new_tokens: int = option(500, "tokens generated per sample", check=POSITIVE)
+    temperature: float = option(0.8, "0 is greedy; higher is more random",
+                                check=(lambda t: t >= 0, "must be 0 (greedy) or positive"))
+    top_k: int | None = option(200, "sample only from the k most likely tokens (none: all)",
+                               check=(lambda k: k > 0, "must be positive, or none to disable it"))
+    top_p: float = option(1.0, "sample only from the smallest set of tokens with this much probability",
+                          check=(lambda p: 0 < p <= 1, "must be in (0, 1]"))
     stop: list[str] = option([], "end a sample where this string appears (repeat the flag for several)", escapes=True)
     compile: bool = option(False, "decode through the compiled decoding step: compiled once per checkpoint and "
                                   "num_samples (about a minute on a CPU), loaded from the compile cache after")
     use_cache: bool = option(True, "reuse cached keys and values (false: recompute the context every step)")
-    seed: int = option(1337, "random seed; the same seed gives the same samples")
+    seed: int = option(1337, "random seed; the same seed gives the same samples", check=SEED)
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("num_samples", "max_new_tokens"))
-        _require_seed(self.seed)
-        if self.temperature < 0:
-            raise UserError(f"temperature={self.temperature} must be 0 (greedy) or positive")
-        if self.top_k is not None and self.top_k <= 0:
-            raise UserError(f"top_k={self.top_k} must be positive, or none to disable it")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p={self.top_p} must be in (0, 1]")
+        super().__post_init__()
         if "" in self.stop:
             raise UserError("--stop needs a string to stop at (an empty one would end every sample at once)")
         if self.compile and not self.use_cache:
@@ -180,13 +160,11 @@ class EvalConfig(ModelChoice):
     command: ClassVar[str] = "eval"
 
     text_file: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)", path=True)
-    batch_size: int = option(16, "windows of block_size tokens per forward pass")
+    batch_size: int = option(16, "windows of block_size tokens per forward pass", check=POSITIVE)
     json: bool = option(False, "print the results as one JSON object")
     surprise: str = option("", "also write a per-token surprise page (HTML) to this file", path=True)
-    surprise_tokens: int = option(2000, "tokens shown on the surprise page (from the start of the text)")
-
-    def __post_init__(self) -> None:
-        _require_positive(self, ("batch_size", "surprise_tokens"))
+    surprise_tokens: int = option(2000, "tokens shown on the surprise page (from the start of the text)",
+                                 check=POSITIVE)
 
 
 @dataclass
@@ -208,12 +186,13 @@ class ExportConfig(CheckpointChoice):
     replace_export: bool = option(False, "replace an earlier export in hf_dir (never anything else)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.hf_dir:
             raise UserError("give the folder to write: --hf_dir=FOLDER (e.g. --hf_dir=hf-model)")
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(Checked):
     command: ClassVar[str] = "prepare"
     usage: ClassVar[str] = ("python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER "
                             "[--bpe_vocab_size=N] --dataset=NAME")
@@ -226,9 +205,10 @@ class PrepareConfig:
     bpe_vocab_size: int | None = option(None, "bpe: tokens in the vocabulary, <|endoftext|> included (none: 4096)")
     dataset: str = option("", "the dataset to write: a folder under data/, or a path", path=True)
     val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when there is one")
-    seed: int = option(1337, "seed of the choice of validation documents")
+    seed: int = option(1337, "seed of the choice of validation documents", check=SEED)
     text_field: str = option("text", "the JSONL field or Parquet column that holds the text")
-    workers: int = option(0, "threads that encode (0: one per core)")
+    workers: int = option(0, "threads that encode (0: one per core)",
+                          check=(lambda workers: workers >= 0, "must be 0 (one per core) or positive"))
     replace_dataset: bool = option(False, "replace a different dataset already in the folder")
 
     def __post_init__(self) -> None:
@@ -236,13 +216,11 @@ class PrepareConfig:
             raise UserError("give the text and the dataset: --input=PATH --dataset=NAME")
         if "" in self.input:  # an empty pattern would be the current folder, every file under it
             raise UserError("--input needs a path: a file, a folder or a glob")
-        _require_seed(self.seed)
-        if self.workers < 0:
-            raise UserError(f"workers={self.workers} must be 0 (one per core) or positive")
+        super().__post_init__()
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(Checked):
     """Keys of bench.py; the training benchmarks pass every other key to train.py."""
 
     command: ClassVar[str] = "bench"
@@ -251,41 +229,39 @@ class BenchConfig:
 
     new_tokens: list[int] = option([100, 500], "generation: tokens generated per timed run (comma-separated)")
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
-    steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)")
+    steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)",
+                               check=(lambda steps: steps >= 50, "is too few to time; use 50 or more"))
     as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top")
-    plot: str = option("", "recipe, budget: the picture to write (empty: recipe.png, budget.png)", path=True)
+    plot: str = option("", "recipe, budget: the picture to write (empty: recipe.png, budget.png)", path=True, check=PNG)
     budgets: list[int] = option([60, 180, 600], "budget: seconds of each time budget on the character corpus")
     bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)")
     against_default: bool = option(True, "budget: also the default run against a budgeted run given its wall time")
-    repeats: int = option(5, "first_token: how many times to start sample.py")
+    repeats: int = option(5, "first_token: how many times to start sample.py", check=POSITIVE)
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", path=True)
     with_compile: bool = option(True, "first_token: also time sample.py --compile=true, a first start (which "
                                       "compiles) and later ones")
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps")
-    corpus_mb: int = option(40, "prepare: MB of text (copies of the plays, one file each) to prepare")
+    corpus_mb: int = option(40, "prepare: MB of text (copies of the plays, one file each) to prepare", check=POSITIVE)
     bpe_vocab_size: int | None = option(4096, "prepare: vocabulary of the trained BPE tokenizer")
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("repeats", "corpus_mb"))
-        if self.steps is not None and self.steps < 50:
-            raise UserError(f"steps={self.steps} is too few to time; use 50 or more")
+        super().__post_init__()
         if min(self.new_tokens + self.batch_sizes) <= 0:
             raise UserError("new_tokens and batch_sizes must be positive")
-        _require_png("plot", self.plot)
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(Checked):
     command: ClassVar[str] = "compare"
     usage: ClassVar[str] = "python compare.py --runs=OUT_DIR --runs=OUT_DIR [...] [--plot=compare.png]"
 
     runs: list[str] = option([], "out_dir of a training run (repeat the flag for each run)", path=True)
-    plot: str = option("compare.png", "the picture to write", path=True)
+    plot: str = option("compare.png", "the picture to write", path=True, check=PNG)
 
     def __post_init__(self) -> None:
         if not self.runs:
             raise UserError("name the runs to compare: --runs=OUT_DIR --runs=OUT_DIR")
-        _require_png("plot", self.plot)
+        super().__post_init__()
 
 
 COMMANDS = {cls.command: cls for cls in (TrainConfig, SampleConfig, EvalConfig, AttentionConfig, ExportConfig,
@@ -298,5 +274,4 @@ def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:
         usage = usage or getattr(cls, "usage", f"python {cls.command}.py [CONFIG.toml ...] [--key=value ...]")
         print(help_text(cls, usage, cls.command))
         sys.exit(0)
-    keys = {name: [f.name for f in dataclasses.fields(command)] for name, command in COMMANDS.items()}
-    return parse_config(cls, argv, keys)
+    return parse_config(cls, argv, COMMANDS)
