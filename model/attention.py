@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
-from .kv_cache import KVCache
+from .decoding import KVCache
 from .rope import rotate
 
 

@@ -15,11 +15,9 @@ import torch.nn.functional as F
 
 from .attention import AttentionRecord, CausalSelfAttention, Positions
 from .config import GPTConfig
-from .decoding import Decoder
+from .decoding import Decoder, KVCache, sample_next
 from .errors import ModelError
-from .kv_cache import KVCache
 from .rope import rotation_tables
-from .sampling import sample_next
 
 RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.down_proj.weight")  # what writes into the residual stream
 
