@@ -13,11 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import AttentionRecord, CausalSelfAttention, Positions
+from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation_tables
 from .config import GPTConfig
 from .decoding import Decoder, KVCache, sample_next
 from .errors import ModelError
-from .rope import rotation_tables
 
 RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.down_proj.weight")  # what writes into the residual stream
 

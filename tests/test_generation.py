@@ -6,9 +6,9 @@ from sample import SampleText
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
 from model import GPT, GPTConfig
 from helpers import gpt2_config
+from model.attention import rotate, rotation_tables
 from model.decoding import Decoder, sample_next
 from model.errors import ModelError
-from model.rope import rotate, rotation_tables
 
 
 MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False, n_kv_head=2)
