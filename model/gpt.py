@@ -165,8 +165,9 @@ class GPT(nn.Module):
                         top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
                         generator: torch.Generator | None = None, vocab_limit: int | None = None,
                         compile: bool = False) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens new tokens (B, 1), one step at a time, each below vocab_limit (the tokenizer's
-        vocabulary); generation may run past block_size (see `Decoder` for the context policy and `compile`)."""
+        """Yield max_new_tokens new tokens (B, 1), one step at a time, picked by `sample_next` (temperature, top_k,
+        top_p, generator; below vocab_limit, the tokenizer's vocabulary). Generation may run past block_size (see
+        `Decoder` for the context policy, use_cache and compile)."""
         # inference_mode is lighter than no_grad: no view or version tracking on every decoding step.
         # It is never held across a yield, so the caller's code runs in its own mode.
         with torch.inference_mode():
@@ -180,13 +181,9 @@ class GPT(nn.Module):
                     decoder.push(next_id)  # decode: one new token through the cache
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
-                 vocab_limit: int | None = None, compile: bool = False) -> torch.Tensor:
-        """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens)."""
-        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, vocab_limit,
-                                   compile)
-        return torch.cat([idx, *new], dim=1)
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
+        """idx (B, T) continued by max_new_tokens tokens, (B, T + max_new_tokens); options as generate_stream."""
+        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, **options)], dim=1)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str) -> "GPT":
