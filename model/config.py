@@ -1,11 +1,15 @@
-"""The network's options, each with its default (the modern shape of Llama and Qwen3) and help, and GPTConfig.
+"""The network's options, each with its default (the modern shape of Llama and Qwen3) and help; GPTConfig; ModelError.
 
 train.py's keys take them from here; GPT2_SHAPE gives GPT-2's shape.
 """
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from .errors import ModelError
+
+class ModelError(ValueError):
+    """A model shape, checkpoint or pretrained folder that cannot be used as given: model/'s one exception type.
+    Its message says what to change, and the command line shows it as one line."""
+
 
 GPT2_SHAPE = dict(pos_emb="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_embeddings=True, bias=True)
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ModelError
+from .config import ModelError
 
 if TYPE_CHECKING:
     from .gpt import GPT

@@ -14,9 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation_tables
-from .config import GPTConfig
+from .config import GPTConfig, ModelError
 from .decoding import Decoder, KVCache, sample_next
-from .errors import ModelError
 
 RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.down_proj.weight")  # what writes into the residual stream
 

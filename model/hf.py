@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import GPT2_SHAPE, GPTConfig
-from .errors import ModelError
+from .config import GPT2_SHAPE, GPTConfig, ModelError
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
