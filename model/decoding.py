@@ -44,12 +44,6 @@ class KVCache:
         self.k, self.v = keys_values[:n_layer], keys_values[n_layer:]  # (B, nkv, slots, hs) per layer
         self.slots = slot_positions.numel()
 
-    @classmethod
-    def empty(cls, n_layer: int, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> "KVCache":
-        """Every slot empty; keys and values of shape (B, nkv, slots, hs) for each of n_layer layers."""
-        zeros = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(2 * n_layer)]
-        return cls(torch.full((shape[2],), EMPTY, dtype=torch.long, device=device), *zeros)
-
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.slot_positions, *self.k, *self.v)
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation_tables
 from .config import GPTConfig, ModelError
-from .decoding import Decoder, KVCache, sample_next
+from .decoding import EMPTY, Decoder, KVCache, sample_next
 
 RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.down_proj.weight")  # what writes into the residual stream
 
@@ -151,10 +151,10 @@ class GPT(nn.Module):
         return [record.pattern for record in self.attention_records(idx)]
 
     def new_cache(self, batch_size: int, slots: int | None = None) -> KVCache:
-        """A KV cache for `slots` positions (block_size by default: the window a step can see)."""
-        c, weight = self.config, self.transformer.wte.weight
-        shape = (batch_size, c.n_kv_head, slots or c.block_size, c.head_size)
-        return KVCache.empty(c.n_layer, shape, weight.device, weight.dtype)
+        """A KV cache for `slots` positions (block_size by default: the window a step can see), every slot empty."""
+        c, weight, slots = self.config, self.transformer.wte.weight, slots or self.config.block_size
+        keys_values = [weight.new_zeros(batch_size, c.n_kv_head, slots, c.head_size) for _ in range(2 * c.n_layer)]
+        return KVCache(torch.full((slots,), EMPTY, dtype=torch.long, device=weight.device), *keys_values)
 
     def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None, positions: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) for the position after idx (B, T) at positions (T,); the head runs on the last one only."""
