@@ -65,10 +65,8 @@ class GPTConfig(ModelOptions):
                 raise ModelError(f"{f.name}={getattr(self, f.name)!r} is not one of {', '.join(f.metadata['choices'])}")
         if self.head_size is None:
             if self.n_embd % self.n_head != 0:
-                raise ModelError(
-                    f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}; "
-                    f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
-                )
+                raise ModelError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}; "
+                                 f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}")
             self.head_size = self.n_embd // self.n_head
         self.n_kv_head = self.n_head if self.n_kv_head is None else self.n_kv_head
         if self.n_head % self.n_kv_head != 0:
