@@ -27,9 +27,8 @@ from data.dataset import open_dataset
 from data.tokenizer import load_gpt2_encoding, train_bpe
 from eval import validation_split
 from model import GPT, GPTConfig
-from model.compiled_decoding import compile_ahead
 from model.config import GPT2_SHAPE
-from model.decoding import generation_cache
+from model.decoding import compile_ahead, generation_cache
 from model.params import meta_model, training_flops_per_token
 from model.weights import WEIGHTS, Int8Linear, with_weights
 from model.scoring import score_tokens, summarize

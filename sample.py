@@ -16,8 +16,7 @@ from config.errors import run_cli
 from config.prompts import encode_prompt, read_prompt
 from config.settings import SampleConfig, read_config
 from data.tokenizer import Tokenizer
-from model.compiled_decoding import compile_ahead
-from model.decoding import generation_cache
+from model.decoding import compile_ahead, generation_cache
 from training.init_from import load_model
 
 SEPARATOR = "\n---------------"

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from data.errors import DataError
-from model.errors import ModelError
+from model import ModelError
 
 
 class UserError(Exception):

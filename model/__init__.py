@@ -1,5 +1,5 @@
 """The network and everything that only needs the network."""
-from .config import GPTConfig
+from .config import GPTConfig, ModelError
 from .gpt import GPT
 
-__all__ = ["GPT", "GPTConfig"]
+__all__ = ["GPT", "GPTConfig", "ModelError"]

@@ -1,11 +1,15 @@
-"""The network's options, each with its default (the modern shape of Llama and Qwen3) and help, and GPTConfig.
+"""The network's options, each with its default (the modern shape of Llama and Qwen3) and help; GPTConfig; ModelError.
 
 train.py's keys take them from here; GPT2_SHAPE gives GPT-2's shape.
 """
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from .errors import ModelError
+
+class ModelError(ValueError):
+    """A model shape, checkpoint or pretrained folder that cannot be used as given: model/'s one exception type.
+    Its message says what to change, and the command line shows it as one line."""
+
 
 GPT2_SHAPE = dict(pos_emb="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_embeddings=True, bias=True)
 
@@ -61,10 +65,8 @@ class GPTConfig(ModelOptions):
                 raise ModelError(f"{f.name}={getattr(self, f.name)!r} is not one of {', '.join(f.metadata['choices'])}")
         if self.head_size is None:
             if self.n_embd % self.n_head != 0:
-                raise ModelError(
-                    f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}; "
-                    f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
-                )
+                raise ModelError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}; "
+                                 f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}")
             self.head_size = self.n_embd // self.n_head
         self.n_kv_head = self.n_head if self.n_kv_head is None else self.n_kv_head
         if self.n_head % self.n_kv_head != 0:

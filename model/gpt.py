@@ -13,13 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import AttentionRecord, CausalSelfAttention, Positions
-from .config import GPTConfig
-from .decoding import Decoder
-from .errors import ModelError
-from .kv_cache import KVCache
-from .rope import rotation_tables
-from .sampling import sample_next
+from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation_tables
+from .config import GPTConfig, ModelError
+from .decoding import EMPTY, Decoder, KVCache, sample_next
 
 RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.down_proj.weight")  # what writes into the residual stream
 
@@ -155,10 +151,10 @@ class GPT(nn.Module):
         return [record.pattern for record in self.attention_records(idx)]
 
     def new_cache(self, batch_size: int, slots: int | None = None) -> KVCache:
-        """A KV cache for `slots` positions (block_size by default: the window a step can see)."""
-        c, weight = self.config, self.transformer.wte.weight
-        shape = (batch_size, c.n_kv_head, slots or c.block_size, c.head_size)
-        return KVCache.empty(c.n_layer, shape, weight.device, weight.dtype)
+        """A KV cache for `slots` positions (block_size by default: the window a step can see), every slot empty."""
+        c, weight, slots = self.config, self.transformer.wte.weight, slots or self.config.block_size
+        keys_values = [weight.new_zeros(batch_size, c.n_kv_head, slots, c.head_size) for _ in range(2 * c.n_layer)]
+        return KVCache(torch.full((slots,), EMPTY, dtype=torch.long, device=weight.device), *keys_values)
 
     def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None, positions: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) for the position after idx (B, T) at positions (T,); the head runs on the last one only."""
@@ -168,8 +164,9 @@ class GPT(nn.Module):
                         top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
                         generator: torch.Generator | None = None, vocab_limit: int | None = None,
                         compile: bool = False) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens new tokens (B, 1), one step at a time, each below vocab_limit (the tokenizer's
-        vocabulary); generation may run past block_size (see `Decoder` for the context policy and `compile`)."""
+        """Yield max_new_tokens new tokens (B, 1), one step at a time, picked by `sample_next` (temperature, top_k,
+        top_p, generator; below vocab_limit, the tokenizer's vocabulary). Generation may run past block_size (see
+        `Decoder` for the context policy, use_cache and compile)."""
         # inference_mode is lighter than no_grad: no view or version tracking on every decoding step.
         # It is never held across a yield, so the caller's code runs in its own mode.
         with torch.inference_mode():
@@ -183,13 +180,9 @@ class GPT(nn.Module):
                     decoder.push(next_id)  # decode: one new token through the cache
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
-                 vocab_limit: int | None = None, compile: bool = False) -> torch.Tensor:
-        """Continue idx (B, T) by max_new_tokens tokens; returns (B, T + max_new_tokens)."""
-        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, vocab_limit,
-                                   compile)
-        return torch.cat([idx, *new], dim=1)
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
+        """idx (B, T) continued by max_new_tokens tokens, (B, T + max_new_tokens); options as generate_stream."""
+        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, **options)], dim=1)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str) -> "GPT":

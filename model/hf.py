@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import GPT2_SHAPE, GPTConfig
-from .errors import ModelError
+from .config import GPT2_SHAPE, GPTConfig, ModelError
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
@@ -23,6 +22,15 @@ RENAMES = {"gpt2": GPT2_RENAMES, "llama": LLAMA_RENAMES, "qwen3": LLAMA_RENAMES}
 # GPT-2 stores these as Conv1D weights (in, out); nn.Linear holds (out, in)
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 QKV = ("q_proj", "k_proj", "v_proj")
+# (transformers' config field: this project's GPTConfig field), read either way
+SHARED_FIELDS = dict(vocab_size="vocab_size", tie_word_embeddings="tie_embeddings")
+GPT2_FIELDS = dict(SHARED_FIELDS, n_positions="block_size", n_embd="n_embd", n_layer="n_layer", n_head="n_head",
+                   n_inner="mlp_hidden", layer_norm_epsilon="norm_eps")
+LLAMA_FIELDS = dict(SHARED_FIELDS, max_position_embeddings="block_size", hidden_size="n_embd",
+                    num_hidden_layers="n_layer", num_attention_heads="n_head", num_key_value_heads="n_kv_head",
+                    head_dim="head_size", intermediate_size="mlp_hidden", rms_norm_eps="norm_eps",
+                    attention_bias="bias")
+FIELDS = {"gpt2": GPT2_FIELDS, "llama": LLAMA_FIELDS, "qwen3": LLAMA_FIELDS}
 
 
 def rename(name: str, model_type: str, to_ours: bool) -> str:
@@ -101,20 +109,15 @@ def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, g
     from safetensors.torch import save
 
     model_type, c = hf_model_type(model.config), model.config
-    common = dict(vocab_size=c.vocab_size, tie_word_embeddings=c.tie_embeddings, bos_token_id=eot_token,
-                  eos_token_id=eot_token, pad_token_id=None, architectures=[ARCHITECTURES[model_type]], dtype="float32")
+    common = {theirs: getattr(c, ours) for theirs, ours in FIELDS[model_type].items()}
+    common.update(bos_token_id=eot_token, eos_token_id=eot_token, pad_token_id=None,
+                  architectures=[ARCHITECTURES[model_type]], dtype="float32")
     if model_type == "gpt2":
-        config = transformers.GPT2Config(
-            n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head, n_inner=c.mlp_hidden,
-            activation_function="gelu_new", layer_norm_epsilon=c.norm_eps, resid_pdrop=c.dropout,
-            embd_pdrop=c.dropout, attn_pdrop=c.dropout, **common)
+        config = transformers.GPT2Config(activation_function="gelu_new", resid_pdrop=c.dropout, embd_pdrop=c.dropout,
+                                         attn_pdrop=c.dropout, **common)
     else:
-        common.update(
-            hidden_size=c.n_embd, intermediate_size=c.mlp_hidden, num_hidden_layers=c.n_layer,
-            num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, head_dim=c.head_size, hidden_act="silu",
-            max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps,
-            rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta}, attention_bias=c.bias,
-            attention_dropout=c.dropout)
+        common.update(hidden_act="silu", rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+                      attention_dropout=c.dropout)
         config = (transformers.LlamaConfig(mlp_bias=c.bias, **common) if model_type == "llama"
                   else transformers.Qwen3Config(**common))
     tensors = hf_state_from_gpt(model.state_dict(), c, model_type)
@@ -132,15 +135,14 @@ def _require(hf, key: str, value: object, allowed: tuple, why: str) -> None:
 def gpt_config_from_hf(hf) -> GPTConfig:
     """The GPTConfig of a transformers config of a GPT-2, Llama or Qwen3 model (model/pretrained.py
     checks the model type); a ModelError names an option that smallgpt does not compute."""
+    fields = {ours: getattr(hf, theirs, None) for theirs, ours in FIELDS[hf.model_type].items()}  # None: no head_dim
     if hf.model_type == "gpt2":
         _require(hf, "activation_function", hf.activation_function, ("gelu_new", "gelu_pytorch_tanh"),
                  "GPT-2's MLP here is GELU's tanh approximation, gelu_new")
         scaling = "attention scores here are scaled by 1/sqrt(head_size) alone"
         _require(hf, "scale_attn_weights", hf.scale_attn_weights, (True,), scaling)
         _require(hf, "scale_attn_by_inverse_layer_idx", hf.scale_attn_by_inverse_layer_idx, (False,), scaling)
-        return GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer, n_head=hf.n_head,
-                         n_embd=hf.n_embd, **{**GPT2_SHAPE, "tie_embeddings": hf.tie_word_embeddings},
-                         norm_eps=hf.layer_norm_epsilon, mlp_hidden=hf.n_inner)
+        return GPTConfig(**{**GPT2_SHAPE, **fields})
     rope = dict(hf.rope_parameters or {})
     _require(hf, "hidden_act", hf.hidden_act, ("silu",), "SwiGLU here gates with silu")
     _require(hf, "rope_type", rope.get("rope_type", "default"), ("default",), "RoPE here has no scaling")
@@ -153,9 +155,5 @@ def gpt_config_from_hf(hf) -> GPTConfig:
         _require(hf, "use_sliding_window", sliding, (False,), "attention here sees the whole context")
     else:
         _require(hf, "mlp_bias", hf.mlp_bias, (hf.attention_bias,), f"attention_bias={hf.attention_bias} and {one_bias}")
-    return GPTConfig(
-        block_size=hf.max_position_embeddings, vocab_size=hf.vocab_size, n_layer=hf.num_hidden_layers,
-        n_head=hf.num_attention_heads, n_embd=hf.hidden_size, bias=hf.attention_bias, pos_emb="rope",
-        rope_theta=rope.get("rope_theta", 10000.0), norm="rmsnorm", norm_eps=hf.rms_norm_eps,
-        qk_norm=hf.model_type == "qwen3", mlp="swiglu", mlp_hidden=hf.intermediate_size,
-        n_kv_head=hf.num_key_value_heads, head_size=getattr(hf, "head_dim", None), tie_embeddings=hf.tie_word_embeddings)
+    return GPTConfig(**fields, pos_emb="rope", rope_theta=rope.get("rope_theta", 10000.0), norm="rmsnorm",
+                     qk_norm=hf.model_type == "qwen3", mlp="swiglu")

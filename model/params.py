@@ -123,11 +123,8 @@ def format_report(rows: list[Row], flops: int, seq_len: int) -> str:
     width = max(2 * r.depth + len(r.label) for r in rows) + 2
     lines = [f"{'part':<{width}}{'shape':>16}{'parameters':>20}{'share':>9}"]
     for r in rows:
-        label = f"{'  ' * r.depth}{r.label}"
-        if r.count is None:
-            lines.append(label)
-        else:
-            lines.append(f"{label:<{width}}{r.shape:>16}{r.count:>20,}{r.count / total:>9.2%}")
+        line = f"{'  ' * r.depth}{r.label}"  # a heading (count None) is its label alone
+        lines.append(line if r.count is None else f"{line:<{width}}{r.shape:>16}{r.count:>20,}{r.count / total:>9.2%}")
     lines.append(f"\ntraining FLOPs per token (6N + 12 * n_layer * n_head * head_size * T, T={seq_len}): "
                  f"{flops:,} ({flops:.3g})")
     return "\n".join(lines)

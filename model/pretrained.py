@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .config import GPTConfig
-from .errors import ModelError
+from .config import GPTConfig, ModelError
 from .hf import ARCHITECTURES, gpt_config_from_hf, gpt_state_from_hf
 
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 
 from model import GPT, GPTConfig
 from helpers import gpt2_config
-from model.attention import CausalSelfAttention, Positions
-from model.rope import rotate, rotation_tables
+from model.attention import CausalSelfAttention, Positions, rotate, rotation_tables
 
 from attention_reference import complex_rope, reference_attention, rms_norm
 

@@ -4,9 +4,7 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig
-from model.compiled_decoding import compiled_step, package_path
-from model.decoding import generation_cache
-from model.kv_cache import KVCache
+from model.decoding import KVCache, compiled_step, generation_cache, package_path
 from model.weights import with_weights
 
 pytestmark = pytest.mark.slow  # compiling takes tens of seconds on a CPU

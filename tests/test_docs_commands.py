@@ -18,7 +18,7 @@ from config.errors import UserError
 from config.settings import (AttentionConfig, CompareConfig, EvalConfig, ExportConfig, PrepareConfig, SampleConfig,
                            TrainConfig, read_config)
 from helpers import prepare_text, run_script
-from model.errors import ModelError
+from model import ModelError
 from training.init_from import model_config
 
 REPO = Path(__file__).resolve().parent.parent

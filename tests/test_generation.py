@@ -4,12 +4,10 @@ import torch
 
 from sample import SampleText
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, ModelError
 from helpers import gpt2_config
-from model.decoding import Decoder
-from model.errors import ModelError
-from model.rope import rotate, rotation_tables
-from model.sampling import sample_next
+from model.attention import rotate, rotation_tables
+from model.decoding import Decoder, sample_next
 
 
 MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False, n_kv_head=2)

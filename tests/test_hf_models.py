@@ -8,9 +8,8 @@ import json
 import pytest
 import torch
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, ModelError
 from helpers import gpt2_config
-from model.errors import ModelError
 from model.hf import gpt_config_from_hf, save_hf_model
 
 transformers = pytest.importorskip("transformers")

@@ -9,8 +9,7 @@ import torch
 from config.errors import UserError
 from data.errors import DataError
 from helpers import gpt2_config, run_script
-from model import GPT, GPTConfig
-from model.errors import ModelError
+from model import GPT, GPTConfig, ModelError
 from model.params import meta_model, report_rows, training_flops_per_token
 from params import main
 

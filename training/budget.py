@@ -19,8 +19,7 @@ from tqdm import tqdm
 from config.device import autocast, synchronize
 from config.errors import UserError
 from config.settings import TrainConfig, parse_duration
-from model import GPT
-from model.errors import ModelError
+from model import GPT, ModelError
 
 from . import distributed
 from .init_from import model_config
