@@ -404,9 +404,9 @@ def budget_picture(results: dict, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -> float:
-    """Start `python sample.py` as a user would, with its default prompt, and
-    time it until one character past the prompt is printed."""
+def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -> tuple[float, str]:
+    """Start `python sample.py` as a user would, with its default prompt, and time it until one character past
+    the prompt is printed; and the compile time it printed, if it compiled."""
     prompt = SampleConfig.prompt.encode()  # sample.py streams: the prompt, then each token
     command = [sys.executable, "sample.py", f"--out_dir={out_dir}", "--max_new_tokens=20", *flags]
     start = time.perf_counter()
@@ -417,7 +417,8 @@ def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -
         error = proc.stderr.read().decode().strip()
     if proc.returncode != 0 or len(head) <= len(prompt):
         raise UserError(f"sample.py failed: {error.removeprefix('error: ') or 'no output'}")
-    return seconds
+    compiled = re.search(r"^compile: .* in ([\d.]+ s)$", error, re.MULTILINE)
+    return seconds, compiled.group(1) if compiled else ""
 
 
 def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
@@ -425,8 +426,10 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
     checkpoint (the default run's unless --out_dir says): eager, and --compile=true with an empty
     compile cache (the first start compiles) and then a warm one."""
     def report(name: str, *flags: str, env: dict | None = None, repeats: int = cfg.repeats) -> None:
-        times = [seconds_to_first_token(cfg.out_dir, *flags, env=env) for _ in range(repeats)]
-        print(f"  {name:<34} {min(times):6.2f} s at best, {statistics.median(times):6.2f} s median over {len(times)}")
+        times, compiles = zip(*(seconds_to_first_token(cfg.out_dir, *flags, env=env) for _ in range(repeats)))
+        printed = f", of which the compile it printed: {', '.join(c for c in compiles if c)}" if any(compiles) else ""
+        print(f"  {name:<34} {min(times):6.2f} s at best, {statistics.median(times):6.2f} s median over "
+              f"{len(times)}{printed}")
 
     print(f"first token: python sample.py --out_dir={cfg.out_dir} to its first new character")
     report("eager")
