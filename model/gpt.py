@@ -180,9 +180,13 @@ class GPT(nn.Module):
                     decoder.push(next_id)  # decode: one new token through the cache
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
-        """idx (B, T) continued by max_new_tokens tokens, (B, T + max_new_tokens); options as generate_stream."""
-        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, **options)], dim=1)
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
+                 vocab_limit: int | None = None, compile: bool = False) -> torch.Tensor:
+        """idx (B, T) continued by max_new_tokens tokens, (B, T + max_new_tokens); the options as generate_stream's."""
+        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, vocab_limit,
+                                   compile)
+        return torch.cat([idx, *new], dim=1)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str) -> "GPT":

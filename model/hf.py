@@ -135,7 +135,8 @@ def _require(hf, key: str, value: object, allowed: tuple, why: str) -> None:
 def gpt_config_from_hf(hf) -> GPTConfig:
     """The GPTConfig of a transformers config of a GPT-2, Llama or Qwen3 model (model/pretrained.py
     checks the model type); a ModelError names an option that smallgpt does not compute."""
-    fields = {ours: getattr(hf, theirs, None) for theirs, ours in FIELDS[hf.model_type].items()}  # None: no head_dim
+    fields = {ours: getattr(hf, theirs) if theirs != "head_dim" else getattr(hf, theirs, None)  # none: n_embd / n_head
+              for theirs, ours in FIELDS[hf.model_type].items()}
     if hf.model_type == "gpt2":
         _require(hf, "activation_function", hf.activation_function, ("gelu_new", "gelu_pytorch_tanh"),
                  "GPT-2's MLP here is GELU's tanh approximation, gelu_new")
