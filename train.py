@@ -21,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from config.device import autocast, resolve_dtype
+from config.device import autocast, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
 from config.settings import TrainConfig, read_config
 from data.corpora import ensure_dataset
@@ -249,6 +249,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     pace = Pace(progress.step, progress.elapsed_s)  # a time budget's checks measure the loop with it
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
+    compiling = run.cfg.compile  # torch.compile compiles in the first step: timed apart, left out of tokens/s
     while progress.step < run.cfg.max_iters:
         cfg = run.cfg  # a time budget may change its steps below
         scale = lr_scale(progress.step, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr / cfg.learning_rate) \
@@ -256,6 +257,13 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         run.optimizers.set_lr_scale(scale)
         lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
         step_loss = train_step(run)
+        if compiling:
+            synchronize(run.device)
+            compiling, started = False, window[1]
+            window = (progress.step + 1, time.perf_counter())
+            if ranks.is_main:
+                bar.write(f"compile: the model was compiled in its first step, {window[1] - started:.1f} s "
+                          "(inductor's cache serves a later run of the same shape); tokens/s leaves it out")
         unread += step_loss
         step = progress.step + 1
         finished = step == cfg.max_iters

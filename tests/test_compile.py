@@ -24,7 +24,8 @@ def test_compiled_training_matches_eager_training(char_dataset, tmp_path):
     caches = {run: tmp_path / f"{run}-inductor-cache" for run in ("eager", "compiled")}  # what each run compiled
     for run, compile_flag in (("eager", []), ("compiled", ["--compile=true"])):
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(caches[run])}
-        run_script("train.py", *flags, *compile_flag, f"--out_dir={tmp_path / run}", env=env)
+        printed = run_script("train.py", *flags, *compile_flag, f"--out_dir={tmp_path / run}", env=env).stdout
+        assert ("compile: the model was compiled in its first step" in printed) == (run == "compiled"), printed
     assert not caches["eager"].exists() and any(caches["compiled"].rglob("*.so"))  # inductor's compiled kernels
     eager, compiled = log_losses(tmp_path / "eager"), log_losses(tmp_path / "compiled")
     assert len(eager) == len(compiled) == 3  # steps 5 and 10, then the evaluation at 10
