@@ -129,6 +129,8 @@ def _text_pieces(path: Path) -> Iterator[Piece]:
                 pending += decoder.decode(block, final=not block)
             except UnicodeDecodeError as e:
                 raise not_utf8(path, offset - held + e.start) from None
+            if offset == 0:
+                pending = pending.removeprefix("\ufeff")  # a byte-order mark that some editors write: not text
             if not block:
                 break
             offset += len(block)

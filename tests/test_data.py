@@ -97,6 +97,14 @@ def test_read_text_errors(tmp_path):
         read_text(tmp_path / "latin1.txt")
 
 
+def test_a_byte_order_mark_is_not_text_and_errors_count_its_bytes(tmp_path):
+    (tmp_path / "bom.txt").write_text("\ufeffTo be\n\ufeff", encoding="utf-8")  # U+FEFF: bytes EF BB BF
+    assert read_text(tmp_path / "bom.txt") == "To be\n\ufeff"  # only the file's first character is a mark
+    (tmp_path / "bom_latin1.txt").write_bytes(b"\xef\xbb\xbfabc caf\xe9")
+    with pytest.raises(DataError, match="offset 10"):
+        read_text(tmp_path / "bom_latin1.txt")
+
+
 def test_a_dataset_with_a_slash_is_a_path_and_outputs_get_their_folder(tmp_path):
     from data.dataset import DATA_ROOT, dataset_dir
     from data.files import write_atomically
