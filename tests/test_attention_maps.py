@@ -1,7 +1,9 @@
 """attention.py: the maps show the model's own attention, recomputed here independently."""
 from __future__ import annotations
 
+import io
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -75,6 +77,26 @@ def test_figures_draw_the_patterns(trained_out):
     assert [t.get_text() for t in corner.get_xticklabels()] == labels
     assert [t.get_text() for t in corner.get_yticklabels()] == labels
     assert tick_label(" I\n") == "␣I⏎"
+
+
+def test_a_label_font_lacks_is_borrowed_and_what_no_font_draws_shows_as_its_code_point():
+    from matplotlib import font_manager
+
+    mono, sans = (set(font_manager.get_font(font_manager.findfont(name)).get_charmap())
+                  for name in ("DejaVu Sans Mono", "DejaVu Sans"))
+    borrowed = chr(min(sans - mono))  # a letter that DejaVu Sans draws and the labels' monospaced font lacks
+    unseen = "\U0001E900"  # ADLAM CAPITAL LETTER ALIF: no font that matplotlib ships draws it
+    if any(0x1E900 in font_manager.get_font(f.fname).get_charmap() for f in font_manager.fontManager.ttflist
+           if not f.name.startswith("Last Resort")):  # its glyphs are boxes
+        pytest.skip("a font here draws Adlam")
+    patterns = torch.softmax(torch.randn(1, 1, 3, 3), dim=-1)  # (n_layer, nh, T, T)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for figure in (heatmap_figure(patterns, ["a", borrowed, unseen], f"a{unseen}"),
+                       query_figure(patterns, ["a", borrowed, unseen], 2)):
+            figure.savefig(io.BytesIO(), format="png")  # drawing is where matplotlib finds a glyph missing
+            assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["a", borrowed, "[U+1E900]"]
+    assert not [w for w in caught if "missing from font" in str(w.message)]
 
 
 def test_command_writes_pictures_and_page(attention_run, trained_out):

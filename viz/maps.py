@@ -4,6 +4,7 @@ patterns: (n_layer, nh, T, T) from `GPT.attention_patterns`, row i the weights q
 0..i (the rest is the causal mask). The figures are plain matplotlib Figures (no pyplot, no global state).
 """
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ CMAP = "viridis"  # weight 0 is dark, so the white masked triangle reads as empt
 MAX_TICKS = 48  # more labels than this on an axis and every k-th is shown
 DPI = 100
 VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # whitespace would vanish from a tick label
+LABEL_FONT = "DejaVu Sans Mono"
 
 
 def token_texts(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
@@ -33,6 +35,39 @@ def tick_label(text: str) -> str:
     return shown or "∅"
 
 
+@functools.cache
+def _fonts() -> list[tuple[str, str]]:
+    """(family, file) of every font matplotlib finds, the labels' own first; not its last-resort font, whose
+    glyphs are boxes."""
+    from matplotlib import font_manager
+
+    first = font_manager.findfont(LABEL_FONT)
+    others = {(f.name, f.fname) for f in font_manager.fontManager.ttflist
+              if f.fname != first and not f.name.startswith("Last Resort")}
+    return [(LABEL_FONT, first), *sorted(others)]
+
+
+@functools.cache
+def _code_points(file: str) -> frozenset[int]:
+    from matplotlib import font_manager
+
+    return frozenset(font_manager.get_font(file).get_charmap())
+
+
+@functools.cache
+def _family_drawing(ch: str) -> str | None:
+    """The family of the first font that has a glyph for ch (the labels' font if it does), or None."""
+    return next((family for family, file in _fonts() if ord(ch) in _code_points(file)), None)
+
+
+def drawable(texts: list[str]) -> tuple[list[str], list[str]]:
+    """texts with each character that no font here draws shown as its code point ([U+6771]), not as an empty box;
+    and the font families for them: the labels' font, then one for each character it lacks (CJK, say)."""
+    shown = ["".join(ch if _family_drawing(ch) else f"[U+{ord(ch):04X}]" for ch in text) for text in texts]
+    families = dict.fromkeys([LABEL_FONT, *(_family_drawing(ch) for text in shown for ch in text)])
+    return shown, [family for family in families if family]
+
+
 def panel_inches(n_tokens: int) -> float:
     """Side of one panel: room for a 6-point label per token, within limits."""
     return min(5.0, max(2.0, 0.085 * min(n_tokens, MAX_TICKS) + 0.7))
@@ -42,8 +77,8 @@ def _set_ticks(ax: "Axes", labels: list[str], axis: str) -> None:
     """Tokens as tick labels (every k-th when there are many); long ones stand upright on x."""
     step = math.ceil(len(labels) / MAX_TICKS)
     positions = list(range(0, len(labels), step))
-    shown = [tick_label(labels[i]) for i in positions]
-    style = {"fontsize": 7, "fontfamily": "DejaVu Sans Mono"}
+    shown, families = drawable([tick_label(labels[i]) for i in positions])
+    style = {"fontsize": 7, "fontfamily": families}
     if axis == "x":
         ax.set_xticks(positions, shown, rotation=0 if max(map(len, shown)) <= 2 else 90, **style)
     else:
@@ -73,7 +108,8 @@ def heatmap_figure(patterns: torch.Tensor, tokens: list[str], title: str) -> "Fi
     for ax in axes[:, 0]:
         ax.set_ylabel("query (attending)", fontsize=7)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-    fig.suptitle(title, fontsize=10)
+    (title,), families = drawable([title])
+    fig.suptitle(title, fontsize=10, fontfamily=families)
     return fig
 
 
@@ -97,6 +133,7 @@ def query_figure(patterns: torch.Tensor, tokens: list[str], query: int) -> "Figu
         ax.tick_params(axis="y", labelsize=6)
     for ax in axes[:, 0]:
         ax.set_ylabel("weight", fontsize=7)
-    fig.suptitle(f"what token {query} {tick_label(tokens[query])!r} attends to", fontsize=10)
+    (title,), families = drawable([f"what token {query} {tick_label(tokens[query])!r} attends to"])
+    fig.suptitle(title, fontsize=10, fontfamily=families)
     return fig
 
