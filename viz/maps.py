@@ -36,28 +36,21 @@ def tick_label(text: str) -> str:
 
 
 @functools.cache
-def _fonts() -> list[tuple[str, str]]:
-    """(family, file) of every font matplotlib finds, the labels' own first; not its last-resort font, whose
-    glyphs are boxes."""
+def _code_points(font_file: str) -> frozenset[int]:
     from matplotlib import font_manager
 
-    first = font_manager.findfont(LABEL_FONT)
-    others = {(f.name, f.fname) for f in font_manager.fontManager.ttflist
-              if f.fname != first and not f.name.startswith("Last Resort")}
-    return [(LABEL_FONT, first), *sorted(others)]
-
-
-@functools.cache
-def _code_points(file: str) -> frozenset[int]:
-    from matplotlib import font_manager
-
-    return frozenset(font_manager.get_font(file).get_charmap())
+    return frozenset(font_manager.get_font(font_file).get_charmap())
 
 
 @functools.cache
 def _family_drawing(ch: str) -> str | None:
-    """The family of the first font that has a glyph for ch (the labels' font if it does), or None."""
-    return next((family for family, file in _fonts() if ord(ch) in _code_points(file)), None)
+    """The family of the first font matplotlib finds with a glyph for ch, the labels' own first; not its
+    last-resort font, whose glyphs are boxes."""
+    from matplotlib import font_manager
+
+    fonts = sorted(font_manager.fontManager.ttflist, key=lambda font: font.name != LABEL_FONT)
+    return next((font.name for font in fonts
+                 if not font.name.startswith("Last Resort") and ord(ch) in _code_points(font.fname)), None)
 
 
 def drawable(texts: list[str]) -> tuple[list[str], list[str]]:
