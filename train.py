@@ -293,13 +293,14 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             pace.mark(progress.step, progress.elapsed_s)
         if logging:
             now = time.perf_counter()
-            tok_per_s = (progress.step - window[0]) * run.tokens_per_step / (now - window[1])
+            timed = progress.step - window[0]  # steps since the last reading: none right after a compile
+            tok_per_s = round(timed * run.tokens_per_step / (now - window[1]), 1) if timed else None
             window = (progress.step, now)
-            mfu = run.mfu.mfu(tok_per_s)
-            postfix = dict(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_per_s:,.0f}")
+            mfu = None if tok_per_s is None else run.mfu.mfu(tok_per_s)
+            postfix = dict(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s="-" if tok_per_s is None else f"{tok_per_s:,.0f}")
             bar.set_postfix(**postfix, **({} if mfu is None else {"mfu": f"{mfu:.1%}"}), refresh=False)
             bar.update(progress.step - bar.n)
-            run.record("batch", lr=lr, train_loss=loss, tok_per_s=round(tok_per_s, 1), mfu=mfu)
+            run.record("batch", lr=lr, train_loss=loss, tok_per_s=tok_per_s, mfu=mfu)
         if run.plan is not None and not finished and (eval_step or (read_now and checking)):
             keep_the_deadline(run, bar, pace)  # before an evaluation, whose checkpoint then holds the plan
         if eval_step and ranks.is_main:
