@@ -16,6 +16,8 @@ WEIGHTS = ("float32", "bfloat16", "int8")
 class Int8Linear(nn.Module):
     """A Linear whose weight is stored as int8 rows times one scale per row (symmetric, per output channel)."""
 
+    kernel_devices = ("cpu",)  # where aten has its int8 weight-only kernel (torch 2.13: not CUDA)
+
     def __init__(self, linear: nn.Linear):
         super().__init__()
         w = linear.weight.detach().float()  # (out, in)
@@ -25,7 +27,7 @@ class Int8Linear(nn.Module):
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        if x.device.type == "cpu":  # aten's CPU kernel reads the int8 rows as they are
+        if x.device.type in self.kernel_devices:  # aten's kernel reads the int8 rows as they are
             y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.size(-1)), self.weight, self.scales)
             y = y.view(*x.shape[:-1], -1)
         else:  # elsewhere torch.compile fuses the conversion into the product
