@@ -17,6 +17,12 @@ DECIMALS = 4
 MAX_WEIGHTS = 3_000_000  # about 20 MB of page; a browser still opens it
 
 
+def inline_json(data: object) -> str:
+    """data as JSON to put inside a <script>: "<" occurs only inside JSON strings, and escaped there, no text
+    (a token "</script>", say) can end the script early."""
+    return json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+
+
 def weight_count(n_layer: int, n_head: int, T: int) -> int:
     """How many numbers the page stores: the lower triangle of every (T, T) pattern, every raw
     score (the masked ones too, to show the mask at work) and each head's value lengths."""
@@ -45,9 +51,8 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
         "head_size": head_size,
         "colormap": [to_hex(cmap(i / (COLORMAP_STEPS - 1))) for i in range(COLORMAP_STEPS)],
     }
-    # "<" only occurs inside JSON strings: escaped, no token (say "</script>") can end the script early
-    payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
-    return Path(__file__).with_name("explorer.html").read_text(encoding="utf-8").replace("__DATA__", payload)
+    page = Path(__file__).with_name("explorer.html").read_text(encoding="utf-8")
+    return page.replace("__DATA__", inline_json(data))
 
 
 def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, title: str) -> str:
@@ -60,6 +65,6 @@ def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, ti
                 "top": [[tokenizer.decode([int(g)]), round(float(q), 4)] for g, q in zip(guesses, probs)]}
                for text, loss, guesses, probs in zip(texts[1:], losses, scores.top_ids, scores.top_probs)]
     scale = max(1.0, sorted(losses)[int(0.95 * (len(losses) - 1))]) if losses else 1.0  # 95th percentile is full red
-    data = json.dumps({"tokens": tokens, "scale": scale}).replace("</", "<\\/")  # safe inside <script>
     page = Path(__file__).with_name("surprise.html").read_text(encoding="utf-8")  # with __TITLE__ and __DATA__
+    data = inline_json({"tokens": tokens, "scale": scale})
     return page.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)
