@@ -125,12 +125,6 @@ def memory_bandwidth(device: torch.device) -> float:
     return x.numel() * x.element_size() / min(timed(x.sum, device=device)[1] for _ in range(5))
 
 
-def weight_bytes(model: GPT) -> int:
-    """What one decoding step reads: every Linear's tensors (an int8 one's weights, scales and biases)."""
-    linears = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
-    return sum(t.numel() * t.element_size() for m in linears for t in m.state_dict().values())
-
-
 def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, bandwidth: float) -> None:
     """Cached decoding, eager and compiled, with each weight dtype against the weight-streaming limit: the
     memory bandwidth over the bytes of weights a step reads, times the batch (one read serves every
@@ -145,8 +139,10 @@ def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, ba
         torch.compiler.reset()  # each model is compiled afresh, not counted against dynamo's recompile limit
         torch.manual_seed(0)
         model = with_weights(GPT(config).to(device).eval(), weights)
-        for step in ("eager", "compiled"):
-            compile = step == "compiled"
+        # what one decoding step reads: every Linear's tensors (an int8 one's weights, scales and biases)
+        linears = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))]
+        step_bytes = sum(t.numel() * t.element_size() for m in linears for t in m.state_dict().values())
+        for step, compile in (("eager", False), ("compiled", True)):
             for batch_size in cfg.batch_sizes:
                 start = time.perf_counter()
                 if compile:  # the step for this batch size and generation length, compiled before it is timed
@@ -158,8 +154,8 @@ def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, ba
                     reference = greedy if reference is None else reference
                     agree = f"{(greedy == reference).float().mean().item():.1%}"
                 seconds = time_generation(model, batch_size, new_tokens, True, device, compile=compile)
-                rate, limit = batch_size * new_tokens / seconds, batch_size * bandwidth / weight_bytes(model)
-                row(weights, step, batch_size, rate, weight_bytes(model) / 1e6, limit, rate / limit, compile_s, agree)
+                rate, limit = batch_size * new_tokens / seconds, batch_size * bandwidth / step_bytes
+                row(weights, step, batch_size, rate, step_bytes / 1e6, limit, rate / limit, compile_s, agree)
 
 
 def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
