@@ -29,11 +29,11 @@ from eval import validation_split
 from model import GPT, GPTConfig
 from model.config import GPT2_SHAPE
 from model.decoding import compile_ahead, generation_cache
-from model.params import meta_model, training_flops_per_token
+from model.params import training_flops_per_token
 from model.weights import WEIGHTS, Int8Linear, with_weights
 from model.scoring import score_tokens, summarize
 from training.budget import dial, step_on_one_batch
-from training.init_from import load_model, model_config
+from training.init_from import load_model
 from training.metrics_log import read_rows
 from training.throughput import MFUMeter
 from viz.loss_plot import compare_runs, save_png
@@ -88,20 +88,8 @@ def time_generation(model: GPT, batch_size: int, new_tokens: int, use_cache: boo
     return min(times)
 
 
-def seconds_per_token_by_block(model: GPT, n_blocks: int, device: torch.device) -> list[float]:
-    """Mean seconds per cached decoding step in each of the first n_blocks blocks of block_size positions."""
-    T = model.config.block_size
-    stream = model.generate_stream(torch.zeros(1, 1, dtype=torch.long, device=device), n_blocks * T,
-                                   generator=torch.Generator(device=device).manual_seed(0))
-    ends = [time.perf_counter()]
-    for _ in stream:
-        synchronize(device)
-        ends.append(time.perf_counter())
-    times = [b - a for a, b in zip(ends, ends[1:])]
-    return [statistics.mean(times[max(1, b * T) : (b + 1) * T]) for b in range(n_blocks)]  # the prefill left out
-
-
 def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torch.device) -> None:
+    """Cached against uncached generation of one shape; for RoPE, the time per cached token by block of positions."""
     torch.manual_seed(0)
     model = GPT(config).to(device).eval()
     print(f"\n{name}: {model.num_params():,} parameters (6 layers, 6 heads, 384 wide, context 256)")
@@ -113,16 +101,18 @@ def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torc
         cached, uncached = (time_generation(model, batch_size, new_tokens, c, device) for c in (True, False))
         n = batch_size * new_tokens
         row(batch_size, new_tokens, n / cached, n / uncached, f"{uncached / cached:.1f}x")
-    if config.pos_emb == "rope":
-        first, _, third = seconds_per_token_by_block(model, 3, device)
+    if config.pos_emb == "rope":  # the mean seconds per cached step in the first and the third block of positions
+        T = config.block_size
+        stream = model.generate_stream(torch.zeros(1, 1, dtype=torch.long, device=device), 3 * T,
+                                       generator=torch.Generator(device=device).manual_seed(0))
+        ends = [time.perf_counter()]
+        for _ in stream:
+            synchronize(device)
+            ends.append(time.perf_counter())
+        times = [b - a for a, b in zip(ends, ends[1:])]
+        first, third = (statistics.mean(times[max(1, b * T) : (b + 1) * T]) for b in (0, 2))  # the prefill left out
         print(f"cached, per token: {1000 * first:.2f} ms in the first block of 256 positions, "
               f"{1000 * third:.2f} ms in the third ({third / first:.2f}x)")
-
-
-def memory_bandwidth(device: torch.device) -> float:
-    """Bytes per second of reading a tensor far larger than the caches (the best of five sums)."""
-    x = torch.ones(1 << 26, device=device)  # 256 MB of float32
-    return x.numel() * x.element_size() / min(timed(x.sum, device=device)[1] for _ in range(5))
 
 
 def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, bandwidth: float) -> None:
@@ -166,7 +156,9 @@ def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
     device = pick_device(cfg.device)
     # a cold compile, timed as a first run pays it, and no packages left behind in the user's cache
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-")
-    bandwidth = memory_bandwidth(device)
+    x = torch.ones(1 << 26, device=device)  # 256 MB of float32, far larger than the caches
+    bandwidth = x.numel() * x.element_size() / min(timed(x.sum, device=device)[1] for _ in range(5))  # bytes/s
+    del x
     print(f"generation on {device}, {torch.get_num_threads()} threads, after a 16-token prompt; best of up to 3 "
           f"runs; memory bandwidth {bandwidth / 1e9:.1f} GB/s")
     for name, config in GENERATION_MODELS.items():
@@ -182,8 +174,7 @@ PRECISION_MODEL = ["--n_layer=6", "--n_head=6", "--n_embd=384", "--block_size=25
 
 
 def run_train(train_args: list[str], steps: int | None, out_dir: Path) -> list[dict]:
-    """train.py's main, in this process, and its log rows. With `steps`, for that many steps
-    with no evaluation before the end; without, as the config says."""
+    """train.py's main in this process, and its log rows: `steps` steps evaluated at the end, else as configured."""
     import train
 
     budget = [f"--max_iters={steps}", f"--lr_decay_iters={steps}", f"--eval_interval={steps}",
@@ -198,12 +189,12 @@ def seconds_per_step(rows: list[dict], skip: int) -> list[float]:
     return [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(batches, batches[1:])]
 
 
-def training_step(cfg: TrainConfig, device: torch.device) -> tuple[Callable[[], tuple[float, float]], int]:
-    """train.py's step for cfg's model on one batch (training.budget.step_on_one_batch), and its tokens."""
+def training_step(cfg: TrainConfig, device: torch.device) -> tuple[GPT, Callable[[], tuple[float, float]], int]:
+    """cfg's model, train.py's step for it on one batch (training.budget.step_on_one_batch), and its tokens."""
     torch.manual_seed(cfg.seed)
     vocab_size = open_dataset(ensure_dataset(cfg.dataset)).meta["vocab_size"]
-    _, step = step_on_one_batch(cfg, vocab_size, device, resolve_dtype(cfg.dtype, device), cfg.compile)
-    return step, cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+    model, step = step_on_one_batch(cfg, vocab_size, device, resolve_dtype(cfg.dtype, device), cfg.compile)
+    return model, step, cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
 
 
 def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -> None:
@@ -214,8 +205,10 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
     for recipe, args in (("classic", ["configs/classic.toml"]), ("default", [])):
         for compile in (False, True):
             name = f"{recipe}, {'compiled' if compile else 'eager'}"
-            variants[name] = training_step(read_config(TrainConfig, [*args, *train_args, f"--compile={compile}"]), device)
-            first[name] = sum(variants[name][0]()[0] for _ in range(2))  # a compile happens here
+            flags = [*args, *train_args, f"--compile={compile}"]
+            _, step, tokens = training_step(read_config(TrainConfig, flags), device)
+            variants[name] = step, tokens
+            first[name] = sum(step()[0] for _ in range(2))  # a compile happens here
     times = {name: [] for name in variants}
     for _ in range(turns):
         for name, (step, _) in variants.items():
@@ -234,28 +227,25 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
 def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     """train.py's own loop against its bare step (forward, backward, clip, optimizer) on a fixed batch
     (median ms per iteration, their ratio), tokens per second and MFU where the device has a known peak;
-    nanoGPT's CPU settings unless a config or flags say otherwise. Then the classic and the default recipe
-    at the default run's shape, eager and compiled, timed in turns: the cost per token of each and the
-    one-time compile."""
+    nanoGPT's CPU settings unless a config or flags say otherwise. Then bench_recipe_cost."""
     train_args = train_args if cfg.as_given else [*NANOGPT_CPU, *train_args]
     steps = cfg.steps or 400
     c = read_config(TrainConfig, train_args)
     device = pick_device(c.device)
     warmup = min(20, steps // 5)
-    step, _ = training_step(c, device)
+    model, step, tokens = training_step(c, device)
     bare = [step()[0] for _ in range(steps // 2)][warmup:]
     with tempfile.TemporaryDirectory() as out_dir:
         full = seconds_per_step(run_train(train_args, steps, Path(out_dir)), warmup)
     bare += [step()[0] for _ in range(steps // 2)][warmup:]  # before and after: drift cancels
     loop_s, bare_s = statistics.median(full), statistics.median(bare)
-    config = model_config(c, open_dataset(ensure_dataset(c.dataset)).meta["vocab_size"])
     dtype = resolve_dtype(c.dtype, device)
-    mfu = MFUMeter(training_flops_per_token(meta_model(config), c.block_size), device, dtype)
-    print(f"\ntraining: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, context {c.block_size}, "
+    mfu = MFUMeter(training_flops_per_token(model, c.block_size), device, dtype)
+    print(f"\ntraining: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}, "
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {dtype}{', compiled' if c.compile else ''}"
           f" on {device}; medians over {len(full)} loop and {len(bare)} bare steps")
     for name, seconds in (("train.py loop", loop_s), ("bare fwd+bwd+step", bare_s)):
-        rate = c.batch_size * c.block_size * c.gradient_accumulation_steps / seconds
+        rate = tokens / seconds
         share = mfu.mfu(rate)
         print(f"  {name:<20} {1000 * seconds:8.2f} ms/iter {rate:12,.0f} tokens/s"
               + ("" if share is None else f"   MFU {share:.1%}"))
@@ -339,18 +329,6 @@ def budgeted_run(budget_s: float, dataset: str, shape: dict, out_dir: Path) -> d
             "bytes_per_param": tokens * plan["bytes_per_token"] / plan["params"], "val_loss": val_loss}
 
 
-def budget_against_default(out_dir: Path) -> None:
-    """The default run, then a budgeted run given the default run's wall time, on the default corpus."""
-    seconds, checkpoint, val_loss = timed_train([], out_dir / "default")
-    budgeted = budgeted_run(seconds, TrainConfig.dataset, {}, out_dir / "budgeted")
-    plan = budgeted["plan"]
-    print(f"\nthe default run against a time budget of its wall time, on {TrainConfig.dataset}")
-    row = table({"run": "<44", "wall s": ">7.0f", "val loss": ">9.4f"})
-    row(f"the default run ({checkpoint['iter_num']:,} steps)", seconds, val_loss)
-    row(f"--time_budget={seconds:.0f}s (depth {plan['shape']['n_layer']}, {plan['steps']:,} steps)",
-        budgeted["seconds"], budgeted["val_loss"])
-
-
 def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
     """For each time budget, the shape --time_budget plans and its two neighbours on the dial (about half
     and twice its parameters), each trained for that budget: their eval.py val loss, and a picture of loss
@@ -378,8 +356,15 @@ def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
             print(f"{'':>26}planned - best of the three: {runs[planned_depth]['val_loss'] - best:+.4f} nats")
         if results:
             print(f"picture: {budget_picture(results, Path(cfg.plot or 'budget.png'))}", flush=True)
-        if cfg.against_default:
-            budget_against_default(Path(tmp))
+        if cfg.against_default:  # the default run, then a budgeted run given its wall time
+            seconds, checkpoint, val_loss = timed_train([], Path(tmp) / "default")
+            budgeted = budgeted_run(seconds, TrainConfig.dataset, {}, Path(tmp) / "budgeted")
+            plan = budgeted["plan"]
+            print(f"\nthe default run against a time budget of its wall time, on {TrainConfig.dataset}")
+            row = table({"run": "<44", "wall s": ">7.0f", "val loss": ">9.4f"})
+            row(f"the default run ({checkpoint['iter_num']:,} steps)", seconds, val_loss)
+            row(f"--time_budget={seconds:.0f}s (depth {plan['shape']['n_layer']}, {plan['steps']:,} steps)",
+                budgeted["seconds"], budgeted["val_loss"])
 
 
 def budget_picture(results: dict, path: Path) -> Path:
@@ -401,8 +386,7 @@ def budget_picture(results: dict, path: Path) -> Path:
 
 
 def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -> tuple[float, str]:
-    """Start `python sample.py` as a user would, with its default prompt, and time it until one character past
-    the prompt is printed; and the compile time it printed, if it compiled."""
+    """Seconds from starting `python sample.py` to one character past its default prompt; the compile it printed."""
     prompt = SampleConfig.prompt.encode()  # sample.py streams: the prompt, then each token
     command = [sys.executable, "sample.py", f"--out_dir={out_dir}", "--max_new_tokens=20", *flags]
     start = time.perf_counter()
@@ -437,18 +421,8 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
         report("--compile=true, later starts", "--compile=true", env=env)
 
 
-def plays_corpus(folder: Path, megabytes: int) -> list[Path]:
-    """Copies of the plays, one file (one document) each, adding up to about `megabytes` MB."""
-    text = shakespeare_text().read_text(encoding="utf-8")
-    folder.mkdir()
-    for i in range(max(1, round(megabytes * 1e6 / len(text.encode("utf-8"))))):
-        (folder / f"plays_{i:04}.txt").write_text(text, encoding="utf-8")
-    return sorted(folder.iterdir())
-
-
-def tiktoken_rate(encoding, files: list[Path]) -> float:
+def tiktoken_rate(encoding, files: list[Path], cores: int) -> float:
     """MB/s of tiktoken's encode_ordinary_batch over the files' texts, one batch per `cores` files."""
-    cores = len(os.sched_getaffinity(0))
     start, n_bytes = time.perf_counter(), 0
     for i in range(0, len(files), cores):
         texts = [f.read_text(encoding="utf-8") for f in files[i : i + cores]]
@@ -474,19 +448,22 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
     """MB/s of preparing a corpus of copies of the plays (one file each) with GPT-2's tokenizer and with
     a BPE trained on it, beside tiktoken's own encode_ordinary_batch on the same files with every core;
     the time to train the BPE on the plays; the peak resident memory of a `python data/prepare.py` run."""
+    cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        files = plays_corpus(tmp / "corpus", cfg.corpus_mb)
+        tmp, text = Path(tmp), shakespeare_text().read_text(encoding="utf-8")
+        (tmp / "corpus").mkdir()
+        for i in range(max(1, round(cfg.corpus_mb * 1e6 / len(text.encode("utf-8"))))):  # about corpus_mb MB
+            (tmp / "corpus" / f"plays_{i:04}.txt").write_text(text, encoding="utf-8")  # one file (one document) each
+        files = sorted((tmp / "corpus").iterdir())
         megabytes, plays_mb = sum(f.stat().st_size for f in files) / 1e6, files[0].stat().st_size / 1e6
         # the BPE trained as prepare trains it (on pieces of the text), on one copy of the plays
         plays_train_s = timed(train_bpe, (piece.text for piece in read_pieces(files[:1])), cfg.bpe_vocab_size)[1]
         load_gpt2_encoding()  # read GPT-2's ranks once, before the clock: a rate, not a start-up time
         gpt2_s = timed(prepare_dataset, files, "gpt2", tmp / "gpt2")[1]
-        gpt2_own = tiktoken_rate(load_tokenizer(tmp / "gpt2").encoding, files)
+        gpt2_own = tiktoken_rate(load_tokenizer(tmp / "gpt2").encoding, files, cores)
         bpe, bpe_s = timed(prepare_dataset, files, "bpe", tmp / "bpe", vocab_size=cfg.bpe_vocab_size)
-        bpe_own = tiktoken_rate(load_tokenizer(tmp / "bpe").encoding, files)
+        bpe_own = tiktoken_rate(load_tokenizer(tmp / "bpe").encoding, files, cores)
         rss, wall = peak_rss_of_prepare([f"--input={tmp / 'corpus'}", "--tokenizer=gpt2", f"--dataset={tmp / 'rss'}"])
-    cores = len(os.sched_getaffinity(0))
     print(f"prepare: {megabytes:,.0f} MB of text ({len(files)} copies of the plays, one file each), {cores} cores")
     print(f"  BPE training, vocabulary {cfg.bpe_vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
     rows = (("gpt2", megabytes / gpt2_s, gpt2_own), (f"bpe {cfg.bpe_vocab_size}", megabytes / bpe_s, bpe_own),
