@@ -227,7 +227,7 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
 def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     """train.py's own loop against its bare step (forward, backward, clip, optimizer) on a fixed batch
     (median ms per iteration, their ratio), tokens per second and MFU where the device has a known peak;
-    nanoGPT's CPU settings unless a config or flags say otherwise. Then bench_recipe_cost."""
+    nanoGPT's CPU settings unless a config or flags say otherwise. Then the recipes' costs (bench_recipe_cost)."""
     train_args = train_args if cfg.as_given else [*NANOGPT_CPU, *train_args]
     steps = cfg.steps or 400
     c = read_config(TrainConfig, train_args)
