@@ -97,9 +97,7 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
     if list in allowed:
         with contextlib.suppress(ValueError):  # --new_tokens=100,500
             return [int(part) for part in text.split(",")] if typing.get_args(hint)[0] is int else [text]
-    elif str in allowed:
-        return text
-    raise UserError(f"--{key} must be {_type_name(hint)}, got {text!r}")
+    return _check_value(f"--{key}", text, hint)  # text itself for a str, else the error
 
 
 # keys a user may know from nanoGPT or from this project's earlier names, and what they are called here
