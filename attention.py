@@ -51,26 +51,9 @@ def layer_records(model: GPT, ids: list[int], device: torch.device) -> tuple[tor
                  for part in ("pattern", "scores", "value_norms"))
 
 
-def write_outputs(cfg: AttentionConfig, records: tuple[torch.Tensor, ...], head_size: int, tokens: list[str],
-                  query: int, about: str) -> list[Path]:
-    """The PNGs (and the page) for the layer records; returns the paths written."""
-    patterns, folder = records[0], Path(cfg.pictures_dir)  # (n_layer, nh, T, T)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot write to {folder} ({e.strerror}); choose another --pictures_dir") from None
-    written = [save_png(heatmap_figure(patterns, tokens, about), folder / "heatmaps.png"),
-               save_png(query_figure(patterns, tokens, query), folder / f"query_{query}.png")]
-    if cfg.html:
-        page = folder / "explorer.html"
-        write_atomically(page, explorer_html(*records, head_size, tokens, query, about).encode("utf-8"))
-        written.append(page)
-    return written
-
-
 def main(argv: list[str]) -> None:
     cfg = read_config(AttentionConfig, argv)
-    check_output(cfg.pictures_dir, "pictures_dir", folder=True)
+    folder = check_output(cfg.pictures_dir, "pictures_dir", folder=True)
     device = pick_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
     text = read_prompt(cfg.text, "text")
@@ -90,7 +73,14 @@ def main(argv: list[str]) -> None:
     about = (f"{source}: {counted(len(ids), 'token')} through {counted(c.n_layer, 'layer')} "
              f"of {counted(c.n_head, 'head')}")
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")
-    for path in write_outputs(cfg, layer_records(model, ids, device), c.head_size, tokens, query, about):
+    records = layer_records(model, ids, device)
+    folder.mkdir(parents=True, exist_ok=True)  # check_output found it can be made
+    written = [save_png(heatmap_figure(records[0], tokens, about), folder / "heatmaps.png"),
+               save_png(query_figure(records[0], tokens, query), folder / f"query_{query}.png")]
+    if cfg.html:
+        written.append(folder / "explorer.html")
+        write_atomically(written[-1], explorer_html(*records, c.head_size, tokens, query, about).encode("utf-8"))
+    for path in written:
         print(f"wrote {path}")
 
 

@@ -9,7 +9,6 @@ generation_config.json, tokenizer.json, tokenizer_config.json and a model card (
 `python export.py --help` lists every key.
 """
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -17,7 +16,6 @@ import shlex
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -109,25 +107,6 @@ def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, 
     ])
 
 
-@contextlib.contextmanager
-def staged_folder(target: Path) -> Iterator[Path]:
-    """A fresh folder beside target to write into (data/files.py, as prepare builds a dataset). When
-    the block ends well it takes target's place whole; otherwise it is removed: target is never left
-    half-written."""
-    staging = make_staging_folder(target, flag="hf_dir", purpose="export")
-    try:
-        yield staging
-        # the folder is whole: an interrupt from here on would report a failure over a complete export,
-        # so Ctrl-C and SIGTERM are ignored while it is swapped in and reported (main takes them again)
-        for stop in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(stop, signal.SIG_IGN)
-        swap_in(staging, target)
-    except OSError as e:
-        raise UserError(f"could not write {target} ({e.strerror or e}); it was left as it was") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def main(argv: list[str]) -> None:
     cfg = read_config(ExportConfig, argv)
     start = time.perf_counter()
@@ -140,15 +119,25 @@ def main(argv: list[str]) -> None:
     padding = list(range(tokenizer.vocab_size, model.config.vocab_size))  # ids past the tokenizer's: never sampled
     generation = dict(do_sample=True, temperature=sample.temperature, top_k=sample.top_k,
                       max_new_tokens=sample.max_new_tokens, **({"suppress_tokens": padding} if padding else {}))
-    with staged_folder(target) as folder:
+    folder = make_staging_folder(target, flag="hf_dir", purpose="export")  # swapped in whole, or removed
+    try:
         architecture = save_hf_model(model, folder, tokenizer.eot_token, generation)
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
         prompt = tokenizer.decode(start_tokens(tokenizer)) or "\n"  # a char end-of-text decodes to no text
         card = model_card(checkpoint, str(path), architecture, n_params, target.name, prompt)
         (folder / "README.md").write_text(card, encoding="utf-8")
+        # the folder is whole: an interrupt from here on would report a failure over a complete export,
+        # so Ctrl-C and SIGTERM are ignored while it is swapped in and reported
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, signal.SIG_IGN)
+        swap_in(folder, target)
+    except OSError as e:
+        raise UserError(f"could not write {target} ({e.strerror or e}); it was left as it was") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"wrote {cfg.hf_dir}: {architecture}, {n_params:,} parameters, "
           f"{checkpoint['tokenizer']['kind']} tokenizer, from {path} ({time.perf_counter() - start:.1f} s)")
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # staged_folder ignored stops from the swap on
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 

@@ -19,9 +19,7 @@ def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
     if folder and path.is_dir():
         where, what = path, f"{key} {path} is not writable"
     else:
-        where = path.parent.absolute()
-        while not where.exists() and where != where.parent:  # its nearest ancestor that exists
-            where = where.parent
+        where = next(up for up in path.absolute().parents if up.exists())  # its nearest ancestor that exists
         if not where.is_dir():
             raise UserError(f"{key} {path} cannot be created: {where} is a file, not a folder; {fix}")
         what = f"{key} {path} cannot be written in {where}"

@@ -18,6 +18,8 @@ import typing
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
+from model.hf import flag_value
+
 from .errors import UserError
 
 C = TypeVar("C")
@@ -97,9 +99,7 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
     if list in allowed:
         with contextlib.suppress(ValueError):  # --new_tokens=100,500
             return [int(part) for part in text.split(",")] if typing.get_args(hint)[0] is int else [text]
-    elif str in allowed:
-        return text
-    raise UserError(f"--{key} must be {_type_name(hint)}, got {text!r}")
+    return _check_value(f"--{key}", text, hint)  # text itself for a str, else the error
 
 
 # keys a user may know from nanoGPT or from this project's earlier names, and what they are called here
@@ -182,13 +182,9 @@ def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
 
 def flag_text(value: Any, escapes: bool = False) -> str:
     """A value as a flag takes it, ready to paste into a shell: true, none, 100,500, 'ROMEO:\\n'."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if value is None:
-        return "none"
     if isinstance(value, list):
         return ",".join(map(str, value))
-    text = str(value)
+    text = flag_value(value)
     if escapes:  # written as the flag's escapes read it
         text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
     return shlex.quote(text)
