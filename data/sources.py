@@ -10,7 +10,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,13 +80,20 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
     for path in files:
         name = path.name.lower()
         if not name.endswith((".parquet", ".jsonl", ".jsonl.gz")):
-            yield from _text_pieces(path)
+            yield from _document_pieces(_text_blocks(path))
             continue
         for text in (_parquet_documents if name.endswith(".parquet") else _jsonl_documents)(path, text_field):
-            pieces, rest = cut_pieces(text, PIECE_CHARS)
-            yield from (Piece(piece, False) for piece in pieces)
-            if rest:
-                yield Piece(rest, True)
+            yield from _document_pieces([text])
+
+
+def _document_pieces(texts: Iterable[str]) -> Iterator[Piece]:
+    """One document, given as consecutive texts, as pieces; the last one ends the document."""
+    pending = ""  # text not yet handed on
+    for text in texts:
+        pieces, pending = cut_pieces(pending + text, PIECE_CHARS)
+        yield from (Piece(piece, False) for piece in pieces)
+    if pending:
+        yield Piece(pending, True)
 
 
 def cut_pieces(text: str, piece_chars: int) -> tuple[list[str], str]:
@@ -114,10 +121,10 @@ def _open(path: Path, raw: bool = False) -> Iterator[BinaryIO]:
             raise DataError(f"input {path} cannot be read ({e}); {hint}") from None
 
 
-def _text_pieces(path: Path) -> Iterator[Piece]:
-    """A text file as pieces; it is read in blocks, never whole."""
+def _text_blocks(path: Path) -> Iterator[str]:
+    """A text file's text, read in blocks, never whole."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, pending = 0, ""  # bytes of the file read so far; text not yet handed on
+    offset = 0  # bytes of the file read so far
     with _open(path) as f:
         while True:
             block = f.read(READ_BYTES)  # b"" at the end: the decoder's final call
@@ -126,18 +133,14 @@ def _text_pieces(path: Path) -> Iterator[Piece]:
                                 f"give text, JSONL or Parquet files")
             held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
             try:
-                pending += decoder.decode(block, final=not block)
+                text = decoder.decode(block, final=not block)
             except UnicodeDecodeError as e:
                 raise not_utf8(path, offset - held + e.start) from None
-            if offset == 0:
-                pending = pending.removeprefix("\ufeff")  # a byte-order mark that some editors write: not text
+            # a byte-order mark that some editors write: not text
+            yield text.removeprefix("\ufeff") if offset == 0 else text
             if not block:
-                break
+                return
             offset += len(block)
-            pieces, pending = cut_pieces(pending, PIECE_CHARS)
-            yield from (Piece(piece, False) for piece in pieces)
-    if pending:
-        yield Piece(pending, True)
 
 
 def not_utf8(path: Path, offset: int, where: str = "") -> DataError:
@@ -235,7 +238,7 @@ def read_text(path: str | Path) -> str:
         raise DataError(f"{path} is a folder; give a UTF-8 text file")
     if not path.is_file():
         raise DataError(f"text file {path} not found; give a UTF-8 text file")
-    text = "".join(piece.text for piece in _text_pieces(path))
+    text = "".join(_text_blocks(path))
     if not text.strip():
         raise DataError(f"text file {path} is empty; give a text file with some content")
     return text
