@@ -174,7 +174,7 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             yield record[field]
 
 
-def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> Iterator[str]:
+def _parquet_documents(path: Path, column: str) -> Iterator[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -189,7 +189,7 @@ def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> I
     if (kind := schema.field(column).type) not in (pa.string(), pa.large_string(), pa.string_view()):
         raise DataError(f"input {path}: column {column!r} holds {kind}, not text; "
                         f"set --text_field to the column holding the text")
-    for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=[column]):
+    for batch in parquet.iter_batches(batch_size=1024, columns=[column]):
         yield from (text for text in batch.column(0).to_pylist() if text)  # a null or empty text is skipped
 
 
@@ -204,8 +204,7 @@ class CorpusScan:
     alphabet: str | None  # the distinct characters, sorted (when asked for)
 
 
-def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool = False,
-                progress: Callable[[int], None] = lambda n: None) -> CorpusScan:
+def scan_corpus(files: Sequence[Path], text_field: str, alphabet: bool, progress: Callable[[int], None]) -> CorpusScan:
     """Read every input once: check it, hash it, count its documents and characters.
     progress is called with the UTF-8 bytes of each piece of text read."""
     hashes = []
