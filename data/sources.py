@@ -38,7 +38,7 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
     several patterns reach (a folder and a file in it) is read once."""
     if not patterns:
         raise DataError("no input given; name text, JSONL or Parquet files, folders or globs with --input")
-    files = []
+    files = {}  # real path -> the file as first found
     for pattern in patterns:
         path = Path(pattern).expanduser()
         matches = [path] if path.exists() else [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
@@ -47,11 +47,9 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
         found = [f for match in matches for f in _files_under(match)]
         if not found:
             raise DataError(f"input {pattern} holds no file; give text, JSONL or Parquet files")
-        files += found
-    first = {}  # real path -> the file as first found
-    for file in files:
-        first.setdefault(os.path.realpath(file), file)
-    return list(first.values())
+        for file in found:
+            files.setdefault(os.path.realpath(file), file)
+    return list(files.values())
 
 
 def _files_under(path: Path) -> list[Path]:
