@@ -10,7 +10,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,20 +78,17 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
     for path in files:
         name = path.name.lower()
         if not name.endswith((".parquet", ".jsonl", ".jsonl.gz")):
-            yield from _document_pieces(_text_blocks(path))
-            continue
-        for text in (_parquet_documents if name.endswith(".parquet") else _jsonl_documents)(path, text_field):
-            yield from _document_pieces([text])
-
-
-def _document_pieces(texts: Iterable[str]) -> Iterator[Piece]:
-    """One document, given as consecutive texts, as pieces; the last one ends the document."""
-    pending = ""  # text not yet handed on
-    for text in texts:
-        pieces, pending = cut_pieces(pending + text, PIECE_CHARS)
-        yield from (Piece(piece, False) for piece in pieces)
-    if pending:
-        yield Piece(pending, True)
+            documents = [_text_blocks(path)]  # one document, read in blocks
+        else:
+            read = _parquet_documents if name.endswith(".parquet") else _jsonl_documents
+            documents = ([text] for text in read(path, text_field))
+        for texts in documents:  # a document as consecutive texts
+            pending = ""  # text not yet handed on
+            for text in texts:
+                pieces, pending = cut_pieces(pending + text, PIECE_CHARS)
+                yield from (Piece(piece, False) for piece in pieces)
+            if pending:
+                yield Piece(pending, True)
 
 
 def cut_pieces(text: str, piece_chars: int) -> tuple[list[str], str]:
