@@ -1,8 +1,7 @@
 """Files and folders that are written whole or not at all. A folder (a dataset, an exported model) is built
 in a staging folder beside the target (`.NAME.PURPOSE-PID`), then swapped in (on Linux one atomic renameat2
 RENAME_EXCHANGE, elsewhere two renames): an interrupted or failed build leaves the old folder as it was; a
-crash leaves at worst a staging folder, which nothing reads and the next build removes once its process is gone.
-"""
+crash leaves at worst a staging folder, which nothing reads and the next build removes once its process is gone."""
 
 import ctypes
 import errno

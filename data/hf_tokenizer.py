@@ -73,8 +73,7 @@ def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
     spec = _read_json(path)
     model, normalizer = spec.get("model") or {}, spec.get("normalizer")
     special = {token["content"]: token["id"] for token in spec.get("added_tokens", [])}
-    char_tokenizer = _written_char_tokenizer(spec, special)
-    if char_tokenizer is not None:
+    if (char_tokenizer := _written_char_tokenizer(spec, special)) is not None:
         return char_tokenizer
     if model.get("type") != "BPE":
         raise DataError(f"{folder}: its tokenizer is a {model.get('type')} model; {SUPPORTED}")

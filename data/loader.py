@@ -37,8 +37,7 @@ class BatchLoader:
         starts = []
         while len(starts) < self.batch_size:
             if self.cursor == len(self._order):
-                self.epoch, self.cursor = self.epoch + 1, 0
-                self._order = self._epoch_order(self.epoch)
+                self.load_state_dict({"epoch": self.epoch + 1, "cursor": 0})
             take = min(self.batch_size - len(starts), len(self._order) - self.cursor)
             starts.extend(self._order[self.cursor : self.cursor + take])
             self.cursor += take

@@ -1,8 +1,7 @@
 """python data/prepare.py --input=PATH [--input=PATH ...] --tokenizer=char|gpt2|bpe|FOLDER --dataset=NAME
 
 turns text, .jsonl, .parquet or .gz files, folders or globs into a dataset folder (train.bin, val.bin,
-meta.json). data/build.py does the work; the command lives here, where nanoGPT's users look for it.
-"""
+meta.json). data/build.py does the work; the command lives here, where nanoGPT's users look for it."""
 
 import signal
 import sys

@@ -38,7 +38,7 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
     several patterns reach (a folder and a file in it) is read once."""
     if not patterns:
         raise DataError("no input given; name text, JSONL or Parquet files, folders or globs with --input")
-    files = []
+    files = {}  # real path -> the file as first found
     for pattern in patterns:
         path = Path(pattern).expanduser()
         matches = [path] if path.exists() else [Path(p) for p in sorted(glob.glob(str(path), recursive=True))]
@@ -47,11 +47,9 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
         found = [f for match in matches for f in _files_under(match)]
         if not found:
             raise DataError(f"input {pattern} holds no file; give text, JSONL or Parquet files")
-        files += found
-    first = {}  # real path -> the file as first found
-    for file in files:
-        first.setdefault(os.path.realpath(file), file)
-    return list(first.values())
+        for file in found:
+            files.setdefault(os.path.realpath(file), file)
+    return list(files.values())
 
 
 def _files_under(path: Path) -> list[Path]:
@@ -80,13 +78,17 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
     for path in files:
         name = path.name.lower()
         if not name.endswith((".parquet", ".jsonl", ".jsonl.gz")):
-            yield from _text_pieces(path)
-            continue
-        for text in (_parquet_documents if name.endswith(".parquet") else _jsonl_documents)(path, text_field):
-            pieces, rest = cut_pieces(text, PIECE_CHARS)
-            yield from (Piece(piece, False) for piece in pieces)
-            if rest:
-                yield Piece(rest, True)
+            documents = [_text_blocks(path)]  # one document, read in blocks
+        else:
+            read = _parquet_documents if name.endswith(".parquet") else _jsonl_documents
+            documents = ([text] for text in read(path, text_field))
+        for texts in documents:  # a document as consecutive texts
+            pending = ""  # text not yet handed on
+            for text in texts:
+                pieces, pending = cut_pieces(pending + text, PIECE_CHARS)
+                yield from (Piece(piece, False) for piece in pieces)
+            if pending:
+                yield Piece(pending, True)
 
 
 def cut_pieces(text: str, piece_chars: int) -> tuple[list[str], str]:
@@ -114,10 +116,10 @@ def _open(path: Path, raw: bool = False) -> Iterator[BinaryIO]:
             raise DataError(f"input {path} cannot be read ({e}); {hint}") from None
 
 
-def _text_pieces(path: Path) -> Iterator[Piece]:
-    """A text file as pieces; it is read in blocks, never whole."""
+def _text_blocks(path: Path) -> Iterator[str]:
+    """A text file's text, read in blocks, never whole."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, pending = 0, ""  # bytes of the file read so far; text not yet handed on
+    offset = 0  # bytes of the file read so far
     with _open(path) as f:
         while True:
             block = f.read(READ_BYTES)  # b"" at the end: the decoder's final call
@@ -126,18 +128,14 @@ def _text_pieces(path: Path) -> Iterator[Piece]:
                                 f"give text, JSONL or Parquet files")
             held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
             try:
-                pending += decoder.decode(block, final=not block)
+                text = decoder.decode(block, final=not block)
             except UnicodeDecodeError as e:
                 raise not_utf8(path, offset - held + e.start) from None
-            if offset == 0:
-                pending = pending.removeprefix("\ufeff")  # a byte-order mark that some editors write: not text
+            # a byte-order mark that some editors write: not text
+            yield text.removeprefix("\ufeff") if offset == 0 else text
             if not block:
-                break
+                return
             offset += len(block)
-            pieces, pending = cut_pieces(pending, PIECE_CHARS)
-            yield from (Piece(piece, False) for piece in pieces)
-    if pending:
-        yield Piece(pending, True)
 
 
 def not_utf8(path: Path, offset: int, where: str = "") -> DataError:
@@ -171,7 +169,7 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             yield record[field]
 
 
-def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> Iterator[str]:
+def _parquet_documents(path: Path, column: str) -> Iterator[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -186,7 +184,7 @@ def _parquet_documents(path: Path, column: str, rows_per_batch: int = 1024) -> I
     if (kind := schema.field(column).type) not in (pa.string(), pa.large_string(), pa.string_view()):
         raise DataError(f"input {path}: column {column!r} holds {kind}, not text; "
                         f"set --text_field to the column holding the text")
-    for batch in parquet.iter_batches(batch_size=rows_per_batch, columns=[column]):
+    for batch in parquet.iter_batches(batch_size=1024, columns=[column]):
         yield from (text for text in batch.column(0).to_pylist() if text)  # a null or empty text is skipped
 
 
@@ -201,8 +199,7 @@ class CorpusScan:
     alphabet: str | None  # the distinct characters, sorted (when asked for)
 
 
-def scan_corpus(files: Sequence[Path], text_field: str = "text", alphabet: bool = False,
-                progress: Callable[[int], None] = lambda n: None) -> CorpusScan:
+def scan_corpus(files: Sequence[Path], text_field: str, alphabet: bool, progress: Callable[[int], None]) -> CorpusScan:
     """Read every input once: check it, hash it, count its documents and characters.
     progress is called with the UTF-8 bytes of each piece of text read."""
     hashes = []
@@ -235,7 +232,7 @@ def read_text(path: str | Path) -> str:
         raise DataError(f"{path} is a folder; give a UTF-8 text file")
     if not path.is_file():
         raise DataError(f"text file {path} not found; give a UTF-8 text file")
-    text = "".join(piece.text for piece in _text_pieces(path))
+    text = "".join(_text_blocks(path))
     if not text.strip():
         raise DataError(f"text file {path} is empty; give a text file with some content")
     return text

@@ -57,15 +57,14 @@ class CharTokenizer:
 
     def encode_array(self, text: str) -> np.ndarray:
         codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        where = np.minimum(np.searchsorted(self._sorted, codepoints), max(len(self.chars) - 1, 0))
-        known = self._sorted[where] == codepoints if len(self.chars) else np.zeros(len(codepoints), bool)
+        known = np.isin(codepoints, self._sorted)
         if not known.all():
             unknown = sorted({chr(c) for c in codepoints[~known].tolist()})
             names = ", ".join(repr(ch) for ch in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
             one = len(unknown) == 1
             raise DataError(f"character{'' if one else 's'} {names} {'is' if one else 'are'} not in this model's "
                             f"vocabulary of {len(self.chars)} characters; use only characters of its training text")
-        return self._order[where].astype(np.uint32)
+        return self._order[np.searchsorted(self._sorted, codepoints)].astype(np.uint32)
 
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
@@ -111,9 +110,8 @@ class TiktokenTokenizer:
 
     def token_bytes(self) -> np.ndarray:
         """0 bytes for special tokens (no text: bits per byte count only the text's) and ids no token holds."""
-        sizes = np.zeros(self.vocab_size, dtype=np.int64)
-        for token, rank in self.encoding._mergeable_ranks.items():
-            sizes[rank] = len(token)
+        ranks, sizes = self.encoding._mergeable_ranks, np.zeros(self.vocab_size, dtype=np.int64)
+        sizes[list(ranks.values())] = [len(token) for token in ranks]
         return sizes
 
 
