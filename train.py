@@ -164,7 +164,6 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     model = build_model(cfg, dataset, checkpoint, block_size_set).to(device)  # first: it checks the shape
     if cfg.init_from not in ("scratch", "resume"):  # a Hugging Face model keeps its own shape: the run records it
         cfg = replace(cfg, **{k: getattr(model.config, k) for k in SHAPE_KEYS if k != "vocab_size"})
-    # the loaders for the planned context
     train_loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     eval_loaders = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
                     for split, tokens in (("train", dataset.train), ("val", dataset.val))}
@@ -275,10 +274,9 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             # one collective carries the losses, any stop signal and whether the main process says a time
             # budget's deadline is due, so every process agrees on all
             checking = run.plan is not None and ranks.is_main and deadline_due(run.plan, pace, progress.elapsed_s)
+            flags = torch.tensor([float(stop.received is not None), float(checking)], device=run.device)
             unread_loss, loss, stopping, checking = distributed.mean_over_ranks(
-                torch.stack([unread.float(), step_loss.float(),
-                             torch.tensor(float(stop.received is not None), device=run.device),
-                             torch.tensor(float(checking), device=run.device)]), ranks).tolist()
+                torch.cat([torch.stack([unread, step_loss]), flags]), ranks).tolist()
             if not math.isfinite(unread_loss):  # stop before a checkpoint or the log sees a broken step
                 raise run.broken_loss_error(unread_loss, unread_from, step)
             unread.zero_()
@@ -318,18 +316,17 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
 def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
     """Once, as the warmup ends: if a step takes over 20% more or less than the probe said, fit the steps to it."""
     plan, progress = run.plan, run.progress
-    steps = None  # the user's steps, or no steps measured since the pace's mark: the plan stands
-    if "max_iters" in plan.keys and progress.step > pace.step:
+    if "max_iters" in plan.keys and progress.step > pace.step:  # else the user's steps, or none measured: it stands
         # the main process's measurements on every process: a max_iters of its own would leave the others waiting
         measured, elapsed_s = distributed.from_main([pace.step_s(progress.step, progress.elapsed_s),
                                                      progress.elapsed_s], run.ranks, run.device)
-        steps = corrected_steps(plan, progress.step, measured, elapsed_s)  # None once plan.corrected is set
+        steps = corrected_steps(plan, progress.step, measured, elapsed_s)
+        if steps is not None:
+            replan(run, bar, f"a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps "
+                             f"instead of {plan.steps:,}", max_iters=steps, lr_decay_iters=steps,
+                   **({"eval_interval": eval_interval_for(steps)} if "eval_interval" in plan.keys else {}))
+            plan.step_s = measured
     plan.corrected = True
-    if steps is not None:
-        replan(run, bar, f"a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps "
-                         f"instead of {plan.steps:,}", max_iters=steps, lr_decay_iters=steps,
-               **({"eval_interval": eval_interval_for(steps)} if "eval_interval" in plan.keys else {}))
-        plan.step_s = measured
     pace.mark(progress.step, progress.elapsed_s)
 
 

@@ -44,9 +44,8 @@ def start(device_name: str) -> tuple[Ranks, torch.device]:
 
 
 def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
-    """The average of a tensor across processes (itself when there is one)."""
+    """The average of a tensor across processes, in place (itself when there is one)."""
     if ranks.distributed:
-        value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= ranks.world_size
     return value

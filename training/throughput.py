@@ -15,23 +15,20 @@ PEAK_TFLOPS = {  # matched against torch.cuda.get_device_name(), most specific f
 }
 
 
-def peak_flops(device: torch.device, dtype: str) -> tuple[float | None, str]:
-    """Peak FLOP/s of the device for dtype and where the figure comes from; None where no trustworthy peak exists."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peaks in PEAK_TFLOPS.items():
-            if key in name:
-                return peaks[dtype] * 1e12, f"{name} data sheet"
-        return None, f"{name} is not in the peak table: tokens/s only"
-    return None, f"no trustworthy peak for a {device.type.upper()}: tokens/s only"
-
-
 class MFUMeter:
-    """MFU = flops_per_token * tokens per second / peak, where a peak is known."""
+    """MFU = flops_per_token * tokens per second / peak; peak (FLOP/s) is None where no trustworthy one is known,
+    and peak_source says where it comes from, or why there is none."""
 
     def __init__(self, flops_per_token: int, device: torch.device, dtype: str):
         self.flops_per_token = flops_per_token
-        self.peak, self.peak_source = peak_flops(device, dtype)
+        self.peak, self.peak_source = None, f"no trustworthy peak for a {device.type.upper()}: tokens/s only"
+        if device.type == "cuda":
+            name = torch.cuda.get_device_name(device)
+            self.peak_source = f"{name} is not in the peak table: tokens/s only"
+            for key, peaks in PEAK_TFLOPS.items():
+                if key in name:
+                    self.peak, self.peak_source = peaks[dtype] * 1e12, f"{name} data sheet"
+                    break
 
     def mfu(self, tokens_per_second: float) -> float | None:
         return self.flops_per_token * tokens_per_second / self.peak if self.peak else None
