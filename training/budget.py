@@ -135,7 +135,7 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         if MIN_STEPS <= steps <= most:
             fits.append((probed, steps, loop_s))
     if not fits:
-        small, steps = probes[0], max(MIN_STEPS, cfg.max_iters if "max_iters" in fixed else 0)
+        small, steps = probes[0], cfg.max_iters if "max_iters" in fixed else MIN_STEPS  # max_iters >= MIN_STEPS
         # a quarter more than this run's timings ask: the next run's start-up and probe take their own time
         need = 1.25 * (spent_s + overhead_s(small, cfg) + steps * small.step_s) / (1 - MARGIN)
         raise UserError(f"time_budget={cfg.time_budget} is too short to train even the smallest shape for "
