@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import time
+import timeit
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -134,7 +135,7 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         if MIN_STEPS <= steps <= most:
             fits.append((probed, steps, loop_s))
     if not fits:
-        small, steps = probes[0], max(MIN_STEPS, cfg.max_iters if "max_iters" in fixed else 0)
+        small, steps = probes[0], cfg.max_iters if "max_iters" in fixed else MIN_STEPS  # max_iters >= MIN_STEPS
         # a quarter more than this run's timings ask: the next run's start-up and probe take their own time
         need = 1.25 * (spent_s + overhead_s(small, cfg) + steps * small.step_s) / (1 - MARGIN)
         raise UserError(f"time_budget={cfg.time_budget} is too short to train even the smallest shape for "
@@ -202,50 +203,39 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
     step()  # the first step allocates and warms the caches
     step_s = sum(step()[0] for _ in range(steps)) / steps
     x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
-    forward_s = math.inf
-    with torch.no_grad(), autocast(device, dtype):
-        for _ in range(3):  # the best of three: the first pays for allocations
-            start = time.perf_counter()
-            model(x, x)
-            forward_s = min(forward_s, time.perf_counter() - start)
+    with torch.no_grad(), autocast(device, dtype):  # the best of three: the first pays for allocations
+        forward_s = min(timeit.repeat(lambda: model(x, x), number=1, repeat=3))
     model.generate(x[:1, :1], 2)  # the sampler's first call allocates
-    start = time.perf_counter()
-    model.generate(x[:1, :1], 16)
-    return model.num_params(), step_s, forward_s, (time.perf_counter() - start) / 16
+    token_s = timeit.timeit(lambda: model.generate(x[:1, :1], 16), number=1) / 16
+    return model.num_params(), step_s, forward_s, token_s
 
 
 def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ranks: distributed.Ranks) -> Plan:
-    """Probe the dial's shapes here and plan the run for its time budget; the plan line is printed."""
-    bytes_per_token = meta["train_bytes"] / meta["train_tokens"]
-    probes = probe(cfg, meta["vocab_size"], bytes_per_token, device, dtype, ranks)
-    tokens_per_step = {p.shape["block_size"]: cfg.batch_size * cfg.gradient_accumulation_steps * ranks.world_size
-                       * p.shape["block_size"] for p in probes}
-    # the main process's age on every process: with the probes' shared timings, one plan for all of them
-    age_s = distributed.from_main([process_age_s()], ranks, device)[0]
-    plan = plan_run(probes, cfg, parse_duration(cfg.time_budget), age_s, tokens_per_step, bytes_per_token)
-    if ranks.is_main:
-        print(plan.line(plan.keys.get("eval_interval", cfg.eval_interval)), flush=True)
-    return plan
-
-
-def probe(cfg: TrainConfig, vocab_size: int, bytes_per_token: float, device: torch.device, dtype: str,
-          ranks: distributed.Ranks) -> list[Probed]:
-    """Time the candidate shapes, smallest first, until one would see under BYTES_PER_PARAMETER with the whole
-    budget (so would every larger one) or could not take MIN_STEPS steps. All processes take the slowest timings."""
-    budget_s, probes = parse_duration(cfg.time_budget), []
-    shapes = candidate_shapes(cfg, vocab_size)
+    """Probe the dial's shapes here and plan the run for its time budget; the plan line is printed. The probe times
+    the shapes smallest first until one would see under BYTES_PER_PARAMETER with the whole budget (so would every
+    larger one) or could not take MIN_STEPS steps. All processes take the slowest timings."""
+    budget_s, bytes_per_token = parse_duration(cfg.time_budget), meta["train_bytes"] / meta["train_tokens"]
+    rows = cfg.batch_size * cfg.gradient_accumulation_steps * ranks.world_size  # sequences per step, all processes
+    probes, tokens_per_step = [], {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeds stay put
-        for shape in tqdm(shapes, desc="probing shapes", unit="shape", disable=not ranks.is_main, leave=False):
-            params, *timed = time_steps(dataclasses.replace(cfg, **shape), vocab_size, device, dtype)
+        for shape in tqdm(candidate_shapes(cfg, meta["vocab_size"]), desc="probing shapes", unit="shape",
+                          disable=not ranks.is_main, leave=False):
+            params, *timed = time_steps(dataclasses.replace(cfg, **shape), meta["vocab_size"], device, dtype)
             timings = torch.tensor(timed, device=device)
             if ranks.distributed:
                 torch.distributed.all_reduce(timings, op=torch.distributed.ReduceOp.MAX)
-            probes.append(Probed(shape, params, *timings.tolist()))
-            tokens = budget_s / probes[-1].step_s * cfg.batch_size * cfg.gradient_accumulation_steps \
-                * ranks.world_size * shape["block_size"]
-            if probes[-1].step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / params < BYTES_PER_PARAMETER:
+            probed = Probed(shape, params, *timings.tolist())
+            probes.append(probed)
+            tokens_per_step[shape["block_size"]] = rows * shape["block_size"]
+            tokens = budget_s / probed.step_s * tokens_per_step[shape["block_size"]]  # with the whole budget
+            if probed.step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / params < BYTES_PER_PARAMETER:
                 break
-    return probes
+    # the main process's age on every process: with the probes' shared timings, one plan for all of them
+    age_s = distributed.from_main([process_age_s()], ranks, device)[0]
+    plan = plan_run(probes, cfg, budget_s, age_s, tokens_per_step, bytes_per_token)
+    if ranks.is_main:
+        print(plan.line(plan.keys.get("eval_interval", cfg.eval_interval)), flush=True)
+    return plan
 
 
 @dataclasses.dataclass

@@ -43,11 +43,7 @@ class Muon(torch.optim.Muon):
         self.ns_dtype = ns_dtype
 
     @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def step(self) -> None:
         for group in self.param_groups:
             params, grads, buffers = [], [], []
             self._init_group(group, params, grads, buffers)
@@ -63,7 +59,6 @@ class Muon(torch.optim.Muon):
                 rows, cols = shape
                 torch._foreach_add_([params[i] for i in same], list(ortho.to(params[same[0]].dtype).unbind()),
                                     alpha=-group["lr"] * math.sqrt(max(1, rows / cols)))  # torch's "original" lr
-        return loss
 
 
 def lr_scale(step: int, warmup_iters: int, lr_decay_iters: int, min_ratio: float) -> float:
