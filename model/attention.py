@@ -122,8 +122,13 @@ class CausalSelfAttention(nn.Module):
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v, positions.query)  # (B, nkv, Tk, hs), Tk: every cache slot
-        if self.use_sdpa and records is None:
-            y = self._fused_attention(q, k, v, positions)
+        if self.use_sdpa and records is None:  # PyTorch's fused kernel, under the same mask
+            # plain causal for training and uncached decoding; otherwise is_causal would align the mask wrongly,
+            # and a cache's empty slots must stay hidden
+            causal = not positions.cached and T <= positions.window
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else positions.visible(),
+                                               dropout_p=self.dropout if self.training else 0.0, is_causal=causal,
+                                               enable_gqa=self.n_kv_head != self.n_head)  # (B, nh, T, hs)
         else:
             group = self.n_head // self.n_kv_head  # query heads per key/value head
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs)
@@ -132,12 +137,3 @@ class CausalSelfAttention(nn.Module):
                 records.append(AttentionRecord(raw, pattern, v.norm(dim=-1)))
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # concatenate heads: (B, T, nh * hs)
         return self.resid_dropout(self.o_proj(y))
-
-    def _fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: Positions
-                         ) -> torch.Tensor:
-        """scaled_dot_product_attention under the same mask; (B, nh, Tq, hs)."""
-        options = dict(dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head)
-        if not positions.cached and q.size(-2) <= positions.window:  # plain causal (training, uncached decoding)
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
-        # is_causal would align the mask wrongly here, and a cache's empty slots must stay hidden
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=positions.visible(), **options)
