@@ -173,11 +173,10 @@ class GPT(nn.Module):
             decoder = Decoder(self, idx, use_cache, max_new_tokens, compile)  # prefill
         for step in range(max_new_tokens):
             with torch.inference_mode():
+                if step:  # decode the last token only once the next is wanted: none for logits nobody will read
+                    decoder.push(next_id)  # one new token through the cache
                 next_id = sample_next(decoder.logits, temperature, top_k, top_p, generator, vocab_limit)  # (B, 1)
             yield next_id.clone()  # a plain tensor again, usable anywhere
-            if step + 1 < max_new_tokens:  # no forward pass for logits nobody will read
-                with torch.inference_mode():
-                    decoder.push(next_id)  # decode: one new token through the cache
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
