@@ -148,19 +148,11 @@ class Decoder:
         self.length += idx.size(1) if self.cache is not None else 0
         return (step or self.model.next_token_logits)(idx, self.cache, positions)
 
-    def _step(self, next_id: torch.Tensor) -> torch.Tensor:
-        """Logits (B, V) after one new token next_id (B, 1), through the cache."""
-        if self.step is None:  # after the prefill's token is out: loading the compiled step takes a while
-            self.step = compiled_step(self.model, self.cache)
-        return self._prefill(next_id, self.step)
-
     @torch.no_grad()
     def push(self, next_id: torch.Tensor) -> None:
         """Append next_id (B, 1); `logits` become those (B, V) for the token after it."""
-        if self.cache is not None and self.sliding:  # the cache rolls: one token in, nothing to keep
-            self.logits = self._step(next_id)
-            return
-        self.tokens = torch.cat([self.tokens, next_id], dim=1)
+        if self.cache is None or not self.sliding:  # a rolling cache keeps no tokens: one in, nothing to keep
+            self.tokens = torch.cat([self.tokens, next_id], dim=1)
         full = self.tokens.size(1) > self.reach
         if full:
             cut = self.tokens.size(1) - (self.reach if self.sliding else self.keep)
@@ -168,7 +160,12 @@ class Decoder:
             if self.cache is not None:  # learned positions: re-encode the kept tokens from position 0
                 self.cache.slot_positions.fill_(EMPTY)  # old keys and values stay, hidden, until overwritten
                 self.length = 0
-        self.logits = self._step(next_id) if self.cache is not None and not full else self._prefill(self.tokens)
+        if self.cache is None or full:
+            self.logits = self._prefill(self.tokens)
+            return
+        if self.step is None:  # after the prefill's token is out: loading the compiled step takes a while
+            self.step = compiled_step(self.model, self.cache)
+        self.logits = self._prefill(next_id, self.step)  # one new token through the cache
 
 
 _loaded: dict[Path, Step] = {}  # packages this process has loaded
