@@ -115,8 +115,7 @@ class Decoder:
       n_layer * (block_size - 1) + 1 tokens: all the newest token depends on through n_layer windows.
     - Learned positions cannot slide: the window grows to block_size; when one more token would not
       fit, it is cut to its last block_size // 2 tokens, re-encoded at positions from 0.
-    A prompt longer than block_size is read from its last block_size tokens. With `compile`, the
-    one-token step is the compiled one (`compiled_step`).
+    A prompt longer than block_size is read from its last block_size tokens.
     """
 
     # no_grad whatever mode the caller is in: the cache is written in place and never
