@@ -1,22 +1,16 @@
 """Causal multi-head self-attention: the heart of the transformer.
 
-Every token's embedding is projected to a query, a key and a value. Each query
-is compared with the keys of its own and every earlier position (scaled dot
-products), the causal mask hides later positions, a softmax turns the scores
-into an attention pattern whose rows sum to one, and each position takes the
-pattern-weighted sum of the values. Several heads do this in parallel; their
-outputs are concatenated and mixed back by an output projection.
+Every token's embedding is projected to a query, a key and a value. Each query is compared with the keys of its
+own and every earlier position, and each position takes the pattern-weighted sum of the values. Several heads do
+this in parallel; their outputs are concatenated and mixed back by an output projection.
 
-The modern shape changes three things and nothing else: RoPE turns queries
-and keys by their position, QK-norm scales each head's queries and keys to a
-fixed size first, and with grouped-query attention several query heads share
-one key/value head.
+The modern shape changes three things and nothing else: RoPE turns queries and keys by their position, QK-norm
+scales each head's queries and keys to a fixed size first, and with grouped-query attention several query heads
+share one key/value head.
 
-Rotary position embeddings (RoPE), rotate-half as in Llama: instead of adding
-position to the residual stream, each query and key is turned by its position,
-pair (x_i, x_{i + head_size/2}) by position * theta^(-2i / head_size). A query
-at m and a key at n meet at an angle that depends on m - n alone: scores depend
-on relative distance.
+RoPE (rotate-half, as in Llama) turns each pair (x_i, x_{i + head_size/2}) of a query or key by position *
+theta^(-2i / head_size): a query at m and a key at n meet at an angle that depends on m - n alone, so scores
+depend on relative distance.
 """
 
 import math
@@ -50,16 +44,14 @@ class Positions:
     rotation: tuple[torch.Tensor, torch.Tensor] | None  # RoPE's cos and sin (Tq, hs), or None: learned positions
 
     def visible(self) -> torch.Tensor:
-        """Boolean mask (Tq, Tk), True where a query may look at a key: the key's position is not
-        later than the query's (causal) and fewer than `window` positions earlier."""
+        """Boolean mask (Tq, Tk), True where a key is neither later than the query nor `window` positions earlier."""
         distance = self.query[:, None] - self.key[None, :]  # (Tq, Tk)
         return (distance >= 0) & (distance < self.window)
 
 
 def rotation_tables(positions: torch.Tensor, head_size: int, theta: float, dtype: torch.dtype
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of every position's angles: (T, head_size) each, computed in float32 as transformers' Llama
-    does, then cast to dtype."""
+    """cos and sin of every position's angles, (T, head_size) each: in float32 as transformers' Llama, then dtype."""
     exponents = torch.arange(0, head_size, 2, dtype=torch.int64, device=positions.device).float() / head_size
     inv_freq = 1.0 / (theta**exponents)  # (head_size / 2,): one speed per pair
     angles = positions.float()[:, None] * inv_freq[None, :]  # (T, head_size / 2)
@@ -122,8 +114,13 @@ class CausalSelfAttention(nn.Module):
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v, positions.query)  # (B, nkv, Tk, hs), Tk: every cache slot
-        if self.use_sdpa and records is None:
-            y = self._fused_attention(q, k, v, positions)
+        if self.use_sdpa and records is None:  # PyTorch's fused kernel, under the same mask
+            # plain causal for training and uncached decoding; otherwise is_causal would align the mask wrongly,
+            # and a cache's empty slots must stay hidden
+            causal = not positions.cached and T <= positions.window
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else positions.visible(),
+                                               dropout_p=self.dropout if self.training else 0.0, is_causal=causal,
+                                               enable_gqa=self.n_kv_head != self.n_head)  # (B, nh, T, hs)
         else:
             group = self.n_head // self.n_kv_head  # query heads per key/value head
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs)
@@ -132,12 +129,3 @@ class CausalSelfAttention(nn.Module):
                 records.append(AttentionRecord(raw, pattern, v.norm(dim=-1)))
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # concatenate heads: (B, T, nh * hs)
         return self.resid_dropout(self.o_proj(y))
-
-    def _fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: Positions
-                         ) -> torch.Tensor:
-        """scaled_dot_product_attention under the same mask; (B, nh, Tq, hs)."""
-        options = dict(dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head)
-        if not positions.cached and q.size(-2) <= positions.window:  # plain causal (training, uncached decoding)
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
-        # is_causal would align the mask wrongly here, and a cache's empty slots must stay hidden
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=positions.visible(), **options)

@@ -1,7 +1,4 @@
-"""The network's options, each with its default (the modern shape of Llama and Qwen3) and help; GPTConfig; ModelError.
-
-train.py's keys take them from here; GPT2_SHAPE gives GPT-2's shape.
-"""
+"""The network's options with their defaults (Llama's and Qwen3's shape) and help for train.py's keys; GPTConfig."""
 import math
 from dataclasses import asdict, dataclass, field, fields
 

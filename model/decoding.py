@@ -62,8 +62,9 @@ class KVCache:
         v_all.index_copy_(2, slots, v.type_as(v_all))
         return k_all, v_all
 
-    def reset(self) -> None:
-        self.slot_positions.fill_(EMPTY)  # old keys and values stay, hidden, until overwritten
+
+# A decoding step: (idx (B, T), cache, positions (T,)) -> logits (B, V); the compiled one takes one token
+Step = Callable[[torch.Tensor, KVCache | None, torch.Tensor], torch.Tensor]
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -114,8 +115,7 @@ class Decoder:
       n_layer * (block_size - 1) + 1 tokens: all the newest token depends on through n_layer windows.
     - Learned positions cannot slide: the window grows to block_size; when one more token would not
       fit, it is cut to its last block_size // 2 tokens, re-encoded at positions from 0.
-    A prompt longer than block_size is read from its last block_size tokens. With `compile`, the
-    one-token step is the compiled one (`compiled_step`).
+    A prompt longer than block_size is read from its last block_size tokens.
     """
 
     # no_grad whatever mode the caller is in: the cache is written in place and never
@@ -139,40 +139,34 @@ class Decoder:
         self.length = 0  # positions in the cache: the next one is at position `length`
         self.logits = self._prefill(self.tokens)  # (B, V)
 
-    def _prefill(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits (B, V) after idx (B, T): the window itself uncached, or T tokens after the cached ones."""
+    def _prefill(self, idx: torch.Tensor, step: Step | None = None) -> torch.Tensor:
+        """Logits (B, V) after idx (B, T) by `step` (eager by default): the window itself uncached, or T tokens
+        after the cached ones."""
         start = self.start if self.cache is None else self.length
         positions = torch.arange(start, start + idx.size(1), device=idx.device)  # (T,)
         self.length += idx.size(1) if self.cache is not None else 0
-        return self.model.next_token_logits(idx, self.cache, positions)
-
-    def _step(self, next_id: torch.Tensor) -> torch.Tensor:
-        """Logits (B, V) after one new token next_id (B, 1), through the cache."""
-        positions = torch.arange(self.length, self.length + 1, device=next_id.device)  # (1,)
-        self.length += 1
-        if self.step is None:  # after the prefill's token is out: loading the compiled step takes a while
-            self.step = compiled_step(self.model, self.cache)
-        return self.step(next_id, self.cache, positions)
+        return (step or self.model.next_token_logits)(idx, self.cache, positions)
 
     @torch.no_grad()
     def push(self, next_id: torch.Tensor) -> None:
         """Append next_id (B, 1); `logits` become those (B, V) for the token after it."""
-        if self.cache is not None and self.sliding:  # the cache rolls: one token in, nothing to keep
-            self.logits = self._step(next_id)
-            return
-        self.tokens = torch.cat([self.tokens, next_id], dim=1)
+        if self.cache is None or not self.sliding:  # a rolling cache keeps no tokens: one in, nothing to keep
+            self.tokens = torch.cat([self.tokens, next_id], dim=1)
         full = self.tokens.size(1) > self.reach
         if full:
             cut = self.tokens.size(1) - (self.reach if self.sliding else self.keep)
             self.tokens, self.start = self.tokens[:, cut:], (self.start + cut if self.sliding else 0)
-        if self.cache is not None and full:  # learned positions: re-encode the kept tokens from position 0
-            self.cache.reset()
-            self.length = 0
-        self.logits = self._step(next_id) if self.cache is not None and not full else self._prefill(self.tokens)
+            if self.cache is not None:  # learned positions: re-encode the kept tokens from position 0
+                self.cache.slot_positions.fill_(EMPTY)  # old keys and values stay, hidden, until overwritten
+                self.length = 0
+        if self.cache is None or full:
+            self.logits = self._prefill(self.tokens)
+            return
+        if self.step is None:  # after the prefill's token is out: loading the compiled step takes a while
+            self.step = compiled_step(self.model, self.cache)
+        self.logits = self._prefill(next_id, self.step)  # one new token through the cache
 
 
-# The compiled one-token step: Decoder's with `compile`, prepared ahead by compile_ahead.
-Step = Callable[[torch.Tensor, KVCache, torch.Tensor], torch.Tensor]  # (idx (B, 1), cache, positions (1,)) -> (B, V)
 _loaded: dict[Path, Step] = {}  # packages this process has loaded
 _graphed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # GPT -> its CUDA-graphed step
 

@@ -20,11 +20,11 @@ from .decoding import EMPTY, Decoder, KVCache, sample_next
 RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.down_proj.weight")  # what writes into the residual stream
 
 
-def norm_layer(config: GPTConfig, size: int) -> nn.Module:
+def norm_layer(config: GPTConfig) -> nn.Module:
     """LayerNorm (GPT-2: centre, scale, shift) or RMSNorm (Llama: scale by the root mean square)."""
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(size, eps=config.norm_eps)
-    return nn.LayerNorm(size, eps=config.norm_eps, bias=config.bias)
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
 class MLP(nn.Module):
@@ -52,9 +52,9 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
-        self.norm_1 = norm_layer(config, config.n_embd)
+        self.norm_1 = norm_layer(config)
         self.attn = CausalSelfAttention(config, layer_idx)
-        self.norm_2 = norm_layer(config, config.n_embd)
+        self.norm_2 = norm_layer(config)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, positions: Positions, cache: KVCache | None = None,
@@ -73,7 +73,7 @@ class GPT(nn.Module):
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
         layers.update(drop=nn.Dropout(config.dropout),
                       h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
-                      norm_f=norm_layer(config, config.n_embd))
+                      norm_f=norm_layer(config))
         self.transformer = nn.ModuleDict(layers)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -173,11 +173,10 @@ class GPT(nn.Module):
             decoder = Decoder(self, idx, use_cache, max_new_tokens, compile)  # prefill
         for step in range(max_new_tokens):
             with torch.inference_mode():
+                if step:  # decode the last token only once the next is wanted: none for logits nobody will read
+                    decoder.push(next_id)  # one new token through the cache
                 next_id = sample_next(decoder.logits, temperature, top_k, top_p, generator, vocab_limit)  # (B, 1)
             yield next_id.clone()  # a plain tensor again, usable anywhere
-            if step + 1 < max_new_tokens:  # no forward pass for logits nobody will read
-                with torch.inference_mode():
-                    decoder.push(next_id)  # decode: one new token through the cache
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

@@ -62,7 +62,7 @@ def attention_rows(attn: CausalSelfAttention) -> list[Row]:
     rows.append(_param("attn.output.head", "output W_O, one head", out[:, :hs], 2))  # (C, hs)
     rows.append(_param("attn.output", f"output W_O, all {nh} heads", out, 2))
     if attn.q_norm is not None:
-        norms = attn.q_norm.weight.numel() + attn.k_norm.weight.numel()
+        norms = _numel(attn.q_norm, attn.k_norm)
         rows.append(_sum("attn.qk_norm", "QK-norm weights (queries, keys; shared by all heads)", norms, 2))
     return [*rows, *_biases("attn.biases", "biases (query, key, value, output)", attn),
             _sum("attn", "attention in this block", _numel(attn), 2)]

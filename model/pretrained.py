@@ -94,7 +94,8 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
             auto = _quiet_transformers().AutoModelForCausalLM
             return auto.from_pretrained(name_or_dir, config=hf_config, local_files_only=True), config
         except SafetensorError as e:  # a weights file cut short or damaged
-            raise ModelError(f"{name_or_dir}: its weights (model.safetensors) cannot be read ({' '.join(str(e).split())[:150]}); "
+            reason = " ".join(str(e).split())[:150]
+            raise ModelError(f"{name_or_dir}: its weights (model.safetensors) cannot be read ({reason}); "
                              f"copy or save the folder again") from None
         except OSError:
             raise PretrainedNotFound(how_to_get(name_or_dir)) from None
@@ -103,16 +104,13 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
     auto = _quiet_transformers().AutoModelForCausalLM
     from huggingface_hub import constants as hub
 
-    try:
-        hf = auto.from_pretrained(name_or_dir, local_files_only=True)
-    except OSError:
-        if hub.HF_HUB_OFFLINE or not hub_reachable(hub.ENDPOINT):
-            raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+    for local_files_only in (True, False):  # the hub only where the local cache lacks it and the hub can be reached
         try:
-            hf = auto.from_pretrained(name_or_dir)
+            hf = auto.from_pretrained(name_or_dir, local_files_only=local_files_only)
+            return hf, gpt_config_from_hf(hf.config)
         except OSError:
-            raise PretrainedNotFound(how_to_get(name_or_dir)) from None
-    return hf, gpt_config_from_hf(hf.config)
+            if not local_files_only or hub.HF_HUB_OFFLINE or not hub_reachable(hub.ENDPOINT):
+                raise PretrainedNotFound(how_to_get(name_or_dir)) from None
 
 
 def load_pretrained(gpt_cls, name_or_dir: str):

@@ -39,13 +39,11 @@ def with_weights(model: "GPT", weights: str) -> "GPT":
     """model with its weights in `weights` (one of WEIGHTS), changed in place."""
     if weights in ("bfloat16", "int8"):
         model.to(torch.bfloat16)
-        for block in model.transformer.h:  # QK-norm computes in float32 (model/attention.py), so its scales stay
-            for norm in (block.attn.q_norm, block.attn.k_norm):  # float32, for torch's fused RMSNorm kernel
-                if norm is not None:
-                    norm.float()
+        for name, module in model.named_modules():  # QK-norm computes in float32 (model/attention.py), so its
+            if name.endswith(("attn.q_norm", "attn.k_norm")):  # scales stay float32, for torch's fused RMSNorm kernel
+                module.float()
     if weights == "int8":  # in bfloat16 activations: aten's int8 kernel in float32 is slower than float32 weights
-        for module in list(model.modules()):
-            for name, child in list(module.named_children()):
-                if isinstance(child, nn.Linear):
-                    setattr(module, name, Int8Linear(child))
+        for name, module in list(model.named_modules()):
+            if isinstance(module, nn.Linear):
+                model.set_submodule(name, Int8Linear(module))
     return model
