@@ -1,8 +1,9 @@
 """Causal multi-head self-attention: the heart of the transformer.
 
 Every token's embedding is projected to a query, a key and a value. Each query is compared with the keys of its
-own and every earlier position, and each position takes the pattern-weighted sum of the values. Several heads do
-this in parallel; their outputs are concatenated and mixed back by an output projection.
+own and every earlier position (scaled dot products), the causal mask hides later positions, a softmax turns the
+scores into an attention pattern whose rows sum to one, and each position takes the pattern-weighted sum of the
+values. Several heads do this in parallel; their outputs are concatenated and mixed back by an output projection.
 
 The modern shape changes three things and nothing else: RoPE turns queries and keys by their position, QK-norm
 scales each head's queries and keys to a fixed size first, and with grouped-query attention several query heads
