@@ -114,7 +114,7 @@ class Run:
                              "elapsed_s": round(self.progress.elapsed_s, 3), **metrics})
 
     def resume_command(self) -> str:
-        kept = [a for a in self.argv if not a.startswith("--init_from=")]
+        kept = [a for a in self.argv if not a.startswith(("--init_from=", "--replace_run="))]
         return shlex.join(["python", "train.py", *kept, "--init_from=resume"])
 
     def broken_loss_error(self, loss: float, first_step: int, last_step: int) -> UserError:
@@ -156,6 +156,9 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     given = cfg.keys_set  # what the files and flags set; replace() below makes configs without it
     plan, block_size_set = None, "block_size" in given
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
+        if checkpoint is not None and "plan" not in checkpoint:  # a plan would pick another shape and schedule
+            raise UserError(f"cannot resume {latest} with --time_budget: it was trained without one; "
+                            f"resume it without --time_budget")
         plan = Plan.stored(checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
             make_plan(cfg, dataset.meta, device, dtype, ranks)
         cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys

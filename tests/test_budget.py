@@ -183,3 +183,9 @@ def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_ru
                      if row["kind"] == "batch"} for name in ("budgeted", "planned")}
     assert len(losses["budgeted"]) == len(losses["planned"]) == plan["keys"]["max_iters"]
     assert losses["budgeted"] == pytest.approx(losses["planned"], abs=1e-6)
+    # a run trained without a budget is not resumed under one: a plan would pick another shape and schedule
+    before = (tmp_path / "planned" / "ckpt.pt").read_bytes()
+    refused = run_command("train.py", *flags, "--time_budget=12s", f"--out_dir={tmp_path / 'planned'}",
+                          "--init_from=resume")
+    assert_one_line_error(refused, "was trained without one; resume it without --time_budget")
+    assert (tmp_path / "planned" / "ckpt.pt").read_bytes() == before
