@@ -258,7 +258,11 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             if cfg.decay_lr else 1.0
         run.optimizers.set_lr_scale(scale)
         lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
-        step_loss = train_step(run)
+        try:
+            step_loss = train_step(run)
+        except torch._dynamo.exc.BackendCompilerFailed as e:  # no C++ compiler, ...: inductor's report runs to pages
+            reason = (str(e).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"could not compile the model ({reason}); train without --compile=true") from None
         if compiling:
             synchronize(run.device)
             compiling, started = False, window[1]

@@ -162,7 +162,7 @@ def test_nanogpt_flags_and_an_empty_stop_get_one_line(trained_out):
 
 
 
-def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained_out, tmp_path):
+def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained_out, char_dataset, tmp_path):
     cache = tmp_path / "compile-cache"
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     result = run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", check=False, env=env)
@@ -170,3 +170,8 @@ def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained
     assert not list(cache.glob("smallgpt-decoding/*"))  # nothing half-written left under the package's name
     assert_one_line_error(run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", "--use_cache=false",
                                      check=False), "--compile=true decodes through the KV cache")
+    run = tmp_path / "run"
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={char_dataset}", f"--out_dir={run}",
+                        "--compile=true", check=False, env=env)
+    assert_one_line_error(result, "could not compile the model", "train without --compile=true")
+    assert not (run / "ckpt.pt").exists()
