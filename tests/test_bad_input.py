@@ -197,7 +197,8 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     ("--prompt=FILE:/nonexistent/prompt.txt", "prompt file /nonexistent/prompt.txt not found"),
     ("--prompt=FILE:/", "prompt file / cannot be read: Is a directory"),
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),
+    ("--checkpoint=latest.pt", "latest.pt not found; {out} holds best.pt, ckpt.pt: choose one with --checkpoint"),
 ])
 def test_sample_rejects_bad_requests(trained_out, flag, fragment):
     result = run_command("sample.py", f"--out_dir={trained_out}", flag)
-    assert_one_line_error(result, fragment)
+    assert_one_line_error(result, fragment.format(out=trained_out))
