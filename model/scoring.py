@@ -36,14 +36,16 @@ def score_tokens(model: GPT, tokens: np.ndarray, batch_size: int, top_k: int = 0
                  show_progress: bool = False) -> TokenScores:
     """Loss of every token after the first, in non-overlapping windows of block_size, in float32."""
     device = next(model.parameters()).device
-    T, ids = model.config.block_size, torch.from_numpy(tokens.astype(np.int64))
-    pad = -(len(ids) - 1) % T  # the last window's missing inputs and targets
-    inputs = F.pad(ids[:-1], (0, pad)).view(-1, T)  # (windows, T), padded with 0
-    targets = F.pad(ids[1:], (0, pad), value=-1).view(-1, T)  # (windows, T), -1 marks padding
+    T = model.config.block_size
+    starts = list(range(0, len(tokens) - 1, T))
     losses, top_ids, top_probs = [], [], []
     model.eval()
-    for i in tqdm(range(0, len(inputs), batch_size), unit="batch", disable=not show_progress):
-        x, y = inputs[i : i + batch_size], targets[i : i + batch_size]  # (B, T) each
+    for i in tqdm(range(0, len(starts), batch_size), unit="batch", disable=not show_progress):
+        x = torch.zeros(len(starts[i : i + batch_size]), T, dtype=torch.long)  # (B, T), padded with 0
+        y = torch.full_like(x, -1)  # (B, T), -1 marks padding
+        for row, s in enumerate(starts[i : i + batch_size]):
+            window = torch.from_numpy(tokens[s : s + T + 1].astype(np.int64))
+            x[row, : len(window) - 1], y[row, : len(window) - 1] = window[:-1], window[1:]
         logits, _ = model(x.to(device))  # (B, T, V); padding comes last, so it cannot leak backwards
         logits = logits.float().cpu()
         valid = y >= 0
