@@ -2,6 +2,7 @@
 lists their keys). What each one measures is in its bench_* function's docstring; the figures, with
 their hardware, in docs/benchmarks.md."""
 
+import dataclasses
 import itertools
 import os
 import re
@@ -18,6 +19,7 @@ import torch
 
 from config.device import pick_device, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
+from config.parsing import unknown_key
 from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config
 from data import load_tokenizer
 from data.build import prepare_dataset
@@ -483,11 +485,16 @@ PASSES_KEYS_TO_TRAINING = ("training", "precision", "recipe")
 def main(argv: list[str]) -> None:
     name, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
     passes_keys = name in PASSES_KEYS_TO_TRAINING  # to train.py: every key that is not bench.py's own
-    own = [a for a in rest if not passes_keys or a[2:].partition("=")[0] in BenchConfig.__dataclass_fields__]
+    own_keys = {f.name for f in dataclasses.fields(BenchConfig)} | {"help"}
+    own = [a for a in rest if not passes_keys or a[2:].partition("=")[0] in own_keys]
     train_args = [a for a in rest if a not in own]
     cfg = read_config(BenchConfig, own)  # --help stops here
     if name not in BENCHMARKS:
         raise UserError(f"name a benchmark first: python bench.py {'|'.join(BENCHMARKS)} [--key=value ...]")
+    known = own_keys | {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in (a[2:].partition("=")[0] for a in train_args if a.startswith("--")):
+        if key not in known:  # named against bench.py's keys too, not train.py's alone
+            raise unknown_key(key, known, "the command line")
     BENCHMARKS[name](cfg, train_args)
 
 

@@ -108,7 +108,7 @@ RENAMED = {"start": ("prompt",), "init_from": ("hf_model",), "to": ("hf_dir", "p
            "out_dir": ("dataset",), "input": ("text_file",), "runs": ("repeats",)}
 
 
-def _unknown_key(key: str, valid: Collection[str], where: str) -> UserError:
+def unknown_key(key: str, valid: Collection[str], where: str) -> UserError:
     renamed = [name for name in RENAMED.get(key, ()) if name in valid]
     close = renamed or difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else "; run with --help to list the keys"
@@ -139,10 +139,10 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
             hint = f"did you mean [{close[0]}]?" if close else f"the commands' tables are {tables}"
             raise UserError(f"unknown table [{key}] in {path}; {hint}")
         elif not isinstance(value, dict) and key not in every_key:
-            raise _unknown_key(key, fields, path)
+            raise unknown_key(key, fields, path)
     for key, value in table.get(command, {}).items():
         if key not in fields:
-            raise _unknown_key(key, fields, f"[{command}] of {path}")
+            raise unknown_key(key, fields, f"[{command}] of {path}")
         found[key] = (value, f"[{command}] {key}")
     return found
 
@@ -160,7 +160,7 @@ def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
     for flag in (a for a in argv if a.startswith("--")):
         key, sep, text = flag[2:].partition("=")
         if key not in fields:
-            raise _unknown_key(key, fields, "the command line")
+            raise unknown_key(key, fields, "the command line")
         if not sep:
             raise UserError(f"flag --{key} needs a value: --{key}=VALUE")
         value = _parse_flag_value(key, text, fields[key], hints[key])

@@ -225,7 +225,8 @@ class BenchConfig(Checked):
 
     command: ClassVar[str] = "bench"
     usage: ClassVar[str] = ("python bench.py generation|training|precision|recipe|budget|first_token|prepare "
-                            "[CONFIG.toml ...] [--key=value ...]")
+                            "[CONFIG.toml ...] [--key=value ...]\n(training, precision and recipe also take "
+                            "train.py's keys: python train.py --help)")
 
     new_tokens: list[int] = option([100, 500], "generation: tokens generated per timed run (comma-separated)")
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")

@@ -13,7 +13,7 @@ from config.settings import (COMMANDS, AttentionConfig, BenchConfig, EvalConfig,
                           read_config)
 from data.errors import DataError
 from data.tokenizer import CharTokenizer
-from helpers import run_script
+from helpers import assert_one_line_error, run_command, run_script
 
 
 def parse_config(cls, argv):
@@ -43,6 +43,16 @@ def test_unknown_key_suggests_the_closest(tmp_path):
     f = write(tmp_path / "typo.toml", "learnig_rate = 0.1\n")
     with pytest.raises(UserError, match=r"'learnig_rate' in .*typo.toml; did you mean 'learning_rate'"):
         parse_config(TrainConfig, [f])
+
+
+@pytest.mark.parametrize("benchmark", ["training", "precision", "recipe"])
+def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark, capsys):
+    """These benchmarks pass the keys bench.py lacks to train.py; a key neither has is named against both."""
+    assert_one_line_error(run_command("bench.py", benchmark, "--stepss=60"), "'stepss'", "did you mean 'steps'?")
+    assert_one_line_error(run_command("bench.py", benchmark, "--n_layr=3"), "'n_layr'", "did you mean 'n_layer'?")
+    assert run_command("bench.py", benchmark, "--help").returncode == 0  # its keys, and where train.py's are
+    shown = capsys.readouterr().out
+    assert shown.startswith("usage: python bench.py") and "--steps=" in shown and "python train.py --help" in shown
 
 
 @pytest.mark.parametrize(
