@@ -142,8 +142,10 @@ class SampleConfig(ModelChoice):
     top_p: float = option(1.0, "sample only from the smallest set of tokens with this much probability",
                           check=(lambda p: 0 < p <= 1, "must be in (0, 1]"))
     stop: list[str] = option([], "end a sample where this string appears (repeat the flag for several)", escapes=True)
-    compile: bool = option(False, "decode through the compiled decoding step: compiled once per checkpoint and "
-                                  "num_samples (about a minute on a CPU), loaded from the compile cache after")
+    compile: bool = option(False, "decode through the compiled decoding step: compiled once per checkpoint, "
+                                  "num_samples and cache size (prompt + max_new_tokens rounded up to a power "
+                                  "of two, at most block_size; about a minute on a CPU), loaded from the compile "
+                                  "cache after")
     use_cache: bool = option(True, "reuse cached keys and values (false: recompute the context every step)")
     seed: int = option(1337, "random seed; the same seed gives the same samples", check=SEED)
 
