@@ -466,7 +466,8 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
         bpe, bpe_s = timed(prepare_dataset, files, "bpe", tmp / "bpe", vocab_size=cfg.bpe_vocab_size)
         bpe_own = tiktoken_rate(load_tokenizer(tmp / "bpe").encoding, files, cores)
         rss, wall = peak_rss_of_prepare([f"--input={tmp / 'corpus'}", "--tokenizer=gpt2", f"--dataset={tmp / 'rss'}"])
-    print(f"prepare: {megabytes:,.0f} MB of text ({len(files)} copies of the plays, one file each), {cores} cores")
+    copies = f"{len(files)} {'copy' if len(files) == 1 else 'copies'} of the plays"
+    print(f"prepare: {megabytes:,.0f} MB of text ({copies}, one file each), {cores} cores")
     print(f"  BPE training, vocabulary {cfg.bpe_vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
     rows = (("gpt2", megabytes / gpt2_s, gpt2_own), (f"bpe {cfg.bpe_vocab_size}", megabytes / bpe_s, bpe_own),
             ("  less its training", megabytes / (bpe_s - bpe.tokenizer_seconds), bpe_own))

@@ -1,7 +1,7 @@
 """Write a trained checkpoint as a Hugging Face model folder, for transformers, serving
 engines, llama.cpp's converter and the hub.
 
-    python export.py [CONFIG.toml ...] --out_dir=DIR --hf_dir=FOLDER [--checkpoint=best.pt] [--replace_export=true]
+    python export.py [CONFIG.toml ...] [--out_dir=DIR] --hf_dir=FOLDER [--checkpoint=best.pt] [--replace_export=true]
 
 The GPT-2 shape becomes a GPT2LMHeadModel; the modern shape a LlamaForCausalLM, or a
 Qwen3ForCausalLM with QK-norm. The folder holds config.json, model.safetensors,

@@ -182,7 +182,7 @@ class AttentionConfig(ModelChoice):
 @dataclass
 class ExportConfig(CheckpointChoice):
     command: ClassVar[str] = "export"
-    usage: ClassVar[str] = "python export.py [CONFIG.toml ...] --out_dir=DIR --hf_dir=FOLDER [--key=value ...]"
+    usage: ClassVar[str] = "python export.py [CONFIG.toml ...] [--out_dir=DIR] --hf_dir=FOLDER [--key=value ...]"
 
     hf_dir: str = option("", "the Hugging Face model folder to write (outside out_dir)", path=True)
     replace_export: bool = option(False, "replace an earlier export in hf_dir (never anything else)")
