@@ -74,7 +74,10 @@ def main(argv: list[str]) -> None:
              f"of {counted(c.n_head, 'head')}")
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")
     records = layer_records(model, ids, device)
-    folder.mkdir(parents=True, exist_ok=True)  # check_output found it can be made
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # check_output passed, yet the OS refuses (a dangling link on the way, ...)
+        raise UserError(f"cannot write to {folder} ({e.strerror}); choose another --pictures_dir") from None
     written = [save_png(heatmap_figure(records[0], tokens, about), folder / "heatmaps.png"),
                save_png(query_figure(records[0], tokens, query), folder / f"query_{query}.png")]
     if cfg.html:

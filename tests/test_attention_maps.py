@@ -143,6 +143,13 @@ def test_bad_input_is_a_one_line_error(trained_out, tmp_path, flags, message):
     assert not (tmp_path / "maps").exists()  # refused before anything was written
 
 
+def test_a_pictures_dir_the_os_refuses_after_the_check_is_one_line(trained_out, tmp_path):
+    """A dangling link on the way looks missing, so the check passes; making the folder then fails."""
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    folder = tmp_path / "link" / "maps"
+    with pytest.raises(UserError, match=r"^cannot write to .*maps \(File exists\); choose another --pictures_dir$"):
+        main([f"--out_dir={trained_out}", f"--text={TEXT}", f"--pictures_dir={folder}", "--device=cpu"])
+
 
 def test_tour_quotes_the_real_lines():
     """Each code block in docs/attention.md is a run of consecutive lines of the file named

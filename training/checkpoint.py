@@ -52,10 +52,6 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
     """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code is refused)."""
     path = existing_checkpoint(path)
     if not path.is_file():
-        others = sorted(p.name for p in path.parent.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
-        if others:  # a mistyped --checkpoint
-            raise UserError(f"checkpoint {path} not found; {path.parent} holds {', '.join(others)}: "
-                            f"choose one with --checkpoint")
         raise UserError(f"checkpoint {path} not found; train one with python train.py --out_dir={path.parent}")
     try:
         if path.suffix == ".safetensors":

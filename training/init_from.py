@@ -17,7 +17,8 @@ from model.config import ModelOptions
 from model.pretrained import HUB_NAMES
 from model.weights import with_weights
 
-from .checkpoint import checkpoint_path, existing_checkpoint, load_checkpoint, model_from_checkpoint
+from .checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_path, existing_checkpoint, load_checkpoint,
+                         model_from_checkpoint)
 
 # the training keys that fix the model's shape: every model option but dropout, and the vocabulary
 SHAPE_KEYS = tuple(f.name for f in fields(ModelOptions) if f.name != "dropout") + ("vocab_size",)
@@ -112,6 +113,10 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     from out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
     if not init_from:
         path = existing_checkpoint(Path(out_dir) / checkpoint)
+        others = sorted(p.name for p in path.parent.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+        if not path.is_file() and others:  # a mistyped --checkpoint
+            raise UserError(f"checkpoint {path} not found; {out_dir} holds {', '.join(others)}: "
+                            f"choose one with --checkpoint")
         if path.name != checkpoint:  # only the other format's file is there
             print(f"note: reading {path}, as {out_dir} holds no {checkpoint}", file=sys.stderr)
         state = load_checkpoint(path, device)
