@@ -91,6 +91,9 @@ class TrainConfig(ModelOptions, Checked):
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
         if self.time_budget:
             parse_duration(self.time_budget)
+            if self.init_from not in ("scratch", "resume"):  # the plan would probe and plan a shape of its own
+                raise UserError(f"--time_budget picks the model's shape, but init_from={self.init_from} brings its "
+                                f"own; fine-tune it for a number of steps with --max_iters instead")
 
     def schedule_warnings(self) -> list[str]:
         """What in an explicitly set schedule the user may not have meant."""

@@ -141,6 +141,13 @@ def test_a_budget_that_is_no_duration_is_one_line(value):
     assert_one_line_error(run_command("train.py", f"--time_budget={value}"), f"time_budget={value!r} is not a duration")
 
 
+@pytest.mark.parametrize("init_from", ["gpt2", "hf-model"])
+def test_a_budget_for_a_pretrained_model_is_refused_naming_max_iters(init_from):
+    """The plan picks a shape, which a Hugging Face model brings itself: a plan line would describe another model."""
+    assert_one_line_error(run_command("train.py", "--time_budget=60s", f"--init_from={init_from}"),
+                          f"init_from={init_from} brings its own", "--max_iters")
+
+
 @pytest.mark.slow
 def test_a_budgeted_run_keeps_its_time_and_stores_its_plan(char_dataset, tmp_path):
     flags = [*TINY_TRAIN_FLAGS[TINY_TRAIN_FLAGS.index("--batch_size=8"):], f"--dataset={char_dataset}"]
