@@ -30,6 +30,9 @@ def pytest_configure() -> None:
     if workers > 1:  # more threads than cores would make every process wait on the others
         threads = max(1, len(os.sched_getaffinity(0)) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
+        # inductor compiles kernels in a pool of one process per core: a compiling test would take every core
+        # from its neighbours in bursts, and the time-budget tests measure the pace of the machine
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 
 
