@@ -256,18 +256,21 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
 
 
 def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
-    """float32 against bfloat16 training of the 6x384, context-256 model: tokens per second and the
-    loss both reach on the same short run."""
+    """float32 against bfloat16 training of the 6x384, context-256 model (or the shape the keys give): tokens per
+    second and the loss both reach on the same short run."""
     steps = cfg.steps or 100
+    c = read_config(TrainConfig, [*PRECISION_MODEL, *train_args])
+    tokens = c.batch_size * c.block_size * c.gradient_accumulation_steps  # per step
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in ("float32", "bfloat16"):
             rows = run_train([*PRECISION_MODEL, f"--dtype={dtype}", *train_args], steps, Path(tmp) / dtype)
             step_s = statistics.median(seconds_per_step(rows, min(10, steps // 5)))
             results[dtype] = (step_s, [r["val_loss"] for r in rows if r["kind"] == "eval"][-1])
-    print(f"\nprecision: 6 layers, 6 heads, 384 wide, context 256, batch 8, {steps} steps, same seed and data")
+    print(f"\nprecision: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}, "
+          f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {steps} steps, same seed and data")
     for dtype, (step_s, val) in results.items():
-        print(f"  {dtype:<9} {8 * 256 / step_s:10,.0f} tokens/s   final val loss {val:.4f}")
+        print(f"  {dtype:<9} {tokens / step_s:10,.0f} tokens/s   final val loss {val:.4f}")
     (f32_s, f32_val), (bf16_s, bf16_val) = results["float32"], results["bfloat16"]
     print(f"  bfloat16 / float32: {f32_s / bf16_s:.2f}x the speed, val loss {bf16_val - f32_val:+.4f}")
 
