@@ -347,8 +347,7 @@ def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
              pace.last_evaluation_s or plan.evaluation_s, progress.elapsed_s - pace.elapsed_s], run.ranks, run.device)
         if measured_s < plan.budget_s / (2 * DEADLINE_CHECKS):
             return  # checked moments ago: too few steps to tell the pace, whose measure goes on
-        steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, run.cfg.lr_decay_iters, elapsed_s, step_s,
-                              evaluation_s)
+        steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, elapsed_s, step_s, evaluation_s)
         if steps is not None:
             replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, a step takes {step_s:.3f} s: the run "
                              f"ends at step {steps:,} instead of {plan.steps:,}, on the same learning-rate schedule",

@@ -270,12 +270,17 @@ def deadline_due(plan: Plan, pace: Pace, elapsed_s: float) -> bool:
     return plan.corrected and elapsed_s - pace.elapsed_s >= plan.budget_s / DEADLINE_CHECKS
 
 
-def steps_in_time(plan: Plan, step: int, eval_interval: int, decay_steps: int, elapsed_s: float, step_s: float,
-                  evaluation_s: float) -> int | None:
-    """The steps that end the loop when planned at the measured pace (at most decay_steps), if they differ from
-    the plan's by over 2% of the budget, else None. Only the end moves, never the learning-rate schedule: a run
-    behind its plan stops a little earlier in its decay, one that caught up goes back towards its end."""
-    to_come = evaluations(plan.steps, eval_interval) - (step - 1) // eval_interval  # any due now, and the last
-    left_s = plan.loop_s - elapsed_s - to_come * evaluation_s
-    steps = max(step + 1, min(decay_steps, step + int(left_s // step_s)))
+def steps_in_time(plan: Plan, step: int, eval_interval: int, elapsed_s: float, step_s: float, evaluation_s: float
+                  ) -> int | None:
+    """The steps that end the loop when planned at the measured pace, if they differ from the plan's by over 2% of
+    the budget, else None. Only the end moves, never the learning-rate schedule: a run behind its plan stops a
+    little earlier in its decay, one ahead of it goes on past the decay's end at min_lr."""
+    def evaluations_s(end: int) -> float:  # of the evaluations in a loop ending at `end`: any due now, and the last
+        return (evaluations(end, eval_interval) - (step - 1) // eval_interval) * evaluation_s
+
+    left_s = plan.loop_s - elapsed_s
+    steps = step + int((left_s - evaluations_s(plan.steps)) // step_s)  # with the plan's evaluations
+    while steps > step + 1 and (steps - step) * step_s + evaluations_s(steps) > left_s:  # more fall due: fewer steps
+        steps -= 1
+    steps = max(step + 1, steps)
     return None if abs(steps - plan.steps) * step_s <= 0.02 * plan.budget_s else steps
