@@ -156,11 +156,13 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     given = cfg.keys_set  # what the files and flags set; replace() below makes configs without it
     plan, block_size_set = None, "block_size" in given
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
-        if checkpoint is not None and "plan" not in checkpoint:  # a plan would pick another shape and schedule
+        if checkpoint is None:
+            plan = make_plan(cfg, dataset.meta, device, dtype, ranks)
+        elif "plan" in checkpoint:
+            plan = Plan.stored(checkpoint["plan"])
+        else:  # a plan would pick another shape and schedule than the run's
             raise UserError(f"cannot resume {latest} with --time_budget: it was trained without one; "
                             f"resume it without --time_budget")
-        plan = Plan.stored(checkpoint["plan"]) if checkpoint is not None and "plan" in checkpoint else \
-            make_plan(cfg, dataset.meta, device, dtype, ranks)
         cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
     if checkpoint is not None:  # the run's own shape, where the resume command does not give it again
         cfg = replace(cfg, **{k: checkpoint["config"][k] for k in SHAPE_KEYS if k not in given})

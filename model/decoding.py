@@ -137,9 +137,9 @@ class Decoder:
         self.step = None if compile else model.next_token_logits  # the compiled step: loaded when first needed
         self.start = 0  # position of tokens[:, 0]
         self.length = 0  # positions in the cache: the next one is at position `length`
-        self.logits = self._prefill(self.tokens)  # (B, V)
+        self.logits = self._forward(self.tokens)  # (B, V)
 
-    def _prefill(self, idx: torch.Tensor, step: Step | None = None) -> torch.Tensor:
+    def _forward(self, idx: torch.Tensor, step: Step | None = None) -> torch.Tensor:
         """Logits (B, V) after idx (B, T) by `step` (eager by default): the window itself uncached, or T tokens
         after the cached ones."""
         start = self.start if self.cache is None else self.length
@@ -160,11 +160,11 @@ class Decoder:
                 self.cache.slot_positions.fill_(EMPTY)  # old keys and values stay, hidden, until overwritten
                 self.length = 0
         if self.cache is None or full:
-            self.logits = self._prefill(self.tokens)
+            self.logits = self._forward(self.tokens)
             return
         if self.step is None:  # after the prefill's token is out: loading the compiled step takes a while
             self.step = compiled_step(self.model, self.cache)
-        self.logits = self._prefill(next_id, self.step)  # one new token through the cache
+        self.logits = self._forward(next_id, self.step)  # one new token through the cache
 
 
 _loaded: dict[Path, Step] = {}  # packages this process has loaded

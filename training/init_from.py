@@ -113,10 +113,11 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     from out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
     if not init_from:
         path = existing_checkpoint(Path(out_dir) / checkpoint)
-        others = sorted(p.name for p in path.parent.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
-        if not path.is_file() and others:  # a mistyped --checkpoint
-            raise UserError(f"checkpoint {path} not found; {out_dir} holds {', '.join(others)}: "
-                            f"choose one with --checkpoint")
+        if not path.is_file():  # a mistyped --checkpoint, if out_dir holds others
+            others = sorted(p.name for p in path.parent.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+            if others:
+                raise UserError(f"checkpoint {path} not found; {out_dir} holds {', '.join(others)}: "
+                                f"choose one with --checkpoint")
         if path.name != checkpoint:  # only the other format's file is there
             print(f"note: reading {path}, as {out_dir} holds no {checkpoint}", file=sys.stderr)
         state = load_checkpoint(path, device)
