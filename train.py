@@ -75,9 +75,8 @@ class Run:
     dataset: Dataset
     train_loader: BatchLoader  # this process's share of every epoch
     eval_loaders: dict[str, BatchLoader]  # the same batches at every evaluation
-    model: GPT  # its state_dict is what checkpoints hold
-    compiled: torch.nn.Module  # model, compiled if asked: what evaluation calls
-    wrapped: torch.nn.Module  # compiled, wrapped in DDP across processes: what the loop calls
+    model: GPT  # its state_dict is what checkpoints hold; its blocks compiled if asked
+    wrapped: torch.nn.Module  # model, wrapped in DDP across processes: what the loop calls
     optimizers: Optimizers
     scaler: torch.amp.GradScaler  # loss scaling for float16; a pass-through otherwise
     progress: Progress
@@ -172,9 +171,10 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     train_loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     eval_loaders = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
                     for split, tokens in (("train", dataset.train), ("val", dataset.val))}
-    compiled = torch.compile(model) if cfg.compile else model
-    wrapped = DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ranks.distributed else compiled
+    if cfg.compile:
+        model.compile_blocks()
+    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if ranks.distributed else model
     optimizers = build_optimizers(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
     progress = Progress()
@@ -187,7 +187,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     resume_step = progress.step if checkpoint is not None else None
     log = MetricsLog(Path(cfg.out_dir) / "log.jsonl", cfg, resume_step) if ranks.is_main else None
     mfu = MFUMeter(training_flops_per_token(model, cfg.block_size) * ranks.world_size, device, dtype)
-    return Run(cfg, argv, ranks, device, dtype, dataset, train_loader, eval_loaders, model, compiled, wrapped,
+    return Run(cfg, argv, ranks, device, dtype, dataset, train_loader, eval_loaders, model, wrapped,
                optimizers, scaler, progress, log, mfu, claim, plan, resume_step)
 
 
@@ -213,7 +213,7 @@ def train_step(run: Run) -> torch.Tensor:
 @torch.no_grad()
 def estimate_loss(run: Run) -> dict[str, float]:
     """Mean loss over the same eval_iters batches of each split every time."""
-    model, device = run.compiled, run.device
+    model, device = run.model, run.device
     model.eval()
     losses = {}
     for split, loader in run.eval_loaders.items():
@@ -368,6 +368,7 @@ def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
     bar.total = run.plan.steps
 
 
+@torch.compiler.set_stance("force_eager")  # decoding runs the blocks uncompiled (compile_blocks)
 def sample_text(run: Run, n_tokens: int) -> str:
     tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
     idx = torch.tensor([start_tokens(tokenizer)], dtype=torch.long, device=run.device)
@@ -380,6 +381,7 @@ def sample_text(run: Run, n_tokens: int) -> str:
 
 
 @torch.no_grad()
+@torch.compiler.set_stance("force_eager")  # the explicit path, which hands back what attention saw
 def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     """out_dir/attention.png: every head's pattern over the start of the validation text."""
     model = run.model

@@ -75,7 +75,7 @@ class TrainConfig(ModelOptions, Checked):
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     dtype: str = option("auto", "auto (bfloat16 where the hardware has it, else float32), float32, bfloat16 or float16 (autocast)",
                         choices=("auto", "float32", "bfloat16", "float16"))
-    compile: bool = option(False, "torch.compile the model")
+    compile: bool = option(False, "torch.compile each block (regional compilation: one graph serves them all)")
     seed: int = option(1337, "seed of every random generator", check=SEED)
     # logging
     wandb_log: bool = option(False, "log to Weights & Biases (respects WANDB_MODE)")

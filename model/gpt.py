@@ -95,6 +95,13 @@ class GPT(nn.Module):
         """Every parameter once (a tied head shares the token embedding)."""
         return sum(p.numel() for p in self.parameters())
 
+    def compile_blocks(self) -> None:
+        """torch.compile every block in place (regional compilation): the blocks share one compiled graph, so
+        compiling takes a fraction of the whole model's time; embeddings, head and loss stay eager. Under
+        torch.compiler.set_stance("force_eager") the model runs uncompiled, as decoding and pictures need."""
+        for block in self.transformer.h:
+            block.compile()
+
     def crop_block_size(self, block_size: int) -> None:
         """Shorten the context (e.g. GPT-2's 1024), keeping the first position embeddings."""
         if block_size > self.config.block_size:

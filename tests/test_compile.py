@@ -1,4 +1,4 @@
-"""compile=true (torch.compile) trains the same model as eager mode, and its checkpoint
+"""compile=true (torch.compile of each block) trains the same model as eager mode, and its checkpoint
 holds the plain model's names, so every other command loads it."""
 import json
 import os
@@ -6,7 +6,10 @@ import os
 import pytest
 import torch
 
+from torch._dynamo.utils import counters
+
 from helpers import TINY_TRAIN_FLAGS, run_script
+from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.slow  # compiling takes half a minute on a CPU
 
@@ -40,3 +43,24 @@ def test_compiled_training_matches_eager_training(char_dataset, tmp_path):
     assert not any(name.startswith(("_orig_mod.", "module.")) for name in checkpoint["model"])
     sample = run_script("sample.py", f"--out_dir={tmp_path / 'compiled'}", "--prompt=Shall", "--max_new_tokens=5")
     assert sample.stdout.startswith("Shall")
+
+
+def test_one_compiled_graph_serves_every_block_and_decoding_stays_eager():
+    """Regional compilation: three blocks, one graph (compiling costs one block's time); the loss and the
+    gradients are eager's, the names the plain model's, and generation under force_eager compiles nothing."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=40, n_layer=3, n_head=2, n_embd=32))
+    names, idx = list(model.state_dict()), torch.randint(0, 40, (2, 16))
+    model(idx, idx)[1].backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_blocks()
+    model(idx, idx)[1].backward()
+    assert counters["stats"]["unique_graphs"] == 1
+    assert all(torch.allclose(p.grad, g, atol=1e-5) for p, g in zip(model.parameters(), eager_grads))
+    assert list(model.state_dict()) == names
+    with torch.compiler.set_stance("force_eager"):
+        model.generate(idx[:, :3], 20)  # past block_size: every shape the cache and the window take
+    assert counters["stats"]["unique_graphs"] == 1

@@ -175,7 +175,8 @@ def step_on_one_batch(cfg: TrainConfig, vocab_size: int, device: torch.device, d
     and returns its seconds and the optimizer's share."""
     model = GPT(model_config(cfg, vocab_size)).to(device)
     optimizers = build_optimizers(model, cfg, device)
-    forward = torch.compile(model) if compile else model
+    if compile:
+        model.compile_blocks()
     x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
     scaler = torch.amp.GradScaler(enabled=False)
 
@@ -184,7 +185,7 @@ def step_on_one_batch(cfg: TrainConfig, vocab_size: int, device: torch.device, d
         start = time.perf_counter()
         for _ in range(cfg.gradient_accumulation_steps):
             with autocast(device, dtype):
-                loss = forward(x, x)[1]
+                loss = model(x, x)[1]
             loss.backward()
         synchronize(device)
         backward_done = time.perf_counter()
