@@ -25,13 +25,18 @@ def log_losses(out_dir) -> list[float]:
 def test_compiled_training_matches_eager_training(char_dataset, tmp_path):
     # the modern shape, compiled; AdamW, so float32 all the way (Muon orthogonalises in bfloat16, where
     # compiled and eager rounding differences would show)
-    flags = [*TINY_TRAIN_FLAGS, "--max_iters=10", "--lr_decay_iters=10", "--eval_interval=10", "--sample_tokens=0",
+    flags = [*TINY_TRAIN_FLAGS, "--max_iters=10", "--lr_decay_iters=10", "--eval_interval=10", "--sample_tokens=20",
              "--log_interval=1", "--dtype=float32", "--optimizer=adamw", f"--dataset={char_dataset}"]
     caches = {run: tmp_path / f"{run}-inductor-cache" for run in ("eager", "compiled")}  # what each run compiled
     for run, compile_flag in (("eager", []), ("compiled", ["--compile=true"])):
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(caches[run])}
-        printed = run_script("train.py", *flags, *compile_flag, f"--out_dir={tmp_path / run}", env=env).stdout
-        assert ("compile: the model was compiled in its first step" in printed) == (run == "compiled"), printed
+        if compile_flag:  # torch reads TORCH_LOGS as it is imported: a fresh interpreter
+            env["TORCH_LOGS"] = "recompiles"
+        done = run_script("train.py", *flags, *compile_flag, f"--out_dir={tmp_path / run}", env=env,
+                          fresh=bool(compile_flag))
+        assert ("compile: the model was compiled in its first step" in done.stdout) == (run == "compiled"), done.stdout
+    # one graph compiled again, for evaluation (no gradients); the sample at the end decoded eagerly
+    assert done.stderr.count("triggered by the following guard failure") == 1, done.stderr
     assert not caches["eager"].exists() and any(caches["compiled"].rglob("*.so"))  # inductor's compiled kernels
     eager, compiled = log_losses(tmp_path / "eager"), log_losses(tmp_path / "compiled")
     assert len(eager) == len(compiled) == 11  # steps 1 to 10, then the evaluation at 10
