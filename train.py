@@ -314,7 +314,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             started = time.perf_counter()
             evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
             window = (progress.step, time.perf_counter())
-            pace.evaluated(window[1] - started)
+            pace.evaluated(window[1] - started, compiled=run.cfg.compile and pace.last_evaluation_s is None)
         if read_now and stopping:
             if ranks.is_main:
                 run.save("ckpt")

@@ -251,9 +251,11 @@ class Pace:
     def mark(self, step: int, elapsed_s: float) -> None:
         self.step, self.elapsed_s, self.evaluated_s = step, elapsed_s, 0.0
 
-    def evaluated(self, seconds: float) -> None:
+    def evaluated(self, seconds: float, compiled: bool = False) -> None:
+        """An evaluation took `seconds`; one that compiled (the first of a compiled run) says nothing of the next."""
         self.evaluated_s += seconds
-        self.last_evaluation_s = seconds
+        if not compiled:
+            self.last_evaluation_s = seconds
 
     def step_s(self, step: int, elapsed_s: float) -> float:
         return (elapsed_s - self.elapsed_s - self.evaluated_s) / (step - self.step)
