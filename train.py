@@ -250,7 +250,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     which waits for the device, only where it is logged, evaluated or a stop is due."""
     progress, ranks = run.progress, run.ranks
     window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
-    pace = Pace(progress.step, progress.elapsed_s)  # a time budget's checks measure the loop with it
+    pace = Pace(progress.step, progress.elapsed_s, run.cfg.compile)  # what a time budget's checks measure
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
     compiling = run.cfg.compile  # torch.compile compiles in the first step: timed apart, left out of tokens/s
@@ -314,7 +314,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             started = time.perf_counter()
             evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
             window = (progress.step, time.perf_counter())
-            pace.evaluated(window[1] - started, compiled=run.cfg.compile and pace.last_evaluation_s is None)
+            pace.evaluated(window[1] - started)
         if read_now and stopping:
             if ranks.is_main:
                 run.save("ckpt")

@@ -6,8 +6,6 @@ import os
 import pytest
 import torch
 
-from torch._dynamo.utils import counters
-
 from helpers import TINY_TRAIN_FLAGS, run_script
 from model import GPT, GPTConfig
 
@@ -53,6 +51,8 @@ def test_compiled_training_matches_eager_training(char_dataset, tmp_path):
 def test_one_compiled_graph_serves_every_block_and_decoding_stays_eager():
     """Regional compilation: three blocks, one graph (compiling costs one block's time); the loss and the
     gradients are eager's, the names the plain model's, and generation under force_eager compiles nothing."""
+    from torch._dynamo.utils import counters  # imported here: the fast tier collects this file too
+
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=16, vocab_size=40, n_layer=3, n_head=2, n_embd=32))
     names, idx = list(model.state_dict()), torch.randint(0, 40, (2, 16))

@@ -245,17 +245,18 @@ class Pace:
 
     step: int
     elapsed_s: float
+    compiling_evaluation: bool = False  # the next evaluation compiles (the first of a compiled run)
     evaluated_s: float = 0.0  # seconds of evaluations since the mark
     last_evaluation_s: float | None = None
 
     def mark(self, step: int, elapsed_s: float) -> None:
         self.step, self.elapsed_s, self.evaluated_s = step, elapsed_s, 0.0
 
-    def evaluated(self, seconds: float, compiled: bool = False) -> None:
-        """An evaluation took `seconds`; one that compiled (the first of a compiled run) says nothing of the next."""
+    def evaluated(self, seconds: float) -> None:
         self.evaluated_s += seconds
-        if not compiled:
+        if not self.compiling_evaluation:  # a compile says nothing of the next evaluation's time
             self.last_evaluation_s = seconds
+        self.compiling_evaluation = False
 
     def step_s(self, step: int, elapsed_s: float) -> float:
         return (elapsed_s - self.elapsed_s - self.evaluated_s) / (step - self.step)
