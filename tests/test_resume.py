@@ -45,10 +45,11 @@ def uninterrupted(char_dataset, tmp_path_factory):
 
 
 def test_stop_and_resume_reproduces_the_uninterrupted_run(char_dataset, tmp_path, uninterrupted):
-    train(char_dataset, tmp_path, "--max_iters=30", "--eval_interval=10")
+    train(char_dataset, tmp_path, "--max_iters=30", "--eval_interval=10", "--replace_run=true")
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 30
     resumed = train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--init_from=resume")
     assert "resume: max_iters changed from 30 to 120" in resumed.stdout
+    assert "replace_run" not in resumed.stdout  # how the first run started is no change to the training
     assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
 
 

@@ -56,9 +56,9 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
 
 
 def resume_changes(checkpoint: dict, cfg: TrainConfig) -> list[str]:
-    """The settings a resume changes, once it is known to go ahead."""
+    """The settings a resume changes, once it is known to go ahead (not how a run starts: init_from, replace_run)."""
     return [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in checkpoint["config"].items()
-            if key != "init_from" and getattr(cfg, key, old) != old]
+            if key not in ("init_from", "replace_run") and getattr(cfg, key, old) != old]
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, block_size_set: bool = True) -> GPT:
