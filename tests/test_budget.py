@@ -119,6 +119,21 @@ def test_the_deadline_fits_the_steps_to_the_pace_measured_within_the_schedule():
     assert p.loop_s - faster["step_s"] - faster["evaluation_s"] < end_s <= p.loop_s
 
 
+def test_the_deadline_fit_credits_the_evaluations_that_fewer_steps_leave_out():
+    """With evaluations the user asked for often, a slower pace costs steps and their evaluations both: the fit is
+    the most steps that end the loop in time, not one step because the plan's evaluations no longer fit."""
+    p = plan(["--eval_interval=10"], 20)
+    at, step_s, evaluation_s = 20, 0.023, 0.5
+    elapsed_s = p.loop_s - 14.0  # 14 s left
+    end = steps_in_time(p, at, 10, elapsed_s, step_s, evaluation_s)
+
+    def loop_s(last: int) -> float:  # the rest of the loop ending at `last`: steps, and evaluations at 20, 30, ...
+        return (last - at) * step_s + sum(1 for s in range(at, last + 1) if s % 10 == 0 or s == last) * evaluation_s
+
+    assert loop_s(end) <= 14.0 < loop_s(end + 1)
+    assert end == 200  # 180 steps and 19 evaluations: 13.6 s
+
+
 def test_the_deadline_is_checked_every_twentieth_of_the_budget_once_the_plan_is_corrected():
     """Besides before each evaluation: a twentieth of the budget after the last check, never before the
     warmup's one correction."""

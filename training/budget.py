@@ -283,8 +283,9 @@ def steps_in_time(plan: Plan, step: int, eval_interval: int, elapsed_s: float, s
         return (evaluations(end, eval_interval) - (step - 1) // eval_interval) * evaluation_s
 
     left_s = plan.loop_s - elapsed_s
-    steps = step + int((left_s - evaluations_s(plan.steps)) // step_s)  # with the plan's evaluations
-    while steps > step + 1 and (steps - step) * step_s + evaluations_s(steps) > left_s:  # more fall due: fewer steps
-        steps -= 1
-    steps = max(step + 1, steps)
+    low, high = step + 1, step + 1 + int(max(left_s, 0.0) // step_s)  # one more step at least; at most the steps alone
+    while low < high:  # the most steps that fit with their evaluations (fewer steps, fewer of those too)
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if (mid - step) * step_s + evaluations_s(mid) <= left_s else (low, mid - 1)
+    steps = low
     return None if abs(steps - plan.steps) * step_s <= 0.02 * plan.budget_s else steps
