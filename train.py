@@ -251,6 +251,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     progress, ranks = run.progress, run.ranks
     window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
     pace = Pace(progress.step, progress.elapsed_s, run.cfg.compile)  # what a time budget's checks measure
+    first_step = progress.step + 1  # this process's
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
     compiling = run.cfg.compile  # torch.compile compiles in the first step: timed apart, left out of tokens/s
@@ -263,6 +264,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         try:
             step_loss = train_step(run)
         except torch._dynamo.exc.BackendCompilerFailed as e:  # no C++ compiler, ...: inductor's report runs to pages
+            if stop.received is not None:  # Ctrl-C reached the compiler too: this step cannot finish
+                raise KeyboardInterrupt from None
             reason = (str(e).strip().splitlines() or [""])[0][:200]
             raise UserError(f"could not compile the model ({reason}); train without --compile=true") from None
         if compiling:
@@ -296,8 +299,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         progress.tick()  # the wall time since the last step, evaluation included
         if run.plan is not None and not run.plan.corrected and progress.step == cfg.warmup_iters:
             correct_the_plan(run, bar, pace)
-        elif progress.step == cfg.warmup_iters // 2:  # the first steps pay for allocations: measured from here
-            pace.mark(progress.step, progress.elapsed_s)
+        elif progress.step in (cfg.warmup_iters // 2, first_step):  # the first steps pay for allocations and a
+            pace.mark(progress.step, progress.elapsed_s)  # compile (a resume's too): measured from after them
         if logging:
             now = time.perf_counter()
             timed = progress.step - window[0]  # steps since the last reading: none right after a compile

@@ -88,7 +88,6 @@ class CausalSelfAttention(nn.Module):
         C, hs, nh, nkv = config.n_embd, config.head_size, config.n_head, config.n_kv_head
         self.n_head, self.n_kv_head, self.head_size = nh, nkv, hs
         self.layer_idx = layer_idx  # which slot of a KVCache belongs to this layer
-        self.dropout = config.dropout
         self.use_sdpa = True
         self.q_proj = nn.Linear(C, nh * hs, bias=config.bias)  # queries: what each token looks for
         self.k_proj = nn.Linear(C, nkv * hs, bias=config.bias)  # keys: what each token offers
@@ -120,7 +119,7 @@ class CausalSelfAttention(nn.Module):
             # and a cache's empty slots must stay hidden
             causal = not positions.cached and T <= positions.window
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else positions.visible(),
-                                               dropout_p=self.dropout if self.training else 0.0, is_causal=causal,
+                                               dropout_p=self.attn_dropout.p if self.training else 0.0, is_causal=causal,
                                                enable_gqa=self.n_kv_head != self.n_head)  # (B, nh, T, hs)
         else:
             group = self.n_head // self.n_kv_head  # query heads per key/value head

@@ -95,6 +95,13 @@ class GPT(nn.Module):
         """Every parameter once (a tied head shares the token embedding)."""
         return sum(p.numel() for p in self.parameters())
 
+    def set_dropout(self, p: float) -> None:
+        """Dropout probability p in every layer that drops (a checkpoint's or a pretrained model's included)."""
+        self.config.dropout = p
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):  # attention's also sets scaled_dot_product_attention's dropout_p
+                module.p = p
+
     def compile_blocks(self) -> None:
         """torch.compile every block in place (regional compilation): the blocks share one compiled graph, so
         compiling takes a fraction of the whole model's time; embeddings, head and loss stay eager. Under

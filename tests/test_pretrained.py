@@ -110,8 +110,9 @@ def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
     prepare_text(corpus_text, "gpt2", tmp_path / "bpe")
     run_script("train.py", f"--init_from={tmp_path / 'hf'}", f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
                "--block_size=16", "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=1",
-               "--sample_tokens=5", "--device=cpu")
+               "--sample_tokens=5", "--device=cpu", "--dropout=0.1")
     checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert checkpoint["model_args"]["dropout"] == 0.1  # the fine-tuning's, not the folder's
     shape = {key: checkpoint["model_args"][key] for key in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd",
                                                               "bias", "pos_emb", "norm", "mlp", "tie_embeddings")}
     assert shape == {"block_size": 16, "vocab_size": 50257, "n_layer": 1, "n_head": 2, "n_embd": 16, "bias": True,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,19 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(char_dataset, tmp_path
     assert "resume: max_iters changed from 30 to 120" in resumed.stdout
     assert "replace_run" not in resumed.stdout  # how the first run started is no change to the training
     assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
+
+
+def test_a_resume_trains_with_the_dropout_it_is_given(char_dataset, tmp_path):
+    """dropout holds no weights: a resume may change it, and the resumed steps then drop (the checkpoint says so)."""
+    train(char_dataset, tmp_path / "first", "--max_iters=10", "--eval_interval=10")
+    losses = {}
+    for dropout in (0.0, 0.5):
+        out = tmp_path / f"dropout-{dropout}"
+        shutil.copytree(tmp_path / "first", out)
+        train(char_dataset, out, "--max_iters=20", "--eval_interval=10", "--init_from=resume", f"--dropout={dropout}")
+        assert torch.load(out / "ckpt.pt", weights_only=True)["model_args"]["dropout"] == dropout
+        losses[dropout] = (out / "log.jsonl").read_text().splitlines()[-1]
+    assert losses[0.0] != losses[0.5]
 
 
 def test_resume_refuses_a_different_model_shape(char_dataset, tmp_path):

@@ -74,10 +74,13 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, blo
                 source = f" (the vocabulary of dataset {cfg.dataset})" if from_data else ""
                 raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was "
                                 f"trained with {key}={saved[key]}; use the same setting or a new out_dir")
-        return model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
+        model = model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
+        model.set_dropout(cfg.dropout)  # it holds no weights: a resume may change it
+        return model
     if cfg.init_from == "scratch":
         return GPT(wanted)
     model = GPT.from_pretrained(cfg.init_from)
+    model.set_dropout(cfg.dropout)  # for the fine-tuning
     if block_size_set or cfg.block_size < model.config.block_size:
         model.crop_block_size(cfg.block_size)
     own = pretrained_tokenizer(cfg.init_from, model).describe()
