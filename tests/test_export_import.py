@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import export
+from config.errors import UserError
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from data.tokenizer import tokenizer_from_description
 from helpers import (TINY_TRAIN_FLAGS, assert_one_line_error, correlation, prepare_text, run_main, run_script,
@@ -183,6 +184,8 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
     attention.main([f"--hf_model={folder}", "--text=Shall I compare thee", f"--pictures_dir={tmp_path / 'maps'}",
                     "--device=cpu"])
     assert {p.name for p in (tmp_path / "maps").iterdir()} >= {"heatmaps.png", "explorer.html"}
+    with pytest.raises(UserError, match=f"--hf_model={folder}"):  # the folder given as a run's
+        attention.main([f"--out_dir={folder}", "--text=Shall I", f"--pictures_dir={tmp_path / 'maps2'}"])
     # what those pictures show, against transformers' own attention weights (RoPE, two heads per key/value head)
     idx = torch.tensor([tokenizer.encode("Shall I compare thee")])
     hf.set_attn_implementation("eager")  # the implementation that returns its weights
