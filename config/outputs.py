@@ -12,8 +12,10 @@ def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
     """Refuse, with the true cause, an output path this command could not write; writes nothing that stays.
     key: the setting that named the path (out_dir, hf_dir, surprise), which the message says to change.
     folder: the command writes files into path; else it writes path itself, as a file."""
-    path = Path(path)
     wanted, fix = ("folder" if folder else "file"), f"choose another --{key}"
+    if not str(path).strip():  # Path("") is the current folder: an unset shell variable would write there
+        raise UserError(f"{key} is empty; name a {wanted}: --{key}=...")
+    path = Path(path)
     if path.exists() and path.is_dir() != folder:
         raise UserError(f"{key} {path} is a {'folder' if path.is_dir() else 'file'}, not a {wanted}; {fix}")
     if folder and path.is_dir():

@@ -52,6 +52,14 @@ def test_an_output_path_the_os_refuses_names_the_os_cause(path, message):
         check_output(path, "out", folder=True)
 
 
+@pytest.mark.parametrize("command, key", [("train.py", "out_dir"), ("attention.py", "pictures_dir")])
+def test_an_empty_output_path_is_refused_not_taken_for_the_current_folder(tmp_path, command, key):
+    """--out_dir=$UNSET: the current folder would get the run's files."""
+    result = run_script(str(REPO / command), f"--{key}=", "--device=cpu", cwd=tmp_path, check=False)
+    assert_one_line_error(result, f"{key} is empty; name a folder: --{key}=...")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_writable_output_path_passes_and_nothing_is_created(place):
     before = snapshot(place)
     assert check_output(place / "new" / "deeper", "out", folder=True) == place / "new" / "deeper"
