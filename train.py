@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from config.device import autocast, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
-from config.settings import TrainConfig, read_config
+from config.settings import TrainConfig, parse_duration, read_config
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, open_dataset
 from data.loader import BatchLoader
@@ -159,6 +159,12 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
             plan = make_plan(cfg, dataset.meta, device, dtype, ranks)
         elif "plan" in checkpoint:
             plan = Plan.stored(checkpoint["plan"])
+            moved = [f"--{k}" for k in plan.keys if k in given and getattr(cfg, k) != plan.keys[k]]
+            if parse_duration(cfg.time_budget) != plan.budget_s or moved:  # the plan would override them unsaid
+                without = f" and without {', '.join(moved)}" if moved else ""
+                raise UserError(f"{latest} follows its plan for a {plan.budget_s:g} s budget; resume it with that "
+                                f"--time_budget{without}, or without --time_budget to set its steps and schedule")
+            cfg = replace(cfg, time_budget=checkpoint["config"]["time_budget"])  # as written then: 10m is 10 m
         else:  # a plan would pick another shape and schedule than the run's
             raise UserError(f"cannot resume {latest} with --time_budget: it was trained without one; "
                             f"resume it without --time_budget")
@@ -436,8 +442,9 @@ def main(argv: list[str]) -> None:
                           f"{run.progress.step}, the checkpoint's, were dropped, as those steps are run again",
                           file=sys.stderr)
             if run.progress.step >= run.cfg.max_iters:
+                how = "resume without --time_budget and raise max_iters" if run.plan else "raise max_iters"
                 print(f"note: the run is at step {run.progress.step} and max_iters={run.cfg.max_iters}: nothing to "
-                      f"train; raise max_iters to go on", file=sys.stderr)
+                      f"train; {how} to go on", file=sys.stderr)
             print(describe(run), flush=True)
             for warning in run.cfg.schedule_warnings():
                 print(f"note: {warning}", file=sys.stderr)

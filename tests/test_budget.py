@@ -228,3 +228,10 @@ def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_ru
                           "--init_from=resume")
     assert_one_line_error(refused, "was trained without one; resume it without --time_budget")
     assert (tmp_path / "planned" / "ckpt.pt").read_bytes() == before
+    # the plan sets the steps: another budget, or a key the plan sets, is refused rather than silently overridden
+    before = (tmp_path / "budgeted" / "ckpt.pt").read_bytes()
+    for changed in (["--time_budget=20s"], ["--time_budget=12s", "--max_iters=5000"]):
+        refused = run_command("train.py", *flags, *changed, f"--out_dir={tmp_path / 'budgeted'}", "--init_from=resume")
+        assert_one_line_error(refused, "follows its plan for a 12 s budget; resume it with that --time_budget",
+                              *(["without --max_iters"] if len(changed) == 2 else []))
+    assert (tmp_path / "budgeted" / "ckpt.pt").read_bytes() == before
