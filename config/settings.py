@@ -1,6 +1,7 @@
 """The keys of every command, with their defaults and help: one dataclass each. The training defaults are the
 default experiment: a small character-level GPT on Shakespeare that trains on a laptop CPU in a few minutes."""
 
+import difflib
 import re
 import sys
 from dataclasses import dataclass
@@ -89,6 +90,10 @@ class TrainConfig(ModelOptions, Checked):
         super().__post_init__()
         if not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
+        close = difflib.get_close_matches(self.init_from, ["scratch", "resume"], n=1, cutoff=0.6)
+        if close and self.init_from != close[0] and not Path(self.init_from).exists():  # a typo, not a model folder
+            raise UserError(f"init_from={self.init_from!r} is not scratch, resume, a GPT-2 name or a folder; "
+                            f"did you mean '{close[0]}'?")
         if self.time_budget:
             parse_duration(self.time_budget)
             if self.init_from not in ("scratch", "resume"):  # the plan would probe and plan a shape of its own

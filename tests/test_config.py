@@ -68,6 +68,8 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
         (["--dropout=inf"], "--dropout must be a finite number, got inf"),
         (["--seed=-1"], "seed=-1 must be between 0 and 4294967295"),
         (["--seed=4294967296"], "seed=4294967296 must be between 0 and 4294967295"),
+        (["--init_from=resum"], "init_from='resum' is not scratch, resume, a GPT-2 name or a folder; did you mean 'resume'"),
+        (["--init_from=scrach"], "did you mean 'scratch'"),
     ],
 )
 def test_bad_flags(args, message):
