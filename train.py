@@ -14,6 +14,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -251,6 +252,19 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float) -> None:
                           {"loss_curve": run.out_dir / "loss.png", "attention": attention_picture(run)})
 
 
+@contextlib.contextmanager
+def compile_failures(stop: StopSignals) -> Iterator[None]:
+    """A compile that fails (no C++ compiler, ...: inductor's report runs to pages) as one line; one that Ctrl-C
+    killed (it reaches the compiler too) as the interrupt it is."""
+    try:
+        yield
+    except torch._dynamo.exc.BackendCompilerFailed as e:
+        if stop.received is not None:
+            raise KeyboardInterrupt from None
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"could not compile the model ({reason}); train without --compile=true") from None
+
+
 def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     """The loop; returns the signal that stopped it early, or None at max_iters. The loss is read (and checked),
     which waits for the device, only where it is logged, evaluated or a stop is due."""
@@ -267,13 +281,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             if cfg.decay_lr else 1.0
         run.optimizers.set_lr_scale(scale)
         lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
-        try:
+        with compile_failures(stop):
             step_loss = train_step(run)
-        except torch._dynamo.exc.BackendCompilerFailed as e:  # no C++ compiler, ...: inductor's report runs to pages
-            if stop.received is not None:  # Ctrl-C reached the compiler too: this step cannot finish
-                raise KeyboardInterrupt from None
-            reason = (str(e).strip().splitlines() or [""])[0][:200]
-            raise UserError(f"could not compile the model ({reason}); train without --compile=true") from None
         if compiling:
             synchronize(run.device)
             compiling, started = False, window[1]
@@ -303,10 +312,10 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         progress.step += 1
         progress.tokens += run.tokens_per_step
         progress.tick()  # the wall time since the last step, evaluation included
-        if run.plan is not None and not run.plan.corrected and progress.step == cfg.warmup_iters:
-            correct_the_plan(run, bar, pace)
-        elif progress.step in (cfg.warmup_iters // 2, first_step):  # the first steps pay for allocations and a
+        if progress.step in (cfg.warmup_iters // 2, first_step):  # the first steps pay for allocations and a
             pace.mark(progress.step, progress.elapsed_s)  # compile (a resume's too): measured from after them
+        elif run.plan is not None and not run.plan.corrected and progress.step >= cfg.warmup_iters:
+            correct_the_plan(run, bar, pace)
         if logging:
             now = time.perf_counter()
             timed = progress.step - window[0]  # steps since the last reading: none right after a compile
@@ -321,7 +330,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             keep_the_deadline(run, bar, pace)  # before an evaluation, whose checkpoint then holds the plan
         if eval_step and ranks.is_main:
             started = time.perf_counter()
-            evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
+            with compile_failures(stop):  # the first evaluation compiles too
+                evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
             window = (progress.step, time.perf_counter())
             pace.evaluated(window[1] - started)
         if read_now and stopping:
@@ -341,8 +351,10 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
         steps = corrected_steps(plan, progress.step, measured, elapsed_s)
         if steps is not None:
             replan(run, bar, f"a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps "
-                             f"instead of {plan.steps:,}", max_iters=steps, lr_decay_iters=steps,
-                   **({"eval_interval": eval_interval_for(steps)} if "eval_interval" in plan.keys else {}))
+                             f"instead of {plan.steps:,}", max_iters=steps,
+                   **{key: value for key, value in (("lr_decay_iters", steps),
+                                                    ("eval_interval", eval_interval_for(steps)))
+                      if key in plan.keys})  # not the keys the user set
             plan.step_s = measured
     plan.corrected = True
     pace.mark(progress.step, progress.elapsed_s)

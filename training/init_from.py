@@ -115,10 +115,10 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     """The model (in eval mode, its weights in `weights`), its tokenizer and the checkpoint dict, rebuilt
     from out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
     if not init_from:
-        if (Path(out_dir) / "config.json").is_file():  # a run folder never holds one; export.py's folders do
+        path = existing_checkpoint(Path(out_dir) / checkpoint)
+        if not path.is_file() and (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
             raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and attention.py "
                             f"read it with --hf_model={out_dir}")
-        path = existing_checkpoint(Path(out_dir) / checkpoint)
         if not path.is_file():  # a mistyped --checkpoint, if out_dir holds others
             others = sorted(p.name for p in path.parent.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
             if others:
