@@ -32,6 +32,9 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+OWN_STARTS = ["scratch", "resume"]  # init_from's values that are not a Hugging Face model
+
+
 @dataclass
 class TrainConfig(ModelOptions, Checked):
     command: ClassVar[str] = "train"
@@ -90,15 +93,20 @@ class TrainConfig(ModelOptions, Checked):
         super().__post_init__()
         if not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
-        close = difflib.get_close_matches(self.init_from, ["scratch", "resume"], n=1, cutoff=0.6)
+        close = difflib.get_close_matches(self.init_from, OWN_STARTS, n=1, cutoff=0.6)
         if close and self.init_from != close[0] and not Path(self.init_from).exists():  # a typo, not a model folder
             raise UserError(f"init_from={self.init_from!r} is not scratch, resume, a GPT-2 name or a folder; "
                             f"did you mean '{close[0]}'?")
         if self.time_budget:
             parse_duration(self.time_budget)
-            if self.init_from not in ("scratch", "resume"):  # the plan would probe and plan a shape of its own
+            if self.pretrained:  # the plan would probe and plan a shape of its own
                 raise UserError(f"--time_budget picks the model's shape, but init_from={self.init_from} brings its "
                                 f"own; fine-tune it for a number of steps with --max_iters instead")
+
+    @property
+    def pretrained(self) -> bool:
+        """init_from names a Hugging Face model, which brings its own shape."""
+        return self.init_from not in OWN_STARTS
 
     def schedule_warnings(self) -> list[str]:
         """What in an explicitly set schedule the user may not have meant."""

@@ -116,12 +116,12 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     from out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
     if not init_from:
         path = existing_checkpoint(Path(out_dir) / checkpoint)
-        if not path.is_file() and (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
-            raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and attention.py "
-                            f"read it with --hf_model={out_dir}")
-        if not path.is_file():  # a mistyped --checkpoint, if out_dir holds others
+        if not path.is_file():
+            if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
+                raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and "
+                                f"attention.py read it with --hf_model={out_dir}")
             others = sorted(p.name for p in path.parent.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
-            if others:
+            if others:  # a mistyped --checkpoint
                 raise UserError(f"checkpoint {path} not found; {out_dir} holds {', '.join(others)}: "
                                 f"choose one with --checkpoint")
         if path.name != checkpoint:  # only the other format's file is there
