@@ -9,6 +9,7 @@ the checkpoint's tokenizer.
 
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
         raise UserError(f"dataset {folder} was prepared with another tokenizer than this checkpoint's "
                         f"({tokenizer_change(checkpoint['tokenizer'], dataset.meta['tokenizer'])}); "
                         f"evaluate a text with --text_file=FILE")
+    if dataset.meta["fingerprint"] != checkpoint["dataset"]["fingerprint"]:
+        print(f"note: dataset {folder} was prepared again since this model trained on it; its validation split "
+              f"may hold text the model trained on", file=sys.stderr)
     return np.asarray(dataset.val, dtype=np.int64), os.path.relpath(folder / "val.bin")
 
 

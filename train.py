@@ -24,9 +24,11 @@ from tqdm import tqdm
 
 from config.device import autocast, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
-from config.settings import TrainConfig, parse_duration, read_config
+from config.parsing import flag_text
+from config.settings import AttentionConfig, TrainConfig, parse_duration, read_config
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, open_dataset
+from data.errors import DataError
 from data.loader import BatchLoader
 from data.tokenizer import start_tokens, tokenizer_from_description
 from model import GPT
@@ -415,6 +417,16 @@ def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     return save_png(figure, run.out_dir / "attention.png")
 
 
+def attention_text_flag(run: Run, n_tokens: int = 24) -> str:
+    """Nothing where attention.py's default text fits this vocabulary, else --text with the validation text's start."""
+    tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
+    try:
+        tokenizer.encode(AttentionConfig.text)
+        return ""
+    except DataError:  # a character vocabulary of other text than Shakespeare's
+        return " --text=" + flag_text(tokenizer.decode(run.dataset.val[:n_tokens].tolist()), escapes=True)
+
+
 def next_commands(run: Run) -> str:
     """Where the run's outputs are and what to run next on them."""
     out_dir, latest = run.out_dir, run.latest
@@ -424,7 +436,7 @@ def next_commands(run: Run) -> str:
     return (f"the run: {latest} ({age}), {latest.with_stem('best').name}, log.jsonl and loss.png in {out_dir}\n"
             f"next: python sample.py {flag}      text from the model\n"
             f"      python eval.py {flag}        loss and bits per byte on the validation split\n"
-            f"      python attention.py {flag}   attention maps and the explorer page")
+            f"      python attention.py {flag}{attention_text_flag(run)}   attention maps and the explorer page")
 
 
 def describe(run: Run) -> str:

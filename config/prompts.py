@@ -27,11 +27,14 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
 
 def encode_prompt(prompt: str, tokenizer: Tokenizer, key: str = "prompt", default: bool = False) -> list[int]:
     """Token ids of the text, or the start token if it is empty. A command's default text in characters the
-    model never saw (a newline, for a corpus without one) is not the user's doing: the error names the key."""
+    model never saw is not the user's doing: sample.py's default prompt (a newline, which a corpus of one-line
+    documents lacks) starts where an unprompted sample starts; any other default's error names the key."""
     try:
         return tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
     except DataError as e:
         if not default:
             raise
+        if key == "prompt":
+            return start_tokens(tokenizer)
         raise UserError(f"the default --{key}={prompt!r} does not fit this model: {e}; "
                         f"give your own with --{key}=TEXT") from None

@@ -58,7 +58,10 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     settings = {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed,
                 "text_field": text_field}
     out_dir = Path(out_dir)
-    files = find_inputs(inputs)
+    # the dataset itself, when it lies in an input folder, is no input (a second run would read its .bin files)
+    files = [f for f in find_inputs(inputs) if not f.resolve().is_relative_to(out_dir.resolve())]
+    if not files:
+        raise DataError(f"the inputs hold no file outside the dataset folder {out_dir}; give the text with --input")
     old = _existing_dataset(out_dir)
     what = "another dataset" if old else "an incomplete dataset (no readable meta.json)"
     refusal = DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, "

@@ -155,7 +155,7 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             except UnicodeDecodeError as e:
                 raise not_utf8(path, start + e.start, where) from None
             except json.JSONDecodeError as e:
-                raise DataError(f"input {path}{where} is not JSON ({e.msg} at column {e.colno}); "
+                raise DataError(f"input {path}{where} is not JSON ({e.msg.removesuffix(' at')} at column {e.colno}); "
                                 f"give one JSON object per line") from None
             if not isinstance(record, dict):
                 raise DataError(f"input {path}{where} is not a JSON object ({line.decode().strip()[:40]}); "

@@ -191,10 +191,11 @@ def test_a_path_may_start_at_the_home_folder(tmp_path, monkeypatch):
     assert read_prompt("FILE:~/prompt.txt") == "Shall I"
 
 
-def test_a_default_text_the_model_cannot_spell_names_its_key():
-    tokenizer = CharTokenizer.from_text("abc ")  # a corpus without newlines
-    with pytest.raises(UserError, match=r"default --prompt='\\n' does not fit this model: .* own with --prompt=TEXT"):
-        encode_prompt("\n", tokenizer, default=True)
+def test_a_default_text_the_model_cannot_spell_names_its_key_or_starts_afresh():
+    tokenizer = CharTokenizer.from_text("abc ", end_of_text=True)  # a corpus without newlines
+    with pytest.raises(UserError, match=r"default --text='To be' does not fit this model: .* own with --text=TEXT"):
+        encode_prompt("To be", tokenizer, "text", default=True)
+    assert encode_prompt("\n", tokenizer, default=True) == [tokenizer.eot_token]  # sample.py's: an unprompted start
     with pytest.raises(DataError, match="not in this model's vocabulary"):  # the user's own text
         encode_prompt("\n", tokenizer)
     assert encode_prompt("ab", tokenizer, "text", default=True) == tokenizer.encode("ab")

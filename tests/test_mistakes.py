@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -175,3 +176,40 @@ def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained
                         "--compile=true", check=False, env=env)
     assert_one_line_error(result, "could not compile the model", "train without --compile=true")
     assert not (run / "ckpt.pt").exists()
+
+
+def test_one_line_documents_prepared_inside_their_folder_get_commands_that_run(tmp_path):
+    """A JSONL corpus (documents without a newline, nor Shakespeare's characters) prepared into a folder
+    inside its input folder: preparing again never reads the dataset's own files; the commands train.py
+    names at its end run as printed; eval names a dataset prepared again since the training."""
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "notes.jsonl").write_text("".join(json.dumps({"text": f"note {i}: a quick brown fox jumps over a dog"})
+                                               + "\n" for i in range(60)))
+    dataset, out = texts / "notes", tmp_path / "run"
+    prepare = ("data/prepare.py", f"--input={texts}", "--tokenizer=char", f"--dataset={dataset}")
+    run_script(*prepare)
+    trained = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={dataset}", f"--out_dir={out}")
+    named = [line.split("python ", 1)[1].rsplit("   ", 1)[0].strip()
+             for line in trained.stdout.splitlines() if "python " in line]
+    assert [n.split()[0] for n in named] == ["sample.py", "eval.py", "attention.py"], trained.stdout
+    for command in named:
+        args = shlex.split(command)
+        if args[0] == "attention.py":
+            args.append(f"--pictures_dir={tmp_path / 'pictures'}")
+        assert run_script(*args, check=False).returncode == 0, command
+    reprepared = run_script(*prepare, "--seed=7", "--replace_dataset=true")
+    assert "from 60 documents" in reprepared.stdout  # its own train.bin and val.bin were not read as text
+    evaluated = run_script("eval.py", f"--out_dir={out}")
+    assert "was prepared again since this model trained on it" in evaluated.stderr
+
+
+def test_prepare_notes_a_validation_share_far_from_val_fraction(tmp_path):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(4):
+        (texts / f"short{i}.txt").write_text(f"short note {i}\n")
+    (texts / "long.txt").write_text("A long essay about many things. " * 300)
+    result = run_script("data/prepare.py", f"--input={texts}", "--tokenizer=char", f"--dataset={tmp_path / 'ds'}")
+    assert "(validation: 1 whole document)" in result.stdout  # the long one or a short one: either is far off
+    assert "note: validation holds" in result.stderr and "another --seed draws others" in result.stderr
