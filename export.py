@@ -89,8 +89,9 @@ def result_rows(checkpoint: dict) -> list[str]:
     return rows
 
 
-def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder_name: str, prompt: str) -> str:
-    """README.md for the exported folder; `prompt` starts the generation in its snippet."""
+def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder_name: str, prompt: str,
+               new_tokens: int) -> str:
+    """README.md for the exported folder; its snippet continues `prompt` by new_tokens."""
     shape = ", ".join(f"{key}={flag_value(value)}" for key, value in checkpoint["model_args"].items())
     rows = [f"| architecture | {architecture}, {n_params:,} parameters |", f"| shape | {shape} |",
             f"| tokenizer | {checkpoint['tokenizer']['kind']} |", *result_rows(checkpoint)]
@@ -103,7 +104,7 @@ def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, 
         f'tokenizer = AutoTokenizer.from_pretrained("{folder_name}")',
         f'model = AutoModelForCausalLM.from_pretrained("{folder_name}")',
         f'ids = tokenizer({json.dumps(prompt)}, return_tensors="pt").input_ids',
-        "print(tokenizer.decode(model.generate(ids, max_new_tokens=100)[0]))", "```", "",
+        f"print(tokenizer.decode(model.generate(ids, max_new_tokens={new_tokens})[0]))", "```", "",
     ])
 
 
@@ -117,14 +118,19 @@ def main(argv: list[str]) -> None:
     hf_model_type(model.config)  # a shape with no Hugging Face equivalent is refused before anything is written
     sample = SampleConfig()  # sample.py's defaults become the folder's generation config
     padding = list(range(tokenizer.vocab_size, model.config.vocab_size))  # ids past the tokenizer's: never sampled
-    generation = dict(do_sample=True, temperature=sample.temperature, top_k=sample.top_k,
-                      max_new_tokens=sample.max_new_tokens, **({"suppress_tokens": padding} if padding else {}))
+    prompt_ids = start_tokens(tokenizer)
+    # GPT-2's learned positions end at n_positions (block_size), which transformers' generate never slides past
+    learned, block_size = model.config.pos_emb == "learned", model.config.block_size
+    length = {"max_length": block_size} if learned else {"max_new_tokens": sample.max_new_tokens}
+    generation = dict(do_sample=True, temperature=sample.temperature, top_k=sample.top_k, **length,
+                      **({"suppress_tokens": padding} if padding else {}))
     folder = make_staging_folder(target, flag="hf_dir", purpose="export")  # swapped in whole, or removed
     try:
         architecture = save_hf_model(model, folder, tokenizer.eot_token, generation)
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
-        prompt = tokenizer.decode(start_tokens(tokenizer)) or "\n"  # a char end-of-text decodes to no text
-        card = model_card(checkpoint, str(path), architecture, n_params, target.name, prompt)
+        prompt = tokenizer.decode(prompt_ids) or "\n"  # a char end-of-text decodes to no text
+        new_tokens = min(100, block_size - len(prompt_ids)) if learned else 100
+        card = model_card(checkpoint, str(path), architecture, n_params, target.name, prompt, new_tokens)
         (folder / "README.md").write_text(card, encoding="utf-8")
         # the folder is whole: an interrupt from here on would report a failure over a complete export,
         # so Ctrl-C and SIGTERM are ignored while it is swapped in and reported

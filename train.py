@@ -238,7 +238,7 @@ def estimate_loss(run: Run) -> dict[str, float]:
     return losses
 
 
-def evaluate_and_save(run: Run, bar: tqdm, lr: float) -> None:
+def evaluate_and_save(run: Run, bar: tqdm, lr: float | None) -> None:
     losses = estimate_loss(run)
     bar.write(f"step {run.progress.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     run.record("eval", lr=lr, train_loss=losses["train"], val_loss=losses["val"])
@@ -277,6 +277,9 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
     compiling = run.cfg.compile  # torch.compile compiles in the first step: timed apart, left out of tokens/s
+    if run.cfg.pretrained and progress.step == 0 and ranks.is_main:  # where fine-tuning starts: best.pt till beaten
+        with compile_failures(stop):
+            evaluate_and_save(run, bar, lr=None)
     while progress.step < run.cfg.max_iters:
         cfg = run.cfg  # a time budget may change its steps below
         scale = lr_scale(progress.step, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr / cfg.learning_rate) \
@@ -470,6 +473,11 @@ def main(argv: list[str]) -> None:
                 print(f"note: the run is at step {run.progress.step} and max_iters={run.cfg.max_iters}: nothing to "
                       f"train; {how} to go on", file=sys.stderr)
             print(describe(run), flush=True)
+            if run.cfg.pretrained and not {"learning_rate", "muon_lr"} & cfg.keys_set:
+                rates = [f"{key}={getattr(run.cfg, key):g}" for key in ("learning_rate", "muon_lr")
+                         if key == "learning_rate" or "muon" in run.optimizers.parts]
+                print(f"note: {' and '.join(rates)}: the default rates, for training from scratch; a pretrained "
+                      f"model is fine-tuned at lower ones (docs/huggingface.md#fine-tuning)", file=sys.stderr)
             for warning in run.cfg.schedule_warnings():
                 print(f"note: {warning}", file=sys.stderr)
         with tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,

@@ -105,7 +105,8 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
 # keys a user may know from nanoGPT or from this project's earlier names, and what they are called here
 RENAMED = {"start": ("prompt",), "init_from": ("hf_model",), "to": ("hf_dir", "pictures_dir", "plot"),
            "overwrite": ("replace_run", "replace_dataset", "replace_export"), "vocab_size": ("bpe_vocab_size",),
-           "out_dir": ("dataset",), "input": ("text_file",), "runs": ("repeats",)}
+           "out_dir": ("dataset",), "input": ("text_file",), "runs": ("repeats",),
+           "hf_model": ("init_from",)}
 
 
 def unknown_key(key: str, valid: Collection[str], where: str) -> UserError:
@@ -152,21 +153,21 @@ def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
     --key=value flags in argv. commands: every command's config class by its name, train's included."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for path in (a for a in argv if not a.startswith("--")):
-        for key, (value, label) in _toml_values(cls, path, commands).items():
-            values[key] = _check_value(label, value, hints[key])
-    from_flags: dict[str, Any] = {}
+    from_flags: dict[str, Any] = {}  # read first: `--prompt ROMEO` is a flag without its value, not a file ROMEO
     for flag in (a for a in argv if a.startswith("--")):
         key, sep, text = flag[2:].partition("=")
         if key not in fields:
             raise unknown_key(key, fields, "the command line")
         if not sep:
-            raise UserError(f"flag --{key} needs a value: --{key}=VALUE")
+            raise UserError(f"flag --{key} needs a value: --{key}=VALUE (an =, not a space)")
         value = _parse_flag_value(key, text, fields[key], hints[key])
         if isinstance(value, list):  # a repeated flag adds to a list
             value = from_flags.get(key, []) + value
         from_flags[key] = value
+    values: dict[str, Any] = {}
+    for path in (a for a in argv if not a.startswith("--")):
+        for key, (value, label) in _toml_values(cls, path, commands).items():
+            values[key] = _check_value(label, value, hints[key])
     values.update(from_flags)
     for key, value in values.items():
         if fields[key].metadata.get("path"):

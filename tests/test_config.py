@@ -61,6 +61,8 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
         (["--n_layer=four"], "n_layer must be int, got 'four'"),
         (["--bias=maybe"], "bias must be bool"),
         (["--n_layer"], "needs a value"),
+        (["--n_layer", "4"], r"flag --n_layer needs a value: --n_layer=VALUE \(an =, not a space\)"),  # not file 4
+        (["--hf_model=gpt2"], "unknown config key 'hf_model' in the command line; did you mean 'init_from'"),
         (["--learning_rate=0"], "learning_rate=0.0 must be positive"),
         (["--max_iters=-5"], "max_iters=-5 must be positive"),
         (["--dtype=float8"], "dtype='float8' is not one of"),

@@ -80,7 +80,13 @@ def test_a_trained_model_runs_the_same_in_transformers(exported, shape):
     assert f"val loss | {checkpoint['best_val_loss']:.4f} nats per token" in card and "bits per byte |" in card
     assert "python train.py " in card and "--out_dir=" in card and " ".join(RUNS[shape][0][:2]) in card
     card_prompt = json.loads(re.search(r'tokenizer\((".*?"), return_tensors', card).group(1))
-    assert auto_tokenizer(card_prompt)["input_ids"]  # the card's snippet has a token to start from
+    card_ids = auto_tokenizer(card_prompt, return_tensors="pt").input_ids
+    assert card_ids.numel()  # the card's snippet has a token to start from
+    new_tokens = int(re.search(r"max_new_tokens=(\d+)", card).group(1))
+    torch.manual_seed(0)
+    assert hf.generate(card_ids, max_new_tokens=new_tokens).size(1) <= card_ids.size(1) + new_tokens  # runs as written
+    length = hf.generate(card_ids).size(1)  # generation_config.json's settings: GPT-2 stops at its n_positions
+    assert length <= (64 if shape == "gpt2" else card_ids.size(1) + 500)
 
 
 def test_safetensors_runs_write_no_pickle_files_and_resume_from_them(exported):

@@ -77,6 +77,8 @@ def test_a_run_resumed_in_the_other_format_keeps_one_latest_checkpoint(trained_o
     evaluation = run_script("eval.py", f"--out_dir={run}", "--json=true")  # ckpt.pt asked: the one latest is read, and named
     assert json.loads(evaluation.stdout)["checkpoint"].endswith("ckpt.safetensors")
     assert f"note: reading {run / 'ckpt.safetensors'}, as {run} holds no ckpt.pt" in evaluation.stderr
+    named = run_script("eval.py", f"--out_dir={run}", f"--checkpoint={run / 'ckpt.safetensors'}", "--json=true")
+    assert "note: reading" not in named.stderr  # the file asked for, given with its folder
     shutil.copy(trained_out / "ckpt.pt", run / "ckpt.pt")  # a stale copy beside the latest: which one is it?
     (run / "ckpt.safetensors").touch()  # the newer of the two
     for command in ("sample.py", "eval.py", "export.py"):

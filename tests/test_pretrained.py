@@ -1,4 +1,5 @@
 """GPT-2 compatibility: the same logits as Hugging Face transformers' GPT2LMHeadModel."""
+import json
 import os
 import re
 import socket
@@ -108,9 +109,13 @@ def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
     hf = transformers.GPT2LMHeadModel(config)
     hf.save_pretrained(tmp_path / "hf")
     prepare_text(corpus_text, "gpt2", tmp_path / "bpe")
-    run_script("train.py", f"--init_from={tmp_path / 'hf'}", f"--dataset={tmp_path / 'bpe'}", f"--out_dir={tmp_path / 'out'}",
-               "--block_size=16", "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=1",
-               "--sample_tokens=5", "--device=cpu", "--dropout=0.1")
+    tuned = run_script("train.py", f"--init_from={tmp_path / 'hf'}", f"--dataset={tmp_path / 'bpe'}",
+                       f"--out_dir={tmp_path / 'out'}", "--block_size=16", "--batch_size=4", "--max_iters=4",
+                       "--eval_interval=4", "--eval_iters=1", "--sample_tokens=5", "--device=cpu", "--dropout=0.1")
+    evaluated = [json.loads(line)["step"] for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()
+                 if json.loads(line)["kind"] == "eval"]
+    assert evaluated == [0, 4] and "step 0: train loss" in tuned.stdout  # where the fine-tuning starts, shown
+    assert "note: learning_rate=0.01 and muon_lr=0.02: the default rates, for training from scratch" in tuned.stderr
     checkpoint = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
     assert checkpoint["model_args"]["dropout"] == 0.1  # the fine-tuning's, not the folder's
     shape = {key: checkpoint["model_args"][key] for key in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd",

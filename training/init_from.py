@@ -124,7 +124,7 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
             if others:  # a mistyped --checkpoint
                 raise UserError(f"checkpoint {path} not found; {out_dir} holds {', '.join(others)}: "
                                 f"choose one with --checkpoint")
-        if path.name != checkpoint:  # only the other format's file is there
+        if path.name != Path(checkpoint).name:  # only the other format's file is there
             print(f"note: reading {path}, as {out_dir} holds no {checkpoint}", file=sys.stderr)
         state = load_checkpoint(path, device)
         model = model_from_checkpoint(state, path)
