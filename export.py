@@ -59,8 +59,9 @@ def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
 
 def training_command(config: dict) -> str:
     """The train.py command that sets every key the run changed from the defaults. A resumed
-    run is the same run, so its init_from=resume is left out."""
-    defaults = dataclasses.asdict(TrainConfig())
+    run is the same run, so its init_from=resume is left out; a schedule that follows max_iters, as by default,
+    is left to follow it."""
+    defaults = {**dataclasses.asdict(TrainConfig(max_iters=config["max_iters"])), "max_iters": TrainConfig.max_iters}
     flags = [f"--{key}={flag_value(value)}" for key, value in config.items()
              if key in defaults and value != defaults[key] and (key, value) != ("init_from", "resume")]
     return shlex.join(["python", "train.py", *flags])

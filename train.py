@@ -175,8 +175,13 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     if checkpoint is not None:  # the run's own shape, where the resume command does not give it again
         cfg = replace(cfg, **{k: checkpoint["config"][k] for k in SHAPE_KEYS if k not in given})
     model = build_model(cfg, dataset, checkpoint, block_size_set).to(device)  # first: it checks the shape
-    if cfg.pretrained:  # a Hugging Face model keeps its own shape: the run records it
-        cfg = replace(cfg, **{k: getattr(model.config, k) for k in SHAPE_KEYS if k != "vocab_size"})
+    if cfg.pretrained:  # a Hugging Face model keeps its own shape (its context cropped): the run records it
+        own = {k: getattr(model.config, k) for k in SHAPE_KEYS if k != "vocab_size"}
+        ignored = [f"--{k}={getattr(cfg, k)}" for k in own
+                   if k in given and k != "block_size" and getattr(cfg, k) != own[k]]
+        if ignored and ranks.is_main:
+            print(f"note: {', '.join(ignored)} ignored: {cfg.init_from} keeps its own shape", file=sys.stderr)
+        cfg = replace(cfg, **own)
     train_loader = BatchLoader(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     eval_loaders = {split: BatchLoader(tokens, cfg.block_size, cfg.batch_size, cfg.seed + 1, split=split)
                     for split, tokens in (("train", dataset.train), ("val", dataset.val))}

@@ -79,6 +79,7 @@ def test_a_trained_model_runs_the_same_in_transformers(exported, shape):
     card = (tmp_path / "hf" / "README.md").read_text()
     assert f"val loss | {checkpoint['best_val_loss']:.4f} nats per token" in card and "bits per byte |" in card
     assert "python train.py " in card and "--out_dir=" in card and " ".join(RUNS[shape][0][:2]) in card
+    assert "--max_iters=10" in card and "--warmup_iters=5" in card and "--lr_decay_iters" not in card  # it follows
     card_prompt = json.loads(re.search(r'tokenizer\((".*?"), return_tensors', card).group(1))
     card_ids = auto_tokenizer(card_prompt, return_tensors="pt").input_ids
     assert card_ids.numel()  # the card's snippet has a token to start from

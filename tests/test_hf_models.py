@@ -145,8 +145,8 @@ def test_a_folder_of_another_model_type_or_without_config_json_is_one_line(tmp_p
     with pytest.raises(ModelError, match="has no config.json, so it is not a Hugging Face model folder"):
         GPT.from_pretrained(str(tmp_path))
     (tmp_path / "ckpt.pt").touch()  # a training run's folder
-    with pytest.raises(ModelError, match=r"\(config.json and model.safetensors\) or, as it holds ckpt.pt, read it "
-                                         r"as --out_dir or make one of it with export.py$"):
+    with pytest.raises(ModelError, match=r"\(config.json and model.safetensors\); it holds ckpt.pt, so it is a "
+                                         r"smallgpt run: give it as --out_dir .* with export.py$"):
         GPT.from_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     with pytest.raises(ModelError, match=r"model_type 'bert' is not supported; smallgpt reads gpt2, llama, qwen3"):

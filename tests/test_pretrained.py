@@ -111,7 +111,9 @@ def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
     prepare_text(corpus_text, "gpt2", tmp_path / "bpe")
     tuned = run_script("train.py", f"--init_from={tmp_path / 'hf'}", f"--dataset={tmp_path / 'bpe'}",
                        f"--out_dir={tmp_path / 'out'}", "--block_size=16", "--batch_size=4", "--max_iters=4",
-                       "--eval_interval=4", "--eval_iters=1", "--sample_tokens=5", "--device=cpu", "--dropout=0.1")
+                       "--eval_interval=4", "--eval_iters=1", "--sample_tokens=5", "--device=cpu", "--dropout=0.1",
+                       "--n_layer=3", "--n_head=2")
+    assert f"note: --n_layer=3 ignored: {tmp_path / 'hf'} keeps its own shape" in tuned.stderr  # n_head is its own
     evaluated = [json.loads(line)["step"] for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()
                  if json.loads(line)["kind"] == "eval"]
     assert evaluated == [0, 4] and "step 0: train loss" in tuned.stdout  # where the fine-tuning starts, shown
