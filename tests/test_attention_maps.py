@@ -166,3 +166,14 @@ def test_tour_quotes_the_real_lines():
         checked += 1
     assert checked >= 8
     assert (REPO / "docs" / "attention_heatmaps.png").stat().st_size < 200_000
+
+
+def test_a_token_holding_part_of_a_character_shows_its_own_bytes():
+    from data.tokenizer import GPT2Tokenizer
+
+    tokenizer = GPT2Tokenizer()
+    ids = tokenizer.encode("東京で 🙂 café")
+    texts = token_texts(tokenizer, ids)
+    assert len(ids) > len("東京で 🙂 café".split())  # pieces of characters among them
+    assert "\ufffd" not in "".join(texts) and len(set(texts)) == len(set(ids))  # each piece told apart
+    assert "".join(texts).endswith(" café")  # whole characters as they are

@@ -25,8 +25,8 @@ LABEL_FONT = "DejaVu Sans Mono"
 
 
 def token_texts(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
-    """Each token decoded on its own (a BPE piece of a character may show as U+FFFD)."""
-    return [tokenizer.decode([i]) for i in ids]
+    """Each token decoded on its own; a BPE piece of a character shows its bytes (\\xe6\\x9d), not U+FFFD."""
+    return [tokenizer.decode_bytes([i]).decode("utf-8", errors="backslashreplace") for i in ids]
 
 
 def tick_label(text: str) -> str:
