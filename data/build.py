@@ -58,26 +58,28 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     settings = {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed,
                 "text_field": text_field}
     out_dir = Path(out_dir)
+    files = find_inputs(inputs)
+    old = _existing_dataset(out_dir)
     # the dataset itself, when it lies in an input folder, is no input (a second run would read its .bin files)
-    files = [f for f in find_inputs(inputs) if not f.resolve().is_relative_to(out_dir.resolve())]
+    files = [f for f in files if not f.resolve().is_relative_to(out_dir.resolve())]
     if not files:
         raise DataError(f"the inputs hold no file outside the dataset folder {out_dir}; give the text with --input")
-    old = _existing_dataset(out_dir)
-    what = "another dataset" if old else "an incomplete dataset (no readable meta.json)"
-    refusal = DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, "
-                        f"or choose another --dataset")
+
+    def refusal(what: str) -> DataError:
+        return DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, or choose another --dataset")
     if old is not None and not overwrite and old.get("prepared_with") != settings:
-        raise refusal
+        raise refusal("another dataset" if old else "an incomplete dataset (no readable meta.json)")
     staging = make_staging_folder(out_dir)
     try:
         with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
             scan = scan_corpus(files, text_field, alphabet=tokenizer == "char", progress=bar.update)
-        if old is not None and old.get("source_sha256") == scan.source_sha256 and old.get("prepared_with") == settings:
+        same = old is not None and old.get("source_sha256") == scan.source_sha256 and old.get("prepared_with") == settings
+        if same:
             with contextlib.suppress(DataError):  # unless the copy there is damaged
                 open_dataset(out_dir)
                 return Prepared(old, reused=True)
         if old is not None and not overwrite:
-            raise refusal
+            raise refusal("a damaged copy of this dataset" if same else "another dataset")
         meta, tokenizer_seconds = _build(files, scan, settings, staging, workers, progress)
         swap_in(staging, out_dir)
         return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)

@@ -60,8 +60,9 @@ def ensure_dataset(dataset: str) -> Path:
     if (folder / "meta.json").is_file():
         return folder
     if dataset not in RECIPES:
-        raise DataError(f"dataset folder {folder} not found (no meta.json); make it with "
-                        f"python data/prepare.py --input=PATH --dataset={folder}")
+        found = "holds no meta.json" if folder.is_dir() else "not found"
+        raise DataError(f"dataset folder {folder} {found}; make it with python data/prepare.py --input=PATH "
+                        f"--dataset={folder}" + (" --replace_dataset=true" if folder.is_dir() else ""))
     recipe = RECIPES[dataset]
     # built beside the folder and swapped in whole, as data/prepare.py does; what was there is no dataset
     meta = prepare_dataset([shakespeare_text()], recipe.tokenizer, folder, vocab_size=recipe.vocab_size,

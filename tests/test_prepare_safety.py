@@ -93,6 +93,11 @@ def test_the_same_preparation_again_changes_nothing(workspace):
     assert prepared.reused and snapshot(workspace) == before
     with pytest.raises(Exception, match="holds another dataset"):
         prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "old", val_fraction=0.2)
+    with open(workspace / "data" / "old" / "train.bin", "r+b") as f:
+        f.truncate(3)  # the same dataset, damaged: named as such, and written again when asked
+    with pytest.raises(Exception, match="holds a damaged copy of this dataset; add --replace_dataset=true"):
+        prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "old")
+    assert not prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "old", overwrite=True).reused
 
 
 def test_overwrite_replaces_the_old_dataset_whole(workspace):
