@@ -354,7 +354,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
 def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
     """Once, as the warmup ends: if a step takes over 20% more or less than the probe said, fit the steps to it."""
     plan, progress = run.plan, run.progress
-    if "max_iters" in plan.keys and progress.step > pace.step:  # else the user's steps, or none measured: it stands
+    if "max_iters" in plan.keys and progress.step > pace.step:  # the user's steps are the deadline checks' to cut
         # the main process's measurements on every process: a max_iters of its own would leave the others waiting
         measured, elapsed_s = distributed.from_main([pace.step_s(progress.step, progress.elapsed_s),
                                                      progress.elapsed_s], run.ranks, run.device)
@@ -373,7 +373,7 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
 def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
     """Before each evaluation but the last, and every twentieth of the budget: end the run in time, same schedule."""
     plan, progress = run.plan, run.progress
-    if "max_iters" in plan.keys and progress.step > pace.step:  # the user's steps are theirs to keep
+    if progress.step > pace.step:
         # the main process's measurements on every process, as in correct_the_plan
         elapsed_s, step_s, evaluation_s, measured_s = distributed.from_main(
             [progress.elapsed_s, pace.step_s(progress.step, progress.elapsed_s),
@@ -381,7 +381,7 @@ def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
         if measured_s < plan.budget_s / (2 * DEADLINE_CHECKS):
             return  # checked moments ago: too few steps to tell the pace, whose measure goes on
         steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, elapsed_s, step_s, evaluation_s)
-        if steps is not None:
+        if steps is not None and ("max_iters" in plan.keys or steps < run.cfg.max_iters):  # the user's: only cut
             past = steps - run.cfg.lr_decay_iters
             replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, a step takes {step_s:.3f} s: the run "
                              f"ends at step {steps:,} instead of {plan.steps:,}, on the same learning-rate schedule"
@@ -390,12 +390,13 @@ def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
 
 
 def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
-    """Change the plan's keys mid-run, saying why in the log."""
+    """Change the run's keys mid-run, saying why in the log. The plan records those it set; a max_iters of the
+    user's, cut to end in time, stays the user's (the resume command, which gives it again, still holds)."""
     if run.ranks.is_main:
         bar.write(f"time budget: {why}")
-    run.plan.keys.update(keys)
+    run.plan.keys.update({key: value for key, value in keys.items() if key in run.plan.keys})
     run.plan.steps = keys["max_iters"]
-    run.cfg = replace(run.cfg, **run.plan.keys)
+    run.cfg = replace(run.cfg, **keys)
     bar.total = run.plan.steps
 
 

@@ -1,10 +1,12 @@
 """--time_budget: the planner as a pure function of the probe's timings, and a real budgeted run."""
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -81,7 +83,7 @@ def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
         plan([], 3.5)
     smallest = int(refused.value.args[0].rsplit("at least ", 1)[1].removesuffix("s"))
     assert plan([], smallest).steps >= MIN_STEPS
-    with pytest.raises(UserError, match=r"the smallest shape for 100000 steps here"):  # the steps the user asked for
+    with pytest.raises(UserError, match=r"the smallest shape for your max_iters=100000 here"):  # the steps the user asked for
         plan(["--max_iters=100000"], 60)
     with pytest.raises(UserError, match=r"max_iters=5 is under the 20 steps a time budget trains at least"):
         plan(["--max_iters=5"], 3600)
@@ -117,6 +119,36 @@ def test_the_deadline_fits_the_steps_to_the_pace_measured_within_the_schedule():
     evaluations = sum(1 for step in range(at, ahead + 1) if step % every == 0 or step == ahead)
     end_s = elapsed_s + (ahead - at) * faster["step_s"] + evaluations * faster["evaluation_s"]
     assert p.loop_s - faster["step_s"] - faster["evaluation_s"] < end_s <= p.loop_s
+
+
+def test_the_deadline_cuts_the_users_max_iters_to_end_in_time_but_never_adds_to_it():
+    """A config file's max_iters (configs/classic.toml sets one) is kept by the plan; a machine that turns out
+    slower than the probe still ends the run in time, by cutting those steps, and the plan keeps no max_iters of
+    its own, so the resume command (which gives the file again) holds."""
+    import train
+    from tqdm import tqdm
+
+    from training.checkpoint import Progress
+    from training.distributed import Ranks
+
+    cfg = read_config(TrainConfig, ["--time_budget=600s", "--max_iters=2000", "--eval_interval=500"])
+    p = plan_run(probes(), cfg, 600, 3.0, tokens_per_step(cfg), 1.0)
+    assert "max_iters" not in p.keys and p.steps == 2000
+    p.corrected = True
+    at = 400
+    assert p.loop_s - 2000 * p.step_s - 4 * p.evaluation_s > 0  # the user's steps fit the plan's loop time
+    for pace_factor, expected in ((0.5, 2000), (3.0, None)):  # faster: the user's steps stand; slower: cut
+        run = types.SimpleNamespace(plan=p, cfg=dataclasses.replace(cfg, **p.keys), ranks=Ranks(),
+                                    device=torch.device("cpu"), progress=Progress(at, elapsed_s=0.0))
+        run.progress.elapsed_s = at * pace_factor * p.step_s
+        with tqdm(disable=True) as bar:
+            train.keep_the_deadline(run, bar, Pace(0, 0.0))
+        if expected is not None:
+            assert run.cfg.max_iters == expected
+        else:
+            slow_s = pace_factor * p.step_s
+            assert at < run.cfg.max_iters < 2000 and "max_iters" not in p.keys
+            assert run.progress.elapsed_s + (run.cfg.max_iters - at) * slow_s <= p.loop_s  # ends in its time
 
 
 def test_the_deadline_fit_credits_the_evaluations_that_fewer_steps_leave_out():

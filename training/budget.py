@@ -138,8 +138,9 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         small, steps = probes[0], cfg.max_iters if "max_iters" in fixed else MIN_STEPS  # max_iters >= MIN_STEPS
         # a quarter more than this run's timings ask: the next run's start-up and probe take their own time
         need = 1.25 * (spent_s + overhead_s(small, cfg) + steps * small.step_s) / (1 - MARGIN)
+        what = f"your max_iters={steps}" if "max_iters" in fixed else f"{steps} steps"  # set in a config file, maybe
         raise UserError(f"time_budget={cfg.time_budget} is too short to train even the smallest shape for "
-                        f"{steps} steps here; give at least {math.ceil(need)}s")
+                        f"{what} here; give at least {math.ceil(need)}s")
     if "max_iters" in fixed:  # the steps are the user's: the largest model that takes them in time
         probed, steps, loop_s = max(fits, key=lambda fit: fit[0].params)
     else:
