@@ -38,7 +38,7 @@ from training.budget import (DEADLINE_CHECKS, Pace, Plan, corrected_steps, deadl
                              make_plan, steps_in_time)
 from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path, checkpoint_payload, claim_out_dir,
                                  existing_checkpoint, load_checkpoint, restore_training_state, save_checkpoint)
-from training.init_from import SHAPE_KEYS, build_model, check_resume_data, resume_changes
+from training.init_from import NOT_RESUMED, SHAPE_KEYS, build_model, check_resume_data, resume_changes
 from training.metrics_log import MetricsLog
 from training.optimizer import Optimizers, build_optimizers, lr_scale
 from training.throughput import MFUMeter
@@ -131,31 +131,34 @@ class Run:
 
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     ranks, device = distributed.start(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)  # each process its own dropout masks
+    torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)  # each process its own dropout masks (a resume's: restored)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # before the data and the model, so a refusal comes at once; a refused run writes nothing in out_dir
     claim = claim_out_dir(cfg) if ranks.is_main else None
     try:
-        return set_up_run(cfg, argv, ranks, device, dtype, claim)
+        return set_up_run(cfg, argv, ranks, device, claim)
     except BaseException:
         if claim is not None:
             claim.abandon()  # a run that never began leaves out_dir as it found it
         raise
 
 
-def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, device: torch.device, dtype: str,
+def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, device: torch.device,
                claim: OutDir | None) -> Run:
     """Data, checkpoint, model, optimizer and records, once out_dir is this run's."""
+    latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
+    checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
+    given = cfg.keys_set  # what the files and flags set; replace() below makes configs without it
+    if checkpoint is not None:  # the run's own settings, where the resume command does not give them again
+        cfg = replace(cfg, **{k: v for k, v in checkpoint["config"].items()
+                              if k not in given and k not in NOT_RESUMED and k in TrainConfig.__dataclass_fields__})
+    dtype = resolve_dtype(cfg.dtype, device)
     if ranks.is_main:  # the main process prepares a shipped recipe met for the first time
         ensure_dataset(cfg.dataset)
     distributed.wait_for_all(ranks)  # the others open it once it is there
     dataset = open_dataset(ensure_dataset(cfg.dataset))
-    latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
-    checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
     new_data = checkpoint is not None and check_resume_data(checkpoint, dataset_identity(dataset), cfg)
-    given = cfg.keys_set  # what the files and flags set; replace() below makes configs without it
     plan, block_size_set = None, "block_size" in given
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
         if checkpoint is None:
@@ -172,8 +175,6 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
             raise UserError(f"cannot resume {latest} with --time_budget: it was trained without one; "
                             f"resume it without --time_budget")
         cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
-    if checkpoint is not None:  # the run's own shape, where the resume command does not give it again
-        cfg = replace(cfg, **{k: checkpoint["config"][k] for k in SHAPE_KEYS if k not in given})
     model = build_model(cfg, dataset, checkpoint, block_size_set).to(device)  # first: it checks the shape
     if cfg.pretrained:  # a Hugging Face model keeps its own shape (its context cropped): the run records it
         own = {k: getattr(model.config, k) for k in SHAPE_KEYS if k != "vocab_size"}

@@ -54,6 +54,15 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(char_dataset, tmp_path
     assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
 
 
+def test_a_bare_resume_continues_the_run_as_it_was(char_dataset, tmp_path, uninterrupted):
+    """Only the folder and the new steps: the batch, the schedule, dropout, the dataset are the run's own."""
+    train(char_dataset, tmp_path, "--max_iters=30", "--eval_interval=10")
+    resumed = run_script("train.py", f"--out_dir={tmp_path}", "--init_from=resume", "--max_iters=120")
+    changes = [line for line in resumed.stdout.splitlines() if line.startswith("resume:")]
+    assert changes == ["resume: max_iters changed from 30 to 120"]
+    assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
+
+
 def test_a_resume_trains_with_the_dropout_it_is_given(char_dataset, tmp_path):
     """dropout holds no weights: a resume may change it, and the resumed steps then drop (the checkpoint says so)."""
     train(char_dataset, tmp_path / "first", "--max_iters=10", "--eval_interval=10")

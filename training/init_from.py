@@ -55,10 +55,15 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
     return True
 
 
+# how, where (the run may have moved) and on what a process starts: a resume's own, and no change to the run
+STARTS = ("init_from", "replace_run", "out_dir", "device")
+NOT_RESUMED = STARTS + ("time_budget",)  # resumed without --time_budget, a budgeted run trains on the steps given
+
+
 def resume_changes(checkpoint: dict, cfg: TrainConfig) -> list[str]:
-    """The settings a resume changes, once it is known to go ahead (not how a run starts: init_from, replace_run)."""
+    """The settings a resume changes, once it is known to go ahead."""
     return [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in checkpoint["config"].items()
-            if key not in ("init_from", "replace_run") and getattr(cfg, key, old) != old]
+            if key not in STARTS and getattr(cfg, key, old) != old]
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, block_size_set: bool = True) -> GPT:
