@@ -116,8 +116,7 @@ class Run:
                              "elapsed_s": round(self.progress.elapsed_s, 3), **metrics})
 
     def resume_command(self) -> str:
-        kept = [a for a in self.argv if not a.startswith(("--init_from=", "--replace_run="))]
-        return shlex.join(["python", "train.py", *kept, "--init_from=resume"])
+        return resume_command(self.argv, self.ranks, int(os.environ.get("LOCAL_WORLD_SIZE", self.ranks.world_size)))
 
     def broken_loss_error(self, loss: float, first_step: int, last_step: int) -> UserError:
         if self.saved_step is None:
@@ -127,6 +126,17 @@ class Run:
                      f"lower learning_rate and resume with {self.resume_command()}")
         steps = f"step {last_step}" if first_step == last_step else f"steps {first_step} to {last_step}"
         return UserError(f"loss is {loss} in {steps}; training stopped, {saved}")
+
+
+def resume_command(argv: list[str], ranks: distributed.Ranks, per_machine: int) -> str:
+    """The command that resumes this run, with as many processes: torchrun's rendezvous across machines is the
+    user's to give again."""
+    kept = [a for a in argv if not a.startswith(("--init_from=", "--replace_run="))]
+    launcher = (["python"] if not ranks.distributed else
+                ["torchrun", "--standalone", f"--nproc_per_node={ranks.world_size}"] if per_machine == ranks.world_size
+                else ["torchrun", f"--nnodes={ranks.world_size // per_machine}", f"--nproc_per_node={per_machine}",
+                      "--rdzv_backend=c10d", "--rdzv_endpoint=HOST:PORT"])
+    return shlex.join([*launcher, "train.py", *kept, "--init_from=resume"])
 
 
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:

@@ -154,3 +154,15 @@ def test_a_resume_from_an_older_checkpoint_says_which_steps_it_runs_again(char_d
             "steps are run again") in resumed.stderr
     steps = [row["step"] for row in read_rows(tmp_path / "log.jsonl") if row["kind"] == "eval"]
     assert steps == [1, 2, 3]
+
+
+def test_the_resume_command_starts_as_many_processes():
+    from train import resume_command
+    from training.distributed import Ranks
+
+    argv = ["configs/classic.toml", "--out_dir=my run", "--replace_run=true"]
+    assert resume_command(argv, Ranks(), 1) == \
+        "python train.py configs/classic.toml '--out_dir=my run' --init_from=resume"
+    assert resume_command(argv, Ranks(1, 4), 4) == \
+        "torchrun --standalone --nproc_per_node=4 train.py configs/classic.toml '--out_dir=my run' --init_from=resume"
+    assert resume_command(argv, Ranks(0, 8), 4).startswith("torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend")
