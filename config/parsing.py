@@ -64,8 +64,11 @@ def _type_name(hint: Any) -> str:
 
 
 def _check_value(key: str, value: Any, hint: Any) -> Any:
-    """Check a TOML value against the field's type; ints are accepted as floats, and one item as a list of one."""
+    """Check a TOML value against the field's type; ints are accepted as floats, one item as a list of one, and
+    "none" (TOML has no null) as none where the field takes it, as its flag does."""
     allowed = _allowed_types(hint)
+    if type(None) in allowed and str not in allowed and value == "none":
+        return None
     if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise UserError(f"{key} must be a finite number, got {value}")

@@ -116,12 +116,15 @@ class TrainConfig(ModelOptions, Checked):
         if self.warmup_iters >= self.max_iters:
             warnings.append(f"warmup_iters={self.warmup_iters} >= max_iters={self.max_iters}: the learning rate "
                             "never leaves its warmup")
+        if self.warmup_iters > self.lr_decay_iters:
+            warnings.append(f"warmup_iters={self.warmup_iters} > lr_decay_iters={self.lr_decay_iters}: the learning "
+                            "rate drops from its warmup straight to min_lr")
         if self.lr_decay_iters > self.max_iters:
             warnings.append(f"lr_decay_iters={self.lr_decay_iters} > max_iters={self.max_iters}: the run ends before "
                             "the decay reaches min_lr")
-        elif self.lr_decay_iters < self.max_iters:
+        elif max(self.lr_decay_iters, self.warmup_iters) < self.max_iters:
             warnings.append(f"lr_decay_iters={self.lr_decay_iters} < max_iters={self.max_iters}: the last "
-                            f"{self.max_iters - self.lr_decay_iters} steps run at min_lr")
+                            f"{self.max_iters - max(self.lr_decay_iters, self.warmup_iters)} steps run at min_lr")
         return warnings
 
 

@@ -93,6 +93,10 @@ def test_toml_types_are_checked(tmp_path):
         parse_config(TrainConfig, [f])
     f = write(tmp_path / "x.toml", 'stop = "END"\n')  # one string is a list of one
     assert parse_config(SampleConfig, [f]).stop == ["END"]
+    f = write(tmp_path / "y.toml", 'warmup_iters = "none"\nmax_iters = 300\n')  # as --help shows it: TOML has no null
+    assert parse_config(TrainConfig, [f]).warmup_iters == 30  # none: a tenth of max_iters
+    f = write(tmp_path / "z.toml", 'top_k = "none"\n')
+    assert parse_config(SampleConfig, [f]).top_k is None
 
 
 def test_sample_config_escapes_none_and_lists():
@@ -242,3 +246,10 @@ def test_schedule_follows_max_iters_unless_set():
     assert [w.split(":")[0] for w in never.schedule_warnings()] == ["warmup_iters=80 >= max_iters=50",
                                                                      "lr_decay_iters=90 > max_iters=50"]
     assert parse_config(TrainConfig, ["--max_iters=50", "--warmup_iters=80", "--decay_lr=false"]).schedule_warnings() == []
+    from training.optimizer import lr_scale
+
+    crossed = parse_config(TrainConfig, ["--max_iters=10", "--warmup_iters=8", "--lr_decay_iters=5"])
+    at_min = sum(lr_scale(step, 8, 5, 0.1) == 0.1 for step in range(10))  # the schedule the loop follows
+    assert crossed.schedule_warnings() == [
+        "warmup_iters=8 > lr_decay_iters=5: the learning rate drops from its warmup straight to min_lr",
+        f"lr_decay_iters=5 < max_iters=10: the last {at_min} steps run at min_lr"]
