@@ -136,7 +136,12 @@ def resume_command(argv: list[str], ranks: distributed.Ranks, per_machine: int) 
                 ["torchrun", "--standalone", f"--nproc_per_node={ranks.world_size}"] if per_machine == ranks.world_size
                 else ["torchrun", f"--nnodes={ranks.world_size // per_machine}", f"--nproc_per_node={per_machine}",
                       "--rdzv_backend=c10d", "--rdzv_endpoint=HOST:PORT"])
-    return shlex.join([*launcher, "train.py", *kept, "--init_from=resume"])
+    return shlex.join([*launcher, script("train.py"), *kept, "--init_from=resume"])
+
+
+def script(name: str) -> str:
+    """One of this repository's commands as the shell here reaches it: sample.py, or ../smallgpt/sample.py."""
+    return os.path.relpath(Path(__file__).resolve().parent / name)
 
 
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
@@ -454,9 +459,10 @@ def next_commands(run: Run) -> str:
     age = "latest" if run.saved_step == run.progress.step else \
         f"step {run.saved_step}: with always_save_checkpoint=false it is saved on a new best only"
     return (f"the run: {latest} ({age}), {latest.with_stem('best').name}, log.jsonl and loss.png in {out_dir}\n"
-            f"next: python sample.py {flag}      text from the model\n"
-            f"      python eval.py {flag}        loss and bits per byte on the validation split\n"
-            f"      python attention.py {flag}{attention_text_flag(run)}   attention maps and the explorer page")
+            f"next: python {script('sample.py')} {flag}      text from the model\n"
+            f"      python {script('eval.py')} {flag}        loss and bits per byte on the validation split\n"
+            f"      python {script('attention.py')} {flag}{attention_text_flag(run)}   attention maps and the explorer "
+            f"page")
 
 
 def describe(run: Run) -> str:

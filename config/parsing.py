@@ -112,10 +112,12 @@ RENAMED = {"start": ("prompt",), "init_from": ("hf_model",), "to": ("hf_dir", "p
            "hf_model": ("init_from",)}
 
 
-def unknown_key(key: str, valid: Collection[str], where: str) -> UserError:
+def unknown_key(key: str, valid: Collection[str], where: str, commands: dict[str, type] | None = None) -> UserError:
     renamed = [name for name in RENAMED.get(key, ()) if name in valid]
-    close = renamed or difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else "; run with --help to list the keys"
+    owners = [name for name, cls in (commands or {}).items() if key in {f.name for f in dataclasses.fields(cls)}]
+    close = renamed or ([] if owners else difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5))
+    hint = (f"; did you mean '{close[0]}'?" if close else f"; it is a key of {', '.join(owners)}, not of this command"
+            if owners else "; run with --help to list the keys")
     return UserError(f"unknown config key '{key}' in {where}{hint}")
 
 
@@ -144,9 +146,11 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
             raise UserError(f"unknown table [{key}] in {path}; {hint}")
         elif not isinstance(value, dict) and key not in every_key:
             raise unknown_key(key, fields, path)
+    for name, cls in commands.items():  # every command's table, so a typo in another's is found now, not later
+        own = {f.name for f in dataclasses.fields(cls)}
+        for key in (key for key in table.get(name, {}) if key not in own):
+            raise unknown_key(key, own, f"[{name}] of {path}")
     for key, value in table.get(command, {}).items():
-        if key not in fields:
-            raise unknown_key(key, fields, f"[{command}] of {path}")
         found[key] = (value, f"[{command}] {key}")
     return found
 
@@ -160,7 +164,7 @@ def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
     for flag in (a for a in argv if a.startswith("--")):
         key, sep, text = flag[2:].partition("=")
         if key not in fields:
-            raise unknown_key(key, fields, "the command line")
+            raise unknown_key(key, fields, "the command line", commands)
         if not sep:
             raise UserError(f"flag --{key} needs a value: --{key}=VALUE (an =, not a space)")
         value = _parse_flag_value(key, text, fields[key], hints[key])

@@ -1,6 +1,7 @@
 """A resumed run is the same run: after a stop, a Ctrl-C or a SIGKILL at any moment."""
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -156,7 +157,7 @@ def test_a_resume_from_an_older_checkpoint_says_which_steps_it_runs_again(char_d
     assert steps == [1, 2, 3]
 
 
-def test_the_resume_command_starts_as_many_processes():
+def test_the_resume_command_starts_as_many_processes(monkeypatch, tmp_path):
     from train import resume_command
     from training.distributed import Ranks
 
@@ -166,3 +167,5 @@ def test_the_resume_command_starts_as_many_processes():
     assert resume_command(argv, Ranks(1, 4), 4) == \
         "torchrun --standalone --nproc_per_node=4 train.py configs/classic.toml '--out_dir=my run' --init_from=resume"
     assert resume_command(argv, Ranks(0, 8), 4).startswith("torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend")
+    monkeypatch.chdir(tmp_path)  # started from another folder: the script as reached from there
+    assert resume_command(argv, Ranks(), 1).startswith(f"python {os.path.relpath(REPO / 'train.py')} configs/")

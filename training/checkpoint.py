@@ -15,6 +15,7 @@ import os
 import pickle
 import shlex
 import sys
+import textwrap
 import time
 import zipfile
 from pathlib import Path
@@ -66,7 +67,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
         raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; "
                         f"use a checkpoint written by train.py") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: safetensors'
-        reason = str(e).splitlines()[0][:120]
+        reason = textwrap.shorten(str(e).splitlines()[0], 120, placeholder=" ...")
         raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); use another one") from None
     missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
@@ -228,7 +229,8 @@ def save_checkpoint(state: dict, path: Path) -> None:
             path.with_suffix(other).unlink(missing_ok=True)
     except (OSError, RuntimeError) as e:  # torch.save reports some write failures as RuntimeError
         reason = e.strerror if isinstance(e, OSError) else "the file could not be written in full"
-        raise UserError(f"could not write checkpoint {path} ({reason}); free disk space or change out_dir") from None
+        fix = "check out_dir's permissions" if isinstance(e, PermissionError) else "free disk space"
+        raise UserError(f"could not write checkpoint {path} ({reason}); {fix} or change out_dir") from None
 
 
 LOCK_NAME = ".lock"
