@@ -124,8 +124,8 @@ def _text_blocks(path: Path) -> Iterator[str]:
         while True:
             block = f.read(READ_BYTES)  # b"" at the end: the decoder's final call
             if b"\0" in block:
-                raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); "
-                                f"give text, JSONL or Parquet files")
+                fix = PACKED_FIX if packed(path) else "give text, JSONL or Parquet files"
+                raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); {fix}")
             held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
             try:
                 text = decoder.decode(block, final=not block)
@@ -138,9 +138,17 @@ def _text_blocks(path: Path) -> Iterator[str]:
             offset += len(block)
 
 
+PACKED_FIX = "decompress it first (of compressed files, only .gz is read)"
+
+
+def packed(path: Path) -> bool:
+    """A compressed file or archive of a kind not read here, which reads as binary or not UTF-8."""
+    return path.suffix.lower() in (".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz")
+
+
 def not_utf8(path: Path, offset: int, where: str = "") -> DataError:
-    return DataError(f"input {path}{where} is not UTF-8 (invalid byte at offset {offset}); convert it, "
-                     f"e.g. iconv -f latin1 -t utf-8")
+    fix = PACKED_FIX if packed(path) else "convert it, e.g. iconv -f latin1 -t utf-8"
+    return DataError(f"input {path}{where} is not UTF-8 (invalid byte at offset {offset}); {fix}")
 
 
 def _jsonl_documents(path: Path, field: str) -> Iterator[str]:

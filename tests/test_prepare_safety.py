@@ -3,6 +3,7 @@ as it was; a folder holding another dataset is replaced only when asked; a re-ru
 preparation does nothing."""
 from __future__ import annotations
 
+import bz2
 import gzip
 import os
 import subprocess
@@ -44,6 +45,7 @@ BAD_INPUTS = {
     "empty folder": ({}, ["--input={in}"], ["holds no file"]),
     "empty path": (GOOD_INPUT, ["--input=", "--input={in}"], ["--input needs a path"]),  # not the current folder
     "binary file": ({"x.png": GOOD + bytes(range(256))}, ["--input={in}"], ["x.png is binary (a NUL byte at offset 1170)"]),
+    "bzip2 file": ({"x.txt.bz2": bz2.compress(GOOD)}, ["--input={in}"], ["x.txt.bz2 is", "decompress it first"]),
     "non-UTF-8 text": ({"l.txt": GOOD + "naïve".encode("latin-1")}, ["--input={in}"],
                        ["l.txt is not UTF-8 (invalid byte at offset 1172)"]),
     "JSONL line not JSON": ({"d.jsonl": b'{"text": "a"}\n{oops'}, ["--input={in}"], ["d.jsonl line 2 is not JSON"]),
