@@ -187,6 +187,12 @@ class EvalConfig(ModelChoice):
     surprise_tokens: int = option(2000, "tokens shown on the surprise page (from the start of the text)",
                                  check=POSITIVE)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.text_file.startswith("FILE:"):
+            raise UserError(f"--text_file takes the path itself: --text_file={self.text_file[5:]} "
+                            f"(FILE: marks a file in --prompt and --text)")
+
 
 @dataclass
 class AttentionConfig(ModelChoice):

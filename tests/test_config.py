@@ -96,6 +96,8 @@ def test_toml_types_are_checked(tmp_path):
     assert parse_config(SampleConfig, [f]).stop == ["END"]
     f = write(tmp_path / "y.toml", 'warmup_iters = "none"\nmax_iters = 300\n')  # as --help shows it: TOML has no null
     assert parse_config(TrainConfig, [f]).warmup_iters == 30  # none: a tenth of max_iters
+    with pytest.raises(UserError, match=r"--text_file takes the path itself: --text_file=notes.txt \(FILE: marks"):
+        parse_config(EvalConfig, ["--text_file=FILE:notes.txt"])
     f = write(tmp_path / "z.toml", 'top_k = "none"\n')
     assert parse_config(SampleConfig, [f]).top_k is None
 
