@@ -156,8 +156,13 @@ def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
     first and the third block of positions; then cached decoding with the eager and the compiled step,
     with float32, bfloat16 and int8 weights, against the machine's weight-streaming limit."""
     device = pick_device(cfg.device)
-    # a cold compile, timed as a first run pays it, and no packages left behind in the user's cache
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-compile-")
+    # a cold compile, timed as a first run pays it, and no packages left behind, in the user's cache or here
+    with tempfile.TemporaryDirectory(prefix="bench-compile-", ignore_cleanup_errors=True) as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        measure_generation(cfg, device)
+
+
+def measure_generation(cfg: BenchConfig, device: torch.device) -> None:
     x = torch.ones(1 << 26, device=device)  # 256 MB of float32, far larger than the caches
     bandwidth = x.numel() * x.element_size() / min(timed(x.sum, device=device)[1] for _ in range(5))  # bytes/s
     del x

@@ -122,7 +122,8 @@ def main(argv: list[str]) -> None:
     prompt_ids = start_tokens(tokenizer)
     # GPT-2's learned positions end at n_positions (block_size), which transformers' generate never slides past
     learned, block_size = model.config.pos_emb == "learned", model.config.block_size
-    length = {"max_length": block_size} if learned else {"max_new_tokens": sample.max_new_tokens}
+    length = ({"max_length": min(block_size, len(prompt_ids) + sample.max_new_tokens)} if learned
+              else {"max_new_tokens": sample.max_new_tokens})
     generation = dict(do_sample=True, temperature=sample.temperature, top_k=sample.top_k, **length,
                       **({"suppress_tokens": padding} if padding else {}))
     folder = make_staging_folder(target, flag="hf_dir", purpose="export")  # swapped in whole, or removed

@@ -26,8 +26,8 @@ from config.device import autocast, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
 from config.parsing import flag_text
 from config.settings import AttentionConfig, TrainConfig, parse_duration, read_config
-from data.corpora import ensure_dataset
-from data.dataset import Dataset, dataset_identity, open_dataset
+from data.corpora import RECIPES, ensure_dataset
+from data.dataset import Dataset, dataset_dir, dataset_identity, open_dataset
 from data.errors import DataError
 from data.loader import BatchLoader
 from data.tokenizer import start_tokens, tokenizer_from_description
@@ -146,7 +146,7 @@ def script(name: str) -> str:
 
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     ranks, device = distributed.start(cfg.device)
-    torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)  # each process its own dropout masks (a resume's: restored)
+    torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)  # each process its own dropout masks (a resume restores or reseeds them)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # before the data and the model, so a refusal comes at once; a refused run writes nothing in out_dir
@@ -169,6 +169,10 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         cfg = replace(cfg, **{k: v for k, v in checkpoint["config"].items()
                               if k not in given and k not in NOT_RESUMED and k in TrainConfig.__dataclass_fields__})
     dtype = resolve_dtype(cfg.dtype, device)
+    if checkpoint is not None and "dataset" not in given and cfg.dataset not in RECIPES \
+            and not dataset_dir(cfg.dataset).is_dir():  # a path relative to where the run was started
+        raise UserError(f"the run's dataset, {cfg.dataset} as its checkpoint records it, is not found from here; "
+                        f"give its folder with --dataset=PATH")
     if ranks.is_main:  # the main process prepares a shipped recipe met for the first time
         ensure_dataset(cfg.dataset)
     distributed.wait_for_all(ranks)  # the others open it once it is there
@@ -186,6 +190,8 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
                 raise UserError(f"{latest} follows its plan for a {plan.budget_s:g} s budget; resume it with that "
                                 f"--time_budget{without}, or without --time_budget to set its steps and schedule")
             cfg = replace(cfg, time_budget=checkpoint["config"]["time_budget"])  # as written then: 10m is 10 m
+            if "max_iters" not in plan.keys:  # the user's, given again: as the deadline checks left it
+                cfg = replace(cfg, max_iters=min(cfg.max_iters, plan.steps))
         else:  # a plan would pick another shape and schedule than the run's
             raise UserError(f"cannot resume {latest} with --time_budget: it was trained without one; "
                             f"resume it without --time_budget")
@@ -259,7 +265,8 @@ def estimate_loss(run: Run) -> dict[str, float]:
     return losses
 
 
-def evaluate_and_save(run: Run, bar: tqdm, lr: float | None) -> None:
+def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True) -> None:
+    """Evaluate; save best.pt on a new best, and the latest ckpt.pt (unless not `latest`) as configured."""
     losses = estimate_loss(run)
     bar.write(f"step {run.progress.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     run.record("eval", lr=lr, train_loss=losses["train"], val_loss=losses["val"])
@@ -268,7 +275,7 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float | None) -> None:
     if improved:
         run.progress.best_val_loss = losses["val"]
         run.save("best")
-    if improved or run.cfg.always_save_checkpoint:
+    if latest and (improved or run.cfg.always_save_checkpoint):
         run.save("ckpt")
     if run.log.wandb is not None:
         run.log.log_media(run.progress.step, sample_text(run, 200),
@@ -285,7 +292,7 @@ def compile_failures(stop: StopSignals) -> Iterator[None]:
         if stop.received is not None:
             raise KeyboardInterrupt from None
         reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"could not compile the model ({reason}); train without --compile=true") from None
+        raise UserError(f"could not compile the model ({reason}); train with --compile=false") from None
 
 
 def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
@@ -299,8 +306,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
     compiling = run.cfg.compile  # torch.compile compiles in the first step: timed apart, left out of tokens/s
     if run.cfg.pretrained and progress.step == 0 and ranks.is_main:  # where fine-tuning starts: best.pt till beaten
-        with compile_failures(stop):
-            evaluate_and_save(run, bar, lr=None)
+        with compile_failures(stop):  # no ckpt.pt before a step: a run failing at once may be started again
+            evaluate_and_save(run, bar, lr=None, latest=False)
     while progress.step < run.cfg.max_iters:
         cfg = run.cfg  # a time budget may change its steps below
         scale = lr_scale(progress.step, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr / cfg.learning_rate) \

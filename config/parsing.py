@@ -115,9 +115,10 @@ RENAMED = {"start": ("prompt",), "init_from": ("hf_model",), "to": ("hf_dir", "p
 def unknown_key(key: str, valid: Collection[str], where: str, commands: dict[str, type] | None = None) -> UserError:
     renamed = [name for name in RENAMED.get(key, ()) if name in valid]
     owners = [name for name, cls in (commands or {}).items() if key in {f.name for f in dataclasses.fields(cls)}]
-    close = renamed or ([] if owners else difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5))
-    hint = (f"; did you mean '{close[0]}'?" if close else f"; it is a key of {', '.join(owners)}, not of this command"
-            if owners else "; run with --help to list the keys")
+    close = renamed or difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    hints = ([f"did you mean '{close[0]}'?"] if close else []) + \
+        ([f"'{key}' is a key of {', '.join(owners)}, not of this command"] if owners else [])
+    hint = "; " + " ".join(hints) if hints else "; run with --help to list the keys"
     return UserError(f"unknown config key '{key}' in {where}{hint}")
 
 
@@ -146,8 +147,8 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
             raise UserError(f"unknown table [{key}] in {path}; {hint}")
         elif not isinstance(value, dict) and key not in every_key:
             raise unknown_key(key, fields, path)
-    for name, cls in commands.items():  # every command's table, so a typo in another's is found now, not later
-        own = {f.name for f in dataclasses.fields(cls)}
+    for name, other in commands.items():  # every command's table, so a typo in another's is found now, not later
+        own = {f.name for f in dataclasses.fields(other)}
         for key in (key for key in table.get(name, {}) if key not in own):
             raise unknown_key(key, own, f"[{name}] of {path}")
     for key, value in table.get(command, {}).items():

@@ -143,3 +143,15 @@ def test_log_has_each_step_once_across_an_interrupted_run(char_dataset, tmp_path
     elapsed = [r["elapsed_s"] for r in rows if r["kind"] == "batch"]
     assert elapsed == sorted(elapsed)  # time carries on across the resume
     assert [r["tokens"] for r in rows if r["kind"] == "batch"] == [8 * 32 * s for s in range(1, 61)]
+
+
+def test_the_surprise_page_leaves_out_guesses_of_padding_ids():
+    """A model whose vocabulary is padded past its tokenizer's may guess a padding id early in training."""
+    from model.scoring import TokenScores
+    from viz.explorer import surprise_page
+
+    tokenizer = CharTokenizer.from_text("ab")
+    scores = TokenScores(np.array([0.5]), np.array([[5, 1]]), np.array([[0.6, 0.3]]))  # id 5: padding
+    page = surprise_page(tokenizer, np.array([0, 1]), scores, "padded")
+    data = json.loads(re.search(r"(\{\"tokens\".*\})", page).group(1))
+    assert data["tokens"][1]["top"] == [["b", 0.3]]

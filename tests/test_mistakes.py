@@ -176,7 +176,7 @@ def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained
     run = tmp_path / "run"
     result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={char_dataset}", f"--out_dir={run}",
                         "--compile=true", check=False, env=env)
-    assert_one_line_error(result, "could not compile the model", "train without --compile=true")
+    assert_one_line_error(result, "could not compile the model", "train with --compile=false")
     assert not (run / "ckpt.pt").exists()
 
 

@@ -62,6 +62,15 @@ def test_a_bare_resume_continues_the_run_as_it_was(char_dataset, tmp_path, unint
     changes = [line for line in resumed.stdout.splitlines() if line.startswith("resume:")]
     assert changes == ["resume: max_iters changed from 30 to 120"]
     assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
+    moved = run_script("train.py", f"--out_dir={tmp_path}", "--init_from=resume", "--max_iters=130",
+                       "--dataset=elsewhere/data", check=False)  # given: a folder that is not there, named as given
+    assert moved.returncode == 2 and "elsewhere/data" in moved.stderr
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    checkpoint["config"]["dataset"] = "relative/data"  # as a run started in another folder records it
+    torch.save(checkpoint, tmp_path / "ckpt.pt")
+    lost = run_script("train.py", f"--out_dir={tmp_path}", "--init_from=resume", "--max_iters=130", check=False)
+    assert lost.stderr.strip() == ("error: the run's dataset, relative/data as its checkpoint records it, is not "
+                                   "found from here; give its folder with --dataset=PATH")
 
 
 def test_a_resume_trains_with_the_dropout_it_is_given(char_dataset, tmp_path):

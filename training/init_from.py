@@ -56,7 +56,7 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
 
 
 # how, where (the run may have moved) and on what a process starts: a resume's own, and no change to the run
-STARTS = ("init_from", "replace_run", "out_dir", "device")
+STARTS = ("init_from", "replace_run", "allow_new_data", "out_dir", "device")  # allow_new_data: for one resume
 NOT_RESUMED = STARTS + ("time_budget",)  # resumed without --time_budget, a budgeted run trains on the steps given
 
 

@@ -62,7 +62,8 @@ def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, ti
     losses = scores.losses.tolist()
     tokens = [{"text": texts[0], "loss": None, "top": []}]
     tokens += [{"text": text, "loss": round(loss, 4),
-                "top": [[tokenizer.decode([int(g)]), round(float(q), 4)] for g, q in zip(guesses, probs)]}
+                "top": [[tokenizer.decode([int(g)]), round(float(q), 4)] for g, q in zip(guesses, probs)
+                        if g < tokenizer.vocab_size]}  # an id past the tokenizer's pads the vocabulary: no text
                for text, loss, guesses, probs in zip(texts[1:], losses, scores.top_ids, scores.top_probs)]
     scale = max(1.0, sorted(losses)[int(0.95 * (len(losses) - 1))]) if losses else 1.0  # 95th percentile is full red
     page = Path(__file__).with_name("surprise.html").read_text(encoding="utf-8")  # with __TITLE__ and __DATA__
