@@ -146,7 +146,8 @@ def script(name: str) -> str:
 
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     ranks, device = distributed.start(cfg.device)
-    torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)  # each process its own dropout masks (a resume restores or reseeds them)
+    # each process its own dropout masks; a resume restores them (the main process) or reseeds them (the others)
+    torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # before the data and the model, so a refusal comes at once; a refused run writes nothing in out_dir
