@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
     device = pick_device(cfg.device)
     model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
     prompt = read_prompt(cfg.prompt)
-    ids = encode_prompt(prompt, tokenizer, default="prompt" not in cfg.keys_set)
+    ids = encode_prompt(prompt, tokenizer, default="prompt" not in cfg.keys_set, start_if_unfit=True)
     if len(ids) > model.config.block_size:
         print(f"note: the prompt is {len(ids):,} tokens; the model reads its last {model.config.block_size} "
               f"(block_size)", file=sys.stderr)

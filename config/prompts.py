@@ -25,16 +25,17 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
         raise UserError(f"{what} file {path} cannot be read: {e.strerror or e}") from None
 
 
-def encode_prompt(prompt: str, tokenizer: Tokenizer, key: str = "prompt", default: bool = False) -> list[int]:
+def encode_prompt(prompt: str, tokenizer: Tokenizer, key: str = "prompt", default: bool = False,
+                  start_if_unfit: bool = False) -> list[int]:
     """Token ids of the text, or the start token if it is empty. A command's default text in characters the
-    model never saw is not the user's doing: sample.py's default prompt (a newline, which a corpus of one-line
-    documents lacks) starts where an unprompted sample starts; any other default's error names the key."""
+    model never saw is not the user's doing: with start_if_unfit (sample.py's newline, which a corpus of one-line
+    documents lacks) it starts where an unprompted sample starts, else the error names the key."""
     try:
         return tokenizer.encode(prompt) if prompt else start_tokens(tokenizer)
     except DataError as e:
         if not default:
             raise
-        if key == "prompt":
+        if start_if_unfit:
             return start_tokens(tokenizer)
         raise UserError(f"the default --{key}={prompt!r} does not fit this model: {e}; "
                         f"give your own with --{key}=TEXT") from None

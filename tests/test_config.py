@@ -205,7 +205,7 @@ def test_a_default_text_the_model_cannot_spell_names_its_key_or_starts_afresh():
     tokenizer = CharTokenizer.from_text("abc ", end_of_text=True)  # a corpus without newlines
     with pytest.raises(UserError, match=r"default --text='To be' does not fit this model: .* own with --text=TEXT"):
         encode_prompt("To be", tokenizer, "text", default=True)
-    assert encode_prompt("\n", tokenizer, default=True) == [tokenizer.eot_token]  # sample.py's: an unprompted start
+    assert encode_prompt("\n", tokenizer, default=True, start_if_unfit=True) == [tokenizer.eot_token]  # sample.py's
     with pytest.raises(DataError, match="not in this model's vocabulary"):  # the user's own text
         encode_prompt("\n", tokenizer)
     assert encode_prompt("ab", tokenizer, "text", default=True) == tokenizer.encode("ab")
