@@ -116,7 +116,7 @@ class Run:
                              "elapsed_s": round(self.progress.elapsed_s, 3), **metrics})
 
     def resume_command(self) -> str:
-        return resume_command(self.argv, self.ranks, int(os.environ.get("LOCAL_WORLD_SIZE", self.ranks.world_size)))
+        return resume_command(self.argv, self.ranks)
 
     def broken_loss_error(self, loss: float, first_step: int, last_step: int) -> UserError:
         if self.saved_step is None:
@@ -128,13 +128,14 @@ class Run:
         return UserError(f"loss is {loss} in {steps}; training stopped, {saved}")
 
 
-def resume_command(argv: list[str], ranks: distributed.Ranks, per_machine: int) -> str:
+def resume_command(argv: list[str], ranks: distributed.Ranks) -> str:
     """The command that resumes this run, with as many processes: torchrun's rendezvous across machines is the
     user's to give again."""
     kept = [a for a in argv if not a.startswith(("--init_from=", "--replace_run="))]
+    n, per_machine = ranks.world_size, ranks.per_machine
     launcher = (["python"] if not ranks.distributed else
-                ["torchrun", "--standalone", f"--nproc_per_node={ranks.world_size}"] if per_machine == ranks.world_size
-                else ["torchrun", f"--nnodes={ranks.world_size // per_machine}", f"--nproc_per_node={per_machine}",
+                ["torchrun", "--standalone", f"--nproc_per_node={n}"] if per_machine == n
+                else ["torchrun", f"--nnodes={n // per_machine}", f"--nproc_per_node={per_machine}",
                       "--rdzv_backend=c10d", "--rdzv_endpoint=HOST:PORT"])
     return shlex.join([*launcher, script("train.py"), *kept, "--init_from=resume"])
 

@@ -171,10 +171,10 @@ def test_the_resume_command_starts_as_many_processes(monkeypatch, tmp_path):
     from training.distributed import Ranks
 
     argv = ["configs/classic.toml", "--out_dir=my run", "--replace_run=true"]
-    assert resume_command(argv, Ranks(), 1) == \
+    assert resume_command(argv, Ranks()) == \
         "python train.py configs/classic.toml '--out_dir=my run' --init_from=resume"
-    assert resume_command(argv, Ranks(1, 4), 4) == \
+    assert resume_command(argv, Ranks(1, 4, 4)) == \
         "torchrun --standalone --nproc_per_node=4 train.py configs/classic.toml '--out_dir=my run' --init_from=resume"
-    assert resume_command(argv, Ranks(0, 8), 4).startswith("torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend")
+    assert resume_command(argv, Ranks(0, 8, 4)).startswith("torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend")
     monkeypatch.chdir(tmp_path)  # started from another folder: the script as reached from there
-    assert resume_command(argv, Ranks(), 1).startswith(f"python {os.path.relpath(REPO / 'train.py')} configs/")
+    assert resume_command(argv, Ranks()).startswith(f"python {os.path.relpath(REPO / 'train.py')} configs/")

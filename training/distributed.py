@@ -14,6 +14,7 @@ from config.errors import UserError
 class Ranks:
     rank: int = 0  # this process among all
     world_size: int = 1
+    per_machine: int = 1  # processes on this machine (torchrun's nproc_per_node)
 
     @property
     def is_main(self) -> bool:
@@ -40,7 +41,8 @@ def start(device_name: str) -> tuple[Ranks, torch.device]:
     elif device.type != "cpu":
         raise UserError(f"distributed training runs on cuda or cpu, not {device.type}")
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])), device
+    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_WORLD_SIZE"]))
+    return ranks, device
 
 
 def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
