@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from data.corpora import RECIPES, ensure_dataset
 from data.dataset import Dataset, dataset_dir, dataset_identity, open_dataset
 from data.errors import DataError
 from data.loader import BatchLoader
-from data.tokenizer import start_tokens, tokenizer_from_description
+from data.tokenizer import Tokenizer, start_tokens, tokenizer_from_description
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
@@ -97,6 +98,11 @@ class Run:
     def latest(self) -> Path:
         """out_dir/ckpt.pt or ckpt.safetensors, whichever is there: the checkpoint a resume reads."""
         return existing_checkpoint(checkpoint_path(self.out_dir, "ckpt", self.cfg.checkpoint_format))
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The dataset's tokenizer, for the samples and pictures a run makes."""
+        return tokenizer_from_description(self.dataset.meta["tokenizer"])
 
     @property
     def tokens_per_step(self) -> int:  # across all processes
@@ -427,7 +433,7 @@ def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
 
 @torch.compiler.set_stance("force_eager")  # decoding runs the blocks uncompiled (compile_blocks)
 def sample_text(run: Run, n_tokens: int) -> str:
-    tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
+    tokenizer = run.tokenizer
     idx = torch.tensor([start_tokens(tokenizer)], dtype=torch.long, device=run.device)
     generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed)
     run.model.eval()
@@ -443,22 +449,20 @@ def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     """out_dir/attention.png: every head's pattern over the start of the validation text."""
     model = run.model
     ids = run.dataset.val[: min(n_tokens, model.config.block_size)].astype("int64").tolist()
-    tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
     model.eval()
     patterns = torch.stack(model.attention_patterns(torch.tensor([ids], device=run.device)))[:, 0]  # (L, nh, T, T)
     model.train()
-    figure = heatmap_figure(patterns.float().cpu(), token_texts(tokenizer, ids), f"step {run.progress.step}")
+    figure = heatmap_figure(patterns.float().cpu(), token_texts(run.tokenizer, ids), f"step {run.progress.step}")
     return save_png(figure, run.out_dir / "attention.png")
 
 
 def attention_text_flag(run: Run, n_tokens: int = 24) -> str:
     """Nothing where attention.py's default text fits this vocabulary, else --text with the validation text's start."""
-    tokenizer = tokenizer_from_description(run.dataset.meta["tokenizer"])
     try:
-        tokenizer.encode(AttentionConfig.text)
+        run.tokenizer.encode(AttentionConfig.text)
         return ""
     except DataError:  # a character vocabulary of other text than Shakespeare's
-        return " --text=" + flag_text(tokenizer.decode(run.dataset.val[:n_tokens].tolist()), escapes=True)
+        return " --text=" + flag_text(run.tokenizer.decode(run.dataset.val[:n_tokens].tolist()), escapes=True)
 
 
 def next_commands(run: Run) -> str:
