@@ -40,7 +40,7 @@ from training.budget import (DEADLINE_CHECKS, Pace, Plan, corrected_steps, deadl
 from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path, checkpoint_payload, claim_out_dir,
                                  existing_checkpoint, load_checkpoint, restore_training_state, save_checkpoint)
 from training.init_from import NOT_RESUMED, SHAPE_KEYS, build_model, check_resume_data, resume_changes
-from training.metrics_log import MetricsLog
+from training.metrics_log import MetricsLog, start_wandb
 from training.optimizer import Optimizers, build_optimizers, lr_scale
 from training.throughput import MFUMeter
 from viz.loss_plot import plot_loss, save_png
@@ -226,10 +226,11 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
         for change in resume_changes(checkpoint, cfg) if ranks.is_main else []:  # now that the resume goes ahead
             print(change)
+    resume_step = progress.step if checkpoint is not None else None
+    wandb_run = start_wandb(cfg, resume_step) if cfg.wandb_log and ranks.is_main else None
     if claim is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
         claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
-    resume_step = progress.step if checkpoint is not None else None
-    log = MetricsLog(Path(cfg.out_dir) / "log.jsonl", cfg, resume_step) if ranks.is_main else None
+    log = MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run) if ranks.is_main else None
     mfu = MFUMeter(training_flops_per_token(model, cfg.block_size) * ranks.world_size, device, dtype)
     return Run(cfg, argv, ranks, device, dtype, dataset, train_loader, eval_loaders, model, wrapped,
                optimizers, scaler, progress, log, mfu, claim, plan, resume_step)

@@ -84,3 +84,14 @@ def test_wandb_without_a_login_is_a_one_line_error(char_dataset, tmp_path):
                         "--wandb_log=true", env=env, check=False)
     assert_one_line_error(result, "wandb could not start", "wandb login", "WANDB_MODE=offline")
     assert not (tmp_path / "run").exists()  # a run refused before it began leaves no folder
+
+
+def test_wandb_refusing_its_settings_leaves_the_run_it_would_replace(char_dataset, tmp_path):
+    run = tmp_path / "run"
+    run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={char_dataset}", f"--out_dir={run}")
+    earlier = {p.name: p.read_bytes() for p in run.iterdir()}
+    env = {**os.environ, "WANDB_MODE": "OFFLINE", "WANDB_DIR": str(tmp_path)}  # wandb takes lower case only
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={char_dataset}", f"--out_dir={run}",
+                        "--replace_run=true", "--wandb_log=true", env=env, check=False)
+    assert_one_line_error(result, "wandb refused its settings (mode='OFFLINE'", "WANDB_MODE=offline")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == earlier

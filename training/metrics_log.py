@@ -22,25 +22,35 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def start_wandb(cfg: TrainConfig, resume_step: int | None):
+    """The wandb run that MetricsLog logs to (with wandb_log): started before a run replaces an earlier one, so
+    that wandb refusing to start leaves that one as it was."""
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("wandb_log=true needs wandb: pip install wandb") from None
+    try:
+        run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=dataclasses.asdict(cfg))
+    except wandb.errors.Error as e:  # no API key, no network, ...
+        raise UserError(f"wandb could not start ({str(e).splitlines()[0]}); run `wandb login`, "
+                        f"or set WANDB_MODE=offline") from None
+    except ValueError as e:  # pydantic's ValidationError: a setting from the environment, e.g. WANDB_MODE=OFFLINE
+        details = e.errors() if hasattr(e, "errors") else []
+        refused = "; ".join(f"{'.'.join(map(str, d['loc']))}={d.get('input')!r}: {d['msg']}" for d in details)
+        refused = refused or str(e).splitlines()[0]
+        raise UserError(f"wandb refused its settings ({refused}); check the WANDB_ variables in the environment, "
+                        f"e.g. WANDB_MODE=offline") from None
+    if resume_step is not None:
+        run.summary["resumed_from_step"] = resume_step
+    return run
+
+
 class MetricsLog:
     """Rows of {"kind": "batch" | "eval", "step", "tokens", "elapsed_s", "lr", losses...}. A resumed run keeps
     the rows up to the checkpoint's step, so steps run again appear once; dropped_to is the last it dropped."""
 
-    def __init__(self, path: Path, cfg: TrainConfig, resume_step: int | None):
-        self.wandb = None  # the wandb run, with wandb_log
-        if cfg.wandb_log:
-            try:
-                import wandb
-            except ImportError:
-                raise UserError("wandb_log=true needs wandb: pip install wandb") from None
-            try:
-                self.wandb = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name,
-                                        config=dataclasses.asdict(cfg))
-            except wandb.errors.Error as e:  # no API key, no network, ...
-                raise UserError(f"wandb could not start ({str(e).splitlines()[0]}); run `wandb login`, "
-                                f"or set WANDB_MODE=offline") from None
-            if resume_step is not None:
-                self.wandb.summary["resumed_from_step"] = resume_step
+    def __init__(self, path: Path, resume_step: int | None, wandb_run=None):
+        self.wandb = wandb_run  # start_wandb's, with wandb_log
         rows = read_rows(path) if resume_step is not None else []
         kept = [r for r in rows if r["step"] <= resume_step]
         self.dropped_to = max((r["step"] for r in rows if r["step"] > resume_step), default=None)
