@@ -61,6 +61,8 @@ def main(argv: list[str]) -> None:
     cfg = read_config(EvalConfig, argv)
     if cfg.surprise:
         check_output(cfg.surprise, "surprise", folder=False)
+        if cfg.text_file and Path(cfg.surprise).resolve() == Path(cfg.text_file).resolve():
+            raise UserError(f"surprise={cfg.surprise} is the text being evaluated; choose another --surprise")
     device = pick_device(cfg.device)
     model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
     tokens, source = text_tokens(cfg, checkpoint, tokenizer)

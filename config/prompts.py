@@ -16,7 +16,7 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
         raise UserError(f"FILE: needs a path after it, e.g. --{what}=FILE:notes.txt")
     path = Path(prompt[len("FILE:") :]).expanduser()
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark that some editors write
     except FileNotFoundError:
         raise UserError(f"{what} file {path} not found") from None
     except UnicodeDecodeError as e:

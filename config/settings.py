@@ -19,8 +19,15 @@ POSITIVE = (lambda value: value > 0, "must be positive")
 NOT_NEGATIVE = (lambda value: value >= 0, "must not be negative")
 BELOW_ONE = (lambda value: 0 <= value < 1, "must be in [0, 1)")
 SEED = (lambda seed: 0 <= seed < 2**32, f"must be between 0 and {2**32 - 1}")  # numpy takes no negative seed
-PNG = (lambda path: not path or Path(path).suffix.lower() == ".png",
-       "is written as a PNG picture; give a file name ending in .png")
+
+
+def written_as(what: str, *suffixes: str) -> tuple:
+    """option(check=...) for a file a command writes: its name ends in one of suffixes, so no other file is hit."""
+    return (lambda path: not path or Path(path).suffix.lower() in suffixes,
+            f"is written as {what}; give a file name ending in {suffixes[0]}")
+
+
+PNG = written_as("a PNG picture", ".png")
 
 
 def parse_duration(text: str) -> float:
@@ -183,7 +190,8 @@ class EvalConfig(ModelChoice):
     text_file: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)", path=True)
     batch_size: int = option(16, "windows of block_size tokens per forward pass", check=POSITIVE)
     json: bool = option(False, "print the results as one JSON object")
-    surprise: str = option("", "also write a per-token surprise page (HTML) to this file", path=True)
+    surprise: str = option("", "also write a per-token surprise page (HTML) to this file", path=True,
+                           check=written_as("a web page", ".html", ".htm"))
     surprise_tokens: int = option(2000, "tokens shown on the surprise page (from the start of the text)",
                                  check=POSITIVE)
 

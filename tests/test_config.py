@@ -201,6 +201,11 @@ def test_a_path_may_start_at_the_home_folder(tmp_path, monkeypatch):
     assert read_prompt("FILE:~/prompt.txt") == "Shall I"
 
 
+def test_a_text_file_read_as_a_prompt_loses_its_byte_order_mark(tmp_path):
+    (tmp_path / "notepad.txt").write_bytes(b"\xef\xbb\xbfROMEO:\n")  # what some editors write first
+    assert read_prompt(f"FILE:{tmp_path / 'notepad.txt'}") == "ROMEO:\n"
+
+
 def test_a_default_text_the_model_cannot_spell_names_its_key_or_starts_afresh():
     tokenizer = CharTokenizer.from_text("abc ", end_of_text=True)  # a corpus without newlines
     with pytest.raises(UserError, match=r"default --text='To be' does not fit this model: .* own with --text=TEXT"):

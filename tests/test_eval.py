@@ -155,3 +155,16 @@ def test_the_surprise_page_leaves_out_guesses_of_padding_ids():
     page = surprise_page(tokenizer, np.array([0, 1]), scores, "padded")
     data = json.loads(re.search(r"(\{\"tokens\".*\})", page).group(1))
     assert data["tokens"][1]["top"] == [["b", 0.3]]
+
+
+def test_the_surprise_page_shows_the_bytes_of_a_token_that_holds_part_of_a_character():
+    from model.scoring import TokenScores
+    from viz.explorer import surprise_page
+
+    tokenizer = GPT2Tokenizer()
+    ids = tokenizer.encode("界")  # one character, three bytes: two GPT-2 tokens, b"\xe7\x95" and b"\x8c"
+    scores = TokenScores(np.array([0.5]), np.array([[ids[0]]]), np.array([[0.6]]))
+    page = surprise_page(tokenizer, np.array(ids), scores, "bytes")
+    data = json.loads(re.search(r"(\{\"tokens\".*\})", page).group(1))
+    assert [t["text"] for t in data["tokens"]] == ["\\xe7\\x95", "\\x8c"]  # not U+FFFD twice
+    assert data["tokens"][1]["top"] == [["\\xe7\\x95", 0.6]]

@@ -203,8 +203,12 @@ def test_a_fresh_start_never_buries_an_earlier_run(earlier_run):
 @pytest.mark.parametrize("command, message", [
     (["train.py", *TINY_TRAIN_FLAGS, "--dataset={root}/no-such-data", "--out_dir={root}/out/ckpt.pt"],
      "out_dir {root}/out/ckpt.pt is a file, not a folder; choose another --out_dir"),
-    (["eval.py", "--out_dir={root}/no-run", "--surprise={root}/out"],
-     "surprise {root}/out is a folder, not a file; choose another --surprise"),
+    (["eval.py", "--out_dir={root}/no-run", "--surprise={root}/out/log.jsonl/page.html"],
+     "surprise {root}/out/log.jsonl/page.html cannot be created: {root}/out/log.jsonl is a file, not a folder"),
+    (["eval.py", "--out_dir={root}/no-run", "--surprise={root}/out/ckpt.pt"],
+     "surprise={root}/out/ckpt.pt is written as a web page; give a file name ending in .html"),
+    (["eval.py", "--out_dir={root}/no-run", "--text_file={root}/page.html", "--surprise={root}/./page.html"],
+     "surprise={root}/./page.html is the text being evaluated; choose another --surprise"),
     (["attention.py", "--out_dir={root}/no-run", "--pictures_dir={root}/out/log.jsonl/pictures"],
      "pictures_dir {root}/out/log.jsonl/pictures cannot be created: {root}/out/log.jsonl is a file, not a folder"),
 ])

@@ -12,6 +12,8 @@ import torch
 from data.tokenizer import Tokenizer
 from model.scoring import TokenScores
 
+from .maps import token_texts
+
 COLORMAP_STEPS = 64  # the heatmap's colours, taken from matplotlib so the page matches the PNGs
 DECIMALS = 4
 MAX_WEIGHTS = 3_000_000  # about 20 MB of page; a browser still opens it
@@ -58,11 +60,11 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
 def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, title: str) -> str:
     """The page that shades every token of ids (N,) by the loss the model gave it; scores, from
     score_tokens with top_k, are for tokens 1.. (the first is not predicted)."""
-    texts = [tokenizer.decode([int(i)]) for i in ids]
+    texts = token_texts(tokenizer, ids.tolist())
     losses = scores.losses.tolist()
     tokens = [{"text": texts[0], "loss": None, "top": []}]
     tokens += [{"text": text, "loss": round(loss, 4),
-                "top": [[tokenizer.decode([int(g)]), round(float(q), 4)] for g, q in zip(guesses, probs)
+                "top": [[token_texts(tokenizer, [int(g)])[0], round(float(q), 4)] for g, q in zip(guesses, probs)
                         if g < tokenizer.vocab_size]}  # an id past the tokenizer's pads the vocabulary: no text
                for text, loss, guesses, probs in zip(texts[1:], losses, scores.top_ids, scores.top_probs)]
     scale = max(1.0, sorted(losses)[int(0.95 * (len(losses) - 1))]) if losses else 1.0  # 95th percentile is full red
