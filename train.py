@@ -231,7 +231,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     if claim is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
         claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
     log = MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run) if ranks.is_main else None
-    mfu = MFUMeter(training_flops_per_token(model, cfg.block_size) * ranks.world_size, device, dtype)
+    mfu = MFUMeter(training_flops_per_token(model, cfg.block_size), device, dtype, ranks.world_size)
     return Run(cfg, argv, ranks, device, dtype, dataset, train_loader, eval_loaders, model, wrapped,
                optimizers, scaler, progress, log, mfu, claim, plan, resume_step)
 
@@ -376,7 +376,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
                 evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
             window = (progress.step, time.perf_counter())
             pace.evaluated(window[1] - started)
-        if read_now and stopping:
+        if read_now and stopping and not finished:  # a run stopped in its last step ends as a finished one
             if ranks.is_main:
                 run.save("ckpt")
             return stop.received or signal.SIGINT  # a signal seen by another process counts too

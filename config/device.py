@@ -6,6 +6,7 @@ import torch
 
 from .errors import UserError
 
+
 def pick_device(name: str) -> torch.device:
     """'auto' means cuda, then mps, then cpu."""
     if name == "auto":
@@ -17,7 +18,10 @@ def pick_device(name: str) -> torch.device:
     available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if device.type in available and not available[device.type]():
         raise UserError(f"device={name} but {device.type.upper()} is not available here; use --device=cpu or auto")
-    return device
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device={name} but there are {torch.cuda.device_count()} GPU(s) here, "
+                        f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return torch.device("cpu") if device.type == "cpu" else device  # one CPU device: cpu:0 is cpu (torch.load)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:

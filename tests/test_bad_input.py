@@ -198,7 +198,16 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     ("--prompt=FILE:/", "prompt file / cannot be read: Is a directory"),
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),
     ("--checkpoint=latest.pt", "latest.pt not found; {out} holds best.pt, ckpt.pt: choose one with --checkpoint"),
+    ("--checkpoint=run/best.pt", "checkpoint=run/best.pt is a file name in out_dir ({out}), not a path; "
+                                 "give --out_dir=run --checkpoint=best.pt"),
+    ("--out_dir={out}/ckpt.pt", "out_dir={out}/ckpt.pt is a file, not a run's folder; give --out_dir={out} "
+                                "--checkpoint=ckpt.pt"),
 ])
 def test_sample_rejects_bad_requests(trained_out, flag, fragment):
-    result = run_command("sample.py", f"--out_dir={trained_out}", flag)
+    result = run_command("sample.py", f"--out_dir={trained_out}", flag.format(out=trained_out))
     assert_one_line_error(result, fragment.format(out=trained_out))
+
+
+def test_cpu_0_is_the_cpu_a_checkpoint_loads_onto(trained_out):
+    result = run_script("sample.py", f"--out_dir={trained_out}", "--device=cpu:0", "--max_new_tokens=5", check=False)
+    assert result.returncode == 0, result.stderr  # torch.load takes no index for the CPU: it said "damaged"

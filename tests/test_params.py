@@ -129,3 +129,12 @@ def test_vocabulary_from_the_dataset_or_asked_for(char_dataset, tmp_path, capsys
         (broken / "meta.json").write_text(text)
         with pytest.raises((UserError, DataError), match=f"{reason}.*re-run python data/prepare.py"):
             main([f"--dataset={broken}"])
+
+
+def test_mfu_over_several_processes_counts_every_device_peak():
+    """train.py gives MFUMeter the whole job's tokens/s: n devices at one device's pace each are as utilised."""
+    from training.throughput import MFUMeter
+
+    one, four = (MFUMeter(1_000, torch.device("cpu"), "float32", devices) for devices in (1, 4))
+    one.peak = four.peak = 2e6  # FLOP/s of one device (a CPU has none of its own)
+    assert one.mfu(1_000.0) == four.mfu(4_000.0) == 0.5

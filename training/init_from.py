@@ -122,6 +122,12 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     if not init_from:
         path = existing_checkpoint(Path(out_dir) / checkpoint)
         if not path.is_file():
+            if Path(out_dir).is_file():  # the checkpoint itself, given as the run's folder
+                raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give "
+                                f"--out_dir={Path(out_dir).parent} --checkpoint={Path(out_dir).name}")
+            if Path(checkpoint).name != checkpoint:
+                raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give "
+                                f"--out_dir={Path(checkpoint).parent} --checkpoint={Path(checkpoint).name}")
             if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
                 raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and "
                                 f"attention.py read it with --hf_model={out_dir}")

@@ -16,11 +16,12 @@ PEAK_TFLOPS = {  # matched against torch.cuda.get_device_name(), most specific f
 
 
 class MFUMeter:
-    """MFU = flops_per_token * tokens per second / peak; peak (FLOP/s) is None where no trustworthy one is known,
-    and peak_source says where it comes from, or why there is none."""
+    """MFU = flops_per_token * tokens per second / (peak * devices): the job's tokens over every device's peak.
+    peak (FLOP/s, one device's) is None where no trustworthy one is known; peak_source says where it comes from,
+    or why there is none."""
 
-    def __init__(self, flops_per_token: int, device: torch.device, dtype: str):
-        self.flops_per_token = flops_per_token
+    def __init__(self, flops_per_token: int, device: torch.device, dtype: str, devices: int = 1):
+        self.flops_per_token, self.devices = flops_per_token, devices
         self.peak, self.peak_source = None, f"no trustworthy peak for a {device.type.upper()}: tokens/s only"
         if device.type == "cuda":
             name = torch.cuda.get_device_name(device)
@@ -31,4 +32,4 @@ class MFUMeter:
                     break
 
     def mfu(self, tokens_per_second: float) -> float | None:
-        return self.flops_per_token * tokens_per_second / self.peak if self.peak else None
+        return self.flops_per_token * tokens_per_second / (self.peak * self.devices) if self.peak else None
