@@ -109,7 +109,10 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
 RENAMED = {"start": ("prompt",), "init_from": ("hf_model",), "to": ("hf_dir", "pictures_dir", "plot"),
            "overwrite": ("replace_run", "replace_dataset", "replace_export"), "vocab_size": ("bpe_vocab_size",),
            "out_dir": ("dataset",), "input": ("text_file",), "runs": ("repeats",),
-           "hf_model": ("init_from",)}
+           "hf_model": ("init_from",), "grad_accum": ("gradient_accumulation_steps",),
+           "gradient_accumulation": ("gradient_accumulation_steps",)}
+TORCHRUN_FLAGS = ("nproc_per_node", "nnodes", "node_rank", "standalone", "rdzv_backend", "rdzv_endpoint", "rdzv_id",
+                  "master_addr", "master_port")  # torchrun's own, given after train.py by mistake
 
 
 def unknown_key(key: str, valid: Collection[str], where: str, commands: dict[str, type] | None = None) -> UserError:
@@ -119,6 +122,8 @@ def unknown_key(key: str, valid: Collection[str], where: str, commands: dict[str
     hints = ([f"did you mean '{close[0]}'?"] if close else []) + \
         ([f"'{key}' is a key of {', '.join(owners)}, not of this command"] if owners else [])
     hint = "; " + " ".join(hints) if hints else "; run with --help to list the keys"
+    if key in TORCHRUN_FLAGS:
+        hint = f"; --{key} is torchrun's: give it before the script, torchrun --standalone --nproc_per_node=N train.py"
     return UserError(f"unknown config key '{key}' in {where}{hint}")
 
 

@@ -63,6 +63,8 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
         (["--n_layer"], "needs a value"),
         (["--n_layer", "4"], r"flag --n_layer needs a value: --n_layer=VALUE \(an =, not a space\)"),  # not file 4
         (["--hf_model=gpt2"], "unknown config key 'hf_model' in the command line; did you mean 'init_from'"),
+        (["--grad_accum=4"], "did you mean 'gradient_accumulation_steps'"),  # not grad_clip, the closest spelling
+        (["--nproc_per_node=2"], "--nproc_per_node is torchrun's: give it before the script, torchrun --standalone"),
         (["--prompt=hi"], "unknown config key 'prompt' in the command line; .*'prompt' is a key of sample, not of this"),
         (["--learning_rate=0"], "learning_rate=0.0 must be positive"),
         (["--max_iters=-5"], "max_iters=-5 must be positive"),
