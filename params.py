@@ -4,6 +4,7 @@ per block, and the training FLOPs per token. The model is never allocated.
     python params.py [CONFIG.toml ...] [--key=value ...]
 """
 
+import sys
 from pathlib import Path
 
 from config.errors import UserError, run_cli
@@ -37,6 +38,10 @@ def main(argv: list[str]) -> None:
     """Report the model shape a training config describes (the vocabulary is vocab_size, else the dataset's), or
     that of the run in out_dir for init_from=resume."""
     cfg = read_config(TrainConfig, argv, usage="python params.py [CONFIG.toml ...] [--key=value ...]")
+    if cfg.time_budget and cfg.init_from != "resume":
+        print(f"note: time_budget={cfg.time_budget} is not planned here: train.py picks that shape by timing this "
+              f"machine; these are the keys' own counts (a budgeted run's: --init_from=resume --out_dir=DIR)",
+              file=sys.stderr)
     if cfg.init_from == "resume":  # the run's own shape
         latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
         c = GPTConfig(**load_checkpoint(latest)["model_args"])

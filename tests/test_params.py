@@ -111,6 +111,13 @@ def test_a_runs_own_shape_with_init_from_resume(trained_out, capsys):
         main(["--init_from=gpt2"])
 
 
+def test_a_time_budget_is_named_as_not_planned_by_params(capsys):
+    main(["configs/gpt3_175b.toml", "--time_budget=10m"])
+    out, err = capsys.readouterr()
+    assert "n_layer=96," in out  # the keys' own shape
+    assert err.startswith("note: time_budget=10m is not planned here") and "--init_from=resume" in err
+
+
 def test_vocabulary_from_the_dataset_or_asked_for(char_dataset, tmp_path, capsys):
     vocab = json.loads((char_dataset / "meta.json").read_text())["vocab_size"]
     main([f"--dataset={char_dataset}", "--n_layer=1", "--n_embd=16", "--n_head=2"])
