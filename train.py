@@ -199,10 +199,14 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
                                 f"--time_budget{without}, or without --time_budget to set its steps and schedule")
             cfg = replace(cfg, time_budget=checkpoint["config"]["time_budget"])  # as written then: 10m is 10 m
             if "max_iters" not in plan.keys:  # the user's, given again: as the deadline checks left it
+                if cfg.max_iters > plan.steps and ranks.is_main:
+                    print(f"note: max_iters stays at {plan.steps}, where the time budget's deadline left it; "
+                          f"resume without --time_budget to train longer", file=sys.stderr)
                 cfg = replace(cfg, max_iters=min(cfg.max_iters, plan.steps))
         else:  # a plan would pick another shape and schedule than the run's
-            raise UserError(f"cannot resume {latest} with --time_budget: it was trained without one; "
-                            f"resume it without --time_budget")
+            how = "its last resume ran without --time_budget, so it follows no plan now" \
+                if checkpoint["config"].get("time_budget") else "it was trained without one"
+            raise UserError(f"cannot resume {latest} with --time_budget: {how}; resume it without --time_budget")
         cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
     model = build_model(cfg, dataset, checkpoint, block_size_set).to(device)  # first: it checks the shape
     if cfg.pretrained:  # a Hugging Face model keeps its own shape (its context cropped): the run records it
@@ -515,7 +519,7 @@ def main(argv: list[str]) -> None:
                          if key == "learning_rate" or "muon" in run.optimizers.parts]
                 print(f"note: {' and '.join(rates)}: the default rates, for training from scratch; a pretrained "
                       f"model is fine-tuned at lower ones (docs/huggingface.md#fine-tuning)", file=sys.stderr)
-            for warning in run.cfg.schedule_warnings():
+            for warning in run.cfg.schedule_warnings() if run.plan is None else []:  # a plan's moves are its own
                 print(f"note: {warning}", file=sys.stderr)
         with tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
                   disable=not main_process) as bar, StopSignals() as stop:

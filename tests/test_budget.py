@@ -77,12 +77,37 @@ def test_keys_set_by_the_user_are_kept_and_named():
     assert shapes and all(s["n_layer"] == 6 and s["n_head"] == 6 and s["n_embd"] % 6 == 0 for s in shapes)
 
 
+def test_with_the_users_max_iters_the_probe_goes_on_to_the_largest_shape_that_takes_them(monkeypatch):
+    """The bytes-per-parameter rule that ends the probe for a planned schedule says nothing of the user's steps."""
+    from training import budget
+    from training.distributed import Ranks
+
+    probed_depths = []
+
+    def timed(cfg, vocab_size, device, dtype):  # parameters, seconds per step, forward pass and sampled token
+        probed_depths.append(cfg.n_layer)
+        return 12 * cfg.n_layer * cfg.n_embd**2, 0.01 * cfg.n_layer**3, 0.001 * cfg.n_layer, 0.001
+
+    monkeypatch.setattr(budget, "time_steps", timed)
+    monkeypatch.setattr(budget, "process_age_s", lambda: 3.0)
+    cfg = read_config(TrainConfig, ["--time_budget=600s", "--max_iters=20", "--sample_tokens=0"])
+    meta = {"train_bytes": 10**6, "train_tokens": 10**6, "vocab_size": 65}
+    p = budget.make_plan(cfg, meta, torch.device("cpu"), "float32", Ranks())
+    assert probed_depths[-1] == 15  # 20 steps of depth 15 take 675 s: the first shape over the budget
+    assert p.steps == 20 and p.shape["n_layer"] == 14  # 549 s of steps, with its evaluations in the margin
+    assert p.line(p.keys["eval_interval"]).count("ends about") == 1
+
+
 def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
     with pytest.raises(UserError, match=r"too short to train even the smallest shape for 20 steps here; "
                                         r"give at least (\d+)s") as refused:
         plan([], 3.5)
     smallest = int(refused.value.args[0].rsplit("at least ", 1)[1].removesuffix("s"))
     assert plan([], smallest).steps >= MIN_STEPS
+    with pytest.raises(UserError, match=r"give at least (\d+)s") as refused:  # an evaluation every step
+        plan(["--eval_interval=1"], 3.5)
+    smallest = int(refused.value.args[0].rsplit("at least ", 1)[1].removesuffix("s"))
+    assert plan(["--eval_interval=1"], smallest).steps >= MIN_STEPS
     with pytest.raises(UserError, match=r"the smallest shape for your max_iters=100000 here"):  # the steps the user asked for
         plan(["--max_iters=100000"], 60)
     with pytest.raises(UserError, match=r"max_iters=5 is under the 20 steps a time budget trains at least"):

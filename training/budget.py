@@ -87,7 +87,10 @@ class Plan:
     def line(self, eval_interval: int) -> str:
         s = self.shape
         tokens = self.steps * self.tokens_per_step
-        end = datetime.now() + timedelta(seconds=self.budget_s - process_age_s())
+        left_s = self.budget_s - process_age_s()
+        if "max_iters" in self.fixed:  # the user's steps may end the run well before the budget does
+            left_s = min(left_s, self.train_s + evaluations(self.steps, eval_interval) * self.evaluation_s)
+        end = datetime.now() + timedelta(seconds=left_s)
         fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
         return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
                 f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
@@ -109,9 +112,11 @@ def evaluation_s(probed: Probed, cfg: TrainConfig) -> float:
     return 2 * cfg.eval_iters * probed.forward_s  # both splits
 
 
-def overhead_s(probed: Probed, cfg: TrainConfig) -> float:
+
+
+def overhead_s(probed: Probed, cfg: TrainConfig, n_evaluations: int = EVALUATIONS) -> float:
     """Seconds that are not training steps: the evaluations and the closing sample."""
-    return EVALUATIONS * evaluation_s(probed, cfg) + cfg.sample_tokens * probed.token_s
+    return n_evaluations * evaluation_s(probed, cfg) + cfg.sample_tokens * probed.token_s
 
 
 def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: float, tokens_per_step: dict,
@@ -137,7 +142,8 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
     if not fits:
         small, steps = probes[0], cfg.max_iters if "max_iters" in fixed else MIN_STEPS  # max_iters >= MIN_STEPS
         # a quarter more than this run's timings ask: the next run's start-up and probe take their own time
-        need = 1.25 * (spent_s + overhead_s(small, cfg) + steps * small.step_s) / (1 - MARGIN)
+        n_evaluations = evaluations(steps, cfg.eval_interval) if "eval_interval" in fixed else EVALUATIONS
+        need = 1.25 * (spent_s + overhead_s(small, cfg, n_evaluations) + steps * small.step_s) / (1 - MARGIN)
         what = f"your max_iters={steps}" if "max_iters" in fixed else f"{steps} steps"  # set in a config file, maybe
         raise UserError(f"time_budget={cfg.time_budget} is too short to train even the smallest shape for "
                         f"{what} here; give at least {math.ceil(need)}s")
@@ -229,6 +235,10 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
             probed = Probed(shape, params, *timings.tolist())
             probes.append(probed)
             tokens_per_step[shape["block_size"]] = rows * shape["block_size"]
+            if "max_iters" in getattr(cfg, "keys_set", ()):  # the user's steps: each shape that takes them in time
+                if probed.step_s * cfg.max_iters > budget_s - process_age_s():
+                    break
+                continue
             tokens = budget_s / probed.step_s * tokens_per_step[shape["block_size"]]  # with the whole budget
             if probed.step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / params < BYTES_PER_PARAMETER:
                 break
