@@ -1,6 +1,7 @@
 """Batches of training windows drawn without replacement: each epoch cuts the tokens into non-overlapping windows
 of block_size + 1 tokens (from a random offset) walked in a seeded shuffled order, so every token is seen once per
-epoch and (epoch, cursor) is all that resume needs."""
+epoch and (epoch, cursor) is all that resume needs: the cursor counts the epoch's windows taken by all ranks, so a
+run resumed on another number of processes walks on where it stopped."""
 
 import numpy as np
 import torch
@@ -23,16 +24,15 @@ class BatchLoader:
         self.rank, self.world_size = rank, world_size
         self.load_state_dict({"epoch": 0, "cursor": 0})
 
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        """Start positions of this rank's windows in this epoch, in shuffled order."""
+    def _epoch_order(self, epoch: int, taken: int) -> np.ndarray:
+        """Start positions of this rank's windows in this epoch after the first `taken` (by all ranks), shuffled."""
         rng = np.random.default_rng([self.seed, epoch])
         T = self.block_size
         # a random offset varies where windows are cut, if every rank still gets a window
         offset = int(rng.integers(0, T)) if len(self.tokens) - 1 >= (self.world_size + 1) * T else 0
-        n_windows = (len(self.tokens) - 1 - offset) // T
-        per_rank = n_windows // self.world_size  # equal shares keep the ranks in step
-        order = rng.permutation(n_windows)[: per_rank * self.world_size]
-        return offset + T * order[self.rank :: self.world_size]
+        left = rng.permutation((len(self.tokens) - 1 - offset) // T)[taken:]
+        per_rank = len(left) // self.world_size  # equal shares keep the ranks in step
+        return offset + T * left[: per_rank * self.world_size][self.rank :: self.world_size]
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = []
@@ -48,8 +48,8 @@ class BatchLoader:
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # x, y: (B, T)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
+        return {"epoch": self.epoch, "cursor": self._taken + self.cursor * self.world_size}  # every rank alike
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.cursor = state["epoch"], state["cursor"]
-        self._order = self._epoch_order(self.epoch)
+        self.epoch, self._taken, self.cursor = state["epoch"], state["cursor"], 0  # cursor: into this rank's order
+        self._order = self._epoch_order(self.epoch, self._taken)

@@ -73,12 +73,28 @@ def test_loader_state_resumes_the_same_batches():
 
 def test_ranks_get_disjoint_windows():
     tokens = np.arange(2001, dtype=np.uint16)
-    orders = [BatchLoader(tokens, 10, 4, seed=0, rank=r, world_size=2)._epoch_order(0) for r in (0, 1)]
+    orders = [BatchLoader(tokens, 10, 4, seed=0, rank=r, world_size=2)._order for r in (0, 1)]
     assert len(orders[0]) == len(orders[1])
     assert not set(orders[0].tolist()) & set(orders[1].tolist())
     together = sorted(orders[0].tolist() + orders[1].tolist())
     grid = list(range(together[0], 1991, 10))  # every window of the epoch's grid, as for one process
     assert together[0] < 10 and set(together) <= set(grid) and len(grid) - len(together) <= 1  # equal shares
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2), (2, 3)])
+def test_a_walk_resumed_on_another_number_of_ranks_takes_each_window_of_the_epoch_once(before, after):
+    tokens = np.arange(4001, dtype=np.uint16)  # distinct tokens: a window is its first token
+    ranks = [BatchLoader(tokens, 10, 1, seed=0, rank=r, world_size=before) for r in range(before)]
+    taken = [loader.next_batch()[0][0, 0].item() for _ in range(30) for loader in ranks]
+    resumed = [BatchLoader(tokens, 10, 1, seed=0, rank=r, world_size=after) for r in range(after)]
+    for loader in resumed:
+        loader.load_state_dict(ranks[0].state_dict())  # the checkpoint holds the main process's
+    while resumed[0].state_dict()["epoch"] == 0:
+        taken += [loader.next_batch()[0][0, 0].item() for loader in resumed]
+    del taken[-after:]  # the step that began the next epoch
+    grid = range(min(taken), 3991, 10)  # the epoch's windows
+    assert len(set(taken)) == len(taken) and set(taken) <= set(grid)
+    assert len(grid) - len(taken) < after  # the resumed ranks' equal shares leave out fewer than one each
 
 
 def test_too_short_split_is_a_clear_error():
