@@ -218,6 +218,8 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> Path:
         reason = (str(e).strip().splitlines() or [""])[0][:200]
         raise ModelError(f"could not compile the decoding step ({type(e).__name__}: {reason}); "
                          "decode without compiling") from None
+    with open(partial, "rb") as f:
+        os.fsync(f.fileno())  # on disk before it takes the name: a crash leaves no empty package there
     os.replace(partial, path)
     return path
 
@@ -263,6 +265,11 @@ def compiled_step(model: "GPT", cache: KVCache) -> Step:
     if not path.exists():
         compile_step(model, cache, path)
     if path not in _loaded:
-        runner = torch._inductor.aoti_load_package(str(path))
+        try:
+            runner = torch._inductor.aoti_load_package(str(path))
+        except RuntimeError as e:  # a package cut short (a full disk, a copy): compiled anew by the next run
+            path.unlink(missing_ok=True)
+            raise ModelError(f"the compiled decoding step {path} was damaged ({str(e).splitlines()[0][:120]}) and is "
+                             f"removed; run again to compile it anew") from None
         _loaded[path] = lambda idx, cache, positions: runner(idx, positions, *cache.tensors())
     return _loaded[path]

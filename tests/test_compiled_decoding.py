@@ -3,7 +3,7 @@ decoding picks, past block_size under both context policies, and is compiled onc
 import pytest
 import torch
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, ModelError
 from model.decoding import KVCache, compiled_step, generation_cache, package_path
 from model.weights import with_weights
 
@@ -35,7 +35,6 @@ def test_compiled_decoding_picks_the_eager_tokens_past_block_size(shape, capfd):
     assert not package_path(model, cache).exists()
 
 
-
 def test_the_compiled_step_with_int8_weights_gives_the_eager_logits():
     """int8 weights (aten's int8 kernel, exported into the package) through the compiled step: at each step of
     3 * block_size, fed eager's greedy pick, its logits are eager's to bfloat16's precision. Free-running tokens
@@ -53,3 +52,15 @@ def test_the_compiled_step_with_int8_weights_gives_the_eager_logits():
             eager = model.next_token_logits(idx, KVCache(*(x.clone() for x in cache.tensors())), positions)
             logits = step(idx, cache, positions)
             assert (logits.float() - eager.float()).abs().max() < 0.02 * eager.float().abs().max()
+
+
+def test_a_damaged_package_is_removed_with_one_line_that_says_to_run_again():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=BLOCK, vocab_size=40, n_layer=1, n_head=2, n_embd=16)).eval()
+    cache = generation_cache(model, torch.zeros(1, 1, dtype=torch.long), 8, compile=True)
+    package = package_path(model, cache)  # in the suite's compile cache (conftest.py)
+    package.parent.mkdir(parents=True, exist_ok=True)
+    package.write_bytes(b"PK\x03\x04 cut short")  # the start of a zip archive, as a full disk leaves it
+    with pytest.raises(ModelError, match=r"the compiled decoding step .* was damaged .* run again to compile it"):
+        compiled_step(model, cache)
+    assert not package.exists()
