@@ -89,16 +89,22 @@ def main(argv: list[str]) -> None:
     streaming = cfg.num_samples == 1
     if streaming:
         print(prompt, end="", flush=True)
-    for next_ids in stream:  # (num_samples, 1)
-        for sample, token in zip(samples, next_ids[:, 0].tolist()):
-            sample.add(token)
-        if streaming:
-            print(samples[0].new_text(), end="", flush=True)
-        if all(s.done for s in samples):
-            break
+    interrupted = False
+    try:
+        for next_ids in stream:  # (num_samples, 1)
+            for sample, token in zip(samples, next_ids[:, 0].tolist()):
+                sample.add(token)
+            if streaming:
+                print(samples[0].new_text(), end="", flush=True)
+            if all(s.done for s in samples):
+                break
+    except KeyboardInterrupt:  # Ctrl-C: the samples so far are printed, as a streamed one was
+        interrupted = True
     for sample in samples:
         sample.finish()  # text held back for a stop string that never came is final now
         print((sample.new_text() if streaming else prompt + sample.text) + SEPARATOR)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

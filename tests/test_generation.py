@@ -5,7 +5,7 @@ import torch
 from sample import SampleText
 from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
 from model import GPT, GPTConfig, ModelError
-from helpers import gpt2_config
+from helpers import gpt2_config, run_main
 from model.attention import rotate, rotation_tables
 from model.decoding import Decoder, sample_next
 
@@ -234,3 +234,25 @@ def test_streamed_bpe_text_with_multibyte_characters_ends_at_the_stop(stop):
     whole = tok.decode(ids)
     expected = whole[: whole.find(stop)] if stop in whole else whole
     assert stream(tok, ids, [stop]) == (expected, expected)
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_each_sample_of_a_batch_so_far(trained_out, monkeypatch, capsys):
+    import sample
+
+    flags = [f"--out_dir={trained_out}", "--num_samples=2", "--seed=3", "--prompt=the"]
+    sample.main([*flags, "--max_new_tokens=10"])
+    ten_tokens_each = capsys.readouterr().out
+    calls, add = 0, SampleText.add
+
+    def add_until_ctrl_c(self, token):
+        nonlocal calls
+        calls += 1
+        if calls == 21:  # the first sample's 11th token: each sample holds 10
+            raise KeyboardInterrupt
+        add(self, token)
+
+    monkeypatch.setattr(SampleText, "add", add_until_ctrl_c)
+    result = run_main(sample.main, *flags, "--max_new_tokens=1000")
+    assert result.returncode == 130 and result.stderr.strip() == "interrupted"
+    assert capsys.readouterr().out == ten_tokens_each
