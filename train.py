@@ -158,7 +158,7 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # before the data and the model, so a refusal comes at once; a refused run writes nothing in out_dir
-    claim = claim_out_dir(cfg) if ranks.is_main else None
+    claim = distributed.main_first(ranks, lambda: claim_out_dir(cfg))
     try:
         return set_up_run(cfg, argv, ranks, device, claim)
     except BaseException:
@@ -181,9 +181,8 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
             and not dataset_dir(cfg.dataset).is_dir():  # a path relative to where the run was started
         raise UserError(f"the run's dataset, {cfg.dataset} as its checkpoint records it, is not found from here; "
                         f"give its folder with --dataset=PATH")
-    if ranks.is_main:  # the main process prepares a shipped recipe met for the first time
-        ensure_dataset(cfg.dataset)
-    distributed.wait_for_all(ranks)  # the others open it once it is there
+    # the main process prepares a shipped recipe met for the first time; the others open it once it is there
+    distributed.main_first(ranks, lambda: ensure_dataset(cfg.dataset))
     dataset = open_dataset(ensure_dataset(cfg.dataset))
     new_data = checkpoint is not None and check_resume_data(checkpoint, dataset_identity(dataset), cfg)
     plan, block_size_set = None, "block_size" in given

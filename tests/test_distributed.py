@@ -71,6 +71,17 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, char_d
     assert batch_losses(tmp_path)[:12] == batch_losses(ddp_out)  # the log carries on from the checkpoint
 
 
+def test_a_refusal_by_the_main_process_stops_the_others_without_a_traceback(char_dataset, tmp_path):
+    (tmp_path / "ckpt.pt").write_bytes(b"an earlier run")  # only the main process checks out_dir
+    result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *FLAGS,
+                        f"--dataset={char_dataset}", f"--out_dir={tmp_path}", check=False)
+    assert result.returncode != 0 and "[rank1]" not in result.stderr  # rank 1 exits quietly, status 2
+    assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [
+        f"error: out_dir {tmp_path} holds an earlier run (ckpt.pt); continue it with --init_from=resume, start this "
+        f"one in a new --out_dir, or replace it with --replace_run=true"]
+    assert "exitcode  : 2" in result.stderr and (tmp_path / "ckpt.pt").read_bytes() == b"an earlier run"
+
+
 def test_a_time_budget_under_torchrun_is_one_plan_that_every_process_follows(char_dataset, tmp_path):
     """Every process probes and all take the slowest one's timings, so they plan the same steps and
     take the same decisions mid-run; a process on a plan of its own would leave the others waiting."""

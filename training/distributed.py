@@ -1,13 +1,17 @@
 """Data-parallel training across processes started by torchrun (DistributedDataParallel)."""
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from config.device import pick_device
-from config.errors import UserError
+from config.errors import USER_ERRORS, UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,24 @@ def from_main(values: list[float], ranks: Ranks, device: torch.device) -> list[f
     return value.tolist()
 
 
-def wait_for_all(ranks: Ranks) -> None:
+def main_first(ranks: Ranks, action: Callable[[], T]) -> T | None:
+    """action's result on the main process (None on the others), which wait for it; when it refuses (a UserError
+    or the like), the main process raises it and the others exit quietly (status 2) instead of a broken collective's
+    traceback."""
+    refusal, result = None, None
+    if ranks.is_main:
+        try:
+            result = action()
+        except USER_ERRORS as e:
+            refusal = e
     if ranks.distributed:
-        dist.barrier()
+        said = [None if refusal is None else str(refusal)]
+        dist.broadcast_object_list(said, src=0)
+        if said[0] is not None and not ranks.is_main:
+            raise SystemExit(2)  # the main process says why
+    if refusal is not None:
+        raise refusal
+    return result
 
 
 def stop() -> None:
