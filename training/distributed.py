@@ -65,6 +65,11 @@ def from_main(values: list[float], ranks: Ranks, device: torch.device) -> list[f
     return value.tolist()
 
 
+def wait_for_all(ranks: Ranks) -> None:
+    if ranks.distributed:
+        dist.barrier()
+
+
 def main_first(ranks: Ranks, action: Callable[[], T]) -> T | None:
     """action's result on the main process (None on the others), which wait for it; when it refuses (a UserError
     or the like), the main process raises it and the others exit quietly (status 2) instead of a broken collective's
