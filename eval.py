@@ -33,6 +33,9 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
     """The validation tokens of the dataset the checkpoint was trained on, if its tokenizer is the
     checkpoint's, and their file's name."""
     folder = dataset_dir(checkpoint["config"]["dataset"])
+    if not folder.is_dir() and not folder.is_absolute():  # recorded as train.py was given it
+        raise UserError(f"the checkpoint's dataset, {folder} from the folder train.py ran in, is not found from here; "
+                        f"run eval.py there, or evaluate a text with --text_file=FILE")
     dataset = open_dataset(folder)
     if dataset.meta["tokenizer"] != checkpoint["tokenizer"]:
         raise UserError(f"dataset {folder} was prepared with another tokenizer than this checkpoint's "

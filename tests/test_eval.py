@@ -118,6 +118,16 @@ def test_bad_eval_input_is_a_one_line_error(trained, tmp_path, content, fragment
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_a_dataset_recorded_relative_to_another_folder_is_named_as_such(trained, tmp_path):
+    checkpoint = torch.load(trained / "ckpt.pt", weights_only=True)
+    checkpoint["config"]["dataset"] = "mydata/plays"  # as given to a train.py run in another folder
+    torch.save(checkpoint, tmp_path / "ckpt.pt")
+    assert_one_line_error(run_command("eval.py", f"--out_dir={tmp_path}"),
+                          "the checkpoint's dataset, mydata/plays from the folder train.py ran in, is not found from "
+                          "here; run eval.py there, or evaluate a text with --text_file=FILE")
+
+
 def test_loss_png_is_a_real_picture(trained):
     image = np.asarray(Image.open(trained / "loss.png").convert("L"), dtype=float)
     assert 300 <= image.shape[0] <= 1000 and 500 <= image.shape[1] <= 1400
