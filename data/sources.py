@@ -116,16 +116,16 @@ def _open(path: Path, raw: bool = False) -> Iterator[BinaryIO]:
             raise DataError(f"input {path} cannot be read ({e}); {hint}") from None
 
 
-def _text_blocks(path: Path) -> Iterator[str]:
-    """A text file's text, read in blocks, never whole."""
+def _text_blocks(path: Path, fix: str = "give text, JSONL or Parquet files") -> Iterator[str]:
+    """A text file's text, read in blocks, never whole; fix: what a binary file's error says to give instead."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0  # bytes of the file read so far
     with _open(path) as f:
         while True:
             block = f.read(READ_BYTES)  # b"" at the end: the decoder's final call
             if b"\0" in block:
-                fix = PACKED_FIX if packed(path) else "give text, JSONL or Parquet files"
-                raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); {fix}")
+                hint = PACKED_FIX if packed(path) else fix
+                raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); {hint}")
             held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
             try:
                 text = decoder.decode(block, final=not block)
@@ -240,7 +240,10 @@ def read_text(path: str | Path) -> str:
         raise DataError(f"{path} is a folder; give a UTF-8 text file")
     if not path.is_file():
         raise DataError(f"text file {path} not found; give a UTF-8 text file")
-    text = "".join(_text_blocks(path))
+    if path.name.lower().endswith((".jsonl", ".jsonl.gz", ".parquet")):  # its markup would be scored as text
+        raise DataError(f"{path} holds documents, not a text; give a UTF-8 text file (data/prepare.py reads JSONL "
+                        f"and Parquet)")
+    text = "".join(_text_blocks(path, fix="give a UTF-8 text file"))
     if not text.strip():
         raise DataError(f"text file {path} is empty; give a text file with some content")
     return text

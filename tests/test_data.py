@@ -111,6 +111,12 @@ def test_read_text_errors(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("abc caf\xe9".encode("latin-1"))
     with pytest.raises(DataError, match="offset 7"):
         read_text(tmp_path / "latin1.txt")
+    (tmp_path / "docs.jsonl").write_text('{"text": "First doc."}\n')  # eval.py would score its markup
+    with pytest.raises(DataError, match="docs.jsonl holds documents, not a text; give a UTF-8 text file"):
+        read_text(tmp_path / "docs.jsonl")
+    (tmp_path / "val.bin").write_bytes(b"\x01\x00\x02\x00")
+    with pytest.raises(DataError, match=r"is binary \(a NUL byte at offset 1\); give a UTF-8 text file$"):
+        read_text(tmp_path / "val.bin")
 
 
 def test_a_byte_order_mark_is_not_text_and_errors_count_its_bytes(tmp_path):
