@@ -234,9 +234,9 @@ class PrepareConfig(Checked):
 
     input: list[str] = option([], "text, .jsonl, .parquet or .gz file, folder or glob (repeat the flag for several)",
                               path=True)
-    tokenizer: str = option("char", "char, gpt2 (GPT-2's BPE, through tiktoken), bpe (a BPE trained on the text) "
-                                    "or a Hugging Face model folder (its own tokenizer, to fine-tune that model)",
-                              path=True)
+    tokenizer: str = option("char", "char, gpt2 (GPT-2's BPE, through tiktoken), bpe (a BPE trained on the text), "
+                                    "a prepared dataset's folder (its tokenizer, for a model trained on it) or a "
+                                    "Hugging Face model folder (its own tokenizer, to fine-tune that model)", path=True)
     bpe_vocab_size: int | None = option(None, "bpe: tokens in the vocabulary, <|endoftext|> included (none: 4096)")
     dataset: str = option("", "the dataset to write: a folder under data/, or a path", path=True)
     val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when there is one")

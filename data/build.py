@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import open_dataset
+from .dataset import open_dataset, read_meta
 from .errors import DataError
 from .files import make_staging_folder, swap_in, write_atomically
 from .hf_tokenizer import tokenizer_from_hf_folder
 from .sources import CorpusScan, Piece, find_inputs, read_pieces, scan_corpus
 from .tokenizer import (DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer,
-                        check_vocab_size, train_bpe)
+                        check_vocab_size, tokenizer_from_description, train_bpe)
 
 RANK_FILE = "tokenizer.tiktoken"  # a bpe's ranks in tiktoken's own format, which load_tiktoken_bpe reads
 BATCH_CHARS = 1 << 20  # characters of text per batch handed to an encoding thread
@@ -45,8 +45,8 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir. A folder holding another
     dataset is replaced only with overwrite=True; workers=0 uses every core."""
     if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():
-        raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)} "
-                        f"or a Hugging Face model folder")
+        raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)}, a prepared "
+                        f"dataset's folder or a Hugging Face model folder")
     if tokenizer == "bpe":
         vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
         check_vocab_size(vocab_size)
@@ -190,8 +190,11 @@ def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progre
         return CharTokenizer(scan.alphabet, end_of_text=True)
     if settings["tokenizer"] == "gpt2":
         return GPT2Tokenizer()
-    if settings["tokenizer"] != "bpe":  # a Hugging Face model's folder: text tokenized as the model reads it
-        return tokenizer_from_hf_folder(settings["tokenizer"])
+    if settings["tokenizer"] != "bpe":  # a folder: text tokenized as the model trained on it reads text
+        folder = Path(settings["tokenizer"])
+        if (folder / "meta.json").is_file():  # a prepared dataset's: a model trained on it goes on with new text
+            return tokenizer_from_description(read_meta(folder)["tokenizer"])
+        return tokenizer_from_hf_folder(folder)
     with _bar(progress, "training BPE") as bar:
         def training_text():  # the training split only: the validation text stays unseen
             for split, piece in labelled():

@@ -76,6 +76,10 @@ def tokenizer_change(saved: dict, current: dict) -> str:
                    if chars]
         return f"characters changed ({', '.join(changes)})"
 
+    if saved.get("kind") == current.get("kind") == "bpe":  # trained anew: other merges, maybe of the same size
+        sizes = [len(d["ranks"].splitlines()) + len(d["special_tokens"]) for d in (current, saved)]
+        return f"a BPE trained anew, of {sizes[0]:,} tokens, instead of the one of {sizes[1]:,}"
+
     def summary(d: dict) -> str:  # 'gpt2', 'char (65 characters)'
         return f"char ({len(d['chars'])} characters)" if d.get("kind") == "char" else str(d.get("kind"))
     return f"{summary(current)} instead of {summary(saved)}"

@@ -60,8 +60,10 @@ def test_another_tokenizer_is_refused_whatever_the_setting(allow_new_data):
     with pytest.raises(UserError) as refused:
         check_resume_data(checkpoint(), identity, TrainConfig(dataset="plays", allow_new_data=allow_new_data))
     assert str(refused.value) == ("cannot resume on dataset plays: it was prepared with another tokenizer than this "
-                                  "checkpoint's (characters changed (1 new: 'd')), and no setting lets this model read "
-                                  "it; train on it from scratch in a new --out_dir")
+                                  "checkpoint's (characters changed (1 new: 'd')), which this model cannot read; "
+                                  "prepare it with the model's tokenizer (data/prepare.py --tokenizer=FOLDER: a dataset "
+                                  "prepared with it, or python export.py's model folder), or train on it from scratch "
+                                  "in a new --out_dir")
 
 
 def test_new_token_files_are_refused_unless_allow_new_data(capsys):
@@ -126,7 +128,7 @@ def test_resume_on_a_dataset_with_another_vocabulary_is_refused_without_a_word_a
     before = snapshot(run_dir)
     result = train(run_dir, *flag)
     assert_one_line_error(result, "prepared with another tokenizer than this checkpoint's", "(2 new: '!Z')",
-                          "no setting lets this model read it")
+                          "which this model cannot read")
     assert "vocab_size" not in result.stderr
     assert snapshot(run_dir) == before
 

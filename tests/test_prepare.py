@@ -189,6 +189,22 @@ def test_the_bpe_recipe_is_the_default_run_on_a_trained_bpe():
     assert all(getattr(bpe, key) == getattr(default, key) for key in same_model)
 
 
+def test_new_text_takes_a_prepared_datasets_bpe_where_bpe_would_train_another(tmp_path):
+    from data.dataset import tokenizer_change
+
+    words = "the cat sat on a mat while dogs ran over logs and birds flew past seven tall green trees".split()
+    (tmp_path / "first.txt").write_text(" ".join(random.Random(0).choices(words, k=3000)))
+    (tmp_path / "more.txt").write_text("the dog sat on the log; " + " ".join(random.Random(1).choices(words, k=3000)))
+    first = prepare_dataset([tmp_path / "first.txt"], "bpe", tmp_path / "first", vocab_size=300).meta
+    reused = prepare_dataset([tmp_path / "more.txt"], str(tmp_path / "first"), tmp_path / "more").meta
+    anew = prepare_dataset([tmp_path / "more.txt"], "bpe", tmp_path / "anew", vocab_size=300).meta
+    assert reused["tokenizer"] == first["tokenizer"] != anew["tokenizer"]  # a model trained on first reads more
+    assert load_tokenizer(tmp_path / "more").decode(open_dataset(tmp_path / "more").train.tolist()).startswith(
+        "the dog sat on the log;")
+    assert tokenizer_change(first["tokenizer"], anew["tokenizer"]) == \
+        "a BPE trained anew, of 300 tokens, instead of the one of 300"
+
+
 def test_a_file_reached_twice_is_read_once(tmp_path):
     (tmp_path / "notes").mkdir()
     for name in ("a.txt", "b.txt"):

@@ -39,8 +39,9 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
     if identity["tokenizer"] != checkpoint["tokenizer"]:
         raise UserError(
             f"cannot resume on dataset {cfg.dataset}: it was prepared with another tokenizer than this checkpoint's "
-            f"({tokenizer_change(checkpoint['tokenizer'], identity['tokenizer'])}), and no setting lets this model "
-            f"read it; train on it from scratch in a new --out_dir")
+            f"({tokenizer_change(checkpoint['tokenizer'], identity['tokenizer'])}), which this model cannot read; "
+            f"prepare it with the model's tokenizer (data/prepare.py --tokenizer=FOLDER: a dataset prepared with it, "
+            f"or python export.py's model folder), or train on it from scratch in a new --out_dir")
     saved = checkpoint["dataset"]
     if saved["fingerprint"] == identity["fingerprint"]:
         return False
