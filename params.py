@@ -51,8 +51,10 @@ def main(argv: list[str]) -> None:
     else:
         vocab = dataset_vocab_size(cfg.dataset) or cfg.vocab_size
         if vocab is None:
-            raise UserError(f"dataset {cfg.dataset!r} is not prepared, so its vocabulary size is unknown; "
-                            f"pass --vocab_size=N (e.g. 50257 for GPT-2's BPE)")
+            how = "python train.py prepares it on its first run" if cfg.dataset in RECIPES else \
+                "prepare it with python data/prepare.py"
+            raise UserError(f"dataset {cfg.dataset!r} is not prepared, so its vocabulary size is unknown; {how}, "
+                            f"or pass --vocab_size=N")
         c = model_config(cfg, vocab)
     model = meta_model(c)
     print(f"GPT: n_layer={c.n_layer}, n_head={c.n_head}, n_kv_head={c.n_kv_head}, n_embd={c.n_embd} "

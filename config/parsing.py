@@ -115,12 +115,13 @@ TORCHRUN_FLAGS = ("nproc_per_node", "nnodes", "node_rank", "standalone", "rdzv_b
                   "master_addr", "master_port")  # torchrun's own, given after train.py by mistake
 
 
-def unknown_key(key: str, valid: Collection[str], where: str, commands: dict[str, type] | None = None) -> UserError:
+def unknown_key(key: str, valid: Collection[str], where: str, commands: dict[str, type] | None = None,
+                command: str = "this command") -> UserError:
     renamed = [name for name in RENAMED.get(key, ()) if name in valid]
     owners = [name for name, cls in (commands or {}).items() if key in {f.name for f in dataclasses.fields(cls)}]
-    close = renamed or difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    close = renamed or ([] if owners else difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5))
     hints = ([f"did you mean '{close[0]}'?"] if close else []) + \
-        ([f"'{key}' is a key of {', '.join(owners)}, not of this command"] if owners else [])
+        ([f"'{key}' is a key of {', '.join(owners)}, not of {command}"] if owners else [])
     hint = "; " + " ".join(hints) if hints else "; run with --help to list the keys"
     if key in TORCHRUN_FLAGS:
         hint = f"; --{key} is torchrun's: give it before the script, torchrun --standalone --nproc_per_node=N train.py"
@@ -155,7 +156,7 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
     for name, other in commands.items():  # every command's table, so a typo in another's is found now, not later
         own = {f.name for f in dataclasses.fields(other)}
         for key in (key for key in table.get(name, {}) if key not in own):
-            raise unknown_key(key, own, f"[{name}] of {path}")
+            raise unknown_key(key, own, f"[{name}] of {path}", commands, command=name)
     for key, value in table.get(command, {}).items():
         found[key] = (value, f"[{command}] {key}")
     return found

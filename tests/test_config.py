@@ -152,6 +152,10 @@ def test_each_command_reads_its_own_table(tmp_path):
     for cls in COMMANDS.values():  # train.py too: found at once, not when sample.py is run after the training
         with pytest.raises(UserError, match=r"'temprature' in \[sample\] of .*typo.toml; did you mean 'temperature'"):
             parse_config(cls, [typo])
+    misplaced = write(tmp_path / "misplaced.toml", '[train]\nprompt = "ROMEO:"\n')  # not a guess at a train key
+    with pytest.raises(UserError, match=r"'prompt' in \[train\] of .*misplaced.toml; 'prompt' is a key of sample, "
+                                        r"not of train$"):
+        parse_config(SampleConfig, [misplaced])
 
 
 def test_a_top_level_key_no_command_has_is_an_error_everywhere(tmp_path):

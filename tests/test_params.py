@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+import data.dataset
+
 from config.errors import UserError
 from data.errors import DataError
 from helpers import gpt2_config, run_script
@@ -118,12 +120,17 @@ def test_a_time_budget_is_named_as_not_planned_by_params(capsys):
     assert err.startswith("note: time_budget=10m is not planned here") and "--init_from=resume" in err
 
 
-def test_vocabulary_from_the_dataset_or_asked_for(char_dataset, tmp_path, capsys):
+def test_vocabulary_from_the_dataset_or_asked_for(char_dataset, tmp_path, capsys, monkeypatch):
     vocab = json.loads((char_dataset / "meta.json").read_text())["vocab_size"]
     main([f"--dataset={char_dataset}", "--n_layer=1", "--n_embd=16", "--n_head=2"])
     assert f"vocab_size={vocab}," in capsys.readouterr().out
-    with pytest.raises(UserError, match="is not prepared, so its vocabulary size is unknown; pass --vocab_size=N"):
+    with pytest.raises(UserError, match="is not prepared, so its vocabulary size is unknown; prepare it with python "
+                                        "data/prepare.py, or pass --vocab_size=N"):
         main([f"--dataset={tmp_path / 'nothing'}"])
+    monkeypatch.setattr(data.dataset, "DATA_ROOT", tmp_path)  # a fresh clone, before its first python train.py
+    with pytest.raises(UserError, match="'shakespeare_char' is not prepared, .*; python train.py prepares it on its "
+                                        "first run, or pass --vocab_size=N"):
+        main([])
     main([f"--dataset={tmp_path / 'nothing'}", "--vocab_size=100", "--n_layer=1"])
     assert "vocab_size=100," in capsys.readouterr().out
     main(["--dataset=shakespeare_gpt2", "--n_layer=1"])  # a GPT-2 BPE recipe, prepared or not
