@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import torch
 
 from config.device import pick_device, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
+from config.outputs import check_output
 from config.parsing import unknown_key
 from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config
 from data import load_tokenizer
@@ -26,7 +28,7 @@ from data.build import prepare_dataset
 from data.corpora import ensure_dataset, shakespeare_text
 from data.sources import read_pieces
 from data.dataset import open_dataset
-from data.tokenizer import load_gpt2_encoding, train_bpe
+from data.tokenizer import DEFAULT_VOCAB_SIZE, load_gpt2_encoding, train_bpe
 from eval import validation_split
 from model import GPT, GPTConfig
 from model.config import GPT2_SHAPE
@@ -180,6 +182,13 @@ NANOGPT_CPU = ["configs/classic.toml", "--n_layer=4", "--n_head=4", "--n_embd=12
 PRECISION_MODEL = ["--n_layer=6", "--n_head=6", "--n_embd=384", "--block_size=256", "--batch_size=8", "--dropout=0.0"]
 
 
+def beneath(built_in: list[str], train_args: list[str]) -> list[str]:
+    """A benchmark's own settings (config files and flags) with the user's on top: a key that the user's files or
+    flags set keeps the user's value (a flag of its own would beat a file of the user's)."""
+    given = read_config(TrainConfig, train_args).keys_set
+    return [*(a for a in built_in if not a.startswith("--") or a[2:].partition("=")[0] not in given), *train_args]
+
+
 def run_train(train_args: list[str], steps: int | None, out_dir: Path) -> list[dict]:
     """train.py's main in this process, and its log rows: `steps` steps evaluated at the end, else as configured."""
     import train
@@ -221,8 +230,9 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
         for name, (step, _) in variants.items():
             times[name] += [step() for _ in range(steps_per_turn)]
     base = statistics.median(seconds for seconds, _ in times["classic, eager"])
-    dtype = resolve_dtype(read_config(TrainConfig, train_args).dtype, device)
-    print(f"\nrecipes at the same shape, {dtype}, {turns} turns of {steps_per_turn} steps each, medians")
+    c = read_config(TrainConfig, train_args)
+    print(f"\nrecipes at the same shape ({c.n_layer} layers, {c.n_embd} wide, context {c.block_size}, batch "
+          f"{c.batch_size}), {resolve_dtype(c.dtype, device)}, {turns} turns of {steps_per_turn} steps each, medians")
     row = table({"recipe, step": "<20", "ms/iter": ">9.2f", "optimizer ms": ">13.2f", "tokens/s": ">10,.0f",
                  "cost/token vs classic eager": ">28", "compile s": ">10"})
     for name, step_times in times.items():
@@ -235,7 +245,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     """train.py's own loop against its bare step (forward, backward, clip, optimizer) on a fixed batch
     (median ms per iteration, their ratio), tokens per second and MFU where the device has a known peak;
     nanoGPT's CPU settings unless a config or flags say otherwise. Then the recipes' costs (bench_recipe_cost)."""
-    train_args = train_args if cfg.as_given else [*NANOGPT_CPU, *train_args]
+    train_args = train_args if cfg.as_given else beneath(NANOGPT_CPU, train_args)
     steps = cfg.steps or 400
     c = read_config(TrainConfig, train_args)
     device = pick_device(c.device)
@@ -264,12 +274,15 @@ def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
     """float32 against bfloat16 training of the 6x384, context-256 model (or the shape the keys give): tokens per
     second and the loss both reach on the same short run."""
     steps = cfg.steps or 100
-    c = read_config(TrainConfig, [*PRECISION_MODEL, *train_args])
+    train_args = beneath(PRECISION_MODEL, train_args)
+    c = read_config(TrainConfig, train_args)
+    if "dtype" in c.keys_set:
+        raise UserError("precision trains in float32 and in bfloat16 itself; drop dtype from its keys")
     tokens = c.batch_size * c.block_size * c.gradient_accumulation_steps  # per step
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in ("float32", "bfloat16"):
-            rows = run_train([*PRECISION_MODEL, f"--dtype={dtype}", *train_args], steps, Path(tmp) / dtype)
+            rows = run_train([*train_args, f"--dtype={dtype}"], steps, Path(tmp) / dtype)
             step_s = statistics.median(seconds_per_step(rows, min(10, steps // 5)))
             results[dtype] = (step_s, [r["val_loss"] for r in rows if r["kind"] == "eval"][-1])
     print(f"\nprecision: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}, "
@@ -303,6 +316,7 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
     """The classic (GPT-2) and the modern recipe at the default run's size on the default corpus, then
     each piece of the modern recipe added alone to the classic one: wall time, tokens per second and
     eval.py's validation loss, and every run's loss curves in one picture (as compare.py draws them)."""
+    plot = check_output(cfg.plot or "recipe.png", "plot", folder=False)  # before the runs, not after them
     runs = {"classic (configs/classic.toml)": ["configs/classic.toml"], "modern (the default)": []}
     runs.update({name: ["configs/classic.toml", *flags] for name, flags in RECIPE_PIECES.items()})
     results, logs = {}, {}
@@ -319,7 +333,7 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
         row(name, *result)
     (c_s, *_, c_loss, _), (m_s, *_, m_loss, _) = results[next(iter(runs))], results["modern (the default)"]
     print(f"modern - classic: val loss {m_loss - c_loss:+.4f} nats, wall time {m_s / c_s:.3f}x")
-    print(f"loss curves: {compare_runs(logs, Path(cfg.plot or 'recipe.png'))}")
+    print(f"loss curves: {compare_runs(logs, plot)}")
 
 
 def timed_train(flags: list[str], out_dir: Path) -> tuple[float, dict, float]:
@@ -343,6 +357,7 @@ def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
     """For each time budget, the shape --time_budget plans and its two neighbours on the dial (about half
     and twice its parameters), each trained for that budget: their eval.py val loss, and a picture of loss
     against parameters; then the default run (`python train.py`) against a budgeted run given its wall time."""
+    plot = check_output(cfg.plot or "budget.png", "plot", folder=False)  # before the runs, not after them
     cases = [(budget, "shakespeare_char") for budget in cfg.budgets]
     cases += [(cfg.bpe_budget, "shakespeare_bpe")] if cfg.bpe_budget else []
     results = {}
@@ -365,7 +380,7 @@ def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
             best = min(run["val_loss"] for run in runs.values())
             print(f"{'':>26}planned - best of the three: {runs[planned_depth]['val_loss'] - best:+.4f} nats")
         if results:
-            print(f"picture: {budget_picture(results, Path(cfg.plot or 'budget.png'))}", flush=True)
+            print(f"picture: {budget_picture(results, plot)}", flush=True)
         if cfg.against_default:  # the default run, then a budgeted run given its wall time
             seconds, checkpoint, val_loss = timed_train([], Path(tmp) / "default")
             budgeted = budgeted_run(seconds, TrainConfig.dataset, {}, Path(tmp) / "budgeted")
@@ -398,7 +413,7 @@ def budget_picture(results: dict, path: Path) -> Path:
 def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -> tuple[float, str]:
     """Seconds from starting `python sample.py` to one character past its default prompt; the compile it printed."""
     prompt = SampleConfig.prompt.encode()  # sample.py streams: the prompt, then each token
-    command = [sys.executable, "sample.py", f"--out_dir={out_dir}", "--max_new_tokens=20", *flags]
+    command = [sys.executable, "sample.py", f"--out_dir={Path(out_dir).resolve()}", "--max_new_tokens=20", *flags]
     start = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HERE, env=env) as proc:
         head = proc.stdout.read(len(prompt) + 1)
@@ -458,7 +473,7 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
     """MB/s of preparing a corpus of copies of the plays (one file each) with GPT-2's tokenizer and with
     a BPE trained on it, beside tiktoken's own encode_ordinary_batch on the same files with every core;
     the time to train the BPE on the plays; the peak resident memory of a `python data/prepare.py` run."""
-    cores = len(os.sched_getaffinity(0))
+    cores, vocab_size = len(os.sched_getaffinity(0)), cfg.bpe_vocab_size or DEFAULT_VOCAB_SIZE  # none: prepare's
     with tempfile.TemporaryDirectory() as tmp:
         tmp, text = Path(tmp), shakespeare_text().read_text(encoding="utf-8")
         (tmp / "corpus").mkdir()
@@ -467,17 +482,17 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
         files = sorted((tmp / "corpus").iterdir())
         megabytes, plays_mb = sum(f.stat().st_size for f in files) / 1e6, files[0].stat().st_size / 1e6
         # the BPE trained as prepare trains it (on pieces of the text), on one copy of the plays
-        plays_train_s = timed(train_bpe, (piece.text for piece in read_pieces(files[:1])), cfg.bpe_vocab_size)[1]
+        plays_train_s = timed(train_bpe, (piece.text for piece in read_pieces(files[:1])), vocab_size)[1]
         load_gpt2_encoding()  # read GPT-2's ranks once, before the clock: a rate, not a start-up time
         gpt2_s = timed(prepare_dataset, files, "gpt2", tmp / "gpt2")[1]
         gpt2_own = tiktoken_rate(load_tokenizer(tmp / "gpt2").encoding, files, cores)
-        bpe, bpe_s = timed(prepare_dataset, files, "bpe", tmp / "bpe", vocab_size=cfg.bpe_vocab_size)
+        bpe, bpe_s = timed(prepare_dataset, files, "bpe", tmp / "bpe", vocab_size=vocab_size)
         bpe_own = tiktoken_rate(load_tokenizer(tmp / "bpe").encoding, files, cores)
         rss, wall = peak_rss_of_prepare([f"--input={tmp / 'corpus'}", "--tokenizer=gpt2", f"--dataset={tmp / 'rss'}"])
     copies = f"{len(files)} {'copy' if len(files) == 1 else 'copies'} of the plays"
     print(f"prepare: {megabytes:,.0f} MB of text ({copies}, one file each), {cores} cores")
-    print(f"  BPE training, vocabulary {cfg.bpe_vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
-    rows = (("gpt2", megabytes / gpt2_s, gpt2_own), (f"bpe {cfg.bpe_vocab_size}", megabytes / bpe_s, bpe_own),
+    print(f"  BPE training, vocabulary {vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
+    rows = (("gpt2", megabytes / gpt2_s, gpt2_own), (f"bpe {vocab_size}", megabytes / bpe_s, bpe_own),
             ("  less its training", megabytes / (bpe_s - bpe.tokenizer_seconds), bpe_own))
     for name, rate, own in rows:
         print(f"  {name:<20} prepare {rate:6.1f} MB/s   tiktoken encode_ordinary_batch {own:6.1f} MB/s   "
@@ -492,11 +507,12 @@ PASSES_KEYS_TO_TRAINING = ("training", "precision", "recipe")
 
 
 def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # like Ctrl-C: temporary folders are removed
     name, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
     passes_keys = name in PASSES_KEYS_TO_TRAINING  # to train.py: every key that is not bench.py's own
     own_keys = {f.name for f in dataclasses.fields(BenchConfig)} | {"help"}
     own = [a for a in rest if not passes_keys or a[2:].partition("=")[0] in own_keys]
-    train_args = [a for a in rest if a not in own]
+    train_args = [a for a in rest if a not in own or (passes_keys and a.startswith("--device="))]  # both read it
     cfg = read_config(BenchConfig, own)  # --help stops here
     if name not in BENCHMARKS:
         raise UserError(f"name a benchmark first: python bench.py {'|'.join(BENCHMARKS)} [--key=value ...]")

@@ -278,7 +278,7 @@ class BenchConfig(Checked):
                                       "compiles) and later ones")
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps")
     corpus_mb: int = option(40, "prepare: MB of text (copies of the plays, one file each) to prepare", check=POSITIVE)
-    bpe_vocab_size: int | None = option(4096, "prepare: vocabulary of the trained BPE tokenizer")
+    bpe_vocab_size: int | None = option(None, "prepare: vocabulary of the trained BPE tokenizer (none: 4096)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -55,6 +55,18 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
     assert shown.startswith("usage: python bench.py") and "--steps=" in shown and "python train.py --help" in shown
 
 
+def test_a_benchmarks_own_settings_lie_beneath_the_users_files_and_flags(tmp_path):
+    from bench import NANOGPT_CPU, beneath
+
+    tiny = write(tmp_path / "tiny.toml", "n_layer = 1\nn_embd = 32\n")
+    args = beneath(NANOGPT_CPU, [str(tiny), "--block_size=16"])
+    c = read_config(TrainConfig, args)
+    assert (c.n_layer, c.n_embd, c.block_size) == (1, 32, 16)  # the user's file and flag
+    assert (c.n_head, c.batch_size, c.pos_emb) == (4, 12, "learned")  # nanoGPT's CPU run, in the GPT-2 recipe
+    assert_one_line_error(run_command("bench.py", "precision", str(tiny), "--dtype=float32"),
+                          "precision trains in float32 and in bfloat16 itself; drop dtype")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
