@@ -118,7 +118,6 @@ def test_bad_eval_input_is_a_one_line_error(trained, tmp_path, content, fragment
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_a_dataset_recorded_relative_to_another_folder_is_named_as_such(trained, tmp_path):
     checkpoint = torch.load(trained / "ckpt.pt", weights_only=True)
     checkpoint["config"]["dataset"] = "mydata/plays"  # as given to a train.py run in another folder
@@ -128,6 +127,7 @@ def test_a_dataset_recorded_relative_to_another_folder_is_named_as_such(trained,
                           "here; run eval.py there, or evaluate a text with --text_file=FILE")
 
 
+@pytest.mark.slow
 def test_loss_png_is_a_real_picture(trained):
     image = np.asarray(Image.open(trained / "loss.png").convert("L"), dtype=float)
     assert 300 <= image.shape[0] <= 1000 and 500 <= image.shape[1] <= 1400
