@@ -195,7 +195,7 @@ def run_train(train_args: list[str], steps: int | None, out_dir: Path) -> list[d
 
     budget = [f"--max_iters={steps}", f"--lr_decay_iters={steps}", f"--eval_interval={steps}",
               "--always_save_checkpoint=false"] if steps else []
-    train.main([*train_args, *budget, "--sample_tokens=0", f"--out_dir={out_dir}"])
+    train.main([*train_args, *budget, "--sample_tokens=0", f"--out_dir={out_dir}"], temporary=True)
     return read_rows(out_dir / "log.jsonl")
 
 

@@ -496,7 +496,8 @@ def describe(run: Run) -> str:
             f"{run.tokens_per_step:,} tokens per step; MFU: {peak}{run.mfu.peak_source}")
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], temporary: bool = False) -> None:
+    """temporary: out_dir goes once the caller is done (bench.py), so no command to run on it is printed."""
     cfg = read_config(TrainConfig, argv)
     run = set_up(cfg, argv)
     main_process = run.ranks.is_main
@@ -527,7 +528,8 @@ def main(argv: list[str]) -> None:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
             if run.cfg.sample_tokens:
                 print("--- sample ---\n" + sample_text(run, run.cfg.sample_tokens) + "\n--------------")
-            print(next_commands(run))
+            if not temporary:
+                print(next_commands(run))
         # the others wait while the main process saves and samples: a process group torn down under it aborts it
         distributed.wait_for_all(run.ranks)
     finally:
@@ -535,8 +537,8 @@ def main(argv: list[str]) -> None:
             run.log.finish()
         if run.claim is not None:
             run.claim.release()
-        stopped = (f"stopped at step {run.progress.step}; checkpoint saved to {run.latest}. "
-                   f"Resume with:\n  {run.resume_command()}")
+        saved = f"; checkpoint saved to {run.latest}. Resume with:\n  {run.resume_command()}"
+        stopped = f"stopped at step {run.progress.step}{'' if temporary else saved}"
         # The DDP model holds gloo's last work and its tensors; left to the interpreter's shutdown, their
         # release aborts the process. Free them (and any cycle around them) first, then leave the group.
         del run

@@ -13,7 +13,7 @@ from config.settings import (COMMANDS, AttentionConfig, BenchConfig, EvalConfig,
                           read_config)
 from data.errors import DataError
 from data.tokenizer import CharTokenizer
-from helpers import assert_one_line_error, run_command, run_script
+from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script
 
 
 def parse_config(cls, argv):
@@ -53,6 +53,16 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
     assert run_command("bench.py", benchmark, "--help").returncode == 0  # its keys, and where train.py's are
     shown = capsys.readouterr().out
     assert shown.startswith("usage: python bench.py") and "--steps=" in shown and "python train.py --help" in shown
+
+
+@pytest.mark.slow
+def test_a_benchmarks_training_run_names_no_commands_for_its_temporary_folder(char_dataset, tmp_path, capsys):
+    from bench import run_train
+
+    rows = run_train([*TINY_TRAIN_FLAGS, f"--dataset={char_dataset}"], 10, tmp_path / "run")
+    printed = capsys.readouterr().out
+    assert rows[-1]["step"] == 10 and "best val loss" in printed
+    assert "next:" not in printed and str(tmp_path / "run") not in printed  # gone once the benchmark ends
 
 
 def test_a_benchmarks_own_settings_lie_beneath_the_users_files_and_flags(tmp_path):
