@@ -19,7 +19,7 @@ from config.device import pick_device
 from config.errors import UserError, run_cli
 from config.outputs import check_output
 from config.settings import EvalConfig, read_config
-from data.dataset import dataset_dir, open_dataset, tokenizer_change
+from data.dataset import dataset_dir, lost_relative_path, open_dataset, tokenizer_change
 from data.files import write_atomically
 from data.sources import read_text
 from data.tokenizer import Tokenizer
@@ -33,7 +33,7 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
     """The validation tokens of the dataset the checkpoint was trained on, if its tokenizer is the
     checkpoint's, and their file's name."""
     folder = dataset_dir(checkpoint["config"]["dataset"])
-    if not folder.is_dir() and not folder.is_absolute():  # recorded as train.py was given it
+    if lost_relative_path(checkpoint["config"]["dataset"]):
         raise UserError(f"the checkpoint's dataset, {folder} from the folder train.py ran in, is not found from here; "
                         f"run eval.py there, or evaluate a text with --text_file=FILE")
     dataset = open_dataset(folder)

@@ -27,8 +27,8 @@ from config.device import autocast, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
 from config.parsing import flag_text
 from config.settings import AttentionConfig, TrainConfig, parse_duration, read_config
-from data.corpora import RECIPES, ensure_dataset
-from data.dataset import Dataset, dataset_dir, dataset_identity, open_dataset
+from data.corpora import ensure_dataset
+from data.dataset import Dataset, dataset_identity, lost_relative_path, open_dataset
 from data.errors import DataError
 from data.loader import BatchLoader
 from data.tokenizer import Tokenizer, start_tokens, tokenizer_from_description
@@ -177,8 +177,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         cfg = replace(cfg, **{k: v for k, v in checkpoint["config"].items()
                               if k not in given and k not in NOT_RESUMED and k in TrainConfig.__dataclass_fields__})
     dtype = resolve_dtype(cfg.dtype, device)
-    if checkpoint is not None and "dataset" not in given and cfg.dataset not in RECIPES \
-            and not dataset_dir(cfg.dataset).is_dir():  # a path relative to where the run was started
+    if checkpoint is not None and "dataset" not in given and lost_relative_path(cfg.dataset):
         raise UserError(f"the run's dataset, {cfg.dataset} as its checkpoint records it, is not found from here; "
                         f"give its folder with --dataset=PATH")
     # the main process prepares a shipped recipe met for the first time; the others open it once it is there

@@ -19,6 +19,13 @@ def dataset_dir(dataset: str) -> Path:
     return Path(dataset) if "/" in dataset else DATA_ROOT / dataset
 
 
+def lost_relative_path(dataset: str) -> bool:
+    """A dataset recorded as a path relative to the folder a command ran in (a checkpoint's), not found from
+    here; a name under data/ is found from anywhere."""
+    folder = dataset_dir(dataset)
+    return not folder.is_absolute() and not folder.is_dir()
+
+
 def read_meta(folder: Path) -> dict:
     try:
         return json.loads((folder / "meta.json").read_text())
