@@ -4,6 +4,7 @@ train.bin and val.bin, each document ending with end-of-text, write meta.json; a
 swapped in whole."""
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -47,16 +48,17 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():
         raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)}, a prepared "
                         f"dataset's folder or a Hugging Face model folder")
+    given = None if tokenizer in TOKENIZER_KINDS else _folder_tokenizer(Path(tokenizer))
     if tokenizer == "bpe":
-        vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
+        vocab_size = DEFAULT_VOCAB_SIZE if vocab_size is None else vocab_size
         check_vocab_size(vocab_size)
     elif vocab_size is not None:
         raise DataError(f"bpe_vocab_size is for --tokenizer=bpe; the {tokenizer} tokenizer's vocabulary is fixed by it")
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction={val_fraction} must be between 0 and 1")
-    # what, with the inputs, makes a dataset what it is
-    settings = {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed,
-                "text_field": text_field}
+    # what, with the inputs, makes a dataset what it is: a folder's tokenizer by what it is now, not by its path
+    settings = {"tokenizer": tokenizer if given is None else f"sha256:{_tokenizer_sha256(given)}",
+                "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed, "text_field": text_field}
     out_dir = Path(out_dir)
     files = find_inputs(inputs)
     old = _existing_dataset(out_dir)
@@ -80,8 +82,12 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                 return Prepared(old, reused=True)
         if old is not None and not overwrite:
             raise refusal("a damaged copy of this dataset" if same else "another dataset")
-        meta, tokenizer_seconds = _build(files, scan, settings, staging, workers, progress)
-        swap_in(staging, out_dir)
+        meta, tokenizer_seconds = _build(files, scan, settings, given, staging, workers, progress)
+        with _locked(out_dir.parent):  # another prepare of out_dir that finished meanwhile is not replaced unseen
+            if _existing_dataset(out_dir) != old:
+                raise DataError(f"{out_dir} changed while this prepare ran (another prepare of it?); nothing was "
+                                f"replaced: run this one again once the other has finished")
+            swap_in(staging, out_dir)
         return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -107,6 +113,29 @@ def _existing_dataset(out_dir: Path) -> dict | None:
         return {}
 
 
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive flock on folder, held for the with-block (the OS drops it however the process ends)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _folder_tokenizer(folder: Path) -> Tokenizer:
+    """The tokenizer of a prepared dataset (a model trained on it goes on with new text) or of a Hugging Face model
+    folder (text tokenized as that model reads text)."""
+    if (folder / "meta.json").is_file():
+        return tokenizer_from_description(read_meta(folder)["tokenizer"])
+    return tokenizer_from_hf_folder(folder)
+
+
+def _tokenizer_sha256(tokenizer: Tokenizer) -> str:
+    return hashlib.sha256(json.dumps(tokenizer.describe(), sort_keys=True).encode()).hexdigest()
+
+
 def _bar(progress: bool, what: str, total: int | None = None):
     """A progress bar in MB and MB/s of text; without `progress` it shows nothing."""
     from tqdm import tqdm
@@ -114,7 +143,7 @@ def _bar(progress: bool, what: str, total: int | None = None):
     return tqdm(desc=what, total=total, unit="B", unit_scale=True, mininterval=0.5, disable=not progress)
 
 
-def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, workers: int,
+def _build(files: list[Path], scan: CorpusScan, settings: dict, given: Tokenizer | None, staging: Path, workers: int,
            progress: bool) -> tuple[dict, float]:
     """Write train.bin, val.bin, meta.json (and bpe's rank file) into staging; the meta and the tokenizer's seconds."""
     plan = plan_split(scan.documents, scan.chars, settings["val_fraction"], settings["seed"])
@@ -123,7 +152,7 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
         return label_pieces(read_pieces(files, settings["text_field"]), plan)
 
     start = time.perf_counter()
-    tokenizer = _make_tokenizer(settings, scan, labelled, progress)
+    tokenizer = given if given is not None else _make_tokenizer(settings, scan, labelled, progress)
     tokenizer_seconds = time.perf_counter() - start
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     splits = {name: TokenFile(staging / f"{name}.bin", dtype) for name in ("train", "val")}
@@ -136,6 +165,10 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, staging: Path, w
         for split in splits.values():
             split.close()
     train, val = splits["train"], splits["val"]
+    if not train.tokens or not val.tokens:  # a tail split of a short text, or of a val_fraction near 0 or 1
+        empty, change = ("training", "smaller") if not train.tokens else ("validation", "larger")
+        raise DataError(f"val_fraction={settings['val_fraction']} leaves no {empty} text; give a {change} "
+                        f"--val_fraction or more text")
     with open(val.path, "rb") as f:  # the fingerprint: sha256 of train.bin's bytes followed by val.bin's
         fingerprint = hashlib.file_digest(f, train.sha256.copy)
     meta = {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,
@@ -190,11 +223,6 @@ def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progre
         return CharTokenizer(scan.alphabet, end_of_text=True)
     if settings["tokenizer"] == "gpt2":
         return GPT2Tokenizer()
-    if settings["tokenizer"] != "bpe":  # a folder: text tokenized as the model trained on it reads text
-        folder = Path(settings["tokenizer"])
-        if (folder / "meta.json").is_file():  # a prepared dataset's: a model trained on it goes on with new text
-            return tokenizer_from_description(read_meta(folder)["tokenizer"])
-        return tokenizer_from_hf_folder(folder)
     with _bar(progress, "training BPE") as bar:
         def training_text():  # the training split only: the validation text stays unseen
             for split, piece in labelled():

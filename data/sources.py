@@ -48,6 +48,9 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
         if not found:
             raise DataError(f"input {pattern} holds no file; give text, JSONL or Parquet files")
         for file in found:
+            if file.exists() and not file.is_file():
+                raise DataError(f"input {file} is not a regular file (a pipe?), and prepare reads its inputs twice; "
+                                f"save the text to a file and give that")
             files.setdefault(os.path.realpath(file), file)
     return list(files.values())
 
@@ -63,7 +66,7 @@ def _files_under(path: Path) -> list[Path]:
             folders.clear()
             continue
         seen.add(os.path.realpath(root))
-        folders[:] = [f for f in folders if not f.startswith(".")]
+        folders[:] = sorted(f for f in folders if not f.startswith("."))  # which name of a linked folder counts
         for name in (n for n in names if not n.startswith(".")):
             file = Path(root, name)
             if not file.exists():
@@ -124,7 +127,8 @@ def _text_blocks(path: Path, fix: str = "give text, JSONL or Parquet files") -> 
         while True:
             block = f.read(READ_BYTES)  # b"" at the end: the decoder's final call
             if b"\0" in block:
-                hint = PACKED_FIX if packed(path) else fix
+                hint = (PACKED_FIX if packed(path) else "a prepared dataset's file: leave dataset folders out of "
+                        "--input" if (path.parent / "meta.json").is_file() else fix)
                 raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); {hint}")
             held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
             try:
@@ -189,7 +193,9 @@ def _parquet_documents(path: Path, column: str) -> Iterator[str]:
     if column not in schema.names:
         raise DataError(f"input {path} has no column {column!r} (it has {', '.join(schema.names)}); "
                         f"set --text_field to the column holding the text")
-    if (kind := schema.field(column).type) not in (pa.string(), pa.large_string(), pa.string_view()):
+    kind = schema.field(column).type
+    text_types = (pa.string(), pa.large_string(), pa.string_view())
+    if (kind.value_type if pa.types.is_dictionary(kind) else kind) not in text_types:  # dictionary: pandas' category
         raise DataError(f"input {path}: column {column!r} holds {kind}, not text; "
                         f"set --text_field to the column holding the text")
     for batch in parquet.iter_batches(batch_size=1024, columns=[column]):

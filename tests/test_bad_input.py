@@ -92,7 +92,19 @@ def test_block_size_over_the_models_maximum(tmp_path, corpus_text):
 
 def test_missing_dataset_folder(run_dir):
     shutil.rmtree(run_dir / "data")
-    assert_one_line_error(train(run_dir, out="new"), "not found", "python data/prepare.py --input=PATH")
+    assert_one_line_error(train(run_dir, out="new"), "not found", "python data/prepare.py --input=PATH",
+                          f"--dataset={run_dir / 'data'}")
+    assert "--replace_dataset" not in train(run_dir, out="new").stderr  # (run_dir / "data").mkdir() would need none
+
+
+def test_text_given_as_the_dataset_is_named_as_text_to_prepare(run_dir):
+    (run_dir / "notes").mkdir()
+    (run_dir / "notes" / "a.txt").write_text("some text of the user's\n" * 20)
+    for given in (run_dir / "notes", run_dir / "notes" / "a.txt"):
+        result = run_command("train.py", *TINY_TRAIN_FLAGS, f"--dataset={given}/" if given.is_dir() else f"--dataset={given}",
+                             f"--out_dir={run_dir / 'new'}")
+        assert_one_line_error(result, "is no dataset folder (it has no meta.json)",
+                              f"python data/prepare.py --input={given}")
 
 
 def test_meta_json_not_matching_its_bins(run_dir):

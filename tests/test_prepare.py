@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import pytest
@@ -10,6 +11,7 @@ from corpus_files import DOCUMENTS, JSONL, write_corpus
 from data import load_tokenizer
 from data.build import plan_split, prepare_dataset
 from data.dataset import open_dataset
+from data.errors import DataError
 from data.sources import SAFE_CUT, cut_pieces, find_inputs, read_pieces
 from data.tokenizer import GPT2Tokenizer, tokenizer_from_description
 
@@ -214,3 +216,44 @@ def test_a_file_reached_twice_is_read_once(tmp_path):
     assert find_inputs(patterns) == [tmp_path / "notes" / "b.txt", tmp_path / "notes" / "a.txt"]
     meta = prepare_dataset(find_inputs(patterns), "char", tmp_path / "data").meta
     assert meta["train_documents"] + meta["val_documents"] == 2
+
+
+def test_a_prepared_datasets_tokenizer_counts_by_what_it_is_now_not_by_its_path(tmp_path):
+    for name, text in (("a.txt", "abc abc\n"), ("b.txt", "cab cab\n"), ("c.txt", "xyz abc\n")):
+        (tmp_path / name).write_text(text * 50)
+    prepare_dataset([tmp_path / "a.txt"], "char", tmp_path / "tok")
+    first = prepare_dataset([tmp_path / "b.txt"], str(tmp_path / "tok"), tmp_path / "x").meta
+    assert prepare_dataset([tmp_path / "b.txt"], f"{tmp_path}/./tok/", tmp_path / "x").reused  # the same, spelt anew
+    prepare_dataset([tmp_path / "c.txt"], "char", tmp_path / "tok", overwrite=True)  # new characters: x, y, z
+    with pytest.raises(DataError, match="holds another dataset"):  # x was made with the tokenizer tok had
+        prepare_dataset([tmp_path / "b.txt"], str(tmp_path / "tok"), tmp_path / "x")
+    again = prepare_dataset([tmp_path / "b.txt"], str(tmp_path / "tok"), tmp_path / "x", overwrite=True).meta
+    assert len(again["tokenizer"]["chars"]) == len(first["tokenizer"]["chars"]) + 3
+
+
+def test_a_pipe_is_refused_as_an_input_read_twice(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(DataError, match="is not a regular file .a pipe.., and prepare reads its inputs twice"):
+        find_inputs([tmp_path])
+
+
+def test_a_linked_folder_is_found_by_the_first_of_its_names_in_sorted_order(tmp_path):
+    for order in ("zeta", "alpha"):  # the link made before the folder, and after it
+        root = tmp_path / order
+        root.mkdir()
+        if order == "zeta":
+            (root / "b_link").symlink_to(root / "a_real", target_is_directory=True)
+        (root / "a_real").mkdir()
+        (root / "a_real" / "x.txt").write_text("text\n")
+        if order == "alpha":
+            (root / "b_link").symlink_to(root / "a_real", target_is_directory=True)
+        assert find_inputs([root]) == [root / "a_real" / "x.txt"]
+
+
+def test_a_parquet_column_of_dictionary_encoded_text_is_text(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = ["first document", "second one", "first document"]
+    pq.write_table(pa.table({"text": pa.array(texts).dictionary_encode()}), tmp_path / "c.parquet")
+    assert [p.text for p in read_pieces([tmp_path / "c.parquet"])] == texts

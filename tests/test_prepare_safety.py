@@ -13,6 +13,7 @@ import pytest
 
 from data.build import prepare_dataset
 from data.dataset import open_dataset
+from data.errors import DataError
 from data.prepare import main
 from helpers import assert_one_line_error, run_main, run_script, snapshot
 
@@ -63,6 +64,12 @@ BAD_INPUTS = {
     "vocab_size over the text": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--bpe_vocab_size=5000"],
                                  ["bpe_vocab_size=5000 is more than this text supports"]),
     "vocab_size for char": (GOOD_INPUT, ["--input={in}", "--bpe_vocab_size=300"], ["bpe_vocab_size is for --tokenizer=bpe"]),
+    "vocab_size 0": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--bpe_vocab_size=0"],
+                     ["bpe_vocab_size=0 is too small"]),  # not the default's 4096
+    "no training text left": (GOOD_INPUT, ["--input={in}", "--val_fraction=0.9999"],
+                              ["val_fraction=0.9999 leaves no training text; give a smaller --val_fraction"]),
+    "a dataset among the inputs": ({"meta.json": b"{}", "train.bin": bytes(range(256))}, ["--input={in}"],
+                                   ["train.bin is binary", "a prepared dataset's file"]),
     "val_fraction of 1": (GOOD_INPUT, ["--input={in}", "--val_fraction=1"], ["val_fraction=1.0 must be between 0 and 1"]),
     "another dataset there": (GOOD_INPUT, ["--input={in}"], ["holds another dataset; add --replace_dataset=true"]),
     "dataset is a file": (GOOD_INPUT, ["--input={in}", "--dataset={ws}/old.txt"], ["old.txt is a file, not a folder"]),
@@ -129,3 +136,20 @@ def test_the_command_says_one_line_for_bad_input_and_so_for_a_rerun(workspace):
     assert snapshot(workspace) == before
     rerun = run_script("data/prepare.py", f"--input={workspace / 'old.txt'}", f"--dataset={workspace / 'data' / 'old'}")
     assert "already holds this dataset" in rerun.stdout
+
+
+def test_a_prepare_finished_meanwhile_is_not_replaced_unseen(workspace, monkeypatch):
+    import data.build
+
+    (workspace / "in" / "a.txt").write_text("The text this run prepares.\n" * 30)
+    (workspace / "in" / "b.txt").write_text("The text another run prepared meanwhile.\n" * 30)
+    target, build = workspace / "data" / "new", data.build._build
+
+    def other_prepare_finishes_first(*args, **kwargs):
+        run_script("data/prepare.py", f"--input={workspace / 'in' / 'b.txt'}", f"--dataset={target}")
+        return build(*args, **kwargs)
+    monkeypatch.setattr(data.build, "_build", other_prepare_finishes_first)
+    with pytest.raises(DataError, match="changed while this prepare ran .*nothing was replaced"):
+        prepare_dataset([workspace / "in" / "a.txt"], "char", target)
+    assert open_dataset(target).meta["inputs"][0]["path"].endswith("b.txt")
+    assert sorted(p.name for p in (workspace / "data").iterdir()) == ["new", "old"]  # no staging folder left
