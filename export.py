@@ -32,9 +32,11 @@ from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
 
 
-# what export writes: a folder of these files alone is an earlier export, which --replace_export may replace
+# what export writes: a folder of these files alone, its model card marked as smallgpt's, is an earlier export,
+# which --replace_export may replace
 EXPORT_FILES = {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                 "tokenizer_config.json"}
+CARD_MARK = "tags: [smallgpt]"
 
 
 def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
@@ -47,8 +49,9 @@ def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
         raise UserError(f"--hf_dir={hf_dir} {where} the training run's out_dir {out_dir}; export to a folder "
                         f"of its own, e.g. --hf_dir=hf-{run.name}")
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    if names - EXPORT_FILES:
-        shown = ", ".join(sorted(names - EXPORT_FILES)[:3])
+    card = folder / "README.md"
+    if names and (names - EXPORT_FILES or not card.is_file() or CARD_MARK not in card.read_text(errors="replace")):
+        shown = ", ".join(sorted(names - EXPORT_FILES or names)[:3])
         raise UserError(f"--hf_dir={hf_dir} holds files export.py did not write ({shown}); it never replaces "
                         f"them: choose another folder")
     if names and not replace_export:
@@ -80,8 +83,8 @@ def result_rows(checkpoint: dict) -> list[str]:
             f"{meta['train_bytes'] + meta['val_bytes']:,} bytes of text |" if meta else
             f"| dataset | {dataset} (its meta.json is not here: no size, no bits per byte) |",
             f"| tokens seen | {checkpoint.get('tokens_seen', 0):,} in {checkpoint.get('iter_num', 0):,} steps |",
-            f"| val loss | {loss:.4f} nats per token (the best of the run's evaluations, each over eval_iters "
-            f"batches) |" if measured else "| val loss | not measured |"]
+            f"| val loss | {loss:.4f} nats per token (the run's best evaluation up to this checkpoint's step, over "
+            f"eval_iters batches; `python eval.py` scores this model) |" if measured else "| val loss | not measured |"]
     if meta and measured:
         bits = loss * meta["val_tokens"] / meta["val_bytes"] / math.log(2)
         rows.append(f"| bits per byte | {bits:.4f} (estimated: the val loss over the validation split's "
@@ -91,21 +94,21 @@ def result_rows(checkpoint: dict) -> list[str]:
 
 
 def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder_name: str, prompt: str,
-               new_tokens: int) -> str:
-    """README.md for the exported folder; its snippet continues `prompt` by new_tokens."""
+               generate_args: str) -> str:
+    """README.md for the exported folder; its snippet continues `prompt`, with generate_args (", max_new_tokens=100" or none) after its ids."""
     shape = ", ".join(f"{key}={flag_value(value)}" for key, value in checkpoint["model_args"].items())
     rows = [f"| architecture | {architecture}, {n_params:,} parameters |", f"| shape | {shape} |",
             f"| tokenizer | {checkpoint['tokenizer']['kind']} |", *result_rows(checkpoint)]
     command = training_command(checkpoint["config"]) if "config" in checkpoint else "not recorded"
     return "\n".join([
-        "---", "library_name: transformers", "pipeline_tag: text-generation", "tags: [smallgpt]", "---", "",
+        "---", "library_name: transformers", "pipeline_tag: text-generation", CARD_MARK, "---", "",
         f"# {folder_name}", "", f"A small GPT trained with smallgpt, exported from `{source}`.", "",
         "| | |", "|---|---|", *rows, "", "## Trained with", "", "```bash", command, "```", "",
         "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
         f'tokenizer = AutoTokenizer.from_pretrained("{folder_name}")',
         f'model = AutoModelForCausalLM.from_pretrained("{folder_name}")',
         f'ids = tokenizer({json.dumps(prompt)}, return_tensors="pt").input_ids',
-        f"print(tokenizer.decode(model.generate(ids, max_new_tokens={new_tokens})[0]))", "```", "",
+        f"print(tokenizer.decode(model.generate(ids{generate_args})[0]))", "```", "",
     ])
 
 
@@ -131,8 +134,8 @@ def main(argv: list[str]) -> None:
         architecture = save_hf_model(model, folder, tokenizer.eot_token, generation)
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
         prompt = tokenizer.decode(prompt_ids) or "\n"  # a char end-of-text decodes to no text
-        new_tokens = min(100, block_size - len(prompt_ids)) if learned else 100
-        card = model_card(checkpoint, str(path), architecture, n_params, target.name, prompt, new_tokens)
+        generate_args = "" if learned else ", max_new_tokens=100"  # GPT-2: generation_config's max_length, no further
+        card = model_card(checkpoint, str(path), architecture, n_params, target.name, prompt, generate_args)
         (folder / "README.md").write_text(card, encoding="utf-8")
         # the folder is whole: an interrupt from here on would report a failure over a complete export,
         # so Ctrl-C and SIGTERM are ignored while it is swapped in and reported

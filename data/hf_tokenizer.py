@@ -62,13 +62,16 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
 
 
 def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
-    """The tokenizer of a Hugging Face model folder (GPT2Tokenizer for GPT-2's own, CharTokenizer for ours written
-    out); a DataError for a folder without tokenizer.json or a tokenizer that is not byte-level BPE."""
+    """The tokenizer of a Hugging Face model folder (GPT2Tokenizer for GPT-2's own, and for a GPT-2 model saved
+    without its tokenizer; CharTokenizer for ours written out); a DataError for another folder without
+    tokenizer.json or a tokenizer that is not byte-level BPE."""
     import tokenizers
 
     folder = Path(folder)
     path = folder / "tokenizer.json"
     if not path.is_file():
+        if (folder / "config.json").is_file() and _read_json(folder / "config.json").get("model_type") == "gpt2":
+            return GPT2Tokenizer()  # save_pretrained of the model alone writes no tokenizer
         raise DataError(f"{folder} has no tokenizer.json; save the model's tokenizer there too (save_pretrained)")
     spec = _read_json(path)
     model, normalizer = spec.get("model") or {}, spec.get("normalizer")

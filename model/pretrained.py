@@ -93,8 +93,7 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
         from safetensors import SafetensorError
 
         try:
-            auto = _quiet_transformers().AutoModelForCausalLM
-            return auto.from_pretrained(name_or_dir, config=hf_config, local_files_only=True), config
+            return _checked_load(name_or_dir, config=hf_config, local_files_only=True), config
         except SafetensorError as e:  # a weights file cut short or damaged
             reason = " ".join(str(e).split())[:150]
             raise ModelError(f"{name_or_dir}: its weights (model.safetensors) cannot be read ({reason}); "
@@ -103,16 +102,31 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
             raise PretrainedNotFound(how_to_get(name_or_dir)) from None
     if name_or_dir not in HUB_NAMES:
         raise PretrainedNotFound(how_to_get(name_or_dir))
-    auto = _quiet_transformers().AutoModelForCausalLM
     from huggingface_hub import constants as hub
 
     for local_files_only in (True, False):  # the hub only where the local cache lacks it and the hub can be reached
         try:
-            hf = auto.from_pretrained(name_or_dir, local_files_only=local_files_only)
+            hf = _checked_load(name_or_dir, local_files_only=local_files_only)
             return hf, gpt_config_from_hf(hf.config)
         except OSError:
             if not local_files_only or hub.HF_HUB_OFFLINE or not hub_reachable(hub.ENDPOINT):
                 raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+
+
+def _checked_load(name_or_dir: str, **kwargs) -> torch.nn.Module:
+    """transformers' model, refused where a weight is missing from the weights file or has another shape than
+    config.json gives: transformers would start it at random, with a warning that _quiet_transformers silences."""
+    hf, found = _quiet_transformers().AutoModelForCausalLM.from_pretrained(
+        name_or_dir, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    if missing := sorted(found["missing_keys"]):
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelError(f"{name_or_dir}: weight {missing[0]}{more} is missing from its weights file; copy or save "
+                         f"the folder again")
+    if mismatched := sorted(found["mismatched_keys"]):
+        name, stored, wanted = mismatched[0]
+        raise ModelError(f"{name_or_dir}: weight {name} has shape {tuple(stored)}, but config.json makes it "
+                         f"{tuple(wanted)}: the config and the weights are of different models; save the folder again")
+    return hf
 
 
 def load_pretrained(gpt_cls, name_or_dir: str):

@@ -59,7 +59,7 @@ def exported(tmp_path_factory, corpus_text):
 
 
 @pytest.mark.parametrize("shape", RUNS)
-def test_a_trained_model_runs_the_same_in_transformers(exported, shape):
+def test_a_trained_model_runs_the_same_in_transformers(exported, shape, monkeypatch):
     tmp_path, checkpoint = exported(shape)
     ours = model_from_checkpoint(checkpoint, tmp_path / "out").eval()
     tokenizer = tokenizer_from_description(checkpoint["tokenizer"])
@@ -80,14 +80,14 @@ def test_a_trained_model_runs_the_same_in_transformers(exported, shape):
     assert f"val loss | {checkpoint['best_val_loss']:.4f} nats per token" in card and "bits per byte |" in card
     assert "python train.py " in card and "--out_dir=" in card and " ".join(RUNS[shape][0][:2]) in card
     assert "--max_iters=10" in card and "--warmup_iters=5" in card and "--lr_decay_iters" not in card  # it follows
-    card_prompt = json.loads(re.search(r'tokenizer\((".*?"), return_tensors', card).group(1))
-    card_ids = auto_tokenizer(card_prompt, return_tensors="pt").input_ids
-    assert card_ids.numel()  # the card's snippet has a token to start from
-    new_tokens = int(re.search(r"max_new_tokens=(\d+)", card).group(1))
+    snippet = card.split("```python\n")[1].split("```")[0].replace("print(", "printed = (")
+    monkeypatch.chdir(tmp_path)  # the snippet names the folder as export wrote it
     torch.manual_seed(0)
-    assert hf.generate(card_ids, max_new_tokens=new_tokens).size(1) <= card_ids.size(1) + new_tokens  # runs as written
-    length = hf.generate(card_ids).size(1)  # generation_config.json's settings: GPT-2 stops at its n_positions
-    assert length <= (64 if shape == "gpt2" else card_ids.size(1) + 500)
+    names = {}
+    exec(snippet, names)  # runs as written: GPT-2 to generation_config.json's max_length, its n_positions
+    assert names["ids"].numel() and len(names["printed"]) > len(auto_tokenizer.decode(names["ids"][0]))
+    length = hf.generate(names["ids"]).size(1)  # generation_config.json's settings alone
+    assert length <= (64 if shape == "gpt2" else names["ids"].size(1) + 500)
 
 
 def test_safetensors_runs_write_no_pickle_files_and_resume_from_them(exported):
@@ -135,8 +135,14 @@ def test_export_refuses_bad_input_and_leaves_the_disk_alone(tmp_path, trained_ou
 def test_replace_export_replaces_an_earlier_export_whole(tmp_path, trained_out, capsys):
     target = tmp_path / "hf"
     target.mkdir()
-    (target / "model.safetensors").write_bytes(b"old")  # an earlier export, cut short
+    (target / "README.md").write_text("my own notes\n")  # a folder of export's names is not therefore an export
+    assert "holds files export.py did not write (README.md)" in export_error(f"--out_dir={trained_out}",
+                                                                            f"--hf_dir={target}", "--replace_export=true")
+    (target / "README.md").unlink()
+    export.main([f"--out_dir={trained_out}", f"--hf_dir={target}"])  # an earlier export ...
+    (target / "model.safetensors").write_bytes(b"old")  # ... damaged since
     export.main([f"--out_dir={trained_out}", f"--hf_dir={target}", "--replace_export=true"])
+    assert (target / "model.safetensors").stat().st_size > 3
     assert {p.name for p in target.iterdir()} == export.EXPORT_FILES  # what export writes is what it recognises
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left beside it
     assert json.loads((target / "config.json").read_text())["architectures"] == ["Qwen3ForCausalLM"]

@@ -142,3 +142,5 @@ def test_other_tokenizers_are_refused_in_one_line(tmp_path, kind, fragment):
 def test_a_folder_without_tokenizer_json_says_so(tmp_path):
     with pytest.raises(DataError, match="has no tokenizer.json; save the model's tokenizer there too"):
         tokenizer_from_hf_folder(tmp_path)
+    transformers.GPT2Config().save_pretrained(tmp_path)  # a GPT-2 model saved without its tokenizer reads GPT-2's
+    assert tokenizer_from_hf_folder(tmp_path).describe() == GPT2Tokenizer().describe()

@@ -68,6 +68,26 @@ def test_sampling_needs_gpt2s_vocabulary(hf_model_dir):
         load_model("out", "ckpt.pt", str(folder), torch.device("cpu"))
 
 
+def test_a_weight_missing_or_of_another_shape_than_config_json_is_refused(hf_model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from model.config import ModelError
+
+    folder = shutil.copytree(hf_model_dir[0], tmp_path / "damaged")
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if k != "transformer.h.2.mlp.c_proj.weight"},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=r"weight transformer.h.2.mlp.c_proj.weight is missing from its weights file"):
+        GPT.from_pretrained(str(folder))  # transformers would start it at random
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
+    with pytest.raises(ModelError, match=r"c_attn.bias has shape \(144,\), but config.json makes it \(192,\)"):
+        GPT.from_pretrained(str(folder))
+
+
 def test_missing_weights_say_how_to_get_them(tmp_path):
     with pytest.raises(PretrainedNotFound, match="not a GPT-2 model name"):
         GPT.from_pretrained(str(tmp_path / "nowhere"))

@@ -101,14 +101,12 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, blo
 def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
     """A Hugging Face model's tokenizer: its folder's tokenizer.json (byte-level BPE, through tiktoken),
     or GPT-2's BPE for the hub's GPT-2 names and a GPT-2 folder without one."""
-    folder = Path(init_from)
-    if (folder / "tokenizer.json").is_file():
-        tokenizer, source = tokenizer_from_hf_folder(folder), "its tokenizer.json"
-    elif init_from in HUB_NAMES or model.config.pos_emb == "learned":  # GPT-2: the one learned-position model read
-        tokenizer, source = GPT2Tokenizer(), "GPT-2's BPE, as it has no tokenizer.json"
+    if init_from in HUB_NAMES:
+        tokenizer, source = GPT2Tokenizer(), "GPT-2's BPE"
     else:
-        raise UserError(f"{init_from} has no tokenizer.json; save the model's tokenizer into the folder "
-                        f"(tokenizer.save_pretrained) and try again")
+        tokenizer = tokenizer_from_hf_folder(init_from)
+        source = ("its tokenizer.json" if Path(init_from, "tokenizer.json").is_file()
+                  else "GPT-2's BPE, as it has no tokenizer.json")
     if model.config.vocab_size < tokenizer.vocab_size:
         raise UserError(f"{init_from} has a vocabulary of {model.config.vocab_size} tokens, fewer than the "
                         f"{tokenizer.vocab_size} of the tokenizer it runs with ({source}); use a model whose "
