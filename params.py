@@ -15,7 +15,7 @@ from data.tokenizer import GPT2Tokenizer
 from model import GPTConfig
 from model.params import format_report, meta_model, report_rows, training_flops_per_token
 from training.checkpoint import checkpoint_path, load_checkpoint
-from training.init_from import model_config
+from training.init_from import SHAPE_KEYS, model_config
 
 
 def dataset_vocab_size(dataset: str) -> int | None:
@@ -45,6 +45,9 @@ def main(argv: list[str]) -> None:
     if cfg.init_from == "resume":  # the run's own shape
         latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
         c = GPTConfig(**load_checkpoint(latest)["model_args"])
+        if ignored := sorted(cfg.keys_set & set(SHAPE_KEYS)):
+            print(f"note: {', '.join(ignored)} not counted: --init_from=resume counts the run's own shape",
+                  file=sys.stderr)
     elif cfg.init_from != "scratch":
         raise UserError(f"params.py counts the model the keys describe, or a run's (--init_from=resume), not "
                         f"init_from={cfg.init_from}; for GPT-2's shape: python params.py configs/gpt2_124m.toml")

@@ -174,8 +174,10 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
     given = cfg.keys_set  # what the files and flags set; replace() below makes configs without it
     if checkpoint is not None:  # the run's own settings, where the resume command does not give them again
-        cfg = replace(cfg, **{k: v for k, v in checkpoint["config"].items()
-                              if k not in given and k not in NOT_RESUMED and k in TrainConfig.__dataclass_fields__})
+        own = {k: v for k, v in checkpoint["config"].items()
+               if k not in given and k not in NOT_RESUMED and k in TrainConfig.__dataclass_fields__}
+        follows = dict.fromkeys(cfg.follows_max_iters & given)  # given as none: the run's max_iters, not the default's
+        cfg = replace(cfg, **own, **follows)
     dtype = resolve_dtype(cfg.dtype, device)
     if checkpoint is not None and "dataset" not in given and lost_relative_path(cfg.dataset):
         raise UserError(f"the run's dataset, {cfg.dataset} as its checkpoint records it, is not found from here; "
@@ -206,7 +208,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
                 if checkpoint["config"].get("time_budget") else "it was trained without one"
             raise UserError(f"cannot resume {latest} with --time_budget: {how}; resume it without --time_budget")
         cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
-    model = build_model(cfg, dataset, checkpoint, block_size_set).to(device)  # first: it checks the shape
+    model = build_model(cfg, dataset, checkpoint, device, block_size_set).to(device)  # first: it checks the shape
     if cfg.pretrained:  # a Hugging Face model keeps its own shape (its context cropped): the run records it
         own = {k: getattr(model.config, k) for k in SHAPE_KEYS if k != "vocab_size"}
         ignored = [f"--{k}={getattr(cfg, k)}" for k in own
@@ -474,7 +476,8 @@ def next_commands(run: Run) -> str:
     flag = shlex.quote(f"--out_dir={out_dir}")
     age = "latest" if run.saved_step == run.progress.step else \
         f"step {run.saved_step}: with always_save_checkpoint=false it is saved on a new best only"
-    return (f"the run: {latest} ({age}), {latest.with_stem('best').name}, log.jsonl and loss.png in {out_dir}\n"
+    best = existing_checkpoint(checkpoint_path(out_dir, "best", run.cfg.checkpoint_format))  # another format's too
+    return (f"the run: {latest} ({age}), {best.name}, log.jsonl and loss.png in {out_dir}\n"
             f"next: python {script('sample.py')} {flag}      text from the model\n"
             f"      python {script('eval.py')} {flag}        loss and bits per byte on the validation split\n"
             f"      python {script('attention.py')} {flag}{attention_text_flag(run)}   attention maps and the explorer "
@@ -508,7 +511,8 @@ def main(argv: list[str], temporary: bool = False) -> None:
                     print(f"note: log.jsonl went on to step {run.log.dropped_to}; its rows after step "
                           f"{run.progress.step}, the checkpoint's, were dropped, as those steps are run again",
                           file=sys.stderr)
-            if run.progress.step >= run.cfg.max_iters:
+            finished = run.progress.step >= run.cfg.max_iters
+            if finished:
                 how = "resume without --time_budget and raise max_iters" if run.plan else "raise max_iters"
                 print(f"note: the run is at step {run.progress.step} and max_iters={run.cfg.max_iters}: nothing to "
                       f"train; {how} to go on", file=sys.stderr)
@@ -518,8 +522,9 @@ def main(argv: list[str], temporary: bool = False) -> None:
                          if key == "learning_rate" or "muon" in run.optimizers.parts]
                 print(f"note: {' and '.join(rates)}: the default rates, for training from scratch; a pretrained "
                       f"model is fine-tuned at lower ones (docs/huggingface.md#fine-tuning)", file=sys.stderr)
-            for warning in run.cfg.schedule_warnings() if run.plan is None else []:  # a plan's moves are its own
-                print(f"note: {warning}", file=sys.stderr)
+            if run.plan is None and not finished:  # a plan's schedule moves are its own; a finished run moves none
+                for warning in run.cfg.schedule_warnings():
+                    print(f"note: {warning}", file=sys.stderr)
         with tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
                   disable=not main_process) as bar, StopSignals() as stop:
             stopped_by = train(run, bar, stop)

@@ -133,11 +133,15 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
     its own table's, which win. A key or table that no command has is an error; another command's is left to it."""
     try:
         with open(path, "rb") as f:
-            table = tomllib.load(f)
+            table = tomllib.loads(f.read().decode("utf-8-sig"))  # -sig: a byte-order mark that some editors write
     except FileNotFoundError:
         raise UserError(f"config file {path} not found; the shipped ones are in configs/") from None
     except IsADirectoryError:
         raise UserError(f"config file {path} is a folder; give a .toml file") from None
+    except UnicodeDecodeError as e:
+        fix = ("it is a checkpoint: name its folder with --out_dir" if path.endswith((".pt", ".safetensors"))
+               else "give a .toml file, in UTF-8")
+        raise UserError(f"config file {path} is not UTF-8 text (invalid byte at offset {e.start}); {fix}") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
     fields, command = {f.name for f in dataclasses.fields(cls)}, cls.command

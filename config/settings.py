@@ -95,11 +95,14 @@ class TrainConfig(ModelOptions, Checked):
 
     def __post_init__(self) -> None:
         # the model's shape is checked by GPTConfig when the model is built; the schedule follows max_iters
+        self.follows_max_iters = {k for k in ("warmup_iters", "lr_decay_iters") if getattr(self, k) is None}
         self.warmup_iters = self.max_iters // 10 if self.warmup_iters is None else self.warmup_iters
         self.lr_decay_iters = self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
         super().__post_init__()
         if not 0 <= self.min_lr <= self.learning_rate:
             raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
+        if not self.init_from.strip():  # not the current folder
+            raise UserError("--init_from is empty; give scratch, resume, a GPT-2 name or a model folder")
         close = difflib.get_close_matches(self.init_from, OWN_STARTS, n=1, cutoff=0.6)
         if close and self.init_from != close[0] and not Path(self.init_from).exists():  # a typo, not a model folder
             raise UserError(f"init_from={self.init_from!r} is not scratch, resume, a GPT-2 name or a folder; "

@@ -16,6 +16,8 @@ CHUNK_TOKENS = 1 << 24  # ids scanned at a time: bounded memory whatever the dat
 
 def dataset_dir(dataset: str) -> Path:
     """`dataset` is a folder name under data/, or a path to a dataset folder."""
+    if not dataset.strip():  # not data/ itself
+        raise DataError("--dataset is empty; give a dataset's name under data/ or its folder's path")
     return Path(dataset) if "/" in dataset else DATA_ROOT / dataset
 
 

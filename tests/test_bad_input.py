@@ -41,6 +41,13 @@ def test_prepare_rejects_bad_input_files(run_dir, content, fragment):
     assert snapshot(run_dir / "data") == before
 
 
+def test_a_model_too_large_to_train_here_is_refused_before_it_is_built(char_dataset, tmp_path):
+    result = run_command("train.py", "configs/gpt3_175b.toml", f"--dataset={char_dataset}",
+                         f"--out_dir={tmp_path / 'out'}")
+    assert_one_line_error(result, "a model of 174,", "GB to train (16 bytes a parameter", "choose a smaller shape")
+    assert not (tmp_path / "out").exists()
+
+
 def test_corpus_too_short_for_the_context(tmp_path):
     prepare_text("To be, or not to be, that is the question.\n" * 3, "char", tmp_path / "short")
     result = run_command("train.py", *TINY_TRAIN_FLAGS, f"--dataset={tmp_path / 'short'}", f"--out_dir={tmp_path / 'out'}",

@@ -5,6 +5,7 @@ import shlex
 import typing
 
 import pytest
+import torch
 
 from config.errors import UserError
 from config.parsing import _parse_flag_value, help_text
@@ -124,6 +125,17 @@ def test_toml_types_are_checked(tmp_path):
         parse_config(EvalConfig, ["--text_file=FILE:notes.txt"])
     f = write(tmp_path / "z.toml", 'top_k = "none"\n')
     assert parse_config(SampleConfig, [f]).top_k is None
+
+
+def test_a_config_file_that_is_not_utf8_text_is_one_line_and_a_byte_order_mark_is_dropped(tmp_path):
+    (tmp_path / "latin1.toml").write_bytes("# café\nn_layer = 2\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.toml is not UTF-8 text \(invalid byte at offset 5\); give a .toml"):
+        parse_config(TrainConfig, [str(tmp_path / "latin1.toml")])
+    torch.save({"model": torch.zeros(3)}, tmp_path / "ckpt.pt")
+    with pytest.raises(UserError, match=r"ckpt.pt is not UTF-8 text .*; it is a checkpoint: name its folder with --out_dir"):
+        parse_config(SampleConfig, [str(tmp_path / "ckpt.pt")])
+    (tmp_path / "bom.toml").write_bytes("\ufeffn_layer = 2\n".encode("utf-8"))
+    assert parse_config(TrainConfig, [str(tmp_path / "bom.toml")]).n_layer == 2
 
 
 def test_sample_config_escapes_none_and_lists():

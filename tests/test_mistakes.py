@@ -70,10 +70,12 @@ def test_a_run_resumed_in_the_other_format_keeps_one_latest_checkpoint(trained_o
     finished = run_script("train.py", *flags, "--max_iters=20")  # the run is there already: nothing is written
     assert f"resuming from {run / 'ckpt.pt'} at step 20" in finished.stdout
     assert "max_iters=20: nothing to train; raise max_iters to go on" in finished.stderr
+    assert "lr_decay_iters" not in finished.stderr  # no schedule notes for a run with no steps left
     assert f"the run: {run / 'ckpt.pt'} (latest), best.pt," in finished.stdout
     assert not (run / "ckpt.safetensors").exists()
-    run_script("train.py", *flags, "--max_iters=30")
+    went_on = run_script("train.py", *flags, "--max_iters=30", "--learning_rate=3")  # far worse: no new best
     assert not (run / "ckpt.pt").exists() and (run / "ckpt.safetensors").is_file()
+    assert f"the run: {run / 'ckpt.safetensors'} (latest), best.pt," in went_on.stdout and (run / "best.pt").is_file()
     evaluation = run_script("eval.py", f"--out_dir={run}", "--json=true")  # ckpt.pt asked: the one latest is read, and named
     assert json.loads(evaluation.stdout)["checkpoint"].endswith("ckpt.safetensors")
     assert f"note: reading {run / 'ckpt.safetensors'}, as {run} holds no ckpt.pt" in evaluation.stderr

@@ -1,5 +1,6 @@
 """The optimizers: which parameters Muon moves, and that a step is torch.optim.Muon's and AdamW's own."""
 import copy
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -92,3 +93,15 @@ def test_adamw_alone_in_the_classic_recipe():
     decayed, plain = parts["adamw"].param_groups
     assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in plain["params"])
     assert plain["weight_decay"] == 0.0
+
+
+def test_a_resume_keeps_the_configs_betas_weight_decay_and_momentum_over_the_saved_ones():
+    model = with_gradients(GPT(SHAPE))
+    saved = build_optimizers(model, CFG, torch.device("cpu"))
+    saved.step(torch.amp.GradScaler(enabled=False))
+    changed = dataclasses.replace(CFG, beta2=0.9, weight_decay=0.0, muon_momentum=0.5)
+    resumed = build_optimizers(model, changed, torch.device("cpu"))
+    resumed.load_state_dict(saved.state_dict())
+    assert all(g["betas"] == (CFG.beta1, 0.9) and g["weight_decay"] == 0.0 for g in resumed.parts["adamw"].param_groups)
+    assert [(g["momentum"], g["weight_decay"]) for g in resumed.parts["muon"].param_groups] == [(0.5, 0.0)]
+    assert resumed.state_dict()["adamw"]["state"].keys() == saved.state_dict()["adamw"]["state"].keys()  # the moments

@@ -60,6 +60,14 @@ def test_an_empty_output_path_is_refused_not_taken_for_the_current_folder(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("key, message", [("dataset", "--dataset is empty; give a dataset's name under data/"),
+                                          ("init_from", "--init_from is empty; give scratch, resume")])
+def test_an_empty_dataset_or_start_is_refused_not_taken_for_a_folder(tmp_path, key, message):
+    result = run_script(str(REPO / "train.py"), f"--{key}=", f"--out_dir={tmp_path / 'out'}", check=False)
+    assert_one_line_error(result, message)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_writable_output_path_passes_and_nothing_is_created(place):
     before = snapshot(place)
     assert check_output(place / "new" / "deeper", "out", folder=True) == place / "new" / "deeper"
@@ -104,6 +112,9 @@ def test_fresh_start_over_a_checkpoint_needs_overwrite_which_removes_only_the_ru
     claimed.begin(replace_earlier_run=True)
     claimed.release()
     assert sorted(p.name for p in out.iterdir()) == [".lock", ".other.tmp", "notes.txt"]
+    (out / "best.pt").write_text("the best of a run whose ckpt.pt was deleted")
+    with pytest.raises(UserError, match=r"holds an earlier run \(best.pt\); start this one in a new --out_dir"):
+        claim_out_dir(train_config(out))
 
 
 def test_resume_without_a_checkpoint_is_refused_before_anything_is_made(tmp_path):

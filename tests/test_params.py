@@ -108,9 +108,14 @@ def test_command_line_reports_both_configs(capsys):
 def test_a_runs_own_shape_with_init_from_resume(trained_out, capsys):
     args = torch.load(trained_out / "ckpt.pt", weights_only=True)["model_args"]
     main([f"--out_dir={trained_out}", "--init_from=resume", "--n_layer=12"])  # the run's shape, not the keys'
-    assert f"n_layer={args['n_layer']}, n_head={args['n_head']}," in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f"n_layer={args['n_layer']}, n_head={args['n_head']}," in out
+    assert err == "note: n_layer not counted: --init_from=resume counts the run's own shape\n"
     with pytest.raises(UserError, match="not init_from=gpt2"):
         main(["--init_from=gpt2"])
+    with pytest.raises(UserError, match=f"out_dir={trained_out / 'ckpt.pt'} is a file, not a run's folder; give "
+                                        f"--out_dir={trained_out}$"):
+        main([f"--out_dir={trained_out / 'ckpt.pt'}", "--init_from=resume"])
 
 
 def test_a_time_budget_is_named_as_not_planned_by_params(capsys):

@@ -65,6 +65,10 @@ def test_a_bare_resume_continues_the_run_as_it_was(char_dataset, tmp_path, unint
     moved = run_script("train.py", f"--out_dir={tmp_path}", "--init_from=resume", "--max_iters=130",
                        "--dataset=elsewhere/data", check=False)  # given: a folder that is not there, named as given
     assert moved.returncode == 2 and "elsewhere/data" in moved.stderr
+    stretched = run_script("train.py", f"--out_dir={tmp_path}", "--init_from=resume", "--max_iters=140",
+                           "--lr_decay_iters=none", "--warmup_iters=none", "--eval_interval=20")
+    assert "resume: warmup_iters changed from 5 to 14" in stretched.stdout  # none: the run's max_iters, not 1000's
+    assert "resume: lr_decay_iters changed from 120 to 140" in stretched.stdout
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     checkpoint["config"]["dataset"] = "relative/data"  # as a run started in another folder records it
     torch.save(checkpoint, tmp_path / "ckpt.pt")

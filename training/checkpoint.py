@@ -53,6 +53,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
     """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code is refused)."""
     path = existing_checkpoint(path)
     if not path.is_file():
+        if path.parent.is_file():  # the checkpoint itself, given as the run's folder
+            raise UserError(f"out_dir={path.parent} is a file, not a run's folder; give --out_dir={path.parent.parent}")
         raise UserError(f"checkpoint {path} not found; train one with python train.py --out_dir={path.parent}")
     try:
         if path.suffix == ".safetensors":
@@ -339,6 +341,8 @@ def check_start(folder: Path, cfg: TrainConfig) -> None:
     if cfg.init_from == "resume" and not has_checkpoint:
         raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
-    if cfg.init_from != "resume" and has_checkpoint and not cfg.replace_run:
-        raise UserError(f"out_dir {folder} holds an earlier run ({latest.name}); continue it with --init_from=resume, "
-                        f"start this one in a new --out_dir, or replace it with --replace_run=true")
+    checkpoints = [n for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES) and (folder / n).is_file()]  # best.pt too
+    if cfg.init_from != "resume" and checkpoints and not cfg.replace_run:
+        resume = "continue it with --init_from=resume, " if has_checkpoint else ""
+        raise UserError(f"out_dir {folder} holds an earlier run ({', '.join(checkpoints)}); {resume}start this one "
+                        f"in a new --out_dir, or replace it with --replace_run=true")

@@ -1,6 +1,7 @@
 """The model a run starts from, per init_from: a fresh one, the checkpoint's (to resume, on the data and
 shape it was trained with), or a Hugging Face model's weights (to fine-tune); and the model a tool runs."""
 
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -14,6 +15,7 @@ from data.hf_tokenizer import tokenizer_from_hf_folder
 from data.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_description
 from model import GPT, GPTConfig
 from model.config import ModelOptions
+from model.params import meta_model
 from model.pretrained import HUB_NAMES
 from model.weights import with_weights
 
@@ -67,7 +69,22 @@ def resume_changes(checkpoint: dict, cfg: TrainConfig) -> list[str]:
             if key not in STARTS and getattr(cfg, key, old) != old]
 
 
-def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, block_size_set: bool = True) -> GPT:
+def check_trainable_here(config: GPTConfig, device: torch.device) -> None:
+    """Refuse a model whose training state alone outgrows the device's memory: float32 weights, their gradients
+    and two optimizer moments, 16 bytes a parameter, before the activations."""
+    params = sum(p.numel() for p in meta_model(config).parameters())
+    if device.type == "cuda":
+        memory = torch.cuda.get_device_properties(device).total_memory
+    else:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if 16 * params > memory:
+        raise UserError(f"a model of {params:,} parameters needs about {16 * params / 1e9:,.0f} GB to train (16 bytes "
+                        f"a parameter: weights, gradients, two optimizer moments), more than this {device.type}'s "
+                        f"{memory / 1e9:,.0f} GB; choose a smaller shape (python params.py shows a config's size)")
+
+
+def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, device: torch.device,
+                block_size_set: bool = True) -> GPT:
     """A fresh model, the checkpoint's (to resume: the same shape), or a Hugging Face model's weights (to fine-tune
     on text tokenized its own way), per init_from. A Hugging Face model is cropped to block_size, unless that is
     the default and over its own context."""
@@ -84,6 +101,7 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, blo
         model.set_dropout(cfg.dropout)  # it holds no weights: a resume may change it
         return model
     if cfg.init_from == "scratch":
+        check_trainable_here(wanted, device)
         return GPT(wanted)
     model = GPT.from_pretrained(cfg.init_from)
     model.set_dropout(cfg.dropout)  # for the fine-tuning
