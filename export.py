@@ -95,7 +95,8 @@ def result_rows(checkpoint: dict) -> list[str]:
 
 def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder_name: str, prompt: str,
                generate_args: str) -> str:
-    """README.md for the exported folder; its snippet continues `prompt`, with generate_args (", max_new_tokens=100" or none) after its ids."""
+    """README.md for the exported folder; its snippet continues `prompt`, generate's arguments after the ids
+    being generate_args (", max_new_tokens=100", or none)."""
     shape = ", ".join(f"{key}={flag_value(value)}" for key, value in checkpoint["model_args"].items())
     rows = [f"| architecture | {architecture}, {n_params:,} parameters |", f"| shape | {shape} |",
             f"| tokenizer | {checkpoint['tokenizer']['kind']} |", *result_rows(checkpoint)]

@@ -46,8 +46,8 @@ def main(argv: list[str]) -> None:
           f"vocabulary {meta['vocab_size']:,} ({cfg.tokenizer}), {meta['dtype']}")
     share, wanted = meta["val_tokens"] / (meta["train_tokens"] + meta["val_tokens"]), meta["val_fraction"]
     if meta["split"] == "documents" and not wanted / 3 <= share <= min(3 * wanted, (1 + wanted) / 2):
-        print(f"note: validation holds {share:.1%} of the tokens, not about {100 * wanted:.3g}%, as its whole documents "
-              f"are much larger or smaller than the rest; another --seed draws others", file=sys.stderr)
+        print(f"note: validation holds {share:.1%} of the tokens, not about {100 * wanted:.3g}%, as its whole "
+              f"documents are much larger or smaller than the rest; another --seed draws others", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -108,8 +108,8 @@ def test_text_given_as_the_dataset_is_named_as_text_to_prepare(run_dir):
     (run_dir / "notes").mkdir()
     (run_dir / "notes" / "a.txt").write_text("some text of the user's\n" * 20)
     for given in (run_dir / "notes", run_dir / "notes" / "a.txt"):
-        result = run_command("train.py", *TINY_TRAIN_FLAGS, f"--dataset={given}/" if given.is_dir() else f"--dataset={given}",
-                             f"--out_dir={run_dir / 'new'}")
+        flag = f"--dataset={given}/" if given.is_dir() else f"--dataset={given}"  # a folder with its slash
+        result = run_command("train.py", *TINY_TRAIN_FLAGS, flag, f"--out_dir={run_dir / 'new'}")
         assert_one_line_error(result, "is no dataset folder (it has no meta.json)",
                               f"python data/prepare.py --input={given}")
 

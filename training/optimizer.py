@@ -114,7 +114,7 @@ class Optimizers:
                 settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
                 optimizer.load_state_dict(state[name])  # its saved groups' settings come along with the state ...
                 for group, own in zip(optimizer.param_groups, settings):
-                    group.update(own)  # ... but the config's betas, weight decay and momentum hold: a resume may change them
+                    group.update(own)  # ... but the config's betas, decay, momentum hold: a resume may change them
         except ValueError:
             raise UserError("cannot resume: the checkpoint's optimizer state does not fit this model's parameters; "
                             "sample or evaluate it, or start a new out_dir") from None
