@@ -6,6 +6,7 @@
 """
 
 import codecs
+import functools
 import sys
 import time
 
@@ -76,11 +77,13 @@ def main(argv: list[str]) -> None:
         print(f"note: the prompt is {len(ids):,} tokens; the model reads its last {model.config.block_size} "
               f"(block_size)", file=sys.stderr)
     idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
-    if cfg.compile:  # compiled now, and said so, unless the compile cache holds it (then loaded after the 1st token)
-        start = time.perf_counter()
-        if kept := compile_ahead(model, generation_cache(model, idx, cfg.max_new_tokens, compile=True)):
-            once = "" if device.type == "cuda" else " (once for this checkpoint, num_samples and cache size)"
-            print(f"compile: the decoding step was compiled{once} into {kept} in {time.perf_counter() - start:.1f} s",
+    if cfg.compile and cfg.max_new_tokens > 1:  # compiled now, and said so, unless the compile cache holds it
+        start = time.perf_counter()  # (the first token comes from the prefill, uncompiled)
+        announce = functools.partial(print, "compile: compiling the decoding step (on a CPU about a minute, once for "
+                                     "this checkpoint, --weights, --num_samples and cache size) ...", file=sys.stderr,
+                                     flush=True)
+        if kept := compile_ahead(model, generation_cache(model, idx, cfg.max_new_tokens, compile=True), announce):
+            print(f"compile: the decoding step was compiled into {kept} in {time.perf_counter() - start:.1f} s",
                   file=sys.stderr)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = [SampleText(tokenizer, cfg.stop) for _ in range(cfg.num_samples)]

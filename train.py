@@ -445,7 +445,10 @@ def sample_text(run: Run, n_tokens: int) -> str:
     out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator,
                              vocab_limit=tokenizer.vocab_size)
     run.model.train()
-    return tokenizer.decode(out[0, idx.size(1) :].tolist())
+    new = out[0, idx.size(1) :].tolist()
+    if tokenizer.eot_token in new:  # end-of-text ends the sample, as in sample.py
+        new = new[: new.index(tokenizer.eot_token)]
+    return tokenizer.decode(new)
 
 
 @torch.no_grad()

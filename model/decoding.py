@@ -12,7 +12,9 @@ import contextlib
 import getpass
 import hashlib
 import io
+import logging
 import os
+import re
 import tempfile
 import warnings
 import weakref
@@ -183,10 +185,12 @@ class DecodeStep(nn.Module):
 
 
 def package_path(model: "GPT", cache: KVCache) -> Path:
-    """Where the compiled step of this model (shape, weights and their dtype), batch size, cache size,
-    device and torch version lives in the compile cache (TORCHINDUCTOR_CACHE_DIR moves it)."""
+    """Where the compiled step of this model (shape, weights and their dtype, the code of model/), batch size,
+    cache size, device and torch version lives in the compile cache (TORCHINDUCTOR_CACHE_DIR moves it)."""
     digest = hashlib.sha256(repr((model.config, cache.k[0].shape, cache.k[0].dtype, cache.k[0].device.type,
                                   torch.__version__)).encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):  # an edited model is compiled anew
+        digest.update(source.read_bytes())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
@@ -195,8 +199,13 @@ def package_path(model: "GPT", cache: KVCache) -> Path:
 
 def inductor_cache() -> Path:
     """Inductor's own folder, found without importing inductor (seconds)."""
-    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-                or Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}")
+    if folder := os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(folder)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's --user UID): named as inductor names it
+        user = f"uid_{os.getuid()}"
+    return Path(tempfile.gettempdir()) / ("torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
 
 
 def compile_step(model: "GPT", cache: KVCache, path: Path) -> Path:
@@ -204,7 +213,11 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> Path:
     # weights are constants, packed once for the kernels that read them; max_autotune times inductor's
     # C++ GEMM kernels against aten's and keeps the faster
     options = {"freezing": True, "max_autotune": True}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(f"cannot write the compile cache {path.parent} ({e.strerror}); set TORCHINDUCTOR_CACHE_DIR "
+                         f"to a writable folder, or decode without compiling") from None
     partial = path.with_name(f"{path.stem}.{os.getpid()}.pt2")  # never a half-written package under the name
     try:  # max_autotune writes its timing tables, and torch a deprecation it triggers, to stderr: not the user's
         with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
@@ -242,18 +255,23 @@ def graphed_step(model: "GPT") -> Step:
     return _graphed[model]
 
 
-def compile_ahead(model: "GPT", cache: KVCache) -> Path | None:
-    """Compile the step for caches shaped like `cache` now, so that no token waits for it: where its
-    compiled code is kept, or None when a package from an earlier run made compiling needless."""
-    if cache.k[0].device.type == "cuda":  # traced in each process: run it on a scratch cache until it replays
+def compile_ahead(model: "GPT", cache: KVCache, announce: Callable[[], None] = lambda: None) -> Path | None:
+    """Compile the step for caches shaped like `cache` now (calling `announce` first), so that no token waits for
+    it: where its compiled code is kept, or None when a package from an earlier run made compiling needless."""
+    if cache.k[0].device.type == "cuda":
+        announce()  # traced in each process: run it on a scratch cache until it replays
         with torch.inference_mode():  # as generation runs it: a change of grad mode would compile it again
             step, scratch = graphed_step(model), KVCache(*(t.clone() for t in cache.tensors()))
             idx = torch.zeros(cache.k[0].size(0), 1, dtype=torch.long, device=cache.k[0].device)  # (B, 1)
             for _ in range(3):  # CUDA graph trees: a warm-up run, the recording, a replay
                 step(idx, scratch, torch.zeros(1, dtype=torch.long, device=idx.device))
         return inductor_cache()
-    path = package_path(model, cache)
-    return None if path.exists() else compile_step(model, cache, path)
+    path, compiled = package_path(model, cache), None
+    if not path.exists():
+        announce()
+        compiled = compile_step(model, cache, path)
+    compiled_step(model, cache)  # loaded now: a damaged package is met before any text is printed
+    return compiled
 
 
 def compiled_step(model: "GPT", cache: KVCache) -> Step:
@@ -265,6 +283,7 @@ def compiled_step(model: "GPT", cache: KVCache) -> Step:
     if not path.exists():
         compile_step(model, cache, path)
     if path not in _loaded:
+        logging.getLogger("torch._inductor.package").setLevel(logging.ERROR)  # a damaged one: said below
         try:
             runner = torch._inductor.aoti_load_package(str(path))
         except RuntimeError as e:  # a package cut short (a full disk, a copy): compiled anew by the next run

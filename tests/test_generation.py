@@ -1,4 +1,6 @@
 """Generation: the KV cache against the uncached path, and the sampling controls."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -7,7 +9,7 @@ from data.tokenizer import CharTokenizer, GPT2Tokenizer, load_gpt2_encoding
 from model import GPT, GPTConfig, ModelError
 from helpers import gpt2_config, run_main
 from model.attention import rotate, rotation_tables
-from model.decoding import Decoder, sample_next
+from model.decoding import Decoder, generation_cache, package_path, sample_next
 
 
 MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False, n_kv_head=2)
@@ -256,3 +258,32 @@ def test_ctrl_c_prints_each_sample_of_a_batch_so_far(trained_out, monkeypatch, c
     result = run_main(sample.main, *flags, "--max_new_tokens=1000")
     assert result.returncode == 130 and result.stderr.strip() == "interrupted"
     assert capsys.readouterr().out == ten_tokens_each
+
+
+def test_a_package_is_named_by_the_models_code_too(tmp_path, monkeypatch):
+    """An edited model/ is compiled anew, never served by the package of the code before the edit."""
+    import shutil
+
+    import model.decoding as decoding
+
+    model = GPT(GPTConfig(block_size=16, vocab_size=40, n_layer=1, n_head=2, n_embd=16)).eval()
+    cache = generation_cache(model, torch.zeros(1, 1, dtype=torch.long), 8, compile=True)
+    before = package_path(model, cache)
+    copy = shutil.copytree(Path(decoding.__file__).parent, tmp_path / "model")
+    monkeypatch.setattr(decoding, "__file__", str(copy / "decoding.py"))
+    assert package_path(model, cache) == before  # the same code
+    (copy / "gpt.py").write_text((copy / "gpt.py").read_text().replace("return self.lm_head(", "return -self.lm_head("))
+    assert package_path(model, cache) != before
+
+
+def test_the_compile_cache_of_a_user_with_no_name_is_named_as_inductor_names_it(monkeypatch):
+    import getpass
+    import os
+
+    from model.decoding import inductor_cache
+
+    def no_passwd_entry():
+        raise KeyError("getpwuid(): uid not found")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(getpass, "getuser", no_passwd_entry)
+    assert inductor_cache().name == f"torchinductor_uid_{os.getuid()}"

@@ -172,7 +172,12 @@ def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     result = run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", check=False, env=env)
     assert_one_line_error(result, "could not compile the decoding step", "decode without compiling")
+    assert result.stderr.startswith("compile: compiling the decoding step (on a CPU about a minute")  # said first
     assert not list(cache.glob("smallgpt-decoding/*"))  # nothing half-written left under the package's name
+    (tmp_path / "a-file").touch()
+    unwritable = run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", check=False,
+                            env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "a-file")})
+    assert_one_line_error(unwritable, "cannot write the compile cache", "set TORCHINDUCTOR_CACHE_DIR")
     assert_one_line_error(run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", "--use_cache=false",
                                      check=False), "--compile=true decodes through the KV cache")
     run = tmp_path / "run"
