@@ -49,11 +49,17 @@ def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
         raise UserError(f"--hf_dir={hf_dir} {where} the training run's out_dir {out_dir}; export to a folder "
                         f"of its own, e.g. --hf_dir=hf-{run.name}")
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    card = folder / "README.md"
-    if names and (names - EXPORT_FILES or not card.is_file() or CARD_MARK not in card.read_text(errors="replace")):
-        shown = ", ".join(sorted(names - EXPORT_FILES or names)[:3])
+    if names - EXPORT_FILES:
+        shown = ", ".join(sorted(names - EXPORT_FILES)[:3])
         raise UserError(f"--hf_dir={hf_dir} holds files export.py did not write ({shown}); it never replaces "
                         f"them: choose another folder")
+    try:
+        marked = CARD_MARK in (folder / "README.md").read_text(errors="replace")
+    except OSError:
+        marked = False
+    if names and not marked:
+        raise UserError(f"--hf_dir={hf_dir} holds no model card of smallgpt's (a README.md with {CARD_MARK}), so no "
+                        f"earlier export; export.py never replaces it: choose another folder")
     if names and not replace_export:
         raise UserError(f"--hf_dir={hf_dir} holds an earlier export; choose another folder, or pass "
                         f"--replace_export=true to replace it")

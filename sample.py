@@ -17,6 +17,7 @@ from config.errors import run_cli
 from config.prompts import encode_prompt, read_prompt
 from config.settings import SampleConfig, read_config
 from data.tokenizer import Tokenizer
+from model import ModelError
 from model.decoding import compile_ahead, generation_cache
 from training.init_from import load_model
 
@@ -79,8 +80,9 @@ def main(argv: list[str]) -> None:
     idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
     if cfg.compile and cfg.max_new_tokens > 1:  # compiled now, and said so, unless the compile cache holds it
         start = time.perf_counter()  # (the first token comes from the prefill, uncompiled)
-        announce = functools.partial(print, "compile: compiling the decoding step (on a CPU about a minute, once for "
-                                     "this checkpoint, --weights, --num_samples and cache size) ...", file=sys.stderr,
+        how = ("into CUDA graphs (in each process)" if device.type == "cuda" else
+               "(about a minute on a CPU, once for this checkpoint, --weights, --num_samples and cache size)")
+        announce = functools.partial(print, f"compile: compiling the decoding step {how} ...", file=sys.stderr,
                                      flush=True)
         if kept := compile_ahead(model, generation_cache(model, idx, cfg.max_new_tokens, compile=True), announce):
             print(f"compile: the decoding step was compiled into {kept} in {time.perf_counter() - start:.1f} s",
@@ -103,6 +105,9 @@ def main(argv: list[str]) -> None:
                 break
     except KeyboardInterrupt:  # Ctrl-C: the samples so far are printed, as a streamed one was
         interrupted = True
+    except ModelError:  # a damaged compiled step, met after the first token: its error on a line of its own
+        print(flush=True)
+        raise
     for sample in samples:
         sample.finish()  # text held back for a stop string that never came is final now
         print((sample.new_text() if streaming else prompt + sample.text) + SEPARATOR)

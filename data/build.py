@@ -84,7 +84,10 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
             raise refusal("a damaged copy of this dataset" if same else "another dataset")
         meta, tokenizer_seconds = _build(files, scan, settings, given, staging, workers, progress)
         with _locked(out_dir.parent):  # another prepare of out_dir that finished meanwhile is not replaced unseen
-            if _existing_dataset(out_dir) != old:
+            if (now := _existing_dataset(out_dir)) != old:
+                if now and {k: now.get(k) for k in ("fingerprint", "prepared_with")} == \
+                        {k: meta[k] for k in ("fingerprint", "prepared_with")}:
+                    return Prepared(now, reused=True)  # the same dataset, made by the other prepare
                 raise DataError(f"{out_dir} changed while this prepare ran (another prepare of it?); nothing was "
                                 f"replaced: run this one again once the other has finished")
             swap_in(staging, out_dir)
@@ -115,13 +118,17 @@ def _existing_dataset(out_dir: Path) -> dict | None:
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive flock on folder, held for the with-block (the OS drops it however the process ends)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
+    """An exclusive flock on folder for the with-block where the file system has one (the OS drops it however the
+    process ends); where it has none (NFS without locks, ...), the caller's re-check alone."""
+    fd = None
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
         fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _folder_tokenizer(folder: Path) -> Tokenizer:
@@ -147,6 +154,10 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, given: Tokenizer
            progress: bool) -> tuple[dict, float]:
     """Write train.bin, val.bin, meta.json (and bpe's rank file) into staging; the meta and the tokenizer's seconds."""
     plan = plan_split(scan.documents, scan.chars, settings["val_fraction"], settings["seed"])
+    if plan.kind == "tail" and not 0 < plan.tail_start < scan.chars:  # a short text, a val_fraction near 0 or 1
+        empty, change = ("training", "smaller") if plan.tail_start <= 0 else ("validation", "larger")
+        raise DataError(f"val_fraction={settings['val_fraction']} leaves no {empty} text; give a {change} "
+                        f"--val_fraction or more text")
 
     def labelled():  # each pass reads the inputs anew: nothing of the corpus is kept in memory
         return label_pieces(read_pieces(files, settings["text_field"]), plan)
@@ -165,10 +176,6 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, given: Tokenizer
         for split in splits.values():
             split.close()
     train, val = splits["train"], splits["val"]
-    if not train.tokens or not val.tokens:  # a tail split of a short text, or of a val_fraction near 0 or 1
-        empty, change = ("training", "smaller") if not train.tokens else ("validation", "larger")
-        raise DataError(f"val_fraction={settings['val_fraction']} leaves no {empty} text; give a {change} "
-                        f"--val_fraction or more text")
     with open(val.path, "rb") as f:  # the fingerprint: sha256 of train.bin's bytes followed by val.bin's
         fingerprint = hashlib.file_digest(f, train.sha256.copy)
     meta = {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,

@@ -266,12 +266,11 @@ def compile_ahead(model: "GPT", cache: KVCache, announce: Callable[[], None] = l
             for _ in range(3):  # CUDA graph trees: a warm-up run, the recording, a replay
                 step(idx, scratch, torch.zeros(1, dtype=torch.long, device=idx.device))
         return inductor_cache()
-    path, compiled = package_path(model, cache), None
-    if not path.exists():
-        announce()
-        compiled = compile_step(model, cache, path)
-    compiled_step(model, cache)  # loaded now: a damaged package is met before any text is printed
-    return compiled
+    path = package_path(model, cache)
+    if path.exists():
+        return None
+    announce()
+    return compile_step(model, cache, path)
 
 
 def compiled_step(model: "GPT", cache: KVCache) -> Step:

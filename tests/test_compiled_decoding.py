@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig, ModelError
-from model.decoding import KVCache, compile_ahead, compiled_step, generation_cache, package_path
+from model.decoding import KVCache, compiled_step, generation_cache, package_path
 from model.weights import with_weights
 
 pytestmark = pytest.mark.slow  # compiling takes tens of seconds on a CPU
@@ -62,6 +62,5 @@ def test_a_damaged_package_is_removed_with_one_line_that_says_to_run_again():
     package.parent.mkdir(parents=True, exist_ok=True)
     package.write_bytes(b"PK\x03\x04 cut short")  # the start of a zip archive, as a full disk leaves it
     with pytest.raises(ModelError, match=r"the compiled decoding step .* was damaged .* run again to compile it"):
-        compile_ahead(model, cache)  # loaded ahead, as sample.py does: met before any text is printed
+        compiled_step(model, cache)
     assert not package.exists()
-

@@ -136,8 +136,8 @@ def test_replace_export_replaces_an_earlier_export_whole(tmp_path, trained_out, 
     target = tmp_path / "hf"
     target.mkdir()
     (target / "README.md").write_text("my own notes\n")  # a folder of export's names is not therefore an export
-    assert "holds files export.py did not write (README.md)" in export_error(f"--out_dir={trained_out}",
-                                                                            f"--hf_dir={target}", "--replace_export=true")
+    assert "holds no model card of smallgpt's" in export_error(f"--out_dir={trained_out}", f"--hf_dir={target}",
+                                                                "--replace_export=true")
     (target / "README.md").unlink()
     export.main([f"--out_dir={trained_out}", f"--hf_dir={target}"])  # an earlier export ...
     (target / "model.safetensors").write_bytes(b"old")  # ... damaged since

@@ -172,7 +172,7 @@ def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     result = run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", check=False, env=env)
     assert_one_line_error(result, "could not compile the decoding step", "decode without compiling")
-    assert result.stderr.startswith("compile: compiling the decoding step (on a CPU about a minute")  # said first
+    assert result.stderr.startswith("compile: compiling the decoding step (about a minute on a CPU")  # said first
     assert not list(cache.glob("smallgpt-decoding/*"))  # nothing half-written left under the package's name
     (tmp_path / "a-file").touch()
     unwritable = run_script("sample.py", f"--out_dir={trained_out}", "--compile=true", check=False,
@@ -185,6 +185,24 @@ def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained
                         "--compile=true", check=False, env=env)
     assert_one_line_error(result, "could not compile the model", "train with --compile=false")
     assert not (run / "ckpt.pt").exists()
+
+
+def test_a_damaged_compiled_step_met_after_the_first_token_is_an_error_on_a_line_of_its_own(trained_out, tmp_path,
+                                                                                              monkeypatch):
+    from model.decoding import generation_cache, package_path
+    from training.init_from import load_model
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    model, tokenizer, _ = load_model(str(trained_out), "ckpt.pt", "", torch.device("cpu"))
+    idx = torch.tensor([tokenizer.encode("the ")])  # (1, T): sample.py's, for this prompt
+    package = package_path(model, generation_cache(model, idx, 20, compile=True))
+    package.parent.mkdir(parents=True)
+    package.write_bytes(b"PK\x03\x04 cut short")  # a package cut short: loaded once the prefill's token is out
+    result = run_script("sample.py", f"--out_dir={trained_out}", "--prompt=the ", "--max_new_tokens=20",
+                        "--compile=true", check=False)
+    assert_one_line_error(result, "the compiled decoding step", "was damaged", "run again to compile it anew")
+    assert result.stdout.startswith("the ") and result.stdout.endswith("\n")  # the text so far, then a new line
+    assert not package.exists()
 
 
 def test_one_line_documents_prepared_inside_their_folder_get_commands_that_run(tmp_path):

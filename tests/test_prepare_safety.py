@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 
@@ -68,6 +69,8 @@ BAD_INPUTS = {
                      ["bpe_vocab_size=0 is too small"]),  # not the default's 4096
     "no training text left": (GOOD_INPUT, ["--input={in}", "--val_fraction=0.9999"],
                               ["val_fraction=0.9999 leaves no training text; give a smaller --val_fraction"]),
+    "no training text left for a BPE": (GOOD_INPUT, ["--input={in}", "--val_fraction=0.9999", "--tokenizer=bpe"],
+                                        ["val_fraction=0.9999 leaves no training text"]),  # not a BPE's complaint
     "a dataset among the inputs": ({"meta.json": b"{}", "train.bin": bytes(range(256))}, ["--input={in}"],
                                    ["train.bin is binary", "a prepared dataset's file"]),
     "val_fraction of 1": (GOOD_INPUT, ["--input={in}", "--val_fraction=1"], ["val_fraction=1.0 must be between 0 and 1"]),
@@ -153,3 +156,5 @@ def test_a_prepare_finished_meanwhile_is_not_replaced_unseen(workspace, monkeypa
         prepare_dataset([workspace / "in" / "a.txt"], "char", target)
     assert open_dataset(target).meta["inputs"][0]["path"].endswith("b.txt")
     assert sorted(p.name for p in (workspace / "data").iterdir()) == ["new", "old"]  # no staging folder left
+    shutil.rmtree(target)  # the same preparation, started twice at once: the one finishing second finds it made
+    assert prepare_dataset([workspace / "in" / "b.txt"], "char", target).reused

@@ -21,6 +21,7 @@ from model.weights import with_weights
 
 from .checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_path, existing_checkpoint, load_checkpoint,
                          model_from_checkpoint)
+from .optimizer import is_block_matrix
 
 # the training keys that fix the model's shape: every model option but dropout, and the vocabulary
 SHAPE_KEYS = tuple(f.name for f in fields(ModelOptions) if f.name != "dropout") + ("vocab_size",)
@@ -69,18 +70,21 @@ def resume_changes(checkpoint: dict, cfg: TrainConfig) -> list[str]:
             if key not in STARTS and getattr(cfg, key, old) != old]
 
 
-def check_trainable_here(config: GPTConfig, device: torch.device) -> None:
-    """Refuse a model whose training state alone outgrows the device's memory: float32 weights, their gradients
-    and two optimizer moments, 16 bytes a parameter, before the activations."""
-    params = sum(p.numel() for p in meta_model(config).parameters())
+def check_trainable_here(config: GPTConfig, optimizer: str, device: torch.device) -> None:
+    """Refuse a model whose training state alone outgrows the device's memory: float32 weights and their gradients,
+    and AdamW's two moments or Muon's one, 16 or 12 bytes a parameter, before the activations."""
+    named = list(meta_model(config).named_parameters())
+    params = sum(p.numel() for _, p in named)
+    need = sum(p.numel() * (12 if optimizer == "muon" and is_block_matrix(n, p) else 16) for n, p in named)
     if device.type == "cuda":
         memory = torch.cuda.get_device_properties(device).total_memory
     else:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if 16 * params > memory:
-        raise UserError(f"a model of {params:,} parameters needs about {16 * params / 1e9:,.0f} GB to train (16 bytes "
-                        f"a parameter: weights, gradients, two optimizer moments), more than this {device.type}'s "
-                        f"{memory / 1e9:,.0f} GB; choose a smaller shape (python params.py shows a config's size)")
+    if need > memory:
+        raise UserError(f"a model of {params:,} parameters needs about {need / 1e9:,.0f} GB to train (weights, "
+                        f"gradients and the optimizer's moments, 12 to 16 bytes a parameter), more than this "
+                        f"{device.type}'s {memory / 1e9:,.0f} GB; choose a smaller shape (python params.py shows a "
+                        f"config's size)")
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, device: torch.device,
@@ -101,7 +105,7 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
         model.set_dropout(cfg.dropout)  # it holds no weights: a resume may change it
         return model
     if cfg.init_from == "scratch":
-        check_trainable_here(wanted, device)
+        check_trainable_here(wanted, cfg.optimizer, device)
         return GPT(wanted)
     model = GPT.from_pretrained(cfg.init_from)
     model.set_dropout(cfg.dropout)  # for the fine-tuning
@@ -119,7 +123,7 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
 def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
     """A Hugging Face model's tokenizer: its folder's tokenizer.json (byte-level BPE, through tiktoken),
     or GPT-2's BPE for the hub's GPT-2 names and a GPT-2 folder without one."""
-    if init_from in HUB_NAMES:
+    if init_from in HUB_NAMES and not Path(init_from).is_dir():  # a folder of that name is read, as its weights are
         tokenizer, source = GPT2Tokenizer(), "GPT-2's BPE"
     else:
         tokenizer = tokenizer_from_hf_folder(init_from)

@@ -71,6 +71,9 @@ def lr_scale(step: int, warmup_iters: int, lr_decay_iters: int, min_ratio: float
     return min_ratio + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - min_ratio)
 
 
+CONFIG_SETTINGS = ("betas", "weight_decay", "momentum")  # a group's settings from the config (lr: set each step)
+
+
 class Optimizers:
     """One or two optimizers stepped together, each with its own peak learning rate."""
 
@@ -111,10 +114,12 @@ class Optimizers:
                             f"for {' + '.join(self.parts)}; use the same optimizer or a new out_dir")
         try:
             for name, optimizer in self.parts.items():
-                settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-                optimizer.load_state_dict(state[name])  # its saved groups' settings come along with the state ...
-                for group, own in zip(optimizer.param_groups, settings):
-                    group.update(own)  # ... but the config's betas, decay, momentum hold: a resume may change them
+                # the config's settings, which a resume may change, over the saved groups' (the device's, such
+                # as fused, stay the saved state's)
+                own = [{k: g[k] for k in CONFIG_SETTINGS if k in g} for g in optimizer.param_groups]
+                optimizer.load_state_dict(state[name])
+                for group, settings in zip(optimizer.param_groups, own):
+                    group.update(settings)
         except ValueError:
             raise UserError("cannot resume: the checkpoint's optimizer state does not fit this model's parameters; "
                             "sample or evaluate it, or start a new out_dir") from None
