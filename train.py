@@ -109,7 +109,10 @@ class Run:
         return self.cfg.batch_size * self.cfg.block_size * self.cfg.gradient_accumulation_steps * self.ranks.world_size
 
     def save(self, stem: str) -> None:
-        """Write out_dir/ckpt.pt (stem "ckpt") or best.pt, or .safetensors by checkpoint_format."""
+        """Write out_dir/ckpt.pt (stem "ckpt") or best.pt, or .safetensors by checkpoint_format; never broken weights
+        (an update that broke them after its loss was read)."""
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise self.broken_error(f"the weights hold nan or inf after step {self.progress.step}")
         payload = checkpoint_payload(self.model, self.optimizers, self.scaler, self.cfg, self.dataset, self.progress,
                                      self.train_loader, None if self.plan is None else asdict(self.plan))
         save_checkpoint(payload, checkpoint_path(self.out_dir, stem, self.cfg.checkpoint_format))
@@ -124,14 +127,15 @@ class Run:
     def resume_command(self) -> str:
         return resume_command(self.argv, self.ranks)
 
-    def broken_loss_error(self, loss: float, first_step: int, last_step: int) -> UserError:
+    def broken_error(self, problem: str) -> UserError:
+        """Training diverged (`problem` says how): where to go on from."""
         if self.saved_step is None:
             saved = "no checkpoint was written yet; lower learning_rate and start again"
         else:
-            saved = (f"the last good checkpoint, {self.latest} (step {self.saved_step}), is intact: "
-                     f"lower learning_rate and resume with {self.resume_command()}")
-        steps = f"step {last_step}" if first_step == last_step else f"steps {first_step} to {last_step}"
-        return UserError(f"loss is {loss} in {steps}; training stopped, {saved}")
+            command = resume_command([a for a in self.argv if not a.startswith("--learning_rate=")], self.ranks)
+            saved = (f"the last good checkpoint, {self.latest} (step {self.saved_step}), is intact: resume it at a "
+                     f"lower learning rate, {command} --learning_rate=N (N under {self.cfg.learning_rate:g})")
+        return UserError(f"{problem}; training stopped, {saved}")
 
 
 def resume_command(argv: list[str], ranks: distributed.Ranks) -> str:
@@ -179,6 +183,9 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         follows = dict.fromkeys(cfg.follows_max_iters & given)  # given as none: the run's max_iters, not the default's
         cfg = replace(cfg, **own, **follows)
     dtype = resolve_dtype(cfg.dtype, device)
+    if dtype == "bfloat16" and device.type == "cpu" and resolve_dtype("auto", device) == "float32" and ranks.is_main:
+        print("note: this CPU has no bfloat16 arithmetic and emulates it, slower than float32 (dtype=auto picks "
+              "float32 here; python bench.py precision measures both)", file=sys.stderr)
     if checkpoint is not None and "dataset" not in given and lost_relative_path(cfg.dataset):
         raise UserError(f"the run's dataset, {cfg.dataset} as its checkpoint records it, is not found from here; "
                         f"give its folder with --dataset=PATH")
@@ -281,6 +288,8 @@ def estimate_loss(run: Run) -> dict[str, float]:
 def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True) -> None:
     """Evaluate; save best.pt on a new best, and the latest ckpt.pt (unless not `latest`) as configured."""
     losses = estimate_loss(run)
+    if not all(map(math.isfinite, losses.values())):  # the step's update broke the weights after its loss was read
+        raise run.broken_error(f"the evaluation at step {run.progress.step} gives a loss of {losses['val']}")
     bar.write(f"step {run.progress.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     run.record("eval", lr=lr, train_loss=losses["train"], val_loss=losses["val"])
     plot_loss(run.log.rows, run.out_dir / "loss.png")
@@ -351,7 +360,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             unread_loss, loss, stopping, checking = distributed.mean_over_ranks(
                 torch.cat([torch.stack([unread, step_loss]), flags]), ranks).tolist()
             if not math.isfinite(unread_loss):  # stop before a checkpoint or the log sees a broken step
-                raise run.broken_loss_error(unread_loss, unread_from, step)
+                steps = f"step {step}" if unread_from == step else f"steps {unread_from} to {step}"
+                raise run.broken_error(f"loss is {unread_loss} in {steps}")
             unread.zero_()
             unread_from = step + 1
         run.optimizers.update(run.scaler, run.model.parameters(), cfg.grad_clip)

@@ -126,7 +126,7 @@ class TrainConfig(ModelOptions, Checked):
         if self.warmup_iters >= self.max_iters:
             warnings.append(f"warmup_iters={self.warmup_iters} >= max_iters={self.max_iters}: the learning rate "
                             "never leaves its warmup")
-        if self.warmup_iters > self.lr_decay_iters:
+        if self.lr_decay_iters < self.warmup_iters < self.max_iters:  # the run goes past the warmup's end
             warnings.append(f"warmup_iters={self.warmup_iters} > lr_decay_iters={self.lr_decay_iters}: the learning "
                             "rate drops from its warmup straight to min_lr")
         if self.lr_decay_iters > self.max_iters:

@@ -1,6 +1,8 @@
 """Bad input: a one-line error with exit status 2, and nothing on disk harmed."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import resource
@@ -206,6 +208,22 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     # the loss is read where it is logged (every 5 steps here): the error names the steps since the last read
     assert re.search(r"error: loss is (nan|inf|-inf) in steps (2[1-9]|3\d) to (2[5-9]|3\d|40);", result.stderr)
     assert (run_dir / "out" / "ckpt.pt").read_bytes() == before
+
+
+def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpoint(char_dataset, tmp_path):
+    """At this learning rate an update leaves nan weights although the loss read before it was finite: its
+    evaluation stops the run, before the log or a checkpoint sees it."""
+    out = tmp_path / "out"
+    result = run_command("train.py", f"--dataset={char_dataset}", f"--out_dir={out}", "--max_iters=4", "--eval_iters=1",
+                         "--eval_interval=1", "--n_layer=1", "--n_embd=32", "--block_size=16", "--batch_size=2",
+                         "--learning_rate=1e6", "--min_lr=1e5", "--sample_tokens=0")
+    assert_one_line_error(result, "training stopped, the last good checkpoint", "resume it at a lower learning rate")
+    assert "--learning_rate=1e6" not in result.stderr and "--learning_rate=N (N under 1e+06)" in result.stderr
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in log.jsonl"))
+            for line in (out / "log.jsonl").read_text().splitlines()]
+    assert rows and all(math.isfinite(row["val_loss"]) for row in rows if row["kind"] == "eval")
+    for name in ("ckpt.pt", "best.pt"):
+        assert all(t.isfinite().all() for t in torch.load(out / name, weights_only=True)["model"].values())
 
 
 @pytest.mark.parametrize("flag, fragment", [

@@ -297,6 +297,8 @@ def test_schedule_follows_max_iters_unless_set():
     assert parse_config(TrainConfig, ["--max_iters=50", "--warmup_iters=80", "--decay_lr=false"]).schedule_warnings() == []
     from training.optimizer import lr_scale
 
+    still_warming = parse_config(TrainConfig, ["--max_iters=20", "--warmup_iters=30"])  # lr_decay_iters: 20
+    assert [w.split(":")[0] for w in still_warming.schedule_warnings()] == ["warmup_iters=30 >= max_iters=20"]
     crossed = parse_config(TrainConfig, ["--max_iters=10", "--warmup_iters=8", "--lr_decay_iters=5"])
     at_min = sum(lr_scale(step, 8, 5, 0.1) == 0.1 for step in range(10))  # the schedule the loop follows
     assert crossed.schedule_warnings() == [
