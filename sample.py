@@ -106,7 +106,8 @@ def main(argv: list[str]) -> None:
     except KeyboardInterrupt:  # Ctrl-C: the samples so far are printed, as a streamed one was
         interrupted = True
     except ModelError:  # a damaged compiled step, met after the first token: its error on a line of its own
-        print(flush=True)
+        if streaming:
+            print(flush=True)
         raise
     for sample in samples:
         sample.finish()  # text held back for a stop string that never came is final now
