@@ -99,21 +99,21 @@ def result_rows(checkpoint: dict) -> list[str]:
     return rows
 
 
-def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder_name: str, prompt: str,
+def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder: str, prompt: str,
                generate_args: str) -> str:
-    """README.md for the exported folder; its snippet continues `prompt`, generate's arguments after the ids
-    being generate_args (", max_new_tokens=100", or none)."""
+    """README.md for the exported folder (its path as given); its snippet continues `prompt`, generate's arguments
+    after the ids being generate_args (", max_new_tokens=100", or none)."""
     shape = ", ".join(f"{key}={flag_value(value)}" for key, value in checkpoint["model_args"].items())
     rows = [f"| architecture | {architecture}, {n_params:,} parameters |", f"| shape | {shape} |",
             f"| tokenizer | {checkpoint['tokenizer']['kind']} |", *result_rows(checkpoint)]
     command = training_command(checkpoint["config"]) if "config" in checkpoint else "not recorded"
     return "\n".join([
         "---", "library_name: transformers", "pipeline_tag: text-generation", CARD_MARK, "---", "",
-        f"# {folder_name}", "", f"A small GPT trained with smallgpt, exported from `{source}`.", "",
+        f"# {Path(folder).name}", "", f"A small GPT trained with smallgpt, exported from `{source}`.", "",
         "| | |", "|---|---|", *rows, "", "## Trained with", "", "```bash", command, "```", "",
         "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-        f'tokenizer = AutoTokenizer.from_pretrained("{folder_name}")',
-        f'model = AutoModelForCausalLM.from_pretrained("{folder_name}")',
+        f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(folder)})",
+        f"model = AutoModelForCausalLM.from_pretrained({json.dumps(folder)})",
         f'ids = tokenizer({json.dumps(prompt)}, return_tensors="pt").input_ids',
         f"print(tokenizer.decode(model.generate(ids{generate_args})[0]))", "```", "",
     ])
@@ -142,7 +142,7 @@ def main(argv: list[str]) -> None:
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
         prompt = tokenizer.decode(prompt_ids) or "\n"  # a char end-of-text decodes to no text
         generate_args = "" if learned else ", max_new_tokens=100"  # GPT-2: generation_config's max_length, no further
-        card = model_card(checkpoint, str(path), architecture, n_params, target.name, prompt, generate_args)
+        card = model_card(checkpoint, str(path), architecture, n_params, cfg.hf_dir, prompt, generate_args)
         (folder / "README.md").write_text(card, encoding="utf-8")
         # the folder is whole: an interrupt from here on would report a failure over a complete export,
         # so Ctrl-C and SIGTERM are ignored while it is swapped in and reported

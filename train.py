@@ -491,11 +491,11 @@ def next_commands(run: Run) -> str:
     age = "latest" if run.saved_step == run.progress.step else \
         f"step {run.saved_step}: with always_save_checkpoint=false it is saved on a new best only"
     best = existing_checkpoint(checkpoint_path(out_dir, "best", run.cfg.checkpoint_format))  # another format's too
+    sample, evaluate, attention = (shlex.quote(script(name)) for name in ("sample.py", "eval.py", "attention.py"))
     return (f"the run: {latest} ({age}), {best.name}, log.jsonl and loss.png in {out_dir}\n"
-            f"next: python {script('sample.py')} {flag}      text from the model\n"
-            f"      python {script('eval.py')} {flag}        loss and bits per byte on the validation split\n"
-            f"      python {script('attention.py')} {flag}{attention_text_flag(run)}   attention maps and the explorer "
-            f"page")
+            f"next: python {sample} {flag}      text from the model\n"
+            f"      python {evaluate} {flag}        loss and bits per byte on the validation split\n"
+            f"      python {attention} {flag}{attention_text_flag(run)}   attention maps and the explorer page")
 
 
 def describe(run: Run) -> str:

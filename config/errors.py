@@ -25,6 +25,10 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except PermissionError as e:  # a path this user may not reach, wherever a command first met it
+        print(f"error: {e.filename or 'a path'} cannot be reached ({e.strerror.lower()}); choose a path this user "
+              f"may read and write, or change its permissions", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
         print("\ninterrupted", file=sys.stderr)  # on a line of its own, after any text left unfinished
         sys.exit(130)

@@ -26,6 +26,8 @@ def main(argv: list[str]) -> None:
     folder = dataset_dir(cfg.dataset)
     if folder.is_relative_to(Path.cwd()):  # named in messages as the user sees it from here
         folder = folder.relative_to(Path.cwd())
+    if len(folder.parts) == 1:  # --dataset=./notes: never shown as a name, which would mean data/notes
+        folder = folder.absolute()
     try:
         prepared = prepare_dataset(cfg.input, cfg.tokenizer, folder, vocab_size=cfg.bpe_vocab_size,
                                    val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,

@@ -28,3 +28,13 @@ def test_a_missing_run_or_a_picture_not_png_is_one_line(trained_out, tmp_path):
     assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={tmp_path / 'c.jpg'}"),
                           "is written as a PNG picture; give a file name ending in .png")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_named_with_dollars_is_drawn_as_named_not_as_math(tmp_path):
+    from viz.loss_plot import compare_runs
+    from viz.maps import drawable
+
+    rows = [{"kind": "eval", "step": s, "tokens": 100 * s, "elapsed_s": s, "val_loss": 3.0 - s, "train_loss": 3.0 - s}
+            for s in (1, 2)]
+    assert compare_runs({"r$^$x": rows, "plain": rows}, tmp_path / "c.png").stat().st_size > 0  # mathtext would raise
+    assert drawable(["cost $5 or $6"])[0] == [r"cost \$5 or \$6"]

@@ -304,3 +304,14 @@ def test_schedule_follows_max_iters_unless_set():
     assert crossed.schedule_warnings() == [
         "warmup_iters=8 > lr_decay_iters=5: the learning rate drops from its warmup straight to min_lr",
         f"lr_decay_iters=5 < max_iters=10: the last {at_min} steps run at min_lr"]
+
+
+def test_a_path_this_user_may_not_reach_is_one_line_wherever_a_command_meets_it():
+    from helpers import run_main
+
+    def main(argv):  # as Path.exists() raises on Python 3.11 for a folder this user may not enter
+        raise PermissionError(13, "Permission denied", "/root/run")
+    result = run_main(main)
+    assert result.returncode == 2 and result.stderr == ("error: /root/run cannot be reached (permission denied); "
+                                                        "choose a path this user may read and write, or change its "
+                                                        "permissions\n")

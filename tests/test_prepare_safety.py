@@ -158,3 +158,9 @@ def test_a_prepare_finished_meanwhile_is_not_replaced_unseen(workspace, monkeypa
     assert sorted(p.name for p in (workspace / "data").iterdir()) == ["new", "old"]  # no staging folder left
     shutil.rmtree(target)  # the same preparation, started twice at once: the one finishing second finds it made
     assert prepare_dataset([workspace / "in" / "b.txt"], "char", target).reused
+
+
+def test_a_dataset_given_as_a_path_here_is_never_named_as_a_name_under_data(workspace, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    main([f"--input={workspace / 'old.txt'}", "--dataset=./notes"])
+    assert capsys.readouterr().out.startswith(f"{workspace / 'notes'}: ")  # "notes" alone would mean data/notes

@@ -68,6 +68,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
     except pickle.UnpicklingError:
         raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; "
                         f"use a checkpoint written by train.py") from None
+    except PermissionError:  # not damage: run_cli names the path this user may not read
+        raise
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: safetensors'
         reason = textwrap.shorten(str(e).splitlines()[0], 120, placeholder=" ...")
         raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); use another one") from None

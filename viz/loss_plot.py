@@ -59,7 +59,7 @@ def compare_runs(runs: dict[str, list[dict]], path: Path) -> Path:
         for ax, x in ((by_tokens, "tokens"), (by_time, "elapsed_s")):
             ax.plot([r[x] for r in batches], [r["train_loss"] for r in batches], color=color, alpha=0.2, linewidth=0.7)
             ax.plot([r[x] for r in evals], [r["val_loss"] for r in evals], "o-", color=color, markersize=3,
-                    label=f"{name}: val {evals[-1]['val_loss']:.4f}" if evals else name)
+                    label=(f"{name}: val {evals[-1]['val_loss']:.4f}" if evals else name).replace("$", r"\$"))
     by_tokens.set_xlabel("tokens seen")
     by_time.set_xlabel("seconds of training (evaluation included)")
     by_tokens.set_ylabel("loss (nats per token): val (dots), train (faint)")

@@ -56,7 +56,8 @@ def _family_drawing(ch: str) -> str | None:
 def drawable(texts: list[str]) -> tuple[list[str], list[str]]:
     """texts with each character that no font here draws shown as its code point ([U+6771]), not as an empty box;
     and the font families for them: the labels' font, then one for each character it lacks (CJK, say)."""
-    shown = ["".join(ch if _family_drawing(ch) else f"[U+{ord(ch):04X}]" for ch in text) for text in texts]
+    shown = ["".join(ch if _family_drawing(ch) else f"[U+{ord(ch):04X}]" for ch in text).replace("$", r"\$")
+             for text in texts]  # a $ drawn as itself, never as the start of mathtext
     families = dict.fromkeys([LABEL_FONT, *(_family_drawing(ch) for text in shown for ch in text)])
     return shown, [family for family in families if family]
 
