@@ -135,6 +135,8 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
         with open(path, "rb") as f:
             table = tomllib.loads(f.read().decode("utf-8-sig"))  # -sig: a byte-order mark that some editors write
     except FileNotFoundError:
+        if path.startswith("-"):  # -out_dir=x: a flag with one dash
+            raise UserError(f"{path} is no flag nor config file; flags take two dashes: -{path}") from None
         raise UserError(f"config file {path} not found; the shipped ones are in configs/") from None
     except IsADirectoryError:
         raise UserError(f"config file {path} is a folder; give a .toml file") from None

@@ -127,6 +127,11 @@ def test_toml_types_are_checked(tmp_path):
     assert parse_config(SampleConfig, [f]).top_k is None
 
 
+def test_a_flag_with_one_dash_is_named_as_such_not_as_a_missing_file():
+    with pytest.raises(UserError, match=r"^-out_dir=x is no flag nor config file; flags take two dashes: --out_dir=x$"):
+        parse_config(TrainConfig, ["-out_dir=x"])
+
+
 def test_a_config_file_that_is_not_utf8_text_is_one_line_and_a_byte_order_mark_is_dropped(tmp_path):
     (tmp_path / "latin1.toml").write_bytes("# café\nn_layer = 2\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"latin1.toml is not UTF-8 text \(invalid byte at offset 5\); give a .toml"):

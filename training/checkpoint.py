@@ -55,7 +55,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
     if not path.is_file():
         if path.parent.is_file():  # the checkpoint itself, given as the run's folder
             raise UserError(f"out_dir={path.parent} is a file, not a run's folder; give --out_dir={path.parent.parent}")
-        raise UserError(f"checkpoint {path} not found; train one with python train.py --out_dir={path.parent}")
+        raise UserError(f"checkpoint {path} not found; train one with python train.py "
+                        f"{shlex.quote(f'--out_dir={path.parent}')}")
     try:
         if path.suffix == ".safetensors":
             checkpoint = from_safetensors(path, device)
