@@ -65,8 +65,9 @@ class StopSignals:
         if self.received is not None:
             os._exit(128 + signum)
         self.received = signum
+        again = "press Ctrl-C again" if signum == signal.SIGINT else "another SIGTERM"
         print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
-              f"(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+              f"({again} to quit at once)", file=sys.stderr, flush=True)
 
 
 @dataclass

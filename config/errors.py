@@ -35,3 +35,8 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
     except BrokenPipeError:  # the reader left (`python sample.py | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
         sys.exit(128 + signal.SIGPIPE)
+    finally:
+        if argv is None:  # the process's command is over, however it ended: the interpreter's teardown (torch's
+            # takes a moment) is not to be cut short by a late Ctrl-C into a traceback or a failed exit status
+            for stop in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(stop, signal.SIG_IGN)

@@ -33,7 +33,8 @@ def main(argv: list[str]) -> None:
                                    val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,
                                    workers=cfg.workers, overwrite=cfg.replace_dataset, progress=True)
     except KeyboardInterrupt:
-        print(f"interrupted: nothing half-written is left in {folder}", file=sys.stderr)
+        print(f"interrupted: {folder} holds its earlier dataset or, if the interrupt came as it was swapped in, the "
+              f"new one: never a part of either", file=sys.stderr)
         sys.exit(130)
     if prepared.reused:
         print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")

@@ -320,3 +320,16 @@ def test_a_path_this_user_may_not_reach_is_one_line_wherever_a_command_meets_it(
     assert result.returncode == 2 and result.stderr == ("error: /root/run cannot be reached (permission denied); "
                                                         "choose a path this user may read and write, or change its "
                                                         "permissions\n")
+
+
+def test_a_command_that_is_over_lets_no_late_ctrl_c_cut_the_interpreters_teardown_short():
+    """torch's teardown at exit takes a moment: a Ctrl-C then would print a traceback, or turn success into 130."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    code = ("import signal, sys; from config.errors import run_cli; run_cli(lambda argv: print('done'));"
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout == "done\nTrue True\n"
