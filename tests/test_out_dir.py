@@ -130,7 +130,8 @@ def test_float16_on_a_cpu_is_refused():
 
 
 def test_bfloat16_asked_of_a_cpu_that_emulates_it_is_noted(char_dataset, tmp_path):
-    result = run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=1", "--sample_tokens=0", "--dtype=bfloat16",
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=1", "--eval_iters=1", "--batch_size=2",
+                        "--sample_tokens=0", "--dtype=bfloat16",
                         f"--dataset={char_dataset}", f"--out_dir={tmp_path / 'out'}")
     assert "device cpu, bfloat16" in result.stdout
     emulated = resolve_dtype("auto", torch.device("cpu")) == "float32"  # this machine's CPU: AVX2 only, or AMX
