@@ -21,7 +21,7 @@ from model.weights import with_weights
 
 from .checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_path, existing_checkpoint, load_checkpoint,
                          model_from_checkpoint)
-from .optimizer import is_block_matrix
+from .optimizer import on_muon
 
 # the training keys that fix the model's shape: every model option but dropout, and the vocabulary
 SHAPE_KEYS = tuple(f.name for f in fields(ModelOptions) if f.name != "dropout") + ("vocab_size",)
@@ -75,7 +75,7 @@ def check_trainable_here(config: GPTConfig, optimizer: str, device: torch.device
     and AdamW's two moments or Muon's one, 16 or 12 bytes a parameter, before the activations."""
     named = list(meta_model(config).named_parameters())
     params = sum(p.numel() for _, p in named)
-    need = sum(p.numel() * (12 if optimizer == "muon" and is_block_matrix(n, p) else 16) for n, p in named)
+    need = sum(p.numel() * (12 if on_muon(optimizer, n, p) else 16) for n, p in named)
     if device.type == "cuda":
         memory = torch.cuda.get_device_properties(device).total_memory
     else:

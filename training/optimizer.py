@@ -15,8 +15,9 @@ from config.settings import TrainConfig
 from model import GPT
 
 
-def is_block_matrix(name: str, param: torch.Tensor) -> bool:
-    return param.dim() == 2 and name.startswith("transformer.h.")
+def on_muon(optimizer: str, name: str, param: torch.Tensor) -> bool:
+    """Whether Muon moves this parameter: with optimizer=muon, the blocks' matrices; AdamW moves the rest."""
+    return optimizer == "muon" and param.dim() == 2 and name.startswith("transformer.h.")
 
 
 def orthogonalise(updates: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
@@ -128,16 +129,16 @@ class Optimizers:
 def build_optimizers(model: GPT, cfg: TrainConfig, device: torch.device) -> Optimizers:
     """AdamW with weight decay on matrices only; or Muon for the blocks' matrices and AdamW for the rest."""
     named = list(model.named_parameters())  # a tied head appears once, as the token embedding
-    on_muon = [p for n, p in named if cfg.optimizer == "muon" and is_block_matrix(n, p)]
-    on_adamw = [p for n, p in named if not (cfg.optimizer == "muon" and is_block_matrix(n, p))]
-    groups = [{"params": [p for p in on_adamw if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in on_adamw if p.dim() < 2], "weight_decay": 0.0}]  # biases, norms
+    for_muon = [p for n, p in named if on_muon(cfg.optimizer, n, p)]
+    for_adamw = [p for n, p in named if not on_muon(cfg.optimizer, n, p)]
+    groups = [{"params": [p for p in for_adamw if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in for_adamw if p.dim() < 2], "weight_decay": 0.0}]  # biases, norms
     parts = {"adamw": torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                                         fused=device.type == "cuda")}
     peak_lr = {"adamw": cfg.learning_rate}
-    if on_muon:
+    if for_muon:
         ns_dtype = torch.bfloat16 if resolve_dtype("auto", device) == "bfloat16" else torch.float32
-        parts["muon"] = Muon(on_muon, ns_dtype, lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+        parts["muon"] = Muon(for_muon, ns_dtype, lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                              weight_decay=cfg.weight_decay)
         peak_lr["muon"] = cfg.muon_lr
     return Optimizers(parts, peak_lr)
