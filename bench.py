@@ -28,7 +28,7 @@ from data.build import prepare_dataset
 from data.corpora import ensure_dataset, shakespeare_text
 from data.sources import read_pieces
 from data.dataset import open_dataset
-from data.tokenizer import DEFAULT_VOCAB_SIZE, load_gpt2_encoding, train_bpe
+from data.tokenizer import bpe_vocab_size, load_gpt2_encoding, train_bpe
 from eval import validation_split
 from model import GPT, GPTConfig
 from model.config import GPT2_SHAPE
@@ -473,7 +473,7 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
     """MB/s of preparing a corpus of copies of the plays (one file each) with GPT-2's tokenizer and with
     a BPE trained on it, beside tiktoken's own encode_ordinary_batch on the same files with every core;
     the time to train the BPE on the plays; the peak resident memory of a `python data/prepare.py` run."""
-    cores, vocab_size = len(os.sched_getaffinity(0)), cfg.bpe_vocab_size or DEFAULT_VOCAB_SIZE  # none: prepare's
+    cores, vocab_size = len(os.sched_getaffinity(0)), bpe_vocab_size(cfg.bpe_vocab_size)  # as prepare takes it
     with tempfile.TemporaryDirectory() as tmp:
         tmp, text = Path(tmp), shakespeare_text().read_text(encoding="utf-8")
         (tmp / "corpus").mkdir()

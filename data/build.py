@@ -24,8 +24,8 @@ from .errors import DataError
 from .files import make_staging_folder, swap_in, write_atomically
 from .hf_tokenizer import tokenizer_from_hf_folder
 from .sources import CorpusScan, Piece, find_inputs, read_pieces, scan_corpus
-from .tokenizer import (DEFAULT_VOCAB_SIZE, TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer,
-                        check_vocab_size, tokenizer_from_description, train_bpe)
+from .tokenizer import (TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer, bpe_vocab_size,
+                        tokenizer_from_description, train_bpe)
 
 RANK_FILE = "tokenizer.tiktoken"  # a bpe's ranks in tiktoken's own format, which load_tiktoken_bpe reads
 BATCH_CHARS = 1 << 20  # characters of text per batch handed to an encoding thread
@@ -50,8 +50,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                         f"dataset's folder or a Hugging Face model folder")
     given = None if tokenizer in TOKENIZER_KINDS else _folder_tokenizer(Path(tokenizer))
     if tokenizer == "bpe":
-        vocab_size = DEFAULT_VOCAB_SIZE if vocab_size is None else vocab_size
-        check_vocab_size(vocab_size)
+        vocab_size = bpe_vocab_size(vocab_size)
     elif vocab_size is not None:
         raise DataError(f"bpe_vocab_size is for --tokenizer=bpe; the {tokenizer} tokenizer's vocabulary is fixed by it")
     if not 0 < val_fraction < 1:

@@ -146,20 +146,23 @@ class BPETokenizer(TiktokenTokenizer):
                 "normalizer": self.normalizer}
 
 
-def check_vocab_size(vocab_size: int) -> None:
+def bpe_vocab_size(requested: int | None) -> int:
+    """A BPE's vocabulary size as asked for (None: the default), checked."""
+    vocab_size = DEFAULT_VOCAB_SIZE if requested is None else requested
     if vocab_size < MIN_VOCAB_SIZE:
         raise DataError(f"bpe_vocab_size={vocab_size} is too small: a byte-level BPE needs the 256 bytes and "
                         f"1 special token; use --bpe_vocab_size={MIN_VOCAB_SIZE} or more")
     if vocab_size > 2**32:
         raise DataError(f"bpe_vocab_size={vocab_size} does not fit token ids of 32 bits; "
                         f"use a smaller --bpe_vocab_size")
+    return vocab_size
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     """A byte-level BPE of vocab_size tokens (<|endoftext|> included) learned from texts by rustbpe."""
     import rustbpe
 
-    check_vocab_size(vocab_size)
+    bpe_vocab_size(vocab_size)
     n_merged = vocab_size - 1  # every token but <|endoftext|>, which comes last
     trainer = rustbpe.Tokenizer()
     trainer.train_from_iterator(iter(texts), n_merged, pattern=SPLIT_PATTERN)
