@@ -289,8 +289,8 @@ def estimate_loss(run: Run) -> dict[str, float]:
 def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True) -> None:
     """Evaluate; save best.pt on a new best, and the latest ckpt.pt (unless not `latest`) as configured."""
     losses = estimate_loss(run)
-    if broken := [loss for loss in losses.values() if not math.isfinite(loss)]:  # the step's update broke the
-        # weights after its loss was read
+    # an update that broke the weights after its loss was read: stopped before the log or a checkpoint sees it
+    if broken := [loss for loss in losses.values() if not math.isfinite(loss)]:
         raise run.broken_error(f"the evaluation at step {run.progress.step} gives a loss of {broken[0]}")
     bar.write(f"step {run.progress.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     run.record("eval", lr=lr, train_loss=losses["train"], val_loss=losses["val"])
