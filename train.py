@@ -49,7 +49,11 @@ from viz.maps import heatmap_figure, token_texts
 
 class StopSignals:
     """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step it checks; a second one exits at
-    once (checkpoint writes are atomic, so that is safe). The earlier handlers come back on exit."""
+    once (checkpoint writes are atomic, so that is safe). The earlier handlers come back on exit. Only the main
+    process (`announce`) says so: torchrun passes a signal on to every process."""
+
+    def __init__(self, announce: bool):
+        self.announce = announce
 
     def __enter__(self) -> "StopSignals":
         self.received: int | None = None
@@ -65,6 +69,8 @@ class StopSignals:
         if self.received is not None:
             os._exit(128 + signum)
         self.received = signum
+        if not self.announce:
+            return
         again = "press Ctrl-C again" if signum == signal.SIGINT else "another SIGTERM"
         print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
               f"({again} to quit at once)", file=sys.stderr, flush=True)
@@ -236,13 +242,16 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     progress = Progress()
     if checkpoint is not None:
         progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
-        for change in resume_changes(checkpoint, cfg) if ranks.is_main else []:  # now that the resume goes ahead
+        for change in resume_changes(checkpoint, cfg, ranks.world_size) if ranks.is_main else []:  # now that the resume goes ahead
             print(change)
     resume_step = progress.step if checkpoint is not None else None
-    wandb_run = start_wandb(cfg, resume_step) if cfg.wandb_log and ranks.is_main else None
-    if claim is not None:  # only now that the new run is built: a bad setting above leaves the earlier one
-        claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
-    log = MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run) if ranks.is_main else None
+
+    def start_records() -> MetricsLog:  # the main process's: the others wait, and leave quietly if it refuses
+        wandb_run = start_wandb(cfg, resume_step) if cfg.wandb_log else None
+        claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)  # only now: a bad setting above
+        return MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run)  # leaves the earlier run
+
+    log = distributed.main_first(ranks, start_records)
     mfu = MFUMeter(training_flops_per_token(model, cfg.block_size), device, dtype, ranks.world_size)
     return Run(cfg, argv, ranks, device, dtype, dataset, train_loader, eval_loaders, model, wrapped,
                optimizers, scaler, progress, log, mfu, claim, plan, resume_step)
@@ -541,7 +550,7 @@ def main(argv: list[str], temporary: bool = False) -> None:
                 for warning in run.cfg.schedule_warnings():
                     print(f"note: {warning}", file=sys.stderr)
         with tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
-                  disable=not main_process) as bar, StopSignals() as stop:
+                  disable=not main_process) as bar, StopSignals(announce=main_process) as stop:
             stopped_by = train(run, bar, stop)
         if stopped_by is None and main_process:
             print(f"best val loss {run.progress.best_val_loss:.4f}")

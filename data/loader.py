@@ -48,7 +48,8 @@ class BatchLoader:
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # x, y: (B, T)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self._taken + self.cursor * self.world_size}  # every rank alike
+        # every rank alike; world_size for a resume to name a change in the number of processes
+        return {"epoch": self.epoch, "cursor": self._taken + self.cursor * self.world_size, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self._taken, self.cursor = state["epoch"], state["cursor"], 0  # cursor: into this rank's order

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -64,21 +65,29 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, char_d
     ddp_out, _, optimizer = two_process_run
     for name in ("ckpt.pt", "log.jsonl"):
         (tmp_path / name).write_bytes((ddp_out / name).read_bytes())
-    run_script("train.py", *FLAGS, f"--optimizer={optimizer}", "--max_iters=16", "--lr_decay_iters=16",
-               "--gradient_accumulation_steps=4", f"--dataset={char_dataset}", f"--out_dir={tmp_path}",
-               "--init_from=resume")
+    resumed = run_script("train.py", *FLAGS, f"--optimizer={optimizer}", "--max_iters=16", "--lr_decay_iters=16",
+                         "--gradient_accumulation_steps=4", f"--dataset={char_dataset}", f"--out_dir={tmp_path}",
+                         "--init_from=resume")
+    # 4 sequences of 32 tokens, 2 accumulated in each of 2 processes then, 4 accumulated in 1 now
+    assert "resume: processes changed from 2 to 1: 512 tokens per step, not 512" in resumed.stdout
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 16
     assert batch_losses(tmp_path)[:12] == batch_losses(ddp_out)  # the log carries on from the checkpoint
 
 
-def test_a_refusal_by_the_main_process_stops_the_others_without_a_traceback(char_dataset, tmp_path):
-    (tmp_path / "ckpt.pt").write_bytes(b"an earlier run")  # only the main process checks out_dir
+@pytest.mark.parametrize("refused", ["out_dir", "wandb"])
+def test_a_refusal_by_the_main_process_stops_the_others_without_a_traceback(char_dataset, tmp_path, refused):
+    """Only the main process checks out_dir and starts wandb (here refusing an upper-case WANDB_MODE)."""
+    (tmp_path / "ckpt.pt").write_bytes(b"an earlier run")
+    flags, env = ([], None) if refused == "out_dir" else \
+        (["--replace_run=true", "--wandb_log=true"], {**os.environ, "WANDB_MODE": "OFFLINE", "WANDB_DIR": str(tmp_path)})
     result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *FLAGS,
-                        f"--dataset={char_dataset}", f"--out_dir={tmp_path}", check=False)
+                        *flags, f"--dataset={char_dataset}", f"--out_dir={tmp_path}", check=False, env=env)
     assert result.returncode != 0 and "[rank1]" not in result.stderr  # rank 1 exits quietly, status 2
-    assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [
-        f"error: out_dir {tmp_path} holds an earlier run (ckpt.pt); continue it with --init_from=resume, start this "
-        f"one in a new --out_dir, or replace it with --replace_run=true"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    said = (f"error: out_dir {tmp_path} holds an earlier run (ckpt.pt); continue it with --init_from=resume, start "
+            f"this one in a new --out_dir, or replace it with --replace_run=true") if refused == "out_dir" else \
+        "error: wandb refused its settings (mode='OFFLINE'"
+    assert len(errors) == 1 and errors[0].startswith(said)
     assert "exitcode  : 2" in result.stderr and (tmp_path / "ckpt.pt").read_bytes() == b"an earlier run"
 
 

@@ -64,10 +64,17 @@ STARTS = ("init_from", "replace_run", "allow_new_data", "out_dir", "device")  # 
 NOT_RESUMED = STARTS + ("time_budget",)  # resumed without --time_budget, a budgeted run trains on the steps given
 
 
-def resume_changes(checkpoint: dict, cfg: TrainConfig) -> list[str]:
-    """The settings a resume changes, once it is known to go ahead."""
-    return [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in checkpoint["config"].items()
-            if key not in STARTS and getattr(cfg, key, old) != old]
+def resume_changes(checkpoint: dict, cfg: TrainConfig, world_size: int) -> list[str]:
+    """The settings a resume changes, once it is known to go ahead, and the number of processes (torchrun's)."""
+    saved = checkpoint["config"]
+    changes = [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in saved.items()
+               if key not in STARTS and getattr(cfg, key, old) != old]
+    if (processes := checkpoint["loader"]["world_size"]) != world_size:
+        now = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps * world_size
+        then = saved["batch_size"] * saved["block_size"] * saved["gradient_accumulation_steps"] * processes
+        changes.append(f"resume: processes changed from {processes} to {world_size}: {now:,} tokens per step, "
+                       f"not {then:,}")
+    return changes
 
 
 def check_trainable_here(config: GPTConfig, optimizer: str, device: torch.device) -> None:
