@@ -88,6 +88,17 @@ def test_one_run_per_out_dir_and_the_lock_names_its_holder(tmp_path):
     claim_out_dir(train_config(tmp_path / "out")).release()
 
 
+@pytest.mark.parametrize("name", ["loss.png", "log.jsonl", "best.pt"])
+def test_a_folder_where_the_run_writes_a_file_is_refused_before_it_starts(tmp_path, name):
+    """Not mid-run, at the first evaluation's write, with the steps before it lost."""
+    (tmp_path / "out" / name).mkdir(parents=True)
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError, match=rf"^out_dir {tmp_path / 'out'} holds a folder named {name}, where the run "
+                                        rf"writes a file of that name; move it away or choose another --out_dir$"):
+        claim_out_dir(train_config(tmp_path / "out"))
+    assert snapshot(tmp_path) == before
+
+
 def test_a_run_that_never_began_leaves_out_dir_as_it_found_it(tmp_path):
     claim_out_dir(train_config(tmp_path / "new" / "out")).abandon()
     assert list(tmp_path.iterdir()) == []  # the folders it made are gone

@@ -338,7 +338,11 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
 
 
 def check_start(folder: Path, cfg: TrainConfig) -> None:
-    """Resume needs a checkpoint; a fresh start must not bury one (unless --replace_run=true)."""
+    """Resume needs a checkpoint; a fresh start must not bury one (unless --replace_run=true); no folder stands
+    where the run writes a file."""
+    if folders := [name for name in RUN_FILES if (folder / name).is_dir()]:
+        raise UserError(f"out_dir {folder} holds a folder named {folders[0]}, where the run writes a file of that "
+                        f"name; move it away or choose another --out_dir")
     latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors
     has_checkpoint = latest.is_file()
     if cfg.init_from == "resume" and not has_checkpoint:
