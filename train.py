@@ -218,9 +218,8 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
                           f"resume without --time_budget to train longer", file=sys.stderr)
                 cfg = replace(cfg, max_iters=min(cfg.max_iters, plan.steps))
         else:  # a plan would pick another shape and schedule than the run's
-            how = "its last resume ran without --time_budget, so it follows no plan now" \
-                if checkpoint["config"].get("time_budget") else "it was trained without one"
-            raise UserError(f"cannot resume {latest} with --time_budget: {how}; resume it without --time_budget")
+            raise UserError(f"cannot resume {latest} with --time_budget: it follows no plan (it was trained without "
+                            f"one, or resumed without one since); resume it without --time_budget")
         cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
     model = build_model(cfg, dataset, checkpoint, device, block_size_set).to(device)  # first: it checks the shape
     if cfg.pretrained:  # a Hugging Face model keeps its own shape (its context cropped): the run records it

@@ -283,7 +283,8 @@ def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_ru
     before = (tmp_path / "planned" / "ckpt.pt").read_bytes()
     refused = run_command("train.py", *flags, "--time_budget=12s", f"--out_dir={tmp_path / 'planned'}",
                           "--init_from=resume")
-    assert_one_line_error(refused, "was trained without one; resume it without --time_budget")
+    assert_one_line_error(refused, "it follows no plan (it was trained without one, or resumed without one since); "
+                                   "resume it without --time_budget")
     assert (tmp_path / "planned" / "ckpt.pt").read_bytes() == before
     # the plan sets the steps: another budget, or a key the plan sets, is refused rather than silently overridden
     before = (tmp_path / "budgeted" / "ckpt.pt").read_bytes()
