@@ -8,6 +8,7 @@ the checkpoint's tokenizer.
 """
 
 import json
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -36,6 +37,9 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
     if lost_relative_path(checkpoint["config"]["dataset"]):
         raise UserError(f"the checkpoint's dataset, {folder} from the folder train.py ran in, is not found from here; "
                         f"run eval.py there, or evaluate a text with --text_file=FILE")
+    if not (folder / "meta.json").is_file():
+        raise UserError(f"the checkpoint's dataset, {folder}, is not found; prepare it again with data/prepare.py, "
+                        f"or evaluate a text with --text_file=FILE")
     dataset = open_dataset(folder)
     if dataset.meta["tokenizer"] != checkpoint["tokenizer"]:
         raise UserError(f"dataset {folder} was prepared with another tokenizer than this checkpoint's "
@@ -73,11 +77,12 @@ def main(argv: list[str]) -> None:
 
     scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)
     result = {"checkpoint": name, "text": source, **asdict(summarize(scores.losses, tokens, tokenizer.token_bytes()))}
-    if cfg.json:
-        print(json.dumps(result))
+    if cfg.json:  # JSON has no infinity: a diverged model's perplexity is null
+        print(json.dumps({key: None if value == math.inf else value for key, value in result.items()}))
     else:
         bpb = result["bits_per_byte"]
-        print(f"{result['text']}: {result['tokens']:,} tokens, {result['bytes']:,} bytes\n"
+        print(f"{result['text']}: {result['tokens']:,} token{'s' * (result['tokens'] != 1)} predicted, "
+              f"{result['bytes']:,} bytes\n"
               f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.2f}, "
               + (f"{bpb:.4f} bits per byte" if bpb is not None else
                  "no bits per byte: the scored tokens hold no bytes of text (end-of-text tokens only)"))

@@ -3,6 +3,7 @@
 Bits per byte divides the total loss by the predicted tokens' UTF-8 bytes, so char and BPE models compare."""
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,4 +67,5 @@ def summarize(losses: np.ndarray, tokens: np.ndarray, token_bytes: np.ndarray) -
     total = float(losses.sum())
     mean = total / len(losses)
     bits_per_byte = total / n_bytes / math.log(2) if n_bytes else None
-    return EvalSummary(len(losses), n_bytes, mean, math.exp(mean), bits_per_byte)
+    perplexity = math.exp(mean) if mean < math.log(sys.float_info.max) else math.inf  # a diverged model's
+    return EvalSummary(len(losses), n_bytes, mean, perplexity, bits_per_byte)

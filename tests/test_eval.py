@@ -65,6 +65,11 @@ def test_char_model_on_ascii_bits_per_byte_is_loss_over_ln2():
     assert summary.perplexity == pytest.approx(math.exp(summary.loss))
 
 
+def test_a_diverged_models_perplexity_is_infinite_not_an_overflow():
+    summary = summarize(np.full(3, 800.0), np.zeros(4, dtype=np.int64), np.ones(1, dtype=np.int64))
+    assert summary.loss == 800.0 and summary.perplexity == math.inf  # e ** 800 is past float64's range
+
+
 @pytest.fixture(scope="module")
 def trained(char_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval-run")
@@ -88,6 +93,17 @@ def test_eval_py_reports_the_validation_split(trained, char_dataset):
     assert report["loss"] == pytest.approx(total / (len(val) - 1), rel=1e-6)
     assert report["bits_per_byte"] == pytest.approx(total / report["bytes"] / math.log(2), rel=1e-6)
     assert "batch/s" in result.stderr  # the progress bar
+
+
+@pytest.mark.slow
+def test_a_diverged_model_is_scored_with_a_perplexity_json_can_hold(trained, tmp_path):
+    checkpoint = torch.load(trained / "ckpt.pt", weights_only=True)
+    checkpoint["model"]["lm_head.weight"] *= 1e6  # logits in the millions: a loss far past e's float64 range
+    torch.save(checkpoint, tmp_path / "ckpt.pt")
+    printed = run_script("eval.py", f"--out_dir={tmp_path}", "--json=true").stdout
+    report = json.loads(printed)
+    assert "Infinity" not in printed and report["loss"] > 1000 and report["perplexity"] is None  # strict JSON
+    assert "perplexity inf," in run_script("eval.py", f"--out_dir={tmp_path}").stdout
 
 
 @pytest.mark.slow
@@ -125,6 +141,11 @@ def test_a_dataset_recorded_relative_to_another_folder_is_named_as_such(trained,
     assert_one_line_error(run_command("eval.py", f"--out_dir={tmp_path}"),
                           "the checkpoint's dataset, mydata/plays from the folder train.py ran in, is not found from "
                           "here; run eval.py there, or evaluate a text with --text_file=FILE")
+    checkpoint["config"]["dataset"] = str(tmp_path / "removed")  # a dataset folder since deleted
+    torch.save(checkpoint, tmp_path / "ckpt.pt")
+    assert_one_line_error(run_command("eval.py", f"--out_dir={tmp_path}"),
+                          f"the checkpoint's dataset, {tmp_path / 'removed'}, is not found; prepare it again with "
+                          f"data/prepare.py, or evaluate a text with --text_file=FILE")
 
 
 @pytest.mark.slow
