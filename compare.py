@@ -10,16 +10,21 @@ from pathlib import Path
 from config.errors import UserError, run_cli
 from config.outputs import check_output
 from config.settings import CompareConfig, read_config
+from training.checkpoint import RUN_FILES
 from training.metrics_log import read_rows
 from viz.loss_plot import compare_runs
 
 
 def main(argv: list[str]) -> None:
     cfg = read_config(CompareConfig, argv)
-    check_output(cfg.plot, "plot", folder=False)
+    plot = check_output(cfg.plot, "plot", folder=False)
+    if plot.name in RUN_FILES and (plot.parent / "log.jsonl").is_file():  # loss.png: train.py's, redrawn each eval
+        raise UserError(f"{plot} is the run's own {plot.name}; write the comparison elsewhere, e.g. --plot=compare.png")
     runs = {}
     for out_dir in cfg.runs:
         log = Path(out_dir) / "log.jsonl"
+        if not out_dir.strip() or Path(out_dir).is_file():
+            raise UserError(f"--runs={out_dir} is not a folder; give the out_dir of a train.py run")
         if not log.is_file():
             raise UserError(f"{log} not found; give the out_dir of a train.py run")
         runs[out_dir] = read_rows(log)

@@ -5,6 +5,7 @@ import shutil
 from PIL import Image
 
 from helpers import assert_one_line_error, run_command, run_script
+from training.metrics_log import read_rows
 
 
 def test_two_runs_in_a_table_and_a_picture(trained_out, tmp_path):
@@ -27,7 +28,24 @@ def test_a_missing_run_or_a_picture_not_png_is_one_line(trained_out, tmp_path):
                           f"{tmp_path / 'nope' / 'log.jsonl'} not found; give the out_dir of a train.py run")
     assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={tmp_path / 'c.jpg'}"),
                           "is written as a PNG picture; give a file name ending in .png")
-    assert not list(tmp_path.iterdir())
+    (tmp_path / "notes.txt").write_text("notes")
+    for runs in ("", tmp_path / "notes.txt"):
+        assert_one_line_error(run_command("compare.py", f"--runs={runs}", f"--plot={tmp_path / 'c.png'}"),
+                              f"--runs={runs} is not a folder; give the out_dir of a train.py run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    before = (trained_out / "loss.png").read_bytes()
+    assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={trained_out / 'loss.png'}"),
+                          f"{trained_out / 'loss.png'} is the run's own loss.png; write the comparison elsewhere")
+    assert (trained_out / "loss.png").read_bytes() == before
+
+
+def test_damaged_log_rows_are_skipped_like_torn_ones(trained_out, tmp_path):
+    rows = (trained_out / "log.jsonl").read_bytes().splitlines(keepends=True)
+    damaged = [b"\xff\n", b"[1]\n", b'{"kind": "eval"}\n', b'{"kind": ["eval"]}\n', b'{"kind": "eval", "st']
+    (tmp_path / "log.jsonl").write_bytes(rows[0] + b"".join(damaged[:-1]) + b"".join(rows[1:]) + damaged[-1])
+    assert read_rows(tmp_path / "log.jsonl") == read_rows(trained_out / "log.jsonl") == \
+        [json.loads(row) for row in rows]
+    run_script("compare.py", f"--runs={tmp_path}", f"--plot={tmp_path / 'c.png'}")
 
 
 def test_a_run_named_with_dollars_is_drawn_as_named_not_as_math(tmp_path):

@@ -13,12 +13,17 @@ from config.settings import TrainConfig
 from data.files import write_atomically
 
 
+ROW_KEYS = {"batch": {"step", "tokens", "elapsed_s", "train_loss"}, "eval": {"step", "tokens", "elapsed_s", "val_loss"}}
+
+
 def read_rows(path: Path) -> list[dict]:
-    """Every whole row of a log; a line torn by a crash is skipped."""
+    """Every whole row of a log; a line torn by a crash, or damaged otherwise, is skipped."""
     rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        with contextlib.suppress(json.JSONDecodeError):
-            rows.append(json.loads(line))
+    for line in path.read_bytes().splitlines() if path.is_file() else []:
+        with contextlib.suppress(ValueError, TypeError):  # not JSON, not UTF-8, an unhashable kind
+            row = json.loads(line)
+            if isinstance(row, dict) and row.get("kind") in ROW_KEYS and ROW_KEYS[row["kind"]] <= row.keys():
+                rows.append(row)
     return rows
 
 
