@@ -10,6 +10,7 @@ Writes, into the folder pictures_dir:
 `python attention.py --help` lists every key.
 """
 
+import sys
 from pathlib import Path
 
 import torch
@@ -59,10 +60,12 @@ def main(argv: list[str]) -> None:
     text = read_prompt(cfg.text, "text")
     if not text:
         raise UserError("the text is empty; give the text to look at with --text=TEXT or --text=FILE:path")
-    ids = encode_prompt(text, tokenizer, "text", default="text" not in cfg.keys_set)
+    default = "text" not in cfg.keys_set
+    ids = encode_prompt(text, tokenizer, "text", default=default)
     if len(ids) > model.config.block_size:
-        raise UserError(f"the text is {len(ids)} tokens but the model's context is {model.config.block_size}; "
-                        f"shorten the text")
+        raise UserError(f"the {'default ' * default}text is {len(ids)} tokens but the model's context is "
+                        f"{model.config.block_size}; " + ("give a shorter one with --text=TEXT" if default
+                                                          else "shorten the text"))
     query, c = resolve_query(cfg.query_index, len(ids)), model.config
     count = weight_count(c.n_layer, c.n_head, len(ids))
     if cfg.html and count > MAX_WEIGHTS:
@@ -85,6 +88,10 @@ def main(argv: list[str]) -> None:
         write_atomically(written[-1], explorer_html(*records, c.head_size, tokens, query, about).encode("utf-8"))
     for path in written:
         print(f"wrote {path}")
+    earlier = [p.name for p in (*sorted(folder.glob("query_*.png")), folder / "explorer.html")
+               if p.is_file() and p not in written]  # of another text or query token
+    if earlier:
+        print(f"note: {folder} also holds {', '.join(earlier)} from an earlier run", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,27 @@ def test_command_writes_pictures_and_page(attention_run, trained_out):
     assert np.allclose(data["value_norms"], value_norms.numpy(), atol=1e-3)
 
 
+def test_a_default_text_longer_than_the_context_asks_for_a_text(trained_out, tmp_path):
+    checkpoint = torch.load(trained_out / "ckpt.pt", weights_only=True)
+    checkpoint["model_args"]["block_size"] = 16  # RoPE: no weights depend on it
+    torch.save(checkpoint, tmp_path / "ckpt.pt")
+    with pytest.raises(USER_ERRORS, match="^the default text is 28 tokens but the model's context is 16; give a "
+                                          "shorter one with --text=TEXT$"):
+        main([f"--out_dir={tmp_path}", f"--pictures_dir={tmp_path / 'maps'}", "--device=cpu"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+def test_pictures_of_an_earlier_run_left_beside_new_ones_are_named(trained_out, tmp_path, capsys):
+    argv = [f"--out_dir={trained_out}", f"--pictures_dir={tmp_path}", "--device=cpu"]
+    main([*argv, f"--text={TEXT}"])
+    capsys.readouterr()
+    main([*argv, "--text=Shall I", "--html=false"])
+    assert capsys.readouterr().err == f"note: {tmp_path} also holds query_{len(TEXT) - 1}.png, explorer.html from an " \
+                                      f"earlier run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["heatmaps.png", "query_6.png",
+                                                                 f"query_{len(TEXT) - 1}.png", "explorer.html"])
+
+
 def test_query_index_resolution():
     assert resolve_query(None, 5) == 4 and resolve_query(0, 5) == 0 and resolve_query(4, 5) == 4
     for bad in (5, -1):
