@@ -24,7 +24,7 @@ def how_to_get(name_or_dir: str) -> str:
         return (f"GPT-2 weights '{name_or_dir}' are not in the local Hugging Face cache and the hub "
                 f"cannot be reached; on a machine with internet run `python -c \"from transformers import "
                 f"GPT2LMHeadModel as M; M.from_pretrained('{name_or_dir}').save_pretrained('{name_or_dir}-hf')\"`, "
-                f"copy the folder here and name it instead: /path/to/{name_or_dir}-hf")
+                f"copy the folder here and give its path where you gave '{name_or_dir}': /path/to/{name_or_dir}-hf")
     return (f"'{name_or_dir}' is not a GPT-2 model name ({', '.join(HUB_NAMES)}) nor a folder holding "
             f"a Hugging Face GPT-2, Llama or Qwen3 model (config.json and model.safetensors or pytorch_model.bin)")
 
