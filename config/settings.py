@@ -33,9 +33,11 @@ PNG = written_as("a PNG picture", ".png")
 def parse_duration(text: str) -> float:
     """Seconds in "90s", "10m", "1.5h" (a bare number is seconds)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", text)
-    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)] if match else 0
-    if seconds <= 0:
+    if not match:
         raise UserError(f"time_budget={text!r} is not a duration; give seconds, minutes or hours, e.g. 90s, 10m, 1.5h")
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if not 0 < seconds <= 8760 * 3600:  # the plan's end is a date
+        raise UserError(f"time_budget={text!r} is out of range; give more than 0 and at most a year (8760h)")
     return seconds
 
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import signal
 import subprocess
 import sys
 import time
 import types
+from datetime import datetime, timedelta
 
 import pytest
 import torch
@@ -37,6 +39,14 @@ def tokens_per_step(cfg: TrainConfig) -> dict[int, int]:
 def plan(argv: list[str], budget_s: float, spent_s: float = 3.0, bytes_per_token: float = 1.0) -> Plan:
     cfg = read_config(TrainConfig, [f"--time_budget={budget_s}s", *argv])
     return plan_run(probes(), cfg, budget_s, spent_s, tokens_per_step(cfg), bytes_per_token)
+
+
+def test_the_plan_line_dates_an_end_past_today():
+    today = plan([], 60)
+    assert re.search(r"; ends about \d\d:\d\d:\d\d$", today.line(today.keys["eval_interval"]))
+    later = plan([], 48 * 3600)  # two days
+    end = (datetime.now() + timedelta(hours=48)).strftime("%Y-%m-%d")
+    assert re.search(rf"; ends about {end} \d\d:\d\d$", later.line(later.keys["eval_interval"]))
 
 
 def test_a_longer_budget_never_plans_a_smaller_model_or_fewer_tokens():
@@ -224,9 +234,26 @@ def test_evaluations_the_user_asked_for_are_planned_for():
     assert often.line(20).count(f"{-(-often.steps // 20)} evaluations") == 1
 
 
-@pytest.mark.parametrize("value", ["soon", "0", "-5m", "10 minutes"])
+@pytest.mark.parametrize("value", ["soon", "-5m", "10 minutes"])
 def test_a_budget_that_is_no_duration_is_one_line(value):
     assert_one_line_error(run_command("train.py", f"--time_budget={value}"), f"time_budget={value!r} is not a duration")
+
+
+@pytest.mark.parametrize("value", ["0", "0s", "8761h", "1" * 400 + "h"])  # the last: float('inf') seconds
+def test_a_budget_of_nothing_or_past_a_year_is_one_line(value):
+    assert_one_line_error(run_command("train.py", f"--time_budget={value}"),
+                          f"time_budget={value!r} is out of range; give more than 0 and at most a year (8760h)")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n_embd=64", "--n_head=3"], "n_embd=64 must be divisible by n_head=3"),
+    (["--block_size=0"], "block_size"),
+])
+def test_keys_that_rule_out_every_shape_are_refused_as_without_a_budget(char_dataset, tmp_path, flags, message):
+    args = [*flags, f"--dataset={char_dataset}", f"--out_dir={tmp_path / 'out'}", "--device=cpu"]
+    refused = [run_command("train.py", *args, *budget) for budget in ([], ["--time_budget=60s"])]
+    assert_one_line_error(refused[0], message)
+    assert refused[1].stderr == refused[0].stderr and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("init_from", ["gpt2", "hf-model"])
@@ -253,6 +280,24 @@ def test_a_budgeted_run_keeps_its_time_and_stores_its_plan(char_dataset, tmp_pat
     assert planned_steps(result.stdout) >= MIN_STEPS
     assert checkpoint["iter_num"] == plan["keys"]["max_iters"] == plan["steps"] > 0
     assert {k: checkpoint["config"][k] for k in plan["keys"]} == plan["keys"]
+
+
+@pytest.mark.slow
+def test_a_schedule_key_of_the_users_that_breaks_the_plans_schedule_is_noted(char_dataset, tmp_path):
+    """The plan's own keys fit together; one the user set may not: a decay ending before the plan's warmup does."""
+    flags = [*TINY_TRAIN_FLAGS[TINY_TRAIN_FLAGS.index("--batch_size=8"):], f"--dataset={char_dataset}"]
+    flags = [f for f in flags if not f.startswith(("--max_iters", "--lr_decay_iters", "--warmup_iters"))]
+    process = subprocess.Popen([sys.executable, "train.py", *flags, "--time_budget=20s", "--lr_decay_iters=2",
+                                f"--out_dir={tmp_path}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:  # the notes come before the first step: no need to train
+        lines = iter(process.stderr.readline, "")
+        note = next((line for line in lines if "note: warmup_iters=" in line), "")
+    finally:
+        process.kill()
+        process.communicate()
+    assert re.search(r"note: warmup_iters=\d+ > lr_decay_iters=2: the learning rate drops from its warmup straight "
+                     r"to min_lr$", note.strip())
 
 
 @pytest.mark.slow

@@ -91,11 +91,12 @@ class Plan:
         if "max_iters" in self.fixed:  # the user's steps may end the run well before the budget does
             left_s = min(left_s, self.train_s + evaluations(self.steps, eval_interval) * self.evaluation_s)
         end = datetime.now() + timedelta(seconds=left_s)
+        when = f"{end:%H:%M:%S}" if end.date() == datetime.now().date() else f"{end:%Y-%m-%d %H:%M}"
         fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
         return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
                 f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
                 f"({tokens / self.params:.1f} per parameter, {tokens * self.bytes_per_token / self.params:.1f} bytes "
-                f"of text), {evaluations(self.steps, eval_interval)} evaluations; ends about {end:%H:%M:%S}{fixed}")
+                f"of text), {evaluations(self.steps, eval_interval)} evaluations; ends about {when}{fixed}")
 
 
 def evaluations(steps: int, eval_interval: int) -> int:
@@ -161,18 +162,22 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
 
 
 def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
-    """The dial's shapes with the user's keys kept, each once, that make a valid model."""
+    """The dial's shapes with the user's keys kept, each once, that make a valid model; when none does, the
+    first one's reason (the user's keys break a rule on their own)."""
     set_by_user = getattr(cfg, "keys_set", ())
     kept = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size") if k in set_by_user}
-    shapes = []
+    shapes, refusals = [], []
     for depth in DEPTHS:
         shape = {**dial(depth), **kept}
         try:
             model_config(dataclasses.replace(cfg, **shape), vocab_size)
-        except (ModelError, UserError):
-            continue  # e.g. a fixed n_head that this width cannot divide
+        except (ModelError, UserError) as e:
+            refusals.append(e)  # e.g. a fixed n_head that this width cannot divide
+            continue
         if shape not in shapes:
             shapes.append(shape)
+    if not shapes:
+        raise refusals[0]
     return shapes
 
 
