@@ -392,7 +392,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             bar.set_postfix(**postfix, **({} if mfu is None else {"mfu": f"{mfu:.1%}"}), refresh=False)
             bar.update(progress.step - bar.n)
             run.record("batch", lr=lr, train_loss=loss, tok_per_s=tok_per_s, mfu=mfu)
-        if run.plan is not None and not finished and (eval_step or (read_now and checking)):
+        if run.plan is not None and not finished and read_now and not stopping and (eval_step or checking):
             keep_the_deadline(run, bar, pace)  # before an evaluation, whose checkpoint then holds the plan
         if eval_step and ranks.is_main:
             started = time.perf_counter()
@@ -416,8 +416,10 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
                                                      progress.elapsed_s], run.ranks, run.device)
         steps = corrected_steps(plan, progress.step, measured, elapsed_s)
         if steps is not None:
-            replan(run, bar, f"a step takes {measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps "
-                             f"instead of {plan.steps:,}", max_iters=steps,
+            compiled = " (the compile included)" if run.cfg.compile else ""
+            replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes {measured:.3f} s, "
+                             f"not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of {plan.steps:,}",
+                   max_iters=steps,
                    **{key: value for key, value in (("lr_decay_iters", steps),
                                                     ("eval_interval", eval_interval_for(steps)))
                       if key in plan.keys})  # not the keys the user set
@@ -545,7 +547,8 @@ def main(argv: list[str], temporary: bool = False) -> None:
                          if key == "learning_rate" or "muon" in run.optimizers.parts]
                 print(f"note: {' and '.join(rates)}: the default rates, for training from scratch; a pretrained "
                       f"model is fine-tuned at lower ones (docs/huggingface.md#fine-tuning)", file=sys.stderr)
-            if run.plan is None and not finished:  # a plan's schedule moves are its own; a finished run moves none
+            # the user's schedule keys against a new plan's; a resumed plan's cuts are its own; a finished run moves none
+            if (run.plan is None or not run.progress.step) and not finished:
                 for warning in run.cfg.schedule_warnings():
                     print(f"note: {warning}", file=sys.stderr)
         with tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
