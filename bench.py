@@ -3,6 +3,7 @@ lists their keys). What each one measures is in its bench_* function's docstring
 their hardware, in docs/benchmarks.md."""
 
 import dataclasses
+import importlib
 import itertools
 import os
 import re
@@ -202,6 +203,9 @@ def run_train(train_args: list[str], steps: int | None, out_dir: Path) -> list[d
 def seconds_per_step(rows: list[dict], skip: int) -> list[float]:
     """Per-step wall time of the loop between logged steps, after `skip` warm-up steps."""
     batches = [r for r in rows if r["kind"] == "batch" and r["step"] > skip]
+    if len(batches) < 2:
+        raise UserError(f"log_interval leaves under two logged steps after the first {skip} to time; lower it, "
+                        f"or raise steps")
     return [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(batches, batches[1:])]
 
 
@@ -213,15 +217,25 @@ def training_step(cfg: TrainConfig, device: torch.device) -> tuple[GPT, Callable
     return model, step, cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
 
 
+RECIPE_KEYS = ("pos_emb", "norm", "qk_norm", "mlp", "tie_embeddings", "optimizer")
+
+
+def recipe_flags(files: list[str]) -> list[str]:
+    """The recipe's keys as flags, as the config files set them (none: the default, modern recipe)."""
+    c = read_config(TrainConfig, files)
+    return [f"--{key}={str(getattr(c, key)).lower()}" for key in RECIPE_KEYS]
+
+
 def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -> None:
-    """The cost per token of the classic and the default recipe at the same shape, eager and compiled,
-    timed in turns (drift hits all four alike); each compile's one-time cost printed apart."""
+    """The cost per token of the classic and the default recipe at the same shape (the default run's, under
+    train_args), eager and compiled, timed in turns (drift hits all four alike); each compile's one-time cost
+    printed apart. Each recipe's keys win over train_args', so that each row is the recipe it names."""
     steps_per_turn, turns = max(1, steps // 8), 4
     variants, first = {}, {}
-    for recipe, args in (("classic", ["configs/classic.toml"]), ("default", [])):
+    for recipe, files in (("classic", ["configs/classic.toml"]), ("default", [])):
         for compile in (False, True):
             name = f"{recipe}, {'compiled' if compile else 'eager'}"
-            flags = [*args, *train_args, f"--compile={compile}"]
+            flags = [*train_args, *recipe_flags(files), f"--compile={compile}"]
             _, step, tokens = training_step(read_config(TrainConfig, flags), device)
             variants[name] = step, tokens
             first[name] = sum(step()[0] for _ in range(2))  # a compile happens here
@@ -245,7 +259,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     """train.py's own loop against its bare step (forward, backward, clip, optimizer) on a fixed batch
     (median ms per iteration, their ratio), tokens per second and MFU where the device has a known peak;
     nanoGPT's CPU settings unless a config or flags say otherwise. Then the recipes' costs (bench_recipe_cost)."""
-    train_args = train_args if cfg.as_given else beneath(NANOGPT_CPU, train_args)
+    given, train_args = train_args, train_args if cfg.as_given else beneath(NANOGPT_CPU, train_args)
     steps = cfg.steps or 400
     c = read_config(TrainConfig, train_args)
     device = pick_device(c.device)
@@ -267,7 +281,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
         print(f"  {name:<20} {1000 * seconds:8.2f} ms/iter {rate:12,.0f} tokens/s"
               + ("" if share is None else f"   MFU {share:.1%}"))
     print(f"  loop / bare: {loop_s / bare_s:.3f}   (MFU: {mfu.peak_source})")
-    bench_recipe_cost(train_args if cfg.as_given else [], steps, device)
+    bench_recipe_cost(given, steps, device)
 
 
 def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
@@ -320,6 +334,7 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
     runs = {"classic (configs/classic.toml)": ["configs/classic.toml"], "modern (the default)": []}
     runs.update({name: ["configs/classic.toml", *flags] for name, flags in RECIPE_PIECES.items()})
     results, logs = {}, {}
+    importlib.import_module("train")  # before the first run is timed, which would pay for it
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, args) in enumerate(runs.items()):
             logs[name], seconds = timed(run_train, [*args, *train_args], None, Path(tmp) / str(i))
@@ -416,10 +431,14 @@ def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -
     command = [sys.executable, "sample.py", f"--out_dir={Path(out_dir).resolve()}", "--max_new_tokens=20", *flags]
     start = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HERE, env=env) as proc:
-        head = proc.stdout.read(len(prompt) + 1)
-        seconds = time.perf_counter() - start
-        proc.stdout.read()
-        error = proc.stderr.read().decode().strip()
+        try:
+            head = proc.stdout.read(len(prompt) + 1)
+            seconds = time.perf_counter() - start
+            proc.stdout.read()
+            error = proc.stderr.read().decode().strip()
+        except BaseException:  # Ctrl-C or SIGTERM to bench.py alone: no sample.py left compiling
+            proc.kill()
+            raise
     if proc.returncode != 0 or len(head) <= len(prompt):
         raise UserError(f"sample.py failed: {error.removeprefix('error: ') or 'no output'}")
     compiled = re.search(r"^compile: .* in ([\d.]+ s)$", error, re.MULTILINE)

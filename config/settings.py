@@ -272,10 +272,12 @@ class BenchConfig(Checked):
     batch_sizes: list[int] = option([1, 8], "generation: batch sizes (comma-separated)")
     steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)",
                                check=(lambda steps: steps >= 50, "is too few to time; use 50 or more"))
-    as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top")
+    as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top (the "
+                                   "recipes' table takes the config's keys on the default run's shape either way)")
     plot: str = option("", "recipe, budget: the picture to write (empty: recipe.png, budget.png)", path=True, check=PNG)
     budgets: list[int] = option([60, 180, 600], "budget: seconds of each time budget on the character corpus")
-    bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)")
+    bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)",
+                             check=NOT_NEGATIVE)
     against_default: bool = option(True, "budget: also the default run against a budgeted run given its wall time")
     repeats: int = option(5, "first_token: how many times to start sample.py", check=POSITIVE)
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", path=True)
@@ -287,8 +289,8 @@ class BenchConfig(Checked):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if min(self.new_tokens + self.batch_sizes) <= 0:
-            raise UserError("new_tokens and batch_sizes must be positive")
+        if min(self.new_tokens + self.batch_sizes + self.budgets) <= 0:  # before any budget's runs, not after
+            raise UserError("new_tokens, batch_sizes and budgets must be positive")
 
 
 @dataclass

@@ -56,6 +56,34 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
     assert shown.startswith("usage: python bench.py") and "--steps=" in shown and "python train.py --help" in shown
 
 
+def test_bench_checks_every_budget_before_it_trains_any():
+    for flags in (["--budgets=60,0"], ["--budgets=-5"]):
+        assert_one_line_error(run_command("bench.py", "budget", *flags),
+                              "new_tokens, batch_sizes and budgets must be positive")
+    assert_one_line_error(run_command("bench.py", "budget", "--bpe_budget=-1"), "bpe_budget=-1")
+
+
+def test_each_row_of_the_recipes_table_is_the_recipe_it_names_whatever_the_users_keys(tmp_path):
+    from bench import RECIPE_KEYS, recipe_flags
+
+    users = write(tmp_path / "gpt2ish.toml", 'n_layer = 2\npos_emb = "learned"\noptimizer = "adamw"\n')
+    classic, default = (read_config(TrainConfig, [str(users), *recipe_flags(files)])
+                        for files in (["configs/classic.toml"], []))
+    reference = read_config(TrainConfig, ["configs/classic.toml"])
+    assert [getattr(classic, k) for k in RECIPE_KEYS] == [getattr(reference, k) for k in RECIPE_KEYS]
+    assert [getattr(default, k) for k in RECIPE_KEYS] == ["rope", "rmsnorm", True, "swiglu", False, "muon"]
+    assert classic.n_layer == default.n_layer == 2  # the user's shape stays
+
+
+def test_a_log_interval_that_leaves_nothing_to_time_is_one_line():
+    from bench import seconds_per_step
+
+    rows = [{"kind": "batch", "step": s, "elapsed_s": s / 10} for s in (20, 30, 40)]
+    assert seconds_per_step(rows, 10) == pytest.approx([0.1, 0.1])
+    with pytest.raises(UserError, match="log_interval leaves under two logged steps after the first 30 to time"):
+        seconds_per_step(rows, 30)
+
+
 @pytest.mark.slow
 def test_a_benchmarks_training_run_names_no_commands_for_its_temporary_folder(char_dataset, tmp_path, capsys):
     from bench import run_train
