@@ -116,7 +116,7 @@ def test_resume_on_a_reprepared_dataset_is_refused_then_continued_as_fine_tuning
     state = torch.load(run_dir / "out" / "ckpt.pt", weights_only=True)
     bins = (run_dir / "data" / "train.bin").read_bytes() + (run_dir / "data" / "val.bin").read_bytes()
     assert state["iter_num"] == 40 and state["dataset"]["fingerprint"] == hashlib.sha256(bins).hexdigest()
-    assert state["loader"] == {"epoch": 0, "cursor": 20 * 8}  # 20 steps of 8 windows: the walk began afresh
+    assert state["loader"] == {"epoch": 0, "cursor": 20 * 8, "world_size": 1}  # 20 steps of 8 windows: a walk afresh
 
 
 @pytest.mark.slow
