@@ -184,11 +184,17 @@ class DecodeStep(nn.Module):
         return self.model.next_token_logits(idx, KVCache(*cache_tensors), positions)
 
 
+def autotuned() -> bool:
+    """Whether the step's matrix kernels are timed and picked: unless TORCHINDUCTOR_MAX_AUTOTUNE=0 (inductor's own
+    switch) says otherwise, for a compile a few times shorter and a slower step."""
+    return os.environ.get("TORCHINDUCTOR_MAX_AUTOTUNE", "1") != "0"
+
+
 def package_path(model: "GPT", cache: KVCache) -> Path:
     """Where the compiled step of this model (shape, weights and their dtype, the code of model/), batch size,
-    cache size, device and torch version lives in the compile cache (TORCHINDUCTOR_CACHE_DIR moves it)."""
+    cache size, device, autotuning and torch version lives in the compile cache (TORCHINDUCTOR_CACHE_DIR moves it)."""
     digest = hashlib.sha256(repr((model.config, cache.k[0].shape, cache.k[0].dtype, cache.k[0].device.type,
-                                  torch.__version__)).encode())
+                                  autotuned(), torch.__version__)).encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):  # an edited model is compiled anew
         digest.update(source.read_bytes())
     for name, tensor in model.state_dict().items():
@@ -212,7 +218,7 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> Path:
     """Export and compile the step for caches shaped like `cache`, and write its package to path (returned)."""
     # weights are constants, packed once for the kernels that read them; max_autotune times inductor's
     # C++ GEMM kernels against aten's and keeps the faster
-    options = {"freezing": True, "max_autotune": True}
+    options = {"freezing": True, "max_autotune": autotuned()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

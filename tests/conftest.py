@@ -26,6 +26,9 @@ SLOW_FIXTURES = {"trained_out", "attention_run"}  # each starts train.py or atte
 def pytest_configure() -> None:
     # the tests never download: the hub client is offline in every process (it reads this at its import)
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # compiled decoding without timing its matrix kernels: the compile takes a third of the time (the tests check
+    # tokens, not speed; test_compiled_decoding.py's RoPE case times them, as sample.py does by default)
+    os.environ["TORCHINDUCTOR_MAX_AUTOTUNE"] = "0"
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:  # more threads than cores would make every process wait on the others
         threads = max(1, len(os.sched_getaffinity(0)) // workers)

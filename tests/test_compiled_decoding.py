@@ -14,9 +14,12 @@ BLOCK = 16
 
 
 @pytest.mark.parametrize("shape", [{}, MODERN], ids=["learned", "rope"])
-def test_compiled_decoding_picks_the_eager_tokens_past_block_size(shape, capfd):
+def test_compiled_decoding_picks_the_eager_tokens_past_block_size(shape, capfd, monkeypatch):
     """5 * block_size steps: the learned window is cut and re-encoded, the RoPE cache rolls over four
-    times. The package holds the weights: once one changes, the model gets a package of its own."""
+    times. The package holds the weights: once one changes, the model gets a package of its own. The RoPE
+    case is compiled as sample.py compiles by default, its matrix kernels timed and picked (the suite turns
+    that off elsewhere)."""
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1" if shape else "0")
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=BLOCK, vocab_size=40, n_layer=2, n_head=4, n_embd=32, **shape)).eval()
     short, long = torch.randint(0, 40, (2, 5)), torch.randint(0, 40, (2, 3 * BLOCK))
@@ -30,6 +33,9 @@ def test_compiled_decoding_picks_the_eager_tokens_past_block_size(shape, capfd):
         written = written or package.stat().st_mtime_ns
     assert package.stat().st_mtime_ns == written  # compiled once: one package served both prompts
     assert capfd.readouterr().err == ""  # compiling says nothing (sample.py prints its time)
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "0" if shape else "1")
+    assert package_path(model, cache) != package  # compiled the other way: a package of its own
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1" if shape else "0")
     with torch.no_grad():
         model.lm_head.weight[0, 0] += 1  # one weight changed: not that package any more
     assert not package_path(model, cache).exists()
