@@ -200,12 +200,17 @@ def run_train(train_args: list[str], steps: int | None, out_dir: Path) -> list[d
     return read_rows(out_dir / "log.jsonl")
 
 
+def check_timed(c: TrainConfig, steps: int, skip: int) -> None:
+    """Before any run: at least two logged steps (every log_interval, and the last) after `skip` warm-up steps."""
+    logged = {*range(c.log_interval, steps + 1, c.log_interval), steps}
+    if len([step for step in logged if step > skip]) < 2:
+        raise UserError(f"log_interval={c.log_interval} leaves under two logged steps after the first {skip} of "
+                        f"{steps} to time; lower it, or raise steps")
+
+
 def seconds_per_step(rows: list[dict], skip: int) -> list[float]:
     """Per-step wall time of the loop between logged steps, after `skip` warm-up steps."""
     batches = [r for r in rows if r["kind"] == "batch" and r["step"] > skip]
-    if len(batches) < 2:
-        raise UserError(f"log_interval leaves under two logged steps after the first {skip} to time; lower it, "
-                        f"or raise steps")
     return [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(batches, batches[1:])]
 
 
@@ -264,6 +269,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     c = read_config(TrainConfig, train_args)
     device = pick_device(c.device)
     warmup = min(20, steps // 5)
+    check_timed(c, steps, warmup)
     model, step, tokens = training_step(c, device)
     bare = [step()[0] for _ in range(steps // 2)][warmup:]
     with tempfile.TemporaryDirectory() as out_dir:
@@ -293,11 +299,12 @@ def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
     if "dtype" in c.keys_set:
         raise UserError("precision trains in float32 and in bfloat16 itself; drop dtype from its keys")
     tokens = c.batch_size * c.block_size * c.gradient_accumulation_steps  # per step
+    check_timed(c, steps, skip := min(10, steps // 5))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in ("float32", "bfloat16"):
             rows = run_train([*train_args, f"--dtype={dtype}"], steps, Path(tmp) / dtype)
-            step_s = statistics.median(seconds_per_step(rows, min(10, steps // 5)))
+            step_s = statistics.median(seconds_per_step(rows, skip))
             results[dtype] = (step_s, [r["val_loss"] for r in rows if r["kind"] == "eval"][-1])
     print(f"\nprecision: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}, "
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {steps} steps, same seed and data")

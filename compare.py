@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     for out_dir in cfg.runs:
         log = Path(out_dir) / "log.jsonl"
         if not out_dir.strip() or Path(out_dir).is_file():
-            raise UserError(f"--runs={out_dir} is not a folder; give the out_dir of a train.py run")
+            raise UserError(f"{out_dir!r} in --runs is not a folder; give the out_dir of a train.py run")
         if not log.is_file():
             raise UserError(f"{log} not found; give the out_dir of a train.py run")
         runs[out_dir] = read_rows(log)

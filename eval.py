@@ -21,6 +21,7 @@ from config.errors import UserError, run_cli
 from config.outputs import check_output
 from config.settings import EvalConfig, read_config
 from data.dataset import dataset_dir, lost_relative_path, open_dataset, tokenizer_change
+from data.errors import DataError
 from data.files import write_atomically
 from data.sources import read_text
 from data.tokenizer import Tokenizer
@@ -37,10 +38,10 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
     if lost_relative_path(checkpoint["config"]["dataset"]):
         raise UserError(f"the checkpoint's dataset, {folder} from the folder train.py ran in, is not found from here; "
                         f"run eval.py there, or evaluate a text with --text_file=FILE")
-    if not (folder / "meta.json").is_file():
-        raise UserError(f"the checkpoint's dataset, {folder}, is not found; prepare it again with data/prepare.py, "
-                        f"or evaluate a text with --text_file=FILE")
-    dataset = open_dataset(folder)
+    try:
+        dataset = open_dataset(folder)
+    except DataError as e:  # gone or damaged since training
+        raise UserError(f"the checkpoint's dataset: {e}; or evaluate a text with --text_file=FILE") from None
     if dataset.meta["tokenizer"] != checkpoint["tokenizer"]:
         raise UserError(f"dataset {folder} was prepared with another tokenizer than this checkpoint's "
                         f"({tokenizer_change(checkpoint['tokenizer'], dataset.meta['tokenizer'])}); "
@@ -77,8 +78,9 @@ def main(argv: list[str]) -> None:
 
     scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)
     result = {"checkpoint": name, "text": source, **asdict(summarize(scores.losses, tokens, tokenizer.token_bytes()))}
-    if cfg.json:  # JSON has no infinity: a diverged model's perplexity is null
-        print(json.dumps({key: None if value == math.inf else value for key, value in result.items()}))
+    if cfg.json:  # JSON has no infinity or nan: a diverged model's numbers are null
+        print(json.dumps({key: None if isinstance(value, float) and not math.isfinite(value) else value
+                          for key, value in result.items()}))
     else:
         bpb = result["bits_per_byte"]
         print(f"{result['text']}: {result['tokens']:,} token{'s' * (result['tokens'] != 1)} predicted, "

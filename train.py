@@ -241,14 +241,16 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     progress = Progress()
     if checkpoint is not None:
         progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
-        for change in resume_changes(checkpoint, cfg, ranks.world_size) if ranks.is_main else []:  # now that the resume goes ahead
+        changes = resume_changes(checkpoint, cfg, ranks.world_size)  # now that the resume goes ahead
+        for change in changes if ranks.is_main else []:
             print(change)
     resume_step = progress.step if checkpoint is not None else None
 
     def start_records() -> MetricsLog:  # the main process's: the others wait, and leave quietly if it refuses
         wandb_run = start_wandb(cfg, resume_step) if cfg.wandb_log else None
-        claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)  # only now: a bad setting above
-        return MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run)  # leaves the earlier run
+        # only now that the new run is built: a bad setting above leaves the earlier one
+        claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
+        return MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run)
 
     log = distributed.main_first(ranks, start_records)
     mfu = MFUMeter(training_flops_per_token(model, cfg.block_size), device, dtype, ranks.world_size)
@@ -417,8 +419,9 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
         steps = corrected_steps(plan, progress.step, measured, elapsed_s)
         if steps is not None:
             compiled = " (the compile included)" if run.cfg.compile else ""
-            replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes {measured:.3f} s, "
-                             f"not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of {plan.steps:,}",
+            replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes "
+                             f"{measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of "
+                             f"{plan.steps:,}",
                    max_iters=steps,
                    **{key: value for key, value in (("lr_decay_iters", steps),
                                                     ("eval_interval", eval_interval_for(steps)))
@@ -547,7 +550,8 @@ def main(argv: list[str], temporary: bool = False) -> None:
                          if key == "learning_rate" or "muon" in run.optimizers.parts]
                 print(f"note: {' and '.join(rates)}: the default rates, for training from scratch; a pretrained "
                       f"model is fine-tuned at lower ones (docs/huggingface.md#fine-tuning)", file=sys.stderr)
-            # the user's schedule keys against a new plan's; a resumed plan's cuts are its own; a finished run moves none
+            # the user's schedule keys against a new plan's; a resumed plan's cuts are its own; a finished run
+            # moves none
             if (run.plan is None or not run.progress.step) and not finished:
                 for warning in run.cfg.schedule_warnings():
                     print(f"note: {warning}", file=sys.stderr)

@@ -273,7 +273,7 @@ class BenchConfig(Checked):
     steps: int | None = option(None, "training, precision: steps to time (none: 400 for training, 100 for precision)",
                                check=(lambda steps: steps >= 50, "is too few to time; use 50 or more"))
     as_given: bool = option(False, "training: the config as given, not nanoGPT's CPU settings with it on top (the "
-                                   "recipes' table takes the config's keys on the default run's shape either way)")
+                                   "recipes' table lays the given keys over the default run's config either way)")
     plot: str = option("", "recipe, budget: the picture to write (empty: recipe.png, budget.png)", path=True, check=PNG)
     budgets: list[int] = option([60, 180, 600], "budget: seconds of each time budget on the character corpus")
     bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)",
@@ -289,8 +289,9 @@ class BenchConfig(Checked):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if min(self.new_tokens + self.batch_sizes + self.budgets) <= 0:  # before any budget's runs, not after
-            raise UserError("new_tokens, batch_sizes and budgets must be positive")
+        for key in ("new_tokens", "batch_sizes", "budgets"):  # budgets: before any budget's runs, not after
+            if min(getattr(self, key)) <= 0:
+                raise UserError(f"{key} must be positive")
 
 
 @dataclass

@@ -49,7 +49,8 @@ class BatchLoader:
 
     def state_dict(self) -> dict:
         # every rank alike; world_size for a resume to name a change in the number of processes
-        return {"epoch": self.epoch, "cursor": self._taken + self.cursor * self.world_size, "world_size": self.world_size}
+        cursor = self._taken + self.cursor * self.world_size
+        return {"epoch": self.epoch, "cursor": cursor, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self._taken, self.cursor = state["epoch"], state["cursor"], 0  # cursor: into this rank's order

@@ -185,8 +185,8 @@ class DecodeStep(nn.Module):
 
 
 def autotuned() -> bool:
-    """Whether the step's matrix kernels are timed and picked: unless TORCHINDUCTOR_MAX_AUTOTUNE=0 (inductor's own
-    switch) says otherwise, for a compile a few times shorter and a slower step."""
+    """Whether the step's matrix kernels are timed and picked: yes unless TORCHINDUCTOR_MAX_AUTOTUNE=0 (inductor's
+    switch, which is off unless set for its other compiles), for a compile a few times shorter and a slower step."""
     return os.environ.get("TORCHINDUCTOR_MAX_AUTOTUNE", "1") != "0"
 
 

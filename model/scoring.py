@@ -3,7 +3,6 @@
 Bits per byte divides the total loss by the predicted tokens' UTF-8 bytes, so char and BPE models compare."""
 
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,5 +66,8 @@ def summarize(losses: np.ndarray, tokens: np.ndarray, token_bytes: np.ndarray) -
     total = float(losses.sum())
     mean = total / len(losses)
     bits_per_byte = total / n_bytes / math.log(2) if n_bytes else None
-    perplexity = math.exp(mean) if mean < math.log(sys.float_info.max) else math.inf  # a diverged model's
+    try:
+        perplexity = math.exp(mean)
+    except OverflowError:  # a diverged model's: a mean loss past ~710 nats
+        perplexity = math.inf
     return EvalSummary(len(losses), n_bytes, mean, perplexity, bits_per_byte)

@@ -31,7 +31,7 @@ def test_a_missing_run_or_a_picture_not_png_is_one_line(trained_out, tmp_path):
     (tmp_path / "notes.txt").write_text("notes")
     for runs in ("", tmp_path / "notes.txt"):
         assert_one_line_error(run_command("compare.py", f"--runs={runs}", f"--plot={tmp_path / 'c.png'}"),
-                              f"--runs={runs} is not a folder; give the out_dir of a train.py run")
+                              f"{str(runs)!r} in --runs is not a folder; give the out_dir of a train.py run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     before = (trained_out / "loss.png").read_bytes()
     assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={trained_out / 'loss.png'}"),
@@ -41,7 +41,9 @@ def test_a_missing_run_or_a_picture_not_png_is_one_line(trained_out, tmp_path):
 
 def test_damaged_log_rows_are_skipped_like_torn_ones(trained_out, tmp_path):
     rows = (trained_out / "log.jsonl").read_bytes().splitlines(keepends=True)
-    damaged = [b"\xff\n", b"[1]\n", b'{"kind": "eval"}\n', b'{"kind": ["eval"]}\n', b'{"kind": "eval", "st']
+    damaged = [b"\xff\n", b"[1]\n", b'"text"\n', b'{"kind": "eval"}\n', b'{"kind": ["eval"]}\n',
+               b'{"kind": "batch", "step": null, "tokens": 1, "elapsed_s": 0.5, "train_loss": 2.0}\n',
+               b'{"kind": "eval", "st']
     (tmp_path / "log.jsonl").write_bytes(rows[0] + b"".join(damaged[:-1]) + b"".join(rows[1:]) + damaged[-1])
     assert read_rows(tmp_path / "log.jsonl") == read_rows(trained_out / "log.jsonl") == \
         [json.loads(row) for row in rows]

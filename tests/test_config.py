@@ -59,29 +59,36 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
 def test_bench_checks_every_budget_before_it_trains_any():
     for flags in (["--budgets=60,0"], ["--budgets=-5"]):
         assert_one_line_error(run_command("bench.py", "budget", *flags),
-                              "new_tokens, batch_sizes and budgets must be positive")
+                              "budgets must be positive")
     assert_one_line_error(run_command("bench.py", "budget", "--bpe_budget=-1"), "bpe_budget=-1")
 
 
-def test_each_row_of_the_recipes_table_is_the_recipe_it_names_whatever_the_users_keys(tmp_path):
-    from bench import RECIPE_KEYS, recipe_flags
+def test_each_row_of_the_recipes_table_is_the_recipe_it_names_whatever_the_users_keys(tmp_path, monkeypatch):
+    import bench
 
+    built = []  # the config of each row's model, in the table's order
+
+    def training_step(cfg, device):  # no model is built: its config is kept, and its step "takes" 1 s
+        built.append(cfg)
+        return None, lambda: (1.0, 0.1), 1
+
+    monkeypatch.setattr(bench, "training_step", training_step)
     users = write(tmp_path / "gpt2ish.toml", 'n_layer = 2\npos_emb = "learned"\noptimizer = "adamw"\n')
-    classic, default = (read_config(TrainConfig, [str(users), *recipe_flags(files)])
-                        for files in (["configs/classic.toml"], []))
+    bench.bench_recipe_cost([str(users)], 8, torch.device("cpu"))
     reference = read_config(TrainConfig, ["configs/classic.toml"])
-    assert [getattr(classic, k) for k in RECIPE_KEYS] == [getattr(reference, k) for k in RECIPE_KEYS]
-    assert [getattr(default, k) for k in RECIPE_KEYS] == ["rope", "rmsnorm", True, "swiglu", False, "muon"]
-    assert classic.n_layer == default.n_layer == 2  # the user's shape stays
+    classic = [getattr(reference, k) for k in bench.RECIPE_KEYS]
+    assert [[getattr(c, k) for k in bench.RECIPE_KEYS] for c in built] == \
+        2 * [classic] + 2 * [["rope", "rmsnorm", True, "swiglu", False, "muon"]]
+    assert [c.compile for c in built] == [False, True, False, True] and {c.n_layer for c in built} == {2}  # yours
 
 
-def test_a_log_interval_that_leaves_nothing_to_time_is_one_line():
-    from bench import seconds_per_step
+@pytest.mark.parametrize("benchmark", ["training", "precision"])
+def test_a_log_interval_that_leaves_nothing_to_time_is_one_line_before_any_run(benchmark, char_dataset):
+    refused = run_command("bench.py", benchmark, "--steps=50", "--log_interval=50", f"--dataset={char_dataset}")
+    assert_one_line_error(refused, "log_interval=50 leaves under two logged steps after the first 10 of 50 to time")
+    from bench import check_timed
 
-    rows = [{"kind": "batch", "step": s, "elapsed_s": s / 10} for s in (20, 30, 40)]
-    assert seconds_per_step(rows, 10) == pytest.approx([0.1, 0.1])
-    with pytest.raises(UserError, match="log_interval leaves under two logged steps after the first 30 to time"):
-        seconds_per_step(rows, 30)
+    check_timed(read_config(TrainConfig, ["--log_interval=20"]), 50, 10)  # steps 20, 40 and the last, 50: timed
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, char_d
                          "--gradient_accumulation_steps=4", f"--dataset={char_dataset}", f"--out_dir={tmp_path}",
                          "--init_from=resume")
     # 4 sequences of 32 tokens, 2 accumulated in each of 2 processes then, 4 accumulated in 1 now
-    assert "resume: processes changed from 2 to 1: 512 tokens per step, not 512" in resumed.stdout
+    assert "resume: processes changed from 2 to 1, tokens per step from 512 to 512" in resumed.stdout
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 16
     assert batch_losses(tmp_path)[:12] == batch_losses(ddp_out)  # the log carries on from the checkpoint
 
@@ -78,8 +78,8 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, char_d
 def test_a_refusal_by_the_main_process_stops_the_others_without_a_traceback(char_dataset, tmp_path, refused):
     """Only the main process checks out_dir and starts wandb (here refusing an upper-case WANDB_MODE)."""
     (tmp_path / "ckpt.pt").write_bytes(b"an earlier run")
-    flags, env = ([], None) if refused == "out_dir" else \
-        (["--replace_run=true", "--wandb_log=true"], {**os.environ, "WANDB_MODE": "OFFLINE", "WANDB_DIR": str(tmp_path)})
+    wandb = {**os.environ, "WANDB_MODE": "OFFLINE", "WANDB_DIR": str(tmp_path)}
+    flags, env = ([], None) if refused == "out_dir" else (["--replace_run=true", "--wandb_log=true"], wandb)
     result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *FLAGS,
                         *flags, f"--dataset={char_dataset}", f"--out_dir={tmp_path}", check=False, env=env)
     assert result.returncode != 0 and "[rank1]" not in result.stderr  # rank 1 exits quietly, status 2

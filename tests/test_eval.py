@@ -96,14 +96,19 @@ def test_eval_py_reports_the_validation_split(trained, char_dataset):
 
 
 @pytest.mark.slow
-def test_a_diverged_model_is_scored_with_a_perplexity_json_can_hold(trained, tmp_path):
+def test_a_diverged_model_is_scored_with_numbers_json_can_hold(trained, tmp_path):
     checkpoint = torch.load(trained / "ckpt.pt", weights_only=True)
-    checkpoint["model"]["lm_head.weight"] *= 1e6  # logits in the millions: a loss far past e's float64 range
+    head = checkpoint["model"]["lm_head.weight"].clone()
+    checkpoint["model"]["lm_head.weight"] = head * 1e6  # logits in the millions: a loss far past e's float64 range
     torch.save(checkpoint, tmp_path / "ckpt.pt")
     printed = run_script("eval.py", f"--out_dir={tmp_path}", "--json=true").stdout
     report = json.loads(printed)
     assert "Infinity" not in printed and report["loss"] > 1000 and report["perplexity"] is None  # strict JSON
     assert "perplexity inf," in run_script("eval.py", f"--out_dir={tmp_path}").stdout
+    checkpoint["model"]["lm_head.weight"] = torch.full_like(head, math.nan)  # weights broken outright
+    torch.save(checkpoint, tmp_path / "ckpt.pt")
+    printed = run_script("eval.py", f"--out_dir={tmp_path}", "--json=true").stdout
+    assert "NaN" not in printed and json.loads(printed)["loss"] is None
 
 
 @pytest.mark.slow
@@ -144,8 +149,8 @@ def test_a_dataset_recorded_relative_to_another_folder_is_named_as_such(trained,
     checkpoint["config"]["dataset"] = str(tmp_path / "removed")  # a dataset folder since deleted
     torch.save(checkpoint, tmp_path / "ckpt.pt")
     assert_one_line_error(run_command("eval.py", f"--out_dir={tmp_path}"),
-                          f"the checkpoint's dataset, {tmp_path / 'removed'}, is not found; prepare it again with "
-                          f"data/prepare.py, or evaluate a text with --text_file=FILE")
+                          f"the checkpoint's dataset: {tmp_path / 'removed'}/meta.json not found; make the dataset "
+                          f"with python data/prepare.py; or evaluate a text with --text_file=FILE")
 
 
 @pytest.mark.slow

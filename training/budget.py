@@ -162,8 +162,8 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
 
 
 def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
-    """The dial's shapes with the user's keys kept, each once, that make a valid model; when none does, the
-    first one's reason (the user's keys break a rule on their own)."""
+    """The dial's shapes with the user's keys kept, each once, that make a valid model; when none does, a refusal
+    with the first one's reason."""
     set_by_user = getattr(cfg, "keys_set", ())
     kept = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size") if k in set_by_user}
     shapes, refusals = [], []
@@ -177,7 +177,7 @@ def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
         if shape not in shapes:
             shapes.append(shape)
     if not shapes:
-        raise refusals[0]
+        raise UserError(f"no shape the time budget can pick fits your keys (the first it tried: {refusals[0]})")
     return shapes
 
 

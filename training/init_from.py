@@ -69,11 +69,13 @@ def resume_changes(checkpoint: dict, cfg: TrainConfig, world_size: int) -> list[
     saved = checkpoint["config"]
     changes = [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in saved.items()
                if key not in STARTS and getattr(cfg, key, old) != old]
+    if "world_size" not in checkpoint["loader"]:
+        raise UserError("cannot resume: the checkpoint's data position is in an older format; train in a new out_dir")
     if (processes := checkpoint["loader"]["world_size"]) != world_size:
-        now = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps * world_size
-        then = saved["batch_size"] * saved["block_size"] * saved["gradient_accumulation_steps"] * processes
-        changes.append(f"resume: processes changed from {processes} to {world_size}: {now:,} tokens per step, "
-                       f"not {then:,}")
+        then, now = (c["batch_size"] * c["block_size"] * c["gradient_accumulation_steps"] * n
+                     for c, n in ((saved, processes), (vars(cfg), world_size)))
+        changes.append(f"resume: processes changed from {processes} to {world_size}, tokens per step from {then:,} "
+                       f"to {now:,}")
     return changes
 
 

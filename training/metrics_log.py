@@ -17,12 +17,13 @@ ROW_KEYS = {"batch": {"step", "tokens", "elapsed_s", "train_loss"}, "eval": {"st
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Every whole row of a log; a line torn by a crash, or damaged otherwise, is skipped."""
+    """Every whole row of a log, its kind's keys all numbers (the step an int); a line torn by a crash, or damaged
+    otherwise, is skipped."""
     rows = []
     for line in path.read_bytes().splitlines() if path.is_file() else []:
-        with contextlib.suppress(ValueError, TypeError):  # not JSON, not UTF-8, an unhashable kind
+        with contextlib.suppress(ValueError, TypeError, KeyError):  # not JSON, not UTF-8, an unhashable kind, a key
             row = json.loads(line)
-            if isinstance(row, dict) and row.get("kind") in ROW_KEYS and ROW_KEYS[row["kind"]] <= row.keys():
+            if all(type(row[key]) in (int, float) for key in ROW_KEYS[row["kind"]]) and type(row["step"]) is int:
                 rows.append(row)
     return rows
 
