@@ -1,6 +1,7 @@
 """User-facing errors: one line that says what is wrong and what to do. model/ and data/ raise their own
 exception types (ModelError, DataError) with the fix in the message; run_cli shows those as one line too."""
 
+import errno
 import os
 import signal
 import sys
@@ -20,6 +21,8 @@ USER_ERRORS = (UserError, ModelError, DataError)  # what run_cli shows as one li
 def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
     """Run a command-line entry point; a UserError (or the libraries' ModelError and
     DataError) exits with status 2 and its message, a closed output pipe with 141."""
+    if argv is None and hasattr(sys.stdout, "reconfigure"):  # text the output's encoding cannot hold (cp1252, say)
+        sys.stdout.reconfigure(errors="backslashreplace")  # is written escaped, as stderr writes it
     try:
         main(sys.argv[1:] if argv is None else argv)
     except USER_ERRORS as e:
@@ -35,6 +38,13 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
     except BrokenPipeError:  # the reader left (`python sample.py | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
         sys.exit(128 + signal.SIGPIPE)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the output may be what is full
+        print(f"error: no space left on the device holding {e.filename or 'the output'}; free some and run again",
+              file=sys.stderr)
+        sys.exit(2)
     finally:
         if argv is None:  # the process's command is over, however it ended: the interpreter's teardown (torch's
             # takes a moment) is not to be cut short by a late Ctrl-C into a traceback or a failed exit status

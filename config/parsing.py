@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import shlex
 import tomllib
 import types
@@ -47,6 +48,8 @@ class Checked:
                 raise UserError(f"{f.name}={value} {check[1]}")
 
 
+# one backslash escape of a Python string literal, or a backslash and whatever follows it (the end, too)
+ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{0,2}|u[0-9a-fA-F]{0,4}|U[0-9a-fA-F]{0,8}|N\{[^}]*\}?|[0-7]{1,3}|.|$)", re.S)
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -94,8 +97,8 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
         with contextlib.suppress(ValueError):
             return _check_value(f"--{key}", kind(text), hint)
     if field.metadata.get("escapes"):  # backslash escapes as in a Python string (\\n, \\t, \\u00e9, \\\\)
-        try:
-            text = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        try:  # each escape alone: a backslash before any other character (\\q, \\日) stays, as in Python
+            text = ESCAPE.sub(lambda m: m[0] if not m[0].isascii() else m[0].encode().decode("unicode_escape"), text)
         except UnicodeDecodeError as e:
             raise UserError(f"--{key} has a broken escape sequence ({e.reason}); "
                             "write a backslash itself as \\\\") from None

@@ -145,7 +145,9 @@ class CheckpointChoice(Checked):
     """Which checkpoint of a training run."""
 
     out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint", path=True)
-    checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt (.safetensors too)")
+    checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt (.safetensors too)",
+                             check=(lambda name: bool(name.strip()), "is empty; name a checkpoint file in out_dir: "
+                                                                     "ckpt.pt or best.pt"))
 
 
 @dataclass

@@ -234,15 +234,19 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--prompt=FILE:/nonexistent/prompt.txt", "prompt file /nonexistent/prompt.txt not found"),
     ("--prompt=FILE:/", "prompt file / cannot be read: Is a directory"),
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),
+    ("--prompt=ab\udce9", "--prompt holds '\\udce9', which is not text (a byte the shell passed undecoded"),
+    ("--checkpoint=", "checkpoint= is empty; name a checkpoint file in out_dir: ckpt.pt or best.pt"),
+    ("--out_dir={data}", "out_dir={data} is a dataset's folder, not a run's; give the out_dir of a run"),
     ("--checkpoint=latest.pt", "latest.pt not found; {out} holds best.pt, ckpt.pt: choose one with --checkpoint"),
     ("--checkpoint=run/best.pt", "checkpoint=run/best.pt is a file name in out_dir ({out}), not a path; "
                                  "give --out_dir=run --checkpoint=best.pt"),
     ("--out_dir={out}/ckpt.pt", "out_dir={out}/ckpt.pt is a file, not a run's folder; give --out_dir={out} "
                                 "--checkpoint=ckpt.pt"),
 ])
-def test_sample_rejects_bad_requests(trained_out, flag, fragment):
-    result = run_command("sample.py", f"--out_dir={trained_out}", flag.format(out=trained_out))
-    assert_one_line_error(result, fragment.format(out=trained_out))
+def test_sample_rejects_bad_requests(trained_out, char_dataset, flag, fragment):
+    places = {"out": trained_out, "data": char_dataset}
+    result = run_command("sample.py", f"--out_dir={trained_out}", flag.format(**places))
+    assert_one_line_error(result, fragment.format(**places))
 
 
 def test_cpu_0_is_the_cpu_a_checkpoint_loads_onto(trained_out):

@@ -183,6 +183,14 @@ def test_sample_config_escapes_none_and_lists():
     assert cfg.prompt == "ROMEO:\n" and cfg.top_k is None and cfg.stop == ["\n\n", "END"]
 
 
+@pytest.mark.parametrize("flag, text", [
+    ("\\日本\\n", "\\日本\n"),  # a backslash before a character past Latin-1 stays, as before \\q: not \\u65e5
+    ("café \\u00e9\\x41\\101 \\q", "café éAA \\q"), ("\\N{BULLET} \\\\n", "• \\n"),
+])
+def test_escapes_are_read_one_by_one_beside_any_character(flag, text):
+    assert parse_config(SampleConfig, [f"--prompt={flag}"]).prompt == text
+
+
 TRAINING_RUN = 'out_dir = "out-x"\nn_layer = 2\ninit_from = "resume"\nbatch_size = 64\ndevice = "cpu"\nseed = 5\n'
 
 

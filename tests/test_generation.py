@@ -169,6 +169,11 @@ def test_a_tiny_temperature_is_greedy_not_nan(temperature):
     assert torch.equal(picked, logits.argmax(dim=-1, keepdim=True))
 
 
+def test_a_negative_temperature_is_refused_not_taken_for_greedy():
+    with pytest.raises(ModelError, match=r"^temperature=-1 is negative; give 0 \(greedy\) or more$"):
+        sample_next(torch.randn(2, 40), temperature=-1)
+
+
 def test_top_p_keeps_the_smallest_nucleus():
     probs = torch.tensor([[0.05, 0.5, 0.3, 0.15]])
     logits = probs.log()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_script
+from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -240,3 +240,21 @@ def test_prepare_notes_a_validation_share_far_from_val_fraction(tmp_path):
     result = run_script("data/prepare.py", f"--input={texts}", "--tokenizer=char", f"--dataset={tmp_path / 'ds'}")
     assert "(validation: 1 whole document)" in result.stdout  # the long one or a short one: either is far off
     assert "note: validation holds" in result.stderr and "another --seed draws others" in result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full, a device that is always full")
+def test_output_a_terminal_cannot_encode_is_escaped_and_a_full_one_is_one_line():
+    """Any command's printing goes through run_cli: a cp1252 console gets characters it lacks as escapes, as Python's
+    stderr writes them, not a UnicodeEncodeError halfway through; output to a full disk is one line, exit status 2."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from config.errors import run_cli; run_cli(lambda argv: print('caf\\u00e9 "
+                                     "\\U0001f642' * 2000))"]
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    shown = subprocess.run(command, cwd=REPO, env=env, capture_output=True)
+    assert shown.returncode == 0 and shown.stdout.startswith("caf\xe9 \\U0001f642".encode("cp1252"))
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, cwd=REPO, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 2 and result.stderr == ("error: no space left on the device holding the output; free "
+                                                        "some and run again\n")

@@ -55,6 +55,9 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
     if not path.is_file():
         if path.parent.is_file():  # the checkpoint itself, given as the run's folder
             raise UserError(f"out_dir={path.parent} is a file, not a run's folder; give --out_dir={path.parent.parent}")
+        if (path.parent / "meta.json").is_file():
+            raise UserError(f"out_dir={path.parent} is a dataset's folder, not a run's; give the out_dir of a run "
+                            f"(python train.py --dataset={shlex.quote(str(path.parent))} --out_dir=DIR trains one)")
         raise UserError(f"checkpoint {path} not found; train one with python train.py "
                         f"{shlex.quote(f'--out_dir={path.parent}')}")
     try:
