@@ -211,6 +211,8 @@ def check_timed(c: TrainConfig, steps: int, skip: int) -> None:
 def seconds_per_step(rows: list[dict], skip: int) -> list[float]:
     """Per-step wall time of the loop between logged steps, after `skip` warm-up steps."""
     batches = [r for r in rows if r["kind"] == "batch" and r["step"] > skip]
+    if len(batches) < 2:  # check_timed foresaw more: the run stopped early
+        raise UserError(f"the run logged under two steps after the first {skip} to time")
     return [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(batches, batches[1:])]
 
 

@@ -21,10 +21,12 @@ USER_ERRORS = (UserError, ModelError, DataError)  # what run_cli shows as one li
 def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
     """Run a command-line entry point; a UserError (or the libraries' ModelError and
     DataError) exits with status 2 and its message, a closed output pipe with 141."""
-    if argv is None and hasattr(sys.stdout, "reconfigure"):  # text the output's encoding cannot hold (cp1252, say)
-        sys.stdout.reconfigure(errors="backslashreplace")  # is written escaped, as stderr writes it
+    if argv is None and getattr(sys.stdout, "errors", "") == "strict":  # text the output's encoding cannot hold
+        sys.stdout.reconfigure(errors="backslashreplace")  # (a file written in cp1252) is escaped, as stderr does it
     try:
         main(sys.argv[1:] if argv is None else argv)
+        if argv is None:  # here, not at exit: a full disk or a gone reader meets the last buffered output too
+            sys.stdout.flush()
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

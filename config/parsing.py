@@ -49,7 +49,8 @@ class Checked:
 
 
 # one backslash escape of a Python string literal, or a backslash and whatever follows it (the end, too)
-ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{0,2}|u[0-9a-fA-F]{0,4}|U[0-9a-fA-F]{0,8}|N\{[^}]*\}?|[0-7]{1,3}|.|$)", re.S)
+ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{0,2}|u[0-9a-fA-F]{0,4}|U[0-9a-fA-F]{0,8}|N\{[A-Za-z0-9 -]*\}?|[0-7]{1,3}|.|$)",
+                    re.S)
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -96,7 +97,12 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
     for kind in (kind for kind in (int, float) if kind in allowed):
         with contextlib.suppress(ValueError):
             return _check_value(f"--{key}", kind(text), hint)
-    if field.metadata.get("escapes"):  # backslash escapes as in a Python string (\\n, \\t, \\u00e9, \\\\)
+    if field.metadata.get("escapes"):  # text: backslash escapes as in a Python string (\\n, \\t, \\u00e9, \\\\)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UserError(f"--{key} holds {text[e.start:e.end]!r}, which is not text (a byte the shell passed "
+                            f"undecoded, or half a surrogate pair); give UTF-8 text") from None
         try:  # each escape alone: a backslash before any other character (\\q, \\日) stays, as in Python
             text = ESCAPE.sub(lambda m: m[0] if not m[0].isascii() else m[0].encode().decode("unicode_escape"), text)
         except UnicodeDecodeError as e:

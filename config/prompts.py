@@ -11,11 +11,6 @@ from .errors import UserError
 def read_prompt(prompt: str, what: str = "prompt") -> str:
     """The text itself, or the contents of the file that FILE:path names."""
     if not prompt.startswith("FILE:"):
-        try:
-            prompt.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise UserError(f"--{what} holds {prompt[e.start:e.end]!r}, which is not text (a byte the shell passed "
-                            f"undecoded, or half a surrogate pair); give UTF-8 text") from None
         return prompt
     if prompt == "FILE:":
         raise UserError(f"FILE: needs a path after it, e.g. --{what}=FILE:notes.txt")

@@ -292,8 +292,10 @@ class BenchConfig(Checked):
     def __post_init__(self) -> None:
         super().__post_init__()
         for key in ("new_tokens", "batch_sizes", "budgets"):  # budgets: before any budget's runs, not after
-            if min(getattr(self, key)) <= 0:
+            if any(value <= 0 for value in getattr(self, key)):
                 raise UserError(f"{key} must be positive")
+            if not getattr(self, key) and key != "budgets":  # no budgets: the BPE budget alone
+                raise UserError(f"{key} is empty; give at least one")
 
 
 @dataclass

@@ -73,8 +73,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
                 generator: torch.Generator | None = None, vocab_limit: int | None = None) -> torch.Tensor:
     """Pick one token per row of logits (B, V), below vocab_limit (a vocabulary padded past the tokenizer's has
     ids that decode to nothing); returns ids (B, 1). temperature 0 is greedy, else top_k and top_p filter a sample."""
-    if temperature < 0:
-        raise ModelError(f"temperature={temperature} is negative; give 0 (greedy) or more")
+    if not temperature >= 0:  # nan too
+        raise ModelError(f"temperature={temperature} must be 0 (greedy) or more")
     if vocab_limit is not None and vocab_limit < logits.size(-1):
         logits = logits[:, :vocab_limit]  # (B, vocab_limit): the padding ids are never candidates
     if temperature == 0:

@@ -235,6 +235,7 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--prompt=FILE:/", "prompt file / cannot be read: Is a directory"),
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),
     ("--prompt=ab\udce9", "--prompt holds '\\udce9', which is not text (a byte the shell passed undecoded"),
+    ("--stop=\udce9", "--stop holds '\\udce9', which is not text (a byte the shell passed undecoded"),
     ("--checkpoint=", "checkpoint= is empty; name a checkpoint file in out_dir: ckpt.pt or best.pt"),
     ("--out_dir={data}", "out_dir={data} is a dataset's folder, not a run's; give the out_dir of a run"),
     ("--checkpoint=latest.pt", "latest.pt not found; {out} holds best.pt, ckpt.pt: choose one with --checkpoint"),
@@ -247,6 +248,20 @@ def test_sample_rejects_bad_requests(trained_out, char_dataset, flag, fragment):
     places = {"out": trained_out, "data": char_dataset}
     result = run_command("sample.py", f"--out_dir={trained_out}", flag.format(**places))
     assert_one_line_error(result, fragment.format(**places))
+
+
+def test_a_dataset_folder_named_bare_as_out_dir_is_offered_back_as_a_path(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from config.errors import UserError
+    from training.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mydata").mkdir()
+    (tmp_path / "mydata" / "meta.json").write_text("{}")
+    with pytest.raises(UserError, match=r"^out_dir=mydata is a dataset's folder, not a run's; give the out_dir of a "
+                                        r"run \(python train.py --dataset=\./mydata --out_dir=DIR trains one\)$"):
+        load_checkpoint(Path("mydata") / "ckpt.pt")  # --dataset=mydata would be data/mydata
 
 
 def test_cpu_0_is_the_cpu_a_checkpoint_loads_onto(trained_out):

@@ -56,10 +56,12 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
     assert shown.startswith("usage: python bench.py") and "--steps=" in shown and "python train.py --help" in shown
 
 
-def test_bench_checks_every_budget_before_it_trains_any():
+def test_bench_checks_every_budget_before_it_trains_any(tmp_path):
     for flags in (["--budgets=60,0"], ["--budgets=-5"]):
         assert_one_line_error(run_command("bench.py", "budget", *flags),
                               "budgets must be positive")
+    empty = write(tmp_path / "empty.toml", "budgets = []\nnew_tokens = []\n")  # no budgets: the BPE one alone
+    assert_one_line_error(run_command("bench.py", "generation", str(empty)), "new_tokens is empty; give at least one")
     assert_one_line_error(run_command("bench.py", "budget", "--bpe_budget=-1"), "bpe_budget=-1")
 
 
@@ -185,6 +187,7 @@ def test_sample_config_escapes_none_and_lists():
 
 @pytest.mark.parametrize("flag, text", [
     ("\\日本\\n", "\\日本\n"),  # a backslash before a character past Latin-1 stays, as before \\q: not \\u65e5
+    # as they were read before escapes were read one by one
     ("café \\u00e9\\x41\\101 \\q", "café éAA \\q"), ("\\N{BULLET} \\\\n", "• \\n"),
 ])
 def test_escapes_are_read_one_by_one_beside_any_character(flag, text):
@@ -267,6 +270,7 @@ def test_lists_of_numbers_take_commas_or_repeats():
 @pytest.mark.parametrize("flag, reason", [
     ("--prompt=abc\\", "\\ at end of string"), ("--stop=\\x4", "truncated \\xXX escape"),
     ("--prompt=\\N{NO SUCH NAME}", "unknown Unicode character name"),
+    ("--prompt=\\N{oops \\n", "malformed \\N character escape"), ("--stop=\\N{日}", "malformed \\N character escape"),
 ])
 def test_broken_escapes_are_user_errors(flag, reason):
     with pytest.raises(UserError, match=re.escape(f"has a broken escape sequence ({reason}); write a backslash itself as")):

@@ -1,4 +1,5 @@
 """Generation: the KV cache against the uncached path, and the sampling controls."""
+import math
 from pathlib import Path
 
 import pytest
@@ -169,9 +170,10 @@ def test_a_tiny_temperature_is_greedy_not_nan(temperature):
     assert torch.equal(picked, logits.argmax(dim=-1, keepdim=True))
 
 
-def test_a_negative_temperature_is_refused_not_taken_for_greedy():
-    with pytest.raises(ModelError, match=r"^temperature=-1 is negative; give 0 \(greedy\) or more$"):
-        sample_next(torch.randn(2, 40), temperature=-1)
+@pytest.mark.parametrize("temperature", [-1, math.nan])
+def test_a_negative_temperature_is_refused_not_taken_for_greedy(temperature):
+    with pytest.raises(ModelError, match=rf"^temperature={temperature} must be 0 \(greedy\) or more$"):
+        sample_next(torch.randn(2, 40), temperature=temperature)
 
 
 def test_top_p_keeps_the_smallest_nucleus():

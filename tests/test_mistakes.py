@@ -244,17 +244,21 @@ def test_prepare_notes_a_validation_share_far_from_val_fraction(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full, a device that is always full")
 def test_output_a_terminal_cannot_encode_is_escaped_and_a_full_one_is_one_line():
-    """Any command's printing goes through run_cli: a cp1252 console gets characters it lacks as escapes, as Python's
-    stderr writes them, not a UnicodeEncodeError halfway through; output to a full disk is one line, exit status 2."""
+    """Any command's printing goes through run_cli: output in cp1252 (a file written on Windows, say) gets the
+    characters it lacks as escapes, as Python's stderr writes them, not a UnicodeEncodeError halfway through;
+    output to a full disk is one line, exit status 2, however little of it there is (buffered: written at the end)."""
     import subprocess
     import sys
 
-    command = [sys.executable, "-c", "from config.errors import run_cli; run_cli(lambda argv: print('caf\\u00e9 "
-                                     "\\U0001f642' * 2000))"]
-    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
-    shown = subprocess.run(command, cwd=REPO, env=env, capture_output=True)
+    def command(text: str) -> list[str]:
+        return [sys.executable, "-c", f"from config.errors import run_cli; run_cli(lambda argv: print({text}))"]
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    cp1252 = {**env, "PYTHONIOENCODING": "cp1252"}
+    shown = subprocess.run(command("'caf\\u00e9 \\U0001f642' * 2000"), cwd=REPO, env=cp1252, capture_output=True)
     assert shown.returncode == 0 and shown.stdout.startswith("caf\xe9 \\U0001f642".encode("cp1252"))
-    with open("/dev/full", "w") as full:
-        result = subprocess.run(command, cwd=REPO, stdout=full, stderr=subprocess.PIPE, text=True)
-    assert result.returncode == 2 and result.stderr == ("error: no space left on the device holding the output; free "
-                                                        "some and run again\n")
+    for text in ("'x' * 20000", "'x'"):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(command(text), cwd=REPO, env=env, stdout=full, stderr=subprocess.PIPE, text=True)
+        assert result.returncode == 2 and result.stderr == ("error: no space left on the device holding the output; "
+                                                            "free some and run again\n")

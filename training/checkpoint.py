@@ -56,8 +56,9 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
         if path.parent.is_file():  # the checkpoint itself, given as the run's folder
             raise UserError(f"out_dir={path.parent} is a file, not a run's folder; give --out_dir={path.parent.parent}")
         if (path.parent / "meta.json").is_file():
+            folder = str(path.parent) if "/" in str(path.parent) else f"./{path.parent}"  # a bare name means data/NAME
             raise UserError(f"out_dir={path.parent} is a dataset's folder, not a run's; give the out_dir of a run "
-                            f"(python train.py --dataset={shlex.quote(str(path.parent))} --out_dir=DIR trains one)")
+                            f"(python train.py {shlex.quote(f'--dataset={folder}')} --out_dir=DIR trains one)")
         raise UserError(f"checkpoint {path} not found; train one with python train.py "
                         f"{shlex.quote(f'--out_dir={path.parent}')}")
     try:

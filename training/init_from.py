@@ -69,9 +69,7 @@ def resume_changes(checkpoint: dict, cfg: TrainConfig, world_size: int) -> list[
     saved = checkpoint["config"]
     changes = [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in saved.items()
                if key not in STARTS and getattr(cfg, key, old) != old]
-    if "world_size" not in checkpoint["loader"]:
-        raise UserError("cannot resume: the checkpoint's data position is in an older format; train in a new out_dir")
-    if (processes := checkpoint["loader"]["world_size"]) != world_size:
+    if (processes := checkpoint["loader"].get("world_size", world_size)) != world_size:  # recorded for this note
         then, now = (c["batch_size"] * c["block_size"] * c["gradient_accumulation_steps"] * n
                      for c, n in ((saved, processes), (vars(cfg), world_size)))
         changes.append(f"resume: processes changed from {processes} to {world_size}, tokens per step from {then:,} "
