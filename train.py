@@ -48,8 +48,8 @@ from viz.maps import heatmap_figure, token_texts
 
 
 class StopSignals:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step it checks; a second one exits at
-    once (checkpoint writes are atomic, so that is safe). The earlier handlers come back on exit. Only the main
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step it checks; a second one ends the process at
+    once, by the OS's default action (checkpoint writes are atomic, so that is safe). The earlier handlers come back on exit. Only the main
     process (`announce`) says so: torchrun passes a signal on to every process."""
 
     def __init__(self, announce: bool):
@@ -66,9 +66,9 @@ class StopSignals:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
     def _handle(self, signum: int, frame) -> None:
-        if self.received is not None:
-            os._exit(128 + signum)
         self.received = signum
+        for stop in self._earlier:  # the OS's own action for the next one: it ends the process even in the middle
+            signal.signal(stop, signal.SIG_DFL)  # of a long C++ call, where no Python handler could run
         if not self.announce:
             return
         again = "press Ctrl-C again" if signum == signal.SIGINT else "another SIGTERM"
