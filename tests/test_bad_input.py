@@ -237,6 +237,8 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--prompt=ab\udce9", "--prompt holds '\\udce9', which is not text (a byte the shell passed undecoded"),
     ("--stop=\udce9", "--stop holds '\\udce9', which is not text (a byte the shell passed undecoded"),
     ("--checkpoint=", "checkpoint= is empty; name a checkpoint file in out_dir: ckpt.pt or best.pt"),
+    ("--out_dir={out}/none", "checkpoint {out}/none/ckpt.pt not found; train one with python train.py (and the same "
+                             "config files) --out_dir={out}/none"),
     ("--out_dir={data}", "out_dir={data} is a dataset's folder, not a run's; give the out_dir of a run"),
     ("--checkpoint=latest.pt", "latest.pt not found; {out} holds best.pt, ckpt.pt: choose one with --checkpoint"),
     ("--checkpoint=run/best.pt", "checkpoint=run/best.pt is a file name in out_dir ({out}), not a path; "
