@@ -49,8 +49,8 @@ from viz.maps import heatmap_figure, token_texts
 
 class StopSignals:
     """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step it checks; a second one ends the process at
-    once, by the OS's default action (checkpoint writes are atomic, so that is safe). The earlier handlers come back on exit. Only the main
-    process (`announce`) says so: torchrun passes a signal on to every process."""
+    once, by the OS's default action (checkpoint writes are atomic, so that is safe). The earlier handlers come back
+    on exit. Only the main process (`announce`) says so: torchrun passes a signal on to every process."""
 
     def __init__(self, announce: bool):
         self.announce = announce
