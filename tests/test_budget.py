@@ -257,7 +257,8 @@ def test_keys_that_rule_out_every_shape_are_refused_with_the_reason(char_dataset
     refused = [run_command("train.py", *args, *budget) for budget in ([], ["--time_budget=60s"])]
     assert_one_line_error(refused[0], message)
     reason = refused[0].stderr.strip().removeprefix("error: ")  # these keys break a rule whatever the dial adds
-    assert_one_line_error(refused[1], f"no shape the time budget can pick fits your keys (the first it tried: {reason})")
+    assert_one_line_error(refused[1], f"no shape the time budget can pick fits your keys (the first it tried: "
+                                      f"{reason})")
     assert not (tmp_path / "out").exists()
 
 
