@@ -23,7 +23,7 @@ from config.device import pick_device, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
 from config.outputs import check_output
 from config.parsing import unknown_key
-from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config
+from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config, tokens_per_step
 from data import load_tokenizer
 from data.build import prepare_dataset
 from data.corpora import ensure_dataset, shakespeare_text
@@ -221,7 +221,7 @@ def training_step(cfg: TrainConfig, device: torch.device) -> tuple[GPT, Callable
     torch.manual_seed(cfg.seed)
     vocab_size = open_dataset(ensure_dataset(cfg.dataset)).meta["vocab_size"]
     model, step = step_on_one_batch(cfg, vocab_size, device, resolve_dtype(cfg.dtype, device), cfg.compile)
-    return model, step, cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+    return model, step, tokens_per_step(vars(cfg))
 
 
 RECIPE_KEYS = ("pos_emb", "norm", "qk_norm", "mlp", "tie_embeddings", "optimizer")
@@ -300,7 +300,7 @@ def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
     c = read_config(TrainConfig, train_args)
     if "dtype" in c.keys_set:
         raise UserError("precision trains in float32 and in bfloat16 itself; drop dtype from its keys")
-    tokens = c.batch_size * c.block_size * c.gradient_accumulation_steps  # per step
+    tokens = tokens_per_step(vars(c))
     check_timed(c, steps, skip := min(10, steps // 5))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

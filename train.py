@@ -26,7 +26,7 @@ from tqdm import tqdm
 from config.device import autocast, resolve_dtype, synchronize
 from config.errors import UserError, run_cli
 from config.parsing import flag_text
-from config.settings import AttentionConfig, TrainConfig, parse_duration, read_config
+from config.settings import AttentionConfig, TrainConfig, parse_duration, read_config, tokens_per_step
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, lost_relative_path, open_dataset
 from data.errors import DataError
@@ -113,7 +113,7 @@ class Run:
 
     @property
     def tokens_per_step(self) -> int:  # across all processes
-        return self.cfg.batch_size * self.cfg.block_size * self.cfg.gradient_accumulation_steps * self.ranks.world_size
+        return tokens_per_step(vars(self.cfg), self.ranks.world_size)
 
     def save(self, stem: str) -> None:
         """Write out_dir/ckpt.pt (stem "ckpt") or best.pt, or .safetensors by checkpoint_format; never broken weights

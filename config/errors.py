@@ -37,13 +37,13 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
         print("\ninterrupted", file=sys.stderr)  # on a line of its own, after any text left unfinished
         sys.exit(130)
-    except BrokenPipeError:  # the reader left (`python sample.py | head`): stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
-        sys.exit(128 + signal.SIGPIPE)
     except OSError as e:
-        if e.errno != errno.ENOSPC:
+        full = e.errno == errno.ENOSPC  # the output may be what is full
+        if not (full or isinstance(e, BrokenPipeError)):
             raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the output may be what is full
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+        if not full:  # the reader left (`python sample.py | head`): stop quietly, as Unix tools do
+            sys.exit(128 + signal.SIGPIPE)
         print(f"error: no space left on the device holding {e.filename or 'the output'}; free some and run again",
               file=sys.stderr)
         sys.exit(2)

@@ -140,6 +140,12 @@ class TrainConfig(ModelOptions, Checked):
         return warnings
 
 
+def tokens_per_step(settings: dict, world_size: int = 1) -> int:
+    """Tokens one optimizer step trains on across world_size processes, by a training config's settings (vars of a
+    TrainConfig, or a checkpoint's "config")."""
+    return settings["batch_size"] * settings["block_size"] * settings["gradient_accumulation_steps"] * world_size
+
+
 @dataclass
 class CheckpointChoice(Checked):
     """Which checkpoint of a training run."""

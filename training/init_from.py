@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from config.errors import UserError
-from config.settings import TrainConfig
+from config.settings import TrainConfig, tokens_per_step
 from data.dataset import Dataset, tokenizer_change
 from data.hf_tokenizer import tokenizer_from_hf_folder
 from data.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_description
@@ -70,10 +70,8 @@ def resume_changes(checkpoint: dict, cfg: TrainConfig, world_size: int) -> list[
     changes = [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in saved.items()
                if key not in STARTS and getattr(cfg, key, old) != old]
     if (processes := checkpoint["loader"].get("world_size", world_size)) != world_size:  # recorded for this note
-        then, now = (c["batch_size"] * c["block_size"] * c["gradient_accumulation_steps"] * n
-                     for c, n in ((saved, processes), (vars(cfg), world_size)))
-        changes.append(f"resume: processes changed from {processes} to {world_size}, tokens per step from {then:,} "
-                       f"to {now:,}")
+        changes.append(f"resume: processes changed from {processes} to {world_size}, tokens per step from "
+                       f"{tokens_per_step(saved, processes):,} to {tokens_per_step(vars(cfg), world_size):,}")
     return changes
 
 
