@@ -127,8 +127,8 @@ def _text_blocks(path: Path, fix: str = "give text, JSONL or Parquet files") -> 
         while True:
             block = f.read(READ_BYTES)  # b"" at the end: the decoder's final call
             if b"\0" in block:
-                hint = (PACKED_FIX if packed(path) else "a prepared dataset's file: leave dataset folders out of "
-                        "--input" if (path.parent / "meta.json").is_file() else fix)
+                hint = _decompress_or(path, "a prepared dataset's file: leave dataset folders out of --input"
+                                 if (path.parent / "meta.json").is_file() else fix)
                 raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); {hint}")
             held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
             try:
@@ -142,16 +142,15 @@ def _text_blocks(path: Path, fix: str = "give text, JSONL or Parquet files") -> 
             offset += len(block)
 
 
-PACKED_FIX = "decompress it first (of compressed files, only .gz is read)"
-
-
-def packed(path: Path) -> bool:
-    """A compressed file or archive of a kind not read here, which reads as binary or not UTF-8."""
-    return path.suffix.lower() in (".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz")
+def _decompress_or(path: Path, fix: str) -> str:
+    """What to do about a file that reads as binary or not UTF-8: fix, unless it is compressed in a kind not read."""
+    if path.suffix.lower() in (".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz"):
+        return "decompress it first (of compressed files, only .gz is read)"
+    return fix
 
 
 def not_utf8(path: Path, offset: int, where: str = "") -> DataError:
-    fix = PACKED_FIX if packed(path) else "convert it, e.g. iconv -f latin1 -t utf-8"
+    fix = _decompress_or(path, "convert it, e.g. iconv -f latin1 -t utf-8")
     return DataError(f"input {path}{where} is not UTF-8 (invalid byte at offset {offset}); {fix}")
 
 
