@@ -61,19 +61,14 @@ def _allowed_types(hint: Any) -> tuple[type, ...]:
     return (typing.get_origin(hint) or hint,)
 
 
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is list:
-        return f"a list of {typing.get_args(hint)[0].__name__}"
-    return " or ".join("none" if t is type(None) else t.__name__ for t in _allowed_types(hint))
-
-
 def _check_value(key: str, value: Any, hint: Any) -> Any:
     """Check a TOML value against the field's type; ints are accepted as floats, one item as a list of one, and
     "none" (TOML has no null) as none where the field takes it, as its flag does."""
     allowed = _allowed_types(hint)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if type(None) in allowed and str not in allowed and value == "none":
         return None
-    if float in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if float in allowed and number:
         if not math.isfinite(value):
             raise UserError(f"{key} must be a finite number, got {value}")
         return float(value)
@@ -83,9 +78,10 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             return items
     elif isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
         return value
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     quote = f' (TOML writes text in quotes: "{value}")' if str in allowed and number else ""
-    raise UserError(f"{key} must be {_type_name(hint)}, got {value!r}{quote}")
+    wanted = (f"a list of {typing.get_args(hint)[0].__name__}" if typing.get_origin(hint) is list
+              else " or ".join("none" if t is type(None) else t.__name__ for t in allowed))
+    raise UserError(f"{key} must be {wanted}, got {value!r}{quote}")
 
 
 def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) -> Any:
