@@ -216,7 +216,7 @@ def flag_text(value: Any, escapes: bool = False) -> str:
     return shlex.quote(text)
 
 
-def help_text(cls: type, usage: str, command: str) -> str:
+def help_text(cls: type, usage: str) -> str:
     """Usage line plus every key with its default and its line of help."""
     lines = [f"usage: {usage}", "", "Keys (defaults < CONFIG.toml files in order < --key=value flags):"]
     for f in dataclasses.fields(cls):
@@ -224,5 +224,5 @@ def help_text(cls: type, usage: str, command: str) -> str:
         flag = f"--{f.name}={flag_text(default, f.metadata.get('escapes', False))}"
         lines.append(f"  {flag:<38} {f.metadata.get('help', '')}")
     lines += ["", "A TOML file's top-level keys apply to every command that has them; "
-                  f"the keys of its [{command}] table to this one."]
+                  f"the keys of its [{cls.command}] table to this one."]
     return "\n".join(lines)

@@ -326,6 +326,6 @@ def read_config(cls: type[C], argv: list[str], usage: str | None = None) -> C:
     """cls's config from argv (defaults < TOML files < flags); --help prints the keys and exits."""
     if any(a in ("-h", "--help") for a in argv):
         usage = usage or getattr(cls, "usage", f"python {cls.command}.py [CONFIG.toml ...] [--key=value ...]")
-        print(help_text(cls, usage, cls.command))
+        print(help_text(cls, usage))
         sys.exit(0)
     return parse_config(cls, argv, COMMANDS)

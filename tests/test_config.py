@@ -311,7 +311,7 @@ def test_a_default_text_the_model_cannot_spell_names_its_key_or_starts_afresh():
 def test_help_lists_every_key_with_a_default_a_flag_takes_as_shown():
     for cls in COMMANDS.values():
         shown = {}  # key -> the value its help line shows, as the shell passes it on
-        for line in help_text(cls, "usage", cls.command).splitlines():
+        for line in help_text(cls, "usage").splitlines():
             if line.startswith("  --"):
                 words = shlex.shlex(line, posix=True)
                 words.whitespace_split = True
