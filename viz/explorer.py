@@ -12,7 +12,7 @@ import torch
 from data.tokenizer import Tokenizer
 from model.scoring import TokenScores
 
-from .maps import token_texts
+from .maps import CMAP, token_texts
 
 COLORMAP_STEPS = 64  # the heatmap's colours, taken from matplotlib so the page matches the PNGs
 DECIMALS = 4
@@ -37,8 +37,6 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
     (n_layer, nh, T) over `tokens`, opening on token `query`."""
     import matplotlib
     from matplotlib.colors import to_hex
-
-    from .maps import CMAP
 
     rounded = patterns.double().cpu().numpy().round(DECIMALS)
     cmap = matplotlib.colormaps[CMAP]
