@@ -68,8 +68,7 @@ def test_training_steps_on_cuda_follow_the_cpu(optimizer):
         for _ in range(5):
             loss = model(x, y)[1]
             loss.backward()
-            optimizers.step(torch.amp.GradScaler(enabled=False))
-            optimizers.zero_grad()
+            optimizers.update(torch.amp.GradScaler(enabled=False), model.parameters(), grad_clip=0.0)
             losses[-1].append(loss.item())
     cpu_losses, cuda_losses = losses
     assert cuda_losses == pytest.approx(cpu_losses, abs=2e-3)

@@ -44,7 +44,7 @@ def test_one_step_is_torch_muon_and_adamw_called_directly():
     optimizers.parts["muon"].ns_dtype = torch.bfloat16  # as on a GPU: bit for bit torch.optim.Muon
     scale = lr_scale(3, 10, 100, 0.1)  # in warmup: the schedule scales both peaks alike
     optimizers.set_lr_scale(scale)
-    optimizers.step(torch.amp.GradScaler(enabled=False))
+    optimizers.update(torch.amp.GradScaler(enabled=False), ours.parameters(), grad_clip=0.0)
 
     with_gradients(theirs)
     named = list(theirs.named_parameters())
@@ -98,7 +98,7 @@ def test_adamw_alone_in_the_classic_recipe():
 def test_a_resume_keeps_the_configs_betas_weight_decay_and_momentum_over_the_saved_ones():
     model = with_gradients(GPT(SHAPE))
     saved = build_optimizers(model, CFG, torch.device("cpu"))
-    saved.step(torch.amp.GradScaler(enabled=False))
+    saved.update(torch.amp.GradScaler(enabled=False), model.parameters(), grad_clip=0.0)
     changed = dataclasses.replace(CFG, beta2=0.9, weight_decay=0.0, muon_momentum=0.5)
     resumed = build_optimizers(model, changed, torch.device("cpu"))
     resumed.load_state_dict(saved.state_dict())

@@ -78,9 +78,10 @@ CONFIG_SETTINGS = ("betas", "weight_decay", "momentum")  # a group's settings fr
 class Optimizers:
     """One or two optimizers stepped together, each with its own peak learning rate."""
 
-    def __init__(self, parts: dict[str, torch.optim.Optimizer], peak_lr: dict[str, float]):
+    def __init__(self, parts: dict[str, torch.optim.Optimizer]):
         self.parts = parts
-        self.peak_lr = peak_lr  # from the config: a resumed run may change it
+        # the lr each was built with, the config's (a resumed run may change it): load_state_dict keeps defaults
+        self.peak_lr = {name: optimizer.defaults["lr"] for name, optimizer in parts.items()}
 
     def set_lr_scale(self, scale: float) -> None:
         """Every learning rate at `scale` times its peak (the schedule's warmup and decay)."""
@@ -88,23 +89,16 @@ class Optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = self.peak_lr[name] * scale
 
-    def step(self, scaler: torch.amp.GradScaler) -> None:
-        for optimizer in self.parts.values():
-            scaler.step(optimizer)  # skipped, like any step, when float16 gradients overflowed
-
     def update(self, scaler: torch.amp.GradScaler, parameters, grad_clip: float) -> None:
         """Clip the gradients to grad_clip (when positive), step every optimizer, clear the gradients."""
         if grad_clip > 0:
             for optimizer in self.parts.values():
                 scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
-        self.step(scaler)
-        scaler.update()
-        self.zero_grad()
-
-    def zero_grad(self) -> None:
         for optimizer in self.parts.values():
+            scaler.step(optimizer)  # skipped, like any step, when float16 gradients overflowed
             optimizer.zero_grad(set_to_none=True)
+        scaler.update()
 
     def state_dict(self) -> dict:
         return {name: optimizer.state_dict() for name, optimizer in self.parts.items()}
@@ -135,10 +129,8 @@ def build_optimizers(model: GPT, cfg: TrainConfig, device: torch.device) -> Opti
               {"params": [p for p in for_adamw if p.dim() < 2], "weight_decay": 0.0}]  # biases, norms
     parts = {"adamw": torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                                         fused=device.type == "cuda")}
-    peak_lr = {"adamw": cfg.learning_rate}
     if for_muon:
         ns_dtype = torch.bfloat16 if resolve_dtype("auto", device) == "bfloat16" else torch.float32
         parts["muon"] = Muon(for_muon, ns_dtype, lr=cfg.muon_lr, momentum=cfg.muon_momentum,
                              weight_decay=cfg.weight_decay)
-        peak_lr["muon"] = cfg.muon_lr
-    return Optimizers(parts, peak_lr)
+    return Optimizers(parts)
