@@ -45,8 +45,7 @@ def start(device_name: str) -> tuple[Ranks, torch.device]:
     elif device.type != "cpu":
         raise UserError(f"distributed training runs on cuda or cpu, not {device.type}")
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_WORLD_SIZE"]))
-    return ranks, device
+    return Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_WORLD_SIZE"])), device
 
 
 def mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> torch.Tensor:
@@ -81,9 +80,9 @@ def main_first(ranks: Ranks, action: Callable[[], T]) -> T | None:
         except USER_ERRORS as e:
             refusal = e
     if ranks.distributed:
-        said = [None if refusal is None else str(refusal)]
-        dist.broadcast_object_list(said, src=0)
-        if said[0] is not None and not ranks.is_main:
+        refused = [refusal is not None]  # the main process's answer, on every process
+        dist.broadcast_object_list(refused, src=0)
+        if refused[0] and not ranks.is_main:
             raise SystemExit(2)  # the main process says why
     if refusal is not None:
         raise refusal
