@@ -162,18 +162,14 @@ def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
     # a cold compile, timed as a first run pays it, and no packages left behind, in the user's cache or here
     with tempfile.TemporaryDirectory(prefix="bench-compile-", ignore_cleanup_errors=True) as cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
-        measure_generation(cfg, device)
-
-
-def measure_generation(cfg: BenchConfig, device: torch.device) -> None:
-    x = torch.ones(1 << 26, device=device)  # 256 MB of float32, far larger than the caches
-    bandwidth = x.numel() * x.element_size() / min(timed(x.sum, device=device)[1] for _ in range(5))  # bytes/s
-    del x
-    print(f"generation on {device}, {torch.get_num_threads()} threads, after a 16-token prompt; best of up to 3 "
-          f"runs; memory bandwidth {bandwidth / 1e9:.1f} GB/s")
-    for name, config in GENERATION_MODELS.items():
-        bench_one_shape(name, config, cfg, device)
-        bench_decoding(config, cfg, device, bandwidth)
+        x = torch.ones(1 << 26, device=device)  # 256 MB of float32, far larger than the caches
+        bandwidth = x.numel() * x.element_size() / min(timed(x.sum, device=device)[1] for _ in range(5))  # bytes/s
+        del x
+        print(f"generation on {device}, {torch.get_num_threads()} threads, after a 16-token prompt; best of up to 3 "
+              f"runs; memory bandwidth {bandwidth / 1e9:.1f} GB/s")
+        for name, config in GENERATION_MODELS.items():
+            bench_one_shape(name, config, cfg, device)
+            bench_decoding(config, cfg, device, bandwidth)
 
 
 # nanoGPT's documented CPU run: 4 layers, 4 heads, 128 wide, context 64, batch 12, float32, no compile,
