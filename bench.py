@@ -223,12 +223,6 @@ def training_step(cfg: TrainConfig, device: torch.device) -> tuple[GPT, Callable
 RECIPE_KEYS = ("pos_emb", "norm", "qk_norm", "mlp", "tie_embeddings", "optimizer")
 
 
-def recipe_flags(files: list[str]) -> list[str]:
-    """The recipe's keys as flags, as the config files set them (none: the default, modern recipe)."""
-    c = read_config(TrainConfig, files)
-    return [f"--{key}={str(getattr(c, key)).lower()}" for key in RECIPE_KEYS]
-
-
 def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -> None:
     """The cost per token of the classic and the default recipe at the same shape (the default run's, under
     train_args), eager and compiled, timed in turns (drift hits all four alike); each compile's one-time cost
@@ -236,15 +230,16 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
     steps_per_turn, turns = max(1, steps // 8), 4
     variants, first = {}, {}
     for recipe, files in (("classic", ["configs/classic.toml"]), ("default", [])):
+        keys = read_config(TrainConfig, files)  # the recipe's keys as its files set them (none: the default recipe)
+        recipe_flags = [f"--{key}={str(getattr(keys, key)).lower()}" for key in RECIPE_KEYS]
         for compile in (False, True):
             name = f"{recipe}, {'compiled' if compile else 'eager'}"
-            flags = [*train_args, *recipe_flags(files), f"--compile={compile}"]
-            _, step, tokens = training_step(read_config(TrainConfig, flags), device)
-            variants[name] = step, tokens
-            first[name] = sum(step()[0] for _ in range(2))  # a compile happens here
+            flags = [*train_args, *recipe_flags, f"--compile={compile}"]
+            _, variants[name], tokens = training_step(read_config(TrainConfig, flags), device)  # tokens: the same
+            first[name] = sum(variants[name]()[0] for _ in range(2))  # a compile happens here
     times = {name: [] for name in variants}
     for _ in range(turns):
-        for name, (step, _) in variants.items():
+        for name, step in variants.items():
             times[name] += [step() for _ in range(steps_per_turn)]
     base = statistics.median(seconds for seconds, _ in times["classic, eager"])
     c = read_config(TrainConfig, train_args)
@@ -255,7 +250,7 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
     for name, step_times in times.items():
         seconds, optimizer_s = (statistics.median(column) for column in zip(*step_times))
         compile_s = f"{first[name] - 2 * seconds:.1f}" if name.endswith("compiled") else "-"
-        row(name, 1000 * seconds, 1000 * optimizer_s, variants[name][1] / seconds, f"{seconds / base:.2f}x", compile_s)
+        row(name, 1000 * seconds, 1000 * optimizer_s, tokens / seconds, f"{seconds / base:.2f}x", compile_s)
 
 
 def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
