@@ -113,8 +113,6 @@ def evaluation_s(probed: Probed, cfg: TrainConfig) -> float:
     return 2 * cfg.eval_iters * probed.forward_s  # both splits
 
 
-
-
 def overhead_s(probed: Probed, cfg: TrainConfig, n_evaluations: int = EVALUATIONS) -> float:
     """Seconds that are not training steps: the evaluations and the closing sample."""
     return n_evaluations * evaluation_s(probed, cfg) + cfg.sample_tokens * probed.token_s
@@ -124,7 +122,7 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
              bytes_per_token: float) -> Plan:
     """The shape and schedule for the budget from the probe's timings (spent_s is gone already; tokens_per_step
     by block_size). A budget too short for the smallest shape's MIN_STEPS steps is refused, naming one that fits."""
-    fixed = sorted(k for k in getattr(cfg, "keys_set", ()) if k in PLANNED or k in ("batch_size", "dtype"))
+    fixed = sorted(k for k in cfg.keys_set if k in PLANNED or k in ("batch_size", "dtype"))
     if "max_iters" in fixed and cfg.max_iters < MIN_STEPS:
         raise UserError(f"max_iters={cfg.max_iters} is under the {MIN_STEPS} steps a time budget trains at least; "
                         f"raise it, or drop time_budget")
@@ -164,8 +162,7 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
 def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
     """The dial's shapes with the user's keys kept, each once, that make a valid model; when none does, a refusal
     with the first one's reason."""
-    set_by_user = getattr(cfg, "keys_set", ())
-    kept = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size") if k in set_by_user}
+    kept = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size") if k in cfg.keys_set}
     shapes, refusals = [], []
     for depth in DEPTHS:
         shape = {**dial(depth), **kept}
@@ -240,7 +237,7 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
             probed = Probed(shape, params, *timings.tolist())
             probes.append(probed)
             tokens_per_step[shape["block_size"]] = rows * shape["block_size"]
-            if "max_iters" in getattr(cfg, "keys_set", ()):  # the user's steps: each shape that takes them in time
+            if "max_iters" in cfg.keys_set:  # the user's steps: each shape that takes them in time
                 if probed.step_s * cfg.max_iters > budget_s - process_age_s():
                     break
                 continue
