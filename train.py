@@ -131,9 +131,6 @@ class Run:
             self.log.append({"kind": kind, "step": self.progress.step, "tokens": self.progress.tokens,
                              "elapsed_s": round(self.progress.elapsed_s, 3), **metrics})
 
-    def resume_command(self) -> str:
-        return resume_command(self.argv, self.ranks)
-
     def broken_error(self, problem: str) -> UserError:
         """Training diverged (`problem` says how): where to go on from."""
         if self.saved_step is None:
@@ -571,7 +568,7 @@ def main(argv: list[str], temporary: bool = False) -> None:
             run.log.finish()
         if run.claim is not None:
             run.claim.release()
-        saved = f"; checkpoint saved to {run.latest}. Resume with:\n  {run.resume_command()}"
+        saved = f"; checkpoint saved to {run.latest}. Resume with:\n  {resume_command(run.argv, run.ranks)}"
         stopped = f"stopped at step {run.progress.step}{'' if temporary else saved}"
         # The DDP model holds gloo's last work and its tensors; left to the interpreter's shutdown, their
         # release aborts the process. Free them (and any cycle around them) first, then leave the group.
