@@ -6,6 +6,7 @@ picks the one whose training text per parameter (in bytes, so that one ratio hol
 closest to BYTES_PER_PARAMETER (docs/time_budget.md). The dial moves around the keys the user set.
 """
 
+import bisect
 import dataclasses
 import math
 import os
@@ -292,13 +293,11 @@ def steps_in_time(plan: Plan, step: int, eval_interval: int, elapsed_s: float, s
     """The steps that end the loop when planned at the measured pace, if they differ from the plan's by over 2% of
     the budget, else None. Only the end moves, never the learning-rate schedule: a run behind its plan stops a
     little earlier in its decay, one ahead of it goes on past the decay's end at min_lr."""
-    def evaluations_s(end: int) -> float:  # of the evaluations in a loop ending at `end`: any due now, and the last
-        return (evaluations(end, eval_interval) - (step - 1) // eval_interval) * evaluation_s
+    def rest_s(end: int) -> float:  # the loop from here to `end`: its steps, the evaluations due now and the last
+        return (end - step) * step_s + (evaluations(end, eval_interval) - (step - 1) // eval_interval) * evaluation_s
 
     left_s = plan.loop_s - elapsed_s
-    low, high = step + 1, step + 1 + int(max(left_s, 0.0) // step_s)  # one more step at least; at most the steps alone
-    while low < high:  # the most steps that fit with their evaluations (fewer steps, fewer of those too)
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if (mid - step) * step_s + evaluations_s(mid) <= left_s else (low, mid - 1)
-    steps = low
+    ends = range(step + 1, step + 2 + int(max(left_s, 0) // step_s))  # one more step at least; at most the steps alone
+    # the most steps that fit with their evaluations (fewer steps, fewer of those too)
+    steps = ends[max(bisect.bisect_right(ends, left_s, key=rest_s) - 1, 0)]
     return None if abs(steps - plan.steps) * step_s <= 0.02 * plan.budget_s else steps
