@@ -235,13 +235,12 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         if ranks.distributed else model
     optimizers = build_optimizers(model, cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
-    progress = Progress()
+    progress, resume_step = Progress(), None
     if checkpoint is not None:
         progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
-        changes = resume_changes(checkpoint, cfg, ranks.world_size)  # now that the resume goes ahead
-        for change in changes if ranks.is_main else []:
-            print(change)
-    resume_step = progress.step if checkpoint is not None else None
+        resume_step = progress.step
+        for change in resume_changes(checkpoint, cfg, ranks.world_size) if ranks.is_main else []:
+            print(change)  # now that the resume goes ahead
 
     def start_records() -> MetricsLog:  # the main process's: the others wait, and leave quietly if it refuses
         wandb_run = start_wandb(cfg, resume_step) if cfg.wandb_log else None
