@@ -162,7 +162,7 @@ def script(name: str) -> str:
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     ranks, device = distributed.start(cfg.device)
     # each process its own dropout masks; a resume restores them (the main process) or reseeds them (the others)
-    torch.manual_seed(cfg.seed + 1_000_003 * ranks.rank)
+    ranks.seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # before the data and the model, so a refusal comes at once; a refused run writes nothing in out_dir
@@ -237,7 +237,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
     progress, resume_step = Progress(), None
     if checkpoint is not None:
-        progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks.rank, cfg.seed, new_data)
+        progress = restore_training_state(checkpoint, optimizers, scaler, train_loader, ranks, cfg.seed, new_data)
         resume_step = progress.step
         for change in resume_changes(checkpoint, cfg, ranks.world_size) if ranks.is_main else []:
             print(change)  # now that the resume goes ahead

@@ -30,6 +30,7 @@ from data.files import write_atomically
 from data.loader import BatchLoader
 from model import GPT, GPTConfig
 
+from .distributed import Ranks
 from .optimizer import Optimizers
 
 MODEL_KEYS = ("model", "model_args", "tokenizer")  # enough to sample
@@ -144,7 +145,7 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
 
 
 def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: torch.amp.GradScaler,
-                           loader: BatchLoader, rank: int, seed: int, new_data: bool = False) -> Progress:
+                           loader: BatchLoader, ranks: Ranks, seed: int, new_data: bool = False) -> Progress:
     """Put the optimizers, data position and random generators back where the checkpoint left them. Other
     ranks than the main reseed from the step (a resume may change the world size); new data starts its walk
     afresh and forgets the best val loss, measured on other data."""
@@ -152,12 +153,12 @@ def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: tor
     scaler.load_state_dict(checkpoint["scaler"])
     if not new_data:
         loader.load_state_dict(checkpoint["loader"])
-    if rank == 0:
+    if ranks.is_main:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if "cuda" in checkpoint["rng"] and torch.cuda.is_available():  # not when it was saved without a GPU
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
     else:
-        torch.manual_seed(seed + 1_000_003 * rank + checkpoint["iter_num"])
+        ranks.seed(seed, checkpoint["iter_num"])
     best_val_loss = math.inf if new_data else checkpoint["best_val_loss"]
     return Progress(checkpoint["iter_num"], best_val_loss, checkpoint["tokens_seen"], checkpoint["elapsed_s"])
 

@@ -29,6 +29,10 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def seed(self, seed: int, step: int = 0) -> None:
+        """This process's own random stream (its dropout masks), from the run's seed and, on a resume, the step."""
+        torch.manual_seed(seed + 1_000_003 * self.rank + step)
+
 
 def start(device_name: str) -> tuple[Ranks, torch.device]:
     """This process's ranks and device; joins the process group when torchrun started us."""
