@@ -31,10 +31,10 @@ from data.dataset import open_dataset
 from data.tokenizer import bpe_vocab_size, load_gpt2_encoding, train_bpe
 from eval import validation_split
 from model import GPT, GPTConfig
-from model.config import GPT2_SHAPE
+from model.config import GPT2_SHAPE, WEIGHTS
 from model.decoding import compile_ahead, generation_cache
 from model.params import training_flops_per_token
-from model.weights import WEIGHTS, Int8Linear, with_weights
+from model.weights import Int8Linear, with_weights
 from model.scoring import score_tokens, summarize
 from training.budget import dial, step_on_one_batch
 from training.init_from import load_model

@@ -27,7 +27,8 @@ from data.dataset import dataset_dir
 from data.files import make_staging_folder, swap_in
 from data.hf_tokenizer import save_hf_tokenizer
 from data.tokenizer import start_tokens
-from model.hf import flag_value, hf_model_type, save_hf_model
+from model.config import flag_value
+from model.hf import hf_model_type, save_hf_model
 from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
 

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
-from model.hf import flag_value
+from model.config import flag_value
 
 from .errors import UserError
 

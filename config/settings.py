@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from model.config import ModelOptions
-from model.weights import WEIGHTS
+from model.config import WEIGHTS, ModelOptions
 
 from .errors import UserError
 from .parsing import C, Checked, help_text, option, parse_config

@@ -8,7 +8,14 @@ class ModelError(ValueError):
     Its message says what to change, and the command line shows it as one line."""
 
 
+WEIGHTS = ("float32", "bfloat16", "int8")  # what a model's weights may be made for decoding (model/weights.py)
+
 GPT2_SHAPE = dict(pos_emb="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_embeddings=True, bias=True)
+
+
+def flag_value(value: object) -> str:
+    """A config value as a --key=value flag writes it: true, false, none, or the value."""
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
 def _option(default, help: str, choices: tuple = ()):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import GPT2_SHAPE, GPTConfig, ModelError
+from .config import GPT2_SHAPE, GPTConfig, ModelError, flag_value
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
@@ -95,11 +95,6 @@ def hf_model_type(config: GPTConfig) -> str:
         raise ModelError(f"cannot export: n_embd={config.n_embd} is not a multiple of n_head={config.n_head}, "
                          f"which {architecture} requires")
     return model_type
-
-
-def flag_value(value: object) -> str:
-    """A config value as a --key=value flag writes it: true, false, none, or the value."""
-    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
 def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> str:

@@ -10,8 +10,6 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from .gpt import GPT
 
-WEIGHTS = ("float32", "bfloat16", "int8")
-
 
 class Int8Linear(nn.Module):
     """A Linear whose weight is stored as int8 rows times one scale per row (symmetric, per output channel)."""
@@ -36,7 +34,7 @@ class Int8Linear(nn.Module):
 
 
 def with_weights(model: "GPT", weights: str) -> "GPT":
-    """model with its weights in `weights` (one of WEIGHTS), changed in place."""
+    """model with its weights in `weights` (one of model.config.WEIGHTS), changed in place."""
     if weights in ("bfloat16", "int8"):
         model.to(torch.bfloat16)
         for name, module in model.named_modules():  # QK-norm computes in float32 (model/attention.py), so its
