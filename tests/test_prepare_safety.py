@@ -164,3 +164,13 @@ def test_a_dataset_given_as_a_path_here_is_never_named_as_a_name_under_data(work
     monkeypatch.chdir(workspace)
     main([f"--input={workspace / 'old.txt'}", "--dataset=./notes"])
     assert capsys.readouterr().out.startswith(f"{workspace / 'notes'}: ")  # "notes" alone would mean data/notes
+
+
+def test_preparing_never_loads_torch(workspace):
+    """prepare.py reads text and writes token files: torch's import (seconds) would only delay it, and a Ctrl-C
+    during that import would be a traceback."""
+    code = ("import sys, runpy; sys.argv = ['data/prepare.py', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_path('data/prepare.py', run_name='__main__')\n"
+            "finally:\n    print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_ABSENT')")
+    result = run_script("-c", code, f"--input={workspace / 'old.txt'}", f"--dataset={workspace / 'notes'}")
+    assert result.stdout.strip().endswith("TORCH_ABSENT")
