@@ -87,17 +87,18 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
             documents = ([text] for text in read(path, text_field))
         for texts in documents:  # a document as consecutive texts
             pending = ""  # text not yet handed on
-            for text in texts:
-                pieces, pending = cut_pieces(pending + text, PIECE_CHARS)
+            for text in texts:  # pending was searched already: a document without cuts is read in linear time
+                pieces, pending = cut_pieces(pending + text, PIECE_CHARS, searched=len(pending))
                 yield from (Piece(piece, False) for piece in pieces)
             if pending:
                 yield Piece(pending, True)
 
 
-def cut_pieces(text: str, piece_chars: int) -> tuple[list[str], str]:
-    """Pieces of at least piece_chars characters cut off text's front at safe cuts, and the rest."""
+def cut_pieces(text: str, piece_chars: int, searched: int = 0) -> tuple[list[str], str]:
+    """Pieces of at least piece_chars characters cut off text's front at safe cuts, and the rest. No cut lies
+    before `searched` (text's first characters, the rest of an earlier call), so the search starts past them."""
     pieces, start = [], 0
-    while len(text) - start > piece_chars and (cut := SAFE_CUT.search(text, start + piece_chars)):
+    while len(text) - start > piece_chars and (cut := SAFE_CUT.search(text, max(start + piece_chars, searched))):
         pieces.append(text[start : cut.start()])
         start = cut.start()
     return pieces, text[start:]

@@ -123,6 +123,25 @@ def test_a_large_text_file_is_read_in_blocks_and_cut_into_pieces(tmp_path, monke
     assert dataset.val.tolist() == encoding.encode(text[cut:]) + [50256]
 
 
+def test_a_document_without_safe_cuts_is_searched_once_not_once_per_block(tmp_path, monkeypatch):
+    """Text that never allows a cut (no spaces, CRLF line ends) is held until its end; each block read is searched
+    for a cut, but never the text searched before it: the characters searched grow with the text, not its square."""
+    monkeypatch.setattr("data.sources.READ_BYTES", 100)
+    monkeypatch.setattr("data.sources.PIECE_CHARS", 50)
+    searched = []
+
+    class CountingCut:
+        def search(self, text, start):
+            searched.append(len(text) - start)
+            return SAFE_CUT.search(text, start)
+
+    monkeypatch.setattr("data.sources.SAFE_CUT", CountingCut())
+    text = "吾輩は猫である。\r\n" * 500  # 5,000 characters, 50 blocks
+    (tmp_path / "crlf.txt").write_bytes(text.encode("utf-8"))
+    assert [p.text for p in read_pieces([tmp_path / "crlf.txt"])] == [text]
+    assert sum(searched) < 2 * len(text)
+
+
 def test_the_validation_split_is_whole_documents_or_the_tail():
     plan = plan_split(documents=16, chars=1000, val_fraction=0.1, seed=3)
     assert plan.kind == "documents" and plan.val_documents.sum() == 2
