@@ -24,8 +24,8 @@ from .errors import DataError
 from .files import make_staging_folder, swap_in, write_atomically
 from .hf_tokenizer import tokenizer_from_hf_folder
 from .sources import CorpusScan, Piece, find_inputs, read_pieces, scan_corpus
-from .tokenizer import (TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer, bpe_vocab_size,
-                        tokenizer_from_description, train_bpe)
+from .tokenizer import (END_OF_TEXT, TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer,
+                        bpe_vocab_size, tokenizer_from_description, train_bpe)
 
 RANK_FILE = "tokenizer.tiktoken"  # a bpe's ranks in tiktoken's own format, which load_tiktoken_bpe reads
 BATCH_CHARS = 1 << 20  # characters of text per batch handed to an encoding thread
@@ -133,8 +133,16 @@ def _folder_tokenizer(folder: Path) -> Tokenizer:
     """The tokenizer of a prepared dataset (a model trained on it goes on with new text) or of a Hugging Face model
     folder (text tokenized as that model reads text)."""
     if (folder / "meta.json").is_file():
-        return tokenizer_from_description(read_meta(folder)["tokenizer"])
-    return tokenizer_from_hf_folder(folder)
+        try:
+            return tokenizer_from_description(read_meta(folder)["tokenizer"])
+        except (KeyError, TypeError):
+            raise DataError(f"{folder}/meta.json does not describe a tokenizer as a prepared dataset's does; give "
+                            f"--tokenizer a dataset folder that data/prepare.py wrote, or a Hugging Face one") from None
+    tokenizer = tokenizer_from_hf_folder(folder)
+    if tokenizer.eot_token is None:
+        raise DataError(f"{folder}'s tokenizer has no end-of-text token (an eos_token in tokenizer_config.json, or "
+                        f"a special {END_OF_TEXT}), which ends each document; add one, or use --tokenizer=bpe")
+    return tokenizer
 
 
 def _tokenizer_sha256(tokenizer: Tokenizer) -> str:

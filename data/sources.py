@@ -48,7 +48,9 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
         if not found:
             raise DataError(f"input {pattern} holds no file; give text, JSONL or Parquet files")
         for file in found:
-            if file.exists() and not file.is_file():
+            if not file.exists():  # a link, named here or found in a folder
+                raise DataError(f"input {file} is a link to nothing ({os.readlink(file)}); remove it or fix it")
+            if not file.is_file():
                 raise DataError(f"input {file} is not a regular file (a pipe?), and prepare reads its inputs twice; "
                                 f"save the text to a file and give that")
             files.setdefault(os.path.realpath(file), file)
@@ -57,7 +59,7 @@ def find_inputs(patterns: Sequence[str | Path]) -> list[Path]:
 
 def _files_under(path: Path) -> list[Path]:
     """path, or the files under it in sorted order, hidden ones left out. Links to folders are followed, each
-    real folder once (a link back up is no loop); a link to nothing is an error, never input silently dropped."""
+    real folder once (a link back up is no loop); links to nothing are kept, for find_inputs to refuse."""
     if not path.is_dir():
         return [path]
     files, seen = [], set()
@@ -67,11 +69,7 @@ def _files_under(path: Path) -> list[Path]:
             continue
         seen.add(os.path.realpath(root))
         folders[:] = sorted(f for f in folders if not f.startswith("."))  # which name of a linked folder counts
-        for name in (n for n in names if not n.startswith(".")):
-            file = Path(root, name)
-            if not file.exists():
-                raise DataError(f"input {file} is a link to nothing ({os.readlink(file)}); remove it or fix it")
-            files.append(file)
+        files += [Path(root, name) for name in names if not name.startswith(".")]
     return sorted(files)
 
 
@@ -163,7 +161,8 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line.decode("utf-8-sig"))  # -sig: a byte-order mark that some editors write
+                # -sig: a byte-order mark that some editors write; without its line end, an error's column is on it
+                record = json.loads(line.rstrip(b"\r\n").decode("utf-8-sig"))
             except UnicodeDecodeError as e:
                 raise not_utf8(path, start + e.start, where) from None
             except json.JSONDecodeError as e:
@@ -178,6 +177,12 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
                 problem = (f": field {field!r} is {type(record[field]).__name__}, not text" if field in record
                            else f" has no field {field!r}")
                 raise DataError(f"input {path}{where}{problem}; set --text_field to the field holding the text")
+            if b"\\u" in line and not record[field].isascii():  # an escape may be half a character: no text
+                try:
+                    record[field].encode("utf-8")
+                except UnicodeEncodeError:
+                    raise DataError(f"input {path}{where}: field {field!r} holds a \\u escape of half a character "
+                                    f"(a lone surrogate), which is not text; mend the line or leave it out") from None
             yield record[field]
 
 

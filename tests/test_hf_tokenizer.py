@@ -9,6 +9,7 @@ import unicodedata
 import pytest
 import torch
 
+from data.build import prepare_dataset
 from data.errors import DataError
 from data.hf_tokenizer import save_hf_tokenizer, tokenizer_from_hf_folder
 from data.tokenizer import BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_description, train_bpe
@@ -25,7 +26,7 @@ SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^
          r"|\s+(?!\S)|\s+")
 
 
-def trained_bpe(style: str):
+def trained_bpe(style: str, special_tokens: tuple[str, ...] = ("<|endoftext|>", "<|im_end|>")):
     """A byte-level BPE trained with `tokenizers` the way GPT-2's (ByteLevel splits) or Llama 3's and
     Qwen's (a Split pattern, then ByteLevel; Qwen's NFC) are built."""
     from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
@@ -38,7 +39,7 @@ def trained_bpe(style: str):
     else:
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_end|>"], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(special_tokens), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     hf.train_from_iterator(CORPUS, trainer)
     return hf
@@ -144,3 +145,12 @@ def test_a_folder_without_tokenizer_json_says_so(tmp_path):
         tokenizer_from_hf_folder(tmp_path)
     transformers.GPT2Config().save_pretrained(tmp_path)  # a GPT-2 model saved without its tokenizer reads GPT-2's
     assert tokenizer_from_hf_folder(tmp_path).describe() == GPT2Tokenizer().describe()
+
+
+def test_preparing_with_a_tokenizer_without_an_end_of_text_token_is_one_line(tmp_path):
+    """Each document ends with the tokenizer's end-of-text token: one that has none is refused before any work."""
+    folder = save_folder(trained_bpe("bytelevel", special_tokens=()), tmp_path / "tokenizer", eos=None)
+    (tmp_path / "a.txt").write_text(TEXT)
+    with pytest.raises(DataError, match="tokenizer has no end-of-text token .*; add one, or use --tokenizer=bpe$"):
+        prepare_dataset([tmp_path / "a.txt"], str(folder), tmp_path / "dataset")
+    assert not (tmp_path / "dataset").exists()

@@ -51,6 +51,15 @@ BAD_INPUTS = {
     "non-UTF-8 text": ({"l.txt": GOOD + "naïve".encode("latin-1")}, ["--input={in}"],
                        ["l.txt is not UTF-8 (invalid byte at offset 1172)"]),
     "JSONL line not JSON": ({"d.jsonl": b'{"text": "a"}\n{oops'}, ["--input={in}"], ["d.jsonl line 2 is not JSON"]),
+    "JSONL line cut short": ({"d.jsonl": b'{"text": "a", "id": 3\n'}, ["--input={in}"],
+                             ["d.jsonl line 1 is not JSON (Expecting ',' delimiter at column 22)"]),
+    "JSONL text with half a character": ({"d.jsonl": b'{"text": "lone \\ud800 x"}\n'}, ["--input={in}"],
+                                         ["d.jsonl line 1: field 'text' holds a \\u escape of half a character"]),
+    "link to nothing": ({"b.txt": lambda path: path.symlink_to(path.parent / "gone.txt")}, ["--input={in}/b.txt"],
+                        ["b.txt is a link to nothing"]),
+    "tokenizer folder of another kind": ({"t/meta.json": b'{"tokenizer": {"kind": "char"}}'},
+                                         ["--input={ws}/old.txt", "--tokenizer={in}/t"],
+                                         ["t/meta.json does not describe a tokenizer"]),
     "JSONL line without the field": ({"d.jsonl": b'{"body": "a"}'}, ["--input={in}"],
                                      ["d.jsonl line 1 has no field 'text'", "--text_field"]),
     "JSONL line not UTF-8": ({"d.jsonl": b'\n{"text": "caf\xe9"}'}, ["--input={in}"],
@@ -87,6 +96,7 @@ BAD_INPUTS = {
 def test_bad_input_is_one_line_and_changes_nothing(workspace, case):
     files, flags, fragments = BAD_INPUTS[case]
     for name, content in files.items():
+        (workspace / "in" / name).parent.mkdir(exist_ok=True)
         content(workspace / "in" / name) if callable(content) else (workspace / "in" / name).write_bytes(content)
     args = [flag.format(**{"in": workspace / "in", "ws": workspace}) for flag in flags]
     if not any(a.startswith("--dataset") for a in args):
