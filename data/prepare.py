@@ -28,13 +28,15 @@ def main(argv: list[str]) -> None:
         folder = folder.relative_to(Path.cwd())
     if len(folder.parts) == 1:  # --dataset=./notes: never shown as a name, which would mean data/notes
         folder = folder.absolute()
+    existed = folder.exists()
     try:
         prepared = prepare_dataset(cfg.input, cfg.tokenizer, folder, vocab_size=cfg.bpe_vocab_size,
                                    val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,
                                    workers=cfg.workers, overwrite=cfg.replace_dataset, progress=True)
     except KeyboardInterrupt:
-        print(f"interrupted: {folder} holds its earlier dataset or, if the interrupt came as it was swapped in, the "
-              f"new one: never a part of either", file=sys.stderr)
+        held = "its earlier dataset" if existed else "nothing"
+        print(f"interrupted: {folder} holds {held} or, if the interrupt came as it was swapped in, the new dataset: "
+              f"never a part of either", file=sys.stderr)
         sys.exit(130)
     if prepared.reused:
         print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")

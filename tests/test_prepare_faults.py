@@ -61,3 +61,13 @@ def test_a_killed_prepare_leaves_the_old_dataset_or_the_new_one(corpora, tmp_pat
     run_script("data/prepare.py", *flags)  # the next run removes what the killed one left, and finishes
     assert whole_dataset(target) == "new" and open_dataset(target).meta["fingerprint"] == expected["fingerprint"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["plays"]
+
+
+def test_a_stopped_prepare_of_a_new_folder_says_the_folder_holds_nothing(corpora, tmp_path):
+    root, _ = corpora
+    target = tmp_path / "data" / "fresh"
+    result = run_script("tests/prepare_with_fault.py", "scanned", "SIGTERM", f"--input={root / 'old.txt'}",
+                        f"--dataset={target}", check=False)
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines()[-1].startswith(f"interrupted: {target} holds nothing or, if")
+    assert not target.exists()
