@@ -166,7 +166,7 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, given: Tokenizer
                         f"--val_fraction or more text")
 
     def labelled():  # each pass reads the inputs anew: nothing of the corpus is kept in memory
-        return label_pieces(read_pieces(files, settings["text_field"]), plan)
+        return label_pieces(as_scanned(read_pieces(files, settings["text_field"]), scan), plan)
 
     start = time.perf_counter()
     tokenizer = given if given is not None else _make_tokenizer(settings, scan, labelled, progress)
@@ -213,6 +213,22 @@ def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> Sp
     val = np.zeros(documents, dtype=bool)
     val[np.random.default_rng(seed).choice(documents, size=k, replace=False)] = True
     return SplitPlan("documents", val, 0)
+
+
+def as_scanned(pieces: Iterable[Piece], scan: CorpusScan) -> Iterator[Piece]:
+    """The pieces of a pass after the scan, refused once they hold more documents or characters than the scan
+    counted, or at their end fewer: an input written to meanwhile (a log still growing) is not the text hashed."""
+    documents = chars = 0
+    for piece in pieces:
+        documents, chars = documents + piece.ends_document, chars + len(piece.text)
+        if documents > scan.documents or chars > scan.chars:
+            break
+        yield piece
+    else:
+        if (documents, chars) == (scan.documents, scan.chars):
+            return
+    raise DataError("an input changed while it was being prepared (its text is not what the first pass read and "
+                    "hashed); prepare again once the inputs are complete")
 
 
 def label_pieces(pieces: Iterable[Piece], plan: SplitPlan) -> Iterator[tuple[str, Piece]]:

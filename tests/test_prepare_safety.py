@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+import data.build
 from data.build import prepare_dataset
 from data.dataset import open_dataset
 from data.errors import DataError
@@ -152,8 +153,6 @@ def test_the_command_says_one_line_for_bad_input_and_so_for_a_rerun(workspace):
 
 
 def test_a_prepare_finished_meanwhile_is_not_replaced_unseen(workspace, monkeypatch):
-    import data.build
-
     (workspace / "in" / "a.txt").write_text("The text this run prepares.\n" * 30)
     (workspace / "in" / "b.txt").write_text("The text another run prepared meanwhile.\n" * 30)
     target, build = workspace / "data" / "new", data.build._build
@@ -184,3 +183,22 @@ def test_preparing_never_loads_torch(workspace):
             "finally:\n    print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_ABSENT')")
     result = run_script("-c", code, f"--input={workspace / 'old.txt'}", f"--dataset={workspace / 'notes'}")
     assert result.stdout.strip().endswith("TORCH_ABSENT")
+
+
+def test_an_input_written_to_while_it_is_prepared_is_refused(workspace, monkeypatch):
+    """The first pass counts and hashes the text; a later pass that reads more (a log still growing) or less stops
+    with one line, and the folder is left as it was."""
+    text, scan = workspace / "in" / "log.txt", data.build.scan_corpus
+    for change in ("More lines, written while prepare ran.\n" * 40, "Cut short."):
+        text.write_text(OLD_TEXT)
+
+        def scan_then_write(*args, change=change, **kwargs):
+            result = scan(*args, **kwargs)
+            text.write_text(OLD_TEXT + change if change.startswith("More") else change)
+            return result
+
+        monkeypatch.setattr(data.build, "scan_corpus", scan_then_write)
+        before = snapshot(workspace / "data")
+        with pytest.raises(DataError, match="^an input changed while it was being prepared .*once the inputs are"):
+            prepare_dataset([text], "char", workspace / "data" / "new")
+        assert snapshot(workspace / "data") == before  # no dataset, no staging folder
