@@ -220,7 +220,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
     model = build_model(cfg, dataset, checkpoint, device, block_size_set).to(device)  # first: it checks the shape
     if cfg.pretrained:  # a Hugging Face model keeps its own shape (its context cropped): the run records it
-        own = {k: getattr(model.config, k) for k in SHAPE_KEYS if k != "vocab_size"}
+        own = {k: getattr(model.config, k) for k in SHAPE_KEYS}  # its vocabulary too, when padded past the data's
         ignored = [f"--{k}={getattr(cfg, k)}" for k in own
                    if k in given and k != "block_size" and getattr(cfg, k) != own[k]]
         if ignored and ranks.is_main:
