@@ -2,6 +2,7 @@
 (gpt2 ... gpt2-xl), or a local folder of a GPT-2, Llama or Qwen3 model (model/hf.py maps it)."""
 
 import json
+import pickle
 import socket
 import urllib.parse
 import urllib.request
@@ -94,12 +95,11 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
 
         try:
             return _checked_load(name_or_dir, config=hf_config, local_files_only=True), config
-        except SafetensorError as e:  # a weights file cut short or damaged
+        except (SafetensorError, OSError, RuntimeError, pickle.UnpicklingError) as e:  # missing, cut short, damaged
+            which = "(model.safetensors) " if isinstance(e, SafetensorError) else ""
             reason = " ".join(str(e).split())[:150]
-            raise ModelError(f"{name_or_dir}: its weights (model.safetensors) cannot be read ({reason}); "
-                             f"copy or save the folder again") from None
-        except OSError:
-            raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+            raise ModelError(f"{name_or_dir}: its weights {which}cannot be read ({reason}); copy or save the folder "
+                             f"again") from None
     if name_or_dir not in HUB_NAMES:
         raise PretrainedNotFound(how_to_get(name_or_dir))
     from huggingface_hub import constants as hub

@@ -107,6 +107,10 @@ def test_a_damaged_hugging_face_folder_is_one_line(trained_out, tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     refused("sample.py", f"--hf_model={tmp_path / 'hf'}", fragment="its weights (model.safetensors) cannot be read",
             unchanged=tmp_path)
+    weights.unlink()  # a folder of a config.json alone, or saved as torch.save wrote weights (cut short here)
+    refused("sample.py", f"--hf_model={tmp_path / 'hf'}", fragment="its weights cannot be read (", unchanged=tmp_path)
+    (tmp_path / "hf" / "pytorch_model.bin").write_bytes(b"PK\x03\x04 cut short")
+    refused("sample.py", f"--hf_model={tmp_path / 'hf'}", fragment="its weights cannot be read (", unchanged=tmp_path)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "num_hidden_layers": "one"}))
     refused("eval.py", f"--hf_model={tmp_path / 'hf'}", "--text_file=README.md", unchanged=tmp_path,
