@@ -100,8 +100,8 @@ class TrainConfig(ModelOptions, Checked):
         self.warmup_iters = self.max_iters // 10 if self.warmup_iters is None else self.warmup_iters
         self.lr_decay_iters = self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
         super().__post_init__()
-        if not 0 <= self.min_lr <= self.learning_rate:
-            raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
+        if self.init_from != "resume":  # a resume checks them once it has the run's own (train.py)
+            self.check_rates()
         if not self.init_from.strip():  # not the current folder
             raise UserError("--init_from is empty; give scratch, resume, a GPT-2 name or a model folder")
         close = difflib.get_close_matches(self.init_from, OWN_STARTS, n=1, cutoff=0.6)
@@ -113,6 +113,10 @@ class TrainConfig(ModelOptions, Checked):
             if self.pretrained:  # the plan would probe and plan a shape of its own
                 raise UserError(f"--time_budget picks the model's shape, but init_from={self.init_from} brings its "
                                 f"own; fine-tune it for a number of steps with --max_iters instead")
+
+    def check_rates(self) -> None:
+        if not 0 <= self.min_lr <= self.learning_rate:
+            raise UserError(f"min_lr={self.min_lr} must be between 0 and learning_rate={self.learning_rate}")
 
     @property
     def pretrained(self) -> bool:
