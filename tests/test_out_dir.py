@@ -132,6 +132,22 @@ def test_resume_without_a_checkpoint_is_refused_before_anything_is_made(tmp_path
     with pytest.raises(UserError, match="ckpt.pt not found, so there is nothing to resume"):
         claim_out_dir(train_config(tmp_path / "out", init_from="resume"))
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "best.safetensors").write_text("the best of a run whose latest checkpoint was deleted")
+    with pytest.raises(UserError, match=r"ckpt.pt not found; .* holds best.safetensors, of the run's best evaluation: "
+                                        r"copy it to ckpt.safetensors to resume from there"):
+        claim_out_dir(train_config(tmp_path / "out", init_from="resume"))
+
+
+@pytest.mark.parametrize("init_from", ["scratch", "resume"])
+def test_a_dataset_folder_is_no_run_folder(tmp_path, init_from):
+    """Not even a fresh start, which would write checkpoints and a log among its token files."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.json").write_text("{}")
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError, match=rf"^out_dir {tmp_path / 'data'} is a dataset's folder, not a run's"):
+        claim_out_dir(train_config(tmp_path / "data", init_from=init_from))
+    assert snapshot(tmp_path) == before
 
 
 def test_float16_on_a_cpu_is_refused():

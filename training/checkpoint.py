@@ -345,12 +345,19 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
 def check_start(folder: Path, cfg: TrainConfig) -> None:
     """Resume needs a checkpoint; a fresh start must not bury one (unless --replace_run=true); no folder stands
     where the run writes a file."""
+    if (folder / "meta.json").is_file():
+        raise UserError(f"out_dir {folder} is a dataset's folder, not a run's: the run's files do not belong among "
+                        f"its token files; choose another --out_dir")
     if folders := [name for name in RUN_FILES if (folder / name).is_dir()]:
         raise UserError(f"out_dir {folder} holds a folder named {folders[0]}, where the run writes a file of that "
                         f"name; move it away or choose another --out_dir")
     latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors
     has_checkpoint = latest.is_file()
     if cfg.init_from == "resume" and not has_checkpoint:
+        best = existing_checkpoint(checkpoint_path(folder, "best", cfg.checkpoint_format))
+        if best.is_file():  # a whole checkpoint too, of the best evaluation
+            raise UserError(f"checkpoint {latest} not found; {folder} holds {best.name}, of the run's best evaluation: "
+                            f"copy it to ckpt{best.suffix} to resume from there, or start a new --out_dir")
         raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
     checkpoints = [n for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES) and (folder / n).is_file()]  # best.pt too
