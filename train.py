@@ -136,9 +136,14 @@ class Run:
         if self.saved_step is None:
             saved = "no checkpoint was written yet; lower learning_rate and start again"
         else:
-            command = resume_command([a for a in self.argv if not a.startswith("--learning_rate=")], self.ranks)
-            saved = (f"the last good checkpoint, {self.latest} (step {self.saved_step}), is intact: resume it at a "
-                     f"lower learning rate, {command} --learning_rate=N (N under {self.cfg.learning_rate:g})")
+            rates = {"learning_rate": self.cfg.learning_rate}  # with Muon, either optimizer's rate may be the cause
+            rates |= {"muon_lr": self.cfg.muon_lr} if self.cfg.optimizer == "muon" else {}
+            command = resume_command([a for a in self.argv if not a.startswith(tuple(f"--{k}=" for k in rates))],
+                                     self.ranks)
+            lower = " ".join(f"--{key}={name}" for key, name in zip(rates, "NM"))
+            bounds = ", ".join(f"{name} under {rate:g}" for name, rate in zip("NM", rates.values()))
+            saved = (f"the last good checkpoint, {self.latest} (step {self.saved_step}), is intact: resume it at "
+                     f"lower learning rates, {command} {lower} ({bounds}; min_lr at most N)")
         return UserError(f"{problem}; training stopped, {saved}")
 
 

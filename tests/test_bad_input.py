@@ -205,6 +205,7 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     # the loop ran in this process: its Ctrl-C handling ended with it
     assert [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)] == handlers
     assert_one_line_error(result, "training stopped", "(step 20), is intact", "--init_from=resume")
+    assert "--muon_lr=100" not in result.stderr and "--muon_lr=M (N under 100, M under 100;" in result.stderr
     # the loss is read where it is logged (every 5 steps here): the error names the steps since the last read
     assert re.search(r"error: loss is (nan|inf|-inf) in steps (2[1-9]|3\d) to (2[5-9]|3\d|40);", result.stderr)
     assert (run_dir / "out" / "ckpt.pt").read_bytes() == before
@@ -217,8 +218,9 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     result = run_command("train.py", f"--dataset={char_dataset}", f"--out_dir={out}", "--max_iters=4", "--eval_iters=1",
                          "--eval_interval=1", "--n_layer=1", "--n_embd=32", "--block_size=16", "--batch_size=2",
                          "--learning_rate=1e6", "--min_lr=1e5", "--sample_tokens=0")
-    assert_one_line_error(result, "training stopped, the last good checkpoint", "resume it at a lower learning rate")
-    assert "--learning_rate=1e6" not in result.stderr and "--learning_rate=N (N under 1e+06)" in result.stderr
+    assert_one_line_error(result, "training stopped, the last good checkpoint", "resume it at lower learning rates")
+    assert "--learning_rate=1e6" not in result.stderr
+    assert "--learning_rate=N --muon_lr=M (N under 1e+06, M under 0.02; min_lr at most N)" in result.stderr
     rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in log.jsonl"))
             for line in (out / "log.jsonl").read_text().splitlines()]
     assert rows and all(math.isfinite(row["val_loss"]) for row in rows if row["kind"] == "eval")
