@@ -192,6 +192,8 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         follows = dict.fromkeys(cfg.follows_max_iters & given)  # given as none: the run's max_iters, not the default's
         cfg = replace(cfg, **own, **follows)
         cfg.check_rates()
+        if cfg.replace_run and ranks.is_main:
+            print("note: --replace_run=true ignored: a resume goes on with the run it finds", file=sys.stderr)
     dtype = resolve_dtype(cfg.dtype, device)
     if dtype == "bfloat16" and device.type == "cpu" and resolve_dtype("auto", device) == "float32" and ranks.is_main:
         print("note: this CPU has no bfloat16 arithmetic and emulates it, slower than float32 (dtype=auto picks "
