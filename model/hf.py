@@ -91,7 +91,7 @@ def hf_model_type(config: GPTConfig) -> str:
         if getattr(config, key) != value:
             raise ModelError(f"cannot export: {key}={flag_value(getattr(config, key))} has no Hugging Face equivalent "
                              f"({family}, and {architecture} needs {key}={flag_value(value)})")
-    if config.n_embd % config.n_head:
+    if model_type != "qwen3" and config.n_embd % config.n_head:  # Qwen3's heads need not add up to its width
         raise ModelError(f"cannot export: n_embd={config.n_embd} is not a multiple of n_head={config.n_head}, "
                          f"which {architecture} requires")
     return model_type

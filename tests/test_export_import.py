@@ -30,7 +30,7 @@ RUNS = {  # shape: (training flags, tokenizer, checkpoint file export.py reads, 
     "gpt2": (CLASSIC, "gpt2", "ckpt.pt", "GPT2LMHeadModel"),
     "llama": (["--qk_norm=false", "--n_kv_head=1", "--checkpoint_format=safetensors"], "char", "best.safetensors",
               "LlamaForCausalLM"),
-    "qwen3": (["--n_kv_head=1"], "char", "ckpt.pt", "Qwen3ForCausalLM"),
+    "qwen3": (["--n_kv_head=1", "--head_size=16", "--n_head=3"], "char", "ckpt.pt", "Qwen3ForCausalLM"),  # 3 x 16 > 32
 }
 
 
