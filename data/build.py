@@ -73,7 +73,10 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     staging = make_staging_folder(out_dir)
     try:
         with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
-            scan = scan_corpus(files, text_field, alphabet=tokenizer == "char", progress=bar.update)
+            scan = scan_corpus(files, text_field, alphabet=tokenizer == "char" or isinstance(given, CharTokenizer),
+                               progress=bar.update)
+        if isinstance(given, CharTokenizer):  # every character it lacks named at once, not the first piece's
+            given.encode_array(scan.alphabet)
         same = old is not None and old.get("source_sha256") == scan.source_sha256 and old.get("prepared_with") == settings
         if same:
             with contextlib.suppress(DataError):  # unless the copy there is damaged
