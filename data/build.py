@@ -72,7 +72,8 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         raise refusal("another dataset" if old else "an incomplete dataset (no readable meta.json)")
     staging = make_staging_folder(out_dir)
     try:
-        with _bar(progress, "scanning", sum(i.stat().st_size for i in files)) as bar:
+        packed = any(f.name.lower().endswith((".gz", ".parquet")) for f in files)  # their text outgrows their size
+        with _bar(progress, "scanning", None if packed else sum(i.stat().st_size for i in files)) as bar:
             scan = scan_corpus(files, text_field, alphabet=tokenizer == "char" or isinstance(given, CharTokenizer),
                                progress=bar.update)
         if isinstance(given, CharTokenizer):  # every character it lacks named at once, not the first piece's
