@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import open_dataset, read_meta
+from .dataset import DATA_ROOT, open_dataset, read_meta
 from .errors import DataError
 from .files import make_staging_folder, swap_in, write_atomically
 from .hf_tokenizer import tokenizer_from_hf_folder
@@ -46,8 +46,10 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir. A folder holding another
     dataset is replaced only with overwrite=True; workers=0 uses every core."""
     if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():
+        named = DATA_ROOT / tokenizer if "/" not in tokenizer and (DATA_ROOT / tokenizer).is_dir() else None
+        hint = f" (the dataset {tokenizer}'s is --tokenizer={named})" if named else ""
         raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)}, a prepared "
-                        f"dataset's folder or a Hugging Face model folder")
+                        f"dataset's folder or a Hugging Face model folder{hint}")
     given = None if tokenizer in TOKENIZER_KINDS else _folder_tokenizer(Path(tokenizer))
     if tokenizer == "bpe":
         vocab_size = bpe_vocab_size(vocab_size)

@@ -205,3 +205,10 @@ def test_an_input_written_to_while_it_is_prepared_is_refused(workspace, monkeypa
         with pytest.raises(DataError, match="^an input changed while it was being prepared .*once the inputs are"):
             prepare_dataset([text], "char", workspace / "data" / "new")
         assert snapshot(workspace / "data") == before  # no dataset, no staging folder
+
+
+def test_a_dataset_named_as_a_tokenizer_is_offered_as_its_folder(workspace, monkeypatch):
+    monkeypatch.setattr("data.build.DATA_ROOT", workspace / "data")  # --dataset=old would mean this folder
+    with pytest.raises(DataError, match=rf"^unknown tokenizer 'old'; .* \(the dataset old's is "
+                                        rf"--tokenizer={workspace / 'data' / 'old'}\)$"):
+        prepare_dataset([workspace / "old.txt"], "old", workspace / "data" / "new")
