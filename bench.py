@@ -31,7 +31,7 @@ from data.dataset import open_dataset
 from data.tokenizer import bpe_vocab_size, load_gpt2_encoding, train_bpe
 from eval import validation_split
 from model import GPT, GPTConfig
-from model.config import GPT2_SHAPE, WEIGHTS
+from model.config import GPT2_SHAPE, WEIGHTS, flag_value
 from model.decoding import compile_ahead, generation_cache
 from model.params import training_flops_per_token
 from model.weights import Int8Linear, with_weights
@@ -226,7 +226,7 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
     variants, first = {}, {}
     for recipe, files in (("classic", ["configs/classic.toml"]), ("default", [])):
         keys = read_config(TrainConfig, files)  # the recipe's keys as its files set them (none: the default recipe)
-        recipe_flags = [f"--{key}={str(getattr(keys, key)).lower()}" for key in RECIPE_KEYS]
+        recipe_flags = [f"--{key}={flag_value(getattr(keys, key))}" for key in RECIPE_KEYS]
         for compile in (False, True):
             name = f"{recipe}, {'compiled' if compile else 'eager'}"
             flags = [*train_args, *recipe_flags, f"--compile={compile}"]

@@ -191,7 +191,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
                if k not in given and k not in NOT_RESUMED and k in TrainConfig.__dataclass_fields__}
         follows = dict.fromkeys(cfg.follows_max_iters & given)  # given as none: the run's max_iters, not the default's
         cfg = replace(cfg, **own, **follows)
-        cfg.check_rates()
+        cfg.check_rates("min_lr" in own)
         if cfg.replace_run and ranks.is_main:
             print("note: --replace_run=true ignored: a resume goes on with the run it finds", file=sys.stderr)
     dtype = resolve_dtype(cfg.dtype, device)

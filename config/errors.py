@@ -8,17 +8,14 @@ import sys
 from collections.abc import Callable
 
 from data.errors import DataError
+from model.config import ModelError  # model/__init__ loads torch only when GPT is asked for
 
 
 class UserError(Exception):
     """A problem with the user's input; shown as one line, never a traceback."""
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    """What run_cli shows as one line. model/'s ModelError is among them once model/ is loaded, as it is wherever
-    one can be raised: importing it here would load torch into commands that never use it (data/prepare.py)."""
-    model = sys.modules.get("model.config")
-    return (UserError, DataError, *([model.ModelError] if model else []))
+USER_ERRORS = (UserError, ModelError, DataError)  # what run_cli shows as one line
 
 
 def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
@@ -30,7 +27,7 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
         main(sys.argv[1:] if argv is None else argv)
         if argv is None:  # here, not at exit: a full disk or a gone reader meets the last buffered output too
             sys.stdout.flush()
-    except user_errors() as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except PermissionError as e:  # a path this user may not reach, wherever a command first met it

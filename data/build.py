@@ -74,6 +74,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         raise refusal("another dataset" if old else "an incomplete dataset (no readable meta.json)")
     staging = make_staging_folder(out_dir)
     try:
+        stamps = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]  # a write in place changes them
         packed = any(f.name.lower().endswith((".gz", ".parquet")) for f in files)  # their text outgrows their size
         with _bar(progress, "scanning", None if packed else sum(i.stat().st_size for i in files)) as bar:
             scan = scan_corpus(files, text_field, alphabet=tokenizer == "char" or isinstance(given, CharTokenizer),
@@ -88,6 +89,8 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         if old is not None and not overwrite:
             raise refusal("a damaged copy of this dataset" if same else "another dataset")
         meta, tokenizer_seconds = _build(files, scan, settings, given, staging, workers, progress)
+        if [(f.stat().st_size, f.stat().st_mtime_ns) for f in files] != stamps:
+            raise DataError(CHANGED)
         with _locked(out_dir.parent):  # another prepare of out_dir that finished meanwhile is not replaced unseen
             if (now := _existing_dataset(out_dir)) != old:
                 if now and all(now.get(key) == meta[key] for key in ("fingerprint", "prepared_with")):
@@ -140,14 +143,17 @@ def _folder_tokenizer(folder: Path) -> Tokenizer:
     folder (text tokenized as that model reads text)."""
     if (folder / "meta.json").is_file():
         try:
-            return tokenizer_from_description(read_meta(folder)["tokenizer"])
-        except (KeyError, TypeError):
+            tokenizer = tokenizer_from_description(read_meta(folder)["tokenizer"])
+        except (KeyError, TypeError, AttributeError):
             raise DataError(f"{folder}/meta.json does not describe a tokenizer as a prepared dataset's does; give "
                             f"--tokenizer a dataset folder that data/prepare.py wrote, or a Hugging Face one") from None
-    tokenizer = tokenizer_from_hf_folder(folder)
+    else:
+        tokenizer = tokenizer_from_hf_folder(folder)
     if tokenizer.eot_token is None:
-        raise DataError(f"{folder}'s tokenizer has no end-of-text token (an eos_token in tokenizer_config.json, or "
-                        f"a special {END_OF_TEXT}), which ends each document; add one, or use --tokenizer=bpe")
+        where = "" if (folder / "meta.json").is_file() else (
+            f" (an eos_token in tokenizer_config.json, or a special {END_OF_TEXT})")
+        raise DataError(f"{folder}'s tokenizer has no end-of-text token{where}, which ends each document here; "
+                        f"give a tokenizer that has one, or use --tokenizer=bpe")
     return tokenizer
 
 
@@ -221,9 +227,14 @@ def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> Sp
     return SplitPlan("documents", val, 0)
 
 
+CHANGED = ("an input changed while it was being prepared (its text is not what the first pass read and hashed); "
+           "prepare again once the inputs are complete")
+
+
 def as_scanned(pieces: Iterable[Piece], scan: CorpusScan) -> Iterator[Piece]:
     """The pieces of a pass after the scan, refused once they hold more documents or characters than the scan
-    counted, or at their end fewer: an input written to meanwhile (a log still growing) is not the text hashed."""
+    counted, or at their end fewer: an input written to meanwhile (a log still growing) is not the text hashed.
+    A change that keeps the counts is caught when the passes are over, by the files' sizes and times."""
     documents = chars = 0
     for piece in pieces:
         documents, chars = documents + piece.ends_document, chars + len(piece.text)
@@ -233,8 +244,7 @@ def as_scanned(pieces: Iterable[Piece], scan: CorpusScan) -> Iterator[Piece]:
     else:
         if (documents, chars) == (scan.documents, scan.chars):
             return
-    raise DataError("an input changed while it was being prepared (its text is not what the first pass read and "
-                    "hashed); prepare again once the inputs are complete")
+    raise DataError(CHANGED)
 
 
 def label_pieces(pieces: Iterable[Piece], plan: SplitPlan) -> Iterator[tuple[str, Piece]]:

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
         folder = folder.relative_to(Path.cwd())
     if len(folder.parts) == 1:  # --dataset=./notes: never shown as a name, which would mean data/notes
         folder = folder.absolute()
-    existed = folder.exists()
+    existed = (folder / "meta.json").is_file()
     try:
         prepared = prepare_dataset(cfg.input, cfg.tokenizer, folder, vocab_size=cfg.bpe_vocab_size,
                                    val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,

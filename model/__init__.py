@@ -1,5 +1,10 @@
 """The network and everything that only needs the network."""
+from typing import TYPE_CHECKING
+
 from .config import WEIGHTS, GPTConfig, ModelError
+
+if TYPE_CHECKING:
+    from .gpt import GPT
 
 __all__ = ["GPT", "GPTConfig", "ModelError", "WEIGHTS"]
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from attention import layer_records, main, resolve_query
 from attention_reference import TEXT, load_trained, page_data, reference_patterns, reference_records
-from config.errors import UserError, user_errors
+from config.errors import USER_ERRORS, UserError
 from helpers import gpt2_config, REPO
 from model import GPT, GPTConfig
 from viz.maps import heatmap_figure, query_figure, tick_label, token_texts
@@ -124,7 +124,7 @@ def test_a_default_text_longer_than_the_context_asks_for_a_text(trained_out, tmp
     checkpoint = torch.load(trained_out / "ckpt.pt", weights_only=True)
     checkpoint["model_args"]["block_size"] = 16  # RoPE: no weights depend on it
     torch.save(checkpoint, tmp_path / "ckpt.pt")
-    with pytest.raises(user_errors(), match="^the default text is 28 tokens but the model's context is 16; give a "
+    with pytest.raises(USER_ERRORS, match="^the default text is 28 tokens but the model's context is 16; give a "
                                           "shorter one with --text=TEXT$"):
         main([f"--out_dir={tmp_path}", f"--pictures_dir={tmp_path / 'maps'}", "--device=cpu"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
@@ -158,7 +158,7 @@ def test_query_index_resolution():
 ])
 def test_bad_input_is_a_one_line_error(trained_out, tmp_path, flags, message):
     argv = [f"--out_dir={trained_out}", f"--text={TEXT}", f"--pictures_dir={tmp_path / 'maps'}", "--device=cpu", *flags]
-    with pytest.raises(user_errors()) as error:
+    with pytest.raises(USER_ERRORS) as error:
         main(argv)
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "maps").exists()  # refused before anything was written

@@ -151,6 +151,7 @@ def test_preparing_with_a_tokenizer_without_an_end_of_text_token_is_one_line(tmp
     """Each document ends with the tokenizer's end-of-text token: one that has none is refused before any work."""
     folder = save_folder(trained_bpe("bytelevel", special_tokens=()), tmp_path / "tokenizer", eos=None)
     (tmp_path / "a.txt").write_text(TEXT)
-    with pytest.raises(DataError, match="tokenizer has no end-of-text token .*; add one, or use --tokenizer=bpe$"):
+    with pytest.raises(DataError, match="tokenizer has no end-of-text token .*; give a tokenizer that has one, or use "
+                                        "--tokenizer=bpe$"):
         prepare_dataset([tmp_path / "a.txt"], str(folder), tmp_path / "dataset")
     assert not (tmp_path / "dataset").exists()

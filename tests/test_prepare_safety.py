@@ -61,6 +61,12 @@ BAD_INPUTS = {
     "tokenizer folder of another kind": ({"t/meta.json": b'{"tokenizer": {"kind": "char"}}'},
                                          ["--input={ws}/old.txt", "--tokenizer={in}/t"],
                                          ["t/meta.json does not describe a tokenizer"]),
+    "tokenizer folder of no kind": ({"t/meta.json": b'{"tokenizer": "x"}'},
+                                    ["--input={ws}/old.txt", "--tokenizer={in}/t"],
+                                    ["t/meta.json does not describe a tokenizer"]),
+    "tokenizer without end-of-text": ({"t/meta.json": b'{"tokenizer": {"kind": "char", "chars": "Aabc \\n"}}'},
+                                      ["--input={ws}/old.txt", "--tokenizer={in}/t"],
+                                      ["t's tokenizer has no end-of-text token, which ends each document here"]),
     "characters a char tokenizer lacks": ({"n.txt": b"Some new text\n" * 300 + b"with Q and ~ at its end\n"},
                                           ["--input={in}", "--tokenizer={ws}/data/old"],
                                           ["characters 'Q', 'S', 'w', 'x', '~' are not in this model's vocabulary"]),
@@ -189,10 +195,10 @@ def test_preparing_never_loads_torch(workspace):
 
 
 def test_an_input_written_to_while_it_is_prepared_is_refused(workspace, monkeypatch):
-    """The first pass counts and hashes the text; a later pass that reads more (a log still growing) or less stops
-    with one line, and the folder is left as it was."""
+    """The first pass counts and hashes the text; a later pass that reads more (a log still growing) or less, or
+    a file written since with as much text, stops with one line, and the folder is left as it was."""
     text, scan = workspace / "in" / "log.txt", data.build.scan_corpus
-    for change in ("More lines, written while prepare ran.\n" * 40, "Cut short."):
+    for change in ("More lines, written while prepare ran.\n" * 40, "Cut short.", OLD_TEXT.upper()):
         text.write_text(OLD_TEXT)
 
         def scan_then_write(*args, change=change, **kwargs):
@@ -203,7 +209,7 @@ def test_an_input_written_to_while_it_is_prepared_is_refused(workspace, monkeypa
         monkeypatch.setattr(data.build, "scan_corpus", scan_then_write)
         before = snapshot(workspace / "data")
         with pytest.raises(DataError, match="^an input changed while it was being prepared .*once the inputs are"):
-            prepare_dataset([text], "char", workspace / "data" / "new")
+            prepare_dataset([text], "gpt2", workspace / "data" / "new")
         assert snapshot(workspace / "data") == before  # no dataset, no staging folder
 
 

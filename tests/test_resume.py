@@ -113,7 +113,8 @@ def test_a_resumes_learning_rate_is_checked_against_the_runs_own_min_lr(char_dat
     assert "note: --replace_run=true ignored: a resume goes on with the run it finds" in resumed.stderr
     result = train(char_dataset, tmp_path, "--max_iters=15", "--eval_interval=5", "--init_from=resume",
                    "--learning_rate=1e-6", check=False)
-    assert result.stderr.strip() == "error: min_lr=1e-05 must be between 0 and learning_rate=1e-06"
+    assert result.stderr.strip() == ("error: min_lr=1e-05 (the run's: give --min_lr too) must be between 0 and "
+                                     "learning_rate=1e-06")
 
 
 def test_resume_refuses_a_different_model_shape(char_dataset, tmp_path):

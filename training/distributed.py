@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from config.device import pick_device
-from config.errors import UserError, user_errors
+from config.errors import USER_ERRORS, UserError
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ def main_first(ranks: Ranks, action: Callable[[], T]) -> T | None:
     if ranks.is_main:
         try:
             result = action()
-        except user_errors() as e:
+        except USER_ERRORS as e:
             refusal = e
     if ranks.distributed:
         refused = [refusal is not None]  # the main process's answer, on every process
