@@ -126,7 +126,6 @@ def main(argv: list[str]) -> None:
     path = existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint)
     target = check_target(cfg.hf_dir, cfg.replace_export, Path(cfg.out_dir))
     model, tokenizer, checkpoint = load_model(str(path.parent), path.name, "", torch.device("cpu"))
-    n_params = model.num_params()
     hf_model_type(model.config)  # a shape with no Hugging Face equivalent is refused before anything is written
     sample = SampleConfig()  # sample.py's defaults become the folder's generation config
     padding = list(range(tokenizer.vocab_size, model.config.vocab_size))  # ids past the tokenizer's: never sampled
@@ -139,7 +138,7 @@ def main(argv: list[str]) -> None:
                       **({"suppress_tokens": padding} if padding else {}))
     folder = make_staging_folder(target, flag="hf_dir", purpose="export")  # swapped in whole, or removed
     try:
-        architecture = save_hf_model(model, folder, tokenizer.eot_token, generation)
+        architecture, n_params = save_hf_model(model, folder, tokenizer.eot_token, generation)
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
         prompt = tokenizer.decode(prompt_ids) or "\n"  # a char end-of-text decodes to no text
         generate_args = "" if learned else ", max_new_tokens=100"  # GPT-2: generation_config's max_length, no further

@@ -97,9 +97,10 @@ def hf_model_type(config: GPTConfig) -> str:
     return model_type
 
 
-def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> str:
+def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> tuple[str, int]:
     """Write config.json (GPT2Config, LlamaConfig or Qwen3Config), generation_config.json and model.safetensors
-    of a GPT into folder; returns the architecture. A shape with no equivalent is refused before anything is written."""
+    of a GPT into folder; returns the architecture and its parameters (GPT-2's zero biases included). A shape with
+    no equivalent is refused before anything is written."""
     import transformers
     from safetensors.torch import save
 
@@ -119,7 +120,7 @@ def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, g
     config.save_pretrained(folder)
     transformers.GenerationConfig(bos_token_id=eot_token, eos_token_id=eot_token, **generation).save_pretrained(folder)
     (folder / "model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
-    return config.architectures[0]
+    return config.architectures[0], sum(tensor.numel() for tensor in tensors.values())
 
 
 def _require(hf, key: str, value: object, allowed: tuple, why: str) -> None:

@@ -51,7 +51,7 @@ def test_an_exported_model_computes_what_ours_does(tmp_path, name):
     options, architecture = SHAPES[name]
     torch.manual_seed(0)
     ours = perturbed(GPT(gpt2_config(block_size=CONTEXT, vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=64, **options)))
-    assert save_hf_model(ours, tmp_path, None, dict(do_sample=False)) == architecture
+    assert save_hf_model(ours, tmp_path, None, dict(do_sample=False))[0] == architecture
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(hf).__name__ == architecture
     idx = torch.randint(0, VOCAB, (2, CONTEXT))
