@@ -539,6 +539,9 @@ def main(argv: list[str], temporary: bool = False) -> None:
         if main_process:
             if run.progress.step:
                 print(f"resuming from {run.latest} at step {run.progress.step}")
+                if run.log.lost:
+                    print(f"note: out_dir holds no log.jsonl: the log and loss.png start at step {run.progress.step}",
+                          file=sys.stderr)
                 if run.log.dropped_to is not None:
                     print(f"note: log.jsonl went on to step {run.log.dropped_to}; its rows after step "
                           f"{run.progress.step}, the checkpoint's, were dropped, as those steps are run again",

@@ -105,12 +105,14 @@ def test_a_resume_trains_with_the_dropout_it_is_given(char_dataset, tmp_path):
     assert losses[0.0] != losses[0.5]
 
 
-def test_a_resumes_learning_rate_is_checked_against_the_runs_own_min_lr(char_dataset, tmp_path):
+def test_a_resume_names_what_it_ignores_or_lost_and_checks_the_runs_own_min_lr(char_dataset, tmp_path):
     """min_lr=1e-5 is the run's: a resume at 0.0005 (under the default min_lr) goes ahead, one under 1e-5 does not."""
     train(char_dataset, tmp_path, "--max_iters=5", "--eval_interval=5", "--min_lr=1e-5", "--learning_rate=0.003")
+    (tmp_path / "log.jsonl").unlink()
     resumed = train(char_dataset, tmp_path, "--max_iters=10", "--eval_interval=5", "--init_from=resume",
                     "--learning_rate=5e-4", "--replace_run=true")
     assert "note: --replace_run=true ignored: a resume goes on with the run it finds" in resumed.stderr
+    assert "note: out_dir holds no log.jsonl: the log and loss.png start at step 5" in resumed.stderr
     result = train(char_dataset, tmp_path, "--max_iters=15", "--eval_interval=5", "--init_from=resume",
                    "--learning_rate=1e-6", check=False)
     assert result.stderr.strip() == ("error: min_lr=1e-05 (the run's: give --min_lr too) must be between 0 and "

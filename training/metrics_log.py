@@ -53,10 +53,12 @@ def start_wandb(cfg: TrainConfig, resume_step: int | None):
 
 class MetricsLog:
     """Rows of {"kind": "batch" | "eval", "step", "tokens", "elapsed_s", "lr", losses...}. A resumed run keeps
-    the rows up to the checkpoint's step, so steps run again appear once; dropped_to is the last it dropped."""
+    the rows up to the checkpoint's step, so steps run again appear once; dropped_to is the last it dropped, and
+    lost says that a resumed run found no log (deleted, or another folder's checkpoint copied in)."""
 
     def __init__(self, path: Path, resume_step: int | None, wandb_run=None):
         self.wandb = wandb_run  # start_wandb's, with wandb_log
+        self.lost = bool(resume_step) and not path.exists()
         rows = read_rows(path) if resume_step is not None else []
         kept = [r for r in rows if r["step"] <= resume_step]
         self.dropped_to = max((r["step"] for r in rows if r["step"] > resume_step), default=None)
