@@ -74,7 +74,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         raise refusal("another dataset" if old else "an incomplete dataset (no readable meta.json)")
     staging = make_staging_folder(out_dir)
     try:
-        stamps = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]  # a write in place changes them
+        stamps = _stamps(files)  # a write in place changes them
         packed = any(f.name.lower().endswith((".gz", ".parquet")) for f in files)  # their text outgrows their size
         with _bar(progress, "scanning", None if packed else sum(i.stat().st_size for i in files)) as bar:
             scan = scan_corpus(files, text_field, alphabet=tokenizer == "char" or isinstance(given, CharTokenizer),
@@ -89,7 +89,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         if old is not None and not overwrite:
             raise refusal("a damaged copy of this dataset" if same else "another dataset")
         meta, tokenizer_seconds = _build(files, scan, settings, given, staging, workers, progress)
-        if [(f.stat().st_size, f.stat().st_mtime_ns) for f in files] != stamps:
+        if _stamps(files) != stamps:
             raise DataError(CHANGED)
         with _locked(out_dir.parent):  # another prepare of out_dir that finished meanwhile is not replaced unseen
             if (now := _existing_dataset(out_dir)) != old:
@@ -141,7 +141,8 @@ def _locked(folder: Path) -> Iterator[None]:
 def _folder_tokenizer(folder: Path) -> Tokenizer:
     """The tokenizer of a prepared dataset (a model trained on it goes on with new text) or of a Hugging Face model
     folder (text tokenized as that model reads text)."""
-    if (folder / "meta.json").is_file():
+    from_dataset = (folder / "meta.json").is_file()
+    if from_dataset:
         try:
             tokenizer = tokenizer_from_description(read_meta(folder)["tokenizer"])
         except (KeyError, TypeError, AttributeError):
@@ -150,11 +151,14 @@ def _folder_tokenizer(folder: Path) -> Tokenizer:
     else:
         tokenizer = tokenizer_from_hf_folder(folder)
     if tokenizer.eot_token is None:
-        where = "" if (folder / "meta.json").is_file() else (
-            f" (an eos_token in tokenizer_config.json, or a special {END_OF_TEXT})")
+        where = "" if from_dataset else f" (an eos_token in tokenizer_config.json, or a special {END_OF_TEXT})"
         raise DataError(f"{folder}'s tokenizer has no end-of-text token{where}, which ends each document here; "
                         f"give a tokenizer that has one, or use --tokenizer=bpe")
     return tokenizer
+
+
+def _stamps(files: list[Path]) -> list[tuple[int, int]]:
+    return [(stat.st_size, stat.st_mtime_ns) for stat in map(os.stat, files)]
 
 
 def _tokenizer_sha256(tokenizer: Tokenizer) -> str:
