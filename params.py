@@ -10,7 +10,7 @@ from pathlib import Path
 from config.errors import UserError, run_cli
 from config.settings import TrainConfig, read_config
 from data.corpora import RECIPES
-from data.dataset import dataset_dir, read_meta
+from data.dataset import dataset_dir, is_dataset, read_meta
 from data.tokenizer import GPT2Tokenizer
 from model import GPTConfig
 from model.params import format_report, meta_model, report_rows, training_flops_per_token
@@ -22,7 +22,7 @@ def dataset_vocab_size(dataset: str) -> int | None:
     """The vocabulary in the dataset's meta.json; for a shipped BPE recipe not prepared yet, the
     vocabulary it will have; else None."""
     folder = dataset_dir(dataset)
-    if (folder / "meta.json").is_file():
+    if is_dataset(folder):
         vocab_size = read_meta(folder).get("vocab_size")
         if not isinstance(vocab_size, int):
             raise UserError(f"dataset {folder} is inconsistent (its meta.json has no vocab_size); "

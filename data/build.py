@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import DATA_ROOT, open_dataset, read_meta
+from .dataset import DATA_ROOT, is_dataset, open_dataset, read_meta
 from .errors import DataError
 from .files import make_staging_folder, swap_in, write_atomically
 from .hf_tokenizer import tokenizer_from_hf_folder
@@ -76,7 +76,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     try:
         stamps = _stamps(files)  # a write in place changes them
         packed = any(f.name.lower().endswith((".gz", ".parquet")) for f in files)  # their text outgrows their size
-        with _bar(progress, "scanning", None if packed else sum(i.stat().st_size for i in files)) as bar:
+        with _bar(progress, "scanning", None if packed else sum(size for size, _ in stamps)) as bar:
             scan = scan_corpus(files, text_field, alphabet=tokenizer == "char" or isinstance(given, CharTokenizer),
                                progress=bar.update)
         if isinstance(given, CharTokenizer):  # every character it lacks named at once, not the first piece's
@@ -141,7 +141,7 @@ def _locked(folder: Path) -> Iterator[None]:
 def _folder_tokenizer(folder: Path) -> Tokenizer:
     """The tokenizer of a prepared dataset (a model trained on it goes on with new text) or of a Hugging Face model
     folder (text tokenized as that model reads text)."""
-    from_dataset = (folder / "meta.json").is_file()
+    from_dataset = is_dataset(folder)
     if from_dataset:
         try:
             tokenizer = tokenizer_from_description(read_meta(folder)["tokenizer"])

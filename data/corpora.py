@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .build import DATASET_FILES, prepare_dataset
-from .dataset import DATA_ROOT, dataset_dir
+from .dataset import DATA_ROOT, dataset_dir, is_dataset
 from .errors import DataError
 from .files import write_atomically
 
@@ -57,7 +57,7 @@ def shakespeare_text() -> Path:
 def ensure_dataset(dataset: str) -> Path:
     """The dataset's folder; a shipped recipe is prepared on first use."""
     folder = dataset_dir(dataset)
-    if (folder / "meta.json").is_file():
+    if is_dataset(folder):
         return folder
     if dataset not in RECIPES:
         if folder.is_file() or folder.is_dir() and any(p.name not in DATASET_FILES for p in folder.iterdir()):

@@ -21,6 +21,11 @@ def dataset_dir(dataset: str) -> Path:
     return Path(dataset) if "/" in dataset else DATA_ROOT / dataset
 
 
+def is_dataset(folder: Path) -> bool:
+    """Whether folder is a prepared dataset's (it holds meta.json), whole or not."""
+    return (folder / "meta.json").is_file()
+
+
 def lost_relative_path(dataset: str) -> bool:
     """A dataset recorded as a path relative to the folder a command ran in (a checkpoint's), not found from
     here; a name under data/ is found from anywhere."""

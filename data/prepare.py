@@ -13,7 +13,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from config.errors import run_cli  # noqa: E402
 from config.settings import PrepareConfig, read_config  # noqa: E402
 from data.build import prepare_dataset  # noqa: E402
-from data.dataset import dataset_dir  # noqa: E402
+from data.dataset import dataset_dir, is_dataset  # noqa: E402
 
 
 def stop_on_sigterm() -> None:
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
         folder = folder.relative_to(Path.cwd())
     if len(folder.parts) == 1:  # --dataset=./notes: never shown as a name, which would mean data/notes
         folder = folder.absolute()
-    existed = (folder / "meta.json").is_file()
+    existed = is_dataset(folder)
     try:
         prepared = prepare_dataset(cfg.input, cfg.tokenizer, folder, vocab_size=cfg.bpe_vocab_size,
                                    val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .dataset import is_dataset
 from .errors import DataError
 
 PIECE_CHARS = 1 << 20  # a long document is handed on in pieces of about this many characters
@@ -126,9 +127,8 @@ def _text_blocks(path: Path, fix: str = "give text, JSONL or Parquet files") -> 
         while True:
             block = f.read(READ_BYTES)  # b"" at the end: the decoder's final call
             if b"\0" in block:
-                in_dataset = (path.parent / "meta.json").is_file()
                 hint = _decompress_or(path, "a prepared dataset's file: leave dataset folders out of --input"
-                                      if in_dataset else fix)
+                                      if is_dataset(path.parent) else fix)
                 raise DataError(f"input {path} is binary (a NUL byte at offset {offset + block.index(0)}); {hint}")
             held = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
             try:

@@ -25,7 +25,7 @@ import torch
 from config.errors import UserError
 from config.outputs import check_output
 from config.settings import TrainConfig
-from data.dataset import Dataset, dataset_identity
+from data.dataset import Dataset, dataset_identity, is_dataset
 from data.files import write_atomically
 from data.loader import BatchLoader
 from model import GPT, GPTConfig
@@ -56,7 +56,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
     if not path.is_file():
         if path.parent.is_file():  # the checkpoint itself, given as the run's folder
             raise UserError(f"out_dir={path.parent} is a file, not a run's folder; give --out_dir={path.parent.parent}")
-        if (path.parent / "meta.json").is_file():
+        if is_dataset(path.parent):
             folder = str(path.parent) if "/" in str(path.parent) else f"./{path.parent}"  # a bare name means data/NAME
             raise UserError(f"out_dir={path.parent} is a dataset's folder, not a run's; give the out_dir of a run "
                             f"(python train.py {shlex.quote(f'--dataset={folder}')} --out_dir=DIR trains one)")
@@ -345,7 +345,7 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
 def check_start(folder: Path, cfg: TrainConfig) -> None:
     """Resume needs a checkpoint; a fresh start must not bury one (unless --replace_run=true); no folder stands
     where the run writes a file."""
-    if (folder / "meta.json").is_file():
+    if is_dataset(folder):
         raise UserError(f"out_dir {folder} is a dataset's folder, not a run's: the run's files do not belong among "
                         f"its token files; choose another --out_dir")
     if folders := [name for name in RUN_FILES if (folder / name).is_dir()]:
