@@ -170,7 +170,6 @@ def test_nanogpt_flags_and_an_empty_stop_get_one_line(trained_out):
                           "--stop needs a string to stop at")
 
 
-
 def test_compile_without_a_cpp_compiler_or_without_the_cache_is_one_line(trained_out, char_dataset, tmp_path):
     cache = tmp_path / "compile-cache"
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(cache)}
