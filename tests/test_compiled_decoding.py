@@ -3,26 +3,30 @@ decoding picks, past block_size under both context policies, and is compiled onc
 import pytest
 import torch
 
+from helpers import gpt2_config
 from model import GPT, GPTConfig, ModelError
 from model.decoding import KVCache, compiled_step, generation_cache, package_path
 from model.weights import with_weights
 
 pytestmark = pytest.mark.slow  # compiling takes tens of seconds on a CPU
 
-MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False, n_kv_head=2)
+MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_embeddings=False)
 BLOCK = 16
+# the RoPE case is compiled as sample.py compiles by default, its matrix kernels timed and picked: every matrix
+# 32 x 32 (vocabulary and MLP included), so the kernels are timed for one shape; the learned case has GQA
+LEARNED, ROPE = dict(n_kv_head=2, vocab_size=40), dict(MODERN, mlp_hidden=32, vocab_size=32)
 
 
-@pytest.mark.parametrize("shape", [{}, MODERN], ids=["learned", "rope"])
+@pytest.mark.parametrize("shape", [LEARNED, ROPE], ids=["learned", "rope"])
 def test_compiled_decoding_picks_the_eager_tokens_past_block_size(shape, capfd, monkeypatch):
     """5 * block_size steps: the learned window is cut and re-encoded, the RoPE cache rolls over four
-    times. The package holds the weights: once one changes, the model gets a package of its own. The RoPE
-    case is compiled as sample.py compiles by default, its matrix kernels timed and picked (the suite turns
-    that off elsewhere)."""
-    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1" if shape else "0")
+    times. The package holds the weights: once one changes, the model gets a package of its own."""
+    autotune = shape is ROPE  # the suite turns it off elsewhere
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1" if autotune else "0")
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=BLOCK, vocab_size=40, n_layer=2, n_head=4, n_embd=32, **shape)).eval()
-    short, long = torch.randint(0, 40, (2, 5)), torch.randint(0, 40, (2, 3 * BLOCK))
+    model = GPT(gpt2_config(block_size=BLOCK, n_layer=2, n_head=4, n_embd=32, **shape)).eval()
+    vocab = model.config.vocab_size
+    short, long = torch.randint(0, vocab, (2, 5)), torch.randint(0, vocab, (2, 3 * BLOCK))
     cache = generation_cache(model, short, 5 * BLOCK, compile=True)
     package = package_path(model, cache)  # in the suite's compile cache (conftest.py), not the user's
     assert package_path(model, generation_cache(model, long, 5 * BLOCK, compile=True)) == package
@@ -33,9 +37,9 @@ def test_compiled_decoding_picks_the_eager_tokens_past_block_size(shape, capfd, 
         written = written or package.stat().st_mtime_ns
     assert package.stat().st_mtime_ns == written  # compiled once: one package served both prompts
     assert capfd.readouterr().err == ""  # compiling says nothing (sample.py prints its time)
-    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "0" if shape else "1")
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "0" if autotune else "1")
     assert package_path(model, cache) != package  # compiled the other way: a package of its own
-    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1" if shape else "0")
+    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1" if autotune else "0")
     with torch.no_grad():
         model.lm_head.weight[0, 0] += 1  # one weight changed: not that package any more
     assert not package_path(model, cache).exists()
@@ -46,7 +50,7 @@ def test_the_compiled_step_with_int8_weights_gives_the_eager_logits():
     3 * block_size, fed eager's greedy pick, its logits are eager's to bfloat16's precision. Free-running tokens
     would not do: a reordered bfloat16 sum can flip a near-tie, and every token after it then differs."""
     torch.manual_seed(0)
-    config = GPTConfig(block_size=BLOCK, vocab_size=40, n_layer=2, n_head=4, n_embd=64, **MODERN)
+    config = GPTConfig(block_size=BLOCK, vocab_size=40, n_layer=2, n_head=4, n_embd=64, n_kv_head=2, **MODERN)
     model = with_weights(GPT(config).eval(), "int8")
     prompt = torch.randint(0, 40, (1, 5))
     cache = generation_cache(model, prompt, 3 * BLOCK, compile=True)

@@ -10,6 +10,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from config.settings import TrainConfig
 from model import GPT, GPTConfig
+from model.config import GPT2_SHAPE
 from model.weights import with_weights
 
 from training.optimizer import build_optimizers
@@ -77,7 +78,7 @@ def test_training_steps_on_cuda_follow_the_cpu(optimizer):
         assert relative_error(b.detach().cpu(), a.detach()) < 2e-2, name
 
 
-@pytest.mark.parametrize("shape", [{}, MODERN], ids=["learned", "rope"])
+@pytest.mark.parametrize("shape", [GPT2_SHAPE, MODERN], ids=["learned", "rope"])
 def test_cuda_graphed_decoding_picks_the_eager_tokens_past_block_size(shape, tmp_path, monkeypatch):
     """The step compiled for CUDA graphs, float32, greedy, 5 * block_size steps (the learned window cut and
     re-encoded, the RoPE cache rolling over), two prompts and so two caches: the eager step's tokens."""
