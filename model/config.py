@@ -67,16 +67,19 @@ class GPTConfig(ModelOptions):
         for f in fields(self):
             if f.metadata.get("choices") and getattr(self, f.name) not in f.metadata["choices"]:
                 raise ModelError(f"{f.name}={getattr(self, f.name)!r} is not one of {', '.join(f.metadata['choices'])}")
-        if self.head_size is None:
+        rope, derived = self.pos_emb == "rope", self.head_size is None
+        step = self.n_head * (2 if rope else 1)  # widths whose heads RoPE can turn (even, below)
+        width = step * max(1, round(self.n_embd / step))
+        fix = f"try n_embd={width}" if derived else f"try head_size={self.head_size + 1}"
+        if derived:
             if self.n_embd % self.n_head != 0:
-                raise ModelError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}; "
-                                 f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}")
+                raise ModelError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}; {fix}")
             self.head_size = self.n_embd // self.n_head
         self.n_kv_head = self.n_head if self.n_kv_head is None else self.n_kv_head
         if self.n_head % self.n_kv_head != 0:
             raise ModelError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (1 is multi-query attention)")
-        if self.pos_emb == "rope" and self.head_size % 2:
-            raise ModelError(f"RoPE turns pairs of numbers: head_size={self.head_size} must be even")
+        if rope and self.head_size % 2:
+            raise ModelError(f"RoPE turns pairs of numbers: head_size={self.head_size} must be even; {fix}")
         if self.mlp_hidden is None:  # SwiGLU's three matrices of 8/3 n_embd hold about what GELU's two of 4 n_embd do
             self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else 64 * math.ceil(8 * self.n_embd / 3 / 64)
         if not 0.0 <= self.dropout < 1.0:

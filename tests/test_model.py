@@ -1,10 +1,11 @@
 """The network as a whole: GPT-2's parameter count, the loss, learning."""
 import math
+import re
 
 import pytest
 import torch
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, ModelError
 from helpers import gpt2_config
 
 
@@ -70,3 +71,19 @@ def test_a_checkpoint_of_an_earlier_format_is_refused_in_one_line():
     with pytest.raises(UserError, match=r"^checkpoint old.pt does not match the model it describes \(.*Missing key.*q_proj.*\); "
                                         r"use another one$"):
         model_from_checkpoint({"model": fused, "model_args": args}, "old.pt")
+
+
+
+def test_the_width_suggested_for_a_head_count_is_one_the_model_takes():
+    for pos_emb in ("rope", "learned"):
+        for n_head in range(2, 13):
+            for n_embd in range(1, 200):
+                try:
+                    GPTConfig(n_embd=n_embd, n_head=n_head, pos_emb=pos_emb)
+                except ModelError as e:
+                    suggested = re.search(r"try n_embd=(\d+)$", str(e))
+                    assert suggested, str(e)
+                    config = GPTConfig(n_embd=int(suggested.group(1)), n_head=n_head, pos_emb=pos_emb)
+                    assert abs(config.n_embd - n_embd) <= n_head * (2 if pos_emb == "rope" else 1)
+    with pytest.raises(ModelError, match="head_size=5 must be even; try head_size=6"):  # a head size given
+        GPTConfig(n_embd=32, n_head=4, head_size=5)
