@@ -134,7 +134,7 @@ class Run:
     def broken_error(self, problem: str) -> UserError:
         """Training diverged (`problem` says how): where to go on from."""
         if self.saved_step is None:
-            saved = "no checkpoint was written yet; lower learning_rate and start again"
+            saved = "no checkpoint was written yet; lower learning_rate and start again (--replace_run=true)"
         else:
             rates = {"learning_rate": self.cfg.learning_rate}  # with Muon, either optimizer's rate may be the cause
             rates |= {"muon_lr": self.cfg.muon_lr} if self.cfg.optimizer == "muon" else {}

@@ -126,6 +126,12 @@ def test_fresh_start_over_a_checkpoint_needs_overwrite_which_removes_only_the_ru
     (out / "best.pt").write_text("the best of a run whose ckpt.pt was deleted")
     with pytest.raises(UserError, match=r"holds an earlier run \(best.pt\); start this one in a new --out_dir"):
         claim_out_dir(train_config(out))
+    (out / "best.pt").unlink()
+    (out / "log.jsonl").write_text("")  # what a refused start (a compile that failed) leaves: nothing to keep
+    claim_out_dir(train_config(out)).release()
+    (out / "log.jsonl").write_text('{"kind": "batch", "step": 1}\n')  # a run killed before its first checkpoint
+    with pytest.raises(UserError, match=r"holds an earlier run \(log.jsonl\); start this one in a new --out_dir"):
+        claim_out_dir(train_config(out))
 
 
 def test_resume_without_a_checkpoint_is_refused_before_anything_is_made(tmp_path):

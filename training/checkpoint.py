@@ -343,8 +343,8 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
 
 
 def check_start(folder: Path, cfg: TrainConfig) -> None:
-    """Resume needs a checkpoint; a fresh start must not bury one (unless --replace_run=true); no folder stands
-    where the run writes a file."""
+    """Resume needs a checkpoint; a fresh start must not bury an earlier run (unless --replace_run=true): its
+    checkpoints, or the log of one stopped before its first; no folder stands where the run writes a file."""
     if is_dataset(folder):
         raise UserError(f"out_dir {folder} is a dataset's folder, not a run's: the run's files do not belong among "
                         f"its token files; choose another --out_dir")
@@ -360,8 +360,11 @@ def check_start(folder: Path, cfg: TrainConfig) -> None:
                             f"copy it to ckpt{best.suffix} to resume from there, or start a new --out_dir")
         raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
-    checkpoints = [n for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES) and (folder / n).is_file()]  # best.pt too
-    if cfg.init_from != "resume" and checkpoints and not cfg.replace_run:
+    earlier = [n for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES) and (folder / n).is_file()]  # best.pt too
+    log = folder / "log.jsonl"
+    if not earlier and log.is_file() and log.stat().st_size:  # a run stopped before its first checkpoint
+        earlier = [log.name]
+    if cfg.init_from != "resume" and earlier and not cfg.replace_run:
         resume = "continue it with --init_from=resume, " if has_checkpoint else ""
-        raise UserError(f"out_dir {folder} holds an earlier run ({', '.join(checkpoints)}); {resume}start this one "
+        raise UserError(f"out_dir {folder} holds an earlier run ({', '.join(earlier)}); {resume}start this one "
                         f"in a new --out_dir, or replace it with --replace_run=true")
