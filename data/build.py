@@ -348,8 +348,5 @@ class TokenFile:
         self.documents += piece.ends_document
 
     def close(self) -> None:
-        """Flush to disk (fsync), so the file is whole before the dataset is swapped in."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        self._file.close()  # swap_in flushes it to disk
 

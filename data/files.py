@@ -28,14 +28,14 @@ def write_atomically(path: Path, payload: bytes | Callable[[BinaryIO], object]) 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fsync_folder(path.parent)  # make the rename itself durable
+        flush(path.parent)  # make the rename itself durable
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def fsync_folder(folder: Path) -> None:
-    """Flush a folder's entries (new names, renames) to disk; its files are flushed as they are written."""
-    fd = os.open(folder, os.O_RDONLY)
+def flush(path: Path) -> None:
+    """Flush a file's bytes, or a folder's entries (new names, renames), to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -45,10 +45,11 @@ def fsync_folder(folder: Path) -> None:
 def make_staging_folder(out_dir: Path, flag: str = "dataset", purpose: str = "prepare") -> Path:
     """A new, empty folder beside out_dir for this process, once the stale ones of dead processes are gone;
     a DataError naming `--flag` and the true cause if out_dir's parent cannot hold it."""
-    parent = out_dir.parent
+    target = out_dir.resolve()  # a link to a folder: beside the folder, which swap_in replaces
+    parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        for folder in parent.glob(f".{out_dir.name}.{purpose}-*"):
+        for folder in parent.glob(f".{target.name}.{purpose}-*"):
             pid = folder.name.rpartition("-")[2].split(".")[0]
             if not pid.isdigit():
                 continue
@@ -58,7 +59,7 @@ def make_staging_folder(out_dir: Path, flag: str = "dataset", purpose: str = "pr
                 shutil.rmtree(folder, ignore_errors=True)
             except PermissionError:  # another user's process, alive
                 pass
-        staging = parent / f".{out_dir.name}.{purpose}-{os.getpid()}"
+        staging = parent / f".{target.name}.{purpose}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except (FileExistsError, NotADirectoryError):
@@ -71,8 +72,11 @@ def make_staging_folder(out_dir: Path, flag: str = "dataset", purpose: str = "pr
 
 
 def swap_in(staging: Path, out_dir: Path) -> None:
-    """Put the finished folder in staging at out_dir in one step; the old one is removed after."""
-    fsync_folder(staging)
+    """Put the finished folder in staging at out_dir (where a link to a folder leads) in one step, its files
+    flushed to disk first, so a crash after it leaves the new folder whole; the old one is removed after."""
+    out_dir = out_dir.resolve()
+    for path in [*staging.rglob("*"), staging]:
+        flush(path)
     if not out_dir.exists():
         os.rename(staging, out_dir)
     elif _exchange(staging, out_dir):
@@ -82,7 +86,7 @@ def swap_in(staging: Path, out_dir: Path) -> None:
         os.rename(out_dir, old)
         os.rename(staging, out_dir)
         shutil.rmtree(old)
-    fsync_folder(out_dir.parent)
+    flush(out_dir.parent)
 
 
 def _exchange(a: Path, b: Path) -> bool:

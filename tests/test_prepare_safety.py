@@ -139,6 +139,20 @@ def test_overwrite_replaces_the_old_dataset_whole(workspace):
     assert sorted(p.name for p in (workspace / "data").iterdir()) == ["old"]  # no staging folder left
 
 
+def test_a_dataset_behind_a_link_is_replaced_where_it_lies(workspace):
+    """The link stays a link to the new dataset, and no staging folder is left on either side of it."""
+    (workspace / "elsewhere").mkdir()
+    old = open_dataset(workspace / "data" / "old").meta
+    (workspace / "data" / "old").rename(workspace / "elsewhere" / "real")
+    (workspace / "data" / "linked").symlink_to(workspace / "elsewhere" / "real")
+    (workspace / "in" / "new.txt").write_text("Brand new text for the folder.\n" * 30)
+    meta = prepare_dataset([workspace / "in"], "char", workspace / "data" / "linked", overwrite=True).meta
+    assert (workspace / "data" / "linked").is_symlink()
+    assert open_dataset(workspace / "elsewhere" / "real").meta == meta != old
+    assert [p.name for p in (workspace / "data").iterdir()] == ["linked"]
+    assert [p.name for p in (workspace / "elsewhere").iterdir()] == ["real"]
+
+
 def test_staging_folders_of_dead_processes_are_removed(workspace):
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = workspace / "data" / f".new.prepare-{finished.stdout.strip()}"
