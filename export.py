@@ -67,12 +67,14 @@ def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
     return folder
 
 
-def training_command(config: dict) -> str:
+def training_command(config: dict, planned: bool) -> str:
     """The train.py command that sets every key the run changed from the defaults. A resumed
     run is the same run, so its init_from=resume is left out; a schedule that follows max_iters, as by default,
-    is left to follow it."""
+    is left to follow it. A run `planned` for a time budget is given by its plan's keys, not by the budget: they
+    retrace the run on any machine, where the budget would plan anew for that machine's pace."""
     defaults = {**dataclasses.asdict(TrainConfig(max_iters=config["max_iters"])), "max_iters": TrainConfig.max_iters}
-    flags = [f"--{key}={flag_value(value)}" for key, value in config.items()
+    given = {key: value for key, value in config.items() if not (planned and key == "time_budget")}
+    flags = [f"--{key}={flag_value(value)}" for key, value in given.items()
              if key in defaults and value != defaults[key] and (key, value) != ("init_from", "resume")]
     return shlex.join(["python", "train.py", *flags])
 
@@ -85,11 +87,11 @@ def result_rows(checkpoint: dict) -> list[str]:
         meta = json.loads((dataset_dir(checkpoint["config"]["dataset"]) / "meta.json").read_text())
     except (KeyError, OSError, ValueError):
         meta = None
-    measured = loss is not None and math.isfinite(loss)
+    measured, steps = loss is not None and math.isfinite(loss), checkpoint.get("iter_num", 0)
     rows = [f"| dataset | {dataset}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
             f"{meta['train_bytes'] + meta['val_bytes']:,} bytes of text |" if meta else
             f"| dataset | {dataset} (its meta.json is not here: no size, no bits per byte) |",
-            f"| tokens seen | {checkpoint.get('tokens_seen', 0):,} in {checkpoint.get('iter_num', 0):,} steps |",
+            f"| tokens seen | {checkpoint.get('tokens_seen', 0):,} in {steps:,} step{'s' * (steps != 1)} |",
             f"| val loss | {loss:.4f} nats per token (the run's best evaluation up to this checkpoint's step, over "
             f"eval_iters batches; `python eval.py` scores this model) |" if measured else "| val loss | not measured |"]
     if meta and measured:
@@ -107,7 +109,7 @@ def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, 
     shape = ", ".join(f"{key}={flag_value(value)}" for key, value in checkpoint["model_args"].items())
     rows = [f"| architecture | {architecture}, {n_params:,} parameters |", f"| shape | {shape} |",
             f"| tokenizer | {checkpoint['tokenizer']['kind']} |", *result_rows(checkpoint)]
-    command = training_command(checkpoint["config"]) if "config" in checkpoint else "not recorded"
+    command = training_command(checkpoint["config"], planned=checkpoint.get("plan") is not None) if "config" in checkpoint else "not recorded"
     return "\n".join([
         "---", "library_name: transformers", "pipeline_tag: text-generation", CARD_MARK, "---", "",
         f"# {Path(folder).name}", "", f"A small GPT trained with smallgpt, exported from `{source}`.", "",

@@ -520,7 +520,7 @@ def describe(run: Run) -> str:
     c, cfg, world = run.model.config, run.cfg, run.ranks.world_size
     peak = "" if run.mfu.peak is None else f"peak {run.mfu.peak / 1e12:.2f} TFLOP/s, "
     recipe = [c.pos_emb if c.pos_emb == "rope" else "learned positions", c.norm, c.mlp, *(["qk-norm"] * c.qk_norm),
-              f"{c.n_kv_head} key/value heads" if c.n_kv_head < c.n_head else "",
+              f"{c.n_kv_head} key/value head{'s' * (c.n_kv_head > 1)}" if c.n_kv_head < c.n_head else "",
               "tied head" if c.tie_embeddings else "untied head", " + ".join(run.optimizers.parts)]
     return (f"model: {run.model.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, "
             f"{c.n_embd} wide, context {c.block_size}; {', '.join(r for r in recipe if r)}); "

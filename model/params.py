@@ -51,12 +51,13 @@ def attention_rows(attn: CausalSelfAttention) -> list[Row]:
     """Query, key, value and output matrices, one head's and all heads', QK-norm, biases and the sum.
     A Linear weight's rows are its outputs: one head's part of W_Q is head_size rows of it."""
     hs, nh, nkv = attn.head_size, attn.n_head, attn.n_kv_head
-    shared = f", each shared by {nh // nkv} query heads" if nkv < nh else ""
+    shared = f", {'each ' * (nkv > 1)}shared by {nh // nkv} query heads" if nkv < nh else ""
     rows = []
     for name, symbol, w, heads in (("query", "W_Q", attn.q_proj.weight, nh), ("key", "W_K", attn.k_proj.weight, nkv),
                                    ("value", "W_V", attn.v_proj.weight, nkv)):
         rows.append(_param(f"attn.{name}.head", f"{name} {symbol}, one head", w[:hs], 2))  # (hs, C)
-        rows.append(_param(f"attn.{name}", f"{name} {symbol}, all {heads} heads{'' if name == 'query' else shared}",
+        every = f"all {heads} heads" if heads > 1 else "its 1 head"
+        rows.append(_param(f"attn.{name}", f"{name} {symbol}, {every}{'' if name == 'query' else shared}",
                            w, 2))  # (heads * hs, C)
     out = attn.o_proj.weight  # (C, nh * hs): its columns take the concatenated heads
     rows.append(_param("attn.output.head", "output W_O, one head", out[:, :hs], 2))  # (C, hs)

@@ -3,6 +3,7 @@ transformers' AutoModelForCausalLM and AutoTokenizer; fine-tune, sample and look
 built with transformers. Bad input to export.py is one line with exit status 2."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ import torch
 
 import export
 from config.errors import UserError
+from config.settings import TrainConfig
 from training.checkpoint import load_checkpoint, model_from_checkpoint
 from data.tokenizer import tokenizer_from_description
 from helpers import (TINY_TRAIN_FLAGS, assert_one_line_error, correlation, prepare_text, run_main, run_script,
@@ -209,3 +211,11 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
     assert len(ours) == len(theirs) == 2
     for mine, reference in zip(ours, theirs):
         torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_the_card_gives_a_budgeted_run_by_its_plans_keys():
+    """Its plan's keys retrace the run anywhere; a budget would plan again, for another machine's pace."""
+    config = dataclasses.asdict(TrainConfig(time_budget="20s", max_iters=441, lr_decay_iters=514, out_dir="out-tb"))
+    assert export.training_command(config, planned=True) == ("python train.py --out_dir=out-tb --max_iters=441 "
+                                                             "--lr_decay_iters=514")
+    assert "--time_budget=20s" in export.training_command(config, planned=False)

@@ -68,6 +68,9 @@ def test_a_resume_names_a_change_in_the_number_of_processes_with_its_tokens_per_
                                                   "to 256"]
     del checkpoint["loader"]["world_size"]  # a checkpoint written before it was recorded: no note, not a KeyError
     assert resume_changes(checkpoint, cfg, 1) == []
+    budgeted = {"config": asdict(cfg) | {"time_budget": "20s"}, "loader": {}}  # resumed without --time_budget
+    assert resume_changes(budgeted, cfg, 1) == [f"resume: without the time budget (20s): the run trains to "
+                                                f"max_iters={cfg.max_iters}, with no deadline"]
 
 
 def test_a_bare_resume_continues_the_run_as_it_was(char_dataset, tmp_path, uninterrupted):
