@@ -10,6 +10,8 @@ Writes, into the folder pictures_dir:
 `python attention.py --help` lists every key.
 """
 
+import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
+
 import sys
 from pathlib import Path
 

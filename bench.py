@@ -2,6 +2,8 @@
 lists their keys). What each one measures is in its bench_* function's docstring; the figures, with
 their hardware, in docs/benchmarks.md."""
 
+import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
+
 import dataclasses
 import itertools
 import os

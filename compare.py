@@ -5,6 +5,8 @@
 Each run is an out_dir with the log.jsonl that train.py writes.
 """
 
+import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
+
 from pathlib import Path
 
 from config.errors import UserError, run_cli

@@ -7,6 +7,8 @@ the checkpoint's tokenizer.
 `python eval.py --help` lists every key.
 """
 
+import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
+
 import json
 import math
 import os

@@ -9,6 +9,8 @@ generation_config.json, tokenizer.json, tokenizer_config.json and a model card (
 `python export.py --help` lists every key.
 """
 
+import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
+
 import dataclasses
 import json
 import math

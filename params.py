@@ -4,6 +4,8 @@ per block, and the training FLOPs per token. The model is never allocated.
     python params.py [CONFIG.toml ...] [--key=value ...]
 """
 
+import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
+
 import sys
 from pathlib import Path
 

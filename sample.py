@@ -5,6 +5,8 @@
 `python sample.py --help` lists every key.
 """
 
+import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
+
 import codecs
 import functools
 import sys

@@ -6,6 +6,8 @@
 config -> data -> model -> optimizer -> loop (step, log, evaluate, checkpoint) -> sample.
 """
 
+import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
+
 import contextlib
 import gc
 import math

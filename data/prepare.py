@@ -10,6 +10,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import config.interrupt  # noqa: E402,F401  first: a Ctrl-C while numpy loads is one line
 from config.errors import run_cli  # noqa: E402
 from config.settings import PrepareConfig, read_config  # noqa: E402
 from data.build import prepare_dataset  # noqa: E402

@@ -380,3 +380,22 @@ def test_a_command_that_is_over_lets_no_late_ctrl_c_cut_the_interpreters_teardow
             "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout == "done\nTrue True\n"
+
+
+def test_a_ctrl_c_while_a_command_loads_torch_is_one_line():
+    """The first seconds of a command import torch, before run_cli can catch anything: config/interrupt.py's
+    handler ends it there with run_cli's line and status, out_dir not yet made."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO
+
+    process = subprocess.Popen([sys.executable, "train.py", "--out_dir=never-made"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # the interpreter is up; torch's import takes longer
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, out, err) == (130, "", "\ninterrupted\n")
+    assert not (REPO / "never-made").exists()
