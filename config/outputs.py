@@ -1,9 +1,11 @@
 """Paths a command will write, checked before any work: a folder where a folder is
-wanted, a file where a file is, and a place the OS lets this process write."""
+wanted (and not a dataset's), a file where a file is, and a place the OS lets this process write."""
 
 import os
 import tempfile
 from pathlib import Path
+
+from data.dataset import is_dataset
 
 from .errors import UserError
 
@@ -18,6 +20,8 @@ def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
         raise UserError(f"{key} {path} is a {'folder' if path.is_dir() else 'file'}, not a {wanted}; {fix}")
+    if folder and is_dataset(path):  # a prepared dataset's folder: its token files and nothing else
+        raise UserError(f"{key} {path} is a dataset's folder: nothing else belongs among its token files; {fix}")
     if folder and path.is_dir():
         where, what = path, f"{key} {path} is not writable"
     else:

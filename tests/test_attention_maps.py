@@ -164,6 +164,14 @@ def test_bad_input_is_a_one_line_error(trained_out, tmp_path, flags, message):
     assert not (tmp_path / "maps").exists()  # refused before anything was written
 
 
+def test_a_dataset_folder_is_no_pictures_dir(trained_out, char_dataset):
+    """Pictures among its token files would make prepare refuse to replace it, as a folder of other files."""
+    before = sorted(p.name for p in char_dataset.iterdir())
+    with pytest.raises(UserError, match=rf"^pictures_dir {char_dataset} is a dataset's folder: nothing else belongs"):
+        main([f"--out_dir={trained_out}", f"--pictures_dir={char_dataset}", "--device=cpu"])
+    assert sorted(p.name for p in char_dataset.iterdir()) == before
+
+
 def test_a_pictures_dir_the_os_refuses_after_the_check_is_one_line(trained_out, tmp_path):
     """A dangling link on the way looks missing, so the check passes; making the folder then fails."""
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")

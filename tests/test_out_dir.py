@@ -151,7 +151,7 @@ def test_a_dataset_folder_is_no_run_folder(tmp_path, init_from):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "meta.json").write_text("{}")
     before = snapshot(tmp_path)
-    with pytest.raises(UserError, match=rf"^out_dir {tmp_path / 'data'} is a dataset's folder, not a run's"):
+    with pytest.raises(UserError, match=rf"^out_dir {tmp_path / 'data'} is a dataset's folder: nothing else belongs"):
         claim_out_dir(train_config(tmp_path / "data", init_from=init_from))
     assert snapshot(tmp_path) == before
 

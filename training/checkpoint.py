@@ -345,9 +345,6 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
 def check_start(folder: Path, cfg: TrainConfig) -> None:
     """Resume needs a checkpoint; a fresh start must not bury an earlier run (unless --replace_run=true): its
     checkpoints, or the log of one stopped before its first; no folder stands where the run writes a file."""
-    if is_dataset(folder):
-        raise UserError(f"out_dir {folder} is a dataset's folder, not a run's: the run's files do not belong among "
-                        f"its token files; choose another --out_dir")
     if folders := [name for name in RUN_FILES if (folder / name).is_dir()]:
         raise UserError(f"out_dir {folder} holds a folder named {folders[0]}, where the run writes a file of that "
                         f"name; move it away or choose another --out_dir")
