@@ -111,7 +111,8 @@ def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, 
     shape = ", ".join(f"{key}={flag_value(value)}" for key, value in checkpoint["model_args"].items())
     rows = [f"| architecture | {architecture}, {n_params:,} parameters |", f"| shape | {shape} |",
             f"| tokenizer | {checkpoint['tokenizer']['kind']} |", *result_rows(checkpoint)]
-    command = training_command(checkpoint["config"], planned=checkpoint.get("plan") is not None) if "config" in checkpoint else "not recorded"
+    planned = checkpoint.get("plan") is not None
+    command = training_command(checkpoint["config"], planned) if "config" in checkpoint else "not recorded"
     return "\n".join([
         "---", "library_name: transformers", "pipeline_tag: text-generation", CARD_MARK, "---", "",
         f"# {Path(folder).name}", "", f"A small GPT trained with smallgpt, exported from `{source}`.", "",

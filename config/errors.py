@@ -10,6 +10,8 @@ from collections.abc import Callable
 from data.errors import DataError
 from model.config import ModelError  # model/__init__ loads torch only when GPT is asked for
 
+from .interrupt import interrupted
+
 
 class UserError(Exception):
     """A problem with the user's input; shown as one line, never a traceback."""
@@ -21,7 +23,7 @@ USER_ERRORS = (UserError, ModelError, DataError)  # what run_cli shows as one li
 def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
     """Run a command-line entry point; a UserError (or the libraries' ModelError and
     DataError) exits with status 2 and its message, a closed output pipe with 141."""
-    if argv is None:  # the command's own handling from here (config/interrupt.py's is over)
+    if signal.getsignal(signal.SIGINT) is interrupted:  # the command's own handling from here
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if argv is None and getattr(sys.stdout, "errors", "") == "strict":  # text the output's encoding cannot hold
         sys.stdout.reconfigure(errors="backslashreplace")  # (a file written in cp1252) is escaped, as stderr does it

@@ -20,8 +20,9 @@ def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
         raise UserError(f"{key} {path} is a {'folder' if path.is_dir() else 'file'}, not a {wanted}; {fix}")
-    if folder and is_dataset(path):  # a prepared dataset's folder: its token files and nothing else
-        raise UserError(f"{key} {path} is a dataset's folder: nothing else belongs among its token files; {fix}")
+    if is_dataset(path if folder else path.parent):  # a prepared dataset's folder: its token files, nothing else
+        where = "is" if folder else "lies in"
+        raise UserError(f"{key} {path} {where} a dataset's folder: nothing else belongs among its token files; {fix}")
     if folder and path.is_dir():
         where, what = path, f"{key} {path} is not writable"
     else:

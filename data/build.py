@@ -91,7 +91,8 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         meta, tokenizer_seconds = _build(files, scan, settings, given, staging, workers, progress)
         if _stamps(files) != stamps:
             raise DataError(CHANGED)
-        with _locked(out_dir.parent):  # another prepare of out_dir that finished meanwhile is not replaced unseen
+        # another prepare of out_dir (by any path to it) that finished meanwhile is not replaced unseen
+        with _locked(out_dir.resolve().parent):
             if (now := _existing_dataset(out_dir)) != old:
                 if now and all(now.get(key) == meta[key] for key in ("fingerprint", "prepared_with")):
                     return Prepared(now, reused=True)  # the same dataset, made by the other prepare

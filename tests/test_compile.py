@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from helpers import TINY_TRAIN_FLAGS, run_script
-from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.slow  # compiling takes half a minute on a CPU
 

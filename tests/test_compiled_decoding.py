@@ -14,7 +14,7 @@ MODERN = dict(pos_emb="rope", norm="rmsnorm", qk_norm=True, mlp="swiglu", tie_em
 BLOCK = 16
 # the RoPE case is compiled as sample.py compiles by default, its matrix kernels timed and picked: every matrix
 # 32 x 32 (vocabulary and MLP included), so the kernels are timed for one shape; the learned case has GQA
-LEARNED, ROPE = dict(n_kv_head=2, vocab_size=40), dict(MODERN, mlp_hidden=32, vocab_size=32)
+LEARNED, ROPE = dict(n_kv_head=2, vocab_size=40), dict(MODERN, bias=False, mlp_hidden=32, vocab_size=32)
 
 
 @pytest.mark.parametrize("shape", [LEARNED, ROPE], ids=["learned", "rope"])

@@ -3,6 +3,7 @@ import dataclasses
 import re
 import shlex
 import typing
+from pathlib import Path
 
 import pytest
 import torch
@@ -382,8 +383,10 @@ def test_a_command_that_is_over_lets_no_late_ctrl_c_cut_the_interpreters_teardow
     assert result.stdout == "done\nTrue True\n"
 
 
-def test_a_ctrl_c_while_a_command_loads_torch_is_one_line():
-    """The first seconds of a command import torch, before run_cli can catch anything: config/interrupt.py's
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc to see torch loading")
+def test_a_ctrl_c_while_a_command_loads_torch_is_one_line(tmp_path):
+    """A command's first seconds import torch, before run_cli can catch anything: config/interrupt.py's
     handler ends it there with run_cli's line and status, out_dir not yet made."""
     import signal
     import subprocess
@@ -392,10 +395,18 @@ def test_a_ctrl_c_while_a_command_loads_torch_is_one_line():
 
     from helpers import REPO
 
-    process = subprocess.Popen([sys.executable, "train.py", "--out_dir=never-made"], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)  # the interpreter is up; torch's import takes longer
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    def default_ctrl_c() -> None:  # as a terminal starts it: a background job would inherit Ctrl-C ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen([sys.executable, "train.py", f"--out_dir={tmp_path / 'run'}"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_ctrl_c)
+    try:
+        deadline = time.monotonic() + 30
+        while "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)  # torch's import has begun, and has a second or more to go
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert (process.returncode, out, err) == (130, "", "\ninterrupted\n")
-    assert not (REPO / "never-made").exists()
+    assert not (tmp_path / "run").exists()

@@ -73,7 +73,6 @@ def test_a_checkpoint_of_an_earlier_format_is_refused_in_one_line():
         model_from_checkpoint({"model": fused, "model_args": args}, "old.pt")
 
 
-
 def test_the_width_suggested_for_a_head_count_is_one_the_model_takes():
     for pos_emb in ("rope", "learned"):
         for n_head in range(2, 13):

@@ -25,6 +25,8 @@ from training.checkpoint import claim_out_dir
 def place(tmp_path) -> Path:
     (tmp_path / "a-file").write_text("not a folder")
     (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-dataset").mkdir()
+    (tmp_path / "a-dataset" / "meta.json").write_text("{}")
     return tmp_path
 
 
@@ -33,6 +35,11 @@ def place(tmp_path) -> Path:
     ("a-folder", False, "out {place}/a-folder is a folder, not a file; choose another --out"),
     ("a-file/new/x", True, "out {place}/a-file/new/x cannot be created: {place}/a-file is a file, not a folder; choose another --out"),
     ("a-file/x.html", False, "out {place}/a-file/x.html cannot be created: {place}/a-file is a file, not a folder; choose another --out"),
+    # where prepare would then refuse to replace the dataset, as a folder holding files not its own
+    ("a-dataset", True, "out {place}/a-dataset is a dataset's folder: nothing else belongs among its token files; "
+                        "choose another --out"),
+    ("a-dataset/x.png", False, "out {place}/a-dataset/x.png lies in a dataset's folder: nothing else belongs among "
+                               "its token files; choose another --out"),
 ])
 def test_an_output_path_of_the_wrong_kind_is_refused_with_the_true_cause(place, name, folder, message):
     before = snapshot(place)
@@ -72,7 +79,7 @@ def test_a_writable_output_path_passes_and_nothing_is_created(place):
     before = snapshot(place)
     assert check_output(place / "new" / "deeper", "out", folder=True) == place / "new" / "deeper"
     assert check_output(place / "a-folder" / "page.html", "out", folder=False) == place / "a-folder" / "page.html"
-    assert snapshot(place) == before and sorted(p.name for p in place.iterdir()) == ["a-file", "a-folder"]
+    assert snapshot(place) == before and sorted(p.name for p in place.iterdir()) == ["a-dataset", "a-file", "a-folder"]
 
 
 def train_config(out_dir: Path, **keys) -> TrainConfig:

@@ -69,7 +69,7 @@ def resume_changes(checkpoint: dict, cfg: TrainConfig, world_size: int) -> list[
     saved = checkpoint["config"]
     changes = [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in saved.items()
                if key not in STARTS + ("time_budget",) and getattr(cfg, key, old) != old]
-    if saved["time_budget"] and not cfg.time_budget:
+    if saved.get("time_budget") and not cfg.time_budget:
         changes.append(f"resume: without the time budget ({saved['time_budget']}): the run trains to "
                        f"max_iters={cfg.max_iters}, with no deadline")
     if (processes := checkpoint["loader"].get("world_size", world_size)) != world_size:  # recorded for this note
