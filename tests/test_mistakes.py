@@ -45,7 +45,7 @@ def test_export_never_writes_into_a_run_or_a_dataset(trained_out, char_dataset, 
     run = shutil.copytree(trained_out, tmp_path / "run")
     for target, fragment in ((run, "is the training run's out_dir"), (run / "hf", "lies inside the training run's"),
                              (tmp_path, "holds the training run's out_dir"),
-                             (char_dataset, "holds files export.py did not write")):
+                             (char_dataset, "is a dataset's folder: nothing else belongs among its token files")):
         refused("export.py", f"--out_dir={run}", f"--hf_dir={target}", "--replace_export=true", fragment=fragment,
                 unchanged=tmp_path if target != char_dataset else char_dataset)
     export = run_script("export.py", f"--out_dir={run}", f"--hf_dir={tmp_path / 'hf'}")
