@@ -51,6 +51,7 @@ def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     timing = run_script("bench.py", "first_token", f"--out_dir={out_dir}", "--repeats=1", "--with_compile=false").stdout
     best, median = map(float, re.search(r"eager +([\d.]+) s at best, +([\d.]+) s median over 1", timing).groups())
     assert 0 < best == median
+    assert float(re.search(r"import torch' alone +([\d.]+) s at best", timing).group(1)) > 0  # the floor
     refused = run_script("bench.py", "first_token", f"--out_dir={tmp_path / 'none'}", check=False)
     assert refused.returncode == 2 and "checkpoint" in refused.stderr and "Traceback" not in refused.stderr
 
