@@ -284,20 +284,20 @@ def train_step(run: Run) -> torch.Tensor:
 
 
 @torch.no_grad()
-def estimate_loss(run: Run) -> dict[str, float]:
-    """Mean loss over the same eval_iters batches of each split every time."""
-    model, device = run.model, run.device
+def estimate_loss(run: Run, batches: int | None = None) -> dict[str, float]:
+    """Mean loss over the same `batches` (eval_iters) batches of each split every time."""
+    model, device, batches = run.model, run.device, batches or run.cfg.eval_iters
     model.eval()
     losses = {}
     for split, loader in run.eval_loaders.items():
         loader.load_state_dict({"epoch": 0, "cursor": 0})
         total = torch.zeros((), device=device)
-        for _ in range(run.cfg.eval_iters):
+        for _ in range(batches):
             x, y = loader.next_batch()
             with autocast(device, run.dtype):
                 _, loss = model(x.to(device), y.to(device))
             total += loss.float()
-        losses[split] = total.item() / run.cfg.eval_iters
+        losses[split] = total.item() / batches
     model.train()
     return losses
 
@@ -340,7 +340,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     which waits for the device, only where it is logged, evaluated or a stop is due."""
     progress, ranks = run.progress, run.ranks
     window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
-    pace = Pace(progress.step, progress.elapsed_s, run.cfg.compile)  # what a time budget's checks measure
+    pace = Pace(progress.step, progress.elapsed_s)  # what a time budget's checks measure
     first_step = progress.step + 1  # this process's
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
@@ -356,13 +356,16 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
         with compile_failures(stop):
             step_loss = train_step(run)
+            if compiling and ranks.is_main:  # the evaluation's graph too (no gradients, eval mode): compiled now,
+                estimate_loss(run, batches=1)  # where a time budget's checks can still fit the steps to its time
         if compiling:
             synchronize(run.device)
             compiling, started = False, window[1]
             window = (progress.step + 1, time.perf_counter())
             if ranks.is_main:
-                bar.write(f"compile: the model was compiled in its first step, {window[1] - started:.1f} s "
-                          "(inductor's cache serves a later run of the same shape); tokens/s leaves it out")
+                bar.write(f"compile: the model was compiled in its first step, {window[1] - started:.1f} s, for "
+                          "training and evaluation (inductor's cache serves a later run of the same shape); "
+                          "tokens/s leaves it out")
         unread += step_loss
         step = progress.step + 1
         finished = step == cfg.max_iters
@@ -404,8 +407,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             keep_the_deadline(run, bar, pace)  # before an evaluation, whose checkpoint then holds the plan
         if eval_step and ranks.is_main:
             started = time.perf_counter()
-            with compile_failures(stop):  # the first evaluation compiles too
-                evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
+            evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
             window = (progress.step, time.perf_counter())
             pace.evaluated(window[1] - started)
         if read_now and stopping and not finished:  # a run stopped in its last step ends as a finished one

@@ -217,17 +217,6 @@ def test_the_deadline_is_checked_every_twentieth_of_the_budget_once_the_plan_is_
     assert not deadline_due(p, pace, 81.0) and deadline_due(p, pace, 110.0)
 
 
-def test_an_evaluation_that_compiled_leaves_the_steps_pace_and_the_next_evaluations_estimate_alone():
-    """A compiled run's first evaluation compiles: its time is no step's and no later evaluation's."""
-    pace = Pace(step=100, elapsed_s=50.0, compiling_evaluation=True)
-    pace.evaluated(8.0)
-    assert pace.step_s(200, 68.0) == pytest.approx(0.1) and pace.last_evaluation_s is None
-    pace.evaluated(1.0)
-    assert pace.step_s(300, 79.0) == pytest.approx(0.1) and pace.last_evaluation_s == 1.0
-    pace.evaluated(2.0)
-    assert pace.last_evaluation_s == 2.0
-
-
 def test_evaluations_the_user_asked_for_are_planned_for():
     """With eval_interval set, the plan makes room for one evaluation every eval_interval steps."""
     usual, often = plan([], 600), plan(["--eval_interval=20"], 600)

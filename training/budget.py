@@ -259,7 +259,6 @@ class Pace:
 
     step: int
     elapsed_s: float
-    compiling_evaluation: bool = False  # the next evaluation compiles (the first of a compiled run)
     evaluated_s: float = 0.0  # seconds of evaluations since the mark
     last_evaluation_s: float | None = None
 
@@ -268,9 +267,7 @@ class Pace:
 
     def evaluated(self, seconds: float) -> None:
         self.evaluated_s += seconds
-        if not self.compiling_evaluation:  # a compile says nothing of the next evaluation's time
-            self.last_evaluation_s = seconds
-        self.compiling_evaluation = False
+        self.last_evaluation_s = seconds
 
     def step_s(self, step: int, elapsed_s: float) -> float:
         return (elapsed_s - self.elapsed_s - self.evaluated_s) / (step - self.step)
