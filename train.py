@@ -429,11 +429,8 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
             compiled = " (the compile included)" if run.cfg.compile else ""
             replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes "
                              f"{measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of "
-                             f"{plan.steps:,}",
-                   max_iters=steps,
-                   **{key: value for key, value in (("lr_decay_iters", steps),
-                                                    ("eval_interval", eval_interval_for(steps)))
-                      if key in plan.keys})  # not the keys the user set
+                             f"{plan.steps:,}", max_iters=steps, lr_decay_iters=steps,
+                   eval_interval=eval_interval_for(steps))
             plan.step_s = measured
     plan.corrected = True
     pace.mark(progress.step, progress.elapsed_s)
@@ -459,14 +456,14 @@ def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
 
 
 def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
-    """Change the run's keys mid-run, saying why in the log. The plan records those it set; a max_iters of the
-    user's, cut to end in time, stays the user's (the resume command, which gives it again, still holds)."""
+    """Change max_iters mid-run, and the other keys where the plan set them, saying why in the log. The plan records
+    those it set; a max_iters of the user's, cut to end in time, stays the user's (its resume command still holds)."""
     if run.ranks.is_main:
         bar.write(f"time budget: {why}")
+    keys = {key: value for key, value in keys.items() if key == "max_iters" or key in run.plan.keys}
     run.plan.keys.update({key: value for key, value in keys.items() if key in run.plan.keys})
-    run.plan.steps = keys["max_iters"]
+    run.plan.steps = bar.total = keys["max_iters"]
     run.cfg = replace(run.cfg, **keys)
-    bar.total = run.plan.steps
 
 
 @torch.compiler.set_stance("force_eager")  # decoding runs the blocks uncompiled (compile_blocks)
