@@ -346,18 +346,16 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
     compiling = run.cfg.compile  # torch.compile compiles in the first step: timed apart, left out of tokens/s
     if run.cfg.pretrained and progress.step == 0 and ranks.is_main:  # where fine-tuning starts: best.pt till beaten
-        with compile_failures(stop):  # no ckpt.pt before a step: a run failing at once may be started again
-            evaluate_and_save(run, bar, lr=None, latest=False)
+        evaluate_and_save(run, bar, lr=None, latest=False)  # no ckpt.pt yet: a run failing at once may start again
     while progress.step < run.cfg.max_iters:
         cfg = run.cfg  # a time budget may change its steps below
         scale = lr_scale(progress.step, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr / cfg.learning_rate) \
             if cfg.decay_lr else 1.0
         run.optimizers.set_lr_scale(scale)
         lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
-        with compile_failures(stop):
-            step_loss = train_step(run)
-            if compiling and ranks.is_main:  # the evaluation's graph too (no gradients, eval mode): compiled now,
-                estimate_loss(run, batches=1)  # where a time budget's checks can still fit the steps to its time
+        step_loss = train_step(run)
+        if compiling and ranks.is_main:  # the evaluation's graph too (no gradients, eval mode): compiled now,
+            estimate_loss(run, batches=1)  # where a time budget's checks can still fit the steps to its time
         if compiling:
             synchronize(run.device)
             compiling, started = False, window[1]
@@ -563,8 +561,9 @@ def main(argv: list[str], temporary: bool = False) -> None:
             if (run.plan is None or not run.progress.step) and not finished:
                 for warning in run.cfg.schedule_warnings():
                     print(f"note: {warning}", file=sys.stderr)
-        with tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
-                  disable=not main_process) as bar, StopSignals(announce=main_process) as stop:
+        with (tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
+                   disable=not main_process) as bar,
+              StopSignals(announce=main_process) as stop, compile_failures(stop)):  # the steps and evaluations compile
             stopped_by = train(run, bar, stop)
         if stopped_by is None and main_process:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
