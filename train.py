@@ -574,9 +574,8 @@ def main(argv: list[str], temporary: bool = False) -> None:
         # the others wait while the main process saves and samples: a process group torn down under it aborts it
         distributed.wait_for_all(run.ranks)
     finally:
-        if run.log is not None:
+        if main_process:  # the log and out_dir are its own
             run.log.finish()
-        if run.claim is not None:
             run.claim.release()
         saved = f"; checkpoint saved to {run.latest}. Resume with:\n  {resume_command(run.argv, run.ranks)}"
         stopped = f"stopped at step {run.progress.step}{'' if temporary else saved}"
