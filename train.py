@@ -484,7 +484,7 @@ def sample_text(run: Run, n_tokens: int) -> str:
 def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     """out_dir/attention.png: every head's pattern over the start of the validation text."""
     model = run.model
-    ids = run.dataset.val[: min(n_tokens, model.config.block_size)].astype("int64").tolist()
+    ids = run.dataset.val[: min(n_tokens, model.config.block_size)].tolist()
     model.eval()
     patterns = torch.stack(model.attention_patterns(torch.tensor([ids], device=run.device)))[:, 0]  # (L, nh, T, T)
     model.train()
