@@ -71,11 +71,10 @@ class StopSignals:
         self.received = signum
         for stop in self._earlier:  # the OS's own action for the next one: it ends the process even in the middle
             signal.signal(stop, signal.SIG_DFL)  # of a long C++ call, where no Python handler could run
-        if not self.announce:
-            return
-        again = "press Ctrl-C again" if signum == signal.SIGINT else "another SIGTERM"
-        print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
-              f"({again} to quit at once)", file=sys.stderr, flush=True)
+        if self.announce:
+            again = "press Ctrl-C again" if signum == signal.SIGINT else "another SIGTERM"
+            print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+                  f"({again} to quit at once)", file=sys.stderr, flush=True)
 
 
 @dataclass
