@@ -183,7 +183,7 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, given: Tokenizer
                         f"--val_fraction or more text")
 
     def labelled():  # each pass reads the inputs anew: nothing of the corpus is kept in memory
-        return label_pieces(as_scanned(read_pieces(files, settings["text_field"]), scan), plan)
+        return label_pieces(read_pieces(files, settings["text_field"]), plan, scan)
 
     start = time.perf_counter()
     tokenizer = given if given is not None else _make_tokenizer(settings, scan, labelled, progress)
@@ -236,26 +236,15 @@ CHANGED = ("an input changed while it was being prepared (its text is not what t
            "prepare again once the inputs are complete")
 
 
-def as_scanned(pieces: Iterable[Piece], scan: CorpusScan) -> Iterator[Piece]:
-    """The pieces of a pass after the scan, refused once they hold more documents or characters than the scan
-    counted, or at their end fewer: an input written to meanwhile (a log still growing) is not the text hashed.
-    A change that keeps the counts is caught when the passes are over, by the files' sizes and times."""
-    documents = chars = 0
-    for piece in pieces:
-        documents, chars = documents + piece.ends_document, chars + len(piece.text)
-        if documents > scan.documents or chars > scan.chars:
-            break
-        yield piece
-    else:
-        if (documents, chars) == (scan.documents, scan.chars):
-            return
-    raise DataError(CHANGED)
-
-
-def label_pieces(pieces: Iterable[Piece], plan: SplitPlan) -> Iterator[tuple[str, Piece]]:
-    """Each piece with its split ("train" or "val"); the tail's first piece is cut where the tail starts."""
+def label_pieces(pieces: Iterable[Piece], plan: SplitPlan, scan: CorpusScan) -> Iterator[tuple[str, Piece]]:
+    """Each piece of a pass after the scan with its split ("train" or "val"); the tail's first piece is cut where the
+    tail starts. Pieces beyond the documents or characters the scan counted, or fewer at their end, are refused: an
+    input written to meanwhile (a log still growing) is not the text hashed. A change that keeps the counts is
+    caught when the passes are over, by the files' sizes and times."""
     document, position = 0, 0  # index of the current document, characters before the piece
     for piece in pieces:
+        if document >= scan.documents or position + len(piece.text) > scan.chars:
+            raise DataError(CHANGED)
         if plan.val_documents is not None:
             yield ("val" if plan.val_documents[document] else "train"), piece
         else:
@@ -264,8 +253,10 @@ def label_pieces(pieces: Iterable[Piece], plan: SplitPlan) -> Iterator[tuple[str
                 yield "train", Piece(piece.text[:cut], piece.ends_document and cut == len(piece.text))
             if cut < len(piece.text):
                 yield "val", Piece(piece.text[cut:], piece.ends_document)
-            position += len(piece.text)
+        position += len(piece.text)
         document += piece.ends_document
+    if (document, position) != (scan.documents, scan.chars):
+        raise DataError(CHANGED)
 
 
 def _make_tokenizer(settings: dict, scan: CorpusScan, labelled: Callable, progress: bool) -> Tokenizer:
