@@ -61,10 +61,9 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     settings = {"tokenizer": tokenizer if given is None else f"sha256:{_tokenizer_sha256(given)}",
                 "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed, "text_field": text_field}
     out_dir = Path(out_dir)
-    files = find_inputs(inputs)
-    old = _existing_dataset(out_dir)
     # the dataset itself, when it lies in an input folder, is no input (a second run would read its .bin files)
-    files = [f for f in files if not f.resolve().is_relative_to(out_dir.resolve())]
+    files = [f for f in find_inputs(inputs) if not f.resolve().is_relative_to(out_dir.resolve())]
+    old = _existing_dataset(out_dir)
     if not files:
         raise DataError(f"the inputs hold no file outside the dataset folder {out_dir}; give the text with --input")
 

@@ -43,8 +43,7 @@ class BatchLoader:
             starts.extend(self._order[self.cursor : self.cursor + take])
             self.cursor += take
         T = self.block_size
-        windows = np.stack([self.tokens[s : s + T + 1] for s in starts]).astype(np.int64)  # (B, T+1)
-        windows = torch.from_numpy(windows)
+        windows = torch.from_numpy(np.stack([self.tokens[s : s + T + 1] for s in starts]).astype(np.int64))  # (B, T+1)
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # x, y: (B, T)
 
     def state_dict(self) -> dict:
