@@ -26,7 +26,6 @@ from data.dataset import dataset_dir, lost_relative_path, open_dataset, tokenize
 from data.errors import DataError
 from data.files import write_atomically
 from data.sources import read_text
-from data.tokenizer import Tokenizer
 from model.scoring import score_tokens, summarize
 from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
@@ -54,19 +53,6 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
     return np.asarray(dataset.val, dtype=np.int64), os.path.relpath(folder / "val.bin")
 
 
-def text_tokens(cfg: EvalConfig, checkpoint: dict | None, tokenizer: Tokenizer) -> tuple[np.ndarray, str]:
-    """The tokens to evaluate and a name for them: --text_file, else the training run's validation split."""
-    if cfg.text_file:
-        tokens, source = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64), cfg.text_file
-    elif checkpoint is None:
-        raise UserError(f"hf_model={cfg.hf_model} has no validation split of its own; give a text with --text_file=FILE")
-    else:
-        tokens, source = validation_split(checkpoint)
-    if len(tokens) < 2:
-        raise UserError(f"{source} has {len(tokens)} token(s); evaluation needs at least 2")
-    return tokens, source
-
-
 def main(argv: list[str]) -> None:
     cfg = read_config(EvalConfig, argv)
     if cfg.surprise:
@@ -75,7 +61,14 @@ def main(argv: list[str]) -> None:
             raise UserError(f"surprise={cfg.surprise} is the text being evaluated; choose another --surprise")
     device = pick_device(cfg.device)
     model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
-    tokens, source = text_tokens(cfg, checkpoint, tokenizer)
+    if cfg.text_file:
+        tokens, source = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64), cfg.text_file
+    elif checkpoint is None:
+        raise UserError(f"hf_model={cfg.hf_model} has no validation split of its own; give a text with --text_file=FILE")
+    else:
+        tokens, source = validation_split(checkpoint)
+    if len(tokens) < 2:
+        raise UserError(f"{source} has {len(tokens)} token(s); evaluation needs at least 2")
     name = cfg.hf_model or str(existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint))  # the file read
 
     scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)
