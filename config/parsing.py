@@ -153,11 +153,8 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
     fields, command = {f.name for f in dataclasses.fields(cls)}, cls.command
     every_key = {f.name for other in commands.values() for f in dataclasses.fields(other)}
-    found = {}
     for key, value in table.items():
-        if key in fields:
-            found[key] = (value, key)
-        elif isinstance(value, dict) and key not in commands:  # a table, but no command's
+        if isinstance(value, dict) and key not in fields and key not in commands:  # a table, but no command's
             close = difflib.get_close_matches(key, list(commands), n=1, cutoff=0.5)
             tables = ", ".join(f"[{name}]" for name in commands)
             hint = f"did you mean [{close[0]}]?" if close else f"the commands' tables are {tables}"
@@ -168,9 +165,8 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
         own = {f.name for f in dataclasses.fields(other)}
         for key in (key for key in table.get(name, {}) if key not in own):
             raise unknown_key(key, own, f"[{name}] of {path}", commands, command=name)
-    for key, value in table.get(command, {}).items():
-        found[key] = (value, f"[{command}] {key}")
-    return found
+    found = {key: (value, key) for key, value in table.items() if key in fields}
+    return found | {key: (value, f"[{command}] {key}") for key, value in table.get(command, {}).items()}
 
 
 def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
