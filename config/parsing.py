@@ -56,9 +56,8 @@ BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
     """int | None -> (int, NoneType); list[str] -> (list,)."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return tuple(t for arg in typing.get_args(hint) for t in _allowed_types(arg))
-    return (typing.get_origin(hint) or hint,)
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    return tuple(typing.get_origin(t) or t for t in (typing.get_args(hint) if union else (hint,)))
 
 
 def _check_value(key: str, value: Any, hint: Any) -> Any:
