@@ -23,8 +23,6 @@ from model import ModelError
 from model.decoding import compile_ahead, generation_cache
 from training.init_from import load_model
 
-SEPARATOR = "\n---------------"
-
 
 class SampleText:
     """The text of one sample as its tokens arrive; ends at a stop string or end-of-text.
@@ -113,7 +111,7 @@ def main(argv: list[str]) -> None:
         raise
     for sample in samples:
         sample.finish()  # text held back for a stop string that never came is final now
-        print((sample.new_text() if streaming else prompt + sample.text) + SEPARATOR)
+        print((sample.new_text() if streaming else prompt + sample.text) + "\n---------------")
     if interrupted:
         raise KeyboardInterrupt
 
