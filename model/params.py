@@ -17,9 +17,9 @@ class Row:
 
     key: str
     label: str
-    shape: str  # as PyTorch stores the tensor, (out x in) for a matrix; "" for a sum
-    count: int | None  # None for a section heading
-    depth: int = 0
+    depth: int
+    count: int | None = None  # None for a section heading
+    shape: str = ""  # as PyTorch stores the tensor, (out x in) for a matrix; "" for a sum
 
 
 def meta_model(config: GPTConfig) -> GPT:
@@ -33,18 +33,14 @@ def _numel(*modules: nn.Module) -> int:
 
 
 def _param(key: str, label: str, t: torch.Tensor, depth: int) -> Row:
-    return Row(key, label, " x ".join(str(n) for n in t.shape), t.numel(), depth)
-
-
-def _sum(key: str, label: str, count: int, depth: int) -> Row:
-    return Row(key, label, "", count, depth)
+    return Row(key, label, depth, t.numel(), " x ".join(str(n) for n in t.shape))
 
 
 def _biases(key: str, label: str, module: nn.Module) -> list[Row]:
     """A row of the module's biases, if it has any."""
     count = sum(m.bias.numel() for m in module.modules() if isinstance(m, (nn.Linear, nn.LayerNorm))
                 and m.bias is not None)
-    return [_sum(key, label, count, 2)] if count else []
+    return [Row(key, label, 2, count)] if count else []
 
 
 def attention_rows(attn: CausalSelfAttention) -> list[Row]:
@@ -64,46 +60,46 @@ def attention_rows(attn: CausalSelfAttention) -> list[Row]:
     rows.append(_param("attn.output", f"output W_O, all {nh} heads", out, 2))
     if attn.q_norm is not None:
         norms = _numel(attn.q_norm, attn.k_norm)
-        rows.append(_sum("attn.qk_norm", "QK-norm weights (queries, keys; shared by all heads)", norms, 2))
+        rows.append(Row("attn.qk_norm", "QK-norm weights (queries, keys; shared by all heads)", 2, norms))
     return [*rows, *_biases("attn.biases", "biases (query, key, value, output)", attn),
-            _sum("attn", "attention in this block", _numel(attn), 2)]
+            Row("attn", "attention in this block", 2, _numel(attn))]
 
 
 def block_rows(block: Block) -> list[Row]:
     """One block: attention in detail, the MLP, the two norms, the block's sum."""
     mlp = block.mlp
-    rows = [Row("attn.heading", "attention", "", None, 1), *attention_rows(block.attn)]
-    rows.append(Row("mlp.heading", "MLP (SwiGLU)" if mlp.gate_proj is not None else "MLP (GELU)", "", None, 1))
+    rows = [Row("attn.heading", "attention", 1), *attention_rows(block.attn)]
+    rows.append(Row("mlp.heading", "MLP (SwiGLU)" if mlp.gate_proj is not None else "MLP (GELU)", 1))
     if mlp.gate_proj is not None:
         rows.append(_param("mlp.gate_proj", "gate_proj (the gate)", mlp.gate_proj.weight, 2))
     rows.append(_param("mlp.up_proj", "up_proj (widen)", mlp.up_proj.weight, 2))
     rows.append(_param("mlp.down_proj", "down_proj (back to n_embd)", mlp.down_proj.weight, 2))
-    return [*rows, *_biases("mlp.biases", "biases", mlp), _sum("mlp", "MLP in this block", _numel(mlp), 2),
-            _sum("norms", "norms norm_1, norm_2", _numel(block.norm_1, block.norm_2), 1),
-            _sum("block", "one block", _numel(block), 1)]
+    return [*rows, *_biases("mlp.biases", "biases", mlp), Row("mlp", "MLP in this block", 2, _numel(mlp)),
+            Row("norms", "norms norm_1, norm_2", 1, _numel(block.norm_1, block.norm_2)),
+            Row("block", "one block", 1, _numel(block))]
 
 
 def report_rows(model: GPT) -> list[Row]:
     """Every parameter of `model`, grouped: embeddings, one block in detail, all blocks, head, total."""
     c, tf = model.config, model.transformer
     tied = model.lm_head.weight is tf.wte.weight
-    rows = [Row("embeddings.heading", "embeddings", "", None, 0),
+    rows = [Row("embeddings.heading", "embeddings", 0),
             _param("wte", "token embedding wte" + (" (= lm_head, tied)" if tied else ""), tf.wte.weight, 1)]
     rows.append(_param("wpe", "position embedding wpe", tf.wpe.weight, 1) if "wpe" in tf
-                else _sum("wpe", "positions: RoPE turns queries and keys, no weights", 0, 1))
-    rows.append(Row("block.heading", f"each of the {c.n_layer} blocks", "", None, 0))
+                else Row("wpe", "positions: RoPE turns queries and keys, no weights", 1, 0))
+    rows.append(Row("block.heading", f"each of the {c.n_layer} blocks", 0))
     rows += [replace(r, key=f"block.{r.key}") for r in block_rows(tf.h[0])]
-    rows.append(Row("blocks.heading", f"all {c.n_layer} blocks", "", None, 0))
+    rows.append(Row("blocks.heading", f"all {c.n_layer} blocks", 0))
     for part, label, names in (("attn", "attention", ("attn",)), ("mlp", "MLP", ("mlp",)),
                                ("norms", "norms", ("norm_1", "norm_2"))):
-        rows.append(_sum(f"blocks.{part}", label, _numel(*(getattr(b, n) for b in tf.h for n in names)), 1))
-    rows.append(_sum("blocks", "all blocks", _numel(tf.h), 1))
-    rows.append(_sum("norm_f", f"final norm norm_f ({c.norm})", _numel(tf.norm_f), 0))
+        rows.append(Row(f"blocks.{part}", label, 1, _numel(*(getattr(b, n) for b in tf.h for n in names))))
+    rows.append(Row("blocks", "all blocks", 1, _numel(tf.h)))
+    rows.append(Row("norm_f", f"final norm norm_f ({c.norm})", 0, _numel(tf.norm_f)))
     head = _param("lm_head", "lm_head" + (" (tied to wte: no new parameters)" if tied else ""), model.lm_head.weight, 0)
     rows.append(replace(head, count=0) if tied else head)
     total = model.num_params()
     assert total == sum(r.count for r in rows if r.key in ("wte", "wpe", "blocks", "norm_f", "lm_head"))
-    rows.append(_sum("total", "total", total, 0))
+    rows.append(Row("total", "total", 0, total))
     return rows
 
 
