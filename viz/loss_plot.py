@@ -36,8 +36,7 @@ def plot_loss(rows: list[dict], path: Path) -> None:
         best = min(evals, key=lambda r: r["val_loss"])
         ax.plot([best["step"]], [best["val_loss"]], "*", color="tab:red", markersize=14,
                 label=f"best val {best['val_loss']:.4f} (step {best['step']})")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per token)")
+    ax.set(xlabel="step", ylabel="loss (nats per token)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -60,9 +59,8 @@ def compare_runs(runs: dict[str, list[dict]], path: Path) -> Path:
             ax.plot([r[x] for r in batches], [r["train_loss"] for r in batches], color=color, alpha=0.2, linewidth=0.7)
             ax.plot([r[x] for r in evals], [r["val_loss"] for r in evals], "o-", color=color, markersize=3,
                     label=(f"{name}: val {evals[-1]['val_loss']:.4f}" if evals else name).replace("$", r"\$"))
-    by_tokens.set_xlabel("tokens seen")
+    by_tokens.set(xlabel="tokens seen", ylabel="loss (nats per token): val (dots), train (faint)")
     by_time.set_xlabel("seconds of training (evaluation included)")
-    by_tokens.set_ylabel("loss (nats per token): val (dots), train (faint)")
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
     by_time.legend(fontsize=8)
