@@ -254,16 +254,16 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     """train.py's own loop against its bare step (forward, backward, clip, optimizer) on a fixed batch
     (median ms per iteration, their ratio), tokens per second and MFU where the device has a known peak;
     nanoGPT's CPU settings unless a config or flags say otherwise. Then the recipes' costs (bench_recipe_cost)."""
-    given, train_args = train_args, train_args if cfg.as_given else beneath(NANOGPT_CPU, train_args)
+    args = train_args if cfg.as_given else beneath(NANOGPT_CPU, train_args)
     steps = cfg.steps or 400
-    c = read_config(TrainConfig, train_args)
+    c = read_config(TrainConfig, args)
     device = pick_device(c.device)
     warmup = min(20, steps // 5)
     check_timed(c, steps, warmup)
     model, step, tokens = training_step(c, device)
     bare = [step()[0] for _ in range(steps // 2)][warmup:]
     with tempfile.TemporaryDirectory() as out_dir:
-        full = seconds_per_step(run_train(train_args, steps, Path(out_dir)), warmup)
+        full = seconds_per_step(run_train(args, steps, Path(out_dir)), warmup)
     bare += [step()[0] for _ in range(steps // 2)][warmup:]  # before and after: drift cancels
     loop_s, bare_s = statistics.median(full), statistics.median(bare)
     dtype = resolve_dtype(c.dtype, device)
@@ -272,12 +272,11 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {dtype}{', compiled' if c.compile else ''}"
           f" on {device}; medians over {len(full)} loop and {len(bare)} bare steps")
     for name, seconds in (("train.py loop", loop_s), ("bare fwd+bwd+step", bare_s)):
-        rate = tokens / seconds
-        share = mfu.mfu(rate)
-        print(f"  {name:<20} {1000 * seconds:8.2f} ms/iter {rate:12,.0f} tokens/s"
+        share = mfu.mfu(tokens / seconds)
+        print(f"  {name:<20} {1000 * seconds:8.2f} ms/iter {tokens / seconds:12,.0f} tokens/s"
               + ("" if share is None else f"   MFU {share:.1%}"))
     print(f"  loop / bare: {loop_s / bare_s:.3f}   (MFU: {mfu.peak_source})")
-    bench_recipe_cost(given, steps, device)
+    bench_recipe_cost(train_args, steps, device)
 
 
 def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
@@ -414,9 +413,7 @@ def budget_picture(results: dict, path: Path) -> Path:
         params = [run["plan"]["params"] for run in runs.values()]
         ax.plot(params, [run["val_loss"] for run in runs.values()], "o-", color=f"C{i}", label=f"{budget} s, {dataset}")
         ax.plot(runs[planned]["plan"]["params"], runs[planned]["val_loss"], "*", color=f"C{i}", markersize=14)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("val loss (eval.py, nats per token)")
+    ax.set(xscale="log", xlabel="parameters", ylabel="val loss (eval.py, nats per token)")
     ax.grid(alpha=0.3)
     ax.legend()
     return save_png(fig, path)

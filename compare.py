@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
         last, evals = rows[-1], [r for r in rows if r["kind"] == "eval"]
         val = f"{evals[-1]['val_loss']:.4f}" if evals else "-"
         print(f"{name:<32} {last['step']:>7,} {last['tokens']:>13,} {last['elapsed_s']:>9.1f} {val:>14}")
-    print(f"wrote {compare_runs(runs, Path(cfg.plot))}")
+    print(f"wrote {compare_runs(runs, plot)}")
 
 
 if __name__ == "__main__":
