@@ -31,8 +31,7 @@ def token_texts(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
 
 def tick_label(text: str) -> str:
     """Whitespace and other invisible characters made visible: ' the' -> '␣the'."""
-    shown = "".join(VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in text)
-    return shown or "∅"
+    return "".join(VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in text) or "∅"
 
 
 @functools.cache
@@ -69,8 +68,7 @@ def panel_inches(n_tokens: int) -> float:
 
 def _set_ticks(ax: "Axes", labels: list[str], axis: str) -> None:
     """Tokens as tick labels (every k-th when there are many); long ones stand upright on x."""
-    step = math.ceil(len(labels) / MAX_TICKS)
-    positions = list(range(0, len(labels), step))
+    positions = range(0, len(labels), math.ceil(len(labels) / MAX_TICKS))
     shown, families = drawable([tick_label(labels[i]) for i in positions])
     style = {"fontsize": 7, "fontfamily": families}
     if axis == "x":
