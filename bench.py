@@ -169,8 +169,7 @@ def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
             bench_decoding(config, cfg, device, bandwidth)
 
 
-# nanoGPT's documented CPU run: 4 layers, 4 heads, 128 wide, context 64, batch 12, float32, no compile,
-# in nanoGPT's (GPT-2's) recipe
+# nanoGPT's documented CPU run, in nanoGPT's (GPT-2's) recipe
 NANOGPT_CPU = ["configs/classic.toml", "--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=64",
                "--batch_size=12", "--dtype=float32", "--compile=false", "--dropout=0.0"]
 PRECISION_MODEL = ["--n_layer=6", "--n_head=6", "--n_embd=384", "--block_size=256", "--batch_size=8", "--dropout=0.0"]
@@ -419,22 +418,22 @@ def budget_picture(results: dict, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def seconds_to_first_token(out_dir: str, *flags: str, env: dict | None = None) -> tuple[float, str]:
-    """Seconds from starting `python sample.py` to one character past its default prompt; the compile it printed."""
-    prompt = SampleConfig.prompt.encode()  # sample.py streams: the prompt, then each token
-    command = [sys.executable, "sample.py", f"--out_dir={Path(out_dir).resolve()}", "--max_new_tokens=20", *flags]
+def seconds_to_output(args: list[str], length: int, env: dict | None = None) -> tuple[float, str]:
+    """Seconds from starting `python ARGS` to the first `length` bytes of its output (its exit is not counted);
+    the compile it printed."""
     start = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HERE, env=env) as proc:
+    with subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HERE,
+                          env=env) as proc:
         try:
-            head = proc.stdout.read(len(prompt) + 1)
+            head = proc.stdout.read(length)
             seconds = time.perf_counter() - start
             proc.stdout.read()
             error = proc.stderr.read().decode().strip()
         except BaseException:  # Ctrl-C or SIGTERM to bench.py alone: no sample.py left compiling
             proc.kill()
             raise
-    if proc.returncode != 0 or len(head) <= len(prompt):
-        raise UserError(f"sample.py failed: {error.removeprefix('error: ') or 'no output'}")
+    if proc.returncode != 0 or len(head) < length:
+        raise UserError(f"{args[0]} failed: {error.removeprefix('error: ') or 'no output'}")
     compiled = re.search(r"^compile: .* in ([\d.]+ s)$", error, re.MULTILINE)
     return seconds, compiled.group(1) if compiled else ""
 
@@ -444,28 +443,25 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
     checkpoint (the default run's unless --out_dir says): eager, and --compile=true with an empty
     compile cache (the first start compiles) and then a warm one; beside them, the time Python takes
     to import torch, which every start pays before anything else."""
-    def report(name: str, start: Callable[[], tuple[float, str]], repeats: int = cfg.repeats) -> None:
-        times, compiles = zip(*(start() for _ in range(repeats)))
+    sample = ["sample.py", f"--out_dir={Path(cfg.out_dir).resolve()}", "--max_new_tokens=20"]
+    first = len(SampleConfig.prompt.encode()) + 1  # sample.py streams: the prompt, then each token
+
+    def report(name: str, args: list[str], length: int = first, repeats: int = cfg.repeats, env: dict | None = None
+               ) -> None:
+        times, compiles = zip(*(seconds_to_output(args, length, env) for _ in range(repeats)))
         printed = f", of which the compile it printed: {', '.join(c for c in compiles if c)}" if any(compiles) else ""
         print(f"  {name:<38} {min(times):6.2f} s at best, {statistics.median(times):6.2f} s median over "
               f"{len(times)}{printed}")
 
-    def import_torch() -> tuple[float, str]:  # to its first output, as for sample.py: the exit is not counted
-        start = time.perf_counter()
-        with subprocess.Popen([sys.executable, "-c", "import torch; print()"], stdout=subprocess.PIPE) as proc:
-            proc.stdout.read(1)
-            return time.perf_counter() - start, ""
-
     print(f"first token: python sample.py --out_dir={cfg.out_dir} to its first new character")
-    report("eager", lambda: seconds_to_first_token(cfg.out_dir))
-    report("python -c 'import torch' alone", import_torch)
+    report("eager", sample)
+    report("python -c 'import torch' alone", ["-c", "import torch; print()"], length=1)
     if not cfg.with_compile:
         return
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-        report("--compile=true, first start (compiles)",
-               lambda: seconds_to_first_token(cfg.out_dir, "--compile=true", env=env), repeats=1)
-        report("--compile=true, later starts", lambda: seconds_to_first_token(cfg.out_dir, "--compile=true", env=env))
+        report("--compile=true, first start (compiles)", [*sample, "--compile=true"], repeats=1, env=env)
+        report("--compile=true, later starts", [*sample, "--compile=true"], env=env)
 
 
 def tiktoken_rate(encoding, files: list[Path], cores: int) -> float:
