@@ -256,8 +256,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     steps = cfg.steps or 400
     c = read_config(TrainConfig, args)
     device = pick_device(c.device)
-    warmup = min(20, steps // 5)
-    check_timed(c, steps, warmup)
+    check_timed(c, steps, warmup := min(20, steps // 5))
     model, step, tokens = training_step(c, device)
     bare = [step()[0] for _ in range(steps // 2)][warmup:]
     with tempfile.TemporaryDirectory() as out_dir:
