@@ -53,11 +53,10 @@ class Muon(torch.optim.Muon):
             torch._foreach_lerp_(buffers, grads, 1 - group["momentum"])
             updates = torch._foreach_lerp(grads, buffers, group["momentum"]) if group["nesterov"] else buffers
             torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-            for shape in dict.fromkeys(p.shape for p in params):
-                same = [i for i, p in enumerate(params) if p.shape == shape]
+            for rows, cols in dict.fromkeys(p.shape for p in params):
+                same = [i for i, p in enumerate(params) if p.shape == (rows, cols)]
                 stacked = torch.stack([updates[i] for i in same]).to(self.ns_dtype)  # (n, out, in)
                 ortho = orthogonalise(stacked, group["ns_coefficients"], group["ns_steps"], group["eps"])
-                rows, cols = shape
                 torch._foreach_add_([params[i] for i in same], list(ortho.to(params[same[0]].dtype).unbind()),
                                     alpha=-group["lr"] * math.sqrt(max(1, rows / cols)))  # torch's "original" lr
 
@@ -70,9 +69,6 @@ def lr_scale(step: int, warmup_iters: int, lr_decay_iters: int, min_ratio: float
         return min_ratio
     progress = (step - warmup_iters) / max(1, lr_decay_iters - warmup_iters)  # 0 -> 1
     return min_ratio + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - min_ratio)
-
-
-CONFIG_SETTINGS = ("betas", "weight_decay", "momentum")  # a group's settings from the config (lr: set each step)
 
 
 class Optimizers:
@@ -109,9 +105,10 @@ class Optimizers:
                             f"for {' + '.join(self.parts)}; use the same optimizer or a new out_dir")
         try:
             for name, optimizer in self.parts.items():
-                # the config's settings, which a resume may change, over the saved groups' (the device's, such
-                # as fused, stay the saved state's)
-                own = [{k: g[k] for k in CONFIG_SETTINGS if k in g} for g in optimizer.param_groups]
+                # the config's settings (lr: set each step), which a resume may change, over the saved groups' (the
+                # device's, such as fused, stay the saved state's)
+                own = [{k: g[k] for k in ("betas", "weight_decay", "momentum") if k in g}
+                       for g in optimizer.param_groups]
                 optimizer.load_state_dict(state[name])
                 for group, settings in zip(optimizer.param_groups, own):
                     group.update(settings)
