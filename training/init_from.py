@@ -60,15 +60,15 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
 
 
 # how, where (the run may have moved) and on what a process starts: a resume's own, and no change to the run
-STARTS = ("init_from", "replace_run", "allow_new_data", "out_dir", "device")  # allow_new_data: for one resume
-NOT_RESUMED = STARTS + ("time_budget",)  # resumed without --time_budget, a budgeted run trains on the steps given
+# (allow_new_data: for one resume); resumed without --time_budget, a budgeted run trains on the steps given
+NOT_RESUMED = ("init_from", "replace_run", "allow_new_data", "out_dir", "device", "time_budget")
 
 
 def resume_changes(checkpoint: dict, cfg: TrainConfig, world_size: int) -> list[str]:
     """The settings a resume changes, once it is known to go ahead, and the number of processes (torchrun's)."""
     saved = checkpoint["config"]
     changes = [f"resume: {key} changed from {old!r} to {getattr(cfg, key)!r}" for key, old in saved.items()
-               if key not in STARTS + ("time_budget",) and getattr(cfg, key, old) != old]
+               if key not in NOT_RESUMED and getattr(cfg, key, old) != old]
     if saved.get("time_budget") and not cfg.time_budget:
         changes.append(f"resume: without the time budget ({saved['time_budget']}): the run trains to "
                        f"max_iters={cfg.max_iters}, with no deadline")
@@ -102,14 +102,13 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
     the default and over its own context."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if checkpoint is not None:
-        saved = GPTConfig(**checkpoint["model_args"]).to_dict()
+        model = model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
         for key in SHAPE_KEYS:
-            if saved[key] != getattr(wanted, key):
+            if getattr(model.config, key) != getattr(wanted, key):
                 from_data = key == "vocab_size" and cfg.vocab_size is None
                 source = f" (the vocabulary of dataset {cfg.dataset})" if from_data else ""
-                raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was "
-                                f"trained with {key}={saved[key]}; use the same setting or a new out_dir")
-        model = model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
+                raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained "
+                                f"with {key}={getattr(model.config, key)}; use the same setting or a new out_dir")
         model.set_dropout(cfg.dropout)  # it holds no weights: a resume may change it
         return model
     if cfg.init_from == "scratch":
