@@ -170,11 +170,9 @@ TENSOR, ITEMS, TUPLE = "$tensor", "$items", "$tuple"  # markers of what JSON has
 def _pack(value, path: str, tensors: dict[str, torch.Tensor], stored: dict[tuple, str]):
     if isinstance(value, torch.Tensor):
         memory = (value.device, value.data_ptr(), value.dtype, value.shape, value.stride())
-        if value.numel() and memory in stored:
-            return {TENSOR: stored[memory]}
-        tensors[path] = value.detach().contiguous()
-        stored[memory] = path
-        return {TENSOR: path}
+        if memory not in stored or not value.numel():  # a tied head once; empty tensors share no memory
+            tensors[path], stored[memory] = value.detach().contiguous(), path
+        return {TENSOR: stored[memory]}
     if isinstance(value, dict):
         if all(isinstance(key, str) for key in value):
             return {key: _pack(item, f"{path}.{key}", tensors, stored) for key, item in value.items()}

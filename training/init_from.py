@@ -84,10 +84,8 @@ def check_trainable_here(config: GPTConfig, optimizer: str, device: torch.device
     named = list(meta_model(config).named_parameters())
     params = sum(p.numel() for _, p in named)
     need = sum(p.numel() * (12 if on_muon(optimizer, n, p) else 16) for n, p in named)
-    if device.type == "cuda":
-        memory = torch.cuda.get_device_properties(device).total_memory
-    else:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    memory = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+              else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     if need > memory:
         raise UserError(f"a model of {params:,} parameters needs about {need / 1e9:,.0f} GB to train (weights, "
                         f"gradients and the optimizer's moments, 12 to 16 bytes a parameter), more than this "
