@@ -99,6 +99,9 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
     on text tokenized its own way), per init_from. A Hugging Face model is cropped to block_size, unless that is
     the default and over its own context."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
+    if cfg.init_from == "scratch":
+        check_trainable_here(wanted, cfg.optimizer, device)
+        return GPT(wanted)
     if checkpoint is not None:
         model = model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
         for key in SHAPE_KEYS:
@@ -107,21 +110,17 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
                 source = f" (the vocabulary of dataset {cfg.dataset})" if from_data else ""
                 raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained "
                                 f"with {key}={getattr(model.config, key)}; use the same setting or a new out_dir")
-        model.set_dropout(cfg.dropout)  # it holds no weights: a resume may change it
-        return model
-    if cfg.init_from == "scratch":
-        check_trainable_here(wanted, cfg.optimizer, device)
-        return GPT(wanted)
-    model = GPT.from_pretrained(cfg.init_from)
-    model.set_dropout(cfg.dropout)  # for the fine-tuning
-    if block_size_set or cfg.block_size < model.config.block_size:
-        model.crop_block_size(cfg.block_size)
-    own = pretrained_tokenizer(cfg.init_from, model).describe()
-    if own != dataset.meta["tokenizer"]:
-        flag = "gpt2" if own["kind"] == "gpt2" else cfg.init_from
-        raise UserError(f"init_from={cfg.init_from} reads text with its own tokenizer, but dataset {cfg.dataset} was "
-                        f"prepared with another ({tokenizer_change(own, dataset.meta['tokenizer'])}); prepare it with "
-                        f"python data/prepare.py --tokenizer={flag}")
+    else:
+        model = GPT.from_pretrained(cfg.init_from)
+        if block_size_set or cfg.block_size < model.config.block_size:
+            model.crop_block_size(cfg.block_size)
+        own = pretrained_tokenizer(cfg.init_from, model).describe()
+        if own != dataset.meta["tokenizer"]:
+            flag = "gpt2" if own["kind"] == "gpt2" else cfg.init_from
+            raise UserError(f"init_from={cfg.init_from} reads text with its own tokenizer, but dataset {cfg.dataset} "
+                            f"was prepared with another ({tokenizer_change(own, dataset.meta['tokenizer'])}); prepare "
+                            f"it with python data/prepare.py --tokenizer={flag}")
+    model.set_dropout(cfg.dropout)  # it holds no weights: a resume or a fine-tuning may set its own
     return model
 
 
