@@ -57,13 +57,12 @@ class MetricsLog:
     lost says that a resumed run found no log (deleted, or another folder's checkpoint copied in)."""
 
     def __init__(self, path: Path, resume_step: int | None, wandb_run=None):
-        self.wandb = wandb_run  # start_wandb's, with wandb_log
+        self.path, self.wandb = path, wandb_run  # wandb: start_wandb's, with wandb_log
         self.lost = bool(resume_step) and not path.exists()
         rows = read_rows(path) if resume_step is not None else []
-        kept = [r for r in rows if r["step"] <= resume_step]
+        self.rows = [r for r in rows if r["step"] <= resume_step]
         self.dropped_to = max((r["step"] for r in rows if r["step"] > resume_step), default=None)
-        write_atomically(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
-        self.path, self.rows = path, kept
+        write_atomically(path, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
 
     def append(self, row: dict) -> None:
         """Add a row; wandb gets its metrics as "kind/name"."""
