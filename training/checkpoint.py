@@ -79,8 +79,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: safetensors'
         reason = textwrap.shorten(str(e).splitlines()[0], 120, placeholder=" ...")
         raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); use another one") from None
-    missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
-    if missing:
+    if missing := [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]:
         raise UserError(f"{path} is not a checkpoint of this project (no {', '.join(missing)}); "
                         f"use one written by train.py")
     return checkpoint
