@@ -346,8 +346,7 @@ def check_start(folder: Path, cfg: TrainConfig) -> None:
         raise UserError(f"out_dir {folder} holds a folder named {folders[0]}, where the run writes a file of that "
                         f"name; move it away or choose another --out_dir")
     latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors
-    has_checkpoint = latest.is_file()
-    if cfg.init_from == "resume" and not has_checkpoint:
+    if cfg.init_from == "resume" and not latest.is_file():
         best = existing_checkpoint(checkpoint_path(folder, "best", cfg.checkpoint_format))
         if best.is_file():  # a whole checkpoint too, of the best evaluation
             raise UserError(f"checkpoint {latest} not found; {folder} holds {best.name}, of the run's best evaluation: "
@@ -359,6 +358,6 @@ def check_start(folder: Path, cfg: TrainConfig) -> None:
     if not earlier and log.is_file() and log.stat().st_size:  # a run stopped before its first checkpoint
         earlier = [log.name]
     if cfg.init_from != "resume" and earlier and not cfg.replace_run:
-        resume = "continue it with --init_from=resume, " if has_checkpoint else ""
+        resume = "continue it with --init_from=resume, " if latest.is_file() else ""
         raise UserError(f"out_dir {folder} holds an earlier run ({', '.join(earlier)}); {resume}start this one "
                         f"in a new --out_dir, or replace it with --replace_run=true")
