@@ -144,26 +144,25 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
                ) -> tuple[GPT, Tokenizer, dict | None]:
     """The model (in eval mode, its weights in `weights`), its tokenizer and the checkpoint dict, rebuilt
     from out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
-    if not init_from:
-        path = existing_checkpoint(Path(out_dir) / checkpoint)
-        if not path.is_file():
-            if Path(out_dir).is_file():  # the checkpoint itself, given as the run's folder
-                raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give "
-                                f"--out_dir={Path(out_dir).parent} --checkpoint={Path(out_dir).name}")
-            if Path(checkpoint).name != checkpoint:
-                raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give "
-                                f"--out_dir={Path(checkpoint).parent} --checkpoint={Path(checkpoint).name}")
-            if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
-                raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and "
-                                f"attention.py read it with --hf_model={out_dir}")
-            others = sorted(p.name for p in path.parent.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
-            if others:  # a mistyped --checkpoint
-                raise UserError(f"checkpoint {path} not found; {out_dir} holds {', '.join(others)}: "
-                                f"choose one with --checkpoint")
-        if path.name != Path(checkpoint).name:  # only the other format's file is there
-            print(f"note: reading {path}, as {out_dir} holds no {checkpoint}", file=sys.stderr)
-        state = load_checkpoint(path, device)
-        model = model_from_checkpoint(state, path)
-        return with_weights(model.to(device).eval(), weights), tokenizer_from_description(state["tokenizer"]), state
-    model = GPT.from_pretrained(init_from)
-    return with_weights(model.to(device).eval(), weights), pretrained_tokenizer(init_from, model), None
+    if init_from:
+        model = GPT.from_pretrained(init_from)
+        return with_weights(model.to(device).eval(), weights), pretrained_tokenizer(init_from, model), None
+    path = existing_checkpoint(Path(out_dir) / checkpoint)
+    if not path.is_file():
+        if Path(out_dir).is_file():  # the checkpoint itself, given as the run's folder
+            raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give "
+                            f"--out_dir={Path(out_dir).parent} --checkpoint={Path(out_dir).name}")
+        if Path(checkpoint).name != checkpoint:
+            raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give "
+                            f"--out_dir={Path(checkpoint).parent} --checkpoint={Path(checkpoint).name}")
+        if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
+            raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and "
+                            f"attention.py read it with --hf_model={out_dir}")
+        if others := sorted(p.name for p in path.parent.glob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file()):
+            raise UserError(f"checkpoint {path} not found; {out_dir} holds {', '.join(others)}: "
+                            f"choose one with --checkpoint")
+    if path.name != Path(checkpoint).name:  # only the other format's file is there
+        print(f"note: reading {path}, as {out_dir} holds no {checkpoint}", file=sys.stderr)
+    state = load_checkpoint(path, device)
+    model = model_from_checkpoint(state, path)
+    return with_weights(model.to(device).eval(), weights), tokenizer_from_description(state["tokenizer"]), state
