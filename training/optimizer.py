@@ -67,7 +67,7 @@ def lr_scale(step: int, warmup_iters: int, lr_decay_iters: int, min_ratio: float
         return (step + 1) / (warmup_iters + 1)
     if step >= lr_decay_iters:
         return min_ratio
-    progress = (step - warmup_iters) / max(1, lr_decay_iters - warmup_iters)  # 0 -> 1
+    progress = (step - warmup_iters) / (lr_decay_iters - warmup_iters)  # 0 -> 1; warmup_iters <= step < lr_decay_iters
     return min_ratio + 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - min_ratio)
 
 
