@@ -182,18 +182,15 @@ def _pack(value, path: str, tensors: dict[str, torch.Tensor], stored: dict[tuple
     return value  # str, int, float (inf and nan included), bool, None
 
 
-def _unpack(value, tensors: dict[str, torch.Tensor]):
-    if isinstance(value, list):
-        return [_unpack(item, tensors) for item in value]
-    if not isinstance(value, dict):
-        return value
+def _unpack(value: dict, tensors: dict[str, torch.Tensor]):
+    """json.loads' object_hook: a JSON object back to what _pack made it from (json has unpacked its contents)."""
     if TENSOR in value:
         return tensors[value[TENSOR]]
     if ITEMS in value:
-        return {key: _unpack(item, tensors) for key, item in value[ITEMS]}
+        return dict(value[ITEMS])
     if TUPLE in value:
-        return tuple(_unpack(item, tensors) for item in value[TUPLE])
-    return {key: _unpack(item, tensors) for key, item in value.items()}
+        return tuple(value[TUPLE])
+    return value
 
 
 def to_safetensors(checkpoint: dict) -> bytes:
@@ -216,7 +213,7 @@ def from_safetensors(path: Path, device: str | torch.device = "cpu") -> dict | N
             if skeleton is None:
                 return None
             tensors = {name: f.get_tensor(name) for name in f.keys()}
-        return _unpack(json.loads(skeleton), tensors)
+        return json.loads(skeleton, object_hook=lambda value: _unpack(value, tensors))
     except (SafetensorError, KeyError) as e:
         raise ValueError(f"not a whole safetensors file: {e}") from None
 
