@@ -172,10 +172,9 @@ def _pack(value, path: str, tensors: dict[str, torch.Tensor], stored: dict[tuple
         if memory not in stored or not value.numel():  # a tied head once; empty tensors share no memory
             tensors[path], stored[memory] = value.detach().contiguous(), path
         return {TENSOR: stored[memory]}
-    if isinstance(value, dict):
-        if all(isinstance(key, str) for key in value):
-            return {key: _pack(item, f"{path}.{key}", tensors, stored) for key, item in value.items()}
-        return {ITEMS: [[key, _pack(item, f"{path}.{key}", tensors, stored)] for key, item in value.items()]}
+    if isinstance(value, dict):  # JSON's keys are strings: a dict of other keys (the optimizer state's) goes as pairs
+        packed = {key: _pack(item, f"{path}.{key}", tensors, stored) for key, item in value.items()}
+        return packed if all(isinstance(key, str) for key in packed) else {ITEMS: list(packed.items())}
     if isinstance(value, (list, tuple)):
         items = [_pack(item, f"{path}.{i}", tensors, stored) for i, item in enumerate(value)]
         return {TUPLE: items} if isinstance(value, tuple) else items
