@@ -41,7 +41,6 @@ class Positions:
     query: torch.Tensor  # (Tq,): the positions of this pass's tokens
     key: torch.Tensor  # (Tk,): the positions of the keys they read, their own or every cache slot's
     window: int  # a query sees keys fewer than this many positions earlier (block_size)
-    cached: bool  # the keys come from a KV cache
     rotation: tuple[torch.Tensor, torch.Tensor] | None  # RoPE's cos and sin (Tq, hs), or None: learned positions
 
     def visible(self) -> torch.Tensor:
@@ -117,7 +116,7 @@ class CausalSelfAttention(nn.Module):
         if self.use_sdpa and records is None:  # PyTorch's fused kernel, under the same mask
             # plain causal for training and uncached decoding; otherwise is_causal would align the mask wrongly,
             # and a cache's empty slots must stay hidden
-            causal = not positions.cached and T <= positions.window
+            causal = cache is None and T <= positions.window
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else positions.visible(),
                                                dropout_p=self.attn_dropout.p if self.training else 0.0, is_causal=causal,
                                                enable_gqa=self.n_kv_head != self.n_head)  # (B, nh, T, hs)

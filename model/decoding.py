@@ -148,7 +148,7 @@ class Decoder:
         after the cached ones."""
         start = self.start if self.cache is None else self.length
         positions = torch.arange(start, start + idx.size(1), device=idx.device)  # (T,)
-        self.length += idx.size(1) if self.cache is not None else 0
+        self.length += idx.size(1)  # read with a cache only
         return (step or self.model.next_token_logits)(idx, self.cache, positions)
 
     @torch.no_grad()
@@ -230,9 +230,8 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> Path:
     try:  # max_autotune writes its timing tables, and torch a deprecation it triggers, to stderr: not the user's
         with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             example = [torch.zeros_like(t) for t in cache.tensors()]  # not the caller's (inference-mode) tensors
-            idx = torch.zeros(cache.k[0].size(0), 1, dtype=torch.long, device=example[0].device)  # (B, 1)
-            args = (idx, torch.zeros(1, dtype=torch.long, device=idx.device), *example)  # positions (1,)
-            exported = torch.export.export(DecodeStep(model), args, strict=False)
+            idx, positions = example[0].new_zeros(cache.k[0].size(0), 1), example[0].new_zeros(1)  # (B, 1), (1,)
+            exported = torch.export.export(DecodeStep(model), (idx, positions, *example), strict=False)
             torch._inductor.aoti_compile_and_package(exported, package_path=str(partial), inductor_configs=options)
     except Exception as e:  # no C++ compiler, a device AOTInductor lacks: their reports run to pages
         partial.unlink(missing_ok=True)

@@ -60,8 +60,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, positions: Positions, cache: KVCache | None = None,
                 records: list[AttentionRecord] | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm_1(x), positions, cache, records)  # attention writes into the residual stream
-        x = x + self.mlp(self.norm_2(x))
-        return x  # (B, T, C)
+        return x + self.mlp(self.norm_2(x))  # (B, T, C)
 
 
 class GPT(nn.Module):
@@ -135,8 +134,7 @@ class GPT(nn.Module):
         if cache is not None:
             cache.reserve(positions)
         rotation = rotation_tables(positions, c.head_size, c.rope_theta, x.dtype) if c.pos_emb == "rope" else None
-        where = Positions(positions, positions if cache is None else cache.slot_positions, c.block_size,
-                          cached=cache is not None, rotation=rotation)
+        where = Positions(positions, positions if cache is None else cache.slot_positions, c.block_size, rotation)
         x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, where, cache, records)
@@ -193,13 +191,9 @@ class GPT(nn.Module):
             yield next_id.clone()  # a plain tensor again, usable anywhere
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
-                 vocab_limit: int | None = None, compile: bool = False) -> torch.Tensor:
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
         """idx (B, T) continued by max_new_tokens tokens, (B, T + max_new_tokens); the options as generate_stream's."""
-        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, vocab_limit,
-                                   compile)
-        return torch.cat([idx, *new], dim=1)
+        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, **options)], dim=1)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str) -> "GPT":

@@ -67,9 +67,9 @@ def hf_state_from_gpt(state: dict[str, torch.Tensor], config: GPTConfig, model_t
             name = name.replace("q_proj", "c_attn")
         name = rename(name, model_type, to_ours=False)
         theirs[name] = (tensor.t() if gpt2 and name.endswith(CONV1D_SUFFIXES) else tensor).detach().contiguous()
-    for name, tensor in list(theirs.items()):  # GPT-2 always adds biases: zeros where a bias=False model has none
         if gpt2 and (name.endswith(CONV1D_SUFFIXES) or ".ln_" in name and name.endswith(".weight")):
-            theirs.setdefault(name.removesuffix("weight") + "bias", torch.zeros(tensor.shape[-1], dtype=tensor.dtype))
+            # GPT-2 always adds biases: zeros (out,) where a bias=False model has none; a real one replaces them
+            theirs.setdefault(name.removesuffix("weight") + "bias", tensor.new_zeros(len(tensor)))
     return theirs
 
 

@@ -37,15 +37,13 @@ def score_tokens(model: GPT, tokens: np.ndarray, batch_size: int, top_k: int = 0
     """Loss of every token after the first, in non-overlapping windows of block_size, in float32."""
     device = next(model.parameters()).device
     T = model.config.block_size
-    starts = list(range(0, len(tokens) - 1, T))
     losses, top_ids, top_probs = [], [], []
     model.eval()
-    for i in tqdm(range(0, len(starts), batch_size), unit="batch", disable=not show_progress):
-        x = torch.zeros(len(starts[i : i + batch_size]), T, dtype=torch.long)  # (B, T), padded with 0
-        y = torch.full_like(x, -1)  # (B, T), -1 marks padding
-        for row, s in enumerate(starts[i : i + batch_size]):
-            window = torch.from_numpy(tokens[s : s + T + 1].astype(np.int64))
-            x[row, : len(window) - 1], y[row, : len(window) - 1] = window[:-1], window[1:]
+    for first in tqdm(range(0, len(tokens) - 1, batch_size * T), unit="batch", disable=not show_progress):
+        chunk = torch.from_numpy(tokens[first : first + batch_size * T + 1].astype(np.int64))  # B windows and a token
+        rows = math.ceil((len(chunk) - 1) / T)
+        chunk = F.pad(chunk, (0, rows * T + 1 - len(chunk)), value=-1)  # -1 marks padding
+        x, y = chunk[:-1].view(rows, T).clamp(min=0), chunk[1:].view(rows, T)  # (B, T) each, window after window
         logits, _ = model(x.to(device))  # (B, T, V); padding comes last, so it cannot leak backwards
         logits = logits.float().cpu()
         valid = y >= 0

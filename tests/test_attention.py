@@ -27,7 +27,7 @@ def first_positions(cfg: GPTConfig, T: int) -> Positions:
     """Positions 0..T-1 with no cache, as GPT.hidden_states describes them to every layer."""
     positions = torch.arange(T)
     rotation = rotation_tables(positions, cfg.head_size, cfg.rope_theta, torch.float32) if cfg.pos_emb == "rope" else None
-    return Positions(positions, positions, cfg.block_size, cached=False, rotation=rotation)
+    return Positions(positions, positions, cfg.block_size, rotation=rotation)
 
 
 def set_sdpa(model: torch.nn.Module, on: bool) -> None:
