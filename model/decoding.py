@@ -133,36 +133,34 @@ class Decoder:
         self.model = model
         self.sliding = c.pos_emb == "rope"
         self.reach = c.n_layer * (c.block_size - 1) + 1 if self.sliding else c.block_size  # tokens re-read uncached
-        self.keep = max(1, c.block_size // 2)  # learned positions: tokens kept when the window is full
+        self.keep = self.reach if self.sliding else max(1, c.block_size // 2)  # tokens kept when the window is full
         self.tokens = idx[:, -c.block_size :]  # (B, T): the tokens the next step reads (uncached, or to re-encode)
         if compile and not use_cache:
             raise ModelError("the compiled decoding step runs through the KV cache: compile needs use_cache")
         self.cache = generation_cache(model, idx, max_new_tokens, compile) if use_cache else None
         self.step = None if compile else model.next_token_logits  # the compiled step: loaded when first needed
-        self.start = 0  # position of tokens[:, 0]
-        self.length = 0  # positions in the cache: the next one is at position `length`
+        self.length = self.tokens.size(1)  # positions so far: the newest token is at length - 1
         self.logits = self._forward(self.tokens)  # (B, V)
 
     def _forward(self, idx: torch.Tensor, step: Step | None = None) -> torch.Tensor:
-        """Logits (B, V) after idx (B, T) by `step` (eager by default): the window itself uncached, or T tokens
-        after the cached ones."""
-        start = self.start if self.cache is None else self.length
-        positions = torch.arange(start, start + idx.size(1), device=idx.device)  # (T,)
-        self.length += idx.size(1)  # read with a cache only
+        """Logits (B, V) after idx (B, T), the newest tokens (the window uncached, or those after the cached ones), by
+        `step` (eager by default)."""
+        positions = torch.arange(self.length - idx.size(1), self.length, device=idx.device)  # (T,)
         return (step or self.model.next_token_logits)(idx, self.cache, positions)
 
     @torch.no_grad()
     def push(self, next_id: torch.Tensor) -> None:
         """Append next_id (B, 1); `logits` become those (B, V) for the token after it."""
+        self.length += 1
         if self.cache is None or not self.sliding:  # a rolling cache keeps no tokens: one in, nothing to keep
             self.tokens = torch.cat([self.tokens, next_id], dim=1)
         full = self.tokens.size(1) > self.reach
         if full:
-            cut = self.tokens.size(1) - (self.reach if self.sliding else self.keep)
-            self.tokens, self.start = self.tokens[:, cut:], (self.start + cut if self.sliding else 0)
-            if self.cache is not None:  # learned positions: re-encode the kept tokens from position 0
+            self.tokens = self.tokens[:, -self.keep :]
+            if not self.sliding:  # learned positions: re-encode the kept tokens from position 0
+                self.length = self.keep
+            if self.cache is not None:  # learned positions only: a rolling cache never fills
                 self.cache.slot_positions.fill_(EMPTY)  # old keys and values stay, hidden, until overwritten
-                self.length = 0
         if self.cache is None or full:
             self.logits = self._forward(self.tokens)
             return
