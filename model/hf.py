@@ -54,10 +54,8 @@ def gpt_state_from_hf(state: dict[str, torch.Tensor], model_type: str) -> dict[s
 
 
 def hf_state_from_gpt(state: dict[str, torch.Tensor], config: GPTConfig, model_type: str) -> dict[str, torch.Tensor]:
-    """This project's state dict in Hugging Face's names and layouts: contiguous tensors, none
-    shared (safetensors stores each once), a tied head left out as transformers expects. For
-    GPT-2: q, k and v stacked into one c_attn (3C, ...), Conv1D weights as (in, out), and zero
-    biases where a bias=False model has none (GPT-2 always adds them)."""
+    """This project's state dict in Hugging Face's names and layouts (GPT-2's: one c_attn, Conv1D weights, biases
+    always): contiguous tensors, none shared (safetensors stores each once), a tied head left to transformers."""
     theirs, gpt2 = {}, model_type == "gpt2"
     for name, tensor in state.items():
         if config.tie_embeddings and name == "lm_head.weight" or gpt2 and (".k_proj." in name or ".v_proj." in name):
