@@ -95,10 +95,9 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
 
         try:
             return _checked_load(name_or_dir, config=hf_config, local_files_only=True), config
-        except PermissionError:  # not damage: run_cli names the path this user may not read
-            raise
         except (SafetensorError, OSError, RuntimeError, pickle.UnpicklingError) as e:  # missing, cut short, damaged
-            if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):  # torch.load's zip reader
+            # but not a path this user may not read (run_cli names it), nor a RuntimeError but torch.load's zip reader's
+            if isinstance(e, PermissionError) or isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):
                 raise
             which = "(model.safetensors) " if isinstance(e, SafetensorError) else ""
             reason = " ".join(str(e).split())[:150]
