@@ -28,8 +28,7 @@ def norm_layer(config: GPTConfig) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network. GELU: down(gelu(up(x))), 4x wider inside.
-    SwiGLU: down(silu(gate(x)) * up(x)), a gate chosen per hidden unit and per token."""
+    """Position-wise feed-forward network: GELU (GPT-2) or SwiGLU, a gate chosen per hidden unit and per token."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()

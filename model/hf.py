@@ -40,8 +40,7 @@ def rename(name: str, model_type: str, to_ours: bool) -> str:
 
 
 def gpt_state_from_hf(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
-    """A Hugging Face model's state dict in this project's names and layouts: GPT-2's Conv1D
-    weights (in, out) turned into nn.Linear's (out, in) and its c_attn split into q, k and v."""
+    """A Hugging Face model's state dict in this project's names and layouts (GPT-2's c_attn split, Conv1D turned)."""
     ours = {}
     for name, tensor in state.items():
         if model_type == "gpt2" and name.endswith(CONV1D_SUFFIXES):
