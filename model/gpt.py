@@ -17,8 +17,6 @@ from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation
 from .config import GPTConfig, ModelError
 from .decoding import EMPTY, Decoder, KVCache, sample_next
 
-RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.down_proj.weight")  # what writes into the residual stream
-
 
 def norm_layer(config: GPTConfig) -> nn.Module:
     """LayerNorm (GPT-2: centre, scale, shift) or RMSNorm (Llama: scale by the root mean square)."""
@@ -77,18 +75,15 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight  # one matrix reads and writes tokens
-        self.apply(self._init_weights)
+        for module in self.modules():  # GPT-2's initialization: normal weights of std 0.02, zero biases
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
         for name, p in self.named_parameters():
-            if name.endswith(RESIDUAL_PROJECTIONS):
+            if name.endswith(("attn.o_proj.weight", "mlp.down_proj.weight")):  # what writes into the residual stream
                 # GPT-2: scale residual projections so the stream's variance stays put with depth
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def num_params(self) -> int:
         """Every parameter once (a tied head shares the token embedding)."""
@@ -97,7 +92,7 @@ class GPT(nn.Module):
     def set_dropout(self, p: float) -> None:
         """Dropout probability p in every layer that drops (a checkpoint's or a pretrained model's included)."""
         self.config.dropout = p
-        for module in self.modules():
+        for module in self.modules():  # GPT-2's initialization: normal weights of std 0.02, zero biases
             if isinstance(module, nn.Dropout):  # attention's also sets scaled_dot_product_attention's dropout_p
                 module.p = p
 
