@@ -41,11 +41,9 @@ def score_tokens(model: GPT, tokens: np.ndarray, batch_size: int, top_k: int = 0
     model.eval()
     for first in tqdm(range(0, len(tokens) - 1, batch_size * T), unit="batch", disable=not show_progress):
         chunk = torch.from_numpy(tokens[first : first + batch_size * T + 1].astype(np.int64))  # B windows and a token
-        rows = math.ceil((len(chunk) - 1) / T)
-        chunk = F.pad(chunk, (0, rows * T + 1 - len(chunk)), value=-1)  # -1 marks padding
-        x, y = chunk[:-1].view(rows, T).clamp(min=0), chunk[1:].view(rows, T)  # (B, T) each, window after window
-        logits, _ = model(x.to(device))  # (B, T, V); padding comes last, so it cannot leak backwards
-        logits = logits.float().cpu()
+        chunk = F.pad(chunk, (0, -(len(chunk) - 1) % T), value=-1)  # -1 pads the last window to T targets
+        x, y = chunk[:-1].view(-1, T).clamp(min=0), chunk[1:].view(-1, T)  # (B, T) each, window after window
+        logits = model(x.to(device))[0].float().cpu()  # (B, T, V); padding comes last, so it cannot leak backwards
         valid = y >= 0
         per_token = F.cross_entropy(logits.transpose(1, 2), y.clamp(min=0), reduction="none")  # (B, T)
         losses.append(per_token[valid].double().numpy())
