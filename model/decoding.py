@@ -160,10 +160,9 @@ class Decoder:
                 self.cache.slot_positions.fill_(EMPTY)  # old keys and values stay, hidden, until overwritten
         if self.cache is None or full:
             self.logits = self._forward(self.tokens)
-            return
-        if self.step is None:  # after the prefill's token is out: loading the compiled step takes a while
-            self.step = compiled_step(self.model, self.cache)
-        self.logits = self._forward(next_id, self.step)  # one new token through the cache
+        else:  # one new token through the cache; the compiled step loaded once the prefill's token is out (a while)
+            self.step = self.step or compiled_step(self.model, self.cache)
+            self.logits = self._forward(next_id, self.step)
 
 
 _loaded: dict[Path, Step] = {}  # packages this process has loaded
