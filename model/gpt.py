@@ -92,7 +92,7 @@ class GPT(nn.Module):
     def set_dropout(self, p: float) -> None:
         """Dropout probability p in every layer that drops (a checkpoint's or a pretrained model's included)."""
         self.config.dropout = p
-        for module in self.modules():  # GPT-2's initialization: normal weights of std 0.02, zero biases
+        for module in self.modules():
             if isinstance(module, nn.Dropout):  # attention's also sets scaled_dot_product_attention's dropout_p
                 module.p = p
 
