@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import os
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -431,7 +432,8 @@ def seconds_to_output(args: list[str], length: int, env: dict | None = None) -> 
             proc.kill()
             raise
     if proc.returncode != 0 or len(head) < length:
-        raise UserError(f"{args[0]} failed: {error.removeprefix('error: ') or 'no output'}")
+        command = args[0] if args[0].endswith(".py") else shlex.join(["python", *args])
+        raise UserError(f"{command} failed: {error.removeprefix('error: ') or 'no output'}")
     compiled = re.search(r"^compile: .* in ([\d.]+ s)$", error, re.MULTILINE)
     return seconds, compiled.group(1) if compiled else ""
 

@@ -224,8 +224,8 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> Path:
     try:  # max_autotune writes its timing tables, and torch a deprecation it triggers, to stderr: not the user's
         with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             example = [torch.zeros_like(t) for t in cache.tensors()]  # not the caller's (inference-mode) tensors
-            idx, positions = example[0].new_zeros(cache.k[0].size(0), 1), example[0].new_zeros(1)  # (B, 1), (1,)
-            exported = torch.export.export(DecodeStep(model), (idx, positions, *example), strict=False)
+            idx = torch.zeros(cache.k[0].size(0), 1, dtype=torch.long, device=example[0].device)  # (B, 1)
+            exported = torch.export.export(DecodeStep(model), (idx, idx.new_zeros(1), *example), strict=False)
             torch._inductor.aoti_compile_and_package(exported, package_path=str(partial), inductor_configs=options)
     except Exception as e:  # no C++ compiler, a device AOTInductor lacks: their reports run to pages
         partial.unlink(missing_ok=True)

@@ -185,9 +185,13 @@ class GPT(nn.Module):
             yield next_id.clone()  # a plain tensor again, usable anywhere
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, **options) -> torch.Tensor:
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
+                 vocab_limit: int | None = None, compile: bool = False) -> torch.Tensor:
         """idx (B, T) continued by max_new_tokens tokens, (B, T + max_new_tokens); the options as generate_stream's."""
-        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, **options)], dim=1)
+        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, vocab_limit,
+                                   compile)
+        return torch.cat([idx, *new], dim=1)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str) -> "GPT":

@@ -66,6 +66,7 @@ def hf_state_from_gpt(state: dict[str, torch.Tensor], config: GPTConfig, model_t
         theirs[name] = (tensor.t() if gpt2 and name.endswith(CONV1D_SUFFIXES) else tensor).detach().contiguous()
         if gpt2 and (name.endswith(CONV1D_SUFFIXES) or ".ln_" in name and name.endswith(".weight")):
             # GPT-2 always adds biases: zeros (out,) where a bias=False model has none; a real one replaces them
+            # (len: `tensor` is still ours, (out, in), not the turned one just stored)
             theirs.setdefault(name.removesuffix("weight") + "bias", tensor.new_zeros(len(tensor)))
     return theirs
 

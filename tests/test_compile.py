@@ -59,11 +59,15 @@ def test_compiled_training_matches_eager_training(char_dataset, tmp_path):
                                 "--eval_interval=100000", f"--out_dir={tmp_path / 'stopped'}"], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = ""
-    while not re.search(r"\| *[1-9]\d*/100000 \[", seen):  # the progress bar, after the first step
-        char = process.stderr.read(1)
-        assert char, seen
-        seen += char
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    try:
+        while not re.search(r"\| *[1-9]\d*/100000 \[", seen):  # the progress bar, after the first step
+            char = process.stderr.read(1)
+            assert char, seen
+            seen += char
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # nothing left training, whatever failed
+        process.wait()
     assert process.returncode == 128 + signal.SIGINT and "val loss" not in out
     assert (seen + err).count("triggered by the following guard failure") == 1, seen + err

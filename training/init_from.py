@@ -103,13 +103,14 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
         check_trainable_here(wanted, cfg.optimizer, device)
         return GPT(wanted)
     if checkpoint is not None:
-        model = model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
+        saved = GPTConfig(**checkpoint["model_args"]).to_dict()  # checked before its model, maybe large, is built
         for key in SHAPE_KEYS:
-            if getattr(model.config, key) != getattr(wanted, key):
+            if saved[key] != getattr(wanted, key):
                 from_data = key == "vocab_size" and cfg.vocab_size is None
                 source = f" (the vocabulary of dataset {cfg.dataset})" if from_data else ""
                 raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained "
-                                f"with {key}={getattr(model.config, key)}; use the same setting or a new out_dir")
+                                f"with {key}={saved[key]}; use the same setting or a new out_dir")
+        model = model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
     else:
         model = GPT.from_pretrained(cfg.init_from)
         if block_size_set or cfg.block_size < model.config.block_size:
