@@ -9,7 +9,6 @@ import itertools
 import os
 import re
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 
 from config.device import pick_device, resolve_dtype, synchronize
-from config.errors import UserError, run_cli
+from config.errors import UserError, run_cli, stop_on_sigterm
 from config.outputs import check_output
 from config.parsing import unknown_key
 from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config, tokens_per_step
@@ -525,7 +524,7 @@ PASSES_KEYS_TO_TRAINING = ("training", "precision", "recipe")
 
 
 def main(argv: list[str]) -> None:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # like Ctrl-C: temporary folders are removed
+    stop_on_sigterm()  # like Ctrl-C: temporary folders are removed
     name, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
     passes_keys = name in PASSES_KEYS_TO_TRAINING  # to train.py: every key that is not bench.py's own
     own_keys = {f.name for f in dataclasses.fields(BenchConfig)} | {"help"}

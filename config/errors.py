@@ -18,6 +18,23 @@ class UserError(Exception):
 
 
 USER_ERRORS = (UserError, ModelError, DataError)  # what run_cli shows as one line
+_stopped_by = signal.SIGINT  # the signal behind a KeyboardInterrupt: Ctrl-C's, unless stop_on_sigterm's
+
+
+def _terminated(signum: int, frame) -> None:
+    global _stopped_by
+    _stopped_by = signum
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops the command as Ctrl-C does, so that it cleans up what it was writing; it then exits with
+    interrupted_status(), 143 as a terminated process does, not Ctrl-C's 130."""
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def interrupted_status() -> int:
+    return 128 + _stopped_by
 
 
 def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
@@ -40,7 +57,7 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
         print("\ninterrupted", file=sys.stderr)  # on a line of its own, after any text left unfinished
-        sys.exit(130)
+        sys.exit(interrupted_status())
     except OSError as e:
         full = e.errno == errno.ENOSPC  # the output may be what is full
         if not (full or isinstance(e, BrokenPipeError)):

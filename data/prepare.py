@@ -3,7 +3,6 @@
 turns text, .jsonl, .parquet or .gz files, folders or globs into a dataset folder (train.bin, val.bin,
 meta.json). data/build.py does the work; the command lives here, where nanoGPT's users look for it."""
 
-import signal
 import sys
 from pathlib import Path
 
@@ -11,15 +10,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import config.interrupt  # noqa: E402,F401  first: a Ctrl-C while numpy loads is one line
-from config.errors import run_cli  # noqa: E402
+from config.errors import interrupted_status, run_cli, stop_on_sigterm  # noqa: E402
 from config.settings import PrepareConfig, read_config  # noqa: E402
 from data.build import prepare_dataset  # noqa: E402
 from data.dataset import dataset_dir, is_dataset  # noqa: E402
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM stops like Ctrl-C: the staging folder is removed and out_dir is left as it was."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def main(argv: list[str]) -> None:
@@ -38,7 +32,7 @@ def main(argv: list[str]) -> None:
         held = "its earlier dataset" if existed else "nothing"
         print(f"interrupted: {folder} holds {held} or, if the interrupt came as it was swapped in, the new dataset: "
               f"never a part of either", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(interrupted_status())
     if prepared.reused:
         print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")
         return
@@ -57,5 +51,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    stop_on_sigterm()
+    stop_on_sigterm()  # stopped like Ctrl-C: the staging folder is removed and the dataset left as it was
     run_cli(main)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import data.build  # noqa: E402
 import data.files  # noqa: E402
-from config.errors import run_cli  # noqa: E402
+from config.errors import run_cli, stop_on_sigterm  # noqa: E402
 
 
 def inject(moment: str, signum: int) -> None:
@@ -62,7 +62,7 @@ def inject(moment: str, signum: int) -> None:
 
 if __name__ == "__main__":
     inject(sys.argv[1], getattr(signal, sys.argv[2]))
-    from data.prepare import main, stop_on_sigterm
+    from data.prepare import main
 
     stop_on_sigterm()
     run_cli(main, sys.argv[3:])

@@ -383,6 +383,19 @@ def test_a_command_that_is_over_lets_no_late_ctrl_c_cut_the_interpreters_teardow
     assert result.stdout == "done\nTrue True\n"
 
 
+def test_a_sigterm_stops_a_command_as_ctrl_c_does_with_a_terminated_status():
+    """stop_on_sigterm (prepare, bench): the command unwinds as from Ctrl-C, then exits 143, 128 + SIGTERM."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    code = ("import os, signal; from config.errors import run_cli, stop_on_sigterm; stop_on_sigterm(); "
+            "run_cli(lambda argv: os.kill(os.getpid(), signal.SIGTERM))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (143, "\ninterrupted\n")
+
+
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc to see torch loading")
 def test_a_ctrl_c_while_a_command_loads_torch_is_one_line(tmp_path):

@@ -52,8 +52,8 @@ def test_a_killed_prepare_leaves_the_old_dataset_or_the_new_one(corpora, tmp_pat
     assert f"fault injected: {moment}" in result.stderr
     held = whole_dataset(target)
     assert held == ("new" if moment == "exchanged" else "old")
-    if signal_name == "SIGTERM":  # stopped as by Ctrl-C: one line, and its staging folder gone
-        assert result.returncode == 130 and result.stderr.strip().splitlines()[-1].startswith("interrupted")
+    if signal_name == "SIGTERM":  # stopped as by Ctrl-C: one line, and its staging folder gone; 128 + SIGTERM
+        assert result.returncode == 143 and result.stderr.strip().splitlines()[-1].startswith("interrupted")
         assert "Traceback" not in result.stderr
         assert sorted(p.name for p in target.parent.iterdir()) == ["plays"]
         return
@@ -68,6 +68,6 @@ def test_a_stopped_prepare_of_a_new_folder_says_the_folder_holds_nothing(corpora
     target = tmp_path / "data" / "fresh"
     result = run_script("tests/prepare_with_fault.py", "scanned", "SIGTERM", f"--input={root / 'old.txt'}",
                         f"--dataset={target}", check=False)
-    assert result.returncode == 130
+    assert result.returncode == 143
     assert result.stderr.strip().splitlines()[-1].startswith(f"interrupted: {target} holds nothing or, if")
     assert not target.exists()
