@@ -64,7 +64,8 @@ def main(argv: list[str]) -> None:
     if cfg.text_file:
         tokens, source = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64), cfg.text_file
     elif checkpoint is None:
-        raise UserError(f"hf_model={cfg.hf_model} has no validation split of its own; give a text with --text_file=FILE")
+        raise UserError(f"hf_model={cfg.hf_model} has no validation split of its own; "
+                        f"give a text with --text_file=FILE")
     else:
         tokens, source = validation_split(checkpoint)
     if len(tokens) < 2:
