@@ -238,11 +238,12 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
             probed = Probed(shape, params, *timings.tolist())
             probes.append(probed)
             tokens_per_step[shape["block_size"]] = rows * shape["block_size"]
-            tokens = budget_s / probed.step_s * tokens_per_step[shape["block_size"]]  # with the whole budget
             if "max_iters" in cfg.keys_set:  # the user's steps: each shape that takes them in time
                 if probed.step_s * cfg.max_iters > budget_s - process_age_s():
                     break
-            elif probed.step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / params < BYTES_PER_PARAMETER:
+                continue
+            tokens = budget_s / probed.step_s * tokens_per_step[shape["block_size"]]  # with the whole budget
+            if probed.step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / params < BYTES_PER_PARAMETER:
                 break
     # the main process's age on every process: with the probes' shared timings, one plan for all of them
     age_s = distributed.from_main([process_age_s()], ranks, device)[0]
