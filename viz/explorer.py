@@ -39,6 +39,7 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
     from matplotlib.colors import to_hex
 
     rounded = patterns.double().cpu().numpy().round(DECIMALS)
+    cmap = matplotlib.colormaps[CMAP]  # a copy of the registry's: looked up once
     data = {
         "about": about,
         "tokens": tokens,
@@ -48,7 +49,7 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
         "scores": scores.double().numpy().round(DECIMALS).tolist(),  # [layer][head][query][key], all keys
         "value_norms": value_norms.double().numpy().round(DECIMALS).tolist(),
         "head_size": head_size,
-        "colormap": [to_hex(matplotlib.colormaps[CMAP](i / (COLORMAP_STEPS - 1))) for i in range(COLORMAP_STEPS)],
+        "colormap": [to_hex(cmap(i / (COLORMAP_STEPS - 1))) for i in range(COLORMAP_STEPS)],
     }
     page = Path(__file__).with_name("explorer.html").read_text(encoding="utf-8")
     return page.replace("__DATA__", inline_json(data))
