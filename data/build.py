@@ -196,7 +196,7 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, given: Tokenizer
                 bar.update(encoded.text_bytes)
     finally:
         for split in splits.values():
-            split.close()
+            split.file.close()  # swap_in flushes it to disk
     train, val = splits["train"], splits["val"]
     with open(val.path, "rb") as f:  # the fingerprint: sha256 of train.bin's bytes followed by val.bin's
         fingerprint = hashlib.file_digest(f, train.sha256.copy)
@@ -328,16 +328,13 @@ class TokenFile:
         self.path, self.dtype = path, np.dtype(dtype)
         self.sha256 = hashlib.sha256()
         self.tokens = self.text_bytes = self.documents = 0
-        self._file = open(path, "wb")
+        self.file = open(path, "wb")
 
     def append(self, piece: Encoded) -> None:
         payload = piece.ids.astype(self.dtype, copy=False).tobytes()
-        self._file.write(payload)
+        self.file.write(payload)
         self.sha256.update(payload)
         self.tokens += piece.ids.size
         self.text_bytes += piece.text_bytes
         self.documents += piece.ends_document
-
-    def close(self) -> None:
-        self._file.close()  # swap_in flushes it to disk
 

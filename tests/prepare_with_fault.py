@@ -37,8 +37,8 @@ def inject(moment: str, signum: int) -> None:
     def append_half(self, piece):
         if self.path.name == moment and self.tokens > 0:  # the file has whole blocks, then half of one
             payload = piece.ids.astype(self.dtype).tobytes()
-            self._file.write(payload[: len(payload) // 2])
-            self._file.flush()
+            self.file.write(payload[: len(payload) // 2])
+            self.file.flush()
             fault()
         append(self, piece)
 
