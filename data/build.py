@@ -285,18 +285,16 @@ def encode_in_order(labelled: Iterable[tuple[str, Piece]], tokenizer: Tokenizer,
     tiktoken releases the GIL and the char tokenizer is a numpy lookup, so `workers` threads (0: one per
     usable core) encode batches while this one reads; a bounded number in flight bounds memory."""
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    in_flight = deque()
-    with ThreadPoolExecutor(workers) as pool:
-        try:
-            for batch in _batches(labelled):
-                in_flight.append(pool.submit(_encode_batch, tokenizer, batch))
-                if len(in_flight) > 2 * workers:  # keep every worker busy, and no more in memory
-                    yield from in_flight.popleft().result()
-            while in_flight:
+    in_flight, pool = deque(), ThreadPoolExecutor(workers)
+    try:
+        for batch in _batches(labelled):
+            in_flight.append(pool.submit(_encode_batch, tokenizer, batch))
+            if len(in_flight) > 2 * workers:  # keep every worker busy, and no more in memory
                 yield from in_flight.popleft().result()
-        finally:  # stopped early (an error, Ctrl-C): drop what has not started
-            for future in in_flight:
-                future.cancel()
+        while in_flight:
+            yield from in_flight.popleft().result()
+    finally:  # stopped early (an error, Ctrl-C): drop what has not started, wait for what has
+        pool.shutdown(cancel_futures=True)
 
 
 def _batches(labelled: Iterable[tuple[str, Piece]]) -> Iterator[list[tuple[str, Piece]]]:
