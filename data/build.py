@@ -39,10 +39,9 @@ class Prepared:
     tokenizer_seconds: float = 0.0  # making the tokenizer: training it, for bpe
 
 
-def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str | Path, *,
-                    vocab_size: int | None = None, val_fraction: float = 0.1, seed: int = 1337,
-                    text_field: str = "text", workers: int = 0, overwrite: bool = False,
-                    progress: bool = False) -> Prepared:
+def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str | Path, *, vocab_size: int | None = None,
+                    val_fraction: float = 0.1, seed: int = 1337, text_field: str = "text", workers: int = 0,
+                    overwrite: bool = False, progress: bool = False) -> Prepared:
     """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir. A folder holding another
     dataset is replaced only with overwrite=True; workers=0 uses every core."""
     if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():

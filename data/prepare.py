@@ -39,8 +39,7 @@ def main(argv: list[str]) -> None:
     meta = prepared.meta
     documents = meta["train_documents"] + meta["val_documents"]
     held_out = (f"{meta['val_documents']:,} whole document{'s' * (meta['val_documents'] != 1)}"
-                if meta["split"] == "documents"
-                else f"the last {100 * meta['val_fraction']:.3g}% of the text")
+                if meta["split"] == "documents" else f"the last {100 * meta['val_fraction']:.3g}% of the text")
     print(f"{folder}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
           f"{documents:,} document{'s' * (documents != 1)} (validation: {held_out}), "
           f"vocabulary {meta['vocab_size']:,} ({cfg.tokenizer}), {meta['dtype']}")

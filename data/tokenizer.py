@@ -142,8 +142,7 @@ class BPETokenizer(TiktokenTokenizer):
         ranks = sorted(enc._mergeable_ranks.items(), key=lambda pair: pair[1])
         return {"kind": "bpe", "pattern": enc._pat_str,
                 "ranks": "".join(f"{base64.b64encode(token).decode()} {rank}\n" for token, rank in ranks),
-                "special_tokens": dict(enc._special_tokens), "eot_token": self.eot_token,
-                "normalizer": self.normalizer}
+                "special_tokens": dict(enc._special_tokens), "eot_token": self.eot_token, "normalizer": self.normalizer}
 
 
 def bpe_vocab_size(requested: int | None) -> int:
