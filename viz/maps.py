@@ -70,11 +70,9 @@ def _set_ticks(ax: "Axes", labels: list[str], axis: str) -> None:
     """Tokens as tick labels (every k-th when there are many); long ones stand upright on x."""
     positions = range(0, len(labels), math.ceil(len(labels) / MAX_TICKS))
     shown, families = drawable([tick_label(labels[i]) for i in positions])
-    style = {"fontsize": 7, "fontfamily": families}
-    if axis == "x":
-        ax.set_xticks(positions, shown, rotation=0 if max(map(len, shown)) <= 2 else 90, **style)
-    else:
-        ax.set_yticks(positions, shown, **style)
+    upright = axis == "x" and max(map(len, shown)) > 2
+    set_ticks = ax.set_xticks if axis == "x" else ax.set_yticks
+    set_ticks(positions, shown, rotation=90 if upright else 0, fontsize=7, fontfamily=families)
 
 
 def heatmap_figure(patterns: torch.Tensor, tokens: list[str], title: str) -> "Figure":
