@@ -30,10 +30,9 @@ def dataset_vocab_size(dataset: str) -> int | None:
             raise UserError(f"dataset {folder} is inconsistent (its meta.json has no vocab_size); "
                             f"re-run python data/prepare.py for it")
         return vocab_size
-    recipe = RECIPES.get(dataset)
-    if recipe is None:
-        return None
-    return GPT2Tokenizer().vocab_size if recipe.tokenizer == "gpt2" else recipe.vocab_size
+    if recipe := RECIPES.get(dataset):
+        return GPT2Tokenizer().vocab_size if recipe.tokenizer == "gpt2" else recipe.vocab_size
+    return None
 
 
 def main(argv: list[str]) -> None:
