@@ -38,8 +38,7 @@ def _param(key: str, label: str, t: torch.Tensor, depth: int) -> Row:
 
 def _biases(key: str, label: str, module: nn.Module) -> list[Row]:
     """A row of the module's biases, if it has any."""
-    count = sum(m.bias.numel() for m in module.modules() if isinstance(m, (nn.Linear, nn.LayerNorm))
-                and m.bias is not None)
+    count = sum(bias.numel() for name, bias in module.named_parameters() if name.endswith("bias"))
     return [Row(key, label, 2, count)] if count else []
 
 
