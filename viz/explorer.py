@@ -51,8 +51,7 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
         "head_size": head_size,
         "colormap": [to_hex(cmap(i / (COLORMAP_STEPS - 1))) for i in range(COLORMAP_STEPS)],
     }
-    page = Path(__file__).with_name("explorer.html").read_text(encoding="utf-8")
-    return page.replace("__DATA__", inline_json(data))
+    return Path(__file__).with_name("explorer.html").read_text(encoding="utf-8").replace("__DATA__", inline_json(data))
 
 
 def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, title: str) -> str:
