@@ -373,10 +373,9 @@ def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
         for i, (budget, dataset) in enumerate(cases):
             planned = budgeted_run(budget, dataset, {}, Path(tmp) / f"{i}-planned")
             depth = planned["plan"]["shape"]["n_layer"]
-            runs = {depth: planned}
-            for neighbour in (depth - 1, depth + 1):
-                runs[neighbour] = budgeted_run(budget, dataset, dial(neighbour), Path(tmp) / f"{i}-{neighbour}")
-            results[(budget, dataset)] = (depth, dict(sorted(runs.items())))
+            neighbours = {neighbour: budgeted_run(budget, dataset, dial(neighbour), Path(tmp) / f"{i}-{neighbour}")
+                          for neighbour in (depth - 1, depth + 1)}
+            results[(budget, dataset)] = (depth, dict(sorted({depth: planned, **neighbours}.items())))
             print(f"  {budget} s on {dataset}: planned depth {depth}", flush=True)
         print("\nbudget: the planned shape (*) and its neighbours on the dial, each trained for the same budget")
         row = table({"budget": ">7", "corpus": "<17", "depth": ">5", "params": ">10,", "tokens/param": ">12.1f",
