@@ -20,16 +20,6 @@ class PretrainedNotFound(ModelError):
     """The weights are neither in a local directory nor in the Hugging Face cache."""
 
 
-def how_to_get(name_or_dir: str) -> str:
-    if name_or_dir in HUB_NAMES:
-        return (f"GPT-2 weights '{name_or_dir}' are not in the local Hugging Face cache and the hub "
-                f"cannot be reached; on a machine with internet run `python -c \"from transformers import "
-                f"GPT2LMHeadModel as M; M.from_pretrained('{name_or_dir}').save_pretrained('{name_or_dir}-hf')\"`, "
-                f"copy the folder here and give its path where you gave '{name_or_dir}': /path/to/{name_or_dir}-hf")
-    return (f"'{name_or_dir}' is not a GPT-2 model name ({', '.join(HUB_NAMES)}) nor a folder holding "
-            f"a Hugging Face GPT-2, Llama or Qwen3 model (config.json and model.safetensors or pytorch_model.bin)")
-
-
 def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
     """Whether the hub's host accepts a connection. Without this, a machine with no
     internet waits through the hub client's ~25 s of retries before the same error."""
@@ -104,7 +94,9 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
             raise ModelError(f"{name_or_dir}: its weights {which}cannot be read ({reason}); copy or save the folder "
                              f"again") from None
     if name_or_dir not in HUB_NAMES:
-        raise PretrainedNotFound(how_to_get(name_or_dir))
+        raise PretrainedNotFound(f"'{name_or_dir}' is not a GPT-2 model name ({', '.join(HUB_NAMES)}) nor a folder "
+                                 f"holding a Hugging Face GPT-2, Llama or Qwen3 model (config.json and "
+                                 f"model.safetensors or pytorch_model.bin)")
     from huggingface_hub import constants as hub
 
     for local_files_only in (True, False):  # the hub only where the local cache lacks it and the hub can be reached
@@ -113,7 +105,11 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
             return hf, gpt_config_from_hf(hf.config)
         except OSError:
             if not local_files_only or hub.HF_HUB_OFFLINE or not hub_reachable(hub.ENDPOINT):
-                raise PretrainedNotFound(how_to_get(name_or_dir)) from None
+                raise PretrainedNotFound(
+                    f"GPT-2 weights '{name_or_dir}' are not in the local Hugging Face cache and the hub cannot be "
+                    f"reached; on a machine with internet run `python -c \"from transformers import GPT2LMHeadModel as "
+                    f"M; M.from_pretrained('{name_or_dir}').save_pretrained('{name_or_dir}-hf')\"`, copy the folder "
+                    f"here and give its path where you gave '{name_or_dir}': /path/to/{name_or_dir}-hf") from None
 
 
 def _checked_load(name_or_dir: str, **kwargs) -> torch.nn.Module:
