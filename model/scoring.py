@@ -51,9 +51,8 @@ def score_tokens(model: GPT, tokens: np.ndarray, batch_size: int, top_k: int = 0
             probs, ids = torch.softmax(logits[valid], dim=-1).topk(top_k, dim=-1)  # (n, k)
             top_ids.append(ids.numpy())
             top_probs.append(probs.numpy())
-    empty = np.zeros((0, top_k))
-    return TokenScores(np.concatenate(losses), np.concatenate(top_ids) if top_k else empty,
-                       np.concatenate(top_probs) if top_k else empty)
+    empty = [np.zeros((0, top_k))]  # top_k 0: nothing was kept
+    return TokenScores(np.concatenate(losses), np.concatenate(top_ids or empty), np.concatenate(top_probs or empty))
 
 
 def summarize(losses: np.ndarray, tokens: np.ndarray, token_bytes: np.ndarray) -> EvalSummary:
@@ -61,9 +60,8 @@ def summarize(losses: np.ndarray, tokens: np.ndarray, token_bytes: np.ndarray) -
     n_bytes = int(token_bytes[tokens[1:].astype(np.int64)].sum())
     total = float(losses.sum())
     mean = total / len(losses)
-    bits_per_byte = total / n_bytes / math.log(2) if n_bytes else None
     try:
         perplexity = math.exp(mean)
     except OverflowError:  # a diverged model's: a mean loss past ~710 nats
         perplexity = math.inf
-    return EvalSummary(len(losses), n_bytes, mean, perplexity, bits_per_byte)
+    return EvalSummary(len(losses), n_bytes, mean, perplexity, total / n_bytes / math.log(2) if n_bytes else None)
