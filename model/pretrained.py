@@ -70,9 +70,8 @@ def folder_config(folder: Path):
     try:
         return _quiet_transformers().AutoConfig.from_pretrained(folder)
     except (StrictDataclassError, ValueError, TypeError) as e:  # a field of the wrong type or value
-        reason = " ".join(str(e).split())[:200]
-        raise ModelError(f"{path} does not describe a {model_type} model ({reason}); fix it or save the "
-                         f"model again with save_pretrained") from None
+        raise ModelError(f"{path} does not describe a {model_type} model ({' '.join(str(e).split())[:200]}); fix it "
+                         f"or save the model again with save_pretrained") from None
 
 
 def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
@@ -90,9 +89,8 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
             if isinstance(e, PermissionError) or isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):
                 raise
             which = "(model.safetensors) " if isinstance(e, SafetensorError) else ""
-            reason = " ".join(str(e).split())[:150]
-            raise ModelError(f"{name_or_dir}: its weights {which}cannot be read ({reason}); copy or save the folder "
-                             f"again") from None
+            raise ModelError(f"{name_or_dir}: its weights {which}cannot be read ({' '.join(str(e).split())[:150]}); "
+                             f"copy or save the folder again") from None
     if name_or_dir not in HUB_NAMES:
         raise PretrainedNotFound(f"'{name_or_dir}' is not a GPT-2 model name ({', '.join(HUB_NAMES)}) nor a folder "
                                  f"holding a Hugging Face GPT-2, Llama or Qwen3 model (config.json and "
