@@ -84,9 +84,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     logits = logits.float()
     logits = (logits - logits.max(dim=-1, keepdim=True).values) / max(temperature, torch.finfo(torch.float32).tiny)
     if top_k is not None:  # keep the top_k largest logits of each row, exactly k even among ties
-        top = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).indices  # (B, k)
-        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)  # (B, V)
-        logits = logits.masked_fill(~keep, float("-inf"))
+        values, ids = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)  # (B, k) each
+        logits = torch.full_like(logits, float("-inf")).scatter_(-1, ids, values)  # (B, V): the rest are never drawn
     if top_p is not None and top_p < 1.0:  # nucleus: the fewest most likely tokens holding at least top_p
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
         probs = F.softmax(sorted_logits, dim=-1)
