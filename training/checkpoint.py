@@ -183,12 +183,9 @@ def _pack(value, path: str, tensors: dict[str, torch.Tensor], stored: dict[tuple
 
 def _unpack(value: dict, tensors: dict[str, torch.Tensor]):
     """json.loads' object_hook: a JSON object back to what _pack made it from (json has unpacked its contents)."""
-    if TENSOR in value:
-        return tensors[value[TENSOR]]
-    if ITEMS in value:
-        return dict(value[ITEMS])
-    if TUPLE in value:
-        return tuple(value[TUPLE])
+    for marker, rebuild in ((TENSOR, tensors.__getitem__), (ITEMS, dict), (TUPLE, tuple)):
+        if marker in value:
+            return rebuild(value[marker])
     return value
 
 
