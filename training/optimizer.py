@@ -127,7 +127,6 @@ def build_optimizers(model: GPT, cfg: TrainConfig, device: torch.device) -> Opti
     parts = {"adamw": torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                                         fused=device.type == "cuda")}
     if for_muon:
-        ns_dtype = torch.bfloat16 if resolve_dtype("auto", device) == "bfloat16" else torch.float32
-        parts["muon"] = Muon(for_muon, ns_dtype, lr=cfg.muon_lr, momentum=cfg.muon_momentum,
-                             weight_decay=cfg.weight_decay)
+        parts["muon"] = Muon(for_muon, getattr(torch, resolve_dtype("auto", device)),  # bfloat16 or float32
+                             lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay)
     return Optimizers(parts)
