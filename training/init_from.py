@@ -49,10 +49,9 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
     if saved["fingerprint"] == identity["fingerprint"]:
         return False
     if not cfg.allow_new_data:
-        if saved["folder"] == cfg.dataset:
-            what = f"the token files of dataset {cfg.dataset} changed since this checkpoint was trained on them"
-        else:
-            what = f"dataset {cfg.dataset} is not the one this checkpoint was trained on ({saved['folder']})"
+        what = (f"the token files of dataset {cfg.dataset} changed since this checkpoint was trained on them"
+                if saved["folder"] == cfg.dataset
+                else f"dataset {cfg.dataset} is not the one this checkpoint was trained on ({saved['folder']})")
         raise UserError(f"cannot resume: {what}; start a new run in a new --out_dir, or continue on this data "
                         f"as fine-tuning with --allow_new_data=true")
     print(f"resume: fine-tuning on new data ({cfg.dataset}): its walk starts afresh and the best val loss is reset")
