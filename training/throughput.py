@@ -25,11 +25,9 @@ class MFUMeter:
         self.peak, self.peak_source = None, f"no trustworthy peak for a {device.type.upper()}: tokens/s only"
         if device.type == "cuda":
             name = torch.cuda.get_device_name(device)
-            self.peak_source = f"{name} is not in the peak table: tokens/s only"
-            for key, peaks in PEAK_TFLOPS.items():
-                if key in name:
-                    self.peak, self.peak_source = peaks[dtype] * 1e12, f"{name} data sheet"
-                    break
+            peaks = next((row for key, row in PEAK_TFLOPS.items() if key in name), None)  # the first that matches
+            self.peak = peaks[dtype] * 1e12 if peaks else None
+            self.peak_source = f"{name} data sheet" if peaks else f"{name} is not in the peak table: tokens/s only"
 
     def mfu(self, tokens_per_second: float) -> float | None:
         return self.flops_per_token * tokens_per_second / (self.peak * self.devices) if self.peak else None
