@@ -33,11 +33,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
                         "use --dtype=bfloat16 or float32")
     if dtype != "auto":
         return dtype
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
-        return "bfloat16"
-    return "float32"
+    native = (torch.cuda.is_bf16_supported() if device.type == "cuda" else
+              device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
+    return "bfloat16" if native else "float32"
 
 
 def synchronize(device: torch.device) -> None:
