@@ -181,9 +181,7 @@ def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
         if not sep:
             raise UserError(f"flag --{key} needs a value: --{key}=VALUE (an =, not a space)")
         value = _parse_flag_value(key, text, fields[key], hints[key])
-        if isinstance(value, list):  # a repeated flag adds to a list
-            value = from_flags.get(key, []) + value
-        from_flags[key] = value
+        from_flags[key] = from_flags.get(key, []) + value if isinstance(value, list) else value  # a repeated flag adds
     values: dict[str, Any] = {}
     for path in (a for a in argv if not a.startswith("--")):
         for key, (value, label) in _toml_values(cls, path, commands).items():
@@ -191,8 +189,7 @@ def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
     values.update(from_flags)
     for key, value in values.items():
         if fields[key].metadata.get("path"):
-            values[key] = ([os.path.expanduser(v) for v in value] if isinstance(value, list)
-                           else os.path.expanduser(value))
+            values[key] = list(map(os.path.expanduser, value)) if isinstance(value, list) else os.path.expanduser(value)
         choices = fields[key].metadata["choices"]
         if choices and value not in choices:
             raise UserError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")
