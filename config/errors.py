@@ -59,11 +59,10 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
         print("\ninterrupted", file=sys.stderr)  # on a line of its own, after any text left unfinished
         sys.exit(interrupted_status())
     except OSError as e:
-        full = e.errno == errno.ENOSPC  # the output may be what is full
-        if not (full or isinstance(e, BrokenPipeError)):
+        if not (e.errno == errno.ENOSPC or isinstance(e, BrokenPipeError)):  # the output's disk may be full
             raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
-        if not full:  # the reader left (`python sample.py | head`): stop quietly, as Unix tools do
+        if isinstance(e, BrokenPipeError):  # the reader left (`sample.py | head`): stop quietly, as Unix tools do
             sys.exit(128 + signal.SIGPIPE)
         print(f"error: no space left on the device holding {e.filename or 'the output'}; free some and run again",
               file=sys.stderr)
