@@ -90,9 +90,8 @@ def main(argv: list[str]) -> None:
         write_atomically(written[-1], explorer_html(*records, c.head_size, tokens, query, about).encode("utf-8"))
     for path in written:
         print(f"wrote {path}")
-    earlier = [p.name for p in (*sorted(folder.glob("query_*.png")), folder / "explorer.html")
-               if p.is_file() and p not in written]  # of another text or query token
-    if earlier:
+    if earlier := [p.name for p in (*sorted(folder.glob("query_*.png")), folder / "explorer.html")
+                   if p.is_file() and p not in written]:  # of another text or query token
         print(f"note: {folder} also holds {', '.join(earlier)} from an earlier run", file=sys.stderr)
 
 
