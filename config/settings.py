@@ -13,7 +13,6 @@ from model.config import WEIGHTS, ModelOptions
 from .errors import UserError
 from .parsing import C, Checked, help_text, option, parse_config
 
-# what option(check=...) takes: the test, and what an error says of a value that fails it
 POSITIVE = (lambda value: value > 0, "must be positive")
 NOT_NEGATIVE = (lambda value: value >= 0, "must not be negative")
 BELOW_ONE = (lambda value: 0 <= value < 1, "must be in [0, 1)")
