@@ -150,8 +150,8 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
         raise UserError(f"config file {path} is not UTF-8 text (invalid byte at offset {e.start}); {fix}") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
-    fields, command = {f.name for f in dataclasses.fields(cls)}, cls.command
-    every_key = {f.name for other in commands.values() for f in dataclasses.fields(other)}
+    keys = {name: {f.name for f in dataclasses.fields(other)} for name, other in commands.items()}
+    fields, command, every_key = keys[cls.command], cls.command, set().union(*keys.values())
     for key, value in table.items():
         if isinstance(value, dict) and key not in fields and key not in commands:  # a table, but no command's
             close = difflib.get_close_matches(key, list(commands), n=1, cutoff=0.5)
@@ -160,8 +160,7 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
             raise UserError(f"unknown table [{key}] in {path}; {hint}")
         elif not isinstance(value, dict) and key not in every_key:
             raise unknown_key(key, fields, path)
-    for name, other in commands.items():  # every command's table, so a typo in another's is found now, not later
-        own = {f.name for f in dataclasses.fields(other)}
+    for name, own in keys.items():  # every command's table, so a typo in another's is found now, not later
         for key in (key for key in table.get(name, {}) if key not in own):
             raise unknown_key(key, own, f"[{name}] of {path}", commands, command=name)
     found = {key: (value, key) for key, value in table.items() if key in fields}
