@@ -1,7 +1,6 @@
 """Paths a command will write, checked before any work: a folder where a folder is
 wanted (and not a dataset's), a file where a file is, and a place the OS lets this process write."""
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -30,10 +29,8 @@ def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
         if not where.is_dir():
             raise UserError(f"{key} {path} cannot be created: {where} is a file, not a folder; {fix}")
         what = f"{key} {path} cannot be written in {where}"
-    try:  # create and remove a file of a unique name: the OS's own answer, whoever runs this
-        fd, probe = tempfile.mkstemp(dir=where, prefix=".write-test-")
+    try:  # create and remove a temporary file: the OS's own answer, whoever runs this
+        tempfile.TemporaryFile(dir=where).close()
     except OSError as e:
         raise UserError(f"{what} ({e.strerror}); {fix}") from None
-    os.close(fd)
-    os.unlink(probe)
     return path
