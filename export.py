@@ -151,8 +151,7 @@ def main(argv: list[str]) -> None:
         (folder / "README.md").write_text(card, encoding="utf-8")
         # the folder is whole: an interrupt from here on would report a failure over a complete export,
         # so Ctrl-C and SIGTERM are ignored while it is swapped in and reported
-        for stop in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(stop, signal.SIG_IGN)
+        ignored = {stop: signal.signal(stop, signal.SIG_IGN) for stop in (signal.SIGINT, signal.SIGTERM)}
         swap_in(folder, target)
     except OSError as e:
         raise UserError(f"could not write {target} ({e.strerror or e}); it was left as it was") from None
@@ -160,8 +159,8 @@ def main(argv: list[str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     print(f"wrote {cfg.hf_dir}: {architecture}, {n_params:,} parameters, "
           f"{checkpoint['tokenizer']['kind']} tokenizer, from {path} ({time.perf_counter() - start:.1f} s)")
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for stop, handler in ignored.items():  # the handlers from before the swap
+        signal.signal(stop, handler)
 
 
 if __name__ == "__main__":
