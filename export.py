@@ -56,11 +56,8 @@ def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
         shown = ", ".join(sorted(names - EXPORT_FILES)[:3])
         raise UserError(f"--hf_dir={hf_dir} holds files export.py did not write ({shown}); it never replaces "
                         f"them: choose another folder")
-    try:
-        marked = CARD_MARK in (folder / "README.md").read_text(errors="replace")
-    except OSError:
-        marked = False
-    if names and not marked:
+    card = folder / "README.md"
+    if names and not (card.is_file() and CARD_MARK in card.read_text(errors="replace")):
         raise UserError(f"--hf_dir={hf_dir} holds no model card of smallgpt's (a README.md with {CARD_MARK}), so no "
                         f"earlier export; export.py never replaces it: choose another folder")
     if names and not replace_export:
