@@ -128,20 +128,17 @@ class TrainConfig(ModelOptions, Checked):
         """What in an explicitly set schedule the user may not have meant."""
         if not self.decay_lr:
             return []
-        warnings = []
-        if self.warmup_iters >= self.max_iters:
-            warnings.append(f"warmup_iters={self.warmup_iters} >= max_iters={self.max_iters}: the learning rate "
-                            "never leaves its warmup")
-        if self.lr_decay_iters < self.warmup_iters < self.max_iters:  # the run goes past the warmup's end
-            warnings.append(f"warmup_iters={self.warmup_iters} > lr_decay_iters={self.lr_decay_iters}: the learning "
-                            "rate drops from its warmup straight to min_lr")
-        if self.lr_decay_iters > self.max_iters:
-            warnings.append(f"lr_decay_iters={self.lr_decay_iters} > max_iters={self.max_iters}: the run ends before "
-                            "the decay reaches min_lr")
-        elif max(self.lr_decay_iters, self.warmup_iters) < self.max_iters:
-            warnings.append(f"lr_decay_iters={self.lr_decay_iters} < max_iters={self.max_iters}: the last "
-                            f"{self.max_iters - max(self.lr_decay_iters, self.warmup_iters)} steps run at min_lr")
-        return warnings
+        warmup, decay, steps = self.warmup_iters, self.lr_decay_iters, self.max_iters
+        at_min_lr = steps - max(decay, warmup)  # steps left after both the warmup and the decay
+        return [warning for wrong, warning in (
+            (warmup >= steps, f"warmup_iters={warmup} >= max_iters={steps}: the learning rate never leaves its warmup"),
+            (decay < warmup < steps,  # the run goes past the warmup's end
+             f"warmup_iters={warmup} > lr_decay_iters={decay}: the learning rate drops from its warmup straight "
+             "to min_lr"),
+            (decay > steps,
+             f"lr_decay_iters={decay} > max_iters={steps}: the run ends before the decay reaches min_lr"),
+            (at_min_lr > 0, f"lr_decay_iters={decay} < max_iters={steps}: the last {at_min_lr} steps run at min_lr"),
+        ) if wrong]
 
 
 def tokens_per_step(settings: dict, world_size: int = 1) -> int:
