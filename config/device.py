@@ -46,6 +46,5 @@ def synchronize(device: torch.device) -> None:
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass; float32 runs as it is."""
-    if dtype == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))  # torch.bfloat16 or torch.float16
+    return (contextlib.nullcontext() if dtype == "float32"
+            else torch.autocast(device_type=device.type, dtype=getattr(torch, dtype)))  # torch.bfloat16 or float16
