@@ -47,10 +47,8 @@ class SampleText:
         """Add decoded text and cut at the first stop string; only the tail can hold a new one."""
         search_from = max(0, len(self.text) - max(map(len, self.stops), default=0) + 1)
         self.text += piece
-        cuts = [i for i in (self.text.find(s, search_from) for s in self.stops) if i >= 0]
-        if cuts:
-            self.text = self.text[: min(cuts)]
-            self.done = True
+        if cuts := [i for i in (self.text.find(s, search_from) for s in self.stops) if i >= 0]:
+            self.text, self.done = self.text[: min(cuts)], True
 
     def finish(self) -> None:
         """No more tokens: bytes that waited for the rest of a character are final now."""
