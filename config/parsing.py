@@ -181,11 +181,9 @@ def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
             raise UserError(f"flag --{key} needs a value: --{key}=VALUE (an =, not a space)")
         value = _parse_flag_value(key, text, fields[key], hints[key])
         from_flags[key] = from_flags.get(key, []) + value if isinstance(value, list) else value  # a repeated flag adds
-    values: dict[str, Any] = {}
-    for path in (a for a in argv if not a.startswith("--")):
-        for key, (value, label) in _toml_values(cls, path, commands).items():
-            values[key] = _check_value(label, value, hints[key])
-    values.update(from_flags)
+    values = {key: _check_value(label, value, hints[key])  # the files in order, a later one's keys winning; flags last
+              for path in argv if not path.startswith("--")
+              for key, (value, label) in _toml_values(cls, path, commands).items()} | from_flags
     for key, value in values.items():
         if fields[key].metadata.get("path"):
             values[key] = list(map(os.path.expanduser, value)) if isinstance(value, list) else os.path.expanduser(value)
