@@ -13,7 +13,6 @@ Writes, into the folder pictures_dir:
 import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
 
 import sys
-from pathlib import Path
 
 import torch
 
@@ -24,7 +23,6 @@ from config.prompts import encode_prompt, read_prompt
 from config.settings import AttentionConfig, read_config
 from data.files import write_atomically
 from model import GPT
-from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
 from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count
 from viz.loss_plot import save_png
@@ -58,7 +56,7 @@ def main(argv: list[str]) -> None:
     cfg = read_config(AttentionConfig, argv)
     folder = check_output(cfg.pictures_dir, "pictures_dir", folder=True)
     device = pick_device(cfg.device)
-    model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
+    model, tokenizer, _, source = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
     text = read_prompt(cfg.text, "text")
     if not text:
         raise UserError("the text is empty; give the text to look at with --text=TEXT or --text=FILE:path")
@@ -74,7 +72,6 @@ def main(argv: list[str]) -> None:
         raise UserError(f"explorer.html would hold {count:,} attention weights (over {MAX_WEIGHTS:,}); "
                         f"use a shorter text or --html=false")
     tokens = token_texts(tokenizer, ids)
-    source = cfg.hf_model or str(existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint))
     about = (f"{source}: {counted(len(ids), 'token')} through {counted(c.n_layer, 'layer')} "
              f"of {counted(c.n_head, 'head')}")
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")

@@ -313,7 +313,7 @@ RECIPE_PIECES = {  # each piece of the modern recipe, added alone to the classic
 
 def scored_val_loss(out_dir: Path) -> tuple[float, float]:
     """eval.py's figures for a run's last checkpoint over its whole validation split: loss, bits per byte."""
-    model, tokenizer, checkpoint = load_model(str(out_dir), "ckpt.pt", "", CPU)
+    model, tokenizer, checkpoint, _ = load_model(str(out_dir), "ckpt.pt", "", CPU)
     tokens, _ = validation_split(checkpoint)
     summary = summarize(score_tokens(model, tokens, 16).losses, tokens, tokenizer.token_bytes())
     return summary.loss, summary.bits_per_byte

@@ -27,7 +27,6 @@ from data.errors import DataError
 from data.files import write_atomically
 from data.sources import read_text
 from model.scoring import score_tokens, summarize
-from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
 from viz.explorer import surprise_page
 
@@ -60,7 +59,7 @@ def main(argv: list[str]) -> None:
         if cfg.text_file and Path(cfg.surprise).resolve() == Path(cfg.text_file).resolve():
             raise UserError(f"surprise={cfg.surprise} is the text being evaluated; choose another --surprise")
     device = pick_device(cfg.device)
-    model, tokenizer, checkpoint = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
+    model, tokenizer, checkpoint, name = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
     if cfg.text_file:
         tokens, source = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64), cfg.text_file
     elif checkpoint is None:
@@ -70,7 +69,6 @@ def main(argv: list[str]) -> None:
         tokens, source = validation_split(checkpoint)
     if len(tokens) < 2:
         raise UserError(f"{source} has {len(tokens)} token(s); evaluation needs at least 2")
-    name = cfg.hf_model or str(existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint))  # the file read
 
     scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)
     result = {"checkpoint": name, "text": source, **asdict(summarize(scores.losses, tokens, tokenizer.token_bytes()))}

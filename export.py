@@ -31,7 +31,6 @@ from data.hf_tokenizer import save_hf_tokenizer
 from data.tokenizer import start_tokens
 from model.config import flag_value
 from model.hf import hf_model_type, save_hf_model
-from training.checkpoint import existing_checkpoint
 from training.init_from import load_model
 
 
@@ -125,9 +124,8 @@ def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, 
 def main(argv: list[str]) -> None:
     cfg = read_config(ExportConfig, argv)
     start = time.perf_counter()
-    path = existing_checkpoint(Path(cfg.out_dir) / cfg.checkpoint)
     target = check_target(cfg.hf_dir, cfg.replace_export, Path(cfg.out_dir))
-    model, tokenizer, checkpoint = load_model(str(path.parent), path.name, "", torch.device("cpu"))
+    model, tokenizer, checkpoint, path = load_model(cfg.out_dir, cfg.checkpoint, "", torch.device("cpu"))
     hf_model_type(model.config)  # a shape with no Hugging Face equivalent is refused before anything is written
     sample = SampleConfig()  # sample.py's defaults become the folder's generation config
     padding = list(range(tokenizer.vocab_size, model.config.vocab_size))  # ids past the tokenizer's: never sampled

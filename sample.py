@@ -69,7 +69,7 @@ class SampleText:
 def main(argv: list[str]) -> None:
     cfg = read_config(SampleConfig, argv)
     device = pick_device(cfg.device)
-    model, tokenizer, _ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
+    model, tokenizer, *_ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
     prompt = read_prompt(cfg.prompt)
     ids = encode_prompt(prompt, tokenizer, default="prompt" not in cfg.keys_set, start_if_unfit=True)
     if len(ids) > model.config.block_size:

@@ -196,7 +196,7 @@ def test_a_damaged_compiled_step_met_after_the_first_token_is_an_error_on_a_line
     from training.init_from import load_model
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
-    model, tokenizer, _ = load_model(str(trained_out), "ckpt.pt", "", torch.device("cpu"))
+    model, tokenizer, *_ = load_model(str(trained_out), "ckpt.pt", "", torch.device("cpu"))
     idx = torch.tensor([tokenizer.encode("the ")])  # (1, T): sample.py's, for this prompt
     package = package_path(model, generation_cache(model, idx, 20, compile=True))
     package.parent.mkdir(parents=True)

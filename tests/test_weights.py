@@ -30,10 +30,10 @@ def next_token_picks(model, text: torch.Tensor, start: int) -> torch.Tensor:
 def test_lower_precision_weights_pick_the_float32_tokens(trained_out, weights):
     """Over 200 tokens of float32's greedy text. A pick can flip where float32's two best logits nearly tie,
     and a free-running comparison would then differ at every later token: it tells of one tie, not quality."""
-    float32, tokenizer, _ = load_model(str(trained_out), "ckpt.pt", "", torch.device("cpu"), "float32")
+    float32, tokenizer, *_ = load_model(str(trained_out), "ckpt.pt", "", torch.device("cpu"), "float32")
     prompt = torch.tensor([tokenizer.encode(PROMPT)])
     text = float32.generate(prompt, 200, temperature=0)  # (1, prompt + 200)
-    model, _, _ = load_model(str(trained_out), "ckpt.pt", "", torch.device("cpu"), weights)
+    model, *_ = load_model(str(trained_out), "ckpt.pt", "", torch.device("cpu"), weights)
     picks = next_token_picks(model, text, prompt.size(1))
     assert (picks == next_token_picks(float32, text, prompt.size(1))).float().mean() >= 0.9
     if weights == "int8":  # every Linear holds int8 weights, and a scale per output row

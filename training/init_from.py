@@ -141,12 +141,12 @@ def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
 
 
 def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device, weights: str = "float32"
-               ) -> tuple[GPT, Tokenizer, dict | None]:
-    """The model (in eval mode, its weights in `weights`), its tokenizer and the checkpoint dict, rebuilt
-    from out_dir/checkpoint alone; or a Hugging Face model (and no checkpoint) when init_from names one."""
+               ) -> tuple[GPT, Tokenizer, dict | None, str]:
+    """The model (in eval mode, its weights in `weights`), its tokenizer, the checkpoint dict and the file read,
+    rebuilt from out_dir/checkpoint alone; or a Hugging Face model (no checkpoint) when init_from names one."""
     if init_from:
         model = GPT.from_pretrained(init_from)
-        return with_weights(model.to(device).eval(), weights), pretrained_tokenizer(init_from, model), None
+        return with_weights(model.to(device).eval(), weights), pretrained_tokenizer(init_from, model), None, init_from
     path = existing_checkpoint(Path(out_dir) / checkpoint)
     if not path.is_file():
         if Path(out_dir).is_file():  # the checkpoint itself, given as the run's folder
@@ -165,4 +165,5 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
         print(f"note: reading {path}, as {out_dir} holds no {checkpoint}", file=sys.stderr)
     state = load_checkpoint(path, device)
     model = model_from_checkpoint(state, path)
-    return with_weights(model.to(device).eval(), weights), tokenizer_from_description(state["tokenizer"]), state
+    return (with_weights(model.to(device).eval(), weights), tokenizer_from_description(state["tokenizer"]), state,
+            str(path))
