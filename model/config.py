@@ -1,6 +1,6 @@
 """The network's options with their defaults (Llama's and Qwen3's shape) and help for train.py's keys; GPTConfig."""
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 
 class ModelError(ValueError):
@@ -84,6 +84,3 @@ class GPTConfig(ModelOptions):
             self.mlp_hidden = 4 * self.n_embd if self.mlp == "gelu" else 64 * math.ceil(8 * self.n_embd / 3 / 64)
         if not 0.0 <= self.dropout < 1.0:
             raise ModelError(f"dropout={self.dropout} must be in [0, 1)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -3,6 +3,7 @@ a run resumed from it steps exactly as one resumed from torch.save's file."""
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ def trained_state(tie_embeddings: bool, steps: int = 1) -> tuple[GPT, object, di
     for _ in range(steps):
         step(model, optimizers, scaler)
     state = {"model": model.state_dict(), "optimizer": optimizers.state_dict(), "scaler": scaler.state_dict(),
-             "config": {"dataset": "x", "vocab_size": None, "bias": False}, "model_args": model.config.to_dict(),
+             "config": {"dataset": "x", "vocab_size": None, "bias": False}, "model_args": asdict(model.config),
              "tokenizer": {"kind": "char", "chars": "".join(map(chr, range(65, 105)))}, "iter_num": steps,
              "best_val_loss": float("inf"), "rng": {"torch": torch.get_rng_state()}, "loader": {"epoch": 0, "cursor": 7}}
     return model, optimizers, state

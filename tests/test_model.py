@@ -1,6 +1,7 @@
 """The network as a whole: GPT-2's parameter count, the loss, learning."""
 import math
 import re
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -64,7 +65,7 @@ def test_a_checkpoint_of_an_earlier_format_is_refused_in_one_line():
     from config.errors import UserError
     from training.checkpoint import model_from_checkpoint
 
-    args = gpt2_config(block_size=16, vocab_size=30, n_layer=1, n_head=2, n_embd=32).to_dict()
+    args = asdict(gpt2_config(block_size=16, vocab_size=30, n_layer=1, n_head=2, n_embd=32))
     state = GPT(GPTConfig(**args)).state_dict()
     fused = {k.replace("q_proj", "c_attn"): v for k, v in state.items() if ".k_proj." not in k and ".v_proj." not in k}
     assert model_from_checkpoint({"model": state, "model_args": args}, "now.pt").config.n_layer == 1

@@ -130,7 +130,7 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
         "optimizer": optimizers.state_dict(),  # {"adamw": ..., "muon": ...}
         "scaler": scaler.state_dict(),  # float16's loss scale (empty otherwise)
         "config": dataclasses.asdict(cfg),
-        "model_args": model.config.to_dict(),
+        "model_args": dataclasses.asdict(model.config),
         "tokenizer": identity["tokenizer"],
         "dataset": {"folder": cfg.dataset, **identity},
         "iter_num": progress.step,

@@ -3,7 +3,7 @@ shape it was trained with), or a Hugging Face model's weights (to fine-tune); an
 
 import os
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -102,7 +102,7 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
         check_trainable_here(wanted, cfg.optimizer, device)
         return GPT(wanted)
     if checkpoint is not None:
-        saved = GPTConfig(**checkpoint["model_args"]).to_dict()  # checked before its model, maybe large, is built
+        saved = asdict(GPTConfig(**checkpoint["model_args"]))  # checked before its model, maybe large, is built
         for key in SHAPE_KEYS:
             if saved[key] != getattr(wanted, key):
                 from_data = key == "vocab_size" and cfg.vocab_size is None
