@@ -491,19 +491,15 @@ def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     return save_png(figure, run.out_dir / "attention.png")
 
 
-def attention_text_flag(run: Run, n_tokens: int = 24) -> str:
-    """Nothing where attention.py's default text fits this vocabulary, else --text with the validation text's start."""
-    try:
-        run.tokenizer.encode(AttentionConfig.text)
-        return ""
-    except DataError:  # a character vocabulary of other text than Shakespeare's
-        return " --text=" + flag_text(run.tokenizer.decode(run.dataset.val[:n_tokens].tolist()), escapes=True)
-
-
 def next_commands(run: Run) -> str:
     """Where the run's outputs are and what to run next on them."""
     out_dir, latest = run.out_dir, run.latest
     flag = shlex.quote(f"--out_dir={out_dir}")
+    try:  # attention.py's default text where it fits this vocabulary, else the validation text's start
+        run.tokenizer.encode(AttentionConfig.text)
+        text_flag = ""
+    except DataError:  # a character vocabulary of other text than Shakespeare's
+        text_flag = " --text=" + flag_text(run.tokenizer.decode(run.dataset.val[:24].tolist()), escapes=True)
     age = "latest" if run.saved_step == run.progress.step else \
         f"step {run.saved_step}: with always_save_checkpoint=false it is saved on a new best only"
     best = existing_checkpoint(checkpoint_path(out_dir, "best", run.cfg.checkpoint_format))  # another format's too
@@ -511,7 +507,7 @@ def next_commands(run: Run) -> str:
     return (f"the run: {latest} ({age}), {best.name}, log.jsonl and loss.png in {out_dir}\n"
             f"next: python {sample} {flag}      text from the model\n"
             f"      python {evaluate} {flag}        loss and bits per byte on the validation split\n"
-            f"      python {attention} {flag}{attention_text_flag(run)}   attention maps and the explorer page")
+            f"      python {attention} {flag}{text_flag}   attention maps and the explorer page")
 
 
 def describe(run: Run) -> str:
