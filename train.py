@@ -343,7 +343,6 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     first_step = progress.step + 1  # this process's
     unread_from = progress.step + 1  # first step whose loss has not been checked yet
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
-    compiling = run.cfg.compile  # torch.compile compiles in the first step: timed apart, left out of tokens/s
     if run.cfg.pretrained and progress.step == 0 and ranks.is_main:  # where fine-tuning starts: best.pt till beaten
         evaluate_and_save(run, bar, lr=None, latest=False)  # no ckpt.pt yet: a run failing at once may start again
     while progress.step < run.cfg.max_iters:
@@ -353,18 +352,16 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         run.optimizers.set_lr_scale(scale)
         lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
         step_loss = train_step(run)
-        if compiling and ranks.is_main:  # the evaluation's graph too (no gradients, eval mode): compiled now,
-            estimate_loss(run, batches=1)  # where a time budget's checks can still fit the steps to its time
-        if compiling:
-            synchronize(run.device)
-            compiling, started = False, window[1]
-            window = (progress.step + 1, time.perf_counter())
-            if ranks.is_main:
-                bar.write(f"compile: the model was compiled in its first step, {window[1] - started:.1f} s, for "
-                          "training and evaluation (inductor's cache serves a later run of the same shape); "
-                          "tokens/s leaves it out")
-        unread += step_loss
         step = progress.step + 1
+        if cfg.compile and step == first_step:  # torch.compile compiles in the first step: timed apart, left out of
+            if ranks.is_main:  # tokens/s; the evaluation's graph too (no gradients, eval mode): compiled now, where
+                estimate_loss(run, batches=1)  # a time budget's checks can still fit the steps to its time
+                bar.write(f"compile: the model was compiled in its first step, {time.perf_counter() - window[1]:.1f} "
+                          "s, for training and evaluation (inductor's cache serves a later run of the same shape); "
+                          "tokens/s leaves it out")  # estimate_loss's read waited for the device: all of it counted
+            synchronize(run.device)
+            window = (step, time.perf_counter())
+        unread += step_loss
         finished = step == cfg.max_iters
         eval_step = step % cfg.eval_interval == 0 or finished
         logging = step % cfg.log_interval == 0 or finished
