@@ -273,8 +273,7 @@ def train_step(run: Run) -> torch.Tensor:
             x, y = x.pin_memory(), y.pin_memory()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         # across processes, gradients are averaged once, on the last micro-batch
-        no_sync = run.ranks.distributed and micro < n_micro - 1
-        with run.wrapped.no_sync() if no_sync else contextlib.nullcontext():
+        with run.wrapped.no_sync() if run.ranks.distributed and micro < n_micro - 1 else contextlib.nullcontext():
             with autocast(device, run.dtype):
                 _, loss = run.wrapped(x, y)
             run.scaler.scale(loss / n_micro).backward()
@@ -464,10 +463,9 @@ def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
 def sample_text(run: Run, n_tokens: int) -> str:
     tokenizer = run.tokenizer
     idx = torch.tensor([start_tokens(tokenizer)], dtype=torch.long, device=run.device)
-    generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed)
     run.model.eval()
-    out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, generator=generator,
-                             vocab_limit=tokenizer.vocab_size)
+    out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, vocab_limit=tokenizer.vocab_size,
+                             generator=torch.Generator(device=run.device).manual_seed(run.cfg.seed))
     run.model.train()
     new = out[0, idx.size(1) :].tolist()
     if tokenizer.eot_token in new:  # end-of-text ends the sample, as in sample.py
