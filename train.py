@@ -139,8 +139,7 @@ class Run:
         else:
             rates = {"learning_rate": self.cfg.learning_rate}  # with Muon, either optimizer's rate may be the cause
             rates |= {"muon_lr": self.cfg.muon_lr} if self.cfg.optimizer == "muon" else {}
-            command = resume_command([a for a in self.argv if not a.startswith(tuple(f"--{k}=" for k in rates))],
-                                     self.ranks)
+            command = resume_command(self.argv, self.ranks, dropped=tuple(rates))
             lower = " ".join(f"--{key}={name}" for key, name in zip(rates, "NM"))
             bounds = ", ".join(f"{name} under {rate:g}" for name, rate in zip("NM", rates.values()))
             saved = (f"the last good checkpoint, {self.latest} (step {self.saved_step}), is intact: resume it at "
@@ -148,10 +147,10 @@ class Run:
         return UserError(f"{problem}; training stopped, {saved}")
 
 
-def resume_command(argv: list[str], ranks: distributed.Ranks) -> str:
-    """The command that resumes this run, with as many processes: torchrun's rendezvous across machines is the
-    user's to give again."""
-    kept = [a for a in argv if not a.startswith(("--init_from=", "--replace_run="))]
+def resume_command(argv: list[str], ranks: distributed.Ranks, dropped: tuple[str, ...] = ()) -> str:
+    """The command that resumes this run (without the `dropped` keys' flags), with as many processes: torchrun's
+    rendezvous across machines is the user's to give again."""
+    kept = [a for a in argv if not a.startswith(tuple(f"--{key}=" for key in ("init_from", "replace_run", *dropped)))]
     n, per_machine = ranks.world_size, ranks.per_machine
     launcher = (["python"] if not ranks.distributed else
                 ["torchrun", "--standalone", f"--nproc_per_node={n}"] if per_machine == n
