@@ -338,8 +338,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     progress, ranks = run.progress, run.ranks
     window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
     pace = Pace(progress.step, progress.elapsed_s)  # what a time budget's checks measure
-    first_step = progress.step + 1  # this process's
-    unread_from = progress.step + 1  # first step whose loss has not been checked yet
+    first_step = unread_from = progress.step + 1  # this process's; unread_from: first step whose loss is unchecked
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
     if run.cfg.pretrained and progress.step == 0 and ranks.is_main:  # where fine-tuning starts: best.pt till beaten
         evaluate_and_save(run, bar, lr=None, latest=False)  # no ckpt.pt yet: a run failing at once may start again
@@ -545,8 +544,7 @@ def main(argv: list[str], temporary: bool = False) -> None:
                          if key == "learning_rate" or "muon" in run.optimizers.parts]
                 print(f"note: {' and '.join(rates)}: the default rates, for training from scratch; a pretrained "
                       f"model is fine-tuned at lower ones (docs/huggingface.md#fine-tuning)", file=sys.stderr)
-            # the user's schedule keys against a new plan's; a resumed plan's cuts are its own; a finished run
-            # moves none
+            # the user's schedule keys against a new plan's (a resumed plan's cuts are its own), unless finished
             if (run.plan is None or not run.progress.step) and not finished:
                 for warning in run.cfg.schedule_warnings():
                     print(f"note: {warning}", file=sys.stderr)
