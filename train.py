@@ -350,12 +350,14 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
         step_loss = train_step(run)
         step = progress.step + 1
-        if cfg.compile and step == first_step:  # torch.compile compiles in the first step: timed apart, left out of
-            if ranks.is_main:  # tokens/s; the evaluation's graph too (no gradients, eval mode): compiled now, where
-                estimate_loss(run, batches=1)  # a time budget's checks can still fit the steps to its time
+        # torch.compile compiles in the first step, timed apart and left out of tokens/s; the evaluation's graph
+        # (no gradients, eval mode) too, now, where a time budget's checks can still fit the steps to its time
+        if cfg.compile and step == first_step:
+            if ranks.is_main:
+                estimate_loss(run, batches=1)  # its read of the loss waits for the device: the time is all counted
                 bar.write(f"compile: the model was compiled in its first step, {time.perf_counter() - window[1]:.1f} "
                           "s, for training and evaluation (inductor's cache serves a later run of the same shape); "
-                          "tokens/s leaves it out")  # estimate_loss's read waited for the device: all of it counted
+                          "tokens/s leaves it out")
             synchronize(run.device)
             window = (step, time.perf_counter())
         unread += step_loss
