@@ -204,13 +204,12 @@ def gpt2_encoding_from_package():
 
 
 def start_tokens(tokenizer: Tokenizer) -> list[int]:
-    """Where an unprompted sample starts: end-of-text if the vocabulary has it, else a newline."""
-    if tokenizer.eot_token is not None:
-        return [tokenizer.eot_token]
+    """Where an unprompted sample starts: a newline, which every text with lines trains, else end-of-text (which
+    a corpus of one document, its end in the validation split, never trains), else the first token."""
     try:
         return tokenizer.encode("\n")
-    except DataError:  # a corpus without newlines
-        return [0]
+    except DataError:  # a character vocabulary without newlines
+        return [0] if tokenizer.eot_token is None else [tokenizer.eot_token]
 
 
 def tokenizer_from_description(description: dict) -> Tokenizer:

@@ -8,7 +8,7 @@ import pytest
 from data import load_tokenizer
 from data.errors import DataError
 from data.tokenizer import (GPT2_ENCODER_JSON_SHA256, GPT2_VOCAB_BPE_SHA256, CharTokenizer, GPT2Tokenizer,
-                            gpt2_encoding_from_package, tokenizer_from_description)
+                            gpt2_encoding_from_package, start_tokens, tokenizer_from_description)
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak. — Ünïcödé ✓ 日本語\n"
 
@@ -118,6 +118,15 @@ def test_char_tokenizer_end_of_text_decodes_to_nothing():
     ids = tok.encode(TEXT) + [tok.eot_token] + tok.encode(TEXT)
     assert tok.decode(ids) == TEXT + TEXT and tok.token_bytes()[tok.eot_token] == 0
     assert tokenizer_from_description(tok.describe()).eot_token == tok.eot_token
+
+
+def test_an_unprompted_sample_starts_after_a_newline_where_the_vocabulary_has_one():
+    """End-of-text only where there is no newline: a corpus of one document never trains it (its end is in the
+    validation split), so a sample started there would start from an untrained embedding."""
+    assert start_tokens(CharTokenizer.from_text(TEXT, end_of_text=True)) == [sorted(set(TEXT)).index("\n")]
+    assert start_tokens(GPT2Tokenizer()) == [198]  # GPT-2's "\n"
+    one_line = CharTokenizer.from_text("abc", end_of_text=True)
+    assert start_tokens(one_line) == [one_line.eot_token] and start_tokens(CharTokenizer.from_text("abc")) == [0]
 
 
 def test_descriptions_written_before_end_of_text_still_load():
