@@ -28,7 +28,7 @@ from data.files import write_atomically
 from data.sources import read_text
 from model.scoring import score_tokens, summarize
 from training.init_from import load_model
-from viz.explorer import surprise_page
+from viz.explorer import SURPRISE_MARK, surprise_page
 
 
 def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
@@ -58,6 +58,9 @@ def main(argv: list[str]) -> None:
         check_output(cfg.surprise, "surprise", folder=False)
         if cfg.text_file and Path(cfg.surprise).resolve() == Path(cfg.text_file).resolve():
             raise UserError(f"surprise={cfg.surprise} is the text being evaluated; choose another --surprise")
+        if Path(cfg.surprise).is_file() and SURPRISE_MARK not in Path(cfg.surprise).read_text(errors="replace")[:200]:
+            raise UserError(f"surprise={cfg.surprise} is a page eval.py did not write, which it never replaces; "
+                            f"choose another --surprise")
     device = pick_device(cfg.device)
     model, tokenizer, checkpoint, name = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
     if cfg.text_file:

@@ -132,6 +132,21 @@ def test_surprise_page_holds_the_forward_pass_losses(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_surprise_page_replaces_only_an_earlier_one(trained, tmp_path):
+    (tmp_path / "in.txt").write_text("Shall I compare thee")
+    mine, page = tmp_path / "mine.html", tmp_path / "surprise.html"
+    mine.write_text("<html>my own notes</html>")
+    args = [f"--out_dir={trained}", f"--text_file={tmp_path / 'in.txt'}"]
+    assert_one_line_error(run_command("eval.py", *args, f"--surprise={mine}"), "is a page eval.py did not write",
+                          "choose another --surprise")
+    assert mine.read_text() == "<html>my own notes</html>"
+    run_script("eval.py", *args, f"--surprise={page}")
+    page.write_text(page.read_text() + "<!-- earlier -->")
+    run_script("eval.py", *args, f"--surprise={page}")  # an earlier page of eval.py's: replaced
+    assert "const data = " in page.read_text() and "<!-- earlier -->" not in page.read_text()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("content, fragment", [(b"", "is empty"), (b"ok \xff\xfe", "not UTF-8 (invalid byte at offset 3)")])
 def test_bad_eval_input_is_a_one_line_error(trained, tmp_path, content, fragment):
     (tmp_path / "bad.txt").write_bytes(content)
