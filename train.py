@@ -442,8 +442,9 @@ def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
         steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, elapsed_s, step_s, evaluation_s)
         if steps is not None and ("max_iters" in plan.keys or steps < run.cfg.max_iters):  # the user's: only cut
             past = steps - run.cfg.lr_decay_iters
-            replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, a step takes {step_s:.3f} s: the run "
-                             f"ends at step {steps:,} instead of {plan.steps:,}, on the same learning-rate schedule"
+            replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}, a step takes {step_s:.3f} s and an "
+                             f"evaluation {evaluation_s:.1f} s: the run ends at step {steps:,} instead of "
+                             f"{plan.steps:,}, on the same learning-rate schedule"
                              + (f" (its last {past:,} at min_lr)" if past > 0 else ""), max_iters=steps)
     pace.mark(progress.step, progress.elapsed_s)
 
