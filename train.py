@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from config.device import autocast, resolve_dtype, synchronize
-from config.errors import UserError, run_cli
+from config.errors import UserError, run_cli, stop_on_sigterm
 from config.parsing import flag_text
 from config.settings import AttentionConfig, TrainConfig, parse_duration, read_config, tokens_per_step
 from data.corpora import ensure_dataset
@@ -581,4 +581,5 @@ def main(argv: list[str], temporary: bool = False) -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # before the loop (a time budget's probe, say) as Ctrl-C: a run that never began leaves no trace
     run_cli(main)

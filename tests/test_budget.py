@@ -296,6 +296,29 @@ def test_a_schedule_key_of_the_users_that_breaks_the_plans_schedule_is_noted(cha
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_run_stopped_while_its_budget_probes_leaves_no_trace(char_dataset, tmp_path, stop):
+    """The probe of a long budget takes a while: stopped then, by Ctrl-C or by SIGTERM (a job scheduler's), the
+    run never began, and takes back the out_dir it made."""
+    process = subprocess.Popen([sys.executable, "train.py", f"--dataset={char_dataset}", "--time_budget=10h",
+                                f"--out_dir={tmp_path / 'out'}"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        while "probing shapes" not in seen:
+            char = process.stderr.read(1)
+            assert char, seen
+            seen += char
+        process.send_signal(stop)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 128 + stop and err.strip().splitlines()[-1] == "interrupted", seen + err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
 def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_run(char_dataset, tmp_path):
     """A resume follows the plan in the checkpoint (no new probe), and the whole run, interrupted or not,
     is the run its final plan's keys describe: the same loss at every logged step."""
