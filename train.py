@@ -420,9 +420,12 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
         steps = corrected_steps(plan, progress.step, measured, elapsed_s)
         if steps is not None:
             compiled = " (the compile included)" if run.cfg.compile else ""
+            spent = "" if elapsed_s < plan.train_s else (  # one step more at least: the run ends past its budget
+                f"; the {plan.train_s:.0f} s planned for training are spent, so the run overruns its budget"
+                + (" (one this short fits without --compile=true)" if run.cfg.compile else ""))
             replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes "
                              f"{measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of "
-                             f"{plan.steps:,}", max_iters=steps, lr_decay_iters=steps,
+                             f"{plan.steps:,}{spent}", max_iters=steps, lr_decay_iters=steps,
                    eval_interval=eval_interval_for(steps))
             plan.step_s = measured
     plan.corrected = True
