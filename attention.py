@@ -73,7 +73,8 @@ def main(argv: list[str]) -> None:
                         f"use a shorter text or --html=false")
     tokens = token_texts(tokenizer, ids)
     about = (f"{source}: {counted(len(ids), 'token')} through {counted(c.n_layer, 'layer')} "
-             f"of {counted(c.n_head, 'head')}")
+             f"of {counted(c.n_head, 'head')}" + ("" if cfg.weights == "float32" else f", {cfg.weights} weights "
+                                                 "in bfloat16 arithmetic: every number rounded to about 3 digits"))
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")
     records = layer_records(model, ids, device)
     try:
