@@ -386,7 +386,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             pace.mark(progress.step, progress.elapsed_s)  # compile (a resume's too): measured from after them
         elif run.plan is not None and not run.plan.corrected and progress.step >= cfg.warmup_iters:
             correct_the_plan(run, bar, pace)
-        if logging:
+        if logging or (read_now and stopping):  # a stopped run logs the step its checkpoint holds too
             now = time.perf_counter()
             timed = progress.step - window[0]  # steps since the last reading: none right after a compile
             tok_per_s = round(timed * run.tokens_per_step / (now - window[1]), 1) if timed else None

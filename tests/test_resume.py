@@ -139,13 +139,15 @@ def start_training(dataset, out_dir, *extra) -> subprocess.Popen:
 
 
 def test_ctrl_c_saves_and_resumes_exactly(char_dataset, tmp_path, uninterrupted):
-    process = start_training(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=1000", "--replace_run=true")
+    process = start_training(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=1000", "--replace_run=true",
+                             "--log_interval=7")
     shown = wait_for_step(process, 25)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGINT
     saved_step = torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"]
     assert shown <= saved_step < 120  # steps done before the signal are kept; the run stopped early
+    assert read_rows(tmp_path / "log.jsonl")[-1]["step"] == saved_step  # logged where it stopped, between intervals
     resume = stderr.splitlines()[-1]  # the command to resume: it must not replace the run it resumes
     assert "--init_from=resume" in resume and "--replace_run" not in resume
     train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--init_from=resume")
