@@ -203,9 +203,12 @@ def gpt2_encoding_from_package():
                              special_tokens={END_OF_TEXT: 50256}, explicit_n_vocab=50257)
 
 
-def start_tokens(tokenizer: Tokenizer) -> list[int]:
-    """Where an unprompted sample starts: a newline, which every text with lines trains, else end-of-text (which
-    a corpus of one document, its end in the validation split, never trains), else the first token."""
+def start_tokens(tokenizer: Tokenizer, documents: int | None = None) -> list[int]:
+    """Where an unprompted sample starts: end-of-text, which comes before every document but the first, where the
+    training text holds more than one (`documents`, None: not known, taken as many); else a newline (one document's
+    end-of-text lies in the validation split: never trained); else the first token."""
+    if tokenizer.eot_token is not None and (documents is None or documents > 1):
+        return [tokenizer.eot_token]
     try:
         return tokenizer.encode("\n")
     except DataError:  # a character vocabulary without newlines

@@ -120,13 +120,17 @@ def test_char_tokenizer_end_of_text_decodes_to_nothing():
     assert tokenizer_from_description(tok.describe()).eot_token == tok.eot_token
 
 
-def test_an_unprompted_sample_starts_after_a_newline_where_the_vocabulary_has_one():
-    """End-of-text only where there is no newline: a corpus of one document never trains it (its end is in the
-    validation split), so a sample started there would start from an untrained embedding."""
-    assert start_tokens(CharTokenizer.from_text(TEXT, end_of_text=True)) == [sorted(set(TEXT)).index("\n")]
-    assert start_tokens(GPT2Tokenizer()) == [198]  # GPT-2's "\n"
+def test_an_unprompted_sample_starts_at_end_of_text_unless_the_training_text_never_saw_one():
+    """End-of-text comes before every document but the first; the text of one document (Shakespeare's) has its
+    end in the validation split, so a sample started there would start from an untrained embedding."""
+    tok = CharTokenizer.from_text(TEXT, end_of_text=True)
+    newline = [sorted(set(TEXT)).index("\n")]
+    assert start_tokens(tok) == start_tokens(tok, documents=2) == [tok.eot_token]  # None: not known
+    assert start_tokens(tok, documents=1) == start_tokens(tok, documents=0) == newline
+    assert start_tokens(GPT2Tokenizer(), documents=1) == [198]  # GPT-2's "\n"
     one_line = CharTokenizer.from_text("abc", end_of_text=True)
-    assert start_tokens(one_line) == [one_line.eot_token] and start_tokens(CharTokenizer.from_text("abc")) == [0]
+    assert start_tokens(one_line, documents=1) == [one_line.eot_token]
+    assert start_tokens(CharTokenizer.from_text("abc")) == [0]
 
 
 def test_descriptions_written_before_end_of_text_still_load():
