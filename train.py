@@ -420,9 +420,10 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
         steps = corrected_steps(plan, progress.step, measured, elapsed_s)
         if steps is not None:
             compiled = " (the compile included)" if run.cfg.compile else ""
-            spent = "" if elapsed_s < plan.train_s else (  # one step more at least: the run ends past its budget
-                f"; the {plan.train_s:.0f} s planned for training are spent, so the run overruns its budget"
-                + (" (one this short fits without --compile=true)" if run.cfg.compile else ""))
+            # one step more at least, and the last evaluation: a run with no time left for them overruns its budget
+            spent = "" if elapsed_s + measured + plan.evaluation_s <= plan.loop_s else (
+                f"; the {plan.loop_s:.0f} s planned for the loop are spent, so the run overruns its budget"
+                + (" (a budget this short fits without --compile=true)" if run.cfg.compile else ""))
             replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes "
                              f"{measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of "
                              f"{plan.steps:,}{spent}", max_iters=steps, lr_decay_iters=steps,
@@ -466,7 +467,8 @@ def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
 @torch.compiler.set_stance("force_eager")  # decoding runs the blocks uncompiled (compile_blocks)
 def sample_text(run: Run, n_tokens: int) -> str:
     tokenizer = run.tokenizer
-    idx = torch.tensor([start_tokens(tokenizer)], dtype=torch.long, device=run.device)
+    idx = torch.tensor([start_tokens(tokenizer, run.dataset.meta["train_documents"])], dtype=torch.long,
+                       device=run.device)
     run.model.eval()
     out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, vocab_limit=tokenizer.vocab_size,
                              generator=torch.Generator(device=run.device).manual_seed(run.cfg.seed))
@@ -584,5 +586,8 @@ def main(argv: list[str], temporary: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    stop_on_sigterm()  # before the loop (a time budget's probe, say) as Ctrl-C: a run that never began leaves no trace
+    # SIGTERM before the loop (a time budget's probe, say) as Ctrl-C: a run that never began takes back its out_dir.
+    # The main process's alone: it holds out_dir, and another waiting in a collective could not run the handler
+    if os.environ.get("RANK", "0") == "0":
+        stop_on_sigterm()
     run_cli(main)
