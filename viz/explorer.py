@@ -53,6 +53,7 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
     }
     return Path(__file__).with_name("explorer.html").read_text(encoding="utf-8").replace("__DATA__", inline_json(data))
 
+
 SURPRISE_MARK = "<title>Per-token surprise: "  # how an earlier page of eval.py's, which it may replace, begins
 
 
