@@ -154,8 +154,8 @@ def main(argv: list[str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     print(f"wrote {cfg.hf_dir}: {architecture}, {n_params:,} parameters, "
           f"{checkpoint['tokenizer']['kind']} tokenizer, from {path} ({time.perf_counter() - start:.1f} s)")
-    for stop, handler in ignored.items():  # the handlers from before the swap
-        signal.signal(stop, handler)
+    for stop, handler in ignored.items():  # the handlers from before the swap (None: set outside Python)
+        signal.signal(stop, signal.SIG_DFL if handler is None else handler)
 
 
 if __name__ == "__main__":
