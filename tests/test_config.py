@@ -384,7 +384,7 @@ def test_a_command_that_is_over_lets_no_late_ctrl_c_cut_the_interpreters_teardow
 
 
 def test_a_sigterm_stops_a_command_as_ctrl_c_does_with_a_terminated_status():
-    """stop_on_sigterm (prepare, bench): the command unwinds as from Ctrl-C, then exits 143, 128 + SIGTERM."""
+    """stop_on_sigterm (prepare, bench, train): the command unwinds as from Ctrl-C, then exits 143, 128 + SIGTERM."""
     import subprocess
     import sys
 

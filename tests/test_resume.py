@@ -140,7 +140,7 @@ def start_training(dataset, out_dir, *extra) -> subprocess.Popen:
 
 def test_ctrl_c_saves_and_resumes_exactly(char_dataset, tmp_path, uninterrupted):
     process = start_training(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=1000", "--replace_run=true",
-                             "--log_interval=7")
+                             "--log_interval=13")
     shown = wait_for_step(process, 25)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
