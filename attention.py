@@ -73,9 +73,11 @@ def main(argv: list[str]) -> None:
                         f"use a shorter text or --html=false")
     tokens = token_texts(tokenizer, ids)
     about = (f"{source}: {counted(len(ids), 'token')} through {counted(c.n_layer, 'layer')} "
-             f"of {counted(c.n_head, 'head')}" + ("" if cfg.weights == "float32" else f", {cfg.weights} weights "
-                                                 "in bfloat16 arithmetic: every number rounded to about 3 digits"))
+             f"of {counted(c.n_head, 'head')}" + ("" if cfg.weights == "float32" else f", {cfg.weights} weights"))
     print(f"{about}; query token {query} {tick_label(tokens[query])!r}")
+    if cfg.weights != "float32":
+        print(f"note: {cfg.weights} weights compute in bfloat16: every number drawn and on the page is rounded to "
+              f"about 3 digits (a row of a pattern sums to 1 only as closely)", file=sys.stderr)
     records = layer_records(model, ids, device)
     try:
         folder.mkdir(parents=True, exist_ok=True)
