@@ -51,15 +51,18 @@ class TrainConfig(ModelOptions, Checked):
     dataset: str = option("shakespeare_char", "folder under data/ made by data/prepare.py (or a path)", path=True)
     init_from: str = option("scratch", "scratch, resume (from out_dir/ckpt.pt), gpt2, gpt2-medium, gpt2-large, "
                                        "gpt2-xl or a Hugging Face GPT-2, Llama or Qwen3 folder", path=True)
-    replace_run: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints and log")
-    allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): fine-tuning")
+    replace_run: bool = option(False, "start afresh in an out_dir holding an earlier run, removing its checkpoints "
+                                      "and log")
+    allow_new_data: bool = option(False, "resume on a dataset other than the checkpoint's (same tokenizer): "
+                                         "fine-tuning")
     time_budget: str = option("", "train for this long, the model and schedule picked to fit: 90s, 10m, 1.5h "
                                   "(keys you set are kept; empty: off)")
     eval_interval: int = option(250, "evaluate train and val loss every this many steps", check=POSITIVE)
     eval_iters: int = option(20, "batches averaged per evaluation", check=POSITIVE)
     log_interval: int = option(10, "update the progress bar every this many steps", check=POSITIVE)
     always_save_checkpoint: bool = option(True, "write ckpt.pt at every evaluation, not only on a new best val loss")
-    checkpoint_format: str = option("pt", "pt (torch.save: ckpt.pt, best.pt) or safetensors (no pickle: ckpt.safetensors, best.safetensors)",
+    checkpoint_format: str = option("pt", "pt (torch.save: ckpt.pt, best.pt) or safetensors (no pickle: "
+                                          "ckpt.safetensors, best.safetensors)",
                                     choices=("pt", "safetensors"))
     sample_tokens: int = option(300, "length of the sample printed when training ends (0: none)", check=NOT_NEGATIVE)
     # model: ModelOptions' keys (model/config.py: the modern recipe; configs/classic.toml is GPT-2's), and
@@ -84,7 +87,8 @@ class TrainConfig(ModelOptions, Checked):
     grad_clip: float = option(1.0, "clip the gradient norm to this (0: off)", check=NOT_NEGATIVE)
     # system
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    dtype: str = option("auto", "auto (bfloat16 where the hardware has it, else float32), float32, bfloat16 or float16 (autocast)",
+    dtype: str = option("auto", "auto (bfloat16 where the hardware has it, else float32), float32, bfloat16 or "
+                                "float16 (autocast)",
                         choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = option(False, "torch.compile each block (regional compilation: one graph serves them all)")
     seed: int = option(1337, "seed of every random generator", check=SEED)
@@ -253,7 +257,8 @@ class PrepareConfig(Checked):
                                     "Hugging Face model folder (its own tokenizer, to fine-tune that model)", path=True)
     bpe_vocab_size: int | None = option(None, "bpe: tokens in the vocabulary, <|endoftext|> included (none: 4096)")
     dataset: str = option("", "the dataset to write: a folder under data/, or a path", path=True)
-    val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when there is one")
+    val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when "
+                                      "there is one")
     seed: int = option(1337, "seed of the choice of validation documents", check=SEED)
     text_field: str = option("text", "the JSONL field or Parquet column that holds the text")
     workers: int = option(0, "threads that encode (0: one per core)",

@@ -67,7 +67,8 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         raise DataError(f"the inputs hold no file outside the dataset folder {out_dir}; give the text with --input")
 
     def refusal(what: str) -> DataError:
-        return DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, or choose another --dataset")
+        return DataError(f"{out_dir} holds {what}; add --replace_dataset=true to replace it, or choose another "
+                         f"--dataset")
     if old is not None and not overwrite and old.get("prepared_with") != settings:
         raise refusal("another dataset" if old else "an incomplete dataset (no readable meta.json)")
     staging = make_staging_folder(out_dir)
@@ -79,7 +80,8 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                                progress=bar.update)
         if isinstance(given, CharTokenizer):  # every character it lacks named at once, not the first piece's
             given.encode_array(scan.alphabet)
-        same = old is not None and old.get("source_sha256") == scan.source_sha256 and old.get("prepared_with") == settings
+        same = (old is not None and old.get("source_sha256") == scan.source_sha256
+                and old.get("prepared_with") == settings)
         if same:
             with contextlib.suppress(DataError):  # unless the copy there is damaged
                 open_dataset(out_dir)
