@@ -126,6 +126,8 @@ def _text_blocks(path: Path, fix: str = "give text, JSONL or Parquet files") -> 
     with _open(path) as f:
         while True:
             block = f.read(READ_BYTES)  # b"" at the end: the decoder's final call
+            if offset == 0 and block.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Windows' "Unicode"
+                raise DataError(f"input {path} is UTF-16 text, not UTF-8; convert it, e.g. iconv -f utf-16 -t utf-8")
             if b"\0" in block:
                 hint = _decompress_or(path, "a prepared dataset's file: leave dataset folders out of --input"
                                       if is_dataset(path.parent) else fix)
@@ -144,8 +146,9 @@ def _text_blocks(path: Path, fix: str = "give text, JSONL or Parquet files") -> 
 
 def _decompress_or(path: Path, fix: str) -> str:
     """What to do about a file that reads as binary or not UTF-8: fix, unless it is compressed in a kind not read."""
-    if path.suffix.lower() in (".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz"):
-        return "decompress it first (of compressed files, only .gz is read)"
+    if path.suffix.lower() in (".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz") or \
+            path.name.lower().endswith((".tar.gz", ".parquet.gz")):
+        return "decompress or extract it first (of compressed files, only .gz of text or JSONL is read)"
     return fix
 
 

@@ -48,7 +48,11 @@ BAD_INPUTS = {
     "empty folder": ({}, ["--input={in}"], ["holds no file"]),
     "empty path": (GOOD_INPUT, ["--input=", "--input={in}"], ["--input needs a path"]),  # not the current folder
     "binary file": ({"x.png": GOOD + bytes(range(256))}, ["--input={in}"], ["x.png is binary (a NUL byte at offset 1170)"]),
-    "bzip2 file": ({"x.txt.bz2": bz2.compress(GOOD)}, ["--input={in}"], ["x.txt.bz2 is", "decompress it first"]),
+    "bzip2 file": ({"x.txt.bz2": bz2.compress(GOOD)}, ["--input={in}"], ["x.txt.bz2 is", "decompress or extract it"]),
+    "gzipped tar": ({"x.tar.gz": gzip.compress(GOOD + bytes(512))}, ["--input={in}"],
+                    ["x.tar.gz is binary", "decompress or extract it first"]),
+    "UTF-16 text": ({"u.txt": GOOD.decode().encode("utf-16")}, ["--input={in}"],
+                    ["u.txt is UTF-16 text, not UTF-8", "iconv -f utf-16"]),
     "non-UTF-8 text": ({"l.txt": GOOD + "naïve".encode("latin-1")}, ["--input={in}"],
                        ["l.txt is not UTF-8 (invalid byte at offset 1172)"]),
     "JSONL line not JSON": ({"d.jsonl": b'{"text": "a"}\n{oops'}, ["--input={in}"], ["d.jsonl line 2 is not JSON"]),
