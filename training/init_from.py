@@ -54,7 +54,8 @@ def check_resume_data(checkpoint: dict, identity: dict, cfg: TrainConfig) -> boo
                 else f"dataset {cfg.dataset} is not the one this checkpoint was trained on ({saved['folder']})")
         raise UserError(f"cannot resume: {what}; start a new run in a new --out_dir, or continue on this data "
                         f"as fine-tuning with --allow_new_data=true")
-    print(f"resume: fine-tuning on new data ({cfg.dataset}): its walk starts afresh and the best val loss is reset")
+    print(f"resume: fine-tuning on new data ({cfg.dataset}): its walk starts afresh and the best val loss is reset; "
+          f"where it holds the old data's text, its validation split (drawn anew) may hold text trained on")
     return True
 
 
