@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .errors import DataError
+from .sources import SAFE_CUT
 from .tokenizer import END_OF_TEXT, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer, load_gpt2_encoding
 
 SUPPORTED = "only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen and the like) are read"
@@ -92,9 +93,13 @@ def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
     eos = eos.get("content") if isinstance(eos, dict) else eos
     tokenizer = BPETokenizer(_byte_ranks(model, special, folder), pattern, special,
                              special.get(eos, special.get(END_OF_TEXT)), "NFC" if normalizer else None)
-    expected = tokenizers.Tokenizer.from_file(str(path)).encode(PROBE_TEXT, add_special_tokens=False).ids
-    if tokenizer.encode(PROBE_TEXT) != expected:
+    hf = tokenizers.Tokenizer.from_file(str(path))
+    if tokenizer.encode(PROBE_TEXT) != hf.encode(PROBE_TEXT, add_special_tokens=False).ids:
         raise DataError(f"{folder}: its tokenizer splits text in a way tiktoken does not reproduce; {SUPPORTED}")
+    bounds = {i for _, span in hf.pre_tokenizer.pre_tokenize_str(PROBE_TEXT) for i in span}  # its pieces' ends
+    if any(cut.start() not in bounds for cut in SAFE_CUT.finditer(PROBE_TEXT)):  # a piece across a cut
+        raise DataError(f"{folder}: its pre-tokenizer joins text across the places where data/prepare.py cuts "
+                        f"long documents (between a word and a space); {SUPPORTED}")
     if tokenizer.vocab_size == 50257 and not tokenizer.normalizer:  # GPT-2's own, perhaps
         mine, gpt2 = tokenizer.encoding, load_gpt2_encoding()
         if all(getattr(mine, a) == getattr(gpt2, a) for a in ("_pat_str", "_special_tokens", "_mergeable_ranks")):

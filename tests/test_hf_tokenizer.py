@@ -26,7 +26,7 @@ SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^
          r"|\s+(?!\S)|\s+")
 
 
-def trained_bpe(style: str, special_tokens: tuple[str, ...] = ("<|endoftext|>", "<|im_end|>")):
+def trained_bpe(style: str, special_tokens: tuple[str, ...] = ("<|endoftext|>", "<|im_end|>"), split: str = SPLIT):
     """A byte-level BPE trained with `tokenizers` the way GPT-2's (ByteLevel splits) or Llama 3's and
     Qwen's (a Split pattern, then ByteLevel; Qwen's NFC) are built."""
     from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
@@ -34,7 +34,7 @@ def trained_bpe(style: str, special_tokens: tuple[str, ...] = ("<|endoftext|>", 
     hf = tokenizers.Tokenizer(models.BPE())
     if style == "split":
         hf.normalizer = normalizers.NFC()
-        hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(SPLIT), behavior="isolated"),
+        hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"),
                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     else:
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -138,6 +138,13 @@ def test_other_tokenizers_are_refused_in_one_line(tmp_path, kind, fragment):
     with pytest.raises(DataError, match=fragment.replace("(", r"\(").replace(")", r"\)")) as error:
         tokenizer_from_hf_folder(tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_a_split_across_the_places_where_prepare_cuts_long_documents_is_refused(tmp_path):
+    """Whole lines as pre-tokens: a long document cut between a word and a space would encode otherwise."""
+    save_folder(trained_bpe("split", split=r"[^\n]+\n?|\n"), tmp_path)
+    with pytest.raises(DataError, match="joins text across the places where data/prepare.py cuts long documents"):
+        tokenizer_from_hf_folder(tmp_path)
 
 
 def test_a_folder_without_tokenizer_json_says_so(tmp_path):
