@@ -526,9 +526,13 @@ def main(argv: list[str]) -> None:
     stop_on_sigterm()  # like Ctrl-C: temporary folders are removed
     name, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
     passes_keys = name in PASSES_KEYS_TO_TRAINING  # to train.py: every key that is not bench.py's own
+    if not name and (named := [a for a in rest if a in BENCHMARKS]):  # not a config file of that name
+        raise UserError(f"name the benchmark first: python bench.py {named[0]} [--key=value ...]")
     own_keys = {f.name for f in dataclasses.fields(BenchConfig)} | {"help"}
-    own = [a for a in rest if not passes_keys or a[2:].partition("=")[0] in own_keys]
-    train_args = [a for a in rest if a not in own or (passes_keys and a.startswith("--device="))]  # both read it
+    files = [a for a in rest if not a.startswith("--")]  # each command takes its own keys from a config file
+    flags = [a for a in rest if a.startswith("--")]
+    own = files + [a for a in flags if not passes_keys or a[2:].partition("=")[0] in own_keys]
+    train_args = files + [a for a in flags if a not in own or a.startswith("--device=")] if passes_keys else []
     cfg = read_config(BenchConfig, own)  # --help stops here
     if name not in BENCHMARKS:
         raise UserError(f"name a benchmark first: python bench.py {'|'.join(BENCHMARKS)} [--key=value ...]")

@@ -57,6 +57,14 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
     assert shown.startswith("usage: python bench.py") and "--steps=" in shown and "python train.py --help" in shown
 
 
+@pytest.mark.parametrize("benchmark", ["generation", "training"])
+def test_bench_takes_its_keys_from_a_config_file_whether_or_not_it_passes_keys_to_train_py(tmp_path, benchmark):
+    config = write(tmp_path / "b.toml", "n_layer = 2\n[bench]\nsteps = 10\n")  # n_layer: train.py's
+    assert_one_line_error(run_command("bench.py", benchmark, str(config)), "steps=10 is too few to time")
+    assert_one_line_error(run_command("bench.py", "--steps=50", benchmark), "name the benchmark first: python "
+                                                                            f"bench.py {benchmark}")
+
+
 def test_bench_checks_every_budget_before_it_trains_any(tmp_path):
     for flags in (["--budgets=60,0"], ["--budgets=-5"]):
         assert_one_line_error(run_command("bench.py", "budget", *flags),
