@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
         log = Path(out_dir) / "log.jsonl"
         if not out_dir.strip() or Path(out_dir).is_file():
             raise UserError(f"{out_dir!r} in --runs is not a folder; give the out_dir of a train.py run")
-        if out_dir in runs:  # one curve and one row per name: the second would hide the first
+        if Path(out_dir).resolve() in {Path(run).resolve() for run in runs}:  # its second curve would hide the first
             raise UserError(f"{out_dir!r} is in --runs twice; give each run once")
         if not log.is_file():
             raise UserError(f"{log} not found; give the out_dir of a train.py run")

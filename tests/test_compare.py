@@ -32,8 +32,9 @@ def test_a_missing_run_or_a_picture_not_png_is_one_line(trained_out, tmp_path):
     for runs in ("", tmp_path / "notes.txt"):
         assert_one_line_error(run_command("compare.py", f"--runs={runs}", f"--plot={tmp_path / 'c.png'}"),
                               f"{str(runs)!r} in --runs is not a folder; give the out_dir of a train.py run")
-    assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--runs={trained_out}",
-                                      f"--plot={tmp_path / 'c.png'}"), f"{str(trained_out)!r} is in --runs twice")
+    for again in (trained_out, f"{trained_out}/", trained_out / ".." / trained_out.name):  # the same run, named anew
+        assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--runs={again}",
+                                          f"--plot={tmp_path / 'c.png'}"), f"{str(again)!r} is in --runs twice")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     before = (trained_out / "loss.png").read_bytes()
     assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={trained_out / 'loss.png'}"),
