@@ -149,7 +149,8 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
                else "give a .toml file, in UTF-8")
         raise UserError(f"config file {path} is not UTF-8 text (invalid byte at offset {e.start}); {fix}") from None
     except tomllib.TOMLDecodeError as e:
-        raise UserError(f"config file {path} is not valid TOML: {e}") from None
+        raise UserError(f"config file {path} is not valid TOML: {e}; write key = value lines (true and false in "
+                        f"lower case, text in quotes), as configs/*.toml do") from None
     keys = {name: {f.name for f in dataclasses.fields(other)} for name, other in commands.items()}
     fields, command, every_key = keys[cls.command], cls.command, set().union(*keys.values())
     for key, value in table.items():

@@ -171,6 +171,10 @@ def test_toml_types_are_checked(tmp_path):
         parse_config(EvalConfig, ["--text_file=FILE:notes.txt"])
     f = write(tmp_path / "z.toml", 'top_k = "none"\n')
     assert parse_config(SampleConfig, [f]).top_k is None
+    f = write(tmp_path / "nanogpt.py", "compile = False\n")  # nanoGPT's Python configs: not TOML
+    with pytest.raises(UserError, match=r"nanogpt.py is not valid TOML: .*; write key = value lines \(true and false "
+                                        r"in lower case, text in quotes\), as configs/\*.toml do$"):
+        parse_config(TrainConfig, [f])
 
 
 def test_a_flag_with_one_dash_is_named_as_such_not_as_a_missing_file():
