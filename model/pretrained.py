@@ -111,14 +111,19 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
 
 
 def _checked_load(name_or_dir: str, **kwargs) -> torch.nn.Module:
-    """transformers' model, refused where a weight is missing from the weights file or has another shape than
-    config.json gives: transformers would start it at random, with a warning that _quiet_transformers silences."""
+    """transformers' model, refused where a weight is missing from the weights file, has no place in the model or
+    another shape than config.json gives: transformers would start it at random or drop it, with a warning that
+    _quiet_transformers silences (it leaves out the extra weights that it knows, such as GPT-2's mask buffers)."""
     hf, found = _quiet_transformers().AutoModelForCausalLM.from_pretrained(
         name_or_dir, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
     if missing := sorted(found["missing_keys"]):
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ModelError(f"{name_or_dir}: weight {missing[0]}{more} is missing from its weights file; copy or save "
                          f"the folder again")
+    if unexpected := sorted(found["unexpected_keys"]):  # transformers drops them: the model computes otherwise
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise ModelError(f"{name_or_dir}: weight {unexpected[0]}{more} has no place in the model config.json "
+                         f"describes: the config and the weights are of different models; save the folder again")
     if mismatched := sorted(found["mismatched_keys"]):
         name, stored, wanted = mismatched[0]
         raise ModelError(f"{name_or_dir}: weight {name} has shape {tuple(stored)}, but config.json makes it "

@@ -68,7 +68,7 @@ def test_sampling_needs_gpt2s_vocabulary(hf_model_dir):
         load_model("out", "ckpt.pt", str(folder), torch.device("cpu"))
 
 
-def test_a_weight_missing_or_of_another_shape_than_config_json_is_refused(hf_model_dir, tmp_path):
+def test_a_weight_missing_extra_or_of_another_shape_than_config_json_is_refused(hf_model_dir, tmp_path):
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -81,6 +81,11 @@ def test_a_weight_missing_or_of_another_shape_than_config_json_is_refused(hf_mod
               folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ModelError, match=r"weight transformer.h.2.mlp.c_proj.weight is missing from its weights file"):
         GPT.from_pretrained(str(folder))  # transformers would start it at random
+    extra = {**weights, "transformer.h.0.attn.q_norm.weight": torch.ones(8)}  # a Qwen3 weight GPT-2 has no place for
+    save_file(extra, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=r"weight transformer.h.0.attn.q_norm.weight has no place in the model "
+                                         r"config.json describes: the config and the weights are of different models"):
+        GPT.from_pretrained(str(folder))  # transformers would drop it
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "n_embd": 64}))
