@@ -103,6 +103,13 @@ def test_padding_ids_are_never_sampled(padded_run, tmp_path):
 
 def test_a_damaged_hugging_face_folder_is_one_line(trained_out, tmp_path):
     run_script("export.py", f"--out_dir={trained_out}", f"--hf_dir={tmp_path / 'hf'}")
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "hf").save_pretrained(tmp_path / "shards", max_shard_size="20KB")
+    shard = sorted((tmp_path / "shards").glob("model-*.safetensors"))[-1]  # a big model's weights, in several files
+    shard.write_bytes(shard.read_bytes()[:1000])
+    refused("sample.py", f"--hf_model={tmp_path / 'shards'}", unchanged=tmp_path,
+            fragment="its weights (its .safetensors shards) cannot be read")
     weights = tmp_path / "hf" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     refused("sample.py", f"--hf_model={tmp_path / 'hf'}", fragment="its weights (model.safetensors) cannot be read",
