@@ -86,8 +86,8 @@ def tokenizer_change(saved: dict, current: dict) -> str:
         missing = "".join(sorted(set(saved["chars"]) - set(current["chars"])))
         if not added and not missing:
             return "the same characters, numbered in another order"
-        changes = [f"{len(chars)} {what} {chars[:10]!r}" for chars, what in ((added, "new:"), (missing, "missing:"))
-                   if chars]
+        changes = [f"{len(chars)} {what} {chars[:10]!r}{', ...' * (len(chars) > 10)}"
+                   for chars, what in ((added, "new:"), (missing, "missing:")) if chars]
         return f"characters changed ({', '.join(changes)})"
 
     if saved.get("kind") == current.get("kind") == "bpe":  # trained anew: other merges, maybe of the same size

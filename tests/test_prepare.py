@@ -224,6 +224,9 @@ def test_new_text_takes_a_prepared_datasets_bpe_where_bpe_would_train_another(tm
         "the dog sat on the log;")
     assert tokenizer_change(first["tokenizer"], anew["tokenizer"]) == \
         "a BPE trained anew, of 300 tokens, instead of the one of 300"
+    chars = {"kind": "char", "chars": "abcdefghijklmnopqrstu"}  # of 20 missing characters, ten are named
+    assert tokenizer_change(chars, {"kind": "char", "chars": "aXY"}) == \
+        "characters changed (2 new: 'XY', 20 missing: 'bcdefghijk', ...)"
 
 
 def test_a_file_reached_twice_is_read_once(tmp_path):
