@@ -118,18 +118,16 @@ def _checked_load(name_or_dir: str, **kwargs) -> torch.nn.Module:
     _quiet_transformers silences (it leaves out the extra weights that it knows, such as GPT-2's mask buffers)."""
     hf, found = _quiet_transformers().AutoModelForCausalLM.from_pretrained(
         name_or_dir, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
-    if missing := sorted(found["missing_keys"]):
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ModelError(f"{name_or_dir}: weight {missing[0]}{more} is missing from its weights file; copy or save "
-                         f"the folder again")
-    if unexpected := sorted(found["unexpected_keys"]):  # transformers drops them: the model computes otherwise
-        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        raise ModelError(f"{name_or_dir}: weight {unexpected[0]}{more} has no place in the model config.json "
-                         f"describes: the config and the weights are of different models; save the folder again")
+    different = "the config and the weights are of different models; save the folder again"
+    for names, problem in ((found["missing_keys"], "is missing from its weights file; copy or save the folder again"),
+                           (found["unexpected_keys"], f"has no place in the model config.json describes: {different}")):
+        if names := sorted(names):  # an unexpected one transformers drops: the model would compute otherwise
+            more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+            raise ModelError(f"{name_or_dir}: weight {names[0]}{more} {problem}")
     if mismatched := sorted(found["mismatched_keys"]):
         name, stored, wanted = mismatched[0]
         raise ModelError(f"{name_or_dir}: weight {name} has shape {tuple(stored)}, but config.json makes it "
-                         f"{tuple(wanted)}: the config and the weights are of different models; save the folder again")
+                         f"{tuple(wanted)}: {different}")
     return hf
 
 
