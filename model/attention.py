@@ -111,8 +111,10 @@ class CausalSelfAttention(nn.Module):
         if positions.rotation is not None:  # RoPE acts here, on queries and keys only
             cos, sin = (table.to(q.dtype) for table in positions.rotation)  # autocast's dtype, if on
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        if cache is not None:
+        dtype = q.dtype  # the projections' (autocast's, if on), which the output keeps
+        if cache is not None:  # every cache slot's keys and values, in the cache's dtype (float32 on a CPU)
             k, v = cache.update(self.layer_idx, k, v, positions.query)  # (B, nkv, Tk, hs), Tk: every cache slot
+            q = q.type_as(k)
         if self.use_sdpa and records is None:  # PyTorch's fused kernel, under the same mask
             # plain causal for training and uncached decoding; otherwise is_causal would align the mask wrongly,
             # and a cache's empty slots must stay hidden
@@ -127,4 +129,4 @@ class CausalSelfAttention(nn.Module):
             if records is not None:
                 records.append(AttentionRecord(raw, pattern, v.norm(dim=-1)))
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # concatenate heads: (B, T, nh * hs)
-        return self.resid_dropout(self.o_proj(y))
+        return self.resid_dropout(self.o_proj(y.to(dtype)))

@@ -60,7 +60,7 @@ class KVCache:
         """Store k, v (B, nkv, T, hs) of positions (T,) in their slots; return every slot's keys and
         values (B, nkv, slots, hs), in the order of `slot_positions`."""
         slots, k_all, v_all = positions % self.slots, self.k[layer_idx], self.v[layer_idx]
-        k_all.index_copy_(2, slots, k.type_as(k_all))  # type_as: under autocast k and v come in its dtype
+        k_all.index_copy_(2, slots, k.type_as(k_all))  # type_as: a CPU's cache is float32, and autocast's k, v are not
         v_all.index_copy_(2, slots, v.type_as(v_all))
         return k_all, v_all
 

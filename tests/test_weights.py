@@ -89,3 +89,14 @@ def test_an_int8_linear_is_its_rows_rounded_to_255_levels_times_a_scale(product,
     out = int8.to(torch.bfloat16)(x.bfloat16()).float()
     assert out.shape == (3, 5, 48)
     assert (out - reference).abs().max() < 0.02 * reference.abs().max()
+
+
+def test_a_cpu_cache_is_float32_whatever_the_weights():
+    """On a CPU attention reads a float32 cache (GPT.new_cache), and the step's logits keep the weights' dtype."""
+    model = GPT(GPTConfig(block_size=16, vocab_size=40, n_layer=2, n_head=2, n_embd=32)).eval()
+    with_weights(model, "bfloat16")
+    cache = model.new_cache(1)
+    with torch.no_grad():
+        logits = model.next_token_logits(torch.tensor([[3, 5]]), cache, torch.arange(2))
+    assert {t.dtype for t in (*cache.k, *cache.v)} == {torch.float32}
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
