@@ -88,9 +88,10 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
             # but not a path this user may not read (run_cli names it), nor a RuntimeError but torch.load's zip reader's
             if isinstance(e, PermissionError) or isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):
                 raise
-            sharded = not Path(name_or_dir, "model.safetensors").is_file()  # model-00001-of-000NN.safetensors, ...
-            which = f"({'its .safetensors shards' if sharded else 'model.safetensors'}) " \
-                if isinstance(e, SafetensorError) else ""
+            which = ""
+            if isinstance(e, SafetensorError):  # one file, or shards: model-00001-of-000NN.safetensors, ...
+                one = Path(name_or_dir, "model.safetensors").is_file()
+                which = "(model.safetensors) " if one else "(its .safetensors shards) "
             raise ModelError(f"{name_or_dir}: its weights {which}cannot be read ({' '.join(str(e).split())[:150]}); "
                              f"copy or save the folder again") from None
     if name_or_dir not in HUB_NAMES:
