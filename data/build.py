@@ -57,7 +57,8 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction={val_fraction} must be between 0 and 1")
     # what, with the inputs, makes a dataset what it is: a folder's tokenizer by what it is now, not by its path
-    settings = {"tokenizer": tokenizer if given is None else f"sha256:{_tokenizer_sha256(given)}",
+    settings = {"tokenizer": tokenizer if given is None
+                else f"sha256:{hashlib.sha256(json.dumps(given.describe(), sort_keys=True).encode()).hexdigest()}",
                 "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed, "text_field": text_field}
     out_dir = Path(out_dir)
     # the dataset itself, when it lies in an input folder, is no input (a second run would read its .bin files)
@@ -128,15 +129,12 @@ def _existing_dataset(out_dir: Path) -> dict | None:
 def _locked(folder: Path) -> Iterator[None]:
     """An exclusive flock on folder for the with-block where the file system has one (the OS drops it however the
     process ends); where it has none (NFS without locks, ...), the caller's re-check alone."""
-    fd = None
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
+    with contextlib.ExitStack() as unlock:
+        with contextlib.suppress(OSError):
+            fd = os.open(folder, os.O_RDONLY)
+            unlock.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 def _folder_tokenizer(folder: Path) -> Tokenizer:
@@ -160,10 +158,6 @@ def _folder_tokenizer(folder: Path) -> Tokenizer:
 
 def _stamps(files: list[Path]) -> list[tuple[int, int]]:
     return [(stat.st_size, stat.st_mtime_ns) for stat in map(os.stat, files)]
-
-
-def _tokenizer_sha256(tokenizer: Tokenizer) -> str:
-    return hashlib.sha256(json.dumps(tokenizer.describe(), sort_keys=True).encode()).hexdigest()
 
 
 def _bar(progress: bool, what: str, total: int | None = None):
