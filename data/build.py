@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -218,7 +217,7 @@ class SplitPlan:
 
 
 def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> SplitPlan:
-    k = min(math.floor(documents * val_fraction + 0.5), documents - 1)  # round half up; keep one for training
+    k = min(int(documents * val_fraction + 0.5), documents - 1)  # round half up; keep one for training
     if k < 1:
         return SplitPlan("tail", None, int(chars * (1 - val_fraction)))
     val = np.zeros(documents, dtype=bool)
