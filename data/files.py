@@ -25,8 +25,7 @@ def write_atomically(path: Path, payload: bytes | Callable[[BinaryIO], object]) 
                 payload(f)
             else:
                 f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+        flush(tmp)
         os.replace(tmp, path)
         flush(path.parent)  # make the rename itself durable
     finally:
