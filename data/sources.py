@@ -137,8 +137,7 @@ def _text_blocks(path: Path, fix: str = "give text, JSONL or Parquet files") -> 
                 text = decoder.decode(block, final=not block)
             except UnicodeDecodeError as e:
                 raise not_utf8(path, offset - held + e.start) from None
-            # a byte-order mark that some editors write: not text
-            yield text.removeprefix("\ufeff") if offset == 0 else text
+            yield text.removeprefix("\ufeff") if offset == 0 else text  # a byte-order mark some editors write: not text
             if not block:
                 return
             offset += len(block)
