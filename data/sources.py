@@ -145,8 +145,7 @@ def _text_blocks(path: Path, fix: str = "give text, JSONL or Parquet files") -> 
 
 def _decompress_or(path: Path, fix: str) -> str:
     """What to do about a file that reads as binary or not UTF-8: fix, unless it is compressed in a kind not read."""
-    if path.suffix.lower() in (".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz") or \
-            path.name.lower().endswith((".tar.gz", ".parquet.gz")):
+    if path.name.lower().endswith((".bz2", ".xz", ".zst", ".zip", ".7z", ".tar", ".tgz", ".tar.gz", ".parquet.gz")):
         return "decompress or extract it first (of compressed files, only .gz of text or JSONL is read)"
     return fix
 
