@@ -24,16 +24,6 @@ class BatchLoader:
         self.rank, self.world_size = rank, world_size
         self.load_state_dict({"epoch": 0, "cursor": 0})
 
-    def _epoch_order(self, epoch: int, taken: int) -> np.ndarray:
-        """Start positions of this rank's windows in this epoch after the first `taken` (by all ranks), shuffled."""
-        rng = np.random.default_rng([self.seed, epoch])
-        T = self.block_size
-        # a random offset varies where windows are cut, if every rank still gets a window
-        offset = int(rng.integers(0, T)) if len(self.tokens) - 1 >= (self.world_size + 1) * T else 0
-        left = rng.permutation((len(self.tokens) - 1 - offset) // T)[taken:]
-        per_rank = len(left) // self.world_size  # equal shares keep the ranks in step
-        return offset + T * left[: per_rank * self.world_size][self.rank :: self.world_size]
-
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = []
         while len(starts) < self.batch_size:
@@ -52,5 +42,12 @@ class BatchLoader:
         return {"epoch": self.epoch, "cursor": cursor, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
+        """Go `cursor` windows (all ranks') into `epoch`: this rank's order is its share of the rest, shuffled."""
         self.epoch, self._taken, self.cursor = state["epoch"], state["cursor"], 0  # cursor: into this rank's order
-        self._order = self._epoch_order(self.epoch, self._taken)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        T = self.block_size
+        # a random offset varies where windows are cut, if every rank still gets a window
+        offset = int(rng.integers(0, T)) if len(self.tokens) - 1 >= (self.world_size + 1) * T else 0
+        left = rng.permutation((len(self.tokens) - 1 - offset) // T)[self._taken :]
+        per_rank = len(left) // self.world_size  # equal shares keep the ranks in step
+        self._order = offset + T * left[: per_rank * self.world_size][self.rank :: self.world_size]  # window starts
