@@ -19,10 +19,12 @@ DECIMALS = 4
 MAX_WEIGHTS = 3_000_000  # about 20 MB of page; a browser still opens it
 
 
-def inline_json(data: object) -> str:
-    """data as JSON to put inside a <script>: "<" occurs only inside JSON strings, and escaped there, no text
-    (a token "</script>", say) can end the script early."""
-    return json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+def fill_page(template: str, data: object, title: str = "") -> str:
+    """The page viz/template with __TITLE__ and __DATA__ filled in. The data is JSON inside a <script>: "<" occurs
+    only inside JSON strings, and escaped there, no text (a token "</script>", say) can end the script early."""
+    page = Path(__file__).with_name(template).read_text(encoding="utf-8")
+    data_json = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+    return page.replace("__TITLE__", html.escape(title)).replace("__DATA__", data_json)
 
 
 def weight_count(n_layer: int, n_head: int, T: int) -> int:
@@ -35,11 +37,10 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
                   tokens: list[str], query: int, about: str) -> str:
     """The page for patterns and raw q . k scores (n_layer, nh, T, T) and value lengths
     (n_layer, nh, T) over `tokens`, opening on token `query`."""
-    import matplotlib
+    from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
     rounded = patterns.double().cpu().numpy().round(DECIMALS)
-    cmap = matplotlib.colormaps[CMAP]  # a copy of the registry's: looked up once
     data = {
         "about": about,
         "tokens": tokens,
@@ -49,9 +50,9 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
         "scores": scores.double().numpy().round(DECIMALS).tolist(),  # [layer][head][query][key], all keys
         "value_norms": value_norms.double().numpy().round(DECIMALS).tolist(),
         "head_size": head_size,
-        "colormap": [to_hex(cmap(i / (COLORMAP_STEPS - 1))) for i in range(COLORMAP_STEPS)],
+        "colormap": [to_hex(rgba) for rgba in colormaps[CMAP](np.linspace(0, 1, COLORMAP_STEPS))],
     }
-    return Path(__file__).with_name("explorer.html").read_text(encoding="utf-8").replace("__DATA__", inline_json(data))
+    return fill_page("explorer.html", data)
 
 
 SURPRISE_MARK = "<title>Per-token surprise: "  # how an earlier page of eval.py's, which it may replace, begins
@@ -68,6 +69,4 @@ def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, ti
                         if g < tokenizer.vocab_size]}  # an id past the tokenizer's pads the vocabulary: no text
                for text, loss, guesses, probs in zip(texts[1:], losses, scores.top_ids, scores.top_probs)]
     scale = max(1.0, sorted(losses)[int(0.95 * (len(losses) - 1))]) if losses else 1.0  # 95th percentile is full red
-    page = Path(__file__).with_name("surprise.html").read_text(encoding="utf-8")  # with __TITLE__ and __DATA__
-    data = inline_json({"tokens": tokens, "scale": scale})
-    return page.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)
+    return fill_page("surprise.html", {"tokens": tokens, "scale": scale}, title)
