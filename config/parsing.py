@@ -188,8 +188,7 @@ def parse_config(cls: type[C], argv: list[str], commands: dict[str, type]) -> C:
     for key, value in values.items():
         if fields[key].metadata.get("path"):
             values[key] = list(map(os.path.expanduser, value)) if isinstance(value, list) else os.path.expanduser(value)
-        choices = fields[key].metadata["choices"]
-        if choices and value not in choices:
+        if (choices := fields[key].metadata["choices"]) and value not in choices:
             raise UserError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")
     config = cls(**values)
     config.keys_set = frozenset(values)  # what the files and flags set (a time budget plans the rest)
