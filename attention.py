@@ -67,8 +67,7 @@ def main(argv: list[str]) -> None:
                         f"{model.config.block_size}; " + ("give a shorter one with --text=TEXT" if default
                                                           else "shorten the text"))
     query, c = resolve_query(cfg.query_index, len(ids)), model.config
-    count = weight_count(c.n_layer, c.n_head, len(ids))
-    if cfg.html and count > MAX_WEIGHTS:
+    if cfg.html and (count := weight_count(c.n_layer, c.n_head, len(ids))) > MAX_WEIGHTS:
         raise UserError(f"explorer.html would hold {count:,} attention weights (over {MAX_WEIGHTS:,}); "
                         f"use a shorter text or --html=false")
     tokens = token_texts(tokenizer, ids)
