@@ -51,10 +51,9 @@ def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
         raise UserError(f"--hf_dir={hf_dir} {where} the training run's out_dir {out_dir}; export to a folder "
                         f"of its own, e.g. --hf_dir=hf-{run.name}")
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    if names - EXPORT_FILES:
-        shown = ", ".join(sorted(names - EXPORT_FILES)[:3])
-        raise UserError(f"--hf_dir={hf_dir} holds files export.py did not write ({shown}); it never replaces "
-                        f"them: choose another folder")
+    if foreign := sorted(names - EXPORT_FILES):
+        raise UserError(f"--hf_dir={hf_dir} holds files export.py did not write ({', '.join(foreign[:3])}); it "
+                        f"never replaces them: choose another folder")
     card = folder / "README.md"
     if names and not (card.is_file() and CARD_MARK in card.read_text(errors="replace")):
         raise UserError(f"--hf_dir={hf_dir} holds no model card of smallgpt's (a README.md with {CARD_MARK}), so no "
