@@ -55,14 +55,12 @@ def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
 def main(argv: list[str]) -> None:
     cfg = read_config(EvalConfig, argv)
     if cfg.surprise:
-        check_output(cfg.surprise, "surprise", folder=False)
-        if cfg.text_file and Path(cfg.surprise).resolve() == Path(cfg.text_file).resolve():
+        surprise = check_output(cfg.surprise, "surprise", folder=False)
+        if cfg.text_file and surprise.resolve() == Path(cfg.text_file).resolve():
             raise UserError(f"surprise={cfg.surprise} is the text being evaluated; choose another --surprise")
-        if Path(cfg.surprise).is_file():
-            with open(cfg.surprise, encoding="utf-8", errors="replace") as f:
-                if SURPRISE_MARK not in f.read(200):
-                    raise UserError(f"surprise={cfg.surprise} is a page eval.py did not write, which it never "
-                                    f"replaces; choose another --surprise")
+        if surprise.is_file() and SURPRISE_MARK not in surprise.read_text(encoding="utf-8", errors="replace")[:200]:
+            raise UserError(f"surprise={cfg.surprise} is a page eval.py did not write, which it never replaces; "
+                            f"choose another --surprise")
     device = pick_device(cfg.device)
     model, tokenizer, checkpoint, name = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
     if cfg.text_file:
