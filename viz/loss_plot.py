@@ -24,7 +24,7 @@ def plot_loss(rows: list[dict], path: Path) -> None:
 
     batches = [r for r in rows if r["kind"] == "batch"]
     evals = [r for r in rows if r["kind"] == "eval"]
-    fig = Figure(figsize=(7, 4.2), dpi=100)
+    fig = Figure(figsize=(7, 4.2), dpi=100, layout="tight")
     ax = fig.subplots()
     if batches:
         ax.plot([r["step"] for r in batches], [r["train_loss"] for r in batches],
@@ -39,7 +39,6 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     ax.set(xlabel="step", ylabel="loss (nats per token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     save_png(fig, path)
 
 
