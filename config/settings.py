@@ -62,8 +62,7 @@ class TrainConfig(ModelOptions, Checked):
     log_interval: int = option(10, "update the progress bar every this many steps", check=POSITIVE)
     always_save_checkpoint: bool = option(True, "write ckpt.pt at every evaluation, not only on a new best val loss")
     checkpoint_format: str = option("pt", "pt (torch.save: ckpt.pt, best.pt) or safetensors (no pickle: "
-                                          "ckpt.safetensors, best.safetensors)",
-                                    choices=("pt", "safetensors"))
+                                          "ckpt.safetensors, best.safetensors)", choices=("pt", "safetensors"))
     sample_tokens: int = option(300, "length of the sample printed when training ends (0: none)", check=NOT_NEGATIVE)
     # model: ModelOptions' keys (model/config.py: the modern recipe; configs/classic.toml is GPT-2's), and
     vocab_size: int | None = option(None, "vocabulary size (none: the dataset's; larger pads it, e.g. 50304)")
@@ -88,8 +87,7 @@ class TrainConfig(ModelOptions, Checked):
     # system
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     dtype: str = option("auto", "auto (bfloat16 where the hardware has it, else float32), float32, bfloat16 or "
-                                "float16 (autocast)",
-                        choices=("auto", "float32", "bfloat16", "float16"))
+                                "float16 (autocast)", choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = option(False, "torch.compile each block (regional compilation: one graph serves them all)")
     seed: int = option(1337, "seed of every random generator", check=SEED)
     # logging
