@@ -99,15 +99,14 @@ def result_rows(checkpoint: dict) -> list[str]:
     return rows
 
 
-def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder: str, prompt: str,
-               generate_args: str) -> str:
-    """README.md for the exported folder (its path as given); its snippet continues `prompt`, generate's arguments
-    after the ids being generate_args (", max_new_tokens=100", or none)."""
+def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, folder: str, prompt: str) -> str:
+    """README.md for the exported folder (its path as given); its snippet continues `prompt`."""
     shape = ", ".join(f"{key}={flag_value(value)}" for key, value in checkpoint["model_args"].items())
     rows = [f"| architecture | {architecture}, {n_params:,} parameters |", f"| shape | {shape} |",
             f"| tokenizer | {checkpoint['tokenizer']['kind']} |", *result_rows(checkpoint)]
     planned = checkpoint.get("plan") is not None
     command = training_command(checkpoint["config"], planned) if "config" in checkpoint else "not recorded"
+    learned = checkpoint["model_args"]["pos_emb"] == "learned"  # GPT-2: generation_config's max_length, no further
     return "\n".join([
         "---", "library_name: transformers", "pipeline_tag: text-generation", CARD_MARK, "---", "",
         f"# {Path(folder).name}", "", f"A small GPT trained with smallgpt, exported from `{source}`.", "",
@@ -116,7 +115,7 @@ def model_card(checkpoint: dict, source: str, architecture: str, n_params: int, 
         f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(folder)})",
         f"model = AutoModelForCausalLM.from_pretrained({json.dumps(folder)})",
         f'ids = tokenizer({json.dumps(prompt)}, return_tensors="pt").input_ids',
-        f"print(tokenizer.decode(model.generate(ids{generate_args})[0]))", "```", "",
+        f"print(tokenizer.decode(model.generate(ids{'' if learned else ', max_new_tokens=100'})[0]))", "```", "",
     ])
 
 
@@ -140,8 +139,7 @@ def main(argv: list[str]) -> None:
         architecture, n_params = save_hf_model(model, folder, tokenizer.eot_token, generation)
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
         prompt = tokenizer.decode(prompt_ids) or "\n"  # a char end-of-text decodes to no text
-        generate_args = "" if learned else ", max_new_tokens=100"  # GPT-2: generation_config's max_length, no further
-        card = model_card(checkpoint, str(path), architecture, n_params, cfg.hf_dir, prompt, generate_args)
+        card = model_card(checkpoint, path, architecture, n_params, cfg.hf_dir, prompt)
         (folder / "README.md").write_text(card, encoding="utf-8")
         # the folder is whole: an interrupt from here on would report a failure over a complete export,
         # so Ctrl-C and SIGTERM are ignored while it is swapped in and reported
