@@ -69,10 +69,9 @@ def block_rows(block: Block) -> list[Row]:
     mlp = block.mlp
     rows = [Row("attn.heading", "attention", 1), *attention_rows(block.attn)]
     rows.append(Row("mlp.heading", "MLP (SwiGLU)" if mlp.gate_proj is not None else "MLP (GELU)", 1))
-    if mlp.gate_proj is not None:
-        rows.append(_param("mlp.gate_proj", "gate_proj (the gate)", mlp.gate_proj.weight, 2))
-    rows.append(_param("mlp.up_proj", "up_proj (widen)", mlp.up_proj.weight, 2))
-    rows.append(_param("mlp.down_proj", "down_proj (back to n_embd)", mlp.down_proj.weight, 2))
+    for name, role in (("gate_proj", "the gate"), ("up_proj", "widen"), ("down_proj", "back to n_embd")):
+        if getattr(mlp, name) is not None:  # GELU's MLP has no gate
+            rows.append(_param(f"mlp.{name}", f"{name} ({role})", getattr(mlp, name).weight, 2))
     return [*rows, *_biases("mlp.biases", "biases", mlp), Row("mlp", "MLP in this block", 2, _numel(mlp)),
             Row("norms", "norms norm_1, norm_2", 1, _numel(block.norm_1, block.norm_2)),
             Row("block", "one block", 1, _numel(block))]
