@@ -75,13 +75,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     ids that decode to nothing); returns ids (B, 1). temperature 0 is greedy, else top_k and top_p filter a sample."""
     if not temperature >= 0:  # nan too
         raise ModelError(f"temperature={temperature} must be 0 (greedy) or more")
-    logits = logits[:, :vocab_limit]  # (B, vocab_limit): the padding ids are never candidates (None: all)
+    logits = logits[:, :vocab_limit].float()  # (B, vocab_limit): the padding ids are never candidates (None: all)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     # Shifted so the largest is 0, and divided by no less than float32's smallest normal
     # number: a tiny temperature then gives 0 and very negative logits (greedy), never
     # 0 / 0 = nan. float32, not float64: Apple's GPUs (mps) have no float64.
-    logits = logits.float()
     logits = (logits - logits.max(dim=-1, keepdim=True).values) / max(temperature, torch.finfo(torch.float32).tiny)
     if top_k is not None:  # keep the top_k largest logits of each row, exactly k even among ties
         values, ids = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)  # (B, k) each
