@@ -94,15 +94,21 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 
 
 def generation_cache(model, idx: torch.Tensor, max_new_tokens: int | None, compile: bool) -> KVCache:
-    """The KV cache a generation from idx (B, T) uses: as long as the context, or as the generation if
-    that is shorter (a model with a context of, say, 131,072 positions would otherwise allocate them
-    all); for the compiled step rounded up to a power of two, so one compilation serves many lengths."""
+    """The KV cache a generation from idx (B, T) uses, every slot empty: as long as the context, or as the generation if
+    that is shorter (a model with a context of, say, 131,072 positions would otherwise allocate them all); for the
+    compiled step rounded up to a power of two, so one compilation serves many lengths. Float32 on a CPU whatever the
+    weights, so attention runs in float32 there: torch's fused attention for one query is faster in float32 than in
+    bfloat16 on a CPU (measured on one with AVX2 only)."""
     if compile and idx.device.type not in ("cpu", "cuda"):
         raise ModelError(f"the compiled decoding step runs on a CPU or a CUDA GPU, not {idx.device.type}; "
                          "decode without compile (--compile=false)")
-    block_size = model.config.block_size
-    needed = min(idx.size(1), block_size) + (block_size if max_new_tokens is None else max_new_tokens)
-    return model.new_cache(idx.size(0), min(block_size, 1 << (needed - 1).bit_length() if compile else needed))
+    c, weight = model.config, model.transformer.wte.weight
+    needed = min(idx.size(1), c.block_size) + (c.block_size if max_new_tokens is None else max_new_tokens)
+    slots = min(c.block_size, 1 << (needed - 1).bit_length() if compile else needed)
+    dtype = torch.float32 if weight.device.type == "cpu" else weight.dtype
+    keys_values = [weight.new_zeros(idx.size(0), c.n_kv_head, slots, c.head_size, dtype=dtype)
+                   for _ in range(2 * c.n_layer)]
+    return KVCache(torch.full((slots,), EMPTY, dtype=torch.long, device=weight.device), *keys_values)
 
 
 class Decoder:

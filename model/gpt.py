@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation_tables
 from .config import GPTConfig, ModelError
-from .decoding import EMPTY, Decoder, KVCache, sample_next
+from .decoding import Decoder, KVCache, sample_next
 
 
 def norm_layer(config: GPTConfig) -> nn.Module:
@@ -154,16 +154,6 @@ class GPT(nn.Module):
     def attention_patterns(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """Attention pattern of every layer for idx (B, T): n_layer tensors (B, nh, T, T)."""
         return [record.pattern for record in self.attention_records(idx)]
-
-    def new_cache(self, batch_size: int, slots: int | None = None) -> KVCache:
-        """A KV cache for `slots` positions (block_size by default: the window a step can see), every slot empty.
-        On a CPU it is float32 whatever the weights, so attention runs in float32 there: torch's fused attention
-        for one query is faster in float32 than in bfloat16 on a CPU (measured on one with AVX2 only)."""
-        c, weight, slots = self.config, self.transformer.wte.weight, slots or self.config.block_size
-        dtype = torch.float32 if weight.device.type == "cpu" else weight.dtype
-        keys_values = [weight.new_zeros(batch_size, c.n_kv_head, slots, c.head_size, dtype=dtype)
-                       for _ in range(2 * c.n_layer)]
-        return KVCache(torch.full((slots,), EMPTY, dtype=torch.long, device=weight.device), *keys_values)
 
     def next_token_logits(self, idx: torch.Tensor, cache: KVCache | None, positions: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) for the position after idx (B, T) at positions (T,); the head runs on the last one only."""

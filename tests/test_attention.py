@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from model import GPT, GPTConfig
 from helpers import gpt2_config
 from model.attention import CausalSelfAttention, Positions, rotate, rotation_tables
+from model.decoding import generation_cache
 
 from attention_reference import complex_rope, reference_attention, rms_norm
 
@@ -118,7 +119,7 @@ def test_grouped_query_attention_is_multi_head_attention_with_key_value_heads_re
     full.load_state_dict(state)
     idx = torch.randint(0, 30, (2, 16))
     assert torch.allclose(grouped(idx)[0], full(idx)[0], atol=1e-5)
-    cache = grouped.new_cache(2)
+    cache = generation_cache(grouped, idx, None, compile=False)
     assert cache.k[0].shape == (2, 2, 16, hs)  # the cache holds the 2 key/value heads, not 6
 
 

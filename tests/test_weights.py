@@ -9,6 +9,7 @@ import torch
 
 from helpers import assert_one_line_error, run_command
 from model import GPT, GPTConfig
+from model.decoding import generation_cache
 from model.weights import Int8Linear, with_weights
 from training.init_from import load_model
 
@@ -92,10 +93,10 @@ def test_an_int8_linear_is_its_rows_rounded_to_255_levels_times_a_scale(product,
 
 
 def test_a_cpu_cache_is_float32_whatever_the_weights():
-    """On a CPU attention reads a float32 cache (GPT.new_cache), and the step's logits keep the weights' dtype."""
+    """On a CPU attention reads a float32 cache (generation_cache), and the step's logits keep the weights' dtype."""
     model = GPT(GPTConfig(block_size=16, vocab_size=40, n_layer=2, n_head=2, n_embd=32)).eval()
     with_weights(model, "bfloat16")
-    cache = model.new_cache(1)
+    cache = generation_cache(model, torch.tensor([[3, 5]]), None, compile=False)
     with torch.no_grad():
         logits = model.next_token_logits(torch.tensor([[3, 5]]), cache, torch.arange(2))
     assert {t.dtype for t in (*cache.k, *cache.v)} == {torch.float32}
