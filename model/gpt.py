@@ -79,9 +79,8 @@ class GPT(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
-        for name, p in self.named_parameters():
-            if name.endswith(("attn.o_proj.weight", "mlp.down_proj.weight")):  # what writes into the residual stream
-                # GPT-2: scale residual projections so the stream's variance stays put with depth
+        for block in self.transformer.h:  # GPT-2: what writes into the residual stream is scaled down with depth,
+            for p in (block.attn.o_proj.weight, block.mlp.down_proj.weight):  # so the stream's variance stays put
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def num_params(self) -> int:
