@@ -424,8 +424,7 @@ def seconds_to_output(args: list[str], length: int, env: dict | None = None) -> 
         try:
             head = proc.stdout.read(length)
             seconds = time.perf_counter() - start
-            proc.stdout.read()
-            error = proc.stderr.read().decode().strip()
+            error = proc.communicate()[1].decode().strip()  # the rest of stdout read and dropped
         except BaseException:  # Ctrl-C or SIGTERM to bench.py alone: no sample.py left compiling
             proc.kill()
             raise
@@ -454,12 +453,11 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
     print(f"first token: python sample.py --out_dir={cfg.out_dir} to its first new character")
     report("eager", sample)
     report("python -c 'import torch' alone", ["-c", "import torch; print()"], length=1)
-    if not cfg.with_compile:
-        return
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-        report("--compile=true, first start (compiles)", [*sample, "--compile=true"], repeats=1, env=env)
-        report("--compile=true, later starts", [*sample, "--compile=true"], env=env)
+    if cfg.with_compile:
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+            report("--compile=true, first start (compiles)", [*sample, "--compile=true"], repeats=1, env=env)
+            report("--compile=true, later starts", [*sample, "--compile=true"], env=env)
 
 
 def tiktoken_rate(encoding, files: list[Path], cores: int) -> float:
