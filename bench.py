@@ -284,7 +284,6 @@ def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
     c = read_config(TrainConfig, train_args)
     if "dtype" in c.keys_set:
         raise UserError("precision trains in float32 and in bfloat16 itself; drop dtype from its keys")
-    tokens = tokens_per_step(vars(c))
     check_timed(c, steps, skip := min(10, steps // 5))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -295,7 +294,7 @@ def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
     print(f"\nprecision: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}, "
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {steps} steps, same seed and data")
     for dtype, (step_s, val) in results.items():
-        print(f"  {dtype:<9} {tokens / step_s:10,.0f} tokens/s   final val loss {val:.4f}")
+        print(f"  {dtype:<9} {tokens_per_step(vars(c)) / step_s:10,.0f} tokens/s   final val loss {val:.4f}")
     (f32_s, f32_val), (bf16_s, bf16_val) = results["float32"], results["bfloat16"]
     print(f"  bfloat16 / float32: {f32_s / bf16_s:.2f}x the speed, val loss {bf16_val - f32_val:+.4f}")
 
@@ -462,12 +461,11 @@ def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
 
 def tiktoken_rate(encoding, files: list[Path], cores: int) -> float:
     """MB/s of tiktoken's encode_ordinary_batch over the files' texts, one batch per `cores` files."""
-    start, n_bytes = time.perf_counter(), 0
+    start = time.perf_counter()
     for i in range(0, len(files), cores):
         texts = [f.read_text(encoding="utf-8") for f in files[i : i + cores]]
-        n_bytes += sum(len(t.encode("utf-8")) for t in texts)
         encoding.encode_ordinary_batch(texts, num_threads=cores)
-    return n_bytes / 1e6 / (time.perf_counter() - start)
+    return sum(f.stat().st_size for f in files) / 1e6 / (time.perf_counter() - start)
 
 
 # Starts the command from a fresh, small interpreter and prints its peak RSS: a child's ru_maxrss also
@@ -506,9 +504,8 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
     copies = f"{len(files)} {'copy' if len(files) == 1 else 'copies'} of the plays"
     print(f"prepare: {megabytes:,.0f} MB of text ({copies}, one file each), {cores} cores")
     print(f"  BPE training, vocabulary {vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
-    rows = (("gpt2", megabytes / gpt2_s, gpt2_own), (f"bpe {vocab_size}", megabytes / bpe_s, bpe_own),
-            ("  less its training", megabytes / (bpe_s - bpe.tokenizer_seconds), bpe_own))
-    for name, rate, own in rows:
+    for name, rate, own in (("gpt2", megabytes / gpt2_s, gpt2_own), (f"bpe {vocab_size}", megabytes / bpe_s, bpe_own),
+                            ("  less its training", megabytes / (bpe_s - bpe.tokenizer_seconds), bpe_own)):
         print(f"  {name:<20} prepare {rate:6.1f} MB/s   tiktoken encode_ordinary_batch {own:6.1f} MB/s   "
               f"ratio {rate / own:.2f}")
     print(f"  python data/prepare.py --tokenizer=gpt2: peak resident memory {rss:,.0f} MB, {wall:.1f} s wall")
