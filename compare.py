@@ -29,11 +29,10 @@ def main(argv: list[str]) -> None:
             raise UserError(f"{out_dir!r} in --runs is not a folder; give the out_dir of a train.py run")
         if Path(out_dir).resolve() in {Path(run).resolve() for run in runs}:  # its second curve would hide the first
             raise UserError(f"{out_dir!r} is in --runs twice; give each run once")
-        if not log.is_file():
-            raise UserError(f"{log} not found; give the out_dir of a train.py run")
-        runs[out_dir] = read_rows(log)
+        runs[out_dir] = read_rows(log)  # none when there is no log
         if not runs[out_dir]:
-            raise UserError(f"{log} holds no logged step; give the out_dir of a train.py run")
+            what = "holds no logged step" if log.is_file() else "not found"
+            raise UserError(f"{log} {what}; give the out_dir of a train.py run")
     print(f"{'run':<32} {'steps':>7} {'tokens':>13} {'seconds':>9} {'last val loss':>14}")
     for name, rows in runs.items():
         last, evals = rows[-1], [r for r in rows if r["kind"] == "eval"]
