@@ -16,7 +16,6 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -319,19 +318,6 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True
                           {"loss_curve": run.out_dir / "loss.png", "attention": attention_picture(run)})
 
 
-@contextlib.contextmanager
-def compile_failures(stop: StopSignals) -> Iterator[None]:
-    """A compile that fails (no C++ compiler, ...: inductor's report runs to pages) as one line; one that Ctrl-C
-    killed (it reaches the compiler too) as the interrupt it is."""
-    try:
-        yield
-    except torch._dynamo.exc.BackendCompilerFailed as e:
-        if stop.received is not None:
-            raise KeyboardInterrupt from None
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"could not compile the model ({reason}); train with --compile=false") from None
-
-
 def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     """The loop; returns the signal that stopped it early, or None at max_iters. The loss is read (and checked),
     which waits for the device, only where it is logged, evaluated or a stop is due."""
@@ -557,9 +543,16 @@ def main(argv: list[str], temporary: bool = False) -> None:
                 for warning in run.cfg.schedule_warnings():
                     print(f"note: {warning}", file=sys.stderr)
         with (tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
-                   disable=not main_process) as bar,
-              StopSignals(announce=main_process) as stop, compile_failures(stop)):  # the steps and evaluations compile
-            stopped_by = train(run, bar, stop)
+                   disable=not main_process) as bar, StopSignals(announce=main_process) as stop):
+            # the steps and evaluations compile: a compile that fails (no C++ compiler, ...: inductor's report runs
+            # to pages) is one line; one that Ctrl-C killed (it reaches the compiler too) is the interrupt it is
+            try:
+                stopped_by = train(run, bar, stop)
+            except torch._dynamo.exc.BackendCompilerFailed as e:
+                if stop.received is not None:
+                    raise KeyboardInterrupt from None
+                reason = (str(e).strip().splitlines() or [""])[0][:200]
+                raise UserError(f"could not compile the model ({reason}); train with --compile=false") from None
         if stopped_by is None and main_process:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
             if run.cfg.sample_tokens:
