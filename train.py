@@ -204,7 +204,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
     distributed.main_first(ranks, lambda: ensure_dataset(cfg.dataset))
     dataset = open_dataset(ensure_dataset(cfg.dataset))
     new_data = checkpoint is not None and check_resume_data(checkpoint, dataset_identity(dataset), cfg)
-    plan, block_size_set = None, "block_size" in given
+    plan = None
     if cfg.time_budget:  # a resume follows the checkpoint's plan; a new run probes and plans
         if checkpoint is None:
             plan = make_plan(cfg, dataset.meta, device, dtype, ranks)
@@ -224,8 +224,8 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         else:  # a plan would pick another shape and schedule than the run's
             raise UserError(f"cannot resume {latest} with --time_budget: it follows no plan (it was trained without "
                             f"one, or resumed without one since); resume it without --time_budget")
-        cfg, block_size_set = replace(cfg, **plan.keys), block_size_set or "block_size" in plan.keys
-    model = build_model(cfg, dataset, checkpoint, device, block_size_set).to(device)  # first: it checks the shape
+        cfg = replace(cfg, **plan.keys)
+    model = build_model(cfg, dataset, checkpoint, device, "block_size" in given).to(device)  # first: checks the shape
     if cfg.pretrained:  # a Hugging Face model keeps its own shape (its context cropped): the run records it
         own = {k: getattr(model.config, k) for k in SHAPE_KEYS}  # its vocabulary too, when padded past the data's
         ignored = [f"--{k}={getattr(cfg, k)}" for k in own
