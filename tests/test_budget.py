@@ -32,13 +32,9 @@ def probes(depths=range(2, 13)) -> list[Probed]:
     return found
 
 
-def tokens_per_step(cfg: TrainConfig) -> dict[int, int]:
-    return {32 * d: cfg.batch_size * 32 * d for d in range(2, 17)}
-
-
 def plan(argv: list[str], budget_s: float, spent_s: float = 3.0, bytes_per_token: float = 1.0) -> Plan:
     cfg = read_config(TrainConfig, [f"--time_budget={budget_s}s", *argv])
-    return plan_run(probes(), cfg, budget_s, spent_s, tokens_per_step(cfg), bytes_per_token)
+    return plan_run(probes(), cfg, budget_s, spent_s, 1, bytes_per_token)
 
 
 def test_the_plan_line_dates_an_end_past_today(monkeypatch):
@@ -170,7 +166,7 @@ def test_the_deadline_cuts_the_users_max_iters_to_end_in_time_but_never_adds_to_
     from training.distributed import Ranks
 
     cfg = read_config(TrainConfig, ["--time_budget=600s", "--max_iters=2000", "--eval_interval=500"])
-    p = plan_run(probes(), cfg, 600, 3.0, tokens_per_step(cfg), 1.0)
+    p = plan_run(probes(), cfg, 600, 3.0, 1, 1.0)
     assert "max_iters" not in p.keys and p.steps == 2000
     p.corrected = True
     at = 400

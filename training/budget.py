@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from config.device import autocast, synchronize
 from config.errors import UserError
-from config.settings import TrainConfig, parse_duration
+from config.settings import TrainConfig, parse_duration, tokens_per_step
 from model import GPT, ModelError
 
 from . import distributed
@@ -119,10 +119,10 @@ def overhead_s(probed: Probed, cfg: TrainConfig, n_evaluations: int = EVALUATION
     return n_evaluations * evaluation_s(probed, cfg) + cfg.sample_tokens * probed.token_s
 
 
-def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: float, tokens_per_step: dict,
+def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: float, world_size: int,
              bytes_per_token: float) -> Plan:
-    """The shape and schedule for the budget from the probe's timings (spent_s is gone already; tokens_per_step
-    by block_size). A budget too short for the smallest shape's MIN_STEPS steps is refused, naming one that fits."""
+    """The shape and schedule for the budget from the probe's timings (spent_s is gone already; world_size
+    processes). A budget too short for the smallest shape's MIN_STEPS steps is refused, naming one that fits."""
     fixed = sorted(k for k in cfg.keys_set if k in PLANNED or k in ("batch_size", "dtype"))
     if "max_iters" in fixed and cfg.max_iters < MIN_STEPS:
         raise UserError(f"max_iters={cfg.max_iters} is under the {MIN_STEPS} steps a time budget trains at least; "
@@ -151,13 +151,14 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         probed, steps, loop_s = max(fits, key=lambda fit: fit[0].params)
     else:
         probed, steps, loop_s = min(fits, key=lambda fit: abs(math.log(
-            fit[1] * tokens_per_step[fit[0].shape["block_size"]] * bytes_per_token / fit[0].params
+            fit[1] * tokens_per_step(vars(cfg) | fit[0].shape, world_size) * bytes_per_token / fit[0].params
             / BYTES_PER_PARAMETER)))
     keys = {**probed.shape, "max_iters": steps, "lr_decay_iters": steps, "warmup_iters": steps // 10,
             "eval_interval": eval_interval_for(steps)}
     keys = {k: v for k, v in keys.items() if k not in fixed}
-    return Plan(probed.shape, probed.params, steps, tokens_per_step[probed.shape["block_size"]], bytes_per_token,
-                probed.step_s, steps * probed.step_s, evaluation_s(probed, cfg), loop_s, budget_s, keys, fixed)
+    return Plan(probed.shape, probed.params, steps, tokens_per_step(vars(cfg) | probed.shape, world_size),
+                bytes_per_token, probed.step_s, steps * probed.step_s, evaluation_s(probed, cfg), loop_s, budget_s,
+                keys, fixed)
 
 
 def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
@@ -226,8 +227,7 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
     the shapes smallest first until one would see under BYTES_PER_PARAMETER with the whole budget (so would every
     larger one) or could not take MIN_STEPS steps. All processes take the slowest timings."""
     budget_s, bytes_per_token = parse_duration(cfg.time_budget), meta["train_bytes"] / meta["train_tokens"]
-    rows = cfg.batch_size * cfg.gradient_accumulation_steps * ranks.world_size  # sequences per step, all processes
-    probes, tokens_per_step = [], {}
+    probes = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeds stay put
         for shape in tqdm(candidate_shapes(cfg, meta["vocab_size"]), desc="probing shapes", unit="shape",
                           disable=not ranks.is_main, leave=False):
@@ -237,17 +237,16 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
                 torch.distributed.all_reduce(timings, op=torch.distributed.ReduceOp.MAX)
             probed = Probed(shape, params, *timings.tolist())
             probes.append(probed)
-            tokens_per_step[shape["block_size"]] = rows * shape["block_size"]
             if "max_iters" in cfg.keys_set:  # the user's steps: each shape that takes them in time
                 if probed.step_s * cfg.max_iters > budget_s - process_age_s():
                     break
                 continue
-            tokens = budget_s / probed.step_s * tokens_per_step[shape["block_size"]]  # with the whole budget
+            tokens = budget_s / probed.step_s * tokens_per_step(vars(cfg) | shape, ranks.world_size)  # the whole budget
             if probed.step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / params < BYTES_PER_PARAMETER:
                 break
     # the main process's age on every process: with the probes' shared timings, one plan for all of them
     age_s = distributed.from_main([process_age_s()], ranks, device)[0]
-    plan = plan_run(probes, cfg, budget_s, age_s, tokens_per_step, bytes_per_token)
+    plan = plan_run(probes, cfg, budget_s, age_s, ranks.world_size, bytes_per_token)
     if ranks.is_main:
         print(plan.line(plan.keys.get("eval_interval", cfg.eval_interval)), flush=True)
     return plan
