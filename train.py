@@ -215,12 +215,11 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
                 without = f" and without {', '.join(moved)}" if moved else ""
                 raise UserError(f"{latest} follows its plan for a {plan.budget_s:g} s budget; resume it with that "
                                 f"--time_budget{without}, or without --time_budget to set its steps and schedule")
-            cfg = replace(cfg, time_budget=checkpoint["config"]["time_budget"])  # as written then: 10m is 10 m
-            if "max_iters" not in plan.keys:  # the user's, given again: as the deadline checks left it
-                if cfg.max_iters > plan.steps and ranks.is_main:
-                    print(f"note: max_iters stays at {plan.steps}, where the time budget's deadline left it; "
-                          f"resume without --time_budget to train longer", file=sys.stderr)
-                cfg = replace(cfg, max_iters=min(cfg.max_iters, plan.steps))
+            if "max_iters" not in plan.keys and cfg.max_iters > plan.steps and ranks.is_main:  # the user's, again
+                print(f"note: max_iters stays at {plan.steps}, where the time budget's deadline left it; "
+                      f"resume without --time_budget to train longer", file=sys.stderr)
+            cfg = replace(cfg, time_budget=checkpoint["config"]["time_budget"],  # as written then: 10m is 10 m
+                          max_iters=min(cfg.max_iters, plan.steps))  # as the deadline checks left it (a plan's: below)
         else:  # a plan would pick another shape and schedule than the run's
             raise UserError(f"cannot resume {latest} with --time_budget: it follows no plan (it was trained without "
                             f"one, or resumed without one since); resume it without --time_budget")
