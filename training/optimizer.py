@@ -76,14 +76,13 @@ class Optimizers:
 
     def __init__(self, parts: dict[str, torch.optim.Optimizer]):
         self.parts = parts
-        # the lr each was built with, the config's (a resumed run may change it): load_state_dict keeps defaults
-        self.peak_lr = {name: optimizer.defaults["lr"] for name, optimizer in parts.items()}
 
     def set_lr_scale(self, scale: float) -> None:
         """Every learning rate at `scale` times its peak (the schedule's warmup and decay)."""
-        for name, optimizer in self.parts.items():
+        for optimizer in self.parts.values():
             for group in optimizer.param_groups:
-                group["lr"] = self.peak_lr[name] * scale
+                # the peak is the config's lr it was built with (a resume may change it): load_state_dict keeps defaults
+                group["lr"] = optimizer.defaults["lr"] * scale
 
     def update(self, scaler: torch.amp.GradScaler, parameters, grad_clip: float) -> None:
         """Clip the gradients to grad_clip (when positive), step every optimizer, clear the gradients."""
