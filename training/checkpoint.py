@@ -20,7 +20,9 @@ import time
 import zipfile
 from pathlib import Path
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError, safe_open
 
 from config.errors import UserError
 from config.outputs import check_output
@@ -191,18 +193,14 @@ def _unpack(value: dict, tensors: dict[str, torch.Tensor]):
 
 def to_safetensors(checkpoint: dict) -> bytes:
     """The checkpoint as the bytes of a safetensors file."""
-    from safetensors.torch import save
-
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {key: _pack(value, key, tensors, {}) for key, value in checkpoint.items()}
-    return save(tensors, metadata={"format": "pt", METADATA_KEY: json.dumps(skeleton)})
+    return safetensors.torch.save(tensors, metadata={"format": "pt", METADATA_KEY: json.dumps(skeleton)})
 
 
 def from_safetensors(path: Path, device: str | torch.device = "cpu") -> dict | None:
     """The checkpoint in a safetensors file, or None for a safetensors file that holds no checkpoint
     (an exported model.safetensors). A damaged file raises ValueError."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             skeleton = (f.metadata() or {}).get(METADATA_KEY)
