@@ -124,9 +124,6 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
     """Everything a checkpoint holds. "dataset" names the data trained on, for resume to check; plan, a
     time budget's (training/budget.py), is what a resume follows instead of planning again."""
     identity = dataset_identity(dataset)
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
         "model": model.state_dict(),  # the plain module: no compile or DDP prefixes
         "optimizer": optimizers.state_dict(),  # {"adamw": ..., "muon": ...}
@@ -139,7 +136,8 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
         "best_val_loss": progress.best_val_loss,
         "tokens_seen": progress.tokens,
         "elapsed_s": progress.elapsed_s,
-        "rng": rng,
+        "rng": {"torch": torch.get_rng_state(),
+                **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})},
         "loader": loader.state_dict(),
         **({"plan": plan} if plan is not None else {}),
     }
