@@ -17,7 +17,6 @@ import shlex
 import sys
 import textwrap
 import time
-import zipfile
 from pathlib import Path
 
 import safetensors.torch
@@ -78,7 +77,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
                         f"use a checkpoint written by train.py") from None
     except PermissionError:  # not damage: run_cli names the path this user may not read
         raise
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: safetensors'
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # ValueError: safetensors'
         reason = textwrap.shorten(str(e).splitlines()[0], 120, placeholder=" ...")
         raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); use another one") from None
     if missing := [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]:
