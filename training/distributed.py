@@ -83,13 +83,11 @@ def main_first(ranks: Ranks, action: Callable[[], T]) -> T | None:
             result = action()
         except USER_ERRORS as e:
             refusal = e
+    refused = [refusal is not None]  # the main process's answer, on every process
     if ranks.distributed:
-        refused = [refusal is not None]  # the main process's answer, on every process
         dist.broadcast_object_list(refused, src=0)
-        if refused[0] and not ranks.is_main:
-            raise SystemExit(2)  # the main process says why
-    if refusal is not None:
-        raise refusal
+    if refused[0]:
+        raise refusal if ranks.is_main else SystemExit(2)  # the others exit quietly: the main process says why
     return result
 
 
