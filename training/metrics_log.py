@@ -43,9 +43,8 @@ def start_wandb(cfg: TrainConfig, resume_step: int | None):
     except ValueError as e:  # pydantic's ValidationError: a setting from the environment, e.g. WANDB_MODE=OFFLINE
         details = e.errors() if hasattr(e, "errors") else []
         refused = "; ".join(f"{'.'.join(map(str, d['loc']))}={d.get('input')!r}: {d['msg']}" for d in details)
-        refused = refused or str(e).splitlines()[0]
-        raise UserError(f"wandb refused its settings ({refused}); check the WANDB_ variables in the environment, "
-                        f"e.g. WANDB_MODE=offline") from None
+        raise UserError(f"wandb refused its settings ({refused or str(e).splitlines()[0]}); check the WANDB_ "
+                        f"variables in the environment, e.g. WANDB_MODE=offline") from None
     if resume_step is not None:
         run.summary["resumed_from_step"] = resume_step
     return run
