@@ -3,6 +3,8 @@ a run resumed from it steps exactly as one resumed from torch.save's file."""
 from __future__ import annotations
 
 import copy
+import io
+import random
 from dataclasses import asdict
 
 import pytest
@@ -119,3 +121,22 @@ def test_an_out_dir_holding_a_safetensors_run_is_an_earlier_run(tmp_path):
         check_start(tmp_path, TrainConfig(out_dir=str(tmp_path)))
     check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume"))  # found, in either format
     check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume", checkpoint_format="safetensors"))
+
+
+def test_bytes_changed_anywhere_in_a_pt_checkpoint_load_or_are_one_line(tmp_path):
+    """A disk or a copy that changes bytes in place: torch.save's file either still loads or is refused as damaged,
+    whatever its unpickler trips on (a key, an index, a type that no longer fits), never with a traceback."""
+    buffer = io.BytesIO()
+    torch.save(trained_state(tie_embeddings=True, steps=1)[2], buffer)
+    rng, path, refused = random.Random(0), tmp_path / "ckpt.pt", 0
+    for _ in range(300):
+        data = bytearray(buffer.getvalue())
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(data)
+        try:
+            load_checkpoint(path)
+        except UserError as e:
+            assert "damaged or truncated" in str(e) or "holds pickled objects" in str(e) or "not a checkpoint" in str(e)
+            refused += 1
+    assert refused > 50  # most changes are caught (a byte of a tensor's data is not: torch.save keeps no checksum)

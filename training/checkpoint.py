@@ -77,8 +77,10 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
                         f"use a checkpoint written by train.py") from None
     except PermissionError:  # not damage: run_cli names the path this user may not read
         raise
-    except (RuntimeError, EOFError, OSError, ValueError) as e:  # ValueError: safetensors'
-        reason = textwrap.shorten(str(e).splitlines()[0], 120, placeholder=" ...")
+    # ValueError: safetensors'; LookupError, TypeError, AttributeError: torch's weights-only unpickler on bytes
+    # changed in place (a pickle that still parses, of records that no longer fit together)
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError, AttributeError) as e:
+        reason = textwrap.shorten(f"{type(e).__name__}: {e}".splitlines()[0], 120, placeholder=" ...")
         raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); use another one") from None
     if missing := [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]:
         raise UserError(f"{path} is not a checkpoint of this project (no {', '.join(missing)}); "
