@@ -16,11 +16,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from config.device import pick_device, resolve_dtype, synchronize
+from config.device import pick_device, resolve_dtype, timed
 from config.errors import UserError, run_cli, stop_on_sigterm
 from config.outputs import check_output
 from config.parsing import unknown_key
@@ -46,15 +45,6 @@ from viz.loss_plot import compare_runs, save_png
 
 HERE = Path(__file__).parent
 CPU = torch.device("cpu")
-
-
-def timed(fn: Callable, *args: Any, device: torch.device = CPU, **kwargs: Any) -> tuple[Any, float]:
-    """fn's result and the wall seconds it took, the work it queued on the device included."""
-    synchronize(device)
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    synchronize(device)
-    return result, time.perf_counter() - start
 
 
 def table(columns: dict[str, str]) -> Callable[..., None]:

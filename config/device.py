@@ -1,6 +1,9 @@
 """Choosing the device and the precision of the forward pass."""
 
 import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -42,6 +45,15 @@ def synchronize(device: torch.device) -> None:
     """Wait for the work queued on a GPU, so that a clock read after it measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def timed(fn: Callable, *args: Any, device: torch.device = torch.device("cpu"), **kwargs: Any) -> tuple[Any, float]:
+    """fn's result and the wall seconds it took, the work it queued on the device included."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    synchronize(device)
+    return result, time.perf_counter() - start
 
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:

@@ -11,14 +11,13 @@ import dataclasses
 import math
 import os
 import time
-import timeit
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import torch
 from tqdm import tqdm
 
-from config.device import autocast, synchronize
+from config.device import autocast, synchronize, timed
 from config.errors import UserError
 from config.settings import TrainConfig, parse_duration, tokens_per_step
 from model import GPT, ModelError
@@ -216,9 +215,9 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
     step_s = sum(step()[0] for _ in range(steps)) / steps
     x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
     with torch.no_grad(), autocast(device, dtype):  # the best of three: the first pays for allocations
-        forward_s = min(timeit.repeat(lambda: model(x, x), number=1, repeat=3))
+        forward_s = min(timed(model, x, x, device=device)[1] for _ in range(3))
     model.generate(x[:1, :1], 2)  # the sampler's first call allocates
-    token_s = timeit.timeit(lambda: model.generate(x[:1, :1], 16), number=1) / 16
+    token_s = timed(model.generate, x[:1, :1], 16, device=device)[1] / 16
     return model.num_params(), step_s, forward_s, token_s
 
 
