@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import torch
 from tqdm import tqdm
 
-from config.device import autocast, synchronize, timed
+from config.device import autocast, timed
 from config.errors import UserError
 from config.settings import TrainConfig, parse_duration, tokens_per_step
 from model import GPT, ModelError
@@ -190,19 +190,16 @@ def step_on_one_batch(cfg: TrainConfig, vocab_size: int, device: torch.device, d
     x = torch.randint(0, vocab_size, (cfg.batch_size, cfg.block_size), device=device)  # (B, T)
     scaler = torch.amp.GradScaler(enabled=False)
 
-    def step() -> tuple[float, float]:
-        synchronize(device)
-        start = time.perf_counter()
+    def forward_backward() -> None:
         for _ in range(cfg.gradient_accumulation_steps):
             with autocast(device, dtype):
                 loss = model(x, x)[1]
             loss.backward()
-        synchronize(device)
-        backward_done = time.perf_counter()
-        optimizers.update(scaler, model.parameters(), cfg.grad_clip)
-        synchronize(device)
-        end = time.perf_counter()
-        return end - start, end - backward_done
+
+    def step() -> tuple[float, float]:
+        passes_s = timed(forward_backward, device=device)[1]
+        update_s = timed(optimizers.update, scaler, model.parameters(), cfg.grad_clip, device=device)[1]
+        return passes_s + update_s, update_s
 
     return model, step
 
