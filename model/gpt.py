@@ -57,7 +57,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, positions: Positions, cache: KVCache | None = None,
                 records: list[AttentionRecord] | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm_1(x), positions, cache, records)  # attention writes into the residual stream
-        return x + self.mlp(self.norm_2(x))  # (B, T, C)
+        x = x + self.mlp(self.norm_2(x))
+        return x  # (B, T, C)
 
 
 class GPT(nn.Module):
