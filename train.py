@@ -17,7 +17,6 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, lost_relative_path, open_dataset
 from data.errors import DataError
 from data.loader import BatchLoader
-from data.tokenizer import Tokenizer, start_tokens, tokenizer_from_description
+from data.tokenizer import start_tokens
 from model import GPT
 from model.params import training_flops_per_token
 from training import distributed
@@ -105,11 +104,6 @@ class Run:
     def latest(self) -> Path:
         """out_dir/ckpt.pt or ckpt.safetensors, whichever is there: the checkpoint a resume reads."""
         return existing_checkpoint(checkpoint_path(self.out_dir, "ckpt", self.cfg.checkpoint_format))
-
-    @cached_property
-    def tokenizer(self) -> Tokenizer:
-        """The dataset's tokenizer, for the samples and pictures a run makes."""
-        return tokenizer_from_description(self.dataset.meta["tokenizer"])
 
     @property
     def tokens_per_step(self) -> int:  # across all processes
@@ -451,8 +445,8 @@ def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
 
 @torch.compiler.set_stance("force_eager")  # decoding runs the blocks uncompiled (compile_blocks)
 def sample_text(run: Run, n_tokens: int) -> str:
-    tokenizer = run.tokenizer
-    idx = torch.tensor([start_tokens(tokenizer, run.dataset.meta["train_documents"])], dtype=torch.long,
+    tokenizer = run.dataset.tokenizer
+    idx = torch.tensor([start_tokens(tokenizer, run.dataset.meta.get("train_documents"))], dtype=torch.long,
                        device=run.device)
     run.model.eval()
     out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, vocab_limit=tokenizer.vocab_size,
@@ -473,7 +467,8 @@ def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     model.eval()
     patterns = torch.stack(model.attention_patterns(torch.tensor([ids], device=run.device)))[:, 0]  # (L, nh, T, T)
     model.train()
-    figure = heatmap_figure(patterns.float().cpu(), token_texts(run.tokenizer, ids), f"step {run.progress.step}")
+    texts = token_texts(run.dataset.tokenizer, ids)
+    figure = heatmap_figure(patterns.float().cpu(), texts, f"step {run.progress.step}")
     return save_png(figure, run.out_dir / "attention.png")
 
 
@@ -482,10 +477,10 @@ def next_commands(run: Run) -> str:
     out_dir, latest = run.out_dir, run.latest
     flag = shlex.quote(f"--out_dir={out_dir}")
     try:  # attention.py's default text where it fits this vocabulary, else the validation text's start
-        run.tokenizer.encode(AttentionConfig.text)
+        run.dataset.tokenizer.encode(AttentionConfig.text)
         text_flag = ""
     except DataError:  # a character vocabulary of other text than Shakespeare's
-        text_flag = " --text=" + flag_text(run.tokenizer.decode(run.dataset.val[:24].tolist()), escapes=True)
+        text_flag = " --text=" + flag_text(run.dataset.tokenizer.decode(run.dataset.val[:24].tolist()), escapes=True)
     age = "latest" if run.saved_step == run.progress.step else \
         f"step {run.saved_step}: with always_save_checkpoint=false it is saved on a new best only"
     best = existing_checkpoint(checkpoint_path(out_dir, "best", run.cfg.checkpoint_format))  # another format's too

@@ -142,8 +142,8 @@ def _folder_tokenizer(folder: Path) -> Tokenizer:
     from_dataset = is_dataset(folder)
     if from_dataset:
         try:
-            tokenizer = tokenizer_from_description(read_meta(folder)["tokenizer"])
-        except (KeyError, TypeError, AttributeError):
+            tokenizer = tokenizer_from_description(read_meta(folder)["tokenizer"], folder / "meta.json")
+        except (KeyError, TypeError, DataError):
             raise DataError(f"{folder}/meta.json does not describe a tokenizer as a prepared dataset's does; give "
                             f"--tokenizer a dataset folder that data/prepare.py wrote, or a Hugging Face one") from None
     else:

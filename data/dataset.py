@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .tokenizer import Tokenizer, tokenizer_from_description
 
 DATA_ROOT = Path(__file__).resolve().parent
 CHUNK_TOKENS = 1 << 24  # ids scanned at a time: bounded memory whatever the dataset's size
@@ -47,11 +48,12 @@ class Dataset:
     meta: dict
     train: np.ndarray  # memory-mapped token ids
     val: np.ndarray
+    tokenizer: Tokenizer  # rebuilt from meta.json
 
 
 def open_dataset(folder: Path) -> Dataset:
     """Open a prepared dataset folder, checking meta.json against its bins, and every id against the
-    vocabulary (a bin from another dataset, a damaged file), in one pass of bounded chunks."""
+    vocabulary (a bin from another dataset, a damaged file), in one pass of bounded chunks; its tokenizer rebuilt."""
     meta = read_meta(folder)
     try:
         dtype, vocab_size = np.dtype(meta["dtype"]), int(meta["vocab_size"])
@@ -71,7 +73,8 @@ def open_dataset(folder: Path) -> Dataset:
             if top >= vocab_size:
                 raise DataError(f"{folder / name}.bin holds token id {top}, outside the vocabulary of {vocab_size} "
                                 f"in meta.json; re-run python data/prepare.py for it")
-    return Dataset(meta, splits["train"], splits["val"])
+    tokenizer = tokenizer_from_description(meta["tokenizer"], folder / "meta.json")
+    return Dataset(meta, splits["train"], splits["val"], tokenizer)
 
 
 def dataset_identity(dataset: Dataset) -> dict:

@@ -215,18 +215,23 @@ def start_tokens(tokenizer: Tokenizer, documents: int | None = None) -> list[int
         return [0] if tokenizer.eot_token is None else [tokenizer.eot_token]
 
 
-def tokenizer_from_description(description: dict) -> Tokenizer:
-    """Rebuild a tokenizer from its description (meta.json's or a checkpoint's "tokenizer")."""
-    kind = description.get("kind")
-    if kind == "char":
-        return CharTokenizer(description["chars"], end_of_text="eot_token" in description)
-    if kind == "gpt2":
-        return GPT2Tokenizer()
-    if kind != "bpe":
-        raise DataError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(TOKENIZER_KINDS)}")
+def tokenizer_from_description(description: dict, source: Path) -> Tokenizer:
+    """Rebuild a tokenizer from its description ("tokenizer" in source: a dataset's meta.json or a checkpoint);
+    a damaged one is a DataError naming source."""
     try:
+        kind = description.get("kind")
+        if kind == "char":
+            return CharTokenizer(description["chars"], end_of_text="eot_token" in description)
+        if kind == "gpt2":
+            return GPT2Tokenizer()
+        if kind != "bpe":
+            raise ValueError(f"kind {kind!r} is not one of {', '.join(TOKENIZER_KINDS)}")
         ranks = {base64.b64decode(tok): int(rank) for tok, rank in map(str.split, description["ranks"].splitlines())}
-    except ValueError as e:
-        raise DataError(f"a BPE tokenizer's ranks are damaged ({e}); prepare the dataset again") from None
-    return BPETokenizer(ranks, description["pattern"], description["special_tokens"], description.get("eot_token"),
-                        description.get("normalizer"))
+        return BPETokenizer(ranks, description["pattern"], description["special_tokens"],
+                            description.get("eot_token"), description.get("normalizer"))
+    except DataError:  # GPT-2's files missing: said already
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # a field missing, of another type, unreadable
+        fix = "re-run python data/prepare.py for its dataset" if source.name == "meta.json" else "use another checkpoint"
+        raise DataError(f"{source} does not describe a tokenizer as data/prepare.py writes one "
+                        f"({type(e).__name__}: {e}); {fix}") from None

@@ -20,7 +20,8 @@ TEXT = "Shall I compare thee to a"  # characters of the test corpus, shorter tha
 def load_trained(out_dir: Path) -> tuple[GPT, Tokenizer]:
     path = out_dir / "ckpt.pt"
     checkpoint = load_checkpoint(path)
-    return model_from_checkpoint(checkpoint, path).eval(), tokenizer_from_description(checkpoint["tokenizer"])
+    tokenizer = tokenizer_from_description(checkpoint["tokenizer"], path)
+    return model_from_checkpoint(checkpoint, path).eval(), tokenizer
 
 
 def norm_1_outputs(model: GPT, idx: torch.Tensor) -> list[torch.Tensor]:

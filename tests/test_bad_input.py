@@ -158,6 +158,32 @@ def test_checkpoint_from_an_incompatible_model(run_dir):
     assert_one_line_error(result, "does not match the model it describes")
 
 
+@pytest.mark.parametrize("tokenizer", [["char"], {"kind": "bpe"}, {"kind": "bpe", "ranks": 5}, {"kind": "word"}])
+def test_a_damaged_tokenizer_record_is_one_line_before_any_work(run_dir, tokenizer):
+    """In a checkpoint: sample.py refuses it. In a dataset's meta.json: train.py refuses it before training (it
+    was read only to sample and draw at the end) and leaves no out_dir."""
+    ckpt = run_dir / "out" / "ckpt.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["tokenizer"] = tokenizer
+    torch.save(state, ckpt)
+    assert_one_line_error(run_command("sample.py", f"--out_dir={run_dir / 'out'}"),
+                          f"{ckpt} does not describe a tokenizer as data/prepare.py writes one", "use another checkpoint")
+    meta = json.loads((run_dir / "data" / "meta.json").read_text())
+    (run_dir / "data" / "meta.json").write_text(json.dumps({**meta, "tokenizer": tokenizer}))
+    assert_one_line_error(train(run_dir, out="new"), "meta.json does not describe a tokenizer",
+                          "re-run python data/prepare.py for its dataset")
+    assert not (run_dir / "new").exists()
+
+
+def test_weights_of_nan_are_one_line(run_dir):
+    ckpt = run_dir / "out" / "ckpt.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["model"]["lm_head.weight"][3] = math.nan  # every logit nan: no token could be drawn
+    torch.save(state, ckpt)
+    for script in ("sample.py", "eval.py"):
+        assert_one_line_error(run_command(script, f"--out_dir={run_dir / 'out'}"), "holds weights that are nan or inf")
+
+
 class RunsCode:
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))

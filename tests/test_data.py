@@ -16,7 +16,7 @@ from helpers import prepare_text
 def test_prepare_writes_bins_that_decode_to_the_text(char_dataset, corpus_text):
     meta = json.loads((char_dataset / "meta.json").read_text())
     dataset = open_dataset(char_dataset)
-    tok = tokenizer_from_description(meta["tokenizer"])
+    tok = tokenizer_from_description(meta["tokenizer"], Path("meta.json"))
     assert dataset.val[-1] == tok.eot_token == len(tok.chars)  # one document: it ends the validation tail
     decoded = tok.decode(dataset.train.tolist()) + tok.decode(dataset.val.tolist())
     assert decoded == corpus_text  # end-of-text decodes to nothing
@@ -28,7 +28,7 @@ def test_prepare_writes_bins_that_decode_to_the_text(char_dataset, corpus_text):
 def test_gpt2_dataset_round_trip(tmp_path, corpus_text):
     meta = prepare_text(corpus_text, "gpt2", tmp_path / "bpe", val_fraction=0.2)
     dataset = open_dataset(tmp_path / "bpe")
-    tok = tokenizer_from_description(meta["tokenizer"])
+    tok = tokenizer_from_description(meta["tokenizer"], Path("meta.json"))
     assert dataset.val[-1] == 50256  # <|endoftext|> ends the one document
     assert tok.decode(dataset.train.tolist()) + tok.decode(dataset.val[:-1].tolist()) == corpus_text
     assert meta["vocab_size"] == 50257 and meta["train_bytes"] + meta["val_bytes"] == len(corpus_text.encode())

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ def test_eval_py_reports_the_validation_split(trained, char_dataset):
     model.eval()
     val = np.fromfile(char_dataset / "val.bin", dtype=np.uint16).tolist()
     total = reference_total_loss(model, val)
-    tokenizer = tokenizer_from_description(checkpoint["tokenizer"])
+    tokenizer = tokenizer_from_description(checkpoint["tokenizer"], Path("ckpt.pt"))
     assert report["tokens"] == len(val) - 1  # every token after the first is predicted
     assert report["bytes"] == sum(len(tokenizer.decode_bytes([t])) for t in val[1:])  # end-of-text holds none
     assert report["loss"] == pytest.approx(total / (len(val) - 1), rel=1e-6)
@@ -121,7 +122,7 @@ def test_surprise_page_holds_the_forward_pass_losses(trained, tmp_path):
     checkpoint = torch.load(trained / "ckpt.pt", weights_only=True)
     model = GPT(GPTConfig(**checkpoint["model_args"]))
     model.load_state_dict(checkpoint["model"])
-    tok = tokenizer_from_description(checkpoint["tokenizer"])
+    tok = tokenizer_from_description(checkpoint["tokenizer"], Path("ckpt.pt"))
     log_probs = reference_log_probs(model, tok.encode(text))
     assert "".join(t["text"] for t in data["tokens"]) == text
     assert data["tokens"][0]["loss"] is None

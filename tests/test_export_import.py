@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,7 +65,7 @@ def exported(tmp_path_factory, corpus_text):
 def test_a_trained_model_runs_the_same_in_transformers(exported, shape, monkeypatch):
     tmp_path, checkpoint = exported(shape)
     ours = model_from_checkpoint(checkpoint, tmp_path / "out").eval()
-    tokenizer = tokenizer_from_description(checkpoint["tokenizer"])
+    tokenizer = tokenizer_from_description(checkpoint["tokenizer"], Path("ckpt.pt"))
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     auto_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert type(hf).__name__ == RUNS[shape][3]

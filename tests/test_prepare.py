@@ -26,7 +26,7 @@ def corpus(tmp_path_factory):
 def documents_of(folder) -> dict[str, list[str]]:
     """Each split's token file cut at end-of-text and decoded: its documents, in order."""
     dataset = open_dataset(folder)
-    tokenizer = tokenizer_from_description(dataset.meta["tokenizer"])
+    tokenizer = tokenizer_from_description(dataset.meta["tokenizer"], folder / "meta.json")
     found = {}
     for split in ("train", "val"):
         ids = getattr(dataset, split).tolist()

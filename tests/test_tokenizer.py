@@ -19,7 +19,7 @@ def test_char_round_trip_and_description():
     assert len(ids) == len(TEXT)
     assert tok.decode(ids) == TEXT
     assert tok.vocab_size == len(set(TEXT))
-    rebuilt = tokenizer_from_description(tok.describe())
+    rebuilt = tokenizer_from_description(tok.describe(), Path("meta.json"))
     assert rebuilt.encode(TEXT) == ids
 
 
@@ -34,7 +34,7 @@ def test_gpt2_known_ids_and_round_trip():
     assert tok.vocab_size == 50257 and tok.eot_token == 50256
     assert tok.encode("Hello world") == [15496, 995]  # GPT-2's published ids
     assert tok.decode(tok.encode(TEXT)) == TEXT
-    assert tokenizer_from_description(tok.describe()).encode(TEXT) == tok.encode(TEXT)
+    assert tokenizer_from_description(tok.describe(), Path("meta.json")).encode(TEXT) == tok.encode(TEXT)
 
 
 def test_gpt2_offline_path_uses_the_hash_checked_packaged_files():
@@ -102,7 +102,7 @@ def test_trained_bpe_survives_a_save_and_reload(bpe_folder):
     meta = json.loads((bpe_folder / "meta.json").read_text())
     saved = bpe_folder.parent / "description.pt"
     torch.save({"tokenizer": meta["tokenizer"]}, saved)
-    rebuilt = tokenizer_from_description(torch.load(saved, weights_only=True)["tokenizer"])
+    rebuilt = tokenizer_from_description(torch.load(saved, weights_only=True)["tokenizer"], Path("meta.json"))
     assert rebuilt.encode(UNSEEN) == tok.encode(UNSEEN) and rebuilt.vocab_size == tok.vocab_size
     ranks = load_tiktoken_bpe(str(bpe_folder / meta["tokenizer_file"]))
     description = meta["tokenizer"]
@@ -117,7 +117,7 @@ def test_char_tokenizer_end_of_text_decodes_to_nothing():
     assert tok.vocab_size == len(set(TEXT)) + 1 and tok.eot_token == len(set(TEXT))
     ids = tok.encode(TEXT) + [tok.eot_token] + tok.encode(TEXT)
     assert tok.decode(ids) == TEXT + TEXT and tok.token_bytes()[tok.eot_token] == 0
-    assert tokenizer_from_description(tok.describe()).eot_token == tok.eot_token
+    assert tokenizer_from_description(tok.describe(), Path("meta.json")).eot_token == tok.eot_token
 
 
 def test_an_unprompted_sample_starts_at_end_of_text_unless_the_training_text_never_saw_one():
@@ -135,10 +135,10 @@ def test_an_unprompted_sample_starts_at_end_of_text_unless_the_training_text_nev
 
 def test_descriptions_written_before_end_of_text_still_load():
     """Datasets and checkpoints already on users' disks."""
-    old_char = tokenizer_from_description({"kind": "char", "chars": "\n abc"})
+    old_char = tokenizer_from_description({"kind": "char", "chars": "\n abc"}, Path("meta.json"))
     assert old_char.vocab_size == 5 and old_char.eot_token is None
     assert old_char.encode("cab\n") == [4, 2, 3, 0] and old_char.decode([4, 2, 3, 0]) == "cab\n"
-    assert tokenizer_from_description({"kind": "gpt2"}).eot_token == 50256
+    assert tokenizer_from_description({"kind": "gpt2"}, Path("meta.json")).eot_token == 50256
 
 
 def test_char_unknown_characters_are_all_named():
