@@ -80,14 +80,16 @@ def result_rows(checkpoint: dict) -> list[str]:
     """The dataset, tokens seen, val loss and bits per byte: the best val loss (nats per token)
     times the validation split's tokens per byte, over ln 2 (if the dataset folder is here)."""
     dataset, loss = checkpoint.get("config", {}).get("dataset", "not recorded"), checkpoint.get("best_val_loss")
-    try:
+    try:  # the split's sizes, each a positive count, or none
         meta = json.loads((dataset_dir(checkpoint["config"]["dataset"]) / "meta.json").read_text())
-    except (KeyError, OSError, ValueError):
+        meta = {key: meta[key] for key in ("train_tokens", "val_tokens", "train_bytes", "val_bytes")}
+    except (KeyError, OSError, ValueError, TypeError):
         meta = None
+    meta = meta if meta and all(type(count) is int and count > 0 for count in meta.values()) else None
     measured, steps = loss is not None and math.isfinite(loss), checkpoint.get("iter_num", 0)
     rows = [f"| dataset | {dataset}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
             f"{meta['train_bytes'] + meta['val_bytes']:,} bytes of text |" if meta else
-            f"| dataset | {dataset} (its meta.json is not here: no size, no bits per byte) |",
+            f"| dataset | {dataset} (its meta.json is not here, or not readable: no size, no bits per byte) |",
             f"| tokens seen | {checkpoint.get('tokens_seen', 0):,} in {steps:,} step{'s' * (steps != 1)} |",
             f"| val loss | {loss:.4f} nats per token (the run's best evaluation up to this checkpoint's step, over "
             f"eval_iters batches; `python eval.py` scores this model) |" if measured else "| val loss | not measured |"]

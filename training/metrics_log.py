@@ -21,7 +21,8 @@ def read_rows(path: Path) -> list[dict]:
     otherwise, is skipped."""
     rows = []
     for line in path.read_bytes().splitlines() if path.is_file() else []:
-        with contextlib.suppress(ValueError, TypeError, KeyError):  # not JSON, not UTF-8, an unhashable kind, a key
+        # not JSON, not UTF-8, an unhashable kind, a key missing, brackets nested past Python's recursion limit
+        with contextlib.suppress(ValueError, TypeError, KeyError, RecursionError):
             row = json.loads(line)
             if all(type(row[key]) in (int, float) for key in ROW_KEYS[row["kind"]]) and type(row["step"]) is int:
                 rows.append(row)
