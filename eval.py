@@ -20,7 +20,7 @@ import numpy as np
 
 from config.device import pick_device
 from config.errors import UserError, run_cli
-from config.outputs import check_output
+from config.outputs import check_output, check_replaceable
 from config.settings import EvalConfig, read_config
 from data.dataset import dataset_dir, lost_relative_path, open_dataset, tokenizer_change
 from data.errors import DataError
@@ -28,7 +28,7 @@ from data.files import write_atomically
 from data.sources import read_text
 from model.scoring import score_tokens, summarize
 from training.init_from import load_model
-from viz.explorer import SURPRISE_MARK, surprise_page
+from viz.explorer import SURPRISE_MARK, page_marked, surprise_page
 
 
 def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
@@ -58,11 +58,10 @@ def main(argv: list[str]) -> None:
         surprise = check_output(cfg.surprise, "surprise", folder=False)
         if cfg.text_file and surprise.resolve() == Path(cfg.text_file).resolve():
             raise UserError(f"surprise={cfg.surprise} is the text being evaluated; choose another --surprise")
-        if surprise.is_file() and SURPRISE_MARK not in surprise.read_text(encoding="utf-8", errors="replace")[:200]:
-            raise UserError(f"surprise={cfg.surprise} is a page eval.py did not write, which it never replaces; "
-                            f"choose another --surprise")
+        check_replaceable(surprise, "surprise", "a page eval.py", lambda page: page_marked(page, SURPRISE_MARK))
     device = pick_device(cfg.device)
-    model, tokenizer, checkpoint, name = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
+    model, tokenizer, checkpoint, name = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights,
+                                                    finite=False)
     if cfg.text_file:
         tokens, source = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64), cfg.text_file
     elif checkpoint is None:

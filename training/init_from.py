@@ -141,20 +141,15 @@ def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
     return tokenizer
 
 
-def finite(model: GPT, source: str | Path) -> GPT:
-    """model, unless a weight is nan or inf (a diverged training elsewhere: train.py never saves one), which would
-    turn every logit into nan."""
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise UserError(f"{source} holds weights that are nan or inf (a training that diverged); use another model")
-    return model
-
-
-def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device, weights: str = "float32"
-               ) -> tuple[GPT, Tokenizer, dict | None, str]:
+def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device, weights: str = "float32",
+               finite: bool = True) -> tuple[GPT, Tokenizer, dict | None, str]:
     """The model (in eval mode, its weights in `weights`), its tokenizer, the checkpoint dict and the file read,
-    rebuilt from out_dir/checkpoint alone; or a Hugging Face model (no checkpoint) when init_from names one."""
+    rebuilt from out_dir/checkpoint alone; or a Hugging Face model (no checkpoint) when init_from names one.
+    finite: refuse weights of nan or inf (a training that diverged elsewhere: train.py never saves them), whose
+    logits are all nan; eval.py scores them instead (a loss of none)."""
     if init_from:
-        model = finite(GPT.from_pretrained(init_from), init_from)
+        model = GPT.from_pretrained(init_from)
+        check_finite(model, init_from, finite)
         return with_weights(model.to(device).eval(), weights), pretrained_tokenizer(init_from, model), None, init_from
     path = existing_checkpoint(Path(out_dir) / checkpoint)
     if not path.is_file():
@@ -173,6 +168,12 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     if path.name != Path(checkpoint).name:  # only the other format's file is there
         print(f"note: reading {path}, as {out_dir} holds no {checkpoint}", file=sys.stderr)
     state = load_checkpoint(path, device)
-    model = finite(model_from_checkpoint(state, path), path)
+    model = model_from_checkpoint(state, path)
+    check_finite(model, path, finite)
     return (with_weights(model.to(device).eval(), weights), tokenizer_from_description(state["tokenizer"], path), state,
             str(path))
+
+
+def check_finite(model: GPT, source: str | Path, required: bool) -> None:
+    if required and not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise UserError(f"{source} holds weights that are nan or inf (a training that diverged); use another model")
