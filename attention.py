@@ -18,14 +18,14 @@ import torch
 
 from config.device import pick_device
 from config.errors import UserError, run_cli
-from config.outputs import check_output
+from config.outputs import check_output, check_replaceable
 from config.prompts import encode_prompt, read_prompt
 from config.settings import AttentionConfig, read_config
 from data.files import write_atomically
 from model import GPT
 from training.init_from import load_model
-from viz.explorer import MAX_WEIGHTS, explorer_html, weight_count
-from viz.loss_plot import save_png
+from viz.explorer import EXPLORER_MARK, MAX_WEIGHTS, explorer_html, page_marked, weight_count
+from viz.loss_plot import drawn_here, save_png
 from viz.maps import heatmap_figure, query_figure, tick_label, token_texts
 
 
@@ -70,6 +70,11 @@ def main(argv: list[str]) -> None:
     if cfg.html and (count := weight_count(c.n_layer, c.n_head, len(ids))) > MAX_WEIGHTS:
         raise UserError(f"explorer.html would hold {count:,} attention weights (over {MAX_WEIGHTS:,}); "
                         f"use a shorter text or --html=false")
+    for name in ("heatmaps.png", f"query_{query}.png"):  # before the model runs: a user's files stay
+        check_replaceable(folder / name, "pictures_dir", "a picture attention.py", drawn_here)
+    if cfg.html:
+        check_replaceable(folder / "explorer.html", "pictures_dir", "a page attention.py",
+                          lambda page: page_marked(page, EXPLORER_MARK))
     tokens = token_texts(tokenizer, ids)
     about = (f"{source}: {counted(len(ids), 'token')} through {counted(c.n_layer, 'layer')} "
              f"of {counted(c.n_head, 'head')}" + ("" if cfg.weights == "float32" else f", {cfg.weights} weights"))

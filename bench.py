@@ -21,7 +21,7 @@ import torch
 
 from config.device import pick_device, resolve_dtype, timed
 from config.errors import UserError, run_cli, stop_on_sigterm
-from config.outputs import check_output
+from config.outputs import check_output, check_replaceable
 from config.parsing import unknown_key
 from config.settings import BenchConfig, SampleConfig, TrainConfig, read_config, tokens_per_step
 from data import load_tokenizer
@@ -41,7 +41,7 @@ from training.budget import dial, step_on_one_batch
 from training.init_from import load_model
 from training.metrics_log import read_rows
 from training.throughput import MFUMeter
-from viz.loss_plot import compare_runs, save_png
+from viz.loss_plot import compare_runs, drawn_here, save_png
 
 HERE = Path(__file__).parent
 CPU = torch.device("cpu")
@@ -313,6 +313,7 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
     each piece of the modern recipe added alone to the classic one: wall time, tokens per second and
     eval.py's validation loss, and every run's loss curves in one picture (as compare.py draws them)."""
     plot = check_output(cfg.plot or "recipe.png", "plot", folder=False)  # before the runs, not after them
+    check_replaceable(plot, "plot", "a picture bench.py", drawn_here)
     runs = {"classic (configs/classic.toml)": ["configs/classic.toml"], "modern (the default)": []}
     runs.update({name: ["configs/classic.toml", *flags] for name, flags in RECIPE_PIECES.items()})
     results, logs = {}, {}
@@ -355,6 +356,7 @@ def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
     and twice its parameters), each trained for that budget: their eval.py val loss, and a picture of loss
     against parameters; then the default run (`python train.py`) against a budgeted run given its wall time."""
     plot = check_output(cfg.plot or "budget.png", "plot", folder=False)  # before the runs, not after them
+    check_replaceable(plot, "plot", "a picture bench.py", drawn_here)
     cases = [(budget, "shakespeare_char") for budget in cfg.budgets]
     cases += [(cfg.bpe_budget, "shakespeare_bpe")] if cfg.bpe_budget else []
     results = {}

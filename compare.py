@@ -10,11 +10,11 @@ import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one 
 from pathlib import Path
 
 from config.errors import UserError, run_cli
-from config.outputs import check_output
+from config.outputs import check_output, check_replaceable
 from config.settings import CompareConfig, read_config
 from training.checkpoint import RUN_FILES
 from training.metrics_log import read_rows
-from viz.loss_plot import compare_runs
+from viz.loss_plot import compare_runs, drawn_here
 
 
 def main(argv: list[str]) -> None:
@@ -22,6 +22,7 @@ def main(argv: list[str]) -> None:
     plot = check_output(cfg.plot, "plot", folder=False)
     if plot.name in RUN_FILES and (plot.parent / "log.jsonl").is_file():  # loss.png: train.py's, redrawn each eval
         raise UserError(f"{plot} is the run's own {plot.name}; write the comparison elsewhere, e.g. --plot=compare.png")
+    check_replaceable(plot, "plot", "a picture compare.py", drawn_here)
     runs = {}
     for out_dir in cfg.runs:
         log = Path(out_dir) / "log.jsonl"

@@ -2,6 +2,7 @@
 wanted (and not a dataset's), a file where a file is, and a place the OS lets this process write."""
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from data.dataset import is_dataset
@@ -34,3 +35,13 @@ def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
     except OSError as e:
         raise UserError(f"{what} ({e.strerror}); {fix}") from None
     return path
+
+
+def check_replaceable(path: Path, key: str, what: str, ours: Callable[[Path], bool]) -> None:
+    """Refuse to replace a file at path that the command did not write (ours(path) is false): a user's own.
+    what: 'a picture attention.py', 'a page eval.py', ..., for the message."""
+    if path.is_dir():
+        raise UserError(f"{key}: {path} is a folder, where a file of that name is written; move it away or choose "
+                        f"another --{key}")
+    if path.is_file() and not ours(path):
+        raise UserError(f"{key}={path} is {what} did not write, which it never replaces; choose another --{key}")

@@ -13,7 +13,7 @@ from PIL import Image
 from attention import layer_records, main, resolve_query
 from attention_reference import TEXT, load_trained, page_data, reference_patterns, reference_records
 from config.errors import USER_ERRORS, UserError
-from helpers import gpt2_config, REPO
+from helpers import REPO, assert_one_line_error, gpt2_config, run_main
 from model import GPT, GPTConfig
 from viz.maps import heatmap_figure, query_figure, tick_label, token_texts
 
@@ -139,6 +139,21 @@ def test_pictures_of_an_earlier_run_left_beside_new_ones_are_named(trained_out, 
                                       f"earlier run\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["heatmaps.png", "query_6.png",
                                                                  f"query_{len(TEXT) - 1}.png", "explorer.html"])
+
+
+def test_files_of_the_pictures_names_that_attention_py_did_not_write_stay(trained_out, tmp_path):
+    argv = [f"--out_dir={trained_out}", f"--pictures_dir={tmp_path}", "--device=cpu", f"--text={TEXT}"]
+    (tmp_path / "heatmaps.png").write_bytes(b"a user's own file")
+    assert_one_line_error(run_main(main, *argv), f"pictures_dir={tmp_path / 'heatmaps.png'} is a picture "
+                                                  "attention.py did not write, which it never replaces")
+    (tmp_path / "heatmaps.png").unlink()
+    (tmp_path / "explorer.html").write_text("<html>my page</html>")
+    assert_one_line_error(run_main(main, *argv), "explorer.html is a page attention.py did not write")
+    (tmp_path / "explorer.html").unlink()
+    (tmp_path / "heatmaps.png").mkdir()
+    assert_one_line_error(run_main(main, *argv), f"{tmp_path / 'heatmaps.png'} is a folder, where a file of that "
+                                                  "name is written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heatmaps.png"]  # nothing written
 
 
 def test_query_index_resolution():

@@ -61,3 +61,16 @@ def test_a_run_named_with_dollars_is_drawn_as_named_not_as_math(tmp_path):
             for s in (1, 2)]
     assert compare_runs({"r$^$x": rows, "plain": rows}, tmp_path / "c.png").stat().st_size > 0  # mathtext would raise
     assert drawable(["cost $5 or $6"])[0] == [r"cost \$5 or \$6"]
+
+
+def test_a_picture_compare_py_did_not_write_is_never_replaced(trained_out, tmp_path):
+    mine = tmp_path / "mine.png"
+    Image.new("RGB", (4, 4)).save(mine)  # a user's own picture, of the name given
+    before = mine.read_bytes()
+    assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={mine}"),
+                          f"plot={mine} is a picture compare.py did not write, which it never replaces")
+    assert mine.read_bytes() == before
+    ours = tmp_path / "compare.png"
+    for _ in range(2):  # its own picture, drawn again
+        run_script("compare.py", f"--runs={trained_out}", f"--plot={ours}")
+    assert Image.open(ours).info["Software"] == "smallgpt"

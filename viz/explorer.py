@@ -56,6 +56,12 @@ def explorer_html(patterns: torch.Tensor, scores: torch.Tensor, value_norms: tor
 
 
 SURPRISE_MARK = "<title>Per-token surprise: "  # how an earlier page of eval.py's, which it may replace, begins
+EXPLORER_MARK = "<title>Attention explorer</title>"  # attention.py's, likewise
+
+
+def page_marked(path: Path, mark: str) -> bool:
+    """Whether the page at path begins as one of this project's (its mark within the first 200 characters)."""
+    return mark in path.read_text(encoding="utf-8", errors="replace")[:200]
 
 
 def surprise_page(tokenizer: Tokenizer, ids: np.ndarray, scores: TokenScores, title: str) -> str:

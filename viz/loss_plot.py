@@ -10,12 +10,26 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+PNG_SOFTWARE = "smallgpt"  # the Software field of every picture save_png writes: what a command may replace
+
+
 def save_png(fig: "Figure", path: Path) -> Path:
     """Write the picture through a temporary file of this process: a reader or a crash never meets half of one."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE})
     write_atomically(path, buffer.getvalue())
     return path
+
+
+def drawn_here(path: Path) -> bool:
+    """Whether path is a picture save_png wrote (a command replaces those, never another file)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.info.get("Software") == PNG_SOFTWARE
+    except (OSError, ValueError):  # not a picture at all
+        return False
 
 
 def plot_loss(rows: list[dict], path: Path) -> None:
