@@ -103,6 +103,11 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
         except UnicodeDecodeError as e:
             raise UserError(f"--{key} has a broken escape sequence ({e.reason}); "
                             "write a backslash itself as \\\\") from None
+        try:  # two \\u escapes of one character's surrogate pair, as JSON writes one, are that character
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeDecodeError:
+            raise UserError(f"--{key} holds a \\u escape of half a character (a surrogate without its pair); give "
+                            f"the character itself, or its \\U escape (\\U0001f642)") from None
     if list in allowed:
         with contextlib.suppress(ValueError):  # --new_tokens=100,500
             return [int(part) for part in text.split(",")] if typing.get_args(hint)[0] is int else [text]

@@ -202,6 +202,7 @@ def test_sample_config_escapes_none_and_lists():
     ("\\日本\\n", "\\日本\n"),  # a backslash before a character past Latin-1 stays, as before \\q: not \\u65e5
     # as they were read before escapes were read one by one
     ("café \\u00e9\\x41\\101 \\q", "café éAA \\q"), ("\\N{BULLET} \\\\n", "• \\n"),
+    ("\\ud83d\\ude42 \\U0001f642", "\U0001f642 \U0001f642"),  # JSON's escapes of a surrogate pair: one character
 ])
 def test_escapes_are_read_one_by_one_beside_any_character(flag, text):
     assert parse_config(SampleConfig, [f"--prompt={flag}"]).prompt == text
@@ -289,6 +290,13 @@ def test_broken_escapes_are_user_errors(flag, reason):
     with pytest.raises(UserError, match=re.escape(f"has a broken escape sequence ({reason}); write a backslash itself as")):
         parse_config(SampleConfig, [flag])
     assert parse_config(SampleConfig, ["--prompt=a\\\\b"]).prompt == "a\\b"  # an escaped backslash is one backslash
+
+
+@pytest.mark.parametrize("flag", ["--prompt=\\ud83d", "--stop=a\\ude42b", "--prompt=\\ude42\\ud83d"])
+def test_an_escape_of_half_a_character_is_a_user_error(flag):
+    half = "holds a \\u escape of half a character (a surrogate without its pair)"
+    with pytest.raises(UserError, match=re.escape(half)):
+        parse_config(SampleConfig, [flag])
 
 
 def test_a_path_may_start_at_the_home_folder(tmp_path, monkeypatch):
