@@ -59,13 +59,16 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
         print("\ninterrupted", file=sys.stderr)  # on a line of its own, after any text left unfinished
         sys.exit(interrupted_status())
     except OSError as e:
-        if not (e.errno == errno.ENOSPC or isinstance(e, BrokenPipeError)):  # the output's disk may be full
+        if e.errno == errno.ENOSPC or isinstance(e, BrokenPipeError):  # the output's disk may be full
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
+            if isinstance(e, BrokenPipeError):  # the reader left (`sample.py | head`): stop quietly, as Unix tools do
+                sys.exit(128 + signal.SIGPIPE)
+            print(f"error: no space left on the device holding {e.filename or 'the output'}; free some and run "
+                  f"again", file=sys.stderr)
+        elif e.filename is not None:  # a path given that the OS refuses: a name too long, a loop of links, ...
+            print(f"error: {e.filename} cannot be used ({e.strerror.lower()}); give another path", file=sys.stderr)
+        else:  # not about a path: a fault to be seen whole
             raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
-        if isinstance(e, BrokenPipeError):  # the reader left (`sample.py | head`): stop quietly, as Unix tools do
-            sys.exit(128 + signal.SIGPIPE)
-        print(f"error: no space left on the device holding {e.filename or 'the output'}; free some and run again",
-              file=sys.stderr)
         sys.exit(2)
     finally:
         if argv is None:  # the process's command is over, however it ended: the interpreter's teardown (torch's

@@ -297,3 +297,13 @@ def test_a_dataset_folder_named_bare_as_out_dir_is_offered_back_as_a_path(tmp_pa
 def test_cpu_0_is_the_cpu_a_checkpoint_loads_onto(trained_out):
     result = run_script("sample.py", f"--out_dir={trained_out}", "--device=cpu:0", "--max_new_tokens=5", check=False)
     assert result.returncode == 0, result.stderr  # torch.load takes no index for the CPU: it said "damaged"
+
+
+def test_a_path_the_os_refuses_is_one_line(tmp_path):
+    """Past the errors each command foresees: a name longer than the file system takes, a loop of links."""
+    long_name = tmp_path / ("y" * 300)
+    assert_one_line_error(run_command("sample.py", f"--out_dir={long_name}"),
+                          f"{long_name}", "cannot be used (file name too long); give another path")
+    (tmp_path / "loop.toml").symlink_to(tmp_path / "loop.toml")
+    assert_one_line_error(run_command("sample.py", str(tmp_path / "loop.toml")),
+                          "loop.toml cannot be used (too many levels of symbolic links)")
