@@ -88,7 +88,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     if top_p is not None and top_p < 1.0:  # nucleus: the fewest most likely tokens holding at least top_p
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
         probs = F.softmax(sorted_logits, dim=-1)
-        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p  # mass ranked above; the most likely always survives
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p  # by the mass ranked above
+        drop_sorted[:, 0] = False  # the most likely always survives, whatever top_p rounds to in float32 (1e-50: 0)
         logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))  # vocabulary order
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 

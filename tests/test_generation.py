@@ -180,6 +180,7 @@ def test_top_p_keeps_the_smallest_nucleus():
     probs = torch.tensor([[0.05, 0.5, 0.3, 0.15]])
     logits = probs.log()
     assert draw(logits, top_p=0.45) == {1}  # the top token alone already has 0.5
+    assert draw(logits, top_p=1e-50) == {1}  # 0 in float32, which every token's mass ranked above reaches
     assert draw(logits, top_p=0.7) == {1, 2}  # 0.5 + 0.3 >= 0.7
     assert draw(logits, top_p=0.9) == {1, 2, 3}  # 0.95 >= 0.9
     assert draw(logits, top_p=1.0) == {0, 1, 2, 3}
