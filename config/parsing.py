@@ -153,7 +153,7 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
         fix = ("it is a checkpoint: name its folder with --out_dir" if path.endswith((".pt", ".safetensors"))
                else "give a .toml file, in UTF-8")
         raise UserError(f"config file {path} is not UTF-8 text (invalid byte at offset {e.start}); {fix}") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, RecursionError) as e:  # RecursionError: arrays nested thousands deep
         raise UserError(f"config file {path} is not valid TOML: {e}; write key = value lines (true and false in "
                         f"lower case, text in quotes), as configs/*.toml do") from None
     keys = {name: {f.name for f in dataclasses.fields(other)} for name, other in commands.items()}

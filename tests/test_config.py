@@ -175,6 +175,9 @@ def test_toml_types_are_checked(tmp_path):
     with pytest.raises(UserError, match=r"nanogpt.py is not valid TOML: .*; write key = value lines \(true and false "
                                         r"in lower case, text in quotes\), as configs/\*.toml do$"):
         parse_config(TrainConfig, [f])
+    f = write(tmp_path / "deep.toml", "n_layer = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(UserError, match=r"deep.toml is not valid TOML: maximum recursion depth exceeded"):
+        parse_config(TrainConfig, [f])
 
 
 def test_a_flag_with_one_dash_is_named_as_such_not_as_a_missing_file():
