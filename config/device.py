@@ -17,7 +17,9 @@ def pick_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):  # meta, xpu, ...: torch's, not this project's
+        raise UserError(f"device={name!r} is not a device this project runs on; use auto, cpu, cuda, cuda:N or mps")
     available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if device.type in available and not available[device.type]():
         raise UserError(f"device={name} but {device.type.upper()} is not available here; use --device=cpu or auto")

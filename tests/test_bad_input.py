@@ -299,6 +299,12 @@ def test_cpu_0_is_the_cpu_a_checkpoint_loads_onto(trained_out):
     assert result.returncode == 0, result.stderr  # torch.load takes no index for the CPU: it said "damaged"
 
 
+@pytest.mark.parametrize("device", ["meta", "gpu", "xpu"])
+def test_a_device_this_project_does_not_run_on_is_one_line(trained_out, device):
+    assert_one_line_error(run_command("sample.py", f"--out_dir={trained_out}", f"--device={device}"),
+                          f"device='{device}' is not a device this project runs on; use auto, cpu, cuda, cuda:N or mps")
+
+
 def test_a_path_the_os_refuses_is_one_line(tmp_path):
     """Past the errors each command foresees: a name longer than the file system takes, a loop of links."""
     long_name = tmp_path / ("y" * 300)
