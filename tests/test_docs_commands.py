@@ -126,10 +126,11 @@ def walked_argv(argv: list[str], tmp: Path, tiny: Path, text: str) -> list[str]:
                 value = str(tmp / ("datasets" if key == "dataset" else "files") / Path(value).name)
             arg = f"--{key}={value}"
         moved.append(arg)
-    defaults = {"out_dir": str(tmp / "files" / "out-shakespeare-char"), "dataset": str(tiny)}
-    for key, value in defaults.items():
-        if script in ("train.py", "sample.py", "eval.py", "attention.py", "export.py") and \
-                not any(a.startswith(f"--{key}=") for a in moved) and (key == "out_dir" or script == "train.py"):
+    run_commands = ("train.py", "sample.py", "eval.py", "attention.py", "export.py")
+    defaults = {"out_dir": (str(tmp / "files" / "out-shakespeare-char"), run_commands),
+                "dataset": (str(tiny), ("train.py",)), "pictures_dir": (str(tmp / "files" / "attention"), ("attention.py",))}
+    for key, (value, scripts) in defaults.items():  # the folders the commands default to, under tmp
+        if script in scripts and not any(a.startswith(f"--{key}=") for a in moved):
             moved.append(f"--{key}={value}")
     if script == "train.py":
         moved += ["--replace_run=true", "--checkpoint_format=pt"]
