@@ -128,7 +128,8 @@ def walked_argv(argv: list[str], tmp: Path, tiny: Path, text: str) -> list[str]:
         moved.append(arg)
     run_commands = ("train.py", "sample.py", "eval.py", "attention.py", "export.py")
     defaults = {"out_dir": (str(tmp / "files" / "out-shakespeare-char"), run_commands),
-                "dataset": (str(tiny), ("train.py",)), "pictures_dir": (str(tmp / "files" / "attention"), ("attention.py",))}
+                "dataset": (str(tiny), ("train.py",)),
+                "pictures_dir": (str(tmp / "files" / "attention"), ("attention.py",))}
     for key, (value, scripts) in defaults.items():  # the folders the commands default to, under tmp
         if script in scripts and not any(a.startswith(f"--{key}=") for a in moved):
             moved.append(f"--{key}={value}")
