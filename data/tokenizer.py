@@ -232,6 +232,7 @@ def tokenizer_from_description(description: dict, source: Path) -> Tokenizer:
     except DataError:  # GPT-2's files missing: said already
         raise
     except (KeyError, TypeError, AttributeError, ValueError) as e:  # a field missing, of another type, unreadable
-        fix = "re-run python data/prepare.py for its dataset" if source.name == "meta.json" else "use another checkpoint"
+        fix = "re-run python data/prepare.py for its dataset" if source.name == "meta.json" else \
+            "use another checkpoint"
         raise DataError(f"{source} does not describe a tokenizer as data/prepare.py writes one "
                         f"({type(e).__name__}: {e}); {fix}") from None

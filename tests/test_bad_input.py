@@ -167,7 +167,8 @@ def test_a_damaged_tokenizer_record_is_one_line_before_any_work(run_dir, tokeniz
     state["tokenizer"] = tokenizer
     torch.save(state, ckpt)
     assert_one_line_error(run_command("sample.py", f"--out_dir={run_dir / 'out'}"),
-                          f"{ckpt} does not describe a tokenizer as data/prepare.py writes one", "use another checkpoint")
+                          f"{ckpt} does not describe a tokenizer as data/prepare.py writes one",
+                          "use another checkpoint")
     meta = json.loads((run_dir / "data" / "meta.json").read_text())
     (run_dir / "data" / "meta.json").write_text(json.dumps({**meta, "tokenizer": tokenizer}))
     assert_one_line_error(train(run_dir, out="new"), "meta.json does not describe a tokenizer",
@@ -181,7 +182,8 @@ def test_weights_of_nan_are_one_line(run_dir):
     state["model"]["lm_head.weight"][3] = math.nan  # every logit nan: no token could be drawn
     torch.save(state, ckpt)
     for command in (["sample.py"], ["export.py", f"--hf_dir={run_dir / 'hf'}"]):  # eval.py scores them (none)
-        assert_one_line_error(run_command(*command, f"--out_dir={run_dir / 'out'}"), "holds weights that are nan or inf")
+        assert_one_line_error(run_command(*command, f"--out_dir={run_dir / 'out'}"),
+                              "holds weights that are nan or inf")
 
 
 class RunsCode:

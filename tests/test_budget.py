@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import types
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 import torch
@@ -41,11 +41,20 @@ def test_the_plan_line_dates_an_end_past_today(monkeypatch):
     from training import budget
 
     monkeypatch.setattr(budget, "process_age_s", lambda: 0.0)  # the end counts from now, not the worker's start
-    today = plan([], 60)
-    assert re.search(r"; ends about \d\d:\d\d:\d\d$", today.line(today.keys["eval_interval"]))
-    later = plan([], 48 * 3600)  # two days
-    end = (datetime.now() + timedelta(hours=48)).strftime("%Y-%m-%d")
-    assert re.search(rf"; ends about {end} \d\d:\d\d$", later.line(later.keys["eval_interval"]))
+    clock = datetime(2026, 6, 1, 12, 0, 0)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None) -> datetime:
+            return clock
+
+    monkeypatch.setattr(budget, "datetime", Clock)  # the suite's own clock may stand a minute before midnight
+    for budget_s, end in ((60, "12:01:00"), (48 * 3600, "2026-06-03 12:00")):  # today's time, or a later date
+        planned = plan([], budget_s)
+        assert planned.line(planned.keys["eval_interval"]).endswith(f"; ends about {end}")
+    clock = datetime(2026, 6, 1, 23, 59, 30)  # a minute's budget that ends past midnight
+    planned = plan([], 60)
+    assert planned.line(planned.keys["eval_interval"]).endswith("; ends about 2026-06-02 00:00")
 
 
 def test_a_longer_budget_never_plans_a_smaller_model_or_fewer_tokens():

@@ -149,7 +149,8 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     logits are all nan; eval.py scores them instead (a loss of none)."""
     if init_from:
         model = GPT.from_pretrained(init_from)
-        check_finite(model, init_from, finite)
+        if finite:
+            refuse_nan_weights(model, init_from)
         return with_weights(model.to(device).eval(), weights), pretrained_tokenizer(init_from, model), None, init_from
     path = existing_checkpoint(Path(out_dir) / checkpoint)
     if not path.is_file():
@@ -169,11 +170,12 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
         print(f"note: reading {path}, as {out_dir} holds no {checkpoint}", file=sys.stderr)
     state = load_checkpoint(path, device)
     model = model_from_checkpoint(state, path)
-    check_finite(model, path, finite)
+    if finite:
+        refuse_nan_weights(model, path)
     return (with_weights(model.to(device).eval(), weights), tokenizer_from_description(state["tokenizer"], path), state,
             str(path))
 
 
-def check_finite(model: GPT, source: str | Path, required: bool) -> None:
-    if required and not all(torch.isfinite(p).all() for p in model.parameters()):
+def refuse_nan_weights(model: GPT, source: str | Path) -> None:
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise UserError(f"{source} holds weights that are nan or inf (a training that diverged); use another model")
