@@ -496,8 +496,9 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
     copies = f"{len(files)} {'copy' if len(files) == 1 else 'copies'} of the plays"
     print(f"prepare: {megabytes:,.0f} MB of text ({copies}, one file each), {cores} cores")
     print(f"  BPE training, vocabulary {vocab_size:,}, on the plays ({plays_mb:.1f} MB): {plays_train_s:.1f} s")
-    for name, rate, own in (("gpt2", megabytes / gpt2_s, gpt2_own), (f"bpe {vocab_size}", megabytes / bpe_s, bpe_own),
-                            ("  less its training", megabytes / (bpe_s - bpe.tokenizer_seconds), bpe_own)):
+    rows = (("gpt2", megabytes / gpt2_s, gpt2_own), (f"bpe {vocab_size}", megabytes / bpe_s, bpe_own),
+            ("  less its training", megabytes / (bpe_s - bpe.tokenizer_seconds), bpe_own))
+    for name, rate, own in rows:
         print(f"  {name:<20} prepare {rate:6.1f} MB/s   tiktoken encode_ordinary_batch {own:6.1f} MB/s   "
               f"ratio {rate / own:.2f}")
     print(f"  python data/prepare.py --tokenizer=gpt2: peak resident memory {rss:,.0f} MB, {wall:.1f} s wall")

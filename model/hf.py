@@ -43,7 +43,8 @@ def gpt_state_from_hf(state: dict[str, torch.Tensor], model_type: str) -> dict[s
     """A Hugging Face model's state dict in this project's names and layouts (GPT-2's c_attn split, Conv1D turned)."""
     ours = {}
     for name, tensor in state.items():
-        tensor = tensor.t() if name.endswith(CONV1D_SUFFIXES) else tensor  # only GPT-2 has Conv1D weights
+        if model_type == "gpt2" and name.endswith(CONV1D_SUFFIXES):  # GPT-2's Conv1D weights, stored (in, out)
+            tensor = tensor.t()
         if ".attn.c_attn." in name:  # (3C, ...): the query, key and value rows stacked
             ours.update((name.replace("c_attn", part), chunk.contiguous()) for part, chunk in zip(QKV, tensor.chunk(3)))
         else:
