@@ -14,13 +14,13 @@ import time
 
 import torch
 
-from config.device import pick_device
-from config.errors import run_cli
+from config.device import memory_bytes, pick_device
+from config.errors import UserError, run_cli
 from config.prompts import encode_prompt, read_prompt
 from config.settings import SampleConfig, read_config
 from data.tokenizer import Tokenizer
 from model import ModelError
-from model.decoding import compile_ahead, generation_cache
+from model.decoding import cache_bytes, compile_ahead, generation_cache
 from training.init_from import load_model
 
 
@@ -75,7 +75,13 @@ def main(argv: list[str]) -> None:
     if len(ids) > model.config.block_size:
         print(f"note: the prompt is {len(ids):,} tokens; the model reads its last {model.config.block_size} "
               f"(block_size)", file=sys.stderr)
-    idx = torch.tensor([ids] * cfg.num_samples, dtype=torch.long, device=device)  # (num_samples, T)
+    if cfg.use_cache:  # refused before its allocations, which a machine would page out for minutes
+        per_sample = cache_bytes(model, len(ids), cfg.max_new_tokens, cfg.compile)
+        if cfg.num_samples * per_sample > (memory := memory_bytes(device)):
+            raise UserError(f"num_samples={cfg.num_samples:,} needs at least {cfg.num_samples * per_sample / 1e9:,.0f} "
+                            f"GB for its KV cache, more than this {device.type}'s {memory / 1e9:,.0f} GB; lower "
+                            f"num_samples")
+    idx = torch.tensor([ids], dtype=torch.long, device=device).repeat(cfg.num_samples, 1)  # (num_samples, T)
     if cfg.compile and cfg.max_new_tokens > 1:  # compiled now, and said so, unless the compile cache holds it
         start = time.perf_counter()  # (the first token comes from the prefill, uncompiled)
         how = ("into CUDA graphs (in each process)" if device.type == "cuda" else
@@ -115,4 +121,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, smaller="a smaller num_samples")

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from config.device import autocast, resolve_dtype, synchronize
-from config.errors import UserError, run_cli, stop_on_sigterm
+from config.errors import UserError, out_of_memory, run_cli, stop_on_sigterm
 from config.parsing import flag_text
 from config.settings import AttentionConfig, TrainConfig, parse_duration, read_config, tokens_per_step
 from data.corpora import ensure_dataset
@@ -127,17 +127,29 @@ class Run:
 
     def broken_error(self, problem: str) -> UserError:
         """Training diverged (`problem` says how): where to go on from."""
+        rates = {"learning_rate": self.cfg.learning_rate}  # with Muon, either optimizer's rate may be the cause
+        rates |= {"muon_lr": self.cfg.muon_lr} if self.cfg.optimizer == "muon" else {}
+        return self.stopped_error(problem, "at lower learning rates", rates, "min_lr at most N")
+
+    def out_of_memory_error(self, size: str) -> UserError:
+        more = f" (an allocation of {size} more failed)" if size else ""
+        return self.stopped_error(f"out of memory{more} with micro-batches of "
+                                  f"{self.cfg.batch_size} x {self.cfg.block_size} tokens", "with smaller micro-batches",
+                                  {"batch_size": self.cfg.batch_size},
+                                  "a higher --gradient_accumulation_steps keeps the tokens per step")
+
+    def stopped_error(self, problem: str, how: str, lower: dict[str, float], note: str) -> UserError:
+        """Training stopped (`problem` says why): start again, or resume the last good checkpoint `how`, with the
+        keys in `lower` (their values now) under those values, as `note` adds."""
         if self.saved_step is None:
-            saved = "no checkpoint was written yet; lower learning_rate and start again (--replace_run=true)"
-        else:
-            rates = {"learning_rate": self.cfg.learning_rate}  # with Muon, either optimizer's rate may be the cause
-            rates |= {"muon_lr": self.cfg.muon_lr} if self.cfg.optimizer == "muon" else {}
-            command = resume_command(self.argv, self.ranks, dropped=tuple(rates))
-            lower = " ".join(f"--{key}={name}" for key, name in zip(rates, "NM"))
-            bounds = ", ".join(f"{name} under {rate:g}" for name, rate in zip("NM", rates.values()))
-            saved = (f"the last good checkpoint, {self.latest} (step {self.saved_step}), is intact: resume it at "
-                     f"lower learning rates, {command} {lower} ({bounds}; min_lr at most N)")
-        return UserError(f"{problem}; training stopped, {saved}")
+            return UserError(f"{problem}; training stopped, no checkpoint was written yet; lower {next(iter(lower))} "
+                             f"and start again (--replace_run=true)")
+        names = dict(zip(lower, "NM"))
+        command = resume_command(self.argv, self.ranks, dropped=tuple(lower))
+        flags = " ".join(f"--{key}={name}" for key, name in names.items())
+        bounds = ", ".join(f"{names[key]} under {value:g}" for key, value in lower.items())
+        return UserError(f"{problem}; training stopped, the last good checkpoint, {self.latest} (step "
+                         f"{self.saved_step}), is intact: resume it {how}, {command} {flags} ({bounds}; {note})")
 
 
 def resume_command(argv: list[str], ranks: distributed.Ranks, dropped: tuple[str, ...] = ()) -> str:
@@ -547,6 +559,10 @@ def main(argv: list[str], temporary: bool = False) -> None:
                     raise KeyboardInterrupt from None
                 reason = (str(e).strip().splitlines() or [""])[0][:200]
                 raise UserError(f"could not compile the model ({reason}); train with --compile=false") from None
+            except RuntimeError as e:  # torch.OutOfMemoryError too
+                if (size := out_of_memory(e)) is None:
+                    raise
+                raise run.out_of_memory_error(size) from None
         if stopped_by is None and main_process:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
             if run.cfg.sample_tokens:
@@ -577,4 +593,5 @@ if __name__ == "__main__":
     # The main process's alone: it holds out_dir, and another waiting in a collective could not run the handler
     if os.environ.get("RANK", "0") == "0":
         stop_on_sigterm()
-    run_cli(main)
+    run_cli(main, smaller="a smaller batch_size (a higher gradient_accumulation_steps keeps the tokens per step) "
+                          "or a smaller model")

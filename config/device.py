@@ -1,6 +1,7 @@
 """Choosing the device and the precision of the forward pass."""
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,13 @@ def pick_device(name: str) -> torch.device:
         raise UserError(f"device={name} but there are {torch.cuda.device_count()} GPU(s) here, "
                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device("cpu") if device.type == "cpu" else device  # one CPU device: cpu:0 is cpu (torch.load)
+
+
+def memory_bytes(device: torch.device) -> int:
+    """The device's memory: a GPU's own, else the machine's (a CPU's, and Apple's, which its GPU shares)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:

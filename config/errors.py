@@ -3,6 +3,7 @@ exception types (ModelError, DataError) with the fix in the message; run_cli sho
 
 import errno
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -37,9 +38,25 @@ def interrupted_status() -> int:
     return 128 + _stopped_by
 
 
-def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
+def out_of_memory(error: BaseException) -> str | None:
+    """How much more memory an allocation that failed asked for ("" when unsaid), or None if `error` is not that:
+    torch.OutOfMemoryError (a GPU's) or the CPU allocator's RuntimeError, found without importing torch."""
+    message = str(error)
+    if not (type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in message
+            or isinstance(error, MemoryError)):
+        return None
+    if size := re.search(r"allocate (\d+) bytes", message):  # the CPU allocator's
+        n = int(size[1])
+        return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB"
+    size = re.search(r"allocate ([\d.]+ [KMGT]iB)", message)  # a GPU's
+    return size[1] if size else ""
+
+
+def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None,
+            smaller: str = "smaller settings") -> None:
     """Run a command-line entry point; a UserError (or the libraries' ModelError and
-    DataError) exits with status 2 and its message, a closed output pipe with 141."""
+    DataError) exits with status 2 and its message, a closed output pipe with 141.
+    smaller: the settings that would need less memory, named when an allocation fails."""
     if signal.getsignal(signal.SIGINT) is interrupted:  # the command's own handling from here
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if argv is None and getattr(sys.stdout, "errors", "") == "strict":  # text the output's encoding cannot hold
@@ -54,6 +71,12 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None) ->
     except PermissionError as e:  # a path this user may not reach, wherever a command first met it
         print(f"error: {e.filename or 'a path'} cannot be reached ({e.strerror.lower()}); choose a path this user "
               f"may read and write, or change its permissions", file=sys.stderr)
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as e:
+        if (size := out_of_memory(e)) is None:  # not about memory: a fault to be seen whole
+            raise
+        print(f"error: out of memory{f' (an allocation of {size} more failed)' if size else ''}; run again with "
+              f"{smaller}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
         print("\ninterrupted", file=sys.stderr)  # on a line of its own, after any text left unfinished

@@ -94,19 +94,33 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
 
+def cache_layout(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, compile: bool
+                 ) -> tuple[int, torch.dtype]:
+    """The slots and dtype of generation_cache's cache for a generation of max_new_tokens (None: as long as the
+    context) after a prompt: as long as the context, or as the generation if that is shorter (a model with a
+    context of, say, 131,072 positions would otherwise allocate them all); for the compiled step rounded up to a
+    power of two, so one compilation serves many lengths. Float32 on a CPU whatever the weights, so attention runs
+    in float32 there: torch's fused attention for one query is faster in float32 than in bfloat16 on a CPU
+    (measured on one with AVX2 only)."""
+    c, weight = model.config, model.transformer.wte.weight
+    needed = min(prompt_tokens, c.block_size) + (c.block_size if max_new_tokens is None else max_new_tokens)
+    slots = min(c.block_size, 1 << (needed - 1).bit_length() if compile else needed)
+    return slots, torch.float32 if weight.device.type == "cpu" else weight.dtype
+
+
+def cache_bytes(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, compile: bool) -> int:
+    """The bytes of generation_cache's keys and values for each sequence of the batch."""
+    c, (slots, dtype) = model.config, cache_layout(model, prompt_tokens, max_new_tokens, compile)
+    return 2 * c.n_layer * c.n_kv_head * slots * c.head_size * dtype.itemsize
+
+
 def generation_cache(model, idx: torch.Tensor, max_new_tokens: int | None, compile: bool) -> KVCache:
-    """The KV cache a generation from idx (B, T) uses, every slot empty: as long as the context, or as the generation if
-    that is shorter (a model with a context of, say, 131,072 positions would otherwise allocate them all); for the
-    compiled step rounded up to a power of two, so one compilation serves many lengths. Float32 on a CPU whatever the
-    weights, so attention runs in float32 there: torch's fused attention for one query is faster in float32 than in
-    bfloat16 on a CPU (measured on one with AVX2 only)."""
+    """The KV cache, every slot empty, of a generation from idx (B, T) (its size: cache_layout)."""
     if compile and idx.device.type not in ("cpu", "cuda"):
         raise ModelError(f"the compiled decoding step runs on a CPU or a CUDA GPU, not {idx.device.type}; "
                          "decode without compile (--compile=false)")
     c, weight = model.config, model.transformer.wte.weight
-    needed = min(idx.size(1), c.block_size) + (c.block_size if max_new_tokens is None else max_new_tokens)
-    slots = min(c.block_size, 1 << (needed - 1).bit_length() if compile else needed)
-    dtype = torch.float32 if weight.device.type == "cpu" else weight.dtype
+    slots, dtype = cache_layout(model, idx.size(1), max_new_tokens, compile)
     keys_values = [weight.new_zeros(idx.size(0), c.n_kv_head, slots, c.head_size, dtype=dtype)
                    for _ in range(2 * c.n_layer)]
     return KVCache(torch.full((slots,), EMPTY, dtype=torch.long, device=weight.device), *keys_values)

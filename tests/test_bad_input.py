@@ -6,6 +6,7 @@ import math
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 
@@ -224,6 +225,32 @@ def test_disk_full_while_writing_a_checkpoint(run_dir):
     assert not [name for name in after if "tmp" in name]  # no half-written file is left behind
 
 
+def test_a_batch_past_the_memory_stops_with_one_line_that_says_how_to_go_on(run_dir):
+    """A batch whose activations alone outgrow the machine is refused before anything is written. One that this
+    floor lets through but the allocator cannot serve (the process's memory capped at 3 GB here) stops the resumed
+    run with one line, its checkpoint intact; the command the line gives, at a smaller batch, goes on."""
+    refused = train(run_dir, "--batch_size=100000000", out="new")
+    assert_one_line_error(refused, "a micro-batch of 100000000 x 32 tokens needs at least", "for its activations",
+                          "lower batch_size (a higher gradient_accumulation_steps keeps the tokens per step)")
+    assert not (run_dir / "new").exists()
+    before = (run_dir / "out" / "ckpt.pt").read_bytes()
+
+    def small_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / 'out'}",
+                        "--init_from=resume", "--max_iters=24", "--batch_size=20000", check=False,
+                        preexec_fn=small_memory)
+    assert_one_line_error(result, "error: out of memory (an allocation of ", "with micro-batches of 20000 x 32 tokens",
+                          "(step 20), is intact: resume it with smaller micro-batches",
+                          "--init_from=resume --batch_size=N",
+                          "(N under 20000; a higher --gradient_accumulation_steps keeps the tokens per step)")
+    assert (run_dir / "out" / "ckpt.pt").read_bytes() == before
+    command = re.search(r"smaller micro-batches, (.*) \(N under", result.stderr)[1].replace("=N", "=8")
+    assert shlex.split(command)[:2] == ["python", "train.py"] and "--batch_size=20000" not in command
+    assert "step 24:" in run_script(*shlex.split(command)[1:]).stdout
+
+
 def test_a_diverging_loss_stops_training_and_keeps_the_last_checkpoint(run_dir):
     """Weight decay times learning rate far above 2 makes the weights blow up within a few steps."""
     before = (run_dir / "out" / "ckpt.pt").read_bytes()
@@ -261,6 +288,7 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--max_new_tokens=-3", "max_new_tokens=-3 must be positive"),
     ("--prompt=Zebra", "character 'Z' is not in this model's vocabulary"),
     ("--top_p=1.5", "top_p=1.5 must be in (0, 1]"),
+    ("--num_samples=100000000", "num_samples=100,000,000 needs at least 1,"),  # TB of KV cache: before any allocation
     ("--prompt=FILE:/nonexistent/prompt.txt", "prompt file /nonexistent/prompt.txt not found"),
     ("--prompt=FILE:/", "prompt file / cannot be read: Is a directory"),
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),

@@ -393,6 +393,28 @@ def test_a_path_this_user_may_not_reach_is_one_line_wherever_a_command_meets_it(
                                                         "permissions\n")
 
 
+def test_an_allocation_that_fails_is_one_line_naming_what_to_make_smaller():
+    """The CPU allocator's own failure, and a GPU's as torch raises it (torch.OutOfMemoryError); any other
+    RuntimeError is a fault, seen whole."""
+    from helpers import run_main
+
+    def too_large(argv):
+        torch.empty(2**45, dtype=torch.uint8)  # 35 TB
+
+    result = run_main(too_large)
+    assert result.returncode == 2 and result.stderr == ("error: out of memory (an allocation of 35,184.4 GB "
+                                                        "more failed); run again with smaller settings\n")
+
+    def gpu(argv):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of "
+                                     "79.10 GiB of which 3.12 MiB is free.")
+
+    result = run_main(gpu)
+    assert result.returncode == 2 and "error: out of memory (an allocation of 20.00 MiB more failed)" in result.stderr
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        run_main(lambda argv: torch.ones(2, 3) @ torch.ones(2, 3))
+
+
 def test_a_command_that_is_over_lets_no_late_ctrl_c_cut_the_interpreters_teardown_short():
     """torch's teardown at exit takes a moment: a Ctrl-C then would print a traceback, or turn success into 130."""
     import subprocess

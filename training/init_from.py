@@ -1,13 +1,13 @@
 """The model a run starts from, per init_from: a fresh one, the checkpoint's (to resume, on the data and
 shape it was trained with), or a Hugging Face model's weights (to fine-tune); and the model a tool runs."""
 
-import os
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
+from config.device import memory_bytes
 from config.errors import UserError
 from config.settings import TrainConfig, tokens_per_step
 from data.dataset import Dataset, tokenizer_change
@@ -78,19 +78,30 @@ def resume_changes(checkpoint: dict, cfg: TrainConfig, world_size: int) -> list[
     return changes
 
 
-def check_trainable_here(config: GPTConfig, optimizer: str, device: torch.device) -> None:
-    """Refuse a model whose training state alone outgrows the device's memory: float32 weights and their gradients,
-    and AdamW's two moments or Muon's one, 16 or 12 bytes a parameter, before the activations."""
+# bytes a token keeps for the backward pass per layer and unit of width, at the least: a floor for refusing a batch
+# that cannot fit (both recipes keep several times more, in float32 or under autocast alike)
+ACTIVATION_BYTES = 32
+
+
+def check_trainable_here(config: GPTConfig, cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse a run that outgrows the device's memory: float32 weights and their gradients, AdamW's two moments or
+    Muon's one (16 or 12 bytes a parameter), and a micro-batch's activations (a floor: ACTIVATION_BYTES, and the
+    logits at 2 bytes each)."""
     named = list(meta_model(config).named_parameters())
     params = sum(p.numel() for _, p in named)
-    need = sum(p.numel() * (12 if on_muon(optimizer, n, p) else 16) for n, p in named)
-    memory = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
-              else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    if need > memory:
-        raise UserError(f"a model of {params:,} parameters needs about {need / 1e9:,.0f} GB to train (weights, "
-                        f"gradients and the optimizer's moments, 12 to 16 bytes a parameter), more than this "
-                        f"{device.type}'s {memory / 1e9:,.0f} GB; choose a smaller shape (python params.py shows a "
-                        f"config's size)")
+    state = sum(p.numel() * (12 if on_muon(cfg.optimizer, n, p) else 16) for n, p in named)
+    tokens = cfg.batch_size * config.block_size
+    activations = tokens * (ACTIVATION_BYTES * config.n_layer * config.n_embd + 2 * config.vocab_size)
+    if state + activations <= (memory := memory_bytes(device)):
+        return
+    here = f"more than this {device.type}'s {memory / 1e9:,.0f} GB"
+    if activations > state:
+        raise UserError(f"a micro-batch of {cfg.batch_size} x {config.block_size} tokens needs at least "
+                        f"{activations / 1e9:,.0f} GB for its activations, {here}; lower batch_size (a higher "
+                        f"gradient_accumulation_steps keeps the tokens per step)")
+    raise UserError(f"a model of {params:,} parameters needs about {state / 1e9:,.0f} GB to train (weights, "
+                    f"gradients and the optimizer's moments, 12 to 16 bytes a parameter), {here}; choose a smaller "
+                    f"shape (python params.py shows a config's size)")
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, device: torch.device,
@@ -100,7 +111,7 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
     the default and over its own context."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if cfg.init_from == "scratch":
-        check_trainable_here(wanted, cfg.optimizer, device)
+        check_trainable_here(wanted, cfg, device)
         return GPT(wanted)
     if checkpoint is not None:
         saved = asdict(GPTConfig(**checkpoint["model_args"]))  # checked before its model, maybe large, is built
@@ -110,11 +121,13 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
                 source = f" (the vocabulary of dataset {cfg.dataset})" if from_data else ""
                 raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained "
                                 f"with {key}={saved[key]}; use the same setting or a new out_dir")
+        check_trainable_here(wanted, cfg, device)  # its batch_size may be new
         model = model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
     else:
         model = GPT.from_pretrained(cfg.init_from)
         if block_size_set or cfg.block_size < model.config.block_size:
             model.crop_block_size(cfg.block_size)
+        check_trainable_here(model.config, cfg, device)
         own = pretrained_tokenizer(cfg.init_from, model).describe()
         if own != dataset.meta["tokenizer"]:
             flag = "gpt2" if own["kind"] == "gpt2" else cfg.init_from
