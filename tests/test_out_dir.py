@@ -59,6 +59,7 @@ def test_an_output_path_the_os_refuses_names_the_os_cause(path, message):
         check_output(path, "out", folder=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, key", [("train.py", "out_dir"), ("attention.py", "pictures_dir")])
 def test_an_empty_output_path_is_refused_not_taken_for_the_current_folder(tmp_path, command, key):
     """--out_dir=$UNSET: the current folder would get the run's files."""
@@ -67,6 +68,7 @@ def test_an_empty_output_path_is_refused_not_taken_for_the_current_folder(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key, message", [("dataset", "--dataset is empty; give a dataset's name under data/"),
                                           ("init_from", "--init_from is empty; give scratch, resume")])
 def test_an_empty_dataset_or_start_is_refused_not_taken_for_a_folder(tmp_path, key, message):
@@ -169,6 +171,7 @@ def test_float16_on_a_cpu_is_refused():
     assert resolve_dtype("bfloat16", torch.device("cpu")) == "bfloat16"
 
 
+@pytest.mark.slow
 def test_bfloat16_asked_of_a_cpu_that_emulates_it_is_noted(char_dataset, tmp_path):
     result = run_script("train.py", *TINY_TRAIN_FLAGS, "--max_iters=1", "--eval_iters=1", "--batch_size=2",
                         "--sample_tokens=0", "--dtype=bfloat16",

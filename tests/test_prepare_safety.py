@@ -179,6 +179,7 @@ def test_the_command_says_one_line_for_bad_input_and_so_for_a_rerun(workspace):
     assert "already holds this dataset" in rerun.stdout
 
 
+@pytest.mark.slow
 def test_a_prepare_finished_meanwhile_is_not_replaced_unseen(workspace, monkeypatch):
     (workspace / "in" / "a.txt").write_text("The text this run prepares.\n" * 30)
     (workspace / "in" / "b.txt").write_text("The text another run prepared meanwhile.\n" * 30)
@@ -202,6 +203,7 @@ def test_a_dataset_given_as_a_path_here_is_never_named_as_a_name_under_data(work
     assert capsys.readouterr().out.startswith(f"{workspace / 'notes'}: ")  # "notes" alone would mean data/notes
 
 
+@pytest.mark.slow
 def test_preparing_never_loads_torch(workspace):
     """prepare.py reads text and writes token files: torch's import (seconds) would only delay it, and a Ctrl-C
     during that import would be a traceback."""
