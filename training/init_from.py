@@ -94,14 +94,12 @@ def check_trainable_here(config: GPTConfig, cfg: TrainConfig, device: torch.devi
     activations = tokens * (ACTIVATION_BYTES * config.n_layer * config.n_embd + 2 * config.vocab_size)
     if state + activations <= (memory := memory_bytes(device)):
         return
-    here = f"more than this {device.type}'s {memory / 1e9:,.0f} GB"
-    if activations > state:
-        raise UserError(f"a micro-batch of {cfg.batch_size} x {config.block_size} tokens needs at least "
-                        f"{activations / 1e9:,.0f} GB for its activations, {here}; lower batch_size (a higher "
-                        f"gradient_accumulation_steps keeps the tokens per step)")
-    raise UserError(f"a model of {params:,} parameters needs about {state / 1e9:,.0f} GB to train (weights, "
-                    f"gradients and the optimizer's moments, 12 to 16 bytes a parameter), {here}; choose a smaller "
-                    f"shape (python params.py shows a config's size)")
+    fix = ("lower batch_size (a higher gradient_accumulation_steps keeps the tokens per step)" if activations > state
+           else "choose a smaller shape (python params.py shows a config's size)")
+    raise UserError(f"a model of {params:,} parameters needs at least {(state + activations) / 1e9:,.1f} GB to train "
+                    f"({state / 1e9:,.1f} GB for its weights, gradients and the optimizer's moments, 12 to 16 bytes a "
+                    f"parameter; {activations / 1e9:,.1f} GB for the activations of a micro-batch of {cfg.batch_size} "
+                    f"x {config.block_size} tokens), more than this {device.type}'s {memory / 1e9:,.0f} GB; {fix}")
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, device: torch.device,
