@@ -49,8 +49,9 @@ from viz.maps import heatmap_figure, token_texts
 
 class StopSignals:
     """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the next step it checks; a second one ends the process at
-    once, by the OS's default action (checkpoint writes are atomic, so that is safe). The earlier handlers come back
-    on exit. Only the main process (`announce`) says so: torchrun passes a signal on to every process."""
+    once, by the OS's default action (checkpoint writes are atomic, so that is safe), until the process ends. The
+    earlier handlers come back on exit unless a signal came. Only the main process (`announce`) says so: torchrun
+    passes a signal on to every process."""
 
     def __init__(self, announce: bool):
         self.announce = announce
@@ -61,6 +62,8 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        if self.received is not None:  # the run is stopping: a second signal in its teardown still ends it at once
+            return
         for signum, handler in self._earlier.items():
             # None: the earlier handler was not set from Python, and cannot be put back from it
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)

@@ -162,6 +162,27 @@ def kill_during_a_write(process: subprocess.Popen, folder, timeout: float = 10.0
     process.kill()
 
 
+def test_after_a_stop_signal_the_next_one_ends_the_process_at_once_past_the_loop_too():
+    """With the earlier handlers back once the loop stopped, a second signal in the run's teardown raised a
+    KeyboardInterrupt wherever it landed (a weakref callback in gc: a traceback, and the signal swallowed)."""
+    from train import StopSignals
+
+    stops = (signal.SIGINT, signal.SIGTERM)
+    earlier = [signal.getsignal(signum) for signum in stops]
+    try:
+        with StopSignals(announce=False):
+            pass
+        assert [signal.getsignal(signum) for signum in stops] == earlier  # no signal: as it found them
+        with StopSignals(announce=False) as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            while stop.received is None:  # the handler runs between two bytecodes of this thread
+                time.sleep(0.01)
+        assert [signal.getsignal(signum) for signum in stops] == [signal.SIG_DFL, signal.SIG_DFL]
+    finally:
+        for signum, handler in zip(stops, earlier):
+            signal.signal(signum, handler)
+
+
 def test_sigkill_at_random_moments_never_breaks_a_checkpoint(char_dataset, tmp_path, uninterrupted):
     """Checkpoints at every step; every other kill waits for a write to be under way."""
     rng = random.Random(0)
