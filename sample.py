@@ -78,9 +78,9 @@ def main(argv: list[str]) -> None:
     if cfg.use_cache:  # refused before its allocations, which a machine would page out for minutes
         per_sample = cache_bytes(model, len(ids), cfg.max_new_tokens, cfg.compile)
         if cfg.num_samples * per_sample > (memory := memory_bytes(device)):
-            raise UserError(f"num_samples={cfg.num_samples:,} needs at least {cfg.num_samples * per_sample / 1e9:,.0f} "
-                            f"GB for its KV cache, more than this {device.type}'s {memory / 1e9:,.0f} GB; lower "
-                            f"num_samples")
+            raise UserError(f"num_samples={cfg.num_samples:,} needs at least {cfg.num_samples * per_sample / 1e9:,.1f} "
+                            f"GB for its KV cache, more than this {device.type}'s {memory / 1e9:,.1f} GB; lower "
+                            f"num_samples, or max_new_tokens where it is under block_size")
     idx = torch.tensor([ids], dtype=torch.long, device=device).repeat(cfg.num_samples, 1)  # (num_samples, T)
     if cfg.compile and cfg.max_new_tokens > 1:  # compiled now, and said so, unless the compile cache holds it
         start = time.perf_counter()  # (the first token comes from the prefill, uncompiled)

@@ -26,7 +26,8 @@ from tqdm import tqdm
 from config.device import autocast, resolve_dtype, synchronize
 from config.errors import UserError, out_of_memory, run_cli, stop_on_sigterm
 from config.parsing import flag_text
-from config.settings import AttentionConfig, TrainConfig, parse_duration, read_config, tokens_per_step
+from config.settings import (SMALLER_BATCHES, AttentionConfig, TrainConfig, parse_duration, read_config,
+                             tokens_per_step)
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, lost_relative_path, open_dataset
 from data.errors import DataError
@@ -134,25 +135,28 @@ class Run:
         rates |= {"muon_lr": self.cfg.muon_lr} if self.cfg.optimizer == "muon" else {}
         return self.stopped_error(problem, "at lower learning rates", rates, "min_lr at most N")
 
-    def out_of_memory_error(self, size: str) -> UserError:
-        more = f" (an allocation of {size} more failed)" if size else ""
-        return self.stopped_error(f"out of memory{more} with micro-batches of "
-                                  f"{self.cfg.batch_size} x {self.cfg.block_size} tokens", "with smaller micro-batches",
-                                  {"batch_size": self.cfg.batch_size},
-                                  "a higher --gradient_accumulation_steps keeps the tokens per step")
+    def out_of_memory_error(self, failed: str) -> UserError:
+        return self.stopped_error(f"{failed} with micro-batches of {self.cfg.batch_size} x {self.cfg.block_size} "
+                                  f"tokens", "with smaller micro-batches", {"batch_size": self.cfg.batch_size},
+                                  SMALLER_BATCHES.replace("gradient", "--gradient"))
 
     def stopped_error(self, problem: str, how: str, lower: dict[str, float], note: str) -> UserError:
         """Training stopped (`problem` says why): start again, or resume the last good checkpoint `how`, with the
         keys in `lower` (their values now) under those values, as `note` adds."""
-        if self.saved_step is None:
-            return UserError(f"{problem}; training stopped, no checkpoint was written yet; lower {next(iter(lower))} "
-                             f"and start again (--replace_run=true)")
         names = dict(zip(lower, "NM"))
         command = resume_command(self.argv, self.ranks, dropped=tuple(lower))
         flags = " ".join(f"--{key}={name}" for key, name in names.items())
-        bounds = ", ".join(f"{names[key]} under {value:g}" for key, value in lower.items())
+        bounds = ", ".join(f"{names[key]} under {value:{',' if isinstance(value, int) else 'g'}}"
+                           for key, value in lower.items())
+        resume = f"{command} {flags} ({bounds}; {note})"
+        if not self.ranks.is_main:  # the main process alone knows what it saved
+            return UserError(f"{problem}; training stopped: resume the run's last good checkpoint {how}, {resume}; "
+                             f"if it has none yet, start again (--replace_run=true)")
+        if self.saved_step is None:
+            return UserError(f"{problem}; training stopped, no checkpoint was written yet; lower {next(iter(lower))} "
+                             f"and start again (--replace_run=true)")
         return UserError(f"{problem}; training stopped, the last good checkpoint, {self.latest} (step "
-                         f"{self.saved_step}), is intact: resume it {how}, {command} {flags} ({bounds}; {note})")
+                         f"{self.saved_step}), is intact: resume it {how}, {resume}")
 
 
 def resume_command(argv: list[str], ranks: distributed.Ranks, dropped: tuple[str, ...] = ()) -> str:
@@ -233,7 +237,8 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
             raise UserError(f"cannot resume {latest} with --time_budget: it follows no plan (it was trained without "
                             f"one, or resumed without one since); resume it without --time_budget")
         cfg = replace(cfg, **plan.keys)
-    model = build_model(cfg, dataset, checkpoint, device, "block_size" in given).to(device)  # first: checks the shape
+    # first: it checks the shape, and that the run fits the memory
+    model = build_model(cfg, dataset, checkpoint, device, "block_size" in given, ranks.per_machine).to(device)
     if cfg.pretrained:  # a Hugging Face model keeps its own shape (its context cropped): the run records it
         own = {k: getattr(model.config, k) for k in SHAPE_KEYS}  # its vocabulary too, when padded past the data's
         ignored = [f"--{k}={getattr(cfg, k)}" for k in own
@@ -563,9 +568,9 @@ def main(argv: list[str], temporary: bool = False) -> None:
                 reason = (str(e).strip().splitlines() or [""])[0][:200]
                 raise UserError(f"could not compile the model ({reason}); train with --compile=false") from None
             except RuntimeError as e:  # torch.OutOfMemoryError too
-                if (size := out_of_memory(e)) is None:
+                if (failed := out_of_memory(e)) is None:
                     raise
-                raise run.out_of_memory_error(size) from None
+                raise run.out_of_memory_error(failed) from None
         if stopped_by is None and main_process:
             print(f"best val loss {run.progress.best_val_loss:.4f}")
             if run.cfg.sample_tokens:
@@ -596,5 +601,4 @@ if __name__ == "__main__":
     # The main process's alone: it holds out_dir, and another waiting in a collective could not run the handler
     if os.environ.get("RANK", "0") == "0":
         stop_on_sigterm()
-    run_cli(main, smaller="a smaller batch_size (a higher gradient_accumulation_steps keeps the tokens per step) "
-                          "or a smaller model")
+    run_cli(main, smaller=f"a smaller batch_size ({SMALLER_BATCHES}) or a smaller model")

@@ -39,17 +39,19 @@ def interrupted_status() -> int:
 
 
 def out_of_memory(error: BaseException) -> str | None:
-    """How much more memory an allocation that failed asked for ("" when unsaid), or None if `error` is not that:
-    torch.OutOfMemoryError (a GPU's) or the CPU allocator's RuntimeError, found without importing torch."""
+    """None unless `error` is a failed allocation (torch.OutOfMemoryError, a GPU's; the CPU allocator's or Apple's
+    RuntimeError; a library's MemoryError), found without importing torch; else "out of memory", with the size
+    that failed where the error says it."""
     message = str(error)
-    if not (type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in message
-            or isinstance(error, MemoryError)):
+    if not (type(error).__name__ == "OutOfMemoryError" or isinstance(error, MemoryError)
+            or "can't allocate memory" in message or "out of memory" in message):
         return None
     if size := re.search(r"allocate (\d+) bytes", message):  # the CPU allocator's
         n = int(size[1])
-        return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB"
-    size = re.search(r"allocate ([\d.]+ [KMGT]iB)", message)  # a GPU's
-    return size[1] if size else ""
+        return f"out of memory (an allocation of {n / 1e9:,.1f} GB failed)" if n >= 1e9 else \
+            f"out of memory (an allocation of {n / 1e6:,.0f} MB failed)"
+    size = re.search(r"allocate ([\d.]+ ?[KMGT]i?B)", message)  # a GPU's, Apple's
+    return f"out of memory (an allocation of {size[1]} failed)" if size else "out of memory"
 
 
 def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None,
@@ -73,10 +75,9 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None,
               f"may read and write, or change its permissions", file=sys.stderr)
         sys.exit(2)
     except (MemoryError, RuntimeError) as e:
-        if (size := out_of_memory(e)) is None:  # not about memory: a fault to be seen whole
+        if (failed := out_of_memory(e)) is None:  # not about memory: a fault to be seen whole
             raise
-        print(f"error: out of memory{f' (an allocation of {size} more failed)' if size else ''}; run again with "
-              f"{smaller}", file=sys.stderr)
+        print(f"error: {failed}; run again with {smaller}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
         print("\ninterrupted", file=sys.stderr)  # on a line of its own, after any text left unfinished

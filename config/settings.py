@@ -143,6 +143,9 @@ class TrainConfig(ModelOptions, Checked):
         ) if wrong]
 
 
+SMALLER_BATCHES = "a higher gradient_accumulation_steps keeps the tokens per step"  # the fix beside a lower batch_size
+
+
 def tokens_per_step(settings: dict, world_size: int = 1) -> int:
     """Tokens one optimizer step trains on across world_size processes, by a training config's settings (vars of a
     TrainConfig, or a checkpoint's "config")."""

@@ -75,7 +75,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight  # one matrix reads and writes tokens
-        if self.lm_head.weight.is_meta:  # shapes without values (params.py): nothing to draw
+        if self.lm_head.weight.is_meta:  # shapes without values (counting parameters): nothing to draw
             return
         for module in self.modules():  # GPT-2's initialization: normal weights of std 0.02, zero biases
             if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -234,6 +234,11 @@ def test_a_batch_past_the_memory_stops_with_one_line_that_says_how_to_go_on(run_
     assert_one_line_error(refused, "GB for the activations of a micro-batch of 100000000 x 32 tokens), more than",
                           "lower batch_size (a higher gradient_accumulation_steps keeps the tokens per step)")
     assert not (run_dir / "new").exists()
+    planned = run_command("train.py", f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / 'new'}",
+                          "--time_budget=1m", "--batch_size=100000000")  # refused before its probes build a batch
+    assert_one_line_error(planned, "no shape the time budget can pick fits your keys (the first it tried: a model of ",
+                          "lower batch_size")
+    assert not (run_dir / "new").exists()
     before = (run_dir / "out" / "ckpt.pt").read_bytes()
 
     def small_memory():
@@ -242,10 +247,11 @@ def test_a_batch_past_the_memory_stops_with_one_line_that_says_how_to_go_on(run_
     result = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / 'out'}",
                         "--init_from=resume", "--max_iters=24", "--batch_size=20000", check=False,
                         preexec_fn=small_memory)
-    assert_one_line_error(result, "error: out of memory (an allocation of ", "with micro-batches of 20000 x 32 tokens",
+    assert_one_line_error(result, "error: out of memory (an allocation of ",
+                          " failed) with micro-batches of 20000 x 32",
                           "(step 20), is intact: resume it with smaller micro-batches",
                           "--init_from=resume --batch_size=N",
-                          "(N under 20000; a higher --gradient_accumulation_steps keeps the tokens per step)")
+                          "(N under 20,000; a higher --gradient_accumulation_steps keeps the tokens per step)")
     assert (run_dir / "out" / "ckpt.pt").read_bytes() == before
     command = re.search(r"smaller micro-batches, (.*) \(N under", result.stderr)[1].replace("=N", "=8")
     assert shlex.split(command)[:2] == ["python", "train.py"] and "--batch_size=20000" not in command

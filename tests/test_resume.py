@@ -162,7 +162,7 @@ def kill_during_a_write(process: subprocess.Popen, folder, timeout: float = 10.0
     process.kill()
 
 
-def test_after_a_stop_signal_the_next_one_ends_the_process_at_once_past_the_loop_too():
+def test_after_a_stop_signal_the_os_action_stays_for_the_next_one_past_the_loop_too():
     """With the earlier handlers back once the loop stopped, a second signal in the run's teardown raised a
     KeyboardInterrupt wherever it landed (a weakref callback in gc: a traceback, and the signal swallowed)."""
     from train import StopSignals

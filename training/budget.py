@@ -23,7 +23,7 @@ from config.settings import TrainConfig, parse_duration, tokens_per_step
 from model import GPT, ModelError
 
 from . import distributed
-from .init_from import model_config
+from .init_from import check_trainable_here, model_config
 from .optimizer import build_optimizers
 
 DEPTHS = range(2, 17)
@@ -160,15 +160,17 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
                 keys, fixed)
 
 
-def candidate_shapes(cfg: TrainConfig, vocab_size: int) -> list[dict]:
-    """The dial's shapes with the user's keys kept, each once, that make a valid model; when none does, a refusal
-    with the first one's reason."""
+def candidate_shapes(cfg: TrainConfig, vocab_size: int, device: torch.device = torch.device("cpu"),
+                     processes_here: int = 1) -> list[dict]:
+    """The dial's shapes with the user's keys kept, each once, that make a valid model that trains in the memory
+    here; when none does, a refusal with the first one's reason."""
     kept = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size") if k in cfg.keys_set}
     shapes, refusals = [], []
     for depth in DEPTHS:
         shape = {**dial(depth), **kept}
         try:
-            model_config(dataclasses.replace(cfg, **shape), vocab_size)
+            shaped = dataclasses.replace(cfg, **shape)
+            check_trainable_here(model_config(shaped, vocab_size), shaped, device, processes_here)
         except (ModelError, UserError) as e:
             refusals.append(e)  # e.g. a fixed n_head that this width cannot divide
             continue
@@ -225,8 +227,8 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
     budget_s, bytes_per_token = parse_duration(cfg.time_budget), meta["train_bytes"] / meta["train_tokens"]
     probes = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeds stay put
-        for shape in tqdm(candidate_shapes(cfg, meta["vocab_size"]), desc="probing shapes", unit="shape",
-                          disable=not ranks.is_main, leave=False):
+        for shape in tqdm(candidate_shapes(cfg, meta["vocab_size"], device, ranks.per_machine), desc="probing shapes",
+                          unit="shape", disable=not ranks.is_main, leave=False):
             params, *timed = time_steps(dataclasses.replace(cfg, **shape), meta["vocab_size"], device, dtype)
             timings = torch.tensor(timed, device=device)
             if ranks.distributed:

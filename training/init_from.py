@@ -9,7 +9,7 @@ import torch
 
 from config.device import memory_bytes
 from config.errors import UserError
-from config.settings import TrainConfig, tokens_per_step
+from config.settings import SMALLER_BATCHES, TrainConfig, tokens_per_step
 from data.dataset import Dataset, tokenizer_change
 from data.hf_tokenizer import tokenizer_from_hf_folder
 from data.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_description
@@ -78,38 +78,39 @@ def resume_changes(checkpoint: dict, cfg: TrainConfig, world_size: int) -> list[
     return changes
 
 
-# bytes a token keeps for the backward pass per layer and unit of width, at the least: a floor for refusing a batch
-# that cannot fit (both recipes keep several times more, in float32 or under autocast alike)
-ACTIVATION_BYTES = 32
-
-
-def check_trainable_here(config: GPTConfig, cfg: TrainConfig, device: torch.device) -> None:
-    """Refuse a run that outgrows the device's memory: float32 weights and their gradients, AdamW's two moments or
-    Muon's one (16 or 12 bytes a parameter), and a micro-batch's activations (a floor: ACTIVATION_BYTES, and the
-    logits at 2 bytes each)."""
+def check_trainable_here(config: GPTConfig, cfg: TrainConfig, device: torch.device, processes_here: int = 1) -> None:
+    """Refuse a run that outgrows its share of the device's memory (a CPU's is shared by the processes on it):
+    float32 weights and their gradients, AdamW's two moments or Muon's one (16 or 12 bytes a parameter), and a
+    micro-batch's activations, at the least: 2 bytes (bfloat16) for each of 8 numbers a token keeps per unit of width
+    and 2 per unit of MLP width in every layer, and for its logits. Both recipes keep more."""
     named = list(meta_model(config).named_parameters())
     params = sum(p.numel() for _, p in named)
     state = sum(p.numel() * (12 if on_muon(cfg.optimizer, n, p) else 16) for n, p in named)
-    tokens = cfg.batch_size * config.block_size
-    activations = tokens * (ACTIVATION_BYTES * config.n_layer * config.n_embd + 2 * config.vocab_size)
-    if state + activations <= (memory := memory_bytes(device)):
+    per_token = 2 * (config.n_layer * (8 * config.n_embd + 2 * config.mlp_hidden) + config.vocab_size)
+    activations = cfg.batch_size * config.block_size * per_token
+    shared = processes_here if device.type != "cuda" else 1
+    if state + activations <= (memory := memory_bytes(device) // shared):
         return
-    fix = ("lower batch_size (a higher gradient_accumulation_steps keeps the tokens per step)" if activations > state
-           else "choose a smaller shape (python params.py shows a config's size)")
+    if state <= memory:
+        fix = f"lower batch_size ({SMALLER_BATCHES})"
+    else:  # a resumed or pretrained model keeps its shape
+        fix = "choose a smaller shape (python params.py shows a config's size)" if cfg.init_from == "scratch" else \
+            "train it where there is more memory" + (", or fine-tune a smaller model" if cfg.pretrained else "")
+    where = f"this {device.type}'s {memory / 1e9:,.1f} GB" + (f" (its share, one of {shared} processes)" * (shared > 1))
     raise UserError(f"a model of {params:,} parameters needs at least {(state + activations) / 1e9:,.1f} GB to train "
                     f"({state / 1e9:,.1f} GB for its weights, gradients and the optimizer's moments, 12 to 16 bytes a "
                     f"parameter; {activations / 1e9:,.1f} GB for the activations of a micro-batch of {cfg.batch_size} "
-                    f"x {config.block_size} tokens), more than this {device.type}'s {memory / 1e9:,.0f} GB; {fix}")
+                    f"x {config.block_size} tokens), more than {where}; {fix}")
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, device: torch.device,
-                block_size_set: bool = True) -> GPT:
+                block_size_set: bool = True, processes_here: int = 1) -> GPT:
     """A fresh model, the checkpoint's (to resume: the same shape), or a Hugging Face model's weights (to fine-tune
     on text tokenized its own way), per init_from. A Hugging Face model is cropped to block_size, unless that is
     the default and over its own context."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if cfg.init_from == "scratch":
-        check_trainable_here(wanted, cfg, device)
+        check_trainable_here(wanted, cfg, device, processes_here)
         return GPT(wanted)
     if checkpoint is not None:
         saved = asdict(GPTConfig(**checkpoint["model_args"]))  # checked before its model, maybe large, is built
@@ -119,13 +120,13 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
                 source = f" (the vocabulary of dataset {cfg.dataset})" if from_data else ""
                 raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained "
                                 f"with {key}={saved[key]}; use the same setting or a new out_dir")
-        check_trainable_here(wanted, cfg, device)  # its batch_size may be new
+        check_trainable_here(wanted, cfg, device, processes_here)  # its batch_size may be new
         model = model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
     else:
         model = GPT.from_pretrained(cfg.init_from)
         if block_size_set or cfg.block_size < model.config.block_size:
             model.crop_block_size(cfg.block_size)
-        check_trainable_here(model.config, cfg, device)
+        check_trainable_here(model.config, cfg, device, processes_here)
         own = pretrained_tokenizer(cfg.init_from, model).describe()
         if own != dataset.meta["tokenizer"]:
             flag = "gpt2" if own["kind"] == "gpt2" else cfg.init_from
