@@ -172,7 +172,7 @@ def candidate_shapes(cfg: TrainConfig, vocab_size: int, device: torch.device = t
             shaped = dataclasses.replace(cfg, **shape)
             check_trainable_here(model_config(shaped, vocab_size), shaped, device, processes_here)
         except (ModelError, UserError) as e:
-            refusals.append(e)  # e.g. a fixed n_head that this width cannot divide
+            refusals.append(e)  # e.g. a fixed n_head that this width cannot divide, or a shape past the memory
             continue
         if shape not in shapes:
             shapes.append(shape)
