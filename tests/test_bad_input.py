@@ -47,7 +47,7 @@ def test_prepare_rejects_bad_input_files(run_dir, content, fragment):
 def test_a_model_too_large_to_train_here_is_refused_before_it_is_built(char_dataset, tmp_path):
     result = run_command("train.py", "configs/gpt3_175b.toml", f"--dataset={char_dataset}",
                          f"--out_dir={tmp_path / 'out'}")
-    assert_one_line_error(result, "a model of 174,", "GB to train (",
+    assert_one_line_error(result, "a model of 174,604,259,328 parameters", "GB to train (",  # params.py's count
                           "GB for its weights, gradients and the optimizer's", "choose a smaller shape")
     assert not (tmp_path / "out").exists()
 
