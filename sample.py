@@ -20,7 +20,7 @@ from config.prompts import encode_prompt, read_prompt
 from config.settings import SampleConfig, read_config
 from data.tokenizer import Tokenizer
 from model import ModelError
-from model.decoding import cache_bytes, compile_ahead, generation_cache
+from model.decoding import compile_ahead, decoding_bytes, generation_cache
 from training.init_from import load_model
 
 
@@ -75,12 +75,12 @@ def main(argv: list[str]) -> None:
     if len(ids) > model.config.block_size:
         print(f"note: the prompt is {len(ids):,} tokens; the model reads its last {model.config.block_size} "
               f"(block_size)", file=sys.stderr)
-    if cfg.use_cache:  # refused before its allocations, which a machine would page out for minutes
-        per_sample = cache_bytes(model, len(ids), cfg.max_new_tokens, cfg.compile)
-        if cfg.num_samples * per_sample > (memory := memory_bytes(device)):
-            raise UserError(f"num_samples={cfg.num_samples:,} needs at least {cfg.num_samples * per_sample / 1e9:,.1f} "
-                            f"GB for its KV cache, more than this {device.type}'s {memory / 1e9:,.1f} GB; lower "
-                            f"num_samples, or max_new_tokens where it is under block_size")
+    # refused before its allocations, which a machine would page out for minutes
+    per_sample = decoding_bytes(model, len(ids), cfg.max_new_tokens, cfg.use_cache, cfg.compile)
+    if cfg.num_samples * per_sample > (memory := memory_bytes(device)):
+        raise UserError(f"num_samples={cfg.num_samples:,} needs at least {cfg.num_samples * per_sample / 1e9:,.1f} GB "
+                        f"for its {'KV cache' if cfg.use_cache else 'activations'}, more than this {device.type}'s "
+                        f"{memory / 1e9:,.1f} GB; lower num_samples, or max_new_tokens where it is under block_size")
     idx = torch.tensor([ids], dtype=torch.long, device=device).repeat(cfg.num_samples, 1)  # (num_samples, T)
     if cfg.compile and cfg.max_new_tokens > 1:  # compiled now, and said so, unless the compile cache holds it
         start = time.perf_counter()  # (the first token comes from the prefill, uncompiled)

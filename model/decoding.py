@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelError
+from .config import GPTConfig, ModelError
 
 if TYPE_CHECKING:
     from .gpt import GPT
@@ -108,9 +108,19 @@ def cache_layout(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, c
     return slots, torch.float32 if weight.device.type == "cpu" else weight.dtype
 
 
-def cache_bytes(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, compile: bool) -> int:
-    """The bytes of generation_cache's keys and values for each sequence of the batch."""
-    c, (slots, dtype) = model.config, cache_layout(model, prompt_tokens, max_new_tokens, compile)
+def uncached_reach(c: GPTConfig) -> int:
+    """The most tokens a step re-reads without the cache (Decoder's context policy)."""
+    return c.n_layer * (c.block_size - 1) + 1 if c.pos_emb == "rope" else c.block_size
+
+
+def decoding_bytes(model: "GPT", prompt_tokens: int, max_new_tokens: int, use_cache: bool, compile: bool) -> int:
+    """At least the bytes each sequence of the batch takes to decode: generation_cache's keys and values, or uncached,
+    one block's residual stream and MLP activations over the longest window a step re-reads."""
+    c = model.config
+    if not use_cache:
+        window = min(min(prompt_tokens, c.block_size) + max_new_tokens, uncached_reach(c))
+        return window * (c.n_embd + c.mlp_hidden) * model.transformer.wte.weight.element_size()
+    slots, dtype = cache_layout(model, prompt_tokens, max_new_tokens, compile)
     return 2 * c.n_layer * c.n_kv_head * slots * c.head_size * dtype.itemsize
 
 
@@ -148,7 +158,7 @@ class Decoder:
             raise ModelError("the prompt needs at least one token")
         self.model = model
         self.sliding = c.pos_emb == "rope"
-        self.reach = c.n_layer * (c.block_size - 1) + 1 if self.sliding else c.block_size  # tokens re-read uncached
+        self.reach = uncached_reach(c)
         self.keep = self.reach if self.sliding else max(1, c.block_size // 2)  # tokens kept when the window is full
         self.tokens = idx[:, -c.block_size :]  # (B, T): the tokens the next step reads (uncached, or to re-encode)
         if compile and not use_cache:

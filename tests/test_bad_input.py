@@ -296,6 +296,8 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--prompt=Zebra", "character 'Z' is not in this model's vocabulary"),
     ("--top_p=1.5", "top_p=1.5 must be in (0, 1]"),
     ("--num_samples=100000000", "num_samples=100,000,000 needs at least 1,"),  # TB of KV cache: before any allocation
+    # uncached: 63 tokens (2 layers of RoPE windows of 32) x (32 wide + 128 in the MLP) x 4 bytes for each sample
+    ("--num_samples=100000000 --use_cache=false", "needs at least 4,032.0 GB for its activations"),
     ("--prompt=FILE:/nonexistent/prompt.txt", "prompt file /nonexistent/prompt.txt not found"),
     ("--prompt=FILE:/", "prompt file / cannot be read: Is a directory"),
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),
@@ -313,7 +315,7 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
 ])
 def test_sample_rejects_bad_requests(trained_out, char_dataset, flag, fragment):
     places = {"out": trained_out, "data": char_dataset}
-    result = run_command("sample.py", f"--out_dir={trained_out}", flag.format(**places))
+    result = run_command("sample.py", f"--out_dir={trained_out}", *flag.format(**places).split(" "))
     assert_one_line_error(result, fragment.format(**places))
 
 
