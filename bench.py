@@ -254,7 +254,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     bare += [step()[0] for _ in range(steps // 2)][warmup:]  # before and after: drift cancels
     loop_s, bare_s = statistics.median(full), statistics.median(bare)
     dtype = resolve_dtype(c.dtype, device)
-    mfu = MFUMeter(training_flops_per_token(model, c.block_size), device, dtype)
+    mfu = MFUMeter(training_flops_per_token(model.config, c.block_size), device, dtype)
     print(f"\ntraining: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}, "
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {dtype}{', compiled' if c.compile else ''}"
           f" on {device}; medians over {len(full)} loop and {len(bare)} bare steps")

@@ -15,7 +15,7 @@ from data.corpora import RECIPES
 from data.dataset import dataset_dir, is_dataset, read_meta
 from data.tokenizer import GPT2Tokenizer
 from model import GPTConfig
-from model.params import format_report, meta_model, report_rows, training_flops_per_token
+from model.params import format_report, report_rows, training_flops_per_token
 from training.checkpoint import checkpoint_path, load_checkpoint
 from training.init_from import SHAPE_KEYS, model_config
 
@@ -60,12 +60,11 @@ def main(argv: list[str]) -> None:
             raise UserError(f"dataset {cfg.dataset!r} is not prepared, so its vocabulary size is unknown; {how}, "
                             f"or pass --vocab_size=N")
         c = model_config(cfg, vocab)
-    model = meta_model(c)
     print(f"GPT: n_layer={c.n_layer}, n_head={c.n_head}, n_kv_head={c.n_kv_head}, n_embd={c.n_embd} "
           f"(head_size={c.head_size}), block_size={c.block_size}, vocab_size={c.vocab_size}, bias={c.bias}\n"
           f"pos_emb={c.pos_emb}, norm={c.norm}, qk_norm={c.qk_norm}, mlp={c.mlp} ({c.mlp_hidden} wide), "
           f"tie_embeddings={c.tie_embeddings}\nshapes as PyTorch stores them: a Linear weight is (out x in)\n")
-    print(format_report(report_rows(model), training_flops_per_token(model, c.block_size), c.block_size))
+    print(format_report(report_rows(c), training_flops_per_token(c, c.block_size), c.block_size))
 
 
 if __name__ == "__main__":

@@ -269,7 +269,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         return MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run)
 
     log = distributed.main_first(ranks, start_records)
-    mfu = MFUMeter(training_flops_per_token(model, cfg.block_size), device, dtype, ranks.world_size)
+    mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size), device, dtype, ranks.world_size)
     return Run(cfg, argv, ranks, device, dtype, dataset, train_loader, eval_loaders, model, wrapped,
                optimizers, scaler, progress, log, mfu, claim, plan, resume_step)
 

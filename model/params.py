@@ -22,10 +22,17 @@ class Row:
     shape: str = ""  # as PyTorch stores the tensor, (out x in) for a matrix; "" for a sum
 
 
-def meta_model(config: GPTConfig) -> GPT:
-    """The model with real parameter shapes and no storage."""
+def one_block_model(config: GPTConfig) -> GPT:
+    """The model with one of config's blocks, real parameter shapes and no storage: the blocks are alike, so a model
+    of any depth is counted from it at once."""
     with torch.device("meta"):
-        return GPT(config)
+        return GPT(replace(config, n_layer=1))
+
+
+def counted_parameters(config: GPTConfig) -> list[tuple[str, nn.Parameter, int]]:
+    """Each parameter of one_block_model with how many times a model of config holds it: (name, tensor, times)."""
+    return [(name, p, config.n_layer if name.startswith("transformer.h.") else 1)
+            for name, p in one_block_model(config).named_parameters()]  # a tied head: once, as the token embedding
 
 
 def _numel(*modules: nn.Module) -> int:
@@ -77,9 +84,10 @@ def block_rows(block: Block) -> list[Row]:
             Row("block", "one block", 1, _numel(block))]
 
 
-def report_rows(model: GPT) -> list[Row]:
-    """Every parameter of `model`, grouped: embeddings, one block in detail, all blocks, head, total."""
-    c, tf = model.config, model.transformer
+def report_rows(c: GPTConfig) -> list[Row]:
+    """Every parameter of a model of config c, grouped: embeddings, one block in detail, all blocks, head, total."""
+    model = one_block_model(c)
+    tf = model.transformer
     tied = model.lm_head.weight is tf.wte.weight
     rows = [Row("embeddings.heading", "embeddings", 0),
             _param("wte", "token embedding wte" + (" (= lm_head, tied)" if tied else ""), tf.wte.weight, 1)]
@@ -90,26 +98,25 @@ def report_rows(model: GPT) -> list[Row]:
     rows.append(Row("blocks.heading", f"all {c.n_layer} blocks", 0))
     for part, label, names in (("attn", "attention", ("attn",)), ("mlp", "MLP", ("mlp",)),
                                ("norms", "norms", ("norm_1", "norm_2"))):
-        rows.append(Row(f"blocks.{part}", label, 1, _numel(*(getattr(b, n) for b in tf.h for n in names))))
-    rows.append(Row("blocks", "all blocks", 1, _numel(tf.h)))
+        rows.append(Row(f"blocks.{part}", label, 1, c.n_layer * _numel(*(getattr(tf.h[0], n) for n in names))))
+    rows.append(Row("blocks", "all blocks", 1, c.n_layer * _numel(tf.h[0])))
     rows.append(Row("norm_f", f"final norm norm_f ({c.norm})", 0, _numel(tf.norm_f)))
     head = _param("lm_head", "lm_head" + (" (tied to wte: no new parameters)" if tied else ""), model.lm_head.weight, 0)
     rows.append(replace(head, count=0) if tied else head)
-    total = model.num_params()
+    total = sum(p.numel() * times for _, p, times in counted_parameters(c))  # each once, as GPT.num_params counts
     assert total == sum(r.count for r in rows if r.key in ("wte", "wpe", "blocks", "norm_f", "lm_head"))
     rows.append(Row("total", "total", 0, total))
     return rows
 
 
-def training_flops_per_token(model: GPT, seq_len: int) -> int:
-    """Estimated FLOPs of one training step of model (a real one or a meta_model), forward and backward,
-    per token of context seq_len: 6N for the weights' matmuls plus 12 * n_layer * (n_head * head_size) *
-    seq_len for attention's scores and weighted sums (PaLM appendix B, as nanoGPT's MFU estimate). N counts
-    every parameter once but the lookups: the position embedding, and the token embedding unless it is
-    also the output head."""
-    c, tf = model.config, model.transformer
-    lookups = (tf.wpe.weight.numel() if "wpe" in tf else 0) + (0 if c.tie_embeddings else tf.wte.weight.numel())
-    return 6 * (model.num_params() - lookups) + 12 * c.n_layer * c.n_head * c.head_size * seq_len
+def training_flops_per_token(c: GPTConfig, seq_len: int) -> int:
+    """Estimated FLOPs of one training step of a model of config c, forward and backward, per token of context
+    seq_len: 6N for the weights' matmuls plus 12 * n_layer * (n_head * head_size) * seq_len for attention's scores
+    and weighted sums (PaLM appendix B, as nanoGPT's MFU estimate). N counts every parameter once but the lookups:
+    the position embedding, and the token embedding unless it is also the output head."""
+    lookups = ("transformer.wpe.weight",) + (() if c.tie_embeddings else ("transformer.wte.weight",))
+    n = sum(p.numel() * times for name, p, times in counted_parameters(c) if name not in lookups)
+    return 6 * n + 12 * c.n_layer * c.n_head * c.head_size * seq_len
 
 
 def format_report(rows: list[Row], flops: int, seq_len: int) -> str:

@@ -12,7 +12,7 @@ from config.errors import UserError
 from data.errors import DataError
 from helpers import gpt2_config, run_script
 from model import GPT, GPTConfig, ModelError
-from model.params import meta_model, report_rows, training_flops_per_token
+from model.params import one_block_model, report_rows, training_flops_per_token
 from params import main
 
 GPT2_SMALL = gpt2_config(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768, bias=True)
@@ -20,7 +20,7 @@ GPT3 = gpt2_config(block_size=2048, vocab_size=50257, n_layer=96, n_head=96, n_e
 
 
 def counts(config: GPTConfig) -> dict[str, int | None]:
-    return {row.key: row.count for row in report_rows(meta_model(config))}
+    return {row.key: row.count for row in report_rows(config)}
 
 
 def closed_form_total(c: GPTConfig) -> int:
@@ -71,18 +71,18 @@ def test_modern_shape_per_head_and_per_block():
     assert report["wpe"] == 0 and report["lm_head"] == 97 * 48  # RoPE has no weights; the head is untied
     assert report["total"] == 2 * 97 * 48 + 3 * per_block + 48 == real.num_params()
     # the FLOPs count the head's matmul but not the token embedding's lookup
-    assert training_flops_per_token(meta_model(c), 64) == 6 * (real.num_params() - 97 * 48) + 12 * 3 * 6 * hs * 64
+    assert training_flops_per_token(c, 64) == 6 * (real.num_params() - 97 * 48) + 12 * 3 * 6 * hs * 64
 
 
-def test_meta_model_allocates_nothing():
-    assert all(p.is_meta for p in meta_model(GPT3).parameters())
+def test_the_counted_model_allocates_nothing():
+    assert all(p.is_meta for p in one_block_model(GPT3).parameters())
 
 
 def test_gpt2_small():
     report = counts(GPT2_SMALL)
     assert report["total"] == 124_439_808
     # nanoGPT's MFU estimate for GPT-2 small at T=1024: N excludes the 786,432 position embeddings
-    assert training_flops_per_token(meta_model(GPT2_SMALL), 1024) == 6 * (124_439_808 - 786_432) + 12 * 12 * 768 * 1024
+    assert training_flops_per_token(GPT2_SMALL, 1024) == 6 * (124_439_808 - 786_432) + 12 * 12 * 768 * 1024
 
 
 def test_gpt3_famous_numbers():

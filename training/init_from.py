@@ -2,7 +2,7 @@
 shape it was trained with), or a Hugging Face model's weights (to fine-tune); and the model a tool runs."""
 
 import sys
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from data.hf_tokenizer import tokenizer_from_hf_folder
 from data.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_description
 from model import GPT, GPTConfig
 from model.config import ModelOptions
-from model.params import meta_model
+from model.params import counted_parameters
 from model.pretrained import HUB_NAMES
 from model.weights import with_weights
 
@@ -83,8 +83,7 @@ def check_trainable_here(config: GPTConfig, cfg: TrainConfig, device: torch.devi
     float32 weights and their gradients, AdamW's two moments or Muon's one (16 or 12 bytes a parameter), and a
     micro-batch's activations, at the least: 2 bytes (bfloat16) for each of 8 numbers a token keeps per unit of width
     and 2 per unit of MLP width in every layer, and for its logits. Both recipes keep more."""
-    one_block = meta_model(replace(config, n_layer=1))  # the blocks are alike: a deep model is counted at once
-    named = [(n, p, config.n_layer if n.startswith("transformer.h.") else 1) for n, p in one_block.named_parameters()]
+    named = counted_parameters(config)
     params = sum(p.numel() * times for _, p, times in named)
     state = sum(p.numel() * times * (12 if on_muon(cfg.optimizer, n, p) else 16) for n, p, times in named)
     per_token = 2 * (config.n_layer * (8 * config.n_embd + 2 * config.mlp_hidden) + config.vocab_size)
