@@ -25,7 +25,7 @@ from data.files import write_atomically
 from model import GPT
 from training.init_from import load_model
 from viz.explorer import EXPLORER_MARK, MAX_WEIGHTS, explorer_html, page_marked, weight_count
-from viz.loss_plot import drawn_here, save_png
+from viz.loss_plot import drawn_by, save_png
 from viz.maps import heatmap_figure, query_figure, tick_label, token_texts
 
 
@@ -71,7 +71,8 @@ def main(argv: list[str]) -> None:
         raise UserError(f"explorer.html would hold {count:,} attention weights (over {MAX_WEIGHTS:,}); "
                         f"use a shorter text or --html=false")
     for name in ("heatmaps.png", f"query_{query}.png"):  # before the model runs: a user's files stay
-        check_replaceable(folder / name, "pictures_dir", "a picture attention.py", drawn_here)
+        check_replaceable(folder / name, "pictures_dir", "a picture attention.py",
+                          lambda path: drawn_by(path, "attention.py"))
     if cfg.html:
         check_replaceable(folder / "explorer.html", "pictures_dir", "a page attention.py",
                           lambda page: page_marked(page, EXPLORER_MARK))
@@ -87,8 +88,8 @@ def main(argv: list[str]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # check_output passed, yet the OS refuses (a dangling link on the way, ...)
         raise UserError(f"cannot write to {folder} ({e.strerror}); choose another --pictures_dir") from None
-    written = [save_png(heatmap_figure(records[0], tokens, about), folder / "heatmaps.png"),
-               save_png(query_figure(records[0], tokens, query), folder / f"query_{query}.png")]
+    written = [save_png(heatmap_figure(records[0], tokens, about), folder / "heatmaps.png", "attention.py"),
+               save_png(query_figure(records[0], tokens, query), folder / f"query_{query}.png", "attention.py")]
     if cfg.html:
         written.append(folder / "explorer.html")
         write_atomically(written[-1], explorer_html(*records, c.head_size, tokens, query, about).encode("utf-8"))

@@ -41,7 +41,7 @@ from training.budget import dial, step_on_one_batch
 from training.init_from import load_model
 from training.metrics_log import read_rows
 from training.throughput import MFUMeter
-from viz.loss_plot import compare_runs, drawn_here, save_png
+from viz.loss_plot import compare_runs, drawn_by, save_png
 
 HERE = Path(__file__).parent
 CPU = torch.device("cpu")
@@ -313,7 +313,7 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
     each piece of the modern recipe added alone to the classic one: wall time, tokens per second and
     eval.py's validation loss, and every run's loss curves in one picture (as compare.py draws them)."""
     plot = check_output(cfg.plot or "recipe.png", "plot", folder=False)  # before the runs, not after them
-    check_replaceable(plot, "plot", "a picture bench.py", drawn_here)
+    check_replaceable(plot, "plot", "a picture bench.py", lambda path: drawn_by(path, "bench.py"))
     runs = {"classic (configs/classic.toml)": ["configs/classic.toml"], "modern (the default)": []}
     runs.update({name: ["configs/classic.toml", *flags] for name, flags in RECIPE_PIECES.items()})
     results, logs = {}, {}
@@ -331,7 +331,7 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
         row(name, *result)
     (c_s, *_, c_loss, _), (m_s, *_, m_loss, _) = results[next(iter(runs))], results["modern (the default)"]
     print(f"modern - classic: val loss {m_loss - c_loss:+.4f} nats, wall time {m_s / c_s:.3f}x")
-    print(f"loss curves: {compare_runs(logs, plot)}")
+    print(f"loss curves: {compare_runs(logs, plot, 'bench.py')}")
 
 
 def timed_train(flags: list[str], out_dir: Path) -> tuple[float, dict, float]:
@@ -356,7 +356,7 @@ def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
     and twice its parameters), each trained for that budget: their eval.py val loss, and a picture of loss
     against parameters; then the default run (`python train.py`) against a budgeted run given its wall time."""
     plot = check_output(cfg.plot or "budget.png", "plot", folder=False)  # before the runs, not after them
-    check_replaceable(plot, "plot", "a picture bench.py", drawn_here)
+    check_replaceable(plot, "plot", "a picture bench.py", lambda path: drawn_by(path, "bench.py"))
     cases = [(budget, "shakespeare_char") for budget in cfg.budgets]
     cases += [(cfg.bpe_budget, "shakespeare_bpe")] if cfg.bpe_budget else []
     results = {}
@@ -403,7 +403,7 @@ def budget_picture(results: dict, path: Path) -> Path:
     ax.set(xscale="log", xlabel="parameters", ylabel="val loss (eval.py, nats per token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    return save_png(fig, path)
+    return save_png(fig, path, "bench.py")
 
 
 def seconds_to_output(args: list[str], length: int, env: dict | None = None) -> tuple[float, str]:

@@ -14,7 +14,7 @@ from config.outputs import check_output, check_replaceable
 from config.settings import CompareConfig, read_config
 from training.checkpoint import RUN_FILES
 from training.metrics_log import read_rows
-from viz.loss_plot import compare_runs, drawn_here
+from viz.loss_plot import compare_runs, drawn_by
 
 
 def main(argv: list[str]) -> None:
@@ -22,7 +22,7 @@ def main(argv: list[str]) -> None:
     plot = check_output(cfg.plot, "plot", folder=False)
     if plot.name in RUN_FILES and (plot.parent / "log.jsonl").is_file():  # loss.png: train.py's, redrawn each eval
         raise UserError(f"{plot} is the run's own {plot.name}; write the comparison elsewhere, e.g. --plot=compare.png")
-    check_replaceable(plot, "plot", "a picture compare.py", drawn_here)
+    check_replaceable(plot, "plot", "a picture compare.py", lambda path: drawn_by(path, "compare.py"))
     runs = {}
     for out_dir in cfg.runs:
         log = Path(out_dir) / "log.jsonl"
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
         last, evals = rows[-1], [r for r in rows if r["kind"] == "eval"]
         val = f"{evals[-1]['val_loss']:.4f}" if evals else "-"
         print(f"{name:<32} {last['step']:>7,} {last['tokens']:>13,} {last['elapsed_s']:>9.1f} {val:>14}")
-    print(f"wrote {compare_runs(runs, plot)}")
+    print(f"wrote {compare_runs(runs, plot, 'compare.py')}")
 
 
 if __name__ == "__main__":

@@ -489,7 +489,7 @@ def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     model.train()
     texts = token_texts(run.dataset.tokenizer, ids)
     figure = heatmap_figure(patterns.float().cpu(), texts, f"step {run.progress.step}")
-    return save_png(figure, run.out_dir / "attention.png")
+    return save_png(figure, run.out_dir / "attention.png", "train.py")
 
 
 def next_commands(run: Run) -> str:

@@ -59,18 +59,25 @@ def test_a_run_named_with_dollars_is_drawn_as_named_not_as_math(tmp_path):
 
     rows = [{"kind": "eval", "step": s, "tokens": 100 * s, "elapsed_s": s, "val_loss": 3.0 - s, "train_loss": 3.0 - s}
             for s in (1, 2)]
-    assert compare_runs({"r$^$x": rows, "plain": rows}, tmp_path / "c.png").stat().st_size > 0  # mathtext would raise
+    drawn = compare_runs({"r$^$x": rows, "plain": rows}, tmp_path / "c.png", "compare.py")  # mathtext would raise
+    assert drawn.stat().st_size > 0
     assert drawable(["cost $5 or $6"])[0] == [r"cost \$5 or \$6"]
 
 
-def test_a_picture_compare_py_did_not_write_is_never_replaced(trained_out, tmp_path):
+def test_a_picture_compare_py_did_not_write_is_never_replaced(trained_out, attention_run, tmp_path):
     mine = tmp_path / "mine.png"
     Image.new("RGB", (4, 4)).save(mine)  # a user's own picture, of the name given
-    before = mine.read_bytes()
-    assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={mine}"),
-                          f"plot={mine} is a picture compare.py did not write, which it never replaces")
-    assert mine.read_bytes() == before
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "loss.png").write_bytes((trained_out / "loss.png").read_bytes())  # a run's, outside its folder
+    for picture in (mine, attention_run / "heatmaps.png", run / "loss.png"):  # the user's, other commands'
+        before = picture.read_bytes()
+        assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={picture}"),
+                              f"plot={picture} is a picture compare.py did not write, which it never replaces")
+        assert_one_line_error(run_command("bench.py", "recipe", f"--plot={picture}"),
+                              f"plot={picture} is a picture bench.py did not write, which it never replaces")
+        assert picture.read_bytes() == before
     ours = tmp_path / "compare.png"
     for _ in range(2):  # its own picture, drawn again
         run_script("compare.py", f"--runs={trained_out}", f"--plot={ours}")
-    assert Image.open(ours).info["Software"] == "smallgpt"
+    assert Image.open(ours).info["Software"] == "smallgpt compare.py"

@@ -10,24 +10,22 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-PNG_SOFTWARE = "smallgpt"  # the Software field of every picture save_png writes: what a command may replace
-
-
-def save_png(fig: "Figure", path: Path) -> Path:
-    """Write the picture through a temporary file of this process: a reader or a crash never meets half of one."""
+def save_png(fig: "Figure", path: Path, by: str) -> Path:
+    """Write the picture, marked as drawn by the command `by` (compare.py, ...), through a temporary file of this
+    process: a reader or a crash never meets half of one."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE})
+    fig.savefig(buffer, format="png", metadata={"Software": f"smallgpt {by}"})
     write_atomically(path, buffer.getvalue())
     return path
 
 
-def drawn_here(path: Path) -> bool:
-    """Whether path is a picture save_png wrote (a command replaces those, never another file)."""
+def drawn_by(path: Path, by: str) -> bool:
+    """Whether path is a picture that save_png wrote for the command `by`: the only pictures that command replaces."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return image.info.get("Software") == PNG_SOFTWARE
+            return image.info.get("Software") == f"smallgpt {by}"
     except (OSError, ValueError):  # not a picture at all
         return False
 
@@ -53,10 +51,10 @@ def plot_loss(rows: list[dict], path: Path) -> None:
     ax.set(xlabel="step", ylabel="loss (nats per token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    save_png(fig, path)
+    save_png(fig, path, "train.py")
 
 
-def compare_runs(runs: dict[str, list[dict]], path: Path) -> Path:
+def compare_runs(runs: dict[str, list[dict]], path: Path, by: str) -> Path:
     """One PNG of several runs' losses (log.jsonl rows by run name): the validation loss at each
     evaluation, and each logged batch's training loss faintly, against the tokens seen (left)
     and against the seconds of training (right)."""
@@ -77,4 +75,4 @@ def compare_runs(runs: dict[str, list[dict]], path: Path) -> Path:
     for ax in (by_tokens, by_time):
         ax.grid(alpha=0.3)
     by_time.legend(fontsize=8)
-    return save_png(fig, path)
+    return save_png(fig, path, by)
