@@ -8,15 +8,23 @@ from data.tokenizer import Tokenizer, start_tokens
 from .errors import UserError
 
 
+MAX_FILE_BYTES = 1 << 26  # 64 MiB: a prompt read from a device that never ends (/dev/zero) stops there
+
+
 def read_prompt(prompt: str, what: str = "prompt") -> str:
-    """The text itself, or the contents of the file that FILE:path names."""
+    """The text itself, or the contents of the file (or pipe: FILE:<(command)) that FILE:path names."""
     if not prompt.startswith("FILE:"):
         return prompt
     if prompt == "FILE:":
         raise UserError(f"FILE: needs a path after it, e.g. --{what}=FILE:notes.txt")
     path = Path(prompt[len("FILE:") :]).expanduser()
     try:
-        return path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark that some editors write
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise UserError(f"{what} file {path} holds over {MAX_FILE_BYTES >> 20} MiB; give a shorter text (the "
+                            f"model reads at most its last block_size tokens)")
+        return data.decode("utf-8-sig")  # -sig: a byte-order mark that some editors write
     except FileNotFoundError:
         raise UserError(f"{what} file {path} not found") from None
     except UnicodeDecodeError as e:

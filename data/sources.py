@@ -249,7 +249,8 @@ def read_text(path: str | Path) -> str:
     if path.is_dir():
         raise DataError(f"{path} is a folder; give a UTF-8 text file")
     if not path.is_file():
-        raise DataError(f"text file {path} not found; give a UTF-8 text file")
+        problem = "is not a regular file (a device or a pipe)" if path.exists() else "not found"
+        raise DataError(f"text file {path} {problem}; give a UTF-8 text file")
     if path.name.lower().endswith((".jsonl", ".jsonl.gz", ".parquet")):  # its markup would be scored as text
         raise DataError(f"{path} holds documents, not a text; give a UTF-8 text file (data/prepare.py reads JSONL "
                         f"and Parquet)")

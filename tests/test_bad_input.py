@@ -300,6 +300,7 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--num_samples=100000000 --use_cache=false", "needs at least 4,032.0 GB for its activations"),
     ("--prompt=FILE:/nonexistent/prompt.txt", "prompt file /nonexistent/prompt.txt not found"),
     ("--prompt=FILE:/", "prompt file / cannot be read: Is a directory"),
+    ("--prompt=FILE:/dev/zero", "prompt file /dev/zero holds over 64 MiB; give a shorter text"),  # never ends
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),
     ("--prompt=ab\udce9", "--prompt holds '\\udce9', which is not text (a byte the shell passed undecoded"),
     ("--stop=\udce9", "--stop holds '\\udce9', which is not text (a byte the shell passed undecoded"),

@@ -105,6 +105,8 @@ def test_too_short_split_is_a_clear_error():
 def test_read_text_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
         read_text(tmp_path / "missing.txt")
+    with pytest.raises(DataError, match=r"/dev/zero is not a regular file \(a device or a pipe\)"):
+        read_text("/dev/zero")  # never read: it never ends
     (tmp_path / "empty.txt").write_text("  \n")
     with pytest.raises(DataError, match="is empty"):
         read_text(tmp_path / "empty.txt")
