@@ -27,7 +27,7 @@ def dataset_vocab_size(dataset: str) -> int | None:
     if is_dataset(folder):
         vocab_size = read_meta(folder).get("vocab_size")
         if not isinstance(vocab_size, int):
-            raise UserError(f"dataset {folder} is inconsistent (its meta.json has no vocab_size); "
+            raise UserError(f"dataset {folder} is inconsistent (its meta.json's vocab_size is missing or no integer); "
                             f"re-run python data/prepare.py for it")
         return vocab_size
     if recipe := RECIPES.get(dataset):

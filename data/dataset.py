@@ -36,11 +36,15 @@ def lost_relative_path(dataset: str) -> bool:
 
 def read_meta(folder: Path) -> dict:
     try:
-        return json.loads((folder / "meta.json").read_text())
+        meta = json.loads((folder / "meta.json").read_text())
     except FileNotFoundError:
         raise DataError(f"{folder}/meta.json not found; make the dataset with python data/prepare.py") from None
     except ValueError as e:
         raise DataError(f"dataset {folder} is inconsistent ({e}); re-run python data/prepare.py for it") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"dataset {folder} is inconsistent (its meta.json is not a JSON object); re-run python "
+                        f"data/prepare.py for it")
+    return meta
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .attention import CausalSelfAttention
-from .config import GPTConfig
+from .config import GPTConfig, ModelError
 from .gpt import GPT, Block
 
 
@@ -25,8 +25,15 @@ class Row:
 def one_block_model(config: GPTConfig) -> GPT:
     """The model with one of config's blocks, real parameter shapes and no storage: the blocks are alike, so a model
     of any depth is counted from it at once."""
-    with torch.device("meta"):
-        return GPT(replace(config, n_layer=1))
+    try:
+        with torch.device("meta"):
+            return GPT(replace(config, n_layer=1))
+    except RuntimeError as e:  # a tensor of over 2**63 bytes: torch's message names no setting
+        if "overflow" not in str(e):
+            raise
+        raise ModelError(f"a model {config.n_embd:,} wide with a vocabulary of {config.vocab_size:,} and an MLP "
+                         f"{config.mlp_hidden:,} wide holds a matrix too large for any machine; choose a smaller "
+                         f"shape") from None
 
 
 def counted_parameters(config: GPTConfig) -> list[tuple[str, nn.Parameter, int]]:

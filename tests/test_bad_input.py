@@ -78,6 +78,7 @@ def test_corpus_too_short_for_the_context(tmp_path):
     ("--batch_size=1.5", "batch_size must be int"),
     ("--eval_intervall=5", "did you mean 'eval_interval'"),
     ("--dtype=float16", "dtype=float16 has no fast path on a CPU (autocast runs it slower than float32)"),
+    ("--n_embd=1000000000", "a model 1,000,000,000 wide with a vocabulary of"),  # past int64 bytes: torch overflows
 ])
 def test_impossible_settings(run_dir, flag, fragment):
     before = snapshot(run_dir)
@@ -124,6 +125,13 @@ def test_meta_json_not_matching_its_bins(run_dir):
     before = snapshot(run_dir)
     assert_one_line_error(train(run_dir, "--init_from=resume"), "inconsistent", "train.bin", "re-run python data/prepare.py")
     assert snapshot(run_dir) == before  # out/.lock too: its record is put back
+
+
+def test_meta_json_that_is_no_object(run_dir):
+    (run_dir / "data" / "meta.json").write_text("[]")
+    for command in ("train.py", "params.py"):
+        assert_one_line_error(run_command(command, f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / 'new'}"),
+                              "inconsistent (its meta.json is not a JSON object); re-run python data/prepare.py")
 
 
 def test_resume_with_another_optimizer_is_refused_before_any_change_is_reported(run_dir, capsys):
