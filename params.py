@@ -27,8 +27,8 @@ def dataset_vocab_size(dataset: str) -> int | None:
     if is_dataset(folder):
         vocab_size = read_meta(folder).get("vocab_size")
         if not isinstance(vocab_size, int):
-            raise UserError(f"dataset {folder} is inconsistent (its meta.json's vocab_size is missing or no integer); "
-                            f"re-run python data/prepare.py for it")
+            raise UserError(f"dataset {folder} is inconsistent (its meta.json's vocab_size is missing or not an "
+                            f"integer); re-run python data/prepare.py for it")
         return vocab_size
     if recipe := RECIPES.get(dataset):
         return GPT2Tokenizer().vocab_size if recipe.tokenizer == "gpt2" else recipe.vocab_size

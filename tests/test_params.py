@@ -144,7 +144,9 @@ def test_vocabulary_from_the_dataset_or_asked_for(char_dataset, tmp_path, capsys
         main(["configs/gpt2_124m.toml", "--n_head=5"])
     broken = tmp_path / "broken"
     broken.mkdir()
-    for text, reason in (("{not json", "Expecting property name"), ('{"dtype": "uint16"}', "has no vocab_size")):
+    for text, reason in (("{not json", "Expecting property name"), ("[]", "its meta.json is not a JSON object"),
+                         ('{"dtype": "uint16"}', "vocab_size is missing or not an integer"),
+                         ('{"vocab_size": "65"}', "vocab_size is missing or not an integer")):
         (broken / "meta.json").write_text(text)
         with pytest.raises((UserError, DataError), match=f"{reason}.*re-run python data/prepare.py"):
             main([f"--dataset={broken}"])
