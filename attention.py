@@ -71,8 +71,7 @@ def main(argv: list[str]) -> None:
         raise UserError(f"explorer.html would hold {count:,} attention weights (over {MAX_WEIGHTS:,}); "
                         f"use a shorter text or --html=false")
     for name in ("heatmaps.png", f"query_{query}.png"):  # before the model runs: a user's files stay
-        check_replaceable(folder / name, "pictures_dir", "a picture attention.py",
-                          lambda path: drawn_by(path, "attention.py"))
+        check_replaceable(folder / name, "pictures_dir", "a picture attention.py", drawn_by("attention.py"))
     if cfg.html:
         check_replaceable(folder / "explorer.html", "pictures_dir", "a page attention.py",
                           lambda page: page_marked(page, EXPLORER_MARK))

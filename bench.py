@@ -313,7 +313,7 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
     each piece of the modern recipe added alone to the classic one: wall time, tokens per second and
     eval.py's validation loss, and every run's loss curves in one picture (as compare.py draws them)."""
     plot = check_output(cfg.plot or "recipe.png", "plot", folder=False)  # before the runs, not after them
-    check_replaceable(plot, "plot", "a picture bench.py", lambda path: drawn_by(path, "bench.py"))
+    check_replaceable(plot, "plot", "a picture bench.py", drawn_by("bench.py"))
     runs = {"classic (configs/classic.toml)": ["configs/classic.toml"], "modern (the default)": []}
     runs.update({name: ["configs/classic.toml", *flags] for name, flags in RECIPE_PIECES.items()})
     results, logs = {}, {}
@@ -356,7 +356,7 @@ def bench_budget(cfg: BenchConfig, train_args: list[str]) -> None:
     and twice its parameters), each trained for that budget: their eval.py val loss, and a picture of loss
     against parameters; then the default run (`python train.py`) against a budgeted run given its wall time."""
     plot = check_output(cfg.plot or "budget.png", "plot", folder=False)  # before the runs, not after them
-    check_replaceable(plot, "plot", "a picture bench.py", lambda path: drawn_by(path, "bench.py"))
+    check_replaceable(plot, "plot", "a picture bench.py", drawn_by("bench.py"))
     cases = [(budget, "shakespeare_char") for budget in cfg.budgets]
     cases += [(cfg.bpe_budget, "shakespeare_bpe")] if cfg.bpe_budget else []
     results = {}

@@ -22,7 +22,7 @@ def main(argv: list[str]) -> None:
     plot = check_output(cfg.plot, "plot", folder=False)
     if plot.name in RUN_FILES and (plot.parent / "log.jsonl").is_file():  # loss.png: train.py's, redrawn each eval
         raise UserError(f"{plot} is the run's own {plot.name}; write the comparison elsewhere, e.g. --plot=compare.png")
-    check_replaceable(plot, "plot", "a picture compare.py", lambda path: drawn_by(path, "compare.py"))
+    check_replaceable(plot, "plot", "a picture compare.py", drawn_by("compare.py"))
     runs = {}
     for out_dir in cfg.runs:
         log = Path(out_dir) / "log.jsonl"

@@ -24,7 +24,8 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
         if len(data) > MAX_FILE_BYTES:
             raise UserError(f"{what} file {path} holds over {MAX_FILE_BYTES >> 20} MiB; give a shorter text (the "
                             f"model reads at most its last block_size tokens)")
-        return data.decode("utf-8-sig")  # -sig: a byte-order mark that some editors write
+        # -sig: a byte-order mark that some editors write; Windows' and old Mac line ends read as "\n", as in text mode
+        return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise UserError(f"{what} file {path} not found") from None
     except UnicodeDecodeError as e:

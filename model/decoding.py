@@ -115,10 +115,11 @@ def uncached_reach(c: GPTConfig) -> int:
 
 def decoding_bytes(model: "GPT", prompt_tokens: int, max_new_tokens: int, use_cache: bool, compile: bool) -> int:
     """At least the bytes each sequence of the batch takes to decode: generation_cache's keys and values, or uncached,
-    one block's residual stream and MLP activations over the longest window a step re-reads."""
+    one block's residual stream and MLP activations over the longest window a step re-reads (the last token is
+    sampled, never read)."""
     c = model.config
     if not use_cache:
-        window = min(min(prompt_tokens, c.block_size) + max_new_tokens, uncached_reach(c))
+        window = min(min(prompt_tokens, c.block_size) + max_new_tokens - 1, uncached_reach(c))
         return window * (c.n_embd + c.mlp_hidden) * model.transformer.wte.weight.element_size()
     slots, dtype = cache_layout(model, prompt_tokens, max_new_tokens, compile)
     return 2 * c.n_layer * c.n_kv_head * slots * c.head_size * dtype.itemsize

@@ -31,8 +31,9 @@ def one_block_model(config: GPTConfig) -> GPT:
     except RuntimeError as e:  # a tensor of over 2**63 bytes: torch's message names no setting
         if "overflow" not in str(e):
             raise
-        raise ModelError(f"a model {config.n_embd:,} wide with a vocabulary of {config.vocab_size:,} and an MLP "
-                         f"{config.mlp_hidden:,} wide holds a matrix too large for any machine; choose a smaller "
+        sizes = ", ".join(f"{key}={getattr(config, key):,}" for key in ("n_embd", "n_head", "head_size", "mlp_hidden",
+                                                                          "vocab_size", "block_size"))
+        raise ModelError(f"a model of this shape ({sizes}) holds a tensor too large for any machine; choose a smaller "
                          f"shape") from None
 
 

@@ -143,9 +143,10 @@ def test_pictures_of_an_earlier_run_left_beside_new_ones_are_named(trained_out, 
 
 def test_files_of_the_pictures_names_that_attention_py_did_not_write_stay(trained_out, tmp_path):
     argv = [f"--out_dir={trained_out}", f"--pictures_dir={tmp_path}", "--device=cpu", f"--text={TEXT}"]
-    (tmp_path / "heatmaps.png").write_bytes(b"a user's own file")
-    assert_one_line_error(run_main(main, *argv), f"pictures_dir={tmp_path / 'heatmaps.png'} is a picture "
-                                                  "attention.py did not write, which it never replaces")
+    for other in (b"a user's own file", (trained_out / "loss.png").read_bytes()):  # the user's, train.py's
+        (tmp_path / "heatmaps.png").write_bytes(other)
+        assert_one_line_error(run_main(main, *argv), f"pictures_dir={tmp_path / 'heatmaps.png'} is a picture "
+                                                      "attention.py did not write, which it never replaces")
     (tmp_path / "heatmaps.png").unlink()
     (tmp_path / "explorer.html").write_text("<html>my page</html>")
     assert_one_line_error(run_main(main, *argv), "explorer.html is a page attention.py did not write")

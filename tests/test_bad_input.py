@@ -78,7 +78,8 @@ def test_corpus_too_short_for_the_context(tmp_path):
     ("--batch_size=1.5", "batch_size must be int"),
     ("--eval_intervall=5", "did you mean 'eval_interval'"),
     ("--dtype=float16", "dtype=float16 has no fast path on a CPU (autocast runs it slower than float32)"),
-    ("--n_embd=1000000000", "a model 1,000,000,000 wide with a vocabulary of"),  # past int64 bytes: torch overflows
+    ("--n_embd=1000000000", "(n_embd=1,000,000,000, n_head=2, head_size=500,000,000, mlp_hidden=2,666,666,688, "
+                            "vocab_size="),  # past int64 bytes: torch overflows
 ])
 def test_impossible_settings(run_dir, flag, fragment):
     before = snapshot(run_dir)
@@ -132,6 +133,7 @@ def test_meta_json_that_is_no_object(run_dir):
     for command in ("train.py", "params.py"):
         assert_one_line_error(run_command(command, f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / 'new'}"),
                               "inconsistent (its meta.json is not a JSON object); re-run python data/prepare.py")
+    assert not (run_dir / "new").exists()
 
 
 def test_resume_with_another_optimizer_is_refused_before_any_change_is_reported(run_dir, capsys):
@@ -304,8 +306,10 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--prompt=Zebra", "character 'Z' is not in this model's vocabulary"),
     ("--top_p=1.5", "top_p=1.5 must be in (0, 1]"),
     ("--num_samples=100000000", "num_samples=100,000,000 needs at least 1,"),  # TB of KV cache: before any allocation
-    # uncached: 63 tokens (2 layers of RoPE windows of 32) x (32 wide + 128 in the MLP) x 4 bytes for each sample
+    # uncached, one block's float32 activations, 32 wide + 128 in the MLP, over the longest window: 63 tokens (2
+    # layers of RoPE windows of 32), or 5 (the prompt's newline and 4 of the 5 tokens: the last is never read)
     ("--num_samples=100000000 --use_cache=false", "needs at least 4,032.0 GB for its activations"),
+    ("--num_samples=100000000 --use_cache=false --max_new_tokens=5", "needs at least 320.0 GB for its activations, "),
     ("--prompt=FILE:/nonexistent/prompt.txt", "prompt file /nonexistent/prompt.txt not found"),
     ("--prompt=FILE:/", "prompt file / cannot be read: Is a directory"),
     ("--prompt=FILE:/dev/zero", "prompt file /dev/zero holds over 64 MiB; give a shorter text"),  # never ends

@@ -317,9 +317,9 @@ def test_a_path_may_start_at_the_home_folder(tmp_path, monkeypatch):
     assert read_prompt("FILE:~/prompt.txt") == "Shall I"
 
 
-def test_a_text_file_read_as_a_prompt_loses_its_byte_order_mark(tmp_path):
-    (tmp_path / "notepad.txt").write_bytes(b"\xef\xbb\xbfROMEO:\n")  # what some editors write first
-    assert read_prompt(f"FILE:{tmp_path / 'notepad.txt'}") == "ROMEO:\n"
+def test_a_text_file_read_as_a_prompt_loses_its_byte_order_mark_and_windows_line_ends(tmp_path):
+    (tmp_path / "notepad.txt").write_bytes(b"\xef\xbb\xbfROMEO:\r\nJULIET:\r\n")  # what some editors write
+    assert read_prompt(f"FILE:{tmp_path / 'notepad.txt'}") == "ROMEO:\nJULIET:\n"
 
 
 def test_a_default_text_the_model_cannot_spell_names_its_key_or_starts_afresh():

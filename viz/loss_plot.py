@@ -1,6 +1,7 @@
 """Pictures of a run, drawn with matplotlib (imported only when drawing), and saving a figure as a PNG."""
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,15 +20,19 @@ def save_png(fig: "Figure", path: Path, by: str) -> Path:
     return path
 
 
-def drawn_by(path: Path, by: str) -> bool:
-    """Whether path is a picture that save_png wrote for the command `by`: the only pictures that command replaces."""
-    from PIL import Image
+def drawn_by(by: str) -> Callable[[Path], bool]:
+    """Whether a path is a picture that save_png wrote for the command `by`: the only pictures that command replaces."""
 
-    try:
-        with Image.open(path) as image:
-            return image.info.get("Software") == f"smallgpt {by}"
-    except (OSError, ValueError):  # not a picture at all
-        return False
+    def drawn(path: Path) -> bool:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                return image.info.get("Software") == f"smallgpt {by}"
+        except (OSError, ValueError):  # not a picture at all
+            return False
+
+    return drawn
 
 
 def plot_loss(rows: list[dict], path: Path) -> None:
