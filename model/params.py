@@ -111,7 +111,7 @@ def report_rows(c: GPTConfig) -> list[Row]:
     rows.append(Row("norm_f", f"final norm norm_f ({c.norm})", 0, _numel(tf.norm_f)))
     head = _param("lm_head", "lm_head" + (" (tied to wte: no new parameters)" if tied else ""), model.lm_head.weight, 0)
     rows.append(replace(head, count=0) if tied else head)
-    total = sum(p.numel() * times for _, p, times in counted_parameters(c))  # each once, as GPT.num_params counts
+    total = model.num_params() + (c.n_layer - 1) * _numel(tf.h[0])  # the one block counted n_layer times
     assert total == sum(r.count for r in rows if r.key in ("wte", "wpe", "blocks", "norm_f", "lm_head"))
     rows.append(Row("total", "total", 0, total))
     return rows
