@@ -332,6 +332,13 @@ def test_sample_rejects_bad_requests(trained_out, char_dataset, flag, fragment):
     assert_one_line_error(result, fragment.format(**places))
 
 
+def test_a_folder_where_the_checkpoint_should_be_is_named_as_such(tmp_path):
+    (tmp_path / "ckpt.pt").mkdir()
+    for command, *flags in (("sample.py",), ("eval.py",), ("params.py", "--init_from=resume")):
+        assert_one_line_error(run_command(command, f"--out_dir={tmp_path}", *flags),
+                              f"checkpoint {tmp_path / 'ckpt.pt'} is not a file; move it away")
+
+
 def test_a_dataset_folder_named_bare_as_out_dir_is_offered_back_as_a_path(tmp_path, monkeypatch):
     from pathlib import Path
 

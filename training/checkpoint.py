@@ -61,6 +61,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
             folder = str(path.parent) if "/" in str(path.parent) else f"./{path.parent}"  # a bare name means data/NAME
             raise UserError(f"out_dir={path.parent} is a dataset's folder, not a run's; give the out_dir of a run "
                             f"(python train.py {shlex.quote(f'--dataset={folder}')} --out_dir=DIR trains one)")
+        if path.exists():  # a folder, a device: nothing torch.save or safetensors wrote
+            raise UserError(f"checkpoint {path} is not a file; move it away, or give the out_dir of a run")
         raise UserError(f"checkpoint {path} not found; train one with python train.py (and the same config files) "
                         f"{shlex.quote(f'--out_dir={path.parent}')}")
     try:
