@@ -154,3 +154,34 @@ def test_the_readmes_commands_run_with_small_settings(corpus_text, tmp_path):
             (tmp_path / "datasets").mkdir(exist_ok=True)
         result = run_script(*walked_argv(argv, tmp_path, char_dataset, corpus_text), check=False)
         assert result.returncode == 0, f"{where}\n{result.stderr[-2000:]}"
+
+
+def python_snippets() -> list[tuple[str, str]]:
+    """(where, code) of every Python block that shows how to use the project (attention.md's blocks are excerpts of
+    the code, which test_attention_maps checks)."""
+    return [(f"{page.name}: block {i}", textwrap.dedent(code))
+            for page in PAGES if page.name != "attention.md"
+            for i, code in enumerate(re.findall(r"^ *```python\n(.*?)^ *```", page.read_text(encoding="utf-8"),
+                                                flags=re.S | re.M))]
+
+
+@pytest.mark.slow
+def test_the_pages_python_snippets_run(corpus_text, tmp_path):
+    """Each as written, in one fresh interpreter at the repository's root, with the folders it names moved to a
+    run trained on characters enough for their prompts, its export, and a prepared BPE dataset."""
+    text = corpus_text + string.ascii_letters + string.digits + string.punctuation + "\n"
+    prepare_text(text, "char", tmp_path / "chars")
+    run = tmp_path / "run"
+    run_script("train.py", *SMALL["train.py"], f"--dataset={tmp_path / 'chars'}", f"--out_dir={run}")
+    run_script("export.py", f"--out_dir={run}", f"--hf_dir={tmp_path / 'hf'}")
+    prepare_text(text, "bpe", tmp_path / "plays_bpe", vocab_size=300)
+    places = {"out-shakespeare-char": run, "hf-shakespeare": tmp_path / "hf", "data/plays_bpe": tmp_path / "plays_bpe"}
+    snippets = python_snippets()
+    assert len(snippets) >= 4
+    program = []
+    for where, code in snippets:
+        for name, place in places.items():
+            code = code.replace(f'"{name}', f'"{place}')  # a quoted path, or the start of one
+        program.append(f"print({where!r}, flush=True)\nexec({code!r}, {{}})")
+    result = run_script("-c", "\n".join(program), check=False)
+    assert result.returncode == 0, result.stdout[-500:] + result.stderr[-2000:]
