@@ -192,8 +192,8 @@ def _build(files: list[Path], scan: CorpusScan, settings: dict, given: Tokenizer
         for split in splits.values():
             split.file.close()  # swap_in flushes it to disk
     train, val = splits["train"], splits["val"]
-    with open(val.path, "rb") as f:  # the fingerprint: sha256 of train.bin's bytes followed by val.bin's
-        fingerprint = hashlib.file_digest(f, train.sha256.copy)
+    # the two files' digests, not their bytes one after the other: a split moved within the same text changes it
+    fingerprint = hashlib.sha256(train.sha256.digest() + val.sha256.digest())
     meta = {"tokenizer": tokenizer.describe(), "vocab_size": tokenizer.vocab_size, "eot_token": tokenizer.eot_token,
             "dtype": train.dtype.name, "val_fraction": settings["val_fraction"], "split": plan.kind,
             "train_tokens": train.tokens, "val_tokens": val.tokens, "train_bytes": train.text_bytes,

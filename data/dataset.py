@@ -1,5 +1,5 @@
 """Dataset folders: train.bin and val.bin (raw token ids, uint16 or uint32) and meta.json (the tokenizer's
-description, each split's counts, the inputs, and `fingerprint`: the sha256 of train.bin's then val.bin's bytes).
+description, each split's counts, the inputs, and `fingerprint`: the sha256 of train.bin's sha256 then val.bin's).
 The fingerprint and the tokenizer are the dataset's identity, which a checkpoint records."""
 
 import json

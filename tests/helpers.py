@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import hashlib
 import importlib
 import io
 import json
@@ -131,6 +132,12 @@ def prepare_text(text: str, tokenizer: str, folder: Path, **settings) -> dict:
     source.parent.mkdir(parents=True, exist_ok=True)
     source.write_text(text, encoding="utf-8")
     return prepare_dataset([source], tokenizer, folder, **settings).meta
+
+
+def fingerprint(dataset: Path) -> str:
+    """meta.json's fingerprint of a dataset folder, from its files: the sha256 of train.bin's then val.bin's sha256."""
+    digests = [hashlib.sha256((dataset / f"{split}.bin").read_bytes()).digest() for split in ("train", "val")]
+    return hashlib.sha256(b"".join(digests)).hexdigest()
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -2,7 +2,6 @@
 data that is not what it claims to be, and fine-tuning on new data is a choice made out loud."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 
@@ -15,15 +14,15 @@ from config.errors import UserError
 from config.settings import TrainConfig
 from data.dataset import dataset_identity, open_dataset
 from data.errors import DataError
-from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, prepare_text, run_command, run_script, snapshot
+from helpers import (TINY_TRAIN_FLAGS, assert_one_line_error, fingerprint, prepare_text, run_command, run_script,
+                     snapshot)
 from training.init_from import check_resume_data
 
 
-def test_fingerprint_is_the_sha256_of_train_then_val_bins(char_dataset, tmp_path):
-    """As meta.json records it; a dataset without one is of an earlier format, to prepare again."""
-    expected = hashlib.sha256((char_dataset / "train.bin").read_bytes() + (char_dataset / "val.bin").read_bytes())
+def test_the_identity_is_the_fingerprint_of_the_bins_and_the_tokenizer(char_dataset, tmp_path):
+    """As meta.json records them; a dataset without a fingerprint is of an earlier format, to prepare again."""
     meta = json.loads((char_dataset / "meta.json").read_text())
-    assert dataset_identity(open_dataset(char_dataset)) == {"fingerprint": expected.hexdigest(),
+    assert dataset_identity(open_dataset(char_dataset)) == {"fingerprint": fingerprint(char_dataset),
                                                             "tokenizer": meta["tokenizer"]}
     older = shutil.copytree(char_dataset, tmp_path / "older")
     del meta["fingerprint"]
@@ -114,8 +113,7 @@ def test_resume_on_a_reprepared_dataset_is_refused_then_continued_as_fine_tuning
     result = train(run_dir, "--allow_new_data=true", check=True)
     assert "resume: fine-tuning on new data" in result.stdout
     state = torch.load(run_dir / "out" / "ckpt.pt", weights_only=True)
-    bins = (run_dir / "data" / "train.bin").read_bytes() + (run_dir / "data" / "val.bin").read_bytes()
-    assert state["iter_num"] == 40 and state["dataset"]["fingerprint"] == hashlib.sha256(bins).hexdigest()
+    assert state["iter_num"] == 40 and state["dataset"]["fingerprint"] == fingerprint(run_dir / "data")
     assert state["loader"] == {"epoch": 0, "cursor": 20 * 8, "world_size": 1}  # 20 steps of 8 windows: a walk afresh
 
 

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from corpus_files import DOCUMENTS, JSONL, write_corpus
+from helpers import fingerprint
 from data import load_tokenizer
 from data.build import plan_split, prepare_dataset
 from data.dataset import open_dataset
@@ -63,13 +64,16 @@ def test_one_worker_or_several_write_the_same_files(corpus, tmp_path, monkeypatc
         assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w3" / name).read_bytes(), name
 
 
-def test_the_fingerprint_is_the_hash_of_the_two_bins(corpus, tmp_path):
-    import hashlib
-
+def test_the_fingerprint_is_the_hash_of_the_two_bins_and_sees_a_moved_split(corpus, tmp_path):
     meta = prepare_dataset([corpus], "char", tmp_path / "ds").meta
-    raw = (tmp_path / "ds" / "train.bin").read_bytes() + (tmp_path / "ds" / "val.bin").read_bytes()
-    assert meta["fingerprint"] == hashlib.sha256(raw).hexdigest()
+    assert meta["fingerprint"] == fingerprint(tmp_path / "ds")
     assert json.loads((tmp_path / "ds" / "meta.json").read_text()) == meta
+    # one document, split at its tail: the same tokens, train.bin's then val.bin's, wherever the split falls
+    (tmp_path / "one.txt").write_text("To be, or not to be, that is the question.\n" * 200)
+    tenth, third = (prepare_dataset([tmp_path / "one.txt"], "char", tmp_path / f"ds{share}", val_fraction=share).meta
+                    for share in (0.1, 0.3))
+    assert tenth["split"] == third["split"] == "tail" and tenth["train_tokens"] > third["train_tokens"]
+    assert tenth["fingerprint"] != third["fingerprint"]
 
 
 VARIED = ["word", " ", "  ", "\n", "\n\n", "\r\n", "\t", "it's", "we'll", "12345", "3.14", "...", "?!", "日本語の文",
