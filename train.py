@@ -136,7 +136,7 @@ class Run:
         return self.stopped_error(problem, "at lower learning rates", rates, "min_lr at most N")
 
     def out_of_memory_error(self, failed: str) -> UserError:
-        return self.stopped_error(f"{failed} with micro-batches of {self.cfg.batch_size} x {self.cfg.block_size} "
+        return self.stopped_error(f"{failed} with micro-batches of {self.cfg.batch_size:,} x {self.cfg.block_size:,} "
                                   f"tokens", "with smaller micro-batches", {"batch_size": self.cfg.batch_size},
                                   SMALLER_BATCHES.replace("gradient", "--gradient"))
 

@@ -241,7 +241,7 @@ def test_a_batch_past_the_memory_stops_with_one_line_that_says_how_to_go_on(run_
     floor lets through but the allocator cannot serve (the process's memory capped at 3 GB here) stops the resumed
     run with one line, its checkpoint intact; the command the line gives, at a smaller batch, goes on."""
     refused = train(run_dir, "--batch_size=100000000", out="new")
-    assert_one_line_error(refused, "GB for the activations of a micro-batch of 100000000 x 32 tokens), more than",
+    assert_one_line_error(refused, "GB for the activations of a micro-batch of 100,000,000 x 32 tokens), more than",
                           "lower batch_size (a higher gradient_accumulation_steps keeps the tokens per step)")
     assert not (run_dir / "new").exists()
     planned = run_command("train.py", f"--dataset={run_dir / 'data'}", f"--out_dir={run_dir / 'new'}",
@@ -258,7 +258,7 @@ def test_a_batch_past_the_memory_stops_with_one_line_that_says_how_to_go_on(run_
                         "--init_from=resume", "--max_iters=24", "--batch_size=20000", check=False,
                         preexec_fn=small_memory)
     assert_one_line_error(result, "error: out of memory (an allocation of ",
-                          " failed) with micro-batches of 20000 x 32",
+                          " failed) with micro-batches of 20,000 x 32",
                           "(step 20), is intact: resume it with smaller micro-batches",
                           "--init_from=resume --batch_size=N",
                           "(N under 20,000; a higher --gradient_accumulation_steps keeps the tokens per step)")
