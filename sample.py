@@ -20,7 +20,7 @@ from config.prompts import encode_prompt, read_prompt
 from config.settings import SampleConfig, read_config
 from data.tokenizer import Tokenizer
 from model import ModelError
-from model.decoding import compile_ahead, decoding_bytes, generation_cache, uncached_reach
+from model.decoding import compile_ahead, decoding_bytes, generation_cache, longest_window
 from training.init_from import load_model
 
 
@@ -78,11 +78,11 @@ def main(argv: list[str]) -> None:
     # refused before its allocations, which a machine would page out for minutes
     per_sample = decoding_bytes(model, len(ids), cfg.max_new_tokens, cfg.use_cache, cfg.compile)
     if cfg.num_samples * per_sample > (memory := memory_bytes(device)):
-        what, longest = ("KV cache", model.config.block_size) if cfg.use_cache else \
-            ("activations", uncached_reach(model.config))  # past which max_new_tokens asks for no more memory
+        longest = longest_window(model.config, cfg.use_cache)  # past which max_new_tokens asks for no more memory
         raise UserError(f"num_samples={cfg.num_samples:,} needs at least {cfg.num_samples * per_sample / 1e9:,.1f} GB "
-                        f"for its {what}, more than this {device.type}'s {memory / 1e9:,.1f} GB; lower num_samples, "
-                        f"or max_new_tokens where the prompt and it are under {longest:,} tokens")
+                        f"for its {'KV cache' if cfg.use_cache else 'activations'}, more than this {device.type}'s "
+                        f"{memory / 1e9:,.1f} GB; lower num_samples, or max_new_tokens where the prompt and it are "
+                        f"under {longest:,} tokens")
     idx = torch.tensor([ids], dtype=torch.long, device=device).repeat(cfg.num_samples, 1)  # (num_samples, T)
     if cfg.compile and cfg.max_new_tokens > 1:  # compiled now, and said so, unless the compile cache holds it
         start = time.perf_counter()  # (the first token comes from the prefill, uncompiled)

@@ -108,9 +108,10 @@ def cache_layout(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, c
     return slots, torch.float32 if weight.device.type == "cpu" else weight.dtype
 
 
-def uncached_reach(c: GPTConfig) -> int:
-    """The most tokens a step re-reads without the cache (Decoder's context policy)."""
-    return c.n_layer * (c.block_size - 1) + 1 if c.pos_emb == "rope" else c.block_size
+def longest_window(c: GPTConfig, use_cache: bool) -> int:
+    """The most tokens a step reads (Decoder's context policy): the cache's block_size slots, or the tokens it
+    re-reads without the cache."""
+    return c.n_layer * (c.block_size - 1) + 1 if c.pos_emb == "rope" and not use_cache else c.block_size
 
 
 def decoding_bytes(model: "GPT", prompt_tokens: int, max_new_tokens: int, use_cache: bool, compile: bool) -> int:
@@ -119,7 +120,7 @@ def decoding_bytes(model: "GPT", prompt_tokens: int, max_new_tokens: int, use_ca
     sampled, never read)."""
     c = model.config
     if not use_cache:
-        window = min(min(prompt_tokens, c.block_size) + max_new_tokens - 1, uncached_reach(c))
+        window = min(min(prompt_tokens, c.block_size) + max_new_tokens - 1, longest_window(c, use_cache=False))
         return window * (c.n_embd + c.mlp_hidden) * model.transformer.wte.weight.element_size()
     slots, dtype = cache_layout(model, prompt_tokens, max_new_tokens, compile)
     return 2 * c.n_layer * c.n_kv_head * slots * c.head_size * dtype.itemsize
@@ -159,7 +160,7 @@ class Decoder:
             raise ModelError("the prompt needs at least one token")
         self.model = model
         self.sliding = c.pos_emb == "rope"
-        self.reach = uncached_reach(c)
+        self.reach = longest_window(c, use_cache=False)  # the tokens kept for a step without the cache
         self.keep = self.reach if self.sliding else max(1, c.block_size // 2)  # tokens kept when the window is full
         self.tokens = idx[:, -c.block_size :]  # (B, T): the tokens the next step reads (uncached, or to re-encode)
         if compile and not use_cache:

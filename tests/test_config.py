@@ -318,8 +318,8 @@ def test_a_path_may_start_at_the_home_folder(tmp_path, monkeypatch):
 
 
 def test_a_text_file_read_as_a_prompt_loses_its_byte_order_mark_and_windows_line_ends(tmp_path):
-    (tmp_path / "notepad.txt").write_bytes(b"\xef\xbb\xbfROMEO:\r\nJULIET:\r\n")  # what some editors write
-    assert read_prompt(f"FILE:{tmp_path / 'notepad.txt'}") == "ROMEO:\nJULIET:\n"
+    (tmp_path / "notepad.txt").write_bytes(b"\xef\xbb\xbfROMEO:\r\nJULIET:\r\nNURSE:\r")  # Windows', old Mac's
+    assert read_prompt(f"FILE:{tmp_path / 'notepad.txt'}") == "ROMEO:\nJULIET:\nNURSE:\n"
 
 
 def test_a_default_text_the_model_cannot_spell_names_its_key_or_starts_afresh():

@@ -99,9 +99,9 @@ def check_trainable_here(config: GPTConfig, cfg: TrainConfig, device: torch.devi
     share = f" (its share, one of {shared} processes)" if shared > 1 else ""
     raise UserError(f"a model of {params:,} parameters needs at least {(state + activations) / 1e9:,.1f} GB to train "
                     f"({state / 1e9:,.1f} GB for its weights, gradients and the optimizer's moments, 12 to 16 bytes a "
-                    f"parameter; {activations / 1e9:,.1f} GB for the activations of a micro-batch of {cfg.batch_size:,} "
-                    f"x {config.block_size:,} tokens), more than this {device.type}'s {memory / 1e9:,.1f} GB{share}; "
-                    f"{fix}")
+                    f"parameter; {activations / 1e9:,.1f} GB for the activations of a micro-batch of "
+                    f"{cfg.batch_size:,} x {config.block_size:,} tokens), more than this {device.type}'s "
+                    f"{memory / 1e9:,.1f} GB{share}; {fix}")
 
 
 def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, device: torch.device,
