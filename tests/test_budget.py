@@ -305,9 +305,11 @@ def test_a_schedule_key_of_the_users_that_breaks_the_plans_schedule_is_noted(cha
 def test_a_run_stopped_while_its_budget_probes_leaves_no_trace(char_dataset, tmp_path, stop):
     """The probe of a long budget takes a while: stopped then, by Ctrl-C or by SIGTERM (a job scheduler's), the
     run never began, and takes back the out_dir it made."""
+    # Ctrl-C's default action in the child, as in a terminal, even where the suite runs as a background job
     process = subprocess.Popen([sys.executable, "train.py", f"--dataset={char_dataset}", "--time_budget=10h",
                                 f"--out_dir={tmp_path / 'out'}"], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = ""
         while "probing shapes" not in seen:
