@@ -160,7 +160,7 @@ class Decoder:
             raise ModelError("the prompt needs at least one token")
         self.model = model
         self.sliding = c.pos_emb == "rope"
-        self.reach = longest_window(c, use_cache=False)  # the tokens kept for a step without the cache
+        self.reach = longest_window(c, use_cache=False)  # the most tokens a step re-reads (a rolling cache: none)
         self.keep = self.reach if self.sliding else max(1, c.block_size // 2)  # tokens kept when the window is full
         self.tokens = idx[:, -c.block_size :]  # (B, T): the tokens the next step reads (uncached, or to re-encode)
         if compile and not use_cache:
