@@ -23,14 +23,11 @@ from config.prompts import encode_prompt, read_prompt
 from config.settings import AttentionConfig, read_config
 from data.files import write_atomically
 from model import GPT
+from model.config import counted
 from training.init_from import load_model
 from viz.explorer import EXPLORER_MARK, MAX_WEIGHTS, explorer_html, page_marked, weight_count
 from viz.loss_plot import drawn_by, save_png
 from viz.maps import heatmap_figure, query_figure, tick_label, token_texts
-
-
-def counted(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def resolve_query(query_index: int | None, n_tokens: int) -> int:

@@ -32,7 +32,7 @@ from data.dataset import open_dataset
 from data.tokenizer import bpe_vocab_size, load_gpt2_encoding, train_bpe
 from eval import validation_split
 from model import GPT, GPTConfig
-from model.config import GPT2_SHAPE, WEIGHTS, flag_value
+from model.config import GPT2_SHAPE, WEIGHTS, flag_value, shape_words
 from model.decoding import compile_ahead, generation_cache
 from model.params import training_flops_per_token
 from model.weights import Int8Linear, with_weights
@@ -87,7 +87,8 @@ def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torc
     """Cached against uncached generation of one shape; for RoPE, the time per cached token by block of positions."""
     torch.manual_seed(0)
     model = GPT(config).to(device).eval()
-    print(f"\n{name}: {model.num_params():,} parameters (6 layers, 6 heads, 384 wide, context 256)")
+    print(f"\n{name}: {model.num_params():,} parameters "
+          f"({shape_words(config.n_layer, config.n_head, config.n_embd, config.block_size)})")
     time_generation(model, 1, 20, True, device)  # warm-up
     print("eager float32, cached against uncached")
     row = table({"batch": ">5", "new tokens": ">10", "cached tok/s": ">13,.0f", "uncached tok/s": ">15,.0f",
@@ -228,7 +229,7 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
             times[name] += [step() for _ in range(steps_per_turn)]
     base = statistics.median(seconds for seconds, _ in times["classic, eager"])
     c = read_config(TrainConfig, train_args)
-    print(f"\nrecipes at the same shape ({c.n_layer} layers, {c.n_embd} wide, context {c.block_size}, batch "
+    print(f"\nrecipes at the same shape ({shape_words(c.n_layer, c.n_head, c.n_embd, c.block_size)}, batch "
           f"{c.batch_size}), {resolve_dtype(c.dtype, device)}, {turns} turns of {steps_per_turn} steps each, medians")
     row = table({"recipe, step": "<20", "ms/iter": ">9.2f", "optimizer ms": ">13.2f", "tokens/s": ">10,.0f",
                  "cost/token vs classic eager": ">28", "compile s": ">10"})
@@ -255,7 +256,7 @@ def bench_training(cfg: BenchConfig, train_args: list[str]) -> None:
     loop_s, bare_s = statistics.median(full), statistics.median(bare)
     dtype = resolve_dtype(c.dtype, device)
     mfu = MFUMeter(training_flops_per_token(model.config, c.block_size), device, dtype)
-    print(f"\ntraining: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}, "
+    print(f"\ntraining: {shape_words(c.n_layer, c.n_head, c.n_embd, c.block_size)}, "
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {dtype}{', compiled' if c.compile else ''}"
           f" on {device}; medians over {len(full)} loop and {len(bare)} bare steps")
     for name, seconds in (("train.py loop", loop_s), ("bare fwd+bwd+step", bare_s)):
@@ -281,7 +282,7 @@ def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
             rows = run_train([*train_args, f"--dtype={dtype}"], steps, Path(tmp) / dtype)
             step_s = statistics.median(seconds_per_step(rows, skip))
             results[dtype] = (step_s, [r["val_loss"] for r in rows if r["kind"] == "eval"][-1])
-    print(f"\nprecision: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}, "
+    print(f"\nprecision: {shape_words(c.n_layer, c.n_head, c.n_embd, c.block_size)}, "
           f"batch {c.batch_size} x {c.gradient_accumulation_steps}, {steps} steps, same seed and data")
     for dtype, (step_s, val) in results.items():
         print(f"  {dtype:<9} {tokens_per_step(vars(c)) / step_s:10,.0f} tokens/s   final val loss {val:.4f}")

@@ -26,6 +26,7 @@ from data.dataset import dataset_dir, lost_relative_path, open_dataset, tokenize
 from data.errors import DataError
 from data.files import write_atomically
 from data.sources import read_text
+from model.config import counted
 from model.scoring import score_tokens, summarize
 from training.init_from import load_model
 from viz.explorer import SURPRISE_MARK, page_marked, surprise_page
@@ -79,8 +80,8 @@ def main(argv: list[str]) -> None:
                           for key, value in result.items()}))
     else:
         bpb = result["bits_per_byte"]
-        print(f"{result['text']}: {result['tokens']:,} token{'s' * (result['tokens'] != 1)} predicted, "
-              f"{result['bytes']:,} bytes\n"
+        print(f"{result['text']}: {counted(result['tokens'], 'token')} predicted, "
+              f"{counted(result['bytes'], 'byte')}\n"
               f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.2f}, "
               + (f"{bpb:.4f} bits per byte" if bpb is not None else
                  "no bits per byte: the scored tokens hold no bytes of text (end-of-text tokens only)"))

@@ -29,7 +29,7 @@ from data.dataset import dataset_dir
 from data.files import make_staging_folder, swap_in
 from data.hf_tokenizer import save_hf_tokenizer
 from data.tokenizer import start_tokens
-from model.config import flag_value
+from model.config import counted, flag_value
 from model.hf import hf_model_type, save_hf_model
 from training.init_from import load_model
 
@@ -90,7 +90,7 @@ def result_rows(checkpoint: dict) -> list[str]:
     rows = [f"| dataset | {dataset}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
             f"{meta['train_bytes'] + meta['val_bytes']:,} bytes of text |" if meta else
             f"| dataset | {dataset} (its meta.json is not here, or not readable: no size, no bits per byte) |",
-            f"| tokens seen | {checkpoint.get('tokens_seen', 0):,} in {steps:,} step{'s' * (steps != 1)} |",
+            f"| tokens seen | {checkpoint.get('tokens_seen', 0):,} in {counted(steps, 'step')} |",
             f"| val loss | {loss:.4f} nats per token (the run's best evaluation up to this checkpoint's step, over "
             f"eval_iters batches; `python eval.py` scores this model) |" if measured else "| val loss | not measured |"]
     if meta and measured:

@@ -34,6 +34,7 @@ from data.errors import DataError
 from data.loader import BatchLoader
 from data.tokenizer import start_tokens
 from model import GPT
+from model.config import counted, shape_words
 from model.params import training_flops_per_token
 from training import distributed
 from training.budget import (DEADLINE_CHECKS, Pace, Plan, corrected_steps, deadline_due, eval_interval_for,
@@ -515,12 +516,12 @@ def describe(run: Run) -> str:
     c, cfg, world = run.model.config, run.cfg, run.ranks.world_size
     peak = "" if run.mfu.peak is None else f"peak {run.mfu.peak / 1e12:.2f} TFLOP/s, "
     recipe = [c.pos_emb if c.pos_emb == "rope" else "learned positions", c.norm, c.mlp, *(["qk-norm"] * c.qk_norm),
-              f"{c.n_kv_head} key/value head{'s' * (c.n_kv_head > 1)}" if c.n_kv_head < c.n_head else "",
+              counted(c.n_kv_head, "key/value head") if c.n_kv_head < c.n_head else "",
               "tied head" if c.tie_embeddings else "untied head", " + ".join(run.optimizers.parts)]
-    return (f"model: {run.model.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, "
-            f"{c.n_embd} wide, context {c.block_size}; {', '.join(r for r in recipe if r)}); "
+    shape = shape_words(c.n_layer, c.n_head, c.n_embd, c.block_size)
+    return (f"model: {run.model.num_params():,} parameters ({shape}; {', '.join(r for r in recipe if r)}); "
             f"device {run.device}, {run.dtype}{', compiled' if cfg.compile else ''}\n"
-            f"batch: {cfg.batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) "
+            f"batch: {cfg.batch_size} x {cfg.gradient_accumulation_steps} accumulation x {counted(world, 'process', 'processes')} "
             f"= {cfg.batch_size * cfg.gradient_accumulation_steps * world} sequences, "
             f"{run.tokens_per_step:,} tokens per step; MFU: {peak}{run.mfu.peak_source}")
 

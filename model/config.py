@@ -18,6 +18,16 @@ def flag_value(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """1 layer, 4 layers, 1,024 tokens; the plural when not noun + s."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def shape_words(n_layer: int, n_head: int, n_embd: int, block_size: int) -> str:
+    """A model's shape as the commands print it: 4 layers, 4 heads, 128 wide, context 128."""
+    return f"{counted(n_layer, 'layer')}, {counted(n_head, 'head')}, {n_embd:,} wide, context {block_size:,}"
+
+
 def _option(default, help: str, choices: tuple = ()):
     """A field with the one line of help and the choices that the command line shows."""
     return field(default=default, metadata={"help": help, "choices": choices})

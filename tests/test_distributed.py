@@ -47,7 +47,7 @@ def two_process_run(request, char_dataset, tmp_path_factory):
 
 def test_two_processes_match_one_with_twice_the_accumulation(two_process_run, char_dataset, tmp_path):
     ddp_out, ddp, optimizer = two_process_run
-    assert "batch: 4 x 2 accumulation x 2 process(es) = 16 sequences, 512 tokens per step" in ddp.stdout
+    assert "batch: 4 x 2 accumulation x 2 processes = 16 sequences, 512 tokens per step" in ddp.stdout
     run_script("train.py", *FLAGS, f"--optimizer={optimizer}", "--gradient_accumulation_steps=4",
                f"--dataset={char_dataset}", f"--out_dir={tmp_path}")
     together, alone = batch_losses(ddp_out), batch_losses(tmp_path)
@@ -102,7 +102,7 @@ def test_a_time_budget_under_torchrun_is_one_plan_that_every_process_follows(cha
     # a loaded machine may shorten the plan mid-run; every process stops where the corrected plan ends
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert checkpoint["iter_num"] == checkpoint["plan"]["steps"] > 0
-    assert "batch: 4 x 1 accumulation x 2 process(es)" in result.stdout
+    assert "batch: 4 x 1 accumulation x 2 processes" in result.stdout
 
 
 def plan_in_a_process_group(rank: int, init_file: str, dataset: str, plans) -> None:

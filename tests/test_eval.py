@@ -97,6 +97,13 @@ def test_eval_py_reports_the_validation_split(trained, char_dataset):
 
 
 @pytest.mark.slow
+def test_a_text_of_two_characters_is_one_token_of_one_byte(trained, tmp_path):
+    (tmp_path / "two.txt").write_text("th")
+    result = run_script("eval.py", f"--out_dir={trained}", f"--text_file={tmp_path / 'two.txt'}")
+    assert result.stdout.startswith(f"{tmp_path / 'two.txt'}: 1 token predicted, 1 byte\n"), result.stdout
+
+
+@pytest.mark.slow
 def test_a_diverged_model_is_scored_with_numbers_json_can_hold(trained, tmp_path):
     checkpoint = torch.load(trained / "ckpt.pt", weights_only=True)
     head = checkpoint["model"]["lm_head.weight"].clone()

@@ -12,6 +12,7 @@ from config.errors import UserError
 from data.errors import DataError
 from helpers import gpt2_config, run_script
 from model import GPT, GPTConfig, ModelError
+from model.config import counted, shape_words
 from model.params import one_block_model, report_rows, training_flops_per_token
 from params import main
 
@@ -83,6 +84,12 @@ def test_gpt2_small():
     assert report["total"] == 124_439_808
     # nanoGPT's MFU estimate for GPT-2 small at T=1024: N excludes the 786,432 position embeddings
     assert training_flops_per_token(GPT2_SMALL, 1024) == 6 * (124_439_808 - 786_432) + 12 * 12 * 768 * 1024
+
+
+def test_a_shape_is_printed_with_its_counts_singular_where_one():
+    assert shape_words(1, 1, 1024, 2048) == "1 layer, 1 head, 1,024 wide, context 2,048"
+    assert shape_words(12, 12, 768, 1024) == "12 layers, 12 heads, 768 wide, context 1,024"
+    assert [counted(n, "process", "processes") for n in (1, 2)] == ["1 process", "2 processes"]
 
 
 def test_gpt3_famous_numbers():

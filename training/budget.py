@@ -21,6 +21,7 @@ from config.device import autocast, timed
 from config.errors import UserError
 from config.settings import TrainConfig, parse_duration, tokens_per_step
 from model import GPT, ModelError
+from model.config import shape_words
 
 from . import distributed
 from .init_from import check_trainable_here, model_config
@@ -93,10 +94,10 @@ class Plan:
         end = datetime.now() + timedelta(seconds=left_s)
         when = f"{end:%H:%M:%S}" if end.date() == datetime.now().date() else f"{end:%Y-%m-%d %H:%M}"
         fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
-        return (f"time budget {self.budget_s:g} s: {s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} wide, "
-                f"context {s['block_size']} ({self.params:,} parameters), {self.steps:,} steps, {tokens:,} tokens "
-                f"({tokens / self.params:.1f} per parameter, {tokens * self.bytes_per_token / self.params:.1f} bytes "
-                f"of text), {evaluations(self.steps, eval_interval)} evaluations; ends about {when}{fixed}")
+        shape = shape_words(s["n_layer"], s["n_head"], s["n_embd"], s["block_size"])
+        return (f"time budget {self.budget_s:g} s: {shape} ({self.params:,} parameters), {self.steps:,} steps, "
+                f"{tokens:,} tokens ({tokens / self.params:.1f} per parameter, "
+                f"{tokens * self.bytes_per_token / self.params:.1f} bytes of text), {evaluations(self.steps, eval_interval)} evaluations; ends about {when}{fixed}")
 
 
 def evaluations(steps: int, eval_interval: int) -> int:
