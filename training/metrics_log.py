@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import html
 import json
+import math
 from pathlib import Path
 
 from config.errors import UserError
@@ -17,14 +18,15 @@ ROW_KEYS = {"batch": {"step", "tokens", "elapsed_s", "train_loss"}, "eval": {"st
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Every whole row of a log, its kind's keys all numbers (the step an int); a line torn by a crash, or damaged
-    otherwise, is skipped."""
+    """Every whole row of a log, its kind's keys all finite numbers (the step an int); a line torn by a crash, or
+    damaged otherwise, is skipped."""
     rows = []
     for line in path.read_bytes().splitlines() if path.is_file() else []:
         # not JSON, not UTF-8, an unhashable kind, a key missing, brackets nested past Python's recursion limit
         with contextlib.suppress(ValueError, TypeError, KeyError, RecursionError):
             row = json.loads(line)
-            if all(type(row[key]) in (int, float) for key in ROW_KEYS[row["kind"]]) and type(row["step"]) is int:
+            values = [row[key] for key in ROW_KEYS[row["kind"]]]
+            if all(type(v) in (int, float) and math.isfinite(v) for v in values) and type(row["step"]) is int:
                 rows.append(row)
     return rows
 
