@@ -40,6 +40,9 @@ def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
 def check_replaceable(path: Path, key: str, what: str, ours: Callable[[Path], bool]) -> None:
     """Refuse to replace a file at path that the command did not write (ours(path) is false): a user's own.
     what: 'a picture attention.py', 'a page eval.py', ..., for the message."""
+    if path.is_symlink():  # the new file would take the link's place, not be written where it points
+        raise UserError(f"{key}: {path} is a symbolic link, which is never replaced; give the path it points to, or "
+                        f"choose another --{key}")
     if path.is_dir():
         raise UserError(f"{key}: {path} is a folder, where a file of that name is written; move it away or choose "
                         f"another --{key}")

@@ -84,3 +84,8 @@ def test_a_picture_compare_py_did_not_write_is_never_replaced(trained_out, atten
     for _ in range(2):  # its own picture, drawn again
         run_script("compare.py", f"--runs={trained_out}", f"--plot={ours}")
     assert Image.open(ours).info["Software"] == "smallgpt compare.py"
+    for link, target in ((tmp_path / "link.png", ours), (tmp_path / "dangling.png", tmp_path / "gone.png")):
+        link.symlink_to(target)  # even to its own picture: the picture would take the link's place
+        assert_one_line_error(run_command("compare.py", f"--runs={trained_out}", f"--plot={link}"),
+                              f"plot: {link} is a symbolic link, which is never replaced")
+        assert link.is_symlink() and link.readlink() == target
