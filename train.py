@@ -117,7 +117,7 @@ class Run:
     def save(self, stem: str) -> None:
         """Write out_dir/ckpt.pt (stem "ckpt") or best.pt, or .safetensors by checkpoint_format; never broken weights
         (an update that broke them after its loss was read)."""
-        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+        if not self.model.weights_finite():
             raise self.broken_error(f"the weights hold nan or inf after step {self.progress.step}")
         payload = checkpoint_payload(self.model, self.optimizers, self.scaler, self.cfg, self.dataset, self.progress,
                                      self.train_loader, None if self.plan is None else asdict(self.plan))

@@ -90,6 +90,10 @@ class GPT(nn.Module):
         """Every parameter once (a tied head shares the token embedding)."""
         return sum(p.numel() for p in self.parameters())
 
+    def weights_finite(self) -> bool:
+        """No weight is nan or inf (as a training that diverged leaves them)."""
+        return all(torch.isfinite(p).all() for p in self.parameters())
+
     def set_dropout(self, p: float) -> None:
         """Dropout probability p in every layer that drops (a checkpoint's or a pretrained model's included)."""
         self.config.dropout = p

@@ -190,5 +190,5 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
 
 
 def refuse_nan_weights(model: GPT, source: str | Path) -> None:
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
+    if not model.weights_finite():
         raise UserError(f"{source} holds weights that are nan or inf (a training that diverged); use another model")
