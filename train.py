@@ -26,7 +26,7 @@ from tqdm import tqdm
 from config.device import autocast, resolve_dtype, synchronize
 from config.errors import UserError, out_of_memory, run_cli, stop_on_sigterm
 from config.parsing import flag_text
-from config.settings import (SMALLER_BATCHES, AttentionConfig, TrainConfig, parse_duration, read_config,
+from config.settings import (AttentionConfig, TrainConfig, parse_duration, read_config, smaller_batches,
                              tokens_per_step)
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, lost_relative_path, open_dataset
@@ -139,7 +139,7 @@ class Run:
     def out_of_memory_error(self, failed: str) -> UserError:
         return self.stopped_error(f"{failed} with micro-batches of {self.cfg.batch_size:,} x {self.cfg.block_size:,} "
                                   f"tokens", "with smaller micro-batches", {"batch_size": self.cfg.batch_size},
-                                  SMALLER_BATCHES.replace("gradient", "--gradient"))
+                                  smaller_batches("--"))
 
     def stopped_error(self, problem: str, how: str, lower: dict[str, float], note: str) -> UserError:
         """Training stopped (`problem` says why): start again, or resume the last good checkpoint `how`, with the
@@ -602,4 +602,4 @@ if __name__ == "__main__":
     # The main process's alone: it holds out_dir, and another waiting in a collective could not run the handler
     if os.environ.get("RANK", "0") == "0":
         stop_on_sigterm()
-    run_cli(main, smaller=f"a smaller batch_size ({SMALLER_BATCHES}) or a smaller model")
+    run_cli(main, smaller=f"a smaller batch_size ({smaller_batches()}) or a smaller model")

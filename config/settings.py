@@ -143,7 +143,9 @@ class TrainConfig(ModelOptions, Checked):
         ) if wrong]
 
 
-SMALLER_BATCHES = "a higher gradient_accumulation_steps keeps the tokens per step"  # the fix beside a lower batch_size
+def smaller_batches(flag: str = "") -> str:
+    """The fix beside a lower batch_size, its key written as a key or (flag="--") as a flag."""
+    return f"a higher {flag}gradient_accumulation_steps keeps the tokens per step"
 
 
 def tokens_per_step(settings: dict, world_size: int = 1) -> int:

@@ -9,7 +9,7 @@ import torch
 
 from config.device import memory_bytes
 from config.errors import UserError
-from config.settings import SMALLER_BATCHES, TrainConfig, tokens_per_step
+from config.settings import TrainConfig, smaller_batches, tokens_per_step
 from data.dataset import Dataset, tokenizer_change
 from data.hf_tokenizer import tokenizer_from_hf_folder
 from data.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_description
@@ -92,7 +92,7 @@ def check_trainable_here(config: GPTConfig, cfg: TrainConfig, device: torch.devi
     if state + activations <= (memory := memory_bytes(device) // shared):
         return
     if state <= memory:
-        fix = f"lower batch_size ({SMALLER_BATCHES})"
+        fix = f"lower batch_size ({smaller_batches()})"
     else:  # a resumed or pretrained model keeps its shape
         fix = "choose a smaller shape (python params.py shows a config's size)" if cfg.init_from == "scratch" else \
             "train it where there is more memory" + (", or fine-tune a smaller model" if cfg.pretrained else "")
