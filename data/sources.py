@@ -239,7 +239,7 @@ def scan_corpus(files: Sequence[Path], text_field: str, alphabet: bool, progress
         progress(n_bytes)
     if not has_text:
         named = files[0] if len(files) == 1 else f"all {len(files)} files"
-        raise DataError(f"input {named} is empty (no text); give files with some content")
+        raise DataError(f"input {named} holds no text (it is empty or only whitespace); give files with some text")
     return CorpusScan(inputs, source, documents, chars, text_bytes, "".join(sorted(seen)) if alphabet else None)
 
 

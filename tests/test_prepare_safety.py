@@ -82,7 +82,7 @@ BAD_INPUTS = {
                                    ["p.parquet has no column 'text' (it has id, body)"]),
     "not Parquet": ({"p.parquet": GOOD}, ["--input={in}"], ["p.parquet is not a readable Parquet file"]),
     "damaged gzip": ({"t.txt.gz": gzip.compress(GOOD)[:-30]}, ["--input={in}"], ["t.txt.gz cannot be read"]),
-    "empty corpus": ({"e.txt": b"  \n", "f.txt": b""}, ["--input={in}"], ["is empty"]),
+    "empty corpus": ({"e.txt": b"  \n", "f.txt": b""}, ["--input={in}"], ["holds no text"]),
     "vocab_size under 257": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--bpe_vocab_size=256"],
                              ["bpe_vocab_size=256 is too small", "--bpe_vocab_size=257"]),
     "vocab_size over the text": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--bpe_vocab_size=5000"],
