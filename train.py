@@ -521,9 +521,9 @@ def describe(run: Run) -> str:
     shape = shape_words(c.n_layer, c.n_head, c.n_embd, c.block_size)
     return (f"model: {run.model.num_params():,} parameters ({shape}; {', '.join(r for r in recipe if r)}); "
             f"device {run.device}, {run.dtype}{', compiled' if cfg.compile else ''}\n"
-            f"batch: {cfg.batch_size} x {cfg.gradient_accumulation_steps} accumulation x {counted(world, 'process', 'processes')} "
-            f"= {cfg.batch_size * cfg.gradient_accumulation_steps * world} sequences, "
-            f"{run.tokens_per_step:,} tokens per step; MFU: {peak}{run.mfu.peak_source}")
+            f"batch: {cfg.batch_size} x {cfg.gradient_accumulation_steps} accumulation x "
+            f"{counted(world, 'process', 'processes')} = {cfg.batch_size * cfg.gradient_accumulation_steps * world} "
+            f"sequences, {run.tokens_per_step:,} tokens per step; MFU: {peak}{run.mfu.peak_source}")
 
 
 def main(argv: list[str], temporary: bool = False) -> None:

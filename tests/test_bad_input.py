@@ -32,7 +32,8 @@ def train(run_dir, *extra, out="out"):
 
 
 @pytest.mark.parametrize("content, fragment", [
-    (None, "not found"), (b" \n\n", "holds no text (it is empty or only whitespace)"), ("naïve".encode("latin-1"), "not UTF-8 (invalid byte at offset 2)"),
+    (None, "not found"), (b" \n\n", "holds no text (it is empty or only whitespace)"),
+    ("naïve".encode("latin-1"), "not UTF-8 (invalid byte at offset 2)"),
 ])
 def test_prepare_rejects_bad_input_files(run_dir, content, fragment):
     source = run_dir / "input.txt"

@@ -97,7 +97,8 @@ class Plan:
         shape = shape_words(s["n_layer"], s["n_head"], s["n_embd"], s["block_size"])
         return (f"time budget {self.budget_s:g} s: {shape} ({self.params:,} parameters), {self.steps:,} steps, "
                 f"{tokens:,} tokens ({tokens / self.params:.1f} per parameter, "
-                f"{tokens * self.bytes_per_token / self.params:.1f} bytes of text), {evaluations(self.steps, eval_interval)} evaluations; ends about {when}{fixed}")
+                f"{tokens * self.bytes_per_token / self.params:.1f} bytes of text), "
+                f"{evaluations(self.steps, eval_interval)} evaluations; ends about {when}{fixed}")
 
 
 def evaluations(steps: int, eval_interval: int) -> int:
