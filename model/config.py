@@ -1,5 +1,6 @@
 """The network's options with their defaults (Llama's and Qwen3's shape) and help for train.py's keys; GPTConfig."""
 import math
+import typing
 from dataclasses import dataclass, field, fields
 
 
@@ -8,6 +9,7 @@ class ModelError(ValueError):
     Its message says what to change, and the command line shows it as one line."""
 
 
+KIND_WORDS = {int: "an integer", float: "a number", bool: "True or False", str: "a string", type(None): "None"}
 WEIGHTS = ("float32", "bfloat16", "int8")  # what a model's weights may be made for decoding (model/weights.py)
 
 GPT2_SHAPE = dict(pos_emb="learned", norm="layernorm", qk_norm=False, mlp="gelu", tie_embeddings=True, bias=True)
@@ -67,13 +69,18 @@ class GPTConfig(ModelOptions):
     vocab_size: int = 50257
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a notebook's GPTConfig(qk_norm="false") would be true, n_embd=32.0 fail deep in torch
+            value, kinds = getattr(self, f.name), typing.get_args(f.type) or (f.type,)  # int | None: (int, NoneType)
+            if not (type(value) in kinds or type(value) is int and float in kinds):  # an int is a float, no bool an int
+                wanted = " or ".join(KIND_WORDS[kind] for kind in kinds)
+                raise ModelError(f"{f.name}={value!r} must be {wanted}")
         sizes = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "mlp_hidden", "n_kv_head", "head_size")
         for name in sizes:  # the last three may be none: derived below
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ModelError(f"{name}={getattr(self, name)} must be a positive integer")
         for name in ("rope_theta", "norm_eps"):
-            if not getattr(self, name) > 0:
-                raise ModelError(f"{name}={getattr(self, name)} must be positive")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ModelError(f"{name}={getattr(self, name)} must be a positive number")
         for f in fields(self):
             if f.metadata.get("choices") and getattr(self, f.name) not in f.metadata["choices"]:
                 raise ModelError(f"{f.name}={getattr(self, f.name)!r} is not one of {', '.join(f.metadata['choices'])}")

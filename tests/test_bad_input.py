@@ -68,8 +68,8 @@ def test_corpus_too_short_for_the_context(tmp_path):
     ("--mlp_hidden=0", "mlp_hidden=0 must be a positive integer"),  # not taken for none
     ("--n_kv_head=0", "n_kv_head=0 must be a positive integer"),
     ("--vocab_size=0", "vocab_size=0 is smaller than the dataset's vocabulary"),
-    ("--rope_theta=0", "rope_theta=0.0 must be positive"),
-    ("--norm_eps=-1", "norm_eps=-1.0 must be positive"),
+    ("--rope_theta=0", "rope_theta=0.0 must be a positive number"),
+    ("--norm_eps=-1", "norm_eps=-1.0 must be a positive number"),
     ("--beta2=1.5", "beta2=1.5 must be in [0, 1)"),
     ("--muon_momentum=2", "muon_momentum=2.0 must be in [0, 1)"),
     ("--weight_decay=-1", "weight_decay=-1.0 must not be negative"),
