@@ -65,6 +65,25 @@ class KVCache:
         return k_all, v_all
 
 
+def check_ids(idx: torch.Tensor, name: str = "idx", within: "GPT | None" = None) -> None:
+    """Refuse what is not a batch of token ids (B, T): a list, one sequence (T,), floats; `within` a model, also ids
+    outside its vocabulary or on another device (this reads them: a GPU waits)."""
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype.is_complex:
+        what = type(idx).__name__ if not isinstance(idx, torch.Tensor) else f"a {idx.dtype} tensor {tuple(idx.shape)}"
+        raise ModelError(f"{name} is {what}; token ids go in as a tensor of integers (B, T), e.g. "
+                         f"torch.tensor([ids]) for one sequence")
+    if within is not None:
+        weight = within.transformer.wte.weight
+        if idx.device != weight.device:
+            raise ModelError(f"{name} is on {idx.device}, the model on {weight.device}: "
+                             f"{name}.to({str(weight.device)!r})")
+        vocab = weight.size(0)
+        if idx.device.type != "meta" and idx.numel() and not 0 <= idx.min().item() <= idx.max().item() < vocab:
+            bad = idx.min().item() if idx.min().item() < 0 else idx.max().item()
+            raise ModelError(f"{name} holds the token id {bad}, outside this model's vocabulary of {vocab}: encode "
+                             f"text with the model's own tokenizer")
+
+
 # A decoding step: (idx (B, T), cache, positions (T,)) -> logits (B, V); the compiled one takes one token
 Step = Callable[[torch.Tensor, KVCache | None, torch.Tensor], torch.Tensor]
 
@@ -73,8 +92,14 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
                 generator: torch.Generator | None = None, vocab_limit: int | None = None) -> torch.Tensor:
     """Pick one token per row of logits (B, V), below vocab_limit (a vocabulary padded past the tokenizer's has
     ids that decode to nothing); returns ids (B, 1). temperature 0 is greedy, else top_k and top_p filter a sample."""
-    if not temperature >= 0:  # nan too
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):  # nan too
         raise ModelError(f"temperature={temperature} must be 0 (greedy) or more")
+    if top_k is not None and not (type(top_k) is int and top_k > 0):
+        raise ModelError(f"top_k={top_k!r} must be a positive integer, or None for no top-k filter")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ModelError(f"top_p={top_p!r} must be in (0, 1], or None for no nucleus filter")
+    if vocab_limit is not None and not (type(vocab_limit) is int and 0 < vocab_limit <= logits.size(-1)):
+        raise ModelError(f"vocab_limit={vocab_limit!r} must be from 1 to the model's vocabulary, {logits.size(-1)}")
     logits = logits[:, :vocab_limit].float()  # (B, vocab_limit): the padding ids are never candidates (None: all)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation_tables
 from .config import GPTConfig, ModelError
-from .decoding import Decoder, KVCache, sample_next
+from .decoding import Decoder, KVCache, check_ids, sample_next
 
 
 def norm_layer(config: GPTConfig) -> nn.Module:
@@ -123,6 +123,7 @@ class GPT(nn.Module):
         """idx (B, T) at positions (T,) (0..T-1 unless given) -> final-normed hidden states (B, T, C).
         With `cache`, idx holds the positions after those already cached. Learned positions stop at
         block_size; with RoPE a longer sequence is read with every token attending to its last block_size."""
+        check_ids(idx)
         c, T = self.config, idx.size(1)
         if positions is None:
             positions = torch.arange(T, device=idx.device)  # (T,)
@@ -147,12 +148,16 @@ class GPT(nn.Module):
         logits = self.lm_head(self.hidden_states(idx))  # (B, T, V)
         if targets is None:
             return logits, None
+        check_ids(targets, "targets")
+        if targets.shape != idx.shape:
+            raise ModelError(f"targets {tuple(targets.shape)} must have idx's shape, {tuple(idx.shape)}")
         return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
 
     @torch.no_grad()
     def attention_records(self, idx: torch.Tensor) -> list[AttentionRecord]:
         """What every layer's attention computed for idx (B, T), by the explicit path:
         n_layer records of raw scores, patterns (B, nh, T, T) and value lengths (B, nh, T)."""
+        check_ids(idx, within=self)
         records: list[AttentionRecord] = []
         self.hidden_states(idx, records=records)
         return records
@@ -172,6 +177,9 @@ class GPT(nn.Module):
         """Yield max_new_tokens new tokens (B, 1), one step at a time, picked by `sample_next` (temperature, top_k,
         top_p, generator; below vocab_limit, the tokenizer's vocabulary). Generation may run past block_size (see
         `Decoder` for the context policy, use_cache and compile)."""
+        check_ids(idx, within=self)
+        if type(max_new_tokens) is not int or max_new_tokens < 0:
+            raise ModelError(f"max_new_tokens={max_new_tokens!r} must be an integer, 0 or more")
         # inference_mode is lighter than no_grad: no view or version tracking on every decoding step.
         # It is never held across a yield, so the caller's code runs in its own mode.
         with torch.inference_mode():
