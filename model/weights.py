@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import WEIGHTS, ModelError
+
 if TYPE_CHECKING:
     from .gpt import GPT
 
@@ -34,7 +36,12 @@ class Int8Linear(nn.Module):
 
 
 def with_weights(model: "GPT", weights: str) -> "GPT":
-    """model with its weights in `weights` (one of model.config.WEIGHTS), changed in place."""
+    """model, float32, with its weights in `weights` (one of WEIGHTS), changed in place."""
+    if weights not in WEIGHTS:
+        raise ModelError(f"weights={weights!r} is not one of {', '.join(WEIGHTS)}")
+    if (dtype := model.transformer.wte.weight.dtype) != torch.float32:
+        raise ModelError(f"with_weights makes a float32 model's weights {weights}; this model's are {dtype} already: "
+                         f"load it again")
     if weights in ("bfloat16", "int8"):
         model.to(torch.bfloat16)
         for name, module in model.named_modules():  # QK-norm computes in float32 (model/attention.py), so its
