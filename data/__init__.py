@@ -14,4 +14,4 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
     """The tokenizer of a prepared dataset folder (a path, or NAME for data/NAME), rebuilt from its
     meta.json: `encode(text) -> list[int]`, `decode(ids) -> str`, `vocab_size`, `eot_token`."""
     folder = dataset_dir(str(folder))
-    return tokenizer_from_description(read_meta(folder)["tokenizer"], folder / "meta.json")
+    return tokenizer_from_description(read_meta(folder).get("tokenizer"), folder / "meta.json")

@@ -39,7 +39,10 @@ def read_meta(folder: Path) -> dict:
         meta = json.loads((folder / "meta.json").read_text())
     except FileNotFoundError:
         raise DataError(f"{folder}/meta.json not found; make the dataset with python data/prepare.py") from None
-    except ValueError as e:
+    except OSError as e:  # the dataset given is a file, its meta.json a folder, ...
+        raise DataError(f"cannot read {folder}/meta.json ({e.strerror}); give a dataset folder that data/prepare.py "
+                        f"wrote") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: brackets nested past Python's limit
         raise DataError(f"dataset {folder} is inconsistent ({e}); re-run python data/prepare.py for it") from None
     if not isinstance(meta, dict):
         raise DataError(f"dataset {folder} is inconsistent (its meta.json is not a JSON object); re-run python "

@@ -219,6 +219,8 @@ def tokenizer_from_description(description: dict, source: Path) -> Tokenizer:
     """Rebuild a tokenizer from its description ("tokenizer" in source: a dataset's meta.json or a checkpoint);
     a damaged one is a DataError naming source."""
     try:
+        if not isinstance(description, dict):
+            raise ValueError("no tokenizer object in it")
         kind = description.get("kind")
         if kind == "char":
             return CharTokenizer(description["chars"], end_of_text="eot_token" in description)
