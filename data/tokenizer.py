@@ -39,6 +39,19 @@ class Tokenizer(Protocol):
     def token_bytes(self) -> np.ndarray: ...  # (vocab_size,) UTF-8 length of each token
 
 
+def vocabulary_ids(ids, vocab_size: int) -> list[int]:
+    """ids (a list, or a tensor's or an array's) as ints, each an id of the vocabulary: a DataError names one that is
+    not (a negative one would index from the end)."""
+    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    if not all(type(i) is int for i in ids):
+        raise DataError("decode takes one sequence of integer ids, e.g. out[0] of a batch (B, T)")
+    if ids and not 0 <= min(ids) <= max(ids) < vocab_size:
+        bad = min(ids) if min(ids) < 0 else max(ids)
+        raise DataError(f"token id {bad} is not in this tokenizer's vocabulary of {vocab_size} (a model padded past "
+                        f"it samples within it given vocab_limit=tokenizer.vocab_size)")
+    return ids
+
+
 class CharTokenizer:
     """One token per character of chars; with `end_of_text`, one more id (len(chars)) that decodes to nothing."""
 
@@ -70,7 +83,7 @@ class CharTokenizer:
         return self.encode_array(text).tolist()
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self._pieces[i] for i in ids)
+        return "".join(self._pieces[i] for i in vocabulary_ids(ids, self.vocab_size))
 
     def decode_bytes(self, ids: list[int]) -> bytes:
         return self.decode(ids).encode("utf-8")
@@ -103,10 +116,10 @@ class TiktokenTokenizer:
         return self.encoding.encode_to_numpy(self._normalized(text), allowed_special=set(), disallowed_special=())
 
     def decode(self, ids: list[int]) -> str:
-        return self.encoding.decode(ids)
+        return self.encoding.decode(vocabulary_ids(ids, self.vocab_size))
 
     def decode_bytes(self, ids: list[int]) -> bytes:
-        return self.encoding.decode_bytes(ids)
+        return self.encoding.decode_bytes(vocabulary_ids(ids, self.vocab_size))
 
     def token_bytes(self) -> np.ndarray:
         """0 bytes for special tokens (no text: bits per byte count only the text's) and ids no token holds."""

@@ -128,3 +128,19 @@ def test_load_tokenizer_names_a_folder_that_is_no_dataset(tmp_path):
     for name, message in cases.items():
         with pytest.raises(DataError, match=message):
             load_tokenizer(tmp_path / name)
+
+
+@pytest.mark.parametrize("kind", ["char", "gpt2"])
+def test_decode_names_an_id_outside_the_vocabulary_instead_of_wrapping_a_negative_one(kind):
+    from data.tokenizer import CharTokenizer, GPT2Tokenizer
+
+    tokenizer = CharTokenizer("abc", end_of_text=True) if kind == "char" else GPT2Tokenizer()
+    ids = tokenizer.encode("cab")
+    assert tokenizer.decode(torch.tensor(ids)) == tokenizer.decode(ids) == "cab"  # a tensor's row as its list
+    for bad in (tokenizer.vocab_size, -1):  # -1 would be the last piece, read from the end
+        for decode in (tokenizer.decode, tokenizer.decode_bytes):
+            with pytest.raises(DataError, match=f"token id {bad} is not in this tokenizer's vocabulary of "
+                                                f"{tokenizer.vocab_size}"):
+                decode([*ids, bad])
+    with pytest.raises(DataError, match=r"decode takes one sequence of integer ids, e.g. out\[0\]"):
+        tokenizer.decode(torch.tensor([ids]))
