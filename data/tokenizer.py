@@ -45,8 +45,9 @@ def vocabulary_ids(ids, vocab_size: int) -> list[int]:
     ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
     if not all(type(i) is int for i in ids):
         raise DataError("decode takes one sequence of integer ids, e.g. out[0] of a batch (B, T)")
-    if ids and not 0 <= min(ids) <= max(ids) < vocab_size:
-        bad = min(ids) if min(ids) < 0 else max(ids)
+    low, high = (min(ids), max(ids)) if ids else (0, 0)
+    if not 0 <= low <= high < vocab_size:
+        bad = low if low < 0 else high
         raise DataError(f"token id {bad} is not in this tokenizer's vocabulary of {vocab_size} (a model padded past "
                         f"it samples within it given vocab_limit=tokenizer.vocab_size)")
     return ids

@@ -78,8 +78,11 @@ def check_ids(idx: torch.Tensor, name: str = "idx", within: "GPT | None" = None)
             raise ModelError(f"{name} is on {idx.device}, the model on {weight.device}: "
                              f"{name}.to({str(weight.device)!r})")
         vocab = weight.size(0)
-        if idx.device.type != "meta" and idx.numel() and not 0 <= idx.min().item() <= idx.max().item() < vocab:
-            bad = idx.min().item() if idx.min().item() < 0 else idx.max().item()
+        if idx.device.type == "meta" or not idx.numel():  # no values to read
+            return
+        low, high = torch.stack(torch.aminmax(idx)).tolist()  # one pass over the ids, one wait for the device
+        if not 0 <= low <= high < vocab:
+            bad = low if low < 0 else high
             raise ModelError(f"{name} holds the token id {bad}, outside this model's vocabulary of {vocab}: encode "
                              f"text with the model's own tokenizer")
 

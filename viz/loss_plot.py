@@ -11,11 +11,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+def png_mark(by: str) -> str:
+    """The Software field of a picture save_png wrote for the command `by`: the pictures that command replaces."""
+    return f"smallgpt {by}"
+
+
 def save_png(fig: "Figure", path: Path, by: str) -> Path:
     """Write the picture, marked as drawn by the command `by` (compare.py, ...), through a temporary file of this
     process: a reader or a crash never meets half of one."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": f"smallgpt {by}"})
+    fig.savefig(buffer, format="png", metadata={"Software": png_mark(by)})
     write_atomically(path, buffer.getvalue())
     return path
 
@@ -29,7 +34,7 @@ def drawn_by(by: str) -> Callable[[Path], bool]:
 
         try:
             with Image.open(path) as image:
-                return image.info.get("Software") == f"smallgpt {by}"
+                return image.info.get("Software") == png_mark(by)
         except (OSError, ValueError):  # not a picture at all
             return False
 
