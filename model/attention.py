@@ -14,6 +14,7 @@ theta^(-2i / head_size): a query at m and a key at n meet at an angle that depen
 depend on relative distance.
 """
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GPTConfig
-from .decoding import KVCache
+from .decoding import KVCache, attention_dtype
 
 
 @dataclass
@@ -112,21 +113,24 @@ class CausalSelfAttention(nn.Module):
             cos, sin = (table.to(q.dtype) for table in positions.rotation)  # autocast's dtype, if on
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         dtype = q.dtype  # the projections' (autocast's, if on), which the output keeps
-        if cache is not None:  # every cache slot's keys and values, in the cache's dtype (float32 on a CPU)
+        if cache is not None:  # every cache slot's keys and values, in the cache's dtype
             k, v = cache.update(self.layer_idx, k, v, positions.query)  # (B, nkv, Tk, hs), Tk: every cache slot
-            q = q.type_as(k)
-        if self.use_sdpa and records is None:  # PyTorch's fused kernel, under the same mask
-            # plain causal for training and uncached decoding; otherwise is_causal would align the mask wrongly,
-            # and a cache's empty slots must stay hidden
-            causal = cache is None and T <= positions.window
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else positions.visible(),
-                                               dropout_p=self.attn_dropout.p if self.training else 0.0, is_causal=causal,
-                                               enable_gqa=self.n_kv_head != self.n_head)  # (B, nh, T, hs)
-        else:
-            group = self.n_head // self.n_kv_head  # query heads per key/value head
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs)
-            y, raw, pattern = explicit_attention(q, k, v, positions.visible(), self.attn_dropout)
-            if records is not None:
-                records.append(AttentionRecord(raw, pattern, v.norm(dim=-1)))
+        compute = attention_dtype(x.device, dtype)  # float32 on a CPU
+        q, k, v = q.to(compute), k.to(compute), v.to(compute)
+        # autocast would compute attention's products in its own dtype again
+        with contextlib.nullcontext() if compute == dtype else torch.autocast(x.device.type, enabled=False):
+            if self.use_sdpa and records is None:  # PyTorch's fused kernel, under the same mask
+                # plain causal for training and uncached decoding; otherwise is_causal would align the mask wrongly,
+                # and a cache's empty slots must stay hidden
+                causal = cache is None and T <= positions.window
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else positions.visible(),
+                                                   dropout_p=self.attn_dropout.p if self.training else 0.0,
+                                                   is_causal=causal, enable_gqa=self.n_kv_head != self.n_head)
+            else:
+                group = self.n_head // self.n_kv_head  # query heads per key/value head
+                k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs)
+                y, raw, pattern = explicit_attention(q, k, v, positions.visible(), self.attn_dropout)
+                if records is not None:
+                    records.append(AttentionRecord(raw, pattern, v.norm(dim=-1)))
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)  # concatenate heads: (B, T, nh * hs)
         return self.resid_dropout(self.o_proj(y.to(dtype)))

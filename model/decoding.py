@@ -127,13 +127,18 @@ def cache_layout(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, c
     """The slots and dtype of generation_cache's cache for a generation of max_new_tokens (None: as long as the
     context) after a prompt: as long as the context, or as the generation if that is shorter (a model with a
     context of, say, 131,072 positions would otherwise allocate them all); for the compiled step rounded up to a
-    power of two, so one compilation serves many lengths. Float32 on a CPU whatever the weights, so attention runs
-    in float32 there: torch's fused attention for one query is faster in float32 than in bfloat16 on a CPU
-    (measured on one with AVX2 only)."""
+    power of two, so one compilation serves many lengths; in attention_dtype."""
     c, weight = model.config, model.transformer.wte.weight
     needed = min(prompt_tokens, c.block_size) + (c.block_size if max_new_tokens is None else max_new_tokens)
     slots = min(c.block_size, 1 << (needed - 1).bit_length() if compile else needed)
-    return slots, torch.float32 if weight.device.type == "cpu" else weight.dtype
+    return slots, attention_dtype(weight.device, weight.dtype)
+
+
+def attention_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """What attention computes in, and a KV cache holds, for weights or autocast in dtype: float32 on a CPU, where
+    torch's fused attention is faster in float32 than in bfloat16 (decoding's one query on a CPU with AVX2 only;
+    training's backward pass, several times over at small head sizes, on one with AVX512-BF16); dtype elsewhere."""
+    return torch.float32 if device.type == "cpu" else dtype
 
 
 def longest_window(c: GPTConfig, use_cache: bool) -> int:

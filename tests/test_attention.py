@@ -106,6 +106,32 @@ def test_attention_matches_head_by_head_reference(options):
     assert torch.allclose(attn(x, positions).double(), expected_y, atol=1e-5)  # the fused path too
 
 
+@pytest.mark.parametrize("use_sdpa", [True, False])
+def test_under_bfloat16_autocast_a_cpu_computes_attention_in_float32(use_sdpa, monkeypatch):
+    """On a CPU attention computes in float32 (torch's fused kernel is slower in bfloat16 there) whatever autocast
+    does around it, on the fused and the explicit path; the layer's output keeps autocast's dtype, and gradients
+    reach its weights."""
+    seen, fused = [], F.scaled_dot_product_attention
+
+    def spy(q, k, v, **options):
+        out = fused(q, k, v, **options)
+        seen.append((q.dtype, k.dtype, v.dtype, out.dtype))
+        return out
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    attn, cfg = make_attention(32, 4, pos_emb="rope", qk_norm=True)
+    records = None if use_sdpa else []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attn(torch.randn(2, 9, 32), first_positions(cfg, 9), records=records)
+    y.float().square().sum().backward()
+    assert y.dtype == torch.bfloat16
+    if use_sdpa:
+        assert seen == [(torch.float32,) * 4]
+    else:
+        assert not seen and records[0].scores.dtype == records[0].pattern.dtype == torch.float32
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in attn.parameters())
+
+
 def test_grouped_query_attention_is_multi_head_attention_with_key_value_heads_repeated():
     torch.manual_seed(0)
     shape = dict(block_size=16, vocab_size=30, n_layer=2, n_head=6, n_embd=48, **MODERN)
