@@ -123,9 +123,9 @@ class CausalSelfAttention(nn.Module):
                 # plain causal for training and uncached decoding; otherwise is_causal would align the mask wrongly,
                 # and a cache's empty slots must stay hidden
                 causal = cache is None and T <= positions.window
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if causal else positions.visible(),
-                                                   dropout_p=self.attn_dropout.p if self.training else 0.0,
-                                                   is_causal=causal, enable_gqa=self.n_kv_head != self.n_head)
+                y = F.scaled_dot_product_attention(  # (B, nh, T, hs)
+                    q, k, v, attn_mask=None if causal else positions.visible(), is_causal=causal,
+                    dropout_p=self.attn_dropout.p if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head)
             else:
                 group = self.n_head // self.n_kv_head  # query heads per key/value head
                 k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs)
