@@ -184,11 +184,13 @@ def test_after_a_stop_signal_the_os_action_stays_for_the_next_one_past_the_loop_
 
 
 def test_sigkill_at_random_moments_never_breaks_a_checkpoint(char_dataset, tmp_path, uninterrupted):
-    """Checkpoints at every step; every other kill waits for a write to be under way."""
+    """Checkpoints at every step; every other kill waits for a write to be under way, until two kills have
+    landed in one (a small checkpoint's write can end between the sight of its file and the kill)."""
     rng = random.Random(0)
     saved = tmp_path / "ckpt.pt"
     kills = kills_during_write = 0
-    while kills < 4:
+    while kills < 4 or kills_during_write < 2:
+        assert kills < 12, f"only {kills_during_write} of {kills} kills landed during a checkpoint write"
         start = torch.load(saved, weights_only=True)["iter_num"] if saved.exists() else 0
         resume = ["--init_from=resume"] if saved.exists() else []
         process = start_training(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=1", *resume)
@@ -206,7 +208,7 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(char_dataset, tmp_p
         kills_during_write += any(tmp_path.glob(".*.pt.*.tmp"))
         if saved.exists():
             torch.load(saved, weights_only=True)  # readable after every kill
-    assert kills_during_write >= 2 and saved.exists()
+    assert saved.exists()
     # to the end with the uninterrupted run's evaluations: an evaluation at every step costs most of the time
     train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--init_from=resume")
     assert_same_weights(weights(saved), uninterrupted)
