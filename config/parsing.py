@@ -48,11 +48,10 @@ class Checked:
                 raise UserError(f"{f.name}={value} {check[1]}")
 
 
-# one backslash escape of a Python string literal, or a backslash and whatever follows it (the end, too)
-ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{0,2}|u[0-9a-fA-F]{0,4}|U[0-9a-fA-F]{0,8}|N\{[A-Za-z0-9 -]*\}?|[0-7]{1,3}|.|$)",
-                    re.S)
-# what follows a backslash in one of Python's escapes ("": a backslash at the end, a broken escape)
-ESCAPE_STARTS = ("", *"\n\\'\"abfnrtvxuUN01234567")
+# one backslash escape of a Python string literal (perhaps broken), or a backslash at the end; a backslash before
+# any other character is no escape and stays, as in Python (\\q, \\日)
+ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{0,2}|u[0-9a-fA-F]{0,4}|U[0-9a-fA-F]{0,8}|N(?:\{[A-Za-z0-9 -]*\}?)?|[0-7]{1,3}|"
+                    r"[\n\\'\"abfnrtv]|$)")
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -100,9 +99,8 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
         except UnicodeEncodeError as e:
             raise UserError(f"--{key} holds {text[e.start:e.end]!r}, which is not text (a byte the shell passed "
                             f"undecoded, or half a surrogate pair); give UTF-8 text") from None
-        try:  # each escape alone: a backslash before any other character (\\q, \\日) stays, as in Python
-            text = ESCAPE.sub(lambda m: m[0] if m[0][1:2] not in ESCAPE_STARTS else
-                              m[0].encode().decode("unicode_escape"), text)
+        try:  # each escape alone: unicode_escape would read the text around it as Latin-1
+            text = ESCAPE.sub(lambda m: m[0].encode().decode("unicode_escape"), text)
         except UnicodeDecodeError as e:
             raise UserError(f"--{key} has a broken escape sequence ({e.reason}); "
                             "write a backslash itself as \\\\") from None
