@@ -224,8 +224,10 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
             plan = make_plan(cfg, dataset.meta, device, dtype, ranks)
         elif "plan" in checkpoint:
             plan = Plan.stored(checkpoint["plan"])
-            moved = [f"--{k}" for k in plan.keys if k in given and getattr(cfg, k) != plan.keys[k]]
-            if parse_duration(cfg.time_budget) != plan.budget_s or moved:  # the plan would override them unsaid
+            # the keys given that the plan would override unsaid (one given as none follows its steps, as planned)
+            moved = [f"--{k}" for k in plan.keys
+                     if k in given - cfg.follows_max_iters and getattr(cfg, k) != plan.keys[k]]
+            if not math.isclose(parse_duration(cfg.time_budget), plan.budget_s) or moved:
                 without = f" and without {', '.join(moved)}" if moved else ""
                 raise UserError(f"{latest} follows its plan for a {plan.budget_s:g} s budget; resume it with that "
                                 f"--time_budget{without}, or without --time_budget to set its steps and schedule")

@@ -157,13 +157,14 @@ def planned_steps(stdout: str) -> int:
     return int(re.search(r"time budget [\d.]+ s: .*?, ([\d,]+) steps", stdout)[1].replace(",", ""))
 
 
-def wait_for_step(process: subprocess.Popen, step: int) -> int:
-    """Read the progress bar until it shows at least `step` steps done; return the step shown."""
+def wait_for_step(process: subprocess.Popen, step: int, share: float = 0.0) -> int:
+    """Read the progress bar until it shows at least `step` steps done, and at least `share` of the steps it
+    shows in all (a time budget's, which a slow machine makes few); return the step shown."""
     buffer = ""
     while True:
         char = process.stderr.read(1)
         assert char, f"training ended before step {step}"
         buffer = buffer[-200:] + char
-        shown = re.findall(r"\| *(\d+)/\d+ \[", buffer)
-        if shown and int(shown[-1]) >= step:
-            return int(shown[-1])
+        shown = re.findall(r"\| *(\d+)/(\d+) \[[^]]*step", buffer)  # the loop's bar, not a time budget's probe
+        if shown and int(shown[-1][0]) >= max(step, share * int(shown[-1][1])):
+            return int(shown[-1][0])

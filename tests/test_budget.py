@@ -109,11 +109,50 @@ def test_with_the_users_max_iters_the_probe_goes_on_to_the_largest_shape_that_ta
     monkeypatch.setattr(budget, "time_steps", timed)
     monkeypatch.setattr(budget, "process_age_s", lambda: 3.0)
     cfg = read_config(TrainConfig, ["--time_budget=600s", "--max_iters=20", "--sample_tokens=0"])
-    meta = {"train_bytes": 10**6, "train_tokens": 10**6, "vocab_size": 65}
+    meta = {"train_bytes": 10**6, "train_tokens": 10**6, "val_tokens": 10**5, "vocab_size": 65}
     p = budget.make_plan(cfg, meta, torch.device("cpu"), "float32", Ranks())
     assert probed_depths[-1] == 15  # 20 steps of depth 15 take 675 s: the first shape over the budget
     assert p.steps == 20 and p.shape["n_layer"] == 14  # 549 s of steps, with its evaluations in the margin
     assert p.line(p.keys["eval_interval"]).count("ends about") == 1
+
+
+def test_the_probe_stops_at_the_first_shape_whose_steps_and_evaluations_overrun_and_fits_the_datas_context(
+        monkeypatch):
+    """The probe takes time from the budget: it goes no further than the plan can use. The evaluations count (with
+    400 batches each, depth 14's twenty steps no longer fit); a max_iters under MIN_STEPS is refused before any
+    probing; and no shape's context is longer than a window of the dataset's shorter split."""
+    from training import budget
+    from training.distributed import Ranks
+
+    probed = []
+
+    def timed(cfg, vocab_size, device, dtype):  # parameters, seconds per step, forward pass and sampled token
+        probed.append(cfg.block_size)
+        return 12 * cfg.n_layer * cfg.n_embd**2, 0.01 * cfg.n_layer**3, 0.001 * cfg.n_layer, 0.001
+
+    monkeypatch.setattr(budget, "time_steps", timed)
+    monkeypatch.setattr(budget, "process_age_s", lambda: 3.0)
+    meta = {"train_bytes": 10**6, "train_tokens": 10**6, "val_tokens": 10**5, "vocab_size": 65}
+
+    def make(*argv: str, **data: int) -> Plan:
+        probed.clear()
+        cfg = read_config(TrainConfig, ["--time_budget=600s", "--sample_tokens=0", *argv])
+        return budget.make_plan(cfg, meta | data, torch.device("cpu"), "float32", Ranks())
+
+    p = make("--max_iters=20", "--eval_iters=400")
+    assert probed[-1] == dial(14)["block_size"] and p.shape == dial(13)
+    with pytest.raises(UserError, match="max_iters=5 is under the 20 steps"):
+        make("--max_iters=5")
+    assert not probed
+    p = make(val_tokens=100)  # 99 tokens and the one after them: depth 3's context of 96 at most
+    assert max(probed) == 96 and p.shape == dial(3)
+    with pytest.raises(UserError, match="block_size=64 is over the 59 tokens a window of the dataset's splits holds"):
+        make(val_tokens=60)  # no context of the dial fits
+
+
+def test_a_schedule_key_given_as_none_follows_the_plans_steps():
+    p = plan(["--warmup_iters=none", "--lr_decay_iters=none"], 600)
+    assert p.fixed == [] and p.keys["warmup_iters"] == p.steps // 10 and p.keys["lr_decay_iters"] == p.steps
 
 
 def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
@@ -333,15 +372,16 @@ def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_ru
              "--log_interval=1"]
     flags = [f for f in flags if not f.startswith(("--max_iters", "--lr_decay_iters", "--warmup_iters",
                                                     "--eval_interval"))]
-    budgeted = [*flags, "--time_budget=12s", f"--out_dir={tmp_path / 'budgeted'}"]
+    budgeted = [*flags, "--time_budget=12.3s", f"--out_dir={tmp_path / 'budgeted'}"]
     process = subprocess.Popen([sys.executable, "train.py", *budgeted], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    wait_for_step(process, 30)
+    wait_for_step(process, 1, share=0.5)  # past the warmup, where the plan is corrected, and far from the end
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGINT
-    resumed = run_script("train.py", *budgeted, "--init_from=resume")
-    assert "time budget 12 s" not in resumed.stdout and "probing" not in resumed.stderr  # no new plan
+    # the same budget written another way (0.205 * 60 is not 12.3 to the last bit)
+    resumed = run_script("train.py", *[f.replace("=12.3s", "=0.205m") for f in budgeted], "--init_from=resume")
+    assert "time budget 12.3 s" not in resumed.stdout and "probing" not in resumed.stderr  # no new plan
     plan = torch.load(tmp_path / "budgeted" / "ckpt.pt", weights_only=True)["plan"]
     run_script("train.py", *flags, *(f"--{key}={value}" for key, value in plan["keys"].items()),
                f"--out_dir={tmp_path / 'planned'}")
@@ -358,8 +398,8 @@ def test_an_interrupted_budgeted_run_resumes_on_its_plan_to_the_losses_of_one_ru
     assert (tmp_path / "planned" / "ckpt.pt").read_bytes() == before
     # the plan sets the steps: another budget, or a key the plan sets, is refused rather than silently overridden
     before = (tmp_path / "budgeted" / "ckpt.pt").read_bytes()
-    for changed in (["--time_budget=20s"], ["--time_budget=12s", "--max_iters=5000"]):
+    for changed in (["--time_budget=20s"], ["--time_budget=12.3s", "--max_iters=5000"]):
         refused = run_command("train.py", *flags, *changed, f"--out_dir={tmp_path / 'budgeted'}", "--init_from=resume")
-        assert_one_line_error(refused, "follows its plan for a 12 s budget; resume it with that --time_budget",
+        assert_one_line_error(refused, "follows its plan for a 12.3 s budget; resume it with that --time_budget",
                               *(["without --max_iters"] if len(changed) == 2 else []))
     assert (tmp_path / "budgeted" / "ckpt.pt").read_bytes() == before

@@ -120,23 +120,34 @@ def overhead_s(probed: Probed, cfg: TrainConfig, n_evaluations: int = EVALUATION
     return n_evaluations * evaluation_s(probed, cfg) + cfg.sample_tokens * probed.token_s
 
 
+def users_keys(cfg: TrainConfig) -> list[str]:
+    """The keys the plan would set that the user set, which it keeps (one given as none follows the plan's steps);
+    a max_iters too short to plan around is refused."""
+    fixed = sorted(k for k in cfg.keys_set - cfg.follows_max_iters if k in PLANNED or k in ("batch_size", "dtype"))
+    if "max_iters" in fixed and cfg.max_iters < MIN_STEPS:
+        raise UserError(f"max_iters={cfg.max_iters} is under the {MIN_STEPS} steps a time budget trains at least; "
+                        f"raise it, or drop time_budget")
+    return fixed
+
+
+def most_steps(probed: Probed, cfg: TrainConfig, fixed: list[str], left_s: float) -> tuple[int, float]:
+    """The most steps of a probed shape that fit left_s with their evaluations and the closing sample after them,
+    and the seconds left for the loop."""
+    loop_s = left_s - cfg.sample_tokens * probed.token_s
+    one = evaluation_s(probed, cfg)
+    if "eval_interval" in fixed:  # one every eval_interval steps and one at the end
+        return int((loop_s - one) // (probed.step_s + one / cfg.eval_interval)), loop_s
+    return int((loop_s - EVALUATIONS * one) // probed.step_s), loop_s  # EVALUATIONS of them
+
+
 def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: float, world_size: int,
              bytes_per_token: float) -> Plan:
     """The shape and schedule for the budget from the probe's timings (spent_s is gone already; world_size
     processes). A budget too short for the smallest shape's MIN_STEPS steps is refused, naming one that fits."""
-    fixed = sorted(k for k in cfg.keys_set if k in PLANNED or k in ("batch_size", "dtype"))
-    if "max_iters" in fixed and cfg.max_iters < MIN_STEPS:
-        raise UserError(f"max_iters={cfg.max_iters} is under the {MIN_STEPS} steps a time budget trains at least; "
-                        f"raise it, or drop time_budget")
-    left = budget_s * (1 - MARGIN) - spent_s
+    fixed = users_keys(cfg)
     fits = []
     for probed in probes:
-        loop_s = left - cfg.sample_tokens * probed.token_s  # the closing sample comes after the loop
-        one = evaluation_s(probed, cfg)  # the most steps that fit loop_s with their evaluations:
-        if "eval_interval" in fixed:  # one every eval_interval steps and one at the end
-            most = int((loop_s - one) // (probed.step_s + one / cfg.eval_interval))
-        else:  # EVALUATIONS of them
-            most = int((loop_s - EVALUATIONS * one) // probed.step_s)
+        most, loop_s = most_steps(probed, cfg, fixed, budget_s * (1 - MARGIN) - spent_s)
         steps = cfg.max_iters if "max_iters" in fixed else most
         if MIN_STEPS <= steps <= most:
             fits.append((probed, steps, loop_s))
@@ -163,13 +174,18 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
 
 
 def candidate_shapes(cfg: TrainConfig, vocab_size: int, device: torch.device = torch.device("cpu"),
-                     processes_here: int = 1) -> list[dict]:
+                     processes_here: int = 1, longest_context: int | None = None) -> list[dict]:
     """The dial's shapes with the user's keys kept, each once, that make a valid model that trains in the memory
-    here; when none does, a refusal with the first one's reason."""
+    here, with a context of at most longest_context (the dataset's splits hold a window of it); when none does, a
+    refusal with the first one's reason."""
     kept = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size") if k in cfg.keys_set}
     shapes, refusals = [], []
     for depth in DEPTHS:
         shape = {**dial(depth), **kept}
+        if longest_context is not None and shape["block_size"] > longest_context:
+            refusals.append(UserError(f"block_size={shape['block_size']} is over the {longest_context} tokens a "
+                                      f"window of the dataset's splits holds; prepare more text"))
+            continue
         try:
             shaped = dataclasses.replace(cfg, **shape)
             check_trainable_here(model_config(shaped, vocab_size), shaped, device, processes_here)
@@ -225,24 +241,28 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
 def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ranks: distributed.Ranks) -> Plan:
     """Probe the dial's shapes here and plan the run for its time budget; the plan line is printed. The probe times
     the shapes smallest first until one would see under BYTES_PER_PARAMETER with the whole budget (so would every
-    larger one) or could not take MIN_STEPS steps. All processes take the slowest timings."""
+    larger one) or could not take MIN_STEPS steps (the user's max_iters) in the time left. All processes take the
+    slowest timings."""
     budget_s, bytes_per_token = parse_duration(cfg.time_budget), meta["train_bytes"] / meta["train_tokens"]
+    fixed = users_keys(cfg)  # before the probe: a max_iters refused is refused at once
+    needed = cfg.max_iters if "max_iters" in fixed else MIN_STEPS
+    # the longest context whose windows the splits hold: one per process of the training split, one of each split
+    longest = min((meta["train_tokens"] - 1) // ranks.world_size, meta["val_tokens"] - 1)  # for the evaluations
     probes = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeds stay put
-        for shape in tqdm(candidate_shapes(cfg, meta["vocab_size"], device, ranks.per_machine), desc="probing shapes",
-                          unit="shape", disable=not ranks.is_main, leave=False):
+        for shape in tqdm(candidate_shapes(cfg, meta["vocab_size"], device, ranks.per_machine, longest),
+                          desc="probing shapes", unit="shape", disable=not ranks.is_main, leave=False):
             params, *timed = time_steps(dataclasses.replace(cfg, **shape), meta["vocab_size"], device, dtype)
-            timings = torch.tensor(timed, device=device)
-            if ranks.distributed:
+            timings = torch.tensor([*timed, process_age_s()], device=device)
+            if ranks.distributed:  # the slowest timings and the oldest process: every process stops at one shape
                 torch.distributed.all_reduce(timings, op=torch.distributed.ReduceOp.MAX)
-            probed = Probed(shape, params, *timings.tolist())
+            *timed, age_s = timings.tolist()
+            probed = Probed(shape, params, *timed)
             probes.append(probed)
-            if "max_iters" in cfg.keys_set:  # the user's steps: each shape that takes them in time
-                if probed.step_s * cfg.max_iters > budget_s - process_age_s():
-                    break
-                continue
+            if most_steps(probed, cfg, fixed, budget_s * (1 - MARGIN) - age_s)[0] < needed:
+                break  # neither this shape nor any larger one takes the steps in the time left
             tokens = budget_s / probed.step_s * tokens_per_step(vars(cfg) | shape, ranks.world_size)  # the whole budget
-            if probed.step_s * MIN_STEPS > budget_s or tokens * bytes_per_token / params < BYTES_PER_PARAMETER:
+            if "max_iters" not in fixed and tokens * bytes_per_token / params < BYTES_PER_PARAMETER:
                 break
     # the main process's age on every process: with the probes' shared timings, one plan for all of them
     age_s = distributed.from_main([process_age_s()], ranks, device)[0]
