@@ -83,7 +83,8 @@ def main(argv: list[str]) -> None:
                         f"for its {'KV cache' if cfg.use_cache else 'activations'}, more than this {device.type}'s "
                         f"{memory / 1e9:,.1f} GB; lower num_samples, or max_new_tokens where the prompt and it are "
                         f"under {longest:,} tokens")
-    idx = torch.tensor([ids], dtype=torch.long, device=device).repeat(cfg.num_samples, 1)  # (num_samples, T)
+    # (num_samples, T): the prompt's last block_size tokens, all the model reads, once per sample
+    idx = torch.tensor([ids[-model.config.block_size :]], dtype=torch.long, device=device).repeat(cfg.num_samples, 1)
     if cfg.compile and cfg.max_new_tokens > 1:  # compiled now, and said so, unless the compile cache holds it
         start = time.perf_counter()  # (the first token comes from the prefill, uncompiled)
         how = ("into CUDA graphs (in each process)" if device.type == "cuda" else

@@ -13,6 +13,7 @@ import getpass
 import hashlib
 import io
 import logging
+import numbers
 import os
 import re
 import tempfile
@@ -66,12 +67,13 @@ class KVCache:
 
 
 def check_ids(idx: torch.Tensor, name: str = "idx", within: "GPT | None" = None) -> None:
-    """Refuse what is not a batch of token ids (B, T): a list, one sequence (T,), floats; `within` a model, also ids
-    outside its vocabulary or on another device (this reads them: a GPU waits)."""
-    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype.is_complex:
+    """Refuse what is not a batch of token ids (B, T) in int64 or int32, what the embedding reads: a list, one
+    sequence (T,), floats, a dataset's uint16; `within` a model, also ids outside its vocabulary or on another
+    device (this reads them: a GPU waits)."""
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.long, torch.int):
         what = type(idx).__name__ if not isinstance(idx, torch.Tensor) else f"a {idx.dtype} tensor {tuple(idx.shape)}"
-        raise ModelError(f"{name} is {what}; token ids go in as a tensor of integers (B, T), e.g. "
-                         f"torch.tensor([ids]) for one sequence")
+        raise ModelError(f"{name} is {what}; token ids go in as a tensor of int64 (B, T), e.g. "
+                         f"torch.tensor([ids]) for one sequence, or {name}.long()")
     if within is not None:
         weight = within.transformer.wte.weight
         if idx.device != weight.device:
@@ -91,18 +93,30 @@ def check_ids(idx: torch.Tensor, name: str = "idx", within: "GPT | None" = None)
 Step = Callable[[torch.Tensor, KVCache | None, torch.Tensor], torch.Tensor]
 
 
+def whole(value) -> bool:
+    """An integer (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_sampling(vocab_size: int, temperature: float, top_k: int | None, top_p: float | None,
+                   vocab_limit: int | None) -> None:
+    """Refuse sampling options out of range, for a model of vocab_size; numpy's numbers are numbers."""
+    if not (isinstance(temperature, numbers.Real) and temperature >= 0):  # nan too
+        raise ModelError(f"temperature={temperature!r} must be 0 (greedy) or more")
+    if top_k is not None and not (whole(top_k) and top_k > 0):
+        raise ModelError(f"top_k={top_k!r} must be a positive integer, or None for no top-k filter")
+    if top_p is not None and not (isinstance(top_p, numbers.Real) and 0 < top_p <= 1):
+        raise ModelError(f"top_p={top_p!r} must be in (0, 1], or None for no nucleus filter")
+    if vocab_limit is not None and not (whole(vocab_limit) and 0 < vocab_limit <= vocab_size):
+        raise ModelError(f"vocab_limit={vocab_limit!r} must be from 1 to the model's vocabulary, {vocab_size}")
+
+
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                 generator: torch.Generator | None = None, vocab_limit: int | None = None) -> torch.Tensor:
     """Pick one token per row of logits (B, V), below vocab_limit (a vocabulary padded past the tokenizer's has
     ids that decode to nothing); returns ids (B, 1). temperature 0 is greedy, else top_k and top_p filter a sample."""
-    if not (isinstance(temperature, (int, float)) and temperature >= 0):  # nan too
-        raise ModelError(f"temperature={temperature} must be 0 (greedy) or more")
-    if top_k is not None and not (type(top_k) is int and top_k > 0):
-        raise ModelError(f"top_k={top_k!r} must be a positive integer, or None for no top-k filter")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise ModelError(f"top_p={top_p!r} must be in (0, 1], or None for no nucleus filter")
-    if vocab_limit is not None and not (type(vocab_limit) is int and 0 < vocab_limit <= logits.size(-1)):
-        raise ModelError(f"vocab_limit={vocab_limit!r} must be from 1 to the model's vocabulary, {logits.size(-1)}")
+    check_sampling(logits.size(-1), temperature, top_k, top_p, vocab_limit)
+    temperature, top_p = float(temperature), None if top_p is None else float(top_p)
     logits = logits[:, :vocab_limit].float()  # (B, vocab_limit): the padding ids are never candidates (None: all)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
@@ -111,7 +125,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     # 0 / 0 = nan. float32, not float64: Apple's GPUs (mps) have no float64.
     logits = (logits - logits.max(dim=-1, keepdim=True).values) / max(temperature, torch.finfo(torch.float32).tiny)
     if top_k is not None:  # keep the top_k largest logits of each row, exactly k even among ties
-        values, ids = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)  # (B, k) each
+        values, ids = torch.topk(logits, min(int(top_k), logits.size(-1)), dim=-1)  # (B, k) each
         logits = torch.full_like(logits, float("-inf")).scatter_(-1, ids, values)  # (B, V): the rest are never drawn
     if top_p is not None and top_p < 1.0:  # nucleus: the fewest most likely tokens holding at least top_p
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation_tables
 from .config import GPTConfig, ModelError
-from .decoding import Decoder, KVCache, check_ids, sample_next
+from .decoding import Decoder, KVCache, check_ids, check_sampling, sample_next, whole
 
 
 def norm_layer(config: GPTConfig) -> nn.Module:
@@ -151,7 +151,7 @@ class GPT(nn.Module):
         check_ids(targets, "targets")
         if targets.shape != idx.shape:
             raise ModelError(f"targets {tuple(targets.shape)} must have idx's shape, {tuple(idx.shape)}")
-        return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1).long(), ignore_index=-1)
 
     @torch.no_grad()
     def attention_records(self, idx: torch.Tensor) -> list[AttentionRecord]:
@@ -178,8 +178,10 @@ class GPT(nn.Module):
         top_p, generator; below vocab_limit, the tokenizer's vocabulary). Generation may run past block_size (see
         `Decoder` for the context policy, use_cache and compile)."""
         check_ids(idx, within=self)
-        if type(max_new_tokens) is not int or max_new_tokens < 0:
+        if not whole(max_new_tokens) or max_new_tokens < 0:
             raise ModelError(f"max_new_tokens={max_new_tokens!r} must be an integer, 0 or more")
+        check_sampling(self.config.vocab_size, temperature, top_k, top_p, vocab_limit)  # before the prefill's work
+        max_new_tokens = int(max_new_tokens)
         # inference_mode is lighter than no_grad: no view or version tracking on every decoding step.
         # It is never held across a yield, so the caller's code runs in its own mode.
         with torch.inference_mode():

@@ -3,7 +3,9 @@ says what to change, never an error from deep inside torch or a setting taken fo
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,14 +43,18 @@ def test_an_integer_where_a_number_goes_is_that_number():
 
 
 @pytest.mark.parametrize("idx, message", [
-    ([[1, 2, 3]], "idx is list; token ids go in as a tensor of integers (B, T)"),
-    (torch.tensor([1, 2, 3]), "idx is a torch.int64 tensor (3,); token ids go in as a tensor of integers (B, T)"),
+    ([[1, 2, 3]], "idx is list; token ids go in as a tensor of int64 (B, T)"),
+    (torch.tensor([1, 2, 3]), "idx is a torch.int64 tensor (3,); token ids go in as a tensor of int64 (B, T)"),
     (torch.tensor([[[1, 2, 3]]]), "idx is a torch.int64 tensor (1, 1, 3)"),
     (torch.tensor([[1.0, 2.0]]), "idx is a torch.float32 tensor (1, 2)"),
+    (torch.tensor([[1, 2]], dtype=torch.uint16), "idx is a torch.uint16 tensor (1, 2); token ids go in as a tensor "
+                                                 "of int64 (B, T), e.g. torch.tensor([ids]) for one sequence, or "
+                                                 "idx.long()"),  # a dataset's own ids, as np.uint16
+    (torch.tensor([[True, False]]), "idx is a torch.bool tensor (1, 2)"),
 ])
 def test_ids_that_are_no_batch_of_integers_are_named_by_every_entry_point(model, idx, message):
     for call in (lambda: model(idx), lambda: model.generate(idx, 2), lambda: model.attention_patterns(idx)):
-        with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(ModelError, match=re.escape(message)):
             call()
 
 
@@ -67,6 +73,7 @@ def test_a_prompt_on_another_device_than_the_model_is_named(model):
 
 def test_targets_are_checked_like_ids(model):
     idx = torch.tensor([[1, 2, 3]])
+    assert model(idx.int(), idx.int())[1] == model(idx, idx)[1]  # int32 ids and targets, as int64
     with pytest.raises(ModelError, match=r"targets is a torch.float32 tensor \(1, 3\)"):
         model(idx, idx.float())
     with pytest.raises(ModelError, match=r"targets \(1, 2\) must have idx's shape, \(1, 3\)"):
@@ -84,8 +91,9 @@ def test_targets_are_checked_like_ids(model):
     (dict(temperature=None), r"temperature=None must be 0 \(greedy\) or more"),
 ])
 def test_a_sampling_option_out_of_its_range_is_named(model, option, message):
-    with pytest.raises(ModelError, match=message):
-        model.generate(torch.tensor([[1, 2]]), 2, **option)
+    for max_new_tokens in (2, 0):  # before any work: the same with no token to sample
+        with pytest.raises(ModelError, match=message):
+            model.generate(torch.tensor([[1, 2]]), max_new_tokens, **option)
 
 
 @pytest.mark.parametrize("max_new_tokens", [-1, 2.5, None])
@@ -102,6 +110,11 @@ def test_the_edges_that_are_fine_stay_fine(model):
     sampled = [model.generate(idx, 8, top_k=k, generator=torch.Generator().manual_seed(0)) for k in (1000, None)]
     assert torch.equal(*sampled)  # a top_k past the vocabulary keeps all of it
     assert torch.equal(model.generate(idx, 4, top_k=1), greedy)  # one candidate: the greedy pick
+    options = dict(temperature=0.7, top_k=5, top_p=0.9, vocab_limit=40)
+    as_numpy = dict(temperature=np.float32(0.7), top_k=np.int64(5), top_p=np.float64(0.9), vocab_limit=np.int32(40))
+    sampled = [model.generate(idx, np.int64(8), generator=torch.Generator().manual_seed(0), **kinds)
+               for kinds in (options, as_numpy)]
+    assert torch.equal(*sampled)  # numpy's numbers are the numbers they hold
 
 
 def test_with_weights_takes_a_float32_model_and_a_weight_kind_it_knows():
