@@ -20,9 +20,9 @@ import numpy as np
 
 from .dataset import DATA_ROOT, is_dataset, open_dataset, read_meta
 from .errors import DataError
-from .files import make_staging_folder, swap_in, write_atomically
+from .files import make_staging_folder, remove_dead_staging, swap_in, write_atomically
 from .hf_tokenizer import tokenizer_from_hf_folder
-from .sources import CorpusScan, Piece, find_inputs, read_pieces, scan_corpus
+from .sources import CorpusScan, Piece, find_inputs, read_as, read_pieces, scan_corpus
 from .tokenizer import (END_OF_TEXT, TOKENIZER_KINDS, BPETokenizer, CharTokenizer, GPT2Tokenizer, Tokenizer,
                         bpe_vocab_size, tokenizer_from_description, train_bpe)
 
@@ -60,6 +60,10 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                 else f"sha256:{hashlib.sha256(json.dumps(given.describe(), sort_keys=True).encode()).hexdigest()}",
                 "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed, "text_field": text_field}
     out_dir = Path(out_dir)
+    try:
+        out_dir.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a loop of links
+        raise DataError(f"dataset {out_dir} is a link in a loop of links; choose another --dataset") from None
     # the dataset itself, when it lies in an input folder, is no input (a second run would read its .bin files)
     files = [f for f in find_inputs(inputs) if not f.resolve().is_relative_to(out_dir.resolve())]
     old = _existing_dataset(out_dir)
@@ -71,23 +75,25 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                          f"--dataset")
     if old is not None and not overwrite and old.get("prepared_with") != settings:
         raise refusal("another dataset" if old else "an incomplete dataset (no readable meta.json)")
-    staging = make_staging_folder(out_dir)
+    stamps = _stamps(files)  # a write in place changes them
+    packed = any(f.name.lower().endswith((".gz", ".parquet")) for f in files)  # their text outgrows their size
+    with _bar(progress, "scanning", None if packed else sum(size for size, _ in stamps)) as bar:
+        scan = scan_corpus(files, text_field, alphabet=tokenizer == "char" or isinstance(given, CharTokenizer),
+                           progress=bar.update)
+    if isinstance(given, CharTokenizer):  # every character it lacks named at once, not the first piece's
+        given.encode_array(scan.alphabet)
+    same = (old is not None and old.get("prepared_with") == settings
+            and read_the_same(old.get("inputs", [])) == read_the_same(scan.inputs))
+    if same:
+        with contextlib.suppress(DataError):  # unless the copy there is damaged
+            open_dataset(out_dir)
+            with contextlib.suppress(OSError):  # what a prepare killed after swapping this dataset in left beside it
+                remove_dead_staging(out_dir)
+            return Prepared(old, reused=True)
+    if old is not None and not overwrite:
+        raise refusal("a damaged copy of this dataset" if same else "another dataset")
+    staging = make_staging_folder(out_dir)  # only now: bad input leaves even a new dataset's parent folders unmade
     try:
-        stamps = _stamps(files)  # a write in place changes them
-        packed = any(f.name.lower().endswith((".gz", ".parquet")) for f in files)  # their text outgrows their size
-        with _bar(progress, "scanning", None if packed else sum(size for size, _ in stamps)) as bar:
-            scan = scan_corpus(files, text_field, alphabet=tokenizer == "char" or isinstance(given, CharTokenizer),
-                               progress=bar.update)
-        if isinstance(given, CharTokenizer):  # every character it lacks named at once, not the first piece's
-            given.encode_array(scan.alphabet)
-        same = (old is not None and old.get("source_sha256") == scan.source_sha256
-                and old.get("prepared_with") == settings)
-        if same:
-            with contextlib.suppress(DataError):  # unless the copy there is damaged
-                open_dataset(out_dir)
-                return Prepared(old, reused=True)
-        if old is not None and not overwrite:
-            raise refusal("a damaged copy of this dataset" if same else "another dataset")
         meta, tokenizer_seconds = _build(files, scan, settings, given, staging, workers, progress)
         if _stamps(files) != stamps:
             raise DataError(CHANGED)
@@ -102,6 +108,12 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
         return Prepared(meta, reused=False, tokenizer_seconds=tokenizer_seconds)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_the_same(inputs: list[dict]) -> list[tuple[str, str]]:
+    """What a dataset was made of, input by input (meta.json's "inputs"): the bytes, and how they were read (a
+    text file renamed .jsonl is read as documents)."""
+    return [(record["sha256"], read_as(record["path"])) for record in inputs]
 
 
 def _existing_dataset(out_dir: Path) -> dict | None:

@@ -41,6 +41,21 @@ def flush(path: Path) -> None:
         os.close(fd)
 
 
+def remove_dead_staging(out_dir: Path, purpose: str = "prepare") -> None:
+    """Remove the staging folders beside out_dir of processes that are gone (killed mid-build, or after a swap)."""
+    target = out_dir.resolve()
+    for folder in target.parent.glob(f".{target.name}.{purpose}-*"):
+        pid = folder.name.rpartition("-")[2].split(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)  # no signal: only whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # another user's process, alive
+            pass
+
+
 def make_staging_folder(out_dir: Path, flag: str = "dataset", purpose: str = "prepare") -> Path:
     """A new, empty folder beside out_dir for this process, once the stale ones of dead processes are gone;
     a DataError naming `--flag` and the true cause if out_dir's parent cannot hold it."""
@@ -48,16 +63,7 @@ def make_staging_folder(out_dir: Path, flag: str = "dataset", purpose: str = "pr
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        for folder in parent.glob(f".{target.name}.{purpose}-*"):
-            pid = folder.name.rpartition("-")[2].split(".")[0]
-            if not pid.isdigit():
-                continue
-            try:
-                os.kill(int(pid), 0)  # no signal: only whether the process exists
-            except ProcessLookupError:
-                shutil.rmtree(folder, ignore_errors=True)
-            except PermissionError:  # another user's process, alive
-                pass
+        remove_dead_staging(target, purpose)
         staging = parent / f".{target.name}.{purpose}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -74,6 +80,9 @@ def swap_in(staging: Path, out_dir: Path) -> None:
     """Put the finished folder in staging at out_dir (where a link to a folder leads) in one step, its files
     flushed to disk first, so a crash after it leaves the new folder whole; the old one is removed after."""
     out_dir = out_dir.resolve()
+    if out_dir.exists() and not os.access(out_dir, os.W_OK | os.X_OK):  # the old folder's files could not go
+        raise DataError(f"cannot replace {out_dir}: its files cannot be removed (permission denied); make it "
+                        f"writable (chmod u+w), or choose another folder")
     for path in [*staging.rglob("*"), staging]:
         flush(path)
     if not out_dir.exists():

@@ -65,10 +65,17 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
 def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
     """The tokenizer of a Hugging Face model folder (GPT2Tokenizer for GPT-2's own, and for a GPT-2 model saved
     without its tokenizer; CharTokenizer for ours written out); a DataError for another folder without
-    tokenizer.json or a tokenizer that is not byte-level BPE."""
+    tokenizer.json, a tokenizer that is not byte-level BPE, or JSON files not laid out as transformers writes them."""
+    try:
+        return _read_hf_tokenizer(Path(folder))
+    except (AttributeError, KeyError, TypeError, IndexError) as e:  # a list, a string or no key where a field goes
+        raise DataError(f"{folder}: its tokenizer files are not laid out as transformers writes them "
+                        f"({type(e).__name__}: {e}); save the tokenizer again with save_pretrained") from None
+
+
+def _read_hf_tokenizer(folder: Path) -> Tokenizer:
     import tokenizers
 
-    folder = Path(folder)
     path = folder / "tokenizer.json"
     if not path.is_file():
         if (folder / "config.json").is_file() and _read_json(folder / "config.json").get("model_type") == "gpt2":

@@ -63,8 +63,12 @@ def _files_under(path: Path) -> list[Path]:
     real folder once (a link back up is no loop); links to nothing are kept, for find_inputs to refuse."""
     if not path.is_dir():
         return [path]
+    def unreadable(e: OSError) -> None:
+        raise DataError(f"input folder {e.filename} cannot be read ({e.strerror}); check its permissions, or leave "
+                        f"it out of --input")
+
     files, seen = [], set()
-    for root, folders, names in os.walk(path, followlinks=True):
+    for root, folders, names in os.walk(path, followlinks=True, onerror=unreadable):
         if os.path.realpath(root) in seen:
             folders.clear()
             continue
@@ -78,11 +82,10 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
     """Every document of the files in order, as pieces of about PIECE_CHARS characters or
     fewer, cut only where the tokens cannot change; a DataError names bad input."""
     for path in files:
-        name = path.name.lower()
-        if not name.endswith((".parquet", ".jsonl", ".jsonl.gz")):
+        if (kind := read_as(path)) == "text":
             documents = [_text_blocks(path)]  # one document, read in blocks
         else:
-            read = _parquet_documents if name.endswith(".parquet") else _jsonl_documents
+            read = _parquet_documents if kind == "parquet" else _jsonl_documents
             documents = ([text] for text in read(path, text_field))
         for texts in documents:  # a document as consecutive texts
             pending = ""  # text not yet handed on
@@ -91,6 +94,12 @@ def read_pieces(files: Sequence[Path], text_field: str = "text") -> Iterator[Pie
                 yield from (Piece(piece, False) for piece in pieces)
             if pending:
                 yield Piece(pending, True)
+
+
+def read_as(path: Path | str) -> str:
+    """How an input is read, by its name: parquet, jsonl (.jsonl, .jsonl.gz) or text (anything else)."""
+    name = Path(path).name.lower()
+    return "parquet" if name.endswith(".parquet") else "jsonl" if name.endswith((".jsonl", ".jsonl.gz")) else "text"
 
 
 def cut_pieces(text: str, piece_chars: int, searched: int = 0) -> tuple[list[str], str]:
@@ -170,6 +179,9 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             except json.JSONDecodeError as e:
                 raise DataError(f"input {path}{where} is not JSON ({e.msg.removesuffix(' at')} at column {e.colno}); "
                                 f"give one JSON object per line") from None
+            except RecursionError:
+                raise DataError(f"input {path}{where} nests its JSON too deeply to read; give one JSON object per "
+                                f"line, with the text in a field") from None
             if not isinstance(record, dict):
                 raise DataError(f"input {path}{where} is not a JSON object ({line.decode().strip()[:40]}); "
                                 f"give one JSON object per line, with the text in a field")
@@ -202,8 +214,11 @@ def _parquet_documents(path: Path, column: str) -> Iterator[str]:
     if (kind.value_type if pa.types.is_dictionary(kind) else kind) not in text_types:  # dictionary: pandas' category
         raise DataError(f"input {path}: column {column!r} holds {kind}, not text; "
                         f"set --text_field to the column holding the text")
-    for batch in parquet.iter_batches(batch_size=1024, columns=[column]):
-        yield from (text for text in batch.column(0).to_pylist() if text)  # a null or empty text is skipped
+    try:
+        for batch in parquet.iter_batches(batch_size=1024, columns=[column]):
+            yield from (text for text in batch.column(0).to_pylist() if text)  # a null or empty text is skipped
+    except (pa.ArrowException, OSError) as e:  # a damaged page, past the footer that opened
+        raise DataError(f"input {path} cannot be read as Parquet ({str(e).splitlines()[0]}); is it damaged?") from None
 
 
 @dataclass

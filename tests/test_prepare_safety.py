@@ -17,7 +17,7 @@ from data.build import prepare_dataset
 from data.dataset import open_dataset
 from data.errors import DataError
 from data.prepare import main
-from helpers import assert_one_line_error, run_main, run_script, snapshot
+from helpers import REPO, assert_one_line_error, run_main, run_script, snapshot
 
 OLD_TEXT = "An old dataset that must survive.\n" * 40
 
@@ -38,6 +38,22 @@ def parquet_without_text(path) -> None:
     pq.write_table(pa.table({"id": [1, 2], "body": ["a", "b"]}), path)
 
 
+def damaged_parquet(path) -> None:
+    """A Parquet file whose footer opens but whose text pages do not decompress."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [f"document {i} " * 50 for i in range(200)]}), path)
+    data = bytearray(path.read_bytes())
+    data[200:1200] = bytes(b ^ 0x5A for b in data[200:1200])
+    path.write_bytes(bytes(data))
+
+
+def loop_of_links(path) -> None:
+    path.symlink_to(path.with_name("x2"))
+    path.with_name("x2").symlink_to(path)
+
+
 GOOD = b"Some good text, enough of it to split.\n" * 30
 GOOD_INPUT = {"g.txt": GOOD}
 
@@ -55,6 +71,8 @@ BAD_INPUTS = {
                     ["u.txt is UTF-16 text, not UTF-8", "iconv -f utf-16"]),
     "non-UTF-8 text": ({"l.txt": GOOD + "naïve".encode("latin-1")}, ["--input={in}"],
                        ["l.txt is not UTF-8 (invalid byte at offset 1172)"]),
+    "bad input for a dataset in new folders": ({"l.txt": GOOD + b"\xff"}, ["--input={in}", "--dataset={ws}/new/a/ds"],
+                                               ["l.txt is not UTF-8"]),  # new/ and new/a/ stay unmade
     "JSONL line not JSON": ({"d.jsonl": b'{"text": "a"}\n{oops'}, ["--input={in}"], ["d.jsonl line 2 is not JSON"]),
     "JSONL line cut short": ({"d.jsonl": b'{"text": "a", "id": 3\n'}, ["--input={in}"],
                              ["d.jsonl line 1 is not JSON (Expecting ',' delimiter at column 22)"]),
@@ -82,6 +100,12 @@ BAD_INPUTS = {
                                    ["p.parquet has no column 'text' (it has id, body)"]),
     "not Parquet": ({"p.parquet": GOOD}, ["--input={in}"], ["p.parquet is not a readable Parquet file"]),
     "damaged gzip": ({"t.txt.gz": gzip.compress(GOOD)[:-30]}, ["--input={in}"], ["t.txt.gz cannot be read"]),
+    "damaged Parquet": ({"p.parquet": damaged_parquet}, ["--input={in}"],
+                        ["p.parquet cannot be read as Parquet (Corrupt snappy compressed data.); is it damaged?"]),
+    "JSONL nested too deeply": ({"d.jsonl": b'{"text": "a", "b": ' + b"[" * 10**5 + b"]" * 10**5 + b"}\n"},
+                                ["--input={in}"], ["d.jsonl line 1 nests its JSON too deeply to read"]),
+    "tokenizer.json of another layout": ({"t/tokenizer.json": b"[]"}, ["--input={ws}/old.txt", "--tokenizer={in}/t"],
+                                         ["t: its tokenizer files are not laid out as transformers writes them"]),
     "empty corpus": ({"e.txt": b"  \n", "f.txt": b""}, ["--input={in}"], ["holds no text"]),
     "vocab_size under 257": (GOOD_INPUT, ["--input={in}", "--tokenizer=bpe", "--bpe_vocab_size=256"],
                              ["bpe_vocab_size=256 is too small", "--bpe_vocab_size=257"]),
@@ -101,6 +125,8 @@ BAD_INPUTS = {
     "dataset is a file": (GOOD_INPUT, ["--input={in}", "--dataset={ws}/old.txt"], ["old.txt is a file, not a folder"]),
     "dataset inside a file": (GOOD_INPUT, ["--input={in}", "--dataset={ws}/old.txt/data"],
                               ["old.txt is a file, not a folder"]),
+    "dataset in a loop of links": ({**GOOD_INPUT, "x1": loop_of_links}, ["--input={in}/g.txt", "--dataset={in}/x1"],
+                                   ["x1 is a link in a loop of links; choose another --dataset"]),
     "dataset folder holds other files": (GOOD_INPUT, ["--input={in}", "--dataset={in}"],
                                   ["holds files that are not a dataset's (g.txt)"]),
 }
@@ -134,6 +160,54 @@ def test_the_same_preparation_again_changes_nothing(workspace):
     with pytest.raises(Exception, match="holds a damaged copy of this dataset; add --replace_dataset=true"):
         prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "old")
     assert not prepare_dataset([workspace / "old.txt"], "char", workspace / "data" / "old", overwrite=True).reused
+
+
+def test_an_input_read_another_way_is_another_dataset(workspace):
+    """The same bytes renamed from .txt to .jsonl are read as documents, not as one text: no longer this dataset."""
+    lines = b"".join(b'{"text": "document %d, its own text."}\n' % i for i in range(50))
+    (workspace / "in" / "corpus.txt").write_bytes(lines)
+    as_text = prepare_dataset([workspace / "in"], "char", workspace / "data" / "new")
+    (workspace / "in" / "corpus.txt").rename(workspace / "in" / "corpus.jsonl")
+    with pytest.raises(DataError, match="holds another dataset"):
+        prepare_dataset([workspace / "in"], "char", workspace / "data" / "new")
+    as_jsonl = prepare_dataset([workspace / "in"], "char", workspace / "data" / "new", overwrite=True)
+    assert not as_jsonl.reused and as_text.meta["train_documents"] + as_text.meta["val_documents"] == 1
+    assert as_jsonl.meta["train_documents"] + as_jsonl.meta["val_documents"] == 50
+
+
+def unprivileged_prepare(*args: str) -> subprocess.CompletedProcess:
+    """data/prepare.py as a user whom permissions stop: root runs it without its power to read and write past them."""
+    drop = [] if os.geteuid() else ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    if drop and not shutil.which("setpriv"):
+        pytest.skip("root without setpriv cannot give up reading past permissions")
+    return subprocess.run([*drop, sys.executable, "data/prepare.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_folder_that_cannot_be_read_is_named_not_skipped(workspace):
+    (workspace / "in" / "a.txt").write_bytes(GOOD)
+    (workspace / "in" / "locked").mkdir()
+    (workspace / "in" / "locked" / "b.txt").write_bytes(GOOD)
+    (workspace / "in" / "locked").chmod(0)
+    try:
+        refused = unprivileged_prepare(f"--input={workspace / 'in'}", f"--dataset={workspace / 'data' / 'new'}")
+    finally:
+        (workspace / "in" / "locked").chmod(0o755)
+    assert_one_line_error(refused, f"input folder {workspace / 'in' / 'locked'} cannot be read (Permission denied)")
+    assert not (workspace / "data" / "new").exists()
+
+
+def test_a_dataset_folder_whose_files_cannot_be_removed_is_not_replaced(workspace):
+    (workspace / "in" / "g.txt").write_bytes(GOOD)
+    old = workspace / "data" / "old"
+    before = snapshot(workspace)
+    old.chmod(0o555)
+    try:
+        refused = unprivileged_prepare(f"--input={workspace / 'in'}", f"--dataset={old}", "--replace_dataset=true")
+    finally:
+        old.chmod(0o755)
+    assert_one_line_error(refused, f"cannot replace {old}: its files cannot be removed (permission denied)")
+    assert snapshot(workspace) == before  # the old dataset, and no staging folder left beside it
 
 
 def test_overwrite_replaces_the_old_dataset_whole(workspace):
