@@ -28,7 +28,7 @@ from config.settings import ExportConfig, SampleConfig, TrainConfig, read_config
 from data.dataset import dataset_dir
 from data.files import make_staging_folder, swap_in
 from data.hf_tokenizer import save_hf_tokenizer
-from data.tokenizer import start_tokens
+from data.tokenizer import END_OF_TEXT, start_tokens
 from model.config import counted, flag_value
 from model.hf import hf_model_type, save_hf_model
 from training.init_from import load_model
@@ -65,14 +65,14 @@ def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
 
 
 def training_command(config: dict, planned: bool) -> str:
-    """The train.py command that sets every key the run changed from the defaults. A resumed
-    run is the same run, so its init_from=resume is left out; a schedule that follows max_iters, as by default,
+    """The train.py command that sets every key the run changed from the defaults (a resumed run's checkpoint
+    records the init_from it began with, not resume); a schedule that follows max_iters, as by default,
     is left to follow it. A run `planned` for a time budget is given by its plan's keys, not by the budget: they
     retrace the run on any machine, where the budget would plan anew for that machine's pace."""
     defaults = {**dataclasses.asdict(TrainConfig(max_iters=config["max_iters"])), "max_iters": TrainConfig.max_iters}
     given = {key: value for key, value in config.items() if not (planned and key == "time_budget")}
     flags = [f"--{key}={flag_value(value)}" for key, value in given.items()
-             if key in defaults and value != defaults[key] and (key, value) != ("init_from", "resume")]
+             if key in defaults and value != defaults[key]]
     return shlex.join(["python", "train.py", *flags])
 
 
@@ -80,16 +80,20 @@ def result_rows(checkpoint: dict) -> list[str]:
     """The dataset, tokens seen, val loss and bits per byte: the best val loss (nats per token)
     times the validation split's tokens per byte, over ln 2 (if the dataset folder is here)."""
     dataset, loss = checkpoint.get("config", {}).get("dataset", "not recorded"), checkpoint.get("best_val_loss")
+    meta, missing = None, "its meta.json is not here, or not readable"
     try:  # the split's sizes, each a positive count, or none
-        meta = json.loads((dataset_dir(checkpoint["config"]["dataset"]) / "meta.json").read_text())
-        meta = {key: meta[key] for key in ("train_tokens", "val_tokens", "train_bytes", "val_bytes")}
+        found = json.loads((dataset_dir(checkpoint["config"]["dataset"]) / "meta.json").read_text())
+        sizes = {key: found[key] for key in ("train_tokens", "val_tokens", "train_bytes", "val_bytes")}
+        if found["fingerprint"] != checkpoint["dataset"]["fingerprint"]:
+            missing = "it holds other data now, prepared since"
+        elif all(type(count) is int and count > 0 for count in sizes.values()):
+            meta = sizes
     except (KeyError, OSError, ValueError, TypeError):
-        meta = None
-    meta = meta if meta and all(type(count) is int and count > 0 for count in meta.values()) else None
+        pass
     measured, steps = loss is not None and math.isfinite(loss), checkpoint.get("iter_num", 0)
     rows = [f"| dataset | {dataset}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
             f"{meta['train_bytes'] + meta['val_bytes']:,} bytes of text |" if meta else
-            f"| dataset | {dataset} (its meta.json is not here, or not readable: no size, no bits per byte) |",
+            f"| dataset | {dataset} ({missing}: no size, no bits per byte) |",
             f"| tokens seen | {checkpoint.get('tokens_seen', 0):,} in {counted(steps, 'step')} |",
             f"| val loss | {loss:.4f} nats per token (the run's best evaluation up to this checkpoint's step, over "
             f"eval_iters batches; `python eval.py` scores this model) |" if measured else "| val loss | not measured |"]
@@ -140,7 +144,8 @@ def main(argv: list[str]) -> None:
     try:
         architecture, n_params = save_hf_model(model, folder, tokenizer.eot_token, generation)
         save_hf_tokenizer(tokenizer, folder, model.config.block_size)
-        prompt = tokenizer.decode(prompt_ids) or "\n"  # a char end-of-text decodes to no text
+        # a char end-of-text decodes to no text: its name, which the exported tokenizer reads as that token
+        prompt = tokenizer.decode(prompt_ids) or END_OF_TEXT
         card = model_card(checkpoint, path, architecture, n_params, cfg.hf_dir, prompt)
         (folder / "README.md").write_text(card, encoding="utf-8")
         # the folder is whole: an interrupt from here on would report a failure over a complete export,

@@ -100,6 +100,7 @@ class Run:
     claim: OutDir | None  # the main process's hold on out_dir: no other run writes there meanwhile
     plan: Plan | None  # a time budget's: the shape and schedule it picked
     saved_step: int | None  # step of the ckpt.pt on disk, if any
+    started_from: str  # the init_from the run began with (scratch, gpt2, a folder), which its resumes keep recording
 
     @property
     def out_dir(self) -> Path:
@@ -121,6 +122,7 @@ class Run:
             raise self.broken_error(f"the weights hold nan or inf after step {self.progress.step}")
         payload = checkpoint_payload(self.model, self.optimizers, self.scaler, self.cfg, self.dataset, self.progress,
                                      self.train_loader, None if self.plan is None else asdict(self.plan))
+        payload["config"]["init_from"] = self.started_from  # not "resume": export's card retraces the whole run
         save_checkpoint(payload, checkpoint_path(self.out_dir, stem, self.cfg.checkpoint_format))
         if stem == "ckpt":
             self.saved_step = self.progress.step
@@ -273,8 +275,9 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
 
     log = distributed.main_first(ranks, start_records)
     mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size), device, dtype, ranks.world_size)
+    started_from = cfg.init_from if checkpoint is None else checkpoint["config"]["init_from"]
     return Run(cfg, argv, ranks, device, dtype, dataset, train_loader, eval_loaders, model, wrapped,
-               optimizers, scaler, progress, log, mfu, claim, plan, resume_step)
+               optimizers, scaler, progress, log, mfu, claim, plan, resume_step, started_from)
 
 
 def train_step(run: Run) -> torch.Tensor:

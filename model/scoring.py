@@ -36,7 +36,7 @@ def score_tokens(model: GPT, tokens: np.ndarray, batch_size: int, top_k: int = 0
                  show_progress: bool = False) -> TokenScores:
     """Loss of every token after the first, in non-overlapping windows of block_size, in float32."""
     device = next(model.parameters()).device
-    T = model.config.block_size
+    T = min(model.config.block_size, max(1, len(tokens) - 1))  # a text shorter than the context: one window of it
     losses, top_ids, top_probs = [], [], []
     model.eval()
     for first in tqdm(range(0, len(tokens) - 1, batch_size * T), unit="batch", disable=not show_progress):

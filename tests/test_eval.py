@@ -66,6 +66,19 @@ def test_char_model_on_ascii_bits_per_byte_is_loss_over_ln2():
     assert summary.perplexity == pytest.approx(math.exp(summary.loss))
 
 
+def test_a_text_shorter_than_the_context_is_read_in_one_window_of_its_length():
+    """A model of a long context (Llama's 131,072, say) scores a short text at the text's cost, not the context's."""
+    tok = CharTokenizer.from_text(TEXT)
+    tokens = np.array(tok.encode(TEXT[:12]))
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(block_size=4096, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16)).eval()
+    windows = []
+    model.register_forward_pre_hook(lambda module, args: windows.append(tuple(args[0].shape)))
+    losses = score_tokens(model, tokens, batch_size=8).losses
+    assert windows == [(1, 11)]
+    assert losses.sum() == pytest.approx(reference_total_loss(model, tokens.tolist()), rel=1e-6)
+
+
 def test_a_diverged_models_perplexity_is_infinite_not_an_overflow():
     summary = summarize(np.full(3, 800.0), np.zeros(4, dtype=np.int64), np.ones(1, dtype=np.int64))
     assert summary.loss == 800.0 and summary.perplexity == math.inf  # e ** 800 is past float64's range

@@ -89,7 +89,10 @@ def test_a_trained_model_runs_the_same_in_transformers(exported, shape, monkeypa
     torch.manual_seed(0)
     names = {}
     exec(snippet, names)  # runs as written: GPT-2 to generation_config.json's max_length, its n_positions
-    assert names["ids"].numel() and len(names["printed"]) > len(auto_tokenizer.decode(names["ids"][0]))
+    # it continues end-of-text, by a name every exported tokenizer reads as that one token (char too: no newline
+    # need be in its vocabulary)
+    assert 'tokenizer("<|endoftext|>", return_tensors="pt")' in card and names["ids"].tolist() == [[tokenizer.eot_token]]
+    assert len(names["printed"]) > len(auto_tokenizer.decode(names["ids"][0]))
     length = hf.generate(names["ids"]).size(1)  # generation_config.json's settings alone
     assert length <= (64 if shape == "gpt2" else names["ids"].size(1) + 500)
 
@@ -212,6 +215,20 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
     assert len(ours) == len(theirs) == 2
     for mine, reference in zip(ours, theirs):
         torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-4)
+    # resumed, the run still records where it began: the card's command fine-tunes the folder, not a fresh model
+    run_script("train.py", f"--out_dir={tmp_path / 'out'}", "--init_from=resume", "--max_iters=6")
+    resumed = torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)
+    assert resumed["iter_num"] == 6 and resumed["config"]["init_from"] == str(folder)
+    assert f"--init_from={folder}" in export.training_command(resumed["config"], planned=False)
+
+
+def test_the_card_sizes_the_dataset_only_while_its_folder_holds_the_runs_data(trained_out):
+    checkpoint = torch.load(trained_out / "ckpt.pt", weights_only=True)
+    assert "bits per byte" in "".join(export.result_rows(checkpoint))
+    checkpoint["dataset"]["fingerprint"] = "0" * 64  # the folder prepared again since, with other text
+    rows = export.result_rows(checkpoint)
+    assert "(it holds other data now, prepared since: no size, no bits per byte)" in rows[0]
+    assert "bits per byte" not in "".join(rows[1:])
 
 
 def test_the_card_gives_a_budgeted_run_by_its_plans_keys():
