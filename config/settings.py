@@ -109,6 +109,9 @@ class TrainConfig(ModelOptions, Checked):
         if close and self.init_from != close[0] and not Path(self.init_from).exists():  # a typo, not a model folder
             raise UserError(f"init_from={self.init_from!r} is not scratch, resume, a GPT-2 name or a folder; "
                             f"did you mean '{close[0]}'?")
+        if self.pretrained and Path(self.init_from).resolve() == Path(self.out_dir).resolve():
+            raise UserError(f"out_dir={self.out_dir} is the model folder init_from reads; give the run a folder of "
+                            f"its own, e.g. --out_dir=out-finetuned")
         if self.time_budget:
             parse_duration(self.time_budget)
             if self.pretrained:  # the plan would probe and plan a shape of its own

@@ -145,6 +145,8 @@ def test_a_benchmarks_own_settings_lie_beneath_the_users_files_and_flags(tmp_pat
         (["--seed=4294967296"], "seed=4294967296 must be between 0 and 4294967295"),
         (["--init_from=resum"], "init_from='resum' is not scratch, resume, a GPT-2 name or a folder; did you mean 'resume'"),
         (["--init_from=scrach"], "did you mean 'scratch'"),
+        (["--init_from=hf-model", "--out_dir=hf-model/"], "out_dir=hf-model/ is the model folder init_from reads; "
+                                                          "give the run a folder of its own"),
     ],
 )
 def test_bad_flags(args, message):
