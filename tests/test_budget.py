@@ -95,39 +95,17 @@ def test_keys_set_by_the_user_are_kept_and_named():
     assert shapes and all(s["n_layer"] == 6 and s["n_head"] == 6 and s["n_embd"] % 6 == 0 for s in shapes)
 
 
-def test_with_the_users_max_iters_the_probe_goes_on_to_the_largest_shape_that_takes_them(monkeypatch):
-    """The bytes-per-parameter rule that ends the probe for a planned schedule says nothing of the user's steps."""
-    from training import budget
-    from training.distributed import Ranks
-
-    probed_depths = []
-
-    def timed(cfg, vocab_size, device, dtype):  # parameters, seconds per step, forward pass and sampled token
-        probed_depths.append(cfg.n_layer)
-        return 12 * cfg.n_layer * cfg.n_embd**2, 0.01 * cfg.n_layer**3, 0.001 * cfg.n_layer, 0.001
-
-    monkeypatch.setattr(budget, "time_steps", timed)
-    monkeypatch.setattr(budget, "process_age_s", lambda: 3.0)
-    cfg = read_config(TrainConfig, ["--time_budget=600s", "--max_iters=20", "--sample_tokens=0"])
-    meta = {"train_bytes": 10**6, "train_tokens": 10**6, "val_tokens": 10**5, "vocab_size": 65}
-    p = budget.make_plan(cfg, meta, torch.device("cpu"), "float32", Ranks())
-    assert probed_depths[-1] == 15  # 20 steps of depth 15 take 675 s: the first shape over the budget
-    assert p.steps == 20 and p.shape["n_layer"] == 14  # 549 s of steps, with its evaluations in the margin
-    assert p.line(p.keys["eval_interval"]).count("ends about") == 1
-
-
-def test_the_probe_stops_at_the_first_shape_whose_steps_and_evaluations_overrun_and_fits_the_datas_context(
-        monkeypatch):
-    """The probe takes time from the budget: it goes no further than the plan can use. The evaluations count (with
-    400 batches each, depth 14's twenty steps no longer fit); a max_iters under MIN_STEPS is refused before any
-    probing; and no shape's context is longer than a window of the dataset's shorter split."""
+@pytest.fixture
+def probing(monkeypatch):
+    """make(*flags, **meta): make_plan for a 600 s budget with the probe's timings a function of the depth, d^3 / 100 s
+    a step; and the depths it probed."""
     from training import budget
     from training.distributed import Ranks
 
     probed = []
 
     def timed(cfg, vocab_size, device, dtype):  # parameters, seconds per step, forward pass and sampled token
-        probed.append(cfg.block_size)
+        probed.append(cfg.n_layer)
         return 12 * cfg.n_layer * cfg.n_embd**2, 0.01 * cfg.n_layer**3, 0.001 * cfg.n_layer, 0.001
 
     monkeypatch.setattr(budget, "time_steps", timed)
@@ -138,14 +116,30 @@ def test_the_probe_stops_at_the_first_shape_whose_steps_and_evaluations_overrun_
         probed.clear()
         cfg = read_config(TrainConfig, ["--time_budget=600s", "--sample_tokens=0", *argv])
         return budget.make_plan(cfg, meta | data, torch.device("cpu"), "float32", Ranks())
+    return make, probed
 
+
+def test_with_the_users_max_iters_the_probe_goes_on_to_the_largest_shape_that_takes_them(probing):
+    """The bytes-per-parameter rule that ends the probe for a planned schedule says nothing of the user's steps."""
+    make, probed = probing
+    p = make("--max_iters=20")
+    assert probed[-1] == 15  # 20 steps of depth 15 take 675 s: the first shape over the budget
+    assert p.steps == 20 and p.shape["n_layer"] == 14  # 549 s of steps, with its evaluations in the margin
+    assert p.line(p.keys["eval_interval"]).count("ends about") == 1
+
+
+def test_the_probe_stops_at_the_first_shape_whose_steps_and_evaluations_overrun_and_fits_the_datas_context(probing):
+    """The probe takes time from the budget: it goes no further than the plan can use. The evaluations count (with
+    400 batches each, depth 14's twenty steps no longer fit); a max_iters under MIN_STEPS is refused before any
+    probing; and no shape's context is longer than a window of the dataset's shorter split."""
+    make, probed = probing
     p = make("--max_iters=20", "--eval_iters=400")
-    assert probed[-1] == dial(14)["block_size"] and p.shape == dial(13)
+    assert probed[-1] == 14 and p.shape == dial(13)
     with pytest.raises(UserError, match="max_iters=5 is under the 20 steps"):
         make("--max_iters=5")
     assert not probed
     p = make(val_tokens=100)  # 99 tokens and the one after them: depth 3's context of 96 at most
-    assert max(probed) == 96 and p.shape == dial(3)
+    assert max(probed) == 3 and p.shape == dial(3)
     with pytest.raises(UserError, match="block_size=64 is over the 59 tokens a window of the dataset's splits holds"):
         make(val_tokens=60)  # no context of the dial fits
 

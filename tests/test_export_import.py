@@ -91,7 +91,8 @@ def test_a_trained_model_runs_the_same_in_transformers(exported, shape, monkeypa
     exec(snippet, names)  # runs as written: GPT-2 to generation_config.json's max_length, its n_positions
     # it continues end-of-text, by a name every exported tokenizer reads as that one token (char too: no newline
     # need be in its vocabulary)
-    assert 'tokenizer("<|endoftext|>", return_tensors="pt")' in card and names["ids"].tolist() == [[tokenizer.eot_token]]
+    assert 'tokenizer("<|endoftext|>", return_tensors="pt")' in card
+    assert names["ids"].tolist() == [[tokenizer.eot_token]]
     assert len(names["printed"]) > len(auto_tokenizer.decode(names["ids"][0]))
     length = hf.generate(names["ids"]).size(1)  # generation_config.json's settings alone
     assert length <= (64 if shape == "gpt2" else names["ids"].size(1) + 500)
