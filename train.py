@@ -507,11 +507,17 @@ def next_commands(run: Run) -> str:
         text_flag = ""
     except DataError:  # a character vocabulary of other text than Shakespeare's
         text_flag = " --text=" + flag_text(run.dataset.tokenizer.decode(run.dataset.val[:24].tolist()), escapes=True)
-    age = "latest" if run.saved_step == run.progress.step else \
-        f"step {run.saved_step}: with always_save_checkpoint=false it is saved on a new best only"
     best = existing_checkpoint(checkpoint_path(out_dir, "best", run.cfg.checkpoint_format))  # another format's too
+    if run.saved_step is None:  # with always_save_checkpoint=false, no evaluation beat the first: best.pt alone
+        latest_words, flag = [], f"{flag} --checkpoint={best.name}"
+    elif run.saved_step == run.progress.step:
+        latest_words = [f"{latest} (latest)"]
+    else:
+        latest_words = [f"{latest} (step {run.saved_step}: with always_save_checkpoint=false it is saved on a new "
+                        f"best only)"]
+    written = [path.name for path in (best, out_dir / "log.jsonl", out_dir / "loss.png") if path.exists()]
     sample, evaluate, attention = (shlex.quote(script(name)) for name in ("sample.py", "eval.py", "attention.py"))
-    return (f"the run: {latest} ({age}), {best.name}, log.jsonl and loss.png in {out_dir}\n"
+    return (f"the run: {', '.join([*latest_words, *written])} in {out_dir}\n"
             f"next: python {sample} {flag}      text from the model\n"
             f"      python {evaluate} {flag}        loss and bits per byte on the validation split\n"
             f"      python {attention} {flag}{text_flag}   attention maps and the explorer page")
@@ -578,8 +584,9 @@ def main(argv: list[str], temporary: bool = False) -> None:
                     raise
                 raise run.out_of_memory_error(failed) from None
         if stopped_by is None and main_process:
-            print(f"best val loss {run.progress.best_val_loss:.4f}")
-            if run.cfg.sample_tokens:
+            if math.isfinite(run.progress.best_val_loss):  # inf: no evaluation yet (a resume with nothing to train)
+                print(f"best val loss {run.progress.best_val_loss:.4f}")
+            if run.cfg.sample_tokens and stop.received is None:  # a stop asked in the last step skips the sample
                 print("--- sample ---\n" + sample_text(run, run.cfg.sample_tokens) + "\n--------------")
             if not temporary:
                 print(next_commands(run))
@@ -600,6 +607,8 @@ def main(argv: list[str], temporary: bool = False) -> None:
         if main_process:
             print(stopped, file=sys.stderr)
         sys.exit(128 + stopped_by)
+    if stop.received is not None:  # in the last step: the run finished, and ends as the signal asked
+        sys.exit(128 + stop.received)
 
 
 if __name__ == "__main__":

@@ -376,6 +376,9 @@ def test_schedule_follows_max_iters_unless_set():
     assert [w.split(":")[0] for w in never.schedule_warnings()] == ["warmup_iters=80 >= max_iters=50",
                                                                      "lr_decay_iters=90 > max_iters=50"]
     assert parse_config(TrainConfig, ["--max_iters=50", "--warmup_iters=80", "--decay_lr=false"]).schedule_warnings() == []
+    with pytest.raises(UserError, match="min_lr=0.001 must be between 0 and learning_rate=0.0005"):
+        parse_config(TrainConfig, ["--learning_rate=5e-4"])
+    assert parse_config(TrainConfig, ["--learning_rate=5e-4", "--decay_lr=false"]).learning_rate == 5e-4  # no min_lr
     from training.optimizer import lr_scale
 
     still_warming = parse_config(TrainConfig, ["--max_iters=20", "--warmup_iters=30"])  # lr_decay_iters: 20

@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
-from helpers import REPO, run_script, wait_for_step
+from helpers import REPO, run_main, run_script, wait_for_step
 from training.metrics_log import read_rows
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
@@ -239,3 +241,80 @@ def test_the_resume_command_starts_as_many_processes(monkeypatch, tmp_path):
     assert resume_command(argv, Ranks(0, 8, 4)).startswith("torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend")
     monkeypatch.chdir(tmp_path)  # started from another folder: the script as reached from there
     assert resume_command(argv, Ranks()).startswith(f"python {os.path.relpath(REPO / 'train.py')} configs/")
+
+
+def test_a_stop_in_the_last_step_skips_the_closing_sample(char_dataset, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the last step evaluates: the run is finished and saved, and the command ends as asked, not
+    after a closing sample that may take minutes."""
+    import train
+
+    evaluate = train.evaluate_and_save
+
+    def evaluate_then_stop(run, bar, lr, latest=True):
+        evaluate(run, bar, lr, latest)
+        if run.progress.step == run.cfg.max_iters:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train, "evaluate_and_save", evaluate_then_stop)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        flags = [f for f in RUN_FLAGS if not f.startswith("--sample_tokens")]
+        result = run_main(train.main, *flags, "--max_iters=4", "--eval_interval=4", "--sample_tokens=50",
+                          f"--dataset={char_dataset}", f"--out_dir={tmp_path}")
+    finally:
+        signal.signal(signal.SIGINT, handler)  # the stop leaves the OS's action for the next one
+    printed = capsys.readouterr().out
+    assert result.returncode == 128 + signal.SIGINT and "best val loss" in printed and "--- sample ---" not in printed
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 4
+
+
+def test_the_closing_lines_name_only_what_the_run_wrote(char_dataset, tmp_path):
+    """A run stopped before its first evaluation, resumed with nothing to train: no best val loss, no best.pt."""
+    process = subprocess.Popen([sys.executable, "train.py", *RUN_FLAGS, f"--dataset={char_dataset}",
+                                f"--out_dir={tmp_path}", "--max_iters=100", "--eval_interval=50"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_step(process, 3)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    resumed = train(char_dataset, tmp_path, "--max_iters=2", "--eval_interval=50", "--init_from=resume")
+    assert "best val loss" not in resumed.stdout
+    assert f"the run: {tmp_path / 'ckpt.pt'} (latest), log.jsonl in {tmp_path}\n" in resumed.stdout
+
+
+def test_with_only_best_pt_written_the_next_commands_read_it(tmp_path):
+    """always_save_checkpoint=false and no evaluation better than a fine-tune's first: best.pt alone is there."""
+    import train
+    from config.settings import TrainConfig
+    from data.tokenizer import CharTokenizer
+
+    (tmp_path / "best.pt").write_bytes(b"")
+    (tmp_path / "log.jsonl").write_text("")
+    tokenizer = CharTokenizer.from_text("To be, or not to be\n")
+    run = SimpleNamespace(out_dir=tmp_path, latest=tmp_path / "ckpt.pt", saved_step=None,
+                          progress=SimpleNamespace(step=20), cfg=TrainConfig(always_save_checkpoint=False),
+                          dataset=SimpleNamespace(tokenizer=tokenizer, val=np.array(tokenizer.encode("not to be"))))
+    lines = train.next_commands(run).splitlines()
+    assert lines[0] == f"the run: best.pt, log.jsonl in {tmp_path}"
+    assert all("--checkpoint=best.pt" in line for line in lines[1:])
+
+
+def test_a_float16_resume_of_a_run_without_a_loss_scale_starts_one():
+    """A run trained in bfloat16 or float32 saved an empty GradScaler state; float16 resumes it at a fresh scale."""
+    from config.settings import TrainConfig
+    from data.loader import BatchLoader
+    from model import GPT, GPTConfig
+    from training.checkpoint import Progress, checkpoint_payload, restore_training_state
+    from training.distributed import Ranks
+    from training.optimizer import build_optimizers
+
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=50))
+    cfg = TrainConfig(block_size=8)
+    optimizers = build_optimizers(model, cfg, torch.device("cpu"))
+    loader = BatchLoader(np.arange(200) % 50, 8, 2, 0)
+    dataset = SimpleNamespace(meta={"fingerprint": "0" * 64, "tokenizer": {"kind": "char"}})
+    checkpoint = checkpoint_payload(model, optimizers, torch.amp.GradScaler("cpu", enabled=False), cfg, dataset,
+                                    Progress(), loader)
+    assert checkpoint["scaler"] == {}
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    restore_training_state(checkpoint, optimizers, scaler, loader, Ranks(), 0)
+    assert scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()

@@ -152,7 +152,8 @@ def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: tor
     ranks than the main reseed from the step (a resume may change the world size); new data starts its walk
     afresh and forgets the best val loss, measured on other data."""
     optimizers.load_state_dict(checkpoint["optimizer"])
-    scaler.load_state_dict(checkpoint["scaler"])
+    if checkpoint["scaler"]:  # empty: saved without float16, and a float16 resume starts a loss scale afresh
+        scaler.load_state_dict(checkpoint["scaler"])
     if not new_data:
         loader.load_state_dict(checkpoint["loader"])
     if ranks.is_main:
