@@ -509,15 +509,15 @@ def next_commands(run: Run) -> str:
         text_flag = " --text=" + flag_text(run.dataset.tokenizer.decode(run.dataset.val[:24].tolist()), escapes=True)
     best = existing_checkpoint(checkpoint_path(out_dir, "best", run.cfg.checkpoint_format))  # another format's too
     if run.saved_step is None:  # with always_save_checkpoint=false, no evaluation beat the first: best.pt alone
-        latest_words, flag = [], f"{flag} --checkpoint={best.name}"
+        files, flag = [], f"{flag} --checkpoint={best.name}"
     elif run.saved_step == run.progress.step:
-        latest_words = [f"{latest} (latest)"]
+        files = [f"{latest} (latest)"]
     else:
-        latest_words = [f"{latest} (step {run.saved_step}: with always_save_checkpoint=false it is saved on a new "
-                        f"best only)"]
-    written = [path.name for path in (best, out_dir / "log.jsonl", out_dir / "loss.png") if path.exists()]
+        files = [f"{latest} (step {run.saved_step}: with always_save_checkpoint=false it is saved on a new best only)"]
+    files += [path.name for path in (best, out_dir / "log.jsonl", out_dir / "loss.png") if path.exists()]  # written
+    listed = ", ".join(files[:-1]) + " and " * (len(files) > 1) + files[-1]
     sample, evaluate, attention = (shlex.quote(script(name)) for name in ("sample.py", "eval.py", "attention.py"))
-    return (f"the run: {', '.join([*latest_words, *written])} in {out_dir}\n"
+    return (f"the run: {listed} in {out_dir}\n"
             f"next: python {sample} {flag}      text from the model\n"
             f"      python {evaluate} {flag}        loss and bits per byte on the validation split\n"
             f"      python {attention} {flag}{text_flag}   attention maps and the explorer page")

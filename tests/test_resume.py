@@ -278,7 +278,7 @@ def test_the_closing_lines_name_only_what_the_run_wrote(char_dataset, tmp_path):
     process.communicate(timeout=60)
     resumed = train(char_dataset, tmp_path, "--max_iters=2", "--eval_interval=50", "--init_from=resume")
     assert "best val loss" not in resumed.stdout
-    assert f"the run: {tmp_path / 'ckpt.pt'} (latest), log.jsonl in {tmp_path}\n" in resumed.stdout
+    assert f"the run: {tmp_path / 'ckpt.pt'} (latest) and log.jsonl in {tmp_path}\n" in resumed.stdout
 
 
 def test_with_only_best_pt_written_the_next_commands_read_it(tmp_path):
@@ -294,7 +294,7 @@ def test_with_only_best_pt_written_the_next_commands_read_it(tmp_path):
                           progress=SimpleNamespace(step=20), cfg=TrainConfig(always_save_checkpoint=False),
                           dataset=SimpleNamespace(tokenizer=tokenizer, val=np.array(tokenizer.encode("not to be"))))
     lines = train.next_commands(run).splitlines()
-    assert lines[0] == f"the run: best.pt, log.jsonl in {tmp_path}"
+    assert lines[0] == f"the run: best.pt and log.jsonl in {tmp_path}"
     assert all("--checkpoint=best.pt" in line for line in lines[1:])
 
 
