@@ -63,7 +63,8 @@ def _files_under(path: Path) -> list[Path]:
     real folder once (a link back up is no loop); links to nothing are kept, for find_inputs to refuse."""
     if not path.is_dir():
         return [path]
-    def unreadable(e: OSError) -> None:
+
+    def unreadable(e: OSError) -> None:  # os.walk would skip the folder without a word
         raise DataError(f"input folder {e.filename} cannot be read ({e.strerror}); check its permissions, or leave "
                         f"it out of --input")
 
