@@ -20,9 +20,13 @@ def check_output(path: str | Path, key: str, *, folder: bool) -> Path:
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
         raise UserError(f"{key} {path} is a {'folder' if path.is_dir() else 'file'}, not a {wanted}; {fix}")
-    if is_dataset(path if folder else path.parent):  # a prepared dataset's folder: its token files, nothing else
-        where = "is" if folder else "lies in"
-        raise UserError(f"{key} {path} {where} a dataset's folder: nothing else belongs among its token files; {fix}")
+    start = path.absolute() if folder else path.absolute().parent
+    # a prepared dataset's folder, or one inside it: its token files, nothing else (prepare would refuse it after)
+    if dataset := next((up for up in [start, *start.parents] if is_dataset(up)), None):
+        where = "is" if folder and dataset == start else "lies in"
+        inside = "" if dataset == start else f" ({dataset})"
+        raise UserError(f"{key} {path} {where} a dataset's folder{inside}: nothing else belongs among its token "
+                        f"files; {fix}")
     if folder and path.is_dir():
         where, what = path, f"{key} {path} is not writable"
     else:

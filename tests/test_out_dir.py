@@ -40,6 +40,8 @@ def place(tmp_path) -> Path:
                         "choose another --out"),
     ("a-dataset/x.png", False, "out {place}/a-dataset/x.png lies in a dataset's folder: nothing else belongs among "
                                "its token files; choose another --out"),
+    ("a-dataset/run/deeper", True, "out {place}/a-dataset/run/deeper lies in a dataset's folder ({place}/a-dataset): "
+                                   "nothing else belongs among its token files; choose another --out"),
 ])
 def test_an_output_path_of_the_wrong_kind_is_refused_with_the_true_cause(place, name, folder, message):
     before = snapshot(place)
