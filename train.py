@@ -60,7 +60,9 @@ class StopSignals:
 
     def __enter__(self) -> "StopSignals":
         self.received: int | None = None
-        self._earlier = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+        # a signal ignored stays ignored: a background job's Ctrl-C (SIGINT, which `cmd &` ignores) is the shell's
+        self._earlier = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)
+                         if signal.getsignal(signum) is not signal.SIG_IGN}
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -318,3 +318,17 @@ def test_a_float16_resume_of_a_run_without_a_loss_scale_starts_one():
     scaler = torch.amp.GradScaler("cpu", enabled=True)
     restore_training_state(checkpoint, optimizers, scaler, loader, Ranks(), 0)
     assert scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
+
+
+def test_a_run_started_with_ctrl_c_ignored_trains_through_it(char_dataset, tmp_path):
+    """A shell's background job (`python train.py &`) starts with SIGINT ignored: the Ctrl-C typed for the shell's
+    foreground command is not the run's, which trains on to its end."""
+    process = subprocess.Popen([sys.executable, "train.py", *RUN_FLAGS, f"--dataset={char_dataset}",
+                                f"--out_dir={tmp_path}", "--max_iters=30", "--eval_interval=30"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    wait_for_step(process, 3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0 and "SIGINT" not in stderr
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 30
