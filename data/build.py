@@ -61,11 +61,11 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                 "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed, "text_field": text_field}
     out_dir = Path(out_dir)
     try:
-        out_dir.resolve()
+        where = out_dir.resolve()
     except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a loop of links
         raise DataError(f"dataset {out_dir} is a link in a loop of links; choose another --dataset") from None
     # the dataset itself, when it lies in an input folder, is no input (a second run would read its .bin files)
-    files = [f for f in find_inputs(inputs) if not f.resolve().is_relative_to(out_dir.resolve())]
+    files = [f for f in find_inputs(inputs) if not f.resolve().is_relative_to(where)]
     old = _existing_dataset(out_dir)
     if not files:
         raise DataError(f"the inputs hold no file outside the dataset folder {out_dir}; give the text with --input")
