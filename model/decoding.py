@@ -98,14 +98,19 @@ def whole(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def real(value) -> bool:
+    """A number (numpy's too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_sampling(vocab_size: int, temperature: float, top_k: int | None, top_p: float | None,
                    vocab_limit: int | None) -> None:
     """Refuse sampling options out of range, for a model of vocab_size; numpy's numbers are numbers."""
-    if not (isinstance(temperature, numbers.Real) and temperature >= 0):  # nan too
+    if not (real(temperature) and temperature >= 0):  # nan too
         raise ModelError(f"temperature={temperature!r} must be 0 (greedy) or more")
     if top_k is not None and not (whole(top_k) and top_k > 0):
         raise ModelError(f"top_k={top_k!r} must be a positive integer, or None for no top-k filter")
-    if top_p is not None and not (isinstance(top_p, numbers.Real) and 0 < top_p <= 1):
+    if top_p is not None and not (real(top_p) and 0 < top_p <= 1):
         raise ModelError(f"top_p={top_p!r} must be in (0, 1], or None for no nucleus filter")
     if vocab_limit is not None and not (whole(vocab_limit) and 0 < vocab_limit <= vocab_size):
         raise ModelError(f"vocab_limit={vocab_limit!r} must be from 1 to the model's vocabulary, {vocab_size}")

@@ -6,6 +6,7 @@ shape; RoPE turns queries and keys instead) -> n_layer pre-norm blocks
 language-model head (tied to the token embedding in GPT-2) -> logits (B, T, V).
 """
 
+import copy
 import math
 from collections.abc import Iterator
 
@@ -64,7 +65,7 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.config = config
+        self.config = copy.copy(config)  # its own: crop_block_size and set_dropout change it, not the caller's
         layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))  # token embedding
         if config.pos_emb == "learned":
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
@@ -110,6 +111,9 @@ class GPT(nn.Module):
 
     def crop_block_size(self, block_size: int) -> None:
         """Shorten the context (e.g. GPT-2's 1024), keeping the first position embeddings."""
+        if not whole(block_size) or block_size < 1:
+            raise ModelError(f"block_size={block_size!r} must be a whole number, 1 or more")
+        block_size = int(block_size)
         if block_size > self.config.block_size:
             raise ModelError(f"block_size={block_size} is over this model's maximum of {self.config.block_size}; "
                              f"use block_size={self.config.block_size} or less")

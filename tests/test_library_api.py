@@ -89,6 +89,8 @@ def test_targets_are_checked_like_ids(model):
     (dict(vocab_limit=0), "vocab_limit=0 must be from 1 to the model's vocabulary, 50"),
     (dict(vocab_limit=51), "vocab_limit=51 must be from 1"),
     (dict(temperature=None), r"temperature=None must be 0 \(greedy\) or more"),
+    (dict(temperature=True), r"temperature=True must be 0 \(greedy\) or more"),  # a flag, not a number
+    (dict(top_p=True), r"top_p=True must be in \(0, 1\]"),
 ])
 def test_a_sampling_option_out_of_its_range_is_named(model, option, message):
     for max_new_tokens in (2, 0):  # before any work: the same with no token to sample
@@ -115,6 +117,24 @@ def test_the_edges_that_are_fine_stay_fine(model):
     sampled = [model.generate(idx, np.int64(8), generator=torch.Generator().manual_seed(0), **kinds)
                for kinds in (options, as_numpy)]
     assert torch.equal(*sampled)  # numpy's numbers are the numbers they hold
+
+
+def test_models_built_from_one_config_are_apart():
+    """crop_block_size and set_dropout change their model's config: not the caller's, nor another model's."""
+    config = GPTConfig(**{**TINY, "pos_emb": "learned", "block_size": 16})
+    first, second = GPT(config), GPT(config)
+    first.crop_block_size(8)
+    first.set_dropout(0.3)
+    assert (config.block_size, config.dropout) == (16, 0.0)
+    assert (second.config.block_size, second.config.dropout) == (16, 0.0)
+    assert second(torch.zeros(1, 12, dtype=torch.long))[0].shape[1] == 12  # its 16 positions whole
+    assert GPT(config).config.block_size == 16
+
+
+@pytest.mark.parametrize("block_size", [0, -1, 2.5, True])
+def test_a_crop_is_to_a_whole_positive_context(model, block_size):
+    with pytest.raises(ModelError, match=f"block_size={block_size!r} must be a whole number, 1 or more"):
+        model.crop_block_size(block_size)
 
 
 def test_with_weights_takes_a_float32_model_and_a_weight_kind_it_knows():
