@@ -40,7 +40,8 @@ from training import distributed
 from training.budget import (DEADLINE_CHECKS, Pace, Plan, corrected_steps, deadline_due, eval_interval_for,
                              make_plan, steps_in_time)
 from training.checkpoint import (RESUME_KEYS, OutDir, Progress, checkpoint_path, checkpoint_payload, claim_out_dir,
-                                 existing_checkpoint, load_checkpoint, restore_training_state, save_checkpoint)
+                                 existing_checkpoint, load_checkpoint, restore_training_state, resume_instead,
+                                 save_checkpoint)
 from training.init_from import NOT_RESUMED, SHAPE_KEYS, build_model, check_resume_data, resume_changes
 from training.metrics_log import MetricsLog, start_wandb
 from training.optimizer import Optimizers, build_optimizers, lr_scale
@@ -200,8 +201,9 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
 def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, device: torch.device,
                claim: OutDir | None) -> Run:
     """Data, checkpoint, model, optimizer and records, once out_dir is this run's."""
-    latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
-    checkpoint = load_checkpoint(latest, required=RESUME_KEYS) if cfg.init_from == "resume" else None
+    latest = existing_checkpoint(checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))  # either format
+    checkpoint = load_checkpoint(latest, required=RESUME_KEYS, instead=resume_instead(latest)) \
+        if cfg.init_from == "resume" else None
     given = cfg.keys_set  # what the files and flags set; replace() below makes configs without it
     if checkpoint is not None:  # the run's own settings, where the resume command does not give them again
         own = {k: v for k, v in checkpoint["config"].items()

@@ -159,7 +159,22 @@ def test_truncated_checkpoint(run_dir, script):
     else:
         result = run_command("sample.py", f"--out_dir={run_dir / 'out'}")
     assert_one_line_error(result, "damaged or truncated")
+    if script == "train.py":  # the fix that train.py can take: it reads ckpt.pt alone
+        assert "holds best.pt, of the run's best evaluation: copy it to ckpt.pt to resume from there" in result.stderr
     assert snapshot(run_dir) == before
+
+
+def test_a_resumed_checkpoint_of_the_other_format_is_named_as_it_is(run_dir):
+    """checkpoint_format=pt (the default) resumes a ckpt.safetensors: a refusal names that file, not a ckpt.pt."""
+    from training.checkpoint import to_safetensors
+
+    ckpt = run_dir / "out" / "ckpt.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["model"]["lm_head.weight"] = torch.zeros(3, 3)
+    (run_dir / "out" / "ckpt.safetensors").write_bytes(to_safetensors(state))
+    ckpt.unlink()
+    result = train(run_dir, "--init_from=resume")
+    assert_one_line_error(result, f"checkpoint {run_dir / 'out' / 'ckpt.safetensors'} does not match the model")
 
 
 def test_checkpoint_from_an_incompatible_model(run_dir):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import io
 import random
+import re
+import zipfile
 from dataclasses import asdict
 
 import pytest
@@ -121,6 +123,25 @@ def test_an_out_dir_holding_a_safetensors_run_is_an_earlier_run(tmp_path):
         check_start(tmp_path, TrainConfig(out_dir=str(tmp_path)))
     check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume"))  # found, in either format
     check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume", checkpoint_format="safetensors"))
+
+
+def test_a_pt_checkpoint_whose_persistent_ids_no_longer_parse_is_damaged(tmp_path):
+    """One byte that turns a tensor's storage record (a tuple) into a bare number trips an assertion of torch's
+    weights-only unpickler: still 'damaged', not a traceback."""
+    buffer = io.BytesIO()
+    torch.save(trained_state(tie_embeddings=True, steps=1)[2], buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        names = {info.filename: archive.read(info) for info in archive.infolist()}
+    pickle_name = next(name for name in names if name.endswith("data.pkl"))
+    # TUPLE, BINPUT n, BINPERSID -> BINPERSID, BINPUT n, BINPERSID: the record's last item becomes its id
+    names[pickle_name], changed = re.subn(rb"t(q.)Q", rb"Q\1Q", names[pickle_name], count=1, flags=re.DOTALL)
+    assert changed
+    path = tmp_path / "ckpt.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in names.items():
+            archive.writestr(name, data)
+    with pytest.raises(UserError, match=r"is damaged or truncated \(AssertionError"):
+        load_checkpoint(path)
 
 
 def test_bytes_changed_anywhere_in_a_pt_checkpoint_load_or_are_one_line(tmp_path):

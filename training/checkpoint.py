@@ -51,8 +51,19 @@ def existing_checkpoint(path: Path) -> Path:
     return found[0] if found else path
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS) -> dict:
-    """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code is refused)."""
+def resume_instead(latest: Path) -> str:
+    """What to do instead of resuming a run's latest checkpoint that is missing or cannot be read."""
+    best = existing_checkpoint(latest.with_stem("best"))
+    if best.is_file():  # a whole checkpoint too, of the best evaluation
+        return (f"{latest.parent} holds {best.name}, of the run's best evaluation: copy it to ckpt{best.suffix} to "
+                f"resume from there, or start a new --out_dir")
+    return "start the run afresh (--init_from=scratch --replace_run=true), or in a new --out_dir"
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tuple[str, ...] = MODEL_KEYS,
+                    instead: str = "use another one") -> dict:
+    """Load a checkpoint: a .safetensors file, or torch.save's with weights_only=True (pickled code is refused).
+    instead: what to do when it is damaged."""
     path = existing_checkpoint(path)
     if not path.is_file():
         if path.parent.is_file():  # the checkpoint itself, given as the run's folder
@@ -79,26 +90,25 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
                         f"use a checkpoint written by train.py") from None
     except PermissionError:  # not damage: run_cli names the path this user may not read
         raise
-    # ValueError: safetensors'; LookupError, TypeError, AttributeError: torch's weights-only unpickler on bytes
-    # changed in place (a pickle that still parses, of records that no longer fit together)
-    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError, AttributeError) as e:
+    # ValueError: safetensors'; LookupError, TypeError, AttributeError, AssertionError: torch's weights-only
+    # unpickler on bytes changed in place (a pickle that still parses, of records that no longer fit together)
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError, AttributeError, AssertionError) as e:
         reason = textwrap.shorten(f"{type(e).__name__}: {e}".splitlines()[0], 120, placeholder=" ...")
-        raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); use another one") from None
+        raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); {instead}") from None
     if missing := [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]:
         raise UserError(f"{path} is not a checkpoint of this project (no {', '.join(missing)}); "
                         f"use one written by train.py")
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict, path: Path) -> GPT:
-    """Rebuild the GPT a checkpoint describes and load its weights."""
+def model_from_checkpoint(checkpoint: dict, path: Path, instead: str = "use another one") -> GPT:
+    """Rebuild the GPT a checkpoint describes and load its weights (instead: what to do when they do not fit)."""
     try:
         model = GPT(GPTConfig(**checkpoint["model_args"]))
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, TypeError, ValueError) as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[:3])[:200]  # torch's reason is on line 2
-        raise UserError(f"checkpoint {path} does not match the model it describes ({detail}); "
-                        f"use another one") from None
+        raise UserError(f"checkpoint {path} does not match the model it describes ({detail}); {instead}") from None
     return model
 
 
@@ -340,10 +350,8 @@ def check_start(folder: Path, cfg: TrainConfig) -> None:
                         f"name; move it away or choose another --out_dir")
     latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors
     if cfg.init_from == "resume" and not latest.is_file():
-        best = existing_checkpoint(checkpoint_path(folder, "best", cfg.checkpoint_format))
-        if best.is_file():  # a whole checkpoint too, of the best evaluation
-            raise UserError(f"checkpoint {latest} not found; {folder} holds {best.name}, of the run's best evaluation: "
-                            f"copy it to ckpt{best.suffix} to resume from there, or start a new --out_dir")
+        if existing_checkpoint(latest.with_stem("best")).is_file():
+            raise UserError(f"checkpoint {latest} not found; {resume_instead(latest)}")
         raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
     earlier = [n for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES) and (folder / n).is_file()]  # best.pt too

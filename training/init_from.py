@@ -20,7 +20,7 @@ from model.pretrained import HUB_NAMES
 from model.weights import with_weights
 
 from .checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_path, existing_checkpoint, load_checkpoint,
-                         model_from_checkpoint)
+                         model_from_checkpoint, resume_instead)
 from .optimizer import on_muon
 
 # the training keys that fix the model's shape: every model option but dropout, and the vocabulary
@@ -122,7 +122,8 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
                 raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained "
                                 f"with {key}={saved[key]}; use the same setting or a new out_dir")
         check_trainable_here(wanted, cfg, device, processes_here)  # its batch_size may be new
-        model = model_from_checkpoint(checkpoint, checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
+        latest = existing_checkpoint(checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
+        model = model_from_checkpoint(checkpoint, latest, resume_instead(latest))
     else:
         model = GPT.from_pretrained(cfg.init_from)
         if block_size_set or cfg.block_size < model.config.block_size:
