@@ -240,3 +240,15 @@ def test_the_surprise_page_shows_the_bytes_of_a_token_that_holds_part_of_a_chara
     data = json.loads(re.search(r"(\{\"tokens\".*\})", page).group(1))
     assert [t["text"] for t in data["tokens"]] == ["\\xe7\\x95", "\\x8c"]  # not U+FFFD twice
     assert data["tokens"][1]["top"] == [["\\xe7\\x95", 0.6]]
+
+
+def test_the_surprise_page_shows_its_title_as_written():
+    """A title (a text file's path) holding a placeholder's name is text, not a place for the data."""
+    from model.scoring import TokenScores
+    from viz.explorer import surprise_page
+
+    tokenizer = CharTokenizer.from_text("ab")
+    scores = TokenScores(np.array([0.5]), np.array([[1]]), np.array([[0.6]]))
+    page = surprise_page(tokenizer, np.array([0, 1]), scores, "ckpt.pt on /tmp/__DATA__ & __TITLE__.txt")
+    assert page.count('{"tokens"') == 1
+    assert "<title>Per-token surprise: ckpt.pt on /tmp/__DATA__ &amp; __TITLE__.txt</title>" in page

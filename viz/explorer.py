@@ -3,6 +3,7 @@ the script are inline (viz/explorer.html and viz/surprise.html are the pages, wi
 so they open from disk in any browser with no server and no network."""
 
 import html
+import re
 import json
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def fill_page(template: str, data: object, title: str = "") -> str:
     only inside JSON strings, and escaped there, no text (a token "</script>", say) can end the script early."""
     page = Path(__file__).with_name(template).read_text(encoding="utf-8")
     data_json = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
-    return page.replace("__TITLE__", html.escape(title)).replace("__DATA__", data_json)
+    filled = {"__TITLE__": html.escape(title), "__DATA__": data_json}  # in one pass: a title may hold "__DATA__"
+    return re.sub("__TITLE__|__DATA__", lambda match: filled[match.group()], page)
 
 
 def weight_count(n_layer: int, n_head: int, T: int) -> int:
