@@ -77,7 +77,8 @@ class CharTokenizer:
             names = ", ".join(repr(ch) for ch in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
             one = len(unknown) == 1
             raise DataError(f"character{'' if one else 's'} {names} {'is' if one else 'are'} not in this model's "
-                            f"vocabulary of {len(self.chars)} characters; use only characters of its training text")
+                            f"vocabulary of {len(self.chars)} characters; use only characters of its training text"
+                            + (" (Windows line ends: convert \\r\\n to \\n, e.g. with dos2unix)" * ("\r" in unknown)))
         return self._order[np.searchsorted(self._sorted, codepoints)].astype(np.uint32)
 
     def encode(self, text: str) -> list[int]:

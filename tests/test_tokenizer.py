@@ -27,6 +27,8 @@ def test_char_unknown_character_is_a_clear_error():
     tok = CharTokenizer.from_text("abc")
     with pytest.raises(DataError, match="'z' is not in this model's vocabulary"):
         tok.encode("abz")
+    with pytest.raises(DataError, match=r"'\\r' is not .* \(Windows line ends: convert \\r\\n to \\n"):
+        CharTokenizer.from_text("a\nb").encode("a\r\nb")
 
 
 def test_gpt2_known_ids_and_round_trip():
