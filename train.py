@@ -275,7 +275,8 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         wandb_run = start_wandb(cfg, resume_step) if cfg.wandb_log else None
         # only now that the new run is built: a bad setting above leaves the earlier one
         claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
-        return MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run)
+        return MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run,
+                          rerun=resume_step is None or resume_step < cfg.max_iters)  # none: the log stays whole
 
     log = distributed.main_first(ranks, start_records)
     mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size), device, dtype, ranks.world_size)
@@ -506,11 +507,13 @@ def next_commands(run: Run) -> str:
     """Where the run's outputs are and what to run next on them."""
     out_dir, latest = run.out_dir, run.latest
     flag = shlex.quote(f"--out_dir={out_dir}")
-    try:  # attention.py's default text where it fits this vocabulary, else the validation text's start
-        run.dataset.tokenizer.encode(AttentionConfig.text)
-        text_flag = ""
+    tokenizer, context = run.dataset.tokenizer, run.model.config.block_size
+    try:  # attention.py's default text where it fits this vocabulary and context, else the validation text's start
+        fits = len(tokenizer.encode(AttentionConfig.text)) <= context
     except DataError:  # a character vocabulary of other text than Shakespeare's
-        text_flag = " --text=" + flag_text(run.dataset.tokenizer.decode(run.dataset.val[:24].tolist()), escapes=True)
+        fits = False
+    text_flag = "" if fits else " --text=" + flag_text(tokenizer.decode(run.dataset.val[:min(24, context)].tolist()),
+                                                       escapes=True)
     best = existing_checkpoint(checkpoint_path(out_dir, "best", run.cfg.checkpoint_format))  # another format's too
     if run.saved_step is None:  # with always_save_checkpoint=false, no evaluation beat the first: best.pt alone
         files, flag = [], f"{flag} --checkpoint={best.name}"

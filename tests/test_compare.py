@@ -49,6 +49,7 @@ def test_damaged_log_rows_are_skipped_like_torn_ones(trained_out, tmp_path):
                # train.py stops before it would log a loss that is not finite
                b'{"kind": "eval", "step": 3, "tokens": 1, "elapsed_s": 0.5, "val_loss": NaN}\n',
                b'{"kind": "batch", "step": 3, "tokens": 1, "elapsed_s": -Infinity, "train_loss": 2.0}\n',
+               b'{"kind": "eval", "step": 3, "tokens": 1%s, "elapsed_s": 0.5, "val_loss": 2.0}\n' % (b"0" * 400),
                b'{"kind": "eval", "st']
     (tmp_path / "log.jsonl").write_bytes(rows[0] + b"".join(damaged[:-1]) + b"".join(rows[1:]) + damaged[-1])
     assert read_rows(tmp_path / "log.jsonl") == read_rows(trained_out / "log.jsonl") == \

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -222,6 +223,10 @@ def test_a_resume_from_an_older_checkpoint_says_which_steps_it_runs_again(char_d
     flags = ["--warmup_iters=1", "--eval_interval=1", "--learning_rate=3", "--always_save_checkpoint=false"]
     finished = train(char_dataset, tmp_path, "--max_iters=2", *flags)
     assert f"the run: {tmp_path / 'ckpt.pt'} (step 1: with always_save_checkpoint=false" in finished.stdout
+    log = (tmp_path / "log.jsonl").read_bytes()
+    idle = train(char_dataset, tmp_path, "--max_iters=1", *flags, "--init_from=resume")  # nothing to train
+    assert "nothing to train" in idle.stderr and "dropped" not in idle.stderr
+    assert (tmp_path / "log.jsonl").read_bytes() == log  # no step runs again: the log stays whole
     resumed = train(char_dataset, tmp_path, "--max_iters=3", *flags, "--init_from=resume")
     assert ("note: log.jsonl went on to step 2; its rows after step 1, the checkpoint's, were dropped, as those "
             "steps are run again") in resumed.stderr
@@ -292,10 +297,30 @@ def test_with_only_best_pt_written_the_next_commands_read_it(tmp_path):
     tokenizer = CharTokenizer.from_text("To be, or not to be\n")
     run = SimpleNamespace(out_dir=tmp_path, latest=tmp_path / "ckpt.pt", saved_step=None,
                           progress=SimpleNamespace(step=20), cfg=TrainConfig(always_save_checkpoint=False),
-                          dataset=SimpleNamespace(tokenizer=tokenizer, val=np.array(tokenizer.encode("not to be"))))
+                          dataset=SimpleNamespace(tokenizer=tokenizer, val=np.array(tokenizer.encode("not to be"))),
+                          model=SimpleNamespace(config=SimpleNamespace(block_size=64)))
     lines = train.next_commands(run).splitlines()
     assert lines[0] == f"the run: best.pt and log.jsonl in {tmp_path}"
     assert all("--checkpoint=best.pt" in line for line in lines[1:])
+
+
+@pytest.mark.parametrize("block_size, text", [(32, None), (16, "Shall I compare ")])
+def test_the_next_attention_command_gives_a_text_that_fits_the_context(tmp_path, block_size, text):
+    """attention.py's default text is 28 characters: a shorter context is shown the validation text's start."""
+    import train
+    from config.settings import TrainConfig
+    from data.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text("To be, or not to be, that is\nShall I compare thee to a summer's day?")
+    run = SimpleNamespace(out_dir=tmp_path, latest=tmp_path / "ckpt.pt", saved_step=20,
+                          progress=SimpleNamespace(step=20), cfg=TrainConfig(),
+                          dataset=SimpleNamespace(tokenizer=tokenizer,
+                                                  val=np.array(tokenizer.encode("Shall I compare thee to a summer's"))),
+                          model=SimpleNamespace(config=SimpleNamespace(block_size=block_size)))
+    attention = train.next_commands(run).splitlines()[-1]
+    assert ("--text=" in attention) == (text is not None)
+    if text is not None:
+        assert shlex.split(attention)[3] == f"--text={text}"
 
 
 def test_a_float16_resume_of_a_run_without_a_loss_scale_starts_one():

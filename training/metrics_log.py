@@ -22,8 +22,9 @@ def read_rows(path: Path) -> list[dict]:
     damaged otherwise, is skipped."""
     rows = []
     for line in path.read_bytes().splitlines() if path.is_file() else []:
-        # not JSON, not UTF-8, an unhashable kind, a key missing, brackets nested past Python's recursion limit
-        with contextlib.suppress(ValueError, TypeError, KeyError, RecursionError):
+        # not JSON, not UTF-8, an unhashable kind, a key missing, brackets nested past Python's recursion limit, an
+        # integer past float's range
+        with contextlib.suppress(ValueError, TypeError, KeyError, RecursionError, OverflowError):
             row = json.loads(line)
             values = [row[key] for key in ROW_KEYS[row["kind"]]]
             if all(type(v) in (int, float) and math.isfinite(v) for v in values) and type(row["step"]) is int:
@@ -55,15 +56,16 @@ def start_wandb(cfg: TrainConfig, resume_step: int | None):
 
 class MetricsLog:
     """Rows of {"kind": "batch" | "eval", "step", "tokens", "elapsed_s", "lr", losses...}. A resumed run keeps
-    the rows up to the checkpoint's step, so steps run again appear once; dropped_to is the last it dropped, and
-    lost says that a resumed run found no log (deleted, or another folder's checkpoint copied in)."""
+    the rows up to the checkpoint's step, so steps run again appear once (unless it trains none: `rerun`);
+    dropped_to is the last it dropped, and lost says that a resumed run found no log (deleted, or another folder's
+    checkpoint copied in)."""
 
-    def __init__(self, path: Path, resume_step: int | None, wandb_run=None):
+    def __init__(self, path: Path, resume_step: int | None, wandb_run=None, rerun: bool = True):
         self.path, self.wandb = path, wandb_run  # wandb: start_wandb's, with wandb_log
         self.lost = bool(resume_step) and not path.exists()
         rows = read_rows(path) if resume_step is not None else []
-        self.rows = [r for r in rows if r["step"] <= resume_step]
-        self.dropped_to = max((r["step"] for r in rows if r["step"] > resume_step), default=None)
+        self.rows = [r for r in rows if not rerun or r["step"] <= resume_step]
+        self.dropped_to = max((r["step"] for r in rows if rerun and r["step"] > resume_step), default=None)
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
 
     def append(self, row: dict) -> None:
