@@ -77,6 +77,7 @@ def test_figures_draw_the_patterns(trained_out):
     assert [t.get_text() for t in corner.get_xticklabels()] == labels
     assert [t.get_text() for t in corner.get_yticklabels()] == labels
     assert tick_label(" I\n") == "␣I⏎"
+    assert tick_label("\x01a\u200b") == "\\x01a\\u200b"  # a code point past 0xff reads as one: not \x20 and 0b
 
 
 def test_a_label_font_lacks_is_borrowed_and_what_no_font_draws_shows_as_its_code_point():

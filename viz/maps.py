@@ -31,7 +31,7 @@ def token_texts(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
 
 def tick_label(text: str) -> str:
     """Whitespace and other invisible characters made visible: ' the' -> '␣the'."""
-    return "".join(VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in text) or "∅"
+    return "".join(VISIBLE.get(ch, ch if ch.isprintable() else ascii(ch)[1:-1]) for ch in text) or "∅"  # \x01, \u200b
 
 
 @functools.cache
