@@ -53,8 +53,8 @@ def folder_config(folder: Path):
     path = folder / "config.json"
     if not path.is_file():
         run = sorted(p.name for p in folder.glob("*.*") if p.stem in ("ckpt", "best"))  # a training run's folder
-        hint = (f"; it holds {run[0]}, so it is a smallgpt run: give it as --out_dir (to train.py with "
-                f"--init_from=resume, which continues it there), or make a model folder of it with export.py"
+        hint = (f"; it holds {run[0]}, so it is a smallgpt run: give it as --out_dir instead (train.py continues "
+                f"it with --init_from=resume), or make a model folder of it with export.py"
                 if run else "")
         raise ModelError(f"{folder} has no config.json, so it is not a Hugging Face model folder; "
                          f"give one written by save_pretrained (config.json and model.safetensors){hint}")
