@@ -125,6 +125,20 @@ def test_an_out_dir_holding_a_safetensors_run_is_an_earlier_run(tmp_path):
     check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume", checkpoint_format="safetensors"))
 
 
+def test_a_checkpoint_renamed_to_the_other_format_is_named_as_such(tmp_path):
+    state = trained_state(tie_embeddings=True, steps=1)[2]
+    save_checkpoint(state, tmp_path / "best.pt")
+    (tmp_path / "best.pt").rename(tmp_path / "ckpt.safetensors")
+    with pytest.raises(UserError, match=r"ckpt.safetensors is a .pt checkpoint under a .safetensors name; rename it "
+                                        r"to ckpt.pt$"):
+        load_checkpoint(tmp_path / "ckpt.safetensors")
+    save_checkpoint(state, tmp_path / "best.safetensors")
+    (tmp_path / "best.safetensors").rename(tmp_path / "best.pt")
+    with pytest.raises(UserError, match=r"best.pt is a .safetensors checkpoint under a .pt name; rename it to "
+                                        r"best.safetensors$"):
+        load_checkpoint(tmp_path / "best.pt")
+
+
 def test_a_pt_checkpoint_whose_persistent_ids_no_longer_parse_is_damaged(tmp_path):
     """One byte that turns a tensor's storage record (a tuple) into a bare number trips an assertion of torch's
     weights-only unpickler: still 'damaged', not a traceback."""

@@ -77,13 +77,18 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
         raise UserError(f"checkpoint {path} not found; train one with python train.py (and the same config files) "
                         f"{shlex.quote(f'--out_dir={path.parent}')}")
     try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        # torch.save writes a zip archive; safetensors, its header's length and then its JSON
+        kind = ".pt" if head[:4] == b"PK\x03\x04" else ".safetensors" if head[8:] == b"{" else None
+        if kind is not None and kind != path.suffix:  # renamed to the other format's name
+            raise UserError(f"{path} is a {kind} checkpoint under a {path.suffix} name; rename it to "
+                            f"{path.with_suffix(kind).name}")
         if path.suffix == ".safetensors":
             checkpoint = from_safetensors(path, device)
+        elif kind is None:
+            raise UserError(f"{path} is not a checkpoint (not a file torch.save wrote); use one written by train.py")
         else:
-            with open(path, "rb") as f:
-                if f.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
-                    raise UserError(f"{path} is not a checkpoint (not a file torch.save wrote); "
-                                    f"use one written by train.py")
             checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; "
