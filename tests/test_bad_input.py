@@ -332,7 +332,8 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--stop=\\", "--stop has a broken escape sequence (\\ at end of string)"),
     ("--prompt=ab\udce9", "--prompt holds '\\udce9', which is not text (a byte the shell passed undecoded"),
     ("--stop=\udce9", "--stop holds '\\udce9', which is not text (a byte the shell passed undecoded"),
-    ("--checkpoint=", "checkpoint= is empty; name a checkpoint file in out_dir: ckpt.pt or best.pt"),
+    ("--checkpoint=", "checkpoint= names no file; name a checkpoint file in out_dir: ckpt.pt or best.pt"),
+    ("--checkpoint=.", "checkpoint=. names no file; name a checkpoint file in out_dir"),
     ("--out_dir={out}/none", "checkpoint {out}/none/ckpt.pt not found; train one with python train.py (and the same "
                              "config files) --out_dir={out}/none"),
     ("--out_dir={data}", "out_dir={data} is a dataset's folder, not a run's; give the out_dir of a run"),
@@ -341,6 +342,8 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
                                  "give --out_dir=run --checkpoint=best.pt"),
     ("--out_dir={out}/ckpt.pt", "out_dir={out}/ckpt.pt is a file, not a run's folder; give --out_dir={out} "
                                 "--checkpoint=ckpt.pt"),
+    ("--out_dir={out}/log.jsonl", "out_dir={out}/log.jsonl is a file, not a run's folder; give the folder of a "
+                                  "train.py run"),
 ])
 def test_sample_rejects_bad_requests(trained_out, char_dataset, flag, fragment):
     places = {"out": trained_out, "data": char_dataset}

@@ -168,10 +168,11 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
         return with_weights(model.to(device).eval(), weights), pretrained_tokenizer(init_from, model), None, init_from
     path = existing_checkpoint(Path(out_dir) / checkpoint)
     if not path.is_file():
-        if Path(out_dir).is_file():  # the checkpoint itself, given as the run's folder
-            raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give "
-                            f"--out_dir={Path(out_dir).parent} --checkpoint={Path(out_dir).name}")
-        if Path(checkpoint).name != checkpoint:
+        if Path(out_dir).is_file():  # the checkpoint itself, given as the run's folder?
+            fix = (f"--out_dir={Path(out_dir).parent} --checkpoint={Path(out_dir).name}"
+                   if Path(out_dir).suffix in CHECKPOINT_SUFFIXES else "the folder of a train.py run")
+            raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give {fix}")
+        if Path(checkpoint).name not in ("", checkpoint):  # "." and ".." name no file: refused as not found
             raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give "
                             f"--out_dir={Path(checkpoint).parent} --checkpoint={Path(checkpoint).name}")
         if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
