@@ -266,7 +266,7 @@ class PrepareConfig(Checked):
     dataset: str = option("", "the dataset to write: a folder under data/, or a path", path=True)
     val_fraction: float = option(0.1, "share held out for validation: of the documents, or the text's tail when "
                                       "there is one")
-    seed: int = option(1337, "seed of the choice of validation documents", check=SEED)
+    split_seed: int = option(1337, "seed of the choice of validation documents", check=SEED)
     text_field: str = option("text", "the JSONL field or Parquet column that holds the text")
     workers: int = option(0, "threads that encode (0: one per core)",
                           check=(lambda workers: workers >= 0, "must be 0 (one per core) or positive"))

@@ -19,7 +19,7 @@ class BatchLoader:
         if len(tokens) < needed:
             raise DataError(f"the {split} split has {len(tokens)} tokens, too few for block_size={block_size} "
                             f"(needs at least {needed}); use more text or a smaller block_size (data/prepare.py's "
-                            f"--val_fraction and --seed choose the split)")
+                            f"--val_fraction and --split_seed choose the split)")
         self.tokens, self.block_size, self.batch_size, self.seed = tokens, block_size, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.load_state_dict({"epoch": 0, "cursor": 0})

@@ -10,15 +10,19 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import config.interrupt  # noqa: E402,F401  first: a Ctrl-C while numpy loads is one line
-from config.errors import interrupted_status, run_cli, stop_on_sigterm  # noqa: E402
+from config.errors import UserError, interrupted_status, run_cli, stop_on_sigterm  # noqa: E402
 from config.settings import PrepareConfig, read_config  # noqa: E402
 from data.build import prepare_dataset  # noqa: E402
+from data.corpora import RECIPES  # noqa: E402
 from data.dataset import dataset_dir, is_dataset  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
     cfg = read_config(PrepareConfig, argv)
     folder = dataset_dir(cfg.dataset)
+    if shipped := [name for name in RECIPES if dataset_dir(name).absolute() == folder.absolute()]:
+        raise UserError(f"{folder} is the shipped {shipped[0]} dataset, which train.py prepares from the plays when "
+                        f"a config names it; give yours another --dataset")
     if folder.is_relative_to(Path.cwd()):  # named in messages as the user sees it from here
         folder = folder.relative_to(Path.cwd())
     if len(folder.parts) == 1:  # --dataset=./notes: never shown as a name, which would mean data/notes
@@ -26,7 +30,7 @@ def main(argv: list[str]) -> None:
     existed = is_dataset(folder)
     try:
         prepared = prepare_dataset(cfg.input, cfg.tokenizer, folder, vocab_size=cfg.bpe_vocab_size,
-                                   val_fraction=cfg.val_fraction, seed=cfg.seed, text_field=cfg.text_field,
+                                   val_fraction=cfg.val_fraction, seed=cfg.split_seed, text_field=cfg.text_field,
                                    workers=cfg.workers, overwrite=cfg.replace_dataset, progress=True)
     except KeyboardInterrupt:
         held = "its earlier dataset" if existed else "nothing"
@@ -46,7 +50,7 @@ def main(argv: list[str]) -> None:
     share, wanted = meta["val_tokens"] / (meta["train_tokens"] + meta["val_tokens"]), meta["val_fraction"]
     if meta["split"] == "documents" and not wanted / 3 <= share <= min(3 * wanted, (1 + wanted) / 2):
         print(f"note: validation holds {share:.1%} of the tokens, not about {100 * wanted:.3g}%, as its whole "
-              f"documents are much larger or smaller than the rest; another --seed draws others", file=sys.stderr)
+              f"documents are much larger or smaller than the rest; another --split_seed draws others", file=sys.stderr)
 
 
 if __name__ == "__main__":

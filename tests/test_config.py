@@ -229,7 +229,8 @@ def test_a_training_config_gives_every_command_the_keys_it_has(tmp_path):
     evaluation = parse_config(EvalConfig, [run])
     assert (evaluation.out_dir, evaluation.batch_size) == ("out-x", 64)  # sequences per batch in both
     assert parse_config(SampleConfig, [run, "--hf_model=gpt2"]).hf_model == "gpt2"
-    assert parse_config(PrepareConfig, [run, "--input=a.txt", "--dataset=a"]).dataset == "a"
+    prepare = parse_config(PrepareConfig, [run, "--input=a.txt", "--dataset=a"])
+    assert (prepare.dataset, prepare.split_seed) == ("a", 1337)  # training's seed draws no other validation split
 
 
 def test_keys_of_several_commands_have_one_type_and_the_deleting_keys_one_command():

@@ -235,10 +235,21 @@ def test_one_line_documents_prepared_inside_their_folder_get_commands_that_run(t
         if args[0] == "attention.py":
             args.append(f"--pictures_dir={tmp_path / 'pictures'}")
         assert run_script(*args, check=False).returncode == 0, command
-    reprepared = run_script(*prepare, "--seed=7", "--replace_dataset=true")
+    reprepared = run_script(*prepare, "--split_seed=7", "--replace_dataset=true")
     assert "from 60 documents" in reprepared.stdout  # its own train.bin and val.bin were not read as text
     evaluated = run_script("eval.py", f"--out_dir={out}")
     assert "was prepared again since this model trained on it" in evaluated.stderr
+
+
+def test_prepare_leaves_the_shipped_datasets_to_train_py(tmp_path):
+    """A training config that names a shipped dataset, given to prepare with other text, would put that text where
+    every later run of the config expects the plays."""
+    (tmp_path / "notes.txt").write_text("my notes\n" * 50)
+    assert_one_line_error(run_script("data/prepare.py", "configs/shakespeare_bpe.toml", f"--input={tmp_path}",
+                                      check=False),
+                          "data/shakespeare_bpe is the shipped shakespeare_bpe dataset", "give yours another --dataset")
+    assert_one_line_error(run_script("data/prepare.py", f"--input={tmp_path}", f"--dataset={REPO / 'data'}/"
+                                     "shakespeare_char", check=False), "is the shipped shakespeare_char dataset")
 
 
 def test_prepare_notes_a_validation_share_far_from_val_fraction(tmp_path):
@@ -249,7 +260,7 @@ def test_prepare_notes_a_validation_share_far_from_val_fraction(tmp_path):
     (texts / "long.txt").write_text("A long essay about many things. " * 300)
     result = run_script("data/prepare.py", f"--input={texts}", "--tokenizer=char", f"--dataset={tmp_path / 'ds'}")
     assert "(validation: 1 whole document)" in result.stdout  # the long one or a short one: either is far off
-    assert "note: validation holds" in result.stderr and "another --seed draws others" in result.stderr
+    assert "note: validation holds" in result.stderr and "another --split_seed draws others" in result.stderr
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full, a device that is always full")
