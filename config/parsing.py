@@ -52,6 +52,7 @@ class Checked:
 # any other character is no escape and stays, as in Python (\\q, \\日)
 ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{0,2}|u[0-9a-fA-F]{0,4}|U[0-9a-fA-F]{0,8}|N(?:\{[A-Za-z0-9 -]*\}?)?|[0-7]{1,3}|"
                     r"[\n\\'\"abfnrtv]|$)")
+NONE_WORDS = ("none", "null", "")  # how a flag or a TOML string says none (TOML has no null)
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
@@ -66,8 +67,10 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     "none" (TOML has no null) as none where the field takes it, as its flag does."""
     allowed = _allowed_types(hint)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if type(None) in allowed and str not in allowed and value == "none":
+    if type(None) in allowed and str not in allowed and isinstance(value, str) and value.lower() in NONE_WORDS:
         return None
+    if number and isinstance(value, int) and not -2**63 <= value < 2**63:  # what torch and numpy hold
+        raise UserError(f"{key} is out of range ({value.bit_length()} bits); give a number under 2**63")
     if float in allowed and number:
         if not math.isfinite(value):
             raise UserError(f"{key} must be a finite number, got {value}")
@@ -86,7 +89,7 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
 
 def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) -> Any:
     allowed = _allowed_types(hint)
-    if type(None) in allowed and text.lower() in ("none", "null", ""):
+    if type(None) in allowed and text.lower() in NONE_WORDS:
         return None
     if bool in allowed and text.lower() in BOOLEANS:
         return BOOLEANS[text.lower()]
@@ -154,7 +157,9 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
         fix = ("it is a checkpoint: name its folder with --out_dir" if path.endswith((".pt", ".safetensors"))
                else "give a .toml file, in UTF-8")
         raise UserError(f"config file {path} is not UTF-8 text (invalid byte at offset {e.start}); {fix}") from None
-    except (tomllib.TOMLDecodeError, RecursionError) as e:  # RecursionError: arrays nested thousands deep
+    # RecursionError: arrays nested thousands deep; ValueError: TOMLDecodeError, and an integer past Python's
+    # 4,300 digits
+    except (ValueError, RecursionError) as e:
         raise UserError(f"config file {path} is not valid TOML: {e}; write key = value lines (true and false in "
                         f"lower case, text in quotes), as configs/*.toml do") from None
     keys = {name: {f.name for f in dataclasses.fields(other)} for name, other in commands.items()}

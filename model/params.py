@@ -28,8 +28,8 @@ def one_block_model(config: GPTConfig) -> GPT:
     try:
         with torch.device("meta"):
             return GPT(replace(config, n_layer=1))
-    except RuntimeError as e:  # a tensor of over 2**63 bytes: torch's message names no setting
-        if "overflow" not in str(e):
+    except (RuntimeError, TypeError) as e:  # a tensor of over 2**63 bytes: torch's message names no setting
+        if "overflow" not in str(e).lower():
             raise
         sizes = ", ".join(f"{key}={getattr(config, key):,}" for key in ("n_embd", "n_head", "head_size", "mlp_hidden",
                                                                           "vocab_size", "block_size"))

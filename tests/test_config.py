@@ -142,6 +142,7 @@ def test_a_benchmarks_own_settings_lie_beneath_the_users_files_and_flags(tmp_pat
         (["--learning_rate=nan"], "--learning_rate must be a finite number, got nan"),
         (["--dropout=inf"], "--dropout must be a finite number, got inf"),
         (["--seed=-1"], "seed=-1 must be between 0 and 4294967295"),
+        (["--vocab_size=1" + "0" * 30], r"^--vocab_size is out of range \(100 bits\); give a number under 2\*\*63$"),
         (["--seed=4294967296"], "seed=4294967296 must be between 0 and 4294967295"),
         (["--init_from=resum"], "init_from='resum' is not scratch, resume, a GPT-2 name or a folder; did you mean 'resume'"),
         (["--init_from=scrach"], "did you mean 'scratch'"),
@@ -172,12 +173,18 @@ def test_toml_types_are_checked(tmp_path):
     assert parse_config(TrainConfig, [f]).warmup_iters == 30  # none: a tenth of max_iters
     with pytest.raises(UserError, match=r"--text_file takes the path itself: --text_file=notes.txt \(FILE: marks"):
         parse_config(EvalConfig, ["--text_file=FILE:notes.txt"])
-    f = write(tmp_path / "z.toml", 'top_k = "none"\n')
+    f = write(tmp_path / "z.toml", 'top_k = "None"\n')  # spelled as a flag may spell it
     assert parse_config(SampleConfig, [f]).top_k is None
     f = write(tmp_path / "nanogpt.py", "compile = False\n")  # nanoGPT's Python configs: not TOML
     with pytest.raises(UserError, match=r"nanogpt.py is not valid TOML: .*; write key = value lines \(true and false "
                                         r"in lower case, text in quotes\), as configs/\*.toml do$"):
         parse_config(TrainConfig, [f])
+    f = write(tmp_path / "huge.toml", "learning_rate = 1" + "0" * 400 + "\n")
+    with pytest.raises(UserError, match=r"^learning_rate is out of range \(1329 bits\); give a number under 2\*\*63$"):
+        parse_config(TrainConfig, [f])
+    f = write(tmp_path / "long.toml", "[sample]\nseed = 1" + "0" * 5000 + "\n")  # past Python's 4,300 digits
+    with pytest.raises(UserError, match=r"long.toml is not valid TOML: Exceeds the limit \(4300 digits\)"):
+        parse_config(SampleConfig, [f])
     f = write(tmp_path / "deep.toml", "n_layer = " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(UserError, match=r"deep.toml is not valid TOML: maximum recursion depth exceeded"):
         parse_config(TrainConfig, [f])

@@ -79,6 +79,12 @@ def test_the_counted_model_allocates_nothing():
     assert all(p.is_meta for p in one_block_model(GPT3).parameters())
 
 
+@pytest.mark.parametrize("n_embd, vocab_size", [(2**40, 50), (64, 10**30)])  # torch's RuntimeError; its TypeError
+def test_a_shape_no_machine_holds_is_named(n_embd, vocab_size):  # past long long's range
+    with pytest.raises(ModelError, match=r"holds a tensor too large for any machine; choose a smaller shape$"):
+        one_block_model(GPTConfig(n_layer=1, n_head=1, n_embd=n_embd, block_size=8, vocab_size=vocab_size))
+
+
 def test_gpt2_small():
     report = counts(GPT2_SMALL)
     assert report["total"] == 124_439_808
