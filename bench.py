@@ -515,7 +515,7 @@ def main(argv: list[str]) -> None:
     stop_on_sigterm()  # like Ctrl-C: temporary folders are removed
     name, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
     passes_keys = name in PASSES_KEYS_TO_TRAINING  # to train.py: every key that is not bench.py's own
-    if not name and (named := [a for a in rest if a in BENCHMARKS]):  # not a config file of that name
+    if name not in BENCHMARKS and (named := [a for a in rest if a in BENCHMARKS]):  # not a config file of that name
         raise UserError(f"name the benchmark first: python bench.py {named[0]} [--key=value ...]")
     own_keys = {f.name for f in dataclasses.fields(BenchConfig)} | {"help"}
     files = [a for a in rest if not a.startswith("--")]  # each command takes its own keys from a config file

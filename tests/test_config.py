@@ -62,8 +62,9 @@ def test_bench_names_a_mistyped_key_against_its_own_keys_and_train_pys(benchmark
 def test_bench_takes_its_keys_from_a_config_file_whether_or_not_it_passes_keys_to_train_py(tmp_path, benchmark):
     config = write(tmp_path / "b.toml", "n_layer = 2\n[bench]\nsteps = 10\n")  # n_layer: train.py's
     assert_one_line_error(run_command("bench.py", benchmark, str(config)), "steps=10 is too few to time")
-    assert_one_line_error(run_command("bench.py", "--steps=50", benchmark), "name the benchmark first: python "
-                                                                            f"bench.py {benchmark}")
+    for first in ("--steps=50", str(config)):  # a flag or a config file before the benchmark's name
+        assert_one_line_error(run_command("bench.py", first, benchmark), "name the benchmark first: python "
+                                                                         f"bench.py {benchmark}")
 
 
 def test_bench_checks_every_budget_before_it_trains_any(tmp_path):
