@@ -132,7 +132,7 @@ def unknown_key(key: str, valid: Collection[str], where: str, commands: dict[str
                 command: str = "this command") -> UserError:
     renamed = [name for name in RENAMED.get(key, ()) if name in valid]
     owners = [name for name, cls in (commands or {}).items() if key in {f.name for f in dataclasses.fields(cls)}]
-    close = renamed or ([] if owners else difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5))
+    close = renamed or ([] if owners else difflib.get_close_matches(key.lower(), list(valid), n=1, cutoff=0.5))
     hints = ([f"did you mean '{close[0]}'?"] if close else []) + \
         ([f"'{key}' is a key of {', '.join(owners)}, not of {command}"] if owners else [])
     hint = "; " + " ".join(hints) if hints else "; run with --help to list the keys"
@@ -150,7 +150,8 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
     except FileNotFoundError:
         if path.startswith("-"):  # -out_dir=x: a flag with one dash
             raise UserError(f"{path} is no flag nor config file; flags take two dashes: -{path}") from None
-        raise UserError(f"config file {path} not found; the shipped ones are in configs/") from None
+        spaces = "" if path.endswith(".toml") else " (a flag's value with spaces goes in quotes: --prompt='To be or')"
+        raise UserError(f"config file {path} not found; the shipped ones are in configs/{spaces}") from None
     except IsADirectoryError:
         raise UserError(f"config file {path} is a folder; give a .toml file") from None
     except UnicodeDecodeError as e:

@@ -191,6 +191,16 @@ def test_toml_types_are_checked(tmp_path):
         parse_config(TrainConfig, [f])
 
 
+def test_a_word_of_an_unquoted_value_and_a_key_in_capitals_are_named_as_such():
+    with pytest.raises(UserError, match=r"config file be not found; the shipped ones are in configs/ \(a flag's value "
+                                        r"with spaces goes in quotes: --prompt='To be or'\)$"):
+        parse_config(SampleConfig, ["--prompt=To", "be"])
+    with pytest.raises(UserError, match=r"config file mine.toml not found; the shipped ones are in configs/$"):
+        parse_config(SampleConfig, ["mine.toml"])
+    with pytest.raises(UserError, match=r"unknown config key 'N_LAYER' in the command line; did you mean 'n_layer'"):
+        parse_config(TrainConfig, ["--N_LAYER=3"])
+
+
 def test_a_flag_with_one_dash_is_named_as_such_not_as_a_missing_file():
     with pytest.raises(UserError, match=r"^-out_dir=x is no flag nor config file; flags take two dashes: --out_dir=x$"):
         parse_config(TrainConfig, ["-out_dir=x"])
