@@ -17,6 +17,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any, TypeVar
 
 from model.config import flag_value
@@ -121,7 +122,8 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
 # keys a user may know from nanoGPT or from this project's earlier names, and what they are called here
 RENAMED = {"start": ("prompt",), "init_from": ("hf_model",), "to": ("hf_dir", "pictures_dir", "plot"),
            "overwrite": ("replace_run", "replace_dataset", "replace_export"), "vocab_size": ("bpe_vocab_size",),
-           "out_dir": ("dataset",), "input": ("text_file",), "runs": ("repeats",),
+           "out_dir": ("dataset", "runs"), "input": ("text_file",), "runs": ("repeats",), "prompt": ("text",),
+           "text": ("prompt",),
            "hf_model": ("init_from",), "grad_accum": ("gradient_accumulation_steps",),
            "gradient_accumulation": ("gradient_accumulation_steps",)}
 TORCHRUN_FLAGS = ("nproc_per_node", "nnodes", "node_rank", "standalone", "rdzv_backend", "rdzv_endpoint", "rdzv_id",
@@ -153,7 +155,9 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
         spaces = "" if path.endswith(".toml") else " (a flag's value with spaces goes in quotes: --prompt='To be or')"
         raise UserError(f"config file {path} not found; the shipped ones are in configs/{spaces}") from None
     except IsADirectoryError:
-        raise UserError(f"config file {path} is a folder; give a .toml file") from None
+        run = any(Path(path).glob("ckpt.*")) or any(Path(path).glob("best.*"))  # a training run's folder
+        fix = f"a run's folder is given as --out_dir={path}" if run else "give a .toml file"
+        raise UserError(f"config file {path} is a folder; {fix}") from None
     except UnicodeDecodeError as e:
         fix = ("it is a checkpoint: name its folder with --out_dir" if path.endswith((".pt", ".safetensors"))
                else "give a .toml file, in UTF-8")

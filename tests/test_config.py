@@ -12,8 +12,8 @@ import torch
 from config.errors import UserError
 from config.parsing import _parse_flag_value, help_text
 from config.prompts import encode_prompt, read_prompt
-from config.settings import (COMMANDS, AttentionConfig, BenchConfig, EvalConfig, PrepareConfig, SampleConfig, TrainConfig,
-                          read_config)
+from config.settings import (COMMANDS, AttentionConfig, BenchConfig, CompareConfig, EvalConfig, PrepareConfig,
+                             SampleConfig, TrainConfig, read_config)
 from data.errors import DataError
 from data.tokenizer import CharTokenizer
 from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script
@@ -191,12 +191,24 @@ def test_toml_types_are_checked(tmp_path):
         parse_config(TrainConfig, [f])
 
 
-def test_a_word_of_an_unquoted_value_and_a_key_in_capitals_are_named_as_such():
+@pytest.mark.parametrize("cls, flag, meant", [(AttentionConfig, "--prompt=hi", "text"),
+                                              (SampleConfig, "--text=hi", "prompt"),
+                                              (CompareConfig, "--out_dir=out", "runs")])
+def test_another_commands_name_for_a_key_is_offered_this_commands(cls, flag, meant):
+    with pytest.raises(UserError, match=f"did you mean '{meant}'?"):
+        parse_config(cls, [flag])
+
+
+def test_a_word_of_an_unquoted_value_a_key_in_capitals_and_a_run_folder_are_named_as_such(tmp_path):
     with pytest.raises(UserError, match=r"config file be not found; the shipped ones are in configs/ \(a flag's value "
                                         r"with spaces goes in quotes: --prompt='To be or'\)$"):
         parse_config(SampleConfig, ["--prompt=To", "be"])
     with pytest.raises(UserError, match=r"config file mine.toml not found; the shipped ones are in configs/$"):
         parse_config(SampleConfig, ["mine.toml"])
+    (tmp_path / "best.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=f"config file {tmp_path} is a folder; a run's folder is given as "
+                                        f"--out_dir={tmp_path}$"):
+        parse_config(SampleConfig, [str(tmp_path)])
     with pytest.raises(UserError, match=r"unknown config key 'N_LAYER' in the command line; did you mean 'n_layer'"):
         parse_config(TrainConfig, ["--N_LAYER=3"])
 
