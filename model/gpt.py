@@ -131,7 +131,11 @@ class GPT(nn.Module):
         c, T = self.config, idx.size(1)
         if positions is None:
             positions = torch.arange(T, device=idx.device)  # (T,)
-        x = self.transformer.wte(idx)  # (B, T, C)
+        try:
+            x = self.transformer.wte(idx)  # (B, T, C)
+        except IndexError:  # an id outside the vocabulary (read only now: a check on every step would wait for a GPU)
+            check_ids(idx, within=self)  # names it
+            raise
         if "wpe" in self.transformer:
             if T > c.block_size:
                 raise ModelError(f"sequence of {T} tokens is longer than block_size={c.block_size}")

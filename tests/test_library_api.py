@@ -61,7 +61,7 @@ def test_ids_that_are_no_batch_of_integers_are_named_by_every_entry_point(model,
 @pytest.mark.parametrize("bad", [50, -1])
 def test_a_prompt_id_outside_the_vocabulary_is_named(model, bad):
     idx = torch.tensor([[1, bad, 2]])
-    for call in (lambda: model.generate(idx, 2), lambda: model.attention_patterns(idx)):
+    for call in (lambda: model.generate(idx, 2), lambda: model.attention_patterns(idx), lambda: model(idx)):
         with pytest.raises(ModelError, match=f"idx holds the token id {bad}, outside this model's vocabulary of 50"):
             call()
 
