@@ -106,18 +106,17 @@ class CausalSelfAttention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_head, self.head_size)  # (B, T, nh, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_size)  # (B, T, nkv, hs)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, nkv, T, hs)
-        dtype = q.dtype  # the projections' (autocast's, if on), which the output keeps
-        compute = attention_dtype(x.device, dtype)  # float32 on a CPU
         if self.q_norm is not None:  # QK-norm: each head's query and key get a fixed size first (in float32)
-            q, k = self.q_norm(q.float()), self.k_norm(k.float())
-        # in attention's dtype from here: RoPE too, so a CPU casts them once
-        q, k = q.to(compute).transpose(1, 2), k.to(compute).transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
+            q, k = self.q_norm(q.float()).type_as(q), self.k_norm(k.float()).type_as(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
         if positions.rotation is not None:  # RoPE acts here, on queries and keys only
-            cos, sin = (table.to(compute) for table in positions.rotation)
+            cos, sin = (table.to(q.dtype) for table in positions.rotation)  # autocast's dtype, if on
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        dtype = q.dtype  # the projections' (autocast's, if on), which the output keeps
         if cache is not None:  # every cache slot's keys and values, in the cache's dtype
             k, v = cache.update(self.layer_idx, k, v, positions.query)  # (B, nkv, Tk, hs), Tk: every cache slot
-        k, v = k.to(compute), v.to(compute)
+        compute = attention_dtype(x.device, dtype)  # float32 on a CPU
+        q, k, v = q.to(compute), k.to(compute), v.to(compute)
         # autocast would compute attention's products in its own dtype again
         with contextlib.nullcontext() if compute == dtype else torch.autocast(x.device.type, enabled=False):
             if self.use_sdpa and records is None:  # PyTorch's fused kernel, under the same mask
