@@ -137,6 +137,10 @@ def test_a_checkpoint_renamed_to_the_other_format_is_named_as_such(tmp_path):
     with pytest.raises(UserError, match=r"best.pt is a .safetensors checkpoint under a .pt name; rename it to "
                                         r"best.safetensors$"):
         load_checkpoint(tmp_path / "best.pt")
+    (tmp_path / "best.pt").rename(tmp_path / "step100")  # a name of neither format's: read as what it holds
+    (tmp_path / "ckpt.safetensors").rename(tmp_path / "best.pt.bak")
+    for name in ("step100", "best.pt.bak"):
+        assert same(load_checkpoint(tmp_path / name)["model"], state["model"])
 
 
 def test_a_pt_checkpoint_whose_persistent_ids_no_longer_parse_is_damaged(tmp_path):

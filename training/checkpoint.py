@@ -81,10 +81,11 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
             head = f.read(9)
         # torch.save writes a zip archive; safetensors, its header's length and then its JSON
         kind = ".pt" if head[:4] == b"PK\x03\x04" else ".safetensors" if head[8:] == b"{" else None
-        if kind is not None and kind != path.suffix:  # renamed to the other format's name
+        named = path.suffix if path.suffix in CHECKPOINT_SUFFIXES else kind  # another name (best.pt.bak): as it holds
+        if kind is not None and kind != named:  # renamed to the other format's name
             raise UserError(f"{path} is a {kind} checkpoint under a {path.suffix} name; rename it to "
                             f"{path.with_suffix(kind).name}")
-        if path.suffix == ".safetensors":
+        if named == ".safetensors":
             checkpoint = from_safetensors(path, device)
         elif kind is None:
             raise UserError(f"{path} is not a checkpoint (not a file torch.save wrote); use one written by train.py")
