@@ -164,7 +164,7 @@ class CheckpointChoice(Checked):
 
     out_dir: str = option("out-shakespeare-char", "folder holding the checkpoint", path=True)
     checkpoint: str = option("ckpt.pt", "checkpoint file in out_dir: ckpt.pt (latest) or best.pt (.safetensors too)",
-                             check=(lambda name: name.strip() not in ("", ".", ".."),  # out_dir, not a file in it
+                             check=(lambda name: Path(name.strip()).name not in ("", ".."),  # ., ../: not a file
                                     "names no file; name a checkpoint file in out_dir: ckpt.pt or best.pt"))
 
 

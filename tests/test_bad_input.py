@@ -334,6 +334,8 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--stop=\udce9", "--stop holds '\\udce9', which is not text (a byte the shell passed undecoded"),
     ("--checkpoint=", "checkpoint= names no file; name a checkpoint file in out_dir: ckpt.pt or best.pt"),
     ("--checkpoint=.", "checkpoint=. names no file; name a checkpoint file in out_dir"),
+    ("--checkpoint=./", "checkpoint=./ names no file"),
+    ("--checkpoint=ckpt.pt/..", "checkpoint=ckpt.pt/.. names no file"),
     ("--out_dir={out}/none", "checkpoint {out}/none/ckpt.pt not found; train one with python train.py (and the same "
                              "config files) --out_dir={out}/none"),
     ("--out_dir={data}", "out_dir={data} is a dataset's folder, not a run's; give the out_dir of a run"),

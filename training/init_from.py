@@ -172,7 +172,7 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
             fix = (f"--out_dir={Path(out_dir).parent} --checkpoint={Path(out_dir).name}"
                    if Path(out_dir).suffix in CHECKPOINT_SUFFIXES else "the folder of a train.py run")
             raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give {fix}")
-        if Path(checkpoint).name not in ("", checkpoint):  # "." and ".." name no file: refused as not found
+        if Path(checkpoint).name != checkpoint:
             raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give "
                             f"--out_dir={Path(checkpoint).parent} --checkpoint={Path(checkpoint).name}")
         if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
