@@ -123,9 +123,8 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
 RENAMED = {"start": ("prompt",), "init_from": ("hf_model",), "to": ("hf_dir", "pictures_dir", "plot"),
            "overwrite": ("replace_run", "replace_dataset", "replace_export"), "vocab_size": ("bpe_vocab_size",),
            "out_dir": ("dataset", "runs"), "input": ("text_file",), "runs": ("repeats",), "prompt": ("text",),
-           "text": ("prompt",),
-           "hf_model": ("init_from",), "grad_accum": ("gradient_accumulation_steps",),
-           "gradient_accumulation": ("gradient_accumulation_steps",)}
+           "text": ("prompt",), "seed": ("split_seed",), "hf_model": ("init_from",),
+           "grad_accum": ("gradient_accumulation_steps",), "gradient_accumulation": ("gradient_accumulation_steps",)}
 TORCHRUN_FLAGS = ("nproc_per_node", "nnodes", "node_rank", "standalone", "rdzv_backend", "rdzv_endpoint", "rdzv_id",
                   "master_addr", "master_port")  # torchrun's own, given after train.py by mistake
 

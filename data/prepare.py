@@ -20,7 +20,7 @@ from data.dataset import dataset_dir, is_dataset  # noqa: E402
 def main(argv: list[str]) -> None:
     cfg = read_config(PrepareConfig, argv)
     folder = dataset_dir(cfg.dataset)
-    if shipped := [name for name in RECIPES if dataset_dir(name).absolute() == folder.absolute()]:
+    if shipped := [name for name in RECIPES if dataset_dir(name).resolve() == folder.resolve()]:
         raise UserError(f"{folder} is the shipped {shipped[0]} dataset, which train.py prepares from the plays when "
                         f"a config names it; give yours another --dataset")
     if folder.is_relative_to(Path.cwd()):  # named in messages as the user sees it from here

@@ -261,6 +261,8 @@ def test_a_training_config_gives_every_command_the_keys_it_has(tmp_path):
     assert parse_config(SampleConfig, [run, "--hf_model=gpt2"]).hf_model == "gpt2"
     prepare = parse_config(PrepareConfig, [run, "--input=a.txt", "--dataset=a"])
     assert (prepare.dataset, prepare.split_seed) == ("a", 1337)  # training's seed draws no other validation split
+    with pytest.raises(UserError, match="did you mean 'split_seed'?"):
+        parse_config(PrepareConfig, ["--seed=7", "--input=a.txt", "--dataset=a"])
 
 
 def test_keys_of_several_commands_have_one_type_and_the_deleting_keys_one_command():

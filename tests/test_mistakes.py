@@ -248,7 +248,7 @@ def test_prepare_leaves_the_shipped_datasets_to_train_py(tmp_path):
     assert_one_line_error(run_script("data/prepare.py", "configs/shakespeare_bpe.toml", f"--input={tmp_path}",
                                       check=False),
                           "data/shakespeare_bpe is the shipped shakespeare_bpe dataset", "give yours another --dataset")
-    assert_one_line_error(run_script("data/prepare.py", f"--input={tmp_path}", f"--dataset={REPO / 'data'}/"
+    assert_one_line_error(run_script("data/prepare.py", f"--input={tmp_path}", f"--dataset={REPO / 'data'}/../data/"
                                      "shakespeare_char", check=False), "is the shipped shakespeare_char dataset")
 
 
