@@ -70,8 +70,9 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if type(None) in allowed and str not in allowed and isinstance(value, str) and value.lower() in NONE_WORDS:
         return None
-    if number and isinstance(value, int) and not -2**63 <= value < 2**63:  # what torch and numpy hold
-        raise UserError(f"{key} is out of range ({value.bit_length()} bits); give a number under 2**63")
+    for item in value if isinstance(value, list) else [value]:  # what torch and numpy hold
+        if isinstance(item, int) and not isinstance(item, bool) and not -2**63 <= item < 2**63:
+            raise UserError(f"{key} is out of range ({item.bit_length()} bits); give a number under 2**63")
     if float in allowed and number:
         if not math.isfinite(value):
             raise UserError(f"{key} must be a finite number, got {value}")
@@ -115,7 +116,10 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
                             f"the character itself, or its \\U escape (\\U0001f642)") from None
     if list in allowed:
         with contextlib.suppress(ValueError):  # --new_tokens=100,500
-            return [int(part) for part in text.split(",")] if typing.get_args(hint)[0] is int else [text]
+            items = [int(part) for part in text.split(",")] if typing.get_args(hint)[0] is int else [text]
+            return _check_value(f"--{key}", items, hint)
+    if len(text) > 4300 and text.isdigit():  # past Python's digits for an int: not "no int"
+        raise UserError(f"--{key} is out of range ({len(text):,} digits); give a number under 2**63")
     return _check_value(f"--{key}", text, hint)  # text itself for a str, else the error
 
 

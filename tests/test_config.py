@@ -144,6 +144,7 @@ def test_a_benchmarks_own_settings_lie_beneath_the_users_files_and_flags(tmp_pat
         (["--dropout=inf"], "--dropout must be a finite number, got inf"),
         (["--seed=-1"], "seed=-1 must be between 0 and 4294967295"),
         (["--vocab_size=1" + "0" * 30], r"^--vocab_size is out of range \(100 bits\); give a number under 2\*\*63$"),
+        (["--vocab_size=1" + "0" * 5000], r"^--vocab_size is out of range \(5,001 digits\); give a number under 2\*\*63$"),
         (["--seed=4294967296"], "seed=4294967296 must be between 0 and 4294967295"),
         (["--init_from=resum"], "init_from='resum' is not scratch, resume, a GPT-2 name or a folder; did you mean 'resume'"),
         (["--init_from=scrach"], "did you mean 'scratch'"),
@@ -320,6 +321,8 @@ def test_lists_of_numbers_take_commas_or_repeats():
     assert parse_config(BenchConfig, ["--new_tokens=10,20", "--new_tokens=30"]).new_tokens == [10, 20, 30]
     with pytest.raises(UserError, match="new_tokens must be a list of int"):
         parse_config(BenchConfig, ["--new_tokens=ten"])
+    with pytest.raises(UserError, match=r"^--new_tokens is out of range \(100 bits\)"):
+        parse_config(BenchConfig, ["--new_tokens=10,1" + "0" * 30])
 
 
 @pytest.mark.parametrize("flag, reason", [
