@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation_tables
 from .config import GPTConfig, ModelError
-from .decoding import Decoder, KVCache, check_ids, check_sampling, sample_next, whole
+from .decoding import Decoder, KVCache, check_ids, check_sampling, real, sample_next, whole
 
 
 def norm_layer(config: GPTConfig) -> nn.Module:
@@ -97,7 +97,9 @@ class GPT(nn.Module):
 
     def set_dropout(self, p: float) -> None:
         """Dropout probability p in every layer that drops (a checkpoint's or a pretrained model's included)."""
-        self.config.dropout = p
+        if not (real(p) and 0 <= p < 1):
+            raise ModelError(f"dropout={p!r} must be a number in [0, 1)")
+        self.config.dropout = p = float(p)
         for module in self.modules():
             if isinstance(module, nn.Dropout):  # attention's also sets scaled_dot_product_attention's dropout_p
                 module.p = p
@@ -133,7 +135,7 @@ class GPT(nn.Module):
             positions = torch.arange(T, device=idx.device)  # (T,)
         try:
             x = self.transformer.wte(idx)  # (B, T, C)
-        except IndexError:  # an id outside the vocabulary (read only now: a check on every step would wait for a GPU)
+        except IndexError:  # a CPU's id outside the vocabulary (checked only now: a check each step would wait for a GPU)
             check_ids(idx, within=self)  # names it
             raise
         if "wpe" in self.transformer:

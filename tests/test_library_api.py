@@ -137,6 +137,12 @@ def test_a_crop_is_to_a_whole_positive_context(model, block_size):
         model.crop_block_size(block_size)
 
 
+@pytest.mark.parametrize("p", [True, 1.0, -0.1, "0.1"])
+def test_dropout_is_a_probability_below_one(model, p):
+    with pytest.raises(ModelError, match=rf"dropout={p!r} must be a number in \[0, 1\)"):
+        model.set_dropout(p)
+
+
 def test_with_weights_takes_a_float32_model_and_a_weight_kind_it_knows():
     torch.manual_seed(0)
     for name in ("int4", "INT8", None):

@@ -3,8 +3,8 @@ the script are inline (viz/explorer.html and viz/surprise.html are the pages, wi
 so they open from disk in any browser with no server and no network."""
 
 import html
-import re
 import json
+import re
 from pathlib import Path
 
 import numpy as np
