@@ -135,7 +135,7 @@ class GPT(nn.Module):
             positions = torch.arange(T, device=idx.device)  # (T,)
         try:
             x = self.transformer.wte(idx)  # (B, T, C)
-        except IndexError:  # a CPU's id outside the vocabulary (checked only now: a check each step would wait for a GPU)
+        except IndexError:  # a CPU's id outside the vocabulary: checked only now (each step, a GPU would wait)
             check_ids(idx, within=self)  # names it
             raise
         if "wpe" in self.transformer:
