@@ -305,7 +305,8 @@ class BenchConfig(Checked):
     with_compile: bool = option(True, "first_token: also time sample.py --compile=true, a first start (which "
                                       "compiles) and later ones")
     device: str = option("auto", "generation: auto, cpu, cuda, cuda:N or mps")
-    corpus_mb: int = option(40, "prepare: MB of text (copies of the plays, one file each) to prepare", check=POSITIVE)
+    corpus_mb: int = option(40, "prepare: MB of text to prepare, in whole copies of the plays (5 MB, one file each)",
+                            check=POSITIVE)
     bpe_vocab_size: int | None = option(None, "prepare: vocabulary of the trained BPE tokenizer (none: 4096)")
 
     def __post_init__(self) -> None:
