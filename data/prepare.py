@@ -41,12 +41,13 @@ def main(argv: list[str]) -> None:
         print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")
         return
     meta = prepared.meta
+    kind = f"char: {meta['vocab_size'] - 1:,} characters and <|endoftext|>" if cfg.tokenizer == "char" else cfg.tokenizer
     documents = meta["train_documents"] + meta["val_documents"]
     held_out = (f"{meta['val_documents']:,} whole document{'s' * (meta['val_documents'] != 1)}"
                 if meta["split"] == "documents" else f"the last {100 * meta['val_fraction']:.3g}% of the text")
     print(f"{folder}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens from "
           f"{documents:,} document{'s' * (documents != 1)} (validation: {held_out}), "
-          f"vocabulary {meta['vocab_size']:,} ({cfg.tokenizer}), {meta['dtype']}")
+          f"vocabulary {meta['vocab_size']:,} ({kind}), {meta['dtype']}")
     share, wanted = meta["val_tokens"] / (meta["train_tokens"] + meta["val_tokens"]), meta["val_fraction"]
     if meta["split"] == "documents" and not wanted / 3 <= share <= min(3 * wanted, (1 + wanted) / 2):
         print(f"note: validation holds {share:.1%} of the tokens, not about {100 * wanted:.3g}%, as its whole "

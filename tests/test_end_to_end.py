@@ -19,6 +19,8 @@ def test_prepare_train_sample(tmp_path, corpus_file, corpus_text):
     prep = run_script(str(REPO / "data" / "prepare.py"), f"--input={corpus_file}", "--tokenizer=char",
                       "--dataset=data/tiny", cwd=tmp_path)  # a path from the current folder: named as given
     assert prep.stdout.startswith("data/tiny: ") and "train and" in prep.stdout and (data_dir / "train.bin").is_file()
+    assert f"vocabulary {len(set(corpus_text)) + 1} (char: {len(set(corpus_text))} characters and <|endoftext|>)" \
+        in prep.stdout
 
     train = run_script("train.py", *TINY_TRAIN_FLAGS, f"--dataset={data_dir}", f"--out_dir={out_dir}")
     assert "step 40: train loss" in train.stderr + train.stdout
