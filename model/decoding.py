@@ -293,6 +293,11 @@ def inductor_cache() -> Path:
     return Path(tempfile.gettempdir()) / ("torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
 
 
+def unwritable_cache(folder: Path, e: OSError) -> ModelError:
+    return ModelError(f"cannot write the compile cache {folder} ({e.strerror}); set TORCHINDUCTOR_CACHE_DIR to a "
+                      f"writable folder, or decode without compiling")
+
+
 def compile_step(model: "GPT", cache: KVCache, path: Path) -> Path:
     """Export and compile the step for caches shaped like `cache`, and write its package to path (returned)."""
     # weights are constants, packed once for the kernels that read them; max_autotune times inductor's
@@ -300,9 +305,9 @@ def compile_step(model: "GPT", cache: KVCache, path: Path) -> Path:
     options = {"freezing": True, "max_autotune": autotuned()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()  # writable: found now, not after a minute of compiling
     except OSError as e:
-        raise ModelError(f"cannot write the compile cache {path.parent} ({e.strerror}); set TORCHINDUCTOR_CACHE_DIR "
-                         f"to a writable folder, or decode without compiling") from None
+        raise unwritable_cache(path.parent, e) from None
     partial = path.with_name(f"{path.stem}.{os.getpid()}.pt2")  # never a half-written package under the name
     try:  # max_autotune writes its timing tables, and torch a deprecation it triggers, to stderr: not the user's
         with torch.inference_mode(False), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
@@ -373,5 +378,7 @@ def compiled_step(model: "GPT", cache: KVCache) -> Step:
             path.unlink(missing_ok=True)
             raise ModelError(f"the compiled decoding step {path} was damaged ({str(e).splitlines()[0][:120]}) and is "
                              f"removed; run again to compile it anew") from None
+        except OSError as e:  # it is unpacked into the compile cache, which a read-only one refuses
+            raise unwritable_cache(inductor_cache(), e) from None
         _loaded[path] = lambda idx, cache, positions: runner(idx, positions, *cache.tensors())
     return _loaded[path]

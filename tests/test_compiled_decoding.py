@@ -1,9 +1,14 @@
 """The compiled decoding step (AOTInductor over the fixed-shape KV cache) picks the tokens eager
 decoding picks, past block_size under both context policies, and is compiled once per model."""
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from helpers import gpt2_config
+from helpers import REPO, gpt2_config
 from model import GPT, GPTConfig, ModelError
 from model.decoding import KVCache, compiled_step, generation_cache, package_path
 from model.weights import with_weights
@@ -74,3 +79,39 @@ def test_a_damaged_package_is_removed_with_one_line_that_says_to_run_again():
     with pytest.raises(ModelError, match=r"the compiled decoding step .* was damaged .* run again to compile it"):
         compiled_step(model, cache)
     assert not package.exists()
+
+
+COMPILE_ONE = """
+import torch
+from model import GPT, GPTConfig, ModelError
+from model.decoding import compiled_step, generation_cache
+torch.manual_seed(0)
+model = GPT(GPTConfig(block_size=8, vocab_size=40, n_layer=1, n_head=2, n_embd=16)).eval()
+try:
+    compiled_step(model, generation_cache(model, torch.zeros(1, 1, dtype=torch.long), 4, compile=True))
+except ModelError as e:
+    print(e)
+"""
+
+
+def test_a_read_only_compile_cache_is_one_line_that_names_it(tmp_path):
+    """Before any compiling when the step is to be compiled, and when its package is there to be loaded (the
+    package is unpacked into the cache). A read-only bind mount: root writes through mere permissions."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    mount = f"mount --bind {cache} {cache} && mount -o remount,bind,ro {cache}"
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "sh", "-c", mount]).returncode != 0:
+        pytest.skip("needs unshare -m and the right to mount (root)")
+
+    def run(read_only: bool) -> str:
+        command = [sys.executable, "-c", COMPILE_ONE]
+        if read_only:
+            command = ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', "sh", *command]
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+
+    unwritable = f"cannot write the compile cache {cache}/smallgpt-decoding (Read-only file system); set " \
+                 "TORCHINDUCTOR_CACHE_DIR to a writable folder, or decode without compiling\n"
+    assert run(read_only=True) == unwritable
+    assert run(read_only=False) == ""  # compiled, its package written
+    assert run(read_only=True) == unwritable.replace("/smallgpt-decoding", "")
