@@ -133,11 +133,7 @@ class GPT(nn.Module):
         c, T = self.config, idx.size(1)
         if positions is None:
             positions = torch.arange(T, device=idx.device)  # (T,)
-        try:
-            x = self.transformer.wte(idx)  # (B, T, C)
-        except IndexError:  # a CPU's id outside the vocabulary: checked only now (each step, a GPU would wait)
-            check_ids(idx, within=self)  # names it
-            raise
+        x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
             if T > c.block_size:
                 raise ModelError(f"sequence of {T} tokens is longer than block_size={c.block_size}")
@@ -155,7 +151,11 @@ class GPT(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx, targets: (B, T) token ids -> logits (B, T, V) and mean cross-entropy
         over targets (positions whose target is -1 are ignored), or None."""
-        logits = self.lm_head(self.hidden_states(idx))  # (B, T, V)
+        try:
+            logits = self.lm_head(self.hidden_states(idx))  # (B, T, V)
+        except IndexError:  # a CPU's id outside the vocabulary: checked only now (each step, a GPU would wait)
+            check_ids(idx, within=self)  # names it
+            raise
         if targets is None:
             return logits, None
         check_ids(targets, "targets")
