@@ -3,6 +3,7 @@
 turns text, .jsonl, .parquet or .gz files, folders or globs into a dataset folder (train.bin, val.bin,
 meta.json). data/build.py does the work; the command lives here, where nanoGPT's users look for it."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from data.dataset import dataset_dir, is_dataset  # noqa: E402
 def main(argv: list[str]) -> None:
     cfg = read_config(PrepareConfig, argv)
     folder = dataset_dir(cfg.dataset)
-    if shipped := [name for name in RECIPES if dataset_dir(name).resolve() == folder.resolve()]:
+    if shipped := [name for name in RECIPES if os.path.realpath(dataset_dir(name)) == os.path.realpath(folder)]:
         raise UserError(f"{folder} is the shipped {shipped[0]} dataset, which train.py prepares from the plays when "
                         f"a config names it; give yours another --dataset")
     if folder.is_relative_to(Path.cwd()):  # named in messages as the user sees it from here
@@ -41,7 +42,8 @@ def main(argv: list[str]) -> None:
         print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")
         return
     meta = prepared.meta
-    kind = f"char: {meta['vocab_size'] - 1:,} characters and <|endoftext|>" if cfg.tokenizer == "char" else cfg.tokenizer
+    characters = f"{meta['vocab_size'] - 1:,} characters and <|endoftext|>"  # a char vocabulary's parts
+    kind = f"char: {characters}" if cfg.tokenizer == "char" else cfg.tokenizer
     documents = meta["train_documents"] + meta["val_documents"]
     held_out = (f"{meta['val_documents']:,} whole document{'s' * (meta['val_documents'] != 1)}"
                 if meta["split"] == "documents" else f"the last {100 * meta['val_fraction']:.3g}% of the text")

@@ -144,7 +144,8 @@ def test_a_benchmarks_own_settings_lie_beneath_the_users_files_and_flags(tmp_pat
         (["--dropout=inf"], "--dropout must be a finite number, got inf"),
         (["--seed=-1"], "seed=-1 must be between 0 and 4294967295"),
         (["--vocab_size=1" + "0" * 30], r"^--vocab_size is out of range \(100 bits\); give a number under 2\*\*63$"),
-        (["--vocab_size=1" + "0" * 5000], r"^--vocab_size is out of range \(5,001 digits\); give a number under 2\*\*63$"),
+        (["--vocab_size=1" + "0" * 5000], r"^--vocab_size is out of range \(5,001 digits\); give a number under "
+                                           r"2\*\*63$"),
         (["--seed=4294967296"], "seed=4294967296 must be between 0 and 4294967295"),
         (["--init_from=resum"], "init_from='resum' is not scratch, resume, a GPT-2 name or a folder; did you mean 'resume'"),
         (["--init_from=scrach"], "did you mean 'scratch'"),
