@@ -375,7 +375,10 @@ def compiled_step(model: "GPT", cache: KVCache) -> Step:
         try:
             runner = torch._inductor.aoti_load_package(str(path))
         except RuntimeError as e:  # a package cut short (a full disk, a copy): compiled anew by the next run
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as refused:
+                raise unwritable_cache(path.parent, refused) from None
             raise ModelError(f"the compiled decoding step {path} was damaged ({str(e).splitlines()[0][:120]}) and is "
                              f"removed; run again to compile it anew") from None
         except OSError as e:  # it is unpacked into the compile cache, which a read-only one refuses

@@ -115,3 +115,6 @@ def test_a_read_only_compile_cache_is_one_line_that_names_it(tmp_path):
     assert run(read_only=True) == unwritable
     assert run(read_only=False) == ""  # compiled, its package written
     assert run(read_only=True) == unwritable.replace("/smallgpt-decoding", "")
+    package = next(cache.glob("smallgpt-decoding/*.pt2"))
+    package.write_bytes(b"PK\x03\x04 cut short")  # damaged, and not to be removed from a read-only cache
+    assert run(read_only=True) == unwritable
