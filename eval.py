@@ -20,7 +20,7 @@ import numpy as np
 
 from config.device import pick_device
 from config.errors import UserError, run_cli
-from config.outputs import check_output, check_replaceable
+from config.outputs import check_output, check_replaceable, same_place
 from config.settings import EvalConfig, read_config
 from data.dataset import dataset_dir, lost_relative_path, open_dataset, tokenizer_change
 from data.errors import DataError
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
     cfg = read_config(EvalConfig, argv)
     if cfg.surprise:
         surprise = check_output(cfg.surprise, "surprise", folder=False)
-        if cfg.text_file and surprise.resolve() == Path(cfg.text_file).resolve():
+        if cfg.text_file and same_place(surprise, cfg.text_file):
             raise UserError(f"surprise={cfg.surprise} is the text being evaluated; choose another --surprise")
         check_replaceable(surprise, "surprise", "a page eval.py", lambda page: page_marked(page, SURPRISE_MARK))
     device = pick_device(cfg.device)

@@ -1,6 +1,7 @@
 """Paths a command will write, checked before any work: a folder where a folder is
 wanted (and not a dataset's), a file where a file is, and a place the OS lets this process write."""
 
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -8,6 +9,12 @@ from pathlib import Path
 from data.dataset import is_dataset
 
 from .errors import UserError
+
+
+def same_place(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file or folder, links followed (a loop of links is no error here: Path.resolve's
+    is, and the check that meets it says so in a line of its own)."""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def check_output(path: str | Path, key: str, *, folder: bool) -> Path:

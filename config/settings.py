@@ -11,6 +11,7 @@ from typing import ClassVar
 from model.config import WEIGHTS, ModelOptions
 
 from .errors import UserError
+from .outputs import same_place
 from .parsing import C, Checked, help_text, option, parse_config
 
 POSITIVE = (lambda value: value > 0, "must be positive")
@@ -109,7 +110,7 @@ class TrainConfig(ModelOptions, Checked):
         if close and self.init_from != close[0] and not Path(self.init_from).exists():  # a typo, not a model folder
             raise UserError(f"init_from={self.init_from!r} is not scratch, resume, a GPT-2 name or a folder; "
                             f"did you mean '{close[0]}'?")
-        if self.pretrained and Path(self.init_from).resolve() == Path(self.out_dir).resolve():
+        if self.pretrained and same_place(self.init_from, self.out_dir):
             raise UserError(f"out_dir={self.out_dir} is the model folder init_from reads; give the run a folder of "
                             f"its own, e.g. --out_dir=out-finetuned")
         if self.time_budget:

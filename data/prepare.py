@@ -3,7 +3,6 @@
 turns text, .jsonl, .parquet or .gz files, folders or globs into a dataset folder (train.bin, val.bin,
 meta.json). data/build.py does the work; the command lives here, where nanoGPT's users look for it."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import config.interrupt  # noqa: E402,F401  first: a Ctrl-C while numpy loads is one line
 from config.errors import UserError, interrupted_status, run_cli, stop_on_sigterm  # noqa: E402
+from config.outputs import same_place  # noqa: E402
 from config.settings import PrepareConfig, read_config  # noqa: E402
 from data.build import prepare_dataset  # noqa: E402
 from data.corpora import RECIPES  # noqa: E402
@@ -21,7 +21,7 @@ from data.dataset import dataset_dir, is_dataset  # noqa: E402
 def main(argv: list[str]) -> None:
     cfg = read_config(PrepareConfig, argv)
     folder = dataset_dir(cfg.dataset)
-    if shipped := [name for name in RECIPES if os.path.realpath(dataset_dir(name)) == os.path.realpath(folder)]:
+    if shipped := [name for name in RECIPES if same_place(dataset_dir(name), folder)]:
         raise UserError(f"{folder} is the shipped {shipped[0]} dataset, which train.py prepares from the plays when "
                         f"a config names it; give yours another --dataset")
     if folder.is_relative_to(Path.cwd()):  # named in messages as the user sees it from here
@@ -42,8 +42,9 @@ def main(argv: list[str]) -> None:
         print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")
         return
     meta = prepared.meta
-    characters = f"{meta['vocab_size'] - 1:,} characters and <|endoftext|>"  # a char vocabulary's parts
-    kind = f"char: {characters}" if cfg.tokenizer == "char" else cfg.tokenizer
+    kind = cfg.tokenizer
+    if kind == "char":  # its parts, as the model's messages count its characters
+        kind = f"char: {meta['vocab_size'] - 1:,} characters and <|endoftext|>"
     documents = meta["train_documents"] + meta["val_documents"]
     held_out = (f"{meta['val_documents']:,} whole document{'s' * (meta['val_documents'] != 1)}"
                 if meta["split"] == "documents" else f"the last {100 * meta['val_fraction']:.3g}% of the text")

@@ -215,6 +215,19 @@ def test_a_word_of_an_unquoted_value_a_key_in_capitals_and_a_run_folder_are_name
         parse_config(TrainConfig, ["--N_LAYER=3"])
 
 
+def test_a_loop_of_links_is_no_traceback_where_two_paths_are_compared(tmp_path):
+    """Path.resolve raises on a loop of links: the checks that compare two paths (init_from's folder and out_dir,
+    eval's page and text) leave the loop to the check that meets it."""
+    import eval
+
+    (tmp_path / "x1").symlink_to(tmp_path / "x2")
+    (tmp_path / "x2").symlink_to(tmp_path / "x1")
+    assert parse_config(TrainConfig, ["--init_from=gpt2", f"--out_dir={tmp_path / 'x1'}"]).out_dir.endswith("x1")
+    with pytest.raises(UserError, match="not found"):
+        eval.main([f"--out_dir={tmp_path / 'none'}", f"--text_file={tmp_path / 'x1'}",
+                   f"--surprise={tmp_path / 'page.html'}"])
+
+
 def test_a_flag_with_one_dash_is_named_as_such_not_as_a_missing_file():
     with pytest.raises(UserError, match=r"^-out_dir=x is no flag nor config file; flags take two dashes: --out_dir=x$"):
         parse_config(TrainConfig, ["-out_dir=x"])
