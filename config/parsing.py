@@ -89,6 +89,17 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     raise UserError(f"{key} must be {wanted}, got {value!r}{quote}")
 
 
+def _whole(key: str, text: str) -> int:
+    """int(text); digits past what Python reads as an int are out of range, not "no int"."""
+    try:
+        return int(text)
+    except ValueError:
+        if text.strip().lstrip("+-").isdigit():
+            raise UserError(f"--{key} is out of range ({len(text.strip()):,} characters); give a number under "
+                            f"2**63") from None
+        raise
+
+
 def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) -> Any:
     allowed = _allowed_types(hint)
     if type(None) in allowed and text.lower() in NONE_WORDS:
@@ -97,7 +108,7 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
         return BOOLEANS[text.lower()]
     for kind in (kind for kind in (int, float) if kind in allowed):
         with contextlib.suppress(ValueError):
-            return _check_value(f"--{key}", kind(text), hint)
+            return _check_value(f"--{key}", _whole(key, text) if kind is int else kind(text), hint)
     if field.metadata.get("escapes"):  # text: backslash escapes as in a Python string (\\n, \\t, \\u00e9, \\\\)
         try:
             text.encode("utf-8")
@@ -116,10 +127,8 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
                             f"the character itself, or its \\U escape (\\U0001f642)") from None
     if list in allowed:
         with contextlib.suppress(ValueError):  # --new_tokens=100,500
-            items = [int(part) for part in text.split(",")] if typing.get_args(hint)[0] is int else [text]
+            items = [_whole(key, part) for part in text.split(",")] if typing.get_args(hint)[0] is int else [text]
             return _check_value(f"--{key}", items, hint)
-    if len(text) > 4300 and text.isdigit():  # past Python's digits for an int: not "no int"
-        raise UserError(f"--{key} is out of range ({len(text):,} digits); give a number under 2**63")
     return _check_value(f"--{key}", text, hint)  # text itself for a str, else the error
 
 

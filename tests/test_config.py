@@ -144,8 +144,9 @@ def test_a_benchmarks_own_settings_lie_beneath_the_users_files_and_flags(tmp_pat
         (["--dropout=inf"], "--dropout must be a finite number, got inf"),
         (["--seed=-1"], "seed=-1 must be between 0 and 4294967295"),
         (["--vocab_size=1" + "0" * 30], r"^--vocab_size is out of range \(100 bits\); give a number under 2\*\*63$"),
-        (["--vocab_size=1" + "0" * 5000], r"^--vocab_size is out of range \(5,001 digits\); give a number under "
-                                           r"2\*\*63$"),
+        (["--vocab_size=1" + "0" * 5000], r"^--vocab_size is out of range \(5,001 characters\); give a number "
+                                           r"under 2\*\*63$"),
+        (["--seed=-1" + "0" * 5000], r"^--seed is out of range \(5,002 characters\)"),
         (["--seed=4294967296"], "seed=4294967296 must be between 0 and 4294967295"),
         (["--init_from=resum"], "init_from='resum' is not scratch, resume, a GPT-2 name or a folder; did you mean 'resume'"),
         (["--init_from=scrach"], "did you mean 'scratch'"),
@@ -337,6 +338,9 @@ def test_lists_of_numbers_take_commas_or_repeats():
         parse_config(BenchConfig, ["--new_tokens=ten"])
     with pytest.raises(UserError, match=r"^--new_tokens is out of range \(100 bits\)"):
         parse_config(BenchConfig, ["--new_tokens=10,1" + "0" * 30])
+    with pytest.raises(UserError, match=r"^--new_tokens is out of range \(5,001 characters\)"):
+        parse_config(BenchConfig, ["--new_tokens=10,1" + "0" * 5000])
+    assert parse_config(SampleConfig, ["--prompt=" + "3" * 5000]).prompt == "3" * 5000  # digits as text are text
 
 
 @pytest.mark.parametrize("flag, reason", [
