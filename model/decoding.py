@@ -294,7 +294,7 @@ def inductor_cache() -> Path:
 
 
 def unwritable_cache(folder: Path, e: OSError) -> ModelError:
-    return ModelError(f"cannot write the compile cache {folder} ({e.strerror}); set TORCHINDUCTOR_CACHE_DIR to a "
+    return ModelError(f"cannot write the compile cache {folder} ({e.strerror or e}); set TORCHINDUCTOR_CACHE_DIR to a "
                       f"writable folder, or decode without compiling")
 
 
@@ -381,7 +381,7 @@ def compiled_step(model: "GPT", cache: KVCache) -> Step:
                 raise unwritable_cache(path.parent, refused) from None
             raise ModelError(f"the compiled decoding step {path} was damaged ({str(e).splitlines()[0][:120]}) and is "
                              f"removed; run again to compile it anew") from None
-        except OSError as e:  # it is unpacked into the compile cache, which a read-only one refuses
+        except OSError as e:  # loading takes inductor's lock files in the cache, which a read-only one refuses
             raise unwritable_cache(inductor_cache(), e) from None
         _loaded[path] = lambda idx, cache, positions: runner(idx, positions, *cache.tensors())
     return _loaded[path]

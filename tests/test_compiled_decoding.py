@@ -95,8 +95,8 @@ except ModelError as e:
 
 
 def test_a_read_only_compile_cache_is_one_line_that_names_it(tmp_path):
-    """Before any compiling when the step is to be compiled, and when its package is there to be loaded (the
-    package is unpacked into the cache). A read-only bind mount: root writes through mere permissions."""
+    """Before any compiling when the step is to be compiled, and when its package is there to be loaded (loading
+    takes inductor's lock files in the cache). A read-only bind mount: root writes through mere permissions."""
     cache = tmp_path / "cache"
     cache.mkdir()
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
