@@ -9,6 +9,7 @@ language-model head (tied to the token embedding in GPT-2) -> logits (B, T, V).
 import copy
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 
 from .attention import AttentionRecord, CausalSelfAttention, Positions, rotation_tables
 from .config import GPTConfig, ModelError
-from .decoding import Decoder, KVCache, check_ids, check_sampling, real, sample_next, whole
+from .decoding import Decoder, KVCache, check_ids, check_sampling, sample_next, whole
 
 
 def norm_layer(config: GPTConfig) -> nn.Module:
@@ -97,9 +98,7 @@ class GPT(nn.Module):
 
     def set_dropout(self, p: float) -> None:
         """Dropout probability p in every layer that drops (a checkpoint's or a pretrained model's included)."""
-        if not (real(p) and 0 <= p < 1):
-            raise ModelError(f"dropout={p!r} must be a number in [0, 1)")
-        self.config.dropout = p = float(p)
+        self.config = replace(self.config, dropout=p)  # checked as any config's dropout
         for module in self.modules():
             if isinstance(module, nn.Dropout):  # attention's also sets scaled_dot_product_attention's dropout_p
                 module.p = p
