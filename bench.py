@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -476,9 +477,9 @@ def peak_rss_of_prepare(args: list[str]) -> tuple[float, float]:
 
 def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
     """MB/s of preparing a corpus of copies of the plays (one file each) with GPT-2's tokenizer and with
-    a BPE trained on it, beside tiktoken's own encode_ordinary_batch on the same files with every core (medians of
-    three turns);
-    the time to train the BPE on the plays; the peak resident memory of a `python data/prepare.py` run."""
+    a BPE trained on it, beside tiktoken's own encode_ordinary_batch on the same files with every core (each
+    case's median time over three turns); the time to train the BPE on the plays; the peak resident memory of a
+    `python data/prepare.py` run."""
     cores, vocab_size = len(os.sched_getaffinity(0)), bpe_vocab_size(cfg.bpe_vocab_size)  # as prepare takes it
     with tempfile.TemporaryDirectory() as tmp:
         tmp, text = Path(tmp), shakespeare_text().read_text(encoding="utf-8")
@@ -496,6 +497,8 @@ def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
             gpt2_own = tiktoken_rate(load_tokenizer(tmp / f"gpt2_{turn}").encoding, files, cores)
             bpe, bpe_s = timed(prepare_dataset, files, "bpe", tmp / f"bpe_{turn}", vocab_size=vocab_size)
             bpe_own = tiktoken_rate(load_tokenizer(tmp / f"bpe_{turn}").encoding, files, cores)
+            for dataset in (tmp / f"gpt2_{turn}", tmp / f"bpe_{turn}"):  # one turn's datasets on disk at a time
+                shutil.rmtree(dataset)
             turns.append((gpt2_s, gpt2_own, bpe_s, bpe_s - bpe.tokenizer_seconds, bpe_own))
         gpt2_s, gpt2_own, bpe_s, encode_s, bpe_own = (statistics.median(case) for case in zip(*turns))
         rss, wall = peak_rss_of_prepare([f"--input={tmp / 'corpus'}", "--tokenizer=gpt2", f"--dataset={tmp / 'rss'}"])
