@@ -172,9 +172,10 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
             fix = (f"--out_dir={Path(out_dir).parent} --checkpoint={Path(out_dir).name}"
                    if Path(out_dir).suffix in CHECKPOINT_SUFFIXES else "the folder of a train.py run")
             raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give {fix}")
-        if Path(checkpoint).name != checkpoint:
+        if Path(checkpoint).name != checkpoint:  # a path: from here if a checkpoint is there, else inside out_dir
+            given = Path(checkpoint) if existing_checkpoint(Path(checkpoint)).is_file() else path
             raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give "
-                            f"--out_dir={Path(checkpoint).parent} --checkpoint={Path(checkpoint).name}")
+                            f"--out_dir={given.parent} --checkpoint={given.name}")
         if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
             raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and "
                             f"attention.py read it with --hf_model={out_dir}")
