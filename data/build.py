@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -14,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +45,12 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                     overwrite: bool = False, progress: bool = False) -> Prepared:
     """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir. A folder holding another
     dataset is replaced only with overwrite=True; workers=0 uses every core."""
-    if tokenizer not in TOKENIZER_KINDS and not Path(tokenizer).is_dir():
-        named = DATA_ROOT / tokenizer if "/" not in tokenizer and (DATA_ROOT / tokenizer).is_dir() else None
-        hint = f" (the dataset {tokenizer}'s is --tokenizer={named})" if named else ""
+    named = DATA_ROOT / tokenizer if tokenizer and "/" not in tokenizer and is_dataset(DATA_ROOT / tokenizer) else None
+    hint = f" (the dataset {tokenizer}'s is --tokenizer={named})" if named else ""
+    if tokenizer not in TOKENIZER_KINDS and not (tokenizer and Path(tokenizer).is_dir()):  # "": not this folder
         raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)}, a prepared "
                         f"dataset's folder or a Hugging Face model folder{hint}")
-    given = None if tokenizer in TOKENIZER_KINDS else _folder_tokenizer(Path(tokenizer))
+    given = None if tokenizer in TOKENIZER_KINDS else _folder_tokenizer(Path(tokenizer), hint)
     if tokenizer == "bpe":
         vocab_size = bpe_vocab_size(vocab_size)
     elif vocab_size is not None:
@@ -148,10 +150,13 @@ def _locked(folder: Path) -> Iterator[None]:
         yield
 
 
-def _folder_tokenizer(folder: Path) -> Tokenizer:
+def _folder_tokenizer(folder: Path, hint: str) -> Tokenizer:
     """The tokenizer of a prepared dataset (a model trained on it goes on with new text) or of a Hugging Face model
-    folder (text tokenized as that model reads text)."""
+    folder (text tokenized as that model reads text); hint: the dataset of that name under data/, if any."""
     from_dataset = is_dataset(folder)
+    if not from_dataset and not any((folder / name).is_file() for name in ("tokenizer.json", "config.json")):
+        raise DataError(f"--tokenizer={folder} is neither a prepared dataset's folder (no meta.json) nor a Hugging "
+                        f"Face model's (no tokenizer.json or config.json){hint}")
     if from_dataset:
         try:
             tokenizer = tokenizer_from_description(read_meta(folder)["tokenizer"], folder / "meta.json")
@@ -229,7 +234,8 @@ class SplitPlan:
 
 
 def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> SplitPlan:
-    k = min(int(documents * val_fraction + 0.5), documents - 1)  # round half up; keep one for training
+    # round half up, of the fraction as written (0.7, not the float just under it); keep one for training
+    k = min(math.floor(documents * Fraction(repr(val_fraction)) + Fraction(1, 2)), documents - 1)
     if k < 1:
         return SplitPlan("tail", None, int(chars * (1 - val_fraction)))
     val = np.zeros(documents, dtype=bool)

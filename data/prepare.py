@@ -42,9 +42,11 @@ def main(argv: list[str]) -> None:
         print(f"{folder} already holds this dataset (same inputs and settings); nothing to do")
         return
     meta = prepared.meta
-    kind = cfg.tokenizer
+    kind = meta["tokenizer"]["kind"]
     if kind == "char":  # its parts, as the model's messages count its characters
         kind = f"char: {meta['vocab_size'] - 1:,} characters and <|endoftext|>"
+    if cfg.tokenizer != meta["tokenizer"]["kind"]:  # a folder's tokenizer
+        kind += f", {cfg.tokenizer}'s"
     documents = meta["train_documents"] + meta["val_documents"]
     held_out = (f"{meta['val_documents']:,} whole document{'s' * (meta['val_documents'] != 1)}"
                 if meta["split"] == "documents" else f"the last {100 * meta['val_fraction']:.3g}% of the text")

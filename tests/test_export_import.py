@@ -187,9 +187,10 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
     folder = tmp_path / "llama"
     hf = byte_level_bpe_folder(folder, corpus_text)
     (tmp_path / "notes.txt").write_text(corpus_text, encoding="utf-8")
-    run_script("data/prepare.py", f"--input={tmp_path / 'notes.txt'}", f"--tokenizer={folder}",
-               f"--dataset={tmp_path / 'data'}")
+    prepared = run_script("data/prepare.py", f"--input={tmp_path / 'notes.txt'}", f"--tokenizer={folder}",
+                          f"--dataset={tmp_path / 'data'}")
     tokenizer = tokenizer_from_hf_folder(folder)
+    assert f"vocabulary {tokenizer.vocab_size} (bpe, {folder}'s), uint16" in prepared.stdout
     run_script("train.py", f"--init_from={folder}", f"--dataset={tmp_path / 'data'}", f"--out_dir={tmp_path / 'out'}",
                "--block_size=32", "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=1",
                "--sample_tokens=5", "--device=cpu")

@@ -313,3 +313,11 @@ def test_a_dataset_named_as_a_tokenizer_is_offered_as_its_folder(workspace, monk
     with pytest.raises(DataError, match=rf"^unknown tokenizer 'old'; .* \(the dataset old's is "
                                         rf"--tokenizer={workspace / 'data' / 'old'}\)$"):
         prepare_dataset([workspace / "old.txt"], "old", workspace / "data" / "new")
+    monkeypatch.chdir(workspace)
+    (workspace / "old").mkdir()  # a folder of that name here, neither a dataset nor a model folder
+    with pytest.raises(DataError, match=rf"^--tokenizer=old is neither a prepared dataset's folder \(no meta.json\) "
+                                        rf"nor a Hugging Face model's \(no tokenizer.json or config.json\) \(the "
+                                        rf"dataset old's is --tokenizer={workspace / 'data' / 'old'}\)$"):
+        prepare_dataset([workspace / "old.txt"], "old", workspace / "data" / "new")
+    with pytest.raises(DataError, match=r"^unknown tokenizer ''; use one of "):  # not the folder prepare runs in
+        prepare_dataset([workspace / "old.txt"], "", workspace / "data" / "new")
