@@ -24,7 +24,7 @@ from config.settings import AttentionConfig, read_config
 from data.files import write_atomically
 from model import GPT
 from model.config import counted
-from training.init_from import load_model
+from training.init_from import load_chosen
 from viz.explorer import EXPLORER_MARK, MAX_WEIGHTS, explorer_html, page_marked, weight_count
 from viz.loss_plot import drawn_by, save_png
 from viz.maps import heatmap_figure, query_figure, tick_label, token_texts
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
     cfg = read_config(AttentionConfig, argv)
     folder = check_output(cfg.pictures_dir, "pictures_dir", folder=True)
     device = pick_device(cfg.device)
-    model, tokenizer, _, source = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
+    model, tokenizer, _, source = load_chosen(cfg, device)
     text = read_prompt(cfg.text, "text")
     if not text:
         raise UserError("the text is empty; give the text to look at with --text=TEXT or --text=FILE:path")

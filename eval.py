@@ -28,7 +28,7 @@ from data.files import write_atomically
 from data.sources import read_text
 from model.config import counted
 from model.scoring import score_tokens, summarize
-from training.init_from import load_model
+from training.init_from import load_chosen
 from viz.explorer import SURPRISE_MARK, page_marked, surprise_page
 
 
@@ -61,8 +61,7 @@ def main(argv: list[str]) -> None:
             raise UserError(f"surprise={cfg.surprise} is the text being evaluated; choose another --surprise")
         check_replaceable(surprise, "surprise", "a page eval.py", lambda page: page_marked(page, SURPRISE_MARK))
     device = pick_device(cfg.device)
-    model, tokenizer, checkpoint, name = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights,
-                                                    finite=False)
+    model, tokenizer, checkpoint, name = load_chosen(cfg, device, finite=False)
     if cfg.text_file:
         tokens, source = np.array(tokenizer.encode(read_text(cfg.text_file)), dtype=np.int64), cfg.text_file
     elif checkpoint is None:

@@ -21,7 +21,7 @@ from config.settings import SampleConfig, read_config
 from data.tokenizer import Tokenizer
 from model import ModelError
 from model.decoding import compile_ahead, decoding_bytes, generation_cache, longest_window
-from training.init_from import load_model
+from training.init_from import load_chosen
 
 
 class SampleText:
@@ -69,7 +69,7 @@ class SampleText:
 def main(argv: list[str]) -> None:
     cfg = read_config(SampleConfig, argv)
     device = pick_device(cfg.device)
-    model, tokenizer, *_ = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights)
+    model, tokenizer, *_ = load_chosen(cfg, device)
     prompt = read_prompt(cfg.prompt)
     ids = encode_prompt(prompt, tokenizer, default="prompt" not in cfg.keys_set, start_if_unfit=True)
     if len(ids) > model.config.block_size:

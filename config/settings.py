@@ -195,7 +195,7 @@ class SampleConfig(ModelChoice):
                           check=(lambda p: 0 < p <= 1, "must be in (0, 1]"))
     stop: list[str] = option([], "end a sample where this string appears (repeat the flag for several)", escapes=True)
     compile: bool = option(False, "decode through the compiled decoding step: compiled once per checkpoint, "
-                                  "num_samples and cache size (prompt + max_new_tokens rounded up to a power "
+                                  "weights, num_samples and cache size (prompt + max_new_tokens rounded up to a power "
                                   "of two, at most block_size; about a minute on a CPU), loaded from the compile "
                                   "cache after")
     use_cache: bool = option(True, "reuse cached keys and values (false: recompute the context every step)")

@@ -180,7 +180,7 @@ def byte_level_bpe_folder(folder, text: str):
     return hf
 
 
-def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_text):
+def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_text, capsys):
     import attention
     from data.hf_tokenizer import tokenizer_from_hf_folder
 
@@ -203,8 +203,10 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
     assert correlation(checkpoint["model"]["lm_head.weight"], hf.lm_head.weight) > 0.5  # from Llama's weights
     sample = run_script("sample.py", f"--out_dir={tmp_path / 'out'}", "--prompt=Shall I", "--max_new_tokens=8")
     assert sample.stdout.startswith("Shall I")
+    capsys.readouterr()
     attention.main([f"--hf_model={folder}", "--text=Shall I compare thee", f"--pictures_dir={tmp_path / 'maps'}",
-                    "--device=cpu"])
+                    "--device=cpu", "--checkpoint=best.pt"])
+    assert f"note: --checkpoint=best.pt ignored: --hf_model={folder} runs that model" in capsys.readouterr().err
     assert {p.name for p in (tmp_path / "maps").iterdir()} >= {"heatmaps.png", "explorer.html"}
     with pytest.raises(UserError, match=re.escape(f"--hf_model={folder}")):  # the folder given as a run's
         attention.main([f"--out_dir={folder}", "--text=Shall I", f"--pictures_dir={tmp_path / 'maps2'}"])

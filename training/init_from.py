@@ -9,7 +9,7 @@ import torch
 
 from config.device import memory_bytes
 from config.errors import UserError
-from config.settings import TrainConfig, smaller_batches, tokens_per_step
+from config.settings import ModelChoice, TrainConfig, smaller_batches, tokens_per_step
 from data.dataset import Dataset, tokenizer_change
 from data.hf_tokenizer import tokenizer_from_hf_folder
 from data.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_description
@@ -153,6 +153,15 @@ def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
                         f"{tokenizer.vocab_size} of the tokenizer it runs with ({source}); use a model whose "
                         f"vocabulary covers its tokenizer")
     return tokenizer
+
+
+def load_chosen(cfg: ModelChoice, device: torch.device, finite: bool = True
+                ) -> tuple[GPT, Tokenizer, dict | None, str]:
+    """load_model with a command's keys; an out_dir or checkpoint given beside hf_model is said to go unread."""
+    if cfg.hf_model and (unread := [f"--{k}={getattr(cfg, k)}" for k in ("out_dir", "checkpoint") if k in cfg.keys_set]):
+        print(f"note: {' and '.join(unread)} ignored: --hf_model={cfg.hf_model} runs that model, not a run's "
+              f"checkpoint", file=sys.stderr)
+    return load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights, finite)
 
 
 def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device, weights: str = "float32",
