@@ -421,7 +421,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
 
 
 def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
-    """Once, as the warmup ends: if a step takes over 20% more or less than the probe said, fit the steps to it."""
+    """Once, as the warmup ends or at the first deadline check before that: if a step takes over 20% more or less
+    than the probe said, fit the steps and the schedule to it."""
     plan, progress = run.plan, run.progress
     if "max_iters" in plan.keys and progress.step > pace.step:  # the user's steps are the deadline checks' to cut
         # the main process's measurements on every process: a max_iters of its own would leave the others waiting
@@ -444,8 +445,13 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
 
 
 def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
-    """Before each evaluation but the last, and every twentieth of the budget: end the run in time, same schedule."""
+    """Before each evaluation but the last, and every twentieth of the budget: end the run in time, same schedule.
+    The first check before the warmup's end makes the plan's correction there instead (a machine slow from the
+    start, or a long warmup of the user's, would otherwise go unchecked till an evaluation)."""
     plan, progress = run.plan, run.progress
+    if not plan.corrected:
+        correct_the_plan(run, bar, pace)
+        return
     if progress.step > pace.step:
         # the main process's measurements on every process, as in correct_the_plan
         elapsed_s, step_s, evaluation_s, measured_s = distributed.from_main(

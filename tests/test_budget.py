@@ -55,6 +55,7 @@ def test_the_plan_line_dates_an_end_past_today(monkeypatch):
     clock = datetime(2026, 6, 1, 23, 59, 30)  # a minute's budget that ends past midnight
     planned = plan([], 60)
     assert planned.line(planned.keys["eval_interval"]).endswith("; ends about 2026-06-02 00:00")
+    assert ", 1 evaluation; ends" in planned.line(planned.steps)  # one, at the end
 
 
 def test_a_longer_budget_never_plans_a_smaller_model_or_fewer_tokens():
@@ -161,6 +162,8 @@ def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
     assert plan(["--eval_interval=1"], smallest).steps >= MIN_STEPS
     with pytest.raises(UserError, match=r"the smallest shape for your max_iters=100000 here"):  # the steps the user asked for
         plan(["--max_iters=100000"], 60)
+    with pytest.raises(UserError, match=r"for your max_iters=10000000000 here; lower max_iters$"):  # past a year
+        plan(["--max_iters=10000000000"], 60)
     with pytest.raises(UserError, match=r"max_iters=5 is under the 20 steps a time budget trains at least"):
         plan(["--max_iters=5"], 3600)
 
@@ -227,6 +230,27 @@ def test_the_deadline_cuts_the_users_max_iters_to_end_in_time_but_never_adds_to_
             assert run.progress.elapsed_s + (run.cfg.max_iters - at) * slow_s <= p.loop_s  # ends in its time
 
 
+def test_a_deadline_check_before_the_warmups_end_corrects_the_plan_there():
+    """A machine slow from the start, or a long warmup of the user's: the first check fits the steps and the
+    schedule to the pace measured, rather than wait for the warmup's end."""
+    import train
+    from tqdm import tqdm
+
+    from training.checkpoint import Progress
+    from training.distributed import Ranks
+
+    cfg = read_config(TrainConfig, ["--time_budget=600s", "--warmup_iters=100000"])
+    p = plan_run(probes(), cfg, 600, 3.0, 1, 1.0)
+    at, probe_s, planned = 50, p.step_s, p.steps
+    run = types.SimpleNamespace(plan=p, cfg=dataclasses.replace(cfg, **p.keys), ranks=Ranks(),
+                                device=torch.device("cpu"), progress=Progress(at, elapsed_s=3 * at * probe_s))
+    with tqdm(disable=True) as bar:
+        train.keep_the_deadline(run, bar, Pace(0, 0.0))  # three times as slow as the probe said
+    assert p.corrected and p.step_s == pytest.approx(3 * probe_s)
+    assert run.cfg.max_iters == run.cfg.lr_decay_iters == p.steps == planned // 3
+    assert run.cfg.warmup_iters == 100000  # the user's
+
+
 def test_the_deadline_fit_credits_the_evaluations_that_fewer_steps_leave_out():
     """With evaluations the user asked for often, a slower pace costs steps and their evaluations both: the fit is
     the most steps that end the loop in time, not one step because the plan's evaluations no longer fit."""
@@ -242,13 +266,10 @@ def test_the_deadline_fit_credits_the_evaluations_that_fewer_steps_leave_out():
     assert end == 200  # 180 steps and 19 evaluations: 13.6 s
 
 
-def test_the_deadline_is_checked_every_twentieth_of_the_budget_once_the_plan_is_corrected():
-    """Besides before each evaluation: a twentieth of the budget after the last check, never before the
-    warmup's one correction."""
+def test_the_deadline_is_checked_every_twentieth_of_the_budget():
+    """Besides before each evaluation: a twentieth of the budget after the last check, from the first step."""
     p = plan([], 600)
     pace = Pace(step=100, elapsed_s=50.0)
-    assert not deadline_due(p, pace, 50.0 + 600 / 20)  # the warmup's correction comes first
-    p.corrected = True
     assert not deadline_due(p, pace, 50.0 + 0.9 * 600 / 20)
     assert deadline_due(p, pace, 50.0 + 600 / 20)
     pace.mark(200, 80.0)  # checked: the next one is a twentieth later

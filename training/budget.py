@@ -21,7 +21,7 @@ from config.device import autocast, timed
 from config.errors import UserError
 from config.settings import TrainConfig, parse_duration, tokens_per_step
 from model import GPT, ModelError
-from model.config import shape_words
+from model.config import counted, shape_words
 
 from . import distributed
 from .init_from import check_trainable_here, model_config
@@ -98,7 +98,7 @@ class Plan:
         return (f"time budget {self.budget_s:g} s: {shape} ({self.params:,} parameters), {self.steps:,} steps, "
                 f"{tokens:,} tokens ({tokens / self.params:.1f} per parameter, "
                 f"{tokens * self.bytes_per_token / self.params:.1f} bytes of text), "
-                f"{evaluations(self.steps, eval_interval)} evaluations; ends about {when}{fixed}")
+                f"{counted(evaluations(self.steps, eval_interval), 'evaluation')}; ends about {when}{fixed}")
 
 
 def evaluations(steps: int, eval_interval: int) -> int:
@@ -157,8 +157,9 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         n_evaluations = evaluations(steps, cfg.eval_interval) if "eval_interval" in fixed else EVALUATIONS
         need = 1.25 * (spent_s + overhead_s(small, cfg, n_evaluations) + steps * small.step_s) / (1 - MARGIN)
         what = f"your max_iters={steps}" if "max_iters" in fixed else f"{steps} steps"  # set in a config file, maybe
+        fix = f"give at least {math.ceil(need)}s" if need <= 8760 * 3600 else "lower max_iters"  # a year at most
         raise UserError(f"time_budget={cfg.time_budget} is too short to train even the smallest shape for "
-                        f"{what} here; give at least {math.ceil(need)}s")
+                        f"{what} here; {fix}")
     if "max_iters" in fixed:  # the steps are the user's: the largest model that takes them in time
         probed, steps, loop_s = max(fits, key=lambda fit: fit[0].params)
     else:
@@ -300,8 +301,8 @@ def corrected_steps(plan: Plan, step: int, measured_step_s: float, elapsed_train
 
 
 def deadline_due(plan: Plan, pace: Pace, elapsed_s: float) -> bool:
-    """Whether a twentieth of the budget has passed since the pace's mark (after the plan's correction)."""
-    return plan.corrected and elapsed_s - pace.elapsed_s >= plan.budget_s / DEADLINE_CHECKS
+    """Whether a twentieth of the budget has passed since the pace's mark."""
+    return elapsed_s - pace.elapsed_s >= plan.budget_s / DEADLINE_CHECKS
 
 
 def steps_in_time(plan: Plan, step: int, eval_interval: int, elapsed_s: float, step_s: float, evaluation_s: float
