@@ -247,7 +247,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
                             f"one, or resumed without one since); resume it without --time_budget")
         cfg = replace(cfg, **plan.keys)
     # first: it checks the shape, and that the run fits the memory
-    model = build_model(cfg, dataset, checkpoint, device, "block_size" in given, ranks.per_machine).to(device)
+    model = build_model(cfg, dataset, checkpoint, latest, device, "block_size" in given, ranks.per_machine).to(device)
     if cfg.pretrained:  # a Hugging Face model keeps its own shape (its context cropped): the run records it
         own = {k: getattr(model.config, k) for k in SHAPE_KEYS}  # its vocabulary too, when padded past the data's
         ignored = [f"--{k}={getattr(cfg, k)}" for k in own

@@ -19,8 +19,8 @@ from model.params import counted_parameters
 from model.pretrained import HUB_NAMES
 from model.weights import with_weights
 
-from .checkpoint import (CHECKPOINT_SUFFIXES, checkpoint_path, existing_checkpoint, load_checkpoint,
-                         model_from_checkpoint, resume_instead)
+from .checkpoint import (CHECKPOINT_SUFFIXES, existing_checkpoint, load_checkpoint, model_from_checkpoint,
+                         resume_instead)
 from .optimizer import on_muon
 
 # the training keys that fix the model's shape: every model option but dropout, and the vocabulary
@@ -104,11 +104,11 @@ def check_trainable_here(config: GPTConfig, cfg: TrainConfig, device: torch.devi
                     f"{memory / 1e9:,.1f} GB{share}; {fix}")
 
 
-def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, device: torch.device,
+def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, latest: Path, device: torch.device,
                 block_size_set: bool = True, processes_here: int = 1) -> GPT:
-    """A fresh model, the checkpoint's (to resume: the same shape), or a Hugging Face model's weights (to fine-tune
-    on text tokenized its own way), per init_from. A Hugging Face model is cropped to block_size, unless that is
-    the default and over its own context."""
+    """A fresh model, the checkpoint's (read from `latest`, to resume: the same shape), or a Hugging Face model's
+    weights (to fine-tune on text tokenized its own way), per init_from. A Hugging Face model is cropped to
+    block_size, unless that is the default and over its own context."""
     wanted = model_config(cfg, dataset.meta["vocab_size"])
     if cfg.init_from == "scratch":
         check_trainable_here(wanted, cfg, device, processes_here)
@@ -122,7 +122,6 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, dev
                 raise UserError(f"cannot resume: {key}={getattr(wanted, key)}{source} but the checkpoint was trained "
                                 f"with {key}={saved[key]}; use the same setting or a new out_dir")
         check_trainable_here(wanted, cfg, device, processes_here)  # its batch_size may be new
-        latest = existing_checkpoint(checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format))
         model = model_from_checkpoint(checkpoint, latest, resume_instead(latest))
     else:
         model = GPT.from_pretrained(cfg.init_from)
@@ -158,7 +157,8 @@ def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
 def load_chosen(cfg: ModelChoice, device: torch.device, finite: bool = True
                 ) -> tuple[GPT, Tokenizer, dict | None, str]:
     """load_model with a command's keys; an out_dir or checkpoint given beside hf_model is said to go unread."""
-    if cfg.hf_model and (unread := [f"--{k}={getattr(cfg, k)}" for k in ("out_dir", "checkpoint") if k in cfg.keys_set]):
+    unread = [f"--{key}={getattr(cfg, key)}" for key in ("out_dir", "checkpoint") if key in cfg.keys_set]
+    if cfg.hf_model and unread:
         print(f"note: {' and '.join(unread)} ignored: --hf_model={cfg.hf_model} runs that model, not a run's "
               f"checkpoint", file=sys.stderr)
     return load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights, finite)
