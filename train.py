@@ -435,9 +435,11 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
             spent = "" if elapsed_s + measured + plan.evaluation_s <= plan.loop_s else (
                 f"; the {plan.loop_s:.0f} s planned for the loop are spent, so the run overruns its budget"
                 + (" (a budget this short fits without --compile=true)" if run.cfg.compile else ""))
+            # a warmup under way is cut to a tenth of the steps (or ends now), never lengthened
+            warmup = min(run.cfg.warmup_iters, max(progress.step, steps // 10))
             replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes "
                              f"{measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of "
-                             f"{plan.steps:,}{spent}", max_iters=steps, lr_decay_iters=steps,
+                             f"{plan.steps:,}{spent}", max_iters=steps, lr_decay_iters=steps, warmup_iters=warmup,
                    eval_interval=eval_interval_for(steps))
             plan.step_s = measured
     plan.corrected = True
@@ -446,12 +448,9 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
 
 def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
     """Before each evaluation but the last, and every twentieth of the budget: end the run in time, same schedule.
-    The first check before the warmup's end makes the plan's correction there instead (a machine slow from the
-    start, or a long warmup of the user's, would otherwise go unchecked till an evaluation)."""
+    A check before the warmup's end makes the plan's correction first (a machine slow from the start, or a long
+    warmup of the user's, would otherwise go uncorrected)."""
     plan, progress = run.plan, run.progress
-    if not plan.corrected:
-        correct_the_plan(run, bar, pace)
-        return
     if progress.step > pace.step:
         # the main process's measurements on every process, as in correct_the_plan
         elapsed_s, step_s, evaluation_s, measured_s = distributed.from_main(
@@ -459,6 +458,8 @@ def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
              pace.last_evaluation_s or plan.evaluation_s, progress.elapsed_s - pace.elapsed_s], run.ranks, run.device)
         if measured_s < plan.budget_s / (2 * DEADLINE_CHECKS):
             return  # checked moments ago: too few steps to tell the pace, whose measure goes on
+        if not plan.corrected and "max_iters" in plan.keys:  # the measures above are every process's: all correct
+            correct_the_plan(run, bar, pace)
         steps = steps_in_time(plan, progress.step, run.cfg.eval_interval, elapsed_s, step_s, evaluation_s)
         if steps is not None and ("max_iters" in plan.keys or steps < run.cfg.max_iters):  # the user's: only cut
             past = steps - run.cfg.lr_decay_iters

@@ -45,8 +45,9 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                     overwrite: bool = False, progress: bool = False) -> Prepared:
     """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir. A folder holding another
     dataset is replaced only with overwrite=True; workers=0 uses every core."""
-    named = DATA_ROOT / tokenizer if tokenizer and "/" not in tokenizer and is_dataset(DATA_ROOT / tokenizer) else None
-    hint = f" (the dataset {tokenizer}'s is --tokenizer={named})" if named else ""
+    name = tokenizer.rstrip("/")  # old/ names data/old too
+    named = DATA_ROOT / name if name and "/" not in name and is_dataset(DATA_ROOT / name) else None
+    hint = f" (the dataset {name}'s is --tokenizer={named})" if named else ""
     if tokenizer not in TOKENIZER_KINDS and not (tokenizer and Path(tokenizer).is_dir()):  # "": not this folder
         raise DataError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZER_KINDS)}, a prepared "
                         f"dataset's folder or a Hugging Face model folder{hint}")
@@ -154,9 +155,10 @@ def _folder_tokenizer(folder: Path, hint: str) -> Tokenizer:
     """The tokenizer of a prepared dataset (a model trained on it goes on with new text) or of a Hugging Face model
     folder (text tokenized as that model reads text); hint: the dataset of that name under data/, if any."""
     from_dataset = is_dataset(folder)
-    if not from_dataset and not any((folder / name).is_file() for name in ("tokenizer.json", "config.json")):
+    hf_files = ("tokenizer.json", "config.json", "tokenizer_config.json", "vocab.json")  # one says what is missing
+    if not from_dataset and not any((folder / name).is_file() for name in hf_files):
         raise DataError(f"--tokenizer={folder} is neither a prepared dataset's folder (no meta.json) nor a Hugging "
-                        f"Face model's (no tokenizer.json or config.json){hint}")
+                        f"Face model's (no tokenizer or model files){hint}")
     if from_dataset:
         try:
             tokenizer = tokenizer_from_description(read_meta(folder)["tokenizer"], folder / "meta.json")
@@ -235,7 +237,7 @@ class SplitPlan:
 
 def plan_split(documents: int, chars: int, val_fraction: float, seed: int) -> SplitPlan:
     # round half up, of the fraction as written (0.7, not the float just under it); keep one for training
-    k = min(math.floor(documents * Fraction(repr(val_fraction)) + Fraction(1, 2)), documents - 1)
+    k = min(math.floor(documents * Fraction(repr(float(val_fraction))) + Fraction(1, 2)), documents - 1)
     if k < 1:
         return SplitPlan("tail", None, int(chars * (1 - val_fraction)))
     val = np.zeros(documents, dtype=bool)

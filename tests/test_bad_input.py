@@ -341,7 +341,7 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--out_dir={data}", "out_dir={data} is a dataset's folder, not a run's; give the out_dir of a run"),
     ("--checkpoint=latest.pt", "latest.pt not found; {out} holds best.pt, ckpt.pt: choose one with --checkpoint"),
     ("--checkpoint=run/best.pt", "checkpoint=run/best.pt is a file name in out_dir ({out}), not a path; "
-                                 "give --out_dir={out}/run --checkpoint=best.pt"),
+                                 "give the run's folder as --out_dir, the file's name alone"),
     ("--out_dir={out}/ckpt.pt", "out_dir={out}/ckpt.pt is a file, not a run's folder; give --out_dir={out} "
                                 "--checkpoint=ckpt.pt"),
     ("--out_dir={out}/log.jsonl", "out_dir={out}/log.jsonl is a file, not a run's folder; give the folder of a "
@@ -354,9 +354,10 @@ def test_sample_rejects_bad_requests(trained_out, char_dataset, flag, fragment):
 
 
 def test_a_checkpoint_path_from_here_is_offered_as_out_dir_and_file(trained_out, tmp_path, monkeypatch):
-    monkeypatch.chdir(trained_out.parent)
-    result = run_command("sample.py", f"--out_dir={tmp_path}", f"--checkpoint={trained_out.name}/best.pt")
-    assert_one_line_error(result, f"give --out_dir={trained_out.name} --checkpoint=best.pt")
+    (tmp_path / "a run").symlink_to(trained_out)
+    monkeypatch.chdir(tmp_path)
+    result = run_command("sample.py", f"--out_dir={trained_out}", "--checkpoint=a run/best.pt")
+    assert_one_line_error(result, "give '--out_dir=a run' --checkpoint=best.pt")  # as the shell takes it
 
 
 def test_a_folder_where_the_checkpoint_should_be_is_named_as_such(tmp_path):

@@ -162,8 +162,10 @@ def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
     assert plan(["--eval_interval=1"], smallest).steps >= MIN_STEPS
     with pytest.raises(UserError, match=r"the smallest shape for your max_iters=100000 here"):  # the steps the user asked for
         plan(["--max_iters=100000"], 60)
-    with pytest.raises(UserError, match=r"for your max_iters=10000000000 here; lower max_iters$"):  # past a year
-        plan(["--max_iters=10000000000"], 60)
+    for keys, slowest in ((["--max_iters=10000000000"], "max_iters"), (["--eval_iters=10000000000"], "eval_iters"),
+                          (["--sample_tokens=100000000000"], "sample_tokens")):  # each past a year
+        with pytest.raises(UserError, match=rf"here; no budget up to a year \(8760h\) would do; lower {slowest}$"):
+            plan(keys, 60)
     with pytest.raises(UserError, match=r"max_iters=5 is under the 20 steps a time budget trains at least"):
         plan(["--max_iters=5"], 3600)
 
@@ -212,8 +214,7 @@ def test_the_deadline_cuts_the_users_max_iters_to_end_in_time_but_never_adds_to_
 
     cfg = read_config(TrainConfig, ["--time_budget=600s", "--max_iters=2000", "--eval_interval=500"])
     p = plan_run(probes(), cfg, 600, 3.0, 1, 1.0)
-    assert "max_iters" not in p.keys and p.steps == 2000
-    p.corrected = True
+    assert "max_iters" not in p.keys and p.steps == 2000  # not corrected: the deadline holds before that too
     at = 400
     assert p.loop_s - 2000 * p.step_s - 4 * p.evaluation_s > 0  # the user's steps fit the plan's loop time
     for pace_factor, expected in ((0.5, 2000), (3.0, None)):  # faster: the user's steps stand; slower: cut
@@ -239,16 +240,23 @@ def test_a_deadline_check_before_the_warmups_end_corrects_the_plan_there():
     from training.checkpoint import Progress
     from training.distributed import Ranks
 
-    cfg = read_config(TrainConfig, ["--time_budget=600s", "--warmup_iters=100000"])
-    p = plan_run(probes(), cfg, 600, 3.0, 1, 1.0)
-    at, probe_s, planned = 50, p.step_s, p.steps
-    run = types.SimpleNamespace(plan=p, cfg=dataclasses.replace(cfg, **p.keys), ranks=Ranks(),
-                                device=torch.device("cpu"), progress=Progress(at, elapsed_s=3 * at * probe_s))
-    with tqdm(disable=True) as bar:
-        train.keep_the_deadline(run, bar, Pace(0, 0.0))  # three times as slow as the probe said
-    assert p.corrected and p.step_s == pytest.approx(3 * probe_s)
-    assert run.cfg.max_iters == run.cfg.lr_decay_iters == p.steps == planned // 3
-    assert run.cfg.warmup_iters == 100000  # the user's
+    for users_warmup in ([], ["--warmup_iters=100000"]):
+        cfg = read_config(TrainConfig, ["--time_budget=600s", *users_warmup])
+        p = plan_run(probes(), cfg, 600, 3.0, 1, 1.0)
+        at, probe_s, planned = 50, p.step_s, p.steps
+        run = types.SimpleNamespace(plan=p, cfg=dataclasses.replace(cfg, **p.keys), ranks=Ranks(),
+                                    device=torch.device("cpu"), progress=Progress(at, elapsed_s=3 * at * probe_s))
+        with tqdm(disable=True) as bar:
+            train.keep_the_deadline(run, bar, Pace(0, 0.0))  # three times as slow as the probe said
+        assert p.corrected and p.step_s == pytest.approx(3 * probe_s)
+        assert run.cfg.max_iters == run.cfg.lr_decay_iters == p.steps == planned // 3
+        # the plan's warmup, a tenth of its steps, is cut to a tenth of the new ones; the user's stays
+        assert run.cfg.warmup_iters == (100000 if users_warmup else planned // 30)
+        run.progress = Progress(at, elapsed_s=1.5 * at * probe_s)  # the pace alone (not the first steps) is measured
+        p.corrected = False
+        with tqdm(disable=True) as bar:
+            train.keep_the_deadline(run, bar, Pace(at - 1, 1.5 * at * probe_s - probe_s))  # checked moments ago
+        assert not p.corrected
 
 
 def test_the_deadline_fit_credits_the_evaluations_that_fewer_steps_leave_out():

@@ -206,7 +206,7 @@ def test_fine_tune_sample_and_look_inside_an_imported_llama(tmp_path, corpus_tex
     capsys.readouterr()
     attention.main([f"--hf_model={folder}", "--text=Shall I compare thee", f"--pictures_dir={tmp_path / 'maps'}",
                     "--device=cpu", "--checkpoint=best.pt"])
-    assert f"note: --checkpoint=best.pt ignored: --hf_model={folder} runs that model" in capsys.readouterr().err
+    assert f"note: checkpoint=best.pt ignored: hf_model={folder} runs that model" in capsys.readouterr().err
     assert {p.name for p in (tmp_path / "maps").iterdir()} >= {"heatmaps.png", "explorer.html"}
     with pytest.raises(UserError, match=re.escape(f"--hf_model={folder}")):  # the folder given as a run's
         attention.main([f"--out_dir={folder}", "--text=Shall I", f"--pictures_dir={tmp_path / 'maps2'}"])

@@ -5,6 +5,7 @@ import json
 import os
 import random
 
+import numpy as np
 import pytest
 
 from corpus_files import DOCUMENTS, JSONL, write_corpus
@@ -152,7 +153,8 @@ def test_the_validation_split_is_whole_documents_or_the_tail():
     assert (plan_split(16, 1000, 0.1, seed=3).val_documents == plan.val_documents).all()  # seeded
     assert any((plan_split(16, 1000, 0.1, seed=s).val_documents != plan.val_documents).any() for s in range(4, 9))
     assert plan_split(15, 1000, 0.1, seed=3).val_documents.sum() == 2  # 1.5 rounds up
-    assert plan_split(45, 1000, 0.7, seed=3).val_documents.sum() == 32  # 31.5 as given, though 45 * 0.7 < 31.5
+    for fraction in (0.7, np.float64(0.7)):  # 31.5 as given, though 45 * 0.7 < 31.5
+        assert plan_split(45, 1000, fraction, seed=3).val_documents.sum() == 32
     tail = plan_split(documents=4, chars=1000, val_fraction=0.1, seed=3)  # 0.4 documents: the tail
     assert tail.kind == "tail" and tail.tail_start == 900
 

@@ -316,8 +316,11 @@ def test_a_dataset_named_as_a_tokenizer_is_offered_as_its_folder(workspace, monk
     monkeypatch.chdir(workspace)
     (workspace / "old").mkdir()  # a folder of that name here, neither a dataset nor a model folder
     with pytest.raises(DataError, match=rf"^--tokenizer=old is neither a prepared dataset's folder \(no meta.json\) "
-                                        rf"nor a Hugging Face model's \(no tokenizer.json or config.json\) \(the "
+                                        rf"nor a Hugging Face model's \(no tokenizer or model files\) \(the "
                                         rf"dataset old's is --tokenizer={workspace / 'data' / 'old'}\)$"):
+        prepare_dataset([workspace / "old.txt"], "old/", workspace / "data" / "new")
+    (workspace / "old" / "vocab.json").write_text("{}")  # a tokenizer saved without tokenizer.json: that is named
+    with pytest.raises(DataError, match=r"^old has no tokenizer.json; save the model's tokenizer there too"):
         prepare_dataset([workspace / "old.txt"], "old", workspace / "data" / "new")
     with pytest.raises(DataError, match=r"^unknown tokenizer ''; use one of "):  # not the folder prepare runs in
         prepare_dataset([workspace / "old.txt"], "", workspace / "data" / "new")

@@ -1,6 +1,7 @@
 """The model a run starts from, per init_from: a fresh one, the checkpoint's (to resume, on the data and
 shape it was trained with), or a Hugging Face model's weights (to fine-tune); and the model a tool runs."""
 
+import shlex
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -157,11 +158,12 @@ def pretrained_tokenizer(init_from: str, model: GPT) -> Tokenizer:
 def load_chosen(cfg: ModelChoice, device: torch.device, finite: bool = True
                 ) -> tuple[GPT, Tokenizer, dict | None, str]:
     """load_model with a command's keys; an out_dir or checkpoint given beside hf_model is said to go unread."""
-    unread = [f"--{key}={getattr(cfg, key)}" for key in ("out_dir", "checkpoint") if key in cfg.keys_set]
-    if cfg.hf_model and unread:
-        print(f"note: {' and '.join(unread)} ignored: --hf_model={cfg.hf_model} runs that model, not a run's "
+    loaded = load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights, finite)
+    unread = [f"{key}={getattr(cfg, key)}" for key in ("out_dir", "checkpoint") if key in cfg.keys_set]
+    if cfg.hf_model and unread:  # set by a flag or a config file
+        print(f"note: {' and '.join(unread)} ignored: hf_model={cfg.hf_model} runs that model, not a run's "
               f"checkpoint", file=sys.stderr)
-    return load_model(cfg.out_dir, cfg.checkpoint, cfg.hf_model, device, cfg.weights, finite)
+    return loaded
 
 
 def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device, weights: str = "float32",
@@ -181,10 +183,11 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
             fix = (f"--out_dir={Path(out_dir).parent} --checkpoint={Path(out_dir).name}"
                    if Path(out_dir).suffix in CHECKPOINT_SUFFIXES else "the folder of a train.py run")
             raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give {fix}")
-        if Path(checkpoint).name != checkpoint:  # a path: from here if a checkpoint is there, else inside out_dir
-            given = Path(checkpoint) if existing_checkpoint(Path(checkpoint)).is_file() else path
-            raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give "
-                            f"--out_dir={given.parent} --checkpoint={given.name}")
+        if Path(checkpoint).name != checkpoint:  # a path, of a checkpoint here or of none
+            given = Path(checkpoint)
+            fix = shlex.join([f"--out_dir={given.parent}", f"--checkpoint={given.name}"]) \
+                if existing_checkpoint(given).is_file() else "the run's folder as --out_dir, the file's name alone"
+            raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give {fix}")
         if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
             raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and "
                             f"attention.py read it with --hf_model={out_dir}")
