@@ -179,7 +179,8 @@ def resume_command(argv: list[str], ranks: distributed.Ranks, dropped: tuple[str
 
 def script(name: str) -> str:
     """One of this repository's commands as the shell here reaches it: sample.py, or ../smallgpt/sample.py."""
-    return os.path.relpath(Path(__file__).resolve().parent / name)
+    path = os.path.relpath(Path(__file__).resolve().parent / name)
+    return os.path.join(".", path) if path.startswith("-") else path  # -gpt/sample.py would read as an option
 
 
 def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
@@ -328,7 +329,6 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True
     # an update that broke the weights after its loss was read: stopped before the log or a checkpoint sees it
     if broken := [loss for loss in losses.values() if not math.isfinite(loss)]:
         raise run.broken_error(f"the evaluation at step {run.progress.step} gives a loss of {broken[0]}")
-    bar.write(f"step {run.progress.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     run.record("eval", lr=lr, train_loss=losses["train"], val_loss=losses["val"])
     plot_loss(run.log.rows, run.out_dir / "loss.png")
     improved = losses["val"] < run.progress.best_val_loss
@@ -337,6 +337,8 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True
         run.save("best")
     if latest and (improved or run.cfg.always_save_checkpoint):
         run.save("ckpt")
+    # after the checkpoints: output that cannot be written (a reader gone, a full disk) ends a run that has them
+    bar.write(f"step {run.progress.step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     if run.log.wandb is not None:
         run.log.log_media(run.progress.step, sample_text(run, 200),
                           {"loss_curve": run.out_dir / "loss.png", "attention": attention_picture(run)})

@@ -61,12 +61,13 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None,
     smaller: the settings that would need less memory, named when an allocation fails."""
     if signal.getsignal(signal.SIGINT) is interrupted:  # the command's own handling from here
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if argv is None and getattr(sys.stdout, "errors", "") == "strict":  # text the output's encoding cannot hold
-        sys.stdout.reconfigure(errors="backslashreplace")  # (a file written in cp1252) is escaped, as stderr does it
+    # text the output's encoding cannot hold (a file written in cp1252, the C locale's ASCII) is escaped, as stderr
+    if argv is None and getattr(sys.stdout, "errors", "") in ("strict", "surrogateescape"):  # does it
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         main(sys.argv[1:] if argv is None else argv)
-        if argv is None:  # here, not at exit: a full disk or a gone reader meets the last buffered output too
-            sys.stdout.flush()
+        if argv is None and sys.stdout is not None:  # here, not at exit: a full disk or a gone reader meets the last
+            sys.stdout.flush()  # buffered output too (None: started with stdout closed, where print writes nothing)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -278,6 +278,12 @@ def test_output_a_terminal_cannot_encode_is_escaped_and_a_full_one_is_one_line()
     cp1252 = {**env, "PYTHONIOENCODING": "cp1252"}
     shown = subprocess.run(command("'caf\\u00e9 \\U0001f642' * 2000"), cwd=REPO, env=cp1252, capture_output=True)
     assert shown.returncode == 0 and shown.stdout.startswith("caf\xe9 \\U0001f642".encode("cp1252"))
+    ascii_locale = {**env, "LC_ALL": "C", "PYTHONUTF8": "0"}  # ASCII, with surrogateescape
+    shown = subprocess.run(command("'caf\\u00e9'"), cwd=REPO, env=ascii_locale, capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout == "caf\\xe9\n"
+    closed = subprocess.run(command("'x'"), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: os.close(1))  # started with its stdout closed
+    assert closed.returncode == 0 and closed.stderr == ""
     for text in ("'x' * 20000", "'x'"):
         with open("/dev/full", "w") as full:
             result = subprocess.run(command(text), cwd=REPO, env=env, stdout=full, stderr=subprocess.PIPE, text=True)

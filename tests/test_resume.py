@@ -273,6 +273,31 @@ def test_a_stop_in_the_last_step_skips_the_closing_sample(char_dataset, tmp_path
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 4
 
 
+@pytest.mark.slow
+def test_a_reader_that_leaves_stops_the_run_with_its_evaluations_checkpoint_written(char_dataset, tmp_path):
+    """`python train.py | head -3`: the evaluation's line is printed after its checkpoint is written, so the write
+    that meets the closed pipe ends a run whose checkpoint holds the last evaluation logged."""
+    from helpers import TINY_TRAIN_FLAGS
+
+    process = subprocess.Popen([sys.executable, "train.py", *TINY_TRAIN_FLAGS, "--eval_interval=10",
+                                f"--dataset={char_dataset}", f"--out_dir={tmp_path}"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = [process.stdout.readline() for _ in range(3)]  # the model, the batch, the first evaluation
+    process.stdout.close()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE and lines[2].startswith("step 10: ")
+    evaluated = [row["step"] for row in read_rows(tmp_path / "log.jsonl") if row["kind"] == "eval"]
+    assert evaluated[-1] > 10  # an evaluation whose line met the closed pipe
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == evaluated[-1]
+
+
+def test_a_command_whose_path_starts_with_a_dash_is_not_read_as_an_option(tmp_path, monkeypatch):
+    import train
+
+    monkeypatch.setattr(train, "__file__", str(tmp_path / "-gpt" / "train.py"))  # a clone named -gpt, run from above
+    monkeypatch.chdir(tmp_path)
+    assert train.script("sample.py") == "./-gpt/sample.py"
+
+
 def test_the_closing_lines_name_only_what_the_run_wrote(char_dataset, tmp_path):
     """A run stopped before its first evaluation, resumed with nothing to train: no best val loss, no best.pt."""
     process = subprocess.Popen([sys.executable, "train.py", *RUN_FLAGS, f"--dataset={char_dataset}",
