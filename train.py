@@ -439,9 +439,10 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
                 + (" (a budget this short fits without --compile=true)" if run.cfg.compile else ""))
             # a warmup under way is cut to a tenth of the steps (or ends now), never lengthened
             warmup = min(run.cfg.warmup_iters, max(progress.step, steps // 10))
+            cut = f", a warmup of {warmup:,}" if "warmup_iters" in plan.keys and warmup < run.cfg.warmup_iters else ""
             replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes "
                              f"{measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of "
-                             f"{plan.steps:,}{spent}", max_iters=steps, lr_decay_iters=steps, warmup_iters=warmup,
+                             f"{plan.steps:,}{cut}{spent}", max_iters=steps, lr_decay_iters=steps, warmup_iters=warmup,
                    eval_interval=eval_interval_for(steps))
             plan.step_s = measured
     plan.corrected = True
@@ -457,7 +458,8 @@ def keep_the_deadline(run: Run, bar: tqdm, pace: Pace) -> None:
         # the main process's measurements on every process, as in correct_the_plan
         elapsed_s, step_s, evaluation_s, measured_s = distributed.from_main(
             [progress.elapsed_s, pace.step_s(progress.step, progress.elapsed_s),
-             pace.last_evaluation_s or plan.evaluation_s, progress.elapsed_s - pace.elapsed_s], run.ranks, run.device)
+             pace.last_evaluation_s or plan.evaluation_s, progress.elapsed_s - pace.elapsed_s - pace.evaluated_s],
+            run.ranks, run.device)
         if measured_s < plan.budget_s / (2 * DEADLINE_CHECKS):
             return  # checked moments ago: too few steps to tell the pace, whose measure goes on
         if not plan.corrected and "max_iters" in plan.keys:  # the measures above are every process's: all correct

@@ -1,6 +1,7 @@
 """User-facing errors: one line that says what is wrong and what to do. model/ and data/ raise their own
 exception types (ModelError, DataError) with the fix in the message; run_cli shows those as one line too."""
 
+import codecs
 import errno
 import os
 import re
@@ -62,7 +63,9 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None,
     if signal.getsignal(signal.SIGINT) is interrupted:  # the command's own handling from here
         signal.signal(signal.SIGINT, signal.default_int_handler)
     # text the output's encoding cannot hold (a file written in cp1252, the C locale's ASCII) is escaped, as stderr
-    if argv is None and getattr(sys.stdout, "errors", "") in ("strict", "surrogateescape"):  # does it
+    # does it; UTF-8 with surrogateescape holds it all, and writes a path's undecodable bytes back as they came
+    errors, encoding = getattr(sys.stdout, "errors", ""), getattr(sys.stdout, "encoding", "")
+    if argv is None and (errors == "strict" or errors == "surrogateescape" and codecs.lookup(encoding).name != "utf-8"):
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
         main(sys.argv[1:] if argv is None else argv)

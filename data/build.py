@@ -31,6 +31,8 @@ from .tokenizer import (END_OF_TEXT, TOKENIZER_KINDS, BPETokenizer, CharTokenize
 RANK_FILE = "tokenizer.tiktoken"  # a bpe's ranks in tiktoken's own format, which load_tiktoken_bpe reads
 BATCH_CHARS = 1 << 20  # characters of text per batch handed to an encoding thread
 DATASET_FILES = {"train.bin", "val.bin", "meta.json", RANK_FILE}
+HF_FILES = {"tokenizer.json", "config.json", "tokenizer_config.json", "vocab.json", "merges.txt", "vocab.txt",
+            "special_tokens_map.json", "generation_config.json"}  # what a Hugging Face model's folder holds
 
 
 @dataclass
@@ -155,8 +157,8 @@ def _folder_tokenizer(folder: Path, hint: str) -> Tokenizer:
     """The tokenizer of a prepared dataset (a model trained on it goes on with new text) or of a Hugging Face model
     folder (text tokenized as that model reads text); hint: the dataset of that name under data/, if any."""
     from_dataset = is_dataset(folder)
-    hf_files = ("tokenizer.json", "config.json", "tokenizer_config.json", "vocab.json")  # one says what is missing
-    if not from_dataset and not any((folder / name).is_file() for name in hf_files):
+    if not from_dataset and not any(path.name in HF_FILES or path.suffix in (".safetensors", ".bin", ".model")
+                                    for path in folder.iterdir()):  # one of them: its messages say what is missing
         raise DataError(f"--tokenizer={folder} is neither a prepared dataset's folder (no meta.json) nor a Hugging "
                         f"Face model's (no tokenizer or model files){hint}")
     if from_dataset:

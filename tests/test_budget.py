@@ -162,8 +162,10 @@ def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
     assert plan(["--eval_interval=1"], smallest).steps >= MIN_STEPS
     with pytest.raises(UserError, match=r"the smallest shape for your max_iters=100000 here"):  # the steps the user asked for
         plan(["--max_iters=100000"], 60)
+    # each past a year: the largest cost is named
     for keys, slowest in ((["--max_iters=10000000000"], "max_iters"), (["--eval_iters=10000000000"], "eval_iters"),
-                          (["--sample_tokens=100000000000"], "sample_tokens")):  # each past a year
+                          (["--sample_tokens=100000000000"], "sample_tokens"),
+                          (["--max_iters=1000000000", "--eval_interval=1"], "eval_iters, or raise eval_interval")):
         with pytest.raises(UserError, match=rf"here; no budget up to a year \(8760h\) would do; lower {slowest}$"):
             plan(keys, 60)
     with pytest.raises(UserError, match=r"max_iters=5 is under the 20 steps a time budget trains at least"):

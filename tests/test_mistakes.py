@@ -281,6 +281,9 @@ def test_output_a_terminal_cannot_encode_is_escaped_and_a_full_one_is_one_line()
     ascii_locale = {**env, "LC_ALL": "C", "PYTHONUTF8": "0"}  # ASCII, with surrogateescape
     shown = subprocess.run(command("'caf\\u00e9'"), cwd=REPO, env=ascii_locale, capture_output=True, text=True)
     assert shown.returncode == 0 and shown.stdout == "caf\\xe9\n"
+    utf8 = {**env, "LC_ALL": "C.UTF-8"}  # UTF-8 with surrogateescape: a path's undecodable byte is written back
+    shown = subprocess.run(command("'d\\udcff'"), cwd=REPO, env=utf8, capture_output=True)
+    assert shown.returncode == 0 and shown.stdout == b"d\xff\n"
     closed = subprocess.run(command("'x'"), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, preexec_fn=lambda: os.close(1))  # started with its stdout closed
     assert closed.returncode == 0 and closed.stderr == ""

@@ -319,7 +319,7 @@ def test_a_dataset_named_as_a_tokenizer_is_offered_as_its_folder(workspace, monk
                                         rf"nor a Hugging Face model's \(no tokenizer or model files\) \(the "
                                         rf"dataset old's is --tokenizer={workspace / 'data' / 'old'}\)$"):
         prepare_dataset([workspace / "old.txt"], "old/", workspace / "data" / "new")
-    (workspace / "old" / "vocab.json").write_text("{}")  # a tokenizer saved without tokenizer.json: that is named
+    (workspace / "old" / "tokenizer.model").write_bytes(b"")  # a SentencePiece model's: what it lacks is named
     with pytest.raises(DataError, match=r"^old has no tokenizer.json; save the model's tokenizer there too"):
         prepare_dataset([workspace / "old.txt"], "old", workspace / "data" / "new")
     with pytest.raises(DataError, match=r"^unknown tokenizer ''; use one of "):  # not the folder prepare runs in

@@ -279,9 +279,10 @@ def test_a_reader_that_leaves_stops_the_run_with_its_evaluations_checkpoint_writ
     that meets the closed pipe ends a run whose checkpoint holds the last evaluation logged."""
     from helpers import TINY_TRAIN_FLAGS
 
-    process = subprocess.Popen([sys.executable, "train.py", *TINY_TRAIN_FLAGS, "--eval_interval=10",
+    process = subprocess.Popen([sys.executable, "train.py", *TINY_TRAIN_FLAGS, "--eval_interval=10", "--max_iters=400",
                                 f"--dataset={char_dataset}", f"--out_dir={tmp_path}"], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # each line as printed, as a terminal
     lines = [process.stdout.readline() for _ in range(3)]  # the model, the batch, the first evaluation
     process.stdout.close()
     assert process.wait(timeout=120) == 128 + signal.SIGPIPE and lines[2].startswith("step 10: ")

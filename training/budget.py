@@ -158,7 +158,8 @@ def plan_run(probes: list[Probed], cfg: TrainConfig, budget_s: float, spent_s: f
         need = 1.25 * (spent_s + overhead_s(small, cfg, n_evaluations) + steps * small.step_s) / (1 - MARGIN)
         what = f"your max_iters={steps}" if "max_iters" in fixed else f"{steps} steps"  # set in a config file, maybe
         costs = {"max_iters" if "max_iters" in fixed else "the shape": steps * small.step_s,
-                 "eval_iters": n_evaluations * evaluation_s(small, cfg),
+                 "eval_iters" + (", or raise eval_interval" if "eval_interval" in fixed else ""):
+                     n_evaluations * evaluation_s(small, cfg),
                  "sample_tokens": cfg.sample_tokens * small.token_s}
         fix = f"give at least {math.ceil(need)}s" if need <= 8760 * 3600 else \
             f"no budget up to a year (8760h) would do; lower {max(costs, key=costs.get)}"

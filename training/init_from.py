@@ -180,7 +180,7 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     path = existing_checkpoint(Path(out_dir) / checkpoint)
     if not path.is_file():
         if Path(out_dir).is_file():  # the checkpoint itself, given as the run's folder?
-            fix = (f"--out_dir={Path(out_dir).parent} --checkpoint={Path(out_dir).name}"
+            fix = (shlex.join([f"--out_dir={Path(out_dir).parent}", f"--checkpoint={Path(out_dir).name}"])
                    if Path(out_dir).suffix in CHECKPOINT_SUFFIXES else "the folder of a train.py run")
             raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give {fix}")
         if Path(checkpoint).name != checkpoint:  # a path, of a checkpoint here or of none
