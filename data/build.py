@@ -47,7 +47,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                     overwrite: bool = False, progress: bool = False) -> Prepared:
     """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir. A folder holding another
     dataset is replaced only with overwrite=True; workers=0 uses every core."""
-    name = tokenizer.rstrip("/")  # old/ names data/old too
+    name = str(tokenizer).rstrip("/")  # old/ names data/old too
     named = DATA_ROOT / name if name and "/" not in name and is_dataset(DATA_ROOT / name) else None
     hint = f" (the dataset {name}'s is --tokenizer={named})" if named else ""
     if tokenizer not in TOKENIZER_KINDS and not (tokenizer and Path(tokenizer).is_dir()):  # "": not this folder

@@ -341,7 +341,7 @@ def test_an_update_that_breaks_the_weights_reaches_neither_the_log_nor_a_checkpo
     ("--out_dir={data}", "out_dir={data} is a dataset's folder, not a run's; give the out_dir of a run"),
     ("--checkpoint=latest.pt", "latest.pt not found; {out} holds best.pt, ckpt.pt: choose one with --checkpoint"),
     ("--checkpoint=run/best.pt", "checkpoint=run/best.pt is a file name in out_dir ({out}), not a path; "
-                                 "give the run's folder as --out_dir, the file's name alone"),
+                                 "give the run's folder as --out_dir, the file's name as --checkpoint"),
     ("--out_dir={out}/ckpt.pt", "out_dir={out}/ckpt.pt is a file, not a run's folder; give --out_dir={out} "
                                 "--checkpoint=ckpt.pt"),
     ("--out_dir={out}/log.jsonl", "out_dir={out}/log.jsonl is a file, not a run's folder; give the folder of a "

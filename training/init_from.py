@@ -185,8 +185,9 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
             raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give {fix}")
         if Path(checkpoint).name != checkpoint:  # a path, of a checkpoint here or of none
             given = Path(checkpoint)
-            fix = shlex.join([f"--out_dir={given.parent}", f"--checkpoint={given.name}"]) \
-                if existing_checkpoint(given).is_file() else "the run's folder as --out_dir, the file's name alone"
+            fix = "the run's folder as --out_dir, the file's name as --checkpoint"
+            if existing_checkpoint(given).is_file():
+                fix = shlex.join([f"--out_dir={given.parent}", f"--checkpoint={given.name}"])
             raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give {fix}")
         if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
             raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and "
