@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from config.device import resolve_dtype
 from config.errors import UserError
 from config.outputs import check_output
 from config.settings import TrainConfig
 from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script, snapshot
-from training.checkpoint import claim_out_dir
+from training.checkpoint import claim_out_dir, load_checkpoint
 
 
 @pytest.fixture
@@ -120,11 +122,20 @@ def test_a_run_that_never_began_leaves_out_dir_as_it_found_it(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def picture(path: Path, software: str | None) -> None:
+    """A one-pixel PNG, with software in its Software text field (the mark save_png gives what it draws)."""
+    info = PngInfo()
+    if software is not None:
+        info.add_text("Software", software)
+    Image.new("RGB", (1, 1)).save(path, pnginfo=info)
+
+
 def test_fresh_start_over_a_checkpoint_needs_overwrite_which_removes_only_the_runs_files(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    for name in ("ckpt.pt", "best.pt", "log.jsonl", "loss.png", "notes.txt", ".ckpt.pt.4242.tmp", ".other.tmp"):
+    for name in ("ckpt.pt", "best.pt", "log.jsonl", "notes.txt", ".ckpt.pt.4242.tmp", ".other.tmp"):
         (out / name).write_text(name)
+    picture(out / "loss.png", "smallgpt train.py")
     before = snapshot(tmp_path)
     with pytest.raises(UserError, match="holds an earlier run .*--init_from=resume.*new --out_dir.*--replace_run=true"):
         claim_out_dir(train_config(out))
@@ -143,6 +154,34 @@ def test_fresh_start_over_a_checkpoint_needs_overwrite_which_removes_only_the_ru
     (out / "log.jsonl").write_text('{"kind": "batch", "step": 1}\n')  # a run killed before its first checkpoint
     with pytest.raises(UserError, match=r"holds an earlier run \(log.jsonl\); start this one in a new --out_dir"):
         claim_out_dir(train_config(out))
+    with pytest.raises(UserError, match=rf"^checkpoint {out / 'ckpt.pt'} not found: the run in {out} stopped before "
+                                        r"its first checkpoint, so there is nothing to resume; start it again with "
+                                        r"--init_from=scratch --replace_run=true$"):
+        claim_out_dir(train_config(out, init_from="resume"))
+    claim_out_dir(train_config(out, replace_run=True)).release()  # which that message offers
+    with pytest.raises(UserError, match=rf"^checkpoint {out / 'best.pt'} not found: the run in {out} stopped before "
+                                        rf"its first checkpoint; train it again with python train.py \(and the same "
+                                        rf"config files\) --out_dir={out} --replace_run=true$"):
+        load_checkpoint(out / "best.pt")  # sample.py's, eval.py's
+
+
+@pytest.mark.parametrize("name", ["loss.png", "attention.png"])
+@pytest.mark.parametrize("init_from, replace_run", [("scratch", False), ("scratch", True), ("resume", False)])
+def test_a_picture_of_the_users_in_out_dir_is_never_drawn_over(tmp_path, name, init_from, replace_run):
+    """A run redraws loss.png and attention.png; a file of that name that train.py did not draw is the user's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ckpt.pt").write_text("a run's checkpoint")
+    for kind, make in [("unmarked", lambda p: picture(p, None)), ("another command's", lambda p: picture(p, "smallgpt "
+                       "compare.py")), ("not a picture", lambda p: p.write_text("notes"))]:
+        make(out / name)
+        before = snapshot(tmp_path)
+        with pytest.raises(UserError, match=rf"^out_dir {out} holds {name}, a picture train.py did not draw, which the "
+                                            rf"run would draw over; move it away or choose another --out_dir$"):
+            claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run))
+        assert snapshot(tmp_path) == before, kind
+    picture(out / name, "smallgpt train.py")  # the run's own, from an earlier evaluation
+    claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run or init_from == "scratch")).release()
 
 
 def test_resume_without_a_checkpoint_is_refused_before_anything_is_made(tmp_path):

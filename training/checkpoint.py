@@ -30,6 +30,7 @@ from data.dataset import Dataset, dataset_identity, is_dataset
 from data.files import write_atomically
 from data.loader import BatchLoader
 from model import GPT, GPTConfig
+from viz.loss_plot import drawn_by
 
 from .distributed import Ranks
 from .optimizer import Optimizers
@@ -74,8 +75,13 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
                             f"(python train.py {shlex.quote(f'--dataset={folder}')} --out_dir=DIR trains one)")
         if path.exists():  # a folder, a device: nothing torch.save or safetensors wrote
             raise UserError(f"checkpoint {path} is not a file; move it away, or give the out_dir of a run")
+        flag = shlex.quote(f"--out_dir={path.parent}")
+        if stopped_before_checkpoint(path.parent):
+            raise UserError(f"checkpoint {path} not found: the run in {path.parent} stopped before its first "
+                            f"checkpoint; train it again with python train.py (and the same config files) {flag} "
+                            f"--replace_run=true")
         raise UserError(f"checkpoint {path} not found; train one with python train.py (and the same config files) "
-                        f"{shlex.quote(f'--out_dir={path.parent}')}")
+                        f"{flag}")
     try:
         with open(path, "rb") as f:
             head = f.read(9)
@@ -348,22 +354,36 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
         os.close(fd)  # a run that gave up removed this file between our open and our lock
 
 
+def stopped_before_checkpoint(folder: Path) -> bool:
+    """Whether folder holds a run that logged steps but stopped before its first checkpoint."""
+    log = folder / "log.jsonl"
+    return log.is_file() and log.stat().st_size > 0 and not any(
+        (folder / n).is_file() for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES))
+
+
 def check_start(folder: Path, cfg: TrainConfig) -> None:
     """Resume needs a checkpoint; a fresh start must not bury an earlier run (unless --replace_run=true): its
     checkpoints, or the log of one stopped before its first; no folder stands where the run writes a file."""
     if folders := [name for name in RUN_FILES if (folder / name).is_dir()]:
         raise UserError(f"out_dir {folder} holds a folder named {folders[0]}, where the run writes a file of that "
                         f"name; move it away or choose another --out_dir")
+    drawn = drawn_by("train.py")  # a run draws over its own pictures, never a user's
+    if theirs := [name for name in ("loss.png", "attention.png") if (folder / name).exists() and not drawn(folder / name)]:
+        raise UserError(f"out_dir {folder} holds {theirs[0]}, a picture train.py did not draw, which the run would "
+                        f"draw over; move it away or choose another --out_dir")
     latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors
     if cfg.init_from == "resume" and not latest.is_file():
         if existing_checkpoint(latest.with_stem("best")).is_file():
             raise UserError(f"checkpoint {latest} not found; {resume_instead(latest)}")
+        if stopped_before_checkpoint(folder):
+            raise UserError(f"checkpoint {latest} not found: the run in {folder} stopped before its first checkpoint, "
+                            f"so there is nothing to resume; start it again with --init_from=scratch "
+                            f"--replace_run=true")
         raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
     earlier = [n for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES) and (folder / n).is_file()]  # best.pt too
-    log = folder / "log.jsonl"
-    if not earlier and log.is_file() and log.stat().st_size:  # a run stopped before its first checkpoint
-        earlier = [log.name]
+    if stopped_before_checkpoint(folder):
+        earlier = ["log.jsonl"]
     if cfg.init_from != "resume" and earlier and not cfg.replace_run:
         resume = "continue it with --init_from=resume, " if latest.is_file() else ""
         raise UserError(f"out_dir {folder} holds an earlier run ({', '.join(earlier)}); {resume}start this one "
