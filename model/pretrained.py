@@ -52,7 +52,8 @@ def folder_config(folder: Path):
     before transformers parses it (an unknown type would be its own long error)."""
     path = folder / "config.json"
     if not path.is_file():
-        run = sorted(p.name for p in folder.glob("*.*") if p.stem in ("ckpt", "best"))  # a training run's folder
+        run = sorted(p.name for p in folder.glob("*.*")  # a training run's folder: its checkpoints
+                     if p.stem in ("ckpt", "best") and p.suffix in (".pt", ".safetensors"))
         hint = (f"; it holds {run[0]}, so it is a smallgpt run: give it as --out_dir instead (train.py continues "
                 f"it with --init_from=resume), or make a model folder of it with export.py"
                 if run else "")

@@ -142,7 +142,9 @@ def test_what_smallgpt_does_not_compute_is_refused_before_the_weights_are_read(t
 
 
 def test_a_folder_of_another_model_type_or_without_config_json_is_one_line(tmp_path):
-    with pytest.raises(ModelError, match="has no config.json, so it is not a Hugging Face model folder"):
+    (tmp_path / "best.png").touch()  # a picture of that name is no checkpoint
+    with pytest.raises(ModelError, match="has no config.json, so it is not a Hugging Face model folder; give one "
+                                         r"written by save_pretrained \(config.json and model.safetensors\)$"):
         GPT.from_pretrained(str(tmp_path))
     (tmp_path / "ckpt.pt").touch()  # a training run's folder
     with pytest.raises(ModelError, match=r"\(config.json and model.safetensors\); it holds ckpt.pt, so it is a "
