@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
                           for key, value in result.items()}))
     else:
         bpb = result["bits_per_byte"]
-        print(f"{result['text']}: {counted(result['tokens'], 'token')} predicted, "
+        print(f"{name} on {result['text']}: {counted(result['tokens'], 'token')} predicted, "
               f"{counted(result['bytes'], 'byte')}\n"
               f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.2f}, "
               + (f"{bpb:.4f} bits per byte" if bpb is not None else

@@ -113,7 +113,8 @@ def test_eval_py_reports_the_validation_split(trained, char_dataset):
 def test_a_text_of_two_characters_is_one_token_of_one_byte(trained, tmp_path):
     (tmp_path / "two.txt").write_text("th")
     result = run_script("eval.py", f"--out_dir={trained}", f"--text_file={tmp_path / 'two.txt'}")
-    assert result.stdout.startswith(f"{tmp_path / 'two.txt'}: 1 token predicted, 1 byte\n"), result.stdout
+    assert result.stdout.startswith(f"{trained / 'ckpt.pt'} on {tmp_path / 'two.txt'}: 1 token predicted, 1 byte\n"), \
+        result.stdout  # which model scored it, too
 
 
 @pytest.mark.slow
