@@ -94,7 +94,7 @@ class TrainConfig(ModelOptions, Checked):
     # logging
     wandb_log: bool = option(False, "log to Weights & Biases (respects WANDB_MODE)")
     wandb_project: str = option("smallgpt", "wandb project")
-    wandb_run_name: str = option("run", "wandb run name")
+    wandb_run_name: str = option("", "wandb run name (empty: out_dir's folder name)")
 
     def __post_init__(self) -> None:
         # the model's shape is checked by GPTConfig when the model is built; the schedule follows max_iters

@@ -35,26 +35,30 @@ def wandb_records(path) -> list[bytes]:
     return records
 
 
-def logged_history(run_dir) -> list[dict]:
+def offline_records(run_dir) -> tuple[list[dict], list[str]]:
+    """The offline run's history rows, and the names its run records gave it."""
     from wandb.proto import wandb_internal_pb2
 
-    history = []
+    history, names = [], []
     for raw in wandb_records(next(run_dir.glob("wandb/offline-run-*/run-*.wandb"))):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(raw)
         if record.WhichOneof("record_type") == "history":
             history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                             for item in record.history.item})
-    return history
+        elif record.WhichOneof("record_type") == "run":
+            names.append(record.run.display_name)
+    return history, names
 
 
 def test_offline_run_holds_the_loss_history(char_dataset, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
-    result = run_script("train.py", *TINY_TRAIN_FLAGS, "--log_interval=5", "--wandb_log=true", "--wandb_run_name=tiny",
-               f"--dataset={char_dataset}", f"--out_dir={tmp_path / 'out'}", env=env)
-    history = logged_history(tmp_path)
+    result = run_script("train.py", *TINY_TRAIN_FLAGS, "--log_interval=5", "--wandb_log=true",
+                        f"--dataset={char_dataset}", f"--out_dir={tmp_path / 'shakespeare-tiny'}", env=env)
+    history, names = offline_records(tmp_path)
+    assert set(names) == {"shakespeare-tiny"}  # without wandb_run_name, the run is named by its out_dir
     logged = {h["_step"]: h["batch/train_loss"] for h in history if "batch/train_loss" in h}
-    rows = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "shakespeare-tiny" / "log.jsonl").read_text().splitlines()]
     expected = {r["step"]: r["train_loss"] for r in rows if r["kind"] == "batch"}
     assert logged == expected and sorted(logged) == [5, 10, 15, 20, 25, 30, 35, 40]
     val = {h["_step"]: h["eval/val_loss"] for h in history if "eval/val_loss" in h}

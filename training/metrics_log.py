@@ -40,7 +40,7 @@ def start_wandb(cfg: TrainConfig, resume_step: int | None):
     except ImportError:
         raise UserError("wandb_log=true needs wandb: pip install wandb") from None
     try:
-        run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=dataclasses.asdict(cfg))
+        run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name or Path(cfg.out_dir).resolve().name, config=dataclasses.asdict(cfg))
     except wandb.errors.Error as e:  # no API key, no network, ...
         raise UserError(f"wandb could not start ({str(e).splitlines()[0]}); run `wandb login`, "
                         f"or set WANDB_MODE=offline") from None
