@@ -45,6 +45,7 @@ from training.throughput import MFUMeter
 from viz.loss_plot import compare_runs, drawn_by, save_png
 
 HERE = Path(__file__).parent
+CLASSIC = str(HERE / "configs" / "classic.toml")  # the classic recipe's file, wherever bench.py runs from
 CPU = torch.device("cpu")
 
 
@@ -161,7 +162,7 @@ def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
 
 
 # nanoGPT's documented CPU run, in nanoGPT's (GPT-2's) recipe
-NANOGPT_CPU = ["configs/classic.toml", "--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=64",
+NANOGPT_CPU = [CLASSIC, "--n_layer=4", "--n_head=4", "--n_embd=128", "--block_size=64",
                "--batch_size=12", "--dtype=float32", "--compile=false", "--dropout=0.0"]
 PRECISION_MODEL = ["--n_layer=6", "--n_head=6", "--n_embd=384", "--block_size=256", "--batch_size=8", "--dropout=0.0"]
 
@@ -216,7 +217,7 @@ def bench_recipe_cost(train_args: list[str], steps: int, device: torch.device) -
     printed apart. Each recipe's keys win over train_args', so that each row is the recipe it names."""
     steps_per_turn, turns = max(1, steps // 8), 4
     variants, first = {}, {}
-    for recipe, files in (("classic", ["configs/classic.toml"]), ("default", [])):
+    for recipe, files in (("classic", [CLASSIC]), ("default", [])):
         keys = read_config(TrainConfig, files)  # the recipe's keys as its files set them (none: the default recipe)
         recipe_flags = [f"--{key}={flag_value(getattr(keys, key))}" for key in RECIPE_KEYS]
         for compile in (False, True):
@@ -291,15 +292,13 @@ def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
     print(f"  bfloat16 / float32: {f32_s / bf16_s:.2f}x the speed, val loss {bf16_val - f32_val:+.4f}")
 
 
-RECIPE_PIECES = {  # each piece of the modern recipe, added alone to the classic one
-    "+ RoPE": ["--pos_emb=rope"],
-    "+ RMSNorm": ["--norm=rmsnorm"],
-    "+ QK-norm": ["--qk_norm=true"],
-    "+ SwiGLU": ["--mlp=swiglu"],
-    "+ untied head": ["--tie_embeddings=false"],
-    "+ grouped-query (2 of 4 kv heads)": ["--n_kv_head=2"],
-    "+ Muon": ["--optimizer=muon"],
-}
+def recipe_pieces(n_head: int) -> dict[str, list[str]]:
+    """Each piece of the modern recipe, added alone to the classic one; grouped-query attention shares each key
+    and value head among two query heads or more (the most heads that divide n_head, at most half)."""
+    kv = max(d for d in range(1, max(1, n_head // 2) + 1) if n_head % d == 0)
+    return {"+ RoPE": ["--pos_emb=rope"], "+ RMSNorm": ["--norm=rmsnorm"], "+ QK-norm": ["--qk_norm=true"],
+            "+ SwiGLU": ["--mlp=swiglu"], "+ untied head": ["--tie_embeddings=false"],
+            f"+ grouped-query ({kv} of {n_head} kv heads)": [f"--n_kv_head={kv}"], "+ Muon": ["--optimizer=muon"]}
 
 
 def scored_val_loss(out_dir: Path) -> tuple[float, float]:
@@ -316,8 +315,9 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
     eval.py's validation loss, and every run's loss curves in one picture (as compare.py draws them)."""
     plot = check_output(cfg.plot or "recipe.png", "plot", folder=False)  # before the runs, not after them
     check_replaceable(plot, "plot", "a picture bench.py", drawn_by("bench.py"))
-    runs = {"classic (configs/classic.toml)": ["configs/classic.toml"], "modern (the default)": []}
-    runs.update({name: ["configs/classic.toml", *flags] for name, flags in RECIPE_PIECES.items()})
+    runs = {"classic (configs/classic.toml)": [CLASSIC], "modern (the default)": []}
+    pieces = recipe_pieces(read_config(TrainConfig, [CLASSIC, *train_args]).n_head)
+    runs.update({name: [CLASSIC, *flags] for name, flags in pieces.items()})
     results, logs = {}, {}
     import train  # noqa: F401  (before the first run is timed, which would pay for it)
     with tempfile.TemporaryDirectory() as tmp:
@@ -533,6 +533,11 @@ def main(argv: list[str]) -> None:
     cfg = read_config(BenchConfig, own)  # --help stops here
     if name not in BENCHMARKS:
         raise UserError(f"name a benchmark first: python bench.py {'|'.join(BENCHMARKS)} [--key=value ...]")
+    trains = {f.name for f in dataclasses.fields(TrainConfig)} if passes_keys else set()  # passed on to train.py
+    for key in [a[2:].partition("=")[0] for a in flags if a[2:].partition("=")[0] in own_keys - trains - {"help"}]:
+        readers = BenchConfig.__dataclass_fields__[key].metadata["help"].partition(":")[0].split(", ")
+        if name not in readers:  # it would be ignored without a word
+            raise UserError(f"--{key} is a key of bench.py {' and '.join(readers)}, not of {name}; drop it")
     known = own_keys | {f.name for f in dataclasses.fields(TrainConfig)}
     for key in (a[2:].partition("=")[0] for a in train_args if a.startswith("--")):
         if key not in known:  # named against bench.py's keys too, not train.py's alone

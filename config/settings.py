@@ -283,7 +283,8 @@ class PrepareConfig(Checked):
 
 @dataclass
 class BenchConfig(Checked):
-    """Keys of bench.py; the training benchmarks pass every other key to train.py."""
+    """Keys of bench.py, each help starting with the benchmarks that read it (another's flag is refused); the
+    training benchmarks pass every other key to train.py."""
 
     command: ClassVar[str] = "bench"
     usage: ClassVar[str] = ("python bench.py generation|training|precision|recipe|budget|first_token|prepare "

@@ -67,6 +67,24 @@ def test_bench_takes_its_keys_from_a_config_file_whether_or_not_it_passes_keys_t
                                                                          f"bench.py {benchmark}")
 
 
+def test_a_bench_flag_another_benchmark_reads_is_refused_not_ignored(tmp_path):
+    """Each key's help names the benchmarks that read it; a flag the one named would ignore is refused."""
+    import bench
+
+    for f in dataclasses.fields(BenchConfig):
+        readers = f.metadata["help"].partition(":")[0].split(", ")
+        assert set(readers) <= bench.BENCHMARKS.keys(), f.name
+    for benchmark, flag, readers in [("recipe", "--steps=60", "training and precision"),
+                                     ("generation", "--repeats=2", "first_token"),
+                                     ("budget", "--device=cpu", "generation")]:
+        assert_one_line_error(run_command("bench.py", benchmark, flag),
+                              f"{flag.partition('=')[0]} is a key of bench.py {readers}, not of {benchmark}; drop it")
+    config = write(tmp_path / "b.toml", "repeats = 2\n")  # a file may hold several benchmarks' keys
+    assert_one_line_error(run_command("bench.py", "generation", str(config), "--new_tokens=0"),
+                          "new_tokens must be positive")  # checked on, not refused for repeats
+    assert_one_line_error(run_command("bench.py", "training", "--device=tpu"), "device")  # train.py's key too
+
+
 def test_bench_checks_every_budget_before_it_trains_any(tmp_path):
     for flags in (["--budgets=60,0"], ["--budgets=-5"]):
         assert_one_line_error(run_command("bench.py", "budget", *flags),
@@ -95,8 +113,17 @@ def test_each_row_of_the_recipes_table_is_the_recipe_it_names_whatever_the_users
     assert [c.compile for c in built] == [False, True, False, True] and {c.n_layer for c in built} == {2}  # yours
 
 
+def test_the_recipes_grouped_query_row_names_the_heads_it_trains():
+    from bench import recipe_pieces
+
+    for n_head, kv in [(4, 2), (6, 3), (5, 1), (9, 3), (1, 1)]:
+        assert recipe_pieces(n_head)[f"+ grouped-query ({kv} of {n_head} kv heads)"] == [f"--n_kv_head={kv}"]
+
+
 @pytest.mark.parametrize("benchmark", ["training", "precision"])
-def test_a_log_interval_that_leaves_nothing_to_time_is_one_line_before_any_run(benchmark, char_dataset):
+def test_a_log_interval_that_leaves_nothing_to_time_is_one_line_before_any_run(benchmark, char_dataset, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)  # bench.py's own config files are found from any folder
     refused = run_command("bench.py", benchmark, "--steps=50", "--log_interval=50", f"--dataset={char_dataset}")
     assert_one_line_error(refused, "log_interval=50 leaves under two logged steps after the first 10 of 50 to time")
     from bench import check_timed
