@@ -80,7 +80,7 @@ class StopSignals:
         if self.announce:
             again = "press Ctrl-C again" if signum == signal.SIGINT else "another SIGTERM"
             print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
-                  f"({again} to quit at once)", file=sys.stderr, flush=True)
+                  f"({again} to quit at once, with only the checkpoints already saved)", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -169,6 +169,8 @@ def resume_command(argv: list[str], ranks: distributed.Ranks, dropped: tuple[str
     """The command that resumes this run (without the `dropped` keys' flags), with as many processes: torchrun's
     rendezvous across machines is the user's to give again."""
     kept = [a for a in argv if not a.startswith(tuple(f"--{key}=" for key in ("init_from", "replace_run", *dropped)))]
+    keys = [a.partition("=")[0] if a.startswith("--") else None for a in kept]
+    kept = [a for i, a in enumerate(kept) if keys[i] is None or keys[i] not in keys[i + 1:]]  # the last value counts
     n, per_machine = ranks.world_size, ranks.per_machine
     launcher = (["python"] if not ranks.distributed else
                 ["torchrun", "--standalone", f"--nproc_per_node={n}"] if per_machine == n

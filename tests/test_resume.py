@@ -244,6 +244,9 @@ def test_the_resume_command_starts_as_many_processes(monkeypatch, tmp_path):
     assert resume_command(argv, Ranks(1, 4, 4)) == \
         "torchrun --standalone --nproc_per_node=4 train.py configs/classic.toml '--out_dir=my run' --init_from=resume"
     assert resume_command(argv, Ranks(0, 8, 4)).startswith("torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend")
+    resumed = ["a.toml", "--max_iters=60", "--out_dir=o", "b.toml", "--max_iters=400", "--init_from=resume"]
+    assert resume_command(resumed, Ranks()) == "python train.py a.toml --out_dir=o b.toml --max_iters=400 " \
+                                               "--init_from=resume"  # the value that counts, once; files all kept
     monkeypatch.chdir(tmp_path)  # started from another folder: the script as reached from there
     assert resume_command(argv, Ranks()).startswith(f"python {os.path.relpath(REPO / 'train.py')} configs/")
 
