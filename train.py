@@ -26,8 +26,7 @@ from tqdm import tqdm
 from config.device import autocast, resolve_dtype, synchronize
 from config.errors import UserError, out_of_memory, run_cli, stop_on_sigterm
 from config.parsing import flag_text
-from config.settings import (AttentionConfig, TrainConfig, parse_duration, read_config, smaller_batches,
-                             tokens_per_step)
+from config.settings import AttentionConfig, TrainConfig, parse_duration, read_config, smaller_batches, tokens_per_step
 from data.corpora import ensure_dataset
 from data.dataset import Dataset, dataset_identity, lost_relative_path, open_dataset
 from data.errors import DataError
@@ -150,11 +149,10 @@ class Run:
         """Training stopped (`problem` says why): start again, or resume the last good checkpoint `how`, with the
         keys in `lower` (their values now) under those values, as `note` adds."""
         names = dict(zip(lower, "NM"))
-        command = resume_command(self.argv, self.ranks, dropped=tuple(lower))
         flags = " ".join(f"--{key}={name}" for key, name in names.items())
         bounds = ", ".join(f"{names[key]} under {value:{',' if isinstance(value, int) else 'g'}}"
                            for key, value in lower.items())
-        resume = f"{command} {flags} ({bounds}; {note})"
+        resume = f"{resume_command(self.argv, self.ranks, dropped=tuple(lower))} {flags} ({bounds}; {note})"
         if not self.ranks.is_main:  # the main process alone knows what it saved
             return UserError(f"{problem}; training stopped: resume the run's last good checkpoint {how}, {resume}; "
                              f"if it has none yet, start again (--replace_run=true)")
@@ -333,8 +331,7 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True
         raise run.broken_error(f"the evaluation at step {run.progress.step} gives a loss of {broken[0]}")
     run.record("eval", lr=lr, train_loss=losses["train"], val_loss=losses["val"])
     plot_loss(run.log.rows, run.out_dir / "loss.png")
-    improved = losses["val"] < run.progress.best_val_loss
-    if improved:
+    if improved := losses["val"] < run.progress.best_val_loss:
         run.progress.best_val_loss = losses["val"]
         run.save("best")
     if latest and (improved or run.cfg.always_save_checkpoint):
@@ -573,8 +570,7 @@ def main(argv: list[str], temporary: bool = False) -> None:
                     print(f"note: log.jsonl went on to step {run.log.dropped_to}; its rows after step "
                           f"{run.progress.step}, the checkpoint's, were dropped, as those steps are run again",
                           file=sys.stderr)
-            finished = run.progress.step >= run.cfg.max_iters
-            if finished:
+            if finished := run.progress.step >= run.cfg.max_iters:
                 how = "resume without --time_budget and raise max_iters" if run.plan else "raise max_iters"
                 print(f"note: the run is at step {run.progress.step} and max_iters={run.cfg.max_iters}: nothing to "
                       f"train; {how} to go on", file=sys.stderr)

@@ -86,7 +86,6 @@ class Plan:
         return cls(**stored)
 
     def line(self, eval_interval: int) -> str:
-        s = self.shape
         tokens = self.steps * self.tokens_per_step
         left_s = self.budget_s - process_age_s()
         if "max_iters" in self.fixed:  # the user's steps may end the run well before the budget does
@@ -94,7 +93,7 @@ class Plan:
         end = datetime.now() + timedelta(seconds=left_s)
         when = f"{end:%H:%M:%S}" if end.date() == datetime.now().date() else f"{end:%Y-%m-%d %H:%M}"
         fixed = f"; kept: {', '.join(self.fixed)}" if self.fixed else ""
-        shape = shape_words(s["n_layer"], s["n_head"], s["n_embd"], s["block_size"])
+        shape = shape_words(**self.shape)  # n_layer, n_head, n_embd, block_size
         return (f"time budget {self.budget_s:g} s: {shape} ({self.params:,} parameters), {self.steps:,} steps, "
                 f"{tokens:,} tokens ({tokens / self.params:.1f} per parameter, "
                 f"{tokens * self.bytes_per_token / self.params:.1f} bytes of text), "

@@ -264,9 +264,7 @@ class OutDir:
     """out_dir, claimed by this process: another run is refused until release (or this process's end)."""
 
     def __init__(self, folder: Path, lock_fd: int, lock_created: bool, folders_created: list[Path]):
-        self.folder = folder
-        self._lock_fd = lock_fd
-        self._lock_created = lock_created
+        self.folder, self._lock_fd, self._lock_created = folder, lock_fd, lock_created
         self._folders_created = folders_created  # deepest first
         self._previous_record = os.pread(lock_fd, os.fstat(lock_fd).st_size, 0)
         os.ftruncate(lock_fd, 0)
@@ -368,7 +366,7 @@ def check_start(folder: Path, cfg: TrainConfig) -> None:
         raise UserError(f"out_dir {folder} holds a folder named {folders[0]}, where the run writes a file of that "
                         f"name; move it away or choose another --out_dir")
     drawn = drawn_by("train.py")  # a run draws over its own pictures, never a user's
-    if theirs := [name for name in ("loss.png", "attention.png") if (folder / name).exists() and not drawn(folder / name)]:
+    if theirs := [n for n in ("loss.png", "attention.png") if (folder / n).exists() and not drawn(folder / n)]:
         raise UserError(f"out_dir {folder} holds {theirs[0]}, a picture train.py did not draw, which the run would "
                         f"draw over; move it away or choose another --out_dir")
     latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors

@@ -40,7 +40,8 @@ def start_wandb(cfg: TrainConfig, resume_step: int | None):
     except ImportError:
         raise UserError("wandb_log=true needs wandb: pip install wandb") from None
     try:
-        run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name or Path(cfg.out_dir).resolve().name, config=dataclasses.asdict(cfg))
+        run = wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name or Path(cfg.out_dir).resolve().name,
+                         config=dataclasses.asdict(cfg))
     except wandb.errors.Error as e:  # no API key, no network, ...
         raise UserError(f"wandb could not start ({str(e).splitlines()[0]}); run `wandb login`, "
                         f"or set WANDB_MODE=offline") from None
@@ -55,10 +56,9 @@ def start_wandb(cfg: TrainConfig, resume_step: int | None):
 
 
 class MetricsLog:
-    """Rows of {"kind": "batch" | "eval", "step", "tokens", "elapsed_s", "lr", losses...}. A resumed run keeps
-    the rows up to the checkpoint's step, so steps run again appear once (unless it trains none: `rerun`);
-    dropped_to is the last it dropped, and lost says that a resumed run found no log (deleted, or another folder's
-    checkpoint copied in)."""
+    """Rows of {"kind": "batch" | "eval", "step", "tokens", "elapsed_s", "lr", losses...}. A resumed run keeps the rows
+    up to the checkpoint's step, so steps run again appear once (unless it trains none: `rerun`); dropped_to is the last
+    it dropped, and lost says that a resumed run found no log (deleted, or another folder's checkpoint copied in)."""
 
     def __init__(self, path: Path, resume_step: int | None, wandb_run=None, rerun: bool = True):
         self.path, self.wandb = path, wandb_run  # wandb: start_wandb's, with wandb_log
