@@ -46,7 +46,6 @@ from viz.loss_plot import compare_runs, drawn_by, save_png
 
 HERE = Path(__file__).parent
 CLASSIC = str(HERE / "configs" / "classic.toml")  # the classic recipe's file, wherever bench.py runs from
-CPU = torch.device("cpu")
 
 
 def table(columns: dict[str, str]) -> Callable[..., None]:
@@ -303,7 +302,7 @@ def recipe_pieces(n_head: int) -> dict[str, list[str]]:
 
 def scored_val_loss(out_dir: Path) -> tuple[float, float]:
     """eval.py's figures for a run's last checkpoint over its whole validation split: loss, bits per byte."""
-    model, tokenizer, checkpoint, _ = load_model(str(out_dir), "ckpt.pt", "", CPU)
+    model, tokenizer, checkpoint, _ = load_model(str(out_dir), "ckpt.pt", "", torch.device("cpu"))
     tokens, _ = validation_split(checkpoint)
     summary = summarize(score_tokens(model, tokens, 16).losses, tokens, tokenizer.token_bytes())
     return summary.loss, summary.bits_per_byte
@@ -476,10 +475,9 @@ def peak_rss_of_prepare(args: list[str]) -> tuple[float, float]:
 
 
 def bench_prepare(cfg: BenchConfig, train_args: list[str]) -> None:
-    """MB/s of preparing a corpus of copies of the plays (one file each) with GPT-2's tokenizer and with
-    a BPE trained on it, beside tiktoken's own encode_ordinary_batch on the same files with every core (each
-    case's median time over three turns); the time to train the BPE on the plays; the peak resident memory of a
-    `python data/prepare.py` run."""
+    """MB/s of preparing a corpus of copies of the plays (one file each) with GPT-2's tokenizer and with a BPE trained
+    on it, beside tiktoken's own encode_ordinary_batch on the same files with every core (each case's median time over
+    three turns); the time to train the BPE on the plays; the peak resident memory of a `python data/prepare.py` run."""
     cores, vocab_size = len(os.sched_getaffinity(0)), bpe_vocab_size(cfg.bpe_vocab_size)  # as prepare takes it
     with tempfile.TemporaryDirectory() as tmp:
         tmp, text = Path(tmp), shakespeare_text().read_text(encoding="utf-8")

@@ -11,6 +11,7 @@ generation_config.json, tokenizer.json, tokenizer_config.json and a model card (
 
 import config.interrupt  # noqa: F401  first: a Ctrl-C while torch loads is one line
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -80,16 +81,14 @@ def result_rows(checkpoint: dict) -> list[str]:
     """The dataset, tokens seen, val loss and bits per byte: the best val loss (nats per token)
     times the validation split's tokens per byte, over ln 2 (if the dataset folder is here)."""
     dataset, loss = checkpoint.get("config", {}).get("dataset", "not recorded"), checkpoint.get("best_val_loss")
-    meta, missing = None, "its meta.json is not here, or not readable"
-    try:  # the split's sizes, each a positive count, or none
+    meta, missing = None, "its meta.json is not here, or not readable"  # meta: the split's sizes, each positive
+    with contextlib.suppress(KeyError, OSError, ValueError, TypeError):
         found = json.loads((dataset_dir(checkpoint["config"]["dataset"]) / "meta.json").read_text())
         sizes = {key: found[key] for key in ("train_tokens", "val_tokens", "train_bytes", "val_bytes")}
         if found["fingerprint"] != checkpoint["dataset"]["fingerprint"]:
             missing = "it holds other data now, prepared since"
         elif all(type(count) is int and count > 0 for count in sizes.values()):
             meta = sizes
-    except (KeyError, OSError, ValueError, TypeError):
-        pass
     measured, steps = loss is not None and math.isfinite(loss), checkpoint.get("iter_num", 0)
     rows = [f"| dataset | {dataset}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens, "
             f"{meta['train_bytes'] + meta['val_bytes']:,} bytes of text |" if meta else

@@ -15,10 +15,9 @@ def pick_device(name: str) -> torch.device:
     """'auto' means cuda, then mps, then cpu."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    try:
+    device = None
+    with contextlib.suppress(RuntimeError):
         device = torch.device(name)
-    except RuntimeError:
-        device = None
     if device is None or device.type not in ("cpu", "cuda", "mps"):  # meta, xpu, ...: torch's, not this project's
         raise UserError(f"device={name!r} is not a device this project runs on; use auto, cpu, cuda, cuda:N or mps")
     available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
@@ -38,9 +37,8 @@ def memory_bytes(device: torch.device) -> int:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """'auto' is bfloat16 where the hardware computes it natively (recent GPUs; CPUs with
-    AVX512-BF16 or AMX; bench.py precision measures it), else float32.
-    float16 on a CPU is refused: its autocast has no fast kernels there."""
+    """'auto' is bfloat16 where the hardware computes it natively (recent GPUs; CPUs with AVX512-BF16 or AMX; bench.py
+    precision measures it), else float32. float16 on a CPU is refused: its autocast has no fast kernels there."""
     if dtype == "float16" and device.type == "cpu":
         raise UserError("dtype=float16 has no fast path on a CPU (autocast runs it slower than float32); "
                         "use --dtype=bfloat16 or float32")

@@ -174,8 +174,7 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
         fix = ("it is a checkpoint: name its folder with --out_dir" if path.endswith((".pt", ".safetensors"))
                else "give a .toml file, in UTF-8")
         raise UserError(f"config file {path} is not UTF-8 text (invalid byte at offset {e.start}); {fix}") from None
-    # RecursionError: arrays nested thousands deep; ValueError: TOMLDecodeError, and an integer past Python's
-    # 4,300 digits
+    # RecursionError: arrays nested thousands deep; ValueError: TOMLDecodeError, or an int past Python's 4,300 digits
     except (ValueError, RecursionError) as e:
         raise UserError(f"config file {path} is not valid TOML: {e}; write key = value lines (true and false in "
                         f"lower case, text in quotes), as configs/*.toml do") from None

@@ -299,8 +299,7 @@ class BenchConfig(Checked):
                                    "recipes' table lays the given keys over the default run's config either way)")
     plot: str = option("", "recipe, budget: the picture to write (empty: recipe.png, budget.png)", path=True, check=PNG)
     budgets: list[int] = option([60, 180, 600], "budget: seconds of each time budget on the character corpus")
-    bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)",
-                             check=NOT_NEGATIVE)
+    bpe_budget: int = option(180, "budget: seconds of the time budget on the BPE corpus (0: none)", check=NOT_NEGATIVE)
     against_default: bool = option(True, "budget: also the default run against a budgeted run given its wall time")
     repeats: int = option(5, "first_token: how many times to start sample.py", check=POSITIVE)
     out_dir: str = option("out-shakespeare-char", "first_token: the checkpoint's folder", path=True)
