@@ -156,17 +156,16 @@ def _locked(folder: Path) -> Iterator[None]:
 def _folder_tokenizer(folder: Path, hint: str) -> Tokenizer:
     """The tokenizer of a prepared dataset (a model trained on it goes on with new text) or of a Hugging Face model
     folder (text tokenized as that model reads text); hint: the dataset of that name under data/, if any."""
-    from_dataset = is_dataset(folder)
-    if not from_dataset and not any(path.name in HF_FILES or path.suffix in (".safetensors", ".bin", ".model")
-                                    for path in folder.iterdir()):  # one of them: its messages say what is missing
-        raise DataError(f"--tokenizer={folder} is neither a prepared dataset's folder (no meta.json) nor a Hugging "
-                        f"Face model's (no tokenizer or model files){hint}")
-    if from_dataset:
+    if from_dataset := is_dataset(folder):
         try:
             tokenizer = tokenizer_from_description(read_meta(folder)["tokenizer"], folder / "meta.json")
         except (KeyError, TypeError, DataError):
             raise DataError(f"{folder}/meta.json does not describe a tokenizer as a prepared dataset's does; give "
                             f"--tokenizer a dataset folder that data/prepare.py wrote, or a Hugging Face one") from None
+    elif not any(path.name in HF_FILES or path.suffix in (".safetensors", ".bin", ".model")
+                 for path in folder.iterdir()):  # one of them: its messages say what is missing
+        raise DataError(f"--tokenizer={folder} is neither a prepared dataset's folder (no meta.json) nor a Hugging "
+                        f"Face model's (no tokenizer or model files){hint}")
     else:
         tokenizer = tokenizer_from_hf_folder(folder)
     if tokenizer.eot_token is None:
@@ -339,8 +338,7 @@ class TokenFile:
     """One split's .bin file, appended to as pieces come, hashed as it is written."""
 
     def __init__(self, path: Path, dtype: np.dtype):
-        self.path, self.dtype = path, np.dtype(dtype)
-        self.sha256 = hashlib.sha256()
+        self.path, self.dtype, self.sha256 = path, np.dtype(dtype), hashlib.sha256()
         self.tokens = self.text_bytes = self.documents = 0
         self.file = open(path, "wb")
 

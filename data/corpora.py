@@ -62,7 +62,8 @@ def ensure_dataset(dataset: str) -> Path:
     if dataset not in RECIPES:
         if folder.is_file() or folder.is_dir() and any(p.name not in DATASET_FILES for p in folder.iterdir()):
             raise DataError(f"{folder} is no dataset folder (it has no meta.json); if it holds your text, make a "
-                            f"dataset of it with python data/prepare.py --input={shlex.quote(str(folder))} --dataset=NAME")
+                            f"dataset of it with python data/prepare.py --input={shlex.quote(str(folder))} "
+                            f"--dataset=NAME")
         incomplete = folder.is_dir() and any(folder.iterdir())  # a dataset's files without meta.json
         raise DataError(f"dataset folder {folder} {'holds no meta.json' if folder.is_dir() else 'not found'}; make "
                         f"it with python data/prepare.py --input=PATH --dataset={shlex.quote(dataset)}"

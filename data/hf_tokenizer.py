@@ -12,7 +12,8 @@ from .tokenizer import END_OF_TEXT, BPETokenizer, CharTokenizer, GPT2Tokenizer, 
 
 SUPPORTED = "only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen and the like) are read"
 # what a conversion is checked on, against the Hugging Face tokenizer itself
-PROBE_TEXT = "Crème brûlée, naïve façade!\n  日本語のテキスト, 中文 😀👩‍👩‍👧 don't 1234567\t\tend"
+PROBE_TEXT = ("Crème brûlée, naïve façade!\n  日本語のテキスト, "
+              "中文 😀👩‍👩‍👧 don't 1234567\t\tend")
 EVERY_CHARACTER = r"[\s\S]"  # the split that puts each character apart, in the char tokenizer written out
 
 

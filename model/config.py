@@ -53,9 +53,9 @@ class ModelOptions:
                         ("rmsnorm", "layernorm"))
     norm_eps: float = _option(1e-5, "the norms' epsilon")
     qk_norm: bool = _option(True, "an RMSNorm on each head's queries and keys before the dot product (Qwen3)")
-    mlp: str = _option("swiglu", "swiglu (gate and up projections, then down) or gelu (GPT-2)",
-                       ("swiglu", "gelu"))
-    mlp_hidden: int | None = _option(None, "MLP width (none: 4 n_embd for gelu, 8/3 n_embd rounded up to 64 for swiglu)")
+    mlp: str = _option("swiglu", "swiglu (gate and up projections, then down) or gelu (GPT-2)", ("swiglu", "gelu"))
+    mlp_hidden: int | None = _option(None, "MLP width (none: 4 n_embd for gelu, 8/3 n_embd rounded up to 64 for "
+                                           "swiglu)")
     n_kv_head: int | None = _option(None, "key/value heads, each shared by n_head // n_kv_head query heads "
                                           "(none: n_head; 1: multi-query)")
     head_size: int | None = _option(None, "width of one head (none: n_embd // n_head)")
@@ -94,7 +94,8 @@ class GPTConfig(ModelOptions):
             self.head_size = self.n_embd // self.n_head
         self.n_kv_head = self.n_head if self.n_kv_head is None else self.n_kv_head
         if self.n_head % self.n_kv_head != 0:
-            raise ModelError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (1 is multi-query attention)")
+            raise ModelError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (1 is multi-query "
+                             f"attention)")
         if rope and self.head_size % 2:
             raise ModelError(f"RoPE turns pairs of numbers: head_size={self.head_size} must be even; {fix}")
         if self.mlp_hidden is None:  # SwiGLU's three matrices of 8/3 n_embd hold about what GELU's two of 4 n_embd do

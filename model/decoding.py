@@ -1,12 +1,11 @@
-"""Decoding: next-token logits for a growing sequence, prefill once, then a token at a time through a preallocated
-KV cache of fixed shape; the choice of each token; and the one-token step (always the same shapes), compiled once per
-model while prefill stays eager.
+"""Decoding: next-token logits for a growing sequence, prefill once, then a token at a time through a preallocated KV
+cache of fixed shape; the choice of each token; and the one-token step (always the same shapes), compiled once per model
+while prefill stays eager.
 
-On a CPU, AOTInductor compiles an exported `DecodeStep` into a package with the weights frozen inside, kept in
-the compile cache under a hash of all it depends on: a later process loads it in about a second. On CUDA,
-torch.compile's "reduce-overhead" replays the step as one CUDA graph (a small model's step is many short kernels,
-whose launches would set its pace), writing the static cache tensors in place; each process traces it again.
-"""
+On a CPU, AOTInductor compiles an exported `DecodeStep` into a package with the weights frozen inside, kept in the
+compile cache under a hash of all it depends on: a later process loads it in about a second. On CUDA, torch.compile's
+"reduce-overhead" replays the step as one CUDA graph (a small model's step is many short kernels, whose launches would
+set its pace), writing the static cache tensors in place; each process traces it again."""
 
 import contextlib
 import getpass
@@ -194,13 +193,12 @@ class Decoder:
     """Follows a sequence as tokens are appended and gives the logits for the next one.
 
     Context policy, the same with and without the cache, so both give the same tokens:
-    - RoPE: every token attends to the last block_size tokens, a sliding window. The cache rolls, so
-      a step costs the same however long generation runs; uncached, each step re-reads the last
-      n_layer * (block_size - 1) + 1 tokens: all the newest token depends on through n_layer windows.
-    - Learned positions cannot slide: the window grows to block_size; when one more token would not
-      fit, it is cut to its last block_size // 2 tokens, re-encoded at positions from 0.
-    A prompt longer than block_size is read from its last block_size tokens.
-    """
+    - RoPE: every token attends to the last block_size tokens, a sliding window. The cache rolls, so a step costs the
+      same however long generation runs; uncached, each step re-reads the last n_layer * (block_size - 1) + 1 tokens:
+      all the newest token depends on through n_layer windows.
+    - Learned positions cannot slide: the window grows to block_size; when one more token would not fit, it is cut to
+      its last block_size // 2 tokens, re-encoded at positions from 0.
+    A prompt longer than block_size is read from its last block_size tokens."""
 
     # no_grad whatever mode the caller is in: the cache is written in place and never
     # carries gradients (GPT.generate_stream runs it under the lighter inference_mode)

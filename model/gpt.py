@@ -1,10 +1,8 @@
 """A decoder-only transformer, in the GPT-2 shape or the modern one.
 
-idx (B, T) -> token embeddings (+ learned position embeddings in the GPT-2
-shape; RoPE turns queries and keys instead) -> n_layer pre-norm blocks
-(attention, then MLP, each added to the residual stream) -> final norm ->
-language-model head (tied to the token embedding in GPT-2) -> logits (B, T, V).
-"""
+idx (B, T) -> token embeddings (+ learned position embeddings in the GPT-2 shape; RoPE turns queries and keys instead)
+-> n_layer pre-norm blocks (attention, then MLP, each added to the residual stream) -> final norm -> language-model head
+(tied to the token embedding in GPT-2) -> logits (B, T, V)."""
 
 import copy
 import math
@@ -22,9 +20,8 @@ from .decoding import Decoder, KVCache, check_ids, check_sampling, sample_next, 
 
 def norm_layer(config: GPTConfig) -> nn.Module:
     """LayerNorm (GPT-2: centre, scale, shift) or RMSNorm (Llama: scale by the root mean square)."""
-    if config.norm == "rmsnorm":
-        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
-    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+    return (nn.RMSNorm(config.n_embd, eps=config.norm_eps) if config.norm == "rmsnorm"
+            else nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias))
 
 
 class MLP(nn.Module):

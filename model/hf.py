@@ -1,8 +1,7 @@
 """Hugging Face's GPT-2, Llama and Qwen3 models and this project's GPT, both ways: config fields and weight names.
 
-The math is the same on both sides, so weights map over by renaming (GPT-2's Conv1D weights also transposed, its
-fused query/key/value split or joined); an option that one side lacks is refused by name.
-"""
+The math is the same on both sides, so weights map over by renaming (GPT-2's Conv1D weights also transposed, its fused
+query/key/value split or joined); an option that one side lacks is refused by name."""
 
 from pathlib import Path
 
@@ -149,6 +148,7 @@ def gpt_config_from_hf(hf) -> GPTConfig:
         sliding = any(kind != "full_attention" for kind in hf.layer_types or ())
         _require(hf, "use_sliding_window", sliding, (False,), "attention here sees the whole context")
     else:
-        _require(hf, "mlp_bias", hf.mlp_bias, (hf.attention_bias,), f"attention_bias={hf.attention_bias} and {one_bias}")
+        _require(hf, "mlp_bias", hf.mlp_bias, (hf.attention_bias,),
+                 f"attention_bias={hf.attention_bias} and {one_bias}")
     return GPTConfig(**fields, pos_emb="rope", rope_theta=rope.get("rope_theta", 10000.0), norm="rmsnorm",
                      qk_norm=hf.model_type == "qwen3", mlp="swiglu")

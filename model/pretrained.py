@@ -55,8 +55,7 @@ def folder_config(folder: Path):
         run = sorted(p.name for p in folder.glob("*.*")  # a training run's folder: its checkpoints
                      if p.stem in ("ckpt", "best") and p.suffix in (".pt", ".safetensors"))
         hint = (f"; it holds {run[0]}, so it is a smallgpt run: give it as --out_dir instead (train.py continues "
-                f"it with --init_from=resume), or make a model folder of it with export.py"
-                if run else "")
+                f"it with --init_from=resume), or make a model folder of it with export.py" if run else "")
         raise ModelError(f"{folder} has no config.json, so it is not a Hugging Face model folder; "
                          f"give one written by save_pretrained (config.json and model.safetensors){hint}")
     try:

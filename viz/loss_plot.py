@@ -66,9 +66,8 @@ def plot_loss(rows: list[dict], path: Path) -> None:
 
 
 def compare_runs(runs: dict[str, list[dict]], path: Path, by: str) -> Path:
-    """One PNG of several runs' losses (log.jsonl rows by run name): the validation loss at each
-    evaluation, and each logged batch's training loss faintly, against the tokens seen (left)
-    and against the seconds of training (right)."""
+    """One PNG of several runs' losses (log.jsonl rows by run name): the validation loss at each evaluation, and each
+    logged batch's training loss faintly, against the tokens seen (left) and against the seconds of training (right)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 4.5), dpi=100, layout="constrained")

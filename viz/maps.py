@@ -1,8 +1,7 @@
 """Attention patterns as PNG pictures, drawn with matplotlib, and tokens as text a person can read on them.
 
-patterns: (n_layer, nh, T, T) from `GPT.attention_patterns`, row i the weights query token i gives to key tokens
-0..i (the rest is the causal mask). The figures are plain matplotlib Figures (no pyplot, no global state).
-"""
+patterns: (n_layer, nh, T, T) from `GPT.attention_patterns`, row i the weights query token i gives to key tokens 0..i
+(the rest is the causal mask). The figures are plain matplotlib Figures (no pyplot, no global state)."""
 
 import functools
 import math
