@@ -45,7 +45,7 @@ from training.init_from import NOT_RESUMED, SHAPE_KEYS, build_model, check_resum
 from training.metrics_log import MetricsLog, start_wandb
 from training.optimizer import Optimizers, build_optimizers, lr_scale
 from training.throughput import MFUMeter
-from viz.loss_plot import plot_loss, save_png
+from viz.loss_plot import drawn_by, plot_loss, save_png
 from viz.maps import heatmap_figure, token_texts
 
 
@@ -190,7 +190,7 @@ def set_up(cfg: TrainConfig, argv: list[str]) -> Run:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # before the data and the model, so a refusal comes at once; a refused run writes nothing in out_dir
-    claim = distributed.main_first(ranks, lambda: claim_out_dir(cfg))
+    claim = distributed.main_first(ranks, lambda: claim_out_dir(cfg, drawn_by("train.py")))  # its pictures, redrawn
     try:
         return set_up_run(cfg, argv, ranks, device, claim)
     except BaseException:

@@ -21,6 +21,7 @@ from config.outputs import check_output
 from config.settings import TrainConfig
 from helpers import REPO, TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script, snapshot
 from training.checkpoint import claim_out_dir, load_checkpoint
+from viz.loss_plot import drawn_by
 
 
 @pytest.fixture
@@ -122,6 +123,9 @@ def test_a_run_that_never_began_leaves_out_dir_as_it_found_it(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+TRAIN_PY = drawn_by("train.py")  # what train.py passes: its own pictures are the ones it redraws
+
+
 def picture(path: Path, software: str | None) -> None:
     """A one-pixel PNG, with software in its Software text field (the mark save_png gives what it draws)."""
     info = PngInfo()
@@ -138,27 +142,27 @@ def test_fresh_start_over_a_checkpoint_needs_overwrite_which_removes_only_the_ru
     picture(out / "loss.png", "smallgpt train.py")
     before = snapshot(tmp_path)
     with pytest.raises(UserError, match="holds an earlier run .*--init_from=resume.*new --out_dir.*--replace_run=true"):
-        claim_out_dir(train_config(out))
+        claim_out_dir(train_config(out), TRAIN_PY)
     assert snapshot(tmp_path) == before  # not even a lock file
-    claimed = claim_out_dir(train_config(out, replace_run=True))
+    claimed = claim_out_dir(train_config(out, replace_run=True), TRAIN_PY)
     assert snapshot(tmp_path).keys() == before.keys() | {"out/.lock"}  # nothing removed before the run is built
     claimed.begin(replace_earlier_run=True)
     claimed.release()
     assert sorted(p.name for p in out.iterdir()) == [".lock", ".other.tmp", "notes.txt"]
     (out / "best.pt").write_text("the best of a run whose ckpt.pt was deleted")
     with pytest.raises(UserError, match=r"holds an earlier run \(best.pt\); start this one in a new --out_dir"):
-        claim_out_dir(train_config(out))
+        claim_out_dir(train_config(out), TRAIN_PY)
     (out / "best.pt").unlink()
     (out / "log.jsonl").write_text("")  # what a refused start (a compile that failed) leaves: nothing to keep
-    claim_out_dir(train_config(out)).release()
+    claim_out_dir(train_config(out), TRAIN_PY).release()
     (out / "log.jsonl").write_text('{"kind": "batch", "step": 1}\n')  # a run killed before its first checkpoint
     with pytest.raises(UserError, match=r"holds an earlier run \(log.jsonl\); start this one in a new --out_dir"):
-        claim_out_dir(train_config(out))
+        claim_out_dir(train_config(out), TRAIN_PY)
     with pytest.raises(UserError, match=rf"^checkpoint {out / 'ckpt.pt'} not found: the run in {out} stopped before "
                                         r"its first checkpoint, so there is nothing to resume; start it again with "
                                         r"--init_from=scratch --replace_run=true$"):
-        claim_out_dir(train_config(out, init_from="resume"))
-    claim_out_dir(train_config(out, replace_run=True)).release()  # which that message offers
+        claim_out_dir(train_config(out, init_from="resume"), TRAIN_PY)
+    claim_out_dir(train_config(out, replace_run=True), TRAIN_PY).release()  # which that message offers
     with pytest.raises(UserError, match=rf"^checkpoint {out / 'best.pt'} not found: the run in {out} stopped before "
                                         rf"its first checkpoint; train it again with python train.py \(and the same "
                                         rf"config files\) --out_dir={out} --replace_run=true$"):
@@ -178,10 +182,13 @@ def test_a_picture_of_the_users_in_out_dir_is_never_drawn_over(tmp_path, name, i
         before = snapshot(tmp_path)
         with pytest.raises(UserError, match=rf"^out_dir {out} holds {name}, a picture train.py did not draw, which the "
                                             rf"run would draw over; move it away or choose another --out_dir$"):
-            claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run))
+            claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run), TRAIN_PY)
         assert snapshot(tmp_path) == before, kind
     picture(out / name, "smallgpt train.py")  # the run's own, from an earlier evaluation
-    claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run or init_from == "scratch")).release()
+    with pytest.raises(UserError, match=f"holds {name}, a picture train.py did not draw"):  # unless told how to know
+        claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run))
+    claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run or init_from == "scratch"),
+                  TRAIN_PY).release()
 
 
 def test_resume_without_a_checkpoint_is_refused_before_anything_is_made(tmp_path):

@@ -17,6 +17,7 @@ import shlex
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import safetensors.torch
@@ -30,7 +31,6 @@ from data.dataset import Dataset, dataset_identity, is_dataset
 from data.files import write_atomically
 from data.loader import BatchLoader
 from model import GPT, GPTConfig
-from viz.loss_plot import drawn_by
 
 from .distributed import Ranks
 from .optimizer import Optimizers
@@ -298,13 +298,14 @@ class OutDir:
         os.close(self._lock_fd)  # closing the descriptor drops the flock
 
 
-def claim_out_dir(cfg: TrainConfig) -> OutDir:
+def claim_out_dir(cfg: TrainConfig, drawn: Callable[[Path], bool] = lambda picture: False) -> OutDir:
     """Check, lock and decide, in an order that leaves a refused run's folder untouched: until the set-up is done,
-    all it writes is its process id into .lock (and out_dir and .lock where missing), undone if the set-up fails."""
+    all it writes is its process id into .lock (and out_dir and .lock where missing), undone if the set-up fails.
+    drawn: whether a picture there is one the run drew (train.py checks its mark); any other is the user's."""
     folder = check_output(cfg.out_dir, "out_dir", folder=True)
     lock = take_lock(folder / LOCK_NAME, create=False)  # an earlier run's lock file: is that run alive?
     try:
-        check_start(folder, cfg)
+        check_start(folder, cfg, drawn)
     except UserError:
         if lock is not None:
             os.close(lock[0])
@@ -359,13 +360,12 @@ def stopped_before_checkpoint(folder: Path) -> bool:
         (folder / n).is_file() for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES))
 
 
-def check_start(folder: Path, cfg: TrainConfig) -> None:
+def check_start(folder: Path, cfg: TrainConfig, drawn: Callable[[Path], bool] = lambda picture: False) -> None:
     """Resume needs a checkpoint; a fresh start must not bury an earlier run (unless --replace_run=true): its
     checkpoints, or the log of one stopped before its first; no folder stands where the run writes a file."""
     if folders := [name for name in RUN_FILES if (folder / name).is_dir()]:
         raise UserError(f"out_dir {folder} holds a folder named {folders[0]}, where the run writes a file of that "
                         f"name; move it away or choose another --out_dir")
-    drawn = drawn_by("train.py")  # a run draws over its own pictures, never a user's
     if theirs := [n for n in ("loss.png", "attention.png") if (folder / n).exists() and not drawn(folder / n)]:
         raise UserError(f"out_dir {folder} holds {theirs[0]}, a picture train.py did not draw, which the run would "
                         f"draw over; move it away or choose another --out_dir")
