@@ -293,11 +293,12 @@ def bench_precision(cfg: BenchConfig, train_args: list[str]) -> None:
 
 def recipe_pieces(n_head: int) -> dict[str, list[str]]:
     """Each piece of the modern recipe, added alone to the classic one; grouped-query attention shares each key
-    and value head among two query heads or more (the most heads that divide n_head, at most half)."""
-    kv = max(d for d in range(1, max(1, n_head // 2) + 1) if n_head % d == 0)
+    and value head among two query heads or more (the most heads that divide n_head, at most half; none of one)."""
+    kv = max(d for d in range(1, n_head // 2 + 1) if n_head % d == 0) if n_head > 1 else None
+    grouped = {f"+ grouped-query ({kv} of {n_head} kv heads)": [f"--n_kv_head={kv}"]} if kv else {}
     return {"+ RoPE": ["--pos_emb=rope"], "+ RMSNorm": ["--norm=rmsnorm"], "+ QK-norm": ["--qk_norm=true"],
-            "+ SwiGLU": ["--mlp=swiglu"], "+ untied head": ["--tie_embeddings=false"],
-            f"+ grouped-query ({kv} of {n_head} kv heads)": [f"--n_kv_head={kv}"], "+ Muon": ["--optimizer=muon"]}
+            "+ SwiGLU": ["--mlp=swiglu"], "+ untied head": ["--tie_embeddings=false"], **grouped,
+            "+ Muon": ["--optimizer=muon"]}
 
 
 def scored_val_loss(out_dir: Path) -> tuple[float, float]:
@@ -314,14 +315,14 @@ def bench_recipe(cfg: BenchConfig, train_args: list[str]) -> None:
     eval.py's validation loss, and every run's loss curves in one picture (as compare.py draws them)."""
     plot = check_output(cfg.plot or "recipe.png", "plot", folder=False)  # before the runs, not after them
     check_replaceable(plot, "plot", "a picture bench.py", drawn_by("bench.py"))
-    runs = {"classic (configs/classic.toml)": [CLASSIC], "modern (the default)": []}
+    runs = {"classic (configs/classic.toml)": [CLASSIC, *train_args], "modern (the default)": train_args}
     pieces = recipe_pieces(read_config(TrainConfig, [CLASSIC, *train_args]).n_head)
-    runs.update({name: [CLASSIC, *flags] for name, flags in pieces.items()})
+    runs.update({name: [CLASSIC, *train_args, *flags] for name, flags in pieces.items()})  # the piece's flags win
     results, logs = {}, {}
     import train  # noqa: F401  (before the first run is timed, which would pay for it)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, args) in enumerate(runs.items()):
-            logs[name], seconds = timed(run_train, [*args, *train_args], None, Path(tmp) / str(i))
+            logs[name], seconds = timed(run_train, args, None, Path(tmp) / str(i))
             rate = statistics.median(r["tok_per_s"] for r in logs[name] if r["kind"] == "batch")
             results[name] = (seconds, logs[name][-1]["tokens"], rate, *scored_val_loss(Path(tmp) / str(i)))
             print(f"  {name}: {seconds:.0f} s, val loss {results[name][3]:.4f}", flush=True)
@@ -528,14 +529,15 @@ def main(argv: list[str]) -> None:
     flags = [a for a in rest if a.startswith("--")]
     own = files + [a for a in flags if not passes_keys or a[2:].partition("=")[0] in own_keys]
     train_args = files + [a for a in flags if a not in own or a.startswith("--device=")] if passes_keys else []
+    passed_on = {"device"} if passes_keys else set()  # bench.py's key that train.py reads too
+    if name in BENCHMARKS and not {"-h", "--help"} & set(rest):  # before any value is checked
+        for key in [a[2:].partition("=")[0] for a in flags if a[2:].partition("=")[0] in own_keys - passed_on]:
+            readers = BenchConfig.__dataclass_fields__[key].metadata["help"].partition(":")[0].split(", ")
+            if name not in readers:  # it would be ignored without a word
+                raise UserError(f"--{key} is a key of bench.py {' and '.join(readers)}, not of {name}; drop it")
     cfg = read_config(BenchConfig, own)  # --help stops here
     if name not in BENCHMARKS:
         raise UserError(f"name a benchmark first: python bench.py {'|'.join(BENCHMARKS)} [--key=value ...]")
-    trains = {f.name for f in dataclasses.fields(TrainConfig)} if passes_keys else set()  # passed on to train.py
-    for key in [a[2:].partition("=")[0] for a in flags if a[2:].partition("=")[0] in own_keys - trains - {"help"}]:
-        readers = BenchConfig.__dataclass_fields__[key].metadata["help"].partition(":")[0].split(", ")
-        if name not in readers:  # it would be ignored without a word
-            raise UserError(f"--{key} is a key of bench.py {' and '.join(readers)}, not of {name}; drop it")
     known = own_keys | {f.name for f in dataclasses.fields(TrainConfig)}
     for key in (a[2:].partition("=")[0] for a in train_args if a.startswith("--")):
         if key not in known:  # named against bench.py's keys too, not train.py's alone

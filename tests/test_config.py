@@ -76,7 +76,9 @@ def test_a_bench_flag_another_benchmark_reads_is_refused_not_ignored(tmp_path):
         assert set(readers) <= bench.BENCHMARKS.keys(), f.name
     for benchmark, flag, readers in [("recipe", "--steps=60", "training and precision"),
                                      ("generation", "--repeats=2", "first_token"),
-                                     ("budget", "--device=cpu", "generation")]:
+                                     ("budget", "--device=cpu", "generation"),
+                                     ("training", "--out_dir=run", "first_token"),  # train.py's key too, not passed
+                                     ("recipe", "--steps=10", "training and precision")]:  # before its value's check
         assert_one_line_error(run_command("bench.py", benchmark, flag),
                               f"{flag.partition('=')[0]} is a key of bench.py {readers}, not of {benchmark}; drop it")
     config = write(tmp_path / "b.toml", "repeats = 2\n")  # a file may hold several benchmarks' keys
@@ -113,11 +115,31 @@ def test_each_row_of_the_recipes_table_is_the_recipe_it_names_whatever_the_users
     assert [c.compile for c in built] == [False, True, False, True] and {c.n_layer for c in built} == {2}  # yours
 
 
+def test_each_recipe_run_trains_its_piece_over_the_users_keys(tmp_path, monkeypatch):
+    import bench
+
+    configs = {}  # each run's config, as train.py would read its flags
+
+    def run_train(args, steps, out_dir):  # nothing trains: one logged step of 1 token
+        configs[out_dir.name] = read_config(TrainConfig, args)
+        return [{"kind": "batch", "tok_per_s": 1.0, "tokens": 1}]
+
+    monkeypatch.setattr(bench, "run_train", run_train)
+    monkeypatch.setattr(bench, "scored_val_loss", lambda out_dir: (1.0, 1.0))
+    monkeypatch.setattr(bench, "compare_runs", lambda logs, plot, by: plot)
+    users = ["--pos_emb=learned", "--n_kv_head=6", "--n_head=6", "--optimizer=adamw"]  # against three pieces
+    bench.bench_recipe(read_config(BenchConfig, [f"--plot={tmp_path / 'r.png'}"]), users)
+    rows = [configs[str(i)] for i in range(len(configs))]  # classic, modern, then the pieces in order
+    assert [c.pos_emb for c in rows[:3]] == ["learned", "learned", "rope"]  # yours, yours, then the RoPE row's
+    assert rows[-2].n_kv_head == 3 and rows[-1].optimizer == "muon" and {c.n_head for c in rows} == {6}
+
+
 def test_the_recipes_grouped_query_row_names_the_heads_it_trains():
     from bench import recipe_pieces
 
-    for n_head, kv in [(4, 2), (6, 3), (5, 1), (9, 3), (1, 1)]:
+    for n_head, kv in [(4, 2), (6, 3), (5, 1), (9, 3)]:
         assert recipe_pieces(n_head)[f"+ grouped-query ({kv} of {n_head} kv heads)"] == [f"--n_kv_head={kv}"]
+    assert not any("grouped" in name for name in recipe_pieces(1))  # one head has no groups to share
 
 
 @pytest.mark.parametrize("benchmark", ["training", "precision"])
