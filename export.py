@@ -94,12 +94,12 @@ def result_rows(checkpoint: dict) -> list[str]:
             f"{meta['train_bytes'] + meta['val_bytes']:,} bytes of text |" if meta else
             f"| dataset | {dataset} ({missing}: no size, no bits per byte) |",
             f"| tokens seen | {checkpoint.get('tokens_seen', 0):,} in {counted(steps, 'step')} |",
-            f"| best val loss | {loss:.4f} nats per token (the run's best evaluation up to step {steps:,}, which "
-            f"may be earlier, over eval_iters batches; `python eval.py` scores this model) |" if measured else
+            f"| best val loss | {loss:.4f} nats per token (the lowest of the run's evaluations at or before step "
+            f"{steps:,}, over eval_iters batches; `python eval.py` scores this model) |" if measured else
             "| best val loss | not measured |"]
     if meta and measured:
         bits = loss * meta["val_tokens"] / meta["val_bytes"] / math.log(2)
-        rows.append(f"| bits per byte | {bits:.4f} (estimated: the val loss over the validation split's "
+        rows.append(f"| bits per byte | {bits:.4f} (estimated: that val loss over the validation split's "
                     f"{meta['val_bytes'] / meta['val_tokens']:.3f} bytes per token; `python eval.py` scores the "
                     f"whole split) |")
     return rows

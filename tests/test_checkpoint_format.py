@@ -18,6 +18,7 @@ from config.settings import TrainConfig
 from model import GPT, GPTConfig
 from training.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint, save_checkpoint, to_safetensors
 from training.optimizer import build_optimizers
+from viz.loss_plot import drawn_by
 
 SHAPE = dict(block_size=16, vocab_size=40, n_layer=2, n_head=2, n_embd=16)
 
@@ -120,9 +121,11 @@ def test_an_out_dir_holding_a_safetensors_run_is_an_earlier_run(tmp_path):
 
     (tmp_path / "ckpt.safetensors").write_bytes(to_safetensors(trained_state(tie_embeddings=True, steps=0)[2]))
     with pytest.raises(UserError, match=r"holds an earlier run \(ckpt.safetensors\); continue it with --init_from=resume"):
-        check_start(tmp_path, TrainConfig(out_dir=str(tmp_path)))
-    check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume"))  # found, in either format
-    check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume", checkpoint_format="safetensors"))
+        check_start(tmp_path, TrainConfig(out_dir=str(tmp_path)), drawn_by("train.py"))
+    # found, in either format
+    check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume"), drawn_by("train.py"))
+    check_start(tmp_path, TrainConfig(out_dir=str(tmp_path), init_from="resume", checkpoint_format="safetensors"),
+                drawn_by("train.py"))
 
 
 def test_a_checkpoint_renamed_to_the_other_format_is_named_as_such(tmp_path):

@@ -81,8 +81,8 @@ def test_a_trained_model_runs_the_same_in_transformers(exported, shape, monkeypa
     assert torch.equal(theirs, expected[:, : theirs.size(1)])
     card = (tmp_path / "hf" / "README.md").read_text()
     assert f"| architecture | {RUNS[shape][3]}, {hf.num_parameters():,} parameters |" in card  # GPT-2's zero biases
-    assert f"| best val loss | {checkpoint['best_val_loss']:.4f} nats per token (the run's best evaluation up to step " \
-           f"{checkpoint['iter_num']:,}, which may be earlier" in card and "bits per byte |" in card
+    assert f"| best val loss | {checkpoint['best_val_loss']:.4f} nats per token (the lowest of the run's " \
+           f"evaluations at or before step {checkpoint['iter_num']:,}," in card and "bits per byte |" in card
     assert "python train.py " in card and "--out_dir=" in card and " ".join(RUNS[shape][0][:2]) in card
     assert "--max_iters=10" in card and "--warmup_iters=5" in card and "--lr_decay_iters" not in card  # it follows
     snippet = card.split("```python\n")[1].split("```")[0].replace("print(", "printed = (")

@@ -94,12 +94,12 @@ def train_config(out_dir: Path, **keys) -> TrainConfig:
 
 
 def test_one_run_per_out_dir_and_the_lock_names_its_holder(tmp_path):
-    first = claim_out_dir(train_config(tmp_path / "out"))
+    first = claim_out_dir(train_config(tmp_path / "out"), TRAIN_PY)
     assert (tmp_path / "out" / ".lock").read_text().startswith(f"pid {os.getpid()}: ")
     with pytest.raises(UserError, match=rf"out_dir {tmp_path / 'out'} is in use by another run \(pid {os.getpid()}: "):
-        claim_out_dir(train_config(tmp_path / "out"))  # a second descriptor: flock refuses it even in this process
+        claim_out_dir(train_config(tmp_path / "out"), TRAIN_PY)  # a second descriptor: flock refuses it, even here
     first.release()
-    claim_out_dir(train_config(tmp_path / "out")).release()
+    claim_out_dir(train_config(tmp_path / "out"), TRAIN_PY).release()
 
 
 @pytest.mark.parametrize("name", ["loss.png", "log.jsonl", "best.pt"])
@@ -109,17 +109,17 @@ def test_a_folder_where_the_run_writes_a_file_is_refused_before_it_starts(tmp_pa
     before = snapshot(tmp_path)
     with pytest.raises(UserError, match=rf"^out_dir {tmp_path / 'out'} holds a folder named {name}, where the run "
                                         rf"writes a file of that name; move it away or choose another --out_dir$"):
-        claim_out_dir(train_config(tmp_path / "out"))
+        claim_out_dir(train_config(tmp_path / "out"), TRAIN_PY)
     assert snapshot(tmp_path) == before
 
 
 def test_a_run_that_never_began_leaves_out_dir_as_it_found_it(tmp_path):
-    claim_out_dir(train_config(tmp_path / "new" / "out")).abandon()
+    claim_out_dir(train_config(tmp_path / "new" / "out"), TRAIN_PY).abandon()
     assert list(tmp_path.iterdir()) == []  # the folders it made are gone
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / ".lock").write_text("pid 1: an earlier run\n")
     before = snapshot(tmp_path)
-    claim_out_dir(train_config(tmp_path / "out")).abandon()
+    claim_out_dir(train_config(tmp_path / "out"), TRAIN_PY).abandon()
     assert snapshot(tmp_path) == before
 
 
@@ -159,10 +159,17 @@ def test_fresh_start_over_a_checkpoint_needs_overwrite_which_removes_only_the_ru
     with pytest.raises(UserError, match=r"holds an earlier run \(log.jsonl\); start this one in a new --out_dir"):
         claim_out_dir(train_config(out), TRAIN_PY)
     with pytest.raises(UserError, match=rf"^checkpoint {out / 'ckpt.pt'} not found: the run in {out} stopped before "
-                                        r"its first checkpoint, so there is nothing to resume; start it again with "
-                                        r"--init_from=scratch --replace_run=true$"):
+                                        r"its first checkpoint, so there is nothing to resume; start it again as it "
+                                        r"began \(--init_from=scratch, or the model it fine-tuned\) with "
+                                        r"--replace_run=true$"):
         claim_out_dir(train_config(out, init_from="resume"), TRAIN_PY)
     claim_out_dir(train_config(out, replace_run=True), TRAIN_PY).release()  # which that message offers
+    claimed = claim_out_dir(train_config(out, replace_run=True), TRAIN_PY)  # a run in its first steps, alive
+    with pytest.raises(UserError, match=rf"^checkpoint {out / 'best.pt'} not found yet: the run in {out} is still "
+                                        rf"training \(pid {os.getpid()}: .*\), and saves its checkpoints at its "
+                                        r"evaluations; try again after one$"):
+        load_checkpoint(out / "best.pt")
+    claimed.release()
     with pytest.raises(UserError, match=rf"^checkpoint {out / 'best.pt'} not found: the run in {out} stopped before "
                                         rf"its first checkpoint; train it again with python train.py \(and the same "
                                         rf"config files\) --out_dir={out} --replace_run=true$"):
@@ -180,26 +187,31 @@ def test_a_picture_of_the_users_in_out_dir_is_never_drawn_over(tmp_path, name, i
                        "compare.py")), ("not a picture", lambda p: p.write_text("notes"))]:
         make(out / name)
         before = snapshot(tmp_path)
-        with pytest.raises(UserError, match=rf"^out_dir {out} holds {name}, a picture train.py did not draw, which the "
-                                            rf"run would draw over; move it away or choose another --out_dir$"):
+        with pytest.raises(UserError, match=rf"^out_dir={out / name} is a picture train.py did not write, which it "
+                                            rf"never replaces; choose another --out_dir$"):
             claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run), TRAIN_PY)
         assert snapshot(tmp_path) == before, kind
+    (out / name).unlink()
+    (out / name).symlink_to(tmp_path / "elsewhere.png")  # the new picture would take the link's place
+    with pytest.raises(UserError, match=rf"^out_dir: {out / name} is a symbolic link, which is never replaced"):
+        claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run), TRAIN_PY)
+    (out / name).unlink()
     picture(out / name, "smallgpt train.py")  # the run's own, from an earlier evaluation
-    with pytest.raises(UserError, match=f"holds {name}, a picture train.py did not draw"):  # unless told how to know
-        claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run))
+    with pytest.raises(UserError, match=f"{name} is a picture train.py did not write"):  # the mark is what tells
+        claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run), drawn_by("compare.py"))
     claim_out_dir(train_config(out, init_from=init_from, replace_run=replace_run or init_from == "scratch"),
                   TRAIN_PY).release()
 
 
 def test_resume_without_a_checkpoint_is_refused_before_anything_is_made(tmp_path):
     with pytest.raises(UserError, match="ckpt.pt not found, so there is nothing to resume"):
-        claim_out_dir(train_config(tmp_path / "out", init_from="resume"))
+        claim_out_dir(train_config(tmp_path / "out", init_from="resume"), TRAIN_PY)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "best.safetensors").write_text("the best of a run whose latest checkpoint was deleted")
     with pytest.raises(UserError, match=r"ckpt.pt not found; .* holds best.safetensors, of the run's best evaluation: "
                                         r"copy it to ckpt.safetensors to resume from there"):
-        claim_out_dir(train_config(tmp_path / "out", init_from="resume"))
+        claim_out_dir(train_config(tmp_path / "out", init_from="resume"), TRAIN_PY)
 
 
 @pytest.mark.parametrize("init_from", ["scratch", "resume"])
@@ -209,7 +221,7 @@ def test_a_dataset_folder_is_no_run_folder(tmp_path, init_from):
     (tmp_path / "data" / "meta.json").write_text("{}")
     before = snapshot(tmp_path)
     with pytest.raises(UserError, match=rf"^out_dir {tmp_path / 'data'} is a dataset's folder: nothing else belongs"):
-        claim_out_dir(train_config(tmp_path / "data", init_from=init_from))
+        claim_out_dir(train_config(tmp_path / "data", init_from=init_from), TRAIN_PY)
     assert snapshot(tmp_path) == before
 
 

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from config.errors import UserError
-from config.outputs import check_output
+from config.outputs import check_output, check_replaceable
 from config.settings import TrainConfig
 from data.dataset import Dataset, dataset_identity, is_dataset
 from data.files import write_atomically
@@ -76,6 +76,9 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
         if path.exists():  # a folder, a device: nothing torch.save or safetensors wrote
             raise UserError(f"checkpoint {path} is not a file; move it away, or give the out_dir of a run")
         flag = shlex.quote(f"--out_dir={path.parent}")
+        if holder := live_holder(path.parent / LOCK_NAME):
+            raise UserError(f"checkpoint {path} not found yet: the run in {path.parent} is still training ({holder}), "
+                            f"and saves its checkpoints at its evaluations; try again after one")
         if stopped_before_checkpoint(path.parent):
             raise UserError(f"checkpoint {path} not found: the run in {path.parent} stopped before its first "
                             f"checkpoint; train it again with python train.py (and the same config files) {flag} "
@@ -298,7 +301,7 @@ class OutDir:
         os.close(self._lock_fd)  # closing the descriptor drops the flock
 
 
-def claim_out_dir(cfg: TrainConfig, drawn: Callable[[Path], bool] = lambda picture: False) -> OutDir:
+def claim_out_dir(cfg: TrainConfig, drawn: Callable[[Path], bool]) -> OutDir:
     """Check, lock and decide, in an order that leaves a refused run's folder untouched: until the set-up is done,
     all it writes is its process id into .lock (and out_dir and .lock where missing), undone if the set-up fails.
     drawn: whether a picture there is one the run drew (train.py checks its mark); any other is the user's."""
@@ -320,6 +323,28 @@ def claim_out_dir(cfg: TrainConfig, drawn: Callable[[Path], bool] = lambda pictu
     return OutDir(folder, *lock, folders_created)
 
 
+def holder_record(fd: int) -> str:
+    """What the run holding a lock file wrote in it: its process id and command."""
+    return os.pread(fd, 300, 0).decode(errors="replace").strip()[:200] or "its process id is not recorded"
+
+
+def live_holder(path: Path) -> str | None:
+    """The record of the live run that holds the lock file at path, or None where no run holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted at once unless a run holds it
+        return None
+    except BlockingIOError:
+        return holder_record(fd)
+    except OSError:  # a file system without locks: no run can hold one there
+        return None
+    finally:
+        os.close(fd)  # and the shared lock, if it was granted, with it
+
+
 def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
     """The locked descriptor of path (never truncated: it holds the holder's record) and whether this call
     created it; None when it does not exist and create is false. A live holder is refused by name."""
@@ -337,10 +362,10 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
             continue
         except BlockingIOError:  # a live holder: it writes its record just after locking, so wait a moment for it
             deadline = time.monotonic() + 1.0
-            while not (holder := os.pread(fd, 300, 0).decode(errors="replace").strip()) and time.monotonic() < deadline:
+            while not os.pread(fd, 1, 0) and time.monotonic() < deadline:
                 time.sleep(0.02)
+            holder = holder_record(fd)
             os.close(fd)
-            holder = holder[:200] or "its process id is not recorded"
             raise UserError(f"out_dir {path.parent} is in use by another run ({holder}); wait for it to end, "
                             f"or choose another --out_dir") from None
         except OSError as e:  # another user's lock file, a file system without locks, ...
@@ -360,23 +385,22 @@ def stopped_before_checkpoint(folder: Path) -> bool:
         (folder / n).is_file() for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES))
 
 
-def check_start(folder: Path, cfg: TrainConfig, drawn: Callable[[Path], bool] = lambda picture: False) -> None:
+def check_start(folder: Path, cfg: TrainConfig, drawn: Callable[[Path], bool]) -> None:
     """Resume needs a checkpoint; a fresh start must not bury an earlier run (unless --replace_run=true): its
     checkpoints, or the log of one stopped before its first; no folder stands where the run writes a file."""
     if folders := [name for name in RUN_FILES if (folder / name).is_dir()]:
         raise UserError(f"out_dir {folder} holds a folder named {folders[0]}, where the run writes a file of that "
                         f"name; move it away or choose another --out_dir")
-    if theirs := [n for n in ("loss.png", "attention.png") if (folder / n).exists() and not drawn(folder / n)]:
-        raise UserError(f"out_dir {folder} holds {theirs[0]}, a picture train.py did not draw, which the run would "
-                        f"draw over; move it away or choose another --out_dir")
+    for picture in ("loss.png", "attention.png"):  # redrawn by the run: never a link, nor a picture of the user's
+        check_replaceable(folder / picture, "out_dir", "a picture train.py", drawn)
     latest = existing_checkpoint(checkpoint_path(folder, "ckpt", cfg.checkpoint_format))  # ckpt.pt or .safetensors
     if cfg.init_from == "resume" and not latest.is_file():
         if existing_checkpoint(latest.with_stem("best")).is_file():
             raise UserError(f"checkpoint {latest} not found; {resume_instead(latest)}")
         if stopped_before_checkpoint(folder):
             raise UserError(f"checkpoint {latest} not found: the run in {folder} stopped before its first checkpoint, "
-                            f"so there is nothing to resume; start it again with --init_from=scratch "
-                            f"--replace_run=true")
+                            f"so there is nothing to resume; start it again as it began (--init_from=scratch, or the "
+                            f"model it fine-tuned) with --replace_run=true")
         raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
     earlier = [n for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES) and (folder / n).is_file()]  # best.pt too
