@@ -12,6 +12,7 @@ compile into one inductor cache for the session: never the user's.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,10 @@ SLOW_FIXTURES = {"trained_out", "attention_run"}  # each starts train.py or atte
 
 
 def pytest_configure() -> None:
+    # a suite started with Ctrl-C ignored (a background job, nohup) passes that on to every worker and command,
+    # which the tests of Ctrl-C would then see ignored: each process starts with the OS's action, as from a terminal
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # the tests never download: the hub client is offline in every process (it reads this at its import)
     os.environ["HF_HUB_OFFLINE"] = "1"
     # compiled decoding without timing its matrix kernels: the compile takes a third of the time (the tests check
