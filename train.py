@@ -436,8 +436,11 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
             spent = "" if elapsed_s + measured + plan.evaluation_s <= plan.loop_s else (
                 f"; the {plan.loop_s:.0f} s planned for the loop are spent, so the run overruns its budget"
                 + (" (a budget this short fits without --compile=true)" if run.cfg.compile else ""))
-            # a warmup under way is cut to a tenth of the steps (or ends now), never lengthened
-            warmup = min(run.cfg.warmup_iters, max(progress.step, steps // 10))
+            # a warmup under way stays (its steps so far keep their rates: the plan's keys retrace the run), unless it
+            # would outlast the run: then it is cut to a tenth of the steps, or ends now
+            warmup = run.cfg.warmup_iters
+            if warmup >= steps:
+                warmup = max(progress.step, steps // 10)
             cut = f", a warmup of {warmup:,}" if "warmup_iters" in plan.keys and warmup < run.cfg.warmup_iters else ""
             replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes "
                              f"{measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of "

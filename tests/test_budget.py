@@ -242,18 +242,20 @@ def test_a_deadline_check_before_the_warmups_end_corrects_the_plan_there():
     from training.checkpoint import Progress
     from training.distributed import Ranks
 
-    for users_warmup in ([], ["--warmup_iters=100000"]):
+    for users_warmup, slower in [([], 3), ([], 30), (["--warmup_iters=100000"], 3)]:
         cfg = read_config(TrainConfig, ["--time_budget=600s", *users_warmup])
         p = plan_run(probes(), cfg, 600, 3.0, 1, 1.0)
         at, probe_s, planned = 50, p.step_s, p.steps
         run = types.SimpleNamespace(plan=p, cfg=dataclasses.replace(cfg, **p.keys), ranks=Ranks(),
-                                    device=torch.device("cpu"), progress=Progress(at, elapsed_s=3 * at * probe_s))
+                                    device=torch.device("cpu"), progress=Progress(at, elapsed_s=slower * at * probe_s))
         with tqdm(disable=True) as bar:
-            train.keep_the_deadline(run, bar, Pace(0, 0.0))  # three times as slow as the probe said
-        assert p.corrected and p.step_s == pytest.approx(3 * probe_s)
-        assert run.cfg.max_iters == run.cfg.lr_decay_iters == p.steps == planned // 3
-        # the plan's warmup, a tenth of its steps, is cut to a tenth of the new ones; the user's stays
-        assert run.cfg.warmup_iters == (100000 if users_warmup else planned // 30)
+            train.keep_the_deadline(run, bar, Pace(0, 0.0))  # `slower` times as slow as the probe said
+        assert p.corrected and p.step_s == pytest.approx(slower * probe_s)
+        assert run.cfg.max_iters == run.cfg.lr_decay_iters == p.steps == pytest.approx(planned / slower, abs=1)
+        # the plan's warmup, a tenth of its steps, stays (the steps so far keep their rates) unless it would outlast
+        # the run, and is then cut to a tenth of the new steps; the user's stays
+        warmup = 100000 if users_warmup else planned // 10 if slower < 10 else max(at, p.steps // 10)
+        assert run.cfg.warmup_iters == warmup and (users_warmup or run.cfg.warmup_iters < p.steps)
         run.progress = Progress(at, elapsed_s=1.5 * at * probe_s)  # the pace alone (not the first steps) is measured
         p.corrected = False
         with tqdm(disable=True) as bar:
