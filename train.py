@@ -587,8 +587,9 @@ def main(argv: list[str], temporary: bool = False) -> None:
             if (run.plan is None or not run.progress.step) and not finished:
                 for warning in run.cfg.schedule_warnings():
                     print(f"note: {warning}", file=sys.stderr)
+        bar_shown = main_process and run.progress.step < run.cfg.max_iters  # none for a run with no steps left
         with (tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
-                   disable=not main_process) as bar, StopSignals(announce=main_process) as stop):
+                   disable=not bar_shown) as bar, StopSignals(announce=main_process) as stop):
             # the steps and evaluations compile: a compile that fails (no C++ compiler, ...: inductor's report runs
             # to pages) is one line; one that Ctrl-C killed (it reaches the compiler too) is the interrupt it is
             try:

@@ -71,6 +71,7 @@ def test_a_run_resumed_in_the_other_format_keeps_one_latest_checkpoint(trained_o
     assert f"resuming from {run / 'ckpt.pt'} at step 20" in finished.stdout
     assert "max_iters=20: nothing to train; raise max_iters to go on" in finished.stderr
     assert "lr_decay_iters" not in finished.stderr  # no schedule notes for a run with no steps left
+    assert "step/s" not in finished.stderr and "20step" not in finished.stderr  # nor an empty progress bar
     assert f"the run: {run / 'ckpt.pt'} (latest), best.pt," in finished.stdout
     assert not (run / "ckpt.safetensors").exists()
     went_on = run_script("train.py", *flags, "--max_iters=30", "--learning_rate=3")  # far worse: no new best
