@@ -166,6 +166,11 @@ def load_chosen(cfg: ModelChoice, device: torch.device, finite: bool = True
     return loaded
 
 
+def run_flags(checkpoint: Path) -> str:
+    """The flags that name a checkpoint file by its run's folder and its name, quoted for the shell."""
+    return shlex.join([f"--out_dir={checkpoint.parent}", f"--checkpoint={checkpoint.name}"])
+
+
 def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.device, weights: str = "float32",
                finite: bool = True) -> tuple[GPT, Tokenizer, dict | None, str]:
     """The model (in eval mode, its weights in `weights`), its tokenizer, the checkpoint dict and the file read,
@@ -180,14 +185,14 @@ def load_model(out_dir: str, checkpoint: str, init_from: str, device: torch.devi
     path = existing_checkpoint(Path(out_dir) / checkpoint)
     if not path.is_file():
         if Path(out_dir).is_file():  # the checkpoint itself, given as the run's folder?
-            fix = (shlex.join([f"--out_dir={Path(out_dir).parent}", f"--checkpoint={Path(out_dir).name}"])
-                   if Path(out_dir).suffix in CHECKPOINT_SUFFIXES else "the folder of a train.py run")
+            fix = run_flags(Path(out_dir)) if Path(out_dir).suffix in CHECKPOINT_SUFFIXES else \
+                "the folder of a train.py run"
             raise UserError(f"out_dir={out_dir} is a file, not a run's folder; give {fix}")
         if Path(checkpoint).name != checkpoint:  # a path, of a checkpoint here or of none
             given = Path(checkpoint)
             fix = "the run's folder as --out_dir, the file's name as --checkpoint"
             if existing_checkpoint(given).is_file():
-                fix = shlex.join([f"--out_dir={given.parent}", f"--checkpoint={given.name}"])
+                fix = run_flags(given)
             raise UserError(f"checkpoint={checkpoint} is a file name in out_dir ({out_dir}), not a path; give {fix}")
         if (Path(out_dir) / "config.json").is_file():  # export.py's folders hold one
             raise UserError(f"{out_dir} is a Hugging Face model folder, not a run: sample.py, eval.py and "
