@@ -404,7 +404,7 @@ def check_start(folder: Path, cfg: TrainConfig, drawn: Callable[[Path], bool]) -
         raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
     earlier = [n for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES) and (folder / n).is_file()]  # best.pt too
-    if stopped_before_checkpoint(folder):
+    if not earlier and stopped_before_checkpoint(folder):
         earlier = ["log.jsonl"]
     if cfg.init_from != "resume" and earlier and not cfg.replace_run:
         resume = "continue it with --init_from=resume, " if latest.is_file() else ""
