@@ -561,7 +561,7 @@ def main(argv: list[str], temporary: bool = False) -> None:
     """temporary: out_dir goes once the caller is done (bench.py), so no command to run on it is printed."""
     cfg = read_config(TrainConfig, argv)
     run = set_up(cfg, argv)
-    main_process = run.ranks.is_main
+    main_process, finished = run.ranks.is_main, run.progress.step >= run.cfg.max_iters  # finished: no steps left
     try:
         if main_process:
             if run.progress.step:
@@ -573,7 +573,7 @@ def main(argv: list[str], temporary: bool = False) -> None:
                     print(f"note: log.jsonl went on to step {run.log.dropped_to}; its rows after step "
                           f"{run.progress.step}, the checkpoint's, were dropped, as those steps are run again",
                           file=sys.stderr)
-            if finished := run.progress.step >= run.cfg.max_iters:
+            if finished:
                 how = "resume without --time_budget and raise max_iters" if run.plan else "raise max_iters"
                 print(f"note: the run is at step {run.progress.step} and max_iters={run.cfg.max_iters}: nothing to "
                       f"train; {how} to go on", file=sys.stderr)
@@ -587,9 +587,8 @@ def main(argv: list[str], temporary: bool = False) -> None:
             if (run.plan is None or not run.progress.step) and not finished:
                 for warning in run.cfg.schedule_warnings():
                     print(f"note: {warning}", file=sys.stderr)
-        bar_shown = main_process and run.progress.step < run.cfg.max_iters  # none for a run with no steps left
         with (tqdm(total=run.cfg.max_iters, initial=run.progress.step, unit="step", dynamic_ncols=True,
-                   disable=not bar_shown) as bar, StopSignals(announce=main_process) as stop):
+                   disable=not main_process or finished) as bar, StopSignals(announce=main_process) as stop):
             # the steps and evaluations compile: a compile that fails (no C++ compiler, ...: inductor's report runs
             # to pages) is one line; one that Ctrl-C killed (it reaches the compiler too) is the interrupt it is
             try:
