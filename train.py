@@ -305,8 +305,9 @@ def train_step(run: Run) -> torch.Tensor:
 
 
 @torch.no_grad()
-def estimate_loss(run: Run, batches: int | None = None) -> dict[str, float]:
-    """Mean loss over the same `batches` (eval_iters) batches of each split every time."""
+def estimate_loss(run: Run, batches: int | None = None, stop: StopSignals | None = None) -> dict[str, float] | None:
+    """Mean loss over the same `batches` (eval_iters) batches of each split every time; None, cut short, once `stop`
+    has received a signal."""
     model, device, batches = run.model, run.device, batches or run.cfg.eval_iters
     model.eval()
     losses = {}
@@ -314,6 +315,9 @@ def estimate_loss(run: Run, batches: int | None = None) -> dict[str, float]:
         loader.load_state_dict({"epoch": 0, "cursor": 0})
         total = torch.zeros((), device=device)
         for _ in range(batches):
+            if stop is not None and stop.received is not None:
+                model.train()
+                return None
             x, y = loader.next_batch()
             with autocast(device, run.dtype):
                 _, loss = model(x.to(device), y.to(device))
@@ -323,9 +327,12 @@ def estimate_loss(run: Run, batches: int | None = None) -> dict[str, float]:
     return losses
 
 
-def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True) -> None:
-    """Evaluate; save best.pt on a new best, and the latest ckpt.pt (unless not `latest`) as configured."""
-    losses = estimate_loss(run)
+def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True, stop: StopSignals | None = None
+                      ) -> bool:
+    """Evaluate; save best.pt on a new best, and the latest ckpt.pt (unless not `latest`) as configured. False: a
+    signal to `stop` cut the evaluation short, and nothing was recorded."""
+    if (losses := estimate_loss(run, stop=stop)) is None:
+        return False
     # an update that broke the weights after its loss was read: stopped before the log or a checkpoint sees it
     if broken := [loss for loss in losses.values() if not math.isfinite(loss)]:
         raise run.broken_error(f"the evaluation at step {run.progress.step} gives a loss of {broken[0]}")
@@ -341,6 +348,7 @@ def evaluate_and_save(run: Run, bar: tqdm, lr: float | None, latest: bool = True
     if run.log.wandb is not None:
         run.log.log_media(run.progress.step, sample_text(run, 200),
                           {"loss_curve": run.out_dir / "loss.png", "attention": attention_picture(run)})
+    return True
 
 
 def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
@@ -353,10 +361,13 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
     if run.cfg.pretrained and progress.step == 0 and ranks.is_main:  # where fine-tuning starts: best.pt till beaten
         evaluate_and_save(run, bar, lr=None, latest=False)  # no ckpt.pt yet: a run failing at once may start again
+    if progress.evaluation_owed and ranks.is_main:  # the evaluation a stop cut short, as the run would have made it
+        progress.evaluation_owed = False
+        evaluate_and_save(run, bar, run.cfg.learning_rate * lr_scale(run.cfg, progress.step - 1), latest=False)
+        run.save("ckpt")  # the same step, no longer owing it
     while progress.step < run.cfg.max_iters:
         cfg = run.cfg  # a time budget may change its steps below
-        scale = lr_scale(progress.step, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr / cfg.learning_rate) \
-            if cfg.decay_lr else 1.0
+        scale = lr_scale(cfg, progress.step)
         run.optimizers.set_lr_scale(scale)
         lr = cfg.learning_rate * scale  # AdamW's, shown and logged; Muon's follows the same schedule
         step_loss = train_step(run)
@@ -411,8 +422,12 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             keep_the_deadline(run, bar, pace)  # before an evaluation, whose checkpoint then holds the plan
         if eval_step and ranks.is_main:
             started = time.perf_counter()
-            evaluate_and_save(run, bar, lr)  # its time is counted at the next tick
-            window = (progress.step, time.perf_counter())
+            # a lone process's stop cuts it short (all processes' stops meet at a step), unless it is the last
+            if not evaluate_and_save(run, bar, lr, stop=None if ranks.distributed or finished else stop):
+                if not (logging or stopping):  # the step the checkpoint holds, logged as any stop's
+                    run.record("batch", lr=lr, train_loss=loss, tok_per_s=None, mfu=None)
+                progress.evaluation_owed = stopping = True
+            window = (progress.step, time.perf_counter())  # its time is counted at the next tick
             pace.evaluated(window[1] - started)
         if read_now and stopping and not finished:  # a run stopped in its last step ends as a finished one
             if ranks.is_main:

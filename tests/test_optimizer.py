@@ -42,7 +42,7 @@ def test_one_step_is_torch_muon_and_adamw_called_directly():
     theirs = copy.deepcopy(ours)
     optimizers = build_optimizers(with_gradients(ours), CFG, torch.device("cpu"))
     optimizers.parts["muon"].ns_dtype = torch.bfloat16  # as on a GPU: bit for bit torch.optim.Muon
-    scale = lr_scale(3, 10, 100, 0.1)  # in warmup: the schedule scales both peaks alike
+    scale = lr_scale(dataclasses.replace(CFG, warmup_iters=10, lr_decay_iters=100), 3)  # in warmup: both peaks alike
     optimizers.set_lr_scale(scale)
     optimizers.update(torch.amp.GradScaler(enabled=False), ours.parameters(), grad_clip=0.0)
 

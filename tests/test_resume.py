@@ -46,7 +46,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 def uninterrupted(char_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
     train(char_dataset, out, "--max_iters=120", "--eval_interval=10")
-    return weights(out / "ckpt.pt")
+    return out
 
 
 def test_stop_and_resume_reproduces_the_uninterrupted_run(char_dataset, tmp_path, uninterrupted):
@@ -55,7 +55,7 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(char_dataset, tmp_path
     resumed = train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--init_from=resume")
     assert "resume: max_iters changed from 30 to 120" in resumed.stdout
     assert "replace_run" not in resumed.stdout  # how the first run started is no change to the training
-    assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
+    assert_same_weights(weights(tmp_path / "ckpt.pt"), weights(uninterrupted / "ckpt.pt"))
 
 
 def test_a_resume_names_a_change_in_the_number_of_processes_with_its_tokens_per_step():
@@ -82,7 +82,7 @@ def test_a_bare_resume_continues_the_run_as_it_was(char_dataset, tmp_path, unint
     resumed = run_script("train.py", f"--out_dir={tmp_path}", "--init_from=resume", "--max_iters=120")
     changes = [line for line in resumed.stdout.splitlines() if line.startswith("resume:")]
     assert changes == ["resume: max_iters changed from 30 to 120"]
-    assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
+    assert_same_weights(weights(tmp_path / "ckpt.pt"), weights(uninterrupted / "ckpt.pt"))
     moved = run_script("train.py", f"--out_dir={tmp_path}", "--init_from=resume", "--max_iters=130",
                        "--dataset=elsewhere/data", check=False)  # given: a folder that is not there, named as given
     assert moved.returncode == 2 and "elsewhere/data" in moved.stderr
@@ -154,7 +154,50 @@ def test_ctrl_c_saves_and_resumes_exactly(char_dataset, tmp_path, uninterrupted)
     resume = stderr.splitlines()[-1]  # the command to resume: it must not replace the run it resumes
     assert "--init_from=resume" in resume and "--replace_run" not in resume
     train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--init_from=resume")
-    assert_same_weights(weights(tmp_path / "ckpt.pt"), uninterrupted)
+    assert_same_weights(weights(tmp_path / "ckpt.pt"), weights(uninterrupted / "ckpt.pt"))
+
+
+def test_a_stop_during_an_evaluation_cuts_it_short_and_the_resume_makes_it(char_dataset, tmp_path, uninterrupted,
+                                                                          monkeypatch):
+    """Ctrl-C in a lone process's evaluation ends the run at once, not after the whole evaluation and a step more;
+    its checkpoint owes that evaluation, which the resume makes first: the same log, best.pt and weights."""
+    import train as train_py
+
+    set_up_run = train_py.set_up_run
+
+    def stop_in_the_evaluation_at_step_20(*args):
+        run = set_up_run(*args)
+        loader = run.eval_loaders["train"]
+        next_batch = loader.next_batch
+
+        def next_batch_then_stop():
+            batch = next_batch()
+            if run.progress.step == 20:
+                os.kill(os.getpid(), signal.SIGINT)  # during its first batch's loss
+            return batch
+        loader.next_batch = next_batch_then_stop
+        return run
+
+    monkeypatch.setattr(train_py, "set_up_run", stop_in_the_evaluation_at_step_20)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        flags = [*RUN_FLAGS, "--max_iters=120", "--eval_interval=10", f"--dataset={char_dataset}",
+                 f"--out_dir={tmp_path}"]
+        stopped = run_main(train_py.main, *flags, "--log_interval=7")  # step 20 logged only because it stopped there
+    finally:
+        signal.signal(signal.SIGINT, handler)  # the stop leaves the OS's action for the next one
+    assert stopped.returncode == 128 + signal.SIGINT
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert checkpoint["iter_num"] == 20 and checkpoint["evaluation_owed"]
+    rows = read_rows(tmp_path / "log.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [10]  # none at step 20: it was cut short
+    assert (rows[-1]["kind"], rows[-1]["step"]) == ("batch", 20)
+    train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--log_interval=7", "--init_from=resume")
+    assert_same_weights(weights(tmp_path / "ckpt.pt"), weights(uninterrupted / "ckpt.pt"))
+    assert_same_weights(weights(tmp_path / "best.pt"), weights(uninterrupted / "best.pt"))
+    evaluations = [(r["step"], r["val_loss"], r["lr"]) for r in read_rows(tmp_path / "log.jsonl") if r["kind"] == "eval"]
+    assert evaluations == [(r["step"], r["val_loss"], r["lr"]) for r in read_rows(uninterrupted / "log.jsonl")
+                           if r["kind"] == "eval"]
 
 
 def kill_during_a_write(process: subprocess.Popen, folder, timeout: float = 10.0) -> None:
@@ -214,7 +257,7 @@ def test_sigkill_at_random_moments_never_breaks_a_checkpoint(char_dataset, tmp_p
     assert saved.exists()
     # to the end with the uninterrupted run's evaluations: an evaluation at every step costs most of the time
     train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--init_from=resume")
-    assert_same_weights(weights(saved), uninterrupted)
+    assert_same_weights(weights(saved), weights(uninterrupted / "ckpt.pt"))
 
 
 def test_a_resume_from_an_older_checkpoint_says_which_steps_it_runs_again(char_dataset, tmp_path):

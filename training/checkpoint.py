@@ -135,6 +135,7 @@ class Progress:
     best_val_loss: float = math.inf
     tokens: int = 0  # training tokens seen
     elapsed_s: float = 0.0  # seconds spent training, evaluation included, over every resume
+    evaluation_owed: bool = False  # the evaluation at `step` was cut short by a stop: a resume runs it first
     _ticked: float = dataclasses.field(default_factory=time.perf_counter, init=False, repr=False)
 
     def tick(self) -> None:
@@ -144,7 +145,7 @@ class Progress:
 
 
 RESUME_KEYS = MODEL_KEYS + ("optimizer", "scaler", "config", "iter_num", "best_val_loss", "tokens_seen", "elapsed_s",
-                            "rng", "loader", "dataset")
+                            "evaluation_owed", "rng", "loader", "dataset")
 
 
 def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.GradScaler, cfg: TrainConfig,
@@ -164,6 +165,7 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
         "best_val_loss": progress.best_val_loss,
         "tokens_seen": progress.tokens,
         "elapsed_s": progress.elapsed_s,
+        "evaluation_owed": progress.evaluation_owed,
         "rng": {"torch": torch.get_rng_state(),
                 **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})},
         "loader": loader.state_dict(),
@@ -188,7 +190,8 @@ def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: tor
     else:
         ranks.seed(seed, checkpoint["iter_num"])
     best_val_loss = math.inf if new_data else checkpoint["best_val_loss"]
-    return Progress(checkpoint["iter_num"], best_val_loss, checkpoint["tokens_seen"], checkpoint["elapsed_s"])
+    return Progress(checkpoint["iter_num"], best_val_loss, checkpoint["tokens_seen"], checkpoint["elapsed_s"],
+                    checkpoint["evaluation_owed"])
 
 
 METADATA_KEY = "smallgpt_checkpoint"

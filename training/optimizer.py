@@ -61,8 +61,12 @@ class Muon(torch.optim.Muon):
                                     alpha=-group["lr"] * math.sqrt(max(1, rows / cols)))  # torch's "original" lr
 
 
-def lr_scale(step: int, warmup_iters: int, lr_decay_iters: int, min_ratio: float) -> float:
-    """The factor on every peak learning rate at `step`: linear warmup to 1, cosine decay to min_ratio (then flat)."""
+def lr_scale(cfg: TrainConfig, step: int) -> float:
+    """The factor on every peak learning rate in the update after `step` steps: with decay_lr, a linear warmup to 1
+    and a cosine decay to min_lr / learning_rate (then flat); 1 without."""
+    if not cfg.decay_lr:
+        return 1.0
+    warmup_iters, lr_decay_iters, min_ratio = cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr / cfg.learning_rate
     if step < warmup_iters:
         return (step + 1) / (warmup_iters + 1)
     if step >= lr_decay_iters:
