@@ -1,6 +1,5 @@
 """python compare.py: two runs' logs side by side, in a table and one picture."""
 import json
-import shutil
 
 from PIL import Image
 
@@ -11,15 +10,17 @@ from training.metrics_log import read_rows
 def test_two_runs_in_a_table_and_a_picture(trained_out, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
-    rows = [json.loads(line) for line in (trained_out / "log.jsonl").read_text().splitlines()]
-    shutil.copy(trained_out / "log.jsonl", other / "log.jsonl")
+    lines = (trained_out / "log.jsonl").read_text().splitlines(keepends=True)
+    (other / "log.jsonl").write_text("".join(lines[: len(lines) // 2]))  # the same run, stopped halfway
     result = run_script("compare.py", f"--runs={trained_out}", f"--runs={other}", f"--plot={tmp_path / 'both.png'}")
-    last, val = rows[-1], [r["val_loss"] for r in rows if r["kind"] == "eval"][-1]
-    lines = result.stdout.splitlines()
-    assert len(lines) == 4 and lines[-1] == f"wrote {tmp_path / 'both.png'}"
-    for line, run in zip(lines[1:3], (trained_out, other)):  # name, steps, tokens, seconds, last val loss
+    printed = result.stdout.splitlines()
+    assert len(printed) == 4 and printed[-1] == f"wrote {tmp_path / 'both.png'}"
+    for line, run in zip(printed[1:3], (trained_out, other)):  # name, steps, tokens, seconds, last val loss
+        rows = [json.loads(row) for row in (run / "log.jsonl").read_text().splitlines()]
+        last, val = rows[-1], [f"{r['val_loss']:.4f}" for r in rows if r["kind"] == "eval"] or ["-"]
         assert line.split() == [str(run), f"{last['step']:,}", f"{last['tokens']:,}", f"{last['elapsed_s']:.1f}",
-                                f"{val:.4f}"]
+                                val[-1]]
+    assert printed[1].split()[1:] != printed[2].split()[1:]
     assert Image.open(tmp_path / "both.png").size == (1200, 450)  # the two panels
 
 

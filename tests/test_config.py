@@ -487,10 +487,10 @@ def test_schedule_follows_max_iters_unless_set():
     still_warming = parse_config(TrainConfig, ["--max_iters=20", "--warmup_iters=30"])  # lr_decay_iters: 20
     assert [w.split(":")[0] for w in still_warming.schedule_warnings()] == ["warmup_iters=30 >= max_iters=20"]
     crossed = parse_config(TrainConfig, ["--max_iters=10", "--warmup_iters=8", "--lr_decay_iters=5"])
-    at_min = sum(lr_scale(crossed, step) == crossed.min_lr / crossed.learning_rate for step in range(10))  # the loop's
     assert crossed.schedule_warnings() == [
         "warmup_iters=8 > lr_decay_iters=5: the learning rate drops from its warmup straight to min_lr",
-        f"lr_decay_iters=5 < max_iters=10: the last {at_min} steps run at min_lr"]
+        "lr_decay_iters=5 < max_iters=10: the last 2 steps run at min_lr"]  # the updates after steps 8 and 9
+    assert [lr_scale(crossed, step) == crossed.min_lr / crossed.learning_rate for step in (7, 8, 9)] == [False, True, True]
 
 
 def test_a_path_this_user_may_not_reach_is_one_line_wherever_a_command_meets_it():

@@ -1,8 +1,10 @@
 """The optimizers: which parameters Muon moves, and that a step is torch.optim.Muon's and AdamW's own."""
 import copy
 import dataclasses
+import math
 from pathlib import Path
 
+import pytest
 import torch
 from torch.optim._muon import _zeropower_via_newtonschulz  # torch's own iteration, the reference
 
@@ -36,10 +38,20 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert len(on_muon) + len(on_adamw) == len(list(model.parameters()))  # every parameter, once
 
 
+def test_the_schedule_warms_up_linearly_then_decays_on_a_cosine_to_min_lr():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=9, lr_decay_iters=109)
+    assert [lr_scale(cfg, step) for step in (0, 4, 8)] == pytest.approx([0.1, 0.5, 0.9])  # (step + 1) / 10
+    assert lr_scale(cfg, 9) == pytest.approx(1.0)
+    assert lr_scale(cfg, 34) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))  # a quarter through
+    assert lr_scale(cfg, 59) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway: cos(pi / 2) = 0
+    assert lr_scale(cfg, 109) == lr_scale(cfg, 500) == pytest.approx(0.1)  # min_lr / learning_rate, then flat
+    assert lr_scale(dataclasses.replace(cfg, decay_lr=False), 4) == 1.0
+
+
 def test_one_step_is_torch_muon_and_adamw_called_directly():
     torch.manual_seed(0)
     ours = GPT(SHAPE)
-    theirs = copy.deepcopy(ours)
+    theirs, before = copy.deepcopy(ours), copy.deepcopy(ours)
     optimizers = build_optimizers(with_gradients(ours), CFG, torch.device("cpu"))
     optimizers.parts["muon"].ns_dtype = torch.bfloat16  # as on a GPU: bit for bit torch.optim.Muon
     scale = lr_scale(dataclasses.replace(CFG, warmup_iters=10, lr_decay_iters=100), 3)  # in warmup: both peaks alike
@@ -56,7 +68,7 @@ def test_one_step_is_torch_muon_and_adamw_called_directly():
                       lr=2e-3 * scale, betas=(CFG.beta1, CFG.beta2)).step()
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
         assert torch.equal(a, b), name
-    assert not torch.equal(ours.transformer.h[0].attn.q_proj.weight, GPT(SHAPE).transformer.h[0].attn.q_proj.weight)
+    assert not any(torch.equal(a, b) for a, b in zip(ours.parameters(), before.parameters()))  # every one moved
 
 
 def test_muon_orthogonalises_in_float32_where_bfloat16_is_emulated():

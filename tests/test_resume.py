@@ -1,6 +1,7 @@
 """A resumed run is the same run: after a stop, a Ctrl-C or a SIGKILL at any moment."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import shlex
@@ -58,6 +59,19 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(char_dataset, tmp_path
     assert_same_weights(weights(tmp_path / "ckpt.pt"), weights(uninterrupted / "ckpt.pt"))
 
 
+def test_the_log_records_the_learning_rate_of_each_update(uninterrupted):
+    """RUN_FLAGS' schedule written out: a 5-step linear warmup to the default peak, 1e-2, then a cosine decay to the
+    default min_lr, 1e-3, at step 120; the row of step s holds the rate of the update that made it."""
+    def rate(update: int) -> float:
+        if update < 5:
+            return 1e-2 * (update + 1) / 6
+        return 1e-3 + (1e-2 - 1e-3) * 0.5 * (1 + math.cos(math.pi * (update - 5) / (120 - 5)))
+
+    rows = [row for row in read_rows(uninterrupted / "log.jsonl") if row["kind"] == "batch"]
+    assert len(rows) == 120
+    assert [row["lr"] for row in rows] == pytest.approx([rate(row["step"] - 1) for row in rows])
+
+
 def test_a_resume_names_a_change_in_the_number_of_processes_with_its_tokens_per_step():
     from dataclasses import asdict
 
@@ -107,8 +121,8 @@ def test_a_resume_trains_with_the_dropout_it_is_given(char_dataset, tmp_path):
         shutil.copytree(tmp_path / "first", out)
         train(char_dataset, out, "--max_iters=20", "--eval_interval=10", "--init_from=resume", f"--dropout={dropout}")
         assert torch.load(out / "ckpt.pt", weights_only=True)["model_args"]["dropout"] == dropout
-        losses[dropout] = (out / "log.jsonl").read_text().splitlines()[-1]
-    assert losses[0.0] != losses[0.5]
+        losses[dropout] = [row["train_loss"] for row in read_rows(out / "log.jsonl") if row["step"] > 10]
+    assert len(losses[0.0]) == 10 + 1 and all(a != b for a, b in zip(losses[0.0], losses[0.5]))  # 10 steps, 1 eval
 
 
 def test_a_resume_names_what_it_ignores_or_lost_and_checks_the_runs_own_min_lr(char_dataset, tmp_path):

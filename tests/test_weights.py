@@ -95,9 +95,13 @@ def test_an_int8_linear_is_its_rows_rounded_to_255_levels_times_a_scale(product,
 def test_a_cpu_cache_is_float32_whatever_the_weights():
     """On a CPU attention reads a float32 cache (generation_cache), and the step's logits keep the weights' dtype."""
     model = GPT(GPTConfig(block_size=16, vocab_size=40, n_layer=2, n_head=2, n_embd=32)).eval()
-    with_weights(model, "bfloat16")
-    cache = generation_cache(model, torch.tensor([[3, 5]]), None, compile=False)
+    tokens = torch.tensor([[3, 5, 9, 1]])
     with torch.no_grad():
-        logits = model.next_token_logits(torch.tensor([[3, 5]]), cache, torch.arange(2))
+        full, _ = model(tokens)  # (1, 4, V): float32's logits at every position
+        with_weights(model, "bfloat16")
+        cache = generation_cache(model, tokens, None, compile=False)
+        logits = model.next_token_logits(tokens[:, :2], cache, torch.arange(2))  # the prompt, then a token at a time
+        steps = [model.next_token_logits(tokens[:, i : i + 1], cache, torch.arange(i, i + 1)) for i in (2, 3)]
     assert {t.dtype for t in (*cache.k, *cache.v)} == {torch.float32}
-    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    assert logits.dtype == torch.bfloat16
+    assert (torch.stack([logits, *steps]).float() - full[0, 1:, None]).abs().max().item() < 0.05
