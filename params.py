@@ -43,6 +43,9 @@ def main(argv: list[str]) -> None:
         print(f"note: time_budget={cfg.time_budget} is not planned here: train.py picks that shape by timing this "
               f"machine; these are the keys' own counts (a budgeted run's: --init_from=resume --out_dir=DIR)",
               file=sys.stderr)
+    if cfg.init_from != "resume" and any(a.startswith("--out_dir=") for a in argv):  # a run named (a config's is not)
+        print(f"note: --out_dir={cfg.out_dir} is not read: these are the keys' own counts (the run's: add "
+              f"--init_from=resume)", file=sys.stderr)
     if cfg.init_from == "resume":  # the run's own shape
         latest = checkpoint_path(Path(cfg.out_dir), "ckpt", cfg.checkpoint_format)
         c = GPTConfig(**load_checkpoint(latest)["model_args"])
