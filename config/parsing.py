@@ -133,11 +133,15 @@ def _parse_flag_value(key: str, text: str, field: dataclasses.Field, hint: Any) 
 
 
 # keys a user may know from nanoGPT or from this project's earlier names, and what they are called here
-RENAMED = {"start": ("prompt",), "init_from": ("hf_model",), "to": ("hf_dir", "pictures_dir", "plot"),
+RENAMED = {"start": ("prompt",), "to": ("hf_dir", "pictures_dir", "plot"), "dtype": ("weights",),
            "overwrite": ("replace_run", "replace_dataset", "replace_export"), "vocab_size": ("bpe_vocab_size",),
            "out_dir": ("dataset", "runs"), "input": ("text_file",), "runs": ("repeats",), "prompt": ("text",),
            "text": ("prompt",), "seed": ("split_seed",), "hf_model": ("init_from",),
            "grad_accum": ("gradient_accumulation_steps",), "gradient_accumulation": ("gradient_accumulation_steps",)}
+# nanoGPT keys that nothing here is named for, and what to do instead
+INSTEAD = {"eval_only": "to score a run, use python eval.py --out_dir=DIR",
+           "backend": "the distributed backend follows the device: NCCL on CUDA GPUs, gloo on CPUs",
+           "init_from": "this command reads the run in --out_dir=DIR (init_from=resume is train.py's)"}
 TORCHRUN_FLAGS = ("nproc_per_node", "nnodes", "node_rank", "standalone", "rdzv_backend", "rdzv_endpoint", "rdzv_id",
                   "master_addr", "master_port")  # torchrun's own, given after train.py by mistake
 
@@ -152,6 +156,9 @@ def unknown_key(key: str, valid: Collection[str], where: str, commands: dict[str
     hint = "; " + " ".join(hints) if hints else "; run with --help to list the keys"
     if key in TORCHRUN_FLAGS:
         hint = f"; --{key} is torchrun's: give it before the script, torchrun --standalone --nproc_per_node=N train.py"
+    if key in INSTEAD and (key != "init_from" or "out_dir" in valid):
+        hint = f"; {INSTEAD[key]}" + (", or a Hugging Face model with --hf_model=NAME" if key == "init_from" and
+                                      "hf_model" in valid else "")
     return UserError(f"unknown config key '{key}' in {where}{hint}")
 
 
@@ -164,8 +171,9 @@ def _toml_values(cls: type, path: str, commands: dict[str, type]) -> dict[str, t
     except FileNotFoundError:
         if path.startswith("-"):  # -out_dir=x: a flag with one dash
             raise UserError(f"{path} is no flag nor config file; flags take two dashes: -{path}") from None
-        spaces = "" if path.endswith(".toml") else " (a flag's value with spaces goes in quotes: --prompt='To be or')"
-        raise UserError(f"config file {path} not found; the shipped ones are in configs/{spaces}") from None
+        why = {".toml": "", ".py": " (TOML files: key = value, as configs/shakespeare_char.toml)"}.get(
+            Path(path).suffix, " (a flag's value with spaces goes in quotes: --prompt='To be or')")
+        raise UserError(f"config file {path} not found; the shipped ones are in configs/{why}") from None
     except IsADirectoryError:
         run = any(Path(path).glob("ckpt.*")) or any(Path(path).glob("best.*"))  # a training run's folder
         fix = f"a run's folder is given as --out_dir={path}" if run else "give a .toml file"

@@ -63,11 +63,12 @@ def ensure_dataset(dataset: str) -> Path:
         if folder.is_file() or folder.is_dir() and any(p.name not in DATASET_FILES for p in folder.iterdir()):
             raise DataError(f"{folder} is no dataset folder (it has no meta.json); if it holds your text, make a "
                             f"dataset of it with python data/prepare.py --input={shlex.quote(str(folder))} "
-                            f"--dataset=NAME")
+                            f"--dataset=NAME, or train on a shipped one ({', '.join(RECIPES)})")
         incomplete = folder.is_dir() and any(folder.iterdir())  # a dataset's files without meta.json
         raise DataError(f"dataset folder {folder} {'holds no meta.json' if folder.is_dir() else 'not found'}; make "
                         f"it with python data/prepare.py --input=PATH --dataset={shlex.quote(dataset)}"
-                        + (" --replace_dataset=true" if incomplete else ""))
+                        + (" --replace_dataset=true" if incomplete else "") + f", or train on a shipped one "
+                        f"({', '.join(RECIPES)})")
     recipe = RECIPES[dataset]
     # built beside the folder and swapped in whole, as data/prepare.py does; what was there is no dataset
     meta = prepare_dataset([shakespeare_text()], recipe.tokenizer, folder, vocab_size=recipe.vocab_size,

@@ -118,7 +118,9 @@ def test_text_given_as_the_dataset_is_named_as_text_to_prepare(run_dir):
         flag = f"--dataset={given}/" if given.is_dir() else f"--dataset={given}"  # a folder with its slash
         result = run_command("train.py", *TINY_TRAIN_FLAGS, flag, f"--out_dir={run_dir / 'new'}")
         assert_one_line_error(result, "is no dataset folder (it has no meta.json)",
-                              f"python data/prepare.py --input={given}")
+                              f"python data/prepare.py --input={given}",
+                              "--dataset=NAME, or train on a shipped one (shakespeare_char, shakespeare_gpt2, "
+                              "shakespeare_bpe)")
 
 
 def test_meta_json_not_matching_its_bins(run_dir):

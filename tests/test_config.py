@@ -12,8 +12,8 @@ import torch
 from config.errors import UserError
 from config.parsing import _parse_flag_value, help_text
 from config.prompts import encode_prompt, read_prompt
-from config.settings import (COMMANDS, AttentionConfig, BenchConfig, CompareConfig, EvalConfig, PrepareConfig,
-                             SampleConfig, TrainConfig, read_config)
+from config.settings import (COMMANDS, AttentionConfig, BenchConfig, CompareConfig, EvalConfig, ExportConfig,
+                             PrepareConfig, SampleConfig, TrainConfig, read_config)
 from data.errors import DataError
 from data.tokenizer import CharTokenizer
 from helpers import TINY_TRAIN_FLAGS, assert_one_line_error, run_command, run_script
@@ -249,6 +249,23 @@ def test_toml_types_are_checked(tmp_path):
 def test_another_commands_name_for_a_key_is_offered_this_commands(cls, flag, meant):
     with pytest.raises(UserError, match=f"did you mean '{meant}'?"):
         parse_config(cls, [flag])
+
+
+@pytest.mark.parametrize("cls, args, message", [
+    (SampleConfig, ["--init_from=resume"], "this command reads the run in --out_dir=DIR (init_from=resume is "
+                                           "train.py's), or a Hugging Face model with --hf_model=NAME$"),
+    (ExportConfig, ["--init_from=resume"], "this command reads the run in --out_dir=DIR (init_from=resume is "
+                                           "train.py's)$"),
+    (TrainConfig, ["--eval_only=True"], "to score a run, use python eval.py --out_dir=DIR$"),
+    (TrainConfig, ["--backend=nccl"], "the distributed backend follows the device: NCCL on CUDA GPUs, gloo on CPUs$"),
+    (SampleConfig, ["--dtype=bfloat16"], "did you mean 'weights'?"),
+    (TrainConfig, ["config/train_shakespeare_char.py"], "config file config/train_shakespeare_char.py not found; the "
+                                                        "shipped ones are in configs/ (TOML files: key = value, as "
+                                                        "configs/shakespeare_char.toml)$"),
+])
+def test_nanogpt_habits_are_told_what_this_project_does_instead(cls, args, message):
+    with pytest.raises(UserError, match=re.escape(message.removesuffix("$")) + ("$" if message.endswith("$") else "")):
+        parse_config(cls, args)
 
 
 def test_a_word_of_an_unquoted_value_a_key_in_capitals_and_a_run_folder_are_named_as_such(tmp_path):

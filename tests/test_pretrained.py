@@ -10,7 +10,7 @@ import torch
 
 from config.errors import UserError
 from training.init_from import load_model
-from helpers import correlation, prepare_text, run_script
+from helpers import assert_one_line_error, correlation, prepare_text, run_command, run_script
 from model import GPT
 from model.pretrained import PretrainedNotFound
 
@@ -157,3 +157,9 @@ def test_fine_tune_from_a_hugging_face_folder(tmp_path, corpus_text):
                          "--eval_interval=4", "--eval_iters=1", "--sample_tokens=0", "--init_from=resume")
     assert not any(f"resume: {key} changed" in resumed.stdout for key in shape)  # the run's shape, not the defaults
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["iter_num"] == 6
+    prepare_text(corpus_text, "char", tmp_path / "chars")
+    refused = run_command("train.py", f"--init_from={tmp_path / 'hf'}", f"--dataset={tmp_path / 'chars'}",
+                          f"--out_dir={tmp_path / 'refused'}", "--device=cpu")
+    assert_one_line_error(refused, "reads text with its own tokenizer", "prepare your text with python data/prepare.py "
+                          "--input=PATH --dataset=NAME --tokenizer=gpt2 (the plays in GPT-2's tokens: "
+                          "--dataset=shakespeare_gpt2)")

@@ -134,7 +134,8 @@ def build_model(cfg: TrainConfig, dataset: Dataset, checkpoint: dict | None, lat
             flag = "gpt2" if own["kind"] == "gpt2" else cfg.init_from
             raise UserError(f"init_from={cfg.init_from} reads text with its own tokenizer, but dataset {cfg.dataset} "
                             f"was prepared with another ({tokenizer_change(own, dataset.meta['tokenizer'])}); prepare "
-                            f"it with python data/prepare.py --tokenizer={flag}")
+                            f"your text with python data/prepare.py --input=PATH --dataset=NAME --tokenizer={flag}"
+                            + (" (the plays in GPT-2's tokens: --dataset=shakespeare_gpt2)" if flag == "gpt2" else ""))
     model.set_dropout(cfg.dropout)  # it holds no weights: a resume or a fine-tuning may set its own
     return model
 
