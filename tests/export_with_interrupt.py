@@ -15,6 +15,7 @@ swap_in = export.swap_in
 
 def swap_then_interrupt(staging: Path, target: Path) -> None:
     swap_in(staging, target)
+    print("sending SIGINT", file=sys.stderr, flush=True)  # for the test to see that it came
     os.kill(os.getpid(), signal.SIGINT)
 
 

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from config.settings import TrainConfig, read_config
-from data.dataset import read_meta
+from data.dataset import open_dataset, read_meta
+from data.loader import BatchLoader
 from helpers import planned_steps, run_script
 from training import budget
+from training.checkpoint import model_from_checkpoint
 from training.distributed import Ranks
 
 pytestmark = pytest.mark.slow  # the commands run as subprocesses
@@ -72,6 +74,14 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_run, char_d
     assert "resume: processes changed from 2 to 1, tokens per step from 512 to 512" in resumed.stdout
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 16
     assert batch_losses(tmp_path)[:12] == batch_losses(ddp_out)  # the log carries on from the checkpoint
+    # step 13's loss, worked out here: the saved weights on the 4 batches that follow the saved place in the data
+    checkpoint = torch.load(ddp_out / "ckpt.pt", weights_only=True)
+    model = model_from_checkpoint(checkpoint, ddp_out / "ckpt.pt")
+    loader = BatchLoader(open_dataset(char_dataset).train, 32, 4, TrainConfig().seed)
+    loader.load_state_dict(checkpoint["loader"])
+    with torch.no_grad():
+        expected = sum(model(*loader.next_batch())[1].item() for _ in range(4)) / 4
+    assert abs(batch_losses(tmp_path)[12] - expected) < LOSS_TOLERANCE[optimizer]
 
 
 @pytest.mark.parametrize("refused", ["out_dir", "wandb"])

@@ -192,9 +192,11 @@ def test_a_dataset_recorded_relative_to_another_folder_is_named_as_such(trained,
 
 @pytest.mark.slow
 def test_loss_png_is_a_real_picture(trained):
-    image = np.asarray(Image.open(trained / "loss.png").convert("L"), dtype=float)
+    image = np.asarray(Image.open(trained / "loss.png").convert("RGB"), dtype=int)  # (H, W, 3)
     assert 300 <= image.shape[0] <= 1000 and 500 <= image.shape[1] <= 1400
-    assert image.std() > 10  # not blank
+    # matplotlib's tab:blue train curve, tab:orange val curve and tab:red star for the best val point
+    for curve, rgb in (("train", (31, 119, 180)), ("val", (255, 127, 14)), ("best", (214, 39, 40))):
+        assert (np.abs(image - rgb).sum(axis=-1) < 30).sum() > 50, f"no {curve} pixels"
 
 
 @pytest.mark.slow
