@@ -172,6 +172,17 @@ def test_a_budget_too_short_is_refused_naming_the_smallest_that_works():
         plan(["--max_iters=5"], 3600)
 
 
+def test_a_probe_that_would_outlast_the_budget_is_refused_before_it_runs(char_dataset, tmp_path):
+    """Ten million micro-batches a step: the smallest shape's probe would take hours, and no Ctrl-C cuts into it."""
+    started = time.perf_counter()
+    result = run_command("train.py", "--time_budget=1h", "--gradient_accumulation_steps=10000000", "--device=cpu",
+                         f"--dataset={char_dataset}", f"--out_dir={tmp_path / 'out'}")
+    assert_one_line_error(result, "time_budget=1h is too short to time even the smallest shape here: a step of "
+                                  "160,000,000 x 64 tokens takes at least ", "and the probe takes 6; lower batch_size or "
+                                  "block_size, or give over ")
+    assert time.perf_counter() - started < 30 and not (tmp_path / "out").exists()
+
+
 def test_the_steps_are_corrected_once_when_the_pace_is_off_by_more_than_a_fifth():
     p = plan([], 600)
     assert corrected_steps(p, 10, p.step_s * 1.15, 10 * p.step_s) is None

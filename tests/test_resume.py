@@ -315,10 +315,11 @@ def test_a_stop_in_the_last_step_skips_the_closing_sample(char_dataset, tmp_path
 
     evaluate = train.evaluate_and_save
 
-    def evaluate_then_stop(run, bar, lr, latest=True):
-        evaluate(run, bar, lr, latest)
+    def evaluate_then_stop(run, bar, lr, latest=True, stop=None):
+        evaluated = evaluate(run, bar, lr, latest, stop)
         if run.progress.step == run.cfg.max_iters:
             os.kill(os.getpid(), signal.SIGINT)
+        return evaluated
 
     monkeypatch.setattr(train, "evaluate_and_save", evaluate_then_stop)
     handler = signal.getsignal(signal.SIGINT)

@@ -22,6 +22,7 @@ from config.errors import UserError
 from config.settings import TrainConfig, parse_duration, tokens_per_step
 from model import GPT, ModelError
 from model.config import counted, shape_words
+from model.params import training_flops_per_token
 
 from . import distributed
 from .init_from import check_trainable_here, model_config
@@ -33,6 +34,7 @@ MIN_STEPS = 20
 EVALUATIONS = 4  # evaluations (and checkpoints) per planned run, the last at its end
 MARGIN = 0.03  # of the budget, kept for start-up, checkpoints and pictures
 DEADLINE_CHECKS = 20  # per budget, besides those before evaluations: a machine slowing down late costs a twentieth
+PROBE_STEPS = 5  # timed per shape, after a first one
 IMPORTED = time.perf_counter()
 PLANNED = ("n_layer", "n_head", "n_embd", "block_size", "max_iters", "lr_decay_iters", "warmup_iters", "eval_interval")
 
@@ -229,7 +231,15 @@ def step_on_one_batch(cfg: TrainConfig, vocab_size: int, device: torch.device, d
     return model, step
 
 
-def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = 5
+def matmul_rate(device: torch.device, dtype: str) -> float:
+    """FLOP/s of a large matrix product in dtype here: no training step computes faster."""
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    a @ a  # the first pays for allocations
+    return 4 * 2 * n**3 / timed(lambda: [a @ a for _ in range(4)], device=device)[1]
+
+
+def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: str, steps: int = PROBE_STEPS
                ) -> tuple[int, float, float, float]:
     """Parameters, and seconds per optimizer step, forward pass and sampled token of cfg's model on random tokens."""
     model, step = step_on_one_batch(cfg, vocab_size, device, dtype)
@@ -243,6 +253,24 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
     return model.num_params(), step_s, forward_s, token_s
 
 
+def check_probe_fits(smallest: TrainConfig, vocab_size: int, budget_s: float, device: torch.device, dtype: str,
+                     ranks: distributed.Ranks) -> None:
+    """Refuse at once a smallest shape whose probe alone would outlast the budget even at half the rate of a large
+    matrix product here (a batch or context far too large): it could run for hours, and a Ctrl-C cannot cut into one
+    long product. The main process's measure on every process, so all refuse alike."""
+    rate, age_s = distributed.from_main([matmul_rate(device, dtype), process_age_s()], ranks, device)
+    micro_batches = smallest.batch_size * smallest.gradient_accumulation_steps
+    flops = training_flops_per_token(model_config(smallest, vocab_size), smallest.block_size) * micro_batches * \
+        smallest.block_size
+    step_s = flops / (2 * rate)
+    if (need_s := age_s + (1 + PROBE_STEPS) * step_s) > budget_s * (1 - MARGIN):
+        raise UserError(f"time_budget={smallest.time_budget} is too short to time even the smallest shape here: a "
+                        f"step of {micro_batches:,} x {smallest.block_size:,} tokens takes at least {step_s:,.3g} s "
+                        f"({flops:.2g} FLOPs at half the {rate / 1e9:,.0f} GFLOP/s of a large matrix product here), "
+                        f"and the probe takes {1 + PROBE_STEPS}; lower batch_size or block_size, or give over "
+                        f"{math.ceil(need_s / (1 - MARGIN))}s")
+
+
 def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ranks: distributed.Ranks) -> Plan:
     """Probe the dial's shapes here and plan the run for its time budget; the plan line is printed. The probe times
     the shapes smallest first until one would see under BYTES_PER_PARAMETER with the whole budget (so would every
@@ -253,10 +281,10 @@ def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ra
     needed = cfg.max_iters if "max_iters" in fixed else MIN_STEPS
     # the longest context whose windows the splits hold: one per process of the training split, one of each split
     longest = min((meta["train_tokens"] - 1) // ranks.world_size, meta["val_tokens"] - 1)  # for the evaluations
-    probes = []
+    probes, shapes = [], candidate_shapes(cfg, meta["vocab_size"], device, ranks.per_machine, longest)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the run's seeds stay put
-        for shape in tqdm(candidate_shapes(cfg, meta["vocab_size"], device, ranks.per_machine, longest),
-                          desc="probing shapes", unit="shape", disable=not ranks.is_main, leave=False):
+        check_probe_fits(dataclasses.replace(cfg, **shapes[0]), meta["vocab_size"], budget_s, device, dtype, ranks)
+        for shape in tqdm(shapes, desc="probing shapes", unit="shape", disable=not ranks.is_main, leave=False):
             params, *timed = time_steps(dataclasses.replace(cfg, **shape), meta["vocab_size"], device, dtype)
             timings = torch.tensor([*timed, process_age_s()], device=device)
             if ranks.distributed:  # the slowest timings and the oldest process: every process stops at one shape
