@@ -202,10 +202,13 @@ def test_a_stop_during_an_evaluation_cuts_it_short_and_the_resume_makes_it(char_
         signal.signal(signal.SIGINT, handler)  # the stop leaves the OS's action for the next one
     assert stopped.returncode == 128 + signal.SIGINT
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    assert checkpoint["iter_num"] == 20 and checkpoint["evaluation_owed"]
+    assert checkpoint["iter_num"] == 20 and checkpoint["evaluation_owed"] is True
     rows = read_rows(tmp_path / "log.jsonl")
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [10]  # none at step 20: it was cut short
     assert (rows[-1]["kind"], rows[-1]["step"]) == ("batch", 20)
+    train(char_dataset, tmp_path, "--max_iters=20", "--eval_interval=10", "--log_interval=7", "--init_from=resume")
+    assert "evaluation_owed" not in torch.load(tmp_path / "ckpt.pt", weights_only=True)  # made, though no step is left
+    assert [r["step"] for r in read_rows(tmp_path / "log.jsonl") if r["kind"] == "eval"] == [10, 20]
     train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--log_interval=7", "--init_from=resume")
     assert_same_weights(weights(tmp_path / "ckpt.pt"), weights(uninterrupted / "ckpt.pt"))
     assert_same_weights(weights(tmp_path / "best.pt"), weights(uninterrupted / "best.pt"))

@@ -145,7 +145,7 @@ class Progress:
 
 
 RESUME_KEYS = MODEL_KEYS + ("optimizer", "scaler", "config", "iter_num", "best_val_loss", "tokens_seen", "elapsed_s",
-                            "evaluation_owed", "rng", "loader", "dataset")
+                            "rng", "loader", "dataset")
 
 
 def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.GradScaler, cfg: TrainConfig,
@@ -165,11 +165,11 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
         "best_val_loss": progress.best_val_loss,
         "tokens_seen": progress.tokens,
         "elapsed_s": progress.elapsed_s,
-        "evaluation_owed": progress.evaluation_owed,
         "rng": {"torch": torch.get_rng_state(),
                 **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})},
         "loader": loader.state_dict(),
         **({"plan": plan} if plan is not None else {}),
+        **({"evaluation_owed": True} if progress.evaluation_owed else {}),  # its evaluation, cut short by a stop
     }
 
 
@@ -191,7 +191,7 @@ def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: tor
         ranks.seed(seed, checkpoint["iter_num"])
     best_val_loss = math.inf if new_data else checkpoint["best_val_loss"]
     return Progress(checkpoint["iter_num"], best_val_loss, checkpoint["tokens_seen"], checkpoint["elapsed_s"],
-                    checkpoint["evaluation_owed"])
+                    "evaluation_owed" in checkpoint)
 
 
 METADATA_KEY = "smallgpt_checkpoint"
