@@ -276,8 +276,9 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         wandb_run = start_wandb(cfg, resume_step) if cfg.wandb_log else None
         # only now that the new run is built: a bad setting above leaves the earlier one
         claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
-        return MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run,
-                          rerun=resume_step is None or resume_step < cfg.max_iters)  # none: the log stays whole
+        return MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run,  # not rerun: the log stays whole
+                          rerun=resume_step is None or resume_step < cfg.max_iters,
+                          evaluation_owed=progress.evaluation_owed)
 
     log = distributed.main_first(ranks, start_records)
     mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size), device, dtype, ranks.world_size)
@@ -355,7 +356,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     """The loop; returns the signal that stopped it early, or None at max_iters. The loss is read (and checked),
     which waits for the device, only where it is logged, evaluated or a stop is due."""
     progress, ranks = run.progress, run.ranks
-    window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
+    lone = not ranks.distributed  # a lone process may stop in an evaluation; processes stop together at a step
     pace = Pace(progress.step, progress.elapsed_s)  # what a time budget's checks measure
     first_step = unread_from = progress.step + 1  # this process's; unread_from: first step whose loss is unchecked
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
@@ -363,8 +364,12 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         evaluate_and_save(run, bar, lr=None, latest=False)  # no ckpt.pt yet: a run failing at once may start again
     if progress.evaluation_owed and ranks.is_main:  # the evaluation a stop cut short, as the run would have made it
         progress.evaluation_owed = False
-        evaluate_and_save(run, bar, run.cfg.learning_rate * lr_scale(run.cfg, progress.step - 1), latest=False)
-        run.save("ckpt")  # the same step, no longer owing it
+        lr = run.cfg.learning_rate * lr_scale(run.cfg, progress.step - 1)
+        if evaluate_and_save(run, bar, lr, latest=False, stop=stop if lone else None):
+            run.save("ckpt")  # the same step, no longer owing it
+        if lone and stop.received is not None:  # ckpt.pt still owes it, if it was cut short again
+            return stop.received
+    window = (progress.step, time.perf_counter())  # tokens/s counts training steps only
     while progress.step < run.cfg.max_iters:
         cfg = run.cfg  # a time budget may change its steps below
         scale = lr_scale(cfg, progress.step)
@@ -387,7 +392,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         eval_step = step % cfg.eval_interval == 0 or finished
         logging = step % cfg.log_interval == 0 or finished
         # the same steps on every process (the read is a collective); a lone process can stop at any step
-        read_now = logging or eval_step or (stop.received is not None and not ranks.distributed)
+        read_now = logging or eval_step or (stop.received is not None and lone)
         if read_now:
             # one collective carries the losses, any stop signal and whether the main process says a time
             # budget's deadline is due, so every process agrees on all
@@ -422,11 +427,12 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             keep_the_deadline(run, bar, pace)  # before an evaluation, whose checkpoint then holds the plan
         if eval_step and ranks.is_main:
             started = time.perf_counter()
-            # a lone process's stop cuts it short (all processes' stops meet at a step), unless it is the last
-            if not evaluate_and_save(run, bar, lr, stop=None if ranks.distributed or finished else stop):
-                if not (logging or stopping):  # the step the checkpoint holds, logged as any stop's
+            # a stop cuts it short, unless it is the last: the checkpoint then owes it
+            progress.evaluation_owed = not evaluate_and_save(run, bar, lr, stop=stop if lone and not finished else None)
+            if lone and stop.received is not None and not stopping:  # a stop in the evaluation: at this step
+                if not logging:  # the step the checkpoint holds, logged as any stop's
                     run.record("batch", lr=lr, train_loss=loss, tok_per_s=None, mfu=None)
-                progress.evaluation_owed = stopping = True
+                stopping = True
             window = (progress.step, time.perf_counter())  # its time is counted at the next tick
             pace.evaluated(window[1] - started)
         if read_now and stopping and not finished:  # a run stopped in its last step ends as a finished one

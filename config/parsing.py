@@ -139,7 +139,7 @@ RENAMED = {"start": ("prompt",), "to": ("hf_dir", "pictures_dir", "plot"), "dtyp
            "text": ("prompt",), "seed": ("split_seed",), "hf_model": ("init_from",),
            "grad_accum": ("gradient_accumulation_steps",), "gradient_accumulation": ("gradient_accumulation_steps",)}
 # nanoGPT keys that nothing here is named for, and what to do instead
-INSTEAD = {"eval_only": "to score a run, use python eval.py --out_dir=DIR",
+INSTEAD = {"eval_only": "eval.py scores a run: python eval.py --out_dir=DIR, without --eval_only",
            "backend": "the distributed backend follows the device: NCCL on CUDA GPUs, gloo on CPUs",
            "init_from": "this command reads the run in --out_dir=DIR (init_from=resume is train.py's)"}
 TORCHRUN_FLAGS = ("nproc_per_node", "nnodes", "node_rank", "standalone", "rdzv_backend", "rdzv_endpoint", "rdzv_id",
@@ -156,7 +156,7 @@ def unknown_key(key: str, valid: Collection[str], where: str, commands: dict[str
     hint = "; " + " ".join(hints) if hints else "; run with --help to list the keys"
     if key in TORCHRUN_FLAGS:
         hint = f"; --{key} is torchrun's: give it before the script, torchrun --standalone --nproc_per_node=N train.py"
-    if key in INSTEAD and (key != "init_from" or "out_dir" in valid):
+    if key in INSTEAD and (key != "init_from" or "checkpoint" in valid):  # a command that reads a run
         hint = f"; {INSTEAD[key]}" + (", or a Hugging Face model with --hf_model=NAME" if key == "init_from" and
                                       "hf_model" in valid else "")
     return UserError(f"unknown config key '{key}' in {where}{hint}")

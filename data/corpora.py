@@ -60,6 +60,10 @@ def ensure_dataset(dataset: str) -> Path:
     if is_dataset(folder):
         return folder
     if dataset not in RECIPES:
+        if folder.absolute() == DATA_ROOT / "shakespeare":  # the text the shipped datasets are made of
+            raise DataError(f"{folder} holds the text of the shipped datasets, not a dataset; train on one of them: "
+                            f"shakespeare_char, shakespeare_gpt2 (GPT-2's tokens, as nanoGPT's shakespeare) or "
+                            f"shakespeare_bpe")
         if folder.is_file() or folder.is_dir() and any(p.name not in DATASET_FILES for p in folder.iterdir()):
             raise DataError(f"{folder} is no dataset folder (it has no meta.json); if it holds your text, make a "
                             f"dataset of it with python data/prepare.py --input={shlex.quote(str(folder))} "

@@ -121,6 +121,12 @@ def test_text_given_as_the_dataset_is_named_as_text_to_prepare(run_dir):
                               f"python data/prepare.py --input={given}",
                               "--dataset=NAME, or train on a shipped one (shakespeare_char, shakespeare_gpt2, "
                               "shakespeare_bpe)")
+    # nanoGPT's name for the plays in GPT-2's tokens: here the folder of the shipped datasets' text
+    assert_one_line_error(run_command("train.py", *TINY_TRAIN_FLAGS, "--dataset=shakespeare",
+                                      f"--out_dir={run_dir / 'new'}"),
+                          "holds the text of the shipped datasets, not a dataset; train on one of them: "
+                          "shakespeare_char, shakespeare_gpt2 (GPT-2's tokens, as nanoGPT's shakespeare) or "
+                          "shakespeare_bpe")
 
 
 def test_meta_json_not_matching_its_bins(run_dir):

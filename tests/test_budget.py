@@ -178,8 +178,8 @@ def test_a_probe_that_would_outlast_the_budget_is_refused_before_it_runs(char_da
     result = run_command("train.py", "--time_budget=1h", "--gradient_accumulation_steps=10000000", "--device=cpu",
                          f"--dataset={char_dataset}", f"--out_dir={tmp_path / 'out'}")
     assert_one_line_error(result, "time_budget=1h is too short to time even the smallest shape here: a step of "
-                                  "160,000,000 x 64 tokens takes at least ", "and the probe takes 6; lower batch_size or "
-                                  "block_size, or give over ")
+                                  "160,000,000 x 64 tokens takes at least ", "and the probe takes 6; lower batch_size, "
+                                  "gradient_accumulation_steps or block_size, or give over ")
     assert time.perf_counter() - started < 30 and not (tmp_path / "out").exists()
 
 

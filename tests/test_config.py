@@ -256,7 +256,8 @@ def test_another_commands_name_for_a_key_is_offered_this_commands(cls, flag, mea
                                            "train.py's), or a Hugging Face model with --hf_model=NAME$"),
     (ExportConfig, ["--init_from=resume"], "this command reads the run in --out_dir=DIR (init_from=resume is "
                                            "train.py's)$"),
-    (TrainConfig, ["--eval_only=True"], "to score a run, use python eval.py --out_dir=DIR$"),
+    (TrainConfig, ["--eval_only=True"], "eval.py scores a run: python eval.py --out_dir=DIR, without --eval_only$"),
+    (BenchConfig, ["--init_from=gpt2"], "'init_from' is a key of train, not of this command$"),  # reads no run
     (TrainConfig, ["--backend=nccl"], "the distributed backend follows the device: NCCL on CUDA GPUs, gloo on CPUs$"),
     (SampleConfig, ["--dtype=bfloat16"], "did you mean 'weights'?"),
     (TrainConfig, ["config/train_shakespeare_char.py"], "config file config/train_shakespeare_char.py not found; the "

@@ -1,6 +1,7 @@
 """A resumed run is the same run: after a stop, a Ctrl-C or a SIGKILL at any moment."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -171,41 +172,56 @@ def test_ctrl_c_saves_and_resumes_exactly(char_dataset, tmp_path, uninterrupted)
     assert_same_weights(weights(tmp_path / "ckpt.pt"), weights(uninterrupted / "ckpt.pt"))
 
 
+def stop_at_step_20_while(monkeypatch, in_evaluation: bool):
+    """train.py's set_up_run, with a SIGINT sent at step 20 while the evaluation reads its first batch, or once it
+    has drawn loss.png: a Ctrl-C in the middle of the evaluation, or after its losses."""
+    import train as train_py
+
+    set_up_run, plot_loss = train_py.set_up_run, train_py.plot_loss
+    steps = {}
+
+    def stopping_at_step_20(*args):
+        run = steps["run"] = set_up_run(*args)
+        if in_evaluation:
+            next_batch = run.eval_loaders["train"].next_batch
+            run.eval_loaders["train"].next_batch = lambda: (stop_at_20(), next_batch())[1]
+        return run
+
+    def stop_at_20():
+        if steps["run"].progress.step == 20:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train_py, "set_up_run", stopping_at_step_20)
+    if not in_evaluation:
+        monkeypatch.setattr(train_py, "plot_loss", lambda *args: (plot_loss(*args), stop_at_20()))
+    return train_py.main
+
+
+def stopped(main, *flags):
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return run_main(main, *flags)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # the stop leaves the OS's action for the next one
+
+
 def test_a_stop_during_an_evaluation_cuts_it_short_and_the_resume_makes_it(char_dataset, tmp_path, uninterrupted,
                                                                           monkeypatch):
     """Ctrl-C in a lone process's evaluation ends the run at once, not after the whole evaluation and a step more;
-    its checkpoint owes that evaluation, which the resume makes first: the same log, best.pt and weights."""
-    import train as train_py
-
-    set_up_run = train_py.set_up_run
-
-    def stop_in_the_evaluation_at_step_20(*args):
-        run = set_up_run(*args)
-        loader = run.eval_loaders["train"]
-        next_batch = loader.next_batch
-
-        def next_batch_then_stop():
-            batch = next_batch()
-            if run.progress.step == 20:
-                os.kill(os.getpid(), signal.SIGINT)  # during its first batch's loss
-            return batch
-        loader.next_batch = next_batch_then_stop
-        return run
-
-    monkeypatch.setattr(train_py, "set_up_run", stop_in_the_evaluation_at_step_20)
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        flags = [*RUN_FLAGS, "--max_iters=120", "--eval_interval=10", f"--dataset={char_dataset}",
-                 f"--out_dir={tmp_path}"]
-        stopped = run_main(train_py.main, *flags, "--log_interval=7")  # step 20 logged only because it stopped there
-    finally:
-        signal.signal(signal.SIGINT, handler)  # the stop leaves the OS's action for the next one
-    assert stopped.returncode == 128 + signal.SIGINT
+    its checkpoint owes that evaluation, which the resume makes first (a stop there too ends it at once): the same
+    evaluations, best.pt and weights."""
+    main = stop_at_step_20_while(monkeypatch, in_evaluation=True)
+    flags = [*RUN_FLAGS, "--eval_interval=10", "--log_interval=7", f"--dataset={char_dataset}", f"--out_dir={tmp_path}"]
+    assert stopped(main, *flags, "--max_iters=120").returncode == 128 + signal.SIGINT  # step 20 is not a logged one
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert checkpoint["iter_num"] == 20 and checkpoint["evaluation_owed"] is True
     rows = read_rows(tmp_path / "log.jsonl")
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [10]  # none at step 20: it was cut short
     assert (rows[-1]["kind"], rows[-1]["step"]) == ("batch", 20)
+    with open(tmp_path / "log.jsonl", "a") as log:  # as a process killed in the owed evaluation, past its row, leaves
+        log.write(json.dumps({"kind": "eval", "step": 20, "tokens": 1, "elapsed_s": 1.0, "val_loss": 9.0}) + "\n")
+    assert stopped(main, *flags, "--max_iters=120", "--init_from=resume").returncode == 128 + signal.SIGINT
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["evaluation_owed"] is True  # still owed
     train(char_dataset, tmp_path, "--max_iters=20", "--eval_interval=10", "--log_interval=7", "--init_from=resume")
     assert "evaluation_owed" not in torch.load(tmp_path / "ckpt.pt", weights_only=True)  # made, though no step is left
     assert [r["step"] for r in read_rows(tmp_path / "log.jsonl") if r["kind"] == "eval"] == [10, 20]
@@ -215,6 +231,16 @@ def test_a_stop_during_an_evaluation_cuts_it_short_and_the_resume_makes_it(char_
     evaluations = [(r["step"], r["val_loss"], r["lr"]) for r in read_rows(tmp_path / "log.jsonl") if r["kind"] == "eval"]
     assert evaluations == [(r["step"], r["val_loss"], r["lr"]) for r in read_rows(uninterrupted / "log.jsonl")
                            if r["kind"] == "eval"]
+
+
+def test_a_stop_once_an_evaluation_has_its_losses_ends_the_run_at_that_step(char_dataset, tmp_path, monkeypatch):
+    main = stop_at_step_20_while(monkeypatch, in_evaluation=False)
+    assert stopped(main, *RUN_FLAGS, "--eval_interval=10", "--log_interval=7", "--max_iters=40",
+                   f"--dataset={char_dataset}", f"--out_dir={tmp_path}").returncode == 128 + signal.SIGINT
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert checkpoint["iter_num"] == 20 and "evaluation_owed" not in checkpoint  # not a step more
+    rows = read_rows(tmp_path / "log.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [10, 20] and rows[-1]["step"] == 20
 
 
 def kill_during_a_write(process: subprocess.Popen, folder, timeout: float = 10.0) -> None:

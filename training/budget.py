@@ -255,20 +255,20 @@ def time_steps(cfg: TrainConfig, vocab_size: int, device: torch.device, dtype: s
 
 def check_probe_fits(smallest: TrainConfig, vocab_size: int, budget_s: float, device: torch.device, dtype: str,
                      ranks: distributed.Ranks) -> None:
-    """Refuse at once a smallest shape whose probe alone would outlast the budget even at half the rate of a large
+    """Refuse at once a smallest shape whose probe alone would outlast the budget even at twice the rate of a large
     matrix product here (a batch or context far too large): it could run for hours, and a Ctrl-C cannot cut into one
     long product. The main process's measure on every process, so all refuse alike."""
-    rate, age_s = distributed.from_main([matmul_rate(device, dtype), process_age_s()], ranks, device)
-    micro_batches = smallest.batch_size * smallest.gradient_accumulation_steps
-    flops = training_flops_per_token(model_config(smallest, vocab_size), smallest.block_size) * micro_batches * \
+    rate = distributed.from_main([matmul_rate(device, dtype)], ranks, device)[0]
+    sequences = smallest.batch_size * smallest.gradient_accumulation_steps
+    flops = training_flops_per_token(model_config(smallest, vocab_size), smallest.block_size) * sequences * \
         smallest.block_size
     step_s = flops / (2 * rate)
-    if (need_s := age_s + (1 + PROBE_STEPS) * step_s) > budget_s * (1 - MARGIN):
+    if (probe_s := (1 + PROBE_STEPS) * step_s) > budget_s * (1 - MARGIN):
         raise UserError(f"time_budget={smallest.time_budget} is too short to time even the smallest shape here: a "
-                        f"step of {micro_batches:,} x {smallest.block_size:,} tokens takes at least {step_s:,.3g} s "
-                        f"({flops:.2g} FLOPs at half the {rate / 1e9:,.0f} GFLOP/s of a large matrix product here), "
-                        f"and the probe takes {1 + PROBE_STEPS}; lower batch_size or block_size, or give over "
-                        f"{math.ceil(need_s / (1 - MARGIN))}s")
+                        f"step of {sequences:,} x {smallest.block_size:,} tokens takes at least {step_s:,.3g} s "
+                        f"({flops:.2g} FLOPs at twice the {rate / 1e9:,.0f} GFLOP/s of a large matrix product here), "
+                        f"and the probe takes {1 + PROBE_STEPS}; lower batch_size, gradient_accumulation_steps or "
+                        f"block_size, or give over {math.ceil(probe_s / (1 - MARGIN))}s")
 
 
 def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ranks: distributed.Ranks) -> Plan:

@@ -57,13 +57,16 @@ def start_wandb(cfg: TrainConfig, resume_step: int | None):
 
 class MetricsLog:
     """Rows of {"kind": "batch" | "eval", "step", "tokens", "elapsed_s", "lr", losses...}. A resumed run keeps the rows
-    up to the checkpoint's step, so steps run again appear once (unless it trains none: `rerun`); dropped_to is the last
-    it dropped, and lost says that a resumed run found no log (deleted, or another folder's checkpoint copied in)."""
+    up to the checkpoint's step, so steps run again appear once (unless it trains none: `rerun`), and an evaluation it
+    makes again (`evaluation_owed`) too; dropped_to is the last step it dropped, and lost says that a resumed run found
+    no log (deleted, or another folder's checkpoint copied in)."""
 
-    def __init__(self, path: Path, resume_step: int | None, wandb_run=None, rerun: bool = True):
+    def __init__(self, path: Path, resume_step: int | None, wandb_run=None, rerun: bool = True,
+                 evaluation_owed: bool = False):
         self.path, self.wandb = path, wandb_run  # wandb: start_wandb's, with wandb_log
         self.lost = bool(resume_step) and not path.exists()
         rows = read_rows(path) if resume_step is not None else []
+        rows = [r for r in rows if not (evaluation_owed and r["kind"] == "eval" and r["step"] == resume_step)]
         self.rows = [r for r in rows if not rerun or r["step"] <= resume_step]
         self.dropped_to = max((r["step"] for r in rows if rerun and r["step"] > resume_step), default=None)
         write_atomically(path, "".join(json.dumps(r) + "\n" for r in self.rows).encode())
