@@ -68,12 +68,14 @@ def test_rope_scores_do_not_change_when_every_position_shifts():
     idx = torch.randint(0, 30, (1, 16))
     with torch.no_grad():
         set_sdpa(model, False)
-        here, there = [], []
+        here, there, spread = [], [], []
         model.hidden_states(idx, records=here, positions=torch.arange(16))
         model.hidden_states(idx, records=there, positions=torch.arange(777, 777 + 16))
-    for a, b in zip(here, there):
-        visible_scores = torch.tril(torch.ones(16, 16, dtype=torch.bool))
+        model.hidden_states(idx, records=spread, positions=torch.arange(16) ** 2)  # other distances between tokens
+    visible_scores = torch.tril(torch.ones(16, 16, dtype=torch.bool))
+    for a, b, c in zip(here, there, spread):
         assert torch.allclose(a.scores[..., visible_scores], b.scores[..., visible_scores], atol=1e-4)
+        assert not torch.allclose(a.scores[..., visible_scores], c.scores[..., visible_scores], atol=1e-2)
     logits_here = model.lm_head(model.hidden_states(idx, positions=torch.arange(16)))
     logits_there = model.lm_head(model.hidden_states(idx, positions=torch.arange(777, 777 + 16)))
     assert torch.allclose(logits_here, logits_there, atol=1e-4)
@@ -162,7 +164,6 @@ def test_swiglu_is_its_formula():
     gate = linear(mlp.gate_proj, x)
     expected = linear(mlp.down_proj, gate * torch.sigmoid(gate) * linear(mlp.up_proj, x))
     assert torch.allclose(mlp(x).double(), expected, atol=1e-5)
-    assert torch.allclose(F.silu(gate), gate * torch.sigmoid(gate))
 
 
 @pytest.mark.parametrize("options", [{}, MODERN])

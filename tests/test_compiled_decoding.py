@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import model.decoding as decoding
 from helpers import REPO, gpt2_config
 from model import GPT, GPTConfig, ModelError
 from model.decoding import KVCache, compiled_step, generation_cache, package_path
@@ -35,10 +36,19 @@ def test_compiled_decoding_picks_the_eager_tokens_past_block_size(shape, capfd, 
     cache = generation_cache(model, short, 5 * BLOCK, compile=True)
     package = package_path(model, cache)  # in the suite's compile cache (conftest.py), not the user's
     assert package_path(model, generation_cache(model, long, 5 * BLOCK, compile=True)) == package
+    load_step, calls = decoding.compiled_step, []
+
+    def counted(*args):  # the compiled step, each call counted: generation runs it, not the eager one
+        step = load_step(*args)
+        return lambda *inputs: (calls.append(1), step(*inputs))[1]
+
+    monkeypatch.setattr(decoding, "compiled_step", counted)
     written = None
     for prompt in (short, long):
         eager = model.generate(prompt, 5 * BLOCK, temperature=0)
+        calls.clear()
         assert torch.equal(model.generate(prompt, 5 * BLOCK, temperature=0, compile=True), eager)
+        assert len(calls) >= 2 * BLOCK  # every step through the cache (the learned window's re-encodings are not)
         written = written or package.stat().st_mtime_ns
     assert package.stat().st_mtime_ns == written  # compiled once: one package served both prompts
     assert capfd.readouterr().err == ""  # compiling says nothing (sample.py prints its time)

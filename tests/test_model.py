@@ -31,8 +31,10 @@ def test_loss_is_mean_cross_entropy_of_logits():
     idx, targets = torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8))
     logits, loss = model(idx, targets)
     log_probs = torch.log_softmax(logits.double(), dim=-1)
-    expected = -log_probs.gather(-1, targets.unsqueeze(-1)).mean()
-    assert abs(loss.item() - expected.item()) < 1e-5
+    per_token = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    assert abs(loss.item() - per_token.mean().item()) < 1e-5
+    targets[0, :3] = -1  # no target there: those positions are left out of the mean
+    assert abs(model(idx, targets)[1].item() - per_token[targets != -1].mean().item()) < 1e-5
 
 
 def test_residual_projections_use_gpt2_scaled_init():
