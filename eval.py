@@ -1,6 +1,7 @@
 """How good is a model? Loss, perplexity and bits per byte over a whole text.
 
-    python eval.py [CONFIG.toml ...] [--out_dir=DIR] [--text_file=FILE] [--json=true] [--surprise=page.html]
+    python eval.py [CONFIG.toml ...] [--out_dir=DIR] [--text_file=FILE] [--max_tokens=N] [--json=true]
+                   [--surprise=page.html]
 
 Without --text_file, the checkpoint's own validation split is evaluated, if that dataset was prepared with
 the checkpoint's tokenizer.
@@ -71,6 +72,7 @@ def main(argv: list[str]) -> None:
         tokens, source = validation_split(checkpoint)
     if len(tokens) < 2:
         raise UserError(f"{source} has {len(tokens)} token(s); evaluation needs at least 2")
+    tokens = tokens[: cfg.max_tokens + 1] if cfg.max_tokens else tokens  # the first predicts nothing
 
     scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)
     result = {"checkpoint": name, "text": source, **asdict(summarize(scores.losses, tokens, tokenizer.token_bytes()))}

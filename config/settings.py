@@ -214,6 +214,8 @@ class EvalConfig(ModelChoice):
     command: ClassVar[str] = "eval"
 
     text_file: str = option("", "UTF-8 text file to evaluate (empty: the checkpoint's validation split)", path=True)
+    max_tokens: int = option(0, "score the text's first N predicted tokens only, for a quicker estimate (0: all)",
+                             check=NOT_NEGATIVE)
     batch_size: int = option(16, "windows of block_size tokens per forward pass", check=POSITIVE)
     json: bool = option(False, "print the results as one JSON object")
     surprise: str = option("", "also write a per-token surprise page (HTML) to this file", path=True,

@@ -107,6 +107,9 @@ def test_eval_py_reports_the_validation_split(trained, char_dataset):
     assert report["loss"] == pytest.approx(total / (len(val) - 1), rel=1e-6)
     assert report["bits_per_byte"] == pytest.approx(total / report["bytes"] / math.log(2), rel=1e-6)
     assert "batch/s" in result.stderr  # the progress bar
+    first = json.loads(run_script("eval.py", f"--out_dir={trained}", "--json=true", "--max_tokens=100").stdout)
+    assert first["tokens"] == 100 and first["loss"] == pytest.approx(reference_total_loss(model, val[:101]) / 100,
+                                                                     rel=1e-6)
 
 
 @pytest.mark.slow
