@@ -72,6 +72,7 @@ def main(argv: list[str]) -> None:
         tokens, source = validation_split(checkpoint)
     if len(tokens) < 2:
         raise UserError(f"{source} has {len(tokens)} token(s); evaluation needs at least 2")
+    whole = len(tokens) - 1  # the tokens the text predicts
     tokens = tokens[: cfg.max_tokens + 1] if cfg.max_tokens else tokens  # the first predicts nothing
 
     scores = score_tokens(model, tokens, cfg.batch_size, show_progress=True)
@@ -81,7 +82,8 @@ def main(argv: list[str]) -> None:
                           for key, value in result.items()}))
     else:
         bpb = result["bits_per_byte"]
-        print(f"{name} on {result['text']}: {counted(result['tokens'], 'token')} predicted, "
+        part = f" (the first of {whole:,}: --max_tokens)" if result["tokens"] < whole else ""
+        print(f"{name} on {result['text']}: {counted(result['tokens'], 'token')} predicted{part}, "
               f"{counted(result['bytes'], 'byte')}\n"
               f"loss {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.2f}, "
               + (f"{bpb:.4f} bits per byte" if bpb is not None else

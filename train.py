@@ -366,6 +366,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         progress.evaluation_owed = False
         lr = run.cfg.learning_rate * lr_scale(run.cfg, progress.step - 1)
         if evaluate_and_save(run, bar, lr, latest=False, stop=stop if lone else None):
+            progress.tick()  # the evaluation's time, counted in the run's
             run.save("ckpt")  # the same step, no longer owing it
         if lone and stop.received is not None:  # ckpt.pt still owes it, if it was cut short again
             return stop.received
@@ -430,7 +431,7 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
             # a stop cuts it short, unless it is the last: the checkpoint then owes it
             progress.evaluation_owed = not evaluate_and_save(run, bar, lr, stop=stop if lone and not finished else None)
             if lone and stop.received is not None and not stopping:  # a stop in the evaluation: at this step
-                if not logging:  # the step the checkpoint holds, logged as any stop's
+                if not logging and progress.evaluation_owed:  # the step the checkpoint holds, logged as any stop's
                     run.record("batch", lr=lr, train_loss=loss, tok_per_s=None, mfu=None)
                 stopping = True
             window = (progress.step, time.perf_counter())  # its time is counted at the next tick

@@ -110,6 +110,8 @@ def test_eval_py_reports_the_validation_split(trained, char_dataset):
     first = json.loads(run_script("eval.py", f"--out_dir={trained}", "--json=true", "--max_tokens=100").stdout)
     assert first["tokens"] == 100 and first["loss"] == pytest.approx(reference_total_loss(model, val[:101]) / 100,
                                                                      rel=1e-6)
+    said = run_script("eval.py", f"--out_dir={trained}", "--max_tokens=100").stdout
+    assert f"100 tokens predicted (the first of {len(val) - 1:,}: --max_tokens), " in said
 
 
 @pytest.mark.slow

@@ -173,22 +173,24 @@ def test_ctrl_c_saves_and_resumes_exactly(char_dataset, tmp_path, uninterrupted)
 
 
 def stop_at_step_20_while(monkeypatch, in_evaluation: bool):
-    """train.py's set_up_run, with a SIGINT sent at step 20 while the evaluation reads its first batch, or once it
-    has drawn loss.png: a Ctrl-C in the middle of the evaluation, or after its losses."""
+    """train.py's main, whose runs each get one SIGINT at step 20: while the evaluation reads its first batch, or once
+    it has drawn loss.png (a Ctrl-C in the middle of the evaluation, or after its losses)."""
     import train as train_py
 
     set_up_run, plot_loss = train_py.set_up_run, train_py.plot_loss
-    steps = {}
+    state = {}
 
-    def stopping_at_step_20(*args):
-        run = steps["run"] = set_up_run(*args)
+    def stopping_at_step_20(*args):  # each run its own SIGINT
+        run = state["run"] = set_up_run(*args)
+        state["sent"] = False
         if in_evaluation:
             next_batch = run.eval_loaders["train"].next_batch
             run.eval_loaders["train"].next_batch = lambda: (stop_at_20(), next_batch())[1]
         return run
 
-    def stop_at_20():
-        if steps["run"].progress.step == 20:
+    def stop_at_20():  # once: a second SIGINT takes the OS's action, which would end pytest
+        if state["run"].progress.step == 20 and not state["sent"]:
+            state["sent"] = True
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(train_py, "set_up_run", stopping_at_step_20)
@@ -221,9 +223,11 @@ def test_a_stop_during_an_evaluation_cuts_it_short_and_the_resume_makes_it(char_
     with open(tmp_path / "log.jsonl", "a") as log:  # as a process killed in the owed evaluation, past its row, leaves
         log.write(json.dumps({"kind": "eval", "step": 20, "tokens": 1, "elapsed_s": 1.0, "val_loss": 9.0}) + "\n")
     assert stopped(main, *flags, "--max_iters=120", "--init_from=resume").returncode == 128 + signal.SIGINT
-    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["evaluation_owed"] is True  # still owed
+    owing = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert owing["evaluation_owed"] is True  # still owed
     train(char_dataset, tmp_path, "--max_iters=20", "--eval_interval=10", "--log_interval=7", "--init_from=resume")
-    assert "evaluation_owed" not in torch.load(tmp_path / "ckpt.pt", weights_only=True)  # made, though no step is left
+    made = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert "evaluation_owed" not in made and made["elapsed_s"] > owing["elapsed_s"]  # made, its time counted
     assert [r["step"] for r in read_rows(tmp_path / "log.jsonl") if r["kind"] == "eval"] == [10, 20]
     train(char_dataset, tmp_path, "--max_iters=120", "--eval_interval=10", "--log_interval=7", "--init_from=resume")
     assert_same_weights(weights(tmp_path / "ckpt.pt"), weights(uninterrupted / "ckpt.pt"))
@@ -240,7 +244,8 @@ def test_a_stop_once_an_evaluation_has_its_losses_ends_the_run_at_that_step(char
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert checkpoint["iter_num"] == 20 and "evaluation_owed" not in checkpoint  # not a step more
     rows = read_rows(tmp_path / "log.jsonl")
-    assert [r["step"] for r in rows if r["kind"] == "eval"] == [10, 20] and rows[-1]["step"] == 20
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [10, 20]
+    assert (rows[-1]["kind"], rows[-1]["step"]) == ("eval", 20)  # its row holds the step: no batch row after it
 
 
 def kill_during_a_write(process: subprocess.Popen, folder, timeout: float = 10.0) -> None:

@@ -110,5 +110,5 @@ def test_a_cpu_cache_is_float32_whatever_the_weights():
     assert {t.dtype for t in (*cache.k, *cache.v)} == {torch.float32}
     assert logits.dtype == torch.bfloat16
     cached = torch.stack([logits, *steps]).float()  # (3, 1, V): for positions 1, 2 and 3
-    assert (cached - plain[0, 1:, None].float()).abs().max().item() < 1e-3
+    assert (cached - plain[0, 1:, None].float()).abs().max().item() < 5e-3  # bfloat16's step near 0.3 is 2e-3
     assert (cached - full[0, 1:, None]).abs().max().item() < 0.01  # bfloat16's rounding of the weights
