@@ -57,6 +57,11 @@ def table(columns: dict[str, str]) -> Callable[..., None]:
     return lambda *cells: print(" ".join(f"{cell:{spec}}" for cell, spec in zip(cells, specs)), flush=True)
 
 
+def rate_cell(value: float) -> str:
+    """Tokens per second to three figures at least (2.35, 23.5, 1,234): a slow case's ratio can be checked by hand."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def run_python(script: str, *args: str, launcher: tuple[str, ...] = ()) -> str:
     """`python [LAUNCHER] SCRIPT ARGS` started here as a user starts it: its output, or its error as a UserError."""
     result = subprocess.run([sys.executable, *launcher, script, *args], cwd=HERE, capture_output=True, text=True)
@@ -92,12 +97,12 @@ def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torc
           f"({shape_words(config.n_layer, config.n_head, config.n_embd, config.block_size)})")
     time_generation(model, 1, 20, True, device)  # warm-up
     print("eager float32, cached against uncached")
-    row = table({"batch": ">5", "new tokens": ">10", "cached tok/s": ">13,.0f", "uncached tok/s": ">15,.0f",
+    row = table({"batch": ">5", "new tokens": ">10", "cached tok/s": ">13", "uncached tok/s": ">15",
                  "speed-up": ">9"})
     for batch_size, new_tokens in itertools.product(cfg.batch_sizes, cfg.new_tokens):
         cached, uncached = (time_generation(model, batch_size, new_tokens, c, device) for c in (True, False))
         n = batch_size * new_tokens
-        row(batch_size, new_tokens, n / cached, n / uncached, f"{uncached / cached:.1f}x")
+        row(batch_size, new_tokens, rate_cell(n / cached), rate_cell(n / uncached), f"{uncached / cached:.1f}x")
     if config.pos_emb == "rope":  # the mean seconds per cached step in the first and the third block of positions
         T = config.block_size
         stream = model.generate_stream(torch.zeros(1, 1, dtype=torch.long, device=device), 3 * T,
@@ -114,7 +119,7 @@ def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, ba
     sequence). Greedy tokens are compared with eager float32's over the same new tokens."""
     new_tokens = max(cfg.new_tokens)
     print(f"decoding, cached, {new_tokens} new tokens; compile: the cold compile of the step for that batch size")
-    row = table({"weights": "<9", "step": "<9", "batch": ">5", "tok/s": ">7,.0f", "MB/step": ">8.1f",
+    row = table({"weights": "<9", "step": "<9", "batch": ">5", "tok/s": ">7", "MB/step": ">8.1f",
                  "limit tok/s": ">12,.0f", "of limit": ">9.0%", "compile s": ">10", "greedy = eager float32": ">23"})
     prompt = torch.randint(0, config.vocab_size, (1, 16), device=device)
     reference = None
@@ -137,8 +142,9 @@ def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, ba
                     reference = greedy if reference is None else reference
                     agree = f"{(greedy == reference).float().mean().item():.1%}"
                 seconds = time_generation(model, batch_size, new_tokens, True, device, compile=compile)
-                rate, limit = batch_size * new_tokens / seconds, batch_size * bandwidth / step_bytes
-                row(weights, step, batch_size, rate, step_bytes / 1e6, limit, rate / limit, compile_s, agree)
+                tok_s, limit = batch_size * new_tokens / seconds, batch_size * bandwidth / step_bytes
+                row(weights, step, batch_size, rate_cell(tok_s), step_bytes / 1e6, limit, tok_s / limit, compile_s,
+                    agree)
 
 
 def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:

@@ -142,6 +142,12 @@ def test_the_recipes_grouped_query_row_names_the_heads_it_trains():
     assert not any("grouped" in name for name in recipe_pieces(1))  # one head has no groups to share
 
 
+def test_a_slow_rate_keeps_three_figures_in_the_generation_tables():
+    from bench import rate_cell
+
+    assert [rate_cell(v) for v in (2.3456, 23.456, 99.94, 234.56, 12345.6)] == ["2.35", "23.5", "99.9", "235", "12,346"]
+
+
 @pytest.mark.parametrize("benchmark", ["training", "precision"])
 def test_a_log_interval_that_leaves_nothing_to_time_is_one_line_before_any_run(benchmark, char_dataset, tmp_path,
                                                                                monkeypatch):
