@@ -60,8 +60,8 @@ def rotation_tables(positions: torch.Tensor, head_size: int, theta: float, dtype
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Turn every pair (x_i, x_{i + hs/2}) of x (B, nh, T, hs) by its angle: (B, nh, T, hs)."""
-    first, second = x.chunk(2, dim=-1)  # (B, nh, T, hs / 2) each
+    """Turn every pair (x_i, x_{i + hs/2}) of x (B, heads, T, hs), queries or keys, by its angle: same shape."""
+    first, second = x.chunk(2, dim=-1)  # (B, heads, T, hs / 2) each
     rotated_half = torch.cat([-second, first], dim=-1)  # (x, y) -> (-y, x): a quarter turn of each pair
     return x * cos + rotated_half * sin
 
