@@ -278,7 +278,7 @@ def set_up_run(cfg: TrainConfig, argv: list[str], ranks: distributed.Ranks, devi
         claim.begin(replace_earlier_run=cfg.replace_run and checkpoint is None)
         return MetricsLog(Path(cfg.out_dir) / "log.jsonl", resume_step, wandb_run,  # not rerun: the log stays whole
                           rerun=resume_step is None or resume_step < cfg.max_iters,
-                          evaluation_owed=progress.evaluation_owed)
+                          evaluation_owed=progress.evaluation_owed is not None)
 
     log = distributed.main_first(ranks, start_records)
     mfu = MFUMeter(training_flops_per_token(model.config, cfg.block_size), device, dtype, ranks.world_size)
@@ -362,9 +362,8 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
     unread = torch.zeros((), device=run.device)  # sum of those steps' losses: non-finite if any was
     if run.cfg.pretrained and progress.step == 0 and ranks.is_main:  # where fine-tuning starts: best.pt till beaten
         evaluate_and_save(run, bar, lr=None, latest=False)  # no ckpt.pt yet: a run failing at once may start again
-    if progress.evaluation_owed and ranks.is_main:  # the evaluation a stop cut short, as the run would have made it
-        progress.evaluation_owed = False
-        lr = run.cfg.learning_rate * lr_scale(run.cfg, progress.step - 1)
+    if progress.evaluation_owed is not None and ranks.is_main:  # the evaluation a stop cut short, made as it was due
+        lr, progress.evaluation_owed = progress.evaluation_owed, None
         if evaluate_and_save(run, bar, lr, latest=False, stop=stop if lone else None):
             progress.tick()  # the evaluation's time, counted in the run's
             run.save("ckpt")  # the same step, no longer owing it
@@ -429,9 +428,10 @@ def train(run: Run, bar: tqdm, stop: StopSignals) -> int | None:
         if eval_step and ranks.is_main:
             started = time.perf_counter()
             # a stop cuts it short, unless it is the last: the checkpoint then owes it
-            progress.evaluation_owed = not evaluate_and_save(run, bar, lr, stop=stop if lone and not finished else None)
+            made = evaluate_and_save(run, bar, lr, stop=stop if lone and not finished else None)
+            progress.evaluation_owed = None if made else lr
             if lone and stop.received is not None and not stopping:  # a stop in the evaluation: at this step
-                if not logging and progress.evaluation_owed:  # the step the checkpoint holds, logged as any stop's
+                if not (logging or made):  # the step the checkpoint holds, logged as any stop's
                     run.record("batch", lr=lr, train_loss=loss, tok_per_s=None, mfu=None)
                 stopping = True
             window = (progress.step, time.perf_counter())  # its time is counted at the next tick

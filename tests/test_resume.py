@@ -216,15 +216,15 @@ def test_a_stop_during_an_evaluation_cuts_it_short_and_the_resume_makes_it(char_
     flags = [*RUN_FLAGS, "--eval_interval=10", "--log_interval=7", f"--dataset={char_dataset}", f"--out_dir={tmp_path}"]
     assert stopped(main, *flags, "--max_iters=120").returncode == 128 + signal.SIGINT  # step 20 is not a logged one
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    assert checkpoint["iter_num"] == 20 and checkpoint["evaluation_owed"] is True
     rows = read_rows(tmp_path / "log.jsonl")
+    assert checkpoint["iter_num"] == 20 and checkpoint["evaluation_owed"] == rows[-1]["lr"]  # the step's rate
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [10]  # none at step 20: it was cut short
     assert (rows[-1]["kind"], rows[-1]["step"]) == ("batch", 20)
     with open(tmp_path / "log.jsonl", "a") as log:  # as a process killed in the owed evaluation, past its row, leaves
         log.write(json.dumps({"kind": "eval", "step": 20, "tokens": 1, "elapsed_s": 1.0, "val_loss": 9.0}) + "\n")
     assert stopped(main, *flags, "--max_iters=120", "--init_from=resume").returncode == 128 + signal.SIGINT
     owing = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-    assert owing["evaluation_owed"] is True  # still owed
+    assert owing["evaluation_owed"] == checkpoint["evaluation_owed"]  # still owed
     train(char_dataset, tmp_path, "--max_iters=20", "--eval_interval=10", "--log_interval=7", "--init_from=resume")
     made = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert "evaluation_owed" not in made and made["elapsed_s"] > owing["elapsed_s"]  # made, its time counted

@@ -135,7 +135,7 @@ class Progress:
     best_val_loss: float = math.inf
     tokens: int = 0  # training tokens seen
     elapsed_s: float = 0.0  # seconds spent training, evaluation included, over every resume
-    evaluation_owed: bool = False  # the evaluation at `step` was cut short by a stop: a resume runs it first
+    evaluation_owed: float | None = None  # the lr of `step`, whose evaluation a stop cut short: a resume makes it
     _ticked: float = dataclasses.field(default_factory=time.perf_counter, init=False, repr=False)
 
     def tick(self) -> None:
@@ -169,7 +169,7 @@ def checkpoint_payload(model: GPT, optimizers: Optimizers, scaler: torch.amp.Gra
                 **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})},
         "loader": loader.state_dict(),
         **({"plan": plan} if plan is not None else {}),
-        **({"evaluation_owed": True} if progress.evaluation_owed else {}),  # its evaluation, cut short by a stop
+        **({"evaluation_owed": progress.evaluation_owed} if progress.evaluation_owed is not None else {}),
     }
 
 
@@ -191,7 +191,7 @@ def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: tor
         ranks.seed(seed, checkpoint["iter_num"])
     best_val_loss = math.inf if new_data else checkpoint["best_val_loss"]
     return Progress(checkpoint["iter_num"], best_val_loss, checkpoint["tokens_seen"], checkpoint["elapsed_s"],
-                    "evaluation_owed" in checkpoint)
+                    checkpoint.get("evaluation_owed"))  # there only when owed, as "plan" only with a plan
 
 
 METADATA_KEY = "smallgpt_checkpoint"
