@@ -52,7 +52,6 @@ def _param(key: str, label: str, t: torch.Tensor, depth: int) -> Row:
 
 
 def _biases(key: str, label: str, module: nn.Module) -> list[Row]:
-    """A row of the module's biases, if it has any."""
     count = sum(bias.numel() for name, bias in module.named_parameters() if name.endswith("bias"))
     return [Row(key, label, 2, count)] if count else []
 
@@ -118,10 +117,9 @@ def report_rows(c: GPTConfig) -> list[Row]:
 
 
 def training_flops_per_token(c: GPTConfig, seq_len: int) -> int:
-    """Estimated FLOPs of one training step of a model of config c, forward and backward, per token of context
-    seq_len: 6N for the weights' matmuls plus 12 * n_layer * (n_head * head_size) * seq_len for attention's scores
-    and weighted sums (PaLM appendix B, as nanoGPT's MFU estimate). N counts every parameter once but the lookups:
-    the position embedding, and the token embedding unless it is also the output head."""
+    """Training FLOPs (forward and backward) per token at context seq_len: 6N for the weights' matmuls plus
+    12 * n_layer * (n_head * head_size) * seq_len for attention (PaLM appendix B, as nanoGPT's MFU estimate). N counts
+    every parameter once but the lookups: the position embedding, and the token embedding unless it is the head."""
     lookups = ("transformer.wpe.weight",) + (() if c.tie_embeddings else ("transformer.wte.weight",))
     n = sum(p.numel() * times for name, p, times in counted_parameters(c) if name not in lookups)
     return 6 * n + 12 * c.n_layer * c.n_head * c.head_size * seq_len
