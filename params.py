@@ -21,8 +21,7 @@ from training.init_from import SHAPE_KEYS, model_config
 
 
 def dataset_vocab_size(dataset: str) -> int | None:
-    """The vocabulary in the dataset's meta.json; for a shipped BPE recipe not prepared yet, the
-    vocabulary it will have; else None."""
+    """The vocabulary in the dataset's meta.json, or the one a shipped recipe not prepared yet will have; else None."""
     folder = dataset_dir(dataset)
     if is_dataset(folder):
         vocab_size = read_meta(folder).get("vocab_size")
