@@ -114,9 +114,8 @@ def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torc
 
 
 def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, bandwidth: float) -> None:
-    """Cached decoding, eager and compiled, with each weight dtype against the weight-streaming limit: the
-    memory bandwidth over the bytes of weights a step reads, times the batch (one read serves every
-    sequence). Greedy tokens are compared with eager float32's over the same new tokens."""
+    """Cached decoding, eager and compiled, per weight dtype, against the weight-streaming limit: bandwidth over the
+    bytes of weights a step reads, times the batch (one read serves all); greedy tokens against eager float32's."""
     new_tokens = max(cfg.new_tokens)
     print(f"decoding, cached, {new_tokens} new tokens; compile: the cold compile of the step for that batch size")
     row = table({"weights": "<9", "step": "<9", "batch": ">5", "tok/s": ">7", "MB/step": ">8.1f",
@@ -148,10 +147,8 @@ def bench_decoding(config: GPTConfig, cfg: BenchConfig, device: torch.device, ba
 
 
 def bench_generation(cfg: BenchConfig, train_args: list[str]) -> None:
-    """Tokens per second of cached and uncached generation side by side, for a 6-layer, 6-head, 384-wide
-    model with a 256-token context in the GPT-2 and the modern shape; for RoPE, the time per token in the
-    first and the third block of positions; then cached decoding with the eager and the compiled step,
-    with float32, bfloat16 and int8 weights, against the machine's weight-streaming limit."""
+    """Generation of a 6-layer, 6-head, 384-wide model with a 256-token context, in the GPT-2 and the modern shape:
+    bench_one_shape (cached against uncached), then bench_decoding (eager and compiled, per weight dtype)."""
     device = pick_device(cfg.device)
     # a cold compile, timed as a first run pays it, and no packages left behind, in the user's cache or here
     with tempfile.TemporaryDirectory(prefix="bench-compile-", ignore_cleanup_errors=True) as cache:
@@ -435,10 +432,9 @@ def seconds_to_output(args: list[str], length: int, env: dict | None = None) -> 
 
 
 def bench_first_token(cfg: BenchConfig, train_args: list[str]) -> None:
-    """Wall time from starting `python sample.py` to its first generated character, for a trained
-    checkpoint (the default run's unless --out_dir says): eager, and --compile=true with an empty
-    compile cache (the first start compiles) and then a warm one; beside them, the time Python takes
-    to import torch, which every start pays before anything else."""
+    """Wall time from starting `python sample.py` to its first generated character, for a trained checkpoint (the
+    default run's unless --out_dir says): eager, and --compile=true with an empty compile cache (the first start
+    compiles) and then a warm one; beside them, the time Python takes to import torch, which every start pays."""
     sample = ["sample.py", f"--out_dir={Path(cfg.out_dir).resolve()}", "--max_new_tokens=20"]
     first = len(SampleConfig.prompt.encode()) + 1  # sample.py streams: the prompt, then each token
 
