@@ -523,27 +523,26 @@ PASSES_KEYS_TO_TRAINING = ("training", "precision", "recipe")
 def main(argv: list[str]) -> None:
     stop_on_sigterm()  # like Ctrl-C: temporary folders are removed
     name, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
-    passes_keys = name in PASSES_KEYS_TO_TRAINING  # to train.py: every key that is not bench.py's own
+    passes_keys = name in PASSES_KEYS_TO_TRAINING  # to train.py: every key that is not bench.py's own, and device
     if name not in BENCHMARKS and (named := [a for a in rest if a in BENCHMARKS]):  # not a config file of that name
         raise UserError(f"name the benchmark first: python bench.py {named[0]} [--key=value ...]")
     own_keys = {f.name for f in dataclasses.fields(BenchConfig)} | {"help"}
     files = [a for a in rest if not a.startswith("--")]  # each command takes its own keys from a config file
-    flags = [a for a in rest if a.startswith("--")]
-    own = files + [a for a in flags if not passes_keys or a[2:].partition("=")[0] in own_keys]
-    train_args = files + [a for a in flags if a not in own or a.startswith("--device=")] if passes_keys else []
-    passed_on = {"device"} if passes_keys else set()  # bench.py's key that train.py reads too
+    flags = [(a, a[2:].partition("=")[0]) for a in rest if a.startswith("--")]  # each with its key
+    own = files + [a for a, key in flags if not passes_keys or key in own_keys]
+    train_args = files + [a for a, key in flags if key not in own_keys or key == "device"] if passes_keys else []
+    checked = own_keys - {"device"} if passes_keys else own_keys  # device: bench.py's key that train.py reads too
     if name in BENCHMARKS and not {"-h", "--help"} & set(rest):  # before any value is checked
-        for key in [a[2:].partition("=")[0] for a in flags if a[2:].partition("=")[0] in own_keys - passed_on]:
+        for key in [key for _, key in flags if key in checked]:
             readers = BenchConfig.__dataclass_fields__[key].metadata["help"].partition(":")[0].split(", ")
             if name not in readers:  # it would be ignored without a word
                 raise UserError(f"--{key} is a key of bench.py {' and '.join(readers)}, not of {name}; drop it")
     cfg = read_config(BenchConfig, own)  # --help stops here
     if name not in BENCHMARKS:
         raise UserError(f"name a benchmark first: python bench.py {'|'.join(BENCHMARKS)} [--key=value ...]")
-    known = own_keys | {f.name for f in dataclasses.fields(TrainConfig)}
-    for key in (a[2:].partition("=")[0] for a in train_args if a.startswith("--")):
-        if key not in known:  # named against bench.py's keys too, not train.py's alone
-            raise unknown_key(key, known, "the command line")
+    known = own_keys | {f.name for f in dataclasses.fields(TrainConfig)}  # named against bench.py's keys too
+    if passes_keys and (unknown := [key for _, key in flags if key not in known]):  # the ones train.py would read
+        raise unknown_key(unknown[0], known, "the command line")
     BENCHMARKS[name](cfg, train_args)
 
 
