@@ -97,8 +97,7 @@ def bench_one_shape(name: str, config: GPTConfig, cfg: BenchConfig, device: torc
           f"({shape_words(config.n_layer, config.n_head, config.n_embd, config.block_size)})")
     time_generation(model, 1, 20, True, device)  # warm-up
     print("eager float32, cached against uncached")
-    row = table({"batch": ">5", "new tokens": ">10", "cached tok/s": ">13", "uncached tok/s": ">15",
-                 "speed-up": ">9"})
+    row = table({"batch": ">5", "new tokens": ">10", "cached tok/s": ">13", "uncached tok/s": ">15", "speed-up": ">9"})
     for batch_size, new_tokens in itertools.product(cfg.batch_sizes, cfg.new_tokens):
         cached, uncached = (time_generation(model, batch_size, new_tokens, c, device) for c in (True, False))
         n = batch_size * new_tokens
