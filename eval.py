@@ -34,8 +34,7 @@ from viz.explorer import SURPRISE_MARK, page_marked, surprise_page
 
 
 def validation_split(checkpoint: dict) -> tuple[np.ndarray, str]:
-    """The validation tokens of the dataset the checkpoint was trained on, if its tokenizer is the
-    checkpoint's, and their file's name."""
+    """The validation tokens of the checkpoint's dataset (if prepared with its tokenizer), and their file's name."""
     folder = dataset_dir(checkpoint["config"]["dataset"])
     if lost_relative_path(checkpoint["config"]["dataset"]):
         raise UserError(f"the checkpoint's dataset, {folder} from the folder train.py ran in, is not found from here; "

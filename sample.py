@@ -25,11 +25,8 @@ from training.init_from import load_chosen
 
 
 class SampleText:
-    """The text of one sample as its tokens arrive; ends at a stop string or end-of-text.
-
-    Each token is decoded once, through an incremental UTF-8 decoder: `text` grows by whole characters only,
-    and bytes of a character that a BPE token started wait in the decoder for the tokens that finish it.
-    """
+    """The text of one sample as its tokens arrive; ends at a stop string or end-of-text. Tokens go through an
+    incremental UTF-8 decoder: `text` grows by whole characters, a BPE token's part of one waits for the rest."""
 
     def __init__(self, tokenizer: Tokenizer, stops: list[str]):
         self.tokenizer, self.stops = tokenizer, stops
