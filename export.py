@@ -35,8 +35,7 @@ from model.hf import hf_model_type, save_hf_model
 from training.init_from import load_model
 
 
-# what export writes: a folder of these files alone, its model card marked as smallgpt's, is an earlier export,
-# which --replace_export may replace
+# what export writes: a folder of these alone, its card marked as smallgpt's, is an export --replace_export replaces
 EXPORT_FILES = {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                 "tokenizer_config.json"}
 CARD_MARK = "tags: [smallgpt]"
@@ -66,14 +65,12 @@ def check_target(hf_dir: str, replace_export: bool, out_dir: Path) -> Path:
 
 
 def training_command(config: dict, planned: bool) -> str:
-    """The train.py command that sets every key the run changed from the defaults (a resumed run's checkpoint
-    records the init_from it began with, not resume); a schedule that follows max_iters, as by default,
-    is left to follow it. A run `planned` for a time budget is given by its plan's keys, not by the budget: they
-    retrace the run on any machine, where the budget would plan anew for that machine's pace."""
+    """The train.py command that sets every key the run changed from the defaults (a resumed run records the
+    init_from it began with); a schedule that follows max_iters, as by default, is left to follow it. A run
+    `planned` for a time budget is given by its plan's keys, which retrace it on any machine: not by the budget."""
     defaults = {**dataclasses.asdict(TrainConfig(max_iters=config["max_iters"])), "max_iters": TrainConfig.max_iters}
-    given = {key: value for key, value in config.items() if not (planned and key == "time_budget")}
-    flags = [f"--{key}={flag_value(value)}" for key, value in given.items()
-             if key in defaults and value != defaults[key]]
+    flags = [f"--{key}={flag_value(value)}" for key, value in config.items()
+             if key in defaults and value != defaults[key] and not (planned and key == "time_budget")]
     return shlex.join(["python", "train.py", *flags])
 
 
@@ -135,9 +132,8 @@ def main(argv: list[str]) -> None:
     padding = list(range(tokenizer.vocab_size, model.config.vocab_size))  # ids past the tokenizer's: never sampled
     prompt_ids = start_tokens(tokenizer)
     # GPT-2's learned positions end at n_positions (block_size), which transformers' generate never slides past
-    learned, block_size = model.config.pos_emb == "learned", model.config.block_size
-    length = ({"max_length": min(block_size, len(prompt_ids) + sample.max_new_tokens)} if learned
-              else {"max_new_tokens": sample.max_new_tokens})
+    length = ({"max_length": min(model.config.block_size, len(prompt_ids) + sample.max_new_tokens)}
+              if model.config.pos_emb == "learned" else {"max_new_tokens": sample.max_new_tokens})
     generation = dict(do_sample=True, temperature=sample.temperature, top_k=sample.top_k, **length,
                       **({"suppress_tokens": padding} if padding else {}))
     folder = make_staging_folder(target, flag="hf_dir", purpose="export")  # swapped in whole, or removed
@@ -148,8 +144,7 @@ def main(argv: list[str]) -> None:
         prompt = tokenizer.decode(prompt_ids) or END_OF_TEXT
         card = model_card(checkpoint, path, architecture, n_params, cfg.hf_dir, prompt)
         (folder / "README.md").write_text(card, encoding="utf-8")
-        # the folder is whole: an interrupt from here on would report a failure over a complete export,
-        # so Ctrl-C and SIGTERM are ignored while it is swapped in and reported
+        # the folder is whole: Ctrl-C and SIGTERM, ignored while it is swapped in, would report a complete export failed
         ignored = {stop: signal.signal(stop, signal.SIG_IGN) for stop in (signal.SIGINT, signal.SIGTERM)}
         swap_in(folder, target)
     except OSError as e:
