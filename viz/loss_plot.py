@@ -26,8 +26,7 @@ def save_png(fig: "Figure", path: Path, by: str) -> Path:
 
 
 def drawn_by(by: str) -> Callable[[Path], bool]:
-    """The check of whether a path is a picture that save_png wrote for the command `by`: the only pictures that
-    command replaces."""
+    """Whether a path is a picture save_png wrote for the command `by`: the only pictures that command replaces."""
 
     def drawn(path: Path) -> bool:
         from PIL import Image
