@@ -35,7 +35,7 @@ from model.hf import hf_model_type, save_hf_model
 from training.init_from import load_model
 
 
-# what export writes: a folder of these alone, its card marked as smallgpt's, is an export --replace_export replaces
+# what export writes: a folder of these alone, its card marked as smallgpt's, is an earlier export (--replace_export)
 EXPORT_FILES = {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                 "tokenizer_config.json"}
 CARD_MARK = "tags: [smallgpt]"
@@ -144,7 +144,7 @@ def main(argv: list[str]) -> None:
         prompt = tokenizer.decode(prompt_ids) or END_OF_TEXT
         card = model_card(checkpoint, path, architecture, n_params, cfg.hf_dir, prompt)
         (folder / "README.md").write_text(card, encoding="utf-8")
-        # the folder is whole: Ctrl-C and SIGTERM, ignored while it is swapped in, would report a complete export failed
+        # the folder is whole: Ctrl-C and SIGTERM are ignored till it is swapped in and reported, not called a failure
         ignored = {stop: signal.signal(stop, signal.SIG_IGN) for stop in (signal.SIGINT, signal.SIGTERM)}
         swap_in(folder, target)
     except OSError as e:
