@@ -40,9 +40,8 @@ def interrupted_status() -> int:
 
 
 def out_of_memory(error: BaseException) -> str | None:
-    """None unless `error` is a failed allocation (torch.OutOfMemoryError, a GPU's; the CPU allocator's or Apple's
-    RuntimeError; a library's MemoryError), found without importing torch; else "out of memory", with the size
-    that failed where the error says it."""
+    """"out of memory", with the size that failed where `error` says it, if `error` is a failed allocation (found
+    without importing torch: a GPU's OutOfMemoryError, the CPU's or Apple's RuntimeError, a MemoryError); else None."""
     message = str(error)
     if not (type(error).__name__ == "OutOfMemoryError" or isinstance(error, MemoryError)
             or "can't allocate memory" in message or "out of memory" in message):
@@ -71,18 +70,16 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None,
         main(sys.argv[1:] if argv is None else argv)
         if argv is None and sys.stdout is not None:  # here, not at exit: a full disk or a gone reader meets the last
             sys.stdout.flush()  # buffered output too (None: started with stdout closed, where print writes nothing)
+        return
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        error = str(e)
     except PermissionError as e:  # a path this user may not reach, wherever a command first met it
-        print(f"error: {e.filename or 'a path'} cannot be reached ({e.strerror.lower()}); choose a path this user "
-              f"may read and write, or change its permissions", file=sys.stderr)
-        sys.exit(2)
+        error = (f"{e.filename or 'a path'} cannot be reached ({e.strerror.lower()}); choose a path this user may "
+                 f"read and write, or change its permissions")
     except (MemoryError, RuntimeError) as e:
         if (failed := out_of_memory(e)) is None:  # not about memory: a fault to be seen whole
             raise
-        print(f"error: {failed}; run again with {smaller}", file=sys.stderr)
-        sys.exit(2)
+        error = f"{failed}; run again with {smaller}"
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
         print("\ninterrupted", file=sys.stderr)  # on a line of its own, after any text left unfinished
         sys.exit(interrupted_status())
@@ -91,15 +88,15 @@ def run_cli(main: Callable[[list[str]], None], argv: list[str] | None = None,
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit cannot fail again
             if isinstance(e, BrokenPipeError):  # the reader left (`sample.py | head`): stop quietly, as Unix tools do
                 sys.exit(128 + signal.SIGPIPE)
-            print(f"error: no space left on the device holding {e.filename or 'the output'}; free some and run "
-                  f"again", file=sys.stderr)
+            error = f"no space left on the device holding {e.filename or 'the output'}; free some and run again"
         elif e.filename is not None:  # a path given that the OS refuses: a name too long, a loop of links, ...
-            print(f"error: {e.filename} cannot be used ({e.strerror.lower()}); give another path", file=sys.stderr)
+            error = f"{e.filename} cannot be used ({e.strerror.lower()}); give another path"
         else:  # not about a path: a fault to be seen whole
             raise
-        sys.exit(2)
     finally:
         if argv is None:  # the process's command is over, however it ended: the interpreter's teardown (torch's
             # takes a moment) is not to be cut short by a late Ctrl-C into a traceback or a failed exit status
             for stop in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(stop, signal.SIG_IGN)
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
