@@ -1,5 +1,4 @@
-"""Paths a command will write, checked before any work: a folder where a folder is
-wanted (and not a dataset's), a file where a file is, and a place the OS lets this process write."""
+"""Paths a command will write, checked before any work: the right kind, outside datasets, writable here."""
 
 import os
 import tempfile
@@ -12,8 +11,7 @@ from .errors import UserError
 
 
 def same_place(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name one file or folder, links followed (a loop of links is no error here: Path.resolve's
-    is, and the check that meets it says so in a line of its own)."""
+    """Whether two paths name one file or folder, links followed (realpath: a loop of links is no error here)."""
     return os.path.realpath(a) == os.path.realpath(b)
 
 

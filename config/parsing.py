@@ -1,10 +1,8 @@
 """One config mechanism for every command: dataclass defaults < TOML files (in order) < --key=value flags.
 
-Every key is checked: an unknown key or a value of the wrong type is a UserError that names the key and suggests
-the closest valid one. One TOML file can serve several commands: a key means the same in every command that has it.
-Each command takes the top-level keys it has, and a table per command ([sample], [eval], ...) overrides them for
-that command alone. A top-level key that no command has is an error.
-"""
+An unknown key or a value of the wrong type is a UserError naming the key and the closest valid one. A TOML file's
+top-level keys apply to every command that has them (one that none has is an error); its table per command
+([sample], [eval], ...) overrides them for that command alone."""
 
 import contextlib
 import dataclasses
@@ -66,11 +64,11 @@ def _allowed_types(hint: Any) -> tuple[type, ...]:
 def _check_value(key: str, value: Any, hint: Any) -> Any:
     """Check a TOML value against the field's type; ints are accepted as floats, one item as a list of one, and
     "none" (TOML has no null) as none where the field takes it, as its flag does."""
-    allowed = _allowed_types(hint)
+    allowed, items = _allowed_types(hint), value if isinstance(value, list) else [value]
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if type(None) in allowed and str not in allowed and isinstance(value, str) and value.lower() in NONE_WORDS:
         return None
-    for item in value if isinstance(value, list) else [value]:  # what torch and numpy hold
+    for item in items:  # what torch and numpy hold
         if isinstance(item, int) and not isinstance(item, bool) and not -2**63 <= item < 2**63:
             raise UserError(f"{key} is out of range ({item.bit_length()} bits); give a number under 2**63")
     if float in allowed and number:
@@ -78,7 +76,6 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             raise UserError(f"{key} must be a finite number, got {value}")
         return float(value)
     if list in allowed:
-        items = value if isinstance(value, list) else [value]
         if all(type(item) is typing.get_args(hint)[0] for item in items):
             return items
     elif isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):

@@ -120,8 +120,7 @@ class TrainConfig(ModelOptions, Checked):
                                 f"own; fine-tune it for a number of steps with --max_iters instead")
 
     def check_rates(self, runs_min_lr: bool = False) -> None:
-        """min_lr within learning_rate, where the schedule decays to it; runs_min_lr: min_lr is a resumed run's own,
-        not given now."""
+        """min_lr within learning_rate, where the schedule decays to it; runs_min_lr: min_lr is a resumed run's own."""
         if self.decay_lr and not 0 <= self.min_lr <= self.learning_rate:
             own = " (the run's: give --min_lr too)" if runs_min_lr else ""
             raise UserError(f"min_lr={self.min_lr}{own} must be between 0 and learning_rate={self.learning_rate}")
