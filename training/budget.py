@@ -268,10 +268,9 @@ def check_probe_fits(smallest: TrainConfig, vocab_size: int, budget_s: float, de
 
 
 def make_plan(cfg: TrainConfig, meta: dict, device: torch.device, dtype: str, ranks: distributed.Ranks) -> Plan:
-    """Probe the dial's shapes here and plan the run for its time budget; the plan line is printed. The probe times
-    the shapes smallest first until one would see under BYTES_PER_PARAMETER with the whole budget (so would every
-    larger one) or could not take MIN_STEPS steps (the user's max_iters) in the time left. All processes take the
-    slowest timings."""
+    """Probe the dial's shapes here, smallest first, and plan the run for its time budget; the plan line is printed.
+    The probe stops at a shape that would see under BYTES_PER_PARAMETER with the whole budget or could not take
+    MIN_STEPS steps (the user's max_iters) in the time left. All processes take the slowest timings."""
     budget_s, bytes_per_token = parse_duration(cfg.time_budget), meta["train_bytes"] / meta["train_tokens"]
     fixed = users_keys(cfg)  # before the probe: a max_iters refused is refused at once
     needed = cfg.max_iters if "max_iters" in fixed else MIN_STEPS
