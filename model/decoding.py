@@ -1,11 +1,10 @@
-"""Decoding: next-token logits for a growing sequence, prefill once, then a token at a time through a preallocated KV
-cache of fixed shape; the choice of each token; and the one-token step (always the same shapes), compiled once per model
-while prefill stays eager.
+"""Decoding: prefill once, then a token at a time through a preallocated KV cache of fixed shape; the choice of each
+token; and the one-token step (always the same shapes), compiled once per model while prefill stays eager.
 
 On a CPU, AOTInductor compiles an exported `DecodeStep` into a package with the weights frozen inside, kept in the
 compile cache under a hash of all it depends on: a later process loads it in about a second. On CUDA, torch.compile's
-"reduce-overhead" replays the step as one CUDA graph (a small model's step is many short kernels, whose launches would
-set its pace), writing the static cache tensors in place; each process traces it again."""
+"reduce-overhead" replays the step as one CUDA graph (a small step is many short kernels, whose launches set its pace);
+each process traces it again."""
 
 import contextlib
 import getpass
@@ -35,9 +34,8 @@ EMPTY = torch.iinfo(torch.long).max  # the position of an empty slot: later than
 
 
 class KVCache:
-    """Keys and values of every layer for the last `slots` positions, written in place: position p lives in
-    slot p % slots, a rolling window. Every step reads all slots, and the position kept for each slot decides
-    what a query may see (empty slots: nothing), so no shape changes and one compiled step serves a generation."""
+    """Keys and values of every layer for the last `slots` positions, written in place in slot p % slots. Every step
+    reads all slots and the position kept in each decides what a query sees, so one compiled step serves it all."""
 
     def __init__(self, slot_positions: torch.Tensor, *keys_values: torch.Tensor):
         """KVCache(*cache.tensors()) rebuilds a cache: a compiled step takes tensors only."""
@@ -66,9 +64,8 @@ class KVCache:
 
 
 def check_ids(idx: torch.Tensor, name: str = "idx", within: "GPT | None" = None) -> None:
-    """Refuse what is not a batch of token ids (B, T) in int64 or int32, what the embedding reads: a list, one
-    sequence (T,), floats, a dataset's uint16; `within` a model, also ids outside its vocabulary or on another
-    device (this reads them: a GPU waits)."""
+    """Refuse what is not a batch of token ids (B, T) in int64 or int32; `within` a model, also ids outside its
+    vocabulary or on another device (this reads them: a GPU waits)."""
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.long, torch.int):
         what = type(idx).__name__ if not isinstance(idx, torch.Tensor) else f"a {idx.dtype} tensor {tuple(idx.shape)}"
         raise ModelError(f"{name} is {what}; token ids go in as a tensor of int64 (B, T), e.g. "
@@ -92,13 +89,11 @@ def check_ids(idx: torch.Tensor, name: str = "idx", within: "GPT | None" = None)
 Step = Callable[[torch.Tensor, KVCache | None, torch.Tensor], torch.Tensor]
 
 
-def whole(value) -> bool:
-    """An integer (numpy's too), not a bool."""
+def whole(value) -> bool:  # an integer (numpy's too), not a bool
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def real(value) -> bool:
-    """A number (numpy's too), not a bool."""
+def real(value) -> bool:  # a number (numpy's too), not a bool
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -117,16 +112,15 @@ def check_sampling(vocab_size: int, temperature: float, top_k: int | None, top_p
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                 generator: torch.Generator | None = None, vocab_limit: int | None = None) -> torch.Tensor:
-    """Pick one token per row of logits (B, V), below vocab_limit (a vocabulary padded past the tokenizer's has
-    ids that decode to nothing); returns ids (B, 1). temperature 0 is greedy, else top_k and top_p filter a sample."""
+    """Pick one token per row of logits (B, V) below vocab_limit (padding ids decode to nothing): ids (B, 1).
+    temperature 0 is greedy, else top_k and top_p filter a sample."""
     check_sampling(logits.size(-1), temperature, top_k, top_p, vocab_limit)
     temperature, top_p = float(temperature), None if top_p is None else float(top_p)
     logits = logits[:, :vocab_limit].float()  # (B, vocab_limit): the padding ids are never candidates (None: all)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    # Shifted so the largest is 0, and divided by no less than float32's smallest normal
-    # number: a tiny temperature then gives 0 and very negative logits (greedy), never
-    # 0 / 0 = nan. float32, not float64: Apple's GPUs (mps) have no float64.
+    # shifted so the largest is 0, divided by no less than float32's smallest normal number (mps has no float64):
+    # a tiny temperature then gives 0 and very negative logits (greedy), never 0 / 0 = nan
     logits = (logits - logits.max(dim=-1, keepdim=True).values) / max(temperature, torch.finfo(torch.float32).tiny)
     if top_k is not None:  # keep the top_k largest logits of each row, exactly k even among ties
         values, ids = torch.topk(logits, min(int(top_k), logits.size(-1)), dim=-1)  # (B, k) each
@@ -142,10 +136,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 
 def cache_layout(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, compile: bool
                  ) -> tuple[int, torch.dtype]:
-    """The slots and dtype of generation_cache's cache for a generation of max_new_tokens (None: as long as the
-    context) after a prompt: as long as the context, or as the generation if that is shorter (a model with a
-    context of, say, 131,072 positions would otherwise allocate them all); for the compiled step rounded up to a
-    power of two, so one compilation serves many lengths; in attention_dtype."""
+    """generation_cache's slots and dtype: the context, or the generation (max_new_tokens, None: the context) if
+    shorter; rounded up to a power of two for the compiled step, so one compilation serves many lengths."""
     c, weight = model.config, model.transformer.wte.weight
     needed = min(prompt_tokens, c.block_size) + (c.block_size if max_new_tokens is None else max_new_tokens)
     slots = min(c.block_size, 1 << (needed - 1).bit_length() if compile else needed)
@@ -153,9 +145,8 @@ def cache_layout(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, c
 
 
 def attention_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    """What attention computes in, and a KV cache holds, for weights or autocast in dtype: float32 on a CPU, where
-    torch's fused attention is faster in float32 than in bfloat16 (decoding's one query on a CPU with AVX2 only;
-    training's backward pass, several times over at small head sizes, on one with AVX512-BF16); dtype elsewhere."""
+    """What attention computes in, and a KV cache holds, for weights or autocast in dtype: dtype, but float32 on a
+    CPU, where torch's fused attention is faster in float32 than in bfloat16 (AVX2 and AVX512-BF16 alike)."""
     return torch.float32 if device.type == "cpu" else dtype
 
 
@@ -166,9 +157,8 @@ def longest_window(c: GPTConfig, use_cache: bool) -> int:
 
 
 def decoding_bytes(model: "GPT", prompt_tokens: int, max_new_tokens: int, use_cache: bool, compile: bool) -> int:
-    """At least the bytes each sequence of the batch takes to decode: generation_cache's keys and values, or uncached,
-    one block's residual stream and MLP activations over the longest window a step re-reads (the last token is
-    sampled, never read)."""
+    """At least the bytes each sequence takes to decode: the cache's keys and values, or uncached, one block's
+    residual stream and MLP activations over the longest window a step re-reads (the last token is never read)."""
     c = model.config
     if not use_cache:
         window = min(min(prompt_tokens, c.block_size) + max_new_tokens - 1, longest_window(c, use_cache=False))
@@ -200,8 +190,7 @@ class Decoder:
       its last block_size // 2 tokens, re-encoded at positions from 0.
     A prompt longer than block_size is read from its last block_size tokens."""
 
-    # no_grad whatever mode the caller is in: the cache is written in place and never
-    # carries gradients (GPT.generate_stream runs it under the lighter inference_mode)
+    # no_grad whatever mode the caller is in: the cache is written in place and never carries gradients
     @torch.no_grad()
     def __init__(self, model, idx: torch.Tensor, use_cache: bool = True, max_new_tokens: int | None = None,
                  compile: bool = False):
@@ -221,8 +210,7 @@ class Decoder:
         self.logits = self._forward(self.tokens)  # (B, V)
 
     def _forward(self, idx: torch.Tensor, step: Step | None = None) -> torch.Tensor:
-        """Logits (B, V) after idx (B, T), the newest tokens (the window uncached, or those after the cached ones), by
-        `step` (eager by default)."""
+        """Logits (B, V) after idx (B, T), the newest tokens, by `step` (eager by default)."""
         positions = torch.arange(self.length - idx.size(1), self.length, device=idx.device)  # (T,)
         return (step or self.model.next_token_logits)(idx, self.cache, positions)
 
@@ -262,14 +250,14 @@ class DecodeStep(nn.Module):
 
 
 def autotuned() -> bool:
-    """Whether the step's matrix kernels are timed and picked: yes unless TORCHINDUCTOR_MAX_AUTOTUNE=0 (inductor's
-    switch, which is off unless set for its other compiles), for a compile a few times shorter and a slower step."""
+    """Whether the step's matrix kernels are timed and picked: yes unless TORCHINDUCTOR_MAX_AUTOTUNE=0, which
+    compiles a few times faster for a slower step."""
     return os.environ.get("TORCHINDUCTOR_MAX_AUTOTUNE", "1") != "0"
 
 
 def package_path(model: "GPT", cache: KVCache) -> Path:
-    """Where the compiled step of this model (shape, weights and their dtype, the code of model/), batch size,
-    cache size, device, autotuning and torch version lives in the compile cache (TORCHINDUCTOR_CACHE_DIR moves it)."""
+    """Where the compile cache keeps the step of this model, its weights, model/'s code, the cache's shape, dtype and
+    device, autotuning and torch version."""
     digest = hashlib.sha256(repr((model.config, cache.k[0].shape, cache.k[0].dtype, cache.k[0].device.type,
                                   autotuned(), torch.__version__)).encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):  # an edited model is compiled anew
@@ -343,8 +331,8 @@ def graphed_step(model: "GPT") -> Step:
 
 
 def compile_ahead(model: "GPT", cache: KVCache, announce: Callable[[], None] = lambda: None) -> Path | None:
-    """Compile the step for caches shaped like `cache` now (calling `announce` first), so that no token waits for
-    it: where its compiled code is kept, or None when a package from an earlier run made compiling needless."""
+    """Compile the step for caches shaped like `cache` now (after `announce`), so no token waits for it: where its
+    code is kept, or None when an earlier run's package made compiling needless."""
     if cache.k[0].device.type == "cuda":
         announce()  # traced in each process: run it on a scratch cache until it replays
         with torch.inference_mode():  # as generation runs it: a change of grad mode would compile it again

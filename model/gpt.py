@@ -101,9 +101,8 @@ class GPT(nn.Module):
                 module.p = p
 
     def compile_blocks(self) -> None:
-        """torch.compile every block in place (regional compilation): the blocks share one compiled graph, so
-        compiling takes a fraction of the whole model's time; embeddings, head and loss stay eager. Under
-        torch.compiler.set_stance("force_eager") the model runs uncompiled, as decoding and pictures need."""
+        """torch.compile every block in place: they share one graph, so compiling takes a fraction of the whole
+        model's time. Under torch.compiler.set_stance("force_eager") the model runs uncompiled, as decoding needs."""
         for block in self.transformer.h:
             block.compile()
 
@@ -122,9 +121,8 @@ class GPT(nn.Module):
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None,
                       records: list[AttentionRecord] | None = None, positions: torch.Tensor | None = None
                       ) -> torch.Tensor:
-        """idx (B, T) at positions (T,) (0..T-1 unless given) -> final-normed hidden states (B, T, C).
-        With `cache`, idx holds the positions after those already cached. Learned positions stop at
-        block_size; with RoPE a longer sequence is read with every token attending to its last block_size."""
+        """idx (B, T) at positions (T,) (default 0..T-1), after those in `cache` -> final-normed states (B, T, C).
+        Learned positions stop at block_size; with RoPE every token attends to its last block_size."""
         check_ids(idx)
         c, T = self.config, idx.size(1)
         if positions is None:
@@ -145,8 +143,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx, targets: (B, T) token ids -> logits (B, T, V) and mean cross-entropy
-        over targets (positions whose target is -1 are ignored), or None."""
+        """idx, targets: (B, T) token ids -> logits (B, T, V) and mean cross-entropy (target -1 ignored) or None."""
         try:
             logits = self.lm_head(self.hidden_states(idx))  # (B, T, V)
         except IndexError:  # a CPU's id outside the vocabulary: checked only now (each step, a GPU would wait)
@@ -161,8 +158,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def attention_records(self, idx: torch.Tensor) -> list[AttentionRecord]:
-        """What every layer's attention computed for idx (B, T), by the explicit path:
-        n_layer records of raw scores, patterns (B, nh, T, T) and value lengths (B, nh, T)."""
+        """What every layer's attention computed for idx (B, T), by the explicit path: n_layer records."""
         check_ids(idx, within=self)
         records: list[AttentionRecord] = []
         self.hidden_states(idx, records=records)
@@ -180,16 +176,14 @@ class GPT(nn.Module):
                         top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
                         generator: torch.Generator | None = None, vocab_limit: int | None = None,
                         compile: bool = False) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens new tokens (B, 1), one step at a time, picked by `sample_next` (temperature, top_k,
-        top_p, generator; below vocab_limit, the tokenizer's vocabulary). Generation may run past block_size (see
-        `Decoder` for the context policy, use_cache and compile)."""
+        """Yield max_new_tokens new tokens (B, 1) one at a time, picked by `sample_next`; generation may run past
+        block_size (`Decoder` has the context policy, use_cache and compile)."""
         check_ids(idx, within=self)
         if not whole(max_new_tokens) or max_new_tokens < 0:
             raise ModelError(f"max_new_tokens={max_new_tokens!r} must be an integer, 0 or more")
         check_sampling(self.config.vocab_size, temperature, top_k, top_p, vocab_limit)  # before the prefill's work
         max_new_tokens = int(max_new_tokens)
-        # inference_mode is lighter than no_grad: no view or version tracking on every decoding step.
-        # It is never held across a yield, so the caller's code runs in its own mode.
+        # inference_mode, lighter than no_grad, is never held across a yield: the caller's code runs in its own mode
         with torch.inference_mode():
             decoder = Decoder(self, idx, use_cache, max_new_tokens, compile)  # prefill
         for step in range(max_new_tokens):
@@ -210,8 +204,7 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str) -> "GPT":
-        """A Hugging Face model in this one: OpenAI's GPT-2 (gpt2, gpt2-medium, gpt2-large,
-        gpt2-xl), or a local folder of a GPT-2, Llama or Qwen3 model."""
+        """OpenAI's GPT-2 (gpt2, gpt2-medium, gpt2-large, gpt2-xl), or a local Hugging Face GPT-2, Llama or Qwen3."""
         from .pretrained import load_pretrained
 
         return load_pretrained(cls, name_or_dir)

@@ -71,8 +71,8 @@ def hf_state_from_gpt(state: dict[str, torch.Tensor], config: GPTConfig, model_t
 
 
 def hf_model_type(config: GPTConfig) -> str:
-    """gpt2, llama or qwen3: the Hugging Face model that computes what this GPT computes.
-    A ModelError names the option that has no equivalent."""
+    """gpt2, llama or qwen3: the Hugging Face model that computes what this GPT does, or a ModelError naming the
+    option that has no equivalent."""
     if config.pos_emb == "learned":
         model_type, family = "gpt2", "pos_emb=learned makes it GPT-2"
         needs = {"norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": config.n_head,
@@ -95,9 +95,8 @@ def hf_model_type(config: GPTConfig) -> str:
 
 
 def save_hf_model(model: torch.nn.Module, folder: Path, eot_token: int | None, generation: dict) -> tuple[str, int]:
-    """Write config.json (GPT2Config, LlamaConfig or Qwen3Config), generation_config.json and model.safetensors
-    of a GPT into folder; returns the architecture and its parameters (GPT-2's zero biases included). A shape with
-    no equivalent is refused before anything is written."""
+    """Write a GPT's config.json, generation_config.json and model.safetensors into folder, refusing a shape with no
+    equivalent first; returns the architecture and its parameters (GPT-2's zero biases included)."""
     import transformers
     from safetensors.torch import save
 

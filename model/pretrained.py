@@ -1,5 +1,5 @@
-"""Loading a Hugging Face model into this project's GPT: OpenAI's GPT-2 from the hub
-(gpt2 ... gpt2-xl), or a local folder of a GPT-2, Llama or Qwen3 model (model/hf.py maps it)."""
+"""Loading OpenAI's GPT-2 from the hub (gpt2 ... gpt2-xl), or a local folder of a Hugging Face GPT-2, Llama or Qwen3
+model (model/hf.py maps it), into this project's GPT."""
 
 import json
 import pickle
@@ -21,8 +21,7 @@ class PretrainedNotFound(ModelError):
 
 
 def hub_reachable(endpoint: str, timeout_s: float = 3.0) -> bool:
-    """Whether the hub's host accepts a connection. Without this, a machine with no
-    internet waits through the hub client's ~25 s of retries before the same error."""
+    """Whether the hub's host accepts a connection: offline, the hub client retries for ~25 s before failing."""
     proxies = urllib.request.getproxies()
     if proxies.get("https") or proxies.get("all"):
         return True  # only the hub client knows how to go through the proxy: let it try
@@ -48,8 +47,7 @@ def _quiet_transformers():
 
 
 def folder_config(folder: Path):
-    """The transformers config of a model folder, checked for a model type smallgpt reads
-    before transformers parses it (an unknown type would be its own long error)."""
+    """The transformers config of a model folder, whose model type is checked first (transformers' error is long)."""
     path = folder / "config.json"
     if not path.is_file():
         run = sorted(p.name for p in folder.glob("*.*")  # a training run's folder: its checkpoints
@@ -75,8 +73,8 @@ def folder_config(folder: Path):
 
 
 def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
-    """The transformers model and the GPTConfig it maps to; a folder's config is checked first,
-    and a hub name is looked for in the local cache first, so a machine without internet never waits."""
+    """The transformers model and the GPTConfig it maps to; a folder's config is checked first, and a hub name is
+    looked for in the local cache first, so a machine without internet never waits."""
     if Path(name_or_dir).is_dir():
         hf_config = folder_config(Path(name_or_dir))
         config = gpt_config_from_hf(hf_config)  # refuses what smallgpt does not compute, before the weights
@@ -114,9 +112,8 @@ def _hf_model(name_or_dir: str) -> tuple[torch.nn.Module, GPTConfig]:
 
 
 def _checked_load(name_or_dir: str, **kwargs) -> torch.nn.Module:
-    """transformers' model, refused where a weight is missing from the weights file, has no place in the model or
-    another shape than config.json gives: transformers would start it at random or drop it, with a warning that
-    _quiet_transformers silences (it leaves out the extra weights that it knows, such as GPT-2's mask buffers)."""
+    """transformers' model, refused where a weight is missing, has no place in it or another shape than config.json
+    gives: transformers would start it at random or drop it, with a warning that _quiet_transformers silences."""
     hf, found = _quiet_transformers().AutoModelForCausalLM.from_pretrained(
         name_or_dir, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
     different = "the config and the weights are of different models; save the folder again"
