@@ -10,8 +10,7 @@ __all__ = ["GPT", "GPTConfig", "ModelError", "WEIGHTS"]
 
 
 def __getattr__(name: str):
-    """GPT, imported when first asked for: it loads torch, which the model's options do not need (every command
-    reads them, data/prepare.py too, which never runs a model)."""
+    """GPT, imported when first asked for: it loads torch, which the options (read by every command) do not need."""
     if name == "GPT":
         from .gpt import GPT
 
