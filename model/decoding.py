@@ -137,7 +137,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 def cache_layout(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, compile: bool
                  ) -> tuple[int, torch.dtype]:
     """generation_cache's slots and dtype: the context, or the generation (max_new_tokens, None: the context) if
-    shorter; rounded up to a power of two for the compiled step, so one compilation serves many lengths."""
+    shorter, not to allocate a long context whole; for the compiled step a power of two, so one serves many lengths."""
     c, weight = model.config, model.transformer.wte.weight
     needed = min(prompt_tokens, c.block_size) + (c.block_size if max_new_tokens is None else max_new_tokens)
     slots = min(c.block_size, 1 << (needed - 1).bit_length() if compile else needed)

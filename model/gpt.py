@@ -102,7 +102,7 @@ class GPT(nn.Module):
 
     def compile_blocks(self) -> None:
         """torch.compile every block in place: they share one graph, so compiling takes a fraction of the whole
-        model's time. Under torch.compiler.set_stance("force_eager") the model runs uncompiled, as decoding needs."""
+        model's time. Under torch.compiler.set_stance("force_eager") it runs eagerly, as decoding and pictures need."""
         for block in self.transformer.h:
             block.compile()
 
@@ -158,7 +158,8 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def attention_records(self, idx: torch.Tensor) -> list[AttentionRecord]:
-        """What every layer's attention computed for idx (B, T), by the explicit path: n_layer records."""
+        """What every layer's attention computed for idx (B, T), by the explicit path:
+        n_layer records of raw scores, patterns (B, nh, T, T) and value lengths (B, nh, T)."""
         check_ids(idx, within=self)
         records: list[AttentionRecord] = []
         self.hidden_states(idx, records=records)
