@@ -222,7 +222,6 @@ def _unpack(value: dict, tensors: dict[str, torch.Tensor]):
 
 
 def to_safetensors(checkpoint: dict) -> bytes:
-    """The checkpoint as the bytes of a safetensors file."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {key: _pack(value, key, tensors, {}) for key, value in checkpoint.items()}
     return safetensors.torch.save(tensors, metadata={"format": "pt", METADATA_KEY: json.dumps(skeleton)})
@@ -262,8 +261,8 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 LOCK_NAME = ".lock"
-RUN_FILES = ("ckpt.pt", "best.pt", "ckpt.safetensors", "best.safetensors", "log.jsonl", "loss.png",
-             "attention.png")  # what a run writes there
+CHECKPOINT_FILES = ("ckpt.pt", "best.pt", "ckpt.safetensors", "best.safetensors")
+RUN_FILES = CHECKPOINT_FILES + ("log.jsonl", "loss.png", "attention.png")  # what a run writes there
 
 
 class OutDir:
@@ -384,8 +383,7 @@ def take_lock(path: Path, create: bool) -> tuple[int, bool] | None:
 def stopped_before_checkpoint(folder: Path) -> bool:
     """Whether folder holds a run that logged steps but stopped before its first checkpoint."""
     log = folder / "log.jsonl"
-    return log.is_file() and log.stat().st_size > 0 and not any(
-        (folder / n).is_file() for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES))
+    return log.is_file() and log.stat().st_size > 0 and not any((folder / n).is_file() for n in CHECKPOINT_FILES)
 
 
 def check_start(folder: Path, cfg: TrainConfig, drawn: Callable[[Path], bool]) -> None:
@@ -406,7 +404,7 @@ def check_start(folder: Path, cfg: TrainConfig, drawn: Callable[[Path], bool]) -
                             f"model it fine-tuned) with --replace_run=true")
         raise UserError(f"checkpoint {latest} not found, so there is nothing to resume; "
                         f"start with --init_from=scratch, or point --out_dir at the run to resume")
-    earlier = [n for n in RUN_FILES if n.endswith(CHECKPOINT_SUFFIXES) and (folder / n).is_file()]  # best.pt too
+    earlier = [n for n in CHECKPOINT_FILES if (folder / n).is_file()]  # best.pt too
     if not earlier and stopped_before_checkpoint(folder):
         earlier = ["log.jsonl"]
     if cfg.init_from != "resume" and earlier and not cfg.replace_run:
