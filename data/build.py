@@ -47,7 +47,7 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
                     overwrite: bool = False, progress: bool = False) -> Prepared:
     """Tokenize the inputs (files, folders, globs) into the dataset folder out_dir. A folder holding another
     dataset is replaced only with overwrite=True; workers=0 uses every core."""
-    name = str(tokenizer).rstrip("/")  # old/ names data/old too
+    name = tokenizer.rstrip("/")  # old/ names data/old too
     named = DATA_ROOT / name if name and "/" not in name and is_dataset(DATA_ROOT / name) else None
     hint = f" (the dataset {name}'s is --tokenizer={named})" if named else ""
     if tokenizer not in TOKENIZER_KINDS and not (tokenizer and Path(tokenizer).is_dir()):  # "": not this folder
@@ -116,15 +116,13 @@ def prepare_dataset(inputs: Sequence[str | Path], tokenizer: str, out_dir: str |
 
 
 def read_the_same(inputs: list[dict]) -> list[tuple[str, str]]:
-    """What a dataset was made of, input by input (meta.json's "inputs"): the bytes, and how they were read (a
-    text file renamed .jsonl is read as documents)."""
+    """meta.json's "inputs" as their bytes and how they were read (a text file renamed .jsonl is read as documents)."""
     return [(record["sha256"], read_as(record["path"])) for record in inputs]
 
 
 def _existing_dataset(out_dir: Path) -> dict | None:
-    """What out_dir holds now: None if nothing (absent or an empty folder), else its meta.json ({} when it has
-    none that reads). A file, or a folder holding anything but a dataset's files, is a DataError: prepare
-    replaces datasets, nothing else."""
+    """None if out_dir is absent or empty, else its meta.json ({} when none reads); a DataError if it holds
+    anything but a dataset's files: prepare replaces datasets, nothing else."""
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"dataset folder {out_dir} is a file, not a folder; choose another --dataset")
     names = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
@@ -135,9 +133,8 @@ def _existing_dataset(out_dir: Path) -> dict | None:
     if not names:
         return None
     try:
-        meta = json.loads((out_dir / "meta.json").read_text())
-        return meta if isinstance(meta, dict) else {}
-    except (OSError, ValueError):
+        return read_meta(out_dir)
+    except DataError:
         return {}
 
 
@@ -158,8 +155,8 @@ def _folder_tokenizer(folder: Path, hint: str) -> Tokenizer:
     folder (text tokenized as that model reads text); hint: the dataset of that name under data/, if any."""
     if from_dataset := is_dataset(folder):
         try:
-            tokenizer = tokenizer_from_description(read_meta(folder)["tokenizer"], folder / "meta.json")
-        except (KeyError, TypeError, DataError):
+            tokenizer = tokenizer_from_description(read_meta(folder).get("tokenizer"), folder / "meta.json")
+        except DataError:
             raise DataError(f"{folder}/meta.json does not describe a tokenizer as a prepared dataset's does; give "
                             f"--tokenizer a dataset folder that data/prepare.py wrote, or a Hugging Face one") from None
     elif not any(path.name in HF_FILES or path.suffix in (".safetensors", ".bin", ".model")
@@ -251,10 +248,9 @@ CHANGED = ("an input changed while it was being prepared (its text is not what t
 
 
 def label_pieces(pieces: Iterable[Piece], plan: SplitPlan, scan: CorpusScan) -> Iterator[tuple[str, Piece]]:
-    """Each piece of a pass after the scan with its split ("train" or "val"); the tail's first piece is cut where the
-    tail starts. Pieces beyond the documents or characters the scan counted, or fewer at their end, are refused: an
-    input written to meanwhile (a log still growing) is not the text hashed. A change that keeps the counts is
-    caught when the passes are over, by the files' sizes and times."""
+    """Each piece with its split ("train" or "val"), the tail's first piece cut where the tail starts. More or fewer
+    documents or characters than the scan counted (a log still growing) are refused; a change that keeps the counts
+    is caught after the passes, by the files' sizes and times."""
     document, position = 0, 0  # index of the current document, characters before the piece
     for piece in pieces:
         if document >= scan.documents or position + len(piece.text) > scan.chars:
@@ -296,9 +292,8 @@ class Encoded:
 
 
 def encode_in_order(labelled: Iterable[tuple[str, Piece]], tokenizer: Tokenizer, workers: int) -> Iterator[Encoded]:
-    """Every piece encoded, in the order given, so the files never depend on the number of workers.
-    tiktoken releases the GIL and the char tokenizer is a numpy lookup, so `workers` threads (0: one per
-    usable core) encode batches while this one reads; a bounded number in flight bounds memory."""
+    """Every piece encoded, in order (the files never depend on workers), by `workers` threads (0: one per usable
+    core): tiktoken releases the GIL and the char tokenizer is a numpy lookup. Batches in flight are bounded."""
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     in_flight, pool = deque(), ThreadPoolExecutor(workers)
     try:

@@ -28,8 +28,7 @@ def is_dataset(folder: Path) -> bool:
 
 
 def lost_relative_path(dataset: str) -> bool:
-    """A dataset recorded as a path relative to the folder a command ran in (a checkpoint's), not found from
-    here; a name under data/ is found from anywhere."""
+    """A dataset path relative to the folder a command ran in (a checkpoint's), not found from here."""
     folder = dataset_dir(dataset)
     return not folder.is_absolute() and not folder.is_dir()
 
@@ -37,6 +36,8 @@ def lost_relative_path(dataset: str) -> bool:
 def read_meta(folder: Path) -> dict:
     try:
         meta = json.loads((folder / "meta.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("its meta.json is not a JSON object")
     except FileNotFoundError:
         raise DataError(f"{folder}/meta.json not found; make the dataset with python data/prepare.py") from None
     except OSError as e:  # the dataset given is a file, its meta.json a folder, ...
@@ -44,9 +45,6 @@ def read_meta(folder: Path) -> dict:
                         f"wrote") from None
     except (ValueError, RecursionError) as e:  # RecursionError: brackets nested past Python's limit
         raise DataError(f"dataset {folder} is inconsistent ({e}); re-run python data/prepare.py for it") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"dataset {folder} is inconsistent (its meta.json is not a JSON object); re-run python "
-                        f"data/prepare.py for it")
     return meta
 
 
@@ -59,8 +57,8 @@ class Dataset:
 
 
 def open_dataset(folder: Path) -> Dataset:
-    """Open a prepared dataset folder, checking meta.json against its bins, and every id against the
-    vocabulary (a bin from another dataset, a damaged file), in one pass of bounded chunks; its tokenizer rebuilt."""
+    """Open a prepared dataset folder, checking meta.json against its bins and every id against the vocabulary
+    (a bin from another dataset, a damaged file) in bounded chunks."""
     meta = read_meta(folder)
     try:
         dtype, vocab_size = np.dtype(meta["dtype"]), int(meta["vocab_size"])

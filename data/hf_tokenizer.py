@@ -54,7 +54,7 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
     except KeyError as e:
         raise DataError(f"{folder}: its vocabulary holds {e.args[0]!r}, not a byte-level character; "
                         f"{SUPPORTED}") from None
-    if len({bytes([b]) for b in range(256)} - ranks.keys()):
+    if {bytes([b]) for b in range(256)} - ranks.keys():
         raise DataError(f"{folder}: its vocabulary lacks some of the 256 single bytes; {SUPPORTED}")
     merges = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
     merged = [vocab.get(left + right, -1) for left, right in merges]

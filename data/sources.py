@@ -267,7 +267,7 @@ def read_text(path: str | Path) -> str:
     if not path.is_file():
         problem = "is not a regular file (a device or a pipe)" if path.exists() else "not found"
         raise DataError(f"text file {path} {problem}; give a UTF-8 text file")
-    if path.name.lower().endswith((".jsonl", ".jsonl.gz", ".parquet")):  # its markup would be scored as text
+    if read_as(path) != "text":  # its markup would be scored as text
         raise DataError(f"{path} holds documents, not a text; give a UTF-8 text file (data/prepare.py reads JSONL "
                         f"and Parquet)")
     text = "".join(_text_blocks(path, fix="give a UTF-8 text file"))
