@@ -64,9 +64,8 @@ def _byte_ranks(model: dict, special: dict[str, int], folder: Path) -> dict[byte
 
 
 def tokenizer_from_hf_folder(folder: str | Path) -> Tokenizer:
-    """The tokenizer of a Hugging Face model folder (GPT2Tokenizer for GPT-2's own, and for a GPT-2 model saved
-    without its tokenizer; CharTokenizer for ours written out); a DataError for another folder without
-    tokenizer.json, a tokenizer that is not byte-level BPE, or JSON files not laid out as transformers writes them."""
+    """The tokenizer of a Hugging Face model folder (GPT2Tokenizer for GPT-2's own, also for a GPT-2 model saved
+    without one; CharTokenizer for ours written out); a DataError for anything but a byte-level BPE."""
     try:
         return _read_hf_tokenizer(Path(folder))
     except (AttributeError, KeyError, TypeError, IndexError) as e:  # a list, a string or no key where a field goes
