@@ -460,9 +460,7 @@ def correct_the_plan(run: Run, bar: tqdm, pace: Pace) -> None:
                 + (" (a budget this short fits without --compile=true)" if run.cfg.compile else ""))
             # a warmup under way stays (its steps so far keep their rates: the plan's keys retrace the run), unless it
             # would outlast the run: then it is cut to a tenth of the steps, or ends now
-            warmup = run.cfg.warmup_iters
-            if warmup >= steps:
-                warmup = max(progress.step, steps // 10)
+            warmup = run.cfg.warmup_iters if run.cfg.warmup_iters < steps else max(progress.step, steps // 10)
             cut = f", a warmup of {warmup:,}" if "warmup_iters" in plan.keys and warmup < run.cfg.warmup_iters else ""
             replan(run, bar, f"{elapsed_s:.0f} s in at step {progress.step:,}{compiled}, a step takes "
                              f"{measured:.3f} s, not the probe's {plan.step_s:.3f} s: {steps:,} steps instead of "
@@ -644,12 +642,10 @@ def main(argv: list[str], temporary: bool = False) -> None:
         del run
         gc.collect()
         distributed.stop()
-    if stopped_by is not None:
-        if main_process:
-            print(stopped, file=sys.stderr)
-        sys.exit(128 + stopped_by)
-    if stop.received is not None:  # in the last step: the run finished, and ends as the signal asked
-        sys.exit(128 + stop.received)
+    if stopped_by is not None and main_process:
+        print(stopped, file=sys.stderr)
+    if (signum := stopped_by or stop.received) is not None:  # one in the last step: finished, it ends as asked
+        sys.exit(128 + signum)
 
 
 if __name__ == "__main__":
