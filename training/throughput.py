@@ -16,9 +16,8 @@ PEAK_TFLOPS = {  # matched against torch.cuda.get_device_name(), most specific f
 
 
 class MFUMeter:
-    """MFU = flops_per_token * tokens per second / (peak * devices): the job's tokens over every device's peak.
-    peak (FLOP/s, one device's) is None where no trustworthy one is known; peak_source says where it comes from,
-    or why there is none."""
+    """MFU = flops_per_token * tokens per second / (peak * devices): the job's tokens over every device's peak. peak
+    (FLOP/s, one device's) is None where no trustworthy one is known; peak_source says where it is from, or why not."""
 
     def __init__(self, flops_per_token: int, device: torch.device, dtype: str, devices: int = 1):
         self.flops_per_token, self.devices = flops_per_token, devices
