@@ -82,6 +82,9 @@ class Plan:
     @classmethod
     def stored(cls, stored: dict) -> "Plan":
         """The plan a checkpoint holds."""
+        if stored.keys() != {field.name for field in dataclasses.fields(cls)}:
+            raise UserError("cannot resume: the checkpoint's time-budget plan is in an older format; "
+                            "train in a new out_dir")
         return cls(**stored)
 
     def line(self, eval_interval: int) -> str:
