@@ -3,7 +3,8 @@
 ckpt.pt (the latest) and best.pt are torch.save files of plain tensors, numbers and strings, loaded with
 weights_only=True; checkpoint_format=safetensors writes ckpt/best.safetensors (no pickle at all): each tensor
 in the tensor table under its path in the checkpoint ("optimizer.adamw.state.0.exp_avg"), the rest as JSON in
-the metadata with {"$tensor": name} in its place, a tied head once. A folder never holds both formats.
+the metadata with {"$tensor": name} in its place, a tied head once, and a CRC-32 of it all (torch.save's files
+record theirs). A folder never holds both formats.
 A run flocks out_dir/.lock for its whole life: the OS drops the lock however the process ends.
 """
 
@@ -17,6 +18,8 @@ import shlex
 import sys
 import textwrap
 import time
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,6 +102,9 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
         elif kind is None:
             raise UserError(f"{path} is not a checkpoint (not a file torch.save wrote); use one written by train.py")
         else:
+            with zipfile.ZipFile(path) as archive:  # torch.save records a CRC per entry; torch.load checks none
+                if (changed := archive.testzip()) is not None:
+                    raise ValueError(f"{changed} fails its CRC check")
             checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(f"checkpoint {path} holds pickled objects or code and was not loaded; "
@@ -107,7 +113,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
         raise
     # ValueError: safetensors'; LookupError, TypeError, AttributeError, AssertionError: torch's weights-only
     # unpickler on bytes changed in place (a pickle that still parses, of records that no longer fit together)
-    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError, AttributeError, AssertionError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError, AttributeError, AssertionError,
+            zipfile.BadZipFile) as e:
         reason = textwrap.shorten(f"{type(e).__name__}: {e}".splitlines()[0], 120, placeholder=" ...")
         raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); {instead}") from None
     if missing := [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]:
@@ -194,7 +201,7 @@ def restore_training_state(checkpoint: dict, optimizers: Optimizers, scaler: tor
                     checkpoint.get("evaluation_owed"))  # there only when owed, as "plan" only with a plan
 
 
-METADATA_KEY = "smallgpt_checkpoint"
+METADATA_KEY, CRC_KEY = "smallgpt_checkpoint", "smallgpt_crc32"
 TENSOR, ITEMS, TUPLE = "$tensor", "$items", "$tuple"  # markers of what JSON has no word for
 
 
@@ -221,10 +228,19 @@ def _unpack(value: dict, tensors: dict[str, torch.Tensor]):
     return value
 
 
+def checksum(skeleton: str, tensors: dict[str, torch.Tensor]) -> str:
+    """CRC-32 of the skeleton and every tensor's bytes in name order: safetensors keeps no checksum of its own."""
+    crc = zlib.crc32(skeleton.encode())
+    for name in sorted(tensors):
+        crc = zlib.crc32(tensors[name].detach().reshape(-1).view(torch.uint8).cpu().numpy(), crc)
+    return str(crc)
+
+
 def to_safetensors(checkpoint: dict) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = {key: _pack(value, key, tensors, {}) for key, value in checkpoint.items()}
-    return safetensors.torch.save(tensors, metadata={"format": "pt", METADATA_KEY: json.dumps(skeleton)})
+    skeleton = json.dumps({key: _pack(value, key, tensors, {}) for key, value in checkpoint.items()})
+    return safetensors.torch.save(tensors, metadata={"format": "pt", METADATA_KEY: skeleton,
+                                                     CRC_KEY: checksum(skeleton, tensors)})
 
 
 def from_safetensors(path: Path, device: str | torch.device = "cpu") -> dict | None:
@@ -232,10 +248,12 @@ def from_safetensors(path: Path, device: str | torch.device = "cpu") -> dict | N
     (an exported model.safetensors). A damaged file raises ValueError."""
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
-            skeleton = (f.metadata() or {}).get(METADATA_KEY)
-            if skeleton is None:
+            metadata = f.metadata() or {}
+            if (skeleton := metadata.get(METADATA_KEY)) is None:
                 return None
             tensors = {name: f.get_tensor(name) for name in f.keys()}
+        if checksum(skeleton, tensors) != metadata.get(CRC_KEY):
+            raise ValueError("it fails its CRC check")
         return json.loads(skeleton, object_hook=lambda value: _unpack(value, tensors))
     except (SafetensorError, KeyError) as e:
         raise ValueError(f"not a whole safetensors file: {e}") from None
