@@ -182,4 +182,35 @@ def test_bytes_changed_anywhere_in_a_checkpoint_are_refused_or_change_nothing(tm
             refused += 1
         else:
             assert same(loaded, state)
-    assert refused > 190  # a change to what no reader looks at (a zip entry's padding) may load, unchanged
+    assert refused >= 180  # a change to what no reader looks at (a zip entry's padding) may load, unchanged
+
+
+def test_a_safetensors_checkpoint_whose_header_changed_a_dtype_is_refused(tmp_path):
+    """safetensors reads the same bytes as another dtype of that size (F32 as I32) without a word: the checksum
+    covers each tensor's name, dtype and shape as well as its bytes."""
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(trained_state(tie_embeddings=True, steps=1)[2], path)
+    data = path.read_bytes()
+    name = b'"model.transformer.h.0.attn.k_norm.weight":{"dtype":"F32"'
+    assert data.count(name) == 1
+    path.write_bytes(data.replace(name, name.replace(b"F32", b"I32")))
+    with pytest.raises(UserError, match=r"is damaged or truncated \(ValueError: it fails its CRC check\)"):
+        load_checkpoint(path)
+
+
+def test_a_safetensors_checkpoint_written_without_a_checksum_loads(tmp_path):
+    """Written before checkpoints carried a checksum: its two metadata keys alone, read as they are."""
+    import safetensors.torch
+
+    state = trained_state(tie_embeddings=True, steps=1)[2]
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(state, path)
+    with safe_open(str(path), framework="pt") as f:
+        tensors, metadata = {name: f.get_tensor(name) for name in f.keys()}, f.metadata()
+    del metadata["smallgpt_crc32"]
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)
+    assert same(load_checkpoint(path), state)
+    metadata["smallgpt_crc33"] = "0"  # the key's name damaged: refused, not read unchecked
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(UserError, match="fails its CRC check"):
+        load_checkpoint(path)

@@ -114,7 +114,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", required: tu
     # ValueError: safetensors'; LookupError, TypeError, AttributeError, AssertionError: torch's weights-only
     # unpickler on bytes changed in place (a pickle that still parses, of records that no longer fit together)
     except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError, AttributeError, AssertionError,
-            zipfile.BadZipFile) as e:
+            zipfile.BadZipFile, zlib.error) as e:  # zlib's: an entry's compression method changed to deflate
         reason = textwrap.shorten(f"{type(e).__name__}: {e}".splitlines()[0], 120, placeholder=" ...")
         raise UserError(f"checkpoint {path} is damaged or truncated ({reason}); {instead}") from None
     if missing := [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]:
@@ -229,10 +229,13 @@ def _unpack(value: dict, tensors: dict[str, torch.Tensor]):
 
 
 def checksum(skeleton: str, tensors: dict[str, torch.Tensor]) -> str:
-    """CRC-32 of the skeleton and every tensor's bytes in name order: safetensors keeps no checksum of its own."""
+    """CRC-32 of the skeleton and every tensor's name, dtype, shape and bytes in name order: safetensors keeps no
+    checksum of its own."""
     crc = zlib.crc32(skeleton.encode())
     for name in sorted(tensors):
-        crc = zlib.crc32(tensors[name].detach().reshape(-1).view(torch.uint8).cpu().numpy(), crc)
+        tensor = tensors[name].detach()
+        crc = zlib.crc32(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode(), crc)
+        crc = zlib.crc32(tensor.reshape(-1).view(torch.uint8).cpu().numpy(), crc)  # a GPU's too, as saved
     return str(crc)
 
 
@@ -247,13 +250,15 @@ def from_safetensors(path: Path, device: str | torch.device = "cpu") -> dict | N
     """The checkpoint in a safetensors file, or None for a safetensors file that holds no checkpoint
     (an exported model.safetensors). A damaged file raises ValueError."""
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
+        with safe_open(str(path), framework="pt", device="cpu") as f:  # checked here, then moved
             metadata = f.metadata() or {}
             if (skeleton := metadata.get(METADATA_KEY)) is None:
                 return None
             tensors = {name: f.get_tensor(name) for name in f.keys()}
-        if checksum(skeleton, tensors) != metadata.get(CRC_KEY):
+        # a checkpoint written before checkpoints carried a checksum holds exactly these two keys: it loads as it is
+        if metadata.keys() != {"format", METADATA_KEY} and checksum(skeleton, tensors) != metadata.get(CRC_KEY):
             raise ValueError("it fails its CRC check")
+        tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
         return json.loads(skeleton, object_hook=lambda value: _unpack(value, tensors))
     except (SafetensorError, KeyError) as e:
         raise ValueError(f"not a whole safetensors file: {e}") from None
