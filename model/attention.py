@@ -1,13 +1,17 @@
 """Causal multi-head self-attention: the heart of the transformer.
 
 Every token's embedding is projected to a query, a key and a value. Each query is compared with the keys of its own and
-every earlier position (scaled dot products; the causal mask hides later ones), a softmax turns the scores into an
+every earlier position (scaled dot products), the causal mask hides later positions, a softmax turns the scores into an
 attention pattern whose rows sum to one, and each position takes the pattern-weighted sum of the values. Several heads
 do this in parallel; their outputs are concatenated and mixed back by an output projection.
 
-The modern shape changes three things: RoPE (rotate-half, as in Llama) turns each pair (x_i, x_{i + head_size/2}) of a
-query or key by position * theta^(-2i / head_size), so scores depend on relative distance alone; QK-norm scales each
-head's queries and keys to a fixed size first; with grouped-query attention query heads share key/value heads."""
+The modern shape changes three things and nothing else: RoPE turns queries and keys by their position, QK-norm scales
+each head's queries and keys to a fixed size first, and with grouped-query attention several query heads share one
+key/value head.
+
+RoPE (rotate-half, as in Llama) turns each pair (x_i, x_{i + head_size/2}) of a query or key by position *
+theta^(-2i / head_size): a query at m and a key at n meet at an angle that depends on m - n alone, so scores depend on
+relative distance."""
 
 import contextlib
 import math

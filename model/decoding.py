@@ -1,10 +1,11 @@
-"""Decoding: prefill once, then a token at a time through a preallocated KV cache of fixed shape; the choice of each
-token; and the one-token step (always the same shapes), compiled once per model while prefill stays eager.
+"""Decoding: next-token logits for a growing sequence, prefill once, then a token at a time through a preallocated KV
+cache of fixed shape; the choice of each token; and the one-token step (always the same shapes), compiled once per model
+while prefill stays eager.
 
 On a CPU, AOTInductor compiles an exported `DecodeStep` into a package with the weights frozen inside, kept in the
 compile cache under a hash of all it depends on: a later process loads it in about a second. On CUDA, torch.compile's
-"reduce-overhead" replays the step as one CUDA graph (a small step is many short kernels, whose launches set its pace);
-each process traces it again."""
+"reduce-overhead" replays the step as one CUDA graph (a small model's step is many short kernels, whose launches would
+set its pace), writing the static cache tensors in place; each process traces it again."""
 
 import contextlib
 import getpass
@@ -34,8 +35,9 @@ EMPTY = torch.iinfo(torch.long).max  # the position of an empty slot: later than
 
 
 class KVCache:
-    """Keys and values of every layer for the last `slots` positions, written in place in slot p % slots. Every step
-    reads all slots and the position kept in each decides what a query sees, so one compiled step serves it all."""
+    """Keys and values of every layer for the last `slots` positions, written in place: position p lives in
+    slot p % slots, a rolling window. Every step reads all slots, and the position kept for each slot decides
+    what a query may see (empty slots: nothing), so no shape changes and one compiled step serves a generation."""
 
     def __init__(self, slot_positions: torch.Tensor, *keys_values: torch.Tensor):
         """KVCache(*cache.tensors()) rebuilds a cache: a compiled step takes tensors only."""
@@ -145,8 +147,9 @@ def cache_layout(model: "GPT", prompt_tokens: int, max_new_tokens: int | None, c
 
 
 def attention_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    """What attention computes in, and a KV cache holds, for weights or autocast in dtype: dtype, but float32 on a
-    CPU, where torch's fused attention is faster in float32 than in bfloat16 (AVX2 and AVX512-BF16 alike)."""
+    """What attention computes in, and a KV cache holds, for weights or autocast in dtype: float32 on a CPU, where
+    torch's fused attention is faster in float32 than in bfloat16 (decoding's one query on a CPU with AVX2 only;
+    training's backward pass, several times over at small head sizes, on one with AVX512-BF16); dtype elsewhere."""
     return torch.float32 if device.type == "cpu" else dtype
 
 
@@ -250,14 +253,14 @@ class DecodeStep(nn.Module):
 
 
 def autotuned() -> bool:
-    """Whether the step's matrix kernels are timed and picked: yes unless TORCHINDUCTOR_MAX_AUTOTUNE=0, which
-    compiles a few times faster for a slower step."""
+    """Whether the step's matrix kernels are timed and picked: yes unless TORCHINDUCTOR_MAX_AUTOTUNE=0 (inductor's
+    switch, which is off unless set for its other compiles), for a compile a few times shorter and a slower step."""
     return os.environ.get("TORCHINDUCTOR_MAX_AUTOTUNE", "1") != "0"
 
 
 def package_path(model: "GPT", cache: KVCache) -> Path:
-    """Where the compile cache keeps the step of this model, its weights, model/'s code, the cache's shape, dtype and
-    device, autotuning and torch version."""
+    """Where the compiled step of this model (shape, weights and their dtype, the code of model/), batch size,
+    cache size, device, autotuning and torch version lives in the compile cache (TORCHINDUCTOR_CACHE_DIR moves it)."""
     digest = hashlib.sha256(repr((model.config, cache.k[0].shape, cache.k[0].dtype, cache.k[0].device.type,
                                   autotuned(), torch.__version__)).encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):  # an edited model is compiled anew

@@ -121,8 +121,9 @@ class GPT(nn.Module):
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None,
                       records: list[AttentionRecord] | None = None, positions: torch.Tensor | None = None
                       ) -> torch.Tensor:
-        """idx (B, T) at positions (T,) (default 0..T-1), after those in `cache` -> final-normed states (B, T, C).
-        Learned positions stop at block_size; with RoPE every token attends to its last block_size."""
+        """idx (B, T) at positions (T,) (0..T-1 unless given) -> final-normed hidden states (B, T, C).
+        With `cache`, idx holds the positions after those already cached. Learned positions stop at
+        block_size; with RoPE a longer sequence is read with every token attending to its last block_size."""
         check_ids(idx)
         c, T = self.config, idx.size(1)
         if positions is None:

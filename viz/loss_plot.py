@@ -26,7 +26,8 @@ def save_png(fig: "Figure", path: Path, by: str) -> Path:
 
 
 def drawn_by(by: str) -> Callable[[Path], bool]:
-    """Whether a path is a picture save_png wrote for the command `by`: the only pictures that command replaces."""
+    """The check of whether a path is a picture that save_png wrote for the command `by`: the only pictures that
+    command replaces."""
 
     def drawn(path: Path) -> bool:
         from PIL import Image
