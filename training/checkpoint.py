@@ -209,7 +209,7 @@ def _pack(value, path: str, tensors: dict[str, torch.Tensor], stored: dict[tuple
     if isinstance(value, torch.Tensor):
         memory = (value.device, value.data_ptr(), value.dtype, value.shape, value.stride())
         if memory not in stored or not value.numel():  # a tied head once; empty tensors share no memory
-            tensors[path], stored[memory] = value.detach().contiguous(), path
+            tensors[path], stored[memory] = value.detach().cpu().contiguous(), path  # one copy off a GPU
         return {TENSOR: stored[memory]}
     if isinstance(value, dict):  # JSON's keys are strings: a dict of other keys (the optimizer state's) goes as pairs
         packed = {key: _pack(item, f"{path}.{key}", tensors, stored) for key, item in value.items()}
@@ -235,7 +235,7 @@ def checksum(skeleton: str, tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         tensor = tensors[name].detach()
         crc = zlib.crc32(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode(), crc)
-        crc = zlib.crc32(tensor.reshape(-1).view(torch.uint8).cpu().numpy(), crc)  # a GPU's too, as saved
+        crc = zlib.crc32(tensor.reshape(-1).view(torch.uint8).numpy(), crc)
     return str(crc)
 
 
