@@ -507,14 +507,16 @@ def replan(run: Run, bar: tqdm, why: str, **keys) -> None:
     run.cfg = replace(run.cfg, **keys)
 
 
-@torch.compiler.set_stance("force_eager")  # decoding runs the blocks uncompiled (compile_blocks)
 def sample_text(run: Run, n_tokens: int) -> str:
     tokenizer = run.dataset.tokenizer
     idx = torch.tensor([start_tokens(tokenizer, run.dataset.meta.get("train_documents"))], dtype=torch.long,
                        device=run.device)
     run.model.eval()
-    out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, vocab_limit=tokenizer.vocab_size,
-                             generator=torch.Generator(device=run.device).manual_seed(run.cfg.seed))
+    # decoding runs the blocks uncompiled (compile_blocks); set at the call, as a decorator's import of torch._dynamo
+    # (seconds) would delay every start of train.py, even one that stops at a bad flag
+    with torch.compiler.set_stance("force_eager"):
+        out = run.model.generate(idx, n_tokens, temperature=0.8, top_k=200, vocab_limit=tokenizer.vocab_size,
+                                 generator=torch.Generator(device=run.device).manual_seed(run.cfg.seed))
     run.model.train()
     new = out[0, idx.size(1) :].tolist()
     if tokenizer.eot_token in new:  # end-of-text ends the sample, as in sample.py
@@ -523,13 +525,13 @@ def sample_text(run: Run, n_tokens: int) -> str:
 
 
 @torch.no_grad()
-@torch.compiler.set_stance("force_eager")  # the explicit path, which hands back what attention saw
 def attention_picture(run: Run, n_tokens: int = 24) -> Path:
     """out_dir/attention.png: every head's pattern over the start of the validation text."""
     model = run.model
     ids = run.dataset.val[: min(n_tokens, model.config.block_size)].tolist()
     model.eval()
-    patterns = torch.stack(model.attention_patterns(torch.tensor([ids], device=run.device)))[:, 0]  # (L, nh, T, T)
+    with torch.compiler.set_stance("force_eager"):  # the explicit path, which hands back what attention saw
+        patterns = torch.stack(model.attention_patterns(torch.tensor([ids], device=run.device)))[:, 0]  # (L,nh,T,T)
     model.train()
     texts = token_texts(run.dataset.tokenizer, ids)
     figure = heatmap_figure(patterns.float().cpu(), texts, f"step {run.progress.step}")

@@ -487,8 +487,12 @@ def test_cli_errors_are_one_line_with_exit_status_2():
     result = run_script("train.py", "--n_layers=4", check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: unknown config key 'n_layers' in the command line; did you mean 'n_layer'?"
-    result = run_script("train.py", "--help")
+    code = ("import sys, runpy; sys.argv = ['train.py', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
+            "finally:\n    print('DYNAMO_LOADED' if 'torch._dynamo' in sys.modules else 'DYNAMO_ABSENT')")
+    result = run_script("-c", code, "--help")
     assert "--n_layer=4" in result.stdout and "number of transformer blocks" in result.stdout
+    assert result.stdout.strip().endswith("DYNAMO_ABSENT")  # torch's compiler, seconds to import, waits for training
 
 
 def test_schedule_follows_max_iters_unless_set():
