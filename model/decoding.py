@@ -11,13 +11,13 @@ import contextlib
 import getpass
 import hashlib
 import io
-import logging
 import numbers
 import os
 import re
 import tempfile
 import warnings
 import weakref
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -282,6 +282,15 @@ def inductor_cache() -> Path:
     return Path(tempfile.gettempdir()) / ("torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
 
 
+def whole_zip(path: Path) -> bool:
+    """Whether the zip archive at path (a package) reads whole, each entry matching its CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def unwritable_cache(folder: Path, e: OSError) -> ModelError:
     return ModelError(f"cannot write the compile cache {folder} ({e.strerror or e}); set TORCHINDUCTOR_CACHE_DIR to a "
                       f"writable folder, or decode without compiling")
@@ -360,17 +369,19 @@ def compiled_step(model: "GPT", cache: KVCache) -> Step:
     if not path.exists():
         compile_step(model, cache, path)
     if path not in _loaded:
-        logging.getLogger("torch._inductor.package").setLevel(logging.ERROR)  # a damaged one: said below
-        try:
-            runner = torch._inductor.aoti_load_package(str(path))
-        except RuntimeError as e:  # a package cut short (a full disk, a copy): compiled anew by the next run
-            try:
+        try:  # aoti_load_package's own loader, called directly: importing inductor (torch._dynamo) takes seconds
+            runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+        except RuntimeError as e:
+            reason = str(e).splitlines()[0][:120]
+            if whole_zip(path):  # the package is sound, its unpacking failed (no temporary folder, ...): kept
+                raise ModelError(f"could not load the compiled decoding step {path} ({reason}); decode without "
+                                 f"compiling") from None
+            try:  # a package cut short (a full disk, a copy): compiled anew by the next run
                 path.unlink(missing_ok=True)
             except OSError as refused:
                 raise unwritable_cache(path.parent, refused) from None
-            raise ModelError(f"the compiled decoding step {path} was damaged ({str(e).splitlines()[0][:120]}) and is "
-                             f"removed; run again to compile it anew") from None
-        except OSError as e:  # loading takes inductor's lock files in the cache, which a read-only one refuses
-            raise unwritable_cache(inductor_cache(), e) from None
-        _loaded[path] = lambda idx, cache, positions: runner(idx, positions, *cache.tensors())
+            raise ModelError(f"the compiled decoding step {path} was damaged ({reason}) and is removed; run again to "
+                             f"compile it anew") from None
+        # the step's call spec: its tensors flat in, one tensor out
+        _loaded[path] = lambda idx, cache, positions: runner.boxed_run([idx, positions, *cache.tensors()])[0]
     return _loaded[path]

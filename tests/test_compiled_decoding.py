@@ -92,6 +92,7 @@ def test_a_damaged_package_is_removed_with_one_line_that_says_to_run_again():
 
 
 COMPILE_ONE = """
+import sys
 import torch
 from model import GPT, GPTConfig, ModelError
 from model.decoding import compiled_step, generation_cache
@@ -101,12 +102,14 @@ try:
     compiled_step(model, generation_cache(model, torch.zeros(1, 1, dtype=torch.long), 4, compile=True))
 except ModelError as e:
     print(e)
+if "torch._dynamo" in sys.modules:  # compiling imports it; loading a package must not (over a second)
+    print("compiled")
 """
 
 
 def test_a_read_only_compile_cache_is_one_line_that_names_it(tmp_path):
-    """Before any compiling when the step is to be compiled, and when its package is there to be loaded (loading
-    takes inductor's lock files in the cache). A read-only bind mount: root writes through mere permissions."""
+    """Before any compiling when the step is to be compiled, and when a damaged package cannot be removed; a sound
+    package loads from it. A read-only bind mount: root writes through mere permissions."""
     cache = tmp_path / "cache"
     cache.mkdir()
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
@@ -114,17 +117,23 @@ def test_a_read_only_compile_cache_is_one_line_that_names_it(tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "sh", "-c", mount]).returncode != 0:
         pytest.skip("needs unshare -m and the right to mount (root)")
 
-    def run(read_only: bool) -> str:
+    def run(read_only: bool, **more_env: str) -> str:
         command = [sys.executable, "-c", COMPILE_ONE]
         if read_only:
             command = ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', "sh", *command]
-        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+        return subprocess.run(command, cwd=REPO, env={**env, **more_env}, capture_output=True, text=True,
+                              check=True).stdout
 
     unwritable = f"cannot write the compile cache {cache}/smallgpt-decoding (Read-only file system); set " \
                  "TORCHINDUCTOR_CACHE_DIR to a writable folder, or decode without compiling\n"
     assert run(read_only=True) == unwritable
-    assert run(read_only=False) == ""  # compiled, its package written
-    assert run(read_only=True) == unwritable.replace("/smallgpt-decoding", "")
+    assert run(read_only=False) == "compiled\n"  # its package written
+    assert run(read_only=True) == ""  # loaded, nothing written, nothing compiled
     package = next(cache.glob("smallgpt-decoding/*.pt2"))
+    # a sound package that cannot be unpacked (no temporary folder) is kept, not taken for a damaged one
+    unpacked_nowhere = run(read_only=False, TMPDIR=str(tmp_path / "missing"))
+    assert unpacked_nowhere.startswith(f"could not load the compiled decoding step {package} (")
+    assert unpacked_nowhere.endswith("); decode without compiling\n") and unpacked_nowhere.count("\n") == 1
+    assert package.exists()
     package.write_bytes(b"PK\x03\x04 cut short")  # damaged, and not to be removed from a read-only cache
     assert run(read_only=True) == unwritable
