@@ -3,7 +3,7 @@ cache of fixed shape; the choice of each token; and the one-token step (always t
 while prefill stays eager.
 
 On a CPU, AOTInductor compiles an exported `DecodeStep` into a package with the weights frozen inside, kept in the
-compile cache under a hash of all it depends on: a later process loads it in about a second. On CUDA, torch.compile's
+compile cache under a hash of all it depends on: a later process loads it in milliseconds. On CUDA, torch.compile's
 "reduce-overhead" replays the step as one CUDA graph (a small model's step is many short kernels, whose launches would
 set its pace), writing the static cache tensors in place; each process traces it again."""
 
@@ -282,13 +282,16 @@ def inductor_cache() -> Path:
     return Path(tempfile.gettempdir()) / ("torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
 
 
-def whole_zip(path: Path) -> bool:
-    """Whether the zip archive at path (a package) reads whole, each entry matching its CRC."""
+def damaged(package: Path) -> bool:
+    """Whether a package (a zip archive) is damaged: not a zip, or an entry that fails its CRC. A file that cannot be
+    read (no right to, gone) is not known to be."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is None
-    except (zipfile.BadZipFile, OSError):
+        with zipfile.ZipFile(package) as archive:
+            return archive.testzip() is not None
+    except OSError:
         return False
+    except Exception:  # BadZipFile, or what a changed header makes zipfile raise (zlib.error, RuntimeError, EOFError)
+        return True
 
 
 def unwritable_cache(folder: Path, e: OSError) -> ModelError:
@@ -372,10 +375,10 @@ def compiled_step(model: "GPT", cache: KVCache) -> Step:
         try:  # aoti_load_package's own loader, called directly: importing inductor (torch._dynamo) takes seconds
             runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
         except RuntimeError as e:
-            reason = str(e).splitlines()[0][:120]
-            if whole_zip(path):  # the package is sound, its unpacking failed (no temporary folder, ...): kept
+            reason = str(e).splitlines()[0][:240]
+            if not damaged(path):  # kept: sound, its unpacking failed (no temporary folder, ...), or unreadable
                 raise ModelError(f"could not load the compiled decoding step {path} ({reason}); decode without "
-                                 f"compiling") from None
+                                 f"compiling, or remove it to compile it anew") from None
             try:  # a package cut short (a full disk, a copy): compiled anew by the next run
                 path.unlink(missing_ok=True)
             except OSError as refused:

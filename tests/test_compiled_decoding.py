@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -91,6 +92,24 @@ def test_a_damaged_package_is_removed_with_one_line_that_says_to_run_again():
     assert not package.exists()
 
 
+
+def test_a_package_is_damaged_when_its_zip_says_so_not_when_it_cannot_be_opened(tmp_path):
+    """Damaged (removed by compiled_step): not a zip, an entry that fails its CRC, or a changed header that makes
+    zipfile raise what it raises (here RuntimeError: an entry marked encrypted). A package that cannot be opened
+    (gone, no right to read it) is not known to be, and is kept."""
+    package = tmp_path / "step.pt2"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("data/step.so", b"\x7fELF" + bytes(range(256)) * 8)
+    whole = package.read_bytes()
+    assert not decoding.damaged(package) and not decoding.damaged(tmp_path / "gone.pt2")
+    flipped, encrypted = bytearray(whole), bytearray(whole)
+    flipped[whole.index(b"\x7fELF") + 10] ^= 1  # a byte of the entry
+    encrypted[whole.rindex(b"PK\x01\x02") + 8] |= 1  # the central directory's flags: bit 0, encrypted
+    for changed in (whole[: len(whole) // 2], bytes(flipped), bytes(encrypted)):
+        package.write_bytes(changed)
+        assert decoding.damaged(package)
+
+
 COMPILE_ONE = """
 import sys
 import torch
@@ -133,7 +152,8 @@ def test_a_read_only_compile_cache_is_one_line_that_names_it(tmp_path):
     # a sound package that cannot be unpacked (no temporary folder) is kept, not taken for a damaged one
     unpacked_nowhere = run(read_only=False, TMPDIR=str(tmp_path / "missing"))
     assert unpacked_nowhere.startswith(f"could not load the compiled decoding step {package} (")
-    assert unpacked_nowhere.endswith("); decode without compiling\n") and unpacked_nowhere.count("\n") == 1
+    assert unpacked_nowhere.endswith("); decode without compiling, or remove it to compile it anew\n")
+    assert unpacked_nowhere.count("\n") == 1
     assert package.exists()
     package.write_bytes(b"PK\x03\x04 cut short")  # damaged, and not to be removed from a read-only cache
     assert run(read_only=True) == unwritable
