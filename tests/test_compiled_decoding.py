@@ -92,7 +92,6 @@ def test_a_damaged_package_is_removed_with_one_line_that_says_to_run_again():
     assert not package.exists()
 
 
-
 def test_a_package_is_damaged_when_its_zip_says_so_not_when_it_cannot_be_opened(tmp_path):
     """Damaged (removed by compiled_step): not a zip, an entry that fails its CRC, or a changed header that makes
     zipfile raise what it raises (here RuntimeError: an entry marked encrypted). A package that cannot be opened
